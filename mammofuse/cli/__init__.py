@@ -1,0 +1,40 @@
+"""The ``mammofuse`` command line. Start-up imports only Typer and Rich: torch loads inside commands."""
+
+from __future__ import annotations
+
+import typer
+
+from mammofuse import RESEARCH_NOTICE, __version__
+from mammofuse.cli import data_cmd, inspect_cmd, schema_cmd
+
+app = typer.Typer(
+    name="mammofuse",
+    help=f"Breast-lesion classification from a mammogram fused with clinical findings. {RESEARCH_NOTICE}",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"mammofuse {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version and exit."),
+) -> None:
+    """Breast-lesion classification from a mammogram fused with clinical findings."""
+
+
+inspect_cmd.register(app)
+schema_cmd.register(app)
+data_cmd.register(app)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()

@@ -1,0 +1,110 @@
+"""Helpers shared by the commands: clinical flags, error handling, output writing."""
+
+from __future__ import annotations
+
+import csv
+import functools
+import io
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any, Callable, Iterable, Sequence, TypeVar
+
+import typer
+from rich.console import Console
+
+from mammofuse.errors import MammofuseError
+
+err_console = Console(stderr=True)
+F = TypeVar("F", bound=Callable[..., Any])
+
+USAGE_ERROR = 2
+SOME_FAILED = 1
+
+Density = Annotated[str | None, typer.Option("--density", help="Breast density: 1-4 or A-D.", rich_help_panel="Clinical findings")]
+Shape = Annotated[str | None, typer.Option("--shape", help="Mass shape, e.g. oval, irregular.", rich_help_panel="Clinical findings")]
+Margin = Annotated[str | None, typer.Option("--margin", help="Mass margins, e.g. circumscribed, spiculated.", rich_help_panel="Clinical findings")]
+CalcType = Annotated[str | None, typer.Option("--calc-type", help="Calcification type, e.g. pleomorphic.", rich_help_panel="Clinical findings")]
+CalcDistribution = Annotated[str | None, typer.Option("--calc-distribution", help="Calcification distribution, e.g. clustered.", rich_help_panel="Clinical findings")]
+Format = Annotated[str, typer.Option("--format", "-f", help="Output format.")]
+Output = Annotated[Path | None, typer.Option("--output", "-o", help="Write to this file (atomically) instead of stdout.")]
+
+
+def clinical_flags(density: str | None, shape: str | None, margin: str | None, calc_type: str | None, calc_distribution: str | None) -> dict[str, str]:
+    """The clinical flags given, keyed by schema field name, validated against the schema."""
+    from mammofuse.clinical import load_schema
+
+    values = {"density": density, "shape": shape, "margin": margin, "calc_type": calc_type, "calc_distribution": calc_distribution}
+    values = {k: v for k, v in values.items() if v is not None}
+    load_schema().normalise(values)  # raises ClinicalValueError with the valid values
+    return values
+
+
+def fail(message: str, code: int = USAGE_ERROR) -> typer.Exit:
+    """Print a one-line error to stderr and return the Exit to raise."""
+    err_console.print(f"[bold red]error:[/] {message}", markup=True, highlight=False, soft_wrap=True)
+    return typer.Exit(code)
+
+
+def guarded(func: F) -> F:
+    """Turn MammofuseError (and Ctrl-C) into a one-line message and exit code, never a traceback."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except MammofuseError as exc:
+            raise fail(str(exc)) from None
+        except KeyboardInterrupt:
+            raise fail("interrupted", 130) from None
+
+    return wrapper
+
+
+def check_choice(name: str, value: str, choices: Sequence[str]) -> str:
+    if value not in choices:
+        raise MammofuseError(f"{name} must be one of {', '.join(choices)}, not {value!r}")
+    return value
+
+
+def render_records(records: Sequence[dict[str, Any]], fmt: str) -> str:
+    """Records as JSON (a list), JSONL or CSV (nested values JSON-encoded)."""
+    if fmt == "json":
+        return json.dumps(list(records), indent=2, default=str) + "\n"
+    if fmt == "jsonl":
+        return "".join(json.dumps(r, default=str) + "\n" for r in records)
+    if fmt == "csv":
+        buffer = io.StringIO()
+        columns = list(dict.fromkeys(k for r in records for k in r))
+        writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
+        writer.writeheader()
+        for r in records:
+            writer.writerow({k: json.dumps(v) if isinstance(v, (dict, list)) else v for k, v in r.items()})
+        return buffer.getvalue()
+    raise MammofuseError(f"unknown format {fmt!r}")
+
+
+def emit(text: str, output: Path | None) -> None:
+    """Machine-readable output to stdout, or atomically to ``output``."""
+    if output is None:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    else:
+        from mammofuse.atomic import write_text
+
+        write_text(output, text)
+        err_console.print(f"wrote {output}", highlight=False)
+
+
+def expand_paths(paths: Iterable[Path], recursive: bool, suffixes: frozenset[str]) -> list[Path]:
+    """Files given plus readable-looking files inside given folders (sorted); missing paths are errors."""
+    files: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            found = path.rglob("*") if recursive else path.iterdir()
+            files.extend(sorted(p for p in found if p.is_file() and p.suffix.lower() in suffixes and not p.name.startswith(".")))
+        elif path.exists():
+            files.append(path)
+        else:
+            raise MammofuseError(f"{path}: no such file or folder")
+    return files

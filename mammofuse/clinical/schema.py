@@ -1,0 +1,198 @@
+"""The clinical schema: normalise radiologist findings and encode them multi-hot.
+
+The vocabulary lives in a versioned YAML file (``vocab/<name>-v<version>.yaml``); the
+order of fields and values there *is* the encoding, so a model records the vocabulary
+version it was trained with and refuses another.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from dataclasses import dataclass, field
+from functools import lru_cache
+from importlib import resources
+from typing import Any, Mapping
+
+import numpy as np
+import yaml
+
+from mammofuse.errors import MammofuseError
+
+DEFAULT_VOCABULARY = "cbis-ddsm-v1"
+
+
+class ClinicalValueError(MammofuseError, ValueError):
+    """An unknown clinical value; the message lists the valid values and the closest one."""
+
+
+@dataclass(frozen=True)
+class ClinicalField:
+    """One clinical field (e.g. mass margins) and its allowed values."""
+
+    name: str
+    label: str
+    values: tuple[str, ...]
+    csv_columns: tuple[str, ...] = ()
+    synonyms: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def size(self) -> int:
+        return len(self.values)
+
+
+def _canonical(text: str) -> str:
+    """Upper case, spaces and hyphens within one term folded to underscores."""
+    return re.sub(r"[\s_]+", "_", text.strip().upper())
+
+
+@dataclass(frozen=True)
+class ClinicalSchema:
+    """A versioned clinical vocabulary and its encoder.
+
+    Example:
+        >>> schema = load_schema()
+        >>> vector, mask = schema.encode({"density": "C", "margin": "spiculated"})
+        >>> vector.shape, mask.tolist()
+        ((36,), [True, False, True, False, False])
+    """
+
+    name: str
+    version: int
+    fields: tuple[ClinicalField, ...]
+    missing_tokens: frozenset[str]
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def id(self) -> str:
+        return f"{self.name}-v{self.version}"
+
+    @property
+    def dim(self) -> int:
+        return sum(f.size for f in self.fields)
+
+    @property
+    def field_names(self) -> tuple[str, ...]:
+        return tuple(f.name for f in self.fields)
+
+    @property
+    def field_sizes(self) -> tuple[int, ...]:
+        return tuple(f.size for f in self.fields)
+
+    def slices(self) -> dict[str, slice]:
+        """Each field's block in the encoded vector."""
+        out, start = {}, 0
+        for f in self.fields:
+            out[f.name] = slice(start, start + f.size)
+            start += f.size
+        return out
+
+    def field(self, name: str) -> ClinicalField:
+        for f in self.fields:
+            if f.name == name:
+                return f
+        raise ClinicalValueError(f"unknown clinical field {name!r}; fields: {', '.join(self.field_names)}")
+
+    def normalise_value(self, field_name: str, raw: Any) -> tuple[str, ...]:
+        """Turn one raw value into its canonical terms; () when absent.
+
+        Compound CBIS-DDSM values (``PUNCTATE-PLEOMORPHIC``) give several terms. Hyphens
+        split terms; spaces fold to underscores (``ill defined`` -> ``ILL_DEFINED``).
+        """
+        f = self.field(field_name)
+        if raw is None or (isinstance(raw, float) and np.isnan(raw)):
+            return ()
+        text = str(raw).strip()
+        if _canonical(text) in self.missing_tokens:
+            return ()
+        if isinstance(raw, (int, np.integer)) or re.fullmatch(r"\d+(\.0+)?", text):
+            text = str(int(float(text)))
+        whole = _canonical(text.replace("-", "_"))
+        whole = f.synonyms.get(whole, whole)
+        if whole in f.values:  # "ill-defined" is one term, not two
+            return (whole,)
+        terms: list[str] = []
+        for part in re.split(r"[-,;/|]+", text):
+            term = _canonical(part)
+            if not term or term in self.missing_tokens:
+                continue
+            term = f.synonyms.get(term, term)
+            if term not in f.values:
+                raise ClinicalValueError(self._unknown_message(f, part.strip()))
+            if term not in terms:
+                terms.append(term)
+        return tuple(terms)
+
+    @staticmethod
+    def _unknown_message(f: ClinicalField, raw: str) -> str:
+        candidates = list(f.values) + list(f.synonyms)
+        close = difflib.get_close_matches(_canonical(raw), candidates, n=1, cutoff=0.4)
+        hint = f"; did you mean {f.synonyms.get(close[0], close[0]).lower()}?" if close else ""
+        valid = ", ".join(v.lower() for v in f.values)
+        return f"unknown {f.label} {raw!r} (valid: {valid}){hint}"
+
+    def normalise(self, values: Mapping[str, Any]) -> dict[str, tuple[str, ...]]:
+        """Normalise a mapping of field name -> raw value; unknown field names are errors."""
+        out: dict[str, tuple[str, ...]] = {}
+        for name, raw in values.items():
+            terms = self.normalise_value(name, raw)
+            if terms:
+                out[name] = terms
+        return out
+
+    def encode(self, values: Mapping[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+        """Multi-hot vector (``dim``,) float32 and presence mask (n_fields,) bool."""
+        normalised = self.normalise(values)
+        vector = np.zeros(self.dim, dtype=np.float32)
+        mask = np.zeros(len(self.fields), dtype=bool)
+        for i, (f, block) in enumerate(zip(self.fields, self.slices().values())):
+            terms = normalised.get(f.name, ())
+            for term in terms:
+                vector[block.start + f.values.index(term)] = 1.0
+            mask[i] = bool(terms)
+        return vector, mask
+
+    def decode(self, vector: np.ndarray, mask: np.ndarray) -> dict[str, str | None]:
+        """Readable values of an encoded vector (compound terms joined with '-')."""
+        out: dict[str, str | None] = {}
+        for i, (f, block) in enumerate(zip(self.fields, self.slices().values())):
+            hot = [f.values[j] for j in np.flatnonzero(vector[block] > 0.5)]
+            out[f.name] = "-".join(hot) if mask[i] and hot else None
+        return out
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "vocabulary": self.id,
+            "dim": self.dim,
+            "fields": [
+                {"name": f.name, "label": f.label, "values": list(f.values), "synonyms": dict(f.synonyms)}
+                for f in self.fields
+            ],
+        }
+
+
+@lru_cache(maxsize=None)
+def load_schema(vocabulary: str = DEFAULT_VOCABULARY) -> ClinicalSchema:
+    """Load a packaged vocabulary by id (``cbis-ddsm-v1``)."""
+    resource = resources.files("mammofuse.clinical") / "vocab" / f"{vocabulary}.yaml"
+    if not resource.is_file():
+        raise MammofuseError(f"unknown clinical vocabulary {vocabulary!r}")
+    spec = yaml.safe_load(resource.read_text(encoding="utf-8"))
+    fields = tuple(
+        ClinicalField(
+            name=f["name"],
+            label=f["label"],
+            values=tuple(str(v) for v in f["values"]),
+            csv_columns=tuple(f.get("csv_columns", ())),
+            synonyms={_canonical(str(k)): str(v) for k, v in (f.get("synonyms") or {}).items()},
+        )
+        for f in spec["fields"]
+    )
+    known = {"name", "version", "fields", "missing_tokens"}
+    return ClinicalSchema(
+        name=spec["name"],
+        version=int(spec["version"]),
+        fields=fields,
+        missing_tokens=frozenset(_canonical(t) for t in spec.get("missing_tokens", [])),
+        extra={k: v for k, v in spec.items() if k not in known},
+    )

@@ -1,0 +1,67 @@
+"""mini-MIAS: 322 films, 123 abnormalities (69 benign, 54 malignant), 1024x1024 PNG or PGM."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from mammofuse.clinical import load_schema
+from mammofuse.data.sample import Sample
+from mammofuse.errors import MammofuseError
+
+SIZE = 1024  # mini-MIAS films are 1024x1024; Y is measured from the bottom edge
+
+
+def _find_image(images: Path, refnum: str) -> str | None:
+    for suffix in (".png", ".pgm", ".PNG", ".PGM"):
+        candidate = images / f"{refnum}{suffix}"
+        if candidate.is_file():
+            return str(candidate)
+    return None
+
+
+def patient_of(refnum: str) -> str:
+    """Films come in pairs (mdb001+mdb002 are one patient)."""
+    return f"mias_{(int(refnum[3:]) + 1) // 2:03d}"
+
+
+def load_mini_mias(data: str | Path, include_normal: bool = False, vocabulary: str = "cbis-ddsm-v1") -> list[Sample]:
+    """One sample per abnormality row of ``Info.txt`` (normal films only when asked, labelled 0)."""
+    data = Path(data)
+    info = data / "Info.txt"
+    if not info.is_file():
+        raise MammofuseError(f"{data}: no Info.txt here (expected the mini-MIAS folder with Info.txt and images/)")
+    mapping = load_schema(vocabulary).extra["mini_mias"]
+    images = data / "images" if (data / "images").is_dir() else data
+    samples, seen = [], {}
+    for line in info.read_text(encoding="latin-1").splitlines():
+        parts = line.split()
+        if not parts or not parts[0].startswith("mdb") or len(parts) < 3:
+            continue
+        refnum, tissue, klass = parts[0], parts[1], parts[2]
+        if klass == "NORM" and not include_normal:
+            continue
+        severity = parts[3] if len(parts) > 3 and parts[3] in {"B", "M"} else None
+        if klass != "NORM" and severity is None:
+            continue
+        region = None
+        if len(parts) >= 7 and all(p.isdigit() for p in parts[4:7]):
+            x, y, radius = (float(p) for p in parts[4:7])
+            region = (SIZE - y, x, radius)
+        clinical = {**mapping["tissue"].get(tissue, {}), **mapping["class"].get(klass, {})}
+        seen[refnum] = seen.get(refnum, 0) + 1
+        samples.append(
+            Sample(
+                id=f"{refnum}_{seen[refnum]}",
+                patient_id=patient_of(refnum),
+                label=int(severity == "M"),
+                clinical={k: str(v) for k, v in clinical.items()},
+                image_path=_find_image(images, refnum),
+                region=region,
+                image_id=refnum,
+                abnormality="calc" if klass == "CALC" else ("mass" if klass != "NORM" else None),
+                split="all",
+            )
+        )
+    if not samples:
+        raise MammofuseError(f"{info}: no abnormality rows found")
+    return samples

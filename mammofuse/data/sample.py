@@ -1,0 +1,40 @@
+"""One lesion: where its image is, its clinical findings, its label and its patient."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from mammofuse.imaging.preprocess import Region
+
+
+@dataclass(frozen=True)
+class Sample:
+    """A lesion to classify.
+
+    Attributes:
+        id: unique lesion id within the dataset.
+        patient_id: the patient; every split keeps a patient's lesions on one side.
+        label: 1 malignant, 0 benign.
+        clinical: raw clinical values keyed by schema field name (normalised by the schema).
+        image_path: the full mammogram file, or None when no image is available.
+        roi_path: a file holding only the lesion crop (CBIS-DDSM's cropped ROI), if known.
+        region: the lesion circle (row, column, radius) in ``image_path``'s pixels, if known.
+        image_id: the film the lesion is on (several lesions may share one).
+        abnormality: ``mass`` or ``calc`` when the dataset says.
+        split: the dataset's own split (``train``, ``test``, ``all``).
+    """
+
+    id: str
+    patient_id: str
+    label: int
+    clinical: dict[str, str] = field(default_factory=dict)
+    image_path: str | None = None
+    roi_path: str | None = None
+    region: Region | None = None
+    image_id: str | None = None
+    abnormality: str | None = None
+    split: str = "all"
+
+    @property
+    def has_image(self) -> bool:
+        return self.image_path is not None or self.roi_path is not None

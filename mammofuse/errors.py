@@ -1,0 +1,14 @@
+"""Errors a user can act on. The CLI prints them as one line, never a traceback."""
+
+
+class MammofuseError(Exception):
+    """A problem with the user's input, files or environment, explained in one line."""
+
+
+class InputFileError(MammofuseError):
+    """A file that cannot be read as a mammogram; the message names the file."""
+
+    def __init__(self, path: object, problem: str) -> None:
+        super().__init__(f"{path}: {problem}")
+        self.path = path
+        self.problem = problem

@@ -1,0 +1,99 @@
+"""Turn a read mammogram into the model's input tensor, following a saved recipe."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+import numpy as np
+
+from mammofuse.imaging.reader import Mammogram
+
+InputMode = Literal["roi", "full"]
+
+
+@dataclass(frozen=True)
+class PreprocessRecipe:
+    """How pixels become the model input; saved in ``config.json`` with the weights.
+
+    Attributes:
+        image_size: side of the square input.
+        input: ``roi`` crops a square around the lesion (``roi_context`` times its diameter)
+            when the lesion region is known and otherwise falls back to the breast crop;
+            ``full`` always uses the whole breast region.
+        mean, std: intensity normalisation after scaling to [0, 1].
+    """
+
+    image_size: int = 224
+    input: InputMode = "roi"
+    roi_context: float = 1.5
+    roi_min_size: int = 64
+    mean: float = 0.5
+    std: float = 0.25
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "PreprocessRecipe":
+        return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
+
+
+Region = tuple[float, float, float]
+"""A lesion circle (row, column, radius) in the file's original pixel coordinates."""
+
+
+def breast_bbox(pixels: np.ndarray, threshold: float = 0.08) -> tuple[int, int, int, int]:
+    """Bounding box (top, bottom, left, right) of the largest bright component: the breast."""
+    from scipy import ndimage
+
+    step = max(1, min(pixels.shape) // 256)
+    small = pixels[::step, ::step]
+    labels, count = ndimage.label(ndimage.binary_opening(small > threshold, iterations=2))
+    if count == 0:
+        return 0, pixels.shape[0], 0, pixels.shape[1]
+    sizes = ndimage.sum_labels(np.ones_like(labels), labels, index=np.arange(1, count + 1))
+    rows, cols = np.nonzero(labels == int(np.argmax(sizes)) + 1)
+    top, bottom = rows.min() * step, min(pixels.shape[0], (rows.max() + 1) * step)
+    left, right = cols.min() * step, min(pixels.shape[1], (cols.max() + 1) * step)
+    return int(top), int(bottom), int(left), int(right)
+
+
+def _square_crop(pixels: np.ndarray, row: float, col: float, side: int) -> np.ndarray:
+    """A side x side window centred on (row, col), zero-padded past the edges."""
+    half = side // 2
+    top, left = int(round(row)) - half, int(round(col)) - half
+    out = np.zeros((side, side), dtype=np.float32)
+    src = pixels[max(top, 0) : top + side, max(left, 0) : left + side]
+    out[max(-top, 0) : max(-top, 0) + src.shape[0], max(-left, 0) : max(-left, 0) + src.shape[1]] = src
+    return out
+
+
+def _resize(pixels: np.ndarray, size: int) -> np.ndarray:
+    from PIL import Image
+
+    image = Image.fromarray(np.ascontiguousarray(pixels, dtype=np.float32), mode="F")
+    return np.asarray(image.resize((size, size), Image.Resampling.BILINEAR), dtype=np.float32)
+
+
+def crop_for_model(mammogram: Mammogram, recipe: PreprocessRecipe, region: Region | None = None) -> np.ndarray:
+    """The region the model looks at, before resizing (float32 in [0, 1]).
+
+    ``roi`` with a known region: a square around the lesion. Otherwise the breast's bounding
+    box, which the resize then stretches to a square (as whole-image pipelines usually do).
+    """
+    pixels = mammogram.pixels
+    if recipe.input == "roi" and region is not None:
+        row, col, radius = region
+        if mammogram.info.flipped:
+            col = pixels.shape[1] - 1 - col
+        side = max(recipe.roi_min_size, int(round(2 * radius * recipe.roi_context)))
+        return _square_crop(pixels, row, col, side)
+    top, bottom, left, right = breast_bbox(pixels)
+    return pixels[top:bottom, left:right]  # resized to a square: aspect is not kept
+
+
+def preprocess(mammogram: Mammogram, recipe: PreprocessRecipe, region: Region | None = None) -> np.ndarray:
+    """Model input (1, S, S) float32, normalised with the recipe's mean and std."""
+    crop = _resize(crop_for_model(mammogram, recipe, region), recipe.image_size)
+    return ((crop - recipe.mean) / recipe.std)[None].astype(np.float32)

@@ -1,0 +1,219 @@
+"""Read a mammogram into float32 pixels in [0, 1], breast on the left, with its metadata.
+
+DICOM goes through pydicom (uncompressed and RLE natively, JPEG-family syntaxes with the
+``codecs`` extra); PNG, JPEG, TIFF and PGM through Pillow, 8- or 16-bit.
+"""
+
+from __future__ import annotations
+
+import re
+import warnings
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mammofuse.errors import InputFileError
+
+DICOM_SUFFIXES = frozenset({".dcm", ".dicom", ""})
+IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".tif", ".tiff", ".pgm", ".pnm"}) | DICOM_SUFFIXES
+_CBIS_PATIENT = re.compile(r"(?P<patient>P_\d+)_(?P<side>LEFT|RIGHT)_(?P<view>CC|MLO|ML|LM|XCCL|AT)", re.I)
+
+
+@dataclass
+class MammogramInfo:
+    """What the reader saw in a file (the ``mammofuse inspect`` record)."""
+
+    path: str
+    format: str
+    rows: int
+    columns: int
+    bits_stored: int
+    photometric: str
+    modality: str | None = None
+    laterality: str | None = None
+    view: str | None = None
+    patient_id: str | None = None
+    study_uid: str | None = None
+    series_uid: str | None = None
+    sop_uid: str | None = None
+    flipped: bool = False
+    warnings: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class Mammogram:
+    """Pixels (H, W) float32 in [0, 1], 1 = dense tissue, breast on the left."""
+
+    pixels: np.ndarray
+    info: MammogramInfo
+
+
+def read_mammogram(path: str | Path, canonical: bool = True) -> Mammogram:
+    """Read a DICOM or image file.
+
+    Args:
+        path: the file.
+        canonical: flip horizontally so the breast lies on the left.
+
+    Raises:
+        InputFileError: unreadable, colour, multi-frame or empty image; the message names the file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputFileError(path, "no such file")
+    if _is_dicom(path):
+        pixels, info = _read_dicom(path)
+    else:
+        pixels, info = _read_image(path)
+    if not np.isfinite(pixels).all() or pixels.max() <= pixels.min():
+        raise InputFileError(path, "image is blank (all pixels equal)")
+    if canonical and _breast_on_right(pixels):
+        pixels = pixels[:, ::-1].copy()
+        info.flipped = True
+    return Mammogram(np.ascontiguousarray(pixels, dtype=np.float32), info)
+
+
+def _is_dicom(path: Path) -> bool:
+    with path.open("rb") as fh:
+        head = fh.read(132)
+    return head[128:132] == b"DICM" or path.suffix.lower() in {".dcm", ".dicom"}
+
+
+def _breast_on_right(pixels: np.ndarray) -> bool:
+    half = pixels.shape[1] // 2
+    return float(pixels[:, half:].sum()) > float(pixels[:, :half].sum())
+
+
+def _rescale(values: np.ndarray, low: float, high: float) -> np.ndarray:
+    return np.clip((values - low) / max(high - low, 1e-6), 0.0, 1.0).astype(np.float32)
+
+
+def _read_dicom(path: Path) -> tuple[np.ndarray, MammogramInfo]:
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+    from pydicom.pixels import apply_modality_lut, apply_voi_lut
+
+    try:
+        ds = pydicom.dcmread(path)
+    except (InvalidDicomError, OSError, ValueError, EOFError) as exc:
+        raise InputFileError(path, f"not a readable DICOM file ({exc})") from None
+    if "PixelData" not in ds:
+        raise InputFileError(path, "DICOM file has no pixel data")
+    samples = int(ds.get("SamplesPerPixel", 1))
+    photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).upper()
+    if samples != 1 or not photometric.startswith("MONOCHROME"):
+        raise InputFileError(path, f"colour DICOM ({photometric}, {samples} samples per pixel): mammograms are grayscale")
+    if int(ds.get("NumberOfFrames", 1) or 1) > 1:
+        raise InputFileError(path, f"multi-frame DICOM ({ds.NumberOfFrames} frames, e.g. tomosynthesis): expected one 2D mammogram")
+    info = MammogramInfo(
+        path=str(path),
+        format="dicom",
+        rows=int(ds.Rows),
+        columns=int(ds.Columns),
+        bits_stored=int(ds.get("BitsStored", ds.get("BitsAllocated", 16))),
+        photometric=photometric,
+        modality=str(ds.get("Modality", "")) or None,
+        patient_id=str(ds.get("PatientID", "")) or None,
+        study_uid=str(ds.get("StudyInstanceUID", "")) or None,
+        series_uid=str(ds.get("SeriesInstanceUID", "")) or None,
+        sop_uid=str(ds.get("SOPInstanceUID", "")) or None,
+    )
+    info.laterality, info.view = _laterality_and_view(ds, info.patient_id)
+    if info.modality and info.modality != "MG":
+        info.warnings.append(f"modality is {info.modality}, not MG (mammography)")
+        warnings.warn(f"{path}: {info.warnings[-1]}", stacklevel=3)
+    try:
+        raw = ds.pixel_array
+    except Exception as exc:  # pydicom raises several types for missing or failing codecs
+        syntax = getattr(ds.file_meta, "TransferSyntaxUID", None)
+        name = getattr(syntax, "name", str(syntax))
+        raise InputFileError(
+            path,
+            f"cannot decode pixel data ({name}): install the codecs extra, "
+            f"pip install 'mammofuse[codecs]' ({type(exc).__name__})",
+        ) from None
+    pixels = _dicom_to_unit(ds, raw, apply_modality_lut, apply_voi_lut)
+    return pixels, info
+
+
+def _dicom_to_unit(ds: Any, raw: np.ndarray, modality_lut: Any, voi_lut: Any) -> np.ndarray:
+    """Stored values -> [0, 1] with 1 = dense, honouring padding, LUTs and MONOCHROME1."""
+    bits = int(ds.get("BitsStored", 16))
+    padding = ds.get("PixelPaddingValue")
+    pad_mask = (raw == padding) if padding is not None else None
+    values = modality_lut(raw, ds).astype(np.float32)
+    has_voi = any(k in ds for k in ("VOILUTSequence", "WindowCenter"))
+    if has_voi:
+        values = voi_lut(values, ds, prefer_lut=True).astype(np.float32)
+    valid = values[~pad_mask] if pad_mask is not None and (~pad_mask).any() else values
+    if has_voi:
+        low, high = float(valid.min()), float(valid.max())
+    else:  # no window in the file: the full stored range is the honest scale
+        signed = int(ds.get("PixelRepresentation", 0)) == 1
+        low, high = (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1) if signed else (0, 2**bits - 1)
+        low, high = max(low, float(valid.min())), min(high, float(valid.max()))
+    pixels = _rescale(values, low, high)
+    if str(ds.get("PhotometricInterpretation", "")).upper() == "MONOCHROME1":
+        pixels = 1.0 - pixels
+    if pad_mask is not None:
+        pixels[pad_mask] = 0.0
+    return pixels
+
+
+def _laterality_and_view(ds: Any, patient_id: str | None) -> tuple[str | None, str | None]:
+    side = str(ds.get("ImageLaterality", "") or ds.get("Laterality", "")).upper()[:1] or None
+    view = str(ds.get("ViewPosition", "")).upper() or None
+    if (side is None or view is None) and patient_id:
+        match = _CBIS_PATIENT.search(patient_id)
+        if match:
+            side = side or match["side"][0].upper()
+            view = view or match["view"].upper()
+    return (side if side in {"L", "R"} else None), view
+
+
+def _read_image(path: Path) -> tuple[np.ndarray, MammogramInfo]:
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:
+            mode = image.mode
+            if getattr(image, "n_frames", 1) > 1:
+                raise InputFileError(path, f"multi-frame image ({image.n_frames} frames): expected one 2D mammogram")
+            if mode in {"RGB", "RGBA", "P", "CMYK", "YCbCr", "LAB", "HSV"}:
+                if mode == "P" or not _is_gray(np.asarray(image.convert("RGB"))):
+                    raise InputFileError(path, f"colour image (mode {mode}): mammograms are grayscale")
+                image = image.convert("L")
+                mode = "L"
+            array = np.asarray(image)
+            fmt = (image.format or path.suffix.lstrip(".")).lower()
+    except InputFileError:
+        raise
+    except (UnidentifiedImageError, OSError, ValueError) as exc:
+        raise InputFileError(path, f"not a readable image ({exc})") from None
+    if array.ndim != 2:
+        raise InputFileError(path, f"expected a grayscale image, got shape {array.shape}")
+    if array.dtype == np.uint8:
+        bits = 8
+    elif array.dtype == bool:
+        bits = 1
+    else:
+        bits = int(np.ceil(np.log2(max(int(array.max()), 1) + 1))) if array.max() > 255 else 8
+        bits = 16 if bits > 12 else (12 if bits > 8 else bits)
+    pixels = _rescale(array.astype(np.float32), 0.0, float(2**bits - 1))
+    info = MammogramInfo(
+        path=str(path), format=fmt, rows=array.shape[0], columns=array.shape[1],
+        bits_stored=bits, photometric="MONOCHROME2",
+    )
+    match = _CBIS_PATIENT.search(path.as_posix())
+    if match:
+        info.laterality, info.view = match["side"][0].upper(), match["view"].upper()
+    return pixels, info
+
+
+def _is_gray(rgb: np.ndarray) -> bool:
+    return bool(np.array_equal(rgb[..., 0], rgb[..., 1]) and np.array_equal(rgb[..., 1], rgb[..., 2]))

@@ -1,0 +1,62 @@
+"""Encoders: a one-channel torchvision ResNet for images, one token per clinical field."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+import torch
+from torch import nn
+
+from mammofuse.errors import MammofuseError
+
+_WEIGHTS = {"resnet18": "ResNet18_Weights", "resnet34": "ResNet34_Weights", "resnet50": "ResNet50_Weights"}
+
+
+def one_channel_stem(conv: nn.Conv2d) -> nn.Conv2d:
+    """The same first convolution for grayscale input: RGB filters summed (as timm's adapt_input_conv)."""
+    stem = nn.Conv2d(1, conv.out_channels, conv.kernel_size, conv.stride, conv.padding, bias=conv.bias is not None)
+    with torch.no_grad():
+        stem.weight.copy_(conv.weight.sum(dim=1, keepdim=True))
+    return stem
+
+
+def resnet_backbone(name: str, pretrained: str | None = None) -> tuple[nn.Module, int]:
+    """A ResNet without pooling and classifier, one input channel; returns (module, channels).
+
+    ``pretrained="imagenet"`` loads torchvision's weights from its cache or the network.
+    """
+    import torchvision
+
+    weights = None
+    if pretrained == "imagenet":
+        weights = getattr(torchvision.models, _WEIGHTS[name]).DEFAULT
+    elif pretrained:
+        raise MammofuseError(f"unknown pretrained weights {pretrained!r}; use 'imagenet' or none")
+    try:
+        net = getattr(torchvision.models, name)(weights=weights)
+    except (OSError, RuntimeError) as exc:
+        raise MammofuseError(
+            f"cannot load ImageNet weights for {name} ({type(exc).__name__}): offline? "
+            f"Put them in the torch hub cache ({torch.hub.get_dir()}) or train without --pretrained"
+        ) from None
+    net.conv1 = one_channel_stem(net.conv1)
+    channels = net.fc.in_features
+    names = ("conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4")
+    body = nn.Sequential(OrderedDict((n, getattr(net, n)) for n in names))
+    return body, channels
+
+
+class ClinicalTokens(nn.Module):
+    """One d-dimensional token per clinical field: each field's block has its own projection."""
+
+    def __init__(self, field_sizes: list[int], dim: int) -> None:
+        super().__init__()
+        self.field_sizes = list(field_sizes)
+        self.proj = nn.ModuleList(nn.Linear(n, dim) for n in field_sizes)
+        self.field_embedding = nn.Parameter(torch.zeros(len(field_sizes), dim))
+        nn.init.normal_(self.field_embedding, std=0.02)
+
+    def forward(self, clinical: torch.Tensor) -> torch.Tensor:
+        blocks = torch.split(clinical, self.field_sizes, dim=1)
+        tokens = torch.stack([proj(block) for proj, block in zip(self.proj, blocks)], dim=1)
+        return tokens + self.field_embedding

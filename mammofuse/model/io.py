@@ -1,0 +1,69 @@
+"""Save and load models as ``model.safetensors`` + ``config.json`` (never pickle)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from mammofuse.atomic import atomic_path, write_text
+from mammofuse.clinical import load_schema
+from mammofuse.errors import MammofuseError
+from mammofuse.model.config import ModelConfig
+from mammofuse.model.mammofuse import MammoFuse
+
+WEIGHTS_NAME = "model.safetensors"
+CONFIG_NAME = "config.json"
+
+
+def save_model(model: MammoFuse, folder: str | Path) -> Path:
+    """Write weights and config atomically into ``folder``; returns the folder."""
+    from safetensors.torch import save_file
+
+    folder = Path(folder)
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    with atomic_path(folder / WEIGHTS_NAME) as tmp:
+        save_file(state, str(tmp), metadata={"format": "pt"})
+    write_text(folder / CONFIG_NAME, json.dumps(model.config.to_dict(), indent=2, sort_keys=True) + "\n")
+    return folder
+
+
+def read_config(folder: str | Path) -> ModelConfig:
+    """The model config of a folder, validated against the installed vocabulary."""
+    path = Path(folder) / CONFIG_NAME
+    try:
+        data: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise MammofuseError(f"{path}: not found (a model folder holds {WEIGHTS_NAME} and {CONFIG_NAME})") from None
+    except json.JSONDecodeError as exc:
+        raise MammofuseError(f"{path}: not valid JSON ({exc})") from None
+    config = ModelConfig.from_dict(data)
+    schema = load_schema(config.vocabulary)
+    if list(config.field_sizes) != list(schema.field_sizes):
+        raise MammofuseError(f"{path}: clinical vocabulary {config.vocabulary} does not match this mammofuse's copy")
+    return config
+
+
+def load_model(folder: str | Path, device: str | torch.device = "cpu") -> MammoFuse:
+    """Rebuild a model from ``folder`` with strict key checking, in eval mode."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    folder = Path(folder)
+    config = read_config(folder)
+    model = MammoFuse(config)
+    try:
+        state = load_file(str(folder / WEIGHTS_NAME), device="cpu")
+    except FileNotFoundError:
+        raise MammofuseError(f"{folder / WEIGHTS_NAME}: not found") from None
+    except (SafetensorError, OSError) as exc:
+        raise MammofuseError(f"{folder / WEIGHTS_NAME}: not a valid safetensors file ({exc})") from None
+    result = model.load_state_dict(state, strict=False)
+    if result.missing_keys or result.unexpected_keys:
+        raise MammofuseError(
+            f"{folder / WEIGHTS_NAME}: weights do not match config.json "
+            f"(missing {result.missing_keys[:3]}, unexpected {result.unexpected_keys[:3]})"
+        )
+    return model.to(device).eval()

@@ -1,0 +1,139 @@
+"""MammoFuse: image tokens and clinical-field tokens, projected to d and fused.
+
+Fusion variants (``ModelConfig.fusion``):
+    image     pooled image tokens only
+    clinical  masked mean of the clinical-field tokens only (no image encoder is built)
+    concat    [pooled image, pooled clinical]
+    cross     image tokens (queries) attend to clinical-field tokens (keys/values)
+    co        cross, plus clinical-field tokens attending to image tokens
+
+Absent clinical fields are masked out of attention and pooling; a case with no field
+present falls back to the image path (attention contributes zero, never NaN). A missing
+image is replaced by a learned token, so clinical-only cases still get a prediction.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from mammofuse.model.config import ModelConfig
+from mammofuse.model.encoders import ClinicalTokens, resnet_backbone
+
+
+@dataclass
+class FusionOutput:
+    """Logits (B,) and, for attention fusions, the weights (B, heads-averaged queries, keys)."""
+
+    logits: torch.Tensor
+    image_to_clinical: torch.Tensor | None = None
+    clinical_to_image: torch.Tensor | None = None
+
+
+class MaskedAttention(nn.Module):
+    """``nn.MultiheadAttention`` whose rows with no valid key output zeros instead of NaN."""
+
+    def __init__(self, dim: int, heads: int, dropout: float) -> None:
+        super().__init__()
+        self.attn = nn.MultiheadAttention(dim, heads, dropout=dropout, batch_first=True)
+        self.norm = nn.LayerNorm(dim)
+
+    def forward(self, queries: torch.Tensor, keys: torch.Tensor, key_valid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        any_valid = key_valid.any(dim=1)
+        # Rows with no valid key attend to everything (finite) and are zeroed below.
+        padding = ~key_valid & any_valid[:, None]
+        out, weights = self.attn(queries, keys, keys, key_padding_mask=padding, need_weights=True)
+        keep = any_valid[:, None, None].to(out.dtype)
+        return self.norm(queries + out * keep), weights * keep
+
+
+def masked_mean(tokens: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """Mean over valid tokens (zeros where none is valid)."""
+    weights = valid.to(tokens.dtype).unsqueeze(-1)
+    return (tokens * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1.0)
+
+
+class MammoFuse(nn.Module):
+    """The multimodal classifier. ``forward`` returns one logit per case (malignant)."""
+
+    def __init__(self, config: ModelConfig, pretrained: str | None = None) -> None:
+        super().__init__()
+        self.config = config
+        d = config.proj_dim
+        self.backbone: nn.Module | None = None
+        if config.uses_image:
+            self.backbone, channels = resnet_backbone(config.backbone, pretrained)
+            self.image_proj = nn.Conv2d(channels, d, kernel_size=1)
+            self.missing_image = nn.Parameter(torch.zeros(1, 1, d))
+        if config.uses_clinical:
+            self.clinical_tokens = ClinicalTokens(config.field_sizes, d)
+        if config.fusion in ("cross", "co"):
+            self.image_to_clinical = MaskedAttention(d, config.num_heads, config.dropout)
+        if config.fusion == "co":
+            self.clinical_to_image = MaskedAttention(d, config.num_heads, config.dropout)
+        width = d * (2 if config.fusion in ("concat", "co") else 1)
+        self.head = nn.Sequential(nn.LayerNorm(width), nn.Dropout(config.dropout), nn.Linear(width, d), nn.GELU(), nn.Linear(d, 1))
+
+    def image_features(self, image: torch.Tensor) -> torch.Tensor:
+        """Backbone feature map (B, C, h, w): what the frozen-feature cache stores."""
+        assert self.backbone is not None, "this fusion has no image branch"
+        return self.backbone(image)
+
+    def forward(
+        self,
+        image: torch.Tensor | None,
+        clinical: torch.Tensor,
+        clinical_mask: torch.Tensor,
+        image_present: torch.Tensor | None = None,
+        features: torch.Tensor | None = None,
+    ) -> FusionOutput:
+        """Score a batch.
+
+        Args:
+            image: (B, 1, H, W) normalised images, or None when ``features`` is given or unused.
+            clinical: (B, 36) multi-hot clinical vectors.
+            clinical_mask: (B, n_fields) bool, True where the field is present.
+            image_present: (B,) bool, False where the case has no image (defaults to all True).
+            features: precomputed ``image_features`` (B, C, h, w), e.g. from the cache.
+        """
+        batch = clinical.shape[0]
+        clinical_mask = clinical_mask.bool()
+        present = torch.ones(batch, dtype=torch.bool, device=clinical.device) if image_present is None else image_present.bool()
+        if self.training and self.config.modality_dropout > 0 and self.config.fusion in ("concat", "cross", "co"):
+            present, clinical_mask = self._modality_dropout(present, clinical_mask)
+        image_tokens = self._image_tokens(image, features, present) if self.config.uses_image else None
+        clinical_tokens = self.clinical_tokens(clinical) if self.config.uses_clinical else None
+        out = FusionOutput(logits=torch.empty(0))
+        fusion = self.config.fusion
+        if fusion == "image":
+            pooled = image_tokens.mean(dim=1)
+        elif fusion == "clinical":
+            pooled = masked_mean(clinical_tokens, clinical_mask)
+        elif fusion == "concat":
+            pooled = torch.cat([image_tokens.mean(dim=1), masked_mean(clinical_tokens, clinical_mask)], dim=1)
+        else:
+            fused, out.image_to_clinical = self.image_to_clinical(image_tokens, clinical_tokens, clinical_mask)
+            pooled = fused.mean(dim=1)
+            if fusion == "co":
+                all_valid = torch.ones(image_tokens.shape[:2], dtype=torch.bool, device=image_tokens.device)
+                back, out.clinical_to_image = self.clinical_to_image(clinical_tokens, image_tokens, all_valid)
+                out.clinical_to_image = out.clinical_to_image * clinical_mask[:, :, None]
+                pooled = torch.cat([pooled, masked_mean(back, clinical_mask)], dim=1)
+        out.logits = self.head(pooled).squeeze(-1)
+        return out
+
+    def _image_tokens(self, image: torch.Tensor | None, features: torch.Tensor | None, present: torch.Tensor) -> torch.Tensor:
+        if features is None:
+            features = self.image_features(image)
+        tokens = self.image_proj(features).flatten(2).transpose(1, 2)  # (B, h*w, d)
+        return torch.where(present[:, None, None], tokens, self.missing_image.expand_as(tokens))
+
+    def _modality_dropout(self, present: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """With probability p drop one whole modality per case (image or clinical, evenly)."""
+        p = self.config.modality_dropout
+        drop = torch.rand(present.shape, device=present.device) < p
+        drop_image = drop & (torch.rand(present.shape, device=present.device) < 0.5) & mask.any(dim=1)
+        drop_clinical = drop & ~drop_image & present
+        return present & ~drop_image, mask & ~drop_clinical[:, None]
