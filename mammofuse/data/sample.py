@@ -38,3 +38,10 @@ class Sample:
     @property
     def has_image(self) -> bool:
         return self.image_path is not None or self.roi_path is not None
+
+
+def patient_digest(patient_id: str) -> str:
+    """A short one-way digest of a patient id: models record these, not the ids, to flag overlap."""
+    import hashlib
+
+    return hashlib.sha256(patient_id.strip().encode("utf-8")).hexdigest()[:16]
