@@ -4,11 +4,17 @@ Research use only, not a medical device. Heavy modules (torch and friends) are i
 lazily so that ``mammofuse --help`` stays fast.
 """
 
-from importlib.metadata import PackageNotFoundError, version
-
-try:
-    __version__ = version("mammofuse")
-except PackageNotFoundError:  # running from a source tree without installation
-    __version__ = "0.0.0"
+from typing import Any
 
 RESEARCH_NOTICE = "Research use only, not a medical device."
+
+
+def __getattr__(name: str) -> Any:
+    if name == "__version__":  # importlib.metadata costs ~30 ms: only when asked
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            return version("mammofuse")
+        except PackageNotFoundError:  # a source tree without installation
+            return "0.0.0"
+    raise AttributeError(name)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from mammofuse import RESEARCH_NOTICE, __version__
+from mammofuse import RESEARCH_NOTICE
 from mammofuse.cli import data_cmd, inspect_cmd, schema_cmd
 
 app = typer.Typer(
@@ -19,6 +19,8 @@ app = typer.Typer(
 
 def _version(value: bool) -> None:
     if value:
+        from mammofuse import __version__
+
         typer.echo(f"mammofuse {__version__}")
         raise typer.Exit()
 

