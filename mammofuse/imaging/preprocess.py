@@ -53,7 +53,11 @@ def breast_bbox(pixels: np.ndarray, threshold: float = 0.08) -> tuple[int, int, 
     if count == 0:
         return 0, pixels.shape[0], 0, pixels.shape[1]
     sizes = ndimage.sum_labels(np.ones_like(labels), labels, index=np.arange(1, count + 1))
-    rows, cols = np.nonzero(labels == int(np.argmax(sizes)) + 1)
+    breast = labels == int(np.argmax(sizes)) + 1
+    # Rows where the component is only a thin strip (a film edge along the chest wall) are not breast.
+    profile = breast.sum(axis=1)
+    rows = np.flatnonzero(profile >= 0.15 * profile.max())
+    cols = np.flatnonzero(breast[rows.min() : rows.max() + 1].any(axis=0))
     top, bottom = rows.min() * step, min(pixels.shape[0], (rows.max() + 1) * step)
     left, right = cols.min() * step, min(pixels.shape[1], (cols.max() + 1) * step)
     return int(top), int(bottom), int(left), int(right)
