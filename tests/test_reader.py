@@ -41,6 +41,7 @@ def test_real_dicom_pixels_are_sane_and_breast_is_on_the_left(real_dicoms):
         assert p[:, :half].mean() > 2 * p[:, half:].mean()  # canonical: breast on the left
         top, bottom, left, right = breast_bbox(p)
         assert left == 0 and (right - left) < 0.8 * p.shape[1]
+        assert bottom - top < 0.95 * p.shape[0]  # film-edge strips above and below the breast are cut
         tissue = p[top:bottom, left:right]
         assert 0.05 < float(np.median(tissue[tissue > 0.08])) < 0.95
 
