@@ -60,10 +60,11 @@ def load_model(folder: str | Path, device: str | torch.device = "cpu") -> MammoF
         raise MammofuseError(f"{folder / WEIGHTS_NAME}: not found") from None
     except (SafetensorError, OSError) as exc:
         raise MammofuseError(f"{folder / WEIGHTS_NAME}: not a valid safetensors file ({exc})") from None
-    result = model.load_state_dict(state, strict=False)
+    mismatch = f"{folder / WEIGHTS_NAME}: weights do not match config.json"
+    try:
+        result = model.load_state_dict(state, strict=False)
+    except RuntimeError as exc:  # same keys, other shapes
+        raise MammofuseError(f"{mismatch} ({str(exc).splitlines()[-1].strip()})") from None
     if result.missing_keys or result.unexpected_keys:
-        raise MammofuseError(
-            f"{folder / WEIGHTS_NAME}: weights do not match config.json "
-            f"(missing {result.missing_keys[:3]}, unexpected {result.unexpected_keys[:3]})"
-        )
+        raise MammofuseError(f"{mismatch} (missing {result.missing_keys[:3]}, unexpected {result.unexpected_keys[:3]})")
     return model.to(device).eval()

@@ -1,0 +1,119 @@
+"""The ``last/`` checkpoint: everything an exact ``--resume`` needs, without pickle.
+
+Tensors (model, optimiser moments, RNG states) go to ``last/epoch-NNNN.safetensors``;
+scalars (epoch, best score, history, optimiser hyper-parameters, scheduler, Python and
+NumPy RNG) to ``last/checkpoint.json``, which names its tensor file. Both are written
+atomically and the JSON last, so a crash at any moment leaves the previous checkpoint
+whole; older tensor files are deleted only after the new JSON is in place.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from mammofuse.atomic import atomic_path, write_text
+from mammofuse.errors import MammofuseError
+
+LAST_DIR = "last"
+STATE_NAME = "checkpoint.json"
+FORMAT = 1
+
+
+def rng_state() -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """(tensors, scalars) capturing torch (CPU and CUDA), NumPy and Python RNGs."""
+    tensors = {"rng.torch": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        for i, s in enumerate(torch.cuda.get_rng_state_all()):
+            tensors[f"rng.cuda.{i}"] = s
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    tensors["rng.numpy"] = torch.from_numpy(np.asarray(keys, dtype=np.int64))
+    py_version, py_state, py_gauss = random.getstate()
+    scalars = {"numpy": [kind, int(pos), int(has_gauss), float(gauss)], "python": [py_version, list(py_state), py_gauss]}
+    return tensors, scalars
+
+
+def set_rng_state(tensors: dict[str, torch.Tensor], scalars: dict[str, Any]) -> None:
+    torch.set_rng_state(tensors["rng.torch"])
+    cuda = [tensors[k] for k in sorted(k for k in tensors if k.startswith("rng.cuda."))]
+    if cuda and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(cuda)
+    kind, pos, has_gauss, gauss = scalars["numpy"]
+    np.random.set_state((kind, tensors["rng.numpy"].numpy().astype(np.uint32), pos, has_gauss, gauss))
+    version, state, py_gauss = scalars["python"]
+    random.setstate((version, tuple(state), py_gauss))
+
+
+def optimizer_state(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Split an optimiser's state dict into tensors and JSON scalars."""
+    state = optimizer.state_dict()
+    tensors: dict[str, torch.Tensor] = {}
+    scalars: dict[str, dict[str, Any]] = {}
+    for pid, entry in state["state"].items():
+        for name, value in entry.items():
+            if torch.is_tensor(value):
+                tensors[f"optimizer.{pid}.{name}"] = value
+            else:
+                scalars.setdefault(str(pid), {})[name] = value
+    return tensors, {"param_groups": state["param_groups"], "scalars": scalars}
+
+
+def load_optimizer_state(optimizer: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], scalars: dict[str, Any]) -> None:
+    state: dict[int, dict[str, Any]] = {}
+    for key, value in tensors.items():
+        if key.startswith("optimizer."):
+            _, pid, name = key.split(".", 2)
+            state.setdefault(int(pid), {})[name] = value
+    for pid, entry in scalars["scalars"].items():
+        state.setdefault(int(pid), {}).update(entry)
+    groups = [{**g, "betas": tuple(g["betas"])} if "betas" in g else g for g in scalars["param_groups"]]
+    optimizer.load_state_dict({"state": state, "param_groups": groups})
+
+
+def save_checkpoint(out: Path, epoch: int, model_state: dict[str, torch.Tensor], extra_tensors: dict[str, torch.Tensor], scalars: dict[str, Any]) -> Path:
+    """Write ``out/last`` for ``epoch``; returns the JSON path."""
+    from safetensors.torch import save_file
+
+    folder = Path(out) / LAST_DIR
+    name = f"epoch-{epoch:04d}.safetensors"
+    tensors = {f"model.{k}": v for k, v in model_state.items()}
+    tensors.update(extra_tensors)
+    tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
+    with atomic_path(folder / name) as tmp:
+        save_file(tensors, str(tmp), metadata={"format": "mammofuse-checkpoint"})
+    write_text(folder / STATE_NAME, json.dumps({"format": FORMAT, "epoch": epoch, "tensors": name, **scalars}, indent=1) + "\n")
+    for old in folder.glob("epoch-*.safetensors"):
+        if old.name != name:
+            old.unlink(missing_ok=True)
+    return folder / STATE_NAME
+
+
+def has_checkpoint(out: Path) -> bool:
+    return (Path(out) / LAST_DIR / STATE_NAME).is_file()
+
+
+def load_checkpoint(out: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """(tensors, scalars) of ``out/last``; model weights are the ``model.*`` tensors."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    folder = Path(out) / LAST_DIR
+    path = folder / STATE_NAME
+    try:
+        scalars = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise MammofuseError(f"{out}: nothing to resume (no {LAST_DIR}/{STATE_NAME}); run without --resume") from None
+    except json.JSONDecodeError as exc:
+        raise MammofuseError(f"{path}: not valid JSON ({exc})") from None
+    if scalars.get("format") != FORMAT:
+        raise MammofuseError(f"{path}: checkpoint format {scalars.get('format')} is not supported (needs {FORMAT})")
+    try:
+        tensors = load_file(str(folder / scalars["tensors"]))
+    except (FileNotFoundError, SafetensorError, OSError) as exc:
+        raise MammofuseError(f"{folder / scalars['tensors']}: cannot read the checkpoint tensors ({exc})") from None
+    return tensors, scalars

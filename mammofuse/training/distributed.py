@@ -1,0 +1,100 @@
+"""torchrun support: process group from the environment, sharding, gathering results.
+
+``torchrun --standalone --nproc-per-node 2 -m mammofuse train ...`` sets RANK, WORLD_SIZE
+and LOCAL_RANK; with one process (plain ``mammofuse train``) everything here is a no-op.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import torch
+
+from mammofuse.errors import MammofuseError
+
+
+@dataclass
+class Distributed:
+    """Where this process stands in a run: rank 0 of 1 unless started by torchrun."""
+
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+    owns_group: bool = False  # we created the process group, so we tear it down
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world > 1
+
+    @classmethod
+    def from_env(cls, device_type: str) -> "Distributed":
+        """Join the process group torchrun describes (gloo on CPU, nccl on CUDA)."""
+        import torch.distributed as dist
+
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        if world <= 1:
+            return cls()
+        rank, local_rank = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
+        if dist.is_initialized():
+            return cls(dist.get_rank(), dist.get_world_size(), local_rank, owns_group=False)
+        backend = "nccl" if device_type == "cuda" else "gloo"
+        try:
+            dist.init_process_group(backend=backend)
+        except (RuntimeError, ValueError) as exc:
+            raise MammofuseError(f"cannot join the torchrun process group ({backend}): {exc}") from None
+        return cls(rank, world, local_rank, owns_group=True)
+
+    def shard(self, items: Sequence[int]) -> list[int]:
+        """This rank's share of ``items`` (interleaved, no padding)."""
+        return list(items[self.rank :: self.world])
+
+    def gather(self, obj: Any) -> list[Any]:
+        """Every rank's ``obj``, in rank order (just ``[obj]`` without torchrun)."""
+        if not self.enabled:
+            return [obj]
+        import torch.distributed as dist
+
+        out: list[Any] = [None] * self.world
+        dist.all_gather_object(out, obj)
+        return out
+
+    def sum(self, *values: float) -> list[float]:
+        """Element-wise sums of ``values`` over ranks."""
+        if not self.enabled:
+            return list(values)
+        import torch.distributed as dist
+
+        t = torch.tensor(values, dtype=torch.float64)
+        dist.all_reduce(t)
+        return t.tolist()
+
+    def barrier(self) -> None:
+        if self.enabled:
+            import torch.distributed as dist
+
+            dist.barrier()
+
+    def close(self) -> None:
+        if self.owns_group:
+            import torch.distributed as dist
+
+            dist.barrier()
+            dist.destroy_process_group()
+            self.owns_group = False
+
+
+def padded_shard(order: Sequence[int], rank: int, world: int) -> list[int]:
+    """This rank's part of ``order``, padded by wrapping so every rank gets the same count
+    (as DistributedSampler does: DDP needs the same number of steps on every rank)."""
+    order = list(order)
+    if world <= 1 or not order:
+        return order
+    total = -(-len(order) // world) * world
+    padded = (order * (total // len(order) + 1))[:total]
+    return padded[rank::world]

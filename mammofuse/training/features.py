@@ -1,0 +1,185 @@
+"""Frozen-backbone feature cache: while the backbone is frozen its outputs never change.
+
+A frozen backbone runs in eval mode (BatchNorm uses its running statistics) and the
+training pipeline has no random augmentation, so one feature map per sample is exact for
+every frozen epoch. Entries are keyed by the image file (path, size, mtime), the lesion
+region, the preprocessing recipe and a hash of the backbone weights; a change to any of
+them is a different key, never a stale hit.
+
+Features are always computed in the same order and batch size (sample order, chunks of
+``batch_size``), so a resumed run sees bit-identical features to an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Callable, Sequence
+
+import torch
+from torch import nn
+
+from mammofuse.data.sample import Sample
+from mammofuse.imaging.preprocess import PreprocessRecipe
+
+CACHE_VERSION = 1
+
+
+def weights_digest(module: nn.Module) -> str:
+    """SHA-256 of a module's parameters and buffers (names, shapes, dtypes, bytes)."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(module.state_dict().items()):
+        t = tensor.detach().cpu().contiguous()
+        digest.update(f"{name}:{tuple(t.shape)}:{t.dtype};".encode())
+        digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return digest.hexdigest()
+
+
+def _file_identity(path: str | None) -> list[object] | None:
+    if path is None:
+        return None
+    try:
+        st = os.stat(path)
+    except OSError:
+        return [os.path.abspath(path), None, None]
+    return [os.path.abspath(path), st.st_size, st.st_mtime_ns]
+
+
+def sample_key(sample: Sample, recipe: PreprocessRecipe) -> str:
+    """What decides a sample's model input: its files, region and the preprocessing recipe."""
+    ident = {
+        "v": CACHE_VERSION,
+        "image": _file_identity(sample.image_path),
+        "roi": _file_identity(sample.roi_path) if recipe.input == "roi" else None,
+        "region": list(sample.region) if sample.region else None,
+        "recipe": recipe.as_dict(),
+    }
+    return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()
+
+
+class FeatureCache:
+    """Backbone features of a fixed list of samples, in memory or on disk.
+
+    Args:
+        mode: ``memory`` (a dict of tensors) or ``disk`` (one safetensors file per sample under
+            ``folder``, shared between runs that use the same backbone weights and recipe).
+        folder: the disk cache root (``cache_dir("features")`` by default).
+    """
+
+    def __init__(self, mode: str, folder: Path | None = None) -> None:
+        assert mode in ("memory", "disk"), mode
+        self.mode = mode
+        self.folder = folder
+        self._memory: dict[str, torch.Tensor] = {}
+        self.hits = 0
+        self.misses = 0
+
+    def _path(self, weights: str, key: str) -> Path:
+        assert self.folder is not None
+        return self.folder / weights[:24] / key[:2] / f"{key}.safetensors"
+
+    def get(self, weights: str, key: str) -> torch.Tensor | None:
+        if self.mode == "memory":
+            return self._memory.get(f"{weights}:{key}")
+        path = self._path(weights, key)
+        if not path.is_file():
+            return None
+        from safetensors.torch import load_file
+
+        try:
+            return load_file(str(path))["features"]
+        except Exception:  # a torn or foreign file is just a miss
+            return None
+
+    def put(self, weights: str, key: str, features: torch.Tensor) -> None:
+        features = features.detach().cpu().contiguous()
+        if self.mode == "memory":
+            self._memory[f"{weights}:{key}"] = features
+            return
+        from safetensors.torch import save_file
+
+        from mammofuse.atomic import atomic_path
+
+        with atomic_path(self._path(weights, key)) as tmp:
+            save_file({"features": features}, str(tmp))
+
+    def clear_memory(self) -> None:
+        self._memory.clear()
+
+
+@torch.no_grad()
+def extract_features(
+    backbone: nn.Module,
+    samples: Sequence[Sample],
+    indices: Sequence[int],
+    load: Callable[[int], tuple[torch.Tensor, bool]],
+    recipe: PreprocessRecipe,
+    cache: FeatureCache,
+    batch_size: int,
+    device: torch.device,
+    on_step: Callable[[int], None] | None = None,
+) -> tuple[dict[int, torch.Tensor], dict[int, bool]]:
+    """Features (C, h, w) and image-present flags for ``indices``, reading the cache first.
+
+    ``load(i)`` returns sample i's input image (1, S, S) and whether it was read. The backbone
+    never runs for a sample without a readable image: it gets zero features (the model swaps in
+    its learned missing-image token anyway). Misses are computed in order, in chunks of
+    ``batch_size``, so the same samples always give bit-identical features.
+    """
+    backbone.eval()
+    weights = weights_digest(backbone)
+    out: dict[int, torch.Tensor] = {}
+    present: dict[int, bool] = {}
+    todo: list[int] = []
+    absent: list[int] = []
+    keys: dict[int, str] = {}
+    for i in indices:
+        if not samples[i].has_image:
+            absent.append(i)
+            continue
+        keys[i] = sample_key(samples[i], recipe)
+        cached = cache.get(weights, keys[i])
+        if cached is not None:
+            out[i], present[i] = cached, True
+            cache.hits += 1
+        else:
+            todo.append(i)
+    if on_step and out:
+        on_step(len(out))
+    for start in range(0, len(todo), batch_size):
+        chunk = todo[start : start + batch_size]
+        loaded = []
+        for i in chunk:
+            image, ok = load(i)
+            if ok:
+                loaded.append((i, image))
+            else:
+                absent.append(i)
+        if loaded:
+            feats = backbone(torch.stack([image for _, image in loaded]).to(device)).float().cpu()
+            for (i, _), f in zip(loaded, feats):
+                out[i], present[i] = f.clone(), True
+                cache.misses += 1
+                cache.put(weights, keys[i], out[i])
+        if on_step:
+            on_step(len(chunk))
+    if absent:
+        blank = torch.zeros(feature_shape(backbone, recipe.image_size, device))
+        for i in absent:
+            out[i], present[i] = blank, False
+        if on_step:
+            on_step(sum(not samples[i].has_image for i in absent))
+    return out, present
+
+
+@torch.no_grad()
+def feature_shape(backbone: nn.Module, image_size: int, device: torch.device) -> tuple[int, ...]:
+    """(C, h, w) of the backbone's output, from one zero image in eval mode (no BatchNorm update)."""
+    was_training = backbone.training
+    backbone.eval()
+    try:
+        return tuple(backbone(torch.zeros(1, 1, image_size, image_size, device=device)).shape[1:])
+    finally:
+        backbone.train(was_training)

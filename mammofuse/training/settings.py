@@ -1,0 +1,154 @@
+"""Training settings: one dataclass, read from YAML, saved as ``train_config.yaml``."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from mammofuse.errors import MammofuseError
+
+FEATURE_CACHES = ("memory", "disk", "off")
+DEVICES = ("auto", "cpu", "cuda")
+INPUTS = ("roi", "full")
+
+# Settings that may change between a run and its ``--resume`` without changing the result's meaning.
+RESUMABLE_CHANGES = frozenset({"epochs", "patience", "device", "workers", "feature_cache", "amp"})
+
+
+@dataclass
+class TrainSettings:
+    """Everything that decides a training run (JSON/YAML friendly).
+
+    Attributes:
+        fusion: image, clinical, concat, cross or co.
+        backbone: resnet18, resnet34 or resnet50 (ignored by ``clinical``).
+        image_size: side of the square model input.
+        input: ``roi`` (lesion crop when known) or ``full`` (breast crop).
+        epochs: total epochs (the last one, also when resuming).
+        freeze_epochs: first epochs with the backbone frozen (heads only, features cached).
+        batch_size: samples per optimiser step (per process under torchrun).
+        lr: learning rate of the heads while the backbone is frozen.
+        finetune_lr: learning rate of the whole model once the backbone is unfrozen.
+        weight_decay: AdamW weight decay.
+        modality_dropout: probability of dropping a whole modality per training case.
+        proj_dim: shared token dimension d.
+        seed: seeds weights, shuffling, dropout and the validation split.
+        device: auto (CUDA when available), cpu or cuda.
+        pretrained: ``imagenet`` for torchvision's weights (must be in the local cache), or None.
+        patience: stop after this many epochs without a better validation AUC.
+        val_fraction: share of training patients held out for validation (CLI split).
+        workers: DataLoader worker processes for image reading.
+        feature_cache: where frozen backbone features live: memory, disk or off.
+        dataset: dataset name recorded in provenance.
+        amp: mixed precision on CUDA (never used on CPU).
+    """
+
+    fusion: str = "cross"
+    backbone: str = "resnet50"
+    image_size: int = 224
+    input: str = "roi"
+    epochs: int = 10
+    freeze_epochs: int = 2
+    batch_size: int = 16
+    lr: float = 1e-3
+    finetune_lr: float = 1e-4
+    weight_decay: float = 1e-4
+    modality_dropout: float = 0.3
+    proj_dim: int = 100
+    seed: int = 0
+    device: str = "auto"
+    pretrained: str | None = None
+    patience: int = 5
+    val_fraction: float = 0.2
+    workers: int = 0
+    feature_cache: str = "memory"
+    dataset: str = ""
+    amp: bool = True
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise MammofuseError naming the first bad setting."""
+        from mammofuse.model.config import BACKBONES, FUSIONS
+
+        _choice("fusion", self.fusion, FUSIONS)
+        if self.fusion != "clinical":
+            _choice("backbone", self.backbone, BACKBONES)
+        _choice("input", self.input, INPUTS)
+        _choice("device", self.device, DEVICES)
+        _choice("feature_cache", self.feature_cache, FEATURE_CACHES)
+        if self.pretrained not in (None, "imagenet"):
+            raise MammofuseError(f"pretrained must be 'imagenet' or empty, not {self.pretrained!r}")
+        for name, low in (("epochs", 1), ("freeze_epochs", 0), ("batch_size", 1), ("image_size", 32), ("proj_dim", 4), ("patience", 1), ("workers", 0)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise MammofuseError(f"{name} must be an integer >= {low}, not {value!r}")
+        for name in ("lr", "finetune_lr"):
+            if not float(getattr(self, name)) > 0:
+                raise MammofuseError(f"{name} must be > 0, not {getattr(self, name)!r}")
+        if not 0 <= float(self.modality_dropout) < 1:
+            raise MammofuseError(f"modality_dropout must be in [0, 1), not {self.modality_dropout!r}")
+        if not 0 < float(self.val_fraction) < 1:
+            raise MammofuseError(f"val_fraction must be in (0, 1), not {self.val_fraction!r}")
+        if float(self.weight_decay) < 0:
+            raise MammofuseError(f"weight_decay must be >= 0, not {self.weight_decay!r}")
+
+    @property
+    def uses_image(self) -> bool:
+        return self.fusion != "clinical"
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], source: str = "settings") -> "TrainSettings":
+        """Settings from a mapping; unknown keys are an error naming the valid ones."""
+        if not isinstance(data, dict):
+            raise MammofuseError(f"{source}: expected a mapping of settings, got {type(data).__name__}")
+        data = {str(k).replace("-", "_"): v for k, v in data.items()}
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise MammofuseError(f"{source}: unknown setting(s) {', '.join(unknown)}; valid: {', '.join(sorted(known))}")
+        try:
+            return cls(**data)
+        except TypeError as exc:
+            raise MammofuseError(f"{source}: {exc}") from None
+
+    def to_yaml(self) -> str:
+        import yaml
+
+        return yaml.safe_dump(self.as_dict(), sort_keys=False)
+
+
+def read_settings_yaml(path: str | Path) -> dict[str, Any]:
+    """The raw settings mapping of a YAML file (validated when turned into TrainSettings)."""
+    import yaml
+
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise MammofuseError(f"{path}: config file not found") from None
+    except yaml.YAMLError as exc:
+        raise MammofuseError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise MammofuseError(f"{path}: expected a mapping of settings at the top level")
+    return data
+
+
+def load_settings(path: str | Path, **overrides: Any) -> TrainSettings:
+    """Settings from a YAML file, with ``overrides`` (those not None) taking precedence."""
+    data = read_settings_yaml(path)
+    data = {str(k).replace("-", "_"): v for k, v in data.items()}
+    data.update({k: v for k, v in overrides.items() if v is not None})
+    return TrainSettings.from_dict(data, source=str(path))
+
+
+def _choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise MammofuseError(f"{name} must be one of {', '.join(choices)}, not {value!r}")

@@ -1,0 +1,140 @@
+"""MammoFuse: attention masking, missing-data fallbacks, modality dropout, strict save/load."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from mammofuse.errors import MammofuseError
+from mammofuse.model import FUSIONS, MammoFuse, ModelConfig, load_model, save_model
+
+FIELDS = [4, 8, 5, 14, 5]
+
+
+def make_model(fusion: str, **overrides) -> MammoFuse:
+    torch.manual_seed(0)
+    settings = {"fusion": fusion, "backbone": "resnet18", "proj_dim": 16, "num_heads": 4, "dropout": 0.0, **overrides}
+    return MammoFuse(ModelConfig(**settings)).eval()
+
+
+def make_batch(batch: int = 4, size: int = 32, seed: int = 1) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    mask = torch.tensor([[1, 1, 1, 1, 1], [1, 0, 1, 0, 0], [0, 0, 0, 0, 1], [0, 0, 0, 0, 0]], dtype=torch.bool)[:batch]
+    clinical = torch.cat([(torch.rand(batch, n, generator=g) > 0.6).float() for n in FIELDS], dim=1)
+    return {"image": torch.randn(batch, 1, size, size, generator=g), "clinical": clinical, "clinical_mask": mask}
+
+
+@pytest.mark.parametrize("fusion", ["cross", "co"])
+def test_attention_sums_to_one_over_present_fields_and_is_zero_for_absent(fusion: str) -> None:
+    model, batch = make_model(fusion), make_batch()
+    with torch.no_grad():
+        out = model(**batch)
+    weights = out.image_to_clinical  # (B, image tokens, fields)
+    mask = batch["clinical_mask"]
+    assert weights.shape[0] == 4 and weights.shape[2] == 5
+    absent = ~mask[:, None, :].expand_as(weights)
+    assert torch.all(weights[absent] == 0)
+    sums = weights.sum(dim=2)
+    assert torch.allclose(sums[:3], torch.ones_like(sums[:3]), atol=1e-5)  # rows with a present field
+    assert torch.all(sums[3] == 0)  # no field present: no attention at all
+    if fusion == "co":
+        back = out.clinical_to_image  # (B, fields, image tokens)
+        row_sums = back.sum(dim=2)
+        assert torch.allclose(row_sums[mask], torch.ones_like(row_sums[mask]), atol=1e-5)
+        assert torch.all(back[~mask] == 0)
+
+
+@pytest.mark.parametrize("fusion", ["concat", "cross", "co", "clinical"])
+def test_all_fields_absent_gives_finite_output_that_ignores_the_clinical_vector(fusion: str) -> None:
+    model, batch = make_model(fusion), make_batch()
+    none_present = torch.zeros_like(batch["clinical_mask"])
+    with torch.no_grad():
+        a = model(batch["image"], batch["clinical"], none_present).logits
+        b = model(batch["image"], 1 - batch["clinical"], none_present).logits
+        full = model(batch["image"], batch["clinical"], torch.ones_like(none_present)).logits
+    assert torch.isfinite(a).all()
+    if fusion != "clinical":  # falls back to the image path: absent values cannot matter
+        assert torch.equal(a, b)
+    assert not torch.allclose(a, full)  # ...while present ones do
+
+
+def test_missing_image_uses_learned_token_not_the_pixels() -> None:
+    model, batch = make_model("cross"), make_batch()
+    absent = torch.zeros(4, dtype=torch.bool)
+    with torch.no_grad():
+        a = model(**batch, image_present=absent).logits
+        b = model(**{**batch, "image": torch.randn_like(batch["image"])}, image_present=absent).logits
+        seen = model(**batch).logits
+    assert torch.isfinite(a).all() and torch.equal(a, b) and not torch.allclose(a, seen)
+
+
+def test_modality_dropout_only_in_training_mode() -> None:
+    """Feeding features directly keeps BatchNorm out, so the only randomness is modality dropout."""
+    model = make_model("concat", modality_dropout=0.9)
+    twin = make_model("concat", modality_dropout=0.0)
+    twin.load_state_dict(model.state_dict())
+    batch = make_batch()
+    features = torch.randn(4, 512, 2, 2, generator=torch.Generator().manual_seed(3))
+    kwargs = {"image": None, "clinical": batch["clinical"], "clinical_mask": torch.ones(4, 5, dtype=torch.bool), "features": features}
+    with torch.no_grad():
+        evals = [model(**kwargs).logits for _ in range(3)]
+        reference = twin(**kwargs).logits
+        model.train()
+        torch.manual_seed(0)
+        trains = [model(**kwargs).logits for _ in range(3)]
+    assert all(torch.equal(e, reference) for e in evals)
+    assert any(not torch.allclose(t, reference) for t in trains)
+
+
+@pytest.mark.parametrize("fusion", FUSIONS)
+def test_save_and_load_give_identical_outputs(fusion: str, tmp_path) -> None:
+    model, batch = make_model(fusion), make_batch()
+    model.config.threshold = 0.37
+    model.config.provenance = {"dataset": "unit", "seed": 0}
+    save_model(model, tmp_path)
+    loaded = load_model(tmp_path)
+    with torch.no_grad():
+        assert torch.equal(model(**batch).logits, loaded(**batch).logits)
+    assert loaded.config == model.config
+    assert not loaded.training
+
+
+def test_clinical_fusion_builds_no_image_encoder() -> None:
+    model = make_model("clinical")
+    assert model.backbone is None
+    assert not any(name.startswith("backbone") for name in model.state_dict())
+
+
+def test_unknown_config_key_is_refused(tmp_path) -> None:
+    save_model(make_model("concat"), tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    config["attention_temperature"] = 2.0
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    with pytest.raises(MammofuseError, match="unknown keys"):
+        load_model(tmp_path)
+
+
+@pytest.mark.parametrize("change", ["missing", "unexpected"])
+def test_weights_must_match_the_config_exactly(change: str, tmp_path) -> None:
+    from safetensors.torch import load_file, save_file
+
+    save_model(make_model("cross"), tmp_path)
+    state = load_file(str(tmp_path / "model.safetensors"))
+    if change == "missing":
+        state.pop("head.4.weight")
+    else:
+        state["extra.weight"] = torch.zeros(2)
+    save_file(state, str(tmp_path / "model.safetensors"))
+    with pytest.raises(MammofuseError, match="do not match"):
+        load_model(tmp_path)
+
+
+def test_weights_of_another_fusion_are_refused(tmp_path) -> None:
+    save_model(make_model("co"), tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    config["fusion"] = "cross"  # co has an extra attention block
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    with pytest.raises(MammofuseError, match="do not match"):
+        load_model(tmp_path)

@@ -1,0 +1,268 @@
+"""The trainer on real data: every fusion trains, loss falls, resume is exact, torchrun works."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from mammofuse.data import load_dataset, train_val_split
+from mammofuse.data.sample import Sample, patient_digest
+from mammofuse.errors import MammofuseError
+from mammofuse.model import FUSIONS, load_model
+from mammofuse.training import TrainSettings, train
+
+TINY = TrainSettings(fusion="cross", backbone="resnet18", image_size=32, epochs=1, freeze_epochs=1, batch_size=8, proj_dim=16, dataset="mini-mias")
+
+
+@pytest.fixture(scope="module")
+def mias_split(mini_mias: Path) -> tuple[list[Sample], list[Sample]]:
+    """A small patient-grouped split of real mini-MIAS lesions (both classes on each side)."""
+    train_samples, val_samples = train_val_split(load_dataset("mini-mias", mini_mias), 0.2, seed=0)
+    pick = lambda xs, n: [s for s in xs if s.label][: n // 2] + [s for s in xs if not s.label][: n // 2]  # noqa: E731
+    return pick(train_samples, 16), pick(val_samples, 8)
+
+
+def probabilities(folder: Path, samples: list[Sample]) -> np.ndarray:
+    from mammofuse.inference import predict_proba
+
+    probs, errors = predict_proba(load_model(folder), samples, batch_size=8)
+    assert not any(errors)
+    return probs
+
+
+@pytest.mark.parametrize("fusion", FUSIONS)
+def test_every_fusion_trains_on_real_mini_mias(fusion: str, mias_split, tmp_path: Path) -> None:
+    train_samples, val_samples = mias_split
+    result = train(replace(TINY, fusion=fusion), train_samples, val_samples, tmp_path, progress=False)
+    assert {"model.safetensors", "config.json", "history.jsonl", "train_config.yaml", "README.md", "last"} <= {p.name for p in tmp_path.iterdir()}
+    history = [json.loads(line) for line in (tmp_path / "history.jsonl").read_text().splitlines()]
+    assert [h["epoch"] for h in history] == [1] and np.isfinite(history[0]["train_loss"])
+    assert history[0]["frozen"] is (fusion != "clinical")
+    config = load_model(tmp_path).config
+    assert config.fusion == fusion and config.threshold == pytest.approx(result.threshold)
+    prov = config.provenance
+    assert prov["n_train"] == 16 and prov["n_val"] == 8 and prov["dataset"] == "mini-mias" and prov["seed"] == 0
+    assert prov["train_patients"] == sorted({patient_digest(s.patient_id) for s in train_samples})
+    assert not set(prov["train_patients"]) & set(prov["val_patients"])
+    assert prov["settings"]["fusion"] == fusion and prov["mammofuse"]
+    assert np.isfinite(probabilities(tmp_path, val_samples)).all()
+    card = (tmp_path / "README.md").read_text()
+    assert "Research use only, not a medical device." in card and fusion in card
+
+
+def test_saved_model_is_the_best_epoch_with_its_validation_threshold(mias_split, tmp_path: Path) -> None:
+    from sklearn.metrics import roc_auc_score
+
+    from mammofuse.training.trainer import youden_threshold
+
+    train_samples, val_samples = mias_split
+    result = train(replace(TINY, fusion="concat", epochs=3), train_samples, val_samples, tmp_path, progress=False)
+    aucs = [h["val_auc"] for h in result.history]
+    assert result.best_epoch == 1 + int(np.argmax(aucs)) and result.best_val_auc == pytest.approx(max(aucs), abs=1e-6)
+    probs = probabilities(tmp_path, val_samples)
+    labels = np.array([s.label for s in val_samples])
+    assert roc_auc_score(labels, probs) == pytest.approx(result.best_val_auc, abs=1e-5)
+    assert load_model(tmp_path).config.threshold == pytest.approx(youden_threshold(labels, probs), abs=1e-5)
+
+
+def test_unreadable_image_trains_as_image_absent_with_one_warning(mias_split, tmp_path: Path, capsys) -> None:
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"not a png")
+    train_samples = [replace(mias_split[0][0], id="broken", image_path=str(broken)), *mias_split[0][1:]]
+    result = train(replace(TINY, fusion="concat", epochs=2, freeze_epochs=1), train_samples, mias_split[1], tmp_path / "run")
+    assert len(result.history) == 2 and all(np.isfinite(h["train_loss"]) for h in result.history)
+    err = capsys.readouterr().err
+    assert err.count("1 image(s) could not be read") == 1 and "broken.png" in err
+
+
+def synthetic_clinical(n: int, seed: int) -> list[Sample]:
+    """Spiculated margins are malignant, circumscribed benign; density is noise; no images."""
+    rng = np.random.default_rng(seed)
+    samples = []
+    for i in range(n):
+        label = int(rng.random() < 0.35)
+        samples.append(Sample(
+            id=f"s{seed}_{i}", patient_id=f"p{seed}_{i}", label=label,
+            clinical={"margin": "SPICULATED" if label else "CIRCUMSCRIBED", "density": str(rng.integers(1, 5))},
+        ))
+    return samples
+
+
+def test_loss_falls_on_a_learnable_task(tmp_path: Path) -> None:
+    settings = TrainSettings(fusion="clinical", epochs=5, batch_size=16, lr=1e-2, proj_dim=16, patience=10)
+    result = train(settings, synthetic_clinical(128, 1), synthetic_clinical(32, 2), tmp_path, progress=False)
+    losses = [h["train_loss"] for h in result.history]
+    assert losses[-1] < 0.1 * losses[0]
+    assert result.best_val_auc > 0.99
+
+
+def _run(settings: TrainSettings, samples, out: Path, resume: bool = False):
+    return train(settings, *samples, out, resume=resume, progress=False)
+
+
+def test_resume_is_exact(mias_split, tmp_path: Path) -> None:
+    """4 epochs straight vs 2 epochs then --resume to 4, across the frozen -> fine-tune switch."""
+    from safetensors.torch import load_file
+
+    settings = replace(TINY, fusion="co", epochs=4, freeze_epochs=1)
+    _run(settings, mias_split, tmp_path / "straight")
+    _run(replace(settings, epochs=2), mias_split, tmp_path / "resumed")
+    halfway = load_file(str(tmp_path / "resumed" / "last" / "epoch-0002.safetensors"))
+    result = _run(settings, mias_split, tmp_path / "resumed", resume=True)
+    assert [h["epoch"] for h in result.history] == [1, 2, 3, 4]
+    a = load_file(str(tmp_path / "straight" / "last" / "epoch-0004.safetensors"))
+    b = load_file(str(tmp_path / "resumed" / "last" / "epoch-0004.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)  # weights, optimiser, RNG
+    assert not torch.equal(a["model.head.4.weight"], halfway["model.head.4.weight"])  # epochs 3-4 did train
+    assert (tmp_path / "straight" / "model.safetensors").read_bytes() == (tmp_path / "resumed" / "model.safetensors").read_bytes()
+    history = lambda d: [{k: v for k, v in json.loads(x).items() if k != "seconds"} for x in (tmp_path / d / "history.jsonl").read_text().splitlines()]  # noqa: E731
+    assert history("straight") == history("resumed")
+
+
+def test_resume_refuses_changed_settings_and_fresh_runs_refuse_an_existing_run(tmp_path: Path) -> None:
+    settings = TrainSettings(fusion="clinical", epochs=1, proj_dim=16)
+    data = (synthetic_clinical(40, 1), synthetic_clinical(20, 2))
+    _run(settings, data, tmp_path)
+    with pytest.raises(MammofuseError, match="already holds a training run"):
+        _run(settings, data, tmp_path)
+    with pytest.raises(MammofuseError, match="lr 0.001 -> 0.01"):
+        _run(replace(settings, epochs=2, lr=0.01), data, tmp_path, resume=True)
+    with pytest.raises(MammofuseError, match="nothing to resume"):
+        _run(settings, data, tmp_path / "empty", resume=True)
+    assert len(_run(replace(settings, epochs=2), data, tmp_path, resume=True).history) == 2
+
+
+def test_feature_cache_matches_uncached_frozen_epochs(mias_split, tmp_path: Path) -> None:
+    from mammofuse.cache import cache_dir
+
+    settings = replace(TINY, fusion="cross", epochs=2, freeze_epochs=2)
+    off = _run(replace(settings, feature_cache="off"), mias_split, tmp_path / "off")
+    disk = _run(replace(settings, feature_cache="disk"), mias_split, tmp_path / "disk")
+    for a, b in zip(off.history, disk.history):
+        assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-4)
+        assert a["val_loss"] == pytest.approx(b["val_loss"], rel=1e-4)
+    stored = list(cache_dir("features").rglob("*.safetensors"))
+    assert len(stored) == sum(s.has_image for part in mias_split for s in part)
+    again = _run(replace(settings, feature_cache="disk"), mias_split, tmp_path / "again")  # all hits now
+    assert [h["train_loss"] for h in again.history] == [h["train_loss"] for h in disk.history]
+
+
+def test_cache_key_follows_recipe_and_weights(mias_split) -> None:
+    from mammofuse.imaging.preprocess import PreprocessRecipe
+    from mammofuse.model.encoders import resnet_backbone
+    from mammofuse.training.features import sample_key, weights_digest
+
+    sample = mias_split[0][0]
+    assert sample_key(sample, PreprocessRecipe(image_size=32)) != sample_key(sample, PreprocessRecipe(image_size=64))
+    assert sample_key(sample, PreprocessRecipe(image_size=32)) != sample_key(mias_split[0][1], PreprocessRecipe(image_size=32))
+    torch.manual_seed(0)
+    net, _ = resnet_backbone("resnet18")
+    before = weights_digest(net)
+    with torch.no_grad():
+        net.layer4[1].bn2.running_mean += 1
+    assert weights_digest(net) != before
+
+
+def test_settings_reject_unknown_keys_and_bad_values(tmp_path: Path) -> None:
+    from mammofuse.training import load_settings
+
+    path = tmp_path / "train.yaml"
+    path.write_text(yaml.safe_dump({"fusion": "co", "epochs": 3, "image-size": 64}))
+    assert load_settings(path, epochs=5) == TrainSettings(fusion="co", epochs=5, image_size=64)
+    path.write_text(yaml.safe_dump({"fusion": "co", "epochz": 3}))
+    with pytest.raises(MammofuseError, match="unknown setting"):
+        load_settings(path)
+    with pytest.raises(MammofuseError, match="fusion must be one of"):
+        TrainSettings(fusion="sum")
+    with pytest.raises(MammofuseError, match="feature_cache"):
+        TrainSettings(feature_cache="gpu")
+
+
+def test_cli_trains_clinical_on_cbis_ddsm_csvs_with_yaml_and_flag_override(cbis_csv: Path, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from mammofuse.cli import app
+
+    config = tmp_path / "train.yaml"
+    config.write_text(yaml.safe_dump({"fusion": "clinical", "epochs": 3, "proj_dim": 20}))
+    out = tmp_path / "run"
+    result = CliRunner().invoke(app, ["train", "--dataset", "cbis-ddsm", "--data", str(cbis_csv), "--config", str(config), "--epochs", "1", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    saved = yaml.safe_load((out / "train_config.yaml").read_text())
+    assert saved["epochs"] == 1 and saved["proj_dim"] == 20 and saved["fusion"] == "clinical" and saved["dataset"] == "cbis-ddsm"
+    prov = load_model(out).config.provenance
+    assert prov["n_train"] + prov["n_val"] == len([s for s in load_dataset("cbis-ddsm", cbis_csv) if s.split == "train"])
+    assert prov["val_auc"] > 0.7  # clinical descriptors are informative on CBIS-DDSM
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--fusion", "sum"], "fusion must be one of"),
+        (["--fusion", "cross"], "needs images"),
+        (["--split", "validation"], "--split validation"),
+        (["--split", "test", "--fusion", "clinical"], "needs at least 5"),
+    ],
+)
+def test_cli_errors_are_one_line(cbis_csv: Path, tmp_path: Path, args: list[str], message: str) -> None:
+    from typer.testing import CliRunner
+
+    from mammofuse.cli import app
+
+    result = CliRunner().invoke(app, ["train", "--dataset", "cbis-ddsm", "--data", str(cbis_csv), "--out", str(tmp_path / "x"), *args])
+    assert result.exit_code == 2
+    assert message in result.output and "Traceback" not in result.output
+
+
+def write_manifest(samples: list[Sample], path: Path, drop_image_every: int = 0) -> Path:
+    """Real mini-MIAS lesions as a user's manifest CSV; every n-th row loses its image."""
+    import csv
+
+    with path.open("w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["path", "label", "patient_id", "roi_row", "roi_col", "roi_radius", "density", "shape", "margin"])
+        for n, s in enumerate(samples, start=1):
+            region = s.region or ("", "", "")
+            image = "" if drop_image_every and n % drop_image_every == 0 else s.image_path
+            writer.writerow([image, s.label, s.patient_id, *region, *(s.clinical.get(k, "") for k in ("density", "shape", "margin"))])
+    return path
+
+
+@pytest.mark.slow
+def test_torchrun_two_process_gloo_run(mini_mias: Path, tmp_path: Path) -> None:
+    """Two CPU processes with DistributedDataParallel (a quarter of the cases image-less);
+    validation AUC covers the whole split."""
+    from sklearn.metrics import roc_auc_score
+
+    torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent)) or shutil.which("torchrun")
+    if torchrun is None:
+        pytest.skip("torchrun not found")
+    manifest = write_manifest(load_dataset("mini-mias", mini_mias)[:48], tmp_path / "manifest.csv", drop_image_every=4)
+    out = tmp_path / "ddp"
+    command = [
+        torchrun, "--standalone", "--nproc-per-node", "2", "-m", "mammofuse", "train", "--dataset", "manifest",
+        "--data", str(manifest), "--fusion", "concat", "--backbone", "resnet18", "--image-size", "32",
+        "--proj-dim", "16", "--epochs", "2", "--freeze-epochs", "1", "--batch-size", "8", "--device", "cpu", "--out", str(out),
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(command, capture_output=True, text=True, timeout=240, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    history = [json.loads(line) for line in (out / "history.jsonl").read_text().splitlines()]
+    assert [h["frozen"] for h in history] == [True, False]
+    model = load_model(out)
+    train_samples, val_samples = train_val_split(load_dataset("manifest", manifest), 0.2, seed=0)
+    assert model.config.provenance["n_val"] == len(val_samples) and model.config.provenance["n_train"] == len(train_samples)
+    probs = probabilities(out, val_samples)
+    auc = roc_auc_score([s.label for s in val_samples], probs)
+    assert auc == pytest.approx(model.config.provenance["val_auc"], abs=1e-5)
+    assert done.stdout.count("best epoch") == 1  # rank 0 alone reports
