@@ -1,0 +1,184 @@
+"""``mammofuse evaluate``: the protocol's metrics, with patient-bootstrap intervals, plots, a CI gate and leakage guards."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from mammofuse.cli.common import SOME_FAILED, Format, Output, check_choice, emit, err_console, guarded
+
+_THRESHOLD_METRICS = ("accuracy", "f1", "precision", "recall", "specificity")
+
+
+@guarded
+def evaluate(
+    dataset: Annotated[str, typer.Option("--dataset", help="cbis-ddsm, mini-mias or manifest.")],
+    data: Annotated[Path, typer.Option("--data", help="Folder with the dataset's CSVs / Info.txt, or a manifest CSV.")],
+    model: Annotated[str | None, typer.Option("--model", "-m", help="Registered model name, model folder, or Hub id owner/name[@rev] (default: the bundled model).")] = None,
+    images: Annotated[Path | None, typer.Option("--images", help="CBIS-DDSM: root of the DICOM download (not needed by clinical-only models).")] = None,
+    split: Annotated[str, typer.Option("--split", help="Dataset split to evaluate: test (CBIS-DDSM official), train, or all (mini-MIAS, manifests).")] = "test",
+    fmt: Format = "table",
+    output: Output = None,
+    plots: Annotated[Path | None, typer.Option("--plots", help="Write ROC, PR, reliability and confusion-matrix PNGs here.")] = None,
+    bootstrap: Annotated[int, typer.Option("--bootstrap", min=0, help="Patient-bootstrap resamples for the AUC interval (0: none).")] = 1000,
+    seed: Annotated[int, typer.Option("--seed", help="Bootstrap seed.")] = 0,
+    fail_under: Annotated[str | None, typer.Option("--fail-under", help="CI gate, e.g. auc=0.85,recall=0.9 (also auc_low: the CI's lower bound); exit 1 when missed.")] = None,
+    compare: Annotated[str | None, typer.Option("--compare", help="'paper': this result beside arXiv 2508.16000's claim and the protocol's reference points.")] = None,
+    max_failed: Annotated[int, typer.Option("--max-failed", min=0, help="Cases whose image fails are reported and left out; more than this many makes the exit code 1.")] = 0,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Cases per batch.")] = 16,
+    device: Annotated[str, typer.Option("--device", help="cpu or cuda.")] = "cpu",
+    workers: Annotated[int, typer.Option("--workers", min=0, help="Image-reading worker processes.")] = 0,
+) -> None:
+    """Evaluate a model on a dataset split, honestly: no tuning on the evaluated data.
+
+    Metrics at the model's stored threshold (chosen on validation at training time): ROC-AUC with a 95% bootstrap interval over patients, PR-AUC, accuracy, F1, precision, recall, specificity, Brier score and ECE, overall and for masses and calcifications separately. Warns loudly when evaluated patients were in the model's training or validation data, and prints the leakage checklist for any AUC >= 0.97. Cases whose image fails are reported and left out.
+
+    Exit codes: 0 done; 1 a --fail-under bound was missed, or more than --max-failed cases failed; 2 usage error.
+
+    Examples:
+
+        mammofuse evaluate --model runs/clinical --dataset cbis-ddsm --data ../shared/data/cbis-ddsm
+
+        mammofuse evaluate -m runs/cross --dataset cbis-ddsm --data csvs/ --images CBIS-DDSM/ --plots figs/ --compare paper --fail-under auc=0.85
+    """
+    from mammofuse.evaluation.evaluate import check_bounds, parse_bounds
+
+    check_choice("--format", fmt, ("table", "json"))
+    if compare is not None:
+        check_choice("--compare", compare, ("paper",))
+    bounds = parse_bounds(fail_under) if fail_under is not None else {}
+
+    from mammofuse.data import load_dataset
+    from mammofuse.evaluation.evaluate import evaluate_model, load_any_model, select_split
+
+    samples = select_split(load_dataset(dataset, data, images), split)
+    loaded = load_any_model(model, device=device)
+    with _progress(len(samples)) as advance:
+        evaluation = evaluate_model(
+            loaded, samples, n_boot=bootstrap, seed=seed, batch_size=batch_size, device=device, workers=workers,
+            on_batch=advance, describe={"dataset": dataset, "split": split, "model_spec": model or "default"},
+        )
+    result = evaluation.result
+    if compare:
+        from mammofuse.evaluation.reference import comparison
+
+        result["comparison"] = comparison(result)
+
+    for item in evaluation.failed:
+        err_console.print(f"[yellow]failed:[/] {item['id']}: {item['error']}", highlight=False, soft_wrap=True)
+    _leakage_warnings(result)
+
+    if plots is not None and result["n"]:
+        from mammofuse.evaluation.plots import evaluation_figures
+
+        title = f"{result['model']['fusion']} on {dataset} {split}"
+        written = evaluation_figures(evaluation.labels, evaluation.probs, result, plots, title)
+        for kind, sub in result["subsets"].items():
+            keep = [i for i, s in enumerate(_kinds(samples, evaluation)) if s == kind]
+            written += evaluation_figures(evaluation.labels[keep], evaluation.probs[keep], sub, plots / kind, f"{title} ({kind})")
+        err_console.print(f"wrote {len(written)} figures to {plots}", highlight=False)
+
+    if fmt == "json":
+        emit(json.dumps(result, indent=2) + "\n", output)
+    else:
+        _tables(result)
+        if output is not None:
+            emit(json.dumps(result, indent=2) + "\n", output)
+
+    code = 0
+    if len(evaluation.failed) > max_failed:
+        err_console.print(f"[red]{len(evaluation.failed)} case(s) failed and were left out (allowed: {max_failed})[/]", highlight=False)
+        code = SOME_FAILED
+    problems = check_bounds(result, bounds) if bounds else []
+    if problems:
+        err_console.print(f"[bold red]fail-under:[/] {'; '.join(problems)}", highlight=False, soft_wrap=True)
+        code = SOME_FAILED
+    if code:
+        raise typer.Exit(code)
+
+
+def _kinds(samples: list[Any], evaluation: Any) -> list[str | None]:
+    failed = {f["id"] for f in evaluation.failed}
+    return [s.abnormality for s in samples if s.id not in failed]
+
+
+class _progress:
+    """A Rich progress bar on stderr, only when stderr is a terminal; yields the advance callback."""
+
+    def __init__(self, total: int) -> None:
+        self.total = total
+        self.bar: Any = None
+
+    def __enter__(self) -> Any:
+        if not err_console.is_terminal:
+            return None
+        from rich.progress import Progress
+
+        self.bar = Progress(console=err_console, transient=True)
+        self.bar.start()
+        task = self.bar.add_task("scoring", total=self.total)
+        return lambda n: self.bar.advance(task, n)
+
+    def __exit__(self, *exc: object) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+
+
+def _leakage_warnings(result: dict[str, Any]) -> None:
+    from rich.panel import Panel
+
+    from mammofuse.evaluation.leakage import LEAKAGE_CHECKLIST, overlap_warning
+
+    warning = overlap_warning(result["leakage"])
+    if warning:
+        err_console.print(Panel(warning, title="WARNING: LEAKAGE", border_style="bold red"), highlight=False)
+    elif not result["leakage"]["checked"]:
+        err_console.print("note: the model records no training-patient digests; patient overlap cannot be checked", highlight=False)
+    if result["suspicious_auc"]:
+        err_console.print(Panel("\n".join(LEAKAGE_CHECKLIST), title="AUC >= 0.97: check for leakage", border_style="bold yellow"), highlight=False)
+
+
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
+
+
+def _tables(result: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    columns = {"all": result, **result["subsets"]}
+    table = Table(title=f"{result['model']['fusion']} model on {result['dataset']} ({result['split']})", caption=result["notice"])
+    table.add_column("metric")
+    for name in columns:
+        table.add_column(name, justify="right")
+    table.add_row("cases (patients)", *(f"{c['n']} ({c['patients']})" for c in columns.values()))
+    table.add_row("malignant", *(str(c["positives"]) for c in columns.values()))
+    table.add_row("ROC-AUC", *(_fmt(c["auc"]) for c in columns.values()))
+    table.add_row("  95% CI (patients)", *("n/a" if not c["auc_ci"] else f"{c['auc_ci'][0]:.3f}-{c['auc_ci'][1]:.3f}" for c in columns.values()))
+    table.add_row("PR-AUC", *(_fmt(c["pr_auc"]) for c in columns.values()))
+    for metric in _THRESHOLD_METRICS:
+        table.add_row(f"{metric} @ {result['threshold']:.3f}", *(_fmt(c[metric]) for c in columns.values()))
+    table.add_row("Brier", *(_fmt(c["brier"]) for c in columns.values()))
+    table.add_row("ECE", *(_fmt(c["ece"]) for c in columns.values()))
+    console.print(table)
+    for note in dict.fromkeys(n for c in columns.values() for n in c["notes"]):
+        console.print(f"note: {note}", highlight=False)
+    if "comparison" in result:
+        comp = result["comparison"]
+        paper = Table("metric", "this run", "paper claim", "difference", title=f"Beside {comp['paper']}")
+        for row in comp["metrics"]:
+            this = _fmt(row["this"]) + (f" ({row['ci'][0]:.2f}-{row['ci'][1]:.2f})" if row["ci"] else "")
+            paper.add_row(row["metric"], this, f"{row['paper']:.2f}", "n/a" if row["difference"] is None else f"{row['difference']:+.3f}")
+        console.print(paper)
+        refs = Table("setting", "AUC", "source", title="Reference points (docs/evaluation.md; orientation, not targets)")
+        for ref in comp["references"]:
+            refs.add_row(ref["setting"], ref["auc"], ref["source"])
+        console.print(refs)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("evaluate")(evaluate)

@@ -1,0 +1,134 @@
+"""``mammofuse explain``: Grad-CAM, clinical SHAP, LIME and attention maps, one HTML report per file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from mammofuse import RESEARCH_NOTICE
+from mammofuse.cli.common import SOME_FAILED, CalcDistribution, CalcType, Density, Margin, Shape, clinical_flags, err_console, guarded
+
+ALL_METHODS = "gradcam,shap,lime,attention"
+
+
+@guarded
+def explain(
+    paths: Annotated[list[Path], typer.Argument(help="DICOM or image files, or folders of them.", show_default=False)],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the outputs: one sub-folder per file.", show_default=False)],
+    model: Annotated[str, typer.Option("--model", "-m", help="Registered name (see `mammofuse models`), model folder, or Hub id owner/name\\[@revision].")] = "default",
+    density: Density = None,
+    shape: Shape = None,
+    margin: Margin = None,
+    calc_type: CalcType = None,
+    calc_distribution: CalcDistribution = None,
+    clinical: Annotated[Path | None, typer.Option("--clinical", help="CSV of findings per file (as for predict); its values win over the flags.", rich_help_panel="Clinical findings")] = None,
+    recursive: Annotated[bool, typer.Option("--recursive", "-r", help="Descend into sub-folders.")] = False,
+    methods: Annotated[str, typer.Option("--methods", help="Comma-separated: gradcam, shap, lime, attention.")] = ALL_METHODS,
+    lime_samples: Annotated[int, typer.Option("--lime-samples", help="Perturbed samples for each LIME explanation (image LIME dominates the run time).", min=10)] = 500,
+    seed: Annotated[int, typer.Option("--seed", help="Seed for LIME's sampling (same seed, same explanation).")] = 0,
+    layer: Annotated[str, typer.Option("--layer", help="Grad-CAM layer, e.g. backbone.layer3 or backbone.layer4.1.conv2.")] = "backbone.layer4",
+    device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:N or mps.")] = "auto",
+) -> None:
+    """Explain each prediction: Grad-CAM, SHAP and LIME for the clinical fields, image LIME, attention maps.
+
+    Writes OUT/<file>/report.html (self-contained) plus gradcam.png/.npy, shap_clinical.png/.json,
+    lime_clinical.html, lime_image.html, attention.png (cross/co models) and explanation.json.
+    Methods that do not apply to the model are skipped with a note.
+    Exit status: 0 all explained, 1 some files failed (the rest are explained), 2 usage error.
+
+    Examples:
+
+        mammofuse explain scan.dcm --density 3 --shape irregular --margin spiculated --out explanations/
+
+        mammofuse explain studies/ -r --clinical findings.csv --methods gradcam,shap --out explanations/
+    """
+    flags = clinical_flags(density, shape, margin, calc_type, calc_distribution)
+    chosen = tuple(dict.fromkeys(m.strip().lower() for m in methods.split(",") if m.strip()))
+
+    from mammofuse.cases import cases_from_inputs, resolve_device
+    from mammofuse.errors import MammofuseError
+    from mammofuse.explain import ExplainOptions, explain_case, output_folders
+    from mammofuse.explain.gradcam import resolve_layer
+    from mammofuse.hub import describe_model, load_pretrained, resolve_model
+
+    options = ExplainOptions(methods=chosen, lime_samples=lime_samples, seed=seed, layer=layer)
+    if not chosen:
+        raise MammofuseError("--methods is empty; choose from gradcam, shap, lime, attention")
+    notes: list[str] = []
+    samples = cases_from_inputs(paths, recursive, flags, clinical, notes=notes)
+    device = resolve_device(device)
+    folder = resolve_model(model)
+    net = load_pretrained(str(folder), device=device)
+    name = describe_model(model, folder)
+    if "gradcam" in chosen and net.config.uses_image:
+        resolve_layer(net, layer)  # a wrong --layer is a usage error before any work
+    for note in notes:
+        err_console.print(f"[yellow]note:[/] {_plain(note)}", highlight=False, soft_wrap=True)
+
+    results, failed = [], []
+    folders = output_folders([s.image_path or s.id for s in samples], out)
+    with _status(len(samples)) as show:
+        for i, (sample, target) in enumerate(zip(samples, folders), start=1):
+            try:
+                results.append(explain_case(net, sample, target, options, model_name=name, on_step=lambda step: show(f"{i}/{len(samples)} {Path(sample.id).name}: {step}")))
+            except MammofuseError as exc:
+                failed.append(sample.id)
+                err_console.print(f"[red]failed:[/] {_plain(str(exc))}", highlight=False, soft_wrap=True)
+    _summary(results, name)
+    if failed:
+        raise typer.Exit(SOME_FAILED)
+
+
+def _plain(text: str) -> str:
+    """Text from files and users, shown literally by Rich (no markup injection)."""
+    from rich.markup import escape
+
+    return escape(text)
+
+
+class _status:
+    """A Rich spinner on stderr naming the current file and method; off when stderr is not a terminal."""
+
+    def __init__(self, total: int) -> None:
+        self.total = total
+        self.status = None
+
+    def __enter__(self):
+        if not err_console.is_terminal:
+            return lambda text: None
+        self.status = err_console.status("explaining")
+        self.status.start()
+        return lambda text: self.status.update(_plain(f"explaining {text}"))
+
+    def __exit__(self, *exc) -> None:
+        if self.status is not None:
+            self.status.stop()
+
+
+def _summary(results: list, model_name: str) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    if not results:
+        return
+    table = Table(caption=f"model {_plain(model_name)}. {RESEARCH_NOTICE}", caption_justify="left")
+    table.add_column("file", overflow="fold")
+    table.add_column("P(malignant)")
+    table.add_column("decision")
+    table.add_column("top clinical contributions (SHAP)")
+    table.add_column("report", overflow="fold")
+    for r in results:
+        style = "bold red" if r.decision == "malignant" else "green"
+        top = "\n".join(f"{label}={value} {value_shap:+.3f}" for label, value, value_shap in r.top_contributions[:3]) or "-"
+        table.add_row(_plain(Path(r.source).name), f"{r.probability:.3f}", f"[{style}]{r.decision}[/]", _plain(top), _plain(str(r.outputs["report"])))
+    console = Console()
+    console.print(table)
+    for r in results:
+        for note in r.notes:
+            console.print(f"[yellow]note:[/] {_plain(Path(r.source).name)}: {_plain(note)}", highlight=False, soft_wrap=True)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("explain")(explain)

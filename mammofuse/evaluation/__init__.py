@@ -1,0 +1,13 @@
+"""Honest evaluation: metrics with patient-bootstrap intervals, leakage guards, plots and the ablation.
+
+Torch is only imported by the functions that score models (``evaluate_model``, ``run_ablation``).
+"""
+
+from mammofuse.evaluation.leakage import LEAKAGE_CHECKLIST, SUSPICIOUS_AUC, overlap_warning, patient_overlap
+from mammofuse.evaluation.metrics import binary_metrics, bootstrap_auc, evaluate_predictions, expected_calibration_error
+from mammofuse.evaluation.reference import PAPER_CLAIM, comparison
+
+__all__ = [
+    "LEAKAGE_CHECKLIST", "PAPER_CLAIM", "SUSPICIOUS_AUC", "binary_metrics", "bootstrap_auc", "comparison",
+    "evaluate_predictions", "expected_calibration_error", "overlap_warning", "patient_overlap",
+]

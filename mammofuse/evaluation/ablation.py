@@ -1,0 +1,442 @@
+"""The paper's ablation, run honestly: every arm on identical patient-grouped folds and seeds.
+
+An *arm* is one model variant (fusion x modality dropout x projection size). For each arm
+and fold we train with :func:`mammofuse.training.train` (validation carved out of the fold's
+training part, grouped by patient; the threshold is chosen there), score the held-out fold,
+and, for fusion arms, score it again with the clinical findings of a seeded random share of
+cases removed. Each (arm, fold) result is written atomically to
+``OUT/arms/<arm>/fold-<k>/result.json`` with a fingerprint of its settings and split; a
+second run with the same ``OUT`` loads it instead of retraining.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from mammofuse import RESEARCH_NOTICE
+from mammofuse.atomic import write_text
+from mammofuse.data.sample import Sample, patient_digest
+from mammofuse.errors import MammofuseError
+from mammofuse.evaluation.metrics import METRIC_NAMES, auc_or_none, bootstrap_auc, evaluate_predictions, paired_auc_difference
+
+VARIANTS = ("image", "clinical", "concat", "cross", "co")
+FUSION_VARIANTS = ("concat", "cross", "co")
+DEFAULT_MISSING_RATES = (0.0, 0.3, 0.5, 1.0)
+DEFAULT_PROJ_DIM = 100
+RESULT_NAME = "result.json"
+RESULT_FORMAT = 1
+# Settings that do not change what a fold's model is (so they may differ between runs sharing OUT).
+_NOT_FINGERPRINTED = {"device", "workers", "feature_cache", "amp"}
+
+
+@dataclass(frozen=True)
+class Arm:
+    """One model variant of the ablation."""
+
+    name: str
+    fusion: str
+    modality_dropout: float
+    proj_dim: int
+
+    @property
+    def needs_images(self) -> bool:
+        return self.fusion != "clinical"
+
+    @property
+    def is_fusion(self) -> bool:
+        return self.fusion in FUSION_VARIANTS
+
+
+def plan_arms(
+    variants: Sequence[str] = VARIANTS,
+    modality_dropout: Sequence[bool] = (True,),
+    proj_dims: Sequence[int] = (100,),
+    dropout_p: float = 0.3,
+) -> list[Arm]:
+    """The arms to run. Modality dropout only exists for fusion variants, so it multiplies only those.
+
+    Names carry a suffix only where an arm differs from the default model (modality dropout on,
+    d = 100): ``cross``, ``cross-md_off``, ``cross-d50``; so adding factors later reuses finished arms.
+    """
+    unknown = [v for v in variants if v not in VARIANTS]
+    if unknown:
+        raise MammofuseError(f"unknown variant(s) {', '.join(unknown)}; choose from {', '.join(VARIANTS)}")
+    if not variants:
+        raise MammofuseError("no variants to run")
+    arms = []
+    for variant in dict.fromkeys(variants):
+        for md in dict.fromkeys(modality_dropout) if variant in FUSION_VARIANTS else (False,):
+            for dim in dict.fromkeys(proj_dims):
+                name = variant
+                if variant in FUSION_VARIANTS and not md:
+                    name += "-md_off"
+                if dim != DEFAULT_PROJ_DIM:
+                    name += f"-d{dim}"
+                arms.append(Arm(name, variant, dropout_p if md else 0.0, int(dim)))
+    return arms
+
+
+def make_folds(samples: Sequence[Sample], folds: int | None, seed: int) -> list[tuple[list[Sample], list[Sample]]]:
+    """(train, held-out) pairs: ``folds`` patient-grouped stratified folds, or the official split when None."""
+    from mammofuse.data.splits import kfold_splits
+
+    if folds is None:
+        train = [s for s in samples if s.split == "train"]
+        test = [s for s in samples if s.split == "test"]
+        if not train or not test:
+            have = ", ".join(sorted({s.split for s in samples}))
+            raise MammofuseError(f"the data has no official train/test split (splits: {have}); use --folds K")
+        return [(train, test)]
+    if folds < 2:
+        raise MammofuseError(f"--folds must be >= 2, not {folds}")
+    patients = len({s.patient_id for s in samples})
+    if patients < folds:
+        raise MammofuseError(f"{patients} patients cannot make {folds} patient-grouped folds")
+    return kfold_splits(list(samples), folds, seed)
+
+
+def drop_clinical(samples: Sequence[Sample], rate: float, seed: Sequence[int]) -> list[Sample]:
+    """A copy of ``samples`` with the clinical findings removed from a seeded random ``rate`` share of cases."""
+    count = int(round(rate * len(samples)))
+    chosen = set(np.random.default_rng(list(seed)).choice(len(samples), size=count, replace=False).tolist()) if count else set()
+    return [dataclasses.replace(s, clinical={}) if i in chosen else s for i, s in enumerate(samples)]
+
+
+def _fingerprint(settings: dict[str, Any], train: Sequence[Sample], test: Sequence[Sample]) -> str:
+    payload = {
+        "format": RESULT_FORMAT,
+        "settings": {k: v for k, v in sorted(settings.items()) if k not in _NOT_FINGERPRINTED},
+        "train": sorted(s.id for s in train),
+        "test": sorted(s.id for s in test),
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:24]
+
+
+def _rate_key(rate: float) -> str:
+    return f"{rate:g}"
+
+
+def run_fold(
+    arm: Arm,
+    fold: int,
+    train_part: Sequence[Sample],
+    test_part: Sequence[Sample],
+    settings: Any,
+    folder: Path,
+    missing_rates: Sequence[float],
+    trainer: Callable[..., Any],
+    keep_models: bool = False,
+    progress: bool = False,
+) -> tuple[dict[str, Any], bool]:
+    """Train and score one (arm, fold), or load its finished result. Returns (record, was_cached)."""
+    from mammofuse.data.splits import train_val_split
+    from mammofuse.evaluation.evaluate import score_samples
+    from mammofuse.model import load_model
+
+    key = _fingerprint(settings.as_dict(), train_part, test_part)
+    result_path = folder / RESULT_NAME
+    if result_path.is_file():
+        try:
+            record = json.loads(result_path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError:
+            record = {}
+        if record.get("fingerprint") == key:
+            return record, True
+        if record:
+            raise MammofuseError(
+                f"{result_path} holds a result of different settings or data (arm {arm.name}, fold {fold + 1}); "
+                "use a new --out or delete that folder"
+            )
+    started = time.perf_counter()
+    train_s, val_s = train_val_split(list(train_part), settings.val_fraction, seed=settings.seed)
+    model_dir = folder / "model"
+    resume = (model_dir / "last").is_dir()  # the trainer's exact-resume checkpoint of an interrupted fold
+    if model_dir.exists() and not resume:
+        shutil.rmtree(model_dir)  # interrupted before its first checkpoint: nothing to resume
+    trained = trainer(settings, train_s, val_s, model_dir, resume=resume, progress=progress)
+    model = load_model(getattr(trained, "out", model_dir))
+    rates = list(missing_rates) if arm.is_fusion else [0.0]
+    scores: dict[str, list[float | None]] = {}
+    errors_seen: dict[str, str] = {}
+    for rate in dict.fromkeys([0.0, *rates]):
+        subset = drop_clinical(test_part, rate, (settings.seed, fold, int(round(rate * 1000))))
+        probs, errors = score_samples(model, subset)
+        scores[_rate_key(rate)] = [float(p) if np.isfinite(p) else None for p in probs]
+        errors_seen.update({s.id: e for s, e in zip(subset, errors) if e})
+    record = {
+        "format": RESULT_FORMAT,
+        "fingerprint": key,
+        "arm": arm.name,
+        "fold": fold,
+        "settings": settings.as_dict(),
+        "train_patients": sorted({patient_digest(s.patient_id) for s in train_s}),
+        "val_patients": sorted({patient_digest(s.patient_id) for s in val_s}),
+        "ids": [s.id for s in test_part],
+        "labels": [int(s.label) for s in test_part],
+        "patients": [s.patient_id for s in test_part],
+        "abnormality": [s.abnormality for s in test_part],
+        "threshold": float(model.config.threshold),
+        "best_epoch": getattr(trained, "best_epoch", None),
+        "val_auc": getattr(trained, "best_val_auc", None),
+        "scores": scores,
+        "errors": errors_seen,
+        "seconds": round(time.perf_counter() - started, 1),
+    }
+    write_text(result_path, json.dumps(record, indent=1) + "\n")
+    if not keep_models:
+        shutil.rmtree(model_dir, ignore_errors=True)
+    return record, False
+
+
+def _pooled(records: Sequence[dict[str, Any]]) -> tuple[list[str], list[int], list[float | None], list[str]]:
+    ids, labels, probs, patients = [], [], [], []
+    for rec in records:
+        ids += [f"{rec['fold']}:{i}" for i in rec["ids"]]
+        labels += rec["labels"]
+        probs += rec["scores"]["0"]
+        patients += rec["patients"]
+    return ids, labels, probs, patients
+
+
+def _compare_with_best_single(variants: dict[str, Any], records: dict[str, list[dict[str, Any]]], n_boot: int, seed: int) -> None:
+    """Add ``vs_best_single`` to every multimodal arm: pooled out-of-fold AUC minus that of the better single-modality
+    arm (by mean fold AUC), with a paired patient-bootstrap interval on the same held-out cases."""
+    singles = [n for n in ("image", "clinical") if n in variants and variants[n]["auc"] is not None]
+    if not singles:
+        return
+    best = max(singles, key=lambda n: variants[n]["auc"])
+    ids_b, labels, probs_b, patients = _pooled(records[best])
+    for name, summary in variants.items():
+        if name in ("image", "clinical") or name not in records:
+            continue
+        ids_a, _, probs_a, _ = _pooled(records[name])
+        if ids_a != ids_b:
+            continue  # not the same held-out cases: no paired comparison
+        keep = [i for i, (a, b) in enumerate(zip(probs_a, probs_b)) if a is not None and b is not None]
+        diff = paired_auc_difference([labels[i] for i in keep], [probs_a[i] for i in keep], [probs_b[i] for i in keep],
+                                     [patients[i] for i in keep], n_boot, seed)
+        if diff is not None:
+            summary["vs_best_single"] = {"arm": best, **diff}
+
+
+def _fold_line(record: dict[str, Any], cached: bool) -> str:
+    pairs = [(y, p) for y, p in zip(record["labels"], record["scores"]["0"]) if p is not None]
+    auc = auc_or_none(np.array([y for y, _ in pairs]), np.array([p for _, p in pairs])) if pairs else None
+    status = "already done (reused)" if cached else f"done in {record['seconds']:.0f} s"
+    return f"{status}, AUC {'n/a' if auc is None else format(auc, '.3f')}"
+
+
+def _subsets(records: Sequence[dict[str, Any]], n_boot: int, seed: int) -> dict[str, Any]:
+    """Per abnormality type (only when the data has masses and calcifications): fold-mean AUC and pooled AUC with CI."""
+    kinds = {k for rec in records for k in rec["abnormality"]}
+    if not {"mass", "calc"} <= kinds:
+        return {}
+    out = {}
+    for kind in ("mass", "calc"):
+        aucs, ys, ps, gs = [], [], [], []
+        for rec in records:
+            rows = [i for i, (a, p) in enumerate(zip(rec["abnormality"], rec["scores"]["0"])) if a == kind and p is not None]
+            y = [rec["labels"][i] for i in rows]
+            p = [rec["scores"]["0"][i] for i in rows]
+            aucs.append(auc_or_none(np.array(y), np.array(p)) if rows else None)
+            ys, ps, gs = ys + y, ps + p, gs + [rec["patients"][i] for i in rows]
+        mean, sd = _mean_sd(aucs)
+        pooled = auc_or_none(np.array(ys), np.array(ps)) if ys else None
+        ci = bootstrap_auc(ys, ps, gs, n_boot, seed) if pooled is not None else None
+        out[kind] = {"n": len(ys), "auc": mean, "auc_sd": sd, "auc_pooled": pooled, "auc_ci": list(ci) if ci else None}
+    return out
+
+
+def _mean_sd(values: Sequence[float | None]) -> tuple[float | None, float | None]:
+    vals = [v for v in values if v is not None]
+    if not vals:
+        return None, None
+    return float(np.mean(vals)), (float(np.std(vals, ddof=1)) if len(vals) > 1 else None)
+
+
+def summarize_arm(records: Sequence[dict[str, Any]], missing_rates: Sequence[float], n_boot: int, seed: int) -> dict[str, Any]:
+    """Mean and SD over folds of every metric; pooled out-of-fold AUC with a patient-bootstrap CI; AUC per missing rate."""
+    per_fold = []
+    pooled_y: list[int] = []
+    pooled_p: list[float] = []
+    pooled_g: list[str] = []
+    for rec in records:
+        keep = [i for i, p in enumerate(rec["scores"]["0"]) if p is not None]
+        y = [rec["labels"][i] for i in keep]
+        p = [rec["scores"]["0"][i] for i in keep]
+        g = [rec["patients"][i] for i in keep]
+        m = evaluate_predictions(y, p, g, rec["threshold"], None, n_boot=0)
+        m.update({"fold": rec["fold"], "best_epoch": rec.get("best_epoch"), "val_auc": rec.get("val_auc"), "seconds": rec.get("seconds")})
+        per_fold.append(m)
+        pooled_y += y
+        pooled_p += p
+        pooled_g += g
+    out: dict[str, Any] = {"folds": len(records), "n": len(pooled_y)}
+    for name in METRIC_NAMES:
+        out[name], out[f"{name}_sd"] = _mean_sd([m[name] for m in per_fold])
+    out["auc_folds"] = [m["auc"] for m in per_fold]
+    out["auc_pooled"] = auc_or_none(np.array(pooled_y), np.array(pooled_p)) if pooled_y else None
+    ci = bootstrap_auc(pooled_y, pooled_p, pooled_g, n_boot, seed) if out["auc_pooled"] is not None else None
+    out["auc_ci"] = list(ci) if ci else None
+    out["seconds"] = round(sum(m["seconds"] or 0 for m in per_fold), 1)
+    out["subsets"] = _subsets(records, n_boot, seed)
+    out["per_fold"] = per_fold
+    rates = [r for r in missing_rates if all(_rate_key(r) in rec["scores"] for rec in records)]
+    if records and len(records[0]["scores"]) > 1:
+        missing = {}
+        for rate in rates:
+            aucs = []
+            for rec in records:
+                pairs = [(y, p) for y, p in zip(rec["labels"], rec["scores"][_rate_key(rate)]) if p is not None]
+                aucs.append(auc_or_none(np.array([a for a, _ in pairs]), np.array([b for _, b in pairs])) if pairs else None)
+            mean, sd = _mean_sd(aucs)
+            missing[_rate_key(rate)] = {"auc": mean, "auc_sd": sd, "auc_folds": aucs}
+        out["missing_clinical"] = missing
+    return out
+
+
+def run_ablation(
+    samples: Sequence[Sample],
+    arms: Sequence[Arm],
+    base_settings: Any,
+    out: str | Path,
+    folds: int | None = 5,
+    missing_rates: Sequence[float] = DEFAULT_MISSING_RATES,
+    n_boot: int = 1000,
+    keep_models: bool = False,
+    trainer: Callable[..., Any] | None = None,
+    log: Callable[[str], None] = lambda message: None,
+    progress: bool = False,
+    dataset: str = "",
+) -> dict[str, Any]:
+    """Run (or resume) every arm on the same folds; write ``ablation.json``, ``ablation.md`` and ``ablation.png``.
+
+    Args:
+        samples: the dataset (every split; ``folds=None`` uses its official train/test split).
+        arms: from :func:`plan_arms`.
+        base_settings: a ``TrainSettings``; each arm replaces ``fusion``, ``modality_dropout``, ``proj_dim``.
+        out: output folder (created); finished (arm, fold) results in it are reused.
+        trainer: ``train(settings, train, val, out, resume=..., progress=...)``; defaults to
+            :func:`mammofuse.training.train`.
+
+    Returns:
+        The ``ablation.json`` content: ``variants`` -> arm -> metrics, ``skipped``, ``protocol``.
+    """
+    if trainer is None:
+        from mammofuse.training import train as trainer
+    out = Path(out)
+    for rate in missing_rates:
+        if not 0.0 <= rate <= 1.0:
+            raise MammofuseError(f"missing rates must be within [0, 1], not {rate:g}")
+    skipped: dict[str, str] = {}
+    runnable = list(arms)
+    with_images = [s for s in samples if s.has_image]
+    if any(a.needs_images for a in arms):
+        if not with_images:
+            for arm in arms:
+                if arm.needs_images:
+                    skipped[arm.name] = "needs images; this dataset has none here (pass --images for CBIS-DDSM)"
+            runnable = [a for a in arms if not a.needs_images]
+            for name, why in skipped.items():
+                log(f"skipping arm {name}: {why}")
+        elif len(with_images) < len(samples):
+            log(f"{len(samples) - len(with_images)} of {len(samples)} cases have no image: every arm uses only the "
+                f"{len(with_images)} with one, so all arms see identical data")
+            samples = with_images
+    if not runnable:
+        raise MammofuseError("every requested arm needs images and this dataset has none here")
+    fold_pairs = make_folds(samples, folds, base_settings.seed)
+    for train_part, test_part in fold_pairs:
+        shared = {s.patient_id for s in train_part} & {s.patient_id for s in test_part}
+        if shared:  # only possible with a dataset's own split: k-fold splits are grouped by patient
+            log(f"WARNING: {len(shared)} patient(s) are on both sides of the split (e.g. {sorted(shared)[0]}); "
+                "their held-out results are optimistic")
+    total = len(runnable) * len(fold_pairs)
+    done = 0
+    variants: dict[str, Any] = {}
+    all_records: dict[str, list[dict[str, Any]]] = {}
+    for arm in runnable:
+        settings = dataclasses.replace(base_settings, fusion=arm.fusion, modality_dropout=arm.modality_dropout, proj_dim=arm.proj_dim, dataset=dataset or base_settings.dataset)
+        records = []
+        for k, (train_part, test_part) in enumerate(fold_pairs):
+            done += 1
+            where = f"[{done}/{total}] {arm.name} fold {k + 1}/{len(fold_pairs)}"
+            log(f"{where}: training on {len(train_part)} cases, testing on {len(test_part)}")
+            record, cached = run_fold(arm, k, train_part, test_part, settings, out / "arms" / arm.name / f"fold-{k + 1}",
+                                      missing_rates, trainer, keep_models, progress)
+            log(f"{where}: {_fold_line(record, cached)}")
+            records.append(record)
+        summary = summarize_arm(records, missing_rates, n_boot, base_settings.seed)
+        summary["settings"] = {k: v for k, v in settings.as_dict().items()}
+        variants[arm.name] = summary
+        all_records[arm.name] = records
+    _compare_with_best_single(variants, all_records, n_boot, base_settings.seed)
+    report = {
+        "variants": variants,
+        "skipped": skipped,
+        "protocol": {
+            "dataset": dataset,
+            "cases": len(samples),
+            "patients": len({s.patient_id for s in samples}),
+            "split": "official train/test" if folds is None else f"{folds}-fold patient-grouped stratified CV",
+            "validation": "carved from each fold's training part, grouped by patient; threshold and early stopping chosen there",
+            "missing_rates": [float(r) for r in missing_rates],
+            "missing_clinical": "clinical findings removed at inference from a seeded random share of held-out cases (same cases for every arm)",
+            "seed": base_settings.seed,
+            "image_weights": None if not any(a.needs_images for a in runnable) else (base_settings.pretrained or "random initialisation (no ImageNet weights)"),
+            "auc": "mean over folds (SD over folds); auc_ci is the patient-bootstrap 95% CI of the pooled out-of-fold AUC",
+        },
+        "notice": RESEARCH_NOTICE,
+    }
+    write_report(report, out)
+    return report
+
+
+def markdown_table(report: dict[str, Any]) -> str:
+    """The ablation as a Markdown table (AUC mean ± SD over folds, pooled CI, threshold metrics, missing-clinical AUC)."""
+    rates = [r for r in report["protocol"]["missing_rates"] if r > 0]
+
+    def num(value: float | None, sd: float | None = None) -> str:
+        if value is None:
+            return "n/a"
+        return f"{value:.3f}" + (f" ± {sd:.3f}" if sd is not None else "")
+
+    head = ["arm", "AUC (mean ± SD)", "pooled AUC [95% CI]", "PR-AUC", "accuracy", "F1", "sensitivity", "specificity", "Brier", "ECE"]
+    head += [f"AUC, {r:.0%} clinical missing" for r in rates]
+    head += ["pooled AUC − best single modality [paired 95% CI]"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name, a in report["variants"].items():
+        ci = a.get("auc_ci")
+        pooled = "n/a" if a.get("auc_pooled") is None else f"{a['auc_pooled']:.3f}" + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "")
+        row = [name, num(a["auc"], a.get("auc_sd")), pooled] + [num(a[m], a.get(f"{m}_sd")) for m in ("pr_auc", "accuracy", "f1", "sensitivity", "specificity", "brier", "ece")]
+        missing = a.get("missing_clinical", {})
+        row += [num(missing[f"{r:g}"]["auc"], missing[f"{r:g}"]["auc_sd"]) if f"{r:g}" in missing else "—" for r in rates]
+        vs = a.get("vs_best_single")
+        row += [f"{vs['difference']:+.3f} vs {vs['arm']}" + (f" [{vs['ci'][0]:+.3f}, {vs['ci'][1]:+.3f}]" if vs["ci"] else "") if vs else "—"]
+        lines.append("| " + " | ".join(row) + " |")
+    for name, why in report.get("skipped", {}).items():
+        lines.append(f"| {name} | skipped: {why} |" + " |" * (len(head) - 2))
+    p = report["protocol"]
+    lines.append("")
+    weights = f"; image weights: {p['image_weights']}" if p["image_weights"] else ""
+    lines.append(f"{p['dataset']}: {p['cases']} cases, {p['patients']} patients, {p['split']}{weights}. {RESEARCH_NOTICE}")
+    return "\n".join(lines) + "\n"
+
+
+def write_report(report: dict[str, Any], out: Path) -> None:
+    """``ablation.json``, ``ablation.md`` and ``ablation.png`` in ``out`` (each written atomically)."""
+    from mammofuse.evaluation.plots import ablation_figure
+
+    write_text(out / "ablation.json", json.dumps(report, indent=2) + "\n")
+    write_text(out / "ablation.md", markdown_table(report))
+    if report["variants"]:
+        ablation_figure(report["variants"], out / "ablation.png", title=f"Ablation: {report['protocol']['dataset'] or 'dataset'}")

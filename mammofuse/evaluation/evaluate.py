@@ -1,0 +1,145 @@
+"""Scoring a model on a dataset split and turning the scores into the protocol's report."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from mammofuse import RESEARCH_NOTICE
+from mammofuse.data.sample import Sample
+from mammofuse.errors import MammofuseError
+from mammofuse.evaluation.leakage import is_suspicious, patient_overlap
+from mammofuse.evaluation.metrics import evaluate_predictions
+
+
+@dataclass
+class Evaluation:
+    """The report (``result``, JSON-ready) and the scored cases behind it (for plots)."""
+
+    result: dict[str, Any]
+    labels: np.ndarray
+    probs: np.ndarray
+    patients: list[str]
+    failed: list[dict[str, str]] = field(default_factory=list)
+
+
+def load_any_model(spec: str | None, device: str = "cpu") -> Any:
+    """A model from a registered name (None: the bundled default), local folder or Hub id, via ``mammofuse.hub``."""
+    from mammofuse.hub import load_pretrained
+
+    return load_pretrained(spec, device=device)
+
+
+def select_split(samples: Sequence[Sample], split: str) -> list[Sample]:
+    """The samples of one dataset split (``all`` for datasets without an official split, e.g. mini-MIAS)."""
+    chosen = [s for s in samples if s.split == split]
+    if not chosen:
+        have = ", ".join(sorted({s.split for s in samples})) or "none"
+        raise MammofuseError(f"the data has no {split!r} split (it has: {have}); choose one with --split")
+    return chosen
+
+
+def score_samples(
+    model: Any, samples: Sequence[Sample], batch_size: int = 16, device: str = "cpu", workers: int = 0,
+    on_batch: Callable[[int], None] | None = None,
+) -> tuple[np.ndarray, list[str]]:
+    """Probabilities and per-sample errors; a sample with no image for a model that needs one is an error."""
+    from mammofuse.inference import predict_proba
+
+    probs, errors = predict_proba(model, samples, batch_size=batch_size, device=device, workers=workers, on_batch=on_batch)
+    errors = list(errors)
+    if model.config.uses_image:
+        for i, s in enumerate(samples):
+            if not s.has_image and not errors[i]:
+                errors[i] = "no image file found for this case (pass --images for CBIS-DDSM)"
+                probs[i] = np.nan
+    return probs, errors
+
+
+def evaluate_model(
+    model: Any,
+    samples: Sequence[Sample],
+    n_boot: int = 1000,
+    seed: int = 0,
+    batch_size: int = 16,
+    device: str = "cpu",
+    workers: int = 0,
+    on_batch: Callable[[int], None] | None = None,
+    describe: dict[str, Any] | None = None,
+) -> Evaluation:
+    """Score ``samples`` and compute every metric at the model's stored threshold.
+
+    Cases whose image fails are listed in ``result["failed"]`` and left out of every metric.
+    The evaluated patients are checked against the digests in the model's provenance.
+    """
+    config = model.config
+    probs, errors = score_samples(model, samples, batch_size, device, workers, on_batch)
+    ok = [i for i, e in enumerate(errors) if not e and np.isfinite(probs[i])]
+    ok_set = set(ok)
+    failed = [{"id": samples[i].id, "error": errors[i] or "no score"} for i in range(len(samples)) if i not in ok_set]
+    kept = [samples[i] for i in ok]
+    labels = np.array([s.label for s in kept], dtype=int)
+    scores = probs[ok]
+    patients = [s.patient_id for s in kept]
+    metrics = evaluate_predictions(labels, scores, patients, config.threshold, [s.abnormality for s in kept], n_boot, seed)
+    provenance = dict(config.provenance or {})
+    result: dict[str, Any] = {
+        **(describe or {}),
+        "model": {"fusion": config.fusion, "backbone": config.backbone if config.uses_image else None,
+                  "threshold_source": provenance.get("threshold_source", "validation (stored with the model)"),
+                  "trained_on": provenance.get("dataset")},
+        **metrics,
+        "bootstrap": {"resamples": n_boot, "unit": "patient", "seed": seed, "level": 0.95},
+        "failed": failed,
+        "leakage": patient_overlap({s.patient_id for s in samples}, provenance),
+        "suspicious_auc": False,
+        "notice": RESEARCH_NOTICE,
+    }
+    result["suspicious_auc"] = is_suspicious(result)
+    return Evaluation(result=result, labels=labels, probs=scores, patients=patients, failed=failed)
+
+
+FAIL_UNDER_METRICS = ("auc", "auc_low", "pr_auc", "accuracy", "f1", "precision", "recall", "sensitivity", "specificity")
+
+
+def parse_bounds(text: str) -> dict[str, float]:
+    """``"auc=0.85,recall=0.9"`` -> {"auc": 0.85, "recall": 0.9}; unknown names are a MammofuseError."""
+    bounds: dict[str, float] = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        name, sep, value = part.partition("=")
+        name = name.strip().lower()
+        if not sep:
+            raise MammofuseError(f"--fail-under: expected METRIC=VALUE, got {part!r}")
+        if name not in FAIL_UNDER_METRICS:
+            raise MammofuseError(f"--fail-under: unknown metric {name!r}; choose from {', '.join(FAIL_UNDER_METRICS)}")
+        try:
+            bounds[name] = float(value)
+        except ValueError:
+            raise MammofuseError(f"--fail-under: {name} needs a number, got {value!r}") from None
+    if not bounds:
+        raise MammofuseError("--fail-under: no bounds given (e.g. auc=0.85,recall=0.9)")
+    return bounds
+
+
+def check_bounds(result: dict[str, Any], bounds: dict[str, float]) -> list[str]:
+    """Reasons the result misses its bounds (empty when all pass); an undefined metric fails."""
+    failures = []
+    for name, bound in bounds.items():
+        value = result["auc_ci"][0] if name == "auc_low" and result.get("auc_ci") else result.get(name)
+        if name == "auc_low" and not result.get("auc_ci"):
+            value = None
+        if value is None:
+            failures.append(f"{name} is undefined on this data (needs >= {bound:g})")
+        elif value < bound:
+            failures.append(f"{name} {value:.4f} < {bound:g}")
+    return failures
+
+
+def write_json(result: dict[str, Any], path: str | Path) -> None:
+    from mammofuse.atomic import write_text
+
+    write_text(path, json.dumps(result, indent=2) + "\n")

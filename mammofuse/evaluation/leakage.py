@@ -1,0 +1,53 @@
+"""Leakage guards: patient overlap with the model's training data, and the too-good-to-be-true checklist."""
+
+from __future__ import annotations
+
+from typing import Any, Iterable
+
+from mammofuse.data.sample import patient_digest
+
+SUSPICIOUS_AUC = 0.97
+
+LEAKAGE_CHECKLIST = (
+    "AUC >= 0.97 is far above every trustworthy published CBIS-DDSM result. Before reporting it, check:",
+    "1. Patient overlap: no patient in both training/validation and the evaluated set (splits grouped by patient_id).",
+    "2. Label leakage: BI-RADS `assessment` and `subtlety` are not model inputs.",
+    "3. Path leakage: file names and folder names (`Mass-Test_...`, `Calc-Training_...`) never reach the model.",
+    "4. Threshold and early stopping were chosen on validation data, never on the evaluated data.",
+    "5. The evaluated split is the official CBIS-DDSM test split (or a patient-grouped fold), not training data.",
+    "6. No duplicate films: the same image (or its other view) is not on both sides of the split.",
+)
+
+
+def patient_overlap(patient_ids: Iterable[str], provenance: dict[str, Any]) -> dict[str, Any]:
+    """Compare evaluated patients with the digests the model recorded at training time.
+
+    Returns ``checked`` (False when the model kept no digests), and ``train`` / ``val``: how
+    many evaluated patients the model saw in training / validation.
+    """
+    digests = {patient_digest(p) for p in patient_ids}
+    result: dict[str, Any] = {"checked": False, "patients": len(digests), "train": None, "val": None}
+    for key, name in (("train_patients", "train"), ("val_patients", "val")):
+        recorded = provenance.get(key)
+        if recorded is not None:
+            result["checked"] = True
+            result[name] = len(digests & set(recorded))
+    return result
+
+
+def overlap_warning(overlap: dict[str, Any]) -> str | None:
+    """A loud one-paragraph warning when the evaluated patients overlap training or validation, else None."""
+    parts = []
+    if overlap.get("train"):
+        parts.append(f"{overlap['train']} of {overlap['patients']} evaluated patients were in the model's TRAINING data")
+    if overlap.get("val"):
+        parts.append(f"{overlap['val']} of {overlap['patients']} were in its VALIDATION data (threshold and early stopping)")
+    if not parts:
+        return None
+    return "PATIENT OVERLAP: " + "; ".join(parts) + ". These metrics are optimistic and must not be reported as a test result."
+
+
+def is_suspicious(result: dict[str, Any]) -> bool:
+    """True when the overall AUC or any subset's AUC is >= 0.97."""
+    aucs = [result.get("auc")] + [s.get("auc") for s in result.get("subsets", {}).values()]
+    return any(a is not None and a >= SUSPICIOUS_AUC for a in aucs)

@@ -1,0 +1,149 @@
+"""Figures a reader would put in a paper: ROC, precision-recall, reliability, confusion matrix, ablation bars.
+
+matplotlib with the Agg backend (no display needed); every figure is written atomically as
+a 300 dpi PNG. Curves come from scikit-learn, the same definitions as ``metrics``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from mammofuse.atomic import atomic_path
+
+DPI = 300
+_STYLE = {
+    "font.size": 9, "axes.titlesize": 10, "axes.labelsize": 9, "legend.fontsize": 8,
+    "xtick.labelsize": 8, "ytick.labelsize": 8, "axes.spines.top": False, "axes.spines.right": False,
+    "savefig.bbox": "tight", "figure.dpi": 100,
+}
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig: Any, path: Path) -> Path:
+    plt = _pyplot()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=DPI, format="png", bbox_inches="tight", pad_inches=0.05)
+    plt.close(fig)
+    return path
+
+
+def _fmt_ci(ci: Sequence[float] | None) -> str:
+    return f" (95% CI {ci[0]:.2f}-{ci[1]:.2f})" if ci else ""
+
+
+def roc_figure(labels: np.ndarray, probs: np.ndarray, result: dict[str, Any], path: Path, title: str) -> Path:
+    from sklearn.metrics import roc_curve
+
+    plt = _pyplot()
+    with plt.rc_context(_STYLE):
+        fig, ax = plt.subplots(figsize=(3.6, 3.6))
+        fpr, tpr, _ = roc_curve(labels, probs)
+        ax.plot(fpr, tpr, color="#1f4e79", lw=1.8, label=f"AUC {result['auc']:.3f}{_fmt_ci(result.get('auc_ci'))}")
+        ax.plot([0, 1], [0, 1], ls="--", lw=0.8, color="0.6", label="chance")
+        if result.get("specificity") is not None and result.get("recall") is not None:
+            ax.plot(1 - result["specificity"], result["recall"], "o", color="#c00000", ms=5,
+                    label=f"threshold {result['threshold']:.2f}")
+        ax.set(xlim=(0, 1), ylim=(0, 1.01), xlabel="1 - specificity (false-positive rate)",
+               ylabel="Sensitivity (true-positive rate)", title=title)
+        ax.set_aspect("equal")
+        ax.legend(loc="lower right", frameon=False)
+    return _save(fig, path)
+
+
+def pr_figure(labels: np.ndarray, probs: np.ndarray, result: dict[str, Any], path: Path, title: str) -> Path:
+    from sklearn.metrics import precision_recall_curve
+
+    plt = _pyplot()
+    with plt.rc_context(_STYLE):
+        fig, ax = plt.subplots(figsize=(3.6, 3.6))
+        precision, recall, _ = precision_recall_curve(labels, probs)
+        ax.step(recall, precision, where="post", color="#1f4e79", lw=1.8, label=f"AP {result['pr_auc']:.3f}")
+        prevalence = float(np.mean(labels))
+        ax.axhline(prevalence, ls="--", lw=0.8, color="0.6", label=f"prevalence {prevalence:.2f}")
+        ax.set(xlim=(0, 1), ylim=(0, 1.01), xlabel="Recall (sensitivity)", ylabel="Precision (PPV)", title=title)
+        ax.set_aspect("equal")
+        ax.legend(loc="lower left", frameon=False)
+    return _save(fig, path)
+
+
+def calibration_figure(labels: np.ndarray, probs: np.ndarray, result: dict[str, Any], path: Path, title: str, n_bins: int = 10) -> Path:
+    from sklearn.calibration import calibration_curve
+
+    plt = _pyplot()
+    with plt.rc_context(_STYLE):
+        fig, (ax, hist) = plt.subplots(2, 1, figsize=(3.6, 4.6), sharex=True, gridspec_kw={"height_ratios": [3, 1]})
+        observed, predicted = calibration_curve(labels, probs, n_bins=n_bins, strategy="uniform")
+        ax.plot([0, 1], [0, 1], ls="--", lw=0.8, color="0.6", label="perfect calibration")
+        ax.plot(predicted, observed, "o-", color="#1f4e79", lw=1.5, ms=4,
+                label=f"model (Brier {result['brier']:.3f}, ECE {result['ece']:.3f})")
+        ax.set(xlim=(0, 1), ylim=(0, 1.01), ylabel="Observed fraction malignant", title=title)
+        ax.legend(loc="upper left", frameon=False)
+        hist.hist(probs, bins=np.linspace(0, 1, n_bins + 1), color="#1f4e79", alpha=0.7, edgecolor="white")
+        hist.set(xlabel="Predicted probability of malignancy", ylabel="Cases")
+        hist.yaxis.get_major_locator().set_params(integer=True)
+    return _save(fig, path)
+
+
+def confusion_figure(result: dict[str, Any], path: Path, title: str) -> Path:
+    plt = _pyplot()
+    c = result["confusion"]
+    matrix = np.array([[c["tn"], c["fp"]], [c["fn"], c["tp"]]])
+    with plt.rc_context(_STYLE):
+        fig, ax = plt.subplots(figsize=(3.2, 3.0))
+        ax.imshow(matrix, cmap="Blues", vmin=0)
+        rows = matrix.sum(axis=1, keepdims=True).clip(min=1)
+        for (i, j), count in np.ndenumerate(matrix):
+            dark = count > matrix.max() / 2
+            ax.text(j, i, f"{count}\n({count / rows[i, 0]:.0%} of row)", ha="center", va="center",
+                    color="white" if dark else "black", fontsize=8)
+        ax.set_xticks([0, 1], ["benign", "malignant"])
+        ax.set_yticks([0, 1], ["benign", "malignant"])
+        ax.set(xlabel=f"Predicted (threshold {result['threshold']:.2f})", ylabel="True", title=title)
+        for side in ("top", "right"):
+            ax.spines[side].set_visible(True)
+    return _save(fig, path)
+
+
+def evaluation_figures(labels: Sequence[int], probs: Sequence[float], result: dict[str, Any], folder: str | Path, title: str = "") -> list[Path]:
+    """ROC, PR, reliability and confusion-matrix PNGs in ``folder``; curves that are undefined (one class) are skipped."""
+    folder = Path(folder)
+    y, p = np.asarray(labels, dtype=int), np.asarray(probs, dtype=float)
+    written = []
+    if result.get("auc") is not None:
+        written.append(roc_figure(y, p, result, folder / "roc.png", title or "ROC curve"))
+        written.append(pr_figure(y, p, result, folder / "pr.png", title or "Precision-recall curve"))
+    if len(y):
+        written.append(calibration_figure(y, p, result, folder / "calibration.png", title or "Reliability diagram"))
+        written.append(confusion_figure(result, folder / "confusion.png", title or "Confusion matrix"))
+    return written
+
+
+def ablation_figure(arms: dict[str, dict[str, Any]], path: str | Path, title: str = "Ablation") -> Path:
+    """Bar chart of mean fold AUC per arm with error bars (fold SD) and each fold's AUC as a dot; chance at 0.5."""
+    plt = _pyplot()
+    names = [n for n, a in arms.items() if a.get("auc") is not None]
+    means = [arms[n]["auc"] for n in names]
+    errors = [arms[n].get("auc_sd") or 0.0 for n in names]
+    with plt.rc_context(_STYLE):
+        fig, ax = plt.subplots(figsize=(max(3.6, 0.7 * len(names) + 1.5), 3.2))
+        ax.bar(range(len(names)), means, yerr=errors, capsize=4, color="#1f4e79", alpha=0.85, ecolor="black")
+        for i, name in enumerate(names):  # every fold, so a reader sees the spread itself
+            folds = [v for v in arms[name].get("auc_folds") or [] if v is not None]
+            ax.scatter(np.full(len(folds), i) + np.linspace(-0.15, 0.15, len(folds)), folds, s=9, color="#c00000", zorder=3,
+                       label="folds" if i == 0 and folds else None)
+        ax.axhline(0.5, ls="--", lw=0.8, color="0.5", label="chance")
+        ax.set_xticks(range(len(names)), names, rotation=30, ha="right")
+        ax.set(ylim=(0, 1), ylabel="ROC-AUC (mean ± SD over folds)", title=title)
+        ax.legend(loc="upper right", frameon=False)
+    return _save(fig, Path(path))

@@ -1,0 +1,115 @@
+"""Grad-CAM (Selvaraju et al., 2017) on any layer of the image branch, clinical input held fixed.
+
+The map is ``ReLU(sum_c w_c A_c)`` where ``A`` is the layer's output for the case and
+``w_c`` the spatial mean of d(logit)/dA_c: evidence *for malignancy* at each position.
+
+A forward hook swaps the layer's output for a detached leaf that requires grad (and hands the
+rest of the network a copy of it), so the gradient is ``torch.autograd.grad`` on that leaf:
+no parameter ``.grad`` is touched, a frozen backbone still works, and in-place operations
+after the layer (ResNet's ``ReLU(inplace=True)``) cannot corrupt the activation. The hook is
+owned by :class:`GradCAM`, a context manager that removes it on exit, exceptions included.
+
+Example:
+    >>> with GradCAM(model, "backbone.layer4") as cam:  # doctest: +SKIP
+    ...     heat = cam(lambda: model(image, clinical, mask).logits.sum())
+    >>> heat.shape  # doctest: +SKIP
+    (1, 7, 7)
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from mammofuse.errors import MammofuseError
+
+DEFAULT_LAYER = "backbone.layer4"
+
+
+def resolve_layer(model: nn.Module, name: str) -> nn.Module:
+    """The sub-module ``name`` (dotted, e.g. ``backbone.layer3.1.conv2``); a listed error if unknown."""
+    try:
+        return model.get_submodule(name)
+    except AttributeError:
+        backbone = [n for n, _ in model.named_modules() if n.startswith("backbone.") and n.count(".") == 1]
+        hint = f" (image layers: {', '.join(backbone)})" if backbone else ""
+        raise MammofuseError(f"unknown layer {name!r}{hint}") from None
+
+
+class GradCAM:
+    """Grad-CAM on one layer; hooks live only inside ``with``.
+
+    Args:
+        model: any module; the score function decides what is explained.
+        layer: dotted name of a layer whose output is a (B, C, h, w) feature map.
+    """
+
+    def __init__(self, model: nn.Module, layer: str = DEFAULT_LAYER) -> None:
+        self.model = model
+        self.layer_name = layer
+        self.layer = resolve_layer(model, layer)
+        self._handle: torch.utils.hooks.RemovableHandle | None = None
+        self._activation: torch.Tensor | None = None
+
+    def __enter__(self) -> "GradCAM":
+        self._handle = self.layer.register_forward_hook(self._capture)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.release()
+
+    def release(self) -> None:
+        """Remove the hook and drop the captured activation (idempotent)."""
+        if self._handle is not None:
+            self._handle.remove()
+            self._handle = None
+        self._activation = None
+
+    def _capture(self, module: nn.Module, inputs: Any, output: Any) -> torch.Tensor:
+        if not isinstance(output, torch.Tensor) or output.dim() != 4:
+            shape = tuple(output.shape) if isinstance(output, torch.Tensor) else type(output).__name__
+            raise MammofuseError(f"layer {self.layer_name!r} gives {shape}; Grad-CAM needs a (B, C, h, w) feature map")
+        self._activation = output.detach().requires_grad_(True)
+        return self._activation.clone()  # the network may modify its input in place; our leaf stays intact
+
+    def __call__(self, score: Callable[[], torch.Tensor]) -> np.ndarray:
+        """Run ``score`` (a forward pass returning a scalar to explain) and return maps (B, h, w).
+
+        The maps are the raw, unnormalised ``ReLU(sum_c w_c A_c)`` at the layer's resolution.
+        """
+        if self._handle is None:
+            raise RuntimeError("GradCAM hooks are not registered: use it as `with GradCAM(...) as cam:`")
+        self._activation = None
+        with torch.inference_mode(False), torch.enable_grad():
+            value = score()
+            activation = self._activation
+            if activation is None:
+                raise MammofuseError(f"layer {self.layer_name!r} was not used by the forward pass (not in the image branch?)")
+            if value.numel() != 1:
+                raise ValueError("the score to explain must be a scalar (sum the logits of a batch)")
+            (gradient,) = torch.autograd.grad(value, activation)
+        weights = gradient.mean(dim=(2, 3), keepdim=True)
+        cam = torch.relu((weights * activation.detach()).sum(dim=1))
+        self._activation = None
+        return cam.float().cpu().numpy()
+
+
+def grad_cam(model: nn.Module, image: torch.Tensor, clinical: torch.Tensor, mask: torch.Tensor, layer: str = DEFAULT_LAYER) -> np.ndarray:
+    """Grad-CAM (h, w) of the malignancy logit of one MammoFuse case at ``layer``.
+
+    Raises:
+        MammofuseError: unknown layer, a layer outside the image branch, or a model without one.
+    """
+    if getattr(model, "backbone", None) is None:
+        raise MammofuseError("this model has no image branch (clinical-only fusion): nothing for Grad-CAM to explain")
+    with GradCAM(model, layer) as cam:
+        return cam(lambda: model(image, clinical, mask).logits.sum())[0]
+
+
+def upsample(cam: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """A (h, w) map resized bilinearly to ``shape`` (rows, columns)."""
+    tensor = torch.from_numpy(np.ascontiguousarray(cam, dtype=np.float32))[None, None]
+    return torch.nn.functional.interpolate(tensor, size=shape, mode="bilinear", align_corners=False)[0, 0].numpy()

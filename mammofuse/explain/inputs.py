@@ -1,0 +1,171 @@
+"""One case made ready for explaining: the model's exact inputs, the view it saw, the file's header.
+
+Every method explains the same thing ``predict`` scores, so the tensors are built exactly as
+:func:`mammofuse.inference.load_image` builds them (a test checks they are equal), and the
+region the model saw is kept at its real aspect ratio for the overlays.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from mammofuse.clinical import load_schema
+from mammofuse.data.sample import Sample
+from mammofuse.errors import MammofuseError
+from mammofuse.imaging.preprocess import PreprocessRecipe, crop_for_model, preprocess
+from mammofuse.imaging.reader import Mammogram, MammogramInfo, read_mammogram
+from mammofuse.model import MammoFuse
+
+DISPLAY_SIDE = 768
+"""Longest side, in pixels, of the view drawn under the heat maps."""
+
+
+@dataclass
+class CaseInputs:
+    """A case as the model sees it.
+
+    Attributes:
+        sample: the case.
+        image: (1, 1, S, S) normalised model input, or None for a clinical-only model.
+        clinical: (1, D) multi-hot clinical vector.
+        mask: (1, F) bool, True where the field is present.
+        view: the region the model saw, in [0, 1], at its real aspect ratio (longest side
+            at most ``DISPLAY_SIDE``): the background of every overlay.
+        info: what the reader saw in the file.
+        header: extra file attributes for the report (untrusted text from the file).
+    """
+
+    sample: Sample
+    image: torch.Tensor | None
+    clinical: torch.Tensor
+    mask: torch.Tensor
+    view: np.ndarray
+    info: MammogramInfo
+    header: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def source(self) -> str:
+        return self.sample.image_path or self.sample.roi_path or self.sample.id
+
+
+def model_view(sample: Sample, recipe: PreprocessRecipe) -> tuple[Mammogram, PreprocessRecipe, Any]:
+    """The file, recipe and region the model reads for ``sample`` (as ``inference.load_image``)."""
+    if recipe.input == "roi" and sample.roi_path:
+        return read_mammogram(sample.roi_path), PreprocessRecipe(**{**recipe.as_dict(), "input": "full"}), None
+    if sample.image_path is None:
+        raise MammofuseError(f"{sample.id}: no image")
+    return read_mammogram(sample.image_path), recipe, sample.region
+
+
+def prepare_inputs(model: MammoFuse, sample: Sample, device: str | torch.device = "cpu") -> CaseInputs:
+    """Read the case's file once and build the model inputs and the display view.
+
+    Raises:
+        MammofuseError: unreadable file (the message names it) or unknown clinical value.
+    """
+    config = model.config
+    vector, mask = load_schema(config.vocabulary).encode(sample.clinical)
+    mammogram, recipe, region = model_view(sample, config.recipe)
+    image = None
+    if config.uses_image:
+        image = torch.from_numpy(preprocess(mammogram, recipe, region))[None].to(device)
+    return CaseInputs(
+        sample=sample,
+        image=image,
+        clinical=torch.from_numpy(vector)[None].to(device),
+        mask=torch.from_numpy(mask)[None].to(device),
+        view=display_view(crop_for_model(mammogram, recipe, region)),
+        info=mammogram.info,
+        header=dicom_header(Path(mammogram.info.path)) if mammogram.info.format == "dicom" else {},
+    )
+
+
+def display_view(crop: np.ndarray, side: int = DISPLAY_SIDE) -> np.ndarray:
+    """``crop`` resized so its longest side is ``side`` (aspect kept), float32 in [0, 1]."""
+    from PIL import Image
+
+    height, width = crop.shape
+    scale = side / max(height, width)
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    image = Image.fromarray(np.ascontiguousarray(crop, dtype=np.float32), mode="F")
+    return np.clip(np.asarray(image.resize(size, Image.Resampling.BILINEAR), dtype=np.float32), 0.0, 1.0)
+
+
+HEADER_TAGS = ("PatientName", "PatientID", "StudyDate", "StudyDescription", "SeriesDescription")
+
+
+def dicom_header(path: Path) -> dict[str, str]:
+    """A few identifying DICOM attributes as text (header only, no pixels); {} if unreadable.
+
+    These strings come from the file and are untrusted: the report escapes them.
+    """
+    import pydicom
+
+    try:
+        ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=list(HEADER_TAGS))
+    except Exception:  # the pixels were readable; a header we cannot re-read is just not shown
+        return {}
+    return {tag: str(ds.get(tag, "")) for tag in HEADER_TAGS if str(ds.get(tag, "") or "")}
+
+
+class FixedImageScorer:
+    """Logits of clinical variations with the image held fixed (its features computed once).
+
+    Example:
+        >>> scorer = FixedImageScorer(model, inputs)  # doctest: +SKIP
+        >>> scorer.logits(clinical_batch, mask_batch).shape  # doctest: +SKIP
+        (32,)
+    """
+
+    def __init__(self, model: MammoFuse, inputs: CaseInputs, batch_size: int = 256) -> None:
+        self.model = model
+        self.batch_size = batch_size
+        self.features = None
+        if model.config.uses_image:
+            with torch.no_grad():
+                self.features = model.image_features(inputs.image)
+
+    @torch.no_grad()
+    def logits(self, clinical: np.ndarray | torch.Tensor, mask: np.ndarray | torch.Tensor) -> np.ndarray:
+        """Logits (N,) for clinical vectors (N, D) and presence masks (N, F)."""
+        device = next(self.model.parameters()).device
+        clinical = torch.as_tensor(np.asarray(clinical, dtype=np.float32), device=device)
+        mask = torch.as_tensor(np.asarray(mask, dtype=bool), device=device)
+        out = []
+        for start in range(0, len(clinical), self.batch_size):
+            c, m = clinical[start : start + self.batch_size], mask[start : start + self.batch_size]
+            features = None if self.features is None else self.features.expand(len(c), *self.features.shape[1:])
+            out.append(self.model(None, c, m, features=features).logits.float().cpu())
+        return torch.cat(out).numpy().astype(np.float64)
+
+
+class FixedClinicalScorer:
+    """Logits of image variations with the clinical input held fixed."""
+
+    def __init__(self, model: MammoFuse, inputs: CaseInputs, batch_size: int = 32) -> None:
+        self.model = model
+        self.inputs = inputs
+        self.batch_size = batch_size
+
+    @torch.inference_mode()
+    def logits(self, images: np.ndarray | torch.Tensor) -> np.ndarray:
+        """Logits (N,) for normalised images (N, 1, S, S)."""
+        device = self.inputs.clinical.device
+        images = torch.as_tensor(np.asarray(images, dtype=np.float32), device=device)
+        out = []
+        for start in range(0, len(images), self.batch_size):
+            batch = images[start : start + self.batch_size]
+            n = len(batch)
+            clinical = self.inputs.clinical.expand(n, -1)
+            mask = self.inputs.mask.expand(n, -1)
+            out.append(self.model(batch, clinical, mask).logits.float().cpu())
+        return torch.cat(out).numpy().astype(np.float64)
+
+
+def sigmoid(x: np.ndarray | float) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-np.asarray(x, dtype=np.float64)))

@@ -1,0 +1,143 @@
+"""`mammofuse ablate`: arms, identical folds, missing clinical data at inference, resumable results, skipped arms."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from mammofuse.cli import app
+from mammofuse.errors import MammofuseError
+from mammofuse.evaluation.ablation import drop_clinical, plan_arms, run_ablation
+
+runner = CliRunner()
+
+
+@dataclass
+class _Result:
+    out: Path
+    best_epoch: int = 1
+    best_val_auc: float = 0.5
+    threshold: float = 0.5
+
+
+class CountingTrainer:
+    """Stands in for ``training.train``: saves an untrained model of the arm's shape and counts calls."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, int, int]] = []
+
+    def __call__(self, settings, train, val, out, resume=False, progress=False):
+        import torch
+
+        from mammofuse.imaging.preprocess import PreprocessRecipe
+        from mammofuse.model import MammoFuse, ModelConfig, save_model
+
+        assert not {s.patient_id for s in train} & {s.patient_id for s in val}, "validation must be grouped by patient"
+        self.calls.append((settings.fusion, len(train), len(val)))
+        torch.manual_seed(len(self.calls))
+        config = ModelConfig(fusion=settings.fusion, backbone=settings.backbone, proj_dim=settings.proj_dim,
+                             modality_dropout=settings.modality_dropout,
+                             preprocessing=PreprocessRecipe(image_size=settings.image_size, input=settings.input).as_dict())
+        save_model(MammoFuse(config), out)
+        return _Result(Path(out))
+
+
+def _settings(**kw):
+    from mammofuse.training import TrainSettings
+
+    return TrainSettings(**{"backbone": "resnet18", "image_size": 32, "epochs": 1, "freeze_epochs": 0, "device": "cpu", **kw})
+
+
+def test_arms_multiply_only_the_factors_that_vary():
+    names = [a.name for a in plan_arms(["image", "clinical", "cross"], [True, False], [100])]
+    assert names == ["image", "clinical", "cross", "cross-md_off"]
+    arms = plan_arms(["co"], [True], [50, 100, 200], dropout_p=0.4)
+    assert [(a.name, a.proj_dim, a.modality_dropout) for a in arms] == [("co-d50", 50, 0.4), ("co", 100, 0.4), ("co-d200", 200, 0.4)]
+    with pytest.raises(MammofuseError, match="unknown variant"):
+        plan_arms(["late"])
+
+
+def test_dropping_clinical_data_is_seeded_and_exact(mini_mias):
+    from mammofuse.data import load_dataset
+
+    samples = load_dataset("mini-mias", mini_mias)[:40]
+    dropped = drop_clinical(samples, 0.3, (0, 1, 300))
+    assert sum(not s.clinical for s in dropped) == 12
+    assert [s.clinical for s in dropped] == [s.clinical for s in drop_clinical(samples, 0.3, (0, 1, 300))]
+    assert all(s.clinical for s in samples)  # the originals are untouched
+    assert all(not s.clinical for s in drop_clinical(samples, 1.0, (0, 0, 1000)))
+
+
+def test_second_run_reuses_finished_arms_and_image_arms_are_skipped_without_images(cbis_csv, tmp_path):
+    from mammofuse.data import load_dataset
+
+    train = [s for s in load_dataset("cbis-ddsm", cbis_csv) if s.split == "train"]
+    samples = train[:120] + train[-120:]  # masses and calcifications
+    trainer, messages = CountingTrainer(), []
+    arms = plan_arms(["image", "clinical"])
+    report = run_ablation(samples, arms, _settings(), tmp_path, folds=3, n_boot=20, trainer=trainer, log=messages.append, dataset="cbis-ddsm")
+    assert [c[0] for c in trainer.calls] == ["clinical"] * 3
+    assert "needs images" in report["skipped"]["image"] and any("skipping arm image" in m for m in messages)
+    results = sorted((tmp_path / "arms" / "clinical").glob("fold-*/result.json"))
+    assert len(results) == 3
+    stamps = [p.stat().st_mtime_ns for p in results]
+
+    again = run_ablation(samples, arms, _settings(), tmp_path, folds=3, n_boot=20, trainer=trainer, log=messages.append, dataset="cbis-ddsm")
+    assert len(trainer.calls) == 3, "finished folds must not be retrained"
+    assert [p.stat().st_mtime_ns for p in results] == stamps
+    assert sum("already done" in m for m in messages) == 3
+    assert again["variants"]["clinical"]["auc"] == report["variants"]["clinical"]["auc"]
+
+    saved = json.loads((tmp_path / "ablation.json").read_text())
+    clinical = saved["variants"]["clinical"]
+    assert {"auc", "auc_sd", "auc_ci", "auc_folds", "pr_auc", "f1", "sensitivity", "specificity", "brier", "ece"} <= set(clinical)
+    assert len(clinical["auc_folds"]) == 3 and set(clinical["subsets"]) == {"mass", "calc"}
+    assert (tmp_path / "ablation.md").read_text().startswith("| arm |")
+    assert (tmp_path / "ablation.png").stat().st_size > 10_000
+
+    with pytest.raises(MammofuseError, match="different settings"):
+        run_ablation(samples, arms, _settings(lr=0.5), tmp_path, folds=3, n_boot=20, trainer=trainer)
+
+
+@pytest.mark.filterwarnings("ignore:The least populated class")
+def test_fusion_arms_report_auc_as_clinical_data_goes_missing(mini_mias, tmp_path):
+    from mammofuse.data import load_dataset
+
+    samples = load_dataset("mini-mias", mini_mias)[:24]
+    trainer = CountingTrainer()
+    report = run_ablation(samples, plan_arms(["clinical", "concat"]), _settings(), tmp_path, folds=2,
+                          missing_rates=(0.0, 0.5, 1.0), n_boot=0, trainer=trainer)
+    assert "missing_clinical" not in report["variants"]["clinical"]
+    missing = report["variants"]["concat"]["missing_clinical"]
+    assert set(missing) == {"0", "0.5", "1"} and missing["0"]["auc"] == report["variants"]["concat"]["auc"]
+    record = json.loads((tmp_path / "arms" / "concat" / "fold-1" / "result.json").read_text())
+    assert record["scores"]["0"] != record["scores"]["1"]  # removing the clinical data changes the scores
+    # identical folds and seeds for every arm
+    other = json.loads((tmp_path / "arms" / "clinical" / "fold-1" / "result.json").read_text())
+    assert record["ids"] == other["ids"] and record["train_patients"] == other["train_patients"]
+    assert not (tmp_path / "arms" / "concat" / "fold-1" / "model").exists()  # weights not kept by default
+
+
+def test_ablate_command_end_to_end_with_the_real_trainer(mini_mias, tmp_path):
+    args = ["ablate", "--dataset", "mini-mias", "--data", str(mini_mias), "--out", str(tmp_path), "--variants", "clinical",
+            "--folds", "2", "--epochs", "2", "--device", "cpu", "--bootstrap", "20", "--format", "json"]
+    first = runner.invoke(app, args)
+    assert first.exit_code == 0, first.output
+    report = json.loads((tmp_path / "ablation.json").read_text())
+    assert 0.0 <= report["variants"]["clinical"]["auc"] <= 1.0
+    assert report["protocol"]["split"].startswith("2-fold patient-grouped")
+    second = runner.invoke(app, args)
+    assert second.exit_code == 0 and second.output.count("already done (reused)") == 2
+
+
+def test_ablate_usage_errors(mini_mias, tmp_path):
+    base = ["ablate", "--dataset", "mini-mias", "--data", str(mini_mias), "--out", str(tmp_path)]
+    bad_variant = runner.invoke(app, [*base, "--variants", "clinical,late"])
+    assert bad_variant.exit_code == 2 and "unknown variant" in bad_variant.output
+    no_official = runner.invoke(app, [*base, "--variants", "clinical", "--official-split"])
+    assert no_official.exit_code == 2 and "no official train/test split" in no_official.output
+    assert runner.invoke(app, [*base, "--modality-dropout", "maybe"]).exit_code == 2

@@ -1,0 +1,250 @@
+"""`mammofuse evaluate` and the metric library: values equal scikit-learn's, intervals resample patients,
+undefined metrics are null, the CI gate's exit codes, leakage warnings, figures, and the JSON schema."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from mammofuse.cli import app
+from mammofuse.data.sample import patient_digest
+from mammofuse.evaluation import binary_metrics, bootstrap_auc, evaluate_predictions, expected_calibration_error
+from mammofuse.evaluation.metrics import paired_auc_difference
+from mammofuse.evaluation.evaluate import check_bounds, parse_bounds
+from mammofuse.evaluation.leakage import is_suspicious, overlap_warning, patient_overlap
+from mammofuse.errors import MammofuseError
+
+runner = CliRunner()
+
+LABELS = np.array([0, 0, 1, 1, 0, 1, 0, 1, 1, 0])
+PROBS = np.array([0.1, 0.4, 0.35, 0.8, 0.2, 0.9, 0.6, 0.55, 0.3, 0.05])
+REQUIRED_KEYS = {"n", "auc", "auc_ci", "pr_auc", "accuracy", "f1", "precision", "recall", "specificity", "brier", "ece", "threshold", "subsets"}
+
+
+# ---------------------------------------------------------------- metrics
+
+
+def test_metrics_equal_scikit_learn_on_a_small_example():
+    from sklearn.metrics import (accuracy_score, average_precision_score, brier_score_loss, f1_score,
+                                 precision_score, recall_score, roc_auc_score)
+
+    m = binary_metrics(LABELS, PROBS, threshold=0.5)
+    called = (PROBS >= 0.5).astype(int)
+    assert m["auc"] == pytest.approx(roc_auc_score(LABELS, PROBS))
+    assert m["pr_auc"] == pytest.approx(average_precision_score(LABELS, PROBS))
+    assert m["accuracy"] == pytest.approx(accuracy_score(LABELS, called))
+    assert m["f1"] == pytest.approx(f1_score(LABELS, called))
+    assert m["precision"] == pytest.approx(precision_score(LABELS, called))
+    assert m["recall"] == m["sensitivity"] == pytest.approx(recall_score(LABELS, called))
+    assert m["specificity"] == pytest.approx(recall_score(LABELS, called, pos_label=0))
+    assert m["brier"] == pytest.approx(brier_score_loss(LABELS, PROBS))
+    c = m["confusion"]
+    assert (c["tn"], c["fp"], c["fn"], c["tp"]) == (4, 1, 2, 3)
+    assert m["specificity"] == pytest.approx(c["tn"] / (c["tn"] + c["fp"]))
+
+
+def test_threshold_is_the_one_given_and_inclusive():
+    assert binary_metrics([0, 1], [0.3, 0.7], threshold=0.7)["recall"] == 1.0
+    assert binary_metrics([0, 1], [0.3, 0.7], threshold=0.71)["recall"] == 0.0
+
+
+def test_ece_is_the_share_weighted_calibration_gap():
+    # bin 0.1: 2 cases, observed 0.5 -> gap 0.4; bin 0.9: 2 cases, observed 1.0 -> gap 0.1
+    assert expected_calibration_error(np.array([0, 1, 1, 1]), np.array([0.1, 0.1, 0.9, 0.9])) == pytest.approx(0.5 * 0.4 + 0.5 * 0.1)
+    assert expected_calibration_error(np.array([0, 0, 1, 1]), np.array([0.0, 0.0, 1.0, 1.0])) == pytest.approx(0.0)
+
+
+def test_one_class_gives_null_metrics_with_notes_not_a_crash():
+    m = evaluate_predictions([0, 0, 0], [0.2, 0.6, 0.1], ["a", "b", "c"], threshold=0.5)
+    assert m["auc"] is None and m["pr_auc"] is None and m["auc_ci"] is None
+    assert m["recall"] is None and m["specificity"] == pytest.approx(2 / 3)
+    assert any("undefined" in n for n in m["notes"])
+    json.dumps(m)  # still valid JSON
+    assert binary_metrics([], [], 0.5)["auc"] is None
+
+
+def test_subsets_only_when_the_data_has_both_masses_and_calcifications():
+    groups = [f"p{i}" for i in range(10)]
+    kinds = ["mass"] * 5 + ["calc"] * 5
+    m = evaluate_predictions(LABELS, PROBS, groups, 0.5, kinds, n_boot=50)
+    assert set(m["subsets"]) == {"mass", "calc"}
+    assert m["subsets"]["mass"]["n"] == 5 and REQUIRED_KEYS - {"subsets"} <= set(m["subsets"]["calc"])
+    assert evaluate_predictions(LABELS, PROBS, groups, 0.5, ["mass"] * 10, n_boot=50)["subsets"] == {}
+
+
+# ---------------------------------------------------------------- bootstrap by patient
+
+
+def _repeated(copies: int, patients: int = 30, seed: int = 1):
+    """Each patient's lesion repeated ``copies`` times (perfectly correlated lesions)."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 2, patients)
+    p = np.clip(0.5 * y + rng.normal(0.25, 0.25, patients), 0, 1)
+    return np.repeat(y, copies), np.repeat(p, copies), np.repeat([f"p{i}" for i in range(patients)], copies)
+
+
+def test_bootstrap_resamples_patients_not_lesions():
+    y, p, g = _repeated(copies=8)
+    by_patient = bootstrap_auc(y, p, g, n_boot=200, seed=0)
+    by_lesion = bootstrap_auc(y, p, [str(i) for i in range(len(y))], n_boot=200, seed=0)
+    # Treating 8 copies as independent lesions makes the interval far too narrow.
+    assert (by_patient[1] - by_patient[0]) > 2 * (by_lesion[1] - by_lesion[0])
+    single = bootstrap_auc(*_repeated(copies=1), n_boot=200, seed=0)
+    assert (by_patient[1] - by_patient[0]) == pytest.approx(single[1] - single[0], rel=0.35)
+
+
+def test_bootstrap_interval_narrows_with_more_patients_and_is_seeded():
+    small = bootstrap_auc(*_repeated(1, patients=20), n_boot=150, seed=0)
+    large = bootstrap_auc(*_repeated(1, patients=300), n_boot=150, seed=0)
+    assert (large[1] - large[0]) < (small[1] - small[0])
+    args = _repeated(1, patients=40)
+    first = bootstrap_auc(*args, n_boot=100, seed=7)
+    assert first == bootstrap_auc(*args, n_boot=100, seed=7)
+    assert first != bootstrap_auc(*args, n_boot=100, seed=8)
+    low, high = first
+    assert low <= evaluate_predictions(*args, threshold=0.5, n_boot=0)["auc"] <= high
+
+
+def test_paired_difference_resamples_both_models_on_the_same_patients():
+    y, p, g = _repeated(1, patients=60)
+    same = paired_auc_difference(y, p, p, g, n_boot=100)
+    assert same["difference"] == 0 and same["ci"] == [0.0, 0.0]
+    better = paired_auc_difference(y, y * 0.5 + p * 0.5, p, g, n_boot=100)
+    assert better["difference"] > 0 and better["ci"][0] > 0 and better["p_a_not_better"] < 0.05
+
+
+def test_no_interval_from_too_few_patients():
+    assert bootstrap_auc([0, 1, 0, 1], [0.1, 0.9, 0.2, 0.8], ["a", "a", "b", "b"], n_boot=100) is None
+    m = evaluate_predictions([0, 1, 0, 1], [0.1, 0.9, 0.2, 0.8], ["a", "a", "b", "b"], 0.5, n_boot=100)
+    assert m["auc"] == 1.0 and m["auc_ci"] is None and any("too few" in n for n in m["notes"])
+
+
+# ---------------------------------------------------------------- gate and leakage (library)
+
+
+def test_fail_under_parsing_and_checking():
+    assert parse_bounds("auc=0.85, recall=0.9") == {"auc": 0.85, "recall": 0.9}
+    for bad in ("auroc=0.8", "auc", "auc=high", "brier=0.2", ""):
+        with pytest.raises(MammofuseError):
+            parse_bounds(bad)
+    result = {"auc": 0.80, "recall": 0.95, "precision": None, "auc_ci": [0.7, 0.9]}
+    assert check_bounds(result, {"auc": 0.75, "recall": 0.9}) == []
+    assert check_bounds(result, {"auc": 0.85}) == ["auc 0.8000 < 0.85"]
+    assert "undefined" in check_bounds(result, {"precision": 0.5})[0]
+    assert check_bounds(result, {"auc_low": 0.75}) == ["auc_low 0.7000 < 0.75"]
+
+
+def test_overlap_with_training_patients_is_detected_from_digests():
+    provenance = {"train_patients": [patient_digest("P_1"), patient_digest("P_2")], "val_patients": [patient_digest("P_3")]}
+    overlap = patient_overlap(["P_2", "P_3", "P_9"], provenance)
+    assert overlap == {"checked": True, "patients": 3, "train": 1, "val": 1}
+    assert "TRAINING" in overlap_warning(overlap) and "VALIDATION" in overlap_warning(overlap)
+    assert overlap_warning(patient_overlap(["P_9"], provenance)) is None
+    assert patient_overlap(["P_1"], {})["checked"] is False
+
+
+def test_suspicious_auc_includes_subsets():
+    assert is_suspicious({"auc": 0.97, "subsets": {}})
+    assert is_suspicious({"auc": 0.8, "subsets": {"mass": {"auc": 0.99}}})
+    assert not is_suspicious({"auc": None, "subsets": {}})
+
+
+def test_figures_are_written_and_not_empty(tmp_path):
+    from mammofuse.evaluation.plots import ablation_figure, evaluation_figures
+
+    result = evaluate_predictions(LABELS, PROBS, [f"p{i}" for i in range(10)], 0.5, n_boot=50)
+    written = evaluation_figures(LABELS, PROBS, result, tmp_path / "figs", "test")
+    assert sorted(p.name for p in written) == ["calibration.png", "confusion.png", "pr.png", "roc.png"]
+    for path in written:
+        assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 10_000
+    chart = ablation_figure({"image": {"auc": 0.6, "auc_sd": 0.05}, "cross": {"auc": 0.7, "auc_sd": None}}, tmp_path / "a.png")
+    assert chart.stat().st_size > 10_000
+
+
+# ---------------------------------------------------------------- the command, on the real CSVs
+
+
+def _clinical_model(folder: Path, train_patients: list[str], threshold: float = 0.5) -> Path:
+    import torch
+
+    from mammofuse.model import MammoFuse, ModelConfig, save_model
+
+    torch.manual_seed(0)
+    provenance = {"dataset": "cbis-ddsm", "train_patients": sorted(patient_digest(p) for p in train_patients), "val_patients": []}
+    return save_model(MammoFuse(ModelConfig(fusion="clinical", threshold=threshold, provenance=provenance)), folder)
+
+
+@pytest.fixture(scope="module")
+def clean_model(tmp_path_factory) -> Path:
+    return _clinical_model(tmp_path_factory.mktemp("clean"), ["P_99999"])
+
+
+def _evaluate(model: Path, data: Path, *extra: str):
+    return runner.invoke(app, ["evaluate", "--model", str(model), "--dataset", "cbis-ddsm", "--data", str(data), "--bootstrap", "50", *extra])
+
+
+def test_json_schema_on_the_cbis_test_rows_with_a_clinical_only_model(clean_model, cbis_csv, tmp_path):
+    result = _evaluate(clean_model, cbis_csv, "--format", "json", "--output", str(tmp_path / "r.json"), "--compare", "paper")
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert REQUIRED_KEYS <= set(report)
+    assert report["n"] == 10 and report["split"] == "test" and report["failed"] == []
+    assert len(report["auc_ci"] or [0, 0]) == 2
+    assert report["leakage"] == {"checked": True, "patients": 2, "train": 0, "val": 0}
+    assert [r["metric"] for r in report["comparison"]["metrics"]] == ["auc", "accuracy", "f1", "precision", "recall"]
+    assert report["comparison"]["metrics"][0]["paper"] == 0.98
+    assert "PATIENT OVERLAP" not in result.output
+
+
+def test_mini_mias_has_mass_and_calc_subsets(clean_model, mini_mias):
+    result = runner.invoke(app, ["evaluate", "--model", str(clean_model), "--dataset", "mini-mias", "--data", str(mini_mias),
+                                 "--split", "all", "--format", "json", "--bootstrap", "50"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert set(report["subsets"]) == {"mass", "calc"}
+    assert report["subsets"]["mass"]["n"] + report["subsets"]["calc"]["n"] == report["n"] == 123
+    assert REQUIRED_KEYS - {"subsets"} <= set(report["subsets"]["calc"])
+
+
+def test_fail_under_exit_codes(clean_model, cbis_csv):
+    assert _evaluate(clean_model, cbis_csv, "--fail-under", "accuracy=0.0").exit_code == 0
+    missed = _evaluate(clean_model, cbis_csv, "--fail-under", "accuracy=1.01")
+    assert missed.exit_code == 1 and "fail-under: accuracy" in missed.output
+    unknown = _evaluate(clean_model, cbis_csv, "--fail-under", "auroc=0.8")
+    assert unknown.exit_code == 2 and "unknown metric 'auroc'" in unknown.output
+    assert "Traceback" not in unknown.output
+
+
+def test_leakage_warning_fires_on_overlapping_patients(tmp_path, cbis_csv):
+    leaky = _clinical_model(tmp_path / "leaky", ["P_00173", "P_00001"])
+    result = _evaluate(leaky, cbis_csv)
+    assert result.exit_code == 0
+    assert "PATIENT OVERLAP" in result.output and "TRAINING" in result.output
+
+
+def test_plots_from_the_command(clean_model, mini_mias, tmp_path):
+    result = runner.invoke(app, ["evaluate", "--model", str(clean_model), "--dataset", "mini-mias", "--data", str(mini_mias),
+                                 "--split", "all", "--plots", str(tmp_path / "figs"), "--bootstrap", "20"])
+    assert result.exit_code == 0, result.output
+    for name in ("roc.png", "pr.png", "calibration.png", "confusion.png", "mass/roc.png", "calc/calibration.png"):
+        assert (tmp_path / "figs" / name).stat().st_size > 10_000
+
+
+def test_image_model_without_images_reports_each_case_and_exits_1(tmp_path, cbis_csv):
+    from mammofuse.model import MammoFuse, ModelConfig, save_model
+
+    folder = save_model(MammoFuse(ModelConfig(fusion="image", backbone="resnet18")), tmp_path / "img")
+    result = _evaluate(folder, cbis_csv, "--format", "json", "--max-failed", "9")
+    assert result.exit_code == 1
+    assert result.output.count("failed:") == 10 and "no image file" in result.output
+    assert "10 case(s) failed" in result.output
+
+
+def test_usage_errors_are_one_line(clean_model, cbis_csv):
+    result = _evaluate(clean_model, cbis_csv, "--split", "validation")
+    assert result.exit_code == 2 and "no 'validation' split" in result.output
+    assert _evaluate(clean_model, cbis_csv, "--compare", "vo2021").exit_code == 2

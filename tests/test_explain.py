@@ -1,0 +1,405 @@
+"""`mammofuse explain`: Grad-CAM, clinical SHAP, LIME, attention and the HTML report.
+
+Correctness is checked against independent implementations (captum's LayerGradCam,
+shap's KernelExplainer) and on a constructed image whose only signal sits in one quadrant.
+Models are random-weight ResNet-18s at 32-64 px: fast, and real networks.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+from collections import OrderedDict
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+from typer.testing import CliRunner
+
+from mammofuse.cli import app
+from mammofuse.clinical import load_schema
+from mammofuse.data.sample import Sample
+from mammofuse.errors import MammofuseError
+from mammofuse.explain import ExplainOptions, GradCAM, explain_case, grad_cam, output_folders
+from mammofuse.explain.inputs import FixedClinicalScorer, FixedImageScorer, prepare_inputs, sigmoid
+from mammofuse.explain.lime_explain import lime_clinical, lime_image
+from mammofuse.explain.shap_clinical import clinical_shapley
+from mammofuse.imaging.preprocess import PreprocessRecipe
+from mammofuse.inference import load_image
+from mammofuse.model import MammoFuse, ModelConfig, save_model
+
+runner = CliRunner()
+CLINICAL = {"density": "3", "shape": "irregular", "margin": "spiculated", "calc_type": "punctate-pleomorphic"}
+IMAGE_FUSIONS = ("image", "concat", "cross", "co")
+
+
+def make_model(fusion: str = "cross", size: int = 64, seed: int = 0) -> MammoFuse:
+    torch.manual_seed(seed)
+    config = ModelConfig(fusion=fusion, backbone="resnet18", proj_dim=16, num_heads=2,
+                         preprocessing=PreprocessRecipe(image_size=size, input="full").as_dict())
+    return MammoFuse(config).eval()
+
+
+def case_tensors(model: MammoFuse, clinical: dict[str, str] = CLINICAL, seed: int = 1) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    size = model.config.recipe.image_size
+    image = torch.randn(1, 1, size, size, generator=torch.Generator().manual_seed(seed))
+    vector, mask = load_schema().encode(clinical)
+    return image, torch.from_numpy(vector)[None], torch.from_numpy(mask)[None]
+
+
+@pytest.fixture(scope="module")
+def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Saved random-weight models, ResNet-18 at 32 px, one per fusion."""
+    root = tmp_path_factory.mktemp("explain-models")
+    return {f: save_model(make_model(f, size=32), root / f) for f in ("image", "clinical", "cross", "co")}
+
+
+def explain_cli(*args: str) -> tuple[int, str, str]:
+    result = runner.invoke(app, ["explain", *args], env={"OMP_NUM_THREADS": "1", "COLUMNS": "200"})
+    if result.exception and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    return result.exit_code, result.stdout, result.stderr
+
+
+# --- Grad-CAM -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("layer", ["backbone.layer4", "backbone.layer3", "backbone.layer2.1.conv2", "backbone.bn1"])
+@pytest.mark.parametrize("fusion", IMAGE_FUSIONS)
+def test_gradcam_equals_captums_layer_gradcam(fusion: str, layer: str) -> None:
+    captum_attr = pytest.importorskip("captum.attr")
+    model = make_model(fusion)
+    image, clinical, mask = case_tensors(model)
+    ours = grad_cam(model, image, clinical, mask, layer)
+    reference = captum_attr.LayerGradCam(lambda x: model(x, clinical, mask).logits, model.get_submodule(layer))
+    theirs = reference.attribute(image, relu_attributions=True)[0, 0].detach().numpy()
+    assert ours.shape == theirs.shape
+    assert ours.max() > 0, "a zero map would make the comparison empty"
+    np.testing.assert_allclose(ours / ours.max(), theirs / theirs.max(), atol=1e-5)
+    np.testing.assert_allclose(ours, theirs, rtol=1e-4, atol=1e-6 * ours.max())
+
+
+@pytest.mark.parametrize("backbone, layer", [("resnet34", "backbone.layer3"), ("resnet50", "backbone.layer3.2.conv3")])
+def test_gradcam_equals_captum_on_other_backbones(backbone: str, layer: str) -> None:
+    captum_attr = pytest.importorskip("captum.attr")
+    torch.manual_seed(0)
+    model = MammoFuse(ModelConfig(fusion="concat", backbone=backbone, proj_dim=16, num_heads=2,
+                                  preprocessing=PreprocessRecipe(image_size=64, input="full").as_dict())).eval()
+    image, clinical, mask = case_tensors(model)
+    ours = grad_cam(model, image, clinical, mask, layer)
+    theirs = captum_attr.LayerGradCam(lambda x: model(x, clinical, mask).logits, model.get_submodule(layer)).attribute(image, relu_attributions=True)
+    assert ours.max() > 0
+    np.testing.assert_allclose(ours, theirs[0, 0].detach().numpy(), rtol=1e-4, atol=1e-6 * ours.max())
+
+
+def quadrant_signal_model(fusion: str) -> MammoFuse:
+    """A model whose image features are local brightness: only lit regions carry signal.
+
+    The backbone is replaced by an 8x8-block mean (non-negative weights) and a ReLU'd
+    1x1 expansion to 512 channels; the head's sign is chosen so brightness raises the logit.
+    """
+    model = make_model(fusion)
+    stem = nn.Conv2d(1, 8, kernel_size=8, stride=8, bias=False)
+    expand = nn.Conv2d(8, 512, kernel_size=1)
+    with torch.no_grad():
+        stem.weight.fill_(1 / 64)
+        expand.weight.uniform_(0.0, 1.0)
+        expand.bias.zero_()
+    model.backbone = nn.Sequential(OrderedDict(conv1=stem, relu=nn.ReLU(), layer4=nn.Sequential(expand, nn.ReLU())))
+    model.eval()
+    _, clinical, mask = case_tensors(model)
+    lit, dark = torch.zeros(1, 1, 64, 64), torch.zeros(1, 1, 64, 64)
+    lit[..., 24:40, 24:40] = 1.0
+    with torch.no_grad():
+        if model(lit, clinical, mask).logits <= model(dark, clinical, mask).logits:
+            model.head[-1].weight.neg_()
+            model.head[-1].bias.neg_()
+    return model
+
+
+@pytest.mark.parametrize("quadrant", [(0, 0), (0, 1), (1, 0), (1, 1)])
+@pytest.mark.parametrize("fusion", ["image", "cross"])
+def test_gradcam_peaks_in_the_only_region_that_carries_signal(fusion: str, quadrant: tuple[int, int]) -> None:
+    model = quadrant_signal_model(fusion)
+    _, clinical, mask = case_tensors(model)
+    image = torch.zeros(1, 1, 64, 64)
+    top, left = 32 * quadrant[0], 32 * quadrant[1]
+    image[..., top + 8 : top + 24, left + 8 : left + 24] = 1.0  # a bright blob inside one quadrant
+    cam = grad_cam(model, image, clinical, mask, "backbone.layer4")
+    assert cam.shape == (8, 8)
+    row, col = np.unravel_index(np.argmax(cam), cam.shape)
+    assert (row // 4, col // 4) == quadrant
+    outside = cam.copy()
+    outside[4 * quadrant[0] : 4 * quadrant[0] + 4, 4 * quadrant[1] : 4 * quadrant[1] + 4] = 0
+    assert outside.max() == 0 and cam.max() > 0
+
+
+def test_gradcam_hooks_are_removed_even_when_the_forward_pass_fails() -> None:
+    model = make_model("cross")
+    image, clinical, mask = case_tensors(model)
+    layer = model.get_submodule("backbone.layer4")
+
+    def broken() -> torch.Tensor:
+        model(image, clinical, mask)
+        raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError, match="boom"):
+        with GradCAM(model, "backbone.layer4") as cam:
+            assert len(layer._forward_hooks) == 1
+            cam(broken)
+    assert len(layer._forward_hooks) == 0
+    # A layer that is not a feature map (the head) fails cleanly and leaves no hook either.
+    with pytest.raises(MammofuseError, match="feature map"):
+        grad_cam(model, image, clinical, mask, "head")
+    assert all(len(m._forward_hooks) == 0 for m in model.modules())
+    # Grad-CAM does not leave gradients on the model's parameters, and gives the same map again.
+    first = grad_cam(model, image, clinical, mask)
+    assert all(p.grad is None for p in model.parameters())
+    np.testing.assert_array_equal(first, grad_cam(model, image, clinical, mask))
+
+
+def test_gradcam_rejects_unknown_layers_and_clinical_only_models() -> None:
+    model = make_model("cross")
+    image, clinical, mask = case_tensors(model)
+    with pytest.raises(MammofuseError, match="unknown layer 'backbone.layer9'.*backbone.layer4"):
+        grad_cam(model, image, clinical, mask, "backbone.layer9")
+    with pytest.raises(MammofuseError, match="no image branch"):
+        grad_cam(make_model("clinical"), image, clinical, mask)
+
+
+def test_gradcam_works_with_a_frozen_backbone_and_under_no_grad() -> None:
+    model = make_model("co")
+    for p in model.parameters():
+        p.requires_grad_(False)
+    image, clinical, mask = case_tensors(model)
+    with torch.no_grad():
+        cam = grad_cam(model, image, clinical, mask, "backbone.layer3")
+    assert cam.shape == (4, 4) and np.isfinite(cam).all()
+
+
+# --- SHAP -----------------------------------------------------------------------------------
+
+
+def shap_inputs(fusion: str, clinical: dict[str, str] = CLINICAL):
+    model = make_model(fusion)
+    image, vector, mask = case_tensors(model, clinical)
+    inputs = type("Inputs", (), {"image": image})()
+    return model, FixedImageScorer(model, inputs), vector[0].numpy(), mask[0].numpy()
+
+
+@pytest.mark.parametrize("fusion", ["clinical", "concat", "cross", "co"])
+def test_shap_attributions_add_up_to_output_minus_expected_value(fusion: str) -> None:
+    model, scorer, vector, mask = shap_inputs(fusion)
+    result = clinical_shapley(scorer, vector, mask, load_schema())
+    image = None if fusion == "clinical" else scorer.features
+    with torch.no_grad():
+        direct = float(model(None, torch.from_numpy(vector)[None], torch.from_numpy(mask)[None], features=image).logits[0])
+        baseline = float(model(None, torch.zeros(1, 36), torch.zeros(1, 5, dtype=torch.bool), features=image).logits[0])
+    assert result.logit_output == pytest.approx(direct, abs=1e-5)
+    assert result.logit_expected == pytest.approx(baseline, abs=1e-5)
+    assert result.output == pytest.approx(float(sigmoid(direct)), abs=1e-6)
+    assert result.logit.sum() == pytest.approx(result.logit_output - result.logit_expected, abs=1e-9)
+    assert result.probability.sum() == pytest.approx(result.output - result.expected_value, abs=1e-9)
+    assert result.probability[4] == 0.0 and result.values[4] is None  # calc distribution was not given
+    assert np.abs(result.probability[:4]).max() > 0
+
+
+def test_shap_equals_shaps_kernel_explainer_over_whole_fields() -> None:
+    shap = pytest.importorskip("shap")
+    _, scorer, vector, mask = shap_inputs("cross")
+    schema = load_schema()
+    blocks = list(schema.slices().values())
+
+    def f(z: np.ndarray) -> np.ndarray:  # z[i] = 1: field i as given, 0: absent
+        keep = np.repeat(z.astype(bool), [b.stop - b.start for b in blocks], axis=1)
+        return sigmoid(scorer.logits(vector[None] * keep, mask[None] & z.astype(bool)))
+
+    explainer = shap.KernelExplainer(f, np.zeros((1, 5)))
+    kernel = explainer.shap_values(np.ones((1, 5)), nsamples=2**5, silent=True).reshape(-1)
+    ours = clinical_shapley(scorer, vector, mask, schema)
+    np.testing.assert_allclose(ours.probability, kernel, atol=1e-6)
+    assert float(np.ravel(explainer.expected_value)[0]) == pytest.approx(ours.expected_value, abs=1e-6)  # float32 batches
+
+
+def test_shap_with_no_clinical_findings_is_all_zero() -> None:
+    _, scorer, vector, mask = shap_inputs("cross", clinical={})
+    result = clinical_shapley(scorer, vector, mask, load_schema())
+    assert np.all(result.probability == 0) and result.output == pytest.approx(result.expected_value)
+
+
+# --- LIME -----------------------------------------------------------------------------------
+
+
+def test_clinical_lime_is_reproducible_with_a_seed() -> None:
+    _, scorer, _, _ = shap_inputs("cross")
+    schema = load_schema()
+    first = lime_clinical(scorer, schema, CLINICAL, num_samples=200, seed=3)
+    again = lime_clinical(scorer, schema, CLINICAL, num_samples=200, seed=3)
+    other = lime_clinical(scorer, schema, CLINICAL, num_samples=200, seed=4)
+    assert first.weights == again.weights
+    assert first.weights != other.weights
+    assert len(first.weights) == 5
+    assert any(name == "calcification type=PLEOMORPHIC-PUNCTATE" for name, _ in first.weights)  # as decode spells it
+    assert "<html>" in first.html.lower() or "<!doctype" in first.html.lower()
+
+
+def test_image_lime_is_reproducible_with_a_seed() -> None:
+    model = make_model("cross", size=32)
+    image, clinical, mask = case_tensors(model)
+    inputs = type("Inputs", (), {"clinical": clinical, "mask": mask})()
+    scorer = FixedClinicalScorer(model, inputs)
+    first = lime_image(scorer, image[0, 0].numpy(), num_samples=40, seed=7)
+    again = lime_image(scorer, image[0, 0].numpy(), num_samples=40, seed=7)
+    other = lime_image(scorer, image[0, 0].numpy(), num_samples=40, seed=8)
+    np.testing.assert_array_equal(first.weights, again.weights)
+    np.testing.assert_array_equal(first.segments, again.segments)
+    assert not np.array_equal(first.weights, other.weights)
+    assert first.segments.shape == (32, 32) and first.weights.shape == (first.segments.max() + 1,)
+
+
+# --- the runner and the CLI on real DICOMs ---------------------------------------------------
+
+
+def test_inputs_are_exactly_what_predict_feeds_the_model(real_dicoms: dict[str, Path]) -> None:
+    model = make_model("cross", size=48)
+    sample = Sample(id="x", patient_id="", label=-1, clinical=CLINICAL, image_path=str(real_dicoms["P_00820_lcc"]))
+    inputs = prepare_inputs(model, sample)
+    np.testing.assert_array_equal(inputs.image[0].numpy(), load_image(sample, model.config.recipe))
+    assert inputs.view.ndim == 2 and max(inputs.view.shape) == 768
+    assert inputs.header["PatientID"] == "Mass-Test_P_00820_LEFT_CC"
+
+
+def test_explain_writes_every_output_for_a_real_dicom(tiny_models: dict[str, Path], real_dicoms: dict[str, Path], tmp_path: Path) -> None:
+    dicom = real_dicoms["P_00820_rcc"]
+    code, out, err = explain_cli(str(dicom), "--model", str(tiny_models["cross"]), "--density", "3", "--shape", "irregular",
+                                 "--margin", "spiculated", "--out", str(tmp_path), "--lime-samples", "20", "--seed", "1")
+    assert code == 0, err
+    folder = tmp_path / dicom.stem
+    expected = {"gradcam.png", "gradcam.npy", "shap_clinical.png", "shap_clinical.json", "lime_clinical.html",
+                "lime_image.html", "attention.png", "report.html", "explanation.json"}
+    assert {p.name for p in folder.iterdir()} == expected  # nothing else: no temporary files left behind
+    cam = np.load(folder / "gradcam.npy")
+    assert cam.shape == (1, 1) and cam.dtype == np.float32  # layer4 of a 32 px input
+    summary = json.loads((folder / "explanation.json").read_text())
+    shap_json = json.loads((folder / "shap_clinical.json").read_text())
+    contributions = sum(f["shap"] for f in shap_json["fields"])
+    assert contributions == pytest.approx(shap_json["output"] - shap_json["expected_value"], abs=1e-9)
+    assert shap_json["output"] == pytest.approx(summary["probability"], abs=1e-6)
+    assert summary["clinical"]["margin"] == "SPICULATED" and summary["decision"] in ("benign", "malignant")
+    report = (folder / "report.html").read_text()
+    assert "Research use only" in report and report.count("data:image/png;base64,") >= 4
+    assert f"{summary['probability']:.3f}" in report and "SPICULATED" in report
+    assert "<script src" not in report and "http://" not in report.split("<iframe")[0]
+    for png in ("gradcam.png", "shap_clinical.png", "attention.png"):
+        assert (folder / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert dicom.name in out and "P(malignant)" in out and "Research use only" in out
+
+
+def test_dicom_attributes_holding_html_are_shown_as_text(tiny_models: dict[str, Path], tmp_path: Path) -> None:
+    pytest.importorskip("pydicom")
+    from dicom_factory import breast_phantom, write_dicom
+
+    patient_id = '<script>alert("id")</script>'
+    patient_name = "<img src=x onerror=alert(1)>^Evil"
+    dicom = write_dicom(tmp_path / "<b onclick=x>.dcm", breast_phantom(96, 64), PatientID=patient_id, PatientName=patient_name)
+    code, _, err = explain_cli(str(dicom), "--model", str(tiny_models["co"]), "--margin", "spiculated",
+                               "--out", str(tmp_path / "out"), "--lime-samples", "10")
+    assert code == 0, err
+    report = (tmp_path / "out" / "b_onclick_x" / "report.html").read_text()
+    for raw in (patient_id, patient_name, "<b onclick=x>"):
+        assert raw not in report
+        assert html.escape(raw) in report
+    assert "<script>" not in report and "<img src=x" not in report
+    assert "<b onclick" not in (tmp_path / "out" / "b_onclick_x" / "lime_image.html").read_text()
+
+
+def test_methods_that_do_not_apply_are_skipped_with_a_note(tiny_models: dict[str, Path], real_dicoms: dict[str, Path], tmp_path: Path) -> None:
+    dicom = str(real_dicoms["P_00173_lcc"])
+    code, out, err = explain_cli(dicom, "--model", str(tiny_models["clinical"]), "--density", "2", "--out", str(tmp_path / "c"), "--lime-samples", "10")
+    assert code == 0, err
+    names = {p.name for p in (tmp_path / "c" / "1-130").iterdir()}
+    assert {"shap_clinical.json", "lime_clinical.html", "report.html"} <= names
+    assert not names & {"gradcam.png", "lime_image.html", "attention.png"}
+    assert "Grad-CAM skipped" in out and "attention skipped" in out
+    code, out, err = explain_cli(dicom, "--model", str(tiny_models["image"]), "--out", str(tmp_path / "i"), "--methods", "gradcam,shap")
+    assert code == 0, err
+    names = {p.name for p in (tmp_path / "i" / "1-130").iterdir()}
+    assert "gradcam.png" in names and "shap_clinical.json" not in names and "lime_image.html" not in names
+    assert "SHAP skipped" in (tmp_path / "i" / "1-130" / "report.html").read_text()
+
+
+def test_a_bad_file_fails_alone_with_one_line(tiny_models: dict[str, Path], real_dicoms: dict[str, Path], tmp_path: Path) -> None:
+    bad = tmp_path / "broken.dcm"
+    bad.write_bytes(b"not a dicom at all")
+    good = real_dicoms["P_00173_rcc"]
+    code, out, err = explain_cli(str(bad), str(good), "--model", str(tiny_models["cross"]), "--out", str(tmp_path / "o"),
+                                 "--methods", "gradcam,shap")
+    assert code == 1
+    assert "broken.dcm" in err and "Traceback" not in err and len([l for l in err.splitlines() if "failed" in l]) == 1
+    assert (tmp_path / "o" / good.stem / "report.html").is_file() and not (tmp_path / "o" / "broken").exists()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--methods", "gradcam,magic"], "unknown explanation method"),
+    (["--layer", "backbone.layer9"], "unknown layer"),
+    (["--margin", "wavy"], "valid:"),
+])
+def test_usage_errors_exit_2(tiny_models: dict[str, Path], real_dicoms: dict[str, Path], tmp_path: Path, args: list[str], message: str) -> None:
+    code, _, err = explain_cli(str(real_dicoms["P_00173_rcc"]), "--model", str(tiny_models["cross"]), "--out", str(tmp_path), *args)
+    assert code == 2 and message in err and "Traceback" not in err
+
+
+def test_runner_gives_the_same_lime_with_the_same_seed(tiny_models: dict[str, Path], real_dicoms: dict[str, Path], tmp_path: Path) -> None:
+    from mammofuse.model import load_model
+
+    model = load_model(tiny_models["cross"])
+    sample = Sample(id="x", patient_id="", label=-1, clinical=CLINICAL, image_path=str(real_dicoms["P_00173_rmlo"]))
+    options = ExplainOptions(methods=("lime",), lime_samples=20, seed=5)
+    one = explain_case(model, sample, tmp_path / "a", options)
+    two = explain_case(model, sample, tmp_path / "b", options)
+    assert (tmp_path / "a" / "lime_image.html").read_text() == (tmp_path / "b" / "lime_image.html").read_text()
+    assert one.probability == two.probability
+
+
+def test_output_folders_are_unique_and_safe(tmp_path: Path) -> None:
+    folders = output_folders(["a/scan.dcm", "b/scan.dcm", "c/<x y>.png", "../..dcm"], tmp_path)
+    assert [f.name for f in folders] == ["scan", "scan_2", "x_y", "case"]
+    assert all(f.parent == tmp_path for f in folders)
+
+
+def test_clinical_csv_gives_each_file_its_own_findings(tiny_models: dict[str, Path], real_dicoms: dict[str, Path], tmp_path: Path) -> None:
+    benign, malignant = real_dicoms["P_00173_rcc"], real_dicoms["P_00820_rcc"]
+    table = tmp_path / "findings.csv"
+    table.write_text(f"path,mass margins,density\n{benign},circumscribed,2\n{malignant},spiculated,4\n")
+    code, _, err = explain_cli(str(benign), str(malignant), "--model", str(tiny_models["cross"]), "--clinical", str(table),
+                               "--out", str(tmp_path / "o"), "--methods", "shap")
+    assert code == 0, err
+    margins = {name: json.loads((tmp_path / "o" / name / "explanation.json").read_text())["clinical"]["margin"]
+               for name in (benign.stem, malignant.stem)}
+    assert margins == {benign.stem: "CIRCUMSCRIBED", malignant.stem: "SPICULATED"}
+
+
+def test_bundled_default_model_explains_a_real_dicom(real_dicoms: dict[str, Path], tmp_path: Path) -> None:
+    from mammofuse.hub import resolve_model
+
+    try:
+        resolve_model("default")
+    except MammofuseError as exc:
+        pytest.skip(f"bundled default model not installed: {exc}")
+    dicom = real_dicoms["P_00820_lmlo"]
+    code, out, err = explain_cli(str(dicom), "--density", "3", "--margin", "spiculated", "--out", str(tmp_path), "--lime-samples", "10")
+    assert code == 0, err
+    assert (tmp_path / dicom.stem / "report.html").is_file() and "default" in out
+
+
+def test_a_second_run_into_the_same_folder_leaves_only_its_own_outputs(tiny_models: dict[str, Path], real_dicoms: dict[str, Path], tmp_path: Path) -> None:
+    dicom = str(real_dicoms["P_00173_lmlo"])
+    common = ["--model", str(tiny_models["cross"]), "--margin", "spiculated", "--out", str(tmp_path), "--lime-samples", "10"]
+    assert explain_cli(dicom, *common)[0] == 0
+    assert (tmp_path / "1-131" / "attention.png").is_file()
+    (tmp_path / "1-131" / "notes.txt").write_text("the user's own file")
+    assert explain_cli(dicom, *common, "--methods", "shap")[0] == 0
+    names = {p.name for p in (tmp_path / "1-131").iterdir()}
+    assert names == {"shap_clinical.png", "shap_clinical.json", "report.html", "explanation.json", "notes.txt"}
