@@ -27,6 +27,7 @@ from mammofuse.atomic import write_text
 from mammofuse.data.sample import Sample, patient_digest
 from mammofuse.errors import MammofuseError
 from mammofuse.evaluation.metrics import METRIC_NAMES, auc_or_none, bootstrap_auc, evaluate_predictions, paired_auc_difference
+from mammofuse.training.checkpoint import has_checkpoint
 
 VARIANTS = ("image", "clinical", "concat", "cross", "co")
 FUSION_VARIANTS = ("concat", "cross", "co")
@@ -159,7 +160,7 @@ def run_fold(
     started = time.perf_counter()
     train_s, val_s = train_val_split(list(train_part), settings.val_fraction, seed=settings.seed)
     model_dir = folder / "model"
-    resume = (model_dir / "last").is_dir()  # the trainer's exact-resume checkpoint of an interrupted fold
+    resume = has_checkpoint(model_dir)  # the trainer's exact-resume checkpoint of an interrupted fold
     if model_dir.exists() and not resume:
         shutil.rmtree(model_dir)  # interrupted before its first checkpoint: nothing to resume
     trained = trainer(settings, train_s, val_s, model_dir, resume=resume, progress=progress)
