@@ -6,6 +6,10 @@ import typer
 
 from mammofuse import RESEARCH_NOTICE
 from mammofuse.cli import data_cmd, inspect_cmd, schema_cmd
+from mammofuse.cli import train_cmd
+from mammofuse.cli import models_cmd, predict_cmd
+from mammofuse.cli import ablate_cmd, evaluate_cmd
+from mammofuse.cli import explain_cmd
 
 app = typer.Typer(
     name="mammofuse",
@@ -32,9 +36,15 @@ def _root(
     """Breast-lesion classification from a mammogram fused with clinical findings."""
 
 
+train_cmd.register(app)
+evaluate_cmd.register(app)
+predict_cmd.register(app)
+explain_cmd.register(app)
+ablate_cmd.register(app)
 inspect_cmd.register(app)
 schema_cmd.register(app)
 data_cmd.register(app)
+models_cmd.register(app)
 
 
 def main() -> None:

@@ -8,10 +8,11 @@ import io
 import json
 import sys
 from pathlib import Path
-from typing import Annotated, Any, Callable, Iterable, Sequence, TypeVar
+from typing import Annotated, Any, Callable, Sequence, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from mammofuse.errors import MammofuseError
 
@@ -42,7 +43,7 @@ def clinical_flags(density: str | None, shape: str | None, margin: str | None, c
 
 def fail(message: str, code: int = USAGE_ERROR) -> typer.Exit:
     """Print a one-line error to stderr and return the Exit to raise."""
-    err_console.print(f"[bold red]error:[/] {message}", markup=True, highlight=False, soft_wrap=True)
+    err_console.print(f"[bold red]error:[/] {escape(message)}", markup=True, highlight=False, soft_wrap=True)
     return typer.Exit(code)
 
 
@@ -94,17 +95,3 @@ def emit(text: str, output: Path | None) -> None:
 
         write_text(output, text)
         err_console.print(f"wrote {output}", highlight=False)
-
-
-def expand_paths(paths: Iterable[Path], recursive: bool, suffixes: frozenset[str]) -> list[Path]:
-    """Files given plus readable-looking files inside given folders (sorted); missing paths are errors."""
-    files: list[Path] = []
-    for path in paths:
-        if path.is_dir():
-            found = path.rglob("*") if recursive else path.iterdir()
-            files.extend(sorted(p for p in found if p.is_file() and p.suffix.lower() in suffixes and not p.name.startswith(".")))
-        elif path.exists():
-            files.append(path)
-        else:
-            raise MammofuseError(f"{path}: no such file or folder")
-    return files

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 
 from mammofuse.cli.common import SOME_FAILED, Format, Output, check_choice, emit, err_console, guarded
 
@@ -68,7 +69,7 @@ def evaluate(
         result["comparison"] = comparison(result)
 
     for item in evaluation.failed:
-        err_console.print(f"[yellow]failed:[/] {item['id']}: {item['error']}", highlight=False, soft_wrap=True)
+        err_console.print(f"[yellow]failed:[/] {escape(item['id'])}: {escape(item['error'])}", highlight=False, soft_wrap=True)
     _leakage_warnings(result)
 
     if plots is not None and result["n"]:

@@ -6,8 +6,9 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
-from mammofuse.cli.common import SOME_FAILED, Format, Output, check_choice, emit, err_console, expand_paths, guarded, render_records
+from mammofuse.cli.common import SOME_FAILED, Format, Output, check_choice, emit, err_console, guarded, render_records
 
 FIELDS = ("path", "rows", "columns", "bits_stored", "photometric", "modality", "laterality", "view", "patient_id")
 
@@ -30,11 +31,12 @@ def inspect(
     import warnings
 
     from mammofuse.errors import InputFileError
-    from mammofuse.imaging.reader import IMAGE_SUFFIXES, read_mammogram
+    from mammofuse.cases import find_image_files
+    from mammofuse.imaging.reader import read_mammogram
 
     check_choice("--format", fmt, ("table", "json", "jsonl", "csv"))
     records = []
-    for path in expand_paths(paths, recursive, IMAGE_SUFFIXES):
+    for path in find_image_files(paths, recursive):
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
@@ -49,7 +51,7 @@ def inspect(
     else:
         emit(render_records(records, fmt), output)
     for r in failed:
-        err_console.print(f"[red]failed:[/] {r['path']}: {r['error']}", highlight=False)
+        err_console.print(f"[red]failed:[/] {escape(r['path'])}: {escape(r['error'])}", highlight=False)
     if failed:
         raise typer.Exit(SOME_FAILED)
 

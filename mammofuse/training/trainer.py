@@ -289,10 +289,13 @@ class _Trainer:
                 with torch.no_grad():
                     kwargs["features"] = self._present_features(kwargs.pop("image"), present)
                 kwargs["image"] = None
-            elif n_present < len(idx) and (n_present >= 2 or not self.model.training):
+            elif n_present < len(idx) and (
+                n_present >= 2 or not self.model.training or (n_present == 0 and not self.dist.enabled)
+            ):
                 # Image-less cases must not reach the backbone: zero images would skew BatchNorm's
-                # batch statistics (and cost a forward pass each). With fewer than two images in a
-                # training batch the whole batch goes through, as BatchNorm needs two samples.
+                # batch statistics (and cost a forward pass each). A training batch with a single
+                # image goes through whole (BatchNorm needs two samples), and so does an image-less
+                # one under DDP, which expects every parameter to take part in each step.
                 kwargs["features"] = self._present_features(kwargs.pop("image"), present)
                 kwargs["image"] = None
             yield idx, kwargs, batch["label"].to(self.device)

@@ -1,0 +1,325 @@
+"""Cases to score: files and folders given on the command line, with their clinical findings.
+
+Clinical findings come from flags that apply to every file and, optionally, a CSV with one
+row per file. A row is matched to a file by its ``path`` column (a path relative to the CSV's
+folder or the working folder, a file name, or a file stem) or by a ``SOPInstanceUID`` column
+(read from the DICOM header). Where both give a field, the file's own row wins over the flags.
+
+Example:
+    >>> from pathlib import Path
+    >>> cases = cases_from_inputs([Path("scan.dcm")], False, {"density": "3"}, None)  # doctest: +SKIP
+    >>> cases[0].clinical  # doctest: +SKIP
+    {'density': '3'}
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Iterable
+
+from mammofuse.clinical import load_schema
+from mammofuse.clinical.schema import DEFAULT_VOCABULARY, ClinicalSchema, ClinicalValueError
+from mammofuse.data.sample import Sample
+from mammofuse.errors import MammofuseError
+from mammofuse.imaging.reader import IMAGE_SUFFIXES
+
+if TYPE_CHECKING:  # torch stays out of import time
+    from mammofuse.model import MammoFuse
+
+PATH_COLUMNS = ("path", "file", "filename", "file_name", "image", "image_path")
+UID_COLUMNS = ("sopinstanceuid", "sop_instance_uid", "sop_uid")
+REGION_COLUMNS = ("roi_row", "roi_col", "roi_radius")
+_UID = re.compile(r"^\d+(\.\d+)+$")
+UNLABELLED = -1
+
+
+def _column_key(name: str) -> str:
+    return re.sub(r"[\s-]+", "_", name.strip().lower())
+
+
+def find_image_files(paths: Iterable[Path], recursive: bool = False) -> list[Path]:
+    """Files given, plus mammogram-looking files inside given folders (sorted, each once).
+
+    In folders, a file counts when its suffix is an image or DICOM suffix; an extensionless
+    file only when it carries the DICOM preamble (TCIA downloads have such files; READMEs do not).
+
+    Raises:
+        MammofuseError: a path that does not exist, or nothing to score at all.
+    """
+    files: list[Path] = []
+    for path in paths:
+        path = Path(path)
+        if path.is_dir():
+            found = path.rglob("*") if recursive else path.iterdir()
+            files.extend(sorted(p for p in found if _looks_like_image(p)))
+        elif path.exists():
+            files.append(path)
+        else:
+            raise MammofuseError(f"{path}: no such file or folder")
+    unique = list(dict.fromkeys(files))
+    if not unique:
+        given = ", ".join(str(p) for p in paths)
+        hint = "" if recursive else " (use --recursive to look in sub-folders)"
+        raise MammofuseError(f"no mammogram files found in {given}{hint}")
+    return unique
+
+
+def _looks_like_image(path: Path) -> bool:
+    if path.name.startswith(".") or not path.is_file():
+        return False
+    suffix = path.suffix.lower()
+    if suffix:
+        return suffix in IMAGE_SUFFIXES
+    try:
+        with path.open("rb") as fh:
+            return fh.read(132)[128:132] == b"DICM"
+    except OSError:
+        return False
+
+
+@dataclass
+class ClinicalRow:
+    """One row of a clinical CSV: its keys for matching and its validated values."""
+
+    line: int
+    key: str
+    clinical: dict[str, str]
+    region: tuple[float, float, float] | None = None
+    patient_id: str = ""
+    uid: str | None = None
+    used: bool = False
+
+
+@dataclass
+class ClinicalTable:
+    """A clinical CSV, indexed for matching files to rows."""
+
+    path: Path
+    rows: list[ClinicalRow]
+    ignored_columns: list[str] = field(default_factory=list)
+
+    @property
+    def wants_uids(self) -> bool:
+        return any(r.uid for r in self.rows)
+
+    def match(self, file: Path, uid: str | None = None) -> ClinicalRow | None:
+        """The row for ``file``: by resolved path, then file name, then stem, then SOPInstanceUID.
+
+        Raises:
+            MammofuseError: when the best kind of match finds several rows (ambiguous).
+        """
+        resolved = file.resolve()
+        tests = (
+            ("path", lambda r: bool(r.key) and any(c == resolved for c in self._candidates(r.key))),
+            ("file name", lambda r: r.key == file.name),
+            ("file stem", lambda r: r.key == file.stem),
+            ("SOPInstanceUID", lambda r: uid is not None and uid in (r.uid, r.key)),
+        )
+        for how, test in tests:
+            found = [r for r in self.rows if test(r)]
+            if len(found) > 1:
+                lines = ", ".join(str(r.line) for r in found[:5])
+                raise MammofuseError(
+                    f"{file}: matches lines {lines} of {self.path} by {how}; "
+                    f"give each file's full path (or a SOPInstanceUID column) to tell them apart"
+                )
+            if found:
+                return found[0]
+        return None
+
+    def _candidates(self, key: str) -> list[Path]:
+        raw = Path(key).expanduser()
+        if raw.is_absolute():
+            return [raw.resolve()]
+        return [(self.path.parent / raw).resolve(), raw.resolve()]
+
+
+def read_clinical_csv(path: Path, vocabulary: str = DEFAULT_VOCABULARY) -> ClinicalTable:
+    """Read and validate a clinical CSV (unknown values are errors naming the line).
+
+    Columns: ``path`` (or ``file``/``filename``) and/or ``SOPInstanceUID``; any schema field
+    (``density``, ``breast_density``, ``mass shape``, ...); optional ``patient_id`` and the lesion
+    circle ``roi_row``, ``roi_col``, ``roi_radius`` in the file's pixels. Other columns are ignored.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise MammofuseError(f"{path}: clinical CSV not found")
+    schema = load_schema(vocabulary)
+    aliases = {_column_key(c): f.name for f in schema.fields for c in (f.name, *f.csv_columns)}
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as fh:
+            reader = csv.DictReader(fh)
+            columns = {_column_key(c): c for c in reader.fieldnames or [] if c}
+            key_column = next((columns[c] for c in PATH_COLUMNS if c in columns), None)
+            uid_column = next((columns[c] for c in UID_COLUMNS if c in columns), None)
+            if key_column is None and uid_column is None:
+                raise MammofuseError(f"{path}: needs a 'path' (or 'file', 'filename') or 'SOPInstanceUID' column to match rows to files")
+            known = set(PATH_COLUMNS) | set(UID_COLUMNS) | set(REGION_COLUMNS) | {"patient_id"} | set(aliases)
+            ignored = [c for k, c in columns.items() if k not in known]
+            rows = [_row(n, raw, key_column, uid_column, aliases, schema, path) for n, raw in enumerate(reader, start=2)]
+    except UnicodeDecodeError:
+        raise MammofuseError(f"{path}: not a UTF-8 text CSV") from None
+    except csv.Error as exc:
+        raise MammofuseError(f"{path}: not a valid CSV ({exc})") from None
+    return ClinicalTable(path, rows, ignored)
+
+
+def _row(
+    n: int, raw: dict[str, str], key_column: str | None, uid_column: str | None, aliases: dict[str, str],
+    schema: ClinicalSchema, path: Path,
+) -> ClinicalRow:
+    values = {_column_key(k): (v or "").strip() for k, v in raw.items() if k}
+    clinical = {aliases[k]: v for k, v in values.items() if k in aliases and v}
+    try:
+        schema.normalise(clinical)
+    except ClinicalValueError as exc:
+        raise ClinicalValueError(f"{path}:{n}: {exc}") from None
+    region = None
+    if all(values.get(c) for c in REGION_COLUMNS):
+        try:
+            region = tuple(float(values[c]) for c in REGION_COLUMNS)
+        except ValueError:
+            raise MammofuseError(f"{path}:{n}: roi_row, roi_col and roi_radius must be numbers") from None
+    key = (raw.get(key_column) or "").strip() if key_column else ""
+    uid = (raw.get(uid_column) or "").strip() if uid_column else ""
+    if not uid and _UID.match(key):
+        uid = key
+    return ClinicalRow(line=n, key=key, clinical=clinical, region=region, patient_id=values.get("patient_id", ""), uid=uid or None)
+
+
+def _dicom_uid(path: Path) -> str | None:
+    """SOPInstanceUID from the header only (no pixels), None for non-DICOM or unreadable files."""
+    try:
+        with path.open("rb") as fh:
+            if fh.read(132)[128:132] != b"DICM" and path.suffix.lower() not in {".dcm", ".dicom"}:
+                return None
+        import pydicom
+
+        ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["SOPInstanceUID"])
+        return str(ds.get("SOPInstanceUID", "")) or None
+    except Exception:  # an unreadable file gets its error when it is scored
+        return None
+
+
+def cases_from_inputs(
+    paths: list[Path],
+    recursive: bool,
+    clinical: dict[str, str],
+    clinical_csv: Path | None,
+    *,
+    vocabulary: str = DEFAULT_VOCABULARY,
+    notes: list[str] | None = None,
+) -> list[Sample]:
+    """One unlabelled :class:`Sample` (label -1) per file, with the clinical findings that apply.
+
+    Args:
+        paths: files and folders.
+        recursive: descend into sub-folders of folders.
+        clinical: findings for every file, keyed by schema field (``density``, ``margin``...).
+        clinical_csv: optional per-file findings (see :func:`read_clinical_csv`).
+        vocabulary: the clinical vocabulary to validate against.
+        notes: if given, receives human-readable remarks (files without a row, unused rows).
+
+    Raises:
+        MammofuseError: missing paths, nothing to score, unknown clinical values (with the valid
+            ones), an unreadable or ambiguous CSV.
+    """
+    schema = load_schema(vocabulary)
+    schema.normalise(clinical)
+    files = find_image_files(paths, recursive)
+    table = read_clinical_csv(clinical_csv, vocabulary) if clinical_csv else None
+    samples = []
+    unmatched = 0
+    for file in files:
+        row = table.match(file, _dicom_uid(file) if table and table.wants_uids else None) if table else None
+        if row is not None:
+            row.used = True
+        elif table is not None:
+            unmatched += 1
+        samples.append(
+            Sample(
+                id=str(file),
+                patient_id=row.patient_id if row else "",
+                label=UNLABELLED,
+                clinical={**clinical, **(row.clinical if row else {})},
+                image_path=str(file),
+                region=row.region if row else None,
+                image_id=file.name,
+            )
+        )
+    if table is not None and notes is not None:
+        if unmatched:
+            notes.append(f"{unmatched} of {len(files)} files have no row in {table.path}: only the flags apply to them")
+        unused = [r for r in table.rows if not r.used]
+        if unused:
+            example = ", ".join(f"line {r.line} ({r.key or r.uid})" for r in unused[:3])
+            notes.append(f"{len(unused)} rows of {table.path} match no file given: {example}")
+        if table.ignored_columns:
+            notes.append(f"ignored columns of {table.path}: {', '.join(table.ignored_columns)}")
+    return samples
+
+
+def resolve_device(device: str) -> str:
+    """``auto`` -> ``cuda`` when available, else ``cpu``; an unavailable device is a usage error."""
+    import torch
+
+    name = device.strip().lower()
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise MammofuseError(f"--device {device}: CUDA is not available on this machine (use cpu or auto)")
+        index = name.partition(":")[2]
+        if index and (not index.isdigit() or int(index) >= torch.cuda.device_count()):
+            raise MammofuseError(f"--device {device}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+        return name
+    if name == "mps":
+        if not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+            raise MammofuseError("--device mps: Apple MPS is not available on this machine")
+        return name
+    if name != "cpu":
+        raise MammofuseError(f"--device must be auto, cpu, cuda, cuda:N or mps, not {device!r}")
+    return name
+
+
+def score_cases(
+    model: MammoFuse,
+    samples: list[Sample],
+    model_name: str,
+    threshold: float | None = None,
+    batch_size: int = 16,
+    device: str = "cpu",
+    workers: int = 0,
+    on_batch: Callable[[int], None] | None = None,
+) -> list[dict[str, Any]]:
+    """One record per case: path, probability, prediction, threshold, model, clinical, error.
+
+    ``prediction`` is ``malignant`` when the probability reaches the threshold (the model's
+    stored one unless ``threshold`` is given). A case whose image fails gets nulls and its error.
+    """
+    from mammofuse.inference import predict_proba
+
+    cut = float(model.config.threshold if threshold is None else threshold)
+    schema = load_schema(model.config.vocabulary)
+    probs, errors = predict_proba(model, samples, batch_size=batch_size, device=device, workers=workers, on_batch=on_batch)
+    records = []
+    for sample, prob, error in zip(samples, probs, errors):
+        ok = not error and prob == prob  # NaN check without numpy
+        path = sample.image_path or sample.id
+        error = error[len(path) + 2 :] if error.startswith(f"{path}: ") else error  # the record names the file
+        used = schema.decode(*schema.encode(sample.clinical))
+        records.append(
+            {
+                "path": path,
+                "probability": round(float(prob), 6) if ok else None,
+                "prediction": ("malignant" if prob >= cut else "benign") if ok else None,
+                "threshold": round(cut, 6),
+                "model": model_name,
+                "clinical": {k: (v.lower() if v else None) for k, v in used.items()},
+                "error": None if ok else (error or "not scored"),
+            }
+        )
+    return records

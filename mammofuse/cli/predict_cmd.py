@@ -1,0 +1,160 @@
+"""``mammofuse predict``: score mammograms (files or folders) with clinical findings."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+
+from mammofuse import RESEARCH_NOTICE
+from mammofuse.cli.common import (
+    SOME_FAILED,
+    CalcDistribution,
+    CalcType,
+    Density,
+    Margin,
+    Output,
+    Shape,
+    check_choice,
+    clinical_flags,
+    emit,
+    err_console,
+    guarded,
+    render_records,
+)
+
+FORMATS = ("table", "json", "jsonl", "csv")
+
+
+@guarded
+def predict(
+    paths: Annotated[list[Path], typer.Argument(help="DICOM or image files, or folders of them.", show_default=False)],
+    model: Annotated[str, typer.Option("--model", "-m", help="Registered name (see `mammofuse models`), model folder, or Hub id owner/name\\[@revision].")] = "default",
+    density: Density = None,
+    shape: Shape = None,
+    margin: Margin = None,
+    calc_type: CalcType = None,
+    calc_distribution: CalcDistribution = None,
+    clinical: Annotated[Path | None, typer.Option("--clinical", help="CSV of findings per file: a path (or file name, stem, SOPInstanceUID) column and clinical fields; its values win over the flags.", rich_help_panel="Clinical findings")] = None,
+    recursive: Annotated[bool, typer.Option("--recursive", "-r", help="Descend into sub-folders.")] = False,
+    fmt: Annotated[str | None, typer.Option("--format", "-f", help="table, json, jsonl or csv \\[default: table, or from the --output suffix].", show_default=False)] = None,
+    output: Output = None,
+    threshold: Annotated[float | None, typer.Option("--threshold", help="Decision threshold on the probability \\[default: the model's own].", min=0.0, max=1.0, show_default=False)] = None,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Images per forward pass.", min=1)] = 8,
+    device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:N or mps.")] = "auto",
+    workers: Annotated[int | None, typer.Option("--workers", help="Processes reading images while the model runs \\[default: up to 4, by CPUs and files].", min=0, show_default=False)] = None,
+) -> None:
+    """Score each mammogram: probability of malignancy and a benign/malignant call.
+
+    Clinical flags apply to every file; missing findings are allowed and shown as null.
+    Exit status: 0 all scored, 1 some files failed (the rest are scored), 2 usage error.
+
+    Examples:
+
+        mammofuse predict scan.dcm --density 3 --shape irregular --margin spiculated
+
+        mammofuse predict studies/ --recursive --clinical findings.csv --format csv -o scores.csv
+
+        mammofuse predict scan.dcm --model owner/mammofuse-cbis@v1 --threshold 0.3 --format json
+    """
+    fmt = _output_format(fmt, output)
+    flags = clinical_flags(density, shape, margin, calc_type, calc_distribution)
+
+    from mammofuse.cases import cases_from_inputs, resolve_device, score_cases
+    from mammofuse.hub import describe_model, resolve_model
+    from mammofuse.model import load_model
+
+    notes: list[str] = []
+    samples = cases_from_inputs(paths, recursive, flags, clinical, notes=notes)
+    device = resolve_device(device)
+    folder = resolve_model(model)
+    net = load_model(folder, device=device)
+    name = describe_model(model, folder)
+    if not net.config.uses_clinical and (flags or clinical):
+        notes.append(f"model {name} is image-only (fusion {net.config.fusion}): clinical findings are not used")
+    if not net.config.uses_image:
+        notes.append(f"model {name} is clinical-only: images are not read")
+    for note in notes:
+        err_console.print(f"[yellow]note:[/] {escape(note)}", highlight=False, soft_wrap=True)
+
+    if workers is None:
+        batches = -(-len(samples) // batch_size)  # a worker reads whole batches: one batch cannot overlap
+        workers = 0 if batches < 2 else min(4, os.cpu_count() or 1, batches)
+    with _progress(len(samples)) as advance:
+        records = score_cases(net, samples, name, threshold, batch_size=batch_size, device=device, workers=workers, on_batch=advance)
+
+    if fmt == "table":
+        _table(records, output)
+    else:
+        emit(render_records(records, fmt), output)
+        err_console.print(RESEARCH_NOTICE, style="dim", highlight=False)
+    failed = [r for r in records if r["error"]]
+    for r in failed:
+        err_console.print(f"[red]failed:[/] {escape(r['path'])}: {escape(r['error'])}", highlight=False, soft_wrap=True)
+    if failed:
+        raise typer.Exit(SOME_FAILED)
+
+
+def _output_format(fmt: str | None, output: Path | None) -> str:
+    if fmt is None:
+        suffix = output.suffix.lower().lstrip(".") if output else ""
+        fmt = suffix if suffix in ("json", "jsonl", "csv") else "table"
+    return check_choice("--format", fmt, FORMATS)
+
+
+class _progress:
+    """A Rich progress bar on stderr, off when stderr is not a terminal; yields an advance callback."""
+
+    def __init__(self, total: int) -> None:
+        self.total = total
+        self.bar = None
+
+    def __enter__(self):
+        if not err_console.is_terminal or self.total < 2:
+            return None
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        self.bar = Progress(TextColumn("scoring"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=err_console, transient=True)
+        self.bar.start()
+        task = self.bar.add_task("scoring", total=self.total)
+        return lambda n: self.bar.advance(task, n)
+
+    def __exit__(self, *exc) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+
+
+def _table(records: list[dict], output: Path | None) -> None:
+    import io
+
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table("file", "probability", "prediction", "clinical", caption=_caption(records), caption_justify="left")
+    for r in records:
+        given = ", ".join(f"{k}={v}" for k, v in r["clinical"].items() if v) or "none"
+        if r["error"]:
+            table.add_row(Path(r["path"]).name, "", "[red]failed[/]", f"[red]{r['error']}[/]")
+        else:
+            style = "bold red" if r["prediction"] == "malignant" else "green"
+            table.add_row(Path(r["path"]).name, f"{r['probability']:.3f}", f"[{style}]{r['prediction']}[/]", given)
+    if output is None:
+        Console().print(table)
+        return
+    buffer = io.StringIO()
+    Console(file=buffer, width=160, no_color=True).print(table)
+    emit(buffer.getvalue(), output)
+
+
+def _caption(records: list[dict]) -> str:
+    if not records:
+        return RESEARCH_NOTICE
+    r = records[0]
+    return f"model {r['model']}, threshold {r['threshold']:.3f}. {RESEARCH_NOTICE}"
+
+
+def register(app: typer.Typer) -> None:
+    app.command("predict")(predict)

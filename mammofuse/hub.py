@@ -1,0 +1,282 @@
+"""Model registry and resolution: a registered name, a local folder, or a Hugging Face Hub repository.
+
+``--model`` (and every Python entry point) goes through :func:`resolve_model`:
+
+1. ``None`` or a registered name (``default``): a folder shipped inside the package.
+2. An existing local path: a model folder (``config.json`` + ``model.safetensors``), or a file
+   inside such a folder.
+3. ``owner/name[@revision]``: ``config.json`` and ``model.safetensors`` through
+   ``huggingface_hub.hf_hub_download`` (its cache, ``HF_ENDPOINT``, ``HF_HUB_OFFLINE``), both
+   pinned to the same commit.
+
+Only safetensors and JSON are ever read (never pickle), and every failure a user can act on
+is a one-line :class:`~mammofuse.errors.MammofuseError`.
+
+Example:
+    >>> from mammofuse.hub import load_pretrained
+    >>> model = load_pretrained("default")  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+from contextlib import contextmanager
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterator
+
+from mammofuse.errors import MammofuseError
+
+if TYPE_CHECKING:  # torch stays out of import time
+    import torch
+
+    from mammofuse.model import MammoFuse
+
+WEIGHTS_NAME = "model.safetensors"
+CONFIG_NAME = "config.json"
+DEFAULT_MODEL = "default"
+_HUB_ID = re.compile(r"^(?P<repo>[A-Za-z0-9][\w.-]*/[\w.-]+)(?:@(?P<revision>[\w./-]+))?$")
+_COMMIT = re.compile(r"^[0-9a-f]{40}$")
+_TRUE = {"1", "ON", "YES", "TRUE"}
+
+
+@dataclass(frozen=True)
+class RegisteredModel:
+    """A model that ships with the package (``mammofuse models`` lists them).
+
+    Attributes:
+        name: what ``--model`` accepts.
+        folder: the folder under ``mammofuse/weights/`` holding config.json, model.safetensors, README.md.
+        description: one line for the listing.
+    """
+
+    name: str
+    folder: str
+    description: str
+
+
+REGISTRY: dict[str, RegisteredModel] = {
+    DEFAULT_MODEL: RegisteredModel(
+        name=DEFAULT_MODEL,
+        folder="default",
+        description="Demo: mini-MIAS films + CBIS-DDSM findings, see its card. Not diagnostic.",
+    ),
+}
+
+
+def registered_models() -> list[dict[str, Any]]:
+    """Registered models with the facts of their ``config.json`` (read as JSON: no torch needed)."""
+    out = []
+    for entry in REGISTRY.values():
+        folder = _package_folder(entry)
+        record: dict[str, Any] = {"name": entry.name, "description": entry.description, "path": str(folder)}
+        try:
+            config = json.loads((folder / CONFIG_NAME).read_text(encoding="utf-8"))
+            recipe = config.get("preprocessing", {})
+            record |= {
+                "fusion": config.get("fusion"),
+                "backbone": config.get("backbone") if config.get("fusion") != "clinical" else None,
+                "input": recipe.get("input"),
+                "image_size": recipe.get("image_size"),
+                "vocabulary": config.get("vocabulary"),
+                "threshold": config.get("threshold"),
+                "size_mb": round((folder / WEIGHTS_NAME).stat().st_size / 2**20, 1),
+                "available": True,
+            }
+        except (OSError, ValueError):
+            record["available"] = False
+        out.append(record)
+    return out
+
+
+def _package_folder(entry: RegisteredModel) -> Path:
+    ref = resources.files("mammofuse").joinpath("weights", entry.folder)
+    if not isinstance(ref, Path):  # a zipped install: weights must be real files for safetensors' mmap
+        raise MammofuseError("mammofuse is installed as a zip archive; install it as files to use bundled models")
+    return ref
+
+
+def resolve_model(spec: str | None) -> Path:
+    """The local folder holding ``config.json`` and ``model.safetensors`` for ``spec``.
+
+    Args:
+        spec: ``None``/``"default"``, another registered name, a local folder (or a file in one),
+            or a Hub id ``owner/name`` with an optional ``@revision`` (branch, tag or commit).
+
+    Raises:
+        MammofuseError: unknown name, missing files, offline and not cached, repository,
+            revision or file not found on the Hub.
+
+    Example:
+        >>> resolve_model("default").name
+        'default'
+    """
+    spec = (spec or DEFAULT_MODEL).strip()
+    if spec in REGISTRY:
+        folder = _package_folder(REGISTRY[spec])
+        if not (folder / CONFIG_NAME).is_file() or not (folder / WEIGHTS_NAME).is_file():
+            raise MammofuseError(f"bundled model {spec!r} is missing from this installation ({folder}); reinstall mammofuse")
+        return folder
+    local = Path(spec).expanduser()
+    if local.exists():
+        return _local_folder(local)
+    match = _HUB_ID.match(spec)
+    if match and not spec.startswith((".", "/", "~")) and not spec.endswith((".json", ".safetensors")):
+        return _hub_folder(match["repo"], match["revision"])
+    names = ", ".join(REGISTRY)
+    raise MammofuseError(
+        f"unknown model {spec!r}: not a registered name ({names}), an existing model folder, "
+        f"or a Hugging Face Hub id owner/name (optionally @revision)"
+    )
+
+
+def _local_folder(path: Path) -> Path:
+    folder = path if path.is_dir() else path.parent
+    if not (folder / CONFIG_NAME).is_file():
+        raise MammofuseError(f"{path}: not a model folder (expected {CONFIG_NAME} and {WEIGHTS_NAME} in {folder})")
+    if path.is_file() and path.name not in (CONFIG_NAME, WEIGHTS_NAME):
+        raise MammofuseError(f"{path}: models are read from {WEIGHTS_NAME} + {CONFIG_NAME} only (no pickle files)")
+    if not (folder / WEIGHTS_NAME).is_file():
+        raise MammofuseError(f"{folder}: {WEIGHTS_NAME} not found beside {CONFIG_NAME}")
+    return folder
+
+
+def hub_offline() -> bool:
+    """``HF_HUB_OFFLINE`` as set now (huggingface_hub itself reads it once, at import)."""
+    value = os.environ.get("HF_HUB_OFFLINE") or os.environ.get("TRANSFORMERS_OFFLINE")
+    if value is not None:
+        return value.strip().upper() in _TRUE
+    from huggingface_hub import constants
+
+    return bool(constants.is_offline_mode())
+
+
+def _hub_folder(repo: str, revision: str | None) -> Path:
+    """Download (or find in the cache) both files of ``repo``, pinned to one commit."""
+    from mammofuse import __version__
+
+    where = f"{repo}@{revision}" if revision else repo
+    endpoint = os.environ.get("HF_ENDPOINT") or None
+    # huggingface_hub retries an unreachable host for about 25 s before using the cache; a quick
+    # connection probe answers at once, and an unreachable Hub is treated like offline mode.
+    offline = hub_offline() or not _reachable(endpoint)
+    kwargs: dict[str, Any] = {
+        "local_files_only": offline,
+        "library_name": "mammofuse",
+        "library_version": __version__,
+        # Read at call time so a changed environment is honoured even after huggingface_hub was imported.
+        "endpoint": endpoint,
+        "cache_dir": os.environ.get("HF_HUB_CACHE") or None,
+    }
+    config_path = Path(_download(repo, CONFIG_NAME, revision, where, offline, kwargs))
+    commit = config_path.parent.name
+    # The snapshot folder is named by commit: fetch the weights from exactly that commit, so a
+    # branch that moves between the two downloads cannot pair one commit's config with another's weights.
+    pinned = commit if _COMMIT.match(commit) else revision
+    weights_path = Path(_download(repo, WEIGHTS_NAME, pinned, where, offline, kwargs))
+    if weights_path.parent != config_path.parent:
+        raise MammofuseError(f"{where}: {CONFIG_NAME} and {WEIGHTS_NAME} resolved to different snapshots; retry")
+    return config_path.parent
+
+
+def _reachable(endpoint: str | None, timeout: float = 3.0) -> bool:
+    """Whether a TCP connection to the Hub endpoint opens (proxies set: assume yes, let the client decide)."""
+    import socket
+    from urllib.parse import urlsplit
+
+    from huggingface_hub import constants
+
+    if any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy")):
+        return True
+    url = urlsplit(endpoint or constants.ENDPOINT)
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        with socket.create_connection((url.hostname or "", port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def _download(repo: str, filename: str, revision: str | None, where: str, offline: bool, kwargs: dict[str, Any]) -> str:
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import (
+        EntryNotFoundError,
+        GatedRepoError,
+        HFValidationError,
+        HfHubHTTPError,
+        LocalEntryNotFoundError,
+        OfflineModeIsEnabled,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
+
+    try:
+        with _quiet_hub_logs():
+            return hf_hub_download(repo, filename, revision=revision, **kwargs)
+    except GatedRepoError:
+        raise MammofuseError(f"Hub repository {repo} is gated: accept its terms on the Hub and log in (hf auth login)") from None
+    except RepositoryNotFoundError:
+        raise MammofuseError(f"Hub repository {repo} not found (or private: log in with hf auth login)") from None
+    except RevisionNotFoundError:
+        raise MammofuseError(f"revision {revision!r} not found in Hub repository {repo}") from None
+    except (LocalEntryNotFoundError, OfflineModeIsEnabled):
+        if hub_offline():
+            raise MammofuseError(
+                f"{where}: {filename} is not in the Hugging Face cache and HF_HUB_OFFLINE is set; "
+                f"download it once online, or use a local model folder"
+            ) from None
+        endpoint = kwargs.get("endpoint") or "the Hugging Face Hub"
+        raise MammofuseError(f"{where}: cannot reach {endpoint} and {filename} is not cached; check the network or HF_ENDPOINT") from None
+    except EntryNotFoundError:
+        raise MammofuseError(f"{where}: the repository has no {filename}; not a mammofuse model (needs {CONFIG_NAME} + {WEIGHTS_NAME})") from None
+    except HFValidationError as exc:
+        raise MammofuseError(f"{where}: not a valid Hugging Face Hub id ({exc})") from None
+    except HfHubHTTPError as exc:
+        status = getattr(getattr(exc, "response", None), "status_code", "?")
+        raise MammofuseError(f"{where}: the Hub answered HTTP {status} for {filename}") from None
+    except OSError as exc:  # network errors and unwritable caches
+        raise MammofuseError(f"{where}: cannot download {filename} ({type(exc).__name__}: {exc})") from None
+
+
+@contextmanager
+def _quiet_hub_logs() -> Iterator[None]:
+    """Hide huggingface_hub's retry chatter: a failure ends in one MammofuseError line instead."""
+    logger = logging.getLogger("huggingface_hub")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def describe_model(spec: str | None, folder: Path) -> str:
+    """How outputs name a model: the registered name, the Hub id at its commit, or the folder."""
+    spec = (spec or DEFAULT_MODEL).strip()
+    if spec in REGISTRY:
+        return spec
+    match = _HUB_ID.match(spec)
+    if match and not Path(spec).expanduser().exists():
+        commit = folder.name
+        return f"{match['repo']}@{commit}" if _COMMIT.match(commit) else spec
+    return str(folder)
+
+
+def load_pretrained(spec: str | None = None, device: str | torch.device = "cpu") -> MammoFuse:
+    """Resolve ``spec`` and load the model in eval mode on ``device`` (strict key check).
+
+    Raises:
+        MammofuseError: as :func:`resolve_model`, plus an incompatible config or vocabulary.
+
+    Example:
+        >>> model = load_pretrained()  # the bundled default  # doctest: +SKIP
+        >>> model.config.fusion  # doctest: +SKIP
+        'cross'
+    """
+    from mammofuse.model import load_model
+
+    return load_model(resolve_model(spec), device=device)

@@ -1,0 +1,267 @@
+"""Model resolution: registered names, local folders, and the real huggingface_hub client
+against a stand-in Hub on 127.0.0.1 (download, pinned revisions, cache, offline, errors)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import unquote
+
+import pytest
+
+from mammofuse.errors import MammofuseError
+from mammofuse.hub import describe_model, load_pretrained, resolve_model
+
+COMMIT_V1 = "1" * 40
+COMMIT_MAIN = "a" * 40
+
+
+def _clinical_model(folder: Path, threshold: float = 0.5) -> Path:
+    """A tiny real model (clinical fusion: no image encoder), saved the project's way."""
+    import torch
+
+    from mammofuse.model import MammoFuse, ModelConfig, save_model
+
+    torch.manual_seed(0)
+    return save_model(MammoFuse(ModelConfig(fusion="clinical", threshold=threshold)), folder)
+
+
+class StandInHub:
+    """The two endpoints ``hf_hub_download`` uses: HEAD and GET ``/{repo}/resolve/{revision}/{file}``.
+
+    Answers like the Hub: ``X-Repo-Commit``, ``ETag`` and ``Content-Length`` on success;
+    404 with ``X-Error-Code`` RepoNotFound / RevisionNotFound / EntryNotFound otherwise.
+    """
+
+    def __init__(self) -> None:
+        self.commits: dict[str, dict[str, dict[str, bytes]]] = {}  # repo -> commit -> file -> bytes
+        self.refs: dict[str, dict[str, str]] = {}  # repo -> branch/tag -> commit
+        self.requests: list[tuple[str, str]] = []
+        hub = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_HEAD(self) -> None:
+                hub.answer(self, body=False)
+
+            def do_GET(self) -> None:
+                hub.answer(self, body=True)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def publish(self, repo: str, commit: str, folder: Path, refs: tuple[str, ...] = ("main",), skip: tuple[str, ...] = ()) -> None:
+        files = {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file() and p.name not in skip}
+        self.commits.setdefault(repo, {})[commit] = files
+        for ref in refs:
+            self.refs.setdefault(repo, {})[ref] = commit
+
+    def answer(self, handler: BaseHTTPRequestHandler, body: bool) -> None:
+        path = handler.path.split("?")[0]
+        self.requests.append((handler.command, path))
+        owner, name, verb, revision, *rest = (path.lstrip("/").split("/", 4) + [""] * 5)[:5]
+        repo, revision, filename = f"{owner}/{name}", unquote(revision), unquote(rest[0]) if rest else ""
+        if verb != "resolve" or repo not in self.commits:
+            return self._error(handler, "RepoNotFound", {})
+        commit = revision if revision in self.commits[repo] else self.refs[repo].get(revision)
+        if commit is None:
+            return self._error(handler, "RevisionNotFound", {})
+        data = self.commits[repo][commit].get(filename)
+        if data is None:
+            return self._error(handler, "EntryNotFound", {"X-Repo-Commit": commit})
+        handler.send_response(200)
+        handler.send_header("X-Repo-Commit", commit)
+        handler.send_header("ETag", f'"{hashlib.sha256(data).hexdigest()}"')
+        handler.send_header("Content-Length", str(len(data)))
+        handler.send_header("Content-Type", "application/octet-stream")
+        handler.end_headers()
+        if body:
+            handler.wfile.write(data)
+
+    @staticmethod
+    def _error(handler: BaseHTTPRequestHandler, code: str, headers: dict[str, str]) -> None:
+        handler.send_response(404)
+        handler.send_header("X-Error-Code", code)
+        for k, v in headers.items():
+            handler.send_header(k, v)
+        handler.send_header("Content-Length", "0")
+        handler.end_headers()
+
+    def gets(self) -> list[str]:
+        return [p for m, p in self.requests if m == "GET"]
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("models")
+    return {"v1": _clinical_model(root / "v1", 0.4), "main": _clinical_model(root / "main", 0.6)}
+
+
+@pytest.fixture
+def hub(models: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """A stand-in Hub with ``owner/tiny`` (tag v1 -> commit 111.., main -> aaa..), online, with a private cache."""
+    server = StandInHub()
+    server.publish("owner/tiny", COMMIT_V1, models["v1"], refs=("v1",))
+    server.publish("owner/tiny", COMMIT_MAIN, models["main"], refs=("main",))
+    server.publish("owner/no-weights", COMMIT_MAIN, models["main"], skip=("model.safetensors",))
+    monkeypatch.setenv("HF_ENDPOINT", server.url)
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf-cache"))
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+    _set_offline(monkeypatch, False)
+    yield server
+    server.close()
+
+
+def _set_offline(monkeypatch: pytest.MonkeyPatch, offline: bool) -> None:
+    """HF_HUB_OFFLINE as a user sets it: the environment, and huggingface_hub's copy read at import."""
+    from huggingface_hub import constants
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1" if offline else "0")
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", offline)
+
+
+def test_default_resolves_to_the_bundled_folder() -> None:
+    folder = resolve_model(None)
+    assert folder == resolve_model("default")
+    assert folder.name == "default" and folder.parent.name == "weights"
+    assert describe_model(None, folder) == "default"
+
+
+def test_local_folder_and_file_inside_it(models: dict[str, Path]) -> None:
+    assert resolve_model(str(models["v1"])) == models["v1"]
+    assert resolve_model(str(models["v1"] / "model.safetensors")) == models["v1"]
+    assert resolve_model(str(models["v1"] / "config.json")) == models["v1"]
+
+
+def test_pickle_files_and_folders_without_config_are_refused(tmp_path: Path) -> None:
+    (tmp_path / "model.pt").write_bytes(b"not loaded")
+    with pytest.raises(MammofuseError, match="not a model folder"):
+        resolve_model(str(tmp_path / "model.pt"))
+    with pytest.raises(MammofuseError, match="not a model folder"):
+        resolve_model(str(tmp_path))
+
+
+def test_unknown_name_lists_what_is_accepted() -> None:
+    with pytest.raises(MammofuseError, match=r"unknown model 'resnet'.*default.*owner/name"):
+        resolve_model("resnet")
+
+
+def test_incompatible_config_is_a_one_line_error(models: dict[str, Path], tmp_path: Path) -> None:
+    import shutil
+
+    for change, message in (({"field_sizes": [4, 8, 5, 14, 6]}, "vocabulary"), ({"format": 99}, "format 99"), ({"colour": 1}, "unknown keys")):
+        folder = tmp_path / message.replace(" ", "_")
+        shutil.copytree(models["v1"], folder)
+        config = json.loads((folder / "config.json").read_text()) | change
+        (folder / "config.json").write_text(json.dumps(config))
+        with pytest.raises(MammofuseError, match=message):
+            load_pretrained(str(folder))
+
+
+def test_hub_download_pins_both_files_to_one_commit(hub: StandInHub) -> None:
+    folder = resolve_model("owner/tiny")
+    assert folder.name == COMMIT_MAIN and folder.parent.name == "snapshots"
+    assert {p.name for p in folder.iterdir()} == {"config.json", "model.safetensors"}
+    # config.json by branch, then the weights by the commit that config.json came from
+    assert f"/owner/tiny/resolve/{COMMIT_MAIN}/model.safetensors" in hub.gets()
+    model = load_pretrained("owner/tiny")
+    assert model.config.threshold == pytest.approx(0.6)
+    assert describe_model("owner/tiny", folder) == f"owner/tiny@{COMMIT_MAIN}"
+
+
+def test_hub_tag_revision(hub: StandInHub) -> None:
+    model = load_pretrained("owner/tiny@v1")
+    assert model.config.threshold == pytest.approx(0.4)
+    assert resolve_model("owner/tiny@v1").name == COMMIT_V1
+
+
+def test_cache_hit_downloads_nothing_again(hub: StandInHub) -> None:
+    first = resolve_model(f"owner/tiny@{COMMIT_V1}")
+    downloads = len(hub.gets())
+    hub.requests.clear()
+    assert resolve_model(f"owner/tiny@{COMMIT_V1}") == first
+    assert hub.requests == []  # a commit already in the cache needs no request at all
+    resolve_model("owner/tiny@v1")  # a tag is re-checked (HEAD) but not downloaded again
+    assert hub.gets() == [] and downloads == 2
+
+
+def test_offline_with_the_model_cached_works_without_requests(hub: StandInHub, monkeypatch: pytest.MonkeyPatch) -> None:
+    online = resolve_model("owner/tiny")
+    hub.requests.clear()
+    _set_offline(monkeypatch, True)
+    assert resolve_model("owner/tiny") == online
+    assert load_pretrained("owner/tiny").config.threshold == pytest.approx(0.6)
+    assert hub.requests == []
+
+
+def test_offline_and_not_cached_says_so(hub: StandInHub, monkeypatch: pytest.MonkeyPatch) -> None:
+    _set_offline(monkeypatch, True)
+    with pytest.raises(MammofuseError, match="not in the Hugging Face cache and HF_HUB_OFFLINE is set"):
+        resolve_model("owner/tiny")
+    assert hub.requests == []
+
+
+def test_unreachable_hub_falls_back_to_the_cache(hub: StandInHub) -> None:
+    online = resolve_model("owner/tiny@v1")
+    hub.close()  # the Hub goes away without HF_HUB_OFFLINE being set
+    assert resolve_model("owner/tiny@v1") == online
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ("nobody/missing", "repository nobody/missing not found"),
+        ("owner/tiny@v9", "revision 'v9' not found"),
+        ("owner/no-weights", "has no model.safetensors"),
+    ],
+)
+def test_hub_not_found_errors(hub: StandInHub, spec: str, message: str) -> None:
+    with pytest.raises(MammofuseError, match=message):
+        resolve_model(spec)
+
+
+def test_unreachable_hub_answers_fast(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import time
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{port}")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
+    _set_offline(monkeypatch, False)
+    start = time.perf_counter()
+    with pytest.raises(MammofuseError, match="cannot reach"):
+        resolve_model("owner/tiny")
+    assert time.perf_counter() - start < 10  # no 25-second retry loop
+
+
+def test_cli_predict_from_the_stand_in_hub(hub: StandInHub, real_dicoms: dict[str, Path], tmp_path: Path) -> None:
+    """The whole path in a fresh process: HF_ENDPOINT as a user sets it, read by huggingface_hub at import."""
+    env = {**os.environ, "HF_ENDPOINT": hub.url, "HF_HUB_CACHE": str(tmp_path / "cli-cache"), "HF_HOME": str(tmp_path / "hf-home"),
+           "HF_HUB_OFFLINE": "0", "NO_PROXY": "127.0.0.1,localhost", "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "mammofuse", "predict", str(real_dicoms["P_00173_lcc"]), "--model", "owner/tiny",
+               "--density", "2", "--margin", "circumscribed", "--format", "json"]
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    record = json.loads(result.stdout)[0]
+    assert record["model"] == f"owner/tiny@{COMMIT_MAIN}" and record["threshold"] == 0.6 and record["error"] is None
+    assert 0.0 <= record["probability"] <= 1.0
+    # and again with the Hub gone: the cache answers
+    hub.close()
+    offline = subprocess.run(command, env={**env, "HF_HUB_OFFLINE": "1"}, capture_output=True, text=True, timeout=120)
+    assert offline.returncode == 0, offline.stderr
+    assert json.loads(offline.stdout)[0]["probability"] == record["probability"]

@@ -1,0 +1,232 @@
+"""`mammofuse predict` and the case builder, on the eight real CBIS-DDSM DICOMs with a tiny model."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from mammofuse.cases import cases_from_inputs, find_image_files
+from mammofuse.cli import app
+from mammofuse.errors import MammofuseError
+
+runner = CliRunner()
+CBIS_UID_LCC_BENIGN = "1.3.6.1.4.1.9590.100.1.2.218230735110408535824248856621891983277"
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A random-weight cross-attention model, ResNet-18 at 32 px, threshold 0.5: fast and real."""
+    import torch
+
+    from mammofuse.imaging.preprocess import PreprocessRecipe
+    from mammofuse.model import MammoFuse, ModelConfig, save_model
+
+    torch.manual_seed(0)
+    config = ModelConfig(backbone="resnet18", fusion="cross", proj_dim=16, num_heads=2,
+                         preprocessing=PreprocessRecipe(image_size=32, input="full").as_dict())
+    return save_model(MammoFuse(config), tmp_path_factory.mktemp("tiny") / "model")
+
+
+def predict(*args: str) -> tuple[int, str, str]:
+    result = runner.invoke(app, ["predict", *args], env={"OMP_NUM_THREADS": "1"})
+    if result.exception and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    return result.exit_code, result.stdout, result.stderr
+
+
+def test_scores_the_eight_real_dicoms(tiny_model: Path, dicom_root: Path) -> None:
+    code, out, err = predict(str(dicom_root), "--recursive", "--model", str(tiny_model), "--density", "B",
+                             "--shape", "lobulated", "--margin", "circumscribed", "--format", "json")
+    assert code == 0, err
+    records = json.loads(out)
+    assert len(records) == 8 and all(r["error"] is None for r in records)
+    assert {Path(r["path"]).name for r in records} == {"1-130.dcm", "1-131.dcm", "1-132.dcm", "1-133.dcm",
+                                                      "1-280.dcm", "1-281.dcm", "1-282.dcm", "1-283.dcm"}
+    for r in records:
+        assert 0.0 <= r["probability"] <= 1.0
+        assert r["prediction"] == ("malignant" if r["probability"] >= 0.5 else "benign")
+        assert r["threshold"] == 0.5 and r["model"] == str(tiny_model)
+        assert r["clinical"] == {"density": "2", "shape": "lobulated", "margin": "circumscribed",
+                                 "calc_type": None, "calc_distribution": None}
+    assert "Research use only" in err
+
+
+def test_predict_matches_the_bare_model_on_the_training_preprocessing(tiny_model: Path, real_dicoms: dict[str, Path]) -> None:
+    """predict must feed the model exactly what training feeds it (the saved recipe)."""
+    import torch
+
+    from mammofuse.clinical import load_schema
+    from mammofuse.imaging import read_mammogram
+    from mammofuse.imaging.preprocess import preprocess
+    from mammofuse.model import load_model
+
+    path = real_dicoms["P_00820_rmlo"]
+    code, out, err = predict(str(path), "--model", str(tiny_model), "--margin", "spiculated", "-f", "json")
+    assert code == 0, err
+    model = load_model(tiny_model)
+    image = torch.from_numpy(preprocess(read_mammogram(path), model.config.recipe))[None]
+    vector, mask = load_schema().encode({"margin": "spiculated"})
+    with torch.inference_mode():
+        logit = model(image, torch.from_numpy(vector)[None], torch.from_numpy(mask)[None]).logits
+    assert json.loads(out)[0]["probability"] == pytest.approx(torch.sigmoid(logit).item(), abs=1e-5)
+
+
+def test_table_is_for_people_with_the_notice(tiny_model: Path, real_dicoms: dict[str, Path]) -> None:
+    code, out, _ = predict(str(real_dicoms["P_00173_lcc"]), "--model", str(tiny_model))
+    assert code == 0
+    assert "1-130.dcm" in out and "Research use only" in out and "threshold 0.500" in out
+
+
+def test_missing_clinical_is_null_and_threshold_overrides(tiny_model: Path, real_dicoms: dict[str, Path]) -> None:
+    path = str(real_dicoms["P_00173_lcc"])
+    for threshold, call in (("0", "malignant"), ("1", "benign")):
+        code, out, _ = predict(path, "--model", str(tiny_model), "--threshold", threshold, "-f", "jsonl")
+        record = json.loads(out.splitlines()[0])
+        assert code == 0 and record["prediction"] == call and record["threshold"] == float(threshold)
+        assert set(record["clinical"].values()) == {None}
+
+
+def test_unknown_clinical_value_is_a_usage_error_with_the_valid_values(tiny_model: Path, real_dicoms: dict[str, Path]) -> None:
+    code, out, err = predict(str(real_dicoms["P_00173_lcc"]), "--model", str(tiny_model), "--margin", "spiculatd")
+    assert code == 2 and out == ""
+    assert "circumscribed, microlobulated, obscured, ill_defined, spiculated" in err
+    assert "did you mean spiculated?" in err
+    assert "Traceback" not in err
+
+
+def test_bad_file_among_good_ones_fails_alone(tiny_model: Path, real_dicoms: dict[str, Path], tmp_path: Path) -> None:
+    (tmp_path / "broken.dcm").write_bytes(b"\0" * 128 + b"DICM" + b"garbage")
+    code, out, err = predict(str(real_dicoms["P_00173_lcc"]), str(tmp_path / "broken.dcm"), str(real_dicoms["P_00820_lcc"]),
+                             "--model", str(tiny_model), "-f", "json", "--batch-size", "1", "--workers", "1")
+    assert code == 1
+    records = {Path(r["path"]).name: r for r in json.loads(out)}
+    assert records["broken.dcm"]["probability"] is None and "DICOM" in records["broken.dcm"]["error"]
+    assert records["1-130.dcm"]["error"] is None and records["1-280.dcm"]["error"] is None
+    assert "failed:" in err and "broken.dcm" in err
+
+
+def test_missing_path_and_unknown_model_are_usage_errors(tiny_model: Path, real_dicoms: dict[str, Path], tmp_path: Path) -> None:
+    code, _, err = predict(str(real_dicoms["P_00173_lcc"]), str(tmp_path / "absent.dcm"), "--model", str(tiny_model))
+    assert code == 2 and "absent.dcm: no such file or folder" in err
+    code, _, err = predict(str(real_dicoms["P_00173_lcc"]), "--model", "resnet-imaginary")
+    assert code == 2 and "unknown model 'resnet-imaginary'" in err
+    code, _, err = predict(str(tmp_path), "--model", str(tiny_model))
+    assert code == 2 and "no mammogram files found" in err
+
+
+def test_output_is_written_and_its_suffix_picks_the_format(tiny_model: Path, real_dicoms: dict[str, Path], tmp_path: Path) -> None:
+    target = tmp_path / "out" / "scores.csv"
+    code, out, _ = predict(str(real_dicoms["P_00173_lcc"]), "--model", str(tiny_model), "--density", "3", "-o", str(target))
+    assert code == 0 and out == ""
+    rows = list(csv.DictReader(target.open()))
+    assert rows[0]["prediction"] in {"benign", "malignant"} and json.loads(rows[0]["clinical"])["density"] == "3"
+    assert [p.name for p in target.parent.iterdir()] == ["scores.csv"]  # no temporary left behind
+
+
+def _write_csv(path: Path, rows: list[dict[str, str]]) -> Path:
+    with path.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(dict.fromkeys(k for r in rows for k in r)))
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
+
+
+def test_clinical_csv_matches_by_path_stem_and_sop_instance_uid(real_dicoms: dict[str, Path], tmp_path: Path) -> None:
+    lcc, rcc, mlo = real_dicoms["P_00173_lcc"], real_dicoms["P_00173_rcc"], real_dicoms["P_00173_lmlo"]
+    table = _write_csv(tmp_path / "findings.csv", [
+        {"path": str(rcc), "breast_density": "2", "mass shape": "OVAL", "assessment": "4"},
+        {"path": mlo.stem, "mass margins": "SPICULATED"},
+        {"path": "", "SOPInstanceUID": CBIS_UID_LCC_BENIGN, "mass shape": "LOBULATED"},
+    ])
+    notes: list[str] = []
+    cases = cases_from_inputs([lcc, rcc, mlo], False, {"density": "4", "margin": "obscured"}, table, notes=notes)
+    by_name = {Path(c.image_path).name: c for c in cases}
+    assert by_name[rcc.name].clinical == {"density": "2", "margin": "obscured", "shape": "OVAL"}  # the row wins
+    assert by_name[mlo.name].clinical == {"density": "4", "margin": "SPICULATED"}
+    assert by_name[lcc.name].clinical == {"density": "4", "margin": "obscured", "shape": "LOBULATED"}
+    assert all(c.label == -1 for c in cases)
+    assert any("assessment" in n for n in notes)  # never an input: reported as ignored
+
+
+def test_clinical_csv_relative_paths_regions_and_unmatched_notes(real_dicoms: dict[str, Path], tmp_path: Path) -> None:
+    import shutil
+
+    scans = tmp_path / "scans"
+    scans.mkdir()
+    local = Path(shutil.copy(real_dicoms["P_00820_lcc"], scans / "left.dcm"))
+    table = _write_csv(tmp_path / "c.csv", [
+        {"file": "scans/left.dcm", "density": "c", "roi_row": "100", "roi_col": "200", "roi_radius": "30"},
+        {"file": "elsewhere.dcm", "density": "a"},
+    ])
+    notes: list[str] = []
+    (case,) = cases_from_inputs([scans], False, {}, table, notes=notes)
+    assert case.image_path == str(local) and case.clinical == {"density": "c"} and case.region == (100.0, 200.0, 30.0)
+    assert any("match no file" in n and "elsewhere.dcm" in n for n in notes)
+
+
+def test_clinical_csv_errors_name_the_line(real_dicoms: dict[str, Path], tmp_path: Path) -> None:
+    lcc = real_dicoms["P_00173_lcc"]
+    bad = _write_csv(tmp_path / "bad.csv", [{"path": lcc.name, "mass margins": "CIRCUMSCRIBED"}, {"path": "x", "mass margins": "wobbly"}])
+    with pytest.raises(MammofuseError, match=r"bad.csv:3: unknown mass margins 'wobbly' \(valid: .*spiculated\)"):
+        cases_from_inputs([lcc], False, {}, bad)
+    twice = _write_csv(tmp_path / "twice.csv", [{"path": "1-130", "density": "1"}, {"path": "1-130", "density": "2"}])
+    with pytest.raises(MammofuseError, match="matches lines 2, 3"):
+        cases_from_inputs([lcc], False, {}, twice)
+    nokey = _write_csv(tmp_path / "nokey.csv", [{"density": "1"}])
+    with pytest.raises(MammofuseError, match="needs a 'path'"):
+        cases_from_inputs([lcc], False, {}, nokey)
+
+
+def test_cli_clinical_csv_usage_error_and_success(tiny_model: Path, real_dicoms: dict[str, Path], tmp_path: Path) -> None:
+    lcc = real_dicoms["P_00173_lcc"]
+    bad = _write_csv(tmp_path / "bad.csv", [{"path": lcc.name, "shape": "squiggly"}])
+    code, _, err = predict(str(lcc), "--model", str(tiny_model), "--clinical", str(bad))
+    assert code == 2 and "bad.csv:2: unknown mass shape 'squiggly'" in err
+    good = _write_csv(tmp_path / "good.csv", [{"path": lcc.name, "shape": "lobulated", "density": "2"}])
+    code, out, err = predict(str(lcc), "--model", str(tiny_model), "--clinical", str(good), "-f", "json")
+    assert code == 0, err
+    assert json.loads(out)[0]["clinical"]["shape"] == "lobulated"
+
+
+def test_folders_skip_non_images_and_extensionless_non_dicoms(real_dicoms: dict[str, Path], tmp_path: Path) -> None:
+    import shutil
+
+    shutil.copy(real_dicoms["P_00173_lcc"], tmp_path / "000001")  # TCIA-style name without a suffix
+    (tmp_path / "README").write_text("not an image")
+    (tmp_path / "notes.txt").write_text("not an image")
+    (tmp_path / "sub").mkdir()
+    shutil.copy(real_dicoms["P_00173_rcc"], tmp_path / "sub" / "b.dcm")
+    assert [p.name for p in find_image_files([tmp_path])] == ["000001"]
+    assert [p.name for p in find_image_files([tmp_path], recursive=True)] == ["000001", "b.dcm"]
+
+
+def test_models_lists_the_registered_names() -> None:
+    result = runner.invoke(app, ["models", "--format", "json"])
+    assert result.exit_code == 0
+    names = [m["name"] for m in json.loads(result.stdout)]
+    assert "default" in names
+
+
+def test_bundled_default_model_scores_a_real_dicom(real_dicoms: dict[str, Path]) -> None:
+    """The README's first command: the bundled model, a real DICOM, clinical flags, no network."""
+    code, out, err = predict(str(real_dicoms["P_00173_lcc"]), "--density", "2", "--shape", "lobulated",
+                             "--margin", "circumscribed", "-f", "json")
+    assert code == 0, err
+    record = json.loads(out)[0]
+    assert record["model"] == "default" and record["error"] is None and np.isfinite(record["probability"])
+
+
+def test_unavailable_device_and_bad_format_are_usage_errors(tiny_model: Path, real_dicoms: dict[str, Path]) -> None:
+    import torch
+
+    path = str(real_dicoms["P_00173_lcc"])
+    if not torch.cuda.is_available():
+        code, _, err = predict(path, "--model", str(tiny_model), "--device", "cuda")
+        assert code == 2 and "CUDA is not available" in err
+    code, _, err = predict(path, "--model", str(tiny_model), "--format", "xml")
+    assert code == 2 and "--format must be one of table, json, jsonl, csv" in err
