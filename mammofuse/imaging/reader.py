@@ -100,7 +100,9 @@ def _read_dicom(path: Path) -> tuple[np.ndarray, MammogramInfo]:
 
     try:
         ds = pydicom.dcmread(path)
-    except (InvalidDicomError, OSError, ValueError, EOFError) as exc:
+    except InvalidDicomError:
+        raise InputFileError(path, "not a DICOM file (no DICM header) and not a known image suffix") from None
+    except (OSError, ValueError, EOFError) as exc:
         raise InputFileError(path, f"not a readable DICOM file ({exc})") from None
     if "PixelData" not in ds:
         raise InputFileError(path, "DICOM file has no pixel data")
