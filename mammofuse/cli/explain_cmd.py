@@ -8,28 +8,43 @@ from typing import Annotated
 import typer
 
 from mammofuse import RESEARCH_NOTICE
-from mammofuse.cli.common import SOME_FAILED, CalcDistribution, CalcType, Density, Margin, Shape, clinical_flags, err_console, guarded
+from mammofuse.cli.common import (
+    SOME_FAILED,
+    CalcDistribution,
+    CalcType,
+    ClinicalCsv,
+    Density,
+    Device,
+    InputPaths,
+    Margin,
+    ModelSpec,
+    Recursive,
+    Shape,
+    clinical_flags,
+    err_console,
+    guarded,
+)
 
 ALL_METHODS = "gradcam,shap,lime,attention"
 
 
 @guarded
 def explain(
-    paths: Annotated[list[Path], typer.Argument(help="DICOM or image files, or folders of them.", show_default=False)],
+    paths: InputPaths,
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the outputs: one sub-folder per file.", show_default=False)],
-    model: Annotated[str, typer.Option("--model", "-m", help="Registered name (see `mammofuse models`), model folder, or Hub id owner/name\\[@revision].")] = "default",
+    model: ModelSpec = "default",
     density: Density = None,
     shape: Shape = None,
     margin: Margin = None,
     calc_type: CalcType = None,
     calc_distribution: CalcDistribution = None,
-    clinical: Annotated[Path | None, typer.Option("--clinical", help="CSV of findings per file (as for predict); its values win over the flags.", rich_help_panel="Clinical findings")] = None,
-    recursive: Annotated[bool, typer.Option("--recursive", "-r", help="Descend into sub-folders.")] = False,
+    clinical: ClinicalCsv = None,
+    recursive: Recursive = False,
     methods: Annotated[str, typer.Option("--methods", help="Comma-separated: gradcam, shap, lime, attention.")] = ALL_METHODS,
     lime_samples: Annotated[int, typer.Option("--lime-samples", help="Perturbed samples for each LIME explanation (image LIME dominates the run time).", min=10)] = 500,
     seed: Annotated[int, typer.Option("--seed", help="Seed for LIME's sampling (same seed, same explanation).")] = 0,
     layer: Annotated[str, typer.Option("--layer", help="Grad-CAM layer, e.g. backbone.layer3 or backbone.layer4.1.conv2.")] = "backbone.layer4",
-    device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:N or mps.")] = "auto",
+    device: Device = "auto",
 ) -> None:
     """Explain each prediction: Grad-CAM, SHAP and LIME for the clinical fields, image LIME, attention maps.
 
