@@ -21,7 +21,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 from mammofuse.clinical import load_schema
-from mammofuse.clinical.schema import DEFAULT_VOCABULARY, ClinicalSchema, ClinicalValueError
+from mammofuse.clinical.schema import (
+    DEFAULT_VOCABULARY,
+    ClinicalSchema,
+    ClinicalValueError,
+)
 from mammofuse.data.sample import Sample
 from mammofuse.errors import MammofuseError
 from mammofuse.imaging.reader import IMAGE_SUFFIXES
@@ -260,29 +264,6 @@ def cases_from_inputs(
         if table.ignored_columns:
             notes.append(f"ignored columns of {table.path}: {', '.join(table.ignored_columns)}")
     return samples
-
-
-def resolve_device(device: str) -> str:
-    """``auto`` -> ``cuda`` when available, else ``cpu``; an unavailable device is a usage error."""
-    import torch
-
-    name = device.strip().lower()
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise MammofuseError(f"--device {device}: CUDA is not available on this machine (use cpu or auto)")
-        index = name.partition(":")[2]
-        if index and (not index.isdigit() or int(index) >= torch.cuda.device_count()):
-            raise MammofuseError(f"--device {device}: this machine has {torch.cuda.device_count()} CUDA device(s)")
-        return name
-    if name == "mps":
-        if not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-            raise MammofuseError("--device mps: Apple MPS is not available on this machine")
-        return name
-    if name != "cpu":
-        raise MammofuseError(f"--device must be auto, cpu, cuda, cuda:N or mps, not {device!r}")
-    return name
 
 
 def score_cases(

@@ -7,9 +7,15 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
-from pydicom.encaps import encapsulate
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, JPEGBaseline8Bit, JPEGLosslessSV1, SecondaryCaptureImageStorage, generate_uid
+from pydicom.encaps import encapsulate
+from pydicom.uid import (
+    ExplicitVRLittleEndian,
+    JPEGBaseline8Bit,
+    JPEGLosslessSV1,
+    SecondaryCaptureImageStorage,
+    generate_uid,
+)
 
 
 def breast_phantom(rows: int = 64, cols: int = 48, bits: int = 12) -> np.ndarray:

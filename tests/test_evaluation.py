@@ -12,11 +12,16 @@ from typer.testing import CliRunner
 
 from mammofuse.cli import app
 from mammofuse.data.sample import patient_digest
-from mammofuse.evaluation import binary_metrics, bootstrap_auc, evaluate_predictions, expected_calibration_error
-from mammofuse.evaluation.metrics import paired_auc_difference
+from mammofuse.errors import MammofuseError
+from mammofuse.evaluation import (
+    binary_metrics,
+    bootstrap_auc,
+    evaluate_predictions,
+    expected_calibration_error,
+)
 from mammofuse.evaluation.evaluate import check_bounds, parse_bounds
 from mammofuse.evaluation.leakage import is_suspicious, overlap_warning, patient_overlap
-from mammofuse.errors import MammofuseError
+from mammofuse.evaluation.metrics import paired_auc_difference
 
 runner = CliRunner()
 
@@ -29,8 +34,15 @@ REQUIRED_KEYS = {"n", "auc", "auc_ci", "pr_auc", "accuracy", "f1", "precision", 
 
 
 def test_metrics_equal_scikit_learn_on_a_small_example():
-    from sklearn.metrics import (accuracy_score, average_precision_score, brier_score_loss, f1_score,
-                                 precision_score, recall_score, roc_auc_score)
+    from sklearn.metrics import (
+        accuracy_score,
+        average_precision_score,
+        brier_score_loss,
+        f1_score,
+        precision_score,
+        recall_score,
+        roc_auc_score,
+    )
 
     m = binary_metrics(LABELS, PROBS, threshold=0.5)
     called = (PROBS >= 0.5).astype(int)

@@ -22,8 +22,19 @@ from mammofuse.cli import app
 from mammofuse.clinical import load_schema
 from mammofuse.data.sample import Sample
 from mammofuse.errors import MammofuseError
-from mammofuse.explain import ExplainOptions, GradCAM, explain_case, grad_cam, output_folders
-from mammofuse.explain.inputs import FixedClinicalScorer, FixedImageScorer, prepare_inputs, sigmoid
+from mammofuse.explain import (
+    ExplainOptions,
+    GradCAM,
+    explain_case,
+    grad_cam,
+    output_folders,
+)
+from mammofuse.explain.inputs import (
+    FixedClinicalScorer,
+    FixedImageScorer,
+    prepare_inputs,
+    sigmoid,
+)
 from mammofuse.explain.lime_explain import lime_clinical, lime_image
 from mammofuse.explain.shap_clinical import clinical_shapley
 from mammofuse.imaging.preprocess import PreprocessRecipe

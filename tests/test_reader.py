@@ -2,9 +2,9 @@
 
 import numpy as np
 import pytest
+from dicom_factory import JPEGBaseline8Bit, JPEGLosslessSV1, breast_phantom, write_dicom
 from PIL import Image
 
-from dicom_factory import JPEGBaseline8Bit, JPEGLosslessSV1, breast_phantom, write_dicom
 from mammofuse.errors import InputFileError
 from mammofuse.imaging import read_mammogram
 from mammofuse.imaging.preprocess import PreprocessRecipe, breast_bbox, preprocess

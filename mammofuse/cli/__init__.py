@@ -5,11 +5,17 @@ from __future__ import annotations
 import typer
 
 from mammofuse import RESEARCH_NOTICE
-from mammofuse.cli import data_cmd, inspect_cmd, schema_cmd
-from mammofuse.cli import train_cmd
-from mammofuse.cli import models_cmd, predict_cmd
-from mammofuse.cli import ablate_cmd, evaluate_cmd
-from mammofuse.cli import explain_cmd
+from mammofuse.cli import (
+    ablate_cmd,
+    data_cmd,
+    evaluate_cmd,
+    explain_cmd,
+    inspect_cmd,
+    models_cmd,
+    predict_cmd,
+    schema_cmd,
+    train_cmd,
+)
 
 app = typer.Typer(
     name="mammofuse",

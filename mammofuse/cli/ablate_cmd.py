@@ -85,8 +85,8 @@ def ablate(
 
         mammofuse ablate --dataset cbis-ddsm --data csvs/ --variants clinical --official-split --out runs/clin
     """
-    from mammofuse.evaluation.ablation import plan_arms, run_ablation
     from mammofuse.errors import MammofuseError
+    from mammofuse.evaluation.ablation import plan_arms, run_ablation
 
     check_choice("--format", fmt, ("table", "json"))
     arms = plan_arms([v.strip() for v in variants.split(",") if v.strip()], _switches(modality_dropout), _ints(proj_dims, "--proj-dims"), dropout_p)

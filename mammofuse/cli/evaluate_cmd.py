@@ -9,7 +9,16 @@ from typing import Annotated, Any
 import typer
 from rich.markup import escape
 
-from mammofuse.cli.common import SOME_FAILED, Format, Output, check_choice, emit, err_console, guarded
+from mammofuse.cli.common import (
+    SOME_FAILED,
+    Device,
+    Format,
+    Output,
+    check_choice,
+    emit,
+    err_console,
+    guarded,
+)
 
 _THRESHOLD_METRICS = ("accuracy", "f1", "precision", "recall", "specificity")
 
@@ -30,7 +39,7 @@ def evaluate(
     compare: Annotated[str | None, typer.Option("--compare", help="'paper': this result beside arXiv 2508.16000's claim and the protocol's reference points.")] = None,
     max_failed: Annotated[int, typer.Option("--max-failed", min=0, help="Cases whose image fails are reported and left out; more than this many makes the exit code 1.")] = 0,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Cases per batch.")] = 16,
-    device: Annotated[str, typer.Option("--device", help="cpu or cuda.")] = "cpu",
+    device: Device = "auto",
     workers: Annotated[int, typer.Option("--workers", min=0, help="Image-reading worker processes.")] = 0,
 ) -> None:
     """Evaluate a model on a dataset split, honestly: no tuning on the evaluated data.
@@ -53,9 +62,15 @@ def evaluate(
     bounds = parse_bounds(fail_under) if fail_under is not None else {}
 
     from mammofuse.data import load_dataset
-    from mammofuse.evaluation.evaluate import evaluate_model, load_any_model, select_split
+    from mammofuse.device import resolve_device
+    from mammofuse.evaluation.evaluate import (
+        evaluate_model,
+        load_any_model,
+        select_split,
+    )
 
     samples = select_split(load_dataset(dataset, data, images), split)
+    device = resolve_device(device)
     loaded = load_any_model(model, device=device)
     with _progress(len(samples)) as advance:
         evaluation = evaluate_model(

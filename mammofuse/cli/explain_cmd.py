@@ -62,7 +62,8 @@ def explain(
     flags = clinical_flags(density, shape, margin, calc_type, calc_distribution)
     chosen = tuple(dict.fromkeys(m.strip().lower() for m in methods.split(",") if m.strip()))
 
-    from mammofuse.cases import cases_from_inputs, resolve_device
+    from mammofuse.cases import cases_from_inputs
+    from mammofuse.device import resolve_device
     from mammofuse.errors import MammofuseError
     from mammofuse.explain import ExplainOptions, explain_case, output_folders
     from mammofuse.explain.gradcam import resolve_layer

@@ -8,7 +8,16 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
-from mammofuse.cli.common import SOME_FAILED, Format, Output, check_choice, emit, err_console, guarded, render_records
+from mammofuse.cli.common import (
+    SOME_FAILED,
+    Format,
+    Output,
+    check_choice,
+    emit,
+    err_console,
+    guarded,
+    render_records,
+)
 
 FIELDS = ("path", "rows", "columns", "bits_stored", "photometric", "modality", "laterality", "view", "patient_id")
 
@@ -30,8 +39,8 @@ def inspect(
     """
     import warnings
 
-    from mammofuse.errors import InputFileError
     from mammofuse.cases import find_image_files
+    from mammofuse.errors import InputFileError
     from mammofuse.imaging.reader import read_mammogram
 
     check_choice("--format", fmt, ("table", "json", "jsonl", "csv"))

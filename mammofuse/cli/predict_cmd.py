@@ -68,7 +68,8 @@ def predict(
     fmt = _output_format(fmt, output)
     flags = clinical_flags(density, shape, margin, calc_type, calc_distribution)
 
-    from mammofuse.cases import cases_from_inputs, resolve_device, score_cases
+    from mammofuse.cases import cases_from_inputs, score_cases
+    from mammofuse.device import resolve_device
     from mammofuse.hub import describe_model, resolve_model
     from mammofuse.model import load_model
 
@@ -120,7 +121,13 @@ class _progress:
     def __enter__(self):
         if not err_console.is_terminal or self.total < 2:
             return None
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeRemainingColumn,
+        )
 
         self.bar = Progress(TextColumn("scoring"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=err_console, transient=True)
         self.bar.start()

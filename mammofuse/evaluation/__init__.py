@@ -3,8 +3,18 @@
 Torch is only imported by the functions that score models (``evaluate_model``, ``run_ablation``).
 """
 
-from mammofuse.evaluation.leakage import LEAKAGE_CHECKLIST, SUSPICIOUS_AUC, overlap_warning, patient_overlap
-from mammofuse.evaluation.metrics import binary_metrics, bootstrap_auc, evaluate_predictions, expected_calibration_error
+from mammofuse.evaluation.leakage import (
+    LEAKAGE_CHECKLIST,
+    SUSPICIOUS_AUC,
+    overlap_warning,
+    patient_overlap,
+)
+from mammofuse.evaluation.metrics import (
+    binary_metrics,
+    bootstrap_auc,
+    evaluate_predictions,
+    expected_calibration_error,
+)
 from mammofuse.evaluation.reference import PAPER_CLAIM, comparison
 
 __all__ = [

@@ -26,7 +26,13 @@ from mammofuse import RESEARCH_NOTICE
 from mammofuse.atomic import write_text
 from mammofuse.data.sample import Sample, patient_digest
 from mammofuse.errors import MammofuseError
-from mammofuse.evaluation.metrics import METRIC_NAMES, auc_or_none, bootstrap_auc, evaluate_predictions, paired_auc_difference
+from mammofuse.evaluation.metrics import (
+    METRIC_NAMES,
+    auc_or_none,
+    bootstrap_auc,
+    evaluate_predictions,
+    paired_auc_difference,
+)
 from mammofuse.training.checkpoint import has_checkpoint
 
 VARIANTS = ("image", "clinical", "concat", "cross", "co")

@@ -65,8 +65,15 @@ def binary_metrics(labels: Sequence[int], probs: Sequence[float], threshold: flo
         >>> binary_metrics([0, 1, 1], [0.2, 0.7, 0.4], threshold=0.5)["recall"]
         0.5
     """
-    from sklearn.metrics import (accuracy_score, average_precision_score, brier_score_loss, confusion_matrix,
-                                 f1_score, precision_score, recall_score)
+    from sklearn.metrics import (
+        accuracy_score,
+        average_precision_score,
+        brier_score_loss,
+        confusion_matrix,
+        f1_score,
+        precision_score,
+        recall_score,
+    )
 
     y = np.asarray(labels, dtype=int)
     p = np.asarray(probs, dtype=float)

@@ -59,7 +59,12 @@ def attention_maps(model: MammoFuse, inputs: CaseInputs, scorer: FixedImageScore
 def plot_attention(maps: AttentionMaps, view: np.ndarray, labels: list[str], values: list[str | None]) -> bytes:
     """PNG: a panel per present field over the view; a second row for ``co`` models."""
     from mammofuse.explain.gradcam import upsample
-    from mammofuse.explain.render import figure_png, new_figure, overlay_axes, view_figsize
+    from mammofuse.explain.render import (
+        figure_png,
+        new_figure,
+        overlay_axes,
+        view_figsize,
+    )
 
     rows = [("image regions \u2192 field", maps.image_to_clinical)]
     if maps.clinical_to_image is not None:

@@ -188,7 +188,12 @@ def plot_lime_image(result: ImageLime, view: np.ndarray) -> bytes:
     from matplotlib.colors import ListedColormap
     from skimage.segmentation import find_boundaries
 
-    from mammofuse.explain.render import figure_png, new_figure, overlay_axes, view_figsize
+    from mammofuse.explain.render import (
+        figure_png,
+        new_figure,
+        overlay_axes,
+        view_figsize,
+    )
 
     labels = torch.nn.functional.interpolate(torch.from_numpy(result.segments.astype(np.float32))[None, None], size=view.shape, mode="nearest")[0, 0].numpy().astype(int)
     span = max(float(np.abs(result.weights).max()), 1e-9)

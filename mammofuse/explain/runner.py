@@ -31,7 +31,13 @@ from mammofuse.clinical import load_schema
 from mammofuse.data.sample import Sample
 from mammofuse.errors import MammofuseError
 from mammofuse.explain.gradcam import DEFAULT_LAYER
-from mammofuse.explain.inputs import CaseInputs, FixedClinicalScorer, FixedImageScorer, prepare_inputs, sigmoid
+from mammofuse.explain.inputs import (
+    CaseInputs,
+    FixedClinicalScorer,
+    FixedImageScorer,
+    prepare_inputs,
+    sigmoid,
+)
 from mammofuse.explain.report import ReportData, ReportSection, render_report
 from mammofuse.model import MammoFuse
 
@@ -227,7 +233,12 @@ def _facts(inputs: CaseInputs) -> list[tuple[str, str]]:
 
 def _gradcam(model: MammoFuse, inputs: CaseInputs, folder: Path, options: ExplainOptions, result: CaseExplanation) -> list[ReportSection]:
     from mammofuse.explain.gradcam import grad_cam, upsample
-    from mammofuse.explain.render import figure_png, new_figure, overlay_axes, view_figsize
+    from mammofuse.explain.render import (
+        figure_png,
+        new_figure,
+        overlay_axes,
+        view_figsize,
+    )
 
     cam = grad_cam(model, inputs.image, inputs.clinical, inputs.mask, options.layer)
     _save_npy(folder / "gradcam.npy", cam.astype(np.float32))
@@ -287,7 +298,11 @@ def _lime_clinical(scorer: FixedImageScorer, inputs: CaseInputs, schema: Any, fo
 
 
 def _lime_image(model: MammoFuse, inputs: CaseInputs, folder: Path, options: ExplainOptions, result: CaseExplanation) -> list[ReportSection]:
-    from mammofuse.explain.lime_explain import lime_image, lime_image_html, plot_lime_image
+    from mammofuse.explain.lime_explain import (
+        lime_image,
+        lime_image_html,
+        plot_lime_image,
+    )
 
     explained = lime_image(FixedClinicalScorer(model, inputs), inputs.image[0, 0].cpu().numpy(), options.lime_samples, options.seed)
     png = plot_lime_image(explained, inputs.view)

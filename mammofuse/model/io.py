@@ -11,11 +11,12 @@ import torch
 from mammofuse.atomic import atomic_path, write_text
 from mammofuse.clinical import load_schema
 from mammofuse.errors import MammofuseError
+from mammofuse.hub import (  # the file names live with model resolution (torch-free)
+    CONFIG_NAME,
+    WEIGHTS_NAME,
+)
 from mammofuse.model.config import ModelConfig
 from mammofuse.model.mammofuse import MammoFuse
-
-WEIGHTS_NAME = "model.safetensors"
-CONFIG_NAME = "config.json"
 
 
 def save_model(model: MammoFuse, folder: str | Path) -> Path:

@@ -30,6 +30,7 @@ from torch import nn
 
 from mammofuse.atomic import write_text
 from mammofuse.data.sample import Sample, patient_digest
+from mammofuse.device import resolve_device
 from mammofuse.errors import MammofuseError
 from mammofuse.imaging.preprocess import PreprocessRecipe
 from mammofuse.training import checkpoint as ckpt
@@ -75,17 +76,6 @@ class _Tables:
             labels=torch.tensor([float(s.label) for s in samples]),
             present=torch.tensor([uses_image and s.has_image for s in samples]),
         )
-
-
-def resolve_device(name: str, local_rank: int = 0) -> torch.device:
-    """``auto`` picks CUDA when present; ``cuda`` without a GPU is a one-line error."""
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda":
-        if not torch.cuda.is_available():
-            raise MammofuseError("--device cuda: no CUDA GPU is available here (use --device cpu or auto)")
-        return torch.device("cuda", local_rank)
-    return torch.device("cpu")
 
 
 def seed_everything(seed: int) -> None:
@@ -518,7 +508,13 @@ class _progress_bar:
     def __enter__(self):
         if not self.enabled:
             return lambda n=1, note="": None
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+        )
 
         self._progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=_stderr(), transient=True)
         self._progress.start()
