@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -138,8 +136,3 @@ def check_bounds(result: dict[str, Any], bounds: dict[str, float]) -> list[str]:
             failures.append(f"{name} {value:.4f} < {bound:g}")
     return failures
 
-
-def write_json(result: dict[str, Any], path: str | Path) -> None:
-    from mammofuse.atomic import write_text
-
-    write_text(path, json.dumps(result, indent=2) + "\n")

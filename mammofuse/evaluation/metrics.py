@@ -14,7 +14,6 @@ from typing import Any, Sequence
 import numpy as np
 
 METRIC_NAMES = ("auc", "pr_auc", "accuracy", "f1", "precision", "recall", "sensitivity", "specificity", "brier", "ece")
-HIGHER_IS_BETTER = ("auc", "auc_low", "pr_auc", "accuracy", "f1", "precision", "recall", "sensitivity", "specificity")
 ECE_BINS = 10
 MIN_BOOTSTRAP_PATIENTS = 5  # below this a patient bootstrap interval is noise, so none is given
 

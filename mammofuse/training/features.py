@@ -73,8 +73,6 @@ class FeatureCache:
         self.mode = mode
         self.folder = folder
         self._memory: dict[str, torch.Tensor] = {}
-        self.hits = 0
-        self.misses = 0
 
     def _path(self, weights: str, key: str) -> Path:
         assert self.folder is not None
@@ -143,7 +141,6 @@ def extract_features(
         cached = cache.get(weights, keys[i])
         if cached is not None:
             out[i], present[i] = cached, True
-            cache.hits += 1
         else:
             todo.append(i)
     if on_step and out:
@@ -161,7 +158,6 @@ def extract_features(
             feats = backbone(torch.stack([image for _, image in loaded]).to(device)).float().cpu()
             for (i, _), f in zip(loaded, feats):
                 out[i], present[i] = f.clone(), True
-                cache.misses += 1
                 cache.put(weights, keys[i], out[i])
         if on_step:
             on_step(len(chunk))
