@@ -100,3 +100,27 @@ def emit(text: str, output: Path | None) -> None:
 
         write_text(output, text)
         err_console.print(f"wrote {output}", highlight=False)
+
+
+def cases_and_model(
+    paths: list[Path], recursive: bool, flags: dict[str, str], clinical_csv: Path | None, model: str, device: str
+) -> tuple[list[Any], Any, str, Any]:
+    """What ``predict`` and ``explain`` share: (cases, model, model name, torch device); notes printed."""
+    from mammofuse.cases import cases_from_inputs
+    from mammofuse.device import resolve_device
+    from mammofuse.hub import describe_model, resolve_model
+    from mammofuse.model import load_model
+
+    notes: list[str] = []
+    samples = cases_from_inputs(paths, recursive, flags, clinical_csv, notes=notes)
+    torch_device = resolve_device(device)
+    folder = resolve_model(model)
+    net = load_model(folder, device=torch_device)
+    name = describe_model(model, folder)
+    if not net.config.uses_clinical and (flags or clinical_csv):
+        notes.append(f"model {name} is image-only (fusion {net.config.fusion}): clinical findings are not used")
+    if not net.config.uses_image:
+        notes.append(f"model {name} is clinical-only: images are not read")
+    for note in notes:
+        err_console.print(f"[yellow]note:[/] {escape(note)}", highlight=False, soft_wrap=True)
+    return samples, net, name, torch_device

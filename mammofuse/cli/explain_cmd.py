@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 from mammofuse import RESEARCH_NOTICE
 from mammofuse.cli.common import (
@@ -20,6 +21,7 @@ from mammofuse.cli.common import (
     ModelSpec,
     Recursive,
     Shape,
+    cases_and_model,
     clinical_flags,
     err_console,
     guarded,
@@ -62,26 +64,16 @@ def explain(
     flags = clinical_flags(density, shape, margin, calc_type, calc_distribution)
     chosen = tuple(dict.fromkeys(m.strip().lower() for m in methods.split(",") if m.strip()))
 
-    from mammofuse.cases import cases_from_inputs
-    from mammofuse.device import resolve_device
     from mammofuse.errors import MammofuseError
     from mammofuse.explain import ExplainOptions, explain_case, output_folders
     from mammofuse.explain.gradcam import resolve_layer
-    from mammofuse.hub import describe_model, load_pretrained, resolve_model
 
     options = ExplainOptions(methods=chosen, lime_samples=lime_samples, seed=seed, layer=layer)
     if not chosen:
         raise MammofuseError("--methods is empty; choose from gradcam, shap, lime, attention")
-    notes: list[str] = []
-    samples = cases_from_inputs(paths, recursive, flags, clinical, notes=notes)
-    device = resolve_device(device)
-    folder = resolve_model(model)
-    net = load_pretrained(str(folder), device=device)
-    name = describe_model(model, folder)
+    samples, net, name, _ = cases_and_model(paths, recursive, flags, clinical, model, device)
     if "gradcam" in chosen and net.config.uses_image:
         resolve_layer(net, layer)  # a wrong --layer is a usage error before any work
-    for note in notes:
-        err_console.print(f"[yellow]note:[/] {_plain(note)}", highlight=False, soft_wrap=True)
 
     results, failed = [], []
     folders = output_folders([s.image_path or s.id for s in samples], out)
@@ -91,17 +83,10 @@ def explain(
                 results.append(explain_case(net, sample, target, options, model_name=name, on_step=lambda step: show(f"{i}/{len(samples)} {Path(sample.id).name}: {step}")))
             except MammofuseError as exc:
                 failed.append(sample.id)
-                err_console.print(f"[red]failed:[/] {_plain(str(exc))}", highlight=False, soft_wrap=True)
+                err_console.print(f"[red]failed:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
     _summary(results, name)
     if failed:
         raise typer.Exit(SOME_FAILED)
-
-
-def _plain(text: str) -> str:
-    """Text from files and users, shown literally by Rich (no markup injection)."""
-    from rich.markup import escape
-
-    return escape(text)
 
 
 class _status:
@@ -116,7 +101,7 @@ class _status:
             return lambda text: None
         self.status = err_console.status("explaining")
         self.status.start()
-        return lambda text: self.status.update(_plain(f"explaining {text}"))
+        return lambda text: self.status.update(escape(f"explaining {text}"))
 
     def __exit__(self, *exc) -> None:
         if self.status is not None:
@@ -129,7 +114,7 @@ def _summary(results: list, model_name: str) -> None:
 
     if not results:
         return
-    table = Table(caption=f"model {_plain(model_name)}. {RESEARCH_NOTICE}", caption_justify="left")
+    table = Table(caption=f"model {escape(model_name)}. {RESEARCH_NOTICE}", caption_justify="left")
     table.add_column("file", overflow="fold")
     table.add_column("P(malignant)")
     table.add_column("decision")
@@ -138,12 +123,12 @@ def _summary(results: list, model_name: str) -> None:
     for r in results:
         style = "bold red" if r.decision == "malignant" else "green"
         top = "\n".join(f"{label}={value} {value_shap:+.3f}" for label, value, value_shap in r.top_contributions[:3]) or "-"
-        table.add_row(_plain(Path(r.source).name), f"{r.probability:.3f}", f"[{style}]{r.decision}[/]", _plain(top), _plain(str(r.outputs["report"])))
+        table.add_row(escape(Path(r.source).name), f"{r.probability:.3f}", f"[{style}]{r.decision}[/]", escape(top), escape(str(r.outputs["report"])))
     console = Console()
     console.print(table)
     for r in results:
         for note in r.notes:
-            console.print(f"[yellow]note:[/] {_plain(Path(r.source).name)}: {_plain(note)}", highlight=False, soft_wrap=True)
+            console.print(f"[yellow]note:[/] {escape(Path(r.source).name)}: {escape(note)}", highlight=False, soft_wrap=True)
 
 
 def register(app: typer.Typer) -> None:

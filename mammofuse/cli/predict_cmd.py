@@ -23,6 +23,7 @@ from mammofuse.cli.common import (
     Output,
     Recursive,
     Shape,
+    cases_and_model,
     check_choice,
     clinical_flags,
     emit,
@@ -68,23 +69,9 @@ def predict(
     fmt = _output_format(fmt, output)
     flags = clinical_flags(density, shape, margin, calc_type, calc_distribution)
 
-    from mammofuse.cases import cases_from_inputs, score_cases
-    from mammofuse.device import resolve_device
-    from mammofuse.hub import describe_model, resolve_model
-    from mammofuse.model import load_model
+    from mammofuse.cases import score_cases
 
-    notes: list[str] = []
-    samples = cases_from_inputs(paths, recursive, flags, clinical, notes=notes)
-    device = resolve_device(device)
-    folder = resolve_model(model)
-    net = load_model(folder, device=device)
-    name = describe_model(model, folder)
-    if not net.config.uses_clinical and (flags or clinical):
-        notes.append(f"model {name} is image-only (fusion {net.config.fusion}): clinical findings are not used")
-    if not net.config.uses_image:
-        notes.append(f"model {name} is clinical-only: images are not read")
-    for note in notes:
-        err_console.print(f"[yellow]note:[/] {escape(note)}", highlight=False, soft_wrap=True)
+    samples, net, name, device = cases_and_model(paths, recursive, flags, clinical, model, device)
 
     if workers is None:
         batches = -(-len(samples) // batch_size)  # a worker reads whole batches: one batch cannot overlap
