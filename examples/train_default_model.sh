@@ -17,9 +17,7 @@ DATA=${DATA:-../shared/data}
 OUT=${OUT:-runs/default-model}
 EPOCHS=${EPOCHS:-20}
 # The backbone stays frozen throughout: with random initial weights (no ImageNet download here) and
-# 98 training films, fine-tuning overfits, and on this CPU a fine-tuned epoch costs over 5 minutes
-# because every image-less CBIS-DDSM row still runs through the backbone. Frozen epochs reuse
-# cached features and take seconds.
+# 98 training films, fine-tuning overfits. Frozen epochs reuse cached features and take seconds.
 FREEZE=${FREEZE:-$EPOCHS}
 MIAS_REPEAT=${MIAS_REPEAT:-8}
 PY=${PYTHON:-python}
