@@ -62,15 +62,6 @@ class LesionDataset(Dataset):
         }
 
 
-def make_loader(dataset: Dataset, batch_size: int, shuffle: bool = False, workers: int = 0, seed: int = 0) -> DataLoader:
-    """A DataLoader with seeded shuffling (so a run is reproducible)."""
-    generator = torch.Generator().manual_seed(seed)
-    return DataLoader(
-        dataset, batch_size=batch_size, shuffle=shuffle, num_workers=workers, generator=generator,
-        persistent_workers=False, pin_memory=False,
-    )
-
-
 def model_inputs(batch: dict[str, Any], device: torch.device | str) -> dict[str, torch.Tensor]:
     """The keyword arguments of ``MammoFuse.forward`` from a collated batch."""
     return {
@@ -99,7 +90,7 @@ def predict_proba(
     probs = np.full(len(dataset), np.nan, dtype=np.float64)
     errors = [""] * len(dataset)
     model.eval()
-    for batch in make_loader(dataset, batch_size, workers=workers):
+    for batch in DataLoader(dataset, batch_size=batch_size, num_workers=workers):
         logits = model(**model_inputs(batch, device)).logits.float().cpu().numpy()
         for i, logit, err in zip(batch["index"].tolist(), logits, batch["error"]):
             errors[i] = err

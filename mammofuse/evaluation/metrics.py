@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 
@@ -122,6 +122,15 @@ def _patient_index(groups: Sequence[str]) -> list[np.ndarray]:
     return [np.asarray(v) for v in order.values()]
 
 
+def _patient_resamples(patients: list[np.ndarray], labels: np.ndarray, n_boot: int, seed: int) -> Iterator[np.ndarray]:
+    """Case indices of ``n_boot`` patient-level bootstrap resamples; those with one class are skipped."""
+    rng = np.random.default_rng(seed)
+    for _ in range(n_boot):
+        idx = np.concatenate([patients[j] for j in rng.integers(0, len(patients), len(patients))])
+        if labels[idx].min() != labels[idx].max():
+            yield idx
+
+
 def bootstrap_auc(
     labels: Sequence[int], probs: Sequence[float], groups: Sequence[str], n_boot: int = 1000, seed: int = 0, level: float = 0.95
 ) -> tuple[float, float] | None:
@@ -137,12 +146,7 @@ def bootstrap_auc(
     patients = _patient_index(groups)
     if n_boot < 1 or len(patients) < MIN_BOOTSTRAP_PATIENTS or len(np.unique(y)) < 2:
         return None
-    rng = np.random.default_rng(seed)
-    aucs = []
-    for _ in range(n_boot):
-        idx = np.concatenate([patients[j] for j in rng.integers(0, len(patients), len(patients))])
-        if y[idx].min() != y[idx].max():
-            aucs.append(roc_auc_score(y[idx], p[idx]))
+    aucs = [roc_auc_score(y[idx], p[idx]) for idx in _patient_resamples(patients, y, n_boot, seed)]
     if len(aucs) < n_boot / 2:
         return None
     alpha = (1 - level) / 2
@@ -171,12 +175,10 @@ def paired_auc_difference(
     patients = _patient_index(groups)
     if n_boot < 1 or len(patients) < MIN_BOOTSTRAP_PATIENTS:
         return out
-    rng = np.random.default_rng(seed)
-    diffs = []
-    for _ in range(n_boot):
-        idx = np.concatenate([patients[j] for j in rng.integers(0, len(patients), len(patients))])
-        if y[idx].min() != y[idx].max():
-            diffs.append(roc_auc_score(y[idx], a[idx]) - roc_auc_score(y[idx], b[idx]))
+    diffs = [
+        roc_auc_score(y[idx], a[idx]) - roc_auc_score(y[idx], b[idx])
+        for idx in _patient_resamples(patients, y, n_boot, seed)
+    ]
     if len(diffs) >= n_boot / 2:
         alpha = (1 - level) / 2
         out["ci"] = [float(v) for v in np.quantile(diffs, [alpha, 1 - alpha])]
