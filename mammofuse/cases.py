@@ -216,6 +216,7 @@ def cases_from_inputs(
     *,
     vocabulary: str = DEFAULT_VOCABULARY,
     notes: list[str] | None = None,
+    region: tuple[float, float, float] | None = None,
 ) -> list[Sample]:
     """One unlabelled :class:`Sample` (label -1) per file, with the clinical findings that apply.
 
@@ -226,6 +227,8 @@ def cases_from_inputs(
         clinical_csv: optional per-file findings (see :func:`read_clinical_csv`).
         vocabulary: the clinical vocabulary to validate against.
         notes: if given, receives human-readable remarks (files without a row, unused rows).
+        region: a lesion circle (row, column, radius) in the files' pixels for every file whose
+            CSV row gives none.
 
     Raises:
         MammofuseError: missing paths, nothing to score, unknown clinical values (with the valid
@@ -250,7 +253,7 @@ def cases_from_inputs(
                 label=UNLABELLED,
                 clinical={**clinical, **(row.clinical if row else {})},
                 image_path=str(file),
-                region=row.region if row else None,
+                region=row.region if row and row.region else region,
                 image_id=file.name,
             )
         )
@@ -285,9 +288,10 @@ def score_cases(
 
     cut = float(model.config.threshold if threshold is None else threshold)
     schema = load_schema(model.config.vocabulary)
-    probs, errors = predict_proba(model, samples, batch_size=batch_size, device=device, workers=workers, on_batch=on_batch)
+    notes: list[str] = []
+    probs, errors = predict_proba(model, samples, batch_size=batch_size, device=device, workers=workers, on_batch=on_batch, notes=notes)
     records = []
-    for sample, prob, error in zip(samples, probs, errors):
+    for sample, prob, error, note in zip(samples, probs, errors, notes):
         ok = not error and prob == prob  # NaN check without numpy
         path = sample.image_path or sample.id
         error = error[len(path) + 2 :] if error.startswith(f"{path}: ") else error  # the record names the file
@@ -300,7 +304,22 @@ def score_cases(
                 "threshold": round(cut, 6),
                 "model": model_name,
                 "clinical": {k: (v.lower() if v else None) for k, v in used.items()},
+                "region": list(sample.region) if sample.region else None,
+                "note": note or None,
                 "error": None if ok else (error or "not scored"),
             }
         )
     return records
+
+
+def add_breast_scores(records: list[dict[str, Any]], samples: list[Sample]) -> None:
+    """Add ``breast`` (patient/L|R from the DICOM header or file name) and ``breast_probability``
+    (the mean over that breast's scored files) to every record."""
+    from mammofuse.evaluation.aggregate import aggregate, breast_of_file
+
+    keys = [breast_of_file(r["path"], s.patient_id) for r, s in zip(records, samples)]
+    probs = [r["probability"] if r["probability"] is not None else float("nan") for r in records]
+    breasts = aggregate(keys, probs)
+    for record, key in zip(records, keys):
+        record["breast"] = key
+        record["breast_probability"] = round(breasts[key]["probability"], 6) if key in breasts else None

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+from functools import lru_cache
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -11,54 +13,124 @@ from torch.utils.data import DataLoader, Dataset
 from mammofuse.clinical import load_schema
 from mammofuse.data.sample import Sample
 from mammofuse.errors import MammofuseError
-from mammofuse.imaging.preprocess import PreprocessRecipe, preprocess
+from mammofuse.imaging.preprocess import (
+    PreprocessRecipe,
+    Region,
+    crop_for_model,
+    crop_pixels,
+    model_space,
+    normalise,
+)
+from mammofuse.imaging.radiomics import N_RADIOMICS, radiomics_features
 from mammofuse.imaging.reader import read_mammogram
 
+NO_REGION = "no lesion region given: this model looks at lesion crops, so the image was not used"
 
-def load_image(sample: Sample, recipe: PreprocessRecipe) -> np.ndarray:
-    """The preprocessed (1, S, S) input of a sample; its ROI crop file when the recipe wants the ROI."""
-    if recipe.input == "roi" and sample.roi_path:
-        return preprocess(read_mammogram(sample.roi_path), PreprocessRecipe(**{**recipe.as_dict(), "input": "full"}))
-    if sample.image_path is None:
-        raise MammofuseError(f"{sample.id}: no image")
-    return preprocess(read_mammogram(sample.image_path), recipe, sample.region)
+
+def load_input(
+    sample: Sample, recipe: PreprocessRecipe, radiomics: bool = False, control: str | None = None, avoid: Sequence[Region] = (),
+) -> tuple[np.ndarray, np.ndarray]:
+    """The preprocessed (1, S, S) input of a sample and its radiomics vector (empty unless asked).
+
+    Uses the sample's ROI crop file when the recipe wants the ROI and there is one. ``control``
+    (``masked`` or ``away``, see :mod:`mammofuse.imaging.controls`) replaces the lesion first.
+    """
+    from mammofuse.imaging.controls import away_region, mask_lesion
+
+    if sample.region is None and sample.roi_mask_path and (recipe.canvas or control is not None or not sample.roi_path):
+        sample = replace(sample, region=mask_region(sample.roi_mask_path))
+    if recipe.input == "roi" and sample.roi_path and sample.region is None and control is None:
+        crop = crop_for_model(read_mammogram(sample.roi_path), replace(recipe, input="full", canvas=None))
+        region = None
+    else:
+        if sample.image_path is None:
+            raise MammofuseError(f"{sample.id}: no image")
+        pixels, region = model_space(read_mammogram(sample.image_path), recipe, sample.region)
+        if control is not None:
+            if region is None:
+                raise MammofuseError(f"{sample.id}: the {control!r} control needs the lesion region")
+            if control == "masked":
+                pixels = mask_lesion(pixels, region)
+            else:
+                region = away_region(pixels, region, avoid, sample.id)
+        crop = crop_pixels(pixels, recipe, region)
+    image = normalise(crop, recipe)
+    extra = radiomics_features(image[0] * recipe.std + recipe.mean, region[2] if region else None) if radiomics else np.zeros(0, np.float32)
+    return image, extra
+
+
+@lru_cache(maxsize=4096)
+def mask_region(path: str) -> Region:
+    """The lesion circle (row, column, radius) covering the bounding box of a binary ROI mask file."""
+    pixels = read_mammogram(path, canonical=False).pixels
+    rows, cols = np.nonzero(pixels > 0.5)
+    if len(rows) == 0:
+        raise MammofuseError(f"{path}: the ROI mask is empty")
+    top, bottom, left, right = rows.min(), rows.max() + 1, cols.min(), cols.max() + 1
+    return ((top + bottom) / 2, (left + right) / 2, max(bottom - top, right - left) / 2)
 
 
 class LesionDataset(Dataset):
-    """Samples as tensors: image (zeros where absent), image_present, clinical, clinical_mask, label.
+    """Samples as tensors: image (zeros where absent), image_present, radiomics, clinical, clinical_mask, label.
 
     A sample whose image fails to read gets ``error`` set instead of raising, so batch work
-    goes on past a bad file.
+    goes on past a bad file. A ``roi`` recipe that skips cases without a region leaves their
+    image out (``image_present`` False, a note in ``note``). ``cache`` keeps each prepared image
+    in memory (preparation is deterministic).
     """
 
-    def __init__(self, samples: Sequence[Sample], recipe: PreprocessRecipe, vocabulary: str, use_images: bool = True) -> None:
+    def __init__(
+        self, samples: Sequence[Sample], recipe: PreprocessRecipe, vocabulary: str, use_images: bool = True, *,
+        radiomics: bool = False, control: str | None = None, cache: bool = False,
+    ) -> None:
         self.samples = list(samples)
         self.recipe = recipe
         self.schema = load_schema(vocabulary)
         self.use_images = use_images
+        self.radiomics, self.control = radiomics, control
+        self._cache: dict[int, tuple[np.ndarray, np.ndarray, str]] | None = {} if cache else None
         self._encoded = [self.schema.encode(s.clinical) for s in self.samples]
+        self._film_regions: dict[str, list[Region]] = {}
+        for s in self.samples:
+            if s.region is not None and s.image_id:
+                self._film_regions.setdefault(s.image_id, []).append(s.region)
 
     def __len__(self) -> int:
         return len(self.samples)
 
-    def __getitem__(self, index: int) -> dict[str, Any]:
+    def _prepare(self, index: int) -> tuple[np.ndarray, np.ndarray, str]:
         sample = self.samples[index]
-        vector, mask = self._encoded[index]
         size = self.recipe.image_size
-        image, present, error = np.zeros((1, size, size), np.float32), False, ""
-        if self.use_images and sample.has_image:
-            try:
-                image, present = load_image(sample, self.recipe), True
-            except MammofuseError as exc:
-                error = str(exc)
+        empty = (np.zeros((1, size, size), np.float32), np.zeros(N_RADIOMICS if self.radiomics else 0, np.float32))
+        if not (self.use_images and sample.has_image):
+            return (*empty, "")
+        if self.recipe.needs_region() and sample.region is None and not (sample.roi_path or sample.roi_mask_path):
+            return (*empty, NO_REGION)
+        try:
+            avoid = self._film_regions.get(sample.image_id or "", [])
+            image, extra = load_input(sample, self.recipe, self.radiomics, self.control, avoid)
+        except MammofuseError as exc:
+            return (*empty, f"error: {exc}")
+        return image, extra, "ok"
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        if self._cache is not None and index in self._cache:
+            image, extra, status = self._cache[index]
+        else:
+            image, extra, status = self._prepare(index)
+            if self._cache is not None:
+                self._cache[index] = (image, extra, status)
+        vector, mask = self._encoded[index]
         return {
             "index": index,
             "image": torch.from_numpy(image),
-            "image_present": torch.tensor(present),
+            "image_present": torch.tensor(status == "ok"),
+            "radiomics": torch.from_numpy(extra),
             "clinical": torch.from_numpy(vector),
             "clinical_mask": torch.from_numpy(mask),
-            "label": torch.tensor(float(sample.label)),
-            "error": error,
+            "label": torch.tensor(float(self.samples[index].label)),
+            "error": status[len("error: "):] if status.startswith("error: ") else "",
+            "note": status if status == NO_REGION else "",
         }
 
 
@@ -69,6 +141,7 @@ def model_inputs(batch: dict[str, Any], device: torch.device | str) -> dict[str,
         "clinical": batch["clinical"].to(device),
         "clinical_mask": batch["clinical_mask"].to(device),
         "image_present": batch["image_present"].to(device),
+        "radiomics": batch["radiomics"].to(device) if batch["radiomics"].shape[-1] else None,
     }
 
 
@@ -80,20 +153,31 @@ def predict_proba(
     device: str | torch.device = "cpu",
     workers: int = 0,
     on_batch: Callable[[int], None] | None = None,
+    control: str | None = None,
+    notes: list[str] | None = None,
 ) -> tuple[np.ndarray, list[str]]:
     """Probabilities of malignancy for ``samples`` and an error string per sample ('' when fine).
 
-    A sample whose image could not be read gets NaN and its error.
+    A sample whose image could not be read gets NaN and its error. ``control`` scores the
+    shortcut control of that name instead of the lesion (:mod:`mammofuse.imaging.controls`).
+    ``notes``, if given, receives one remark per sample ('' when none), e.g. that a lesion-crop
+    model got no region and scored the clinical findings only.
     """
     config = model.config
-    dataset = LesionDataset(samples, config.recipe, config.vocabulary, use_images=config.uses_image)
+    dataset = LesionDataset(
+        samples, config.recipe, config.vocabulary, use_images=config.uses_image, radiomics=config.radiomics, control=control,
+    )
     probs = np.full(len(dataset), np.nan, dtype=np.float64)
     errors = [""] * len(dataset)
+    if notes is not None:
+        notes[:] = [""] * len(dataset)
     model.eval()
     for batch in DataLoader(dataset, batch_size=batch_size, num_workers=workers):
         logits = model(**model_inputs(batch, device)).logits.float().cpu().numpy()
-        for i, logit, err in zip(batch["index"].tolist(), logits, batch["error"]):
+        for i, logit, err, note in zip(batch["index"].tolist(), logits, batch["error"], batch["note"]):
             errors[i] = err
+            if notes is not None:
+                notes[i] = note
             if not err:
                 probs[i] = 1.0 / (1.0 + np.exp(-logit))
         if on_batch:

@@ -11,6 +11,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("MAMMOFUSE_SHARED_DATA", ROOT.parent / "shared" / "data"))
 MINI_MIAS = SHARED_DATA / "mini-mias"
 CBIS_CSV = SHARED_DATA / "cbis-ddsm"
+CBIS_800 = SHARED_DATA / "cbis-ddsm-mass-800" / "train"
 
 
 @pytest.fixture(autouse=True)
@@ -50,3 +51,34 @@ def real_dicoms() -> dict[str, Path]:
 def dicom_root(real_dicoms: dict[str, Path]) -> Path:
     """The folder holding the eight DICOMs (a stand-in for a TCIA download tree)."""
     return next(iter(real_dicoms.values())).parent.parent
+
+
+@pytest.fixture(scope="session")
+def cbis_800() -> Path:
+    """The 1,231 CBIS-DDSM Mass-Training images at 800x800 with their COCO boxes."""
+    if not (CBIS_800 / "_annotations.coco.json").is_file():
+        pytest.skip(f"CBIS-DDSM 800 px images not found at {CBIS_800} (../shared/data is absent)")
+    return CBIS_800
+
+
+@pytest.fixture(scope="session")
+def cbis_subset(cbis_csv: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A copy of the mass CSVs: the first 60 training films' rows and the ten test rows (fast end-to-end runs)."""
+    import csv
+
+    out = tmp_path_factory.mktemp("cbis-subset")
+    train = cbis_csv / "mass_case_description_train_set.csv"
+    with train.open(newline="", encoding="utf-8") as fh:
+        rows = list(csv.reader(fh))
+    films: list[str] = []
+    kept = [rows[0]]
+    for row in rows[1:]:
+        film = row[11].split("/")[0]
+        if film not in films:
+            films.append(film)
+        if len(films) <= 60:
+            kept.append(row)
+    with (out / train.name).open("w", newline="", encoding="utf-8") as fh:
+        csv.writer(fh).writerows(kept)
+    (out / "mass_case_description_test_set.csv").write_bytes((cbis_csv / "mass_case_description_test_set.csv").read_bytes())
+    return out

@@ -138,6 +138,7 @@ def test_ablate_usage_errors(mini_mias, tmp_path):
     base = ["ablate", "--dataset", "mini-mias", "--data", str(mini_mias), "--out", str(tmp_path)]
     bad_variant = runner.invoke(app, [*base, "--variants", "clinical,late"])
     assert bad_variant.exit_code == 2 and "unknown variant" in bad_variant.output
-    no_official = runner.invoke(app, [*base, "--variants", "clinical", "--official-split"])
-    assert no_official.exit_code == 2 and "no official train/test split" in no_official.output
+    no_official = runner.invoke(app, [*base, "--variants", "clinical", "--protocol", "official"])
+    assert no_official.exit_code == 2 and "no official train and test split" in no_official.output
+    assert runner.invoke(app, [*base, "--protocol", "holdout"]).exit_code == 2
     assert runner.invoke(app, [*base, "--modality-dropout", "maybe"]).exit_code == 2

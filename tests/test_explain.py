@@ -38,7 +38,7 @@ from mammofuse.explain.inputs import (
 from mammofuse.explain.lime_explain import lime_clinical, lime_image
 from mammofuse.explain.shap_clinical import clinical_shapley
 from mammofuse.imaging.preprocess import PreprocessRecipe
-from mammofuse.inference import load_image
+from mammofuse.inference import load_input
 from mammofuse.model import MammoFuse, ModelConfig, save_model
 
 runner = CliRunner()
@@ -277,7 +277,7 @@ def test_inputs_are_exactly_what_predict_feeds_the_model(real_dicoms: dict[str, 
     model = make_model("cross", size=48)
     sample = Sample(id="x", patient_id="", label=-1, clinical=CLINICAL, image_path=str(real_dicoms["P_00820_lcc"]))
     inputs = prepare_inputs(model, sample)
-    np.testing.assert_array_equal(inputs.image[0].numpy(), load_image(sample, model.config.recipe))
+    np.testing.assert_array_equal(inputs.image[0].numpy(), load_input(sample, model.config.recipe)[0])
     assert inputs.view.ndim == 2 and max(inputs.view.shape) == 768
     assert inputs.header["PatientID"] == "Mass-Test_P_00820_LEFT_CC"
 

@@ -21,7 +21,21 @@ from mammofuse.errors import MammofuseError
 from mammofuse.model import FUSIONS, load_model
 from mammofuse.training import TrainSettings, train
 
-TINY = TrainSettings(fusion="cross", backbone="resnet18", image_size=32, epochs=1, freeze_epochs=1, batch_size=8, proj_dim=16, dataset="mini-mias")
+def write_backbone(path: Path, name: str = "resnet18") -> Path:
+    """A backbone file as `mammofuse pretrain` writes it (random weights: these tests check mechanics, not accuracy)."""
+    from mammofuse.model.encoders import image_backbone
+    from mammofuse.training.pretrain import PretrainSettings, save_backbone
+
+    torch.manual_seed(0)
+    return save_backbone(image_backbone(name)[0], path, PretrainSettings(backbone=name), {})
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> TrainSettings:
+    """Small settings with a pretrained backbone frozen for the first epoch (a random one is never frozen)."""
+    backbone = write_backbone(tmp_path_factory.mktemp("backbone") / "resnet18.safetensors")
+    return TrainSettings(fusion="cross", backbone="resnet18", image_size=32, epochs=1, freeze_epochs=1, batch_size=8,
+                         proj_dim=16, dataset="mini-mias", pretrained=str(backbone))
 
 
 @pytest.fixture(scope="module")
@@ -41,9 +55,9 @@ def probabilities(folder: Path, samples: list[Sample]) -> np.ndarray:
 
 
 @pytest.mark.parametrize("fusion", FUSIONS)
-def test_every_fusion_trains_on_real_mini_mias(fusion: str, mias_split, tmp_path: Path) -> None:
+def test_every_fusion_trains_on_real_mini_mias(fusion: str, mias_split, tiny, tmp_path: Path) -> None:
     train_samples, val_samples = mias_split
-    result = train(replace(TINY, fusion=fusion), train_samples, val_samples, tmp_path, progress=False)
+    result = train(replace(tiny, fusion=fusion), train_samples, val_samples, tmp_path, progress=False)
     assert {"model.safetensors", "config.json", "history.jsonl", "train_config.yaml", "README.md", "last"} <= {p.name for p in tmp_path.iterdir()}
     history = [json.loads(line) for line in (tmp_path / "history.jsonl").read_text().splitlines()]
     assert [h["epoch"] for h in history] == [1] and np.isfinite(history[0]["train_loss"])
@@ -60,13 +74,13 @@ def test_every_fusion_trains_on_real_mini_mias(fusion: str, mias_split, tmp_path
     assert "Research use only, not a medical device." in card and fusion in card
 
 
-def test_saved_model_is_the_best_epoch_with_its_validation_threshold(mias_split, tmp_path: Path) -> None:
+def test_saved_model_is_the_best_epoch_with_its_validation_threshold(mias_split, tiny, tmp_path: Path) -> None:
     from sklearn.metrics import roc_auc_score
 
     from mammofuse.training.trainer import youden_threshold
 
     train_samples, val_samples = mias_split
-    result = train(replace(TINY, fusion="concat", epochs=3), train_samples, val_samples, tmp_path, progress=False)
+    result = train(replace(tiny, fusion="concat", epochs=3, selection="best"), train_samples, val_samples, tmp_path, progress=False)
     aucs = [h["val_auc"] for h in result.history]
     assert result.best_epoch == 1 + int(np.argmax(aucs)) and result.best_val_auc == pytest.approx(max(aucs), abs=1e-6)
     probs = probabilities(tmp_path, val_samples)
@@ -75,11 +89,11 @@ def test_saved_model_is_the_best_epoch_with_its_validation_threshold(mias_split,
     assert load_model(tmp_path).config.threshold == pytest.approx(youden_threshold(labels, probs), abs=1e-5)
 
 
-def test_unreadable_image_trains_as_image_absent_with_one_warning(mias_split, tmp_path: Path, capsys) -> None:
+def test_unreadable_image_trains_as_image_absent_with_one_warning(mias_split, tiny, tmp_path: Path, capsys) -> None:
     broken = tmp_path / "broken.png"
     broken.write_bytes(b"not a png")
     train_samples = [replace(mias_split[0][0], id="broken", image_path=str(broken)), *mias_split[0][1:]]
-    result = train(replace(TINY, fusion="concat", epochs=2, freeze_epochs=1), train_samples, mias_split[1], tmp_path / "run")
+    result = train(replace(tiny, fusion="concat", epochs=2, freeze_epochs=1), train_samples, mias_split[1], tmp_path / "run")
     assert len(result.history) == 2 and all(np.isfinite(h["train_loss"]) for h in result.history)
     err = capsys.readouterr().err
     assert err.count("1 image(s) could not be read") == 1 and "broken.png" in err
@@ -110,13 +124,26 @@ def _run(settings: TrainSettings, samples, out: Path, resume: bool = False):
     return train(settings, *samples, out, resume=resume, progress=False)
 
 
-def test_resume_is_exact(mias_split, tmp_path: Path) -> None:
-    """4 epochs straight vs 2 epochs then --resume to 4, across the frozen -> fine-tune switch."""
+def test_resume_is_exact(mias_split, tiny, tmp_path: Path, monkeypatch) -> None:
+    """4 epochs straight vs a run stopped after epoch 2 and resumed to 4: across the frozen -> fine-tune switch,
+    with augmentation and a cosine schedule over the whole run."""
     from safetensors.torch import load_file
 
-    settings = replace(TINY, fusion="co", epochs=4, freeze_epochs=1)
+    from mammofuse.training.trainer import _Trainer
+
+    settings = replace(tiny, fusion="co", epochs=4, freeze_epochs=1)
     _run(settings, mias_split, tmp_path / "straight")
-    _run(replace(settings, epochs=2), mias_split, tmp_path / "resumed")
+    one_epoch = _Trainer._one_epoch
+
+    def stop_after_two(self, epoch: int) -> None:
+        if epoch == 3:
+            raise KeyboardInterrupt
+        one_epoch(self, epoch)
+
+    monkeypatch.setattr(_Trainer, "_one_epoch", stop_after_two)
+    with pytest.raises(KeyboardInterrupt):
+        _run(settings, mias_split, tmp_path / "resumed")
+    monkeypatch.setattr(_Trainer, "_one_epoch", one_epoch)
     halfway = load_file(str(tmp_path / "resumed" / "last" / "epoch-0002.safetensors"))
     result = _run(settings, mias_split, tmp_path / "resumed", resume=True)
     assert [h["epoch"] for h in result.history] == [1, 2, 3, 4]
@@ -130,7 +157,7 @@ def test_resume_is_exact(mias_split, tmp_path: Path) -> None:
 
 
 def test_resume_refuses_changed_settings_and_fresh_runs_refuse_an_existing_run(tmp_path: Path) -> None:
-    settings = TrainSettings(fusion="clinical", epochs=1, proj_dim=16)
+    settings = TrainSettings(fusion="clinical", epochs=1, proj_dim=16, schedule="step")  # step: the epoch count may grow
     data = (synthetic_clinical(40, 1), synthetic_clinical(20, 2))
     _run(settings, data, tmp_path)
     with pytest.raises(MammofuseError, match="already holds a training run"):
@@ -142,10 +169,10 @@ def test_resume_refuses_changed_settings_and_fresh_runs_refuse_an_existing_run(t
     assert len(_run(replace(settings, epochs=2), data, tmp_path, resume=True).history) == 2
 
 
-def test_feature_cache_matches_uncached_frozen_epochs(mias_split, tmp_path: Path) -> None:
+def test_feature_cache_matches_uncached_frozen_epochs(mias_split, tiny, tmp_path: Path) -> None:
     from mammofuse.cache import cache_dir
 
-    settings = replace(TINY, fusion="cross", epochs=2, freeze_epochs=2)
+    settings = replace(tiny, fusion="cross", epochs=2, freeze_epochs=2, augment=False)  # the cache needs fixed inputs
     off = _run(replace(settings, feature_cache="off"), mias_split, tmp_path / "off")
     disk = _run(replace(settings, feature_cache="disk"), mias_split, tmp_path / "disk")
     for a, b in zip(off.history, disk.history):
@@ -253,6 +280,7 @@ def test_torchrun_two_process_gloo_run(mini_mias: Path, tmp_path: Path) -> None:
         torchrun, "--standalone", "--nproc-per-node", "2", "-m", "mammofuse", "train", "--dataset", "manifest",
         "--data", str(manifest), "--fusion", "concat", "--backbone", "resnet18", "--image-size", "32",
         "--proj-dim", "16", "--epochs", "2", "--freeze-epochs", "1", "--batch-size", "8", "--device", "cpu", "--out", str(out),
+        "--pretrained", str(write_backbone(tmp_path / "resnet18.safetensors")),
     ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     done = subprocess.run(command, capture_output=True, text=True, timeout=240, env=env)
@@ -265,4 +293,4 @@ def test_torchrun_two_process_gloo_run(mini_mias: Path, tmp_path: Path) -> None:
     probs = probabilities(out, val_samples)
     auc = roc_auc_score([s.label for s in val_samples], probs)
     assert auc == pytest.approx(model.config.provenance["val_auc"], abs=1e-5)
-    assert done.stdout.count("best epoch") == 1  # rank 0 alone reports
+    assert done.stdout.count("validation AUC") == 1  # rank 0 alone reports

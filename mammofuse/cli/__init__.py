@@ -13,6 +13,7 @@ from mammofuse.cli import (
     inspect_cmd,
     models_cmd,
     predict_cmd,
+    pretrain_cmd,
     schema_cmd,
     train_cmd,
 )
@@ -43,6 +44,7 @@ def _root(
 
 
 train_cmd.register(app)
+pretrain_cmd.register(app)
 evaluate_cmd.register(app)
 predict_cmd.register(app)
 explain_cmd.register(app)

@@ -8,9 +8,18 @@ from typing import Annotated, Any
 
 import typer
 
-from mammofuse.cli.common import Format, check_choice, emit, err_console, guarded
-
-_TRAIN = "Training (every arm)"
+from mammofuse.cli import train_options as o
+from mammofuse.cli.common import (
+    Abnormality,
+    DataDir,
+    DatasetName,
+    Format,
+    ImageDirs,
+    check_choice,
+    emit,
+    err_console,
+    guarded,
+)
 
 
 def _floats(text: str, flag: str) -> list[float]:
@@ -43,83 +52,105 @@ def _switches(text: str) -> list[bool]:
 
 @guarded
 def ablate(
-    dataset: Annotated[str, typer.Option("--dataset", help="cbis-ddsm, mini-mias or manifest.")],
-    data: Annotated[Path, typer.Option("--data", help="Folder with the dataset's CSVs / Info.txt, or a manifest CSV.")],
+    dataset: DatasetName,
+    data: DataDir,
     out: Annotated[Path, typer.Option("--out", help="Output folder; finished arms in it are reused, not retrained.")],
-    images: Annotated[Path | None, typer.Option("--images", help="CBIS-DDSM: root of the DICOM download.")] = None,
+    images: ImageDirs = None,
+    abnormality: Abnormality = "all",
     variants: Annotated[str, typer.Option("--variants", help="Comma-separated arms: image, clinical, concat, cross, co.")] = "image,clinical,concat,cross,co",
-    folds: Annotated[int, typer.Option("--folds", min=2, help="Patient-grouped stratified folds.")] = 5,
+    protocol: Annotated[str, typer.Option("--protocol", help="official: train on the official training split, test on the official test split; cv: patient-grouped folds; auto: official where the data has both splits, else cv.")] = "auto",
+    folds: Annotated[int, typer.Option("--folds", min=2, help="Patient-grouped stratified folds (--protocol cv).")] = 5,
     split: Annotated[str | None, typer.Option("--split", help="Only this dataset split goes into the folds (e.g. train: CV inside CBIS-DDSM's official training set).")] = None,
-    official: Annotated[bool, typer.Option("--official-split", help="Train on the official train split, test on the official test split (instead of folds).")] = False,
     missing_rates: Annotated[str, typer.Option("--missing-rates", help="Shares of held-out cases whose clinical findings are removed at inference (fusion arms).")] = "0,0.3,0.5,1.0",
     modality_dropout: Annotated[str, typer.Option("--modality-dropout", help="on, off, or on,off (fusion arms; 'on' uses --dropout-p).")] = "on",
     dropout_p: Annotated[float, typer.Option("--dropout-p", min=0.0, max=0.99, help="Modality dropout probability when on.")] = 0.3,
     proj_dims: Annotated[str, typer.Option("--proj-dims", "--proj-dim", help="Comma-separated shared token sizes d, e.g. 50,100,200.")] = "100",
-    backbone: Annotated[str, typer.Option("--backbone", rich_help_panel=_TRAIN, help="resnet18, resnet34 or resnet50.")] = "resnet18",
-    image_size: Annotated[int, typer.Option("--image-size", rich_help_panel=_TRAIN, help="Input side in pixels.")] = 96,
-    input_mode: Annotated[str, typer.Option("--input", rich_help_panel=_TRAIN, help="roi (lesion crop) or full (breast crop).")] = "roi",
-    epochs: Annotated[int, typer.Option("--epochs", rich_help_panel=_TRAIN, help="Epochs per fold.")] = 10,
-    freeze_epochs: Annotated[int, typer.Option("--freeze-epochs", rich_help_panel=_TRAIN, help="Epochs with the backbone frozen.")] = 2,
-    batch_size: Annotated[int, typer.Option("--batch-size", rich_help_panel=_TRAIN)] = 16,
-    lr: Annotated[float, typer.Option("--lr", rich_help_panel=_TRAIN, help="Head learning rate.")] = 1e-3,
-    finetune_lr: Annotated[float, typer.Option("--finetune-lr", rich_help_panel=_TRAIN, help="Learning rate once unfrozen.")] = 1e-4,
-    weight_decay: Annotated[float, typer.Option("--weight-decay", rich_help_panel=_TRAIN)] = 1e-4,
-    patience: Annotated[int, typer.Option("--patience", rich_help_panel=_TRAIN, help="Early-stopping patience (validation AUC).")] = 5,
-    val_fraction: Annotated[float, typer.Option("--val-fraction", rich_help_panel=_TRAIN, help="Share of each fold's training patients used for validation.")] = 0.2,
-    seed: Annotated[int, typer.Option("--seed", rich_help_panel=_TRAIN, help="One seed for folds, validation split and every arm.")] = 0,
-    pretrained: Annotated[str | None, typer.Option("--pretrained", rich_help_panel=_TRAIN, help="'imagenet' (from the local torchvision cache) or none.")] = None,
-    device: Annotated[str, typer.Option("--device", rich_help_panel=_TRAIN, help="auto, cpu or cuda.")] = "auto",
-    workers: Annotated[int, typer.Option("--workers", rich_help_panel=_TRAIN, min=0)] = 0,
-    feature_cache: Annotated[str, typer.Option("--feature-cache", rich_help_panel=_TRAIN, help="memory, disk or off.")] = "memory",
+    controls: Annotated[bool, typer.Option("--controls/--no-controls", help="Also score image arms on the shortcut controls: lesion masked out, and a patch away from the lesion.")] = True,
     bootstrap: Annotated[int, typer.Option("--bootstrap", min=0, help="Patient-bootstrap resamples for the pooled AUC interval.")] = 1000,
     keep_models: Annotated[bool, typer.Option("--keep-models", help="Keep each fold's trained weights (default: keep only results).")] = False,
+    config: o.ConfigFile = None,
+    backbone: o.Backbone = None,
+    image_size: o.ImageSize = None,
+    input_mode: o.InputMode = None,
+    roi_context: o.RoiContext = None,
+    without_region: o.WithoutRegion = None,
+    canvas: o.Canvas = None,
+    pretrained: o.Pretrained = None,
+    radiomics: o.Radiomics = None,
+    epochs: o.Epochs = None,
+    freeze_epochs: o.FreezeEpochs = None,
+    batch_size: o.BatchSize = None,
+    lr: o.Lr = None,
+    finetune_lr: o.FinetuneLr = None,
+    schedule: o.Schedule = None,
+    warmup_epochs: o.WarmupEpochs = None,
+    augment: o.Augment = None,
+    selection: o.Selection = None,
+    weight_decay: o.WeightDecay = None,
+    patience: o.Patience = None,
+    val_fraction: o.ValFraction = None,
+    seed: o.Seed = None,
+    device: o.DeviceFlag = None,
+    workers: o.Workers = None,
+    feature_cache: o.FeatureCache = None,
+    amp: o.Amp = None,
     fmt: Format = "table",
 ) -> None:
-    """Train and evaluate every ablation arm on the same patient-grouped folds and seeds.
+    """Train and evaluate every ablation arm on the same patient-grouped folds (or the official split) and seeds.
 
-    Writes OUT/ablation.json, OUT/ablation.md and OUT/ablation.png; each finished (arm, fold) is kept in OUT/arms/ and reused when the command runs again with the same --out. Arms that need images are skipped when the dataset has none (e.g. CBIS-DDSM CSVs without --images). Fusion arms are also scored with the clinical findings removed from --missing-rates of the held-out cases. Progress goes to stderr.
+    Writes OUT/ablation.json, OUT/ablation.md and OUT/ablation.png; each finished (arm, fold) is kept in OUT/arms/ and reused when the command runs again with the same --out. Arms that need images are skipped when the dataset has none (e.g. CBIS-DDSM CSVs without --images). Fusion arms are also scored with the clinical findings removed from --missing-rates of the held-out cases; image arms on the shortcut controls. Training settings not given come from --config, else the defaults of `mammofuse train`. Progress goes to stderr.
 
     Examples:
 
-        mammofuse ablate --dataset mini-mias --data ../shared/data/mini-mias --out runs/ablation --epochs 6
+        mammofuse ablate --dataset cbis-ddsm --data ../shared/data/cbis-ddsm --images ../shared/data/cbis-ddsm-mass-800/train --abnormality mass --split train --out runs/cbis-cv
 
-        mammofuse ablate --dataset cbis-ddsm --data csvs/ --variants clinical --official-split --out runs/clin
+        mammofuse ablate --dataset cbis-ddsm --data csvs/ --images train-jpegs/ --images test-dicoms/ --abnormality mass --protocol official --out runs/official
+
+        mammofuse ablate --dataset mini-mias --data ../shared/data/mini-mias --out runs/mias-ablation
     """
     from mammofuse.errors import MammofuseError
     from mammofuse.evaluation.ablation import plan_arms, run_ablation
+    from mammofuse.imaging.controls import CONTROLS
 
     check_choice("--format", fmt, ("table", "json"))
+    check_choice("--protocol", protocol, ("auto", "official", "cv"))
     arms = plan_arms([v.strip() for v in variants.split(",") if v.strip()], _switches(modality_dropout), _ints(proj_dims, "--proj-dims"), dropout_p)
     rates = _floats(missing_rates, "--missing-rates")
 
     from mammofuse.data import load_dataset
     from mammofuse.training import TrainSettings
 
-    settings = TrainSettings.from_dict({
-        "backbone": backbone, "image_size": image_size, "input": input_mode, "epochs": epochs, "freeze_epochs": freeze_epochs,
-        "batch_size": batch_size, "lr": lr, "finetune_lr": finetune_lr, "weight_decay": weight_decay, "patience": patience,
-        "val_fraction": val_fraction, "seed": seed, "pretrained": pretrained, "device": device, "workers": workers,
-        "feature_cache": feature_cache, "dataset": dataset,
-    }, source="ablate flags")
-    samples = load_dataset(dataset, data, images)
+    flags = {k: v for k, v in locals().items() if k in _TRAINING_FLAGS}
+    settings = TrainSettings.from_dict({**o.settings_values(config, flags), "dataset": dataset}, source=str(config) if config else "ablate flags")
+    samples = load_dataset(dataset, data, images, abnormality)
     if split is not None:
-        if official:
-            raise MammofuseError("--split and --official-split exclude each other")
         from mammofuse.evaluation.evaluate import select_split
 
         samples = select_split(samples, split)
     if not samples:
         raise MammofuseError(f"{data}: no samples")
+    has_official = {"train", "test"} <= {s.split for s in samples}
+    if protocol == "official" and not has_official:
+        raise MammofuseError(f"--protocol official: the data has no official train and test split here (splits: {', '.join(sorted({s.split for s in samples}))}); use --protocol cv")
+    official = protocol == "official" or (protocol == "auto" and has_official)
     report = run_ablation(
         samples, arms, settings, out, folds=None if official else folds, missing_rates=rates, n_boot=bootstrap,
-        keep_models=keep_models, log=lambda m: err_console.print(m, highlight=False, soft_wrap=True),
+        keep_models=keep_models, log=lambda m: err_console.print(m, highlight=False, soft_wrap=True, markup=False),
         progress=err_console.is_terminal, dataset=dataset if split is None else f"{dataset} ({split} split)",
+        controls=CONTROLS if controls else (),
     )
-    err_console.print(f"wrote {out / 'ablation.json'}, {out / 'ablation.md'}, {out / 'ablation.png'}", highlight=False)
+    err_console.print(f"wrote {out / 'ablation.json'}, {out / 'ablation.md'}, {out / 'ablation.png'}", highlight=False, markup=False)
     if fmt == "json":
         emit(json.dumps(report, indent=2) + "\n", None)
     else:
         _table(report)
+
+
+_TRAINING_FLAGS = frozenset({
+    "backbone", "image_size", "input_mode", "roi_context", "without_region", "canvas", "pretrained", "radiomics", "epochs",
+    "freeze_epochs", "batch_size", "lr", "finetune_lr", "schedule", "warmup_epochs", "augment", "selection", "weight_decay",
+    "patience", "val_fraction", "seed", "device", "workers", "feature_cache", "amp",
+})
 
 
 def _table(report: dict[str, Any]) -> None:

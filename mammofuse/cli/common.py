@@ -34,6 +34,15 @@ ClinicalCsv = Annotated[Path | None, typer.Option("--clinical", help="CSV of fin
 Recursive = Annotated[bool, typer.Option("--recursive", "-r", help="Descend into sub-folders.")]
 Device = Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:N or mps.")]
 Output = Annotated[Path | None, typer.Option("--output", "-o", help="Write to this file (atomically) instead of stdout.")]
+Roi = Annotated[str | None, typer.Option("--roi", help="Lesion circle ROW,COL,RADIUS in the file's pixels, for every file without one in --clinical.", rich_help_panel="Clinical findings")]
+DatasetName = Annotated[str, typer.Option("--dataset", help="cbis-ddsm, mini-mias or manifest.")]
+DataDir = Annotated[Path, typer.Option("--data", help="Folder with the dataset's CSVs / Info.txt, or a manifest CSV.")]
+ImageDirs = Annotated[
+    list[Path] | None,
+    typer.Option("--images", help="CBIS-DDSM images: a TCIA DICOM tree, or a folder of full-field images named by image key "
+                 "(00001_LEFT_CC.jpg) with COCO lesion boxes; repeat for several (e.g. training and test images).", show_default=False),
+]
+Abnormality = Annotated[str, typer.Option("--abnormality", help="Lesion types: mass, calc or all.")]
 
 
 def clinical_flags(density: str | None, shape: str | None, margin: str | None, calc_type: str | None, calc_distribution: str | None) -> dict[str, str]:
@@ -102,8 +111,23 @@ def emit(text: str, output: Path | None) -> None:
         err_console.print(f"wrote {output}", highlight=False)
 
 
+def parse_roi(text: str | None) -> tuple[float, float, float] | None:
+    """``--roi ROW,COL,RADIUS`` (the lesion circle in the file's pixels) as numbers; None when not given."""
+    if text is None:
+        return None
+    parts = [p.strip() for p in text.split(",")]
+    try:
+        values = tuple(float(p) for p in parts)
+    except ValueError:
+        values = ()
+    if len(values) != 3 or not all(v == v and abs(v) < 1e6 for v in values) or values[2] <= 0 or min(values[:2]) < 0:
+        raise MammofuseError(f"--roi: expected ROW,COL,RADIUS in pixels (radius > 0), got {text!r}")
+    return values  # type: ignore[return-value]
+
+
 def cases_and_model(
-    paths: list[Path], recursive: bool, flags: dict[str, str], clinical_csv: Path | None, model: str, device: str
+    paths: list[Path], recursive: bool, flags: dict[str, str], clinical_csv: Path | None, model: str, device: str,
+    region: tuple[float, float, float] | None = None,
 ) -> tuple[list[Any], Any, str, Any]:
     """What ``predict`` and ``explain`` share: (cases, model, model name, torch device); notes printed."""
     from mammofuse.cases import cases_from_inputs
@@ -112,7 +136,7 @@ def cases_and_model(
     from mammofuse.model import load_model
 
     notes: list[str] = []
-    samples = cases_from_inputs(paths, recursive, flags, clinical_csv, notes=notes)
+    samples = cases_from_inputs(paths, recursive, flags, clinical_csv, notes=notes, region=region)
     torch_device = resolve_device(device)
     folder = resolve_model(model)
     net = load_model(folder, device=torch_device)
@@ -121,6 +145,13 @@ def cases_and_model(
         notes.append(f"model {name} is image-only (fusion {net.config.fusion}): clinical findings are not used")
     if not net.config.uses_image:
         notes.append(f"model {name} is clinical-only: images are not read")
+    elif net.config.recipe.input == "roi" and any(s.region is None for s in samples):
+        without = sum(s.region is None for s in samples)
+        how = "their image is not used: the clinical findings are scored" if net.config.recipe.needs_region() else "the whole breast is scored instead"
+        notes.append(
+            f"model {name} looks at lesion crops, and {without} of {len(samples)} files have no lesion region: {how}. "
+            "Give --roi ROW,COL,RADIUS (or roi_row, roi_col, roi_radius columns in --clinical)"
+        )
     for note in notes:
         err_console.print(f"[yellow]note:[/] {escape(note)}", highlight=False, soft_wrap=True)
     return samples, net, name, torch_device

@@ -8,26 +8,27 @@ from typing import Annotated
 
 import typer
 
-from mammofuse.cli.common import Format, check_choice, guarded
+from mammofuse.cli.common import Abnormality, DataDir, DatasetName, Format, ImageDirs, check_choice, guarded
 
 data_app = typer.Typer(help="Inspect datasets.", no_args_is_help=True)
-
-DatasetName = Annotated[str, typer.Option("--dataset", help="cbis-ddsm, mini-mias or manifest.")]
-DataDir = Annotated[Path, typer.Option("--data", help="Folder with the dataset's CSVs / Info.txt, or a manifest CSV.")]
-ImagesDir = Annotated[Path | None, typer.Option("--images", help="CBIS-DDSM: root of the DICOM download (optional).")]
 
 
 @data_app.command("summary")
 @guarded
-def summary(dataset: DatasetName, data: DataDir, images: ImagesDir = None, fmt: Format = "table") -> None:
-    """Count lesions, malignant/benign, patients and images per split.
+def summary(dataset: DatasetName, data: DataDir, images: ImageDirs = None, abnormality: Abnormality = "all", fmt: Format = "table") -> None:
+    """Count lesions, malignant/benign, patients and images per split, and how image files matched the rows.
 
-    Example: mammofuse data summary --dataset mini-mias --data ../shared/data/mini-mias
+    Examples:
+
+        mammofuse data summary --dataset mini-mias --data ../shared/data/mini-mias
+
+        mammofuse data summary --dataset cbis-ddsm --data ../shared/data/cbis-ddsm --images ../shared/data/cbis-ddsm-mass-800/train --abnormality mass
     """
     from mammofuse.data import load_dataset, summarize
 
     check_choice("--format", fmt, ("table", "json"))
-    result = summarize(dataset, load_dataset(dataset, data, images))
+    report: dict = {}
+    result = summarize(dataset, load_dataset(dataset, data, images, abnormality, report), report)
     if fmt == "json":
         typer.echo(json.dumps(result, indent=2))
         return
@@ -38,6 +39,13 @@ def summary(dataset: DatasetName, data: DataDir, images: ImagesDir = None, fmt: 
     for split, c in result["splits"].items():
         table.add_row(split, *(str(c[k]) for k in ("lesions", "malignant", "benign", "patients", "images")))
     Console().print(table)
+    if "matching" in result:
+        images_, lesions = result["matching"]["images"], result["matching"]["lesions"]
+        Console(highlight=False).print(
+            f"images: {images_['matched']} matched, {images_['missing']} not found, {images_['unused_files']} files unused; "
+            f"lesions: {lesions['matched']} matched to a box, {lesions['ambiguous']} boxes on multi-lesion images, "
+            f"{lesions['left_out']} left out (mixed pathology or box count), {lesions['without_region']} without a region"
+        )
 
 
 def register(app: typer.Typer) -> None:

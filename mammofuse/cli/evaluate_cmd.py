@@ -11,7 +11,11 @@ from rich.markup import escape
 
 from mammofuse.cli.common import (
     SOME_FAILED,
+    Abnormality,
+    DataDir,
+    DatasetName,
     Device,
+    ImageDirs,
     Format,
     Output,
     check_choice,
@@ -25,10 +29,13 @@ _THRESHOLD_METRICS = ("accuracy", "f1", "precision", "recall", "specificity")
 
 @guarded
 def evaluate(
-    dataset: Annotated[str, typer.Option("--dataset", help="cbis-ddsm, mini-mias or manifest.")],
-    data: Annotated[Path, typer.Option("--data", help="Folder with the dataset's CSVs / Info.txt, or a manifest CSV.")],
+    dataset: DatasetName,
+    data: DataDir,
     model: Annotated[str | None, typer.Option("--model", "-m", help="Registered model name, model folder, or Hub id owner/name[@rev] (default: the bundled model).")] = None,
-    images: Annotated[Path | None, typer.Option("--images", help="CBIS-DDSM: root of the DICOM download (not needed by clinical-only models).")] = None,
+    images: ImageDirs = None,
+    abnormality: Abnormality = "all",
+    aggregate: Annotated[str, typer.Option("--aggregate", help="view: one score per case; breast: also combine the cases of one breast (patient and laterality) into one score and report per-breast metrics.")] = "view",
+    control: Annotated[str | None, typer.Option("--control", help="Shortcut control: score each case with its lesion masked out ('masked') or on a patch of the same image away from every lesion ('away').")] = None,
     split: Annotated[str, typer.Option("--split", help="Dataset split to evaluate: test (CBIS-DDSM official), train, or all (mini-MIAS, manifests).")] = "test",
     fmt: Format = "table",
     output: Output = None,
@@ -53,10 +60,17 @@ def evaluate(
         mammofuse evaluate --model runs/clinical --dataset cbis-ddsm --data ../shared/data/cbis-ddsm
 
         mammofuse evaluate -m runs/cross --dataset cbis-ddsm --data csvs/ --images CBIS-DDSM/ --plots figs/ --compare paper --fail-under auc=0.85
+
+        mammofuse evaluate -m runs/cross --dataset cbis-ddsm --data csvs/ --images train-jpegs/ --images test-dicoms/ --abnormality mass --aggregate breast
+
+        mammofuse evaluate -m runs/cross --dataset cbis-ddsm --data csvs/ --images jpegs/ --split train --control masked
     """
     from mammofuse.evaluation.evaluate import check_bounds, parse_bounds
 
     check_choice("--format", fmt, ("table", "json"))
+    check_choice("--aggregate", aggregate, ("view", "breast"))
+    if control is not None:
+        check_choice("--control", control, ("masked", "away"))
     if compare is not None:
         check_choice("--compare", compare, ("paper",))
     bounds = parse_bounds(fail_under) if fail_under is not None else {}
@@ -69,13 +83,14 @@ def evaluate(
         select_split,
     )
 
-    samples = select_split(load_dataset(dataset, data, images), split)
+    samples = select_split(load_dataset(dataset, data, images, abnormality), split)
     device = resolve_device(device)
     loaded = load_any_model(model, device=device)
     with _progress(len(samples)) as advance:
         evaluation = evaluate_model(
             loaded, samples, n_boot=bootstrap, seed=seed, batch_size=batch_size, device=device, workers=workers,
-            on_batch=advance, describe={"dataset": dataset, "split": split, "model_spec": model or "default"},
+            on_batch=advance, describe={"dataset": dataset, "split": split, "model_spec": model or "default", "control": control},
+            control=control, per_breast=aggregate == "breast",
         )
     result = evaluation.result
     if compare:
@@ -181,6 +196,10 @@ def _tables(result: dict[str, Any]) -> None:
     table.add_row("Brier", *(_fmt(c["brier"]) for c in columns.values()))
     table.add_row("ECE", *(_fmt(c["ece"]) for c in columns.values()))
     console.print(table)
+    if "per_breast" in result:
+        b = result["per_breast"]
+        ci = f" [{b['auc_ci'][0]:.3f}, {b['auc_ci'][1]:.3f}]" if b.get("auc_ci") else ""
+        console.print(f"per breast (views combined): {b['n']} breasts, ROC-AUC {_fmt(b['auc'])}{ci} (per case: {_fmt(result['auc'])})", highlight=False)
     for note in dict.fromkeys(n for c in columns.values() for n in c["notes"]):
         console.print(f"note: {note}", highlight=False)
     if "comparison" in result:

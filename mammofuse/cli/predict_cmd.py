@@ -22,10 +22,12 @@ from mammofuse.cli.common import (
     ModelSpec,
     Output,
     Recursive,
+    Roi,
     Shape,
     cases_and_model,
     check_choice,
     clinical_flags,
+    parse_roi,
     emit,
     err_console,
     guarded,
@@ -45,7 +47,9 @@ def predict(
     calc_type: CalcType = None,
     calc_distribution: CalcDistribution = None,
     clinical: ClinicalCsv = None,
+    roi: Roi = None,
     recursive: Recursive = False,
+    aggregate: Annotated[str, typer.Option("--aggregate", help="view: a score per file; breast: also the mean score of each breast's files (patient and laterality from the DICOM header or file name).")] = "view",
     fmt: Annotated[str | None, typer.Option("--format", "-f", help="table, json, jsonl or csv \\[default: table, or from the --output suffix].", show_default=False)] = None,
     output: Output = None,
     threshold: Annotated[float | None, typer.Option("--threshold", help="Decision threshold on the probability \\[default: the model's own].", min=0.0, max=1.0, show_default=False)] = None,
@@ -65,19 +69,27 @@ def predict(
         mammofuse predict studies/ --recursive --clinical findings.csv --format csv -o scores.csv
 
         mammofuse predict scan.dcm --model owner/mammofuse-cbis@v1 --threshold 0.3 --format json
+
+        mammofuse predict scan.dcm --roi 2210,1400,180 --density 3 --shape irregular --margin spiculated
+
+        mammofuse predict study/ --aggregate breast --format csv -o scores.csv
     """
     fmt = _output_format(fmt, output)
+    check_choice("--aggregate", aggregate, ("view", "breast"))
     flags = clinical_flags(density, shape, margin, calc_type, calc_distribution)
+    region = parse_roi(roi)
 
-    from mammofuse.cases import score_cases
+    from mammofuse.cases import add_breast_scores, score_cases
 
-    samples, net, name, device = cases_and_model(paths, recursive, flags, clinical, model, device)
+    samples, net, name, device = cases_and_model(paths, recursive, flags, clinical, model, device, region)
 
     if workers is None:
         batches = -(-len(samples) // batch_size)  # a worker reads whole batches: one batch cannot overlap
         workers = 0 if batches < 2 else min(4, os.cpu_count() or 1, batches)
     with _progress(len(samples)) as advance:
         records = score_cases(net, samples, name, threshold, batch_size=batch_size, device=device, workers=workers, on_batch=advance)
+    if aggregate == "breast":
+        add_breast_scores(records, samples)
 
     if fmt == "table":
         _table(records, output)
@@ -132,14 +144,16 @@ def _table(records: list[dict], output: Path | None) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table("file", "probability", "prediction", "clinical", caption=_caption(records), caption_justify="left")
+    breast = bool(records) and "breast_probability" in records[0]
+    table = Table("file", "probability", "prediction", *(["breast", "breast prob."] if breast else []), "clinical", caption=_caption(records), caption_justify="left")
     for r in records:
         given = ", ".join(f"{k}={v}" for k, v in r["clinical"].items() if v) or "none"
+        extra = [escape(r["breast"] or "?"), "" if r["breast_probability"] is None else f"{r['breast_probability']:.3f}"] if breast else []
         if r["error"]:
-            table.add_row(Path(r["path"]).name, "", "[red]failed[/]", f"[red]{r['error']}[/]")
+            table.add_row(escape(Path(r["path"]).name), "", "[red]failed[/]", *extra, f"[red]{escape(r['error'])}[/]")
         else:
             style = "bold red" if r["prediction"] == "malignant" else "green"
-            table.add_row(Path(r["path"]).name, f"{r['probability']:.3f}", f"[{style}]{r['prediction']}[/]", given)
+            table.add_row(escape(Path(r["path"]).name), f"{r['probability']:.3f}", f"[{style}]{r['prediction']}[/]", *extra, escape(given))
     if output is None:
         Console().print(table)
         return

@@ -1,4 +1,4 @@
-"""CBIS-DDSM from its official case-description CSVs, with images from a TCIA download tree."""
+"""CBIS-DDSM from its official case-description CSVs, with images from TCIA download trees or keyed image folders."""
 
 from __future__ import annotations
 
@@ -6,13 +6,16 @@ import csv
 import hashlib
 import json
 from pathlib import Path
-from typing import Iterable
+from collections import Counter
+from typing import Any, Iterable, Sequence
 
 from mammofuse.atomic import write_text
 from mammofuse.cache import cache_dir
 from mammofuse.clinical import load_schema
+from mammofuse.data.cbis_images import Box, ImageFolder, box_region
 from mammofuse.data.sample import Sample
 from mammofuse.errors import MammofuseError
+from mammofuse.imaging.preprocess import Region
 
 CSV_SPLITS = {
     "mass_case_description_train_set.csv": ("train", "mass"),
@@ -37,36 +40,125 @@ def _path_parts(value: str) -> list[str]:
     return [p for p in value.replace("\\", "/").strip().split("/") if p]
 
 
-def load_cbis_ddsm(data: str | Path, images: str | Path | None = None, vocabulary: str = "cbis-ddsm-v1") -> list[Sample]:
-    """Samples from every official CSV found in ``data``; images looked up under ``images``."""
+ABNORMALITIES = ("mass", "calc", "all")
+
+
+def load_cbis_ddsm(
+    data: str | Path,
+    images: str | Path | Sequence[str | Path] | None = None,
+    vocabulary: str = "cbis-ddsm-v1",
+    abnormality: str = "all",
+    report: dict[str, Any] | None = None,
+) -> list[Sample]:
+    """Samples from every official CSV found in ``data``; images looked up under each of ``images``.
+
+    An images folder is either a TCIA download tree of DICOMs (found by UIDs and folder names) or a
+    flat folder of full-field images named by image key with COCO lesion boxes (see
+    :mod:`mammofuse.data.cbis_images`). With boxes, a box becomes its lesion's region where the
+    image has one lesion of that kind; where it has several of one pathology, each box is a sample
+    with that label and the findings all its rows share; mixed-pathology images are left out.
+    ``report``, if given, receives the matching counts (``mammofuse data summary`` shows them).
+    """
+    if abnormality not in ABNORMALITIES:
+        raise MammofuseError(f"abnormality must be one of {', '.join(ABNORMALITIES)}, not {abnormality!r}")
     data = Path(data)
     found = [(data / name, split, kind) for name, (split, kind) in CSV_SPLITS.items() if (data / name).is_file()]
     if not found:
         raise MammofuseError(f"{data}: no CBIS-DDSM case-description CSVs here (expected e.g. {next(iter(CSV_SPLITS))})")
+    found = [f for f in found if abnormality in ("all", f[2])]
     schema = load_schema(vocabulary)
     columns = {f.name: [_key(c) for c in f.csv_columns] for f in schema.fields}
-    index = ImageIndex.build(Path(images)) if images else None
-    samples = []
+    locator = _Locator(_roots(images))
+    counts: Counter[str] = Counter()
+    samples: list[Sample] = []
     for path, split, kind in found:
+        films: dict[str, list[dict[str, str]]] = {}
         for row in read_case_csv(path):
-            image_parts = _path_parts(row.get("image_file_path", ""))
-            crop_parts = _path_parts(row.get("cropped_image_file_path", ""))
-            film = image_parts[0] if image_parts else f"{row['patient_id']}_{row['left_or_right_breast']}_{row['image_view']}"
-            clinical = {name: row[c] for name, cols in columns.items() for c in cols if row.get(c)}
-            samples.append(
-                Sample(
-                    id=f"{film}_{row.get('abnormality_id', '1')}",
-                    patient_id=row["patient_id"],
-                    label=int(row["pathology"].upper() == "MALIGNANT"),
-                    clinical=clinical,
-                    image_path=index.full_image(image_parts) if index else None,
-                    roi_path=index.roi_crop(crop_parts) if index else None,
-                    image_id=film,
-                    abnormality=kind,
-                    split=split,
-                )
-            )
+            parts = _path_parts(row.get("image_file_path", ""))
+            film = parts[0] if parts else f"{kind.capitalize()}-{split}_{row['patient_id']}_{row['left_or_right_breast']}_{row['image_view']}"
+            films.setdefault(film, []).append(row)
+        for film, rows in films.items():
+            samples.extend(_film_samples(film, rows, split, kind, locator, columns, counts))
+    if report is not None:
+        report.update(locator.report(counts))
     return samples
+
+
+def _roots(images: str | Path | Sequence[str | Path] | None) -> list[Path]:
+    if images is None:
+        return []
+    return [Path(images)] if isinstance(images, (str, Path)) else [Path(p) for p in images]
+
+
+class _Locator:
+    """Finds a film's file in the given folders: keyed image folders first, then DICOM trees."""
+
+    def __init__(self, roots: list[Path]) -> None:
+        self.folders: list[ImageFolder] = []
+        self.trees: list[ImageIndex] = []
+        for root in roots:
+            if not root.is_dir():
+                raise MammofuseError(f"{root}: images folder not found")
+            folder = ImageFolder.scan(root)
+            if folder is not None:
+                self.folders.append(folder)
+            else:
+                self.trees.append(ImageIndex.build(root))
+
+    def find(self, film: str, row: dict[str, str], kind: str) -> tuple[str | None, list[Box] | None, ImageIndex | None]:
+        """(image path, lesion boxes of ``kind`` or None when unannotated, the DICOM tree it came from)."""
+        side, view = row.get("left_or_right_breast", ""), row.get("image_view", "")
+        for folder in self.folders:
+            image = folder.find(film, row["patient_id"], side, view)
+            if image is not None:
+                image.used = True
+                return str(image.path), image.boxes_for(kind), None
+        image_parts = _path_parts(row.get("image_file_path", "")) or [film]
+        for tree in self.trees:
+            path = tree.full_image(image_parts)
+            if path:
+                return path, None, tree
+        return None, None, None
+
+    def report(self, counts: Counter[str]) -> dict[str, Any]:
+        unused = sum(not image.used for folder in self.folders for image in folder.images)
+        return {
+            "images": {"matched": counts["films_found"], "missing": counts["films"] - counts["films_found"], "unused_files": unused},
+            "lesions": {k: counts[k] for k in ("matched", "ambiguous", "left_out", "without_region")},
+        }
+
+
+def _film_samples(
+    film: str, rows: list[dict[str, str]], split: str, kind: str, locator: _Locator,
+    columns: dict[str, list[str]], counts: Counter[str],
+) -> list[Sample]:
+    """The samples of one film's CSV rows, with lesion regions from its boxes where they map."""
+    image_path, boxes, tree = locator.find(film, rows[0], kind)
+    counts["films"] += 1
+    counts["films_found"] += image_path is not None
+    labels = [int(r["pathology"].upper() == "MALIGNANT") for r in rows]
+    findings = [{name: r[c] for name, cols in columns.items() for c in cols if r.get(c)} for r in rows]
+
+    def sample(suffix: str, row: dict[str, str], label: int, clinical: dict[str, str], region: Region | None) -> Sample:
+        roi = tree.roi_crop(_path_parts(row.get("cropped_image_file_path", ""))) if tree else None
+        mask = tree.roi_mask(_path_parts(row.get("roi_mask_file_path", ""))) if tree else None
+        return Sample(
+            id=f"{film}_{suffix}", patient_id=row["patient_id"], label=label, clinical=clinical, image_path=image_path,
+            roi_path=roi, roi_mask_path=mask, region=region, image_id=film, abnormality=kind, split=split,
+        )
+
+    if image_path is None or boxes is None:
+        counts["without_region"] += len(rows) if image_path else 0
+        return [sample(r.get("abnormality_id", "1"), r, label, clinical, None) for r, label, clinical in zip(rows, labels, findings)]
+    if len(boxes) != len(rows) or len(set(labels)) > 1:
+        counts["left_out"] += len(rows)  # boxes cannot be told apart, or do not match the rows
+        return []
+    if len(rows) == 1:
+        counts["matched"] += 1
+        return [sample(rows[0].get("abnormality_id", "1"), rows[0], labels[0], findings[0], box_region(boxes[0]))]
+    shared = {k: v for k, v in findings[0].items() if all(f.get(k) == v for f in findings[1:])}
+    counts["ambiguous"] += len(boxes)
+    return [sample(f"box{k + 1}", rows[0], labels[0], dict(shared), box_region(box)) for k, box in enumerate(boxes)]
 
 
 class ImageIndex:
@@ -109,6 +201,11 @@ class ImageIndex:
         """The cropped lesion image: in its series the smaller file (the other is the full-size mask)."""
         candidates = self._candidates(parts)
         return str(min(candidates, key=lambda r: int(r["pixels"]))["path"]) if candidates else None
+
+    def roi_mask(self, parts: list[str]) -> str | None:
+        """The full-size lesion mask: the larger file of a series holding two (crop and mask)."""
+        candidates = self._candidates(parts) if len(parts) >= 3 and (parts[1], parts[2]) in self.by_series else []
+        return str(max(candidates, key=lambda r: int(r["pixels"]))["path"]) if len(candidates) >= 2 else None
 
 
 def _scan(files: Iterable[Path], root: Path) -> Iterable[dict[str, str | int]]:

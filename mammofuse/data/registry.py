@@ -3,32 +3,46 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
-from mammofuse.data.cbis_ddsm import load_cbis_ddsm
+from mammofuse.data.cbis_ddsm import ABNORMALITIES, load_cbis_ddsm
 from mammofuse.data.manifest import load_manifest
 from mammofuse.data.mini_mias import load_mini_mias
 from mammofuse.data.sample import Sample
 from mammofuse.errors import MammofuseError
 
+Images = str | Path | Sequence[str | Path] | None
+
 DATASETS: dict[str, Callable[..., list[Sample]]] = {
-    "cbis-ddsm": lambda data, images=None: load_cbis_ddsm(data, images),
-    "mini-mias": lambda data, images=None: load_mini_mias(data),
-    "manifest": lambda data, images=None: load_manifest(data),
+    "cbis-ddsm": lambda data, images, abnormality, report: load_cbis_ddsm(data, images, abnormality=abnormality, report=report),
+    "mini-mias": lambda data, images, abnormality, report: load_mini_mias(data),
+    "manifest": lambda data, images, abnormality, report: load_manifest(data),
 }
 
 
-def load_dataset(name: str, data: str | Path, images: str | Path | None = None) -> list[Sample]:
-    """All samples of a dataset (every split it has)."""
+def load_dataset(
+    name: str, data: str | Path, images: Images = None, abnormality: str = "all", report: dict[str, Any] | None = None,
+) -> list[Sample]:
+    """All samples of a dataset (every split it has) of the chosen lesion type (mass, calc or all).
+
+    ``images``: one folder or several (CBIS-DDSM: TCIA DICOM trees or keyed image folders).
+    ``report``: filled with how files were matched to rows, where the dataset says.
+    """
     if name not in DATASETS:
         raise MammofuseError(f"unknown dataset {name!r}; choose from {', '.join(DATASETS)}")
+    if abnormality not in ABNORMALITIES:
+        raise MammofuseError(f"--abnormality must be one of {', '.join(ABNORMALITIES)}, not {abnormality!r}")
     if not Path(data).exists():
         raise MammofuseError(f"{data}: data folder not found")
-    return DATASETS[name](data, images)
+    samples = DATASETS[name](data, images or None, abnormality, report)
+    return [s for s in samples if abnormality == "all" or s.abnormality == abnormality]
 
 
-def summarize(name: str, samples: list[Sample]) -> dict[str, Any]:
-    """Counts per split: lesions, malignant, benign, patients, images (films with a file found)."""
+def summarize(name: str, samples: list[Sample], report: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Counts per split: lesions, malignant, benign, patients, images (films with a file found).
+
+    ``report`` (from :func:`load_dataset`) adds how image files were matched to rows.
+    """
     splits: dict[str, Any] = {}
     for split in sorted({s.split for s in samples}):
         part = [s for s in samples if s.split == split]
@@ -40,4 +54,4 @@ def summarize(name: str, samples: list[Sample]) -> dict[str, Any]:
             "patients": len({s.patient_id for s in part}),
             "images": len({s.image_path for s in part if s.image_path}),
         }
-    return {"dataset": name, "splits": splits}
+    return {"dataset": name, "splits": splits, **({"matching": report} if report else {})}

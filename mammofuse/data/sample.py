@@ -18,6 +18,8 @@ class Sample:
         clinical: raw clinical values keyed by schema field name (normalised by the schema).
         image_path: the full mammogram file, or None when no image is available.
         roi_path: a file holding only the lesion crop (CBIS-DDSM's cropped ROI), if known.
+        roi_mask_path: a full-size binary lesion mask of ``image_path`` (CBIS-DDSM's ROI mask), if known;
+            its bounding box gives the lesion region when ``region`` is not given.
         region: the lesion circle (row, column, radius) in ``image_path``'s pixels, if known.
         image_id: the film the lesion is on (several lesions may share one).
         abnormality: ``mass`` or ``calc`` when the dataset says.
@@ -30,6 +32,7 @@ class Sample:
     clinical: dict[str, str] = field(default_factory=dict)
     image_path: str | None = None
     roi_path: str | None = None
+    roi_mask_path: str | None = None
     region: Region | None = None
     image_id: str | None = None
     abnormality: str | None = None

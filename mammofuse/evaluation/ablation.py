@@ -143,20 +143,32 @@ def run_fold(
     trainer: Callable[..., Any],
     keep_models: bool = False,
     progress: bool = False,
+    controls: Sequence[str] = (),
 ) -> tuple[dict[str, Any], bool]:
-    """Train and score one (arm, fold), or load its finished result. Returns (record, was_cached)."""
+    """Train and score one (arm, fold), or load its finished result. Returns (record, was_cached).
+
+    Image arms are also scored on each shortcut control in ``controls``; a finished result that
+    lacks one is completed from its kept model (``keep_models``), never by retraining.
+    """
     from mammofuse.data.splits import train_val_split
     from mammofuse.evaluation.evaluate import score_samples
     from mammofuse.model import load_model
 
     key = _fingerprint(settings.as_dict(), train_part, test_part)
     result_path = folder / RESULT_NAME
+    model_dir = folder / "model"
+    wanted = list(controls) if arm.needs_images else []
     if result_path.is_file():
         try:
             record = json.loads(result_path.read_text(encoding="utf-8"))
         except json.JSONDecodeError:
             record = {}
         if record.get("fingerprint") == key:
+            missing = [c for c in wanted if c not in record.get("controls", {})]
+            if missing and (model_dir / "model.safetensors").is_file():
+                model = load_model(model_dir)
+                record.setdefault("controls", {}).update(_score_controls(model, test_part, missing))
+                write_text(result_path, json.dumps(record, indent=1) + "\n")
             return record, True
         if record:
             raise MammofuseError(
@@ -165,7 +177,6 @@ def run_fold(
             )
     started = time.perf_counter()
     train_s, val_s = train_val_split(list(train_part), settings.val_fraction, seed=settings.seed)
-    model_dir = folder / "model"
     resume = has_checkpoint(model_dir)  # the trainer's exact-resume checkpoint of an interrupted fold
     if model_dir.exists() and not resume:
         shutil.rmtree(model_dir)  # interrupted before its first checkpoint: nothing to resume
@@ -195,6 +206,7 @@ def run_fold(
         "best_epoch": getattr(trained, "best_epoch", None),
         "val_auc": getattr(trained, "best_val_auc", None),
         "scores": scores,
+        "controls": _score_controls(model, test_part, wanted),
         "errors": errors_seen,
         "seconds": round(time.perf_counter() - started, 1),
     }
@@ -202,6 +214,37 @@ def run_fold(
     if not keep_models:
         shutil.rmtree(model_dir, ignore_errors=True)
     return record, False
+
+
+def _score_controls(model: Any, samples: Sequence[Sample], controls: Sequence[str]) -> dict[str, list[float | None]]:
+    """Held-out probabilities under each shortcut control (None where the control cannot be made)."""
+    from mammofuse.evaluation.evaluate import score_samples
+
+    out = {}
+    for control in controls:
+        probs, errors = score_samples(model, samples, control=control)
+        out[control] = [float(p) if np.isfinite(p) and not e else None for p, e in zip(probs, errors)]
+    return out
+
+
+def control_aucs(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Pooled out-of-fold AUC of each shortcut control, beside the plain AUC on the very same cases."""
+    names = sorted({c for rec in records for c in rec.get("controls", {})})
+    out = {}
+    for name in names:
+        if not all(name in rec.get("controls", {}) for rec in records):
+            continue
+        ys, plain, control = [], [], []
+        for rec in records:
+            for y, p, c in zip(rec["labels"], rec["scores"]["0"], rec["controls"][name]):
+                if p is not None and c is not None:
+                    ys, plain, control = ys + [y], plain + [p], control + [c]
+        out[name] = {
+            "n": len(ys),
+            "auc": auc_or_none(np.array(ys), np.array(control)) if ys else None,
+            "auc_plain_same_cases": auc_or_none(np.array(ys), np.array(plain)) if ys else None,
+        }
+    return out
 
 
 def _pooled(records: Sequence[dict[str, Any]]) -> tuple[list[str], list[int], list[float | None], list[str]]:
@@ -296,6 +339,7 @@ def summarize_arm(records: Sequence[dict[str, Any]], missing_rates: Sequence[flo
     out["auc_ci"] = list(ci) if ci else None
     out["seconds"] = round(sum(m["seconds"] or 0 for m in per_fold), 1)
     out["subsets"] = _subsets(records, n_boot, seed)
+    out["controls"] = control_aucs(records)
     out["per_fold"] = per_fold
     rates = [r for r in missing_rates if all(_rate_key(r) in rec["scores"] for rec in records)]
     if records and len(records[0]["scores"]) > 1:
@@ -324,6 +368,7 @@ def run_ablation(
     log: Callable[[str], None] = lambda message: None,
     progress: bool = False,
     dataset: str = "",
+    controls: Sequence[str] = (),
 ) -> dict[str, Any]:
     """Run (or resume) every arm on the same folds; write ``ablation.json``, ``ablation.md`` and ``ablation.png``.
 
@@ -379,7 +424,7 @@ def run_ablation(
             where = f"[{done}/{total}] {arm.name} fold {k + 1}/{len(fold_pairs)}"
             log(f"{where}: training on {len(train_part)} cases, testing on {len(test_part)}")
             record, cached = run_fold(arm, k, train_part, test_part, settings, out / "arms" / arm.name / f"fold-{k + 1}",
-                                      missing_rates, trainer, keep_models, progress)
+                                      missing_rates, trainer, keep_models, progress, controls)
             log(f"{where}: {_fold_line(record, cached)}")
             records.append(record)
         summary = summarize_arm(records, missing_rates, n_boot, base_settings.seed)
@@ -395,7 +440,8 @@ def run_ablation(
             "cases": len(samples),
             "patients": len({s.patient_id for s in samples}),
             "split": "official train/test" if folds is None else f"{folds}-fold patient-grouped stratified CV",
-            "validation": "carved from each fold's training part, grouped by patient; threshold and early stopping chosen there",
+            "validation": "carved from each fold's training part, grouped by patient; the threshold (and, with selection 'best', the epoch) chosen there",
+            "controls": "image arms also scored with the lesion masked out (filled from adjacent tissue) and on a same-size patch away from every lesion",
             "missing_rates": [float(r) for r in missing_rates],
             "missing_clinical": "clinical findings removed at inference from a seeded random share of held-out cases (same cases for every arm)",
             "seed": base_settings.seed,
@@ -419,7 +465,7 @@ def markdown_table(report: dict[str, Any]) -> str:
 
     head = ["arm", "AUC (mean ± SD)", "pooled AUC [95% CI]", "PR-AUC", "accuracy", "F1", "sensitivity", "specificity", "Brier", "ECE"]
     head += [f"AUC, {r:.0%} clinical missing" for r in rates]
-    head += ["pooled AUC − best single modality [paired 95% CI]"]
+    head += ["pooled AUC − best single modality [paired 95% CI]", "AUC: lesion masked / patch away (plain, same cases)"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name, a in report["variants"].items():
         ci = a.get("auc_ci")
@@ -429,6 +475,8 @@ def markdown_table(report: dict[str, Any]) -> str:
         row += [num(missing[f"{r:g}"]["auc"], missing[f"{r:g}"]["auc_sd"]) if f"{r:g}" in missing else "—" for r in rates]
         vs = a.get("vs_best_single")
         row += [f"{vs['difference']:+.3f} vs {vs['arm']}" + (f" [{vs['ci'][0]:+.3f}, {vs['ci'][1]:+.3f}]" if vs["ci"] else "") if vs else "—"]
+        ctl = a.get("controls", {})
+        row += [" / ".join(f"{num(ctl[c]['auc'])} ({num(ctl[c]['auc_plain_same_cases'])})" if c in ctl else "—" for c in ("masked", "away")) if ctl else "—"]
         lines.append("| " + " | ".join(row) + " |")
     for name, why in report.get("skipped", {}).items():
         lines.append(f"| {name} | skipped: {why} |" + " |" * (len(head) - 2))

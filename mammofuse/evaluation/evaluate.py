@@ -43,12 +43,15 @@ def select_split(samples: Sequence[Sample], split: str) -> list[Sample]:
 
 def score_samples(
     model: Any, samples: Sequence[Sample], batch_size: int = 16, device: str = "cpu", workers: int = 0,
-    on_batch: Callable[[int], None] | None = None,
+    on_batch: Callable[[int], None] | None = None, control: str | None = None,
 ) -> tuple[np.ndarray, list[str]]:
-    """Probabilities and per-sample errors; a sample with no image for a model that needs one is an error."""
+    """Probabilities and per-sample errors; a sample with no image for a model that needs one is an error.
+
+    ``control`` scores a shortcut control instead of the lesion (``masked`` or ``away``).
+    """
     from mammofuse.inference import predict_proba
 
-    probs, errors = predict_proba(model, samples, batch_size=batch_size, device=device, workers=workers, on_batch=on_batch)
+    probs, errors = predict_proba(model, samples, batch_size=batch_size, device=device, workers=workers, on_batch=on_batch, control=control)
     errors = list(errors)
     if model.config.uses_image:
         for i, s in enumerate(samples):
@@ -68,14 +71,18 @@ def evaluate_model(
     workers: int = 0,
     on_batch: Callable[[int], None] | None = None,
     describe: dict[str, Any] | None = None,
+    control: str | None = None,
+    per_breast: bool = False,
 ) -> Evaluation:
     """Score ``samples`` and compute every metric at the model's stored threshold.
 
     Cases whose image fails are listed in ``result["failed"]`` and left out of every metric.
     The evaluated patients are checked against the digests in the model's provenance.
+    ``control`` scores a shortcut control instead of the lesion; ``per_breast`` adds
+    ``result["per_breast"]``: the metrics of one mean score per breast (patient, laterality).
     """
     config = model.config
-    probs, errors = score_samples(model, samples, batch_size, device, workers, on_batch)
+    probs, errors = score_samples(model, samples, batch_size, device, workers, on_batch, control)
     ok = [i for i, e in enumerate(errors) if not e and np.isfinite(probs[i])]
     ok_set = set(ok)
     failed = [{"id": samples[i].id, "error": errors[i] or "no score"} for i in range(len(samples)) if i not in ok_set]
@@ -98,7 +105,25 @@ def evaluate_model(
         "notice": RESEARCH_NOTICE,
     }
     result["suspicious_auc"] = is_suspicious(result)
+    if per_breast:
+        result["per_breast"] = _per_breast(kept, scores, config.threshold, n_boot, seed)
     return Evaluation(result=result, labels=labels, probs=scores, patients=patients, failed=failed)
+
+
+def _per_breast(samples: Sequence[Sample], probs: np.ndarray, threshold: float, n_boot: int, seed: int) -> dict[str, Any]:
+    """Metrics of the mean probability per breast (label: any malignant lesion), cases without laterality left out."""
+    from mammofuse.evaluation.aggregate import aggregate, breast_of_sample
+
+    keys = [breast_of_sample(s) for s in samples]
+    breasts = aggregate(keys, list(probs), [s.label for s in samples])
+    names = sorted(breasts)
+    metrics = evaluate_predictions(
+        [breasts[k]["label"] for k in names], [breasts[k]["probability"] for k in names], [k.split("/")[0] for k in names],
+        threshold, None, n_boot, seed,
+    )
+    metrics.pop("subsets", None)
+    metrics["cases_without_laterality"] = sum(k is None for k in keys)
+    return metrics
 
 
 FAIL_UNDER_METRICS = ("auc", "auc_low", "pr_auc", "accuracy", "f1", "precision", "recall", "sensitivity", "specificity")

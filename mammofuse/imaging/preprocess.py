@@ -10,6 +10,7 @@ import numpy as np
 from mammofuse.imaging.reader import Mammogram
 
 InputMode = Literal["roi", "full"]
+NoRegion = Literal["breast", "skip"]
 
 
 @dataclass(frozen=True)
@@ -21,7 +22,13 @@ class PreprocessRecipe:
         input: ``roi`` crops a square around the lesion (``roi_context`` times its diameter)
             when the lesion region is known and otherwise falls back to the breast crop;
             ``full`` always uses the whole breast region.
+        roi_context: side of the lesion crop as a multiple of the lesion's diameter.
+        roi_min_size: smallest lesion crop side, in pixels (of the canvas when there is one).
         mean, std: intensity normalisation after scaling to [0, 1].
+        canvas: (height, width) every image is min-max scaled and stretched to before cropping,
+            as the training images were made (CBIS-DDSM at 800x800); None keeps the file's pixels.
+        without_region: what ``roi`` does for a case with no lesion region: ``breast`` crops the
+            breast instead, ``skip`` leaves the image out (the model scores the clinical findings).
     """
 
     image_size: int = 224
@@ -30,9 +37,21 @@ class PreprocessRecipe:
     roi_min_size: int = 64
     mean: float = 0.5
     std: float = 0.25
+    canvas: tuple[int, int] | None = None
+    without_region: NoRegion = "breast"
+
+    def __post_init__(self) -> None:
+        if self.canvas is not None:
+            object.__setattr__(self, "canvas", tuple(int(v) for v in self.canvas))
+
+    def needs_region(self) -> bool:
+        """Whether a case without a lesion region is scored without its image."""
+        return self.input == "roi" and self.without_region == "skip"
 
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        data = asdict(self)
+        data["canvas"] = list(self.canvas) if self.canvas else None
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "PreprocessRecipe":
@@ -73,11 +92,45 @@ def _square_crop(pixels: np.ndarray, row: float, col: float, side: int) -> np.nd
     return out
 
 
-def _resize(pixels: np.ndarray, size: int) -> np.ndarray:
+def _resize(pixels: np.ndarray, size: int | tuple[int, int]) -> np.ndarray:
+    """Bilinear resize to ``size`` (a square side, or (height, width))."""
     from PIL import Image
 
+    height, width = (size, size) if isinstance(size, int) else size
     image = Image.fromarray(np.ascontiguousarray(pixels, dtype=np.float32), mode="F")
-    return np.asarray(image.resize((size, size), Image.Resampling.BILINEAR), dtype=np.float32)
+    return np.asarray(image.resize((width, height), Image.Resampling.BILINEAR), dtype=np.float32)
+
+
+def to_canvas(pixels: np.ndarray, canvas: tuple[int, int], region: Region | None = None) -> tuple[np.ndarray, Region | None]:
+    """Pixels min-max scaled and stretched to ``canvas`` (height, width); ``region`` mapped along."""
+    height, width = canvas
+    low, high = float(pixels.min()), float(pixels.max())
+    scaled = (pixels - low) / max(high - low, 1e-6)
+    if scaled.shape != (height, width):
+        scaled = _resize(scaled, (height, width))
+    if region is not None:
+        sy, sx = height / pixels.shape[0], width / pixels.shape[1]
+        row, col, radius = region
+        region = (row * sy, col * sx, radius * float(np.sqrt(sy * sx)))
+    return scaled.astype(np.float32), region
+
+
+def model_space(mammogram: Mammogram, recipe: PreprocessRecipe, region: Region | None = None) -> tuple[np.ndarray, Region | None]:
+    """The pixels crops are taken from (the canvas, if any) and the lesion region in them."""
+    pixels = mammogram.pixels
+    if region is not None and mammogram.info.flipped:  # regions are given in the file's own orientation
+        row, col, radius = region
+        region = (row, pixels.shape[1] - 1 - col, radius)
+    if recipe.canvas:
+        pixels, region = to_canvas(pixels, recipe.canvas, region)
+    return pixels, region
+
+
+def lesion_crop(pixels: np.ndarray, region: Region, recipe: PreprocessRecipe) -> np.ndarray:
+    """The square around a lesion that ``roi`` models look at."""
+    row, col, radius = region
+    side = max(recipe.roi_min_size, int(round(2 * radius * recipe.roi_context)))
+    return _square_crop(pixels, row, col, side)
 
 
 def crop_for_model(mammogram: Mammogram, recipe: PreprocessRecipe, region: Region | None = None) -> np.ndarray:
@@ -86,18 +139,24 @@ def crop_for_model(mammogram: Mammogram, recipe: PreprocessRecipe, region: Regio
     ``roi`` with a known region: a square around the lesion. Otherwise the breast's bounding
     box, which the resize then stretches to a square (as whole-image pipelines usually do).
     """
-    pixels = mammogram.pixels
+    pixels, region = model_space(mammogram, recipe, region)
+    return crop_pixels(pixels, recipe, region)
+
+
+def crop_pixels(pixels: np.ndarray, recipe: PreprocessRecipe, region: Region | None) -> np.ndarray:
+    """:func:`crop_for_model` on pixels already in model space."""
     if recipe.input == "roi" and region is not None:
-        row, col, radius = region
-        if mammogram.info.flipped:
-            col = pixels.shape[1] - 1 - col
-        side = max(recipe.roi_min_size, int(round(2 * radius * recipe.roi_context)))
-        return _square_crop(pixels, row, col, side)
+        return lesion_crop(pixels, region, recipe)
     top, bottom, left, right = breast_bbox(pixels)
     return pixels[top:bottom, left:right]  # resized to a square: aspect is not kept
 
 
+def normalise(crop: np.ndarray, recipe: PreprocessRecipe) -> np.ndarray:
+    """A crop resized to the model input (1, S, S) float32, normalised with the recipe's mean and std."""
+    crop = _resize(crop, recipe.image_size)
+    return ((crop - recipe.mean) / recipe.std)[None].astype(np.float32)
+
+
 def preprocess(mammogram: Mammogram, recipe: PreprocessRecipe, region: Region | None = None) -> np.ndarray:
     """Model input (1, S, S) float32, normalised with the recipe's mean and std."""
-    crop = _resize(crop_for_model(mammogram, recipe, region), recipe.image_size)
-    return ((crop - recipe.mean) / recipe.std)[None].astype(np.float32)
+    return normalise(crop_for_model(mammogram, recipe, region), recipe)

@@ -203,7 +203,10 @@ def _read_image(path: Path) -> tuple[np.ndarray, MammogramInfo]:
     else:
         bits = int(np.ceil(np.log2(max(int(array.max()), 1) + 1))) if array.max() > 255 else 8
         bits = 16 if bits > 12 else (12 if bits > 8 else bits)
-    pixels = _rescale(array.astype(np.float32), 0.0, float(2**bits - 1))
+    if array.dtype.kind == "u" and array.dtype.itemsize <= 2:  # a lookup table is ~5x faster than float arithmetic
+        pixels = _rescale(np.arange(2 ** (8 * array.dtype.itemsize), dtype=np.float32), 0.0, float(2**bits - 1))[array]
+    else:
+        pixels = _rescale(array.astype(np.float32), 0.0, float(2**bits - 1))
     info = MammogramInfo(
         path=str(path), format=fmt, rows=array.shape[0], columns=array.shape[1],
         bits_stored=bits, photometric="MONOCHROME2",
@@ -216,3 +219,38 @@ def _read_image(path: Path) -> tuple[np.ndarray, MammogramInfo]:
 
 def _is_gray(rgb: np.ndarray) -> bool:
     return bool(np.array_equal(rgb[..., 0], rgb[..., 1]) and np.array_equal(rgb[..., 1], rgb[..., 2]))
+
+
+def image_shape(path: str | Path) -> tuple[int, int] | None:
+    """(rows, columns) of an image or DICOM file from its header alone; None when unreadable."""
+    path = Path(path)
+    try:
+        if _is_dicom(path):
+            import pydicom
+
+            ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["Rows", "Columns"])
+            return int(ds.Rows), int(ds.Columns)
+        from PIL import Image
+
+        with Image.open(path) as image:
+            return image.height, image.width
+    except Exception:  # any unreadable file: its error surfaces when its pixels are read
+        return None
+
+
+def header_laterality(path: str | Path) -> tuple[str | None, str | None]:
+    """(patient id, ``L``/``R``) from a DICOM header alone, or from a CBIS-DDSM style file name."""
+    path = Path(path)
+    try:
+        if _is_dicom(path):
+            import pydicom
+
+            ds = pydicom.dcmread(path, stop_before_pixels=True)
+            patient = str(ds.get("PatientID", "")) or None
+            side = _laterality_and_view(ds, patient)[0]
+            match = _CBIS_PATIENT.search(patient or "")  # CBIS-DDSM ids name the view: the patient is P_NNNNN
+            return (match["patient"] if match else patient), side
+    except Exception:  # unreadable: no laterality (the file's error surfaces when it is scored)
+        return None, None
+    match = _CBIS_PATIENT.search(path.as_posix())
+    return (match["patient"], match["side"][0].upper()) if match else (None, None)

@@ -9,7 +9,7 @@ from mammofuse.errors import MammofuseError
 from mammofuse.imaging.preprocess import PreprocessRecipe
 
 FUSIONS = ("image", "clinical", "concat", "cross", "co")
-BACKBONES = ("resnet18", "resnet34", "resnet50")
+BACKBONES = ("cnn4", "resnet18", "resnet34", "resnet50")
 CONFIG_FORMAT = 1
 
 
@@ -26,6 +26,7 @@ class ModelConfig:
     num_heads: int = 4
     dropout: float = 0.1
     modality_dropout: float = 0.3
+    radiomics: bool = False
     vocabulary: str = "cbis-ddsm-v1"
     field_sizes: list[int] = field(default_factory=lambda: [4, 8, 5, 14, 5])
     preprocessing: dict[str, Any] = field(default_factory=lambda: PreprocessRecipe().as_dict())

@@ -1,4 +1,4 @@
-"""Encoders: a one-channel torchvision ResNet for images, one token per clinical field."""
+"""Encoders: a one-channel image backbone (a small CNN or a torchvision ResNet), one token per clinical field."""
 
 from __future__ import annotations
 
@@ -44,6 +44,37 @@ def resnet_backbone(name: str, pretrained: str | None = None) -> tuple[nn.Module
     names = ("conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4")
     body = nn.Sequential(OrderedDict((n, getattr(net, n)) for n in names))
     return body, channels
+
+
+SMALL_CNN_WIDTHS = {"cnn4": (16, 32, 64, 128)}
+
+
+def small_cnn(name: str) -> tuple[nn.Module, int]:
+    """A plain CNN for training from random weights on small crops: blocks ``layer1``..``layerN``.
+
+    Each block is two 3x3 convolutions with BatchNorm and ReLU, then 2x2 max pooling, so a 64 px
+    crop gives a 4x4 map (16 image tokens). Block names follow ResNet's, so Grad-CAM's default
+    layer (``backbone.layer4``) is the last block.
+    """
+    blocks: OrderedDict[str, nn.Module] = OrderedDict()
+    channels = 1
+    for k, width in enumerate(SMALL_CNN_WIDTHS[name], start=1):
+        blocks[f"layer{k}"] = nn.Sequential(
+            nn.Conv2d(channels, width, 3, padding=1, bias=False), nn.BatchNorm2d(width), nn.ReLU(inplace=True),
+            nn.Conv2d(width, width, 3, padding=1, bias=False), nn.BatchNorm2d(width), nn.ReLU(inplace=True),
+            nn.MaxPool2d(2),
+        )
+        channels = width
+    return nn.Sequential(blocks), channels
+
+
+def image_backbone(name: str, pretrained: str | None = None) -> tuple[nn.Module, int]:
+    """The backbone ``name`` (``cnn4`` or a ResNet) and its output channels; ``imagenet`` only for ResNets."""
+    if name in SMALL_CNN_WIDTHS:
+        if pretrained == "imagenet":
+            raise MammofuseError(f"{name} has no ImageNet weights; use a resnet or a backbone from `mammofuse pretrain`")
+        return small_cnn(name)
+    return resnet_backbone(name, pretrained if pretrained == "imagenet" else None)
 
 
 class ClinicalTokens(nn.Module):

@@ -10,6 +10,10 @@ Fusion variants (``ModelConfig.fusion``):
 Absent clinical fields are masked out of attention and pooling; a case with no field
 present falls back to the image path (attention contributes zero, never NaN). A missing
 image is replaced by a learned token, so clinical-only cases still get a prediction.
+
+With ``config.radiomics`` the image branch has one more token: texture statistics and lesion
+size of the crop (:mod:`mammofuse.imaging.radiomics`), standardised with the training set's
+mean and standard deviation (buffers saved with the weights) and projected to d.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ import torch
 from torch import nn
 
 from mammofuse.model.config import ModelConfig
-from mammofuse.model.encoders import ClinicalTokens, resnet_backbone
+from mammofuse.model.encoders import ClinicalTokens, image_backbone
 
 
 @dataclass
@@ -64,9 +68,15 @@ class MammoFuse(nn.Module):
         d = config.proj_dim
         self.backbone: nn.Module | None = None
         if config.uses_image:
-            self.backbone, channels = resnet_backbone(config.backbone, pretrained)
+            self.backbone, channels = image_backbone(config.backbone, pretrained)
             self.image_proj = nn.Conv2d(channels, d, kernel_size=1)
             self.missing_image = nn.Parameter(torch.zeros(1, 1, d))
+            if config.radiomics:
+                from mammofuse.imaging.radiomics import N_RADIOMICS
+
+                self.register_buffer("radiomics_mean", torch.zeros(N_RADIOMICS))
+                self.register_buffer("radiomics_std", torch.ones(N_RADIOMICS))
+                self.radiomics_proj = nn.Sequential(nn.Linear(N_RADIOMICS, d), nn.GELU(), nn.Linear(d, d))
         if config.uses_clinical:
             self.clinical_tokens = ClinicalTokens(config.field_sizes, d)
         if config.fusion in ("cross", "co"):
@@ -88,6 +98,7 @@ class MammoFuse(nn.Module):
         clinical_mask: torch.Tensor,
         image_present: torch.Tensor | None = None,
         features: torch.Tensor | None = None,
+        radiomics: torch.Tensor | None = None,
     ) -> FusionOutput:
         """Score a batch.
 
@@ -97,13 +108,14 @@ class MammoFuse(nn.Module):
             clinical_mask: (B, n_fields) bool, True where the field is present.
             image_present: (B,) bool, False where the case has no image (defaults to all True).
             features: precomputed ``image_features`` (B, C, h, w), e.g. from the cache.
+            radiomics: (B, N_RADIOMICS) texture statistics of the crops, for ``config.radiomics`` models.
         """
         batch = clinical.shape[0]
         clinical_mask = clinical_mask.bool()
         present = torch.ones(batch, dtype=torch.bool, device=clinical.device) if image_present is None else image_present.bool()
         if self.training and self.config.modality_dropout > 0 and self.config.fusion in ("concat", "cross", "co"):
             present, clinical_mask = self._modality_dropout(present, clinical_mask)
-        image_tokens = self._image_tokens(image, features, present) if self.config.uses_image else None
+        image_tokens = self._image_tokens(image, features, present, radiomics) if self.config.uses_image else None
         clinical_tokens = self.clinical_tokens(clinical) if self.config.uses_clinical else None
         out = FusionOutput(logits=torch.empty(0))
         fusion = self.config.fusion
@@ -124,10 +136,15 @@ class MammoFuse(nn.Module):
         out.logits = self.head(pooled).squeeze(-1)
         return out
 
-    def _image_tokens(self, image: torch.Tensor | None, features: torch.Tensor | None, present: torch.Tensor) -> torch.Tensor:
+    def _image_tokens(self, image: torch.Tensor | None, features: torch.Tensor | None, present: torch.Tensor, radiomics: torch.Tensor | None) -> torch.Tensor:
         if features is None:
             features = self.image_features(image)
         tokens = self.image_proj(features).flatten(2).transpose(1, 2)  # (B, h*w, d)
+        if self.config.radiomics:
+            if radiomics is None:
+                raise ValueError("this model has a radiomics token: pass radiomics= (see mammofuse.imaging.radiomics)")
+            standard = (radiomics.to(tokens.dtype) - self.radiomics_mean) / self.radiomics_std
+            tokens = torch.cat([tokens, self.radiomics_proj(standard)[:, None]], dim=1)
         return torch.where(present[:, None, None], tokens, self.missing_image.expand_as(tokens))
 
     def _modality_dropout(self, present: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

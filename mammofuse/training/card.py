@@ -17,12 +17,31 @@ def _fmt(value: Any, digits: int = 3) -> str:
     return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
 
 
+def _initialisation(pretrained: str | None) -> str:
+    if pretrained == "imagenet":
+        return "ImageNet-initialised"
+    if pretrained:
+        return f"initialised from the self-supervised backbone `{Path(pretrained).name}` (texture statistics, no labels)"
+    return "randomly initialised"
+
+
 def model_card(settings: TrainSettings, provenance: dict[str, Any], history: list[dict], best: dict[str, Any]) -> str:
     """Markdown: data, split, fusion, metrics, caveats and the research-use notice."""
     s = settings
-    image = f"{s.backbone}, {s.image_size}x{s.image_size} {s.input} input, " + (
-        "ImageNet-initialised" if s.pretrained == "imagenet" else "randomly initialised"
+    recipe = provenance.get("recipe", {})
+    crop = f"lesion crop ({s.roi_context:g}x the lesion's diameter)" if s.input == "roi" else "whole-breast crop"
+    image = f"{s.backbone}, {s.image_size}x{s.image_size} {crop}, " + _initialisation(s.pretrained) + (
+        ", plus a radiomics token (texture statistics and lesion size)" if s.radiomics else "")
+    canvas = recipe.get("canvas")
+    geometry = (
+        f"- Geometry: every image is min-max scaled and stretched to {canvas[0]}x{canvas[1]} before cropping, as the "
+        "training images were; a full-resolution DICOM is brought onto that canvas and a given lesion region mapped with it"
+        if canvas else "- Geometry: crops are taken from the file's own pixels"
     )
+    if s.input == "roi":
+        without = ("the image is left out and the clinical findings are scored (a warning says so)" if s.without_region == "skip"
+                   else "the whole breast is scored instead (a warning says so)")
+        geometry += f"\n- Without a lesion region (`--roi`, or roi columns in `--clinical`): {without}"
     lines = [
         f"# mammofuse model: {s.fusion} fusion on {s.dataset or 'custom data'}",
         "",
@@ -34,6 +53,7 @@ def model_card(settings: TrainSettings, provenance: dict[str, Any], history: lis
         f"- Shared token dimension {s.proj_dim}"
         + (f"; modality dropout {s.modality_dropout} during training" if s.fusion in ("concat", "cross", "co") else ""),
         f"- Decision threshold {_fmt(best['threshold'])} (probability of malignancy), chosen on validation by Youden's J",
+        *([geometry] if s.fusion != "clinical" else []),
         "",
         "## Data and split",
         "",
@@ -45,16 +65,18 @@ def model_card(settings: TrainSettings, provenance: dict[str, Any], history: lis
         "",
         "## Training",
         "",
-        f"- {len(history)} epochs run of {s.epochs} asked (early stopping patience {s.patience})"
-        + (f"; backbone frozen for the first {s.freeze_epochs} (heads at lr {s.lr}, cached features), "
-           f"then fine-tuned at {s.finetune_lr}" if s.fusion != "clinical" else f"; lr {s.lr}"),
-        f"- AdamW (weight decay {s.weight_decay}), batch size {s.batch_size}, per-epoch lr decay, "
-        "gradient clipping, class-weighted loss (pos_weight = benign/malignant)",
+        f"- {len(history)} epochs run of {s.epochs} asked; kept: "
+        + ("the last epoch (fixed epoch count)" if s.selection == "last" else f"the best validation epoch (early stopping patience {s.patience})")
+        + (f"; backbone frozen for the first {s.freeze_epochs} (heads at lr {s.lr}), then fine-tuned at {s.finetune_lr}"
+           if s.fusion != "clinical" and s.freeze_epochs else f"; peak lr {s.lr}"),
+        f"- AdamW (weight decay {s.weight_decay}), batch size {s.batch_size}, {s.schedule} learning-rate schedule, "
+        + ("flip/rotation/scale/intensity augmentation, " if s.augment and s.fusion != "clinical" else "")
+        + "gradient clipping, class-weighted loss (pos_weight = benign/malignant)",
         f"- Seed {s.seed}; full settings in `train_config.yaml`, per-epoch figures in `history.jsonl`",
         "",
         "## Metrics (validation)",
         "",
-        f"- Best epoch {best['epoch']}: ROC AUC {_fmt(best['auc'])}",
+        f"- Kept epoch {best['epoch']}: ROC AUC {_fmt(best['auc'])}",
         "",
         "| epoch | frozen | train loss | val loss | val AUC |",
         "|---|---|---|---|---|",
@@ -62,8 +84,8 @@ def model_card(settings: TrainSettings, provenance: dict[str, Any], history: lis
         "",
         "## Caveats",
         "",
-        "- The validation AUC selected the epoch and the threshold, so it is optimistic: "
-        "report a held-out test set or patient-grouped cross-validation (`mammofuse evaluate`) instead.",
+        "- The validation AUC chose the threshold (and, with selection 'best', the epoch), so it is optimistic: "
+        "report a held-out test set or patient-grouped cross-validation (`mammofuse ablate`) instead.",
         "- Small public research datasets (scanned film, one population); performance elsewhere is unknown.",
         "- Clinical findings are radiologists' descriptors; BI-RADS assessment and subtlety are never inputs.",
     ]
@@ -74,3 +96,31 @@ def model_card(settings: TrainSettings, provenance: dict[str, Any], history: lis
 
 def write_model_card(out: Path, settings: TrainSettings, provenance: dict[str, Any], history: list[dict], best: dict[str, Any]) -> None:
     write_text(Path(out) / "README.md", model_card(settings, provenance, history, best))
+
+
+def add_cross_validation(folder: Path, report: dict[str, Any], arm: str) -> None:
+    """Append the cross-validated results of ``arm`` (an ``ablate`` report of the same recipe) to the card."""
+    a = report["variants"][arm]
+    p = report["protocol"]
+    ci = a.get("auc_ci")
+    lines = [
+        "",
+        "## Cross-validated performance (the same recipe, `mammofuse ablate`)",
+        "",
+        f"- {p['dataset']}: {p['cases']} cases, {p['patients']} patients, {p['split']}",
+        f"- ROC AUC {_fmt(a['auc'])} ± {_fmt(a.get('auc_sd'))} over folds; pooled out-of-fold AUC {_fmt(a.get('auc_pooled'))}"
+        + (f" [95% CI {ci[0]:.3f}, {ci[1]:.3f}] (patient bootstrap)" if ci else ""),
+        f"- At each fold's validation threshold: sensitivity {_fmt(a['sensitivity'])}, specificity {_fmt(a['specificity'])}",
+    ]
+    vs = a.get("vs_best_single")
+    if vs:
+        vci = f" [{vs['ci'][0]:+.3f}, {vs['ci'][1]:+.3f}]" if vs.get("ci") else ""
+        lines.append(f"- Against the best single modality ({vs['arm']}): pooled AUC {vs['difference']:+.3f}{vci} (paired)")
+    for name, c in a.get("controls", {}).items():
+        what = "lesion masked out (filled from adjacent tissue)" if name == "masked" else "a same-size patch away from every lesion"
+        lines.append(f"- Shortcut control, {what}: AUC {_fmt(c['auc'])} (plain {_fmt(c['auc_plain_same_cases'])} on the same {c['n']} cases)")
+    missing = a.get("missing_clinical", {})
+    if "1" in missing:
+        lines.append(f"- Clinical findings removed at inference for every case: AUC {_fmt(missing['1']['auc'])}")
+    card = Path(folder) / "README.md"
+    write_text(card, card.read_text(encoding="utf-8") + "\n".join(lines) + "\n")

@@ -4,39 +4,70 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mammofuse.errors import MammofuseError
+
+if TYPE_CHECKING:
+    from mammofuse.imaging.preprocess import PreprocessRecipe
 
 FEATURE_CACHES = ("memory", "disk", "off")
 DEVICES = ("auto", "cpu", "cuda")
 INPUTS = ("roi", "full")
+SCHEDULES = ("cosine", "onecycle", "step")
+SELECTIONS = ("last", "best")
+WITHOUT_REGION = ("breast", "skip")
 
 # Settings that may change between a run and its ``--resume`` without changing the result's meaning.
 RESUMABLE_CHANGES = frozenset({"epochs", "patience", "device", "workers", "feature_cache", "amp"})
+
+
+def resumable_changes(settings: "TrainSettings") -> frozenset[str]:
+    """What may change on ``--resume``: not the epoch count when the schedule spans the whole run."""
+    return RESUMABLE_CHANGES if settings.schedule == "step" else RESUMABLE_CHANGES - {"epochs"}
 
 
 @dataclass
 class TrainSettings:
     """Everything that decides a training run (JSON/YAML friendly).
 
+    The defaults are the recipe measured best on CBIS-DDSM masses from random weights
+    (docs/benchmarks.md): a small CNN on lesion crops, trained end to end for a fixed number
+    of epochs under a cosine schedule with augmentation, keeping the last epoch.
+
     Attributes:
         fusion: image, clinical, concat, cross or co.
-        backbone: resnet18, resnet34 or resnet50 (ignored by ``clinical``).
+        backbone: cnn4, resnet18, resnet34 or resnet50 (ignored by ``clinical``).
         image_size: side of the square model input.
         input: ``roi`` (lesion crop when known) or ``full`` (breast crop).
+        roi_context: lesion crop side as a multiple of the lesion's diameter.
+        without_region: ``roi`` cases without a lesion region: ``breast`` (crop the breast) or
+            ``skip`` (leave the image out).
+        canvas: [height, width] images are min-max scaled and stretched to before cropping, so
+            that other files (e.g. full-resolution DICOMs) are brought into the training images'
+            geometry; ``auto``: the training images' size when they all share one, else None.
         epochs: total epochs (the last one, also when resuming).
-        freeze_epochs: first epochs with the backbone frozen (heads only, features cached).
+        freeze_epochs: first epochs with the backbone frozen (heads only, features cached); only
+            with pretrained weights: a randomly initialised backbone is never frozen.
         batch_size: samples per optimiser step (per process under torchrun).
-        lr: learning rate of the heads while the backbone is frozen.
-        finetune_lr: learning rate of the whole model once the backbone is unfrozen.
+        lr: peak learning rate (of the heads only, while a pretrained backbone is frozen).
+        finetune_lr: learning rate of the whole model after a frozen phase.
+        schedule: ``cosine`` (linear warm-up, then cosine to 1% over the run), ``onecycle``
+            (30% rise, then cosine) or ``step`` (x0.9 per epoch within each phase).
+        warmup_epochs: warm-up epochs of the cosine schedule.
+        augment: random flips, 90-degree and small rotations, scale and intensity jitter of
+            training images (never of validation or test images).
+        selection: ``last`` keeps the last epoch (a fixed epoch count, for small data) or ``best``
+            the epoch of best validation AUC (with early stopping after ``patience``).
+        radiomics: add a texture-statistics and lesion-size token to the image branch.
         weight_decay: AdamW weight decay.
         modality_dropout: probability of dropping a whole modality per training case.
         proj_dim: shared token dimension d.
         seed: seeds weights, shuffling, dropout and the validation split.
         device: auto (CUDA when available), cpu or cuda.
-        pretrained: ``imagenet`` for torchvision's weights (must be in the local cache), or None.
-        patience: stop after this many epochs without a better validation AUC.
+        pretrained: ``imagenet`` for torchvision's weights (must be in the local cache), a
+            backbone from ``mammofuse pretrain`` (a registered name or a .safetensors path), or None.
+        patience: with ``selection: best``, stop after this many epochs without a better validation AUC.
         val_fraction: share of training patients held out for validation (CLI split).
         workers: DataLoader worker processes for image reading.
         feature_cache: where frozen backbone features live: memory, disk or off.
@@ -45,14 +76,22 @@ class TrainSettings:
     """
 
     fusion: str = "cross"
-    backbone: str = "resnet50"
-    image_size: int = 224
+    backbone: str = "cnn4"
+    image_size: int = 64
     input: str = "roi"
-    epochs: int = 10
-    freeze_epochs: int = 2
-    batch_size: int = 16
+    roi_context: float = 2.0
+    without_region: str = "skip"
+    canvas: list[int] | str | None = "auto"
+    epochs: int = 20
+    freeze_epochs: int = 0
+    batch_size: int = 32
     lr: float = 1e-3
     finetune_lr: float = 1e-4
+    schedule: str = "cosine"
+    warmup_epochs: int = 1
+    augment: bool = True
+    selection: str = "last"
+    radiomics: bool = False
     weight_decay: float = 1e-4
     modality_dropout: float = 0.3
     proj_dim: int = 100
@@ -79,9 +118,18 @@ class TrainSettings:
         _choice("input", self.input, INPUTS)
         _choice("device", self.device, DEVICES)
         _choice("feature_cache", self.feature_cache, FEATURE_CACHES)
-        if self.pretrained not in (None, "imagenet"):
-            raise MammofuseError(f"pretrained must be 'imagenet' or empty, not {self.pretrained!r}")
-        for name, low in (("epochs", 1), ("freeze_epochs", 0), ("batch_size", 1), ("image_size", 32), ("proj_dim", 4), ("patience", 1), ("workers", 0)):
+        _choice("schedule", self.schedule, SCHEDULES)
+        _choice("selection", self.selection, SELECTIONS)
+        _choice("without_region", self.without_region, WITHOUT_REGION)
+        if self.freeze_epochs and not self.pretrained and self.uses_image:
+            raise MammofuseError("freeze_epochs needs pretrained weights: a randomly initialised backbone is never frozen")
+        if self.canvas not in (None, "auto") and (
+            not isinstance(self.canvas, (list, tuple)) or len(self.canvas) != 2 or not all(isinstance(v, int) and 32 <= v <= 8192 for v in self.canvas)
+        ):
+            raise MammofuseError(f"canvas must be auto, none or [height, width] in pixels (32 to 8192), not {self.canvas!r}")
+        if not 0.5 <= float(self.roi_context) <= 10:
+            raise MammofuseError(f"roi_context must be in [0.5, 10], not {self.roi_context!r}")
+        for name, low in (("epochs", 1), ("freeze_epochs", 0), ("batch_size", 1), ("image_size", 32), ("proj_dim", 4), ("patience", 1), ("workers", 0), ("warmup_epochs", 0)):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise MammofuseError(f"{name} must be an integer >= {low}, not {value!r}")
@@ -98,6 +146,16 @@ class TrainSettings:
     @property
     def uses_image(self) -> bool:
         return self.fusion != "clinical"
+
+    def recipe(self, auto_canvas: tuple[int, int] | None = None) -> "PreprocessRecipe":
+        """The preprocessing these settings train with (saved with the model); ``auto_canvas`` resolves ``auto``."""
+        from mammofuse.imaging.preprocess import PreprocessRecipe
+
+        canvas = auto_canvas if self.canvas == "auto" else self.canvas
+        return PreprocessRecipe(
+            image_size=self.image_size, input=self.input, roi_context=float(self.roi_context),  # type: ignore[arg-type]
+            canvas=tuple(canvas) if canvas else None, without_region=self.without_region,  # type: ignore[arg-type]
+        )
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -1,11 +1,12 @@
-"""The training loop: frozen-backbone warm-up on cached features, fine-tuning, early stopping.
+"""The training loop: end-to-end training with augmentation, or a frozen pretrained backbone first.
 
-Schedule: for the first ``freeze_epochs`` epochs the backbone is frozen (eval mode, no
-gradients) and its features come from a cache, so an epoch costs only the heads; the heads
-train at ``lr``. Then the whole model trains at ``finetune_lr``. Within each phase the rate
-decays by ``LR_DECAY`` per epoch (a rule that does not depend on the total epoch count, so a
-resumed run follows the same schedule as an uninterrupted one). ``clinical`` has no
-backbone: every epoch trains at ``lr``.
+A randomly initialised backbone trains end to end from the first epoch at ``lr``. With
+pretrained weights, the first ``freeze_epochs`` epochs may keep the backbone frozen (eval
+mode, no gradients; its features come from a cache when nothing is augmented), training only
+the heads at ``lr``; then the whole model trains at ``finetune_lr``. The rate follows
+``schedule`` over the whole run (cosine by default; ``step`` decays by ``LR_DECAY`` per epoch
+within each phase). ``selection: last`` keeps the last epoch (a fixed epoch count, the
+threshold from validation at that epoch); ``best`` keeps the epoch of best validation AUC.
 
 Exactness: shuffling is a pure function of (seed, epoch); dropout draws from the global
 torch RNG, whose state is checkpointed with the weights, optimiser and scheduler. On CPU a
@@ -36,7 +37,7 @@ from mammofuse.imaging.preprocess import PreprocessRecipe
 from mammofuse.training import checkpoint as ckpt
 from mammofuse.training.distributed import Distributed, padded_shard
 from mammofuse.training.features import FeatureCache, extract_features
-from mammofuse.training.settings import RESUMABLE_CHANGES, TrainSettings
+from mammofuse.training.settings import TrainSettings, resumable_changes
 
 LR_DECAY = 0.9  # per epoch, within a phase
 GRAD_CLIP = 1.0  # max global gradient norm
@@ -78,6 +79,14 @@ class _Tables:
         )
 
 
+def common_canvas(samples: Sequence[Sample]) -> tuple[int, int] | None:
+    """The one (rows, columns) shared by every image file of ``samples`` (headers only), else None."""
+    from mammofuse.imaging.reader import image_shape
+
+    shapes = {image_shape(p) for p in {s.image_path for s in samples if s.image_path}}
+    return shapes.pop() if len(shapes) == 1 and None not in shapes else None
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
@@ -87,10 +96,21 @@ def seed_everything(seed: int) -> None:
 def lr_factor(epoch_index: int, settings: TrainSettings) -> float:
     """Multiplier of ``settings.lr`` for the 0-based epoch ``epoch_index``."""
     freeze = settings.freeze_epochs if settings.uses_image else 0
-    if epoch_index < freeze:
-        return LR_DECAY**epoch_index
-    base = settings.finetune_lr / settings.lr if settings.uses_image else 1.0
-    return base * LR_DECAY ** (epoch_index - freeze)
+    base = settings.finetune_lr / settings.lr if 0 < freeze <= epoch_index else 1.0
+    if settings.schedule == "step":
+        return base * LR_DECAY ** (epoch_index - (freeze if epoch_index >= freeze else 0))
+    last = max(settings.epochs - 1, 1)
+    if settings.schedule == "onecycle":
+        peak = max(1, round(0.3 * settings.epochs))
+        if epoch_index < peak - 1:
+            return base * (0.1 + 0.9 * (epoch_index + 1) / peak)
+        start = peak - 1
+    else:
+        if epoch_index < settings.warmup_epochs:
+            return base * (epoch_index + 1) / (settings.warmup_epochs + 1)
+        start = settings.warmup_epochs
+    progress = min(1.0, (epoch_index - start) / max(last - start, 1))
+    return base * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
 def epoch_batches(n: int, epoch: int, settings: TrainSettings, dist: Distributed) -> list[list[int]]:
@@ -143,22 +163,33 @@ class _Trainer:
         if self.device.type == "cuda":
             torch.cuda.set_device(self.device)
         self.progress = progress and self.dist.main
-        self.recipe = PreprocessRecipe(image_size=settings.image_size, input=settings.input)  # type: ignore[arg-type]
+        self.recipe: PreprocessRecipe = settings.recipe(common_canvas(self.train_samples + self.val_samples))
         config = ModelConfig(
             fusion=settings.fusion, backbone=settings.backbone, proj_dim=settings.proj_dim,
             modality_dropout=float(settings.modality_dropout), preprocessing=self.recipe.as_dict(),
+            radiomics=bool(settings.radiomics) and settings.uses_image,
         )
         seed_everything(settings.seed)
-        self.model = MammoFuse(config, pretrained=settings.pretrained).to(self.device)
+        self.model = MammoFuse(config, pretrained="imagenet" if settings.pretrained == "imagenet" else None)
+        if settings.pretrained not in (None, "imagenet") and self.model.backbone is not None:
+            from mammofuse.training.pretrain import load_backbone
+
+            load_backbone(self.model.backbone, settings.pretrained, settings.backbone)
+        self.model.to(self.device)
         self.uses_image = config.uses_image
         self.tables = {
             "train": _Tables.build(self.train_samples, config.vocabulary, self.uses_image),
             "val": _Tables.build(self.val_samples, config.vocabulary, self.uses_image),
         }
         self.datasets = {
-            "train": LesionDataset(self.train_samples, self.recipe, config.vocabulary, use_images=self.uses_image),
-            "val": LesionDataset(self.val_samples, self.recipe, config.vocabulary, use_images=self.uses_image),
+            split: LesionDataset(
+                samples, self.recipe, config.vocabulary, use_images=self.uses_image, radiomics=config.radiomics,
+                cache=settings.workers == 0,
+            )
+            for split, samples in (("train", self.train_samples), ("val", self.val_samples))
         }
+        if config.radiomics:
+            self._standardise_radiomics()
         labels = self.tables["train"].labels
         pos = float(labels.sum())
         self.pos_weight = torch.tensor((len(labels) - pos) / max(pos, 1.0), device=self.device)
@@ -171,7 +202,8 @@ class _Trainer:
         self.scaler = torch.amp.GradScaler("cuda") if self.autocast_dtype == torch.float16 else None
         cache_mode = settings.feature_cache
         self.cache = None
-        if cache_mode != "off" and self.uses_image:
+        # Cached features are exact only while every input is fixed: no augmentation, no radiomics token.
+        if cache_mode != "off" and self.uses_image and not settings.augment and not config.radiomics:
             from mammofuse.cache import cache_dir
 
             self.cache = FeatureCache(cache_mode, cache_dir("features") if cache_mode == "disk" else None)
@@ -214,6 +246,15 @@ class _Trainer:
         return torch.autocast("cuda", dtype=self.autocast_dtype)
 
     # ------------------------------------------------------------------ inputs
+    def _standardise_radiomics(self) -> None:
+        """Set the model's radiomics mean/std from the training cases with an image (read once, cached)."""
+        dataset = self.datasets["train"]
+        rows = [item["radiomics"] for item in map(dataset.__getitem__, range(len(dataset))) if bool(item["image_present"])]
+        if len(rows) >= 2:
+            stacked = torch.stack(rows).double()
+            self.model.radiomics_mean.copy_(stacked.mean(0).float())
+            self.model.radiomics_std.copy_(stacked.std(0).clamp(min=1e-6).float())
+
     def _load_image(self, split: str, index: int) -> tuple[torch.Tensor, bool]:
         item = self.datasets[split][index]
         if item["error"]:
@@ -273,6 +314,10 @@ class _Trainer:
                 if error:
                     self.unreadable.setdefault(f"{split}:{i}", error)
             kwargs = model_inputs(batch, self.device)
+            if self.settings.augment and split == "train":
+                from mammofuse.imaging.augment import augment_batch
+
+                kwargs["image"] = augment_batch(kwargs["image"])
             present = kwargs["image_present"]
             n_present = int(present.sum())
             if frozen:  # cache off: the frozen backbone still runs in eval mode, without gradients
@@ -382,14 +427,14 @@ class _Trainer:
         self.scheduler.step()
         val_loss, val_auc, probs = self._validate(frozen)
         score = val_auc if math.isfinite(val_auc) else -val_loss
-        improved = score > self.best["score"]
+        improved = self.settings.selection == "last" or score > self.best["score"]
         if improved:
             threshold = youden_threshold(self.tables["val"].labels.numpy(), probs)
             self.best = {"score": score, "auc": val_auc, "epoch": epoch, "threshold": threshold}
             self.bad_epochs = 0
         else:
             self.bad_epochs += 1
-        self.stopped = self.bad_epochs >= self.settings.patience
+        self.stopped = self.settings.selection == "best" and self.bad_epochs >= self.settings.patience
         row = {
             "epoch": epoch, "train_loss": round(train_loss, 6), "val_loss": round(val_loss, 6),
             "val_auc": None if math.isnan(val_auc) else round(val_auc, 6), "lr": float(f"{lr:.6g}"),
@@ -424,6 +469,7 @@ class _Trainer:
             "best_epoch": int(self.best["epoch"]),
             "seed": self.settings.seed,
             "settings": self.settings.as_dict(),
+            "recipe": self.recipe.as_dict(),
             "mammofuse": __version__,
             "train_patients": sorted({patient_digest(s.patient_id) for s in self.train_samples}),
             "val_patients": sorted({patient_digest(s.patient_id) for s in self.val_samples}),
@@ -458,10 +504,11 @@ class _Trainer:
         tensors, scalars = ckpt.load_checkpoint(self.out)
         saved = scalars["settings"]
         now = self.settings.as_dict()
-        changed = sorted(k for k in now if k not in RESUMABLE_CHANGES and saved.get(k) != now[k])
+        allowed = resumable_changes(self.settings)
+        changed = sorted(k for k in now if k not in allowed and saved.get(k) != now[k])
         if changed:
             detail = ", ".join(f"{k} {saved.get(k)!r} -> {now[k]!r}" for k in changed)
-            raise MammofuseError(f"--resume: settings differ from the run in {self.out} ({detail}); only {', '.join(sorted(RESUMABLE_CHANGES))} may change")
+            raise MammofuseError(f"--resume: settings differ from the run in {self.out} ({detail}); only {', '.join(sorted(allowed))} may change")
         if scalars["data"] != _data_digest(self.train_samples, self.val_samples):
             raise MammofuseError(f"--resume: the training/validation samples differ from the run in {self.out}")
         model_state = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
@@ -481,7 +528,8 @@ class _Trainer:
         }
         self.bad_epochs, self.stopped = scalars["bad_epochs"], scalars["stopped"]
         self.history, self.epoch = scalars["history"], epoch
-        self.stopped = self.bad_epochs >= self.settings.patience  # a larger --patience reopens a stopped run
+        # a larger --patience reopens a stopped run
+        self.stopped = self.settings.selection == "best" and self.bad_epochs >= self.settings.patience
         ckpt.set_rng_state(tensors, scalars["rng"])
 
     # ------------------------------------------------------------------ display

@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# CBIS-DDSM masses, 5-fold patient-grouped CV inside the official training split (the 1,231 800 px
+# Mass-Training images with their COCO boxes): the numbers of docs/benchmarks.md, "CBIS-DDSM masses".
+#
+# Every arm uses the default recipe of `mammofuse train` (cnn4 from random weights, 64 px lesion crops
+# of 2x the box, 20 epochs, cosine schedule, augmentation, last epoch kept, threshold from each fold's
+# validation part) on the same folds; image arms are also scored on the shortcut controls.
+#   base         image, clinical, concat, cross, co
+#   pretrained   image arm with the self-supervised texture backbone (`mammofuse pretrain`, no labels,
+#                lesion boxes avoided; drawn from training-split images only)
+#   radiomics    image arm with the radiomics token
+# Re-running with the same OUT reuses finished (arm, fold) results. Two processes with one thread
+# each use two cores best (about 1.3x one process with two threads).
+#
+# Usage: benchmarks/ablation_cbis_cv.sh [OUT] [SEED]
+set -euo pipefail
+OUT=${1:-runs/bench/cbis-cv}
+SEED=${2:-0}
+SHARED=${SHARED:-$(dirname "$0")/../../shared/data}
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
+CB=(--dataset cbis-ddsm --data "$SHARED/cbis-ddsm" --images "$SHARED/cbis-ddsm-mass-800/train" --abnormality mass --split train
+    --seed "$SEED" --keep-models --bootstrap 2000)
+mkdir -p "$OUT"
+backbone="$OUT/cbis-texture-cnn4.safetensors"
+[ -f "$backbone" ] || mammofuse pretrain "${CB[@]:0:10}" --out "$backbone"
+mammofuse ablate "${CB[@]}" --out "$OUT/base-seed$SEED" --variants image,clinical,concat,cross,co
+mammofuse ablate "${CB[@]}" --out "$OUT/pretrained-seed$SEED" --variants image --pretrained "$backbone"
+mammofuse ablate "${CB[@]}" --out "$OUT/radiomics-seed$SEED" --variants image --radiomics
+for run in base pretrained radiomics; do cat "$OUT/$run-seed$SEED/ablation.md"; done

@@ -1,0 +1,80 @@
+"""``mammofuse pretrain``: learn an image backbone offline from unlabelled mammograms."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from mammofuse.cli.common import Abnormality, DataDir, DatasetName, ImageDirs, err_console, guarded
+
+
+@guarded
+def pretrain(
+    dataset: DatasetName,
+    data: DataDir,
+    out: Annotated[Path, typer.Option("--out", help="The backbone file to write (.safetensors).")],
+    images: ImageDirs = None,
+    abnormality: Abnormality = "all",
+    split: Annotated[str, typer.Option("--split", help="Whose images are used: train (never the test split) or all (datasets without one).")] = "train",
+    backbone: Annotated[str, typer.Option("--backbone", help="cnn4, resnet18, resnet34 or resnet50.")] = "cnn4",
+    image_size: Annotated[int, typer.Option("--image-size", min=32, help="Patch side given to the backbone.")] = 64,
+    patches: Annotated[int, typer.Option("--patches-per-image", min=1, help="Random tissue patches drawn per image.")] = 8,
+    epochs: Annotated[int, typer.Option("--epochs", min=1)] = 6,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=2)] = 64,
+    lr: Annotated[float, typer.Option("--lr", min=1e-6, help="Peak learning rate (one-cycle).")] = 2e-3,
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+) -> None:
+    """Pretrain a backbone without labels: regress texture statistics of random breast-tissue patches.
+
+    Patches avoid every known lesion region and no label is read, so the backbone never sees what it will be asked to predict; the test split is never used. Patches are drawn from each image in the training images' geometry (the canvas, when all images share one size). Write the result with --out and pass it to `mammofuse train --pretrained FILE`.
+
+    Examples:
+
+        mammofuse pretrain --dataset cbis-ddsm --data ../shared/data/cbis-ddsm --images ../shared/data/cbis-ddsm-mass-800/train --abnormality mass --out backbones/cbis-texture.safetensors
+
+        mammofuse train --dataset cbis-ddsm --data ../shared/data/cbis-ddsm --images ../shared/data/cbis-ddsm-mass-800/train --abnormality mass --pretrained backbones/cbis-texture.safetensors --out runs/pretrained
+    """
+    from mammofuse.data import load_dataset
+    from mammofuse.errors import MammofuseError
+    from mammofuse.model.config import BACKBONES
+    from mammofuse.training.pretrain import PretrainSettings, build_patch_set, pretrain_backbone, save_backbone
+    from mammofuse.training.trainer import common_canvas
+
+    if backbone not in BACKBONES:
+        raise MammofuseError(f"--backbone must be one of {', '.join(BACKBONES)}, not {backbone!r}")
+    if split == "test":
+        raise MammofuseError("--split test: pretraining never uses test images")
+    samples = [s for s in load_dataset(dataset, data, images, abnormality) if split == "all" or s.split == split]
+    files = sorted({s.image_path for s in samples if s.image_path})
+    if not files:
+        raise MammofuseError(f"{data}: no images in the {split} split (pass --images for CBIS-DDSM)")
+    avoid: dict[str, list] = {}
+    for s in samples:
+        if s.image_path and s.region:
+            avoid.setdefault(s.image_path, []).append(s.region)
+    settings = PretrainSettings(
+        backbone=backbone, image_size=image_size, canvas=common_canvas(samples), patches_per_image=patches,
+        epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
+    )
+    err_console.print(f"drawing {patches} tissue patches from each of {len(files)} images (lesion regions avoided)", highlight=False, markup=False)
+    inputs, targets, owners, errors = build_patch_set(files, avoid, settings)
+    for error in errors:
+        err_console.print(f"skipped: {error}", highlight=False, markup=False)
+    err_console.print(f"pretraining {backbone} on {len(inputs)} patches for {epochs} epochs", highlight=False, markup=False)
+    backbone_module, report = pretrain_backbone(
+        inputs, targets, owners, settings,
+        on_epoch=lambda row: err_console.print(
+            f"epoch {row['epoch']}/{epochs}: train MSE {row['train_mse']:.3f}, held-out R^2 {row['holdout_r2']:.3f}, {row['seconds']:.0f}s",
+            highlight=False, markup=False),
+    )
+    report.update({"dataset": dataset, "split": split, "abnormality": abnormality, "canvas": settings.canvas, "skipped_files": len(errors)})
+    save_backbone(backbone_module, out, settings, report)
+    typer.echo(json.dumps({"out": str(out), **{k: report[k] for k in ("patches", "images", "holdout_images")},
+                           "holdout_r2": report["history"][-1]["holdout_r2"]}))
+
+
+def register(app: typer.Typer) -> None:
+    app.command("pretrain")(pretrain)

@@ -1,0 +1,80 @@
+"""The training-settings flags that ``train`` and ``ablate`` share, and how they become settings.
+
+Every flag defaults to None: a setting not given comes from ``--config`` YAML, else from
+:class:`mammofuse.training.TrainSettings`, whose defaults are the best recipe measured.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+MODEL = "Model and schedule"
+MACHINE = "Machine"
+
+
+def option(*names: str, help: str, panel: str = MODEL) -> Any:
+    return typer.Option(*names, help=help, rich_help_panel=panel, show_default=False)
+
+
+Backbone = Annotated[str | None, option("--backbone", help="cnn4 (small CNN), resnet18, resnet34 or resnet50 (default cnn4).")]
+ImageSize = Annotated[int | None, option("--image-size", help="Side of the square input (default 64).")]
+InputMode = Annotated[str | None, option("--input", help="roi (lesion crop) or full (breast crop) (default roi).")]
+RoiContext = Annotated[float | None, option("--roi-context", help="Lesion crop side as a multiple of the lesion's diameter (default 2).")]
+WithoutRegion = Annotated[str | None, option("--without-region", help="roi cases with no lesion region: skip (image left out) or breast (crop the breast) (default skip).")]
+Canvas = Annotated[str | None, option("--canvas", help="auto, none or HxW: images are min-max scaled and stretched to this size before cropping (default auto: the training images' size when they share one).")]
+Pretrained = Annotated[str | None, option("--pretrained", help="imagenet (torchvision weights in the local cache), a backbone from `mammofuse pretrain` (registered name or .safetensors path), or none.")]
+ProjDim = Annotated[int | None, option("--proj-dim", help="Shared token dimension d (default 100).")]
+ModalityDropout = Annotated[float | None, option("--modality-dropout", help="Chance of dropping a whole modality per training case (default 0.3).")]
+Radiomics = Annotated[bool | None, option("--radiomics/--no-radiomics", help="Add a texture-statistics and lesion-size token to the image branch (default off).")]
+Epochs = Annotated[int | None, option("--epochs", help="Total epochs (default 20).")]
+FreezeEpochs = Annotated[int | None, option("--freeze-epochs", help="First epochs with a pretrained backbone frozen (default 0; needs --pretrained).")]
+BatchSize = Annotated[int | None, option("--batch-size", help="Samples per step (per process under torchrun) (default 32).")]
+Lr = Annotated[float | None, option("--lr", help="Peak learning rate (default 1e-3).")]
+FinetuneLr = Annotated[float | None, option("--finetune-lr", help="Learning rate after a frozen phase (default 1e-4).")]
+Schedule = Annotated[str | None, option("--schedule", help="cosine, onecycle or step (default cosine).")]
+WarmupEpochs = Annotated[int | None, option("--warmup-epochs", help="Warm-up epochs of the cosine schedule (default 1).")]
+Augment = Annotated[bool | None, option("--augment/--no-augment", help="Flip, rotate, scale and intensity-jitter training images (default on).")]
+Selection = Annotated[str | None, option("--selection", help="last (fixed epoch count) or best (best validation AUC, early stopping) (default last).")]
+WeightDecay = Annotated[float | None, option("--weight-decay", help="AdamW weight decay (default 1e-4).")]
+Patience = Annotated[int | None, option("--patience", help="With --selection best: stop after this many epochs without a better validation AUC (default 5).")]
+ValFraction = Annotated[float | None, option("--val-fraction", help="Share of patients held out for validation (default 0.2).")]
+Seed = Annotated[int | None, option("--seed", help="Seed of weights, splits, shuffling, augmentation and dropout (default 0).")]
+DeviceFlag = Annotated[str | None, option("--device", help="auto, cpu or cuda (default auto).", panel=MACHINE)]
+Workers = Annotated[int | None, option("--workers", help="Image-reading worker processes (default 0: images are read once and kept in memory).", panel=MACHINE)]
+FeatureCache = Annotated[str | None, option("--feature-cache", help="Frozen-backbone features in memory, on disk (the user cache) or off (default memory).", panel=MACHINE)]
+Amp = Annotated[bool | None, option("--amp/--no-amp", help="Mixed precision on CUDA (default on).", panel=MACHINE)]
+ConfigFile = Annotated[Path | None, typer.Option("--config", help="YAML file with any training settings; flags override it.")]
+
+
+def parse_canvas(text: str | None) -> list[int] | str | None:
+    """``auto`` / ``none`` / ``800x800`` (or ``800,800``) as the ``canvas`` setting; None when not given."""
+    from mammofuse.errors import MammofuseError
+
+    if text is None:
+        return None
+    value = text.strip().lower()
+    if value in ("auto", "none"):
+        return value if value == "auto" else "none"
+    parts = value.replace(",", "x").split("x")
+    if len(parts) != 2 or not all(p.strip().isdigit() for p in parts):
+        raise MammofuseError(f"--canvas: expected auto, none or HEIGHTxWIDTH (e.g. 800x800), got {text!r}")
+    return [int(p) for p in parts]
+
+
+def settings_values(config: Path | None, flags: dict[str, Any]) -> dict[str, Any]:
+    """The settings mapping: ``--config`` YAML, then every flag that was given."""
+    from mammofuse.training.settings import read_settings_yaml
+
+    values: dict[str, Any] = {str(k).replace("-", "_"): v for k, v in (read_settings_yaml(config) if config else {}).items()}
+    flags = dict(flags)
+    if "input_mode" in flags:
+        flags["input"] = flags.pop("input_mode")
+    if "canvas" in flags:
+        flags["canvas"] = parse_canvas(flags["canvas"])
+    values.update({k: v for k, v in flags.items() if v is not None})
+    if values.get("canvas") == "none":
+        values["canvas"] = None
+    return values

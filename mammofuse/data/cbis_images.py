@@ -1,0 +1,127 @@
+"""CBIS-DDSM full-field images in a plain folder, named by image key, with COCO lesion boxes.
+
+A file is found by its CBIS-DDSM image key: the full one (``Mass-Training_P_00001_LEFT_CC.jpg``,
+the first component of the CSV's ``image file path``) or the short one (``00001_LEFT_CC.jpg``:
+patient number, breast, view). Lesion boxes come from ``_annotations.coco.json`` in the folder
+(``bbox`` = x, y, width, height in the file's pixels); a COCO category named like ``Mass`` or
+``Calcification`` says which kind of lesion its boxes are.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from mammofuse.errors import MammofuseError
+from mammofuse.imaging.reader import IMAGE_SUFFIXES
+
+COCO_NAME = "_annotations.coco.json"
+_KEY = re.compile(
+    r"^(?:(?P<kind>mass|calc)-(?P<split>training|test)_)?(?:p_)?(?P<patient>\d{5})_(?P<side>left|right)_(?P<view>cc|mlo)$",
+    re.I,
+)
+
+Box = tuple[float, float, float, float]
+"""A lesion box (x, y, width, height) in the file's pixels."""
+
+
+@dataclass
+class FolderImage:
+    """One image file of a folder and the lesion boxes drawn on it (by abnormality kind)."""
+
+    path: Path
+    boxes: dict[str | None, list[Box]] = field(default_factory=dict)
+    kinds: frozenset[str | None] = frozenset()
+    used: bool = False
+
+    def boxes_for(self, kind: str) -> list[Box] | None:
+        """Boxes of lesions of ``kind`` (mass/calc); None when no annotation file covers that kind here."""
+        for key in (kind, None):
+            if key in self.kinds:
+                return self.boxes.get(key, [])
+        return None
+
+
+def _kind(category: str) -> str | None:
+    name = category.strip().lower()
+    return "mass" if name.startswith("mass") else ("calc" if name.startswith("calc") else None)
+
+
+def parse_key(stem: str) -> tuple[str, str, str, str | None] | None:
+    """``(patient, side, view, film)`` of an image key (film only for full keys), None if not one."""
+    match = _KEY.match(stem)
+    if not match:
+        return None
+    patient = f"P_{match['patient']}"
+    side, view = match["side"].upper(), match["view"].upper()
+    film = None
+    if match["kind"]:
+        film = f"{match['kind'].capitalize()}-{match['split'].capitalize()}_{patient}_{side}_{view}"
+    return patient, side, view, film
+
+
+class ImageFolder:
+    """Files of one folder indexed by image key, with their COCO boxes."""
+
+    def __init__(self, root: Path, images: list[FolderImage], keys: dict[tuple[str, str, str], list[FolderImage]], films: dict[str, FolderImage]) -> None:
+        self.root, self.images, self._keys, self._films = root, images, keys, films
+
+    @classmethod
+    def scan(cls, root: Path) -> "ImageFolder | None":
+        """The folder's keyed images, or None when no file in it is named by an image key."""
+        images: list[FolderImage] = []
+        keys: dict[tuple[str, str, str], list[FolderImage]] = {}
+        films: dict[str, FolderImage] = {}
+        by_name: dict[str, FolderImage] = {}
+        for path in sorted(root.iterdir()):
+            parsed = parse_key(path.stem) if path.suffix.lower() in IMAGE_SUFFIXES - {""} else None
+            if parsed is None or not path.is_file():
+                continue
+            image = FolderImage(path)
+            images.append(image)
+            by_name[path.name] = image
+            patient, side, view, film = parsed
+            if film:
+                films[film] = image
+            else:
+                keys.setdefault((patient, side, view), []).append(image)
+        if not images:
+            return None
+        coco = root / COCO_NAME
+        if coco.is_file():
+            _read_boxes(coco, by_name)
+        return cls(root, images, keys, films)
+
+    def find(self, film: str, patient: str, side: str, view: str) -> FolderImage | None:
+        """The file of a CSV film: by its full key, else by (patient, breast, view)."""
+        if film in self._films:
+            return self._films[film]
+        found = self._keys.get((patient, side.upper(), view.upper()), [])
+        return found[0] if found else None
+
+
+def _read_boxes(coco: Path, by_name: dict[str, FolderImage]) -> None:
+    try:
+        data = json.loads(coco.read_text(encoding="utf-8"))
+        kinds = {c["id"]: _kind(str(c.get("name", ""))) for c in data.get("categories", [])}
+        files = {im["id"]: Path(str(im["file_name"])).name for im in data["images"]}
+        covered = frozenset(kinds.values()) or frozenset({None})
+        for name in files.values():
+            if name in by_name:
+                by_name[name].kinds = covered
+        for ann in data["annotations"]:
+            image = by_name.get(files.get(ann["image_id"], ""))
+            if image is None:
+                continue
+            x, y, w, h = (float(v) for v in ann["bbox"])
+            image.boxes.setdefault(kinds.get(ann.get("category_id")), []).append((x, y, w, h))
+    except (ValueError, KeyError, TypeError) as exc:
+        raise MammofuseError(f"{coco}: not a COCO annotation file ({type(exc).__name__}: {exc})") from None
+
+
+def box_region(box: Box) -> tuple[float, float, float]:
+    """The lesion circle (row, column, radius) that a square crop around ``box`` should cover."""
+    x, y, w, h = box
+    return (y + h / 2, x + w / 2, max(w, h) / 2)

@@ -1,0 +1,46 @@
+"""Two views of one breast: combine the probabilities of a breast's images into one score.
+
+CBIS-DDSM images most masses in both CC and MLO. A breast is (patient, laterality); its
+score is the mean of its cases' probabilities and its label is malignant when any of its
+lesions is. Laterality comes from the CBIS-DDSM image key, the DICOM header, or the file name.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+from mammofuse.data.sample import Sample
+
+
+def breast_of_sample(sample: Sample) -> str | None:
+    """``patient/L`` or ``patient/R`` for a dataset sample, None when the laterality is unknown."""
+    from mammofuse.data.cbis_images import parse_key
+
+    parsed = parse_key(sample.image_id or "")
+    return f"{sample.patient_id or parsed[0]}/{parsed[1][0]}" if parsed else None
+
+
+def breast_of_file(path: str, patient_id: str = "") -> str | None:
+    """``patient/L|R`` of an image file: the DICOM header (PatientID, ImageLaterality) or a CBIS-DDSM file name."""
+    from mammofuse.imaging.reader import header_laterality
+
+    patient, side = header_laterality(path)
+    patient = patient_id or patient
+    return f"{patient}/{side}" if patient and side else None
+
+
+def aggregate(keys: Sequence[str | None], probs: Sequence[float], labels: Sequence[int] | None = None) -> dict[str, dict]:
+    """Per breast key: mean probability, number of cases and (when labels are given) any-malignant label."""
+    groups: dict[str, list[int]] = {}
+    for i, key in enumerate(keys):
+        if key is not None and np.isfinite(probs[i]):
+            groups.setdefault(key, []).append(i)
+    out = {}
+    for key, rows in groups.items():
+        entry = {"probability": float(np.mean([probs[i] for i in rows])), "cases": len(rows)}
+        if labels is not None:
+            entry["label"] = int(max(labels[i] for i in rows))
+        out[key] = entry
+    return out

@@ -1,0 +1,80 @@
+"""Shortcut controls: score a case without its lesion, to see what a model really reads.
+
+``masked`` fills the lesion's square (1.5 times its diameter) with the neighbouring tissue of
+the same size; ``away`` moves the lesion crop to a patch of the same image, the same size,
+away from every lesion of the film. A model that still separates benign from malignant on
+these inputs is reading something other than the lesion (scanner, film, breast).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Sequence
+
+import numpy as np
+
+from mammofuse.errors import MammofuseError
+from mammofuse.imaging.preprocess import Region
+
+CONTROLS = ("masked", "away")
+MASK_SCALE = 1.5
+_TISSUE = 0.08  # pixels above this (of [0, 1]) count as breast
+
+
+def _square(region: Region, scale: float) -> tuple[int, int, int]:
+    row, col, radius = region
+    side = max(4, int(round(2 * radius * scale)))
+    return int(round(row)) - side // 2, int(round(col)) - side // 2, side
+
+
+def mask_lesion(pixels: np.ndarray, region: Region, scale: float = MASK_SCALE) -> np.ndarray:
+    """A copy of ``pixels`` with the lesion's square filled from the adjacent square holding most tissue."""
+    height, width = pixels.shape
+    top, left, side = _square(region, scale)
+    t0, l0 = max(top, 0), max(left, 0)
+    t1, l1 = min(top + side, height), min(left + side, width)
+    out = pixels.copy()
+    if t1 <= t0 or l1 <= l0:
+        return out
+    best, source = -1.0, None
+    for dr, dc in ((-side, 0), (side, 0), (0, -side), (0, side)):
+        if t0 + dr < 0 or l0 + dc < 0 or t1 + dr > height or l1 + dc > width:
+            continue
+        patch = pixels[t0 + dr : t1 + dr, l0 + dc : l1 + dc]
+        tissue = float((patch > _TISSUE).mean())
+        if tissue > best:
+            best, source = tissue, patch
+    out[t0:t1, l0:l1] = source if source is not None else float(np.median(pixels[pixels > _TISSUE]))
+    return out
+
+
+def away_region(pixels: np.ndarray, region: Region, avoid: Sequence[Region], key: str) -> Region:
+    """A region of the same radius inside the breast, clear of every lesion in ``avoid``.
+
+    The choice is a pure function of ``key`` (e.g. the sample id), so reruns score the same patch.
+
+    Raises:
+        MammofuseError: when the breast has no such patch.
+    """
+    row, col, radius = region
+    height, width = pixels.shape
+    tissue = (pixels > _TISSUE).astype(np.float64)
+    integral = np.pad(tissue.cumsum(0).cumsum(1), ((1, 0), (1, 0)))
+    half = max(2, int(round(radius)))
+    step = max(2, half // 2)
+    rows = np.arange(half, height - half, step)
+    cols = np.arange(half, width - half, step)
+    if len(rows) == 0 or len(cols) == 0:
+        raise MammofuseError("no breast tissue away from the lesion for the 'away' control")
+    rr, cc = np.meshgrid(rows, cols, indexing="ij")
+    t, b, l, r = rr - half, rr + half, cc - half, cc + half
+    share = (integral[b, r] - integral[t, r] - integral[b, l] + integral[t, l]) / float((2 * half) ** 2)
+    ok = share >= 0.9
+    for lr, lc, lrad in [region, *avoid]:
+        ok &= np.hypot(rr - lr, cc - lc) > 2 * (radius + lrad)
+    candidates = np.flatnonzero(ok)
+    if len(candidates) == 0:
+        raise MammofuseError("no breast tissue away from the lesion for the 'away' control")
+    seed = int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "little")
+    pick = candidates[np.random.default_rng(seed).integers(len(candidates))]
+    return (float(rr.flat[pick]), float(cc.flat[pick]), float(radius))

@@ -1,0 +1,226 @@
+"""Self-supervised pretraining offline: a backbone learns to predict texture statistics of patches.
+
+No labels and no lesion pixels: patches are drawn at random from the breast tissue of
+unlabelled mammograms, away from every known lesion region, at the sizes lesion crops have,
+and the backbone (with a linear head) regresses their standardised GLCM and first-order
+statistics (:func:`mammofuse.imaging.radiomics.texture_features`). A randomly initialised
+backbone's features hardly differ between cases; these targets make it see texture first.
+
+The result is ``backbone.safetensors``: the backbone's weights, with metadata naming its
+architecture, loadable by ``mammofuse train --pretrained PATH`` (or a registered name).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from mammofuse.atomic import atomic_path
+from mammofuse.errors import MammofuseError
+from mammofuse.imaging.preprocess import Region
+
+BACKBONE_FORMAT = "mammofuse-backbone-1"
+REGISTERED_BACKBONES = {"cbis-texture-cnn4": "cbis-texture-cnn4.safetensors"}
+
+
+@dataclass
+class PretrainSettings:
+    """How patches are drawn and the backbone is trained."""
+
+    backbone: str = "cnn4"
+    image_size: int = 64
+    canvas: tuple[int, int] | None = (800, 800)
+    patches_per_image: int = 8
+    patch_sides: tuple[int, int] = (64, 256)
+    epochs: int = 6
+    batch_size: int = 64
+    lr: float = 2e-3
+    holdout: float = 0.1
+    seed: int = 0
+
+
+def registered_backbone_path(name: str) -> Path | None:
+    """The file of a backbone shipped with mammofuse, or None."""
+    if name not in REGISTERED_BACKBONES:
+        return None
+    path = Path(str(resources.files("mammofuse") / "weights" / "backbones" / REGISTERED_BACKBONES[name]))
+    return path if path.is_file() else None
+
+
+def load_backbone(module: nn.Module, spec: str, backbone: str) -> dict[str, str]:
+    """Load pretrained backbone weights (a registered name or a .safetensors path) into ``module``.
+
+    Raises:
+        MammofuseError: unknown name, unreadable file, another architecture, mismatched keys.
+    """
+    from safetensors import SafetensorError, safe_open
+    from safetensors.torch import load_file
+
+    path = registered_backbone_path(spec) or Path(spec)
+    if not path.is_file():
+        names = ", ".join(REGISTERED_BACKBONES)
+        raise MammofuseError(f"--pretrained {spec}: no such file or registered backbone (registered: {names}; or 'imagenet')")
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            meta = dict(fh.metadata() or {})
+        state = load_file(str(path))
+    except (SafetensorError, OSError) as exc:
+        raise MammofuseError(f"{path}: not a valid safetensors file ({exc})") from None
+    if meta.get("format") != BACKBONE_FORMAT:
+        raise MammofuseError(f"{path}: not a mammofuse backbone (made by `mammofuse pretrain`)")
+    if meta.get("backbone") != backbone:
+        raise MammofuseError(f"{path}: weights of a {meta.get('backbone')} backbone, but the model uses {backbone} (--backbone)")
+    try:
+        module.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        raise MammofuseError(f"{path}: weights do not fit the {backbone} backbone ({str(exc).splitlines()[0]})") from None
+    return meta
+
+
+def draw_patches(
+    pixels: np.ndarray, count: int, sides: tuple[int, int], avoid: Sequence[Region], rng: np.random.Generator,
+) -> list[np.ndarray]:
+    """Up to ``count`` square patches of random side inside the breast, clear of every region in ``avoid``."""
+    tissue = pixels > 0.08
+    integral = np.pad(tissue.cumsum(0).cumsum(1), ((1, 0), (1, 0))).astype(np.float64)
+    height, width = pixels.shape
+    patches: list[np.ndarray] = []
+    for _ in range(count * 20):
+        if len(patches) == count:
+            break
+        side = int(rng.integers(sides[0], sides[1] + 1))
+        if side >= min(height, width):
+            continue
+        top, left = int(rng.integers(0, height - side)), int(rng.integers(0, width - side))
+        share = (integral[top + side, left + side] - integral[top, left + side] - integral[top + side, left] + integral[top, left]) / side**2
+        centre = (top + side / 2, left + side / 2)
+        if share < 0.9 or any(math.hypot(centre[0] - r, centre[1] - c) < rad + side / math.sqrt(2) for r, c, rad in avoid):
+            continue
+        patches.append(pixels[top : top + side, left : left + side])
+    return patches
+
+
+def build_patch_set(
+    images: Sequence[str], avoid: dict[str, list[Region]], settings: PretrainSettings, on_image: Callable[[], None] | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
+    """(inputs (N, 1, S, S) in [0, 1], texture targets (N, F), image index per patch, errors)."""
+    from mammofuse.imaging.preprocess import _resize, to_canvas
+    from mammofuse.imaging.radiomics import texture_features
+    from mammofuse.imaging.reader import read_mammogram
+
+    rng = np.random.default_rng(settings.seed)
+    inputs, targets, owners, errors = [], [], [], []
+    for k, path in enumerate(images):
+        try:
+            mammogram = read_mammogram(path)
+        except MammofuseError as exc:
+            errors.append(str(exc))
+            continue
+        pixels = mammogram.pixels
+        regions = avoid.get(path, [])
+        if mammogram.info.flipped:
+            regions = [(r, pixels.shape[1] - 1 - c, rad) for r, c, rad in regions]
+        if settings.canvas:
+            sy, sx = settings.canvas[0] / pixels.shape[0], settings.canvas[1] / pixels.shape[1]
+            regions = [(r * sy, c * sx, rad * math.sqrt(sy * sx)) for r, c, rad in regions]
+            pixels, _ = to_canvas(pixels, settings.canvas)
+        for patch in draw_patches(pixels, settings.patches_per_image, settings.patch_sides, regions, rng):
+            small = _resize(patch, settings.image_size)
+            inputs.append(small[None])
+            targets.append(texture_features(small))
+            owners.append(k)
+        if on_image:
+            on_image()
+    if not inputs:
+        raise MammofuseError("no patches could be drawn: no readable image with enough breast tissue")
+    return np.stack(inputs).astype(np.float32), np.stack(targets).astype(np.float32), np.asarray(owners), errors
+
+
+class _Regressor(nn.Module):
+    def __init__(self, backbone: nn.Module, channels: int, outputs: int) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(channels, outputs))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.backbone(x))
+
+
+def pretrain_backbone(
+    inputs: np.ndarray, targets: np.ndarray, owners: np.ndarray, settings: PretrainSettings,
+    on_epoch: Callable[[dict], None] | None = None,
+) -> tuple[nn.Module, dict]:
+    """Train ``settings.backbone`` to regress standardised texture targets; returns (backbone, report).
+
+    A share ``holdout`` of the images (all their patches) is kept out to report R^2 per epoch.
+    """
+    from mammofuse.imaging.augment import augment_batch
+    from mammofuse.imaging.preprocess import PreprocessRecipe
+    from mammofuse.model.encoders import image_backbone
+
+    torch.manual_seed(settings.seed)
+    rng = np.random.default_rng(settings.seed)
+    images = np.unique(owners)
+    held = set(rng.choice(images, size=max(1, int(round(settings.holdout * len(images)))), replace=False).tolist())
+    test = np.array([o in held for o in owners])
+    mean, std = targets[~test].mean(0), targets[~test].std(0) + 1e-6
+    y = torch.from_numpy((targets - mean) / std)
+    recipe = PreprocessRecipe()
+    x = torch.from_numpy((inputs - recipe.mean) / recipe.std)
+    backbone, channels = image_backbone(settings.backbone)
+    model = _Regressor(backbone, channels, targets.shape[1])
+    optimiser = torch.optim.AdamW(model.parameters(), lr=settings.lr, weight_decay=1e-4)
+    train_idx = np.flatnonzero(~test)
+    steps = settings.epochs * math.ceil(len(train_idx) / settings.batch_size)
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=settings.lr, total_steps=max(steps, 1))
+    history = []
+    for epoch in range(1, settings.epochs + 1):
+        start = time.perf_counter()
+        model.train()
+        order = rng.permutation(train_idx)
+        total = 0.0
+        for i in range(0, len(order), settings.batch_size):
+            batch = order[i : i + settings.batch_size]
+            if len(batch) < 2:
+                continue
+            xb = augment_batch(x[batch])
+            loss = nn.functional.mse_loss(model(xb), y[batch])
+            optimiser.zero_grad(set_to_none=True)
+            loss.backward()
+            optimiser.step()
+            scheduler.step()
+            total += float(loss.detach()) * len(batch)
+        model.eval()
+        with torch.no_grad():
+            pred = torch.cat([model(x[test][i : i + 256]) for i in range(0, int(test.sum()), 256)])
+        residual = float(((pred - y[test]) ** 2).mean())
+        row = {"epoch": epoch, "train_mse": round(total / max(len(order), 1), 4), "holdout_r2": round(1.0 - residual, 4),
+               "seconds": round(time.perf_counter() - start, 1)}
+        history.append(row)
+        if on_epoch:
+            on_epoch(row)
+    report = {"patches": int(len(owners)), "images": int(len(images)), "holdout_images": len(held), "history": history}
+    return backbone, report
+
+
+def save_backbone(backbone: nn.Module, path: Path, settings: PretrainSettings, report: dict) -> Path:
+    """Write the backbone's weights as safetensors (atomically), with what made them as metadata."""
+    from safetensors.torch import save_file
+
+    state = {k: v.detach().cpu().contiguous() for k, v in backbone.state_dict().items()}
+    meta = {
+        "format": BACKBONE_FORMAT, "backbone": settings.backbone, "task": "texture-statistics regression",
+        "image_size": str(settings.image_size), "report": json.dumps(report),
+    }
+    with atomic_path(path) as tmp:
+        save_file(state, str(tmp), metadata=meta)
+    return path

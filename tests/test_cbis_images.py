@@ -1,0 +1,177 @@
+"""CBIS-DDSM keyed image folders with COCO boxes: how files and boxes map to CSV rows, and the canvas."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from mammofuse.data import load_dataset, summarize
+from mammofuse.data.cbis_images import box_region, parse_key
+from mammofuse.errors import MammofuseError
+
+
+def test_image_keys_short_and_full():
+    assert parse_key("00001_LEFT_CC") == ("P_00001", "LEFT", "CC", None)
+    assert parse_key("Mass-Training_P_00001_LEFT_CC") == ("P_00001", "LEFT", "CC", "Mass-Training_P_00001_LEFT_CC")
+    assert parse_key("calc-test_p_00077_right_mlo")[3] == "Calc-Test_P_00077_RIGHT_MLO"
+    assert parse_key("README") is None and parse_key("00001_LEFT_CC_1") is None
+
+
+def test_real_folder_matches_every_image_and_pins_the_box_rules(cbis_csv, cbis_800):
+    report: dict = {}
+    samples = load_dataset("cbis-ddsm", cbis_csv, [cbis_800], "mass", report)
+    summary = summarize("cbis-ddsm", samples, report)
+    assert report["images"] == {"matched": 1231, "missing": 8, "unused_files": 0}  # the 8 missing are Mass-Test films
+    assert report["lesions"] == {"matched": 1173, "ambiguous": 131, "left_out": 14, "without_region": 0}
+    assert summary["splits"]["train"]["lesions"] == 1173 + 131
+    coco = json.loads((cbis_800 / "_annotations.coco.json").read_text())
+    files = {im["id"]: im["file_name"] for im in coco["images"]}
+    boxes = {}
+    for ann in coco["annotations"]:
+        boxes.setdefault(files[ann["image_id"]], []).append(ann["bbox"])
+    first = next(s for s in samples if s.id == "Mass-Training_P_00001_LEFT_CC_1")
+    assert Path(first.image_path).name == "00001_LEFT_CC.jpg"
+    assert first.region == pytest.approx(box_region(tuple(boxes["00001_LEFT_CC.jpg"][0])))
+    assert first.clinical == {"density": "3", "shape": "IRREGULAR-ARCHITECTURAL_DISTORTION", "margin": "SPICULATED"}
+    multi = [s for s in samples if s.id.endswith("_box1")]
+    assert multi, "multi-lesion images of one pathology give one sample per box"
+    for sample in multi[:20]:
+        siblings = [s for s in samples if s.image_id == sample.image_id]
+        assert len(siblings) == len(boxes[Path(sample.image_path).name]) >= 2
+        assert len({s.label for s in siblings}) == 1
+    assert all(s.abnormality == "mass" for s in samples)
+
+
+def _folder(tmp_path: Path, names: list[str], boxes: dict[str, list[list[float]]], category: str = "Mass") -> Path:
+    folder = tmp_path / "images"
+    folder.mkdir()
+    images, annotations = [], []
+    for k, name in enumerate(names):
+        Image.fromarray(np.full((80, 80), 100, np.uint8)).save(folder / name)
+        images.append({"id": k, "file_name": name, "height": 80, "width": 80})
+        annotations += [{"id": len(annotations) + j, "image_id": k, "category_id": 0, "bbox": b} for j, b in enumerate(boxes.get(name, []))]
+    coco = {"categories": [{"id": 0, "name": category}], "images": images, "annotations": annotations}
+    (folder / "_annotations.coco.json").write_text(json.dumps(coco))
+    return folder
+
+
+def _csv(tmp_path: Path, rows: list[tuple[str, str, str, str, str, str]]) -> Path:
+    data = tmp_path / "csv"
+    data.mkdir()
+    head = "patient_id,breast_density,left or right breast,image view,abnormality id,abnormality type,mass shape,mass margins,pathology,image file path\n"
+    body = "".join(
+        f"{p},{d},{side},{view},{aid},mass,{shape},OVAL,{path_},Mass-Training_{p}_{side}_{view}/1.2/1.3/000000.dcm\n"
+        for p, side, view, aid, shape, path_, d in [(r[0], r[1], r[2], r[3], r[4], r[5], "2") for r in rows]
+    )
+    (data / "mass_case_description_train_set.csv").write_text(head + body)
+    return data
+
+
+def test_mixed_pathology_and_box_count_mismatch_are_left_out(tmp_path):
+    data = _csv(tmp_path, [
+        ("P_00001", "LEFT", "CC", "1", "ROUND", "BENIGN"),
+        ("P_00001", "LEFT", "CC", "2", "OVAL", "MALIGNANT"),  # mixed pathology on one image
+        ("P_00002", "LEFT", "CC", "1", "ROUND", "BENIGN"),  # two boxes for one row
+        ("P_00003", "RIGHT", "MLO", "1", "ROUND", "MALIGNANT"),
+        ("P_00003", "RIGHT", "MLO", "2", "OVAL", "MALIGNANT"),  # two lesions, one pathology
+    ])
+    folder = _folder(tmp_path, ["00001_LEFT_CC.png", "00002_LEFT_CC.png", "Mass-Training_P_00003_RIGHT_MLO.png"], {
+        "00001_LEFT_CC.png": [[1, 1, 5, 5], [20, 20, 5, 5]],
+        "00002_LEFT_CC.png": [[1, 1, 5, 5], [20, 20, 5, 5]],
+        "Mass-Training_P_00003_RIGHT_MLO.png": [[10, 20, 6, 4], [40, 40, 8, 8]],
+    })
+    report: dict = {}
+    samples = load_dataset("cbis-ddsm", data, [folder], "mass", report)
+    assert report["lesions"] == {"matched": 0, "ambiguous": 2, "left_out": 3, "without_region": 0}
+    assert [s.id for s in samples] == ["Mass-Training_P_00003_RIGHT_MLO_box1", "Mass-Training_P_00003_RIGHT_MLO_box2"]
+    assert all(s.label == 1 for s in samples)
+    assert samples[0].clinical == {"density": "2", "margin": "OVAL"}  # shape differs between the rows: dropped
+    assert samples[0].region == pytest.approx((22.0, 13.0, 3.0))
+
+
+def test_images_may_be_given_twice_and_a_folder_without_boxes_gives_no_region(tmp_path):
+    data = _csv(tmp_path, [("P_00001", "LEFT", "CC", "1", "ROUND", "BENIGN"), ("P_00002", "LEFT", "MLO", "1", "ROUND", "MALIGNANT")])
+    first = _folder(tmp_path, ["00001_LEFT_CC.png"], {"00001_LEFT_CC.png": [[1, 1, 5, 5]]})
+    second = tmp_path / "other"
+    second.mkdir()
+    Image.fromarray(np.full((80, 80), 90, np.uint8)).save(second / "00002_LEFT_MLO.png")
+    report: dict = {}
+    samples = load_dataset("cbis-ddsm", data, [first, second], "all", report)
+    assert {Path(s.image_path).parent.name for s in samples} == {"images", "other"}
+    assert report["lesions"] == {"matched": 1, "ambiguous": 0, "left_out": 0, "without_region": 1}
+    assert load_dataset("cbis-ddsm", data, [first, second], "calc") == []
+    with pytest.raises(MammofuseError, match="--abnormality"):
+        load_dataset("cbis-ddsm", data, [first], "masses")
+
+
+def test_a_broken_coco_file_is_a_one_line_error(tmp_path):
+    data = _csv(tmp_path, [("P_00001", "LEFT", "CC", "1", "ROUND", "BENIGN")])
+    folder = _folder(tmp_path, ["00001_LEFT_CC.png"], {})
+    (folder / "_annotations.coco.json").write_text('{"images": 3}')
+    with pytest.raises(MammofuseError, match="not a COCO annotation file"):
+        load_dataset("cbis-ddsm", data, [folder])
+
+
+def test_full_resolution_dicom_is_brought_onto_the_training_canvas(real_dicoms):
+    """The 800 px images were made from the DICOMs by min-max scaling and stretching: the canvas must reproduce that."""
+    import pydicom
+
+    from mammofuse.imaging.preprocess import PreprocessRecipe, model_space
+    from mammofuse.imaging.reader import read_mammogram
+
+    path = real_dicoms["P_00173_lcc"]
+    raw = pydicom.dcmread(path).pixel_array.astype(np.float64)
+    scaled = (raw - raw.min()) / (raw.max() - raw.min()) * 255
+    jpeg_like = np.asarray(Image.fromarray(scaled.astype(np.float32), mode="F").resize((800, 800), Image.Resampling.BILINEAR))
+    mammogram = read_mammogram(path)
+    recipe = PreprocessRecipe(canvas=(800, 800))
+    region_file = (raw.shape[0] * 0.5, raw.shape[1] * 0.25, 200.0)
+    pixels, region = model_space(mammogram, recipe, region_file)
+    assert pixels.shape == (800, 800)
+    reference = jpeg_like[:, ::-1] if mammogram.info.flipped else jpeg_like
+    assert np.corrcoef(pixels.ravel(), reference.ravel())[0, 1] > 0.99
+    col = 799 - region_file[1] * 800 / raw.shape[1] if mammogram.info.flipped else region_file[1] * 800 / raw.shape[1]
+    assert region[0] == pytest.approx(400.0) and region[1] == pytest.approx(col, abs=1.0)
+    assert region[2] == pytest.approx(200.0 * np.sqrt(800 / raw.shape[0] * 800 / raw.shape[1]))
+
+
+def test_tcia_tree_roi_mask_gives_the_lesion_region(tmp_path):
+    """In a TCIA tree the ROI series holds a crop and a full-size mask: the mask's bounding box is the region."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from dicom_factory import breast_phantom, write_dicom
+
+    from mammofuse.imaging.preprocess import PreprocessRecipe
+    from mammofuse.inference import load_input, mask_region
+
+    study, series, roi_series = "1.2.3", "1.2.3.4", "1.2.3.5"
+    full = breast_phantom(400, 300)
+    mask = np.zeros((400, 300), np.uint16)
+    mask[100:140, 50:110] = 4095
+    root = tmp_path / "tcia"
+    crop_dir = root / "Mass-Training_P_00001_LEFT_CC_1" / "c" / "d"
+    for folder in (root / "Mass-Training_P_00001_LEFT_CC" / "a" / "b", crop_dir):
+        folder.mkdir(parents=True)
+    write_dicom(root / "Mass-Training_P_00001_LEFT_CC" / "a" / "b" / "000000.dcm", full, StudyInstanceUID=study, SeriesInstanceUID=series,
+                PatientID="Mass-Training_P_00001_LEFT_CC")
+    write_dicom(crop_dir / "000000.dcm", breast_phantom(40, 60), StudyInstanceUID="9.8", SeriesInstanceUID=roi_series)
+    write_dicom(crop_dir / "000001.dcm", mask, StudyInstanceUID="9.8", SeriesInstanceUID=roi_series)
+    data = tmp_path / "csv"
+    data.mkdir()
+    (data / "mass_case_description_train_set.csv").write_text(
+        "patient_id,breast_density,left or right breast,image view,abnormality id,abnormality type,mass shape,mass margins,pathology,"
+        "image file path,cropped image file path,ROI mask file path\n"
+        f"P_00001,2,LEFT,CC,1,mass,ROUND,OVAL,BENIGN,Mass-Training_P_00001_LEFT_CC/{study}/{series}/000000.dcm,"
+        f"Mass-Training_P_00001_LEFT_CC_1/9.8/{roi_series}/000000.dcm,\"Mass-Training_P_00001_LEFT_CC_1/9.8/{roi_series}/000001.dcm\n\"\n"
+    )
+    (sample,) = load_dataset("cbis-ddsm", data, [root])
+    assert sample.roi_mask_path.endswith("000001.dcm") and sample.roi_path.endswith("000000.dcm")
+    assert mask_region(sample.roi_mask_path) == pytest.approx((120.0, 80.0, 30.0))
+    recipe = PreprocessRecipe(image_size=32, canvas=(800, 600), roi_min_size=8)
+    image, _ = load_input(sample, recipe)
+    assert image.shape == (1, 32, 32)

@@ -1,0 +1,138 @@
+"""The training recipe for random weights: schedule, augmentation, no frozen random backbone, radiomics, pretraining, controls."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from mammofuse.errors import MammofuseError
+from mammofuse.training import TrainSettings
+from mammofuse.training.trainer import lr_factor
+
+
+def test_cosine_schedule_warms_up_then_decays_over_the_whole_run():
+    settings = TrainSettings(epochs=10, warmup_epochs=1)
+    factors = [lr_factor(e, settings) for e in range(10)]
+    assert factors[0] == pytest.approx(0.5) and factors[1] == pytest.approx(1.0)
+    assert all(a > b for a, b in zip(factors[1:], factors[2:]))
+    assert factors[-1] < 0.05
+    one = [lr_factor(e, replace(settings, schedule="onecycle")) for e in range(10)]
+    assert int(np.argmax(one)) == 2 and one[-1] < 0.05
+    step = [lr_factor(e, replace(settings, schedule="step")) for e in range(3)]
+    assert step == pytest.approx([1.0, 0.9, 0.81])
+
+
+def test_a_random_backbone_is_never_frozen():
+    with pytest.raises(MammofuseError, match="never frozen"):
+        TrainSettings(freeze_epochs=2)
+    assert TrainSettings(freeze_epochs=2, fusion="clinical").freeze_epochs == 2
+    assert TrainSettings(freeze_epochs=2, pretrained="imagenet").freeze_epochs == 2
+
+
+def test_epochs_may_not_change_on_resume_when_the_schedule_spans_the_run():
+    from mammofuse.training.settings import resumable_changes
+
+    assert "epochs" not in resumable_changes(TrainSettings())
+    assert "epochs" in resumable_changes(TrainSettings(schedule="step"))
+
+
+def test_augmentation_is_per_image_seeded_and_keeps_shape():
+    from mammofuse.imaging.augment import augment_batch
+
+    images = torch.randn(6, 1, 32, 32)
+    torch.manual_seed(0)
+    a = augment_batch(images)
+    torch.manual_seed(0)
+    b = augment_batch(images)
+    assert a.shape == images.shape and torch.equal(a, b)
+    assert not torch.allclose(a[0], images[0])
+    assert not torch.allclose(a[0] - a[0].mean(), a[1] - a[1].mean())
+
+
+def test_radiomics_features_are_finite_and_see_texture():
+    from mammofuse.imaging.radiomics import N_RADIOMICS, radiomics_features
+
+    rng = np.random.default_rng(0)
+    smooth = np.full((64, 64), 0.5, np.float32)
+    noisy = np.clip(0.5 + 0.2 * rng.standard_normal((64, 64)), 0, 1).astype(np.float32)
+    a, b = radiomics_features(smooth, 10.0), radiomics_features(noisy, None)
+    assert a.shape == b.shape == (N_RADIOMICS,) and np.isfinite(a).all() and np.isfinite(b).all()
+    assert b[0] > a[0]  # GLCM contrast at distance 1
+    assert a[-1] == 1.0 and b[-1] == 0.0  # lesion size known / unknown
+
+
+def test_model_with_radiomics_token_needs_and_uses_it():
+    from mammofuse.imaging.radiomics import N_RADIOMICS
+    from mammofuse.model import MammoFuse, ModelConfig
+
+    model = MammoFuse(ModelConfig(fusion="cross", backbone="cnn4", proj_dim=16, radiomics=True)).eval()
+    image, clinical, mask = torch.randn(2, 1, 32, 32), torch.zeros(2, 36), torch.zeros(2, 5, dtype=torch.bool)
+    with pytest.raises(ValueError, match="radiomics"):
+        model(image, clinical, mask)
+    r = torch.randn(2, N_RADIOMICS)
+    assert not torch.allclose(model(image, clinical, mask, radiomics=r).logits, model(image, clinical, mask, radiomics=r * 3).logits)
+
+
+def test_pretrained_backbone_round_trip_and_wrong_architecture(tmp_path):
+    from mammofuse.model.encoders import image_backbone
+    from mammofuse.training.pretrain import PretrainSettings, build_patch_set, load_backbone, pretrain_backbone, save_backbone
+    from PIL import Image
+
+    rng = np.random.default_rng(1)
+    files = []
+    for k in range(4):
+        pixels = np.clip(120 + 40 * rng.standard_normal((200, 200)), 0, 255).astype(np.uint8)
+        pixels[:, :20] = 0
+        Image.fromarray(pixels).save(tmp_path / f"{k}.png")
+        files.append(str(tmp_path / f"{k}.png"))
+    settings = PretrainSettings(image_size=32, canvas=None, patches_per_image=4, patch_sides=(40, 80), epochs=1, batch_size=8)
+    inputs, targets, owners, errors = build_patch_set(files + [str(tmp_path / "missing.png")], {files[0]: [(100.0, 100.0, 90.0)]}, settings)
+    assert inputs.shape[1:] == (1, 32, 32) and len(errors) == 1
+    assert 12 <= len(inputs) <= 16  # the first image is nearly all lesion: few or no patches there
+    backbone, report = pretrain_backbone(inputs, targets, owners, settings)
+    path = save_backbone(backbone, tmp_path / "bb.safetensors", settings, report)
+    fresh, _ = image_backbone("cnn4")
+    load_backbone(fresh, str(path), "cnn4")
+    for (name, a), b in zip(backbone.state_dict().items(), fresh.state_dict().values()):
+        assert torch.equal(a, b), name
+    other, _ = image_backbone("resnet18")
+    with pytest.raises(MammofuseError, match="cnn4 backbone"):
+        load_backbone(other, str(path), "resnet18")
+    with pytest.raises(MammofuseError, match="no such file or registered backbone"):
+        load_backbone(fresh, str(tmp_path / "nope.safetensors"), "cnn4")
+
+
+def test_masking_control_changes_only_the_lesion_square_and_away_patch_avoids_lesions():
+    from mammofuse.imaging.controls import away_region, mask_lesion
+
+    pixels = np.full((200, 200), 0.5, np.float32)
+    pixels[90:110, 90:110] = 1.0  # the lesion
+    masked = mask_lesion(pixels, (100.0, 100.0, 10.0))
+    assert masked[85:115, 85:115].max() == pytest.approx(0.5)
+    assert np.array_equal(masked[:80], pixels[:80])
+    other = (40.0, 160.0, 10.0)
+    a = away_region(pixels, (100.0, 100.0, 10.0), [other], "case-1")
+    assert a == away_region(pixels, (100.0, 100.0, 10.0), [other], "case-1")
+    assert np.hypot(a[0] - 100, a[1] - 100) > 40 and np.hypot(a[0] - 40, a[1] - 160) > 40
+    with pytest.raises(MammofuseError, match="no breast tissue"):
+        away_region(np.zeros((200, 200), np.float32), (100.0, 100.0, 10.0), [], "x")
+
+
+def test_default_recipe_trains_end_to_end_keeps_last_epoch(tmp_path, cbis_subset, cbis_800):
+    from mammofuse.data import load_dataset, train_val_split
+    from mammofuse.model import load_model
+    from mammofuse.training import train
+
+    samples = [s for s in load_dataset("cbis-ddsm", cbis_subset, [cbis_800], "mass") if s.split == "train"]
+    tr, va = train_val_split(samples, 0.25, 0)
+    settings = TrainSettings(fusion="cross", image_size=32, epochs=2, device="cpu", radiomics=True, dataset="cbis-ddsm")
+    result = train(settings, tr, va, tmp_path / "run", progress=False)
+    assert result.best_epoch == 2  # selection: last
+    model = load_model(tmp_path / "run")
+    assert model.config.recipe.canvas == (800, 800)  # the training images' size, recorded in the recipe
+    assert model.config.radiomics and float(model.radiomics_std.min()) > 0
+    assert not torch.allclose(model.radiomics_mean, torch.zeros_like(model.radiomics_mean))
