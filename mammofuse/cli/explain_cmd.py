@@ -20,9 +20,11 @@ from mammofuse.cli.common import (
     Margin,
     ModelSpec,
     Recursive,
+    Roi,
     Shape,
     cases_and_model,
     clinical_flags,
+    parse_roi,
     err_console,
     guarded,
 )
@@ -41,6 +43,7 @@ def explain(
     calc_type: CalcType = None,
     calc_distribution: CalcDistribution = None,
     clinical: ClinicalCsv = None,
+    roi: Roi = None,
     recursive: Recursive = False,
     methods: Annotated[str, typer.Option("--methods", help="Comma-separated: gradcam, shap, lime, attention.")] = ALL_METHODS,
     lime_samples: Annotated[int, typer.Option("--lime-samples", help="Perturbed samples for each LIME explanation (image LIME dominates the run time).", min=10)] = 500,
@@ -60,6 +63,8 @@ def explain(
         mammofuse explain scan.dcm --density 3 --shape irregular --margin spiculated --out explanations/
 
         mammofuse explain studies/ -r --clinical findings.csv --methods gradcam,shap --out explanations/
+
+        mammofuse explain scan.dcm --roi 2210,1400,180 --density 3 --margin spiculated --out explanations/
     """
     flags = clinical_flags(density, shape, margin, calc_type, calc_distribution)
     chosen = tuple(dict.fromkeys(m.strip().lower() for m in methods.split(",") if m.strip()))
@@ -71,7 +76,7 @@ def explain(
     options = ExplainOptions(methods=chosen, lime_samples=lime_samples, seed=seed, layer=layer)
     if not chosen:
         raise MammofuseError("--methods is empty; choose from gradcam, shap, lime, attention")
-    samples, net, name, _ = cases_and_model(paths, recursive, flags, clinical, model, device)
+    samples, net, name, _ = cases_and_model(paths, recursive, flags, clinical, model, device, parse_roi(roi))
     if "gradcam" in chosen and net.config.uses_image:
         resolve_layer(net, layer)  # a wrong --layer is a usage error before any work
 

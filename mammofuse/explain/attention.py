@@ -47,7 +47,7 @@ def attention_maps(model: MammoFuse, inputs: CaseInputs, scorer: FixedImageScore
     scorer = scorer or FixedImageScorer(model, inputs)
     features = scorer.features
     with torch.no_grad():
-        out = model(None, inputs.clinical, inputs.mask, features=features)
+        out = model(None, inputs.clinical, inputs.mask, features=features, **inputs.extra())
     h, w = features.shape[-2:]
     forward = out.image_to_clinical[0].float().cpu().numpy().T.reshape(-1, h, w)
     back = None

@@ -97,8 +97,10 @@ class GradCAM:
         return cam.float().cpu().numpy()
 
 
-def grad_cam(model: nn.Module, image: torch.Tensor, clinical: torch.Tensor, mask: torch.Tensor, layer: str = DEFAULT_LAYER) -> np.ndarray:
-    """Grad-CAM (h, w) of the malignancy logit of one MammoFuse case at ``layer``.
+def grad_cam(
+    model: nn.Module, image: torch.Tensor, clinical: torch.Tensor, mask: torch.Tensor, layer: str = DEFAULT_LAYER, **extra: torch.Tensor,
+) -> np.ndarray:
+    """Grad-CAM (h, w) of the malignancy logit of one MammoFuse case at ``layer`` (``extra``: further model inputs).
 
     Raises:
         MammofuseError: unknown layer, a layer outside the image branch, or a model without one.
@@ -106,7 +108,7 @@ def grad_cam(model: nn.Module, image: torch.Tensor, clinical: torch.Tensor, mask
     if getattr(model, "backbone", None) is None:
         raise MammofuseError("this model has no image branch (clinical-only fusion): nothing for Grad-CAM to explain")
     with GradCAM(model, layer) as cam:
-        return cam(lambda: model(image, clinical, mask).logits.sum())[0]
+        return cam(lambda: model(image, clinical, mask, **extra).logits.sum())[0]
 
 
 def upsample(cam: np.ndarray, shape: tuple[int, int]) -> np.ndarray:

@@ -1,13 +1,13 @@
 """One case made ready for explaining: the model's exact inputs, the view it saw, the file's header.
 
-Every method explains the same thing ``predict`` scores, so the tensors are built exactly as
-:func:`mammofuse.inference.load_image` builds them (a test checks they are equal), and the
-region the model saw is kept at its real aspect ratio for the overlays.
+Every method explains the same thing ``predict`` scores, so the tensors are built by
+:func:`mammofuse.inference.load_input` itself, and the region the model saw is kept at its
+real aspect ratio for the overlays.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +17,7 @@ import torch
 from mammofuse.clinical import load_schema
 from mammofuse.data.sample import Sample
 from mammofuse.errors import MammofuseError
-from mammofuse.imaging.preprocess import PreprocessRecipe, crop_for_model, preprocess
+from mammofuse.imaging.preprocess import PreprocessRecipe, crop_for_model
 from mammofuse.imaging.reader import Mammogram, MammogramInfo, read_mammogram
 from mammofuse.model import MammoFuse
 
@@ -38,6 +38,7 @@ class CaseInputs:
             at most ``DISPLAY_SIDE``): the background of every overlay.
         info: what the reader saw in the file.
         header: extra file attributes for the report (untrusted text from the file).
+        radiomics: (1, N_RADIOMICS) texture statistics of the crop, for models with a radiomics token.
     """
 
     sample: Sample
@@ -47,16 +48,21 @@ class CaseInputs:
     view: np.ndarray
     info: MammogramInfo
     header: dict[str, str] = field(default_factory=dict)
+    radiomics: torch.Tensor | None = None
 
     @property
     def source(self) -> str:
         return self.sample.image_path or self.sample.roi_path or self.sample.id
 
+    def extra(self, batch: int = 1) -> dict[str, torch.Tensor]:
+        """Further keyword inputs of the model for ``batch`` copies of this case (the radiomics token's)."""
+        return {} if self.radiomics is None else {"radiomics": self.radiomics.expand(batch, -1)}
+
 
 def model_view(sample: Sample, recipe: PreprocessRecipe) -> tuple[Mammogram, PreprocessRecipe, Any]:
-    """The file, recipe and region the model reads for ``sample`` (as ``inference.load_image``)."""
-    if recipe.input == "roi" and sample.roi_path:
-        return read_mammogram(sample.roi_path), PreprocessRecipe(**{**recipe.as_dict(), "input": "full"}), None
+    """The file, recipe and region the model reads for ``sample`` (as ``inference.load_input``)."""
+    if recipe.input == "roi" and sample.roi_path and sample.region is None:
+        return read_mammogram(sample.roi_path), replace(recipe, input="full", canvas=None), None
     if sample.image_path is None:
         raise MammofuseError(f"{sample.id}: no image")
     return read_mammogram(sample.image_path), recipe, sample.region
@@ -68,12 +74,23 @@ def prepare_inputs(model: MammoFuse, sample: Sample, device: str | torch.device 
     Raises:
         MammofuseError: unreadable file (the message names it) or unknown clinical value.
     """
+    from mammofuse.inference import load_input, mask_region
+
     config = model.config
     vector, mask = load_schema(config.vocabulary).encode(sample.clinical)
+    if sample.region is None and sample.roi_mask_path:
+        sample = replace(sample, region=mask_region(sample.roi_mask_path))
+    if config.uses_image and config.recipe.needs_region() and sample.region is None and not sample.roi_path:
+        raise MammofuseError(
+            f"{sample.image_path or sample.id}: this model looks at lesion crops and no lesion region was given: "
+            "pass --roi ROW,COL,RADIUS (or roi_row, roi_col, roi_radius columns in --clinical)"
+        )
     mammogram, recipe, region = model_view(sample, config.recipe)
-    image = None
+    image = radiomics = None
     if config.uses_image:
-        image = torch.from_numpy(preprocess(mammogram, recipe, region))[None].to(device)
+        array, extra = load_input(sample, config.recipe, config.radiomics)
+        image = torch.from_numpy(array)[None].to(device)
+        radiomics = torch.from_numpy(extra)[None].to(device) if config.radiomics else None
     return CaseInputs(
         sample=sample,
         image=image,
@@ -82,6 +99,7 @@ def prepare_inputs(model: MammoFuse, sample: Sample, device: str | torch.device 
         view=display_view(crop_for_model(mammogram, recipe, region)),
         info=mammogram.info,
         header=dicom_header(Path(mammogram.info.path)) if mammogram.info.format == "dicom" else {},
+        radiomics=radiomics,
     )
 
 
@@ -125,6 +143,7 @@ class FixedImageScorer:
     def __init__(self, model: MammoFuse, inputs: CaseInputs, batch_size: int = 256) -> None:
         self.model = model
         self.batch_size = batch_size
+        self.inputs = inputs
         self.features = None
         if model.config.uses_image:
             with torch.no_grad():
@@ -140,7 +159,7 @@ class FixedImageScorer:
         for start in range(0, len(clinical), self.batch_size):
             c, m = clinical[start : start + self.batch_size], mask[start : start + self.batch_size]
             features = None if self.features is None else self.features.expand(len(c), *self.features.shape[1:])
-            out.append(self.model(None, c, m, features=features).logits.float().cpu())
+            out.append(self.model(None, c, m, features=features, **self.inputs.extra(len(c))).logits.float().cpu())
         return torch.cat(out).numpy().astype(np.float64)
 
 
@@ -163,7 +182,7 @@ class FixedClinicalScorer:
             n = len(batch)
             clinical = self.inputs.clinical.expand(n, -1)
             mask = self.inputs.mask.expand(n, -1)
-            out.append(self.model(batch, clinical, mask).logits.float().cpu())
+            out.append(self.model(batch, clinical, mask, **self.inputs.extra(n)).logits.float().cpu())
         return torch.cat(out).numpy().astype(np.float64)
 
 

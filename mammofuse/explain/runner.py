@@ -117,7 +117,7 @@ def explain_case(
     started = time.perf_counter()
     inputs = prepare_inputs(model, sample, device)
     with torch.no_grad():
-        logit = float(model(inputs.image, inputs.clinical, inputs.mask).logits[0])
+        logit = float(model(inputs.image, inputs.clinical, inputs.mask, **inputs.extra()).logits[0])
     probability = float(sigmoid(logit))
     threshold = float(model.config.threshold)
     result = CaseExplanation(
@@ -240,7 +240,7 @@ def _gradcam(model: MammoFuse, inputs: CaseInputs, folder: Path, options: Explai
         view_figsize,
     )
 
-    cam = grad_cam(model, inputs.image, inputs.clinical, inputs.mask, options.layer)
+    cam = grad_cam(model, inputs.image, inputs.clinical, inputs.mask, options.layer, **inputs.extra())
     _save_npy(folder / "gradcam.npy", cam.astype(np.float32))
     peak = float(cam.max())
     heat = upsample(cam / peak if peak > 0 else cam, inputs.view.shape)
