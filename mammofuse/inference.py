@@ -10,9 +10,9 @@ from torch.utils.data import DataLoader, Dataset
 
 from mammofuse.clinical import load_schema
 from mammofuse.data.sample import Sample
-from mammofuse.errors import MammofuseError
+from mammofuse.errors import InputFileError, MammofuseError
 from mammofuse.imaging.preprocess import PreprocessRecipe, preprocess
-from mammofuse.imaging.reader import read_mammogram
+from mammofuse.imaging.reader import Mammogram, read_mammogram
 
 
 def load_image(sample: Sample, recipe: PreprocessRecipe) -> np.ndarray:
@@ -21,14 +21,28 @@ def load_image(sample: Sample, recipe: PreprocessRecipe) -> np.ndarray:
         return preprocess(read_mammogram(sample.roi_path), PreprocessRecipe(**{**recipe.as_dict(), "input": "full"}))
     if sample.image_path is None:
         raise MammofuseError(f"{sample.id}: no image")
-    return preprocess(read_mammogram(sample.image_path), recipe, sample.region)
+    mammogram = read_mammogram(sample.image_path)
+    if sample.region is not None and recipe.input == "roi":
+        check_region(mammogram, sample.region)
+    return preprocess(mammogram, recipe, sample.region)
+
+
+def check_region(mammogram: Mammogram, region: tuple[float, float, float]) -> None:
+    """Raise InputFileError unless the lesion circle is finite, its radius positive and its centre inside the image."""
+    row, col, radius = region
+    rows, cols = mammogram.pixels.shape
+    if not (np.isfinite(region).all() and radius > 0 and 0 <= row < rows and 0 <= col < cols):
+        raise InputFileError(
+            mammogram.info.path,
+            f"lesion circle roi_row={row:g}, roi_col={col:g}, roi_radius={radius:g} is not inside the {rows}x{cols} image",
+        )
 
 
 class LesionDataset(Dataset):
     """Samples as tensors: image (zeros where absent), image_present, clinical, clinical_mask, label.
 
-    A sample whose image fails to read gets ``error`` set instead of raising, so batch work
-    goes on past a bad file.
+    A sample whose image fails, for whatever reason, gets ``error`` set instead of raising, so
+    batch work goes on past a bad file.
     """
 
     def __init__(self, samples: Sequence[Sample], recipe: PreprocessRecipe, vocabulary: str, use_images: bool = True) -> None:
@@ -51,6 +65,8 @@ class LesionDataset(Dataset):
                 image, present = load_image(sample, self.recipe), True
             except MammofuseError as exc:
                 error = str(exc)
+            except Exception as exc:  # any failure is this file's, never the batch's
+                error = f"{sample.image_path or sample.id}: cannot read ({type(exc).__name__}: {exc})"
         return {
             "index": index,
             "image": torch.from_numpy(image),
