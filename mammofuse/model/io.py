@@ -38,10 +38,15 @@ def read_config(folder: str | Path) -> ModelConfig:
         data: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise MammofuseError(f"{path}: not found (a model folder holds {WEIGHTS_NAME} and {CONFIG_NAME})") from None
-    except json.JSONDecodeError as exc:
-        raise MammofuseError(f"{path}: not valid JSON ({exc})") from None
-    config = ModelConfig.from_dict(data)
-    schema = load_schema(config.vocabulary)
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
+        raise MammofuseError(f"{path}: not valid JSON ({type(exc).__name__}: {str(exc)[:100]})") from None
+    except OSError as exc:
+        raise MammofuseError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    try:
+        config = ModelConfig.from_dict(data)
+        schema = load_schema(config.vocabulary)
+    except MammofuseError as exc:
+        raise MammofuseError(f"{path}: {exc}") from None
     if list(config.field_sizes) != list(schema.field_sizes):
         raise MammofuseError(f"{path}: clinical vocabulary {config.vocabulary} does not match this mammofuse's copy")
     return config

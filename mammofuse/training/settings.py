@@ -7,10 +7,36 @@ from pathlib import Path
 from typing import Any
 
 from mammofuse.errors import MammofuseError
+from mammofuse.validation import Rule, check_all
 
 FEATURE_CACHES = ("memory", "disk", "off")
 DEVICES = ("auto", "cpu", "cuda")
 INPUTS = ("roi", "full")
+
+# One rule per setting: a new setting gets a row here.
+RULES: dict[str, Rule] = {
+    "fusion": Rule(str, choices=("image", "clinical", "concat", "cross", "co")),
+    "backbone": Rule(str),
+    "image_size": Rule(int, 32, 4096),
+    "input": Rule(str, choices=INPUTS),
+    "epochs": Rule(int, 1, 100_000),
+    "freeze_epochs": Rule(int, 0, 100_000),
+    "batch_size": Rule(int, 1, 65_536),
+    "lr": Rule(float, 1e-12, 10),
+    "finetune_lr": Rule(float, 1e-12, 10),
+    "weight_decay": Rule(float, 0, 10),
+    "modality_dropout": Rule(float, 0, 1, high_open=True),
+    "proj_dim": Rule(int, 4, 4096),
+    "seed": Rule(int, 0, 2**32 - 1),
+    "device": Rule(str, choices=DEVICES),
+    "pretrained": Rule(str, choices=("imagenet",), optional=True),
+    "patience": Rule(int, 1, 100_000),
+    "val_fraction": Rule(float, 0.01, 0.99),
+    "workers": Rule(int, 0, 256),
+    "feature_cache": Rule(str, choices=FEATURE_CACHES),
+    "dataset": Rule(str),
+    "amp": Rule(bool),
+}
 
 # Settings that may change between a run and its ``--resume`` without changing the result's meaning.
 RESUMABLE_CHANGES = frozenset({"epochs", "patience", "device", "workers", "feature_cache", "amp"})
@@ -70,30 +96,13 @@ class TrainSettings:
         self.validate()
 
     def validate(self) -> None:
-        """Raise MammofuseError naming the first bad setting."""
-        from mammofuse.model.config import BACKBONES, FUSIONS
+        """Check (and normalise) every setting against :data:`RULES`; raise MammofuseError naming the first bad one."""
+        from mammofuse.model.config import BACKBONES
 
-        _choice("fusion", self.fusion, FUSIONS)
+        for name, value in check_all(asdict(self), RULES).items():
+            setattr(self, name, value)
         if self.fusion != "clinical":
             _choice("backbone", self.backbone, BACKBONES)
-        _choice("input", self.input, INPUTS)
-        _choice("device", self.device, DEVICES)
-        _choice("feature_cache", self.feature_cache, FEATURE_CACHES)
-        if self.pretrained not in (None, "imagenet"):
-            raise MammofuseError(f"pretrained must be 'imagenet' or empty, not {self.pretrained!r}")
-        for name, low in (("epochs", 1), ("freeze_epochs", 0), ("batch_size", 1), ("image_size", 32), ("proj_dim", 4), ("patience", 1), ("workers", 0)):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise MammofuseError(f"{name} must be an integer >= {low}, not {value!r}")
-        for name in ("lr", "finetune_lr"):
-            if not float(getattr(self, name)) > 0:
-                raise MammofuseError(f"{name} must be > 0, not {getattr(self, name)!r}")
-        if not 0 <= float(self.modality_dropout) < 1:
-            raise MammofuseError(f"modality_dropout must be in [0, 1), not {self.modality_dropout!r}")
-        if not 0 < float(self.val_fraction) < 1:
-            raise MammofuseError(f"val_fraction must be in (0, 1), not {self.val_fraction!r}")
-        if float(self.weight_decay) < 0:
-            raise MammofuseError(f"weight_decay must be >= 0, not {self.weight_decay!r}")
 
     @property
     def uses_image(self) -> bool:
@@ -114,7 +123,7 @@ class TrainSettings:
             raise MammofuseError(f"{source}: unknown setting(s) {', '.join(unknown)}; valid: {', '.join(sorted(known))}")
         try:
             return cls(**data)
-        except TypeError as exc:
+        except (TypeError, MammofuseError) as exc:
             raise MammofuseError(f"{source}: {exc}") from None
 
     def to_yaml(self) -> str:
@@ -129,9 +138,11 @@ def read_settings_yaml(path: str | Path) -> dict[str, Any]:
 
     path = Path(path)
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_loader())  # noqa: S506 (a SafeLoader)
     except FileNotFoundError:
         raise MammofuseError(f"{path}: config file not found") from None
+    except (UnicodeDecodeError, IsADirectoryError) as exc:
+        raise MammofuseError(f"{path}: not a UTF-8 text file ({type(exc).__name__})") from None
     except yaml.YAMLError as exc:
         raise MammofuseError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
     if data is None:
@@ -147,6 +158,20 @@ def load_settings(path: str | Path, **overrides: Any) -> TrainSettings:
     data = {str(k).replace("-", "_"): v for k, v in data.items()}
     data.update({k: v for k, v in overrides.items() if v is not None})
     return TrainSettings.from_dict(data, source=str(path))
+
+
+def _loader() -> type:
+    """PyYAML's SafeLoader without aliases: a settings file needs none, and nested aliases
+    (a "billion laughs" file of a few hundred bytes) expand to gigabytes."""
+    import yaml
+
+    class NoAliasSafeLoader(yaml.SafeLoader):
+        def compose_node(self, parent: Any, index: Any) -> Any:
+            if self.check_event(yaml.AliasEvent):
+                raise yaml.composer.ComposerError(None, None, "aliases (*name) are not allowed in settings", self.peek_event().start_mark)
+            return super().compose_node(parent, index)
+
+    return NoAliasSafeLoader
 
 
 def _choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
