@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from mammofuse.atomic import atomic_path, write_text
+from mammofuse.atomic import write_bytes, write_text
 from mammofuse.clinical import load_schema
 from mammofuse.errors import MammofuseError
 from mammofuse.hub import (  # the file names live with model resolution (torch-free)
@@ -20,13 +20,12 @@ from mammofuse.model.mammofuse import MammoFuse
 
 
 def save_model(model: MammoFuse, folder: str | Path) -> Path:
-    """Write weights and config atomically into ``folder``; returns the folder."""
-    from safetensors.torch import save_file
+    """Write weights and config atomically into ``folder`` (files follow the umask); returns the folder."""
+    from safetensors.torch import save
 
     folder = Path(folder)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    with atomic_path(folder / WEIGHTS_NAME) as tmp:
-        save_file(state, str(tmp), metadata={"format": "pt"})
+    write_bytes(folder / WEIGHTS_NAME, save(state, metadata={"format": "pt"}))
     write_text(folder / CONFIG_NAME, json.dumps(model.config.to_dict(), indent=2, sort_keys=True) + "\n")
     return folder
 
