@@ -85,10 +85,12 @@ def ablate(
 
         mammofuse ablate --dataset cbis-ddsm --data csvs/ --variants clinical --official-split --out runs/clin
     """
+    from mammofuse.atomic import check_writable_folder
     from mammofuse.errors import MammofuseError
     from mammofuse.evaluation.ablation import plan_arms, run_ablation
 
     check_choice("--format", fmt, ("table", "json"))
+    check_writable_folder(out)
     arms = plan_arms([v.strip() for v in variants.split(",") if v.strip()], _switches(modality_dropout), _ints(proj_dims, "--proj-dims"), dropout_p)
     rates = _floats(missing_rates, "--missing-rates")
 
