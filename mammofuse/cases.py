@@ -294,8 +294,9 @@ def score_cases(
     stored one unless ``threshold`` is given). A case whose image fails gets nulls and its error.
     """
     from mammofuse.inference import predict_proba
+    from mammofuse.validation import Rule, checked
 
-    cut = float(model.config.threshold if threshold is None else threshold)
+    cut = checked("threshold", model.config.threshold if threshold is None else threshold, Rule(float, 0, 1))
     schema = load_schema(model.config.vocabulary)
     probs, errors = predict_proba(model, samples, batch_size=batch_size, device=device, workers=workers, on_batch=on_batch)
     records = []
