@@ -537,3 +537,11 @@ def test_compare_paper_cites_a_doc_the_project_has() -> None:
 
 def test_readme_tells_cpu_users_how_to_get_cpu_wheels() -> None:
     assert "download.pytorch.org/whl/cpu" in (ROOT / "README.md").read_text()
+
+
+def test_explain_reports_each_bad_file_and_writes_notes_to_stderr(corpus: dict[str, Path], tiny_roi_model: Path, tmp_path: Path) -> None:
+    result = run("explain", str(corpus["good_png"]), str(corpus["bad_frames"]), "--model", str(tiny_roi_model),
+                 "--methods", "shap,attention", "--density", "2", "--out", str(tmp_path / "out"))
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert "NumberOfFrames is '1A'" in result.stderr
+    assert "attention skipped" in result.stderr and "attention skipped" not in result.stdout
