@@ -333,7 +333,7 @@ def test_methods_that_do_not_apply_are_skipped_with_a_note(tiny_models: dict[str
     names = {p.name for p in (tmp_path / "c" / "1-130").iterdir()}
     assert {"shap_clinical.json", "lime_clinical.html", "report.html"} <= names
     assert not names & {"gradcam.png", "lime_image.html", "attention.png"}
-    assert "Grad-CAM skipped" in out and "attention skipped" in out
+    assert "Grad-CAM skipped" in err and "attention skipped" in err and "skipped" not in out  # notes go to stderr
     code, out, err = explain_cli(dicom, "--model", str(tiny_models["image"]), "--out", str(tmp_path / "i"), "--methods", "gradcam,shap")
     assert code == 0, err
     names = {p.name for p in (tmp_path / "i" / "1-130").iterdir()}

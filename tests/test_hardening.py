@@ -471,7 +471,7 @@ def test_imagenet_weights_are_never_unpickled(tmp_path: Path, monkeypatch: pytes
     name = torchvision.models.ResNet18_Weights.DEFAULT.url.rsplit("/", 1)[-1]
     with pytest.raises(MammofuseError, match=f"put {name} .* in {checkpoints}"):
         resnet_backbone("resnet18", "imagenet")
-    (checkpoints / name).write_bytes(pickle.dumps({"conv1.weight": _Planted()}))
+    (checkpoints / name).write_bytes(pickle.dumps({"conv1.weight": _Planted()}, protocol=2))
     with pytest.raises(MammofuseError, match="refused as ImageNet weights"):
         resnet_backbone("resnet18", "imagenet")
     assert not (tmp_path / "planted-code-ran").exists()

@@ -15,7 +15,7 @@ INPUTS = ("roi", "full")
 
 # One rule per setting: a new setting gets a row here.
 RULES: dict[str, Rule] = {
-    "fusion": Rule(str, choices=("image", "clinical", "concat", "cross", "co")),
+    "fusion": Rule(str),  # and one of model.config.FUSIONS
     "backbone": Rule(str),
     "image_size": Rule(int, 32, 4096),
     "input": Rule(str, choices=INPUTS),
@@ -97,10 +97,11 @@ class TrainSettings:
 
     def validate(self) -> None:
         """Check (and normalise) every setting against :data:`RULES`; raise MammofuseError naming the first bad one."""
-        from mammofuse.model.config import BACKBONES
+        from mammofuse.model.config import BACKBONES, FUSIONS
 
         for name, value in check_all(asdict(self), RULES).items():
             setattr(self, name, value)
+        _choice("fusion", self.fusion, FUSIONS)
         if self.fusion != "clinical":
             _choice("backbone", self.backbone, BACKBONES)
 
