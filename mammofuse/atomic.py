@@ -1,4 +1,8 @@
-"""Atomic file writes: a reader sees the old file or the whole new one, never a part."""
+"""Atomic file writes: a reader sees the old file or the whole new one, never a part.
+
+Every failure to write (the target is a folder or lies under a file, read-only, disk full,
+file-size limit) is an :class:`~mammofuse.errors.OutputError` naming the target.
+"""
 
 from __future__ import annotations
 
@@ -8,21 +12,41 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
+from mammofuse.errors import OutputError
+
+TMP_SUFFIX = ".tmp"
+
 
 @contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; it replaces ``path`` only if the block succeeds."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; outputs get the usual permissions
+    tmp: str | None = None
     try:
+        tmp = _temporary_beside(path)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; outputs get the usual permissions
         yield Path(tmp)
         os.replace(tmp, path)
+    except OSError as exc:
+        raise OutputError(path, _reason(exc)) from exc
     finally:
-        if os.path.exists(tmp):
+        if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def _temporary_beside(path: Path) -> str:
+    if path.is_dir():
+        raise IsADirectoryError(21, "it is a folder")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TMP_SUFFIX, dir=path.parent)
+    os.close(fd)
+    return tmp
+
+
+def _reason(exc: OSError) -> str:
+    if isinstance(exc, (FileExistsError, NotADirectoryError)):
+        return "a part of its folder path is a file"
+    return exc.strerror or str(exc)
 
 
 def _umask() -> int:
@@ -41,3 +65,32 @@ def write_bytes(path: str | Path, data: bytes) -> None:
     """Write bytes atomically."""
     with atomic_path(path) as tmp:
         tmp.write_bytes(data)
+
+
+def check_writable(path: str | Path) -> None:
+    """Fail now, before any work, when ``path`` could not be written (an existing file is kept)."""
+    path = Path(path)
+    try:
+        os.unlink(_temporary_beside(path))
+    except OSError as exc:
+        raise OutputError(path, _reason(exc)) from exc
+
+
+def check_writable_folder(folder: str | Path) -> None:
+    """Fail now when files cannot be written inside ``folder`` (created if missing)."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(folder, "it is a file" if folder.is_file() else _reason(exc)) from exc
+    check_writable(folder / ".mammofuse-write-test")
+
+
+def remove_stale_temporaries(folder: str | Path) -> list[Path]:
+    """Delete temporaries that an interrupted atomic write (``kill -9``) left in ``folder``."""
+    removed = []
+    for tmp in Path(folder).glob(f".*{TMP_SUFFIX}"):
+        if tmp.is_file():
+            tmp.unlink(missing_ok=True)
+            removed.append(tmp)
+    return removed

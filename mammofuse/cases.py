@@ -14,7 +14,6 @@ Example:
 
 from __future__ import annotations
 
-import csv
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +28,7 @@ from mammofuse.clinical.schema import (
 from mammofuse.data.sample import Sample
 from mammofuse.errors import MammofuseError
 from mammofuse.imaging.reader import IMAGE_SUFFIXES
+from mammofuse.tabular import csv_columns, csv_records, delimiter_hint
 
 if TYPE_CHECKING:  # torch stays out of import time
     from mammofuse.model import MammoFuse
@@ -99,11 +99,22 @@ class ClinicalRow:
 
 @dataclass
 class ClinicalTable:
-    """A clinical CSV, indexed for matching files to rows."""
+    """A clinical CSV, indexed once so that matching a file to its row costs a lookup, not a scan."""
 
     path: Path
     rows: list[ClinicalRow]
     ignored_columns: list[str] = field(default_factory=list)
+    _index: dict[str, dict[Any, list[ClinicalRow]]] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self._index = {"path": {}, "file name": {}, "SOPInstanceUID": {}}
+        for row in self.rows:
+            if row.key:
+                for candidate in dict.fromkeys(self._candidates(row.key)):
+                    self._index["path"].setdefault(candidate, []).append(row)
+                self._index["file name"].setdefault(row.key, []).append(row)
+            for uid in {row.uid, row.key} - {None, ""}:
+                self._index["SOPInstanceUID"].setdefault(uid, []).append(row)
 
     @property
     def wants_uids(self) -> bool:
@@ -115,15 +126,14 @@ class ClinicalTable:
         Raises:
             MammofuseError: when the best kind of match finds several rows (ambiguous).
         """
-        resolved = file.resolve()
-        tests = (
-            ("path", lambda r: bool(r.key) and any(c == resolved for c in self._candidates(r.key))),
-            ("file name", lambda r: r.key == file.name),
-            ("file stem", lambda r: r.key == file.stem),
-            ("SOPInstanceUID", lambda r: uid is not None and uid in (r.uid, r.key)),
+        lookups = (
+            ("path", "path", file.resolve()),
+            ("file name", "file name", file.name),
+            ("file stem", "file name", file.stem),
+            ("SOPInstanceUID", "SOPInstanceUID", uid),
         )
-        for how, test in tests:
-            found = [r for r in self.rows if test(r)]
+        for how, index, value in lookups:
+            found = self._index[index].get(value, []) if value is not None else []
             if len(found) > 1:
                 lines = ", ".join(str(r.line) for r in found[:5])
                 raise MammofuseError(
@@ -135,10 +145,13 @@ class ClinicalTable:
         return None
 
     def _candidates(self, key: str) -> list[Path]:
-        raw = Path(key).expanduser()
-        if raw.is_absolute():
-            return [raw.resolve()]
-        return [(self.path.parent / raw).resolve(), raw.resolve()]
+        try:
+            raw = Path(key).expanduser()
+            if raw.is_absolute():
+                return [raw.resolve()]
+            return [(self.path.parent / raw).resolve(), raw.resolve()]
+        except (OSError, RuntimeError, ValueError):  # a key that is no usable path (NUL, loops)
+            return []
 
 
 def read_clinical_csv(path: Path, vocabulary: str = DEFAULT_VOCABULARY) -> ClinicalTable:
@@ -153,29 +166,24 @@ def read_clinical_csv(path: Path, vocabulary: str = DEFAULT_VOCABULARY) -> Clini
         raise MammofuseError(f"{path}: clinical CSV not found")
     schema = load_schema(vocabulary)
     aliases = {_column_key(c): f.name for f in schema.fields for c in (f.name, *f.csv_columns)}
-    try:
-        with path.open(newline="", encoding="utf-8-sig") as fh:
-            reader = csv.DictReader(fh)
-            columns = {_column_key(c): c for c in reader.fieldnames or [] if c}
-            key_column = next((columns[c] for c in PATH_COLUMNS if c in columns), None)
-            uid_column = next((columns[c] for c in UID_COLUMNS if c in columns), None)
-            if key_column is None and uid_column is None:
-                raise MammofuseError(f"{path}: needs a 'path' (or 'file', 'filename') or 'SOPInstanceUID' column to match rows to files")
-            known = set(PATH_COLUMNS) | set(UID_COLUMNS) | set(REGION_COLUMNS) | {"patient_id"} | set(aliases)
-            ignored = [c for k, c in columns.items() if k not in known]
-            rows = [_row(n, raw, key_column, uid_column, aliases, schema, path) for n, raw in enumerate(reader, start=2)]
-    except UnicodeDecodeError:
-        raise MammofuseError(f"{path}: not a UTF-8 text CSV") from None
-    except csv.Error as exc:
-        raise MammofuseError(f"{path}: not a valid CSV ({exc})") from None
+    columns = csv_columns(path, key=_column_key)
+    key_column = next((c for c in PATH_COLUMNS if c in columns), None)
+    uid_column = next((c for c in UID_COLUMNS if c in columns), None)
+    if key_column is None and uid_column is None:
+        raise MammofuseError(
+            f"{path}: needs a 'path' (or 'file', 'filename') or 'SOPInstanceUID' column to match rows to files"
+            f"{delimiter_hint(columns)}"
+        )
+    known = set(PATH_COLUMNS) | set(UID_COLUMNS) | set(REGION_COLUMNS) | {"patient_id"} | set(aliases)
+    ignored = [c for c in columns if c not in known]
+    rows = [_row(n, values, key_column, uid_column, aliases, schema, path) for n, values in csv_records(path, key=_column_key)]
     return ClinicalTable(path, rows, ignored)
 
 
 def _row(
-    n: int, raw: dict[str, str], key_column: str | None, uid_column: str | None, aliases: dict[str, str],
+    n: int, values: dict[str, str], key_column: str | None, uid_column: str | None, aliases: dict[str, str],
     schema: ClinicalSchema, path: Path,
 ) -> ClinicalRow:
-    values = {_column_key(k): (v or "").strip() for k, v in raw.items() if k}
     clinical = {aliases[k]: v for k, v in values.items() if k in aliases and v}
     try:
         schema.normalise(clinical)
@@ -187,8 +195,8 @@ def _row(
             region = tuple(float(values[c]) for c in REGION_COLUMNS)
         except ValueError:
             raise MammofuseError(f"{path}:{n}: roi_row, roi_col and roi_radius must be numbers") from None
-    key = (raw.get(key_column) or "").strip() if key_column else ""
-    uid = (raw.get(uid_column) or "").strip() if uid_column else ""
+    key = values.get(key_column, "") if key_column else ""
+    uid = values.get(uid_column, "") if uid_column else ""
     if not uid and _UID.match(key):
         uid = key
     return ClinicalRow(line=n, key=key, clinical=clinical, region=region, patient_id=values.get("patient_id", ""), uid=uid or None)
@@ -200,9 +208,13 @@ def _dicom_uid(path: Path) -> str | None:
         with path.open("rb") as fh:
             if fh.read(132)[128:132] != b"DICM" and path.suffix.lower() not in {".dcm", ".dicom"}:
                 return None
+        import warnings
+
         import pydicom
 
-        ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["SOPInstanceUID"])
+        with warnings.catch_warnings():  # the file's remarks come when it is scored
+            warnings.simplefilter("ignore")
+            ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["SOPInstanceUID"])
         return str(ds.get("SOPInstanceUID", "")) or None
     except Exception:  # an unreadable file gets its error when it is scored
         return None
@@ -285,8 +297,9 @@ def score_cases(
     stored one unless ``threshold`` is given). A case whose image fails gets nulls and its error.
     """
     from mammofuse.inference import predict_proba
+    from mammofuse.validation import Rule, checked
 
-    cut = float(model.config.threshold if threshold is None else threshold)
+    cut = checked("threshold", model.config.threshold if threshold is None else threshold, Rule(float, 0, 1))
     schema = load_schema(model.config.vocabulary)
     notes: list[str] = []
     probs, errors = predict_proba(model, samples, batch_size=batch_size, device=device, workers=workers, on_batch=on_batch, notes=notes)

@@ -12,3 +12,12 @@ class InputFileError(MammofuseError):
         super().__init__(f"{path}: {problem}")
         self.path = path
         self.problem = problem
+
+
+class OutputError(MammofuseError):
+    """An output that cannot be written (a folder, read-only, disk full...); the message names it."""
+
+    def __init__(self, path: object, problem: str) -> None:
+        super().__init__(f"{path}: cannot write ({problem})")
+        self.path = path
+        self.problem = problem

@@ -124,6 +124,12 @@ def resolve_model(spec: str | None) -> Path:
     local = Path(spec).expanduser()
     if local.exists():
         return _local_folder(local)
+    if local.parts and Path(local.parts[0]).is_dir():
+        # runs/clinicl: a mistyped folder under an existing one, not a Hub id to look up
+        raise MammofuseError(
+            f"{spec}: no such model folder (in {local.parent}) and not a registered name ({', '.join(REGISTRY)}); "
+            f"for a Hub repository whose owner is also a local folder name, run from another folder"
+        )
     match = _HUB_ID.match(spec)
     if match and not spec.startswith((".", "/", "~")) and not spec.endswith((".json", ".safetensors")):
         return _hub_folder(match["repo"], match["revision"])
@@ -174,9 +180,11 @@ def _hub_folder(repo: str, revision: str | None) -> Path:
     }
     config_path = Path(_download(repo, CONFIG_NAME, revision, where, offline, kwargs))
     commit = config_path.parent.name
+    if not _COMMIT.match(commit):
+        raise MammofuseError(f"{where}: the Hugging Face cache entry for {repo} is corrupt (snapshot {commit[:50]!r} is not a commit); delete it from the cache and download again")
     # The snapshot folder is named by commit: fetch the weights from exactly that commit, so a
     # branch that moves between the two downloads cannot pair one commit's config with another's weights.
-    pinned = commit if _COMMIT.match(commit) else revision
+    pinned = commit
     weights_path = Path(_download(repo, WEIGHTS_NAME, pinned, where, offline, kwargs))
     if weights_path.parent != config_path.parent:
         raise MammofuseError(f"{where}: {CONFIG_NAME} and {WEIGHTS_NAME} resolved to different snapshots; retry")
@@ -235,6 +243,8 @@ def _download(repo: str, filename: str, revision: str | None, where: str, offlin
         raise MammofuseError(f"{where}: the repository has no {filename}; not a mammofuse model (needs {CONFIG_NAME} + {WEIGHTS_NAME})") from None
     except HFValidationError as exc:
         raise MammofuseError(f"{where}: not a valid Hugging Face Hub id ({exc})") from None
+    except ValueError:  # huggingface_hub refuses a cached ref that points outside its snapshots
+        raise MammofuseError(f"{where}: the Hugging Face cache entry for {repo} is corrupt (a ref names no snapshot); delete it from the cache and download again") from None
     except HfHubHTTPError as exc:
         status = getattr(getattr(exc, "response", None), "status_code", "?")
         raise MammofuseError(f"{where}: the Hub answered HTTP {status} for {filename}") from None

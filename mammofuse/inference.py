@@ -12,7 +12,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from mammofuse.clinical import load_schema
 from mammofuse.data.sample import Sample
-from mammofuse.errors import MammofuseError
+from mammofuse.errors import InputFileError, MammofuseError
 from mammofuse.imaging.preprocess import (
     PreprocessRecipe,
     Region,
@@ -22,7 +22,7 @@ from mammofuse.imaging.preprocess import (
     normalise,
 )
 from mammofuse.imaging.radiomics import N_RADIOMICS, radiomics_features
-from mammofuse.imaging.reader import read_mammogram
+from mammofuse.imaging.reader import Mammogram, read_mammogram
 
 NO_REGION = "no lesion region given: this model looks at lesion crops, so the image was not used"
 
@@ -45,7 +45,10 @@ def load_input(
     else:
         if sample.image_path is None:
             raise MammofuseError(f"{sample.id}: no image")
-        pixels, region = model_space(read_mammogram(sample.image_path), recipe, sample.region)
+        mammogram = read_mammogram(sample.image_path)
+        if sample.region is not None:
+            check_region(mammogram, sample.region)
+        pixels, region = model_space(mammogram, recipe, sample.region)
         if control is not None:
             if region is None:
                 raise MammofuseError(f"{sample.id}: the {control!r} control needs the lesion region")
@@ -70,13 +73,24 @@ def mask_region(path: str) -> Region:
     return ((top + bottom) / 2, (left + right) / 2, max(bottom - top, right - left) / 2)
 
 
+def check_region(mammogram: Mammogram, region: tuple[float, float, float]) -> None:
+    """Raise InputFileError unless the lesion circle is finite, its radius positive and its centre inside the image."""
+    row, col, radius = region
+    rows, cols = mammogram.pixels.shape
+    if not (np.isfinite(region).all() and radius > 0 and 0 <= row < rows and 0 <= col < cols):
+        raise InputFileError(
+            mammogram.info.path,
+            f"lesion circle roi_row={row:g}, roi_col={col:g}, roi_radius={radius:g} is not inside the {rows}x{cols} image",
+        )
+
+
 class LesionDataset(Dataset):
     """Samples as tensors: image (zeros where absent), image_present, radiomics, clinical, clinical_mask, label.
 
-    A sample whose image fails to read gets ``error`` set instead of raising, so batch work
-    goes on past a bad file. A ``roi`` recipe that skips cases without a region leaves their
-    image out (``image_present`` False, a note in ``note``). ``cache`` keeps each prepared image
-    in memory (preparation is deterministic).
+    A sample whose image fails, for whatever reason, gets ``error`` set instead of raising, so
+    batch work goes on past a bad file. A ``roi`` recipe that skips cases without a region leaves
+    their image out (``image_present`` False, a note in ``note``). ``cache`` keeps each prepared
+    image in memory (preparation is deterministic).
     """
 
     def __init__(
@@ -111,6 +125,8 @@ class LesionDataset(Dataset):
             image, extra = load_input(sample, self.recipe, self.radiomics, self.control, avoid)
         except MammofuseError as exc:
             return (*empty, f"error: {exc}")
+        except Exception as exc:  # any failure is this file's, never the batch's
+            return (*empty, f"error: {sample.image_path or sample.id}: cannot read ({type(exc).__name__}: {exc})")
         return image, extra, "ok"
 
     def __getitem__(self, index: int) -> dict[str, Any]:

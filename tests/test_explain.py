@@ -333,7 +333,7 @@ def test_methods_that_do_not_apply_are_skipped_with_a_note(tiny_models: dict[str
     names = {p.name for p in (tmp_path / "c" / "1-130").iterdir()}
     assert {"shap_clinical.json", "lime_clinical.html", "report.html"} <= names
     assert not names & {"gradcam.png", "lime_image.html", "attention.png"}
-    assert "Grad-CAM skipped" in out and "attention skipped" in out
+    assert "Grad-CAM skipped" in err and "attention skipped" in err and "skipped" not in out  # notes go to stderr
     code, out, err = explain_cli(dicom, "--model", str(tiny_models["image"]), "--out", str(tmp_path / "i"), "--methods", "gradcam,shap")
     assert code == 0, err
     names = {p.name for p in (tmp_path / "i" / "1-130").iterdir()}
@@ -400,9 +400,12 @@ def test_bundled_default_model_explains_a_real_dicom(real_dicoms: dict[str, Path
     except MammofuseError as exc:
         pytest.skip(f"bundled default model not installed: {exc}")
     dicom = real_dicoms["P_00820_lmlo"]
-    code, out, err = explain_cli(str(dicom), "--density", "3", "--margin", "spiculated", "--out", str(tmp_path), "--lime-samples", "10")
+    code, out, err = explain_cli(str(dicom), "--density", "3", "--margin", "spiculated", "--roi", "2000,1000,200",
+                                 "--out", str(tmp_path), "--lime-samples", "10")
     assert code == 0, err
     assert (tmp_path / dicom.stem / "report.html").is_file() and "default" in out
+    code, _, err = explain_cli(str(dicom), "--density", "3", "--out", str(tmp_path / "no-roi"), "--lime-samples", "10")
+    assert code == 1 and "no lesion region was given: pass --roi" in err
 
 
 def test_a_second_run_into_the_same_folder_leaves_only_its_own_outputs(tiny_models: dict[str, Path], real_dicoms: dict[str, Path], tmp_path: Path) -> None:

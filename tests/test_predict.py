@@ -33,7 +33,7 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def predict(*args: str) -> tuple[int, str, str]:
-    result = runner.invoke(app, ["predict", *args], env={"OMP_NUM_THREADS": "1"})
+    result = runner.invoke(app, ["predict", *args], env={"OMP_NUM_THREADS": "1", "COLUMNS": "250"})
     if result.exception and not isinstance(result.exception, SystemExit):
         raise result.exception
     return result.exit_code, result.stdout, result.stderr
@@ -124,7 +124,7 @@ def test_output_is_written_and_its_suffix_picks_the_format(tiny_model: Path, rea
     code, out, _ = predict(str(real_dicoms["P_00173_lcc"]), "--model", str(tiny_model), "--density", "3", "-o", str(target))
     assert code == 0 and out == ""
     rows = list(csv.DictReader(target.open()))
-    assert rows[0]["prediction"] in {"benign", "malignant"} and json.loads(rows[0]["clinical"])["density"] == "3"
+    assert rows[0]["prediction"] in {"benign", "malignant"} and rows[0]["density"] == "3" and rows[0]["error"] == ""
     assert [p.name for p in target.parent.iterdir()] == ["scores.csv"]  # no temporary left behind
 
 

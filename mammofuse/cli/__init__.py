@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import typer
+import typer.core
 
 from mammofuse import RESEARCH_NOTICE
 from mammofuse.cli import (
@@ -17,6 +18,16 @@ from mammofuse.cli import (
     schema_cmd,
     train_cmd,
 )
+
+_display_type_rich = typer.core.TyperOption.display_type_rich
+
+
+def _flag_without_type(self: typer.core.TyperOption, ctx: typer.core.click.Context) -> str | None:
+    """Typer's help shows ``<bool>`` beside flags, which take no value: show nothing."""
+    return None if self.is_flag else _display_type_rich(self, ctx)
+
+
+typer.core.TyperOption.display_type_rich = _flag_without_type  # type: ignore[method-assign]
 
 app = typer.Typer(
     name="mammofuse",

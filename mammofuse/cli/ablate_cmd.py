@@ -108,12 +108,14 @@ def ablate(
 
         mammofuse ablate --dataset mini-mias --data ../shared/data/mini-mias --out runs/mias-ablation
     """
+    from mammofuse.atomic import check_writable_folder
     from mammofuse.errors import MammofuseError
     from mammofuse.evaluation.ablation import plan_arms, run_ablation
     from mammofuse.imaging.controls import CONTROLS
 
     check_choice("--format", fmt, ("table", "json"))
     check_choice("--protocol", protocol, ("auto", "official", "cv"))
+    check_writable_folder(out)
     arms = plan_arms([v.strip() for v in variants.split(",") if v.strip()], _switches(modality_dropout), _ints(proj_dims, "--proj-dims"), dropout_p)
     rates = _floats(missing_rates, "--missing-rates")
 

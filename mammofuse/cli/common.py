@@ -6,28 +6,41 @@ import csv
 import functools
 import io
 import json
+import os
+import re
 import sys
+import traceback
+import warnings
 from pathlib import Path
 from typing import Annotated, Any, Callable, Sequence, TypeVar
 
+import click
 import typer
 from rich.console import Console
 from rich.markup import escape
+from rich.text import Text
 
-from mammofuse.errors import MammofuseError
+from mammofuse.errors import MammofuseError, OutputError
 
 err_console = Console(stderr=True)
 F = TypeVar("F", bound=Callable[..., Any])
 
-USAGE_ERROR = 2
 SOME_FAILED = 1
+USAGE_ERROR = 2
+OUTPUT_ERROR = 3
+INTERNAL_ERROR = 4
+RECORD_FORMATS = ("json", "jsonl", "csv")
+DEBUG_VARIABLE = "MAMMOFUSE_DEBUG"
+# C0 and C1 control characters (ESC starts terminal escape sequences), DEL, and the Unicode
+# bidirectional overrides that can make text read backwards.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 Density = Annotated[str | None, typer.Option("--density", help="Breast density: 1-4 or A-D.", rich_help_panel="Clinical findings")]
 Shape = Annotated[str | None, typer.Option("--shape", help="Mass shape, e.g. oval, irregular.", rich_help_panel="Clinical findings")]
 Margin = Annotated[str | None, typer.Option("--margin", help="Mass margins, e.g. circumscribed, spiculated.", rich_help_panel="Clinical findings")]
 CalcType = Annotated[str | None, typer.Option("--calc-type", help="Calcification type, e.g. pleomorphic.", rich_help_panel="Clinical findings")]
 CalcDistribution = Annotated[str | None, typer.Option("--calc-distribution", help="Calcification distribution, e.g. clustered.", rich_help_panel="Clinical findings")]
-Format = Annotated[str, typer.Option("--format", "-f", help="Output format.")]
 InputPaths = Annotated[list[Path], typer.Argument(help="DICOM or image files, or folders of them.", show_default=False)]
 ModelSpec = Annotated[str, typer.Option("--model", "-m", help="Registered name (see `mammofuse models`), model folder, or Hub id owner/name\\[@revision].")]
 ClinicalCsv = Annotated[Path | None, typer.Option("--clinical", help="CSV of findings per file: a path (or file name, stem, SOPInstanceUID) column and clinical fields; its values win over the flags.", rich_help_panel="Clinical findings")]
@@ -55,25 +68,82 @@ def clinical_flags(density: str | None, shape: str | None, margin: str | None, c
     return values
 
 
+def FormatOption(*choices: str, default_help: str = "") -> Any:
+    """``--format/-f`` whose help lists ``choices`` (checked with :func:`check_choice`)."""
+    return typer.Option("--format", "-f", metavar="|".join(choices), help=f"Output format{default_help}.")
+
+
+Format = Annotated[str, FormatOption("table", "json")]
+
+
+def clean(text: object) -> str:
+    """Untrusted text (file names, DICOM attributes, error messages) made safe for a terminal.
+
+    Control characters (escape sequences, bell, carriage return...) become visible ``\\xNN``.
+    """
+    return _CONTROL.sub(lambda m: f"\\x{ord(m[0]):02x}" if ord(m[0]) < 0x100 else f"\\u{ord(m[0]):04x}", str(text))
+
+
+def safe(text: object) -> str:
+    """Untrusted text for a Rich markup string: control characters shown, markup escaped."""
+    return escape(clean(text))
+
+
+def cell(text: object, style: str = "") -> Text:
+    """Untrusted text as a table cell: never parsed as markup, control characters shown."""
+    return Text(clean(text), style=style)
+
+
+def note(message: str) -> None:
+    """A one-line note on stderr; ``message`` is untrusted text."""
+    err_console.print(f"[yellow]note:[/] {safe(message)}", highlight=False, soft_wrap=True)
+
+
 def fail(message: str, code: int = USAGE_ERROR) -> typer.Exit:
     """Print a one-line error to stderr and return the Exit to raise."""
-    err_console.print(f"[bold red]error:[/] {escape(message)}", markup=True, highlight=False, soft_wrap=True)
+    err_console.print(f"[bold red]error:[/] {safe(message)}", markup=True, highlight=False, soft_wrap=True)
     return typer.Exit(code)
 
 
+def _show_warning_as_note(message: Warning | str, category: type[Warning], *args: Any, **kwargs: Any) -> None:
+    note(str(message))
+
+
 def guarded(func: F) -> F:
-    """Turn MammofuseError (and Ctrl-C) into a one-line message and exit code, never a traceback."""
+    """Errors become a one-line message and an exit code, never a traceback.
+
+    ``MammofuseError``: 2 (3 for an output that cannot be written); any other ``OSError`` (disk
+    full, permissions): 3; Ctrl-C: 130; anything else is a bug: 4. Warnings print as one-line
+    notes. ``MAMMOFUSE_DEBUG=1`` shows the traceback as well.
+    """
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
-            return func(*args, **kwargs)
+            with warnings.catch_warnings():
+                warnings.showwarning = _show_warning_as_note
+                return func(*args, **kwargs)
+        except (typer.Exit, click.exceptions.ClickException, click.exceptions.Abort):
+            raise
+        except OutputError as exc:
+            raise _fail_with_trace(str(exc), OUTPUT_ERROR) from None
         except MammofuseError as exc:
-            raise fail(str(exc)) from None
+            raise _fail_with_trace(str(exc), USAGE_ERROR) from None
         except KeyboardInterrupt:
             raise fail("interrupted", 130) from None
+        except OSError as exc:
+            where = f"{exc.filename}: " if exc.filename else ""
+            raise _fail_with_trace(f"{where}{exc.strerror or exc}", OUTPUT_ERROR) from None
+        except Exception as exc:  # a bug: still one line, the traceback on request
+            raise _fail_with_trace(f"internal error ({type(exc).__name__}: {exc}); {DEBUG_VARIABLE}=1 shows the traceback", INTERNAL_ERROR) from None
 
     return wrapper
+
+
+def _fail_with_trace(message: str, code: int) -> typer.Exit:
+    if os.environ.get(DEBUG_VARIABLE, "").strip() not in ("", "0"):
+        traceback.print_exc(file=sys.stderr)
+    return fail(message, code)
 
 
 def check_choice(name: str, value: str, choices: Sequence[str]) -> str:
@@ -82,21 +152,69 @@ def check_choice(name: str, value: str, choices: Sequence[str]) -> str:
     return value
 
 
+def output_format(fmt: str | None, output: Path | None, formats: Sequence[str], default: str = "table") -> str:
+    """The format to write: ``--format``, else the ``--output`` suffix, else ``default``.
+
+    Raises:
+        MammofuseError: an ``--output`` suffix that names another machine-readable format.
+    """
+    suffix = output.suffix.lower().lstrip(".") if output else ""
+    implied = suffix if suffix in RECORD_FORMATS and suffix in formats else None
+    if fmt is None:
+        return implied or default
+    check_choice("--format", fmt, formats)
+    if suffix in RECORD_FORMATS and suffix != fmt:
+        raise MammofuseError(f"--output {output} looks like {suffix} but --format is {fmt}; make them agree")
+    return fmt
+
+
 def render_records(records: Sequence[dict[str, Any]], fmt: str) -> str:
-    """Records as JSON (a list), JSONL or CSV (nested values JSON-encoded)."""
+    """Records as JSON (a list), JSONL or CSV.
+
+    CSV: a nested mapping (``clinical``) gives one column per key; ``error`` is the last column;
+    cells that a spreadsheet would run as a formula (``=``, ``+``, ``-``, ``@`` first) get a ``'``.
+    """
     if fmt == "json":
         return json.dumps(list(records), indent=2, default=str) + "\n"
     if fmt == "jsonl":
         return "".join(json.dumps(r, default=str) + "\n" for r in records)
     if fmt == "csv":
+        rows = [_flat_row(r) for r in records]
+        columns = list(dict.fromkeys(k for r in rows for k in r if k != "error"))
+        if any("error" in r for r in rows):
+            columns.append("error")
         buffer = io.StringIO()
-        columns = list(dict.fromkeys(k for r in records for k in r))
         writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
         writer.writeheader()
-        for r in records:
-            writer.writerow({k: json.dumps(v) if isinstance(v, (dict, list)) else v for k, v in r.items()})
+        writer.writerows(rows)
         return buffer.getvalue()
     raise MammofuseError(f"unknown format {fmt!r}")
+
+
+def _flat_row(record: dict[str, Any]) -> dict[str, Any]:
+    row: dict[str, Any] = {}
+    for key, value in record.items():
+        if isinstance(value, dict):
+            row.update({k: _csv_cell(v) for k, v in value.items()})
+        else:
+            row[key] = _csv_cell(value)
+    return row
+
+
+def _csv_cell(value: Any) -> Any:
+    if isinstance(value, list):
+        value = "; ".join(str(v) for v in value)
+    if isinstance(value, str) and value.startswith(_FORMULA_START):
+        return "'" + value
+    return value
+
+
+def check_output(output: Path | None) -> None:
+    """Fail before any work when ``--output`` cannot be written."""
+    if output is not None:
+        from mammofuse.atomic import check_writable
+
+        check_writable(output)
 
 
 def emit(text: str, output: Path | None) -> None:
@@ -108,7 +226,7 @@ def emit(text: str, output: Path | None) -> None:
         from mammofuse.atomic import write_text
 
         write_text(output, text)
-        err_console.print(f"wrote {output}", highlight=False)
+        err_console.print(f"wrote {safe(output)}", highlight=False)
 
 
 def parse_roi(text: str | None) -> tuple[float, float, float] | None:
@@ -152,6 +270,6 @@ def cases_and_model(
             f"model {name} looks at lesion crops, and {without} of {len(samples)} files have no lesion region: {how}. "
             "Give --roi ROW,COL,RADIUS (or roi_row, roi_col, roi_radius columns in --clinical)"
         )
-    for note in notes:
-        err_console.print(f"[yellow]note:[/] {escape(note)}", highlight=False, soft_wrap=True)
+    for message in notes:
+        note(message)
     return samples, net, name, torch_device

@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.markup import escape
 
 from mammofuse.cli.common import (
     SOME_FAILED,
@@ -17,11 +16,13 @@ from mammofuse.cli.common import (
     Device,
     ImageDirs,
     Format,
-    Output,
     check_choice,
+    check_output,
     emit,
     err_console,
     guarded,
+    output_format,
+    safe,
 )
 
 _THRESHOLD_METRICS = ("accuracy", "f1", "precision", "recall", "specificity")
@@ -38,7 +39,7 @@ def evaluate(
     control: Annotated[str | None, typer.Option("--control", help="Shortcut control: score each case with its lesion masked out ('masked') or on a patch of the same image away from every lesion ('away').")] = None,
     split: Annotated[str, typer.Option("--split", help="Dataset split to evaluate: test (CBIS-DDSM official), train, or all (mini-MIAS, manifests).")] = "test",
     fmt: Format = "table",
-    output: Output = None,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Also write the JSON report to this file (atomically).")] = None,
     plots: Annotated[Path | None, typer.Option("--plots", help="Write ROC, PR, reliability and confusion-matrix PNGs here.")] = None,
     bootstrap: Annotated[int, typer.Option("--bootstrap", min=0, help="Patient-bootstrap resamples for the AUC interval (0: none).")] = 1000,
     seed: Annotated[int, typer.Option("--seed", help="Bootstrap seed.")] = 0,
@@ -53,7 +54,7 @@ def evaluate(
 
     Metrics at the model's stored threshold (chosen on validation at training time): ROC-AUC with a 95% bootstrap interval over patients, PR-AUC, accuracy, F1, precision, recall, specificity, Brier score and ECE, overall and for masses and calcifications separately. Warns loudly when evaluated patients were in the model's training or validation data, and prints the leakage checklist for any AUC >= 0.97. Cases whose image fails are reported and left out.
 
-    Exit codes: 0 done; 1 a --fail-under bound was missed, or more than --max-failed cases failed; 2 usage error.
+    Exit codes: 0 done; 1 a --fail-under bound was missed, or more than --max-failed cases failed; 2 usage error; 3 --output or --plots not writable.
 
     Examples:
 
@@ -71,6 +72,12 @@ def evaluate(
     check_choice("--aggregate", aggregate, ("view", "breast"))
     if control is not None:
         check_choice("--control", control, ("masked", "away"))
+    output_format("json", output, ("json",))  # --output always receives the JSON report
+    check_output(output)
+    if plots is not None:
+        from mammofuse.atomic import check_writable_folder
+
+        check_writable_folder(plots)
     if compare is not None:
         check_choice("--compare", compare, ("paper",))
     bounds = parse_bounds(fail_under) if fail_under is not None else {}
@@ -99,7 +106,7 @@ def evaluate(
         result["comparison"] = comparison(result)
 
     for item in evaluation.failed:
-        err_console.print(f"[yellow]failed:[/] {escape(item['id'])}: {escape(item['error'])}", highlight=False, soft_wrap=True)
+        err_console.print(f"[yellow]failed:[/] {safe(item['id'])}: {safe(item['error'])}", highlight=False, soft_wrap=True)
     _leakage_warnings(result)
 
     if plots is not None and result["n"]:

@@ -6,7 +6,6 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.markup import escape
 
 from mammofuse import RESEARCH_NOTICE
 from mammofuse.cli.common import (
@@ -23,10 +22,13 @@ from mammofuse.cli.common import (
     Roi,
     Shape,
     cases_and_model,
+    cell,
     clinical_flags,
     parse_roi,
     err_console,
     guarded,
+    note,
+    safe,
 )
 
 ALL_METHODS = "gradcam,shap,lime,attention"
@@ -56,7 +58,8 @@ def explain(
     Writes OUT/<file>/report.html (self-contained) plus gradcam.png/.npy, shap_clinical.png/.json,
     lime_clinical.html, lime_image.html, attention.png (cross/co models) and explanation.json.
     Methods that do not apply to the model are skipped with a note.
-    Exit status: 0 all explained, 1 some files failed (the rest are explained), 2 usage error.
+    Exit status: 0 all explained, 1 some files failed (the rest are explained), 2 usage error,
+    3 --out not writable.
 
     Examples:
 
@@ -69,13 +72,15 @@ def explain(
     flags = clinical_flags(density, shape, margin, calc_type, calc_distribution)
     chosen = tuple(dict.fromkeys(m.strip().lower() for m in methods.split(",") if m.strip()))
 
-    from mammofuse.errors import MammofuseError
+    from mammofuse.atomic import check_writable_folder
+    from mammofuse.errors import MammofuseError, OutputError
     from mammofuse.explain import ExplainOptions, explain_case, output_folders
     from mammofuse.explain.gradcam import resolve_layer
 
     options = ExplainOptions(methods=chosen, lime_samples=lime_samples, seed=seed, layer=layer)
     if not chosen:
         raise MammofuseError("--methods is empty; choose from gradcam, shap, lime, attention")
+    check_writable_folder(out)
     samples, net, name, _ = cases_and_model(paths, recursive, flags, clinical, model, device, parse_roi(roi))
     if "gradcam" in chosen and net.config.uses_image:
         resolve_layer(net, layer)  # a wrong --layer is a usage error before any work
@@ -86,9 +91,12 @@ def explain(
         for i, (sample, target) in enumerate(zip(samples, folders), start=1):
             try:
                 results.append(explain_case(net, sample, target, options, model_name=name, on_step=lambda step: show(f"{i}/{len(samples)} {Path(sample.id).name}: {step}")))
-            except MammofuseError as exc:
+            except OutputError:
+                raise  # the next file could not be written either
+            except Exception as exc:  # any failure belongs to this file only
                 failed.append(sample.id)
-                err_console.print(f"[red]failed:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
+                message = str(exc) if isinstance(exc, MammofuseError) else f"{sample.id}: {type(exc).__name__}: {exc}"
+                err_console.print(f"[red]failed:[/] {safe(message)}", highlight=False, soft_wrap=True)
     _summary(results, name)
     if failed:
         raise typer.Exit(SOME_FAILED)
@@ -106,7 +114,7 @@ class _status:
             return lambda text: None
         self.status = err_console.status("explaining")
         self.status.start()
-        return lambda text: self.status.update(escape(f"explaining {text}"))
+        return lambda text: self.status.update(safe(f"explaining {text}"))
 
     def __exit__(self, *exc) -> None:
         if self.status is not None:
@@ -119,7 +127,7 @@ def _summary(results: list, model_name: str) -> None:
 
     if not results:
         return
-    table = Table(caption=f"model {escape(model_name)}. {RESEARCH_NOTICE}", caption_justify="left")
+    table = Table(caption=f"model {safe(model_name)}. {RESEARCH_NOTICE}", caption_justify="left")
     table.add_column("file", overflow="fold")
     table.add_column("P(malignant)")
     table.add_column("decision")
@@ -128,12 +136,11 @@ def _summary(results: list, model_name: str) -> None:
     for r in results:
         style = "bold red" if r.decision == "malignant" else "green"
         top = "\n".join(f"{label}={value} {value_shap:+.3f}" for label, value, value_shap in r.top_contributions[:3]) or "-"
-        table.add_row(escape(Path(r.source).name), f"{r.probability:.3f}", f"[{style}]{r.decision}[/]", escape(top), escape(str(r.outputs["report"])))
-    console = Console()
-    console.print(table)
+        table.add_row(cell(r.source), f"{r.probability:.3f}", f"[{style}]{r.decision}[/]", cell(top), cell(r.outputs["report"]))
+    Console().print(table)
     for r in results:
-        for note in r.notes:
-            console.print(f"[yellow]note:[/] {escape(Path(r.source).name)}: {escape(note)}", highlight=False, soft_wrap=True)
+        for message in r.notes:
+            note(f"{r.source}: {message}")
 
 
 def register(app: typer.Typer) -> None:

@@ -3,33 +3,38 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
-from rich.markup import escape
 
 from mammofuse.cli.common import (
     SOME_FAILED,
-    Format,
+    FormatOption,
     Output,
-    check_choice,
+    cell,
+    check_output,
     emit,
     err_console,
     guarded,
+    output_format,
     render_records,
+    safe,
 )
 
 FIELDS = ("path", "rows", "columns", "bits_stored", "photometric", "modality", "laterality", "view", "patient_id")
+FORMATS = ("table", "json", "jsonl", "csv")
 
 
 @guarded
 def inspect(
     paths: Annotated[list[Path], typer.Argument(help="DICOM or image files, or folders of them.", show_default=False)],
     recursive: Annotated[bool, typer.Option("--recursive", "-r", help="Descend into sub-folders.")] = False,
-    fmt: Format = "table",
+    fmt: Annotated[str | None, FormatOption(*FORMATS, default_help=" \\[default: table, or from the --output suffix]")] = None,
     output: Output = None,
 ) -> None:
     """Show size, bit depth, photometry, laterality and view of mammograms as read.
+
+    Exit status: 0 all read, 1 some files failed (each reported), 2 usage error, 3 output not writable.
 
     Examples:
 
@@ -37,50 +42,66 @@ def inspect(
 
         mammofuse inspect studies/ --recursive --format json
     """
-    import warnings
-
     from mammofuse.cases import find_image_files
-    from mammofuse.errors import InputFileError
-    from mammofuse.imaging.reader import read_mammogram
 
-    check_choice("--format", fmt, ("table", "json", "jsonl", "csv"))
-    records = []
-    for path in find_image_files(paths, recursive):
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                info = read_mammogram(path).info
-            record = {k: getattr(info, k) for k in FIELDS} | {"flipped": info.flipped, "warnings": info.warnings, "error": None}
-        except InputFileError as exc:
-            record = {"path": str(path), "error": exc.problem}
-        records.append(record)
+    fmt = output_format(fmt, output, FORMATS)
+    check_output(output)
+    records = [_inspect(path) for path in find_image_files(paths, recursive)]
     failed = [r for r in records if r.get("error")]
     if fmt == "table":
-        _table(records)
+        _table(records, output)
     else:
         emit(render_records(records, fmt), output)
     for r in failed:
-        err_console.print(f"[red]failed:[/] {escape(r['path'])}: {escape(r['error'])}", highlight=False)
+        err_console.print(f"[red]failed:[/] {safe(r['path'])}: {safe(r['error'])}", highlight=False, soft_wrap=True)
     if failed:
         raise typer.Exit(SOME_FAILED)
 
 
-def _table(records: list[dict]) -> None:
+def _inspect(path: Path) -> dict[str, Any]:
+    """The record of one file; any failure reading it is that file's error, never the batch's."""
+    import warnings
+
+    from mammofuse.errors import InputFileError
+    from mammofuse.imaging.reader import read_mammogram
+
+    try:
+        with warnings.catch_warnings():  # the record carries them
+            warnings.simplefilter("ignore")
+            info = read_mammogram(path).info
+    except InputFileError as exc:
+        return {"path": str(path), "error": exc.problem}
+    except Exception as exc:  # any reader failure belongs to this file only
+        return {"path": str(path), "error": f"cannot read ({type(exc).__name__}: {exc})"}
+    return {k: getattr(info, k) for k in FIELDS} | {"flipped": info.flipped, "warnings": info.warnings, "error": None}
+
+
+def _table(records: list[dict], output: Path | None) -> None:
     from rich.table import Table
 
     from mammofuse.cli.common import Console
 
-    table = Table("file", "size", "bits", "photometric", "modality", "side", "view", "patient", "note")
+    table = Table()
+    table.add_column("file", overflow="fold")
+    for name in ("size", "bits", "photometric", "modality", "side", "view", "patient", "note"):
+        table.add_column(name)
     for r in records:
         if r.get("error"):
-            table.add_row(Path(r["path"]).name, "", "", "", "", "", "", "", f"[red]{r['error']}[/]")
+            table.add_row(cell(r["path"]), "", "", "", "", "", "", "", cell(r["error"], "red"))
         else:
-            note = "; ".join(r["warnings"]) + ("" if not r["flipped"] else (" " if r["warnings"] else "") + "flipped")
+            note = "; ".join(r["warnings"] + (["flipped"] if r["flipped"] else []))
             table.add_row(
-                Path(r["path"]).name, f"{r['rows']}x{r['columns']}", str(r["bits_stored"]), r["photometric"], r["modality"] or "",
-                r["laterality"] or "?", r["view"] or "?", r["patient_id"] or "", note,
+                cell(r["path"]), f"{r['rows']}x{r['columns']}", str(r["bits_stored"]), cell(r["photometric"]),
+                cell(r["modality"] or ""), cell(r["laterality"] or "?"), cell(r["view"] or "?"), cell(r["patient_id"] or ""), cell(note),
             )
-    Console().print(table)
+    if output is None:
+        Console().print(table)
+    else:
+        import io
+
+        buffer = io.StringIO()
+        Console(file=buffer, width=160, no_color=True).print(table)
+        emit(buffer.getvalue(), output)
 
 
 def register(app: typer.Typer) -> None:

@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.markup import escape
 
 from mammofuse import RESEARCH_NOTICE
 from mammofuse.cli.common import (
@@ -19,19 +18,24 @@ from mammofuse.cli.common import (
     Device,
     InputPaths,
     Margin,
+    FormatOption,
     ModelSpec,
     Output,
     Recursive,
     Roi,
     Shape,
     cases_and_model,
+    cell,
     check_choice,
+    check_output,
     clinical_flags,
     parse_roi,
     emit,
     err_console,
     guarded,
+    output_format,
     render_records,
+    safe,
 )
 
 FORMATS = ("table", "json", "jsonl", "csv")
@@ -50,7 +54,7 @@ def predict(
     roi: Roi = None,
     recursive: Recursive = False,
     aggregate: Annotated[str, typer.Option("--aggregate", help="view: a score per file; breast: also the mean score of each breast's files (patient and laterality from the DICOM header or file name).")] = "view",
-    fmt: Annotated[str | None, typer.Option("--format", "-f", help="table, json, jsonl or csv \\[default: table, or from the --output suffix].", show_default=False)] = None,
+    fmt: Annotated[str | None, FormatOption(*FORMATS, default_help=" \\[default: table, or from the --output suffix]")] = None,
     output: Output = None,
     threshold: Annotated[float | None, typer.Option("--threshold", help="Decision threshold on the probability \\[default: the model's own].", min=0.0, max=1.0, show_default=False)] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Images per forward pass.", min=1)] = 8,
@@ -60,7 +64,8 @@ def predict(
     """Score each mammogram: probability of malignancy and a benign/malignant call.
 
     Clinical flags apply to every file; missing findings are allowed and shown as null.
-    Exit status: 0 all scored, 1 some files failed (the rest are scored), 2 usage error.
+    Exit status: 0 all scored, 1 some files failed (the rest are scored), 2 usage error,
+    3 output not writable (checked before scoring).
 
     Examples:
 
@@ -74,7 +79,8 @@ def predict(
 
         mammofuse predict study/ --aggregate breast --format csv -o scores.csv
     """
-    fmt = _output_format(fmt, output)
+    fmt = output_format(fmt, output, FORMATS)
+    check_output(output)
     check_choice("--aggregate", aggregate, ("view", "breast"))
     flags = clinical_flags(density, shape, margin, calc_type, calc_distribution)
     region = parse_roi(roi)
@@ -98,16 +104,9 @@ def predict(
         err_console.print(RESEARCH_NOTICE, style="dim", highlight=False)
     failed = [r for r in records if r["error"]]
     for r in failed:
-        err_console.print(f"[red]failed:[/] {escape(r['path'])}: {escape(r['error'])}", highlight=False, soft_wrap=True)
+        err_console.print(f"[red]failed:[/] {safe(r['path'])}: {safe(r['error'])}", highlight=False, soft_wrap=True)
     if failed:
         raise typer.Exit(SOME_FAILED)
-
-
-def _output_format(fmt: str | None, output: Path | None) -> str:
-    if fmt is None:
-        suffix = output.suffix.lower().lstrip(".") if output else ""
-        fmt = suffix if suffix in ("json", "jsonl", "csv") else "table"
-    return check_choice("--format", fmt, FORMATS)
 
 
 class _progress:
@@ -145,15 +144,18 @@ def _table(records: list[dict], output: Path | None) -> None:
     from rich.table import Table
 
     breast = bool(records) and "breast_probability" in records[0]
-    table = Table("file", "probability", "prediction", *(["breast", "breast prob."] if breast else []), "clinical", caption=_caption(records), caption_justify="left")
+    table = Table(caption=_caption(records), caption_justify="left")
+    table.add_column("file", overflow="fold")
+    for name in ("probability", "prediction", *(["breast", "breast prob."] if breast else []), "clinical"):
+        table.add_column(name)
     for r in records:
         given = ", ".join(f"{k}={v}" for k, v in r["clinical"].items() if v) or "none"
-        extra = [escape(r["breast"] or "?"), "" if r["breast_probability"] is None else f"{r['breast_probability']:.3f}"] if breast else []
+        extra = [cell(r["breast"] or "?"), "" if r["breast_probability"] is None else f"{r['breast_probability']:.3f}"] if breast else []
         if r["error"]:
-            table.add_row(escape(Path(r["path"]).name), "", "[red]failed[/]", *extra, f"[red]{escape(r['error'])}[/]")
+            table.add_row(cell(r["path"]), "", "[red]failed[/]", *extra, cell(r["error"], "red"))
         else:
             style = "bold red" if r["prediction"] == "malignant" else "green"
-            table.add_row(escape(Path(r["path"]).name), f"{r['probability']:.3f}", f"[{style}]{r['prediction']}[/]", *extra, escape(given))
+            table.add_row(cell(r["path"]), f"{r['probability']:.3f}", f"[{style}]{r['prediction']}[/]", *extra, cell(given))
     if output is None:
         Console().print(table)
         return
@@ -166,7 +168,7 @@ def _caption(records: list[dict]) -> str:
     if not records:
         return RESEARCH_NOTICE
     r = records[0]
-    return f"model {r['model']}, threshold {r['threshold']:.3f}. {RESEARCH_NOTICE}"
+    return f"model {safe(r['model'])}, threshold {r['threshold']:.3f}. {RESEARCH_NOTICE}"
 
 
 def register(app: typer.Typer) -> None:

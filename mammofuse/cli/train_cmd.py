@@ -92,6 +92,9 @@ def _train(
         raise MammofuseError("--dataset is required (cbis-ddsm, mini-mias or manifest)")
     if data is None:
         raise MammofuseError("--data is required (the dataset's folder or manifest CSV)")
+    from mammofuse.atomic import check_writable_folder
+
+    check_writable_folder(out)
     train_samples, val_samples, used_split = load_training_samples(settings, data, images, split, abnormality)
 
     from mammofuse.training import train

@@ -171,12 +171,19 @@ class ClinicalSchema:
         }
 
 
+def vocabularies() -> tuple[str, ...]:
+    """The ids of the packaged vocabularies (the only values ``vocabulary`` may take)."""
+    folder = resources.files("mammofuse.clinical") / "vocab"
+    return tuple(sorted(r.name.removesuffix(".yaml") for r in folder.iterdir() if r.name.endswith(".yaml")))
+
+
 @lru_cache(maxsize=None)
 def load_schema(vocabulary: str = DEFAULT_VOCABULARY) -> ClinicalSchema:
-    """Load a packaged vocabulary by id (``cbis-ddsm-v1``)."""
+    """Load a packaged vocabulary by its registered id (``cbis-ddsm-v1``), never by a path."""
+    known = vocabularies()
+    if vocabulary not in known:
+        raise MammofuseError(f"unknown clinical vocabulary {str(vocabulary)[:80]!r}; registered: {', '.join(known)}")
     resource = resources.files("mammofuse.clinical") / "vocab" / f"{vocabulary}.yaml"
-    if not resource.is_file():
-        raise MammofuseError(f"unknown clinical vocabulary {vocabulary!r}")
     spec = yaml.safe_load(resource.read_text(encoding="utf-8"))
     fields = tuple(
         ClinicalField(

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import json
+import warnings
 from pathlib import Path
 from collections import Counter
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
 from mammofuse.atomic import write_text
 from mammofuse.cache import cache_dir
@@ -16,6 +16,7 @@ from mammofuse.data.cbis_images import Box, ImageFolder, box_region
 from mammofuse.data.sample import Sample
 from mammofuse.errors import MammofuseError
 from mammofuse.imaging.preprocess import Region
+from mammofuse.tabular import csv_records
 
 CSV_SPLITS = {
     "mass_case_description_train_set.csv": ("train", "mass"),
@@ -24,16 +25,61 @@ CSV_SPLITS = {
     "calc_case_description_test_set.csv": ("test", "calc"),
 }
 _INDEX_VERSION = 1
+REQUIRED_COLUMNS = ("patient_id", "left_or_right_breast", "image_view", "pathology")
+PATHOLOGY_LABELS = {"MALIGNANT": 1, "BENIGN": 0, "BENIGN_WITHOUT_CALLBACK": 0}
+DENSITY_COLUMN = "breast_density"
+UNRECORDED_DENSITIES = frozenset({"0"})  # not a BI-RADS value; two official Calc-Test rows have it
+
+
+class DatasetWarning(UserWarning):
+    """A dataset value treated as not recorded (e.g. breast density 0); names the file and lines."""
+
+
+class CaseRow(dict[str, str]):
+    """One CSV record with normalised column names, and the file line where it starts."""
+
+    line: int = 0
 
 
 def _key(column: str) -> str:
     return column.strip().lower().replace(" ", "_")
 
 
-def read_case_csv(path: Path) -> list[dict[str, str]]:
-    """Rows with normalised column names (``breast density`` and ``breast_density`` agree)."""
-    with path.open(newline="", encoding="utf-8-sig") as fh:
-        return [{_key(k): (v or "").strip() for k, v in row.items() if k} for row in csv.DictReader(fh)]
+def read_case_csv(path: Path) -> Iterator[CaseRow]:
+    """Rows with normalised column names (``breast density`` and ``breast_density`` agree), read lazily.
+
+    A breast density of 0 is treated as not recorded, with one warning naming its lines.
+
+    Raises:
+        MammofuseError: not UTF-8, not CSV, or a required column missing (naming the file).
+    """
+    unrecorded: list[int] = []
+    for line, cells in csv_records(path, REQUIRED_COLUMNS, key=_key):
+        row = CaseRow(cells)
+        row.line = line
+        if _drop_unrecorded_density(row):
+            unrecorded.append(line)
+        yield row
+    if unrecorded:
+        lines = ", ".join(map(str, unrecorded[:10])) + (" ..." if len(unrecorded) > 10 else "")
+        warnings.warn(f"{path}: breast density 0 (not a BI-RADS value) treated as not recorded on line(s) {lines}", DatasetWarning, stacklevel=2)
+
+
+def _drop_unrecorded_density(row: CaseRow) -> bool:
+    """Blank a density that is not a BI-RADS value but means 'not recorded'; True when blanked."""
+    if row.get(DENSITY_COLUMN) in UNRECORDED_DENSITIES:
+        row[DENSITY_COLUMN] = ""
+        return True
+    return False
+
+
+def pathology_label(row: CaseRow, path: Path) -> int:
+    """1 for MALIGNANT, 0 for BENIGN and BENIGN_WITHOUT_CALLBACK; anything else is an error naming file and line."""
+    value = row["pathology"]
+    label = PATHOLOGY_LABELS.get(value.upper())
+    if label is None:
+        raise MammofuseError(f"{path}:{row.line}: unknown pathology {value!r} (expected {', '.join(PATHOLOGY_LABELS)})")
+    return label
 
 
 def _path_parts(value: str) -> list[str]:
@@ -72,13 +118,13 @@ def load_cbis_ddsm(
     counts: Counter[str] = Counter()
     samples: list[Sample] = []
     for path, split, kind in found:
-        films: dict[str, list[dict[str, str]]] = {}
+        films: dict[str, list[CaseRow]] = {}
         for row in read_case_csv(path):
             parts = _path_parts(row.get("image_file_path", ""))
             film = parts[0] if parts else f"{kind.capitalize()}-{split}_{row['patient_id']}_{row['left_or_right_breast']}_{row['image_view']}"
             films.setdefault(film, []).append(row)
         for film, rows in films.items():
-            samples.extend(_film_samples(film, rows, split, kind, locator, columns, counts))
+            samples.extend(_film_samples(film, rows, split, kind, locator, columns, counts, path))
     if report is not None:
         report.update(locator.report(counts))
     return samples
@@ -130,13 +176,13 @@ class _Locator:
 
 def _film_samples(
     film: str, rows: list[dict[str, str]], split: str, kind: str, locator: _Locator,
-    columns: dict[str, list[str]], counts: Counter[str],
+    columns: dict[str, list[str]], counts: Counter[str], csv_path: Path,
 ) -> list[Sample]:
     """The samples of one film's CSV rows, with lesion regions from its boxes where they map."""
     image_path, boxes, tree = locator.find(film, rows[0], kind)
     counts["films"] += 1
     counts["films_found"] += image_path is not None
-    labels = [int(r["pathology"].upper() == "MALIGNANT") for r in rows]
+    labels = [pathology_label(r, csv_path) for r in rows]
     findings = [{name: r[c] for name, cols in columns.items() for c in cols if r.get(c)} for r in rows]
 
     def sample(suffix: str, row: dict[str, str], label: int, clinical: dict[str, str], region: Region | None) -> Sample:

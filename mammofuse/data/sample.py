@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from mammofuse.imaging.preprocess import Region
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # slots: a million-row CSV stays lean
 class Sample:
     """A lesion to classify.
 

@@ -7,15 +7,23 @@ from typing import Sequence
 import numpy as np
 
 from mammofuse.data.sample import Sample
+from mammofuse.errors import MammofuseError
 
 
 def _folds(samples: Sequence[Sample], k: int, seed: int) -> list[tuple[list[int], list[int]]]:
+    """Patient-grouped stratified folds; too few patients is a one-line MammofuseError."""
     from sklearn.model_selection import StratifiedGroupKFold
 
     labels = np.array([s.label for s in samples])
     groups = np.array([s.patient_id for s in samples])
+    patients = len(set(groups.tolist()))
+    if patients < k:
+        raise MammofuseError(f"{k} patient-grouped folds need at least {k} patients; the data has {patients}")
     splitter = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
-    return [(list(a), list(b)) for a, b in splitter.split(np.zeros(len(samples)), labels, groups)]
+    try:
+        return [(list(a), list(b)) for a, b in splitter.split(np.zeros(len(samples)), labels, groups)]
+    except ValueError as exc:
+        raise MammofuseError(f"cannot make {k} patient-grouped folds ({exc})") from None
 
 
 def train_val_split(samples: Sequence[Sample], val_fraction: float = 0.2, seed: int = 0) -> tuple[list[Sample], list[Sample]]:

@@ -140,9 +140,12 @@ def parse_bounds(text: str) -> dict[str, float]:
         if name not in FAIL_UNDER_METRICS:
             raise MammofuseError(f"--fail-under: unknown metric {name!r}; choose from {', '.join(FAIL_UNDER_METRICS)}")
         try:
-            bounds[name] = float(value)
+            bound = float(value)
         except ValueError:
             raise MammofuseError(f"--fail-under: {name} needs a number, got {value!r}") from None
+        if not np.isfinite(bound):  # nothing is ever below nan: the gate would always pass
+            raise MammofuseError(f"--fail-under: {name} needs a finite number, got {value.strip()!r}")
+        bounds[name] = bound
     if not bounds:
         raise MammofuseError("--fail-under: no bounds given (e.g. auc=0.85,recall=0.9)")
     return bounds

@@ -14,8 +14,8 @@ REFERENCE_POINTS: tuple[tuple[str, str, str], ...] = (
     ("CBIS-DDSM image only / image + BI-RADS descriptors", "0.711 / 0.872", "Ben-Artzi et al., ICPR 2024"),
     ("image + clinical, cross/co-attention", "0.89 -> 0.94", "Vo et al. 2021"),
     ("claimed: cross-attention fusion", "0.98 (concat 0.81, image only 0.87)", "arXiv 2508.16000"),
-    ("CBIS-DDSM mass, clinical descriptors only, LR, official test split (no assessment)", "0.835", "measured here"),
-    ("mini-MIAS 5-fold patient-grouped CV: clinical LR / texture LR / small CNN", "0.52 / 0.68 / 0.62", "measured here"),
+    ("CBIS-DDSM mass, clinical descriptors only, LR, official test split (no assessment)", "0.835", "measured with this project"),
+    ("mini-MIAS 5-fold patient-grouped CV: clinical LR / texture LR / small CNN", "0.52 / 0.68 / 0.62", "measured with this project"),
 )
 
 def comparison(result: dict[str, Any]) -> dict[str, Any]:

@@ -1,7 +1,10 @@
 """Read a mammogram into float32 pixels in [0, 1], breast on the left, with its metadata.
 
 DICOM goes through pydicom (uncompressed and RLE natively, JPEG-family syntaxes with the
-``codecs`` extra); PNG, JPEG, TIFF and PGM through Pillow, 8- or 16-bit.
+``codecs`` extra); PNG, JPEG, TIFF and PGM through Pillow, 8- or 16-bit. Sizes are checked
+from the header before any pixel is decoded: at most :data:`MAX_PIXELS` pixels per image.
+Warnings raised while reading (pydicom's included) are kept in ``info.warnings`` and re-issued
+once each as ``"<file>: <warning>"``.
 """
 
 from __future__ import annotations
@@ -18,6 +21,9 @@ from mammofuse.errors import InputFileError
 
 DICOM_SUFFIXES = frozenset({".dcm", ".dicom", ""})
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".tif", ".tiff", ".pgm", ".pnm"}) | DICOM_SUFFIXES
+MAX_PIXELS = 80_000_000
+"""The largest image read (rows x columns): 80 MP, above any mammogram (full-field digital ones
+are at most about 30 MP) and far below the memory a decompression bomb asks for."""
 _CBIS_PATIENT = re.compile(r"(?P<patient>P_\d+)_(?P<side>LEFT|RIGHT)_(?P<view>CC|MLO|ML|LM|XCCL|AT)", re.I)
 
 
@@ -63,16 +69,44 @@ def read_mammogram(path: str | Path, canonical: bool = True) -> Mammogram:
     path = Path(path)
     if not path.is_file():
         raise InputFileError(path, "no such file")
-    if _is_dicom(path):
-        pixels, info = _read_dicom(path)
-    else:
-        pixels, info = _read_image(path)
-    if not np.isfinite(pixels).all() or pixels.max() <= pixels.min():
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        pixels, info = _read_dicom(path) if _is_dicom(path) else _read_image(path)
+    for message in dict.fromkeys(str(w.message) for w in caught):
+        info.warnings.append(message)
+        warnings.warn(f"{path}: {message}", ReaderWarning, stacklevel=2)
+    if not np.isfinite(pixels).all():
+        raise InputFileError(path, "pixel values include NaN or infinity")
+    if pixels.max() <= pixels.min():
         raise InputFileError(path, "image is blank (all pixels equal)")
     if canonical and _breast_on_right(pixels):
         pixels = pixels[:, ::-1].copy()
         info.flipped = True
     return Mammogram(np.ascontiguousarray(pixels, dtype=np.float32), info)
+
+
+class ReaderWarning(UserWarning):
+    """Something odd but readable in a file (a non-MG modality, a pydicom remark); names the file."""
+
+
+def _check_size(path: Path, rows: int, columns: int) -> None:
+    if rows < 1 or columns < 1:
+        raise InputFileError(path, f"image has no pixels ({rows}x{columns})")
+    if rows * columns > MAX_PIXELS:
+        raise InputFileError(path, f"image is {rows}x{columns} = {rows * columns / 1e6:.0f} MP, over the {MAX_PIXELS / 1e6:.0f} MP limit (a decompression bomb?)")
+
+
+def _header_int(ds: Any, path: Path, keyword: str, default: int | None = None) -> int:
+    """An integer DICOM attribute, or an InputFileError naming it when absent or malformed."""
+    value = ds.get(keyword, default)
+    if value is None or value == "":
+        if default is None:
+            raise InputFileError(path, f"DICOM header has no {keyword}")
+        return default
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise InputFileError(path, f"DICOM {keyword} is {str(value)[:40]!r}, not an integer") from None
 
 
 def _is_dicom(path: Path) -> bool:
@@ -97,24 +131,30 @@ def _read_dicom(path: Path) -> tuple[np.ndarray, MammogramInfo]:
 
     try:
         ds = pydicom.dcmread(path)
+        if "PixelData" not in ds:
+            raise InputFileError(path, "DICOM file has no pixel data")
+        samples = _header_int(ds, path, "SamplesPerPixel", 1)
+        photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).upper()
+        frames = _header_int(ds, path, "NumberOfFrames", 1)
+        rows, columns = _header_int(ds, path, "Rows"), _header_int(ds, path, "Columns")
+        bits_stored = _header_int(ds, path, "BitsStored", _header_int(ds, path, "BitsAllocated", 16))
     except InvalidDicomError:
         raise InputFileError(path, "not a DICOM file (no DICM header) and not a known image suffix") from None
-    except (OSError, ValueError, EOFError) as exc:
+    except (OSError, ValueError, EOFError, KeyError, TypeError, AttributeError) as exc:
         raise InputFileError(path, f"not a readable DICOM file ({exc})") from None
-    if "PixelData" not in ds:
-        raise InputFileError(path, "DICOM file has no pixel data")
-    samples = int(ds.get("SamplesPerPixel", 1))
-    photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).upper()
     if samples != 1 or not photometric.startswith("MONOCHROME"):
         raise InputFileError(path, f"colour DICOM ({photometric}, {samples} samples per pixel): mammograms are grayscale")
-    if int(ds.get("NumberOfFrames", 1) or 1) > 1:
-        raise InputFileError(path, f"multi-frame DICOM ({ds.NumberOfFrames} frames, e.g. tomosynthesis): expected one 2D mammogram")
+    if frames > 1:
+        raise InputFileError(path, f"multi-frame DICOM ({frames} frames, e.g. tomosynthesis): expected one 2D mammogram")
+    _check_size(path, rows, columns)
+    if not 1 <= bits_stored <= 32:
+        raise InputFileError(path, f"DICOM BitsStored is {bits_stored}, not 1 to 32")
     info = MammogramInfo(
         path=str(path),
         format="dicom",
-        rows=int(ds.Rows),
-        columns=int(ds.Columns),
-        bits_stored=int(ds.get("BitsStored", ds.get("BitsAllocated", 16))),
+        rows=rows,
+        columns=columns,
+        bits_stored=bits_stored,
         photometric=photometric,
         modality=str(ds.get("Modality", "")) or None,
         patient_id=str(ds.get("PatientID", "")) or None,
@@ -124,20 +164,30 @@ def _read_dicom(path: Path) -> tuple[np.ndarray, MammogramInfo]:
     )
     info.laterality, info.view = _laterality_and_view(ds, info.patient_id)
     if info.modality and info.modality != "MG":
-        info.warnings.append(f"modality is {info.modality}, not MG (mammography)")
-        warnings.warn(f"{path}: {info.warnings[-1]}", stacklevel=3)
+        warnings.warn(f"modality is {info.modality}, not MG (mammography)", ReaderWarning, stacklevel=2)
     try:
         raw = ds.pixel_array
-    except Exception as exc:  # pydicom raises several types for missing or failing codecs
-        syntax = getattr(ds.file_meta, "TransferSyntaxUID", None)
-        name = getattr(syntax, "name", str(syntax))
-        raise InputFileError(
-            path,
-            f"cannot decode pixel data ({name}): install the codecs extra, "
-            f"pip install 'mammofuse[codecs]' ({type(exc).__name__})",
-        ) from None
-    pixels = _dicom_to_unit(ds, raw, apply_modality_lut, apply_voi_lut)
+    except Exception as exc:  # pydicom raises several types for missing codecs and broken data
+        raise InputFileError(path, _decode_problem(ds, exc)) from None
+    if raw.ndim != 2:
+        raise InputFileError(path, f"expected one 2D grayscale image, pixel data has shape {raw.shape}")
+    try:
+        pixels = _dicom_to_unit(ds, raw, apply_modality_lut, apply_voi_lut)
+    except (ValueError, TypeError, ZeroDivisionError, IndexError, KeyError) as exc:
+        raise InputFileError(path, f"cannot apply the DICOM LUTs or window ({type(exc).__name__}: {exc})") from None
     return pixels, info
+
+
+def _decode_problem(ds: Any, exc: Exception) -> str:
+    """Why pixel data did not decode: a codec to install (compressed data, no codecs extra), or broken data."""
+    from importlib.util import find_spec
+
+    syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+    name = getattr(syntax, "name", str(syntax))
+    detail = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}".rstrip(": ")
+    if getattr(syntax, "is_compressed", False) and find_spec("pylibjpeg") is None:
+        return f"cannot decode pixel data ({name}): install the codecs extra, pip install 'mammofuse[codecs]' ({detail})"
+    return f"cannot decode pixel data ({name}: {detail})"
 
 
 def _dicom_to_unit(ds: Any, raw: np.ndarray, modality_lut: Any, voi_lut: Any) -> np.ndarray:
@@ -180,6 +230,7 @@ def _read_image(path: Path) -> tuple[np.ndarray, MammogramInfo]:
 
     try:
         with Image.open(path) as image:
+            _check_size(path, image.height, image.width)  # from the header, before decoding
             mode = image.mode
             if getattr(image, "n_frames", 1) > 1:
                 raise InputFileError(path, f"multi-frame image ({image.n_frames} frames): expected one 2D mammogram")
@@ -192,10 +243,12 @@ def _read_image(path: Path) -> tuple[np.ndarray, MammogramInfo]:
             fmt = (image.format or path.suffix.lstrip(".")).lower()
     except InputFileError:
         raise
-    except (UnidentifiedImageError, OSError, ValueError) as exc:
+    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, ValueError, SyntaxError) as exc:
         raise InputFileError(path, f"not a readable image ({exc})") from None
     if array.ndim != 2:
         raise InputFileError(path, f"expected a grayscale image, got shape {array.shape}")
+    if array.dtype.kind == "f" and not np.isfinite(array).all():
+        raise InputFileError(path, "pixel values include NaN or infinity")
     if array.dtype == np.uint8:
         bits = 8
     elif array.dtype == bool:

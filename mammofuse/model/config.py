@@ -7,10 +7,37 @@ from typing import Any
 
 from mammofuse.errors import MammofuseError
 from mammofuse.imaging.preprocess import PreprocessRecipe
+from mammofuse.validation import Rule, check_all, checked
 
 FUSIONS = ("image", "clinical", "concat", "cross", "co")
 BACKBONES = ("cnn4", "resnet18", "resnet34", "resnet50")
 CONFIG_FORMAT = 1
+
+# What a config.json may hold: it can come from anyone's Hub repository.
+RULES: dict[str, Rule] = {
+    "fusion": Rule(str, choices=FUSIONS),
+    "backbone": Rule(str),
+    "proj_dim": Rule(int, 1, 4096),
+    "num_heads": Rule(int, 1, 64),
+    "dropout": Rule(float, 0, 1, high_open=True),
+    "modality_dropout": Rule(float, 0, 1, high_open=True),
+    "radiomics": Rule(bool),
+    "vocabulary": Rule(str),
+    "field_sizes": Rule(list),
+    "preprocessing": Rule(dict),
+    "threshold": Rule(float, 0, 1),
+    "provenance": Rule(dict),
+}
+RECIPE_RULES: dict[str, Rule] = {
+    "image_size": Rule(int, 8, 4096),
+    "input": Rule(str, choices=("roi", "full")),
+    "roi_context": Rule(float, 0.1, 100),
+    "roi_min_size": Rule(int, 1, 4096),
+    "mean": Rule(float, -1e3, 1e3),
+    "std": Rule(float, 1e-6, 1e3),
+    "canvas": Rule(list, optional=True),
+    "without_region": Rule(str, choices=("breast", "skip")),
+}
 
 
 @dataclass
@@ -34,8 +61,16 @@ class ModelConfig:
     provenance: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if self.fusion not in FUSIONS:
-            raise MammofuseError(f"unknown fusion {self.fusion!r}; choose from {', '.join(FUSIONS)}")
+        for name, value in check_all(vars(self), RULES).items():
+            setattr(self, name, value)
+        self.preprocessing = {
+            k: checked(f"preprocessing.{k}", v, RECIPE_RULES[k]) if k in RECIPE_RULES else v for k, v in self.preprocessing.items()
+        }
+        canvas = self.preprocessing.get("canvas")
+        if canvas is not None and not (len(canvas) == 2 and all(isinstance(v, int) and not isinstance(v, bool) and 8 <= v <= 16384 for v in canvas)):
+            raise MammofuseError(f"preprocessing.canvas must be [height, width] in pixels, not {canvas!r}"[:160])
+        if not all(isinstance(n, int) and not isinstance(n, bool) and 0 < n <= 1000 for n in self.field_sizes):
+            raise MammofuseError(f"field_sizes must be positive integers, not {self.field_sizes!r}"[:160])
         if self.uses_image and self.backbone not in BACKBONES:
             raise MammofuseError(f"unknown backbone {self.backbone!r}; choose from {', '.join(BACKBONES)}")
         if self.proj_dim % self.num_heads:
@@ -58,9 +93,11 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "ModelConfig":
+        if not isinstance(data, dict):
+            raise MammofuseError(f"expected a JSON object, got {type(data).__name__}")
         if data.get("format", CONFIG_FORMAT) != CONFIG_FORMAT:
             raise MammofuseError(f"config format {data.get('format')} is not supported by this mammofuse (needs {CONFIG_FORMAT})")
         unknown = set(data) - set(cls.__dataclass_fields__) - {"format"}
         if unknown:
-            raise MammofuseError(f"config has unknown keys {sorted(unknown)}: made by a newer mammofuse?")
+            raise MammofuseError(f"config has unknown keys {sorted(map(str, unknown))[:5]}: made by a newer mammofuse?")
         return cls(**{k: v for k, v in data.items() if k != "format"})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import OrderedDict
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -23,22 +24,20 @@ def one_channel_stem(conv: nn.Conv2d) -> nn.Conv2d:
 def resnet_backbone(name: str, pretrained: str | None = None) -> tuple[nn.Module, int]:
     """A ResNet without pooling and classifier, one input channel; returns (module, channels).
 
-    ``pretrained="imagenet"`` loads torchvision's weights from its cache or the network.
+    ``pretrained="imagenet"`` loads torchvision's ImageNet weights from a local file only (see
+    :func:`imagenet_state_dict`); nothing is downloaded and nothing is unpickled.
     """
     import torchvision
 
-    weights = None
-    if pretrained == "imagenet":
-        weights = getattr(torchvision.models, _WEIGHTS[name]).DEFAULT
-    elif pretrained:
+    if pretrained not in (None, "imagenet"):
         raise MammofuseError(f"unknown pretrained weights {pretrained!r}; use 'imagenet' or none")
-    try:
-        net = getattr(torchvision.models, name)(weights=weights)
-    except (OSError, RuntimeError) as exc:
-        raise MammofuseError(
-            f"cannot load ImageNet weights for {name} ({type(exc).__name__}): offline? "
-            f"Put them in the torch hub cache ({torch.hub.get_dir()}) or train without --pretrained"
-        ) from None
+    net = getattr(torchvision.models, name)(weights=None)
+    if pretrained == "imagenet":
+        path, state = imagenet_state_dict(name)
+        try:
+            net.load_state_dict(state)
+        except RuntimeError as exc:
+            raise MammofuseError(f"{path}: not {name} ImageNet weights ({str(exc).splitlines()[0]})") from None
     net.conv1 = one_channel_stem(net.conv1)
     channels = net.fc.in_features
     names = ("conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4")
@@ -75,6 +74,35 @@ def image_backbone(name: str, pretrained: str | None = None) -> tuple[nn.Module,
             raise MammofuseError(f"{name} has no ImageNet weights; use a resnet or a backbone from `mammofuse pretrain`")
         return small_cnn(name)
     return resnet_backbone(name, pretrained if pretrained == "imagenet" else None)
+
+
+def imagenet_state_dict(name: str) -> tuple[Path, dict[str, torch.Tensor]]:
+    """torchvision's ImageNet weights for ``name`` from ``<torch hub dir>/checkpoints``.
+
+    The file is torchvision's own (``resnet50-11ad3fa6.pth``, read with ``weights_only=True``) or
+    the same tensors as ``<that stem>.safetensors`` (preferred). torchvision's loader would unpickle
+    the cached file with ``weights_only=False``, so a planted file could run code: it is not used.
+    """
+    import torchvision
+
+    url = getattr(torchvision.models, _WEIGHTS[name]).DEFAULT.url
+    folder = Path(torch.hub.get_dir()) / "checkpoints"
+    stem = Path(url.rsplit("/", 1)[-1]).stem
+    safetensors_file, torch_file = folder / f"{stem}.safetensors", folder / f"{stem}.pth"
+    try:
+        if safetensors_file.is_file():
+            from safetensors.torch import load_file
+
+            return safetensors_file, load_file(str(safetensors_file))
+        if torch_file.is_file():
+            return torch_file, torch.load(torch_file, map_location="cpu", weights_only=True)
+    except Exception as exc:  # weights_only refuses anything but tensors; safetensors its own format
+        path = safetensors_file if safetensors_file.is_file() else torch_file
+        raise MammofuseError(f"{path}: refused as ImageNet weights ({type(exc).__name__}: {str(exc).splitlines()[0][:120]})") from None
+    raise MammofuseError(
+        f"ImageNet weights for {name} are not on this machine: put {torch_file.name} (from {url}) or "
+        f"{safetensors_file.name} in {folder}, or train without --pretrained"
+    )
 
 
 class ClinicalTokens(nn.Module):

@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from mammofuse.atomic import atomic_path, write_text
+from mammofuse.atomic import write_bytes, write_text
 from mammofuse.clinical import load_schema
 from mammofuse.errors import MammofuseError
 from mammofuse.hub import (  # the file names live with model resolution (torch-free)
@@ -20,13 +20,12 @@ from mammofuse.model.mammofuse import MammoFuse
 
 
 def save_model(model: MammoFuse, folder: str | Path) -> Path:
-    """Write weights and config atomically into ``folder``; returns the folder."""
-    from safetensors.torch import save_file
+    """Write weights and config atomically into ``folder`` (files follow the umask); returns the folder."""
+    from safetensors.torch import save
 
     folder = Path(folder)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    with atomic_path(folder / WEIGHTS_NAME) as tmp:
-        save_file(state, str(tmp), metadata={"format": "pt"})
+    write_bytes(folder / WEIGHTS_NAME, save(state, metadata={"format": "pt"}))
     write_text(folder / CONFIG_NAME, json.dumps(model.config.to_dict(), indent=2, sort_keys=True) + "\n")
     return folder
 
@@ -38,10 +37,15 @@ def read_config(folder: str | Path) -> ModelConfig:
         data: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise MammofuseError(f"{path}: not found (a model folder holds {WEIGHTS_NAME} and {CONFIG_NAME})") from None
-    except json.JSONDecodeError as exc:
-        raise MammofuseError(f"{path}: not valid JSON ({exc})") from None
-    config = ModelConfig.from_dict(data)
-    schema = load_schema(config.vocabulary)
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
+        raise MammofuseError(f"{path}: not valid JSON ({type(exc).__name__}: {str(exc)[:100]})") from None
+    except OSError as exc:
+        raise MammofuseError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    try:
+        config = ModelConfig.from_dict(data)
+        schema = load_schema(config.vocabulary)
+    except MammofuseError as exc:
+        raise MammofuseError(f"{path}: {exc}") from None
     if list(config.field_sizes) != list(schema.field_sizes):
         raise MammofuseError(f"{path}: clinical vocabulary {config.vocabulary} does not match this mammofuse's copy")
     return config

@@ -4,7 +4,10 @@ Tensors (model, optimiser moments, RNG states) go to ``last/epoch-NNNN.safetenso
 scalars (epoch, best score, history, optimiser hyper-parameters, scheduler, Python and
 NumPy RNG) to ``last/checkpoint.json``, which names its tensor file. Both are written
 atomically and the JSON last, so a crash at any moment leaves the previous checkpoint
-whole; older tensor files are deleted only after the new JSON is in place.
+whole; older tensor files are deleted only after the new JSON is in place. Tensors are
+serialised in memory and written through :mod:`mammofuse.atomic` (safetensors' own file
+writer keeps a temporary of its own and makes files mode 0600); temporaries that a killed
+run left behind are removed on resume.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from mammofuse.atomic import atomic_path, write_text
+from mammofuse.atomic import remove_stale_temporaries, write_bytes, write_text
 from mammofuse.errors import MammofuseError
 
 LAST_DIR = "last"
@@ -77,15 +80,14 @@ def load_optimizer_state(optimizer: torch.optim.Optimizer, tensors: dict[str, to
 
 def save_checkpoint(out: Path, epoch: int, model_state: dict[str, torch.Tensor], extra_tensors: dict[str, torch.Tensor], scalars: dict[str, Any]) -> Path:
     """Write ``out/last`` for ``epoch``; returns the JSON path."""
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     folder = Path(out) / LAST_DIR
     name = f"epoch-{epoch:04d}.safetensors"
     tensors = {f"model.{k}": v for k, v in model_state.items()}
     tensors.update(extra_tensors)
     tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
-    with atomic_path(folder / name) as tmp:
-        save_file(tensors, str(tmp), metadata={"format": "mammofuse-checkpoint"})
+    write_bytes(folder / name, save(tensors, metadata={"format": "mammofuse-checkpoint"}))
     write_text(folder / STATE_NAME, json.dumps({"format": FORMAT, "epoch": epoch, "tensors": name, **scalars}, indent=1) + "\n")
     for old in folder.glob("epoch-*.safetensors"):
         if old.name != name:
@@ -103,6 +105,8 @@ def load_checkpoint(out: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]
     from safetensors.torch import load_file
 
     folder = Path(out) / LAST_DIR
+    for stale in (folder, Path(out)):
+        remove_stale_temporaries(stale)
     path = folder / STATE_NAME
     try:
         scalars = json.loads(path.read_text(encoding="utf-8"))

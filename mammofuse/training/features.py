@@ -96,12 +96,11 @@ class FeatureCache:
         if self.mode == "memory":
             self._memory[f"{weights}:{key}"] = features
             return
-        from safetensors.torch import save_file
+        from safetensors.torch import save
 
-        from mammofuse.atomic import atomic_path
+        from mammofuse.atomic import write_bytes
 
-        with atomic_path(self._path(weights, key)) as tmp:
-            save_file({"features": features}, str(tmp))
+        write_bytes(self._path(weights, key), save({"features": features}))
 
     def clear_memory(self) -> None:
         self._memory.clear()

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mammofuse.errors import MammofuseError
+from mammofuse.validation import Rule, check_all
 
 if TYPE_CHECKING:
     from mammofuse.imaging.preprocess import PreprocessRecipe
@@ -17,6 +18,38 @@ INPUTS = ("roi", "full")
 SCHEDULES = ("cosine", "onecycle", "step")
 SELECTIONS = ("last", "best")
 WITHOUT_REGION = ("breast", "skip")
+
+# One rule per setting: a new setting gets a row here.
+RULES: dict[str, Rule] = {
+    "fusion": Rule(str),  # and one of model.config.FUSIONS
+    "backbone": Rule(str),
+    "image_size": Rule(int, 32, 4096),
+    "input": Rule(str, choices=INPUTS),
+    "epochs": Rule(int, 1, 100_000),
+    "freeze_epochs": Rule(int, 0, 100_000),
+    "batch_size": Rule(int, 1, 65_536),
+    "lr": Rule(float, 1e-12, 10),
+    "finetune_lr": Rule(float, 1e-12, 10),
+    "weight_decay": Rule(float, 0, 10),
+    "modality_dropout": Rule(float, 0, 1, high_open=True),
+    "proj_dim": Rule(int, 4, 4096),
+    "seed": Rule(int, 0, 2**32 - 1),
+    "device": Rule(str, choices=DEVICES),
+    "pretrained": Rule(str, optional=True),  # imagenet, a registered backbone or a file: checked when loaded
+    "patience": Rule(int, 1, 100_000),
+    "val_fraction": Rule(float, 0.01, 0.99),
+    "workers": Rule(int, 0, 256),
+    "feature_cache": Rule(str, choices=FEATURE_CACHES),
+    "dataset": Rule(str),
+    "amp": Rule(bool),
+    "roi_context": Rule(float, 0.5, 10),
+    "without_region": Rule(str, choices=WITHOUT_REGION),
+    "schedule": Rule(str, choices=SCHEDULES),
+    "warmup_epochs": Rule(int, 0, 100_000),
+    "augment": Rule(bool),
+    "selection": Rule(str, choices=SELECTIONS),
+    "radiomics": Rule(bool),
+}
 
 # Settings that may change between a run and its ``--resume`` without changing the result's meaning.
 RESUMABLE_CHANGES = frozenset({"epochs", "patience", "device", "workers", "feature_cache", "amp"})
@@ -109,39 +142,21 @@ class TrainSettings:
         self.validate()
 
     def validate(self) -> None:
-        """Raise MammofuseError naming the first bad setting."""
+        """Check (and normalise) every setting against :data:`RULES`; raise MammofuseError naming the first bad one."""
         from mammofuse.model.config import BACKBONES, FUSIONS
 
+        for name, value in check_all(asdict(self), RULES).items():
+            setattr(self, name, value)
         _choice("fusion", self.fusion, FUSIONS)
         if self.fusion != "clinical":
             _choice("backbone", self.backbone, BACKBONES)
-        _choice("input", self.input, INPUTS)
-        _choice("device", self.device, DEVICES)
-        _choice("feature_cache", self.feature_cache, FEATURE_CACHES)
-        _choice("schedule", self.schedule, SCHEDULES)
-        _choice("selection", self.selection, SELECTIONS)
-        _choice("without_region", self.without_region, WITHOUT_REGION)
         if self.freeze_epochs and not self.pretrained and self.uses_image:
             raise MammofuseError("freeze_epochs needs pretrained weights: a randomly initialised backbone is never frozen")
         if self.canvas not in (None, "auto") and (
-            not isinstance(self.canvas, (list, tuple)) or len(self.canvas) != 2 or not all(isinstance(v, int) and 32 <= v <= 8192 for v in self.canvas)
+            not isinstance(self.canvas, (list, tuple)) or len(self.canvas) != 2
+            or not all(isinstance(v, int) and not isinstance(v, bool) and 32 <= v <= 8192 for v in self.canvas)
         ):
             raise MammofuseError(f"canvas must be auto, none or [height, width] in pixels (32 to 8192), not {self.canvas!r}")
-        if not 0.5 <= float(self.roi_context) <= 10:
-            raise MammofuseError(f"roi_context must be in [0.5, 10], not {self.roi_context!r}")
-        for name, low in (("epochs", 1), ("freeze_epochs", 0), ("batch_size", 1), ("image_size", 32), ("proj_dim", 4), ("patience", 1), ("workers", 0), ("warmup_epochs", 0)):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise MammofuseError(f"{name} must be an integer >= {low}, not {value!r}")
-        for name in ("lr", "finetune_lr"):
-            if not float(getattr(self, name)) > 0:
-                raise MammofuseError(f"{name} must be > 0, not {getattr(self, name)!r}")
-        if not 0 <= float(self.modality_dropout) < 1:
-            raise MammofuseError(f"modality_dropout must be in [0, 1), not {self.modality_dropout!r}")
-        if not 0 < float(self.val_fraction) < 1:
-            raise MammofuseError(f"val_fraction must be in (0, 1), not {self.val_fraction!r}")
-        if float(self.weight_decay) < 0:
-            raise MammofuseError(f"weight_decay must be >= 0, not {self.weight_decay!r}")
 
     @property
     def uses_image(self) -> bool:
@@ -172,7 +187,7 @@ class TrainSettings:
             raise MammofuseError(f"{source}: unknown setting(s) {', '.join(unknown)}; valid: {', '.join(sorted(known))}")
         try:
             return cls(**data)
-        except TypeError as exc:
+        except (TypeError, MammofuseError) as exc:
             raise MammofuseError(f"{source}: {exc}") from None
 
     def to_yaml(self) -> str:
@@ -187,9 +202,11 @@ def read_settings_yaml(path: str | Path) -> dict[str, Any]:
 
     path = Path(path)
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_loader())  # noqa: S506 (a SafeLoader)
     except FileNotFoundError:
         raise MammofuseError(f"{path}: config file not found") from None
+    except (UnicodeDecodeError, IsADirectoryError) as exc:
+        raise MammofuseError(f"{path}: not a UTF-8 text file ({type(exc).__name__})") from None
     except yaml.YAMLError as exc:
         raise MammofuseError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
     if data is None:
@@ -205,6 +222,20 @@ def load_settings(path: str | Path, **overrides: Any) -> TrainSettings:
     data = {str(k).replace("-", "_"): v for k, v in data.items()}
     data.update({k: v for k, v in overrides.items() if v is not None})
     return TrainSettings.from_dict(data, source=str(path))
+
+
+def _loader() -> type:
+    """PyYAML's SafeLoader without aliases: a settings file needs none, and nested aliases
+    (a "billion laughs" file of a few hundred bytes) expand to gigabytes."""
+    import yaml
+
+    class NoAliasSafeLoader(yaml.SafeLoader):
+        def compose_node(self, parent: Any, index: Any) -> Any:
+            if self.check_event(yaml.AliasEvent):
+                raise yaml.composer.ComposerError(None, None, "aliases (*name) are not allowed in settings", self.peek_event().start_mark)
+            return super().compose_node(parent, index)
+
+    return NoAliasSafeLoader
 
 
 def _choice(name: str, value: Any, choices: tuple[str, ...]) -> None:

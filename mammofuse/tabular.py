@@ -1,0 +1,80 @@
+"""Reading CSV files a user or a dataset provides: one clear error per problem, one pass, lean.
+
+Every failure names the file (and the line where it has one): not UTF-8, not CSV, another
+delimiter, required columns missing.
+"""
+
+from __future__ import annotations
+
+import csv
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Callable, Iterator, TextIO
+
+from mammofuse.errors import MammofuseError
+
+Record = tuple[int, dict[str, str]]
+"""(first line of the record in the file, its cells keyed by normalised column name)."""
+
+
+def csv_columns(path: Path, key: Callable[[str], str] = str.strip) -> list[str]:
+    """The header of a CSV, each name passed through ``key``.
+
+    Raises:
+        MammofuseError: missing file, not UTF-8, malformed or empty CSV.
+    """
+    with _open(path) as fh:
+        header = next(csv.reader(fh), None)
+    if header is None:
+        raise MammofuseError(f"{path}: empty file (expected a CSV with a header row)")
+    return [key(c) for c in header]
+
+
+def csv_records(path: Path, required: tuple[str, ...] = (), key: Callable[[str], str] = str.strip) -> Iterator[Record]:
+    """Yield the records of a CSV, one at a time, with column names passed through ``key`` and cells stripped.
+
+    Args:
+        path: the CSV file (UTF-8, a BOM allowed, comma-separated).
+        required: normalised column names that must be present.
+        key: how a column name is normalised.
+
+    Raises:
+        MammofuseError: missing file, not UTF-8, malformed CSV, missing columns (with a hint when
+            the file seems to use another delimiter).
+    """
+    columns = csv_columns(path, key)
+    missing = [c for c in required if c not in columns]
+    if missing:
+        raise MammofuseError(f"{path}: missing column(s) {', '.join(missing)}{delimiter_hint(columns)}")
+    with _open(path) as fh:
+        reader = csv.reader(fh)
+        next(reader)
+        line = reader.line_num + 1
+        for cells in reader:
+            if any(c.strip() for c in cells):
+                yield line, {name: cell.strip() for name, cell in zip(columns, cells) if name}
+            line = reader.line_num + 1
+
+
+def delimiter_hint(columns: list[str]) -> str:
+    """A hint when a header looks separated by something other than commas ('' otherwise)."""
+    text = ",".join(columns)
+    for delimiter, name in ((";", "semicolons"), ("\t", "tabs"), ("|", "pipes")):
+        if delimiter in text:
+            return f" (the header seems to use {name}; columns must be separated by commas)"
+    return ""
+
+
+@contextmanager
+def _open(path: Path) -> Iterator[TextIO]:
+    try:
+        with Path(path).open(newline="", encoding="utf-8-sig") as fh:
+            yield fh
+    except FileNotFoundError:
+        raise MammofuseError(f"{path}: file not found") from None
+    except IsADirectoryError:
+        raise MammofuseError(f"{path}: is a folder, not a CSV file") from None
+    except UnicodeDecodeError as exc:
+        raise MammofuseError(f"{path}: not UTF-8 text (byte {exc.start}); save it as UTF-8 CSV") from None
+    except csv.Error as exc:
+        raise MammofuseError(f"{path}: not a valid CSV ({exc})") from None

@@ -1,0 +1,93 @@
+"""Table-driven checks for settings read from files a user may not have written (config.json, YAML).
+
+Each setting has a :class:`Rule`; :func:`checked` returns the value (ints widened to floats,
+YAML's ``1e-3`` strings read as numbers) or raises a one-line :class:`MammofuseError`.
+
+Example:
+    >>> checked("threshold", 0.4, Rule(float, 0, 1))
+    0.4
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+from mammofuse.errors import MammofuseError
+
+
+@dataclass(frozen=True)
+class Rule:
+    """What one setting may hold.
+
+    Attributes:
+        kind: int, float, str, bool, dict or list.
+        low, high: inclusive bounds for numbers (None: unbounded on that side).
+        high_open: the upper bound is excluded ([low, high)).
+        choices: the allowed values, for strings.
+        optional: None is allowed.
+    """
+
+    kind: type
+    low: float | None = None
+    high: float | None = None
+    high_open: bool = False
+    choices: tuple[Any, ...] | None = None
+    optional: bool = False
+
+    def describe(self) -> str:
+        if self.choices is not None:
+            return "one of " + ", ".join(map(str, self.choices)) + (" or empty" if self.optional else "")
+        noun = {int: "an integer", float: "a number", str: "a string", bool: "true or false", dict: "a mapping", list: "a list"}[self.kind]
+        if self.low is not None and self.high is not None:
+            return f"{noun} in [{self.low:g}, {self.high:g}{')' if self.high_open else ']'}"
+        if self.low is not None:
+            return f"{noun} >= {self.low:g}"
+        return noun
+
+
+def checked(name: str, value: Any, rule: Rule) -> Any:
+    """``value`` if it obeys ``rule`` (numbers normalised), else a MammofuseError naming ``name``."""
+    if value is None and rule.optional:
+        return None
+    coerced = _coerce(value, rule.kind)
+    if coerced is None or not _within(coerced, rule):
+        raise MammofuseError(f"{name} must be {rule.describe()}, not {_show(value)}")
+    return coerced
+
+
+def check_all(values: Mapping[str, Any], rules: Mapping[str, Rule]) -> dict[str, Any]:
+    """Every value with a rule, checked; returns the checked values."""
+    return {name: checked(name, values[name], rule) for name, rule in rules.items() if name in values}
+
+
+def _coerce(value: Any, kind: type) -> Any:
+    if isinstance(value, bool):
+        return value if kind is bool else None
+    if kind is float and isinstance(value, (int, float)):
+        return float(value)
+    if kind is float and isinstance(value, str):
+        try:
+            return float(value)  # YAML 1.1 reads 1e-3 as a string
+        except ValueError:
+            return None
+    return value if isinstance(value, kind) else None
+
+
+def _within(value: Any, rule: Rule) -> bool:
+    if rule.choices is not None:
+        return value in rule.choices
+    if isinstance(value, (int, float)):
+        if not math.isfinite(value):
+            return False
+        if rule.low is not None and value < rule.low:
+            return False
+        if rule.high is not None and (value >= rule.high if rule.high_open else value > rule.high):
+            return False
+    return True
+
+
+def _show(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."

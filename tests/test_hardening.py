@@ -1,0 +1,547 @@
+"""Hostile and broken input: one bad file never costs a batch, untrusted text never reaches the
+terminal raw, and nothing read from a file is trusted before it is checked."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from dicom_factory import JPEGLosslessSV1, breast_phantom, write_dicom
+from mammofuse.cli import app
+from mammofuse.errors import MammofuseError
+
+runner = CliRunner()
+ROOT = Path(__file__).resolve().parents[1]
+MARKUP_NAME = "[red]x\x1b]0;pwned\x07.dcm"
+HOSTILE_PATIENT = "\x1b[2J[link=http://evil.example]click[/link]"
+
+
+def run(*args: str, **env: str):
+    return runner.invoke(app, list(args), env={"OMP_NUM_THREADS": "1", "COLUMNS": "250", **env})
+
+
+def _patched(path: Path, old: bytes, new: bytes) -> Path:
+    data = path.read_bytes()
+    assert data.count(old) == 1
+    path.write_bytes(data.replace(old, new))
+    return path
+
+
+@pytest.fixture(scope="module")
+def tiny_roi_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A random-weight concat model, ResNet-18 at 32 px, lesion-crop input."""
+    import torch
+
+    from mammofuse.imaging.preprocess import PreprocessRecipe
+    from mammofuse.model import MammoFuse, ModelConfig, save_model
+
+    torch.manual_seed(0)
+    config = ModelConfig(backbone="resnet18", fusion="concat", proj_dim=16, num_heads=2,
+                         preprocessing=PreprocessRecipe(image_size=32, input="roi").as_dict())
+    return save_model(MammoFuse(config), tmp_path_factory.mktemp("tiny-roi") / "model")
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Good, broken and hostile files side by side, keyed by what they are."""
+    root = tmp_path_factory.mktemp("corpus")
+    files: dict[str, Path] = {}
+    files["good_dicom"] = write_dicom(root / "good.dcm", breast_phantom())
+    Image.fromarray((breast_phantom(bits=8)).astype(np.uint8)).save(root / "good.png")
+    files["good_png"] = root / "good.png"
+    files["hostile_name"] = write_dicom(root / MARKUP_NAME, breast_phantom(), PatientID=HOSTILE_PATIENT)
+    good = files["good_dicom"].read_bytes()
+    (root / "truncated.dcm").write_bytes(good[: len(good) // 2])
+    files["truncated"] = root / "truncated.dcm"
+    (root / "empty.dcm").write_bytes(b"")
+    files["empty"] = root / "empty.dcm"
+    (root / "text.dcm").write_text("this is not a DICOM file\n")
+    files["text"] = root / "text.dcm"
+    for name, size in (("bomb100mp.png", (10_000, 10_000)), ("bomb200mp.png", (20_000, 10_000))):
+        Image.new("1", size).save(root / name)  # ~10-25 KB on disk, 100-200 MP decoded
+        files[name] = root / name
+    inf = np.ones((40, 30), np.float32)
+    inf[5, 5] = np.inf
+    Image.fromarray(inf, mode="F").save(root / "inf.tif")
+    files["float_inf"] = root / "inf.tif"
+    rgb = np.zeros((40, 30, 3), np.uint8)
+    rgb[..., 0] = 200
+    Image.fromarray(rgb).save(root / "colour.png")
+    files["colour"] = root / "colour.png"
+    frames = write_dicom(root / "frames.dcm", breast_phantom(), NumberOfFrames=1)
+    files["bad_frames"] = _patched(frames, b"\x28\x00\x08\x00IS\x02\x001 ", b"\x28\x00\x08\x00IS\x02\x001A")
+    import pydicom
+
+    ds = pydicom.dcmread(write_dicom(root / "norows.dcm", breast_phantom()))
+    del ds.Rows
+    ds.save_as(root / "norows.dcm")
+    files["no_rows"] = root / "norows.dcm"
+    files["window_zero"] = write_dicom(root / "window0.dcm", breast_phantom(), WindowCenter=2000, WindowWidth=0)
+    files["codec"] = write_dicom(root / "lossless.dcm", breast_phantom(), TransferSyntaxUID=JPEGLosslessSV1)
+    return files
+
+
+GOOD = ("good_dicom", "good_png", "hostile_name")
+
+
+def _records(result) -> dict[str, dict]:
+    return {Path(r["path"]).name: r for r in json.loads(result.stdout)}
+
+
+def test_a_folder_of_broken_and_hostile_files_scores_every_good_one(corpus: dict[str, Path], tiny_roi_model: Path) -> None:
+    result = run("predict", str(corpus["good_dicom"].parent), "--model", str(tiny_roi_model), "--format", "json", "--workers", "2")
+    assert result.exit_code == 1, result.output
+    assert "Traceback" not in result.stderr
+    records = _records(result)
+    assert len(records) == len(corpus)
+    for key, path in corpus.items():
+        record = records[path.name]
+        assert (record["error"] is None) == (key in GOOD), (key, record)
+        if key in GOOD:
+            assert 0 <= record["probability"] <= 1
+    assert "80 MP limit" in records["bomb100mp.png"]["error"]
+    assert "NumberOfFrames is '1A'" in records["frames.dcm"]["error"]
+    assert "no Rows" in records["norows.dcm"]["error"]
+    assert "Window Width" in records["window0.dcm"]["error"]
+    assert "NaN or infinity" in records["inf.tif"]["error"]
+    assert "colour" in records["colour.png"]["error"]
+
+
+def test_the_table_shows_untrusted_text_literally_and_without_escape_sequences(corpus: dict[str, Path], tiny_roi_model: Path) -> None:
+    result = run("predict", str(corpus["good_dicom"].parent), "--model", str(tiny_roi_model))
+    assert result.exit_code == 1
+    assert "\x1b" not in result.output and "\x07" not in result.output
+    assert "[red]x\\x1b]0;pwned\\x07.dcm" in result.stdout  # the name as it is, markup and all
+    if "install the codecs extra" in result.output:
+        assert "pip install 'mammofuse[codecs]'" in result.output
+
+
+def test_inspect_escapes_dicom_attributes_and_reports_each_bad_file(corpus: dict[str, Path]) -> None:
+    result = run("inspect", str(corpus["hostile_name"]), str(corpus["bad_frames"]), str(corpus["empty"]))
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert "\x1b" not in result.output
+    assert "\\x1b[2J[link=http://evil.example]click[/link]" in result.stdout
+    assert result.stderr.count("failed:") == 2
+
+
+def test_lesion_circles_that_are_nan_or_outside_the_image_fail_only_their_file(corpus: dict[str, Path], tiny_roi_model: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "scans"
+    folder.mkdir()
+    for name in ("nan.dcm", "far.dcm", "fine.dcm"):
+        shutil.copy(corpus["good_dicom"], folder / name)
+    table = tmp_path / "findings.csv"
+    table.write_text("path,roi_row,roi_col,roi_radius\nnan.dcm,nan,10,5\nfar.dcm,1e7,10,5\nfine.dcm,30,10,5\n")
+    result = run("predict", str(folder), "--clinical", str(table), "--model", str(tiny_roi_model), "--format", "json")
+    assert result.exit_code == 1, result.output
+    records = _records(result)
+    assert records["fine.dcm"]["error"] is None
+    assert "not inside the 64x48 image" in records["nan.dcm"]["error"]
+    assert "not inside" in records["far.dcm"]["error"]
+
+
+def test_pydicom_warnings_are_one_note_per_file_on_stderr(tmp_path: Path, tiny_roi_model: Path) -> None:
+    scan = write_dicom(tmp_path / "uid.dcm", breast_phantom(), StudyInstanceUID="1.2.3.4")
+    _patched(scan, b"1.2.3.4\x00", b"1.2.3.x\x00")
+    result = run("predict", str(scan), "--model", str(tiny_roi_model), "--format", "json")
+    assert result.exit_code == 0, result.output
+    notes = [line for line in result.stderr.splitlines() if line.startswith(f"note: {scan}")]  # not the model's own notes
+    assert notes == [f"note: {scan}: Invalid value for VR UI: '1.2.3.x'. Please see <https://dicom.nema.org/medical/dicom/current/output/html/part05.html#table_6.2-1> for allowed values for each VR."]
+    assert "UserWarning" not in result.stderr
+
+
+def _pydicom_test_files() -> Path:
+    import pydicom
+
+    folder = Path(pydicom.__file__).parent / "data" / "test_files"
+    if not folder.is_dir():
+        pytest.skip("this pydicom ships no test files")
+    return folder
+
+
+def test_predict_over_pydicoms_own_test_files(tiny_roi_model: Path) -> None:
+    folder = _pydicom_test_files()
+    result = run("predict", str(folder), "--model", str(tiny_roi_model), "--format", "json", "--batch-size", "16")
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    records = json.loads(result.stdout)
+    files = sorted(p for p in folder.iterdir() if p.suffix == ".dcm")
+    assert sorted(Path(r["path"]) for r in records) == files
+    by_name = {Path(r["path"]).name: r for r in records}
+    for name in ("CT_small.dcm", "MR_small.dcm", "MR_small_RLE.dcm", "MR_small_bigendian.dcm", "JPEG2000.dcm"):
+        assert by_name[name]["error"] is None, by_name[name]
+    assert "colour" in by_name["SC_rgb_rle.dcm"]["error"]
+    assert "NumberOfFrames is '1A'" in by_name["badVR.dcm"]["error"]
+    assert "multi-frame" in by_name["rtdose.dcm"]["error"]
+    assert "no pixel data" in by_name["rtplan.dcm"]["error"]
+    for name in ("JPEGLSNearLossless_16.dcm", "MR_small_jpeg_ls_lossless.dcm"):
+        error = by_name[name]["error"]
+        assert error is None or "mammofuse[codecs]" in error  # scored with the codecs extra, else named
+    assert all(r["error"] for r in records if r["probability"] is None)
+
+
+# --- CSV output, formats, help ---------------------------------------------------------------
+
+
+def test_csv_output_has_a_column_per_clinical_field_an_error_column_and_no_formulas() -> None:
+    from mammofuse.cli.common import render_records
+
+    records = [
+        {"path": "=HYPERLINK(\"http://x\")", "probability": 0.5, "clinical": {"density": "2", "shape": None}, "error": None},
+        {"path": "@SUM(A1)", "probability": None, "clinical": {"density": None, "shape": "-oval"}, "error": "+cmd"},
+    ]
+    rows = list(csv.DictReader(render_records(records, "csv").splitlines()))
+    assert list(rows[0]) == ["path", "probability", "density", "shape", "error"]
+    assert rows[0]["path"].startswith("'=") and rows[1]["path"] == "'@SUM(A1)"
+    assert rows[1]["shape"] == "'-oval" and rows[1]["error"] == "'+cmd" and rows[0]["density"] == "2"
+
+
+def test_help_shows_no_bool_and_every_format_its_choices() -> None:
+    for command in ("predict", "inspect", "evaluate", "ablate", "train", "explain", "models", "schema"):
+        text = run(command, "--help").output
+        assert "<bool>" not in text, command
+        if "--format" in text:
+            assert "table|json" in text, command
+    assert "table|json|jsonl|csv" in run("predict", "--help").output
+    assert "table|json|jsonl|csv" in run("inspect", "--help").output
+
+
+def test_an_output_suffix_that_contradicts_the_format_is_a_usage_error(corpus: dict[str, Path], tmp_path: Path) -> None:
+    result = run("inspect", str(corpus["good_png"]), "--format", "json", "--output", str(tmp_path / "x.csv"))
+    assert result.exit_code == 2 and "looks like csv" in result.stderr
+
+
+def test_tables_show_paths_as_given(tmp_path: Path, tiny_roi_model: Path) -> None:
+    for side in ("left", "right"):
+        (tmp_path / side).mkdir()
+        write_dicom(tmp_path / side / "scan.dcm", breast_phantom())
+    result = run("predict", str(tmp_path / "left" / "scan.dcm"), str(tmp_path / "right" / "scan.dcm"), "--model", str(tiny_roi_model))
+    assert result.exit_code == 0
+    assert str(tmp_path / "left" / "scan.dcm") in result.stdout and str(tmp_path / "right" / "scan.dcm") in result.stdout
+
+
+# --- environment errors ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("where", ["folder", "under_a_file"])
+def test_unwritable_output_is_exit_3_before_any_work(where: str, corpus: dict[str, Path], tmp_path: Path) -> None:
+    blocker = tmp_path / "blocker"
+    blocker.write_text("a file")
+    target = tmp_path if where == "folder" else blocker / "scores.json"
+    # a model that does not exist: the output is checked first, so this never gets that far
+    result = run("predict", str(corpus["good_png"]), "--model", str(tmp_path / "nope"), "--output", str(target), "--format", "json")
+    assert result.exit_code == 3, result.output
+    assert result.stderr.count("\n") == 1 and "cannot write" in result.stderr
+    for command in (["inspect", str(corpus["good_png"]), "--output", str(target)],
+                    ["explain", str(corpus["good_png"]), "--out", str(blocker)]):
+        assert run(*command).exit_code == 3, command
+
+
+def test_file_size_limit_is_exit_3_and_debug_shows_the_traceback(corpus: dict[str, Path], tmp_path: Path) -> None:
+    import resource
+
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (200, 200))
+
+    command = [sys.executable, "-m", "mammofuse", "inspect", str(corpus["good_dicom"].parent), "--format", "json", "--output", str(tmp_path / "big.json")]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    plain = subprocess.run(command, capture_output=True, text=True, preexec_fn=limit, env=env, timeout=120)
+    assert plain.returncode == 3 and "Traceback" not in plain.stderr and "File too large" in plain.stderr
+    assert not list(tmp_path.glob(".big.json*"))  # no temporary left behind
+    debug = subprocess.run(command, capture_output=True, text=True, preexec_fn=limit, env={**env, "MAMMOFUSE_DEBUG": "1"}, timeout=120)
+    assert debug.returncode == 3 and "Traceback" in debug.stderr
+
+
+# --- tabular input -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"path;density\nscan.dcm;2\n", "seems to use semicolons"),
+        (b"density,shape\n2,oval\n", "needs a 'path'"),
+        ("path,density\nsc\u00e4n.dcm,2\n".encode("latin-1"), "not UTF-8"),
+    ],
+)
+def test_bad_clinical_csv_is_one_line_naming_the_file(content: bytes, message: str, corpus: dict[str, Path], tmp_path: Path) -> None:
+    table = tmp_path / "findings.csv"
+    table.write_bytes(content)
+    result = run("predict", str(corpus["good_png"]), "--clinical", str(table))
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert f"{table}: " in result.stderr and message in result.stderr
+
+
+def test_clinical_matching_is_a_lookup_not_a_scan(tmp_path: Path) -> None:
+    from mammofuse.cases import read_clinical_csv
+
+    table = tmp_path / "findings.csv"
+    table.write_text("path,density\n" + "".join(f"scans/f{i}.dcm,2\n" for i in range(5000)))
+    start = time.perf_counter()
+    clinical = read_clinical_csv(table)
+    matched = [clinical.match(tmp_path / "scans" / f"f{i}.dcm") for i in range(0, 5000, 5)]
+    assert all(m is not None for m in matched) and matched[1].line == 7
+    assert time.perf_counter() - start < 5  # a scan of every row per file takes minutes here
+
+
+def _cbis_rows(path: Path, **changes: str) -> None:
+    header = "patient_id,breast_density,left or right breast,image view,abnormality id,abnormality type,mass shape,mass margins,assessment,pathology,subtlety,image file path,cropped image file path,ROI mask file path\n"
+    row = {"patient_id": "P_1", "density": "2", "pathology": "BENIGN"} | changes
+    path.write_text(header + f"{row['patient_id']},{row['density']},LEFT,CC,1,mass,OVAL,CIRCUMSCRIBED,3,{row['pathology']},4,a/b/c.dcm,\"a/b/d.dcm\n\",a/b/e.dcm\n")
+
+
+def test_unknown_cbis_pathology_is_an_error_naming_file_line_and_value(tmp_path: Path) -> None:
+    from mammofuse.data import load_dataset
+
+    csv_path = tmp_path / "mass_case_description_test_set.csv"
+    _cbis_rows(csv_path, pathology="MALIGANT")
+    with pytest.raises(MammofuseError, match=r"mass_case_description_test_set.csv:2: unknown pathology 'MALIGANT'"):
+        load_dataset("cbis-ddsm", tmp_path)
+
+
+def test_cbis_csv_without_required_columns_names_them(tmp_path: Path) -> None:
+    from mammofuse.data import load_dataset
+
+    (tmp_path / "mass_case_description_test_set.csv").write_text("patient_id;pathology\nP_1;BENIGN\n")
+    with pytest.raises(MammofuseError, match="missing column.*patient_id.*semicolons"):
+        load_dataset("cbis-ddsm", tmp_path)
+
+
+def _clinical_only_model(folder: Path) -> Path:
+    import torch
+
+    from mammofuse.model import MammoFuse, ModelConfig, save_model
+
+    torch.manual_seed(0)
+    return save_model(MammoFuse(ModelConfig(fusion="clinical", proj_dim=16, num_heads=2)), folder)
+
+
+def test_evaluate_runs_on_official_csvs_with_density_0_rows(cbis_csv: Path, tmp_path: Path) -> None:
+    data = tmp_path / "cbis"
+    data.mkdir()
+    lines = (cbis_csv / "mass_case_description_test_set.csv").read_text().splitlines(keepends=True)
+    first = lines[1].split(",")
+    first[1] = "0"  # as on two rows of the official Calc-Test CSV
+    (data / "mass_case_description_test_set.csv").write_text(lines[0] + ",".join(first) + "".join(lines[2:]))
+    model = _clinical_only_model(tmp_path / "model")
+    result = run("evaluate", "--model", str(model), "--dataset", "cbis-ddsm", "--data", str(data), "--bootstrap", "20", "--format", "json")
+    assert result.exit_code == 0, result.output
+    with (data / "mass_case_description_test_set.csv").open(newline="") as fh:
+        assert json.loads(result.stdout)["n"] == len(list(csv.DictReader(fh)))
+    assert "breast density 0" in result.stderr and "line(s) 2" in result.stderr
+
+
+# --- untrusted configs ---------------------------------------------------------------------------
+
+
+BAD_CONFIGS = [
+    {"threshold": float("nan")}, {"threshold": -0.2}, {"threshold": 1.5}, {"num_heads": True},
+    {"proj_dim": 0}, {"proj_dim": -16}, {"proj_dim": 10**9}, {"proj_dim": 16.5}, {"num_heads": 0},
+    {"dropout": 1.0}, {"dropout": -0.1}, {"modality_dropout": float("inf")}, {"vocabulary": "../../x"},
+    {"vocabulary": ["cbis-ddsm-v1"]}, {"field_sizes": "4,8"}, {"preprocessing": {"image_size": 0}},
+    {"preprocessing": {"std": 0}}, {"preprocessing": {"input": "whole"}}, {"provenance": []}, {"fusion": None},
+]
+
+
+@pytest.mark.parametrize("change", BAD_CONFIGS, ids=lambda c: json.dumps(c)[:40])
+def test_malformed_model_configs_are_one_line_errors(change: dict, tmp_path: Path) -> None:
+    from mammofuse.model import load_model
+
+    folder = _clinical_only_model(tmp_path / "model")
+    config = json.loads((folder / "config.json").read_text())
+    for key, value in change.items():
+        config[key] = {**config[key], **value} if key == "preprocessing" else value
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(MammofuseError, match=r"config.json: .*must be|config.json: unknown clinical vocabulary"):
+        load_model(folder)
+
+
+def test_a_config_json_that_is_not_an_object_is_refused(tmp_path: Path) -> None:
+    from mammofuse.model import load_model
+
+    folder = _clinical_only_model(tmp_path / "model")
+    (folder / "config.json").write_text("[1, 2]")
+    with pytest.raises(MammofuseError, match="config.json: expected a JSON object"):
+        load_model(folder)
+
+
+def test_a_vocabulary_is_a_registered_name_never_a_path(tmp_path: Path) -> None:
+    from mammofuse.clinical import load_schema
+
+    with pytest.raises(MammofuseError, match="unknown clinical vocabulary.*registered: cbis-ddsm-v1"):
+        load_schema("../../../" + str(tmp_path / "x"))
+
+
+@pytest.mark.parametrize("threshold", [float("nan"), -0.1])
+def test_scoring_refuses_a_threshold_outside_0_1(threshold: float, corpus: dict[str, Path], tiny_roi_model: Path) -> None:
+    from mammofuse.cases import cases_from_inputs, score_cases
+    from mammofuse.model import load_model
+
+    cases = cases_from_inputs([corpus["good_png"]], False, {}, None)
+    with pytest.raises(MammofuseError, match="threshold must be a number in \\[0, 1\\]"):
+        score_cases(load_model(tiny_roi_model), cases, "tiny", threshold=threshold)
+
+
+def test_billion_laughs_yaml_is_refused_at_once(tmp_path: Path) -> None:
+    from mammofuse.training.settings import load_settings
+
+    laughs = ['a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]']
+    laughs += [f"{n}: &{n} [{','.join([f'*{p}'] * 9)}]" for p, n in zip("abcdefgh", "bcdefghi")]
+    (tmp_path / "laughs.yaml").write_text("\n".join(laughs) + "\nepochs: *i\n")
+    start = time.perf_counter()
+    with pytest.raises(MammofuseError, match="aliases"):
+        load_settings(tmp_path / "laughs.yaml")
+    assert time.perf_counter() - start < 1
+
+
+@pytest.mark.parametrize(("yaml_text", "message"), [("lr: .nan\n", "lr must be"), ("epochs: 1.5\n", "epochs must be"),
+                                                    ("lr: fast\n", "lr must be"), ("pretrained: 3\n", "pretrained must be"),
+                                                    ("amp: 3\n", "amp must be")])
+def test_bad_settings_yaml_names_the_setting(yaml_text: str, message: str, tmp_path: Path) -> None:
+    from mammofuse.training.settings import load_settings
+
+    (tmp_path / "train.yaml").write_text(yaml_text)
+    with pytest.raises(MammofuseError, match=f"train.yaml: {message}"):
+        load_settings(tmp_path / "train.yaml")
+
+
+def test_yaml_numbers_in_exponent_form_are_numbers(tmp_path: Path) -> None:
+    from mammofuse.training.settings import load_settings
+
+    (tmp_path / "train.yaml").write_text("lr: 1e-3\n")
+    assert load_settings(tmp_path / "train.yaml").lr == 0.001
+
+
+def test_a_poisoned_hub_cache_ref_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from huggingface_hub import constants
+
+    from mammofuse.hub import resolve_model
+
+    repo = tmp_path / "models--owner--tiny"
+    (repo / "snapshots" / ("a" * 40)).mkdir(parents=True)
+    (repo / "refs").mkdir()
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    for ref in ("../../../../etc", "aaaa"):
+        (repo / "refs" / "main").write_text(ref)
+        (repo / "snapshots" / "aaaa").mkdir(exist_ok=True)
+        (repo / "snapshots" / "aaaa" / "config.json").write_text("{}")
+        with pytest.raises(MammofuseError, match="cache entry for owner/tiny is corrupt"):
+            resolve_model("owner/tiny")
+
+
+def test_a_mistyped_model_folder_is_not_blamed_on_the_network(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from mammofuse.hub import resolve_model
+
+    (tmp_path / "runs" / "clinical").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(MammofuseError, match="runs/clinicl: no such model folder"):
+        resolve_model("runs/clinicl")
+
+
+# --- ImageNet weights never unpickle -------------------------------------------------------------
+
+
+class _Planted:
+    def __reduce__(self):
+        return (os.system, ("touch planted-code-ran",))
+
+
+def test_imagenet_weights_are_never_unpickled(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import pickle
+
+    import torch
+    import torchvision
+
+    from mammofuse.model.encoders import resnet_backbone
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    checkpoints = tmp_path / "torch" / "hub" / "checkpoints"
+    checkpoints.mkdir(parents=True)
+    name = torchvision.models.ResNet18_Weights.DEFAULT.url.rsplit("/", 1)[-1]
+    with pytest.raises(MammofuseError, match=f"put {name} .* in {checkpoints}"):
+        resnet_backbone("resnet18", "imagenet")
+    (checkpoints / name).write_bytes(pickle.dumps({"conv1.weight": _Planted()}, protocol=2))
+    with pytest.raises(MammofuseError, match="refused as ImageNet weights"):
+        resnet_backbone("resnet18", "imagenet")
+    assert not (tmp_path / "planted-code-ran").exists()
+    from safetensors.torch import save_file
+
+    torch.manual_seed(1)
+    state = torchvision.models.resnet18(weights=None).state_dict()
+    save_file(state, str(checkpoints / name.replace(".pth", ".safetensors")))
+    body, channels = resnet_backbone("resnet18", "imagenet")
+    assert channels == 512 and torch.equal(body.layer1[0].conv1.weight, state["layer1.0.conv1.weight"])
+
+
+# --- leftovers ----------------------------------------------------------------------------------
+
+
+def test_weights_follow_the_umask_and_resume_removes_stale_temporaries(tmp_path: Path) -> None:
+    import torch
+
+    from mammofuse.model import MammoFuse, ModelConfig, save_model
+    from mammofuse.training.checkpoint import load_checkpoint, save_checkpoint
+
+    old = os.umask(0o027)
+    try:
+        folder = save_model(MammoFuse(ModelConfig(fusion="clinical", proj_dim=8, num_heads=2)), tmp_path / "run")
+        save_checkpoint(tmp_path / "run", 1, {"w": torch.zeros(2)}, {}, {})
+    finally:
+        os.umask(old)
+    assert (folder / "model.safetensors").stat().st_mode & 0o777 == 0o640
+    assert (tmp_path / "run" / "last" / "epoch-0001.safetensors").stat().st_mode & 0o777 == 0o640
+    orphan = tmp_path / "run" / "last" / ".epoch-0002.safetensors.k3j9.tmp"  # left by a kill -9
+    orphan.write_bytes(b"x" * 100)
+    tensors, scalars = load_checkpoint(tmp_path / "run")
+    assert scalars["epoch"] == 1 and not orphan.exists()
+
+
+# --- smaller ----------------------------------------------------------------------------------
+
+
+def test_fewer_patients_than_folds_is_one_line() -> None:
+    from mammofuse.data.sample import Sample
+    from mammofuse.data.splits import kfold_splits, train_val_split
+
+    samples = [Sample(id=str(i), patient_id=f"P{i % 3}", label=i % 2) for i in range(12)]
+    with pytest.raises(MammofuseError, match="5 patient-grouped folds need at least 5 patients; the data has 3"):
+        kfold_splits(samples, 5)
+    with pytest.raises(MammofuseError, match="at least 5 patients"):
+        train_val_split(samples, 0.2)
+
+
+def test_fail_under_refuses_nan() -> None:
+    from mammofuse.evaluation.evaluate import parse_bounds
+
+    with pytest.raises(MammofuseError, match="auc needs a finite number"):
+        parse_bounds("auc=nan")
+
+
+def test_compare_paper_cites_a_doc_the_project_has() -> None:
+    source = (ROOT / "mammofuse" / "cli" / "evaluate_cmd.py").read_text() + (ROOT / "mammofuse" / "evaluation" / "reference.py").read_text()
+    assert "docs/evaluation.md" in source and (ROOT / "docs" / "evaluation.md").is_file()
+    for doc in (ROOT / "docs").glob("*.md"):
+        assert "the issue" not in doc.read_text().lower(), doc
+
+
+def test_readme_tells_cpu_users_how_to_get_cpu_wheels() -> None:
+    assert "download.pytorch.org/whl/cpu" in (ROOT / "README.md").read_text()
+
+
+def test_explain_reports_each_bad_file_and_writes_notes_to_stderr(corpus: dict[str, Path], tiny_roi_model: Path, tmp_path: Path) -> None:
+    result = run("explain", str(corpus["good_png"]), str(corpus["bad_frames"]), "--model", str(tiny_roi_model),
+                 "--methods", "shap,attention", "--density", "2", "--out", str(tmp_path / "out"))
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert "NumberOfFrames is '1A'" in result.stderr
+    assert "attention skipped" in result.stderr and "attention skipped" not in result.stdout
