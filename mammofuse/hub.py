@@ -63,7 +63,7 @@ REGISTRY: dict[str, RegisteredModel] = {
     DEFAULT_MODEL: RegisteredModel(
         name=DEFAULT_MODEL,
         folder="default",
-        description="Demo: mini-MIAS films + CBIS-DDSM findings, see its card. Not diagnostic.",
+        description="CBIS-DDSM masses: lesion crop (give --roi) + findings, cross fusion; see its card. Not diagnostic.",
     ),
 }
 

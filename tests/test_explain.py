@@ -196,7 +196,7 @@ def test_gradcam_works_with_a_frozen_backbone_and_under_no_grad() -> None:
 def shap_inputs(fusion: str, clinical: dict[str, str] = CLINICAL):
     model = make_model(fusion)
     image, vector, mask = case_tensors(model, clinical)
-    inputs = type("Inputs", (), {"image": image})()
+    inputs = type("Inputs", (), {"image": image, "extra": lambda self, batch=1: {}})()
     return model, FixedImageScorer(model, inputs), vector[0].numpy(), mask[0].numpy()
 
 
@@ -259,7 +259,7 @@ def test_clinical_lime_is_reproducible_with_a_seed() -> None:
 def test_image_lime_is_reproducible_with_a_seed() -> None:
     model = make_model("cross", size=32)
     image, clinical, mask = case_tensors(model)
-    inputs = type("Inputs", (), {"clinical": clinical, "mask": mask})()
+    inputs = type("Inputs", (), {"clinical": clinical, "mask": mask, "extra": lambda self, batch=1: {}})()
     scorer = FixedClinicalScorer(model, inputs)
     first = lime_image(scorer, image[0, 0].numpy(), num_samples=40, seed=7)
     again = lime_image(scorer, image[0, 0].numpy(), num_samples=40, seed=7)

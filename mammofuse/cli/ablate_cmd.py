@@ -65,6 +65,7 @@ def ablate(
     modality_dropout: Annotated[str, typer.Option("--modality-dropout", help="on, off, or on,off (fusion arms; 'on' uses --dropout-p).")] = "on",
     dropout_p: Annotated[float, typer.Option("--dropout-p", min=0.0, max=0.99, help="Modality dropout probability when on.")] = 0.3,
     proj_dims: Annotated[str, typer.Option("--proj-dims", "--proj-dim", help="Comma-separated shared token sizes d, e.g. 50,100,200.")] = "100",
+    image_init: Annotated[Path | None, typer.Option("--image-init", help="Folder of an image arm run on the same folds with --keep-models (OUT/arms/image): fusion arms start their image branch from its fold models (staged training).")] = None,
     controls: Annotated[bool, typer.Option("--controls/--no-controls", help="Also score image arms on the shortcut controls: lesion masked out, and a patch away from the lesion.")] = True,
     bootstrap: Annotated[int, typer.Option("--bootstrap", min=0, help="Patient-bootstrap resamples for the pooled AUC interval.")] = 1000,
     keep_models: Annotated[bool, typer.Option("--keep-models", help="Keep each fold's trained weights (default: keep only results).")] = False,
@@ -139,7 +140,7 @@ def ablate(
         samples, arms, settings, out, folds=None if official else folds, missing_rates=rates, n_boot=bootstrap,
         keep_models=keep_models, log=lambda m: err_console.print(m, highlight=False, soft_wrap=True, markup=False),
         progress=err_console.is_terminal, dataset=dataset if split is None else f"{dataset} ({split} split)",
-        controls=CONTROLS if controls else (),
+        controls=CONTROLS if controls else (), image_init=image_init,
     )
     err_console.print(f"wrote {out / 'ablation.json'}, {out / 'ablation.md'}, {out / 'ablation.png'}", highlight=False, markup=False)
     if fmt == "json":

@@ -39,7 +39,7 @@ def command(
     split: Annotated[str | None, typer.Option("--split", help="Which split trains (validation is carved from it by patient). Default: train when the dataset has one, else all.")] = None,
     config: o.ConfigFile = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out up to --epochs (exactly as if never stopped).")] = False,
-    fusion: Annotated[str | None, o.option("--fusion", help="image, clinical, concat, cross or co (default cross).")] = None,
+    fusion: Annotated[str | None, o.option("--fusion", help="image, clinical, concat, cross, co or late (default cross).")] = None,
     backbone: o.Backbone = None,
     image_size: o.ImageSize = None,
     input_mode: o.InputMode = None,

@@ -35,8 +35,8 @@ from mammofuse.evaluation.metrics import (
 )
 from mammofuse.training.checkpoint import has_checkpoint
 
-VARIANTS = ("image", "clinical", "concat", "cross", "co")
-FUSION_VARIANTS = ("concat", "cross", "co")
+VARIANTS = ("image", "clinical", "concat", "cross", "co", "late")
+FUSION_VARIANTS = ("concat", "cross", "co", "late")
 DEFAULT_MISSING_RATES = (0.0, 0.3, 0.5, 1.0)
 DEFAULT_PROJ_DIM = 100
 RESULT_NAME = "result.json"
@@ -216,6 +216,17 @@ def run_fold(
     return record, False
 
 
+def _image_init_model(folder: Path, fold: int, test_part: Sequence[Sample]) -> Path:
+    """The kept model of fold ``fold`` in an image arm's folder, after checking it held out exactly ``test_part``."""
+    source = folder / f"fold-{fold + 1}"
+    if not (source / "model" / "model.safetensors").is_file():
+        raise MammofuseError(f"--image-init {folder}: no kept model in {source} (run the image arm with --keep-models)")
+    record = json.loads((source / RESULT_NAME).read_text(encoding="utf-8"))
+    if record.get("ids") != [s.id for s in test_part]:
+        raise MammofuseError(f"--image-init {folder}: fold {fold + 1} held out other cases (other data, folds or seed): its model saw this fold's test cases")
+    return source / "model"
+
+
 def _score_controls(model: Any, samples: Sequence[Sample], controls: Sequence[str]) -> dict[str, list[float | None]]:
     """Held-out probabilities under each shortcut control (None where the control cannot be made)."""
     from mammofuse.evaluation.evaluate import score_samples
@@ -369,6 +380,7 @@ def run_ablation(
     progress: bool = False,
     dataset: str = "",
     controls: Sequence[str] = (),
+    image_init: str | Path | None = None,
 ) -> dict[str, Any]:
     """Run (or resume) every arm on the same folds; write ``ablation.json``, ``ablation.md`` and ``ablation.png``.
 
@@ -379,6 +391,9 @@ def run_ablation(
         out: output folder (created); finished (arm, fold) results in it are reused.
         trainer: ``train(settings, train, val, out, resume=..., progress=...)``; defaults to
             :func:`mammofuse.training.train`.
+        image_init: the folder of an image arm run on the same folds with kept models
+            (``OUT/arms/image``): each fold model's backbone starts the image branch of every fusion
+            arm in that fold (staged training on the same training data; checked by held-out ids).
 
     Returns:
         The ``ablation.json`` content: ``variants`` -> arm -> metrics, ``skipped``, ``protocol``.
@@ -420,10 +435,13 @@ def run_ablation(
         settings = dataclasses.replace(base_settings, fusion=arm.fusion, modality_dropout=arm.modality_dropout, proj_dim=arm.proj_dim, dataset=dataset or base_settings.dataset)
         records = []
         for k, (train_part, test_part) in enumerate(fold_pairs):
+            fold_settings = settings
+            if image_init and arm.is_fusion:
+                fold_settings = dataclasses.replace(settings, pretrained=str(_image_init_model(Path(image_init), k, test_part)))
             done += 1
             where = f"[{done}/{total}] {arm.name} fold {k + 1}/{len(fold_pairs)}"
             log(f"{where}: training on {len(train_part)} cases, testing on {len(test_part)}")
-            record, cached = run_fold(arm, k, train_part, test_part, settings, out / "arms" / arm.name / f"fold-{k + 1}",
+            record, cached = run_fold(arm, k, train_part, test_part, fold_settings, out / "arms" / arm.name / f"fold-{k + 1}",
                                       missing_rates, trainer, keep_models, progress, controls)
             log(f"{where}: {_fold_line(record, cached)}")
             records.append(record)

@@ -9,7 +9,7 @@ from mammofuse.errors import MammofuseError
 from mammofuse.imaging.preprocess import PreprocessRecipe
 from mammofuse.validation import Rule, check_all, checked
 
-FUSIONS = ("image", "clinical", "concat", "cross", "co")
+FUSIONS = ("image", "clinical", "concat", "cross", "co", "late")
 BACKBONES = ("cnn4", "resnet18", "resnet34", "resnet50")
 CONFIG_FORMAT = 1
 

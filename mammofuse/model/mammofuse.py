@@ -6,6 +6,8 @@ Fusion variants (``ModelConfig.fusion``):
     concat    [pooled image, pooled clinical]
     cross     image tokens (queries) attend to clinical-field tokens (keys/values)
     co        cross, plus clinical-field tokens attending to image tokens
+    late      an image head and a clinical head, each supervised on its own (``branch_logits``);
+              the case's logit is their mean, or the one branch whose modality is present
 
 Absent clinical fields are masked out of attention and pooling; a case with no field
 present falls back to the image path (attention contributes zero, never NaN). A missing
@@ -34,6 +36,7 @@ class FusionOutput:
     logits: torch.Tensor
     image_to_clinical: torch.Tensor | None = None
     clinical_to_image: torch.Tensor | None = None
+    branch_logits: torch.Tensor | None = None  # late fusion: (B, 2) image and clinical logits
 
 
 class MaskedAttention(nn.Module):
@@ -85,6 +88,8 @@ class MammoFuse(nn.Module):
             self.clinical_to_image = MaskedAttention(d, config.num_heads, config.dropout)
         width = d * (2 if config.fusion in ("concat", "co") else 1)
         self.head = nn.Sequential(nn.LayerNorm(width), nn.Dropout(config.dropout), nn.Linear(width, d), nn.GELU(), nn.Linear(d, 1))
+        if config.fusion == "late":  # self.head scores the image; this one the clinical findings
+            self.clinical_head = nn.Sequential(nn.LayerNorm(d), nn.Dropout(config.dropout), nn.Linear(d, d), nn.GELU(), nn.Linear(d, 1))
 
     def image_features(self, image: torch.Tensor) -> torch.Tensor:
         """Backbone feature map (B, C, h, w): what the frozen-feature cache stores."""
@@ -123,6 +128,8 @@ class MammoFuse(nn.Module):
             pooled = image_tokens.mean(dim=1)
         elif fusion == "clinical":
             pooled = masked_mean(clinical_tokens, clinical_mask)
+        elif fusion == "late":
+            return self._late(image_tokens, clinical_tokens, clinical_mask, present)
         elif fusion == "concat":
             pooled = torch.cat([image_tokens.mean(dim=1), masked_mean(clinical_tokens, clinical_mask)], dim=1)
         else:
@@ -135,6 +142,16 @@ class MammoFuse(nn.Module):
                 pooled = torch.cat([pooled, masked_mean(back, clinical_mask)], dim=1)
         out.logits = self.head(pooled).squeeze(-1)
         return out
+
+    def _late(self, image_tokens: torch.Tensor, clinical_tokens: torch.Tensor, mask: torch.Tensor, present: torch.Tensor) -> FusionOutput:
+        image_logit = self.head(image_tokens.mean(dim=1)).squeeze(-1)
+        clinical_logit = self.clinical_head(masked_mean(clinical_tokens, mask)).squeeze(-1)
+        has_image, has_clinical = present.to(image_logit.dtype), mask.any(dim=1).to(image_logit.dtype)
+        weights = torch.stack([has_image, has_clinical], dim=1)
+        weights = torch.where(weights.sum(dim=1, keepdim=True) > 0, weights, torch.ones_like(weights))
+        branches = torch.stack([image_logit, clinical_logit], dim=1)
+        logits = (branches * weights).sum(dim=1) / weights.sum(dim=1)
+        return FusionOutput(logits=logits, branch_logits=branches)
 
     def _image_tokens(self, image: torch.Tensor | None, features: torch.Tensor | None, present: torch.Tensor, radiomics: torch.Tensor | None) -> torch.Tensor:
         if features is None:

@@ -51,7 +51,8 @@ def model_card(settings: TrainSettings, provenance: dict[str, Any], history: lis
         "",
         f"- Fusion: `{s.fusion}`" + ("" if s.fusion == "clinical" else f"; image encoder {image}"),
         f"- Shared token dimension {s.proj_dim}"
-        + (f"; modality dropout {s.modality_dropout} during training" if s.fusion in ("concat", "cross", "co") else ""),
+        + (f"; modality dropout {s.modality_dropout} during training" if s.fusion in ("concat", "cross", "co") else "")
+        + ("; late fusion: image and clinical heads each trained on their own, their logits averaged" if s.fusion == "late" else ""),
         f"- Decision threshold {_fmt(best['threshold'])} (probability of malignancy), chosen on validation by Youden's J",
         *([geometry] if s.fusion != "clinical" else []),
         "",

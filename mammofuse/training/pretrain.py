@@ -56,8 +56,20 @@ def registered_backbone_path(name: str) -> Path | None:
     return path if path.is_file() else None
 
 
+def _model_backbone(folder: Path, backbone: str) -> dict[str, torch.Tensor]:
+    """The image backbone's weights of a trained mammofuse model folder (e.g. an image-only model)."""
+    from mammofuse.model.io import load_model
+
+    model = load_model(folder)
+    if model.backbone is None or model.config.backbone != backbone:
+        raise MammofuseError(f"{folder}: a {model.config.fusion} model with backbone {model.config.backbone}, not a {backbone} image branch")
+    return model.backbone.state_dict()
+
+
 def load_backbone(module: nn.Module, spec: str, backbone: str) -> dict[str, str]:
-    """Load pretrained backbone weights (a registered name or a .safetensors path) into ``module``.
+    """Load pretrained backbone weights into ``module``: a registered name, a .safetensors file from
+    ``mammofuse pretrain``, or a trained model folder whose image branch is taken (staged training:
+    an image-only model first, then a fusion model starting from its backbone).
 
     Raises:
         MammofuseError: unknown name, unreadable file, another architecture, mismatched keys.
@@ -66,9 +78,12 @@ def load_backbone(module: nn.Module, spec: str, backbone: str) -> dict[str, str]
     from safetensors.torch import load_file
 
     path = registered_backbone_path(spec) or Path(spec)
+    if path.is_dir() and (path / "config.json").is_file():
+        module.load_state_dict(_model_backbone(path, backbone), strict=True)
+        return {"format": "mammofuse-model", "backbone": backbone, "source": str(path)}
     if not path.is_file():
         names = ", ".join(REGISTERED_BACKBONES)
-        raise MammofuseError(f"--pretrained {spec}: no such file or registered backbone (registered: {names}; or 'imagenet')")
+        raise MammofuseError(f"--pretrained {spec}: no such file, model folder or registered backbone (registered: {names}; or 'imagenet')")
     try:
         with safe_open(str(path), framework="pt") as fh:
             meta = dict(fh.metadata() or {})

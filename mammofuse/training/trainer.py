@@ -360,8 +360,8 @@ class _Trainer:
             for idx, kwargs, labels in self._batches("train", batches, frozen):
                 self.optimizer.zero_grad(set_to_none=True)
                 with self._autocast():
-                    logits = self.wrapped(**kwargs).logits.float()
-                loss = self.criterion(logits, labels)
+                    out = self.wrapped(**kwargs)
+                loss = self._loss(out, labels, kwargs)
                 if self.scaler is not None:
                     self.scaler.scale(loss).backward()
                     self.scaler.unscale_(self.optimizer)
@@ -377,6 +377,18 @@ class _Trainer:
                 step(1, f" loss {total / count:.4f}")
         total, count = self.dist.sum(total, count)
         return total / max(count, 1)
+
+    def _loss(self, out: Any, labels: torch.Tensor, kwargs: dict[str, Any]) -> torch.Tensor:
+        """The class-weighted loss; late fusion supervises each branch on the cases that have its modality."""
+        if out.branch_logits is None:
+            return self.criterion(out.logits.float(), labels)
+        branches = out.branch_logits.float()
+        image, clinical = kwargs["image_present"].bool(), kwargs["clinical_mask"].bool().any(dim=1)
+        loss = branches.sum() * 0.0  # keeps every parameter in the graph (DDP) when a branch has no case
+        for column, has in ((0, image), (1, clinical)):
+            if bool(has.any()):
+                loss = loss + self.criterion(branches[has, column], labels[has])
+        return loss
 
     @torch.no_grad()
     def _validate(self, frozen: bool) -> tuple[float, float, np.ndarray]:
