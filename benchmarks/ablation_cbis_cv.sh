@@ -5,10 +5,11 @@
 # Every arm uses the default recipe of `mammofuse train` (cnn4 from random weights, 64 px lesion crops
 # of 2x the box, 20 epochs, cosine schedule, augmentation, last epoch kept, threshold from each fold's
 # validation part) on the same folds; image arms are also scored on the shortcut controls.
-#   base         image, clinical, concat, cross, co
+#   base         image, clinical, cross, late (and concat, co with ARMS=...)
+#   staged       cross whose image branch starts from the image arm's model of the same fold
 #   pretrained   image arm with the self-supervised texture backbone (`mammofuse pretrain`, no labels,
 #                lesion boxes avoided; drawn from training-split images only)
-#   radiomics    image arm with the radiomics token
+#   radiomics    image arm with the radiomics token (RADIOMICS=1)
 # Re-running with the same OUT reuses finished (arm, fold) results. Two processes with one thread
 # each use two cores best (about 1.3x one process with two threads).
 #
@@ -16,14 +17,17 @@
 set -euo pipefail
 OUT=${1:-runs/bench/cbis-cv}
 SEED=${2:-0}
+ARMS=${ARMS:-image,clinical,cross,late}
 SHARED=${SHARED:-$(dirname "$0")/../../shared/data}
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
-CB=(--dataset cbis-ddsm --data "$SHARED/cbis-ddsm" --images "$SHARED/cbis-ddsm-mass-800/train" --abnormality mass --split train
-    --seed "$SEED" --keep-models --bootstrap 2000)
-mkdir -p "$OUT"
+DATA=(--dataset cbis-ddsm --data "$SHARED/cbis-ddsm" --images "$SHARED/cbis-ddsm-mass-800/train" --abnormality mass --split train)
+CB=("${DATA[@]}" --seed "$SEED" --keep-models --bootstrap 2000)
+base="$OUT/base-seed$SEED" staged="$OUT/staged-seed$SEED"
+mammofuse ablate "${CB[@]}" --out "$base" --variants "$ARMS"
+mkdir -p "$staged/arms" && cp -rn "$base/arms/image" "$base/arms/clinical" "$staged/arms/"  # same folds: reused, not retrained
+mammofuse ablate "${CB[@]}" --out "$staged" --variants image,clinical,cross --image-init "$base/arms/image"
 backbone="$OUT/cbis-texture-cnn4.safetensors"
-[ -f "$backbone" ] || mammofuse pretrain "${CB[@]:0:10}" --out "$backbone"
-mammofuse ablate "${CB[@]}" --out "$OUT/base-seed$SEED" --variants image,clinical,concat,cross,co
+[ -f "$backbone" ] || mammofuse pretrain "${DATA[@]}" --out "$backbone"
 mammofuse ablate "${CB[@]}" --out "$OUT/pretrained-seed$SEED" --variants image --pretrained "$backbone"
-mammofuse ablate "${CB[@]}" --out "$OUT/radiomics-seed$SEED" --variants image --radiomics
-for run in base pretrained radiomics; do cat "$OUT/$run-seed$SEED/ablation.md"; done
+[ "${RADIOMICS:-0}" = 1 ] && mammofuse ablate "${CB[@]}" --out "$OUT/radiomics-seed$SEED" --variants image --radiomics
+for run in base staged pretrained; do cat "$OUT/$run-seed$SEED/ablation.md"; done

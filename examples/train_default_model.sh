@@ -1,35 +1,36 @@
 #!/usr/bin/env bash
 # Train the bundled default model (mammofuse/weights/default) with the project's own commands.
 #
-# Recipe: cross-attention fusion of a lesion-crop image branch (cnn4 from random weights, 64 px crops
-# of twice the lesion box, on the 800x800 canvas) with the CBIS-DDSM findings, the default settings of
-# `mammofuse train` (20 epochs, cosine schedule, augmentation, last epoch), trained on every mass lesion
-# of the official CBIS-DDSM training split (20% of its patients carved out for the threshold).
-# Its card gets the 5-fold patient-grouped cross-validation of the same recipe inside the training
-# split (benchmarks/ablation_cbis_cv.sh: CV=runs/bench/cbis-cv/base-seed0), shortcut controls included.
+# Recipe (staged cross-attention fusion): an image-only model of lesion crops (cnn4 from random
+# weights, 64 px crops of twice the lesion box, on the 800x800 canvas) is trained first; the
+# cross-attention fusion model then starts its image branch from it and trains on image + findings.
+# Both use the default settings of `mammofuse train` (20 epochs, cosine schedule, augmentation, last
+# epoch), on every mass lesion of the official CBIS-DDSM training split (20% of its patients carved
+# out for the threshold). Its card gets the 5-fold patient-grouped cross-validation of the same recipe
+# inside the training split (benchmarks/ablation_cbis_cv.sh: CV=runs/bench/cbis-cv/staged-seed0),
+# shortcut controls included.
 # Why lesion crops and not the whole breast: a whole-image model scores the breast and the scanner
 # (masking the lesion barely changes its AUC; docs/benchmarks.md), so it may not be the default.
 #
 # Usage: examples/train_default_model.sh [--install]
-#   SHARED=../shared/data  OUT=runs/default-model  CV=runs/bench/cbis-cv/base-seed0  (environment overrides)
+#   SHARED=../shared/data  OUT=runs/default-model  CV=runs/bench/cbis-cv/staged-seed0  (environment overrides)
 #   --install copies the model into the package.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SHARED=${SHARED:-../shared/data}
 OUT=${OUT:-runs/default-model}
-CV=${CV:-runs/bench/cbis-cv/base-seed0}
+CV=${CV:-runs/bench/cbis-cv/staged-seed0}
 PY=${PYTHON:-python}
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
 
-# 1. Train (a fresh run each time; --resume is for interrupted runs).
-rm -rf "$OUT"
-mammofuse train --dataset cbis-ddsm --data "$SHARED/cbis-ddsm" --images "$SHARED/cbis-ddsm-mass-800/train" \
-  --abnormality mass --fusion cross --seed 0 --device cpu --out "$OUT"
+# 1. Train the image model, then the fusion model from its image branch (fresh runs each time).
+DATA=(--dataset cbis-ddsm --data "$SHARED/cbis-ddsm" --images "$SHARED/cbis-ddsm-mass-800/train" --abnormality mass --seed 0 --device cpu)
+rm -rf "$OUT" "$OUT-image"
+mammofuse train "${DATA[@]}" --fusion image --out "$OUT-image"
+mammofuse train "${DATA[@]}" --fusion cross --pretrained "$OUT-image" --out "$OUT"
 
 # 2. The card: cross-validated metrics of the same recipe (every arm ran on the same folds).
-[ -f "$CV/ablation.json" ] || mammofuse ablate --dataset cbis-ddsm --data "$SHARED/cbis-ddsm" \
-  --images "$SHARED/cbis-ddsm-mass-800/train" --abnormality mass --split train --variants image,clinical,cross \
-  --seed 0 --keep-models --bootstrap 2000 --out "$CV"
+[ -f "$CV/ablation.json" ] || benchmarks/ablation_cbis_cv.sh "$(dirname "$CV")" 0
 "$PY" - "$OUT" "$CV/ablation.json" <<'PYTHON'
 import json, sys
 from pathlib import Path

@@ -21,7 +21,7 @@ def official_run(tmp_path_factory, cbis_subset, cbis_800, dicom_root) -> Path:
     out = tmp_path_factory.mktemp("official") / "ablation"
     result = runner.invoke(app, [
         "ablate", "--dataset", "cbis-ddsm", "--data", str(cbis_subset), "--images", str(cbis_800), "--images", str(dicom_root),
-        "--abnormality", "mass", "--protocol", "official", "--variants", "image,clinical,cross", "--bootstrap", "20",
+        "--abnormality", "mass", "--protocol", "official", "--variants", "image,clinical,cross,late", "--bootstrap", "20",
         "--keep-models", "--out", str(out), "--format", "json", *FAST,
     ])
     assert result.exit_code == 0, result.output
@@ -31,7 +31,7 @@ def official_run(tmp_path_factory, cbis_subset, cbis_800, dicom_root) -> Path:
 def test_ablate_official_protocol_trains_on_train_and_tests_on_the_real_test_dicoms(official_run):
     report = json.loads((official_run / "ablation.json").read_text())
     assert report["protocol"]["split"] == "official train/test"
-    for arm in ("image", "clinical", "cross"):
+    for arm in ("image", "clinical", "cross", "late"):
         assert report["variants"][arm]["n"] == 10, arm  # every test row scored, from its DICOM
         assert report["variants"][arm]["auc"] is not None
     assert report["variants"]["cross"]["vs_best_single"]["arm"] in ("image", "clinical")
@@ -94,3 +94,35 @@ def test_a_lesion_crop_model_without_a_region_says_so_and_scores_the_findings(tm
     assert scored["probability"] != record["probability"]
     bad = runner.invoke(app, ["predict", dicom, "--model", str(out), "--roi", "1,2"])
     assert bad.exit_code == 2 and "--roi" in bad.output
+
+
+def test_staged_fusion_starts_from_the_image_arms_fold_models(official_run, tmp_path, cbis_subset, cbis_800, dicom_root):
+    import torch
+    from safetensors.torch import load_file
+
+    out = tmp_path / "staged"
+    args = ["ablate", "--dataset", "cbis-ddsm", "--data", str(cbis_subset), "--images", str(cbis_800), "--images", str(dicom_root),
+            "--abnormality", "mass", "--protocol", "official", "--variants", "cross", "--bootstrap", "0", "--keep-models",
+            "--image-init", str(official_run / "arms" / "image"), "--out", str(out), "--epochs", "1", "--image-size", "32",
+            "--without-region", "breast", "--lr", "1e-12"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    image = load_file(str(official_run / "arms" / "image" / "fold-1" / "model" / "model.safetensors"))
+    staged = load_file(str(out / "arms" / "cross" / "fold-1" / "model" / "model.safetensors"))
+    conv = "backbone.layer1.0.weight"
+    assert torch.allclose(staged[conv], image[conv], atol=1e-6)  # a vanishing learning rate keeps the initial weights
+    other = runner.invoke(app, [*args[:args.index("--protocol")], "--split", "train", "--folds", "2", *args[args.index("--variants"):-2],
+                                "--out", str(tmp_path / "other")])
+    assert other.exit_code == 2 and "held out other cases" in other.output
+
+
+def test_late_fusion_scores_one_modality_when_the_other_is_missing():
+    import torch
+
+    from mammofuse.model import MammoFuse, ModelConfig
+
+    model = MammoFuse(ModelConfig(fusion="late", backbone="cnn4", proj_dim=16)).eval()
+    mask = torch.tensor([[True, False, False, False, False], [False] * 5, [True, True, False, False, False]])
+    out = model(torch.randn(3, 1, 32, 32), torch.zeros(3, 36), mask, image_present=torch.tensor([True, True, False]))
+    branches = out.branch_logits
+    assert torch.allclose(out.logits, torch.stack([branches[0].mean(), branches[1, 0], branches[2, 1]]))

@@ -105,14 +105,14 @@ def to_canvas(pixels: np.ndarray, canvas: tuple[int, int], region: Region | None
     """Pixels min-max scaled and stretched to ``canvas`` (height, width); ``region`` mapped along."""
     height, width = canvas
     low, high = float(pixels.min()), float(pixels.max())
-    scaled = (pixels - low) / max(high - low, 1e-6)
+    scaled = pixels if (low, high) == (0.0, 1.0) else (pixels - low) / max(high - low, 1e-6)  # already min-max scaled
     if scaled.shape != (height, width):
         scaled = _resize(scaled, (height, width))
     if region is not None:
         sy, sx = height / pixels.shape[0], width / pixels.shape[1]
         row, col, radius = region
         region = (row * sy, col * sx, radius * float(np.sqrt(sy * sx)))
-    return scaled.astype(np.float32), region
+    return scaled.astype(np.float32, copy=False), region
 
 
 def model_space(mammogram: Mammogram, recipe: PreprocessRecipe, region: Region | None = None) -> tuple[np.ndarray, Region | None]:

@@ -20,6 +20,8 @@ def _fmt(value: Any, digits: int = 3) -> str:
 def _initialisation(pretrained: str | None) -> str:
     if pretrained == "imagenet":
         return "ImageNet-initialised"
+    if pretrained and Path(pretrained).is_dir():
+        return f"initialised from the image branch of the trained model `{Path(pretrained).name}` (staged training)"
     if pretrained:
         return f"initialised from the self-supervised backbone `{Path(pretrained).name}` (texture statistics, no labels)"
     return "randomly initialised"
