@@ -63,7 +63,7 @@ REGISTRY: dict[str, RegisteredModel] = {
     DEFAULT_MODEL: RegisteredModel(
         name=DEFAULT_MODEL,
         folder="default",
-        description="CBIS-DDSM masses: lesion crop (give --roi) + findings, cross fusion; see its card. Not diagnostic.",
+        description="CBIS-DDSM masses: lesion crop (give --roi) + findings, late fusion; see its card. Not diagnostic.",
     ),
 }
 
