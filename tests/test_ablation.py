@@ -58,7 +58,7 @@ def test_arms_multiply_only_the_factors_that_vary():
     arms = plan_arms(["co"], [True], [50, 100, 200], dropout_p=0.4)
     assert [(a.name, a.proj_dim, a.modality_dropout) for a in arms] == [("co-d50", 50, 0.4), ("co", 100, 0.4), ("co-d200", 200, 0.4)]
     with pytest.raises(MammofuseError, match="unknown variant"):
-        plan_arms(["late"])
+        plan_arms(["early"])
 
 
 def test_dropping_clinical_data_is_seeded_and_exact(mini_mias):
@@ -136,7 +136,7 @@ def test_ablate_command_end_to_end_with_the_real_trainer(mini_mias, tmp_path):
 
 def test_ablate_usage_errors(mini_mias, tmp_path):
     base = ["ablate", "--dataset", "mini-mias", "--data", str(mini_mias), "--out", str(tmp_path)]
-    bad_variant = runner.invoke(app, [*base, "--variants", "clinical,late"])
+    bad_variant = runner.invoke(app, [*base, "--variants", "clinical,early"])
     assert bad_variant.exit_code == 2 and "unknown variant" in bad_variant.output
     no_official = runner.invoke(app, [*base, "--variants", "clinical", "--protocol", "official"])
     assert no_official.exit_code == 2 and "no official train and test split" in no_official.output

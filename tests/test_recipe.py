@@ -101,7 +101,7 @@ def test_pretrained_backbone_round_trip_and_wrong_architecture(tmp_path):
     other, _ = image_backbone("resnet18")
     with pytest.raises(MammofuseError, match="cnn4 backbone"):
         load_backbone(other, str(path), "resnet18")
-    with pytest.raises(MammofuseError, match="no such file or registered backbone"):
+    with pytest.raises(MammofuseError, match="no such file, model folder or registered backbone"):
         load_backbone(fresh, str(tmp_path / "nope.safetensors"), "cnn4")
 
 

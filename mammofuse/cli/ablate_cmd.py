@@ -57,7 +57,7 @@ def ablate(
     out: Annotated[Path, typer.Option("--out", help="Output folder; finished arms in it are reused, not retrained.")],
     images: ImageDirs = None,
     abnormality: Abnormality = "all",
-    variants: Annotated[str, typer.Option("--variants", help="Comma-separated arms: image, clinical, concat, cross, co.")] = "image,clinical,concat,cross,co",
+    variants: Annotated[str, typer.Option("--variants", help="Comma-separated arms: image, clinical, concat, cross, co, late.")] = "image,clinical,concat,cross,co,late",
     protocol: Annotated[str, typer.Option("--protocol", help="official: train on the official training split, test on the official test split; cv: patient-grouped folds; auto: official where the data has both splits, else cv.")] = "auto",
     folds: Annotated[int, typer.Option("--folds", min=2, help="Patient-grouped stratified folds (--protocol cv).")] = 5,
     split: Annotated[str | None, typer.Option("--split", help="Only this dataset split goes into the folds (e.g. train: CV inside CBIS-DDSM's official training set).")] = None,

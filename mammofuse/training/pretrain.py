@@ -29,7 +29,9 @@ from mammofuse.errors import MammofuseError
 from mammofuse.imaging.preprocess import Region
 
 BACKBONE_FORMAT = "mammofuse-backbone-1"
-REGISTERED_BACKBONES = {"cbis-texture-cnn4": "cbis-texture-cnn4.safetensors"}
+# Backbones shipped in mammofuse/weights/backbones/ (name -> file). None yet: the texture-pretrained
+# cnn4 did not measurably beat random initialisation on CBIS-DDSM (docs/benchmarks.md).
+REGISTERED_BACKBONES: dict[str, str] = {}
 
 
 @dataclass
@@ -82,7 +84,7 @@ def load_backbone(module: nn.Module, spec: str, backbone: str) -> dict[str, str]
         module.load_state_dict(_model_backbone(path, backbone), strict=True)
         return {"format": "mammofuse-model", "backbone": backbone, "source": str(path)}
     if not path.is_file():
-        names = ", ".join(REGISTERED_BACKBONES)
+        names = ", ".join(REGISTERED_BACKBONES) or "none"
         raise MammofuseError(f"--pretrained {spec}: no such file, model folder or registered backbone (registered: {names}; or 'imagenet')")
     try:
         with safe_open(str(path), framework="pt") as fh:
