@@ -101,29 +101,33 @@ def _resize(pixels: np.ndarray, size: int | tuple[int, int]) -> np.ndarray:
     return np.asarray(image.resize((width, height), Image.Resampling.BILINEAR), dtype=np.float32)
 
 
-def to_canvas(pixels: np.ndarray, canvas: tuple[int, int], region: Region | None = None) -> tuple[np.ndarray, Region | None]:
-    """Pixels min-max scaled and stretched to ``canvas`` (height, width); ``region`` mapped along."""
+def to_canvas(pixels: np.ndarray, canvas: tuple[int, int]) -> np.ndarray:
+    """Pixels min-max scaled and stretched to ``canvas`` (height, width)."""
     height, width = canvas
     low, high = float(pixels.min()), float(pixels.max())
     scaled = pixels if (low, high) == (0.0, 1.0) else (pixels - low) / max(high - low, 1e-6)  # already min-max scaled
     if scaled.shape != (height, width):
         scaled = _resize(scaled, (height, width))
-    if region is not None:
-        sy, sx = height / pixels.shape[0], width / pixels.shape[1]
-        row, col, radius = region
-        region = (row * sy, col * sx, radius * float(np.sqrt(sy * sx)))
-    return scaled.astype(np.float32, copy=False), region
+    return scaled.astype(np.float32, copy=False)
+
+
+def region_in_model_space(region: Region, shape: tuple[int, int], flipped: bool, canvas: tuple[int, int] | None) -> Region:
+    """A region given in a file's own pixels (``shape``), in the canonically flipped, canvas-stretched pixels."""
+    row, col, radius = region
+    if flipped:
+        col = shape[1] - 1 - col
+    if not canvas:
+        return (row, col, radius)
+    sy, sx = canvas[0] / shape[0], canvas[1] / shape[1]
+    return (row * sy, col * sx, radius * float(np.sqrt(sy * sx)))
 
 
 def model_space(mammogram: Mammogram, recipe: PreprocessRecipe, region: Region | None = None) -> tuple[np.ndarray, Region | None]:
     """The pixels crops are taken from (the canvas, if any) and the lesion region in them."""
     pixels = mammogram.pixels
-    if region is not None and mammogram.info.flipped:  # regions are given in the file's own orientation
-        row, col, radius = region
-        region = (row, pixels.shape[1] - 1 - col, radius)
-    if recipe.canvas:
-        pixels, region = to_canvas(pixels, recipe.canvas, region)
-    return pixels, region
+    if region is not None:
+        region = region_in_model_space(region, pixels.shape, mammogram.info.flipped, recipe.canvas)
+    return (to_canvas(pixels, recipe.canvas) if recipe.canvas else pixels), region
 
 
 def lesion_crop(pixels: np.ndarray, region: Region, recipe: PreprocessRecipe) -> np.ndarray:

@@ -130,7 +130,7 @@ def build_patch_set(
     images: Sequence[str], avoid: dict[str, list[Region]], settings: PretrainSettings, on_image: Callable[[], None] | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
     """(inputs (N, 1, S, S) in [0, 1], texture targets (N, F), image index per patch, errors)."""
-    from mammofuse.imaging.preprocess import _resize, to_canvas
+    from mammofuse.imaging.preprocess import _resize, region_in_model_space, to_canvas
     from mammofuse.imaging.radiomics import texture_features
     from mammofuse.imaging.reader import read_mammogram
 
@@ -143,13 +143,9 @@ def build_patch_set(
             errors.append(str(exc))
             continue
         pixels = mammogram.pixels
-        regions = avoid.get(path, [])
-        if mammogram.info.flipped:
-            regions = [(r, pixels.shape[1] - 1 - c, rad) for r, c, rad in regions]
+        regions = [region_in_model_space(r, pixels.shape, mammogram.info.flipped, settings.canvas) for r in avoid.get(path, [])]
         if settings.canvas:
-            sy, sx = settings.canvas[0] / pixels.shape[0], settings.canvas[1] / pixels.shape[1]
-            regions = [(r * sy, c * sx, rad * math.sqrt(sy * sx)) for r, c, rad in regions]
-            pixels, _ = to_canvas(pixels, settings.canvas)
+            pixels = to_canvas(pixels, settings.canvas)
         for patch in draw_patches(pixels, settings.patches_per_image, settings.patch_sides, regions, rng):
             small = _resize(patch, settings.image_size)
             inputs.append(small[None])
