@@ -348,7 +348,7 @@ def test_a_bad_file_fails_alone_with_one_line(tiny_models: dict[str, Path], real
     code, out, err = explain_cli(str(bad), str(good), "--model", str(tiny_models["cross"]), "--out", str(tmp_path / "o"),
                                  "--methods", "gradcam,shap")
     assert code == 1
-    assert "broken.dcm" in err and "Traceback" not in err and len([l for l in err.splitlines() if "failed" in l]) == 1
+    assert "broken.dcm" in err and "Traceback" not in err and len([line for line in err.splitlines() if "failed" in line]) == 1
     assert (tmp_path / "o" / good.stem / "report.html").is_file() and not (tmp_path / "o" / "broken").exists()
 
 

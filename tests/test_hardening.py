@@ -14,10 +14,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from dicom_factory import JPEGLosslessSV1, breast_phantom, write_dicom
 from PIL import Image
 from typer.testing import CliRunner
 
-from dicom_factory import JPEGLosslessSV1, breast_phantom, write_dicom
 from mammofuse.cli import app
 from mammofuse.errors import MammofuseError
 

@@ -77,9 +77,10 @@ def test_model_with_radiomics_token_needs_and_uses_it():
 
 
 def test_pretrained_backbone_round_trip_and_wrong_architecture(tmp_path):
+    from PIL import Image
+
     from mammofuse.model.encoders import image_backbone
     from mammofuse.training.pretrain import PretrainSettings, build_patch_set, load_backbone, pretrain_backbone, save_backbone
-    from PIL import Image
 
     rng = np.random.default_rng(1)
     files = []

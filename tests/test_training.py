@@ -21,6 +21,7 @@ from mammofuse.errors import MammofuseError
 from mammofuse.model import FUSIONS, load_model
 from mammofuse.training import TrainSettings, train
 
+
 def write_backbone(path: Path, name: str = "resnet18") -> Path:
     """A backbone file as `mammofuse pretrain` writes it (random weights: these tests check mechanics, not accuracy)."""
     from mammofuse.model.encoders import image_backbone

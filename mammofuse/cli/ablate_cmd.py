@@ -20,6 +20,8 @@ from mammofuse.cli.common import (
     err_console,
     guarded,
 )
+from mammofuse.cli.output import console
+from mammofuse.fusion import FUSIONS
 
 
 def _floats(text: str, flag: str) -> list[float]:
@@ -57,7 +59,7 @@ def ablate(
     out: Annotated[Path, typer.Option("--out", help="Output folder; finished arms in it are reused, not retrained.")],
     images: ImageDirs = None,
     abnormality: Abnormality = "all",
-    variants: Annotated[str, typer.Option("--variants", help="Comma-separated arms: image, clinical, concat, cross, co, late.")] = "image,clinical,concat,cross,co,late",
+    variants: Annotated[str, typer.Option("--variants", help=f"Comma-separated arms: {', '.join(FUSIONS)}.")] = ",".join(FUSIONS),
     protocol: Annotated[str, typer.Option("--protocol", help="official: train on the official training split, test on the official test split; cv: patient-grouped folds; auto: official where the data has both splits, else cv.")] = "auto",
     folds: Annotated[int, typer.Option("--folds", min=2, help="Patient-grouped stratified folds (--protocol cv).")] = 5,
     split: Annotated[str | None, typer.Option("--split", help="Only this dataset split goes into the folds (e.g. train: CV inside CBIS-DDSM's official training set).")] = None,
@@ -157,7 +159,6 @@ _TRAINING_FLAGS = frozenset({
 
 
 def _table(report: dict[str, Any]) -> None:
-    from rich.console import Console
     from rich.table import Table
 
     rates = [r for r in report["protocol"]["missing_rates"] if r > 0]
@@ -178,7 +179,6 @@ def _table(report: dict[str, Any]) -> None:
         table.add_row(name, num(a["auc"], a.get("auc_sd")), pooled, f"{num(a['sensitivity'])} / {num(a['specificity'])}", lost)
     for name, why in report["skipped"].items():
         table.add_row(name, f"skipped: {why}")
-    console = Console()
     console.print(table)
     for name, a in report["variants"].items():
         vs = a.get("vs_best_single")

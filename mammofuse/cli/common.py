@@ -16,13 +16,12 @@ from typing import Annotated, Any, Callable, Sequence, TypeVar
 
 import click
 import typer
-from rich.console import Console
 from rich.markup import escape
 from rich.text import Text
 
+from mammofuse.cli.output import err_console
 from mammofuse.errors import MammofuseError, OutputError
 
-err_console = Console(stderr=True)
 F = TypeVar("F", bound=Callable[..., Any])
 
 SOME_FAILED = 1

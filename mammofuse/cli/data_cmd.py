@@ -7,6 +7,7 @@ import json
 import typer
 
 from mammofuse.cli.common import Abnormality, DataDir, DatasetName, Format, ImageDirs, check_choice, guarded
+from mammofuse.cli.output import console
 
 data_app = typer.Typer(help="Inspect datasets.", no_args_is_help=True)
 
@@ -30,16 +31,15 @@ def summary(dataset: DatasetName, data: DataDir, images: ImageDirs = None, abnor
     if fmt == "json":
         typer.echo(json.dumps(result, indent=2))
         return
-    from rich.console import Console
     from rich.table import Table
 
     table = Table("split", "lesions", "malignant", "benign", "patients", "images", title=f"{dataset} ({data})")
     for split, c in result["splits"].items():
         table.add_row(split, *(str(c[k]) for k in ("lesions", "malignant", "benign", "patients", "images")))
-    Console().print(table)
+    console.print(table)
     if "matching" in result:
         images_, lesions = result["matching"]["images"], result["matching"]["lesions"]
-        Console(highlight=False).print(
+        console.print(
             f"images: {images_['matched']} matched, {images_['missing']} not found, {images_['unused_files']} files unused; "
             f"lesions: {lesions['matched']} matched to a box, {lesions['ambiguous']} boxes on multi-lesion images, "
             f"{lesions['left_out']} left out (mixed pathology or box count), {lesions['without_region']} without a region"

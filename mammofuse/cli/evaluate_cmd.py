@@ -14,8 +14,8 @@ from mammofuse.cli.common import (
     DataDir,
     DatasetName,
     Device,
-    ImageDirs,
     Format,
+    ImageDirs,
     check_choice,
     check_output,
     emit,
@@ -24,6 +24,7 @@ from mammofuse.cli.common import (
     output_format,
     safe,
 )
+from mammofuse.cli.output import console, progress
 
 _THRESHOLD_METRICS = ("accuracy", "f1", "precision", "recall", "specificity")
 
@@ -93,7 +94,7 @@ def evaluate(
     samples = select_split(load_dataset(dataset, data, images, abnormality), split)
     device = resolve_device(device)
     loaded = load_any_model(model, device=device)
-    with _progress(len(samples)) as advance:
+    with progress("scoring", len(samples)) as advance:
         evaluation = evaluate_model(
             loaded, samples, n_boot=bootstrap, seed=seed, batch_size=batch_size, device=device, workers=workers,
             on_batch=advance, describe={"dataset": dataset, "split": split, "model_spec": model or "default", "control": control},
@@ -143,28 +144,6 @@ def _kinds(samples: list[Any], evaluation: Any) -> list[str | None]:
     return [s.abnormality for s in samples if s.id not in failed]
 
 
-class _progress:
-    """A Rich progress bar on stderr, only when stderr is a terminal; yields the advance callback."""
-
-    def __init__(self, total: int) -> None:
-        self.total = total
-        self.bar: Any = None
-
-    def __enter__(self) -> Any:
-        if not err_console.is_terminal:
-            return None
-        from rich.progress import Progress
-
-        self.bar = Progress(console=err_console, transient=True)
-        self.bar.start()
-        task = self.bar.add_task("scoring", total=self.total)
-        return lambda n: self.bar.advance(task, n)
-
-    def __exit__(self, *exc: object) -> None:
-        if self.bar is not None:
-            self.bar.stop()
-
-
 def _leakage_warnings(result: dict[str, Any]) -> None:
     from rich.panel import Panel
 
@@ -184,10 +163,8 @@ def _fmt(value: float | None) -> str:
 
 
 def _tables(result: dict[str, Any]) -> None:
-    from rich.console import Console
     from rich.table import Table
 
-    console = Console()
     columns = {"all": result, **result["subsets"]}
     table = Table(title=f"{result['model']['fusion']} model on {result['dataset']} ({result['split']})", caption=result["notice"])
     table.add_column("metric")

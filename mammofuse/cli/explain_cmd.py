@@ -24,12 +24,13 @@ from mammofuse.cli.common import (
     cases_and_model,
     cell,
     clinical_flags,
-    parse_roi,
     err_console,
     guarded,
     note,
+    parse_roi,
     safe,
 )
+from mammofuse.cli.output import console
 
 ALL_METHODS = "gradcam,shap,lime,attention"
 
@@ -122,7 +123,6 @@ class _status:
 
 
 def _summary(results: list, model_name: str) -> None:
-    from rich.console import Console
     from rich.table import Table
 
     if not results:
@@ -137,7 +137,7 @@ def _summary(results: list, model_name: str) -> None:
         style = "bold red" if r.decision == "malignant" else "green"
         top = "\n".join(f"{label}={value} {value_shap:+.3f}" for label, value, value_shap in r.top_contributions[:3]) or "-"
         table.add_row(cell(r.source), f"{r.probability:.3f}", f"[{style}]{r.decision}[/]", cell(top), cell(r.outputs["report"]))
-    Console().print(table)
+    console.print(table)
     for r in results:
         for message in r.notes:
             note(f"{r.source}: {message}")

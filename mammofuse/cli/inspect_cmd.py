@@ -20,6 +20,7 @@ from mammofuse.cli.common import (
     render_records,
     safe,
 )
+from mammofuse.cli.output import show
 
 FIELDS = ("path", "rows", "columns", "bits_stored", "photometric", "modality", "laterality", "view", "patient_id")
 FORMATS = ("table", "json", "jsonl", "csv")
@@ -79,8 +80,6 @@ def _inspect(path: Path) -> dict[str, Any]:
 def _table(records: list[dict], output: Path | None) -> None:
     from rich.table import Table
 
-    from mammofuse.cli.common import Console
-
     table = Table()
     table.add_column("file", overflow="fold")
     for name in ("size", "bits", "photometric", "modality", "side", "view", "patient", "note"):
@@ -94,14 +93,7 @@ def _table(records: list[dict], output: Path | None) -> None:
                 cell(r["path"]), f"{r['rows']}x{r['columns']}", str(r["bits_stored"]), cell(r["photometric"]),
                 cell(r["modality"] or ""), cell(r["laterality"] or "?"), cell(r["view"] or "?"), cell(r["patient_id"] or ""), cell(note),
             )
-    if output is None:
-        Console().print(table)
-    else:
-        import io
-
-        buffer = io.StringIO()
-        Console(file=buffer, width=160, no_color=True).print(table)
-        emit(buffer.getvalue(), output)
+    show(table, output)
 
 
 def register(app: typer.Typer) -> None:

@@ -7,6 +7,7 @@ import json
 import typer
 
 from mammofuse.cli.common import Format, check_choice, guarded
+from mammofuse.cli.output import console
 
 
 @guarded
@@ -29,7 +30,6 @@ def models(fmt: Format = "table") -> None:
     if fmt == "json":
         typer.echo(json.dumps(records, indent=2))
         return
-    from rich.console import Console
     from rich.table import Table
 
     table = Table("name", "fusion", "backbone", "input", "size", "threshold", "MB", "description")
@@ -41,7 +41,7 @@ def models(fmt: Format = "table") -> None:
             r["name"], r["fusion"], r["backbone"] or "-", r["input"], str(r["image_size"]), f"{r['threshold']:.3f}",
             str(r["size_mb"]), r["description"],
         )
-    Console().print(table)
+    console.print(table)
 
 
 def register(app: typer.Typer) -> None:

@@ -16,9 +16,9 @@ from mammofuse.cli.common import (
     ClinicalCsv,
     Density,
     Device,
+    FormatOption,
     InputPaths,
     Margin,
-    FormatOption,
     ModelSpec,
     Output,
     Recursive,
@@ -29,14 +29,15 @@ from mammofuse.cli.common import (
     check_choice,
     check_output,
     clinical_flags,
-    parse_roi,
     emit,
     err_console,
     guarded,
     output_format,
+    parse_roi,
     render_records,
     safe,
 )
+from mammofuse.cli.output import progress, show
 
 FORMATS = ("table", "json", "jsonl", "csv")
 
@@ -92,7 +93,7 @@ def predict(
     if workers is None:
         batches = -(-len(samples) // batch_size)  # a worker reads whole batches: one batch cannot overlap
         workers = 0 if batches < 2 else min(4, os.cpu_count() or 1, batches)
-    with _progress(len(samples)) as advance:
+    with progress("scoring", len(samples), minimum=2) as advance:
         records = score_cases(net, samples, name, threshold, batch_size=batch_size, device=device, workers=workers, on_batch=advance)
     if aggregate == "breast":
         add_breast_scores(records, samples)
@@ -109,38 +110,7 @@ def predict(
         raise typer.Exit(SOME_FAILED)
 
 
-class _progress:
-    """A Rich progress bar on stderr, off when stderr is not a terminal; yields an advance callback."""
-
-    def __init__(self, total: int) -> None:
-        self.total = total
-        self.bar = None
-
-    def __enter__(self):
-        if not err_console.is_terminal or self.total < 2:
-            return None
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeRemainingColumn,
-        )
-
-        self.bar = Progress(TextColumn("scoring"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=err_console, transient=True)
-        self.bar.start()
-        task = self.bar.add_task("scoring", total=self.total)
-        return lambda n: self.bar.advance(task, n)
-
-    def __exit__(self, *exc) -> None:
-        if self.bar is not None:
-            self.bar.stop()
-
-
 def _table(records: list[dict], output: Path | None) -> None:
-    import io
-
-    from rich.console import Console
     from rich.table import Table
 
     breast = bool(records) and "breast_probability" in records[0]
@@ -156,12 +126,7 @@ def _table(records: list[dict], output: Path | None) -> None:
         else:
             style = "bold red" if r["prediction"] == "malignant" else "green"
             table.add_row(cell(r["path"]), f"{r['probability']:.3f}", f"[{style}]{r['prediction']}[/]", *extra, cell(given))
-    if output is None:
-        Console().print(table)
-        return
-    buffer = io.StringIO()
-    Console(file=buffer, width=160, no_color=True).print(table)
-    emit(buffer.getvalue(), output)
+    show(table, output)
 
 
 def _caption(records: list[dict]) -> str:

@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from mammofuse.cli.common import Format, check_choice, guarded
+from mammofuse.cli.output import console
 
 
 @guarded
@@ -26,7 +27,6 @@ def schema(
     if fmt == "json":
         typer.echo(json.dumps(spec, indent=2))
         return
-    from rich.console import Console
     from rich.table import Table
 
     table = Table("flag", "field", "values", "also accepted", title=f"{spec['vocabulary']} ({spec['dim']} values)")
@@ -35,8 +35,8 @@ def schema(
             "--" + f["name"].replace("_", "-"), f["label"], ", ".join(v.lower() for v in f["values"]),
             ", ".join(f"{k.lower()}={v.lower()}" for k, v in f["synonyms"].items()),
         )
-    Console().print(table)
-    Console().print("Compound values join terms with '-' (punctuate-pleomorphic). "
+    console.print(table)
+    console.print("Compound values join terms with '-' (punctuate-pleomorphic). "
                     "BI-RADS assessment and subtlety are never model inputs (label leakage).")
 
 

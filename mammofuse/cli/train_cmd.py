@@ -10,6 +10,8 @@ import typer
 
 from mammofuse.cli import train_options as o
 from mammofuse.cli.common import Abnormality, ImageDirs, guarded
+from mammofuse.cli.output import console
+from mammofuse.fusion import Fusion
 
 EPILOG = """[bold]Examples[/]
 
@@ -39,7 +41,7 @@ def command(
     split: Annotated[str | None, typer.Option("--split", help="Which split trains (validation is carved from it by patient). Default: train when the dataset has one, else all.")] = None,
     config: o.ConfigFile = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out up to --epochs (exactly as if never stopped).")] = False,
-    fusion: Annotated[str | None, o.option("--fusion", help="image, clinical, concat, cross, co or late (default cross).")] = None,
+    fusion: Annotated[str | None, o.option("--fusion", help=f"{Fusion.help()} (default cross).")] = None,
     backbone: o.Backbone = None,
     image_size: o.ImageSize = None,
     input_mode: o.InputMode = None,
@@ -110,11 +112,10 @@ def _train(
         )
     result = train(settings, train_samples, val_samples, out, resume=resume, progress=True)
     if main:
-        from rich.console import Console
 
         auc = "n/a" if result.best_val_auc != result.best_val_auc else f"{result.best_val_auc:.3f}"
         kept = "last epoch" if settings.selection == "last" else "best epoch"
-        Console(highlight=False, soft_wrap=True).print(
+        console.print(
             f"{kept} {result.best_epoch} of {len(result.history)}: validation AUC {auc}, "
             f"threshold {result.threshold:.3f}\nwrote {result.out}\n{RESEARCH_NOTICE}"
         )

@@ -5,8 +5,8 @@ from __future__ import annotations
 import hashlib
 import json
 import warnings
-from pathlib import Path
 from collections import Counter
+from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
 
 from mammofuse.atomic import write_text

@@ -33,10 +33,10 @@ from mammofuse.evaluation.metrics import (
     evaluate_predictions,
     paired_auc_difference,
 )
+from mammofuse.fusion import FUSIONS, Fusion
 from mammofuse.training.checkpoint import has_checkpoint
 
-VARIANTS = ("image", "clinical", "concat", "cross", "co", "late")
-FUSION_VARIANTS = ("concat", "cross", "co", "late")
+VARIANTS = FUSIONS
 DEFAULT_MISSING_RATES = (0.0, 0.3, 0.5, 1.0)
 DEFAULT_PROJ_DIM = 100
 RESULT_NAME = "result.json"
@@ -56,11 +56,11 @@ class Arm:
 
     @property
     def needs_images(self) -> bool:
-        return self.fusion != "clinical"
+        return Fusion(self.fusion).uses_image
 
     @property
     def is_fusion(self) -> bool:
-        return self.fusion in FUSION_VARIANTS
+        return Fusion(self.fusion).is_multimodal
 
 
 def plan_arms(
@@ -81,10 +81,10 @@ def plan_arms(
         raise MammofuseError("no variants to run")
     arms = []
     for variant in dict.fromkeys(variants):
-        for md in dict.fromkeys(modality_dropout) if variant in FUSION_VARIANTS else (False,):
+        for md in dict.fromkeys(modality_dropout) if Fusion(variant).is_multimodal else (False,):
             for dim in dict.fromkeys(proj_dims):
                 name = variant
-                if variant in FUSION_VARIANTS and not md:
+                if Fusion(variant).is_multimodal and not md:
                     name += "-md_off"
                 if dim != DEFAULT_PROJ_DIM:
                     name += f"-d{dim}"

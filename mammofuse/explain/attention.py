@@ -39,7 +39,7 @@ def attention_maps(model: MammoFuse, inputs: CaseInputs, scorer: FixedImageScore
     Raises:
         MammofuseError: the model has no cross-attention, or no clinical field was given.
     """
-    if model.config.fusion not in ("cross", "co"):
+    if not model.config.kind.uses_attention:
         raise MammofuseError(f"{model.config.fusion!r} fusion has no cross-attention")
     present = np.flatnonzero(inputs.mask[0].cpu().numpy()).tolist()
     if not present:

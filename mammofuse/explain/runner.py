@@ -157,7 +157,7 @@ def explain_case(
         else:
             result.notes.append("image LIME skipped: the model is clinical-only")
     if "attention" in options.methods:
-        if model.config.fusion not in ("cross", "co"):
+        if not model.config.kind.uses_attention:
             result.notes.append(f"attention skipped: {model.config.fusion!r} fusion has no cross-attention")
         elif not inputs.mask.any():
             result.notes.append("attention skipped: no clinical finding given, so the image had nothing to attend to")

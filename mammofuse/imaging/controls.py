@@ -67,8 +67,8 @@ def away_region(pixels: np.ndarray, region: Region, avoid: Sequence[Region], key
     if len(rows) == 0 or len(cols) == 0:
         raise MammofuseError("no breast tissue away from the lesion for the 'away' control")
     rr, cc = np.meshgrid(rows, cols, indexing="ij")
-    t, b, l, r = rr - half, rr + half, cc - half, cc + half
-    share = (integral[b, r] - integral[t, r] - integral[b, l] + integral[t, l]) / float((2 * half) ** 2)
+    top, bottom, left, right = rr - half, rr + half, cc - half, cc + half
+    share = (integral[bottom, right] - integral[top, right] - integral[bottom, left] + integral[top, left]) / float((2 * half) ** 2)
     ok = share >= 0.9
     for lr, lc, lrad in [region, *avoid]:
         ok &= np.hypot(rr - lr, cc - lc) > 2 * (radius + lrad)

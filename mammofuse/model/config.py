@@ -6,10 +6,10 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from mammofuse.errors import MammofuseError
+from mammofuse.fusion import FUSIONS, Fusion
 from mammofuse.imaging.preprocess import PreprocessRecipe
 from mammofuse.validation import Rule, check_all, checked
 
-FUSIONS = ("image", "clinical", "concat", "cross", "co", "late")
 BACKBONES = ("cnn4", "resnet18", "resnet34", "resnet50")
 CONFIG_FORMAT = 1
 
@@ -77,12 +77,17 @@ class ModelConfig:
             raise MammofuseError(f"proj_dim {self.proj_dim} must be divisible by num_heads {self.num_heads}")
 
     @property
+    def kind(self) -> Fusion:
+        """The fusion as an enum, which knows what it uses."""
+        return Fusion(self.fusion)
+
+    @property
     def uses_image(self) -> bool:
-        return self.fusion != "clinical"
+        return self.kind.uses_image
 
     @property
     def uses_clinical(self) -> bool:
-        return self.fusion != "image"
+        return self.kind.uses_clinical
 
     @property
     def recipe(self) -> PreprocessRecipe:

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from mammofuse.fusion import Fusion
 from mammofuse.model.config import ModelConfig
 from mammofuse.model.encoders import ClinicalTokens, image_backbone
 
@@ -82,13 +83,13 @@ class MammoFuse(nn.Module):
                 self.radiomics_proj = nn.Sequential(nn.Linear(N_RADIOMICS, d), nn.GELU(), nn.Linear(d, d))
         if config.uses_clinical:
             self.clinical_tokens = ClinicalTokens(config.field_sizes, d)
-        if config.fusion in ("cross", "co"):
+        if config.kind.uses_attention:
             self.image_to_clinical = MaskedAttention(d, config.num_heads, config.dropout)
-        if config.fusion == "co":
+        if config.kind is Fusion.CO:
             self.clinical_to_image = MaskedAttention(d, config.num_heads, config.dropout)
-        width = d * (2 if config.fusion in ("concat", "co") else 1)
+        width = d * (2 if config.kind in (Fusion.CONCAT, Fusion.CO) else 1)
         self.head = nn.Sequential(nn.LayerNorm(width), nn.Dropout(config.dropout), nn.Linear(width, d), nn.GELU(), nn.Linear(d, 1))
-        if config.fusion == "late":  # self.head scores the image; this one the clinical findings
+        if config.kind is Fusion.LATE:  # self.head scores the image; this one the clinical findings
             self.clinical_head = nn.Sequential(nn.LayerNorm(d), nn.Dropout(config.dropout), nn.Linear(d, d), nn.GELU(), nn.Linear(d, 1))
 
     def image_features(self, image: torch.Tensor) -> torch.Tensor:
@@ -118,24 +119,24 @@ class MammoFuse(nn.Module):
         batch = clinical.shape[0]
         clinical_mask = clinical_mask.bool()
         present = torch.ones(batch, dtype=torch.bool, device=clinical.device) if image_present is None else image_present.bool()
-        if self.training and self.config.modality_dropout > 0 and self.config.fusion in ("concat", "cross", "co"):
+        if self.training and self.config.modality_dropout > 0 and self.config.kind.joint_head:
             present, clinical_mask = self._modality_dropout(present, clinical_mask)
         image_tokens = self._image_tokens(image, features, present, radiomics) if self.config.uses_image else None
         clinical_tokens = self.clinical_tokens(clinical) if self.config.uses_clinical else None
         out = FusionOutput(logits=torch.empty(0))
-        fusion = self.config.fusion
-        if fusion == "image":
+        fusion = self.config.kind
+        if fusion is Fusion.IMAGE:
             pooled = image_tokens.mean(dim=1)
-        elif fusion == "clinical":
+        elif fusion is Fusion.CLINICAL:
             pooled = masked_mean(clinical_tokens, clinical_mask)
-        elif fusion == "late":
+        elif fusion is Fusion.LATE:
             return self._late(image_tokens, clinical_tokens, clinical_mask, present)
-        elif fusion == "concat":
+        elif fusion is Fusion.CONCAT:
             pooled = torch.cat([image_tokens.mean(dim=1), masked_mean(clinical_tokens, clinical_mask)], dim=1)
         else:
             fused, out.image_to_clinical = self.image_to_clinical(image_tokens, clinical_tokens, clinical_mask)
             pooled = fused.mean(dim=1)
-            if fusion == "co":
+            if fusion is Fusion.CO:
                 all_valid = torch.ones(image_tokens.shape[:2], dtype=torch.bool, device=image_tokens.device)
                 back, out.clinical_to_image = self.clinical_to_image(clinical_tokens, image_tokens, all_valid)
                 out.clinical_to_image = out.clinical_to_image * clinical_mask[:, :, None]

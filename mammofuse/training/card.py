@@ -8,6 +8,7 @@ from typing import Any
 
 from mammofuse import RESEARCH_NOTICE
 from mammofuse.atomic import write_text
+from mammofuse.fusion import Fusion
 from mammofuse.training.settings import TrainSettings
 
 
@@ -51,12 +52,12 @@ def model_card(settings: TrainSettings, provenance: dict[str, Any], history: lis
         "",
         "## Model",
         "",
-        f"- Fusion: `{s.fusion}`" + ("" if s.fusion == "clinical" else f"; image encoder {image}"),
+        f"- Fusion: `{s.fusion}`" + ("" if not s.uses_image else f"; image encoder {image}"),
         f"- Shared token dimension {s.proj_dim}"
-        + (f"; modality dropout {s.modality_dropout} during training" if s.fusion in ("concat", "cross", "co") else "")
-        + ("; late fusion: image and clinical heads each trained on their own, their logits averaged" if s.fusion == "late" else ""),
+        + (f"; modality dropout {s.modality_dropout} during training" if Fusion(s.fusion).joint_head else "")
+        + ("; late fusion: image and clinical heads each trained on their own, their logits averaged" if s.fusion == Fusion.LATE else ""),
         f"- Decision threshold {_fmt(best['threshold'])} (probability of malignancy), chosen on validation by Youden's J",
-        *([geometry] if s.fusion != "clinical" else []),
+        *([geometry] if s.uses_image else []),
         "",
         "## Data and split",
         "",
@@ -71,9 +72,9 @@ def model_card(settings: TrainSettings, provenance: dict[str, Any], history: lis
         f"- {len(history)} epochs run of {s.epochs} asked; kept: "
         + ("the last epoch (fixed epoch count)" if s.selection == "last" else f"the best validation epoch (early stopping patience {s.patience})")
         + (f"; backbone frozen for the first {s.freeze_epochs} (heads at lr {s.lr}), then fine-tuned at {s.finetune_lr}"
-           if s.fusion != "clinical" and s.freeze_epochs else f"; peak lr {s.lr}"),
+           if s.uses_image and s.freeze_epochs else f"; peak lr {s.lr}"),
         f"- AdamW (weight decay {s.weight_decay}), batch size {s.batch_size}, {s.schedule} learning-rate schedule, "
-        + ("flip/rotation/scale/intensity augmentation, " if s.augment and s.fusion != "clinical" else "")
+        + ("flip/rotation/scale/intensity augmentation, " if s.augment and s.uses_image else "")
         + "gradient clipping, class-weighted loss (pos_weight = benign/malignant)",
         f"- Seed {s.seed}; full settings in `train_config.yaml`, per-epoch figures in `history.jsonl`",
         "",
@@ -92,7 +93,7 @@ def model_card(settings: TrainSettings, provenance: dict[str, Any], history: lis
         "- Small public research datasets (scanned film, one population); performance elsewhere is unknown.",
         "- Clinical findings are radiologists' descriptors; BI-RADS assessment and subtlety are never inputs.",
     ]
-    if s.fusion != "clinical" and s.pretrained != "imagenet":
+    if s.uses_image and s.pretrained != "imagenet":
         lines.append("- The image encoder started from random weights: expect far lower AUC than papers using ImageNet initialisation.")
     return "\n".join(lines) + "\n"
 

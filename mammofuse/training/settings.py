@@ -21,7 +21,7 @@ WITHOUT_REGION = ("breast", "skip")
 
 # One rule per setting: a new setting gets a row here.
 RULES: dict[str, Rule] = {
-    "fusion": Rule(str),  # and one of model.config.FUSIONS
+    "fusion": Rule(str),  # and one of fusion.FUSIONS
     "backbone": Rule(str),
     "image_size": Rule(int, 32, 4096),
     "input": Rule(str, choices=INPUTS),
@@ -69,7 +69,7 @@ class TrainSettings:
     of epochs under a cosine schedule with augmentation, keeping the last epoch.
 
     Attributes:
-        fusion: image, clinical, concat, cross or co.
+        fusion: one of :class:`mammofuse.fusion.Fusion` (image, clinical, concat, cross, co, late).
         backbone: cnn4, resnet18, resnet34 or resnet50 (ignored by ``clinical``).
         image_size: side of the square model input.
         input: ``roi`` (lesion crop when known) or ``full`` (breast crop).
@@ -143,12 +143,13 @@ class TrainSettings:
 
     def validate(self) -> None:
         """Check (and normalise) every setting against :data:`RULES`; raise MammofuseError naming the first bad one."""
-        from mammofuse.model.config import BACKBONES, FUSIONS
+        from mammofuse.fusion import FUSIONS
+        from mammofuse.model.config import BACKBONES
 
         for name, value in check_all(asdict(self), RULES).items():
             setattr(self, name, value)
         _choice("fusion", self.fusion, FUSIONS)
-        if self.fusion != "clinical":
+        if self.uses_image:
             _choice("backbone", self.backbone, BACKBONES)
         if self.freeze_epochs and not self.pretrained and self.uses_image:
             raise MammofuseError("freeze_epochs needs pretrained weights: a randomly initialised backbone is never frozen")
@@ -160,7 +161,9 @@ class TrainSettings:
 
     @property
     def uses_image(self) -> bool:
-        return self.fusion != "clinical"
+        from mammofuse.fusion import Fusion
+
+        return Fusion(self.fusion).uses_image
 
     def recipe(self, auto_canvas: tuple[int, int] | None = None) -> "PreprocessRecipe":
         """The preprocessing these settings train with (saved with the model); ``auto_canvas`` resolves ``auto``."""

@@ -1,0 +1,57 @@
+"""The one output layer of the CLI: its two consoles, its progress bar, and tables to stdout or a file.
+
+Only ``mammofuse.cli`` imports Rich; the library reports through callbacks that these render.
+"""
+
+from __future__ import annotations
+
+import io
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable, Iterator
+
+from rich.console import Console
+
+if TYPE_CHECKING:
+    from rich.console import RenderableType
+
+console = Console(highlight=False)  # results for people: stdout
+err_console = Console(stderr=True, highlight=False)  # progress, notes, errors: stderr
+
+
+@contextmanager
+def progress(description: str, total: int | None, minimum: int = 1) -> Iterator[Callable[[int], None]]:
+    """A transient progress bar on stderr; yields ``advance(n)``.
+
+    Drawn only when stderr is a terminal and there are at least ``minimum`` steps, so pipes and
+    logs stay clean; otherwise ``advance`` does nothing.
+    """
+    if not err_console.is_terminal or (total is not None and total < minimum):
+        yield lambda n: None
+        return
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(),
+                   console=err_console, transient=True)
+    with bar:
+        task = bar.add_task(description, total=total)
+        yield lambda n: bar.advance(task, n)
+
+
+def show(renderable: "RenderableType", output: Path | None = None) -> None:
+    """Print a table (or any renderable) to stdout, or as plain text (160 columns) to ``output``."""
+    if output is None:
+        console.print(renderable)
+        return
+    from mammofuse.cli.common import emit
+
+    buffer = io.StringIO()
+    Console(file=buffer, width=160, no_color=True, highlight=False).print(renderable)
+    emit(buffer.getvalue(), output)
