@@ -28,6 +28,7 @@ from mammofuse.clinical.schema import (
 from mammofuse.data.sample import Sample
 from mammofuse.errors import MammofuseError
 from mammofuse.imaging.reader import IMAGE_SUFFIXES
+from mammofuse.results import ErrorKind, Prediction, ScoringError, decide
 from mammofuse.tabular import csv_columns, csv_records, delimiter_hint
 
 if TYPE_CHECKING:  # torch stays out of import time
@@ -290,8 +291,8 @@ def score_cases(
     device: str = "cpu",
     workers: int = 0,
     on_batch: Callable[[int], None] | None = None,
-) -> list[dict[str, Any]]:
-    """One record per case: path, probability, prediction, threshold, model, clinical, error.
+) -> list[Prediction]:
+    """One :class:`Prediction` per case: path, probability, decision, threshold, model, clinical, error.
 
     ``prediction`` is ``malignant`` when the probability reaches the threshold (the model's
     stored one unless ``threshold`` is given). A case whose image fails gets nulls and its error.
@@ -310,29 +311,30 @@ def score_cases(
         error = error[len(path) + 2 :] if error.startswith(f"{path}: ") else error  # the record names the file
         used = schema.decode(*schema.encode(sample.clinical))
         records.append(
-            {
-                "path": path,
-                "probability": round(float(prob), 6) if ok else None,
-                "prediction": ("malignant" if prob >= cut else "benign") if ok else None,
-                "threshold": round(cut, 6),
-                "model": model_name,
-                "clinical": {k: (v.lower() if v else None) for k, v in used.items()},
-                "region": list(sample.region) if sample.region else None,
-                "note": note or None,
-                "error": None if ok else (error or "not scored"),
-            }
+            Prediction(
+                path=path,
+                probability=round(float(prob), 6) if ok else None,
+                decision=decide(prob, cut) if ok else None,
+                threshold=round(cut, 6),
+                model=model_name,
+                clinical={k: (v.lower() if v else None) for k, v in used.items()},
+                region=tuple(sample.region) if sample.region else None,
+                note=note or None,
+                error=None if ok else ScoringError(ErrorKind.INPUT if error else ErrorKind.NOT_SCORED, error or "not scored"),
+            )
         )
     return records
 
 
-def add_breast_scores(records: list[dict[str, Any]], samples: list[Sample]) -> None:
-    """Add ``breast`` (patient/L|R from the DICOM header or file name) and ``breast_probability``
-    (the mean over that breast's scored files) to every record."""
+def add_breast_scores(records: list[Prediction], samples: list[Sample]) -> None:
+    """Set ``breast`` (patient/L|R from the DICOM header or file name) and ``breast_probability``
+    (the mean over that breast's scored files) on every prediction."""
     from mammofuse.evaluation.aggregate import aggregate, breast_of_file
 
-    keys = [breast_of_file(r["path"], s.patient_id) for r, s in zip(records, samples)]
-    probs = [r["probability"] if r["probability"] is not None else float("nan") for r in records]
+    keys = [breast_of_file(r.path, s.patient_id) for r, s in zip(records, samples)]
+    probs = [r.probability if r.probability is not None else float("nan") for r in records]
     breasts = aggregate(keys, probs)
     for record, key in zip(records, keys):
-        record["breast"] = key
-        record["breast_probability"] = round(breasts[key]["probability"], 6) if key in breasts else None
+        record.per_breast = True
+        record.breast = key
+        record.breast_probability = round(breasts[key]["probability"], 6) if key in breasts else None

@@ -23,6 +23,7 @@ from mammofuse.imaging.preprocess import (
 )
 from mammofuse.imaging.radiomics import N_RADIOMICS, radiomics_features
 from mammofuse.imaging.reader import Mammogram, read_mammogram
+from mammofuse.results import sigmoid
 
 NO_REGION = "no lesion region given: this model looks at lesion crops, so the image was not used"
 
@@ -195,7 +196,7 @@ def predict_proba(
             if notes is not None:
                 notes[i] = note
             if not err:
-                probs[i] = 1.0 / (1.0 + np.exp(-logit))
+                probs[i] = sigmoid(logit)
         if on_batch:
             on_batch(len(batch["index"]))
     return probs, errors

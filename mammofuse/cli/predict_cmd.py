@@ -38,6 +38,7 @@ from mammofuse.cli.common import (
     safe,
 )
 from mammofuse.cli.output import progress, show
+from mammofuse.results import MALIGNANT, Prediction
 
 FORMATS = ("table", "json", "jsonl", "csv")
 
@@ -101,39 +102,39 @@ def predict(
     if fmt == "table":
         _table(records, output)
     else:
-        emit(render_records(records, fmt), output)
+        emit(render_records([r.to_dict() for r in records], fmt), output)
         err_console.print(RESEARCH_NOTICE, style="dim", highlight=False)
-    failed = [r for r in records if r["error"]]
+    failed = [r for r in records if not r.ok]
     for r in failed:
-        err_console.print(f"[red]failed:[/] {safe(r['path'])}: {safe(r['error'])}", highlight=False, soft_wrap=True)
+        err_console.print(f"[red]failed:[/] {safe(r.path)}: {safe(r.error)}", highlight=False, soft_wrap=True)
     if failed:
         raise typer.Exit(SOME_FAILED)
 
 
-def _table(records: list[dict], output: Path | None) -> None:
+def _table(records: list[Prediction], output: Path | None) -> None:
     from rich.table import Table
 
-    breast = bool(records) and "breast_probability" in records[0]
+    breast = bool(records) and records[0].per_breast
     table = Table(caption=_caption(records), caption_justify="left")
     table.add_column("file", overflow="fold")
     for name in ("probability", "prediction", *(["breast", "breast prob."] if breast else []), "clinical"):
         table.add_column(name)
     for r in records:
-        given = ", ".join(f"{k}={v}" for k, v in r["clinical"].items() if v) or "none"
-        extra = [cell(r["breast"] or "?"), "" if r["breast_probability"] is None else f"{r['breast_probability']:.3f}"] if breast else []
-        if r["error"]:
-            table.add_row(cell(r["path"]), "", "[red]failed[/]", *extra, cell(r["error"], "red"))
+        given = ", ".join(f"{k}={v}" for k, v in r.clinical.items() if v) or "none"
+        extra = [cell(r.breast or "?"), "" if r.breast_probability is None else f"{r.breast_probability:.3f}"] if breast else []
+        if r.error:
+            table.add_row(cell(r.path), "", "[red]failed[/]", *extra, cell(r.error, "red"))
         else:
-            style = "bold red" if r["prediction"] == "malignant" else "green"
-            table.add_row(cell(r["path"]), f"{r['probability']:.3f}", f"[{style}]{r['prediction']}[/]", *extra, cell(given))
+            style = "bold red" if r.decision == MALIGNANT else "green"
+            table.add_row(cell(r.path), f"{r.probability:.3f}", f"[{style}]{r.decision}[/]", *extra, cell(given))
     show(table, output)
 
 
-def _caption(records: list[dict]) -> str:
+def _caption(records: list[Prediction]) -> str:
     if not records:
         return RESEARCH_NOTICE
     r = records[0]
-    return f"model {safe(r['model'])}, threshold {r['threshold']:.3f}. {RESEARCH_NOTICE}"
+    return f"model {safe(r.model)}, threshold {r.threshold:.3f}. {RESEARCH_NOTICE}"
 
 
 def register(app: typer.Typer) -> None:

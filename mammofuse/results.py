@@ -1,0 +1,101 @@
+"""Typed results of scoring: the decision rule, the sigmoid, and one :class:`Prediction` per file.
+
+Torch- and numpy-free at import: records serialise to the JSON that ``mammofuse predict --format json`` has always written.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # numpy stays out of import time (the CLI imports this module)
+    import numpy as np
+
+MALIGNANT, BENIGN = "malignant", "benign"
+
+
+def sigmoid(logits: "np.ndarray | float") -> "np.ndarray":
+    """Probabilities from logits, in float64 (the one sigmoid of the package outside the network)."""
+    import numpy as np
+
+    return 1.0 / (1.0 + np.exp(-np.asarray(logits, dtype=np.float64)))
+
+
+def decide(probability: float, threshold: float) -> str:
+    """The decision rule: ``malignant`` when the probability reaches the threshold, else ``benign``."""
+    return MALIGNANT if probability >= threshold else BENIGN
+
+
+class ErrorKind(StrEnum):
+    """Why a file has no score."""
+
+    INPUT = "input"  # the file cannot be read or used (corrupt, too large, not an image...)
+    NO_IMAGE = "no_image"  # the model needs an image and the case has none
+    NOT_SCORED = "not_scored"  # the run stopped before this file (or an unexpected failure)
+
+
+@dataclass(frozen=True)
+class ScoringError:
+    """A per-file failure: a value with a kind and a one-line message (the file is named by the record)."""
+
+    kind: ErrorKind
+    message: str
+
+    def __str__(self) -> str:
+        return self.message
+
+
+@dataclass
+class Prediction:
+    """One scored file.
+
+    Attributes:
+        path: the file scored.
+        probability: P(malignant), or None when the file failed.
+        decision: ``malignant`` / ``benign`` by the threshold, or None when the file failed.
+        threshold: the decision threshold used.
+        model: the model's name (registered name, folder or Hub id).
+        clinical: the findings the model used, by field (None where missing).
+        region: the lesion circle (row, column, radius) in the file's pixels, if one was given.
+        note: a remark, e.g. that a lesion-crop model had no region and scored the findings only.
+        error: why the file has no score, or None.
+        per_breast: views were combined per breast (the record then carries the next two).
+        breast: ``patient/L|R``, or None when the laterality is unknown.
+        breast_probability: the mean probability over that breast's scored views.
+    """
+
+    path: str
+    probability: float | None
+    decision: str | None
+    threshold: float
+    model: str
+    clinical: dict[str, str | None] = field(default_factory=dict)
+    region: tuple[float, float, float] | None = None
+    note: str | None = None
+    error: ScoringError | None = None
+    per_breast: bool = False
+    breast: str | None = None
+    breast_probability: float | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON record (``prediction`` is the decision; ``error`` its message)."""
+        record: dict[str, Any] = {
+            "path": self.path,
+            "probability": self.probability,
+            "prediction": self.decision,
+            "threshold": self.threshold,
+            "model": self.model,
+            "clinical": dict(self.clinical),
+            "region": list(self.region) if self.region else None,
+            "note": self.note,
+            "error": None if self.error is None else self.error.message,
+        }
+        if self.per_breast:
+            record["breast"] = self.breast
+            record["breast_probability"] = self.breast_probability
+        return record
