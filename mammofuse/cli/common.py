@@ -246,29 +246,9 @@ def cases_and_model(
     paths: list[Path], recursive: bool, flags: dict[str, str], clinical_csv: Path | None, model: str, device: str,
     region: tuple[float, float, float] | None = None,
 ) -> tuple[list[Any], Any, str, Any]:
-    """What ``predict`` and ``explain`` share: (cases, model, model name, torch device); notes printed."""
-    from mammofuse.cases import cases_from_inputs
-    from mammofuse.device import resolve_device
-    from mammofuse.hub import describe_model, resolve_model
-    from mammofuse.model import load_model
+    """What ``predict`` and ``explain`` share: (cases, model, model name, torch device); remarks become notes."""
+    from mammofuse.api import as_model, cases
 
-    notes: list[str] = []
-    samples = cases_from_inputs(paths, recursive, flags, clinical_csv, notes=notes, region=region)
-    torch_device = resolve_device(device)
-    folder = resolve_model(model)
-    net = load_model(folder, device=torch_device)
-    name = describe_model(model, folder)
-    if not net.config.uses_clinical and (flags or clinical_csv):
-        notes.append(f"model {name} is image-only (fusion {net.config.fusion}): clinical findings are not used")
-    if not net.config.uses_image:
-        notes.append(f"model {name} is clinical-only: images are not read")
-    elif net.config.recipe.input == "roi" and any(s.region is None for s in samples):
-        without = sum(s.region is None for s in samples)
-        how = "their image is not used: the clinical findings are scored" if net.config.recipe.needs_region() else "the whole breast is scored instead"
-        notes.append(
-            f"model {name} looks at lesion crops, and {without} of {len(samples)} files have no lesion region: {how}. "
-            "Give --roi ROW,COL,RADIUS (or roi_row, roi_col, roi_radius columns in --clinical)"
-        )
-    for message in notes:
-        note(message)
-    return samples, net, name, torch_device
+    net = as_model(model, device)
+    samples = cases(paths, net, flags, clinical_csv, region, recursive)
+    return samples, net, net.name, next(net.parameters()).device
