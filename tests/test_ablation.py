@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 from mammofuse.cli import app
 from mammofuse.errors import MammofuseError
 from mammofuse.evaluation.ablation import drop_clinical, plan_arms, run_ablation
+from mammofuse.training import TrainCallback
 
 runner = CliRunner()
 
@@ -30,7 +31,7 @@ class CountingTrainer:
     def __init__(self) -> None:
         self.calls: list[tuple[str, int, int]] = []
 
-    def __call__(self, settings, train, val, out, resume=False, progress=False):
+    def __call__(self, settings, train, val, out, resume=False, callbacks=()):
         import torch
 
         from mammofuse.imaging.preprocess import PreprocessRecipe
@@ -44,6 +45,16 @@ class CountingTrainer:
                              preprocessing=PreprocessRecipe(image_size=settings.image_size, input=settings.input).as_dict())
         save_model(MammoFuse(config), out)
         return _Result(Path(out))
+
+
+class Notes(TrainCallback):
+    """Collects the ablation's notes."""
+
+    def __init__(self) -> None:
+        self.messages: list[str] = []
+
+    def on_log(self, message: str) -> None:
+        self.messages.append(message)
 
 
 def _settings(**kw):
@@ -77,16 +88,17 @@ def test_second_run_reuses_finished_arms_and_image_arms_are_skipped_without_imag
 
     train = [s for s in load_dataset("cbis-ddsm", cbis_csv) if s.split == "train"]
     samples = train[:120] + train[-120:]  # masses and calcifications
-    trainer, messages = CountingTrainer(), []
+    trainer, notes = CountingTrainer(), Notes()
+    messages = notes.messages
     arms = plan_arms(["image", "clinical"])
-    report = run_ablation(samples, arms, _settings(), tmp_path, folds=3, n_boot=20, trainer=trainer, log=messages.append, dataset="cbis-ddsm")
+    report = run_ablation(samples, arms, _settings(), tmp_path, folds=3, n_boot=20, trainer=trainer, callbacks=[notes], dataset="cbis-ddsm")
     assert [c[0] for c in trainer.calls] == ["clinical"] * 3
     assert "needs images" in report["skipped"]["image"] and any("skipping arm image" in m for m in messages)
     results = sorted((tmp_path / "arms" / "clinical").glob("fold-*/result.json"))
     assert len(results) == 3
     stamps = [p.stat().st_mtime_ns for p in results]
 
-    again = run_ablation(samples, arms, _settings(), tmp_path, folds=3, n_boot=20, trainer=trainer, log=messages.append, dataset="cbis-ddsm")
+    again = run_ablation(samples, arms, _settings(), tmp_path, folds=3, n_boot=20, trainer=trainer, callbacks=[notes], dataset="cbis-ddsm")
     assert len(trainer.calls) == 3, "finished folds must not be retrained"
     assert [p.stat().st_mtime_ns for p in results] == stamps
     assert sum("already done" in m for m in messages) == 3

@@ -112,6 +112,7 @@ def ablate(
         mammofuse ablate --dataset mini-mias --data ../shared/data/mini-mias --out runs/mias-ablation
     """
     from mammofuse.atomic import check_writable_folder
+    from mammofuse.cli.train_progress import TrainProgress
     from mammofuse.errors import MammofuseError
     from mammofuse.evaluation.ablation import plan_arms, run_ablation
     from mammofuse.imaging.controls import CONTROLS
@@ -140,8 +141,7 @@ def ablate(
     official = protocol == "official" or (protocol == "auto" and has_official)
     report = run_ablation(
         samples, arms, settings, out, folds=None if official else folds, missing_rates=rates, n_boot=bootstrap,
-        keep_models=keep_models, log=lambda m: err_console.print(m, highlight=False, soft_wrap=True, markup=False),
-        progress=err_console.is_terminal, dataset=dataset if split is None else f"{dataset} ({split} split)",
+        keep_models=keep_models, callbacks=[TrainProgress()], dataset=dataset if split is None else f"{dataset} ({split} split)",
         controls=CONTROLS if controls else (), image_init=image_init,
     )
     err_console.print(f"wrote {out / 'ablation.json'}, {out / 'ablation.md'}, {out / 'ablation.png'}", highlight=False, markup=False)

@@ -34,6 +34,7 @@ from mammofuse.evaluation.metrics import (
     paired_auc_difference,
 )
 from mammofuse.fusion import FUSIONS, Fusion
+from mammofuse.training.callbacks import Reporter, TrainCallback
 from mammofuse.training.checkpoint import has_checkpoint
 
 VARIANTS = FUSIONS
@@ -142,7 +143,7 @@ def run_fold(
     missing_rates: Sequence[float],
     trainer: Callable[..., Any],
     keep_models: bool = False,
-    progress: bool = False,
+    callbacks: Sequence[TrainCallback] = (),
     controls: Sequence[str] = (),
 ) -> tuple[dict[str, Any], bool]:
     """Train and score one (arm, fold), or load its finished result. Returns (record, was_cached).
@@ -180,7 +181,7 @@ def run_fold(
     resume = has_checkpoint(model_dir)  # the trainer's exact-resume checkpoint of an interrupted fold
     if model_dir.exists() and not resume:
         shutil.rmtree(model_dir)  # interrupted before its first checkpoint: nothing to resume
-    trained = trainer(settings, train_s, val_s, model_dir, resume=resume, progress=progress)
+    trained = trainer(settings, train_s, val_s, model_dir, resume=resume, callbacks=callbacks)
     model = load_model(getattr(trained, "out", model_dir))
     rates = list(missing_rates) if arm.is_fusion else [0.0]
     scores: dict[str, list[float | None]] = {}
@@ -376,8 +377,7 @@ def run_ablation(
     n_boot: int = 1000,
     keep_models: bool = False,
     trainer: Callable[..., Any] | None = None,
-    log: Callable[[str], None] = lambda message: None,
-    progress: bool = False,
+    callbacks: Sequence[TrainCallback] = (),
     dataset: str = "",
     controls: Sequence[str] = (),
     image_init: str | Path | None = None,
@@ -389,8 +389,9 @@ def run_ablation(
         arms: from :func:`plan_arms`.
         base_settings: a ``TrainSettings``; each arm replaces ``fusion``, ``modality_dropout``, ``proj_dim``.
         out: output folder (created); finished (arm, fold) results in it are reused.
-        trainer: ``train(settings, train, val, out, resume=..., progress=...)``; defaults to
+        trainer: ``train(settings, train, val, out, resume=..., callbacks=...)``; defaults to
             :func:`mammofuse.training.train`.
+        callbacks: receive each fold's training and the ablation's own notes (``on_log``).
         image_init: the folder of an image arm run on the same folds with kept models
             (``OUT/arms/image``): each fold model's backbone starts the image branch of every fusion
             arm in that fold (staged training on the same training data; checked by held-out ids).
@@ -400,6 +401,7 @@ def run_ablation(
     """
     if trainer is None:
         from mammofuse.training import train as trainer
+    log = Reporter(callbacks).log
     out = Path(out)
     for rate in missing_rates:
         if not 0.0 <= rate <= 1.0:
@@ -442,7 +444,7 @@ def run_ablation(
             where = f"[{done}/{total}] {arm.name} fold {k + 1}/{len(fold_pairs)}"
             log(f"{where}: training on {len(train_part)} cases, testing on {len(test_part)}")
             record, cached = run_fold(arm, k, train_part, test_part, fold_settings, out / "arms" / arm.name / f"fold-{k + 1}",
-                                      missing_rates, trainer, keep_models, progress, controls)
+                                      missing_rates, trainer, keep_models, callbacks, controls)
             log(f"{where}: {_fold_line(record, cached)}")
             records.append(record)
         summary = summarize_arm(records, missing_rates, n_boot, base_settings.seed)
