@@ -141,7 +141,7 @@ def ablate(
     official = protocol == "official" or (protocol == "auto" and has_official)
     report = run_ablation(
         samples, arms, settings, out, folds=None if official else folds, missing_rates=rates, n_boot=bootstrap,
-        keep_models=keep_models, callbacks=[TrainProgress()], dataset=dataset if split is None else f"{dataset} ({split} split)",
+        keep_models=keep_models, callbacks=[TrainProgress(epoch_lines=err_console.is_terminal)], dataset=dataset if split is None else f"{dataset} ({split} split)",
         controls=CONTROLS if controls else (), image_init=image_init,
     )
     err_console.print(f"wrote {out / 'ablation.json'}, {out / 'ablation.md'}, {out / 'ablation.png'}", highlight=False, markup=False)

@@ -21,9 +21,10 @@ def epoch_line(row: EpochRow, epochs: int, improved: bool) -> str:
 
 
 class TrainProgress(TrainCallback):
-    """Renders a run on stderr; bars only when stderr is a terminal, lines always."""
+    """Renders a run on stderr: bars only when stderr is a terminal; epoch lines unless ``epoch_lines`` is off; notes always."""
 
-    def __init__(self) -> None:
+    def __init__(self, epoch_lines: bool = True) -> None:
+        self._epoch_lines = epoch_lines
         self._epochs = 0
         self._phase = ExitStack()
         self._advance: Callable[[int, str], None] = lambda n, note: None
@@ -41,7 +42,8 @@ class TrainProgress(TrainCallback):
         self._phase.close()
 
     def on_epoch_end(self, row: EpochRow, improved: bool) -> None:
-        _print(epoch_line(row, self._epochs, improved))
+        if self._epoch_lines:
+            _print(epoch_line(row, self._epochs, improved))
 
     def on_log(self, message: str) -> None:
         _print(message)
