@@ -6,6 +6,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
@@ -154,3 +155,27 @@ def test_ablate_usage_errors(mini_mias, tmp_path):
     assert no_official.exit_code == 2 and "no official train and test split" in no_official.output
     assert runner.invoke(app, [*base, "--protocol", "holdout"]).exit_code == 2
     assert runner.invoke(app, [*base, "--modality-dropout", "maybe"]).exit_code == 2
+
+
+def test_out_of_fold_thresholds_never_look_at_the_folds_own_cases():
+    from mammofuse.evaluation.ablation import fold_thresholds, summarize_arm
+    from mammofuse.evaluation.metrics import youden_threshold
+
+    rng = np.random.default_rng(0)
+
+    def fold(k: int, shift: float) -> dict:
+        labels = [0, 1] * 20
+        scores = [float(np.clip(0.3 + 0.3 * y + shift + rng.normal(0, 0.1), 0, 1)) for y in labels]
+        return {"fold": k, "labels": labels, "scores": {"0": scores}, "patients": [f"p{k}-{i}" for i in range(40)],
+                "threshold": 0.9, "abnormality": [None] * 40}
+
+    records = [fold(0, 0.0), fold(1, 0.1), fold(2, -0.1)]
+    assert fold_thresholds(records, "validation") == [0.9, 0.9, 0.9]
+    oof = fold_thresholds(records, "oof")
+    others = records[1]["labels"] + records[2]["labels"], records[1]["scores"]["0"] + records[2]["scores"]["0"]
+    assert oof[0] == youden_threshold(np.array(others[0]), np.array(others[1]))
+    records[0]["scores"]["0"] = [1 - p for p in records[0]["scores"]["0"]]  # fold 0's own cases do not move its threshold
+    assert fold_thresholds(records, "oof")[0] == oof[0] and fold_thresholds(records, "oof")[1] != oof[1]
+    summary = summarize_arm(records, [0.0], n_boot=0, seed=0, threshold="oof")
+    assert [m["threshold"] for m in summary["per_fold"]] == fold_thresholds(records, "oof")
+    assert fold_thresholds(records[:1], "oof") == [0.9]  # one fold (official split): its validation threshold

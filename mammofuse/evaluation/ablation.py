@@ -32,6 +32,7 @@ from mammofuse.evaluation.metrics import (
     bootstrap_auc,
     evaluate_predictions,
     paired_auc_difference,
+    youden_threshold,
 )
 from mammofuse.fusion import FUSIONS, Fusion
 from mammofuse.training.callbacks import Reporter, TrainCallback
@@ -325,18 +326,39 @@ def _mean_sd(values: Sequence[float | None]) -> tuple[float | None, float | None
     return float(np.mean(vals)), (float(np.std(vals, ddof=1)) if len(vals) > 1 else None)
 
 
-def summarize_arm(records: Sequence[dict[str, Any]], missing_rates: Sequence[float], n_boot: int, seed: int) -> dict[str, Any]:
-    """Mean and SD over folds of every metric; pooled out-of-fold AUC with a patient-bootstrap CI; AUC per missing rate."""
+def _kept(record: dict[str, Any]) -> tuple[list[int], list[float], list[str]]:
+    """Labels, scores and patients of a fold's held-out cases that were scored."""
+    keep = [i for i, p in enumerate(record["scores"]["0"]) if p is not None]
+    return [record["labels"][i] for i in keep], [record["scores"]["0"][i] for i in keep], [record["patients"][i] for i in keep]
+
+
+def fold_thresholds(records: Sequence[dict[str, Any]], source: str) -> list[float]:
+    """Each fold's decision threshold: from its own validation part (``validation``), or Youden's J on the
+    pooled held-out predictions of the *other* folds (``oof``: hundreds of cases instead of a validation
+    part of a few dozen; never the fold's own test cases). A single fold keeps its validation threshold."""
+    if source == "validation" or len(records) < 2:
+        return [float(r["threshold"]) for r in records]
+    kept = [_kept(r) for r in records]
+    out = []
+    for k in range(len(records)):
+        y = [v for j, (ys, _, _) in enumerate(kept) if j != k for v in ys]
+        p = [v for j, (_, ps, _) in enumerate(kept) if j != k for v in ps]
+        out.append(youden_threshold(np.array(y), np.array(p)) if len(set(y)) == 2 else float(records[k]["threshold"]))
+    return out
+
+
+def summarize_arm(records: Sequence[dict[str, Any]], missing_rates: Sequence[float], n_boot: int, seed: int, threshold: str = "oof") -> dict[str, Any]:
+    """Mean and SD over folds of every metric; pooled out-of-fold AUC with a patient-bootstrap CI; AUC per missing rate.
+
+    ``threshold``: where each fold's operating point comes from (:func:`fold_thresholds`).
+    """
     per_fold = []
     pooled_y: list[int] = []
     pooled_p: list[float] = []
     pooled_g: list[str] = []
-    for rec in records:
-        keep = [i for i, p in enumerate(rec["scores"]["0"]) if p is not None]
-        y = [rec["labels"][i] for i in keep]
-        p = [rec["scores"]["0"][i] for i in keep]
-        g = [rec["patients"][i] for i in keep]
-        m = evaluate_predictions(y, p, g, rec["threshold"], None, n_boot=0)
+    for rec, cut in zip(records, fold_thresholds(records, threshold)):
+        y, p, g = _kept(rec)
+        m = evaluate_predictions(y, p, g, cut, None, n_boot=0)
         m.update({"fold": rec["fold"], "best_epoch": rec.get("best_epoch"), "val_auc": rec.get("val_auc"), "seconds": rec.get("seconds")})
         per_fold.append(m)
         pooled_y += y
@@ -381,6 +403,7 @@ def run_ablation(
     dataset: str = "",
     controls: Sequence[str] = (),
     image_init: str | Path | None = None,
+    threshold: str = "oof",
 ) -> dict[str, Any]:
     """Run (or resume) every arm on the same folds; write ``ablation.json``, ``ablation.md`` and ``ablation.png``.
 
@@ -395,6 +418,8 @@ def run_ablation(
         image_init: the folder of an image arm run on the same folds with kept models
             (``OUT/arms/image``): each fold model's backbone starts the image branch of every fusion
             arm in that fold (staged training on the same training data; checked by held-out ids).
+        threshold: each fold's operating point: ``oof`` (Youden's J on the other folds' held-out
+            predictions) or ``validation`` (its own validation part); see :func:`fold_thresholds`.
 
     Returns:
         The ``ablation.json`` content: ``variants`` -> arm -> metrics, ``skipped``, ``protocol``.
@@ -447,7 +472,7 @@ def run_ablation(
                                       missing_rates, trainer, keep_models, callbacks, controls)
             log(f"{where}: {_fold_line(record, cached)}")
             records.append(record)
-        summary = summarize_arm(records, missing_rates, n_boot, base_settings.seed)
+        summary = summarize_arm(records, missing_rates, n_boot, base_settings.seed, threshold)
         summary["settings"] = {k: v for k, v in settings.as_dict().items()}
         variants[arm.name] = summary
         all_records[arm.name] = records
@@ -460,7 +485,9 @@ def run_ablation(
             "cases": len(samples),
             "patients": len({s.patient_id for s in samples}),
             "split": "official train/test" if folds is None else f"{folds}-fold patient-grouped stratified CV",
-            "validation": "carved from each fold's training part, grouped by patient; the threshold (and, with selection 'best', the epoch) chosen there",
+            "validation": "carved from each fold's training part, grouped by patient (with selection 'best', the epoch is chosen there)",
+            "threshold": ("Youden's J on the pooled held-out predictions of the other folds" if threshold == "oof" and len(fold_pairs) > 1
+                          else "Youden's J on each fold's validation part"),
             "controls": "image arms also scored with the lesion masked out (filled from adjacent tissue) and on a same-size patch away from every lesion",
             "missing_rates": [float(r) for r in missing_rates],
             "missing_clinical": "clinical findings removed at inference from a seeded random share of held-out cases (same cases for every arm)",
