@@ -136,7 +136,3 @@ def plot_shapley(result: ClinicalShapley) -> bytes:
     ax.set_xlabel("contribution to the malignancy probability")
     ax.set_title(f"Clinical fields (SHAP): baseline {result.expected_value:.3f} \u2192 {result.output:.3f}", fontsize=11)
     return figure_png(fig)
-
-
-def _given(label: str, value: str | None) -> str:
-    return f"{label} = {value}" if value else f"{label} (not given)"
