@@ -209,3 +209,21 @@ def test_an_explanation_built_by_hand_serialises_paths_as_names_and_times_to_the
     assert record["top_clinical_contributions"] == [{"field": "mass margins", "value": "SPICULATED", "shap": 0.2}]
     assert record["clinical"] == {"margin": "SPICULATED", "density": None} and "Research use only" in record["notice"]
     assert result.model_description == "m (cross fusion, resnet18)"
+
+
+# --- the front door -------------------------------------------------------------------------
+
+
+def test_the_front_door_explains_one_file_with_findings(real_dicoms: dict[str, Path], tmp_path: Path) -> None:
+    from mammofuse.api import explain
+
+    model = tiny_model("cross")
+    model.name = "tiny"
+    result = explain(real_dicoms["P_00820_rcc"], tmp_path, model, methods=["gradcam", "attention"], density=3, margin="spiculated")
+    assert isinstance(result, Explanation) and result.model == "tiny"
+    assert result.clinical["margin"] == "SPICULATED" and result.clinical["shape"] is None
+    assert list(result.outputs) == ["gradcam", "gradcam_npy", "attention", "summary", "report"]
+    assert (tmp_path / "report.html").is_file() and result.notes == []
+    with pytest.raises(MammofuseError, match="unknown explanation method 'magic'"):
+        explain(real_dicoms["P_00820_rcc"], tmp_path / "bad", model, methods=["magic"])
+    assert not (tmp_path / "bad").exists()

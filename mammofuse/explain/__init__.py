@@ -5,16 +5,17 @@ Each method is a plug-in (:class:`ExplanationMethod`, one module each under
 those chosen that apply to the model and returns an :class:`Explanation`.
 
 Importing this package is light (the CLI lists the methods at start-up); the names that need
-torch (``explain_case``, ``check_options``, ``output_folders``, ``GradCAM``, ``grad_cam``)
+torch (``explain_case``, ``explain_file``, ``check_options``, ``output_folders``, ``GradCAM``, ``grad_cam``)
 load on first use.
 
 Example:
     >>> sample = Sample(id="scan.dcm", patient_id="", label=-1, image_path="scan.dcm",
     ...                 clinical={"density": "3", "margin": "spiculated"})  # doctest: +SKIP
-    >>> result = explain_case(load_model("models/cross"), sample, Path("explanations/scan"),
-    ...                       ExplainOptions(methods=("gradcam", "shap")))  # doctest: +SKIP
+    >>> result = explain_file(model, sample, Path("explanations/scan"), ["gradcam", "shap"])  # doctest: +SKIP
     >>> result.to_dict()["decision"]  # doctest: +SKIP
     'malignant'
+
+:func:`explain_file` is :func:`explain_case` with the options spelled out (what ``mammofuse.api.explain`` calls).
 """
 
 from __future__ import annotations
@@ -39,20 +40,21 @@ from mammofuse.explain.options import DEFAULT_LAYER, DEFAULT_LIME_SAMPLES, Expla
 
 if TYPE_CHECKING:
     from mammofuse.explain.gradcam import GradCAM, grad_cam
-    from mammofuse.explain.runner import check_options, explain_case, output_folders
+    from mammofuse.explain.runner import check_options, explain_case, explain_file, output_folders
 
 _LAZY = {
     "GradCAM": "mammofuse.explain.gradcam",
     "grad_cam": "mammofuse.explain.gradcam",
     "check_options": "mammofuse.explain.runner",
     "explain_case": "mammofuse.explain.runner",
+    "explain_file": "mammofuse.explain.runner",
     "output_folders": "mammofuse.explain.runner",
 }
 
 __all__ = [
     "DEFAULT_LAYER", "DEFAULT_LIME_SAMPLES", "METHODS", "CaseContext", "Contribution", "ExplainOptions", "Explanation",
     "ExplanationMethod", "GradCAM", "MethodResult", "available_methods", "check_options", "default_selection", "describe_choices", "explain_case",
-    "get_method", "grad_cam", "output_folders", "select_methods",
+    "explain_file", "get_method", "grad_cam", "output_folders", "select_methods",
 ]
 
 

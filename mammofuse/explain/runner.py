@@ -32,7 +32,7 @@ from mammofuse.data.sample import Sample
 from mammofuse.explain.explanation import Explanation
 from mammofuse.explain.inputs import CaseInputs, prepare_inputs
 from mammofuse.explain.methods import METHODS, CaseContext
-from mammofuse.explain.options import ExplainOptions
+from mammofuse.explain.options import DEFAULT_LAYER, DEFAULT_LIME_SAMPLES, ExplainOptions
 from mammofuse.explain.report import ReportData, ReportSection, render_report
 from mammofuse.model import MammoFuse
 from mammofuse.results import decide, sigmoid
@@ -118,6 +118,30 @@ def explain_case(
     _remove_stale(folder, result.outputs.values())
     result.seconds["total"] = time.perf_counter() - started
     return result
+
+
+def explain_file(
+    model: MammoFuse,
+    sample: Sample,
+    folder: Path,
+    methods: Sequence[str] | None = None,
+    *,
+    lime_samples: int = DEFAULT_LIME_SAMPLES,
+    seed: int = 0,
+    layer: str = DEFAULT_LAYER,
+) -> Explanation:
+    """:func:`explain_case` with the options spelled out and the model named by ``model.name``; options checked first.
+
+    Args:
+        methods: names or groups from :func:`~mammofuse.explain.methods.available_methods` (None: all; those that
+            do not apply to the model are skipped with a note).
+
+    Raises:
+        MammofuseError: an unknown method or layer (before any work), or an unreadable file.
+    """
+    options = ExplainOptions(**({"methods": tuple(methods)} if methods is not None else {}), lime_samples=lime_samples, seed=seed, layer=layer)
+    check_options(model, options)
+    return explain_case(model, sample, folder, options, model_name=model.name)
 
 
 def _report(result: Explanation, inputs: CaseInputs, schema: ClinicalSchema, decoded: dict[str, str | None], sections: list[ReportSection]) -> ReportData:
