@@ -31,7 +31,7 @@ from mammofuse.clinical.schema import ClinicalSchema
 from mammofuse.data.sample import Sample
 from mammofuse.explain.explanation import Explanation
 from mammofuse.explain.inputs import CaseInputs, prepare_inputs
-from mammofuse.explain.methods import METHODS, CaseContext
+from mammofuse.explain.methods import METHODS, CaseContext, default_selection
 from mammofuse.explain.options import DEFAULT_LAYER, DEFAULT_LIME_SAMPLES, ExplainOptions
 from mammofuse.explain.report import ReportData, ReportSection, render_report
 from mammofuse.model import MammoFuse
@@ -75,6 +75,7 @@ def explain_case(
         MammofuseError: the file cannot be read, or the Grad-CAM layer is invalid.
     """
     options = options or ExplainOptions()
+    config = model.config
     model.eval()
     device = next(model.parameters()).device
     started = time.perf_counter()
@@ -82,10 +83,9 @@ def explain_case(
     with torch.no_grad():
         logit = float(model(inputs.image, inputs.clinical, inputs.mask, **inputs.extra()).logits[0])
     probability = float(sigmoid(logit))
-    threshold = float(model.config.threshold)
-    schema = load_schema(model.config.vocabulary)
+    threshold = float(config.threshold)
+    schema = load_schema(config.vocabulary)
     decoded = schema.decode(inputs.clinical[0].cpu().numpy(), inputs.mask[0].cpu().numpy())
-    config = model.config
     result = Explanation(
         source=inputs.source, folder=folder, probability=probability, logit=logit, threshold=threshold,
         decision=decide(probability, threshold), model=model_name, fusion=config.fusion,
@@ -139,7 +139,8 @@ def explain_file(
     Raises:
         MammofuseError: an unknown method or layer (before any work), or an unreadable file.
     """
-    options = ExplainOptions(**({"methods": tuple(methods)} if methods is not None else {}), lime_samples=lime_samples, seed=seed, layer=layer)
+    chosen = default_selection() if methods is None else tuple(methods)
+    options = ExplainOptions(methods=chosen, lime_samples=lime_samples, seed=seed, layer=layer)
     check_options(model, options)
     return explain_case(model, sample, folder, options, model_name=model.name)
 
