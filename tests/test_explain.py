@@ -33,13 +33,13 @@ from mammofuse.explain.inputs import (
     FixedClinicalScorer,
     FixedImageScorer,
     prepare_inputs,
-    sigmoid,
 )
 from mammofuse.explain.lime_explain import lime_clinical, lime_image
 from mammofuse.explain.shap_clinical import clinical_shapley
 from mammofuse.imaging.preprocess import PreprocessRecipe
 from mammofuse.inference import load_input
 from mammofuse.model import MammoFuse, ModelConfig, save_model
+from mammofuse.results import sigmoid
 
 runner = CliRunner()
 CLINICAL = {"density": "3", "shape": "irregular", "margin": "spiculated", "calc_type": "punctate-pleomorphic"}

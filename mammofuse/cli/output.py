@@ -61,6 +61,16 @@ def noted_progress(description: str, total: int) -> Iterator[Callable[[int, str]
         yield lambda n, note: bar.update(task, advance=n, description=description + note)
 
 
+@contextmanager
+def status(description: str) -> Iterator[Callable[[str], None]]:
+    """A transient spinner on stderr; yields ``update(text)``. Drawn only when stderr is a terminal."""
+    if not err_console.is_terminal:
+        yield lambda text: None
+        return
+    with err_console.status(description) as spinner:
+        yield spinner.update
+
+
 def show(renderable: "RenderableType", output: Path | None = None) -> None:
     """Print a table (or any renderable) to stdout, or as plain text (160 columns) to ``output``."""
     if output is None:

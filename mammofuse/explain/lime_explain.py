@@ -24,7 +24,8 @@ import numpy as np
 
 from mammofuse import RESEARCH_NOTICE
 from mammofuse.clinical.schema import ClinicalSchema
-from mammofuse.explain.inputs import FixedClinicalScorer, FixedImageScorer, sigmoid
+from mammofuse.explain.inputs import FixedClinicalScorer, FixedImageScorer
+from mammofuse.results import sigmoid
 
 CLASS_NAMES = ["benign", "malignant"]
 ABSENT = "(absent)"
