@@ -27,7 +27,7 @@ _EXPORTS = {
     "load_dataset": "mammofuse.data.registry",
     "Prediction": "mammofuse.results",
     "ScoringError": "mammofuse.results",
-    "Explanation": "mammofuse.explain",
+    "Explanation": "mammofuse.explainers",
     "Metrics": "mammofuse.evaluation.evaluate",
     "Fusion": "mammofuse.fusion",
     "MammofuseError": "mammofuse.errors",
@@ -42,7 +42,7 @@ if TYPE_CHECKING:
     from mammofuse.data.registry import load_dataset
     from mammofuse.errors import MammofuseError
     from mammofuse.evaluation.evaluate import Metrics
-    from mammofuse.explain import Explanation
+    from mammofuse.explainers import Explanation
     from mammofuse.fusion import Fusion
     from mammofuse.model.config import ModelConfig
     from mammofuse.model.mammofuse import MammoFuse

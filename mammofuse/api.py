@@ -21,7 +21,7 @@ from mammofuse.errors import MammofuseError
 if TYPE_CHECKING:
     from mammofuse.data.sample import Sample
     from mammofuse.evaluation.evaluate import Metrics
-    from mammofuse.explain import Explanation
+    from mammofuse.explainers import Explanation
     from mammofuse.model import MammoFuse
     from mammofuse.results import Prediction
 
@@ -150,12 +150,12 @@ def explain(
         image: a DICOM or image file.
         out: folder for the figures and the HTML report.
         model: a loaded :class:`MammoFuse` or a spec (None: ``default``).
-        methods: names from :func:`mammofuse.explain.available_methods` (None: every method that applies).
+        methods: names from :func:`mammofuse.explainers.available_methods` (None: every method that applies).
         roi: lesion circle (row, column, radius) in the file's pixels.
         device: as in :func:`predict`.
         **findings: findings by vocabulary field.
     """
-    from mammofuse.explain import explain_file
+    from mammofuse.explainers import explain_file
 
     net = as_model(model, device)
     (sample,) = cases(image, net, findings, None, roi)

@@ -16,7 +16,7 @@ from mammofuse.atomic import write_text
 from mammofuse.cli import app
 from mammofuse.data.sample import Sample
 from mammofuse.errors import MammofuseError
-from mammofuse.explain import (
+from mammofuse.explainers import (
     METHODS,
     CaseContext,
     Contribution,
@@ -31,7 +31,7 @@ from mammofuse.explain import (
     get_method,
     select_methods,
 )
-from mammofuse.explain.report import ReportSection
+from mammofuse.explainers.report import ReportSection
 from mammofuse.imaging.preprocess import PreprocessRecipe
 from mammofuse.model import MammoFuse, ModelConfig
 
@@ -101,7 +101,7 @@ def test_each_method_says_whether_it_applies_to_a_model_and_why_not(method: str,
 
 
 def test_listing_the_methods_does_not_import_torch() -> None:
-    code = "import sys, mammofuse.explain as e; e.available_methods(); e.ExplainOptions(); print('torch' in sys.modules)"
+    code = "import sys, mammofuse.explainers as e; e.available_methods(); e.ExplainOptions(); print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
 

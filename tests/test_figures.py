@@ -37,7 +37,7 @@ def test_evaluation_figures_keep_the_backend(notebook_backend: str, tmp_path: Pa
 
 
 def test_explanation_figures_keep_the_backend(notebook_backend: str) -> None:
-    from mammofuse.explain.gradcam import plot_gradcam
+    from mammofuse.explainers.gradcam import plot_gradcam
 
     png = plot_gradcam(np.eye(4, dtype=np.float32), np.full((48, 32), 0.5, dtype=np.float32), "backbone.layer4")
     assert png[:8] == b"\x89PNG\r\n\x1a\n"

@@ -105,4 +105,8 @@ def test_the_front_door_exports() -> None:
 
     for name in ("MammoFuse", "predict", "explain", "evaluate", "load_dataset", "Prediction", "Explanation", "Metrics", "Fusion"):
         assert getattr(mammofuse, name) is not None, name
-    assert callable(mammofuse.explain) and callable(mammofuse.predict)
+    import mammofuse.api
+    import mammofuse.cli  # noqa: F401  (imports the explanation methods' package)
+    import mammofuse.explainers  # noqa: F401
+
+    assert mammofuse.explain is mammofuse.api.explain and mammofuse.predict is mammofuse.api.predict

@@ -31,10 +31,10 @@ from mammofuse.cli.common import (
     safe,
 )
 from mammofuse.cli.output import console, status
-from mammofuse.explain import DEFAULT_LAYER, DEFAULT_LIME_SAMPLES, default_selection, describe_choices
+from mammofuse.explainers import DEFAULT_LAYER, DEFAULT_LIME_SAMPLES, default_selection, describe_choices
 
 if TYPE_CHECKING:
-    from mammofuse.explain import Explanation
+    from mammofuse.explainers import Explanation
 
 
 @guarded
@@ -77,7 +77,7 @@ def explain(
 
     from mammofuse.atomic import check_writable_folder
     from mammofuse.errors import MammofuseError, OutputError
-    from mammofuse.explain import ExplainOptions, check_options, explain_case, output_folders
+    from mammofuse.explainers import ExplainOptions, check_options, explain_case, output_folders
 
     if not chosen:
         raise MammofuseError(f"--methods is empty; choose from {describe_choices()}")

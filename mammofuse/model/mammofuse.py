@@ -32,7 +32,7 @@ from mammofuse.model.config import ModelConfig
 from mammofuse.model.encoders import ClinicalTokens, image_backbone
 
 if TYPE_CHECKING:
-    from mammofuse.explain import Explanation
+    from mammofuse.explainers import Explanation
     from mammofuse.results import Prediction
 
 

@@ -1,11 +1,11 @@
-"""The cross-attention plug-in: one panel per clinical field given, ``attention.png`` (:mod:`mammofuse.explain.attention`)."""
+"""The cross-attention plug-in: one panel per clinical field given, ``attention.png`` (:mod:`mammofuse.explainers.attention`)."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from mammofuse.explain.methods.base import CaseContext, ExplanationMethod, MethodResult
-from mammofuse.explain.report import ReportSection
+from mammofuse.explainers.methods.base import CaseContext, ExplanationMethod, MethodResult
+from mammofuse.explainers.report import ReportSection
 
 if TYPE_CHECKING:
     from mammofuse.model import MammoFuse
@@ -26,7 +26,7 @@ class AttentionMethod(ExplanationMethod):
 
     def run(self, case: CaseContext) -> MethodResult:
         from mammofuse.atomic import write_bytes
-        from mammofuse.explain.attention import attention_maps, plot_attention
+        from mammofuse.explainers.attention import attention_maps, plot_attention
 
         maps = attention_maps(case.model, case.inputs, case.image_scorer)
         fields = case.schema.fields

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mammofuse.errors import MammofuseError
-from mammofuse.explain.methods import ExplanationMethod, default_selection, select_methods
+from mammofuse.explainers.methods import ExplanationMethod, default_selection, select_methods
 
 DEFAULT_LAYER = "backbone.layer4"
 DEFAULT_LIME_SAMPLES = 500
@@ -17,7 +17,7 @@ class ExplainOptions:
     """What to compute.
 
     Attributes:
-        methods: method names or groups (see :func:`~mammofuse.explain.methods.available_methods`); all by default.
+        methods: method names or groups (see :func:`~mammofuse.explainers.methods.available_methods`); all by default.
         lime_samples: perturbed samples for each LIME explanation (image and clinical).
         seed: seeds LIME (the other methods are deterministic).
         layer: the Grad-CAM layer, a dotted module name.

@@ -1,12 +1,12 @@
-"""The clinical SHAP plug-in: a bar chart ``shap_clinical.png`` and the values ``shap_clinical.json`` (:mod:`mammofuse.explain.shap_clinical`)."""
+"""The clinical SHAP plug-in: a bar chart ``shap_clinical.png`` and the values ``shap_clinical.json`` (:mod:`mammofuse.explainers.shap_clinical`)."""
 
 from __future__ import annotations
 
 import json
 from typing import TYPE_CHECKING
 
-from mammofuse.explain.methods.base import CaseContext, ExplanationMethod, MethodResult
-from mammofuse.explain.report import ReportSection
+from mammofuse.explainers.methods.base import CaseContext, ExplanationMethod, MethodResult
+from mammofuse.explainers.report import ReportSection
 
 if TYPE_CHECKING:
     from mammofuse.model import MammoFuse
@@ -24,7 +24,7 @@ class ShapMethod(ExplanationMethod):
 
     def run(self, case: CaseContext) -> MethodResult:
         from mammofuse.atomic import write_bytes, write_text
-        from mammofuse.explain.shap_clinical import clinical_shapley, plot_shapley
+        from mammofuse.explainers.shap_clinical import clinical_shapley, plot_shapley
 
         inputs = case.inputs
         values = clinical_shapley(case.image_scorer, inputs.clinical[0].cpu().numpy(), inputs.mask[0].cpu().numpy(), case.schema)

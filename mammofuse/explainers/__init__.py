@@ -1,7 +1,7 @@
 """Explanations of single cases: Grad-CAM, clinical SHAP, LIME, cross-attention, an HTML report.
 
 Each method is a plug-in (:class:`ExplanationMethod`, one module each under
-:mod:`mammofuse.explain.methods`) in a registry (:data:`METHODS`); :func:`explain_case` runs
+:mod:`mammofuse.explainers.methods`) in a registry (:data:`METHODS`); :func:`explain_case` runs
 those chosen that apply to the model and returns an :class:`Explanation`.
 
 Importing this package is light (the CLI lists the methods at start-up); the names that need
@@ -23,8 +23,8 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from mammofuse.explain.explanation import Explanation
-from mammofuse.explain.methods import (
+from mammofuse.explainers.explanation import Explanation
+from mammofuse.explainers.methods import (
     METHODS,
     CaseContext,
     Contribution,
@@ -36,19 +36,19 @@ from mammofuse.explain.methods import (
     get_method,
     select_methods,
 )
-from mammofuse.explain.options import DEFAULT_LAYER, DEFAULT_LIME_SAMPLES, ExplainOptions
+from mammofuse.explainers.options import DEFAULT_LAYER, DEFAULT_LIME_SAMPLES, ExplainOptions
 
 if TYPE_CHECKING:
-    from mammofuse.explain.gradcam import GradCAM, grad_cam
-    from mammofuse.explain.runner import check_options, explain_case, explain_file, output_folders
+    from mammofuse.explainers.gradcam import GradCAM, grad_cam
+    from mammofuse.explainers.runner import check_options, explain_case, explain_file, output_folders
 
 _LAZY = {
-    "GradCAM": "mammofuse.explain.gradcam",
-    "grad_cam": "mammofuse.explain.gradcam",
-    "check_options": "mammofuse.explain.runner",
-    "explain_case": "mammofuse.explain.runner",
-    "explain_file": "mammofuse.explain.runner",
-    "output_folders": "mammofuse.explain.runner",
+    "GradCAM": "mammofuse.explainers.gradcam",
+    "grad_cam": "mammofuse.explainers.gradcam",
+    "check_options": "mammofuse.explainers.runner",
+    "explain_case": "mammofuse.explainers.runner",
+    "explain_file": "mammofuse.explainers.runner",
+    "output_folders": "mammofuse.explainers.runner",
 }
 
 __all__ = [

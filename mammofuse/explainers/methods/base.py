@@ -14,7 +14,7 @@ Example:
     ...         write_bytes(case.folder / "saliency.png", draw(case))
     ...         return MethodResult(self.paths(case.folder), ReportSection("Saliency", "..."))
 
-    An instance added to :data:`mammofuse.explain.methods.METHODS` is chosen, run and reported like the others.
+    An instance added to :data:`mammofuse.explainers.methods.METHODS` is chosen, run and reported like the others.
 """
 
 from __future__ import annotations
@@ -25,12 +25,12 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar, NamedTuple
 
-from mammofuse.explain.report import ReportSection
+from mammofuse.explainers.report import ReportSection
 
 if TYPE_CHECKING:
     from mammofuse.clinical.schema import ClinicalSchema
-    from mammofuse.explain.inputs import CaseInputs, FixedImageScorer
-    from mammofuse.explain.options import ExplainOptions
+    from mammofuse.explainers.inputs import CaseInputs, FixedImageScorer
+    from mammofuse.explainers.options import ExplainOptions
     from mammofuse.model import MammoFuse
 
 
@@ -65,7 +65,7 @@ class CaseContext:
     @cached_property
     def image_scorer(self) -> FixedImageScorer:
         """Scores of clinical variations with the image fixed; its features computed once, for every method."""
-        from mammofuse.explain.inputs import FixedImageScorer
+        from mammofuse.explainers.inputs import FixedImageScorer
 
         return FixedImageScorer(self.model, self.inputs)
 

@@ -1,8 +1,8 @@
 """Explain one case with every chosen method that applies, and write its folder of outputs.
 
-The runner is a loop over the registry (:mod:`mammofuse.explain.methods`): each method writes
+The runner is a loop over the registry (:mod:`mammofuse.explainers.methods`): each method writes
 its own files atomically (``mammofuse.atomic``); ``report.html`` gathers them and
-``explanation.json`` records the :class:`~mammofuse.explain.explanation.Explanation`. A method
+``explanation.json`` records the :class:`~mammofuse.explainers.explanation.Explanation`. A method
 that does not apply to the model or the case (Grad-CAM for a clinical-only model, attention
 for a model without cross-attention) is skipped with a note, not an error.
 
@@ -29,11 +29,11 @@ from mammofuse.atomic import write_text
 from mammofuse.clinical import load_schema
 from mammofuse.clinical.schema import ClinicalSchema
 from mammofuse.data.sample import Sample
-from mammofuse.explain.explanation import Explanation
-from mammofuse.explain.inputs import CaseInputs, prepare_inputs
-from mammofuse.explain.methods import METHODS, CaseContext, default_selection
-from mammofuse.explain.options import DEFAULT_LAYER, DEFAULT_LIME_SAMPLES, ExplainOptions
-from mammofuse.explain.report import ReportData, ReportSection, render_report
+from mammofuse.explainers.explanation import Explanation
+from mammofuse.explainers.inputs import CaseInputs, prepare_inputs
+from mammofuse.explainers.methods import METHODS, CaseContext, default_selection
+from mammofuse.explainers.options import DEFAULT_LAYER, DEFAULT_LIME_SAMPLES, ExplainOptions
+from mammofuse.explainers.report import ReportData, ReportSection, render_report
 from mammofuse.model import MammoFuse
 from mammofuse.results import decide, sigmoid
 
@@ -133,7 +133,7 @@ def explain_file(
     """:func:`explain_case` with the options spelled out and the model named by ``model.name``; options checked first.
 
     Args:
-        methods: names or groups from :func:`~mammofuse.explain.methods.available_methods` (None: all; those that
+        methods: names or groups from :func:`~mammofuse.explainers.methods.available_methods` (None: all; those that
             do not apply to the model are skipped with a note).
 
     Raises:

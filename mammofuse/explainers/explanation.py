@@ -7,8 +7,8 @@ from pathlib import Path
 from typing import Any
 
 from mammofuse import RESEARCH_NOTICE
-from mammofuse.explain.methods import Contribution
-from mammofuse.explain.options import ExplainOptions
+from mammofuse.explainers.methods import Contribution
+from mammofuse.explainers.options import ExplainOptions
 
 
 @dataclass

@@ -1,15 +1,15 @@
-"""The Grad-CAM plug-in: the raw map as ``gradcam.npy`` and an overlay ``gradcam.png`` (:mod:`mammofuse.explain.gradcam`)."""
+"""The Grad-CAM plug-in: the raw map as ``gradcam.npy`` and an overlay ``gradcam.png`` (:mod:`mammofuse.explainers.gradcam`)."""
 
 from __future__ import annotations
 
 import io
 from typing import TYPE_CHECKING
 
-from mammofuse.explain.methods.base import CaseContext, ExplanationMethod, MethodResult
-from mammofuse.explain.report import ReportSection
+from mammofuse.explainers.methods.base import CaseContext, ExplanationMethod, MethodResult
+from mammofuse.explainers.report import ReportSection
 
 if TYPE_CHECKING:
-    from mammofuse.explain.options import ExplainOptions
+    from mammofuse.explainers.options import ExplainOptions
     from mammofuse.model import MammoFuse
 
 
@@ -24,7 +24,7 @@ class GradCAMMethod(ExplanationMethod):
         return None if model.config.uses_image else "the model is clinical-only (no image branch)"
 
     def check(self, model: MammoFuse, options: ExplainOptions) -> None:
-        from mammofuse.explain.gradcam import resolve_layer
+        from mammofuse.explainers.gradcam import resolve_layer
 
         resolve_layer(model, options.layer)
 
@@ -32,7 +32,7 @@ class GradCAMMethod(ExplanationMethod):
         import numpy as np
 
         from mammofuse.atomic import write_bytes
-        from mammofuse.explain.gradcam import grad_cam, plot_gradcam
+        from mammofuse.explainers.gradcam import grad_cam, plot_gradcam
 
         inputs, layer = case.inputs, case.options.layer
         cam = grad_cam(case.model, inputs.image, inputs.clinical, inputs.mask, layer, **inputs.extra())

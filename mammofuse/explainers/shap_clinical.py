@@ -18,8 +18,8 @@ from typing import Any
 import numpy as np
 
 from mammofuse.clinical.schema import ClinicalSchema
-from mammofuse.explain.inputs import FixedImageScorer
-from mammofuse.explain.methods.base import Contribution
+from mammofuse.explainers.inputs import FixedImageScorer
+from mammofuse.explainers.methods.base import Contribution
 from mammofuse.results import sigmoid
 
 
@@ -119,7 +119,7 @@ def clinical_shapley(scorer: FixedImageScorer, clinical: np.ndarray, mask: np.nd
 
 def plot_shapley(result: ClinicalShapley) -> bytes:
     """A horizontal bar chart (PNG bytes): red raises, blue lowers the malignancy probability."""
-    from mammofuse.explain.render import figure_png, new_figure
+    from mammofuse.explainers.render import figure_png, new_figure
 
     names = result.captions()
     values = result.probability

@@ -17,12 +17,12 @@ from __future__ import annotations
 from typing import Iterable
 
 from mammofuse.errors import MammofuseError
-from mammofuse.explain.methods.attention import AttentionMethod
-from mammofuse.explain.methods.base import CaseContext, Contribution, ExplanationMethod, MethodResult
-from mammofuse.explain.methods.gradcam import GradCAMMethod
-from mammofuse.explain.methods.lime_image import ImageLimeMethod
-from mammofuse.explain.methods.lime_tabular import ClinicalLimeMethod
-from mammofuse.explain.methods.shap import ShapMethod
+from mammofuse.explainers.methods.attention import AttentionMethod
+from mammofuse.explainers.methods.base import CaseContext, Contribution, ExplanationMethod, MethodResult
+from mammofuse.explainers.methods.gradcam import GradCAMMethod
+from mammofuse.explainers.methods.lime_image import ImageLimeMethod
+from mammofuse.explainers.methods.lime_tabular import ClinicalLimeMethod
+from mammofuse.explainers.methods.shap import ShapMethod
 
 METHODS: dict[str, ExplanationMethod] = {
     m.name: m for m in (GradCAMMethod(), ShapMethod(), ClinicalLimeMethod(), ImageLimeMethod(), AttentionMethod())

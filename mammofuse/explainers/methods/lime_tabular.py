@@ -1,11 +1,11 @@
-"""The clinical (tabular) LIME plug-in: LIME's own page ``lime_clinical.html`` (:mod:`mammofuse.explain.lime_explain`)."""
+"""The clinical (tabular) LIME plug-in: LIME's own page ``lime_clinical.html`` (:mod:`mammofuse.explainers.lime_explain`)."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from mammofuse.explain.methods.base import CaseContext, ExplanationMethod, MethodResult
-from mammofuse.explain.report import ReportSection
+from mammofuse.explainers.methods.base import CaseContext, ExplanationMethod, MethodResult
+from mammofuse.explainers.report import ReportSection
 
 if TYPE_CHECKING:
     from mammofuse.model import MammoFuse
@@ -24,7 +24,7 @@ class ClinicalLimeMethod(ExplanationMethod):
 
     def run(self, case: CaseContext) -> MethodResult:
         from mammofuse.atomic import write_text
-        from mammofuse.explain.lime_explain import lime_clinical
+        from mammofuse.explainers.lime_explain import lime_clinical
 
         samples, seed = case.options.lime_samples, case.options.seed
         tabular = lime_clinical(case.image_scorer, case.schema, case.inputs.sample.clinical, samples, seed)

@@ -1,11 +1,11 @@
-"""The image LIME plug-in: superpixel weights drawn in ``lime_image.html`` (:mod:`mammofuse.explain.lime_explain`)."""
+"""The image LIME plug-in: superpixel weights drawn in ``lime_image.html`` (:mod:`mammofuse.explainers.lime_explain`)."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from mammofuse.explain.methods.base import CaseContext, ExplanationMethod, MethodResult
-from mammofuse.explain.report import ReportSection
+from mammofuse.explainers.methods.base import CaseContext, ExplanationMethod, MethodResult
+from mammofuse.explainers.report import ReportSection
 
 if TYPE_CHECKING:
     from mammofuse.model import MammoFuse
@@ -24,8 +24,8 @@ class ImageLimeMethod(ExplanationMethod):
 
     def run(self, case: CaseContext) -> MethodResult:
         from mammofuse.atomic import write_text
-        from mammofuse.explain.inputs import FixedClinicalScorer
-        from mammofuse.explain.lime_explain import lime_image, lime_image_html, plot_lime_image
+        from mammofuse.explainers.inputs import FixedClinicalScorer
+        from mammofuse.explainers.lime_explain import lime_image, lime_image_html, plot_lime_image
 
         inputs, seed = case.inputs, case.options.seed
         explained = lime_image(FixedClinicalScorer(case.model, inputs), inputs.image[0, 0].cpu().numpy(), case.options.lime_samples, seed)

@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from mammofuse.errors import MammofuseError
-from mammofuse.explain.options import DEFAULT_LAYER
+from mammofuse.explainers.options import DEFAULT_LAYER
 
 
 def resolve_layer(model: nn.Module, name: str) -> nn.Module:
@@ -118,7 +118,7 @@ def upsample(cam: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
 
 def plot_gradcam(cam: np.ndarray, view: np.ndarray, layer: str) -> bytes:
     """PNG: the view, and the map (normalised to its maximum) over it."""
-    from mammofuse.explain.render import (
+    from mammofuse.explainers.render import (
         figure_png,
         new_figure,
         overlay_axes,
