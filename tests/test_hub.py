@@ -269,3 +269,27 @@ def test_cli_predict_from_the_stand_in_hub(hub: StandInHub, real_dicoms: dict[st
     offline = subprocess.run(command, env={**env, "HF_HUB_OFFLINE": "1"}, capture_output=True, text=True, timeout=120)
     assert offline.returncode == 0, offline.stderr
     assert json.loads(offline.stdout)[0]["probability"] == record["probability"]
+
+
+def test_save_pretrained_folder_is_hub_ready_and_loads_back(tmp_path: Path) -> None:
+    import torch
+
+    from mammofuse.model import ModelConfig
+
+    torch.manual_seed(0)
+    model = MammoFuse(ModelConfig(fusion="clinical", threshold=0.3))
+    folder = model.save_pretrained(tmp_path / "my-model")
+    assert {p.name for p in folder.iterdir()} == {"config.json", "model.safetensors", "README.md"}
+    card = (folder / "README.md").read_text()
+    assert card.startswith("---\nlibrary_name: mammofuse\n") and "Research use only" in card
+    loaded = MammoFuse.from_pretrained(folder)
+    assert loaded.name == str(folder) and loaded.config.threshold == pytest.approx(0.3)
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), loaded.state_dict().values()))
+    (folder / "README.md").write_text("my own card")
+    model.save_pretrained(folder)  # a card already there is the owner's: kept
+    assert (folder / "README.md").read_text() == "my own card"
+
+
+def test_bundled_card_carries_hub_metadata() -> None:
+    card = (resolve_model("default").folder / "README.md").read_text()
+    assert card.startswith("---\nlibrary_name: mammofuse\n")

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 from mammofuse import RESEARCH_NOTICE
 from mammofuse.atomic import write_text
 from mammofuse.fusion import Fusion
+from mammofuse.hub import CARD_METADATA
 from mammofuse.training.settings import TrainSettings
 
 if TYPE_CHECKING:
@@ -50,6 +51,7 @@ def model_card(settings: TrainSettings, provenance: dict[str, Any], history: Seq
                    else "the whole breast is scored instead (a warning says so)")
         geometry += f"\n- Without a lesion region (`--roi`, or roi columns in `--clinical`): {without}"
     lines = [
+        CARD_METADATA,  # YAML front matter: the Hub files the folder under mammofuse and these tags
         f"# mammofuse model: {s.fusion} fusion on {s.dataset or 'custom data'}",
         "",
         f"**{RESEARCH_NOTICE}** Not validated for clinical use; do not use it to make decisions about patients.",
