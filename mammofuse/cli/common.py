@@ -11,6 +11,7 @@ import re
 import sys
 import traceback
 import warnings
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Callable, Sequence, TypeVar
 
@@ -67,12 +68,27 @@ def clinical_flags(density: str | None, shape: str | None, margin: str | None, c
     return values
 
 
-def FormatOption(*choices: str, default_help: str = "") -> Any:
-    """``--format/-f`` whose help lists ``choices`` (checked with :func:`check_choice`)."""
-    return typer.Option("--format", "-f", metavar="|".join(choices), help=f"Output format{default_help}.")
+class ReportFormat(StrEnum):
+    """How a command that reports one result writes it."""
+
+    TABLE = "table"
+    JSON = "json"
 
 
-Format = Annotated[str, FormatOption("table", "json")]
+class RecordFormat(StrEnum):
+    """How a command that writes one record per file writes them."""
+
+    TABLE = "table"
+    JSON = "json"
+    JSONL = "jsonl"
+    CSV = "csv"
+
+
+Format = Annotated[ReportFormat, typer.Option("--format", "-f", help="Output format.", case_sensitive=False)]
+RecordFormatOption = Annotated[
+    RecordFormat | None,
+    typer.Option("--format", "-f", help="Output format \\[default: table, or from the --output suffix].", case_sensitive=False, show_default=False),
+]
 
 
 def clean(text: object) -> str:
@@ -151,18 +167,17 @@ def check_choice(name: str, value: str, choices: Sequence[str]) -> str:
     return value
 
 
-def output_format(fmt: str | None, output: Path | None, formats: Sequence[str], default: str = "table") -> str:
+def output_format(fmt: RecordFormat | None, output: Path | None, default: RecordFormat = RecordFormat.TABLE) -> RecordFormat:
     """The format to write: ``--format``, else the ``--output`` suffix, else ``default``.
 
     Raises:
         MammofuseError: an ``--output`` suffix that names another machine-readable format.
     """
     suffix = output.suffix.lower().lstrip(".") if output else ""
-    implied = suffix if suffix in RECORD_FORMATS and suffix in formats else None
+    implied = RecordFormat(suffix) if suffix in RECORD_FORMATS else None
     if fmt is None:
         return implied or default
-    check_choice("--format", fmt, formats)
-    if suffix in RECORD_FORMATS and suffix != fmt:
+    if implied and implied != fmt:
         raise MammofuseError(f"--output {output} looks like {suffix} but --format is {fmt}; make them agree")
     return fmt
 
@@ -226,6 +241,16 @@ def emit(text: str, output: Path | None) -> None:
 
         write_text(output, text)
         err_console.print(f"wrote {safe(output)}", highlight=False)
+
+
+def write_report(data: Any, fmt: str, output: Path | None, table: Callable[[], Any]) -> None:
+    """A report as JSON, or as the table ``table()`` builds, to stdout or ``output`` (atomically)."""
+    if fmt == ReportFormat.JSON:
+        emit(json.dumps(data, indent=2) + "\n", output)
+    else:
+        from mammofuse.cli.output import show
+
+        show(table(), output)
 
 
 def parse_roi(text: str | None) -> tuple[float, float, float] | None:

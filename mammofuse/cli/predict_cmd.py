@@ -16,11 +16,11 @@ from mammofuse.cli.common import (
     ClinicalCsv,
     Density,
     Device,
-    FormatOption,
     InputPaths,
     Margin,
     ModelSpec,
     Output,
+    RecordFormatOption,
     Recursive,
     Roi,
     Shape,
@@ -40,8 +40,6 @@ from mammofuse.cli.common import (
 from mammofuse.cli.output import progress, show
 from mammofuse.results import MALIGNANT, Prediction
 
-FORMATS = ("table", "json", "jsonl", "csv")
-
 
 @guarded
 def predict(
@@ -56,7 +54,7 @@ def predict(
     roi: Roi = None,
     recursive: Recursive = False,
     aggregate: Annotated[str, typer.Option("--aggregate", help="view: a score per file; breast: also the mean score of each breast's files (patient and laterality from the DICOM header or file name).")] = "view",
-    fmt: Annotated[str | None, FormatOption(*FORMATS, default_help=" \\[default: table, or from the --output suffix]")] = None,
+    fmt: RecordFormatOption = None,
     output: Output = None,
     threshold: Annotated[float | None, typer.Option("--threshold", help="Decision threshold on the probability \\[default: the model's own].", min=0.0, max=1.0, show_default=False)] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Images per forward pass.", min=1)] = 8,
@@ -81,7 +79,7 @@ def predict(
 
         mammofuse predict study/ --aggregate breast --format csv -o scores.csv
     """
-    fmt = output_format(fmt, output, FORMATS)
+    fmt = output_format(fmt, output)
     check_output(output)
     check_choice("--aggregate", aggregate, ("view", "breast"))
     flags = clinical_flags(density, shape, margin, calc_type, calc_distribution)
