@@ -6,6 +6,7 @@ from typing import Any
 
 import typer
 
+from mammofuse import RESEARCH_NOTICE
 from mammofuse.cli.common import Format, Output, ReportFormat, check_output, guarded, write_report
 
 
@@ -32,7 +33,7 @@ def models(fmt: Format = ReportFormat.TABLE, output: Output = None) -> None:
 def _table(records: list[dict[str, Any]]) -> Any:
     from rich.table import Table
 
-    table = Table("name", "fusion", "backbone", "input", "size", "threshold", "MB", "description")
+    table = Table("name", "fusion", "backbone", "input", "size", "threshold", "MB", "description", caption=RESEARCH_NOTICE, caption_justify="left")
     for r in records:
         if not r["available"]:
             table.add_row(r["name"], "", "", "", "", "", "", f"[red]missing from this installation[/] ({r['path']})")
