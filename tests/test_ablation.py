@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,10 +15,15 @@ from typer.testing import CliRunner
 
 from mammofuse.cli import app
 from mammofuse.errors import MammofuseError
-from mammofuse.evaluation.ablation import drop_clinical, plan_arms, run_ablation
+from mammofuse.evaluation import AblationResult, ArmSummary, FoldResult
+from mammofuse.evaluation.ablation import drop_clinical, fold_thresholds, markdown_table, plan_arms, run_ablation, summarize_arm, summarize_arms
 from mammofuse.training import TrainCallback
 
 runner = CliRunner()
+# Folder of finished ablation runs (the lead's experiments); tests that read one skip when it is absent.
+RUNS = Path(os.environ.get("MAMMOFUSE_RUNS", Path(__file__).resolve().parents[1] / "runs"))
+# Synthetic fold results and what the dict-based ablation code (before FoldResult/ArmSummary) made of them.
+SUMMARIES = json.loads((Path(__file__).parent / "data" / "ablation_summaries.json").read_text(encoding="utf-8"))
 
 
 @dataclass
@@ -94,7 +102,8 @@ def test_second_run_reuses_finished_arms_and_image_arms_are_skipped_without_imag
     arms = plan_arms(["image", "clinical"])
     report = run_ablation(samples, arms, _settings(), tmp_path, folds=3, n_boot=20, trainer=trainer, callbacks=[notes], dataset="cbis-ddsm")
     assert [c[0] for c in trainer.calls] == ["clinical"] * 3
-    assert "needs images" in report["skipped"]["image"] and any("skipping arm image" in m for m in messages)
+    assert isinstance(report, AblationResult) and isinstance(report.variants["clinical"], ArmSummary)
+    assert "needs images" in report.skipped["image"] and any("skipping arm image" in m for m in messages)
     results = sorted((tmp_path / "arms" / "clinical").glob("fold-*/result.json"))
     assert len(results) == 3
     stamps = [p.stat().st_mtime_ns for p in results]
@@ -103,9 +112,11 @@ def test_second_run_reuses_finished_arms_and_image_arms_are_skipped_without_imag
     assert len(trainer.calls) == 3, "finished folds must not be retrained"
     assert [p.stat().st_mtime_ns for p in results] == stamps
     assert sum("already done" in m for m in messages) == 3
-    assert again["variants"]["clinical"]["auc"] == report["variants"]["clinical"]["auc"]
+    assert again.variants["clinical"].auc == report.variants["clinical"].auc
+    assert again.folds["clinical"] == report.folds["clinical"]  # the reused fold results are the ones written
 
     saved = json.loads((tmp_path / "ablation.json").read_text())
+    assert saved == again.to_dict()
     clinical = saved["variants"]["clinical"]
     assert {"auc", "auc_sd", "auc_ci", "auc_folds", "pr_auc", "f1", "sensitivity", "specificity", "brier", "ece"} <= set(clinical)
     assert len(clinical["auc_folds"]) == 3 and set(clinical["subsets"]) == {"mass", "calc"}
@@ -124,10 +135,11 @@ def test_fusion_arms_report_auc_as_clinical_data_goes_missing(mini_mias, tmp_pat
     trainer = CountingTrainer()
     report = run_ablation(samples, plan_arms(["clinical", "concat"]), _settings(), tmp_path, folds=2,
                           missing_rates=(0.0, 0.5, 1.0), n_boot=0, trainer=trainer)
-    assert "missing_clinical" not in report["variants"]["clinical"]
-    missing = report["variants"]["concat"]["missing_clinical"]
-    assert set(missing) == {"0", "0.5", "1"} and missing["0"]["auc"] == report["variants"]["concat"]["auc"]
+    assert report.variants["clinical"].missing_clinical is None and "missing_clinical" not in report.to_dict()["variants"]["clinical"]
+    missing = report.variants["concat"].missing_clinical
+    assert set(missing) == {"0", "0.5", "1"} and missing["0"]["auc"] == report.variants["concat"].auc
     record = json.loads((tmp_path / "arms" / "concat" / "fold-1" / "result.json").read_text())
+    assert FoldResult.from_dict(record) == report.folds["concat"][0]
     assert record["scores"]["0"] != record["scores"]["1"]  # removing the clinical data changes the scores
     # identical folds and seeds for every arm
     other = json.loads((tmp_path / "arms" / "clinical" / "fold-1" / "result.json").read_text())
@@ -141,6 +153,7 @@ def test_ablate_command_end_to_end_with_the_real_trainer(mini_mias, tmp_path):
     first = runner.invoke(app, args)
     assert first.exit_code == 0, first.output
     report = json.loads((tmp_path / "ablation.json").read_text())
+    assert json.loads(first.stdout) == report
     assert 0.0 <= report["variants"]["clinical"]["auc"] <= 1.0
     assert report["protocol"]["split"].startswith("2-fold patient-grouped")
     second = runner.invoke(app, args)
@@ -157,25 +170,79 @@ def test_ablate_usage_errors(mini_mias, tmp_path):
     assert runner.invoke(app, [*base, "--modality-dropout", "maybe"]).exit_code == 2
 
 
+def _fold(k: int, labels: list[int], scores: list[float | None], threshold: float = 0.9) -> FoldResult:
+    n = len(labels)
+    return FoldResult(fingerprint="f", arm="clinical", fold=k, settings={}, train_patients=[], val_patients=[], ids=[f"c{k}-{i}" for i in range(n)],
+                      labels=labels, patients=[f"p{k}-{i}" for i in range(n)], abnormality=[None] * n, threshold=threshold, best_epoch=None,
+                      val_auc=None, scores={"0": scores}, controls={}, errors={}, seconds=1.0)
+
+
 def test_out_of_fold_thresholds_never_look_at_the_folds_own_cases():
-    from mammofuse.evaluation.ablation import fold_thresholds, summarize_arm
     from mammofuse.evaluation.metrics import youden_threshold
 
     rng = np.random.default_rng(0)
 
-    def fold(k: int, shift: float) -> dict:
+    def fold(k: int, shift: float) -> FoldResult:
         labels = [0, 1] * 20
-        scores = [float(np.clip(0.3 + 0.3 * y + shift + rng.normal(0, 0.1), 0, 1)) for y in labels]
-        return {"fold": k, "labels": labels, "scores": {"0": scores}, "patients": [f"p{k}-{i}" for i in range(40)],
-                "threshold": 0.9, "abnormality": [None] * 40}
+        return _fold(k, labels, [float(np.clip(0.3 + 0.3 * y + shift + rng.normal(0, 0.1), 0, 1)) for y in labels])
 
-    records = [fold(0, 0.0), fold(1, 0.1), fold(2, -0.1)]
-    assert fold_thresholds(records, "validation") == [0.9, 0.9, 0.9]
-    oof = fold_thresholds(records, "oof")
-    others = records[1]["labels"] + records[2]["labels"], records[1]["scores"]["0"] + records[2]["scores"]["0"]
+    results = [fold(0, 0.0), fold(1, 0.1), fold(2, -0.1)]
+    assert fold_thresholds(results, "validation") == [0.9, 0.9, 0.9]
+    oof = fold_thresholds(results, "oof")
+    others = results[1].labels + results[2].labels, results[1].probs + results[2].probs
     assert oof[0] == youden_threshold(np.array(others[0]), np.array(others[1]))
-    records[0]["scores"]["0"] = [1 - p for p in records[0]["scores"]["0"]]  # fold 0's own cases do not move its threshold
-    assert fold_thresholds(records, "oof")[0] == oof[0] and fold_thresholds(records, "oof")[1] != oof[1]
-    summary = summarize_arm(records, [0.0], n_boot=0, seed=0, threshold="oof")
-    assert [m["threshold"] for m in summary["per_fold"]] == fold_thresholds(records, "oof")
-    assert fold_thresholds(records[:1], "oof") == [0.9]  # one fold (official split): its validation threshold
+    results[0] = dataclasses.replace(results[0], scores={"0": [1 - p for p in results[0].probs]})  # fold 0's own cases do not move its threshold
+    assert fold_thresholds(results, "oof")[0] == oof[0] and fold_thresholds(results, "oof")[1] != oof[1]
+    summary = summarize_arm(results, [0.0], n_boot=0, seed=0, threshold="oof")
+    assert [m["threshold"] for m in summary.per_fold] == fold_thresholds(results, "oof")
+    assert fold_thresholds(results[:1], "oof") == [0.9]  # one fold (official split): its validation threshold
+
+
+def test_a_fold_result_knows_its_scored_cases():
+    result = dataclasses.replace(_fold(0, [0, 1, 1, 0], [0.2, None, 0.9, 0.4]), abnormality=["mass", "mass", "calc", "calc"])
+    assert result.scored() == ([0, 1, 0], [0.2, 0.9, 0.4], ["p0-0", "p0-2", "p0-3"])
+    assert result.scored(kind="calc") == ([1, 0], [0.9, 0.4], ["p0-2", "p0-3"])
+    assert result.auc() == 1.0 and dataclasses.replace(result, labels=[1, 1, 1, 1]).auc() is None
+
+
+def test_a_real_result_json_reads_and_writes_back_byte_for_byte():
+    path = RUNS / "cbis-s0" / "arms" / "image" / "fold-1" / "result.json"
+    if not path.is_file():
+        pytest.skip(f"no finished ablation run at {path} (set MAMMOFUSE_RUNS)")
+    text = path.read_text(encoding="utf-8")
+    result = FoldResult.from_dict(json.loads(text))
+    assert result.arm == "image" and result.fold == 0 and set(result.controls) == {"masked", "away"}
+    assert json.dumps(result.to_dict(), indent=1) + "\n" == text
+
+
+@pytest.mark.parametrize("arm", ["image", "clinical", "concat"])
+def test_synthetic_result_json_round_trips(arm):
+    for record in SUMMARIES["folds"][arm]:
+        result = FoldResult.from_dict(copy.deepcopy(record))
+        assert result.to_dict() == record
+        assert list(result.to_dict()) == list(record)  # same key order, so result.json reads the same
+
+
+def test_fold_results_of_another_format_or_incomplete_are_refused():
+    record = SUMMARIES["folds"]["clinical"][0]
+    with pytest.raises(MammofuseError, match="format 2"):
+        FoldResult.from_dict({**record, "format": 2})
+    with pytest.raises(MammofuseError, match="lacks labels"):
+        FoldResult.from_dict({k: v for k, v in record.items() if k != "labels"})
+    assert FoldResult.from_dict({k: v for k, v in record.items() if k != "controls"}).controls == {}  # written before shortcut controls
+
+
+def test_summaries_match_the_dict_code_they_replace():
+    folds = {arm: [FoldResult.from_dict(r) for r in records] for arm, records in SUMMARIES["folds"].items()}
+    expected = SUMMARIES["report"]
+    variants = summarize_arms(folds, expected["protocol"]["missing_rates"], n_boot=50, seed=0, threshold="oof")
+    for name, summary in variants.items():
+        summary.settings = folds[name][0].settings
+    report = AblationResult(variants, expected["skipped"], expected["protocol"], folds=folds)
+    assert report.to_dict() == expected
+    assert json.dumps(report.to_dict()) == json.dumps(expected)  # the same key order as well
+    assert markdown_table(report) == SUMMARIES["markdown"]
+    concat = variants["concat"]
+    assert (concat.auc, concat.auc_sd, concat.sensitivity, concat.specificity) == tuple(expected["variants"]["concat"][k] for k in ("auc", "auc_sd", "sensitivity", "specificity"))
+    assert concat.vs_best_single["arm"] == "clinical" and variants["clinical"].vs_best_single is None
+    assert summarize_arm(folds["concat"], [0.0, 0.5, 1.0], n_boot=0, seed=0, threshold="validation").to_dict() == SUMMARIES["concat_validation"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -23,6 +23,9 @@ from mammofuse.cli.common import (
 )
 from mammofuse.cli.output import console
 from mammofuse.fusion import FUSIONS
+
+if TYPE_CHECKING:
+    from mammofuse.evaluation.ablation import AblationResult
 
 
 def _floats(text: str, flag: str) -> list[float]:
@@ -148,7 +151,7 @@ def ablate(
     )
     err_console.print(f"wrote {out / 'ablation.json'}, {out / 'ablation.md'}, {out / 'ablation.png'}", highlight=False, markup=False)
     if fmt == "json":
-        emit(json.dumps(report, indent=2) + "\n", None)
+        emit(json.dumps(report.to_dict(), indent=2) + "\n", None)
     else:
         _table(report)
 
@@ -160,12 +163,12 @@ _TRAINING_FLAGS = frozenset({
 })
 
 
-def _table(report: dict[str, Any]) -> None:
+def _table(report: AblationResult) -> None:
     from rich.table import Table
 
-    rates = [r for r in report["protocol"]["missing_rates"] if r > 0]
-    p = report["protocol"]
-    table = Table(title=f"Ablation: {p['dataset']} ({p['split']})", caption=(f"image weights: {p['image_weights']}. " if p["image_weights"] else "") + report["notice"])
+    p = report.protocol
+    rates = [r for r in p["missing_rates"] if r > 0]
+    table = Table(title=f"Ablation: {p['dataset']} ({p['split']})", caption=(f"image weights: {p['image_weights']}. " if p["image_weights"] else "") + report.notice)
     table.add_column("arm", no_wrap=True)
     for col in ("AUC mean ± SD", "pooled AUC [95% CI]", "sens. / spec.", "AUC, clinical missing " + " / ".join(f"{r:.0%}" for r in rates)):
         table.add_column(col, justify="right")
@@ -173,17 +176,17 @@ def _table(report: dict[str, Any]) -> None:
     def num(v: float | None, sd: float | None = None) -> str:
         return "n/a" if v is None else f"{v:.2f}" + (f" ± {sd:.2f}" if sd is not None else "")
 
-    for name, a in report["variants"].items():
-        ci = a.get("auc_ci")
-        pooled = num(a.get("auc_pooled")) + (f" [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else "")
-        missing = a.get("missing_clinical", {})
+    for name, a in report.variants.items():
+        ci = a.auc_ci
+        pooled = num(a.auc_pooled) + (f" [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else "")
+        missing = a.missing_clinical or {}
         lost = " / ".join(num(missing[f"{r:g}"]["auc"]) if f"{r:g}" in missing else "—" for r in rates)
-        table.add_row(name, num(a["auc"], a.get("auc_sd")), pooled, f"{num(a['sensitivity'])} / {num(a['specificity'])}", lost)
-    for name, why in report["skipped"].items():
+        table.add_row(name, num(a.auc, a.auc_sd), pooled, f"{num(a.sensitivity)} / {num(a.specificity)}", lost)
+    for name, why in report.skipped.items():
         table.add_row(name, f"skipped: {why}")
     console.print(table)
-    for name, a in report["variants"].items():
-        vs = a.get("vs_best_single")
+    for name, a in report.variants.items():
+        vs = a.vs_best_single
         if not vs:
             continue
         if vs["ci"] is None:

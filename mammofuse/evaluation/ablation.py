@@ -7,6 +7,10 @@ and, for fusion arms, score it again with the clinical findings of a seeded rand
 cases removed. Each (arm, fold) result is written atomically to
 ``OUT/arms/<arm>/fold-<k>/result.json`` with a fingerprint of its settings and split; a
 second run with the same ``OUT`` loads it instead of retraining.
+
+:func:`run_ablation` returns an :class:`AblationResult`: an :class:`ArmSummary` per arm and the
+:class:`FoldResult` of every (arm, fold); their ``to_dict`` are what ``ablation.json`` and
+``result.json`` hold.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ import hashlib
 import json
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -63,6 +67,167 @@ class Arm:
     @property
     def is_fusion(self) -> bool:
         return Fusion(self.fusion).is_multimodal
+
+
+@dataclass(frozen=True)
+class FoldResult:
+    """What one (arm, fold) produced: its held-out cases, their scores, and how the model was made.
+
+    Attributes:
+        fingerprint: hash of the settings and the split; a finished result is reused only while it matches.
+        arm, fold: the arm's name and the fold's index (from 0).
+        settings: the fold's ``TrainSettings`` as a dict.
+        train_patients, val_patients: digests of the patients the model was trained and validated on.
+        ids, labels, patients, abnormality: the held-out cases, in order.
+        threshold: the decision threshold chosen on the fold's validation part.
+        best_epoch, val_auc: as the trainer reported them (None when it does not).
+        scores: held-out probabilities per share of cases without clinical findings (keys ``"0"``, ``"0.5"``...;
+            None where a case could not be scored).
+        controls: held-out probabilities under each shortcut control (image arms; None where it cannot be made).
+        errors: case id -> why it could not be scored.
+        seconds: training and scoring time.
+    """
+
+    fingerprint: str
+    arm: str
+    fold: int
+    settings: dict[str, Any]
+    train_patients: list[str]
+    val_patients: list[str]
+    ids: list[str]
+    labels: list[int]
+    patients: list[str]
+    abnormality: list[str | None]
+    threshold: float
+    best_epoch: int | None
+    val_auc: float | None
+    scores: dict[str, list[float | None]]
+    controls: dict[str, list[float | None]]
+    errors: dict[str, str]
+    seconds: float
+
+    def to_dict(self) -> dict[str, Any]:
+        """The ``result.json`` content."""
+        return {"format": RESULT_FORMAT, **asdict(self)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> FoldResult:
+        """Read a ``result.json``; one of another format or lacking a field is a MammofuseError."""
+        if not isinstance(data, dict):
+            raise MammofuseError(f"a fold result is a JSON object, not {type(data).__name__}")
+        if data.get("format") != RESULT_FORMAT:
+            raise MammofuseError(f"fold result format {data.get('format')} is not supported by this mammofuse (needs {RESULT_FORMAT})")
+        data = {"controls": {}, **data}  # results written before the shortcut controls existed
+        missing = [f.name for f in fields(cls) if f.name not in data]
+        if missing:
+            raise MammofuseError(f"fold result lacks {', '.join(missing)}")
+        return cls(**{f.name: data[f.name] for f in fields(cls)})
+
+    @property
+    def probs(self) -> list[float | None]:
+        """Held-out probabilities with every case's clinical findings (None where a case could not be scored)."""
+        return self.scores[_rate_key(0.0)]
+
+    def scored(self, rate: float = 0.0, kind: str | None = None) -> tuple[list[int], list[float], list[str]]:
+        """Labels, probabilities and patients of the held-out cases scored with a ``rate`` share of clinical
+        findings removed (only those of abnormality ``kind`` when given)."""
+        probs = self.scores[_rate_key(rate)]
+        rows = [i for i, p in enumerate(probs) if p is not None and kind in (None, self.abnormality[i])]
+        return [self.labels[i] for i in rows], [probs[i] for i in rows], [self.patients[i] for i in rows]
+
+    def auc(self, rate: float = 0.0) -> float | None:
+        """AUC of the held-out cases scored at missing-clinical ``rate`` (None with one class or none scored)."""
+        labels, probs, _ = self.scored(rate)
+        return auc_or_none(np.array(labels), np.array(probs)) if labels else None
+
+
+@dataclass
+class ArmSummary:
+    """One arm over its folds, as ``ablation.json`` reports it.
+
+    Attributes:
+        folds, n: folds, and held-out cases scored in all of them.
+        metrics: each metric of ``METRIC_NAMES``: its mean over folds and its SD over folds (``"<name>_sd"``;
+            None with one fold), in that order. ``auc``, ``sensitivity``... read from here.
+        auc_folds: each fold's AUC.
+        auc_pooled, auc_ci: AUC of all folds' held-out predictions pooled, and its patient-bootstrap 95% CI.
+        seconds: training and scoring time of all folds.
+        subsets: the AUC figures per abnormality type (``mass``, ``calc``; empty unless the data has both).
+        controls: pooled AUC under each shortcut control, beside the plain AUC on the same cases.
+        per_fold: every metric of each fold at its threshold.
+        missing_clinical: fusion arms: AUC per share of held-out cases without clinical findings (None otherwise).
+        settings: the arm's training settings.
+        vs_best_single: multimodal arms: pooled AUC minus that of the better single-modality arm, with a paired
+            patient-bootstrap interval (``arm``, ``difference``, ``ci``, ``p_a_not_better``).
+    """
+
+    folds: int
+    n: int
+    metrics: dict[str, float | None]
+    auc_folds: list[float | None]
+    auc_pooled: float | None
+    auc_ci: tuple[float, float] | None
+    seconds: float
+    subsets: dict[str, Any]
+    controls: dict[str, Any]
+    per_fold: list[dict[str, Any]]
+    missing_clinical: dict[str, Any] | None = None
+    settings: dict[str, Any] | None = None
+    vs_best_single: dict[str, Any] | None = None
+
+    @property
+    def auc(self) -> float | None:
+        """Mean fold AUC."""
+        return self.metrics["auc"]
+
+    @property
+    def auc_sd(self) -> float | None:
+        """SD of the fold AUCs."""
+        return self.metrics["auc_sd"]
+
+    @property
+    def sensitivity(self) -> float | None:
+        """Mean fold sensitivity at each fold's threshold."""
+        return self.metrics["sensitivity"]
+
+    @property
+    def specificity(self) -> float | None:
+        """Mean fold specificity at each fold's threshold."""
+        return self.metrics["specificity"]
+
+    def to_dict(self) -> dict[str, Any]:
+        """The arm's entry in ``ablation.json``."""
+        out: dict[str, Any] = {"folds": self.folds, "n": self.n, **self.metrics, "auc_folds": self.auc_folds, "auc_pooled": self.auc_pooled,
+                               "auc_ci": list(self.auc_ci) if self.auc_ci else None, "seconds": self.seconds, "subsets": self.subsets,
+                               "controls": self.controls, "per_fold": self.per_fold}
+        for name in ("missing_clinical", "settings", "vs_best_single"):
+            if getattr(self, name) is not None:
+                out[name] = getattr(self, name)
+        return out
+
+
+@dataclass
+class AblationResult:
+    """What :func:`run_ablation` found.
+
+    Attributes:
+        variants: arm name -> its summary, in the order the arms ran.
+        skipped: arm name -> why it did not run.
+        protocol: how folds, thresholds, controls and missing clinical data were made (as ``ablation.json`` states it).
+        notice: the research-use notice.
+        folds: arm name -> its fold results (the held-out predictions; not part of ``ablation.json``).
+    """
+
+    variants: dict[str, ArmSummary]
+    skipped: dict[str, str]
+    protocol: dict[str, Any]
+    notice: str = RESEARCH_NOTICE
+    folds: dict[str, list[FoldResult]] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The ``ablation.json`` content."""
+        return {"variants": {name: s.to_dict() for name, s in self.variants.items()}, "skipped": self.skipped, "protocol": self.protocol,
+                "notice": self.notice}
 
 
 def plan_arms(
@@ -146,8 +311,8 @@ def run_fold(
     keep_models: bool = False,
     callbacks: Sequence[TrainCallback] = (),
     controls: Sequence[str] = (),
-) -> tuple[dict[str, Any], bool]:
-    """Train and score one (arm, fold), or load its finished result. Returns (record, was_cached).
+) -> tuple[FoldResult, bool]:
+    """Train and score one (arm, fold), or load its finished result. Returns (result, was_cached).
 
     Image arms are also scored on each shortcut control in ``controls``; a finished result that
     lacks one is completed from its kept model (``keep_models``), never by retraining.
@@ -166,12 +331,13 @@ def run_fold(
         except json.JSONDecodeError:
             record = {}
         if record.get("fingerprint") == key:
-            missing = [c for c in wanted if c not in record.get("controls", {})]
+            result = _read_result(record, result_path)
+            missing = [c for c in wanted if c not in result.controls]
             if missing and (model_dir / "model.safetensors").is_file():
                 model = load_model(model_dir)
-                record.setdefault("controls", {}).update(_score_controls(model, test_part, missing))
-                write_text(result_path, json.dumps(record, indent=1) + "\n")
-            return record, True
+                result = dataclasses.replace(result, controls={**result.controls, **_score_controls(model, test_part, missing)})
+                write_text(result_path, json.dumps(result.to_dict(), indent=1) + "\n")
+            return result, True
         if record:
             raise MammofuseError(
                 f"{result_path} holds a result of different settings or data (arm {arm.name}, fold {fold + 1}); "
@@ -192,30 +358,29 @@ def run_fold(
         probs, errors = score_samples(model, subset)
         scores[_rate_key(rate)] = [float(p) if np.isfinite(p) else None for p in probs]
         errors_seen.update({s.id: e for s, e in zip(subset, errors) if e})
-    record = {
-        "format": RESULT_FORMAT,
-        "fingerprint": key,
-        "arm": arm.name,
-        "fold": fold,
-        "settings": settings.as_dict(),
-        "train_patients": sorted({patient_digest(s.patient_id) for s in train_s}),
-        "val_patients": sorted({patient_digest(s.patient_id) for s in val_s}),
-        "ids": [s.id for s in test_part],
-        "labels": [int(s.label) for s in test_part],
-        "patients": [s.patient_id for s in test_part],
-        "abnormality": [s.abnormality for s in test_part],
-        "threshold": float(model.config.threshold),
-        "best_epoch": getattr(trained, "best_epoch", None),
-        "val_auc": getattr(trained, "best_val_auc", None),
-        "scores": scores,
-        "controls": _score_controls(model, test_part, wanted),
-        "errors": errors_seen,
-        "seconds": round(time.perf_counter() - started, 1),
-    }
-    write_text(result_path, json.dumps(record, indent=1) + "\n")
+    result = FoldResult(
+        fingerprint=key,
+        arm=arm.name,
+        fold=fold,
+        settings=settings.as_dict(),
+        train_patients=sorted({patient_digest(s.patient_id) for s in train_s}),
+        val_patients=sorted({patient_digest(s.patient_id) for s in val_s}),
+        ids=[s.id for s in test_part],
+        labels=[int(s.label) for s in test_part],
+        patients=[s.patient_id for s in test_part],
+        abnormality=[s.abnormality for s in test_part],
+        threshold=float(model.config.threshold),
+        best_epoch=getattr(trained, "best_epoch", None),
+        val_auc=getattr(trained, "best_val_auc", None),
+        scores=scores,
+        controls=_score_controls(model, test_part, wanted),
+        errors=errors_seen,
+        seconds=round(time.perf_counter() - started, 1),
+    )
+    write_text(result_path, json.dumps(result.to_dict(), indent=1) + "\n")
     if not keep_models:
         shutil.rmtree(model_dir, ignore_errors=True)
-    return record, False
+    return result, False
 
 
 def _image_init_model(folder: Path, fold: int, test_part: Sequence[Sample]) -> Path:
@@ -223,10 +388,18 @@ def _image_init_model(folder: Path, fold: int, test_part: Sequence[Sample]) -> P
     source = folder / f"fold-{fold + 1}"
     if not (source / "model" / "model.safetensors").is_file():
         raise MammofuseError(f"--image-init {folder}: no kept model in {source} (run the image arm with --keep-models)")
-    record = json.loads((source / RESULT_NAME).read_text(encoding="utf-8"))
-    if record.get("ids") != [s.id for s in test_part]:
+    path = source / RESULT_NAME
+    if _read_result(json.loads(path.read_text(encoding="utf-8")), path).ids != [s.id for s in test_part]:
         raise MammofuseError(f"--image-init {folder}: fold {fold + 1} held out other cases (other data, folds or seed): its model saw this fold's test cases")
     return source / "model"
+
+
+def _read_result(record: Any, path: Path) -> FoldResult:
+    """:meth:`FoldResult.from_dict`, its errors naming the file."""
+    try:
+        return FoldResult.from_dict(record)
+    except MammofuseError as exc:
+        raise MammofuseError(f"{path}: {exc}") from None
 
 
 def _score_controls(model: Any, samples: Sequence[Sample], controls: Sequence[str]) -> dict[str, list[float | None]]:
@@ -240,18 +413,19 @@ def _score_controls(model: Any, samples: Sequence[Sample], controls: Sequence[st
     return out
 
 
-def control_aucs(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
+def control_aucs(results: Sequence[FoldResult]) -> dict[str, Any]:
     """Pooled out-of-fold AUC of each shortcut control, beside the plain AUC on the very same cases."""
-    names = sorted({c for rec in records for c in rec.get("controls", {})})
     out = {}
-    for name in names:
-        if not all(name in rec.get("controls", {}) for rec in records):
+    for name in sorted({c for r in results for c in r.controls}):
+        if not all(name in r.controls for r in results):
             continue
         ys, plain, control = [], [], []
-        for rec in records:
-            for y, p, c in zip(rec["labels"], rec["scores"]["0"], rec["controls"][name]):
+        for r in results:
+            for y, p, c in zip(r.labels, r.probs, r.controls[name]):
                 if p is not None and c is not None:
-                    ys, plain, control = ys + [y], plain + [p], control + [c]
+                    ys.append(y)
+                    plain.append(p)
+                    control.append(c)
         out[name] = {
             "n": len(ys),
             "auc": auc_or_none(np.array(ys), np.array(control)) if ys else None,
@@ -260,58 +434,56 @@ def control_aucs(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def _pooled(records: Sequence[dict[str, Any]]) -> tuple[list[str], list[int], list[float | None], list[str]]:
+def _pooled(results: Sequence[FoldResult]) -> tuple[list[str], list[int], list[float | None], list[str]]:
     ids, labels, probs, patients = [], [], [], []
-    for rec in records:
-        ids += [f"{rec['fold']}:{i}" for i in rec["ids"]]
-        labels += rec["labels"]
-        probs += rec["scores"]["0"]
-        patients += rec["patients"]
+    for r in results:
+        ids += [f"{r.fold}:{i}" for i in r.ids]
+        labels += r.labels
+        probs += r.probs
+        patients += r.patients
     return ids, labels, probs, patients
 
 
-def _compare_with_best_single(variants: dict[str, Any], records: dict[str, list[dict[str, Any]]], n_boot: int, seed: int) -> None:
-    """Add ``vs_best_single`` to every multimodal arm: pooled out-of-fold AUC minus that of the better single-modality
+def _compare_with_best_single(variants: dict[str, ArmSummary], folds: dict[str, Sequence[FoldResult]], n_boot: int, seed: int) -> dict[str, dict[str, Any]]:
+    """``vs_best_single`` of every multimodal arm: pooled out-of-fold AUC minus that of the better single-modality
     arm (by mean fold AUC), with a paired patient-bootstrap interval on the same held-out cases."""
-    singles = [n for n in ("image", "clinical") if n in variants and variants[n]["auc"] is not None]
+    singles = [n for n in ("image", "clinical") if n in variants and variants[n].auc is not None]
     if not singles:
-        return
-    best = max(singles, key=lambda n: variants[n]["auc"])
-    ids_b, labels, probs_b, patients = _pooled(records[best])
-    for name, summary in variants.items():
-        if name in ("image", "clinical") or name not in records:
+        return {}
+    best = max(singles, key=lambda n: variants[n].auc)
+    ids_b, labels, probs_b, patients = _pooled(folds[best])
+    out = {}
+    for name in variants:
+        if name in ("image", "clinical"):
             continue
-        ids_a, _, probs_a, _ = _pooled(records[name])
+        ids_a, _, probs_a, _ = _pooled(folds[name])
         if ids_a != ids_b:
             continue  # not the same held-out cases: no paired comparison
         keep = [i for i, (a, b) in enumerate(zip(probs_a, probs_b)) if a is not None and b is not None]
         diff = paired_auc_difference([labels[i] for i in keep], [probs_a[i] for i in keep], [probs_b[i] for i in keep],
                                      [patients[i] for i in keep], n_boot, seed)
         if diff is not None:
-            summary["vs_best_single"] = {"arm": best, **diff}
+            out[name] = {"arm": best, **diff}
+    return out
 
 
-def _fold_line(record: dict[str, Any], cached: bool) -> str:
-    pairs = [(y, p) for y, p in zip(record["labels"], record["scores"]["0"]) if p is not None]
-    auc = auc_or_none(np.array([y for y, _ in pairs]), np.array([p for _, p in pairs])) if pairs else None
-    status = "already done (reused)" if cached else f"done in {record['seconds']:.0f} s"
+def _fold_line(result: FoldResult, cached: bool) -> str:
+    auc = result.auc()
+    status = "already done (reused)" if cached else f"done in {result.seconds:.0f} s"
     return f"{status}, AUC {'n/a' if auc is None else format(auc, '.3f')}"
 
 
-def _subsets(records: Sequence[dict[str, Any]], n_boot: int, seed: int) -> dict[str, Any]:
+def _subsets(results: Sequence[FoldResult], n_boot: int, seed: int) -> dict[str, Any]:
     """Per abnormality type (only when the data has masses and calcifications): fold-mean AUC and pooled AUC with CI."""
-    kinds = {k for rec in records for k in rec["abnormality"]}
-    if not {"mass", "calc"} <= kinds:
+    if not {"mass", "calc"} <= {k for r in results for k in r.abnormality}:
         return {}
     out = {}
     for kind in ("mass", "calc"):
         aucs, ys, ps, gs = [], [], [], []
-        for rec in records:
-            rows = [i for i, (a, p) in enumerate(zip(rec["abnormality"], rec["scores"]["0"])) if a == kind and p is not None]
-            y = [rec["labels"][i] for i in rows]
-            p = [rec["scores"]["0"][i] for i in rows]
-            aucs.append(auc_or_none(np.array(y), np.array(p)) if rows else None)
-            ys, ps, gs = ys + y, ps + p, gs + [rec["patients"][i] for i in rows]
+        for r in results:
+            y, p, g = r.scored(kind=kind)
+            aucs.append(auc_or_none(np.array(y), np.array(p)) if y else None)
+            ys, ps, gs = ys + y, ps + p, gs + g
         mean, sd = _mean_sd(aucs)
         pooled = auc_or_none(np.array(ys), np.array(ps)) if ys else None
         ci = bootstrap_auc(ys, ps, gs, n_boot, seed) if pooled is not None else None
@@ -326,28 +498,22 @@ def _mean_sd(values: Sequence[float | None]) -> tuple[float | None, float | None
     return float(np.mean(vals)), (float(np.std(vals, ddof=1)) if len(vals) > 1 else None)
 
 
-def _kept(record: dict[str, Any]) -> tuple[list[int], list[float], list[str]]:
-    """Labels, scores and patients of a fold's held-out cases that were scored."""
-    keep = [i for i, p in enumerate(record["scores"]["0"]) if p is not None]
-    return [record["labels"][i] for i in keep], [record["scores"]["0"][i] for i in keep], [record["patients"][i] for i in keep]
-
-
-def fold_thresholds(records: Sequence[dict[str, Any]], source: str) -> list[float]:
+def fold_thresholds(results: Sequence[FoldResult], source: str) -> list[float]:
     """Each fold's decision threshold: from its own validation part (``validation``), or Youden's J on the
     pooled held-out predictions of the *other* folds (``oof``: hundreds of cases instead of a validation
     part of a few dozen; never the fold's own test cases). A single fold keeps its validation threshold."""
-    if source == "validation" or len(records) < 2:
-        return [float(r["threshold"]) for r in records]
-    kept = [_kept(r) for r in records]
+    if source == "validation" or len(results) < 2:
+        return [float(r.threshold) for r in results]
+    kept = [r.scored() for r in results]
     out = []
-    for k in range(len(records)):
+    for k in range(len(results)):
         y = [v for j, (ys, _, _) in enumerate(kept) if j != k for v in ys]
         p = [v for j, (_, ps, _) in enumerate(kept) if j != k for v in ps]
-        out.append(youden_threshold(np.array(y), np.array(p)) if len(set(y)) == 2 else float(records[k]["threshold"]))
+        out.append(youden_threshold(np.array(y), np.array(p)) if len(set(y)) == 2 else float(results[k].threshold))
     return out
 
 
-def summarize_arm(records: Sequence[dict[str, Any]], missing_rates: Sequence[float], n_boot: int, seed: int, threshold: str = "oof") -> dict[str, Any]:
+def summarize_arm(results: Sequence[FoldResult], missing_rates: Sequence[float], n_boot: int, seed: int, threshold: str = "oof") -> ArmSummary:
     """Mean and SD over folds of every metric; pooled out-of-fold AUC with a patient-bootstrap CI; AUC per missing rate.
 
     ``threshold``: where each fold's operating point comes from (:func:`fold_thresholds`).
@@ -356,37 +522,48 @@ def summarize_arm(records: Sequence[dict[str, Any]], missing_rates: Sequence[flo
     pooled_y: list[int] = []
     pooled_p: list[float] = []
     pooled_g: list[str] = []
-    for rec, cut in zip(records, fold_thresholds(records, threshold)):
-        y, p, g = _kept(rec)
+    for r, cut in zip(results, fold_thresholds(results, threshold)):
+        y, p, g = r.scored()
         m = evaluate_predictions(y, p, g, cut, None, n_boot=0)
-        m.update({"fold": rec["fold"], "best_epoch": rec.get("best_epoch"), "val_auc": rec.get("val_auc"), "seconds": rec.get("seconds")})
+        m.update({"fold": r.fold, "best_epoch": r.best_epoch, "val_auc": r.val_auc, "seconds": r.seconds})
         per_fold.append(m)
         pooled_y += y
         pooled_p += p
         pooled_g += g
-    out: dict[str, Any] = {"folds": len(records), "n": len(pooled_y)}
+    metrics: dict[str, float | None] = {}
     for name in METRIC_NAMES:
-        out[name], out[f"{name}_sd"] = _mean_sd([m[name] for m in per_fold])
-    out["auc_folds"] = [m["auc"] for m in per_fold]
-    out["auc_pooled"] = auc_or_none(np.array(pooled_y), np.array(pooled_p)) if pooled_y else None
-    ci = bootstrap_auc(pooled_y, pooled_p, pooled_g, n_boot, seed) if out["auc_pooled"] is not None else None
-    out["auc_ci"] = list(ci) if ci else None
-    out["seconds"] = round(sum(m["seconds"] or 0 for m in per_fold), 1)
-    out["subsets"] = _subsets(records, n_boot, seed)
-    out["controls"] = control_aucs(records)
-    out["per_fold"] = per_fold
-    rates = [r for r in missing_rates if all(_rate_key(r) in rec["scores"] for rec in records)]
-    if records and len(records[0]["scores"]) > 1:
+        metrics[name], metrics[f"{name}_sd"] = _mean_sd([m[name] for m in per_fold])
+    pooled = auc_or_none(np.array(pooled_y), np.array(pooled_p)) if pooled_y else None
+    missing = None
+    if results and len(results[0].scores) > 1:
         missing = {}
-        for rate in rates:
-            aucs = []
-            for rec in records:
-                pairs = [(y, p) for y, p in zip(rec["labels"], rec["scores"][_rate_key(rate)]) if p is not None]
-                aucs.append(auc_or_none(np.array([a for a, _ in pairs]), np.array([b for _, b in pairs])) if pairs else None)
+        for rate in [rate for rate in missing_rates if all(_rate_key(rate) in r.scores for r in results)]:
+            aucs = [r.auc(rate) for r in results]
             mean, sd = _mean_sd(aucs)
             missing[_rate_key(rate)] = {"auc": mean, "auc_sd": sd, "auc_folds": aucs}
-        out["missing_clinical"] = missing
-    return out
+    return ArmSummary(
+        folds=len(results),
+        n=len(pooled_y),
+        metrics=metrics,
+        auc_folds=[m["auc"] for m in per_fold],
+        auc_pooled=pooled,
+        auc_ci=bootstrap_auc(pooled_y, pooled_p, pooled_g, n_boot, seed) if pooled is not None else None,
+        seconds=round(sum(m["seconds"] or 0 for m in per_fold), 1),
+        subsets=_subsets(results, n_boot, seed),
+        controls=control_aucs(results),
+        per_fold=per_fold,
+        missing_clinical=missing,
+    )
+
+
+def summarize_arms(
+    folds: dict[str, Sequence[FoldResult]], missing_rates: Sequence[float], n_boot: int, seed: int, threshold: str = "oof",
+) -> dict[str, ArmSummary]:
+    """:func:`summarize_arm` of every arm (name -> its fold results), multimodal arms compared with the best single one."""
+    variants = {name: summarize_arm(results, missing_rates, n_boot, seed, threshold) for name, results in folds.items()}
+    for name, comparison in _compare_with_best_single(variants, folds, n_boot, seed).items():
+        variants[name].vs_best_single = comparison
+    return variants
 
 
 def run_ablation(
@@ -404,7 +581,7 @@ def run_ablation(
     controls: Sequence[str] = (),
     image_init: str | Path | None = None,
     threshold: str = "oof",
-) -> dict[str, Any]:
+) -> AblationResult:
     """Run (or resume) every arm on the same folds; write ``ablation.json``, ``ablation.md`` and ``ablation.png``.
 
     Args:
@@ -422,7 +599,7 @@ def run_ablation(
             predictions) or ``validation`` (its own validation part); see :func:`fold_thresholds`.
 
     Returns:
-        The ``ablation.json`` content: ``variants`` -> arm -> metrics, ``skipped``, ``protocol``.
+        Each arm's summary and fold results; its ``to_dict()`` is the ``ablation.json`` content.
     """
     if trainer is None:
         from mammofuse.training import train as trainer
@@ -456,11 +633,11 @@ def run_ablation(
                 "their held-out results are optimistic")
     total = len(runnable) * len(fold_pairs)
     done = 0
-    variants: dict[str, Any] = {}
-    all_records: dict[str, list[dict[str, Any]]] = {}
+    all_folds: dict[str, list[FoldResult]] = {}
+    arm_settings: dict[str, dict[str, Any]] = {}
     for arm in runnable:
         settings = dataclasses.replace(base_settings, fusion=arm.fusion, modality_dropout=arm.modality_dropout, proj_dim=arm.proj_dim, dataset=dataset or base_settings.dataset)
-        records = []
+        results = []
         for k, (train_part, test_part) in enumerate(fold_pairs):
             fold_settings = settings
             if image_init and arm.is_fusion:
@@ -468,19 +645,19 @@ def run_ablation(
             done += 1
             where = f"[{done}/{total}] {arm.name} fold {k + 1}/{len(fold_pairs)}"
             log(f"{where}: training on {len(train_part)} cases, testing on {len(test_part)}")
-            record, cached = run_fold(arm, k, train_part, test_part, fold_settings, out / "arms" / arm.name / f"fold-{k + 1}",
+            result, cached = run_fold(arm, k, train_part, test_part, fold_settings, out / "arms" / arm.name / f"fold-{k + 1}",
                                       missing_rates, trainer, keep_models, callbacks, controls)
-            log(f"{where}: {_fold_line(record, cached)}")
-            records.append(record)
-        summary = summarize_arm(records, missing_rates, n_boot, base_settings.seed, threshold)
-        summary["settings"] = {k: v for k, v in settings.as_dict().items()}
-        variants[arm.name] = summary
-        all_records[arm.name] = records
-    _compare_with_best_single(variants, all_records, n_boot, base_settings.seed)
-    report = {
-        "variants": variants,
-        "skipped": skipped,
-        "protocol": {
+            log(f"{where}: {_fold_line(result, cached)}")
+            results.append(result)
+        all_folds[arm.name] = results
+        arm_settings[arm.name] = settings.as_dict()
+    variants = summarize_arms(all_folds, missing_rates, n_boot, base_settings.seed, threshold)
+    for name, summary in variants.items():
+        summary.settings = arm_settings[name]
+    report = AblationResult(
+        variants=variants,
+        skipped=skipped,
+        protocol={
             "dataset": dataset,
             "cases": len(samples),
             "patients": len({s.patient_id for s in samples}),
@@ -495,15 +672,15 @@ def run_ablation(
             "image_weights": None if not any(a.needs_images for a in runnable) else (base_settings.pretrained or "random initialisation (no ImageNet weights)"),
             "auc": "mean over folds (SD over folds); auc_ci is the patient-bootstrap 95% CI of the pooled out-of-fold AUC",
         },
-        "notice": RESEARCH_NOTICE,
-    }
+        folds=all_folds,
+    )
     write_report(report, out)
     return report
 
 
-def markdown_table(report: dict[str, Any]) -> str:
+def markdown_table(report: AblationResult) -> str:
     """The ablation as a Markdown table (AUC mean ± SD over folds, pooled CI, threshold metrics, missing-clinical AUC)."""
-    rates = [r for r in report["protocol"]["missing_rates"] if r > 0]
+    rates = [r for r in report.protocol["missing_rates"] if r > 0]
 
     def num(value: float | None, sd: float | None = None) -> str:
         if value is None:
@@ -514,31 +691,33 @@ def markdown_table(report: dict[str, Any]) -> str:
     head += [f"AUC, {r:.0%} clinical missing" for r in rates]
     head += ["pooled AUC − best single modality [paired 95% CI]", "AUC: lesion masked / patch away (plain, same cases)"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for name, a in report["variants"].items():
-        ci = a.get("auc_ci")
-        pooled = "n/a" if a.get("auc_pooled") is None else f"{a['auc_pooled']:.3f}" + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "")
-        row = [name, num(a["auc"], a.get("auc_sd")), pooled] + [num(a[m], a.get(f"{m}_sd")) for m in ("pr_auc", "accuracy", "f1", "sensitivity", "specificity", "brier", "ece")]
-        missing = a.get("missing_clinical", {})
+    for name, a in report.variants.items():
+        ci = a.auc_ci
+        pooled = "n/a" if a.auc_pooled is None else f"{a.auc_pooled:.3f}" + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "")
+        row = [name, num(a.auc, a.auc_sd), pooled]
+        row += [num(a.metrics[m], a.metrics[f"{m}_sd"]) for m in ("pr_auc", "accuracy", "f1", "sensitivity", "specificity", "brier", "ece")]
+        missing = a.missing_clinical or {}
         row += [num(missing[f"{r:g}"]["auc"], missing[f"{r:g}"]["auc_sd"]) if f"{r:g}" in missing else "—" for r in rates]
-        vs = a.get("vs_best_single")
+        vs = a.vs_best_single
         row += [f"{vs['difference']:+.3f} vs {vs['arm']}" + (f" [{vs['ci'][0]:+.3f}, {vs['ci'][1]:+.3f}]" if vs["ci"] else "") if vs else "—"]
-        ctl = a.get("controls", {})
+        ctl = a.controls
         row += [" / ".join(f"{num(ctl[c]['auc'])} ({num(ctl[c]['auc_plain_same_cases'])})" if c in ctl else "—" for c in ("masked", "away")) if ctl else "—"]
         lines.append("| " + " | ".join(row) + " |")
-    for name, why in report.get("skipped", {}).items():
+    for name, why in report.skipped.items():
         lines.append(f"| {name} | skipped: {why} |" + " |" * (len(head) - 2))
-    p = report["protocol"]
+    p = report.protocol
     lines.append("")
     weights = f"; image weights: {p['image_weights']}" if p["image_weights"] else ""
     lines.append(f"{p['dataset']}: {p['cases']} cases, {p['patients']} patients, {p['split']}{weights}. {RESEARCH_NOTICE}")
     return "\n".join(lines) + "\n"
 
 
-def write_report(report: dict[str, Any], out: Path) -> None:
+def write_report(report: AblationResult, out: Path) -> None:
     """``ablation.json``, ``ablation.md`` and ``ablation.png`` in ``out`` (each written atomically)."""
     from mammofuse.evaluation.plots import ablation_figure
 
-    write_text(out / "ablation.json", json.dumps(report, indent=2) + "\n")
+    data = report.to_dict()
+    write_text(out / "ablation.json", json.dumps(data, indent=2) + "\n")
     write_text(out / "ablation.md", markdown_table(report))
-    if report["variants"]:
-        ablation_figure(report["variants"], out / "ablation.png", title=f"Ablation: {report['protocol']['dataset'] or 'dataset'}")
+    if report.variants:
+        ablation_figure(data["variants"], out / "ablation.png", title=f"Ablation: {report.protocol['dataset'] or 'dataset'}")
