@@ -454,8 +454,8 @@ def _compare_with_best_single(variants: dict[str, ArmSummary], folds: dict[str, 
     ids_b, labels, probs_b, patients = _pooled(folds[best])
     out = {}
     for name in variants:
-        if name in ("image", "clinical"):
-            continue
+        if not folds[name] or not Fusion(folds[name][0].settings["fusion"]).is_multimodal:
+            continue  # single-modality arms (image, clinical-d50...) are not fusions to compare
         ids_a, _, probs_a, _ = _pooled(folds[name])
         if ids_a != ids_b:
             continue  # not the same held-out cases: no paired comparison
