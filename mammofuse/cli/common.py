@@ -33,7 +33,6 @@ DEBUG_VARIABLE = "MAMMOFUSE_DEBUG"
 # C0 and C1 control characters (ESC starts terminal escape sequences), DEL, and the Unicode
 # bidirectional overrides that can make text read backwards.
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
-_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 Density = Annotated[str | None, typer.Option("--density", help="Breast density: 1-4 or A-D.", rich_help_panel="Clinical findings")]
 Shape = Annotated[str | None, typer.Option("--shape", help="Mass shape, e.g. oval, irregular.", rich_help_panel="Clinical findings")]
@@ -55,6 +54,11 @@ ImageDirs = Annotated[
                  "(00001_LEFT_CC.jpg) with COCO lesion boxes; repeat for several (e.g. training and test images).", show_default=False),
 ]
 Abnormality = Annotated[str, typer.Option("--abnormality", help="Lesion types: mass, calc or all.")]
+EngineName = Annotated[str, typer.Option("--engine", help="local: this machine; ray: a Ray Data pipeline on --ray-address or a local Ray (pip install \"mammofuse\\[ray]\").", rich_help_panel="Scale")]
+RayAddress = Annotated[str | None, typer.Option("--ray-address", help="The Ray cluster for --engine ray: auto, HOST:6379 or ray://HOST:10001 \\[default: RAY_ADDRESS, else a local Ray].", rich_help_panel="Scale", show_default=False)]
+GpusPerWorker = Annotated[float, typer.Option("--gpus-per-worker", min=0.0, help="GPUs per scoring actor of --engine ray (a fraction shares a GPU); 0 scores on CPUs.", rich_help_panel="Scale")]
+ShardOption = Annotated[str | None, typer.Option("--shard", metavar="I/N", help="Score only part I of N (0 <= I < N), by a stable hash of each path (of each breast with --aggregate breast): N jobs cover every file once.", rich_help_panel="Scale", show_default=False)]
+Resume = Annotated[bool, typer.Option("--resume", help="Continue the --output file (jsonl or csv): score only the files it lacks, matched by path, size and modification time.", rich_help_panel="Scale")]
 
 
 def clinical_flags(density: str | None, shape: str | None, margin: str | None, calc_type: str | None, calc_distribution: str | None) -> dict[str, str]:
@@ -178,7 +182,9 @@ def render_records(records: Sequence[dict[str, Any]], fmt: str) -> str:
     if fmt == "jsonl":
         return "".join(json.dumps(r, default=str) + "\n" for r in records)
     if fmt == "csv":
-        rows = [_flat_row(r) for r in records]
+        from mammofuse.scoring.sink import flat_row
+
+        rows = [flat_row(r) for r in records]
         columns = list(dict.fromkeys(k for r in rows for k in r if k != "error"))
         if any("error" in r for r in rows):
             columns.append("error")
@@ -188,24 +194,6 @@ def render_records(records: Sequence[dict[str, Any]], fmt: str) -> str:
         writer.writerows(rows)
         return buffer.getvalue()
     raise MammofuseError(f"unknown format {fmt!r}")
-
-
-def _flat_row(record: dict[str, Any]) -> dict[str, Any]:
-    row: dict[str, Any] = {}
-    for key, value in record.items():
-        if isinstance(value, dict):
-            row.update({k: _csv_cell(v) for k, v in value.items()})
-        else:
-            row[key] = _csv_cell(value)
-    return row
-
-
-def _csv_cell(value: Any) -> Any:
-    if isinstance(value, list):
-        value = "; ".join(str(v) for v in value)
-    if isinstance(value, str) and value.startswith(_FORMULA_START):
-        return "'" + value
-    return value
 
 
 def check_output(output: Path | None) -> None:
@@ -248,16 +236,29 @@ def cases_and_model(
 ) -> tuple[list[Any], Any, str, Any]:
     """What ``predict`` and ``explain`` share: (cases, model, model name, torch device); notes printed."""
     from mammofuse.cases import cases_from_inputs
+
+    notes: list[str] = []
+    samples = cases_from_inputs(paths, recursive, flags, clinical_csv, notes=notes, region=region)
+    net, name, torch_device = load_model_on(model, device)
+    for message in notes + model_notes(net, name, samples, flags, clinical_csv):
+        note(message)
+    return samples, net, name, torch_device
+
+
+def load_model_on(model: str, device: str) -> tuple[Any, str, Any]:
+    """(model, its name for records, torch device) from ``--model`` and ``--device``."""
     from mammofuse.device import resolve_device
     from mammofuse.hub import describe_model, resolve_model
     from mammofuse.model import load_model
 
-    notes: list[str] = []
-    samples = cases_from_inputs(paths, recursive, flags, clinical_csv, notes=notes, region=region)
     torch_device = resolve_device(device)
     folder = resolve_model(model)
-    net = load_model(folder, device=torch_device)
-    name = describe_model(model, folder)
+    return load_model(folder, device=torch_device), describe_model(model, folder), torch_device
+
+
+def model_notes(net: Any, name: str, samples: Sequence[Any], flags: dict[str, str], clinical_csv: Path | None) -> list[str]:
+    """Remarks on what the model makes of these cases: findings or images it does not use, missing lesion regions."""
+    notes = []
     if not net.config.uses_clinical and (flags or clinical_csv):
         notes.append(f"model {name} is image-only (fusion {net.config.fusion}): clinical findings are not used")
     if not net.config.uses_image:
@@ -269,6 +270,4 @@ def cases_and_model(
             f"model {name} looks at lesion crops, and {without} of {len(samples)} files have no lesion region: {how}. "
             "Give --roi ROW,COL,RADIUS (or roi_row, roi_col, roi_radius columns in --clinical)"
         )
-    for message in notes:
-        note(message)
-    return samples, net, name, torch_device
+    return notes
