@@ -74,14 +74,16 @@ class RayEngine:
 
         from mammofuse.inference import ScoredBatch
 
+        workers = self._workers(ray)
         weights = ray.put(_on_cpu(model))
         rows = [{"index": i, "sample": pickle.dumps(s)} for i, s in enumerate(samples)]
-        blocks = math.ceil(len(rows) / (4 * self.batch_size))
-        data = ray.data.from_items(rows, override_num_blocks=blocks)
+        # a few blocks per actor at least, so that they all get work; at most 16 batches per block
+        per_block = max(self.batch_size, min(16 * self.batch_size, len(rows) // (4 * workers)))
+        data = ray.data.from_items(rows, override_num_blocks=math.ceil(len(rows) / per_block))
         data = data.map_batches(_decode, fn_kwargs={"config": model.config}, batch_size=self.batch_size, batch_format="numpy", num_cpus=1)
         data = data.map_batches(
             _Scorer, fn_constructor_kwargs={"weights": [weights], "device": "cuda" if self.gpus_per_worker else "cpu"},
-            batch_size=self.batch_size, batch_format="numpy", compute=ActorPoolStrategy(size=self._workers(ray)),
+            batch_size=self.batch_size, batch_format="numpy", compute=ActorPoolStrategy(size=workers),
             num_cpus=1, **({"num_gpus": self.gpus_per_worker} if self.gpus_per_worker else {}),
         )
         for batch in data.iter_batches(batch_size=None, batch_format="numpy"):
@@ -118,14 +120,14 @@ def _quiet(ray: Any) -> Iterator[None]:
     """No Ray Data progress bars or log lines on stderr while scoring (the caller reports progress); restored afterwards."""
     context = ray.data.DataContext.get_current()
     logger = logging.getLogger("ray.data")
-    saved = context.enable_progress_bars, context.print_on_execution_start, logger.level
-    context.enable_progress_bars, context.print_on_execution_start = False, False
+    saved = context.enable_progress_bars, logger.level
+    context.enable_progress_bars = False
     logger.setLevel(logging.ERROR)
     try:
         yield
     finally:
-        context.enable_progress_bars, context.print_on_execution_start = saved[:2]
-        logger.setLevel(saved[2])
+        context.enable_progress_bars = saved[0]
+        logger.setLevel(saved[1])
 
 
 def _on_cpu(model: Any) -> Any:
