@@ -71,7 +71,7 @@ def main() -> None:
     import torch
 
     from mammofuse.data.sample import Sample
-    from mammofuse.explain import ExplainOptions, explain_case
+    from mammofuse.explainers import ExplainOptions, explain_case
 
     dicom = real_dicom(args.case)
     model, name = load(args.model)

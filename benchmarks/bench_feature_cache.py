@@ -73,7 +73,7 @@ def main() -> None:
             runs = {}
             for label, cache in (("off", "off"), ("memory", "memory"), ("disk (cold)", "disk"), ("disk (warm)", "disk")):
                 out = Path(tmp) / f"{backbone}-{label.replace(' ', '')}"
-                result = train(replace(base, feature_cache=cache), train_samples, val_samples, out, progress=False)
+                result = train(replace(base, feature_cache=cache), train_samples, val_samples, out)
                 seconds = [h["seconds"] for h in result.history]
                 runs[label] = seconds
                 print(f"{backbone} {label}: epochs {seconds} s", flush=True)
@@ -115,7 +115,7 @@ def amp_compare(args: argparse.Namespace) -> None:
                 batch_size=args.batch_size, patience=args.epochs, device="cuda", amp=amp, workers=4, dataset="mini-mias",
             )
             with tempfile.TemporaryDirectory() as tmp:
-                result = train(settings, train_samples, val_samples, Path(tmp), progress=False)
+                result = train(settings, train_samples, val_samples, Path(tmp))
             seconds = [h["seconds"] for h in result.history]
             epoch = statistics.mean(seconds[1:]) if len(seconds) > 1 else seconds[0]
             images = (len(train_samples) + len(val_samples)) / epoch

@@ -133,7 +133,7 @@ def engine_run(model: Any, folder: Path, output: Path, engine: Any, region: tupl
     start = time.perf_counter()
     files = list_cases([folder], False, CLINICAL, None, region=region)
     listed = time.perf_counter()
-    run = ScoringRun(model, files, model_name="bench")
+    run = ScoringRun(model, files)
     if resume:
         run.resume(output, "jsonl")
     resumed = time.perf_counter()
@@ -170,11 +170,11 @@ def main() -> None:
 
     import torch
 
-    from mammofuse.hub import load_pretrained
+    from mammofuse.model import MammoFuse
     from mammofuse.scoring import LocalEngine
 
     region = tuple(float(v) for v in args.roi.split(","))
-    model = load_pretrained(args.model)
+    model = MammoFuse.from_pretrained(args.model)
     work = args.workdir or Path(tempfile.mkdtemp(prefix="mammofuse-bench-"))
     try:
         folder = work / "files"

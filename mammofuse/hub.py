@@ -12,9 +12,11 @@
 Only safetensors and JSON are ever read (never pickle), and every failure a user can act on
 is a one-line :class:`~mammofuse.errors.MammofuseError`.
 
+This module only finds the files (torch-free); :meth:`mammofuse.MammoFuse.from_pretrained` loads them.
+
 Example:
-    >>> from mammofuse.hub import load_pretrained
-    >>> model = load_pretrained("default")  # doctest: +SKIP
+    >>> resolve_model("default").source
+    'bundled'
 """
 
 from __future__ import annotations
@@ -27,17 +29,26 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import Any, Iterator, Literal
 
 from mammofuse.errors import MammofuseError
 
-if TYPE_CHECKING:  # torch stays out of import time
-    import torch
-
-    from mammofuse.model import MammoFuse
-
 WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
+CARD_NAME = "README.md"
+# The Hub reads a model card's YAML front matter: it files the repository under the library and tags.
+CARD_METADATA = """---
+library_name: mammofuse
+license: other
+pipeline_tag: image-classification
+tags:
+- mammography
+- breast-cancer
+- multimodal
+- medical-imaging
+- research-only
+---
+"""
 DEFAULT_MODEL = "default"
 _HUB_ID = re.compile(r"^(?P<repo>[A-Za-z0-9][\w.-]*/[\w.-]+)(?:@(?P<revision>[\w./-]+))?$")
 _COMMIT = re.compile(r"^[0-9a-f]{40}$")
@@ -66,6 +77,23 @@ REGISTRY: dict[str, RegisteredModel] = {
         description="CBIS-DDSM masses: lesion crop (give --roi) + findings, late fusion; see its card. Not diagnostic.",
     ),
 }
+
+
+@dataclass(frozen=True)
+class ResolvedModel:
+    """Where a model spec points, resolved once so that nothing parses the spec again.
+
+    Attributes:
+        folder: local folder holding ``config.json`` and ``model.safetensors``.
+        name: how outputs name the model: the registered name, ``owner/name@commit``, or the folder.
+        source: ``bundled`` (shipped in the package), ``local`` (a folder) or ``hub``.
+        revision: the Hub commit the files come from (``hub`` only).
+    """
+
+    folder: Path
+    name: str
+    source: Literal["bundled", "local", "hub"]
+    revision: str | None = None
 
 
 def registered_models() -> list[dict[str, Any]]:
@@ -100,8 +128,8 @@ def _package_folder(entry: RegisteredModel) -> Path:
     return ref
 
 
-def resolve_model(spec: str | None) -> Path:
-    """The local folder holding ``config.json`` and ``model.safetensors`` for ``spec``.
+def resolve_model(spec: str | Path | None) -> ResolvedModel:
+    """Where the ``config.json`` and ``model.safetensors`` of ``spec`` are, and how to name the model.
 
     Args:
         spec: ``None``/``"default"``, another registered name, a local folder (or a file in one),
@@ -115,15 +143,16 @@ def resolve_model(spec: str | None) -> Path:
         >>> resolve_model("default").name
         'default'
     """
-    spec = (spec or DEFAULT_MODEL).strip()
+    spec = str(spec or DEFAULT_MODEL).strip()
     if spec in REGISTRY:
         folder = _package_folder(REGISTRY[spec])
         if not (folder / CONFIG_NAME).is_file() or not (folder / WEIGHTS_NAME).is_file():
             raise MammofuseError(f"bundled model {spec!r} is missing from this installation ({folder}); reinstall mammofuse")
-        return folder
+        return ResolvedModel(folder, spec, "bundled")
     local = Path(spec).expanduser()
     if local.exists():
-        return _local_folder(local)
+        folder = _local_folder(local)
+        return ResolvedModel(folder, str(folder), "local")
     if local.parts and Path(local.parts[0]).is_dir():
         # runs/clinicl: a mistyped folder under an existing one, not a Hub id to look up
         raise MammofuseError(
@@ -132,7 +161,8 @@ def resolve_model(spec: str | None) -> Path:
         )
     match = _HUB_ID.match(spec)
     if match and not spec.startswith((".", "/", "~")) and not spec.endswith((".json", ".safetensors")):
-        return _hub_folder(match["repo"], match["revision"])
+        folder = _hub_folder(match["repo"], match["revision"])
+        return ResolvedModel(folder, f"{match['repo']}@{folder.name}", "hub", revision=folder.name)
     names = ", ".join(REGISTRY)
     raise MammofuseError(
         f"unknown model {spec!r}: not a registered name ({names}), an existing model folder, "
@@ -262,31 +292,3 @@ def _quiet_hub_logs() -> Iterator[None]:
         yield
     finally:
         logger.setLevel(level)
-
-
-def describe_model(spec: str | None, folder: Path) -> str:
-    """How outputs name a model: the registered name, the Hub id at its commit, or the folder."""
-    spec = (spec or DEFAULT_MODEL).strip()
-    if spec in REGISTRY:
-        return spec
-    match = _HUB_ID.match(spec)
-    if match and not Path(spec).expanduser().exists():
-        commit = folder.name
-        return f"{match['repo']}@{commit}" if _COMMIT.match(commit) else spec
-    return str(folder)
-
-
-def load_pretrained(spec: str | None = None, device: str | torch.device = "cpu") -> MammoFuse:
-    """Resolve ``spec`` and load the model in eval mode on ``device`` (strict key check).
-
-    Raises:
-        MammofuseError: as :func:`resolve_model`, plus an incompatible config or vocabulary.
-
-    Example:
-        >>> model = load_pretrained()  # the bundled default  # doctest: +SKIP
-        >>> model.config.fusion  # doctest: +SKIP
-        'cross'
-    """
-    from mammofuse.model import load_model
-
-    return load_model(resolve_model(spec), device=device)

@@ -6,12 +6,14 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
 from mammofuse.cli import app
 from mammofuse.errors import MammofuseError
 from mammofuse.evaluation.ablation import drop_clinical, plan_arms, run_ablation
+from mammofuse.training import TrainCallback
 
 runner = CliRunner()
 
@@ -30,7 +32,7 @@ class CountingTrainer:
     def __init__(self) -> None:
         self.calls: list[tuple[str, int, int]] = []
 
-    def __call__(self, settings, train, val, out, resume=False, progress=False):
+    def __call__(self, settings, train, val, out, resume=False, callbacks=()):
         import torch
 
         from mammofuse.imaging.preprocess import PreprocessRecipe
@@ -44,6 +46,16 @@ class CountingTrainer:
                              preprocessing=PreprocessRecipe(image_size=settings.image_size, input=settings.input).as_dict())
         save_model(MammoFuse(config), out)
         return _Result(Path(out))
+
+
+class Notes(TrainCallback):
+    """Collects the ablation's notes."""
+
+    def __init__(self) -> None:
+        self.messages: list[str] = []
+
+    def on_log(self, message: str) -> None:
+        self.messages.append(message)
 
 
 def _settings(**kw):
@@ -77,16 +89,17 @@ def test_second_run_reuses_finished_arms_and_image_arms_are_skipped_without_imag
 
     train = [s for s in load_dataset("cbis-ddsm", cbis_csv) if s.split == "train"]
     samples = train[:120] + train[-120:]  # masses and calcifications
-    trainer, messages = CountingTrainer(), []
+    trainer, notes = CountingTrainer(), Notes()
+    messages = notes.messages
     arms = plan_arms(["image", "clinical"])
-    report = run_ablation(samples, arms, _settings(), tmp_path, folds=3, n_boot=20, trainer=trainer, log=messages.append, dataset="cbis-ddsm")
+    report = run_ablation(samples, arms, _settings(), tmp_path, folds=3, n_boot=20, trainer=trainer, callbacks=[notes], dataset="cbis-ddsm")
     assert [c[0] for c in trainer.calls] == ["clinical"] * 3
     assert "needs images" in report["skipped"]["image"] and any("skipping arm image" in m for m in messages)
     results = sorted((tmp_path / "arms" / "clinical").glob("fold-*/result.json"))
     assert len(results) == 3
     stamps = [p.stat().st_mtime_ns for p in results]
 
-    again = run_ablation(samples, arms, _settings(), tmp_path, folds=3, n_boot=20, trainer=trainer, log=messages.append, dataset="cbis-ddsm")
+    again = run_ablation(samples, arms, _settings(), tmp_path, folds=3, n_boot=20, trainer=trainer, callbacks=[notes], dataset="cbis-ddsm")
     assert len(trainer.calls) == 3, "finished folds must not be retrained"
     assert [p.stat().st_mtime_ns for p in results] == stamps
     assert sum("already done" in m for m in messages) == 3
@@ -142,3 +155,27 @@ def test_ablate_usage_errors(mini_mias, tmp_path):
     assert no_official.exit_code == 2 and "no official train and test split" in no_official.output
     assert runner.invoke(app, [*base, "--protocol", "holdout"]).exit_code == 2
     assert runner.invoke(app, [*base, "--modality-dropout", "maybe"]).exit_code == 2
+
+
+def test_out_of_fold_thresholds_never_look_at_the_folds_own_cases():
+    from mammofuse.evaluation.ablation import fold_thresholds, summarize_arm
+    from mammofuse.evaluation.metrics import youden_threshold
+
+    rng = np.random.default_rng(0)
+
+    def fold(k: int, shift: float) -> dict:
+        labels = [0, 1] * 20
+        scores = [float(np.clip(0.3 + 0.3 * y + shift + rng.normal(0, 0.1), 0, 1)) for y in labels]
+        return {"fold": k, "labels": labels, "scores": {"0": scores}, "patients": [f"p{k}-{i}" for i in range(40)],
+                "threshold": 0.9, "abnormality": [None] * 40}
+
+    records = [fold(0, 0.0), fold(1, 0.1), fold(2, -0.1)]
+    assert fold_thresholds(records, "validation") == [0.9, 0.9, 0.9]
+    oof = fold_thresholds(records, "oof")
+    others = records[1]["labels"] + records[2]["labels"], records[1]["scores"]["0"] + records[2]["scores"]["0"]
+    assert oof[0] == youden_threshold(np.array(others[0]), np.array(others[1]))
+    records[0]["scores"]["0"] = [1 - p for p in records[0]["scores"]["0"]]  # fold 0's own cases do not move its threshold
+    assert fold_thresholds(records, "oof")[0] == oof[0] and fold_thresholds(records, "oof")[1] != oof[1]
+    summary = summarize_arm(records, [0.0], n_boot=0, seed=0, threshold="oof")
+    assert [m["threshold"] for m in summary["per_fold"]] == fold_thresholds(records, "oof")
+    assert fold_thresholds(records[:1], "oof") == [0.9]  # one fold (official split): its validation threshold

@@ -21,7 +21,7 @@ def test_help_lists_every_command():
 
 
 def test_start_up_path_does_not_import_torch():
-    code = "import sys, mammofuse.cli; print(sorted(m for m in ('torch', 'torchvision', 'shap', 'lime', 'sklearn', 'pydicom') if m in sys.modules))"
+    code = "import sys, mammofuse.cli; print(sorted(m for m in ('torch', 'torchvision', 'numpy', 'shap', 'lime', 'sklearn', 'pydicom') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
 

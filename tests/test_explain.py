@@ -22,24 +22,24 @@ from mammofuse.cli import app
 from mammofuse.clinical import load_schema
 from mammofuse.data.sample import Sample
 from mammofuse.errors import MammofuseError
-from mammofuse.explain import (
+from mammofuse.explainers import (
     ExplainOptions,
     GradCAM,
     explain_case,
     grad_cam,
     output_folders,
 )
-from mammofuse.explain.inputs import (
+from mammofuse.explainers.inputs import (
     FixedClinicalScorer,
     FixedImageScorer,
     prepare_inputs,
-    sigmoid,
 )
-from mammofuse.explain.lime_explain import lime_clinical, lime_image
-from mammofuse.explain.shap_clinical import clinical_shapley
+from mammofuse.explainers.lime_explain import lime_clinical, lime_image
+from mammofuse.explainers.shap_clinical import clinical_shapley
 from mammofuse.imaging.preprocess import PreprocessRecipe
 from mammofuse.inference import load_input
 from mammofuse.model import MammoFuse, ModelConfig, save_model
+from mammofuse.results import sigmoid
 
 runner = CliRunner()
 CLINICAL = {"density": "3", "shape": "irregular", "margin": "spiculated", "calc_type": "punctate-pleomorphic"}

@@ -17,7 +17,8 @@ from urllib.parse import unquote
 import pytest
 
 from mammofuse.errors import MammofuseError
-from mammofuse.hub import describe_model, load_pretrained, resolve_model
+from mammofuse.hub import resolve_model
+from mammofuse.model import MammoFuse
 
 COMMIT_V1 = "1" * 40
 COMMIT_MAIN = "a" * 40
@@ -135,16 +136,17 @@ def _set_offline(monkeypatch: pytest.MonkeyPatch, offline: bool) -> None:
 
 
 def test_default_resolves_to_the_bundled_folder() -> None:
-    folder = resolve_model(None)
-    assert folder == resolve_model("default")
-    assert folder.name == "default" and folder.parent.name == "weights"
-    assert describe_model(None, folder) == "default"
+    resolved = resolve_model(None)
+    assert resolved == resolve_model("default")
+    assert resolved.folder.name == "default" and resolved.folder.parent.name == "weights"
+    assert (resolved.name, resolved.source, resolved.revision) == ("default", "bundled", None)
 
 
 def test_local_folder_and_file_inside_it(models: dict[str, Path]) -> None:
-    assert resolve_model(str(models["v1"])) == models["v1"]
-    assert resolve_model(str(models["v1"] / "model.safetensors")) == models["v1"]
-    assert resolve_model(str(models["v1"] / "config.json")) == models["v1"]
+    assert resolve_model(str(models["v1"])).folder == models["v1"]
+    assert resolve_model(models["v1"] / "model.safetensors").folder == models["v1"]
+    resolved = resolve_model(str(models["v1"] / "config.json"))
+    assert (resolved.folder, resolved.name, resolved.source) == (models["v1"], str(models["v1"]), "local")
 
 
 def test_pickle_files_and_folders_without_config_are_refused(tmp_path: Path) -> None:
@@ -169,24 +171,26 @@ def test_incompatible_config_is_a_one_line_error(models: dict[str, Path], tmp_pa
         config = json.loads((folder / "config.json").read_text()) | change
         (folder / "config.json").write_text(json.dumps(config))
         with pytest.raises(MammofuseError, match=message):
-            load_pretrained(str(folder))
+            MammoFuse.from_pretrained(str(folder))
 
 
 def test_hub_download_pins_both_files_to_one_commit(hub: StandInHub) -> None:
-    folder = resolve_model("owner/tiny")
+    resolved = resolve_model("owner/tiny")
+    folder = resolved.folder
     assert folder.name == COMMIT_MAIN and folder.parent.name == "snapshots"
     assert {p.name for p in folder.iterdir()} == {"config.json", "model.safetensors"}
     # config.json by branch, then the weights by the commit that config.json came from
     assert f"/owner/tiny/resolve/{COMMIT_MAIN}/model.safetensors" in hub.gets()
-    model = load_pretrained("owner/tiny")
+    model = MammoFuse.from_pretrained("owner/tiny")
     assert model.config.threshold == pytest.approx(0.6)
-    assert describe_model("owner/tiny", folder) == f"owner/tiny@{COMMIT_MAIN}"
+    assert model.name == resolved.name == f"owner/tiny@{COMMIT_MAIN}"
+    assert (resolved.source, resolved.revision) == ("hub", COMMIT_MAIN)
 
 
 def test_hub_tag_revision(hub: StandInHub) -> None:
-    model = load_pretrained("owner/tiny@v1")
+    model = MammoFuse.from_pretrained("owner/tiny@v1")
     assert model.config.threshold == pytest.approx(0.4)
-    assert resolve_model("owner/tiny@v1").name == COMMIT_V1
+    assert resolve_model("owner/tiny@v1").revision == COMMIT_V1
 
 
 def test_cache_hit_downloads_nothing_again(hub: StandInHub) -> None:
@@ -204,7 +208,7 @@ def test_offline_with_the_model_cached_works_without_requests(hub: StandInHub, m
     hub.requests.clear()
     _set_offline(monkeypatch, True)
     assert resolve_model("owner/tiny") == online
-    assert load_pretrained("owner/tiny").config.threshold == pytest.approx(0.6)
+    assert MammoFuse.from_pretrained("owner/tiny").config.threshold == pytest.approx(0.6)
     assert hub.requests == []
 
 
@@ -265,3 +269,27 @@ def test_cli_predict_from_the_stand_in_hub(hub: StandInHub, real_dicoms: dict[st
     offline = subprocess.run(command, env={**env, "HF_HUB_OFFLINE": "1"}, capture_output=True, text=True, timeout=120)
     assert offline.returncode == 0, offline.stderr
     assert json.loads(offline.stdout)[0]["probability"] == record["probability"]
+
+
+def test_save_pretrained_folder_is_hub_ready_and_loads_back(tmp_path: Path) -> None:
+    import torch
+
+    from mammofuse.model import ModelConfig
+
+    torch.manual_seed(0)
+    model = MammoFuse(ModelConfig(fusion="clinical", threshold=0.3))
+    folder = model.save_pretrained(tmp_path / "my-model")
+    assert {p.name for p in folder.iterdir()} == {"config.json", "model.safetensors", "README.md"}
+    card = (folder / "README.md").read_text()
+    assert card.startswith("---\nlibrary_name: mammofuse\n") and "Research use only" in card
+    loaded = MammoFuse.from_pretrained(folder)
+    assert loaded.name == str(folder) and loaded.config.threshold == pytest.approx(0.3)
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), loaded.state_dict().values()))
+    (folder / "README.md").write_text("my own card")
+    model.save_pretrained(folder)  # a card already there is the owner's: kept
+    assert (folder / "README.md").read_text() == "my own card"
+
+
+def test_bundled_card_carries_hub_metadata() -> None:
+    card = (resolve_model("default").folder / "README.md").read_text()
+    assert card.startswith("---\nlibrary_name: mammofuse\n")

@@ -10,7 +10,7 @@ import torch
 
 from mammofuse.errors import MammofuseError
 from mammofuse.training import TrainSettings
-from mammofuse.training.trainer import lr_factor
+from mammofuse.training.schedule import lr_factor
 
 
 def test_cosine_schedule_warms_up_then_decays_over_the_whole_run():
@@ -130,7 +130,7 @@ def test_default_recipe_trains_end_to_end_keeps_last_epoch(tmp_path, cbis_subset
     samples = [s for s in load_dataset("cbis-ddsm", cbis_subset, [cbis_800], "mass") if s.split == "train"]
     tr, va = train_val_split(samples, 0.25, 0)
     settings = TrainSettings(fusion="cross", image_size=32, epochs=2, device="cpu", radiomics=True, dataset="cbis-ddsm")
-    result = train(settings, tr, va, tmp_path / "run", progress=False)
+    result = train(settings, tr, va, tmp_path / "run")
     assert result.best_epoch == 2  # selection: last
     model = load_model(tmp_path / "run")
     assert model.config.recipe.canvas == (800, 800)  # the training images' size, recorded in the recipe

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -19,7 +20,7 @@ from mammofuse.data import load_dataset, train_val_split
 from mammofuse.data.sample import Sample, patient_digest
 from mammofuse.errors import MammofuseError
 from mammofuse.model import FUSIONS, load_model
-from mammofuse.training import TrainSettings, train
+from mammofuse.training import EpochRow, TrainCallback, TrainSettings, train
 
 
 def write_backbone(path: Path, name: str = "resnet18") -> Path:
@@ -58,7 +59,7 @@ def probabilities(folder: Path, samples: list[Sample]) -> np.ndarray:
 @pytest.mark.parametrize("fusion", FUSIONS)
 def test_every_fusion_trains_on_real_mini_mias(fusion: str, mias_split, tiny, tmp_path: Path) -> None:
     train_samples, val_samples = mias_split
-    result = train(replace(tiny, fusion=fusion), train_samples, val_samples, tmp_path, progress=False)
+    result = train(replace(tiny, fusion=fusion), train_samples, val_samples, tmp_path)
     assert {"model.safetensors", "config.json", "history.jsonl", "train_config.yaml", "README.md", "last"} <= {p.name for p in tmp_path.iterdir()}
     history = [json.loads(line) for line in (tmp_path / "history.jsonl").read_text().splitlines()]
     assert [h["epoch"] for h in history] == [1] and np.isfinite(history[0]["train_loss"])
@@ -78,10 +79,10 @@ def test_every_fusion_trains_on_real_mini_mias(fusion: str, mias_split, tiny, tm
 def test_saved_model_is_the_best_epoch_with_its_validation_threshold(mias_split, tiny, tmp_path: Path) -> None:
     from sklearn.metrics import roc_auc_score
 
-    from mammofuse.training.trainer import youden_threshold
+    from mammofuse.evaluation.metrics import youden_threshold
 
     train_samples, val_samples = mias_split
-    result = train(replace(tiny, fusion="concat", epochs=3, selection="best"), train_samples, val_samples, tmp_path, progress=False)
+    result = train(replace(tiny, fusion="concat", epochs=3, selection="best"), train_samples, val_samples, tmp_path)
     aucs = [h["val_auc"] for h in result.history]
     assert result.best_epoch == 1 + int(np.argmax(aucs)) and result.best_val_auc == pytest.approx(max(aucs), abs=1e-6)
     probs = probabilities(tmp_path, val_samples)
@@ -90,14 +91,85 @@ def test_saved_model_is_the_best_epoch_with_its_validation_threshold(mias_split,
     assert load_model(tmp_path).config.threshold == pytest.approx(youden_threshold(labels, probs), abs=1e-5)
 
 
-def test_unreadable_image_trains_as_image_absent_with_one_warning(mias_split, tiny, tmp_path: Path, capsys) -> None:
+class Recorder(TrainCallback):
+    """Keeps every report of a run, in order."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple] = []
+
+    def on_train_start(self, settings: TrainSettings) -> None:
+        self.events.append(("start", settings.epochs))
+
+    def on_phase_start(self, description: str, total: int) -> None:
+        self.events.append(("phase", description, total))
+
+    def on_phase_advance(self, steps: int, note: str) -> None:
+        self.events.append(("advance", steps))
+
+    def on_phase_end(self) -> None:
+        self.events.append(("end",))
+
+    def on_epoch_end(self, row: EpochRow, improved: bool) -> None:
+        self.events.append(("epoch", row, improved))
+
+    def on_log(self, message: str) -> None:
+        self.events.append(("log", message))
+
+    def of(self, kind: str) -> list[tuple]:
+        return [e for e in self.events if e[0] == kind]
+
+
+def test_unreadable_image_trains_as_image_absent_with_one_warning(mias_split, tiny, tmp_path: Path) -> None:
     broken = tmp_path / "broken.png"
     broken.write_bytes(b"not a png")
     train_samples = [replace(mias_split[0][0], id="broken", image_path=str(broken)), *mias_split[0][1:]]
-    result = train(replace(tiny, fusion="concat", epochs=2, freeze_epochs=1), train_samples, mias_split[1], tmp_path / "run")
+    recorder = Recorder()
+    result = train(replace(tiny, fusion="concat", epochs=2, freeze_epochs=1), train_samples, mias_split[1], tmp_path / "run",
+                   callbacks=[recorder])
     assert len(result.history) == 2 and all(np.isfinite(h["train_loss"]) for h in result.history)
-    err = capsys.readouterr().err
-    assert err.count("1 image(s) could not be read") == 1 and "broken.png" in err
+    notes = [message for _, message in recorder.of("log")]
+    assert len(notes) == 1 and "1 image(s) could not be read" in notes[0] and "broken.png" in notes[0]
+
+
+def test_callbacks_see_phases_then_epoch_rows_in_order(mias_split, tiny, tmp_path: Path) -> None:
+    recorder = Recorder()
+    result = train(replace(tiny, fusion="concat", epochs=2, augment=False), *mias_split, tmp_path, callbacks=[recorder])
+    assert recorder.events[0] == ("start", 2)
+    rows = [row for _, row, _ in recorder.of("epoch")]
+    assert [r["epoch"] for r in rows] == [1, 2] and rows == result.history
+    assert [improved for *_, improved in recorder.of("epoch")] == [True, True]  # selection: last keeps every new epoch
+    phases = [e[1] for e in recorder.of("phase")]
+    assert phases == ["caching train features", "caching val features", "epoch 1/2 (frozen)", "epoch 2/2"]
+    assert len(recorder.of("end")) == len(phases)
+    first_epoch = recorder.events.index(("phase", "epoch 1/2 (frozen)", 2))
+    assert recorder.events[first_epoch + 1 : first_epoch + 4] == [("advance", 1), ("advance", 1), ("end",)]  # 16 cases, batches of 8
+    assert not recorder.of("log")
+
+
+def test_train_without_callbacks_prints_nothing(tmp_path: Path, capfd) -> None:
+    settings = TrainSettings(fusion="clinical", epochs=2, proj_dim=16)
+    train(settings, synthetic_clinical(40, 1), synthetic_clinical(20, 2), tmp_path)
+    train(replace(settings, epochs=2), synthetic_clinical(40, 1), synthetic_clinical(20, 2), tmp_path, resume=True)  # nothing to train
+    assert capfd.readouterr() == ("", "")
+
+
+def test_the_trainer_does_not_import_rich() -> None:
+    code = "import sys, mammofuse.training.trainer, mammofuse.evaluation.ablation; print(sorted(m for m in sys.modules if m.split('.')[0] == 'rich'))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    assert done.stdout.strip() == "[]"
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_settings_check_the_device_as_every_command_does() -> None:
+    from mammofuse.device import resolve_device
+
+    with pytest.raises(MammofuseError) as direct:
+        resolve_device("cuda:0")
+    with pytest.raises(MammofuseError) as settings:
+        TrainSettings(device="cuda:0")
+    assert str(settings.value) == str(direct.value) == "--device cuda:0: CUDA is not available on this machine (use cpu or auto)"
+    with pytest.raises(MammofuseError, match="auto, cpu, cuda, cuda:N or mps"):
+        TrainSettings(device="gpu")
 
 
 def synthetic_clinical(n: int, seed: int) -> list[Sample]:
@@ -115,14 +187,14 @@ def synthetic_clinical(n: int, seed: int) -> list[Sample]:
 
 def test_loss_falls_on_a_learnable_task(tmp_path: Path) -> None:
     settings = TrainSettings(fusion="clinical", epochs=5, batch_size=16, lr=1e-2, proj_dim=16, patience=10)
-    result = train(settings, synthetic_clinical(128, 1), synthetic_clinical(32, 2), tmp_path, progress=False)
+    result = train(settings, synthetic_clinical(128, 1), synthetic_clinical(32, 2), tmp_path)
     losses = [h["train_loss"] for h in result.history]
     assert losses[-1] < 0.1 * losses[0]
     assert result.best_val_auc > 0.99
 
 
 def _run(settings: TrainSettings, samples, out: Path, resume: bool = False):
-    return train(settings, *samples, out, resume=resume, progress=False)
+    return train(settings, *samples, out, resume=resume)
 
 
 def test_resume_is_exact(mias_split, tiny, tmp_path: Path, monkeypatch) -> None:
@@ -226,6 +298,7 @@ def test_cli_trains_clinical_on_cbis_ddsm_csvs_with_yaml_and_flag_override(cbis_
     out = tmp_path / "run"
     result = CliRunner().invoke(app, ["train", "--dataset", "cbis-ddsm", "--data", str(cbis_csv), "--config", str(config), "--epochs", "1", "--out", str(out)])
     assert result.exit_code == 0, result.output
+    assert re.search(r"^epoch 1/1: train_loss \d\.\d{4}  val_loss \d\.\d{4}  val_auc 0\.\d{3}  lr \S+  \d+\.\ds  best$", result.stderr, re.M)
     saved = yaml.safe_load((out / "train_config.yaml").read_text())
     assert saved["epochs"] == 1 and saved["proj_dim"] == 20 and saved["fusion"] == "clinical" and saved["dataset"] == "cbis-ddsm"
     prov = load_model(out).config.provenance
@@ -240,6 +313,8 @@ def test_cli_trains_clinical_on_cbis_ddsm_csvs_with_yaml_and_flag_override(cbis_
         (["--fusion", "cross"], "needs images"),
         (["--split", "validation"], "--split validation"),
         (["--split", "test", "--fusion", "clinical"], "needs at least 5"),
+        pytest.param(["--fusion", "clinical", "--device", "cuda:0"], "--device cuda:0: CUDA is not available",
+                     marks=pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")),
     ],
 )
 def test_cli_errors_are_one_line(cbis_csv: Path, tmp_path: Path, args: list[str], message: str) -> None:

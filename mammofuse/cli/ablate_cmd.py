@@ -68,6 +68,7 @@ def ablate(
     dropout_p: Annotated[float, typer.Option("--dropout-p", min=0.0, max=0.99, help="Modality dropout probability when on.")] = 0.3,
     proj_dims: Annotated[str, typer.Option("--proj-dims", "--proj-dim", help="Comma-separated shared token sizes d, e.g. 50,100,200.")] = "100",
     image_init: Annotated[Path | None, typer.Option("--image-init", help="Folder of an image arm run on the same folds with --keep-models (OUT/arms/image): fusion arms start their image branch from its fold models (staged training).")] = None,
+    threshold_from: Annotated[str, typer.Option("--threshold-from", help="Each fold's decision threshold: oof (Youden's J on the other folds' held-out predictions: hundreds of cases) or validation (its own validation part).")] = "oof",
     controls: Annotated[bool, typer.Option("--controls/--no-controls", help="Also score image arms on the shortcut controls: lesion masked out, and a patch away from the lesion.")] = True,
     bootstrap: Annotated[int, typer.Option("--bootstrap", min=0, help="Patient-bootstrap resamples for the pooled AUC interval.")] = 1000,
     keep_models: Annotated[bool, typer.Option("--keep-models", help="Keep each fold's trained weights (default: keep only results).")] = False,
@@ -112,12 +113,14 @@ def ablate(
         mammofuse ablate --dataset mini-mias --data ../shared/data/mini-mias --out runs/mias-ablation
     """
     from mammofuse.atomic import check_writable_folder
+    from mammofuse.cli.train_progress import TrainProgress
     from mammofuse.errors import MammofuseError
     from mammofuse.evaluation.ablation import plan_arms, run_ablation
     from mammofuse.imaging.controls import CONTROLS
 
     check_choice("--format", fmt, ("table", "json"))
     check_choice("--protocol", protocol, ("auto", "official", "cv"))
+    check_choice("--threshold-from", threshold_from, ("oof", "validation"))
     check_writable_folder(out)
     arms = plan_arms([v.strip() for v in variants.split(",") if v.strip()], _switches(modality_dropout), _ints(proj_dims, "--proj-dims"), dropout_p)
     rates = _floats(missing_rates, "--missing-rates")
@@ -140,9 +143,8 @@ def ablate(
     official = protocol == "official" or (protocol == "auto" and has_official)
     report = run_ablation(
         samples, arms, settings, out, folds=None if official else folds, missing_rates=rates, n_boot=bootstrap,
-        keep_models=keep_models, log=lambda m: err_console.print(m, highlight=False, soft_wrap=True, markup=False),
-        progress=err_console.is_terminal, dataset=dataset if split is None else f"{dataset} ({split} split)",
-        controls=CONTROLS if controls else (), image_init=image_init,
+        keep_models=keep_models, callbacks=[TrainProgress(epoch_lines=err_console.is_terminal)], dataset=dataset if split is None else f"{dataset} ({split} split)",
+        controls=CONTROLS if controls else (), image_init=image_init, threshold=threshold_from,
     )
     err_console.print(f"wrote {out / 'ablation.json'}, {out / 'ablation.md'}, {out / 'ablation.png'}", highlight=False, markup=False)
     if fmt == "json":

@@ -234,40 +234,9 @@ def cases_and_model(
     paths: list[Path], recursive: bool, flags: dict[str, str], clinical_csv: Path | None, model: str, device: str,
     region: tuple[float, float, float] | None = None,
 ) -> tuple[list[Any], Any, str, Any]:
-    """What ``predict`` and ``explain`` share: (cases, model, model name, torch device); notes printed."""
-    from mammofuse.cases import cases_from_inputs
+    """What ``predict`` and ``explain`` share: (cases, model, model name, torch device); remarks become notes."""
+    from mammofuse.api import as_model, cases
 
-    notes: list[str] = []
-    samples = cases_from_inputs(paths, recursive, flags, clinical_csv, notes=notes, region=region)
-    net, name, torch_device = load_model_on(model, device)
-    for message in notes + model_notes(net, name, samples, flags, clinical_csv):
-        note(message)
-    return samples, net, name, torch_device
-
-
-def load_model_on(model: str, device: str) -> tuple[Any, str, Any]:
-    """(model, its name for records, torch device) from ``--model`` and ``--device``."""
-    from mammofuse.device import resolve_device
-    from mammofuse.hub import describe_model, resolve_model
-    from mammofuse.model import load_model
-
-    torch_device = resolve_device(device)
-    folder = resolve_model(model)
-    return load_model(folder, device=torch_device), describe_model(model, folder), torch_device
-
-
-def model_notes(net: Any, name: str, samples: Sequence[Any], flags: dict[str, str], clinical_csv: Path | None) -> list[str]:
-    """Remarks on what the model makes of these cases: findings or images it does not use, missing lesion regions."""
-    notes = []
-    if not net.config.uses_clinical and (flags or clinical_csv):
-        notes.append(f"model {name} is image-only (fusion {net.config.fusion}): clinical findings are not used")
-    if not net.config.uses_image:
-        notes.append(f"model {name} is clinical-only: images are not read")
-    elif net.config.recipe.input == "roi" and any(s.region is None for s in samples):
-        without = sum(s.region is None for s in samples)
-        how = "their image is not used: the clinical findings are scored" if net.config.recipe.needs_region() else "the whole breast is scored instead"
-        notes.append(
-            f"model {name} looks at lesion crops, and {without} of {len(samples)} files have no lesion region: {how}. "
-            "Give --roi ROW,COL,RADIUS (or roi_row, roi_col, roi_radius columns in --clinical)"
-        )
-    return notes
+    net = as_model(model, device)
+    samples = cases(paths, net, flags, clinical_csv, region, recursive)
+    return samples, net, net.name, next(net.parameters()).device

@@ -83,24 +83,20 @@ def evaluate(
         check_choice("--compare", compare, ("paper",))
     bounds = parse_bounds(fail_under) if fail_under is not None else {}
 
+    from mammofuse.api import as_model
     from mammofuse.data import load_dataset
-    from mammofuse.device import resolve_device
-    from mammofuse.evaluation.evaluate import (
-        evaluate_model,
-        load_any_model,
-        select_split,
-    )
+    from mammofuse.evaluation.evaluate import evaluate_model, select_split
 
     samples = select_split(load_dataset(dataset, data, images, abnormality), split)
-    device = resolve_device(device)
-    loaded = load_any_model(model, device=device)
+    loaded = as_model(model, device)
+    device = next(loaded.parameters()).device
     with progress("scoring", len(samples)) as advance:
         evaluation = evaluate_model(
             loaded, samples, n_boot=bootstrap, seed=seed, batch_size=batch_size, device=device, workers=workers,
             on_batch=advance, describe={"dataset": dataset, "split": split, "model_spec": model or "default", "control": control},
             control=control, per_breast=aggregate == "breast",
         )
-    result = evaluation.result
+    result = evaluation.report
     if compare:
         from mammofuse.evaluation.reference import comparison
 

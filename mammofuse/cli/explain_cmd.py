@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Callable
 
 import typer
 
@@ -30,9 +30,11 @@ from mammofuse.cli.common import (
     parse_roi,
     safe,
 )
-from mammofuse.cli.output import console
+from mammofuse.cli.output import console, status
+from mammofuse.explainers import DEFAULT_LAYER, DEFAULT_LIME_SAMPLES, default_selection, describe_choices
 
-ALL_METHODS = "gradcam,shap,lime,attention"
+if TYPE_CHECKING:
+    from mammofuse.explainers import Explanation
 
 
 @guarded
@@ -48,10 +50,10 @@ def explain(
     clinical: ClinicalCsv = None,
     roi: Roi = None,
     recursive: Recursive = False,
-    methods: Annotated[str, typer.Option("--methods", help="Comma-separated: gradcam, shap, lime, attention.")] = ALL_METHODS,
-    lime_samples: Annotated[int, typer.Option("--lime-samples", help="Perturbed samples for each LIME explanation (image LIME dominates the run time).", min=10)] = 500,
+    methods: Annotated[str, typer.Option("--methods", help=f"Comma-separated, any of: {describe_choices()}.")] = ",".join(default_selection()),
+    lime_samples: Annotated[int, typer.Option("--lime-samples", help="Perturbed samples for each LIME explanation (image LIME dominates the run time).", min=10)] = DEFAULT_LIME_SAMPLES,
     seed: Annotated[int, typer.Option("--seed", help="Seed for LIME's sampling (same seed, same explanation).")] = 0,
-    layer: Annotated[str, typer.Option("--layer", help="Grad-CAM layer, e.g. backbone.layer3 or backbone.layer4.1.conv2.")] = "backbone.layer4",
+    layer: Annotated[str, typer.Option("--layer", help="Grad-CAM layer, e.g. backbone.layer3 or backbone.layer4.1.conv2.")] = DEFAULT_LAYER,
     device: Device = "auto",
 ) -> None:
     """Explain each prediction: Grad-CAM, SHAP and LIME for the clinical fields, image LIME, attention maps.
@@ -75,23 +77,22 @@ def explain(
 
     from mammofuse.atomic import check_writable_folder
     from mammofuse.errors import MammofuseError, OutputError
-    from mammofuse.explain import ExplainOptions, explain_case, output_folders
-    from mammofuse.explain.gradcam import resolve_layer
+    from mammofuse.explainers import ExplainOptions, check_options, explain_case, output_folders
 
-    options = ExplainOptions(methods=chosen, lime_samples=lime_samples, seed=seed, layer=layer)
     if not chosen:
-        raise MammofuseError("--methods is empty; choose from gradcam, shap, lime, attention")
+        raise MammofuseError(f"--methods is empty; choose from {describe_choices()}")
+    options = ExplainOptions(methods=chosen, lime_samples=lime_samples, seed=seed, layer=layer)
     check_writable_folder(out)
     samples, net, name, _ = cases_and_model(paths, recursive, flags, clinical, model, device, parse_roi(roi))
-    if "gradcam" in chosen and net.config.uses_image:
-        resolve_layer(net, layer)  # a wrong --layer is a usage error before any work
+    check_options(net, options)  # a wrong --layer is a usage error before any work
 
-    results, failed = [], []
+    results: list[Explanation] = []
+    failed: list[str] = []
     folders = output_folders([s.image_path or s.id for s in samples], out)
-    with _status(len(samples)) as show:
+    with status("explaining") as show:
         for i, (sample, target) in enumerate(zip(samples, folders), start=1):
             try:
-                results.append(explain_case(net, sample, target, options, model_name=name, on_step=lambda step: show(f"{i}/{len(samples)} {Path(sample.id).name}: {step}")))
+                results.append(explain_case(net, sample, target, options, model_name=name, on_step=_announcer(show, f"{i}/{len(samples)} {Path(sample.id).name}")))
             except OutputError:
                 raise  # the next file could not be written either
             except Exception as exc:  # any failure belongs to this file only
@@ -103,26 +104,12 @@ def explain(
         raise typer.Exit(SOME_FAILED)
 
 
-class _status:
-    """A Rich spinner on stderr naming the current file and method; off when stderr is not a terminal."""
-
-    def __init__(self, total: int) -> None:
-        self.total = total
-        self.status = None
-
-    def __enter__(self):
-        if not err_console.is_terminal:
-            return lambda text: None
-        self.status = err_console.status("explaining")
-        self.status.start()
-        return lambda text: self.status.update(safe(f"explaining {text}"))
-
-    def __exit__(self, *exc) -> None:
-        if self.status is not None:
-            self.status.stop()
+def _announcer(show: Callable[[str], None], case: str) -> Callable[[str], None]:
+    """Shows ``explaining <case>: <method>`` as each method of this case starts."""
+    return lambda step: show(safe(f"explaining {case}: {step}"))
 
 
-def _summary(results: list, model_name: str) -> None:
+def _summary(results: list[Explanation], model_name: str) -> None:
     from rich.table import Table
 
     if not results:
@@ -135,7 +122,7 @@ def _summary(results: list, model_name: str) -> None:
     table.add_column("report", overflow="fold")
     for r in results:
         style = "bold red" if r.decision == "malignant" else "green"
-        top = "\n".join(f"{label}={value} {value_shap:+.3f}" for label, value, value_shap in r.top_contributions[:3]) or "-"
+        top = "\n".join(f"{c.label}={c.value} {c.shap:+.3f}" for c in r.top_contributions[:3]) or "-"
         table.add_row(cell(r.source), f"{r.probability:.3f}", f"[{style}]{r.decision}[/]", cell(top), cell(r.outputs["report"]))
     console.print(table)
     for r in results:

@@ -45,6 +45,32 @@ def progress(description: str, total: int | None, minimum: int = 1) -> Iterator[
         yield lambda n: bar.advance(task, n)
 
 
+@contextmanager
+def noted_progress(description: str, total: int) -> Iterator[Callable[[int, str], None]]:
+    """:func:`progress` whose description ends in a note each step may replace (a running loss);
+    yields ``advance(n, note)``."""
+    if not err_console.is_terminal:
+        yield lambda n, note: None
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                   console=err_console, transient=True)
+    with bar:
+        task = bar.add_task(description, total=total)
+        yield lambda n, note: bar.update(task, advance=n, description=description + note)
+
+
+@contextmanager
+def status(description: str) -> Iterator[Callable[[str], None]]:
+    """A transient spinner on stderr; yields ``update(text)``. Drawn only when stderr is a terminal."""
+    if not err_console.is_terminal:
+        yield lambda text: None
+        return
+    with err_console.status(description) as spinner:
+        yield spinner.update
+
+
 def show(renderable: "RenderableType", output: Path | None = None) -> None:
     """Print a table (or any renderable) to stdout, or as plain text (160 columns) to ``output``."""
     if output is None:

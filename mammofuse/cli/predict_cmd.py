@@ -35,8 +35,6 @@ from mammofuse.cli.common import (
     emit,
     err_console,
     guarded,
-    load_model_on,
-    model_notes,
     note,
     output_format,
     parse_roi,
@@ -112,22 +110,23 @@ def predict(
     ray = _ray_engine(engine, ray_address, gpus_per_worker, device, workers, batch_size)
     flags = clinical_flags(density, shape, margin, calc_type, calc_distribution)
     region = parse_roi(roi)
-    from mammofuse.cases import list_cases
+    from mammofuse.api import as_model
+    from mammofuse.cases import list_cases, model_notes
     from mammofuse.scoring import LocalEngine, ScoringRun, Shard
 
     part = Shard.parse(shard) if shard is not None else None
-
+    net = as_model(model, "cpu" if ray else device)
     notes: list[str] = []
-    files = list_cases(paths, recursive, flags, clinical, notes=notes, region=region, breasts=aggregate == "breast", shard=part)
-    net, name, device = load_model_on(model, "cpu" if ray else device)
-    run = ScoringRun(net, files, model_name=name, threshold=threshold, per_breast=aggregate == "breast")
+    files = list_cases(paths, recursive, flags, clinical, vocabulary=net.config.vocabulary, notes=notes, region=region,
+                       breasts=aggregate == "breast", shard=part)
+    run = ScoringRun(net, files, threshold=threshold, per_breast=aggregate == "breast")
     if resume:
         resumed = run.resume(output, fmt)
         if resumed.dropped:
             notes.append(f"{resumed.dropped} records of {output} were dropped: their files changed since (or were scored twice); they are scored again")
         if resumed.foreign:
             notes.append(f"{resumed.foreign} records of {output} are for files not in this run: kept")
-    for message in notes + model_notes(net, name, [f.sample for f in files], flags, clinical):
+    for message in notes + model_notes(net, [f.sample for f in files], bool(flags or clinical)):
         note(message)
     pending = len(run.pending)
     if workers is None:
@@ -135,7 +134,7 @@ def predict(
         workers = 0 if batches < 2 else min(4, os.cpu_count() or 1, batches)
 
     with progress("scoring", pending, minimum=2) as advance:
-        scorer = ray or LocalEngine(batch_size=batch_size, device=device, workers=workers)
+        scorer = ray or LocalEngine(batch_size=batch_size, device=next(net.parameters()).device, workers=workers)
         if fmt in STREAM_FORMATS:
             summary = run.write(output, fmt, scorer, on_batch=advance)
         else:

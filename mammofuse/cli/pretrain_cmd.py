@@ -40,8 +40,8 @@ def pretrain(
     from mammofuse.data import load_dataset
     from mammofuse.errors import MammofuseError
     from mammofuse.model.config import BACKBONES
+    from mammofuse.training.build import common_canvas
     from mammofuse.training.pretrain import PretrainSettings, build_patch_set, pretrain_backbone, save_backbone
-    from mammofuse.training.trainer import common_canvas
 
     if backbone not in BACKBONES:
         raise MammofuseError(f"--backbone must be one of {', '.join(BACKBONES)}, not {backbone!r}")

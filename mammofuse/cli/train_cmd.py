@@ -110,9 +110,10 @@ def _train(
             f"{len(val_samples)} validation lesions (grouped by patient) -> {out}",
             highlight=False, soft_wrap=True,
         )
-    result = train(settings, train_samples, val_samples, out, resume=resume, progress=True)
-    if main:
+    from mammofuse.cli.train_progress import TrainProgress
 
+    result = train(settings, train_samples, val_samples, out, resume=resume, callbacks=[TrainProgress()])
+    if main:
         auc = "n/a" if result.best_val_auc != result.best_val_auc else f"{result.best_val_auc:.3f}"
         kept = "last epoch" if settings.selection == "last" else "best epoch"
         console.print(

@@ -42,7 +42,7 @@ WeightDecay = Annotated[float | None, option("--weight-decay", help="AdamW weigh
 Patience = Annotated[int | None, option("--patience", help="With --selection best: stop after this many epochs without a better validation AUC (default 5).")]
 ValFraction = Annotated[float | None, option("--val-fraction", help="Share of patients held out for validation (default 0.2).")]
 Seed = Annotated[int | None, option("--seed", help="Seed of weights, splits, shuffling, augmentation and dropout (default 0).")]
-DeviceFlag = Annotated[str | None, option("--device", help="auto, cpu or cuda (default auto).", panel=MACHINE)]
+DeviceFlag = Annotated[str | None, option("--device", help="auto, cpu, cuda, cuda:N or mps (default auto).", panel=MACHINE)]
 Workers = Annotated[int | None, option("--workers", help="Image-reading worker processes (default 0: images are read once and kept in memory).", panel=MACHINE)]
 FeatureCache = Annotated[str | None, option("--feature-cache", help="Frozen-backbone features in memory, on disk (the user cache) or off (default memory).", panel=MACHINE)]
 Amp = Annotated[bool | None, option("--amp/--no-amp", help="Mixed precision on CUDA (default on).", panel=MACHINE)]

@@ -32,8 +32,10 @@ from mammofuse.evaluation.metrics import (
     bootstrap_auc,
     evaluate_predictions,
     paired_auc_difference,
+    youden_threshold,
 )
 from mammofuse.fusion import FUSIONS, Fusion
+from mammofuse.training.callbacks import Reporter, TrainCallback
 from mammofuse.training.checkpoint import has_checkpoint
 
 VARIANTS = FUSIONS
@@ -142,7 +144,7 @@ def run_fold(
     missing_rates: Sequence[float],
     trainer: Callable[..., Any],
     keep_models: bool = False,
-    progress: bool = False,
+    callbacks: Sequence[TrainCallback] = (),
     controls: Sequence[str] = (),
 ) -> tuple[dict[str, Any], bool]:
     """Train and score one (arm, fold), or load its finished result. Returns (record, was_cached).
@@ -180,7 +182,7 @@ def run_fold(
     resume = has_checkpoint(model_dir)  # the trainer's exact-resume checkpoint of an interrupted fold
     if model_dir.exists() and not resume:
         shutil.rmtree(model_dir)  # interrupted before its first checkpoint: nothing to resume
-    trained = trainer(settings, train_s, val_s, model_dir, resume=resume, progress=progress)
+    trained = trainer(settings, train_s, val_s, model_dir, resume=resume, callbacks=callbacks)
     model = load_model(getattr(trained, "out", model_dir))
     rates = list(missing_rates) if arm.is_fusion else [0.0]
     scores: dict[str, list[float | None]] = {}
@@ -324,18 +326,39 @@ def _mean_sd(values: Sequence[float | None]) -> tuple[float | None, float | None
     return float(np.mean(vals)), (float(np.std(vals, ddof=1)) if len(vals) > 1 else None)
 
 
-def summarize_arm(records: Sequence[dict[str, Any]], missing_rates: Sequence[float], n_boot: int, seed: int) -> dict[str, Any]:
-    """Mean and SD over folds of every metric; pooled out-of-fold AUC with a patient-bootstrap CI; AUC per missing rate."""
+def _kept(record: dict[str, Any]) -> tuple[list[int], list[float], list[str]]:
+    """Labels, scores and patients of a fold's held-out cases that were scored."""
+    keep = [i for i, p in enumerate(record["scores"]["0"]) if p is not None]
+    return [record["labels"][i] for i in keep], [record["scores"]["0"][i] for i in keep], [record["patients"][i] for i in keep]
+
+
+def fold_thresholds(records: Sequence[dict[str, Any]], source: str) -> list[float]:
+    """Each fold's decision threshold: from its own validation part (``validation``), or Youden's J on the
+    pooled held-out predictions of the *other* folds (``oof``: hundreds of cases instead of a validation
+    part of a few dozen; never the fold's own test cases). A single fold keeps its validation threshold."""
+    if source == "validation" or len(records) < 2:
+        return [float(r["threshold"]) for r in records]
+    kept = [_kept(r) for r in records]
+    out = []
+    for k in range(len(records)):
+        y = [v for j, (ys, _, _) in enumerate(kept) if j != k for v in ys]
+        p = [v for j, (_, ps, _) in enumerate(kept) if j != k for v in ps]
+        out.append(youden_threshold(np.array(y), np.array(p)) if len(set(y)) == 2 else float(records[k]["threshold"]))
+    return out
+
+
+def summarize_arm(records: Sequence[dict[str, Any]], missing_rates: Sequence[float], n_boot: int, seed: int, threshold: str = "oof") -> dict[str, Any]:
+    """Mean and SD over folds of every metric; pooled out-of-fold AUC with a patient-bootstrap CI; AUC per missing rate.
+
+    ``threshold``: where each fold's operating point comes from (:func:`fold_thresholds`).
+    """
     per_fold = []
     pooled_y: list[int] = []
     pooled_p: list[float] = []
     pooled_g: list[str] = []
-    for rec in records:
-        keep = [i for i, p in enumerate(rec["scores"]["0"]) if p is not None]
-        y = [rec["labels"][i] for i in keep]
-        p = [rec["scores"]["0"][i] for i in keep]
-        g = [rec["patients"][i] for i in keep]
-        m = evaluate_predictions(y, p, g, rec["threshold"], None, n_boot=0)
+    for rec, cut in zip(records, fold_thresholds(records, threshold)):
+        y, p, g = _kept(rec)
+        m = evaluate_predictions(y, p, g, cut, None, n_boot=0)
         m.update({"fold": rec["fold"], "best_epoch": rec.get("best_epoch"), "val_auc": rec.get("val_auc"), "seconds": rec.get("seconds")})
         per_fold.append(m)
         pooled_y += y
@@ -376,11 +399,11 @@ def run_ablation(
     n_boot: int = 1000,
     keep_models: bool = False,
     trainer: Callable[..., Any] | None = None,
-    log: Callable[[str], None] = lambda message: None,
-    progress: bool = False,
+    callbacks: Sequence[TrainCallback] = (),
     dataset: str = "",
     controls: Sequence[str] = (),
     image_init: str | Path | None = None,
+    threshold: str = "oof",
 ) -> dict[str, Any]:
     """Run (or resume) every arm on the same folds; write ``ablation.json``, ``ablation.md`` and ``ablation.png``.
 
@@ -389,17 +412,21 @@ def run_ablation(
         arms: from :func:`plan_arms`.
         base_settings: a ``TrainSettings``; each arm replaces ``fusion``, ``modality_dropout``, ``proj_dim``.
         out: output folder (created); finished (arm, fold) results in it are reused.
-        trainer: ``train(settings, train, val, out, resume=..., progress=...)``; defaults to
+        trainer: ``train(settings, train, val, out, resume=..., callbacks=...)``; defaults to
             :func:`mammofuse.training.train`.
+        callbacks: receive each fold's training and the ablation's own notes (``on_log``).
         image_init: the folder of an image arm run on the same folds with kept models
             (``OUT/arms/image``): each fold model's backbone starts the image branch of every fusion
             arm in that fold (staged training on the same training data; checked by held-out ids).
+        threshold: each fold's operating point: ``oof`` (Youden's J on the other folds' held-out
+            predictions) or ``validation`` (its own validation part); see :func:`fold_thresholds`.
 
     Returns:
         The ``ablation.json`` content: ``variants`` -> arm -> metrics, ``skipped``, ``protocol``.
     """
     if trainer is None:
         from mammofuse.training import train as trainer
+    log = Reporter(callbacks).log
     out = Path(out)
     for rate in missing_rates:
         if not 0.0 <= rate <= 1.0:
@@ -442,10 +469,10 @@ def run_ablation(
             where = f"[{done}/{total}] {arm.name} fold {k + 1}/{len(fold_pairs)}"
             log(f"{where}: training on {len(train_part)} cases, testing on {len(test_part)}")
             record, cached = run_fold(arm, k, train_part, test_part, fold_settings, out / "arms" / arm.name / f"fold-{k + 1}",
-                                      missing_rates, trainer, keep_models, progress, controls)
+                                      missing_rates, trainer, keep_models, callbacks, controls)
             log(f"{where}: {_fold_line(record, cached)}")
             records.append(record)
-        summary = summarize_arm(records, missing_rates, n_boot, base_settings.seed)
+        summary = summarize_arm(records, missing_rates, n_boot, base_settings.seed, threshold)
         summary["settings"] = {k: v for k, v in settings.as_dict().items()}
         variants[arm.name] = summary
         all_records[arm.name] = records
@@ -458,7 +485,9 @@ def run_ablation(
             "cases": len(samples),
             "patients": len({s.patient_id for s in samples}),
             "split": "official train/test" if folds is None else f"{folds}-fold patient-grouped stratified CV",
-            "validation": "carved from each fold's training part, grouped by patient; the threshold (and, with selection 'best', the epoch) chosen there",
+            "validation": "carved from each fold's training part, grouped by patient (with selection 'best', the epoch is chosen there)",
+            "threshold": ("Youden's J on the pooled held-out predictions of the other folds" if threshold == "oof" and len(fold_pairs) > 1
+                          else "Youden's J on each fold's validation part"),
             "controls": "image arms also scored with the lesion masked out (filled from adjacent tissue) and on a same-size patch away from every lesion",
             "missing_rates": [float(r) for r in missing_rates],
             "missing_clinical": "clinical findings removed at inference from a seeded random share of held-out cases (same cases for every arm)",

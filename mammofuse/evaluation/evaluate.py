@@ -15,21 +15,35 @@ from mammofuse.evaluation.metrics import evaluate_predictions
 
 
 @dataclass
-class Evaluation:
-    """The report (``result``, JSON-ready) and the scored cases behind it (for plots)."""
+class Metrics:
+    """What :func:`evaluate_model` measured: headline figures, the full JSON report, and the scored cases.
 
-    result: dict[str, Any]
+    Attributes:
+        auc: ROC-AUC of the scored cases (None with one class).
+        auc_ci: patient-bootstrap 95% interval of the AUC (None without resamples).
+        sensitivity, specificity: at ``threshold``, the model's stored operating point.
+        n, patients: scored cases and their patients.
+        report: everything, JSON-ready, as ``mammofuse evaluate --format json`` writes it.
+        labels, probs, patient_ids: the scored cases (for plots and further analysis).
+        failed: cases left out, each ``{"id", "error"}``.
+    """
+
+    auc: float | None
+    auc_ci: tuple[float, float] | None
+    sensitivity: float | None
+    specificity: float | None
+    threshold: float
+    n: int
+    patients: int
+    report: dict[str, Any]
     labels: np.ndarray
     probs: np.ndarray
-    patients: list[str]
+    patient_ids: list[str]
     failed: list[dict[str, str]] = field(default_factory=list)
 
-
-def load_any_model(spec: str | None, device: str = "cpu") -> Any:
-    """A model from a registered name (None: the bundled default), local folder or Hub id, via ``mammofuse.hub``."""
-    from mammofuse.hub import load_pretrained
-
-    return load_pretrained(spec, device=device)
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON report."""
+        return self.report
 
 
 def select_split(samples: Sequence[Sample], split: str) -> list[Sample]:
@@ -73,7 +87,7 @@ def evaluate_model(
     describe: dict[str, Any] | None = None,
     control: str | None = None,
     per_breast: bool = False,
-) -> Evaluation:
+) -> Metrics:
     """Score ``samples`` and compute every metric at the model's stored threshold.
 
     Cases whose image fails are listed in ``result["failed"]`` and left out of every metric.
@@ -107,7 +121,12 @@ def evaluate_model(
     result["suspicious_auc"] = is_suspicious(result)
     if per_breast:
         result["per_breast"] = _per_breast(kept, scores, config.threshold, n_boot, seed)
-    return Evaluation(result=result, labels=labels, probs=scores, patients=patients, failed=failed)
+    ci = result.get("auc_ci")
+    return Metrics(
+        auc=result["auc"], auc_ci=tuple(ci) if ci else None, sensitivity=result["sensitivity"], specificity=result["specificity"],
+        threshold=result["threshold"], n=result["n"], patients=result["patients"], report=result,
+        labels=labels, probs=scores, patient_ids=patients, failed=failed,
+    )
 
 
 def _per_breast(samples: Sequence[Sample], probs: np.ndarray, threshold: float, n_boot: int, seed: int) -> dict[str, Any]:

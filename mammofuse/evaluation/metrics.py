@@ -46,6 +46,18 @@ def auc_or_none(labels: np.ndarray, probs: np.ndarray) -> float | None:
     return float(roc_auc_score(labels, probs)) if len(np.unique(labels)) == 2 else None
 
 
+def youden_threshold(labels: np.ndarray, probs: np.ndarray) -> float:
+    """The probability cut-off maximising sensitivity + specificity - 1 (Youden's J); 0.5 with one class."""
+    from sklearn.metrics import roc_curve
+
+    if len(np.unique(labels)) < 2:
+        return 0.5
+    fpr, tpr, thresholds = roc_curve(labels, probs)
+    finite = np.isfinite(thresholds)
+    best = int(np.argmax(np.where(finite, tpr - fpr, -np.inf)))
+    return float(np.clip(thresholds[best], 0.0, 1.0))
+
+
 def binary_metrics(labels: Sequence[int], probs: Sequence[float], threshold: float) -> dict[str, Any]:
     """Ranking, threshold and calibration metrics of one set of predictions.
 

@@ -1,13 +1,15 @@
 """Figures a reader would put in a paper: ROC, precision-recall, reliability, confusion matrix, ablation bars.
 
-matplotlib with the Agg backend (no display needed); every figure is written atomically as
-a 300 dpi PNG. Curves come from scikit-learn, the same definitions as ``metrics``.
+Drawn with matplotlib's object-oriented API (``Figure`` and ``savefig``): no pyplot, no display,
+and the global backend is left alone, so notebooks keep theirs. Every figure is written
+atomically as a 300 dpi PNG. Curves come from scikit-learn, the same definitions as ``metrics``.
 """
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 
@@ -21,20 +23,19 @@ _STYLE = {
 }
 
 
-def _pyplot():
-    import matplotlib
+@contextmanager
+def _figure(**kwargs: Any) -> Iterator[Any]:
+    """A new ``Figure`` in the house style; the style applies to everything drawn inside the block."""
+    from matplotlib import rc_context
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
-
-    return plt
+    with rc_context(_STYLE):
+        yield Figure(**kwargs)
 
 
 def _save(fig: Any, path: Path) -> Path:
-    plt = _pyplot()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=DPI, format="png", bbox_inches="tight", pad_inches=0.05)
-    plt.close(fig)
     return path
 
 
@@ -45,9 +46,8 @@ def _fmt_ci(ci: Sequence[float] | None) -> str:
 def roc_figure(labels: np.ndarray, probs: np.ndarray, result: dict[str, Any], path: Path, title: str) -> Path:
     from sklearn.metrics import roc_curve
 
-    plt = _pyplot()
-    with plt.rc_context(_STYLE):
-        fig, ax = plt.subplots(figsize=(3.6, 3.6))
+    with _figure(figsize=(3.6, 3.6)) as fig:
+        ax = fig.subplots()
         fpr, tpr, _ = roc_curve(labels, probs)
         ax.plot(fpr, tpr, color="#1f4e79", lw=1.8, label=f"AUC {result['auc']:.3f}{_fmt_ci(result.get('auc_ci'))}")
         ax.plot([0, 1], [0, 1], ls="--", lw=0.8, color="0.6", label="chance")
@@ -64,9 +64,8 @@ def roc_figure(labels: np.ndarray, probs: np.ndarray, result: dict[str, Any], pa
 def pr_figure(labels: np.ndarray, probs: np.ndarray, result: dict[str, Any], path: Path, title: str) -> Path:
     from sklearn.metrics import precision_recall_curve
 
-    plt = _pyplot()
-    with plt.rc_context(_STYLE):
-        fig, ax = plt.subplots(figsize=(3.6, 3.6))
+    with _figure(figsize=(3.6, 3.6)) as fig:
+        ax = fig.subplots()
         precision, recall, _ = precision_recall_curve(labels, probs)
         ax.step(recall, precision, where="post", color="#1f4e79", lw=1.8, label=f"AP {result['pr_auc']:.3f}")
         prevalence = float(np.mean(labels))
@@ -80,9 +79,8 @@ def pr_figure(labels: np.ndarray, probs: np.ndarray, result: dict[str, Any], pat
 def calibration_figure(labels: np.ndarray, probs: np.ndarray, result: dict[str, Any], path: Path, title: str, n_bins: int = 10) -> Path:
     from sklearn.calibration import calibration_curve
 
-    plt = _pyplot()
-    with plt.rc_context(_STYLE):
-        fig, (ax, hist) = plt.subplots(2, 1, figsize=(3.6, 4.6), sharex=True, gridspec_kw={"height_ratios": [3, 1]})
+    with _figure(figsize=(3.6, 4.6)) as fig:
+        ax, hist = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [3, 1]})
         observed, predicted = calibration_curve(labels, probs, n_bins=n_bins, strategy="uniform")
         ax.plot([0, 1], [0, 1], ls="--", lw=0.8, color="0.6", label="perfect calibration")
         ax.plot(predicted, observed, "o-", color="#1f4e79", lw=1.5, ms=4,
@@ -96,11 +94,10 @@ def calibration_figure(labels: np.ndarray, probs: np.ndarray, result: dict[str, 
 
 
 def confusion_figure(result: dict[str, Any], path: Path, title: str) -> Path:
-    plt = _pyplot()
     c = result["confusion"]
     matrix = np.array([[c["tn"], c["fp"]], [c["fn"], c["tp"]]])
-    with plt.rc_context(_STYLE):
-        fig, ax = plt.subplots(figsize=(3.2, 3.0))
+    with _figure(figsize=(3.2, 3.0)) as fig:
+        ax = fig.subplots()
         ax.imshow(matrix, cmap="Blues", vmin=0)
         rows = matrix.sum(axis=1, keepdims=True).clip(min=1)
         for (i, j), count in np.ndenumerate(matrix):
@@ -131,12 +128,11 @@ def evaluation_figures(labels: Sequence[int], probs: Sequence[float], result: di
 
 def ablation_figure(arms: dict[str, dict[str, Any]], path: str | Path, title: str = "Ablation") -> Path:
     """Bar chart of mean fold AUC per arm with error bars (fold SD) and each fold's AUC as a dot; chance at 0.5."""
-    plt = _pyplot()
     names = [n for n, a in arms.items() if a.get("auc") is not None]
     means = [arms[n]["auc"] for n in names]
     errors = [arms[n].get("auc_sd") or 0.0 for n in names]
-    with plt.rc_context(_STYLE):
-        fig, ax = plt.subplots(figsize=(max(3.6, 0.7 * len(names) + 1.5), 3.2))
+    with _figure(figsize=(max(3.6, 0.7 * len(names) + 1.5), 3.2)) as fig:
+        ax = fig.subplots()
         ax.bar(range(len(names)), means, yerr=errors, capsize=4, color="#1f4e79", alpha=0.85, ecolor="black")
         for i, name in enumerate(names):  # every fold, so a reader sees the spread itself
             folds = [v for v in arms[name].get("auc_folds") or [] if v is not None]

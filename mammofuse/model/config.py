@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from mammofuse.clinical.schema import DEFAULT_VOCABULARY, load_schema
 from mammofuse.errors import MammofuseError
 from mammofuse.fusion import FUSIONS, Fusion
 from mammofuse.imaging.preprocess import PreprocessRecipe
@@ -54,8 +55,8 @@ class ModelConfig:
     dropout: float = 0.1
     modality_dropout: float = 0.3
     radiomics: bool = False
-    vocabulary: str = "cbis-ddsm-v1"
-    field_sizes: list[int] = field(default_factory=lambda: [4, 8, 5, 14, 5])
+    vocabulary: str = DEFAULT_VOCABULARY
+    field_sizes: list[int] = field(default_factory=lambda: list(load_schema(DEFAULT_VOCABULARY).field_sizes))
     preprocessing: dict[str, Any] = field(default_factory=lambda: PreprocessRecipe().as_dict())
     threshold: float = 0.5
     provenance: dict[str, Any] = field(default_factory=dict)

@@ -8,10 +8,13 @@ from typing import Any
 
 import torch
 
+from mammofuse import RESEARCH_NOTICE
 from mammofuse.atomic import write_bytes, write_text
 from mammofuse.clinical import load_schema
 from mammofuse.errors import MammofuseError
 from mammofuse.hub import (  # the file names live with model resolution (torch-free)
+    CARD_METADATA,
+    CARD_NAME,
     CONFIG_NAME,
     WEIGHTS_NAME,
 )
@@ -20,14 +23,28 @@ from mammofuse.model.mammofuse import MammoFuse
 
 
 def save_model(model: MammoFuse, folder: str | Path) -> Path:
-    """Write weights and config atomically into ``folder`` (files follow the umask); returns the folder."""
+    """Write weights, config and (where none exists) a minimal model card atomically into ``folder``; returns it.
+
+    Files follow the umask. Training replaces the card with its full one.
+    """
     from safetensors.torch import save
 
     folder = Path(folder)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     write_bytes(folder / WEIGHTS_NAME, save(state, metadata={"format": "pt"}))
     write_text(folder / CONFIG_NAME, json.dumps(model.config.to_dict(), indent=2, sort_keys=True) + "\n")
+    if not (folder / CARD_NAME).exists():
+        write_text(folder / CARD_NAME, _minimal_card(model.config))
     return folder
+
+
+def _minimal_card(config: ModelConfig) -> str:
+    image = f"{config.backbone} image encoder, " if config.uses_image else ""
+    return (
+        f"{CARD_METADATA}\n# mammofuse model: {config.fusion} fusion\n\n**{RESEARCH_NOTICE}** Not validated for clinical use.\n\n"
+        f"- {image}clinical vocabulary `{config.vocabulary}`, decision threshold {config.threshold:.3f}\n"
+        "- Load with `mammofuse.MammoFuse.from_pretrained(...)` or `mammofuse predict --model ...`\n"
+    )
 
 
 def read_config(folder: str | Path) -> ModelConfig:

@@ -21,6 +21,8 @@ mean and standard deviation (buffers saved with the weights) and projected to d.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -28,6 +30,10 @@ from torch import nn
 from mammofuse.fusion import Fusion
 from mammofuse.model.config import ModelConfig
 from mammofuse.model.encoders import ClinicalTokens, image_backbone
+
+if TYPE_CHECKING:
+    from mammofuse.explainers import Explanation
+    from mammofuse.results import Prediction
 
 
 @dataclass
@@ -64,11 +70,18 @@ def masked_mean(tokens: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
 
 
 class MammoFuse(nn.Module):
-    """The multimodal classifier. ``forward`` returns one logit per case (malignant)."""
+    """The multimodal classifier. ``forward`` returns one logit per case (malignant).
+
+    Load and save with huggingface_hub's method names; score and explain files directly:
+
+        >>> model = MammoFuse.from_pretrained("default")  # doctest: +SKIP
+        >>> model.predict("scan.dcm", density=3, margin="spiculated").probability  # doctest: +SKIP
+    """
 
     def __init__(self, config: ModelConfig, pretrained: str | None = None) -> None:
         super().__init__()
         self.config = config
+        self.name = "model"  # how outputs name it; from_pretrained sets the registered name, Hub id or folder
         d = config.proj_dim
         self.backbone: nn.Module | None = None
         if config.uses_image:
@@ -91,6 +104,46 @@ class MammoFuse(nn.Module):
         self.head = nn.Sequential(nn.LayerNorm(width), nn.Dropout(config.dropout), nn.Linear(width, d), nn.GELU(), nn.Linear(d, 1))
         if config.kind is Fusion.LATE:  # self.head scores the image; this one the clinical findings
             self.clinical_head = nn.Sequential(nn.LayerNorm(d), nn.Dropout(config.dropout), nn.Linear(d, d), nn.GELU(), nn.Linear(d, 1))
+
+    @classmethod
+    def from_pretrained(cls, spec: str | Path | None = None, *, device: str | torch.device = "cpu") -> "MammoFuse":
+        """Load a model in eval mode: a registered name (None: ``default``), a local folder, or a Hub id ``owner/name[@revision]``.
+
+        Only ``config.json`` and ``model.safetensors`` are read (never pickle); keys are checked strictly.
+
+        Raises:
+            MammofuseError: unknown name, missing or invalid files, an incompatible config or vocabulary,
+                Hub repository or revision not found, offline and not cached, an unavailable device.
+        """
+        from mammofuse.device import resolve_device
+        from mammofuse.hub import resolve_model
+        from mammofuse.model.io import load_model
+
+        resolved = resolve_model(spec)
+        model = load_model(resolved.folder, device=device if isinstance(device, torch.device) else resolve_device(device))
+        model.name = resolved.name
+        return model
+
+    def save_pretrained(self, folder: str | Path) -> Path:
+        """Write ``config.json``, ``model.safetensors`` and, where none exists, a model card into ``folder`` (atomically).
+
+        The folder is Hub-ready as it is: ``hf upload owner/name folder`` publishes it.
+        """
+        from mammofuse.model.io import save_model
+
+        return save_model(self, folder)
+
+    def predict(self, image: str | Path, **kwargs: Any) -> "Prediction":
+        """Score one file: :func:`mammofuse.predict` with this model (findings as keywords, ``roi=``, ``threshold=``)."""
+        from mammofuse.api import predict
+
+        return predict(Path(image), self, **kwargs)
+
+    def explain(self, image: str | Path, out: str | Path, **kwargs: Any) -> "Explanation":
+        """Explain one file's score into ``out``: :func:`mammofuse.explain` with this model."""
+        from mammofuse.api import explain
+
+        return explain(image, out, self, **kwargs)
 
     def image_features(self, image: torch.Tensor) -> torch.Tensor:
         """Backbone feature map (B, C, h, w): what the frozen-feature cache stores."""

@@ -28,30 +28,30 @@ def score_files(
     model: Any,
     samples: Sequence[Sample],
     *,
-    model_name: str = "model",
     threshold: float | None = None,
     engine: Engine | None = None,
     on_batch: Callable[[int], None] | None = None,
+    model_name: str | None = None,
 ) -> Iterator[Prediction]:
     """Score each sample's file: one :class:`Prediction` per sample, yielded as its batch is done.
 
     Args:
         model: a loaded :class:`~mammofuse.model.MammoFuse`.
         samples: the cases, e.g. from :func:`mammofuse.cases.cases_from_inputs`.
-        model_name: what the records call the model.
         threshold: the decision threshold (default: the model's stored one).
         engine: who scores (default: ``LocalEngine()``, this process); a file that fails is a
             prediction with its error, never an exception.
         on_batch: called with the number of files after each batch (progress).
+        model_name: what the records call the model (default: ``model.name``).
 
     Predictions come in input order from the local engine and in the order they finish from Ray.
 
     Example:
-        >>> from mammofuse.cases import cases_from_inputs  # doctest: +SKIP
-        >>> for p in score_files(load_model("runs/cross"), cases_from_inputs([Path("study/")], True, {}, None)):
+        >>> model = MammoFuse.from_pretrained("runs/cross")  # doctest: +SKIP
+        >>> for p in score_files(model, cases_from_inputs([Path("study/")], True, {"density": "3"}, None), engine=RayEngine()):  # doctest: +SKIP
         ...     print(p.path, p.probability)
     """
-    batches = scored_batches(model, samples, model_name=model_name, threshold=threshold, engine=engine, on_batch=on_batch)
+    batches = scored_batches(model, samples, threshold=threshold, engine=engine, on_batch=on_batch, model_name=model_name)
     return (prediction for batch in batches for _, prediction in batch)
 
 
@@ -59,10 +59,10 @@ def scored_batches(
     model: Any,
     samples: Sequence[Sample],
     *,
-    model_name: str,
     threshold: float | None = None,
     engine: Engine | None = None,
     on_batch: Callable[[int], None] | None = None,
+    model_name: str | None = None,
 ) -> Iterator[IndexedPredictions]:
     """:func:`score_files` batch by batch, each prediction with its sample's position; the threshold is checked now."""
     from mammofuse.clinical import load_schema
@@ -72,13 +72,14 @@ def scored_batches(
     cut = checked("threshold", model.config.threshold if threshold is None else threshold, Rule(float, 0, 1))
     schema = load_schema(model.config.vocabulary)
     engine = engine if engine is not None else LocalEngine()
+    name = model_name or model.name
 
     def batches() -> Iterator[IndexedPredictions]:
         if not samples:  # an empty shard: no engine to start
             return
         for scored in engine.run(model, samples):
             yield [
-                (i, prediction_of(samples[i], float(p), error, note, cut, model_name, schema))
+                (i, prediction_of(samples[i], float(p), error, note, cut, name, schema))
                 for i, p, error, note in zip(scored.indices, scored.probabilities, scored.errors, scored.notes)
             ]
             if on_batch:

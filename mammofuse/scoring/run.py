@@ -38,22 +38,24 @@ class ScoringRun:
     """Score listed files with one model: all of them, or (after :meth:`resume`) those an output lacks.
 
     Example:
-        >>> run = ScoringRun(model, list_cases([Path("study/")], True, {}, None), model_name="default")  # doctest: +SKIP
+        >>> run = ScoringRun(model, list_cases([Path("study/")], True, {}, None))  # doctest: +SKIP
         >>> run.resume(Path("scores.jsonl"), "jsonl")  # doctest: +SKIP
         >>> summary = run.write(Path("scores.jsonl"), "jsonl", LocalEngine(batch_size=8))  # doctest: +SKIP
     """
 
     def __init__(
-        self, model: Any, files: Sequence[ListedFile], *, model_name: str = "model", threshold: float | None = None, per_breast: bool = False,
+        self, model: Any, files: Sequence[ListedFile], *, threshold: float | None = None, per_breast: bool = False, model_name: str | None = None,
     ) -> None:
         from mammofuse.clinical import load_schema
+        from mammofuse.validation import Rule, checked
 
-        self.model, self.files, self.model_name, self.threshold, self.per_breast = model, files, model_name, threshold, per_breast
+        self.model, self.files, self.threshold, self.per_breast = model, files, threshold, per_breast
+        self.model_name = model_name or model.name
         self.resumed = Resumed()
         self._append = False
         nothing = Sample(id="", patient_id="", label=-1)
-        cut = model.config.threshold if threshold is None else threshold
-        example = prediction_of(nothing, math.nan, "", "", cut, model_name, load_schema(model.config.vocabulary))
+        cut = checked("threshold", model.config.threshold if threshold is None else threshold, Rule(float, 0, 1))
+        example = prediction_of(nothing, math.nan, "", "", cut, self.model_name, load_schema(model.config.vocabulary))
         example.per_breast = per_breast
         self.layout = RecordLayout.of(file_record(example, ListedFile(nothing, 0, 0)))
 
@@ -77,8 +79,8 @@ class ScoringRun:
 
         pending = self.pending
         groups = BreastGroups(self.files, pending, self.resumed.done) if self.per_breast else None
-        for batch in scored_batches(self.model, [self.files[i].sample for i in pending], model_name=self.model_name,
-                                    threshold=self.threshold, engine=engine, on_batch=on_batch):
+        for batch in scored_batches(self.model, [self.files[i].sample for i in pending], threshold=self.threshold, engine=engine,
+                                    on_batch=on_batch, model_name=self.model_name):
             ready = [(pending[k], prediction) for k, prediction in batch]
             if groups is not None:
                 ready = groups.release(ready)

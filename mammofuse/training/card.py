@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Sequence
 
 from mammofuse import RESEARCH_NOTICE
 from mammofuse.atomic import write_text
 from mammofuse.fusion import Fusion
+from mammofuse.hub import CARD_METADATA
 from mammofuse.training.settings import TrainSettings
+
+if TYPE_CHECKING:
+    from mammofuse.training.callbacks import EpochRow
+    from mammofuse.training.state import BestEpoch
 
 
 def _fmt(value: Any, digits: int = 3) -> str:
@@ -28,7 +33,7 @@ def _initialisation(pretrained: str | None) -> str:
     return "randomly initialised"
 
 
-def model_card(settings: TrainSettings, provenance: dict[str, Any], history: list[dict], best: dict[str, Any]) -> str:
+def model_card(settings: TrainSettings, provenance: dict[str, Any], history: Sequence[EpochRow], best: BestEpoch) -> str:
     """Markdown: data, split, fusion, metrics, caveats and the research-use notice."""
     s = settings
     recipe = provenance.get("recipe", {})
@@ -46,6 +51,7 @@ def model_card(settings: TrainSettings, provenance: dict[str, Any], history: lis
                    else "the whole breast is scored instead (a warning says so)")
         geometry += f"\n- Without a lesion region (`--roi`, or roi columns in `--clinical`): {without}"
     lines = [
+        CARD_METADATA,  # YAML front matter: the Hub files the folder under mammofuse and these tags
         f"# mammofuse model: {s.fusion} fusion on {s.dataset or 'custom data'}",
         "",
         f"**{RESEARCH_NOTICE}** Not validated for clinical use; do not use it to make decisions about patients.",
@@ -56,7 +62,7 @@ def model_card(settings: TrainSettings, provenance: dict[str, Any], history: lis
         f"- Shared token dimension {s.proj_dim}"
         + (f"; modality dropout {s.modality_dropout} during training" if Fusion(s.fusion).joint_head else "")
         + ("; late fusion: image and clinical heads each trained on their own, their logits averaged" if s.fusion == Fusion.LATE else ""),
-        f"- Decision threshold {_fmt(best['threshold'])} (probability of malignancy), chosen on validation by Youden's J",
+        f"- Decision threshold {_fmt(best.threshold)} (probability of malignancy), chosen on validation by Youden's J",
         *([geometry] if s.uses_image else []),
         "",
         "## Data and split",
@@ -80,7 +86,7 @@ def model_card(settings: TrainSettings, provenance: dict[str, Any], history: lis
         "",
         "## Metrics (validation)",
         "",
-        f"- Kept epoch {best['epoch']}: ROC AUC {_fmt(best['auc'])}",
+        f"- Kept epoch {best.epoch}: ROC AUC {_fmt(best.val_auc)}",
         "",
         "| epoch | frozen | train loss | val loss | val AUC |",
         "|---|---|---|---|---|",
@@ -98,7 +104,7 @@ def model_card(settings: TrainSettings, provenance: dict[str, Any], history: lis
     return "\n".join(lines) + "\n"
 
 
-def write_model_card(out: Path, settings: TrainSettings, provenance: dict[str, Any], history: list[dict], best: dict[str, Any]) -> None:
+def write_model_card(out: Path, settings: TrainSettings, provenance: dict[str, Any], history: Sequence[EpochRow], best: BestEpoch) -> None:
     write_text(Path(out) / "README.md", model_card(settings, provenance, history, best))
 
 

@@ -40,7 +40,7 @@ class Distributed:
         world = int(os.environ.get("WORLD_SIZE", "1"))
         if world <= 1:
             return cls()
-        rank, local_rank = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
+        rank, local_rank = int(os.environ.get("RANK", "0")), env_local_rank()
         if dist.is_initialized():
             return cls(dist.get_rank(), dist.get_world_size(), local_rank, owns_group=False)
         backend = "nccl" if device_type == "cuda" else "gloo"
@@ -87,6 +87,11 @@ class Distributed:
             dist.barrier()
             dist.destroy_process_group()
             self.owns_group = False
+
+
+def env_local_rank() -> int:
+    """This process's GPU index on its machine as torchrun sets it (0 without torchrun)."""
+    return int(os.environ.get("LOCAL_RANK", "0"))
 
 
 def padded_shard(order: Sequence[int], rank: int, world: int) -> list[int]:

@@ -13,7 +13,6 @@ if TYPE_CHECKING:
     from mammofuse.imaging.preprocess import PreprocessRecipe
 
 FEATURE_CACHES = ("memory", "disk", "off")
-DEVICES = ("auto", "cpu", "cuda")
 INPUTS = ("roi", "full")
 SCHEDULES = ("cosine", "onecycle", "step")
 SELECTIONS = ("last", "best")
@@ -34,7 +33,7 @@ RULES: dict[str, Rule] = {
     "modality_dropout": Rule(float, 0, 1, high_open=True),
     "proj_dim": Rule(int, 4, 4096),
     "seed": Rule(int, 0, 2**32 - 1),
-    "device": Rule(str, choices=DEVICES),
+    "device": Rule(str),  # and one that mammofuse.device.resolve_device accepts here
     "pretrained": Rule(str, optional=True),  # imagenet, a registered backbone or a file: checked when loaded
     "patience": Rule(int, 1, 100_000),
     "val_fraction": Rule(float, 0.01, 0.99),
@@ -97,7 +96,8 @@ class TrainSettings:
         modality_dropout: probability of dropping a whole modality per training case.
         proj_dim: shared token dimension d.
         seed: seeds weights, shuffling, dropout and the validation split.
-        device: auto (CUDA when available), cpu or cuda.
+        device: auto (CUDA when available), cpu, cuda, cuda:N or mps; it must exist on this machine
+            (under torchrun, ``cuda`` and ``auto`` mean each process's own GPU).
         pretrained: ``imagenet`` for torchvision's weights (must be in the local cache), a
             backbone from ``mammofuse pretrain`` (a registered name or a .safetensors path), or None.
         patience: with ``selection: best``, stop after this many epochs without a better validation AUC.
@@ -143,12 +143,14 @@ class TrainSettings:
 
     def validate(self) -> None:
         """Check (and normalise) every setting against :data:`RULES`; raise MammofuseError naming the first bad one."""
+        from mammofuse.device import resolve_device
         from mammofuse.fusion import FUSIONS
         from mammofuse.model.config import BACKBONES
 
         for name, value in check_all(asdict(self), RULES).items():
             setattr(self, name, value)
         _choice("fusion", self.fusion, FUSIONS)
+        resolve_device(self.device)
         if self.uses_image:
             _choice("backbone", self.backbone, BACKBONES)
         if self.freeze_epochs and not self.pretrained and self.uses_image:

@@ -24,7 +24,8 @@ import numpy as np
 
 from mammofuse import RESEARCH_NOTICE
 from mammofuse.clinical.schema import ClinicalSchema
-from mammofuse.explain.inputs import FixedClinicalScorer, FixedImageScorer, sigmoid
+from mammofuse.explainers.inputs import FixedClinicalScorer, FixedImageScorer
+from mammofuse.results import sigmoid
 
 CLASS_NAMES = ["benign", "malignant"]
 ABSENT = "(absent)"
@@ -188,7 +189,7 @@ def plot_lime_image(result: ImageLime, view: np.ndarray) -> bytes:
     from matplotlib.colors import ListedColormap
     from skimage.segmentation import find_boundaries
 
-    from mammofuse.explain.render import (
+    from mammofuse.explainers.render import (
         figure_png,
         new_figure,
         overlay_axes,

@@ -184,7 +184,3 @@ class FixedClinicalScorer:
             mask = self.inputs.mask.expand(n, -1)
             out.append(self.model(batch, clinical, mask, **self.inputs.extra(n)).logits.float().cpu())
         return torch.cat(out).numpy().astype(np.float64)
-
-
-def sigmoid(x: np.ndarray | float) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-np.asarray(x, dtype=np.float64)))

@@ -18,7 +18,9 @@ from typing import Any
 import numpy as np
 
 from mammofuse.clinical.schema import ClinicalSchema
-from mammofuse.explain.inputs import FixedImageScorer, sigmoid
+from mammofuse.explainers.inputs import FixedImageScorer
+from mammofuse.explainers.methods.base import Contribution
+from mammofuse.results import sigmoid
 
 
 @dataclass
@@ -45,10 +47,14 @@ class ClinicalShapley:
     expected_value: float
     output: float
 
-    def ranked(self) -> list[tuple[str, str | None, float]]:
-        """(label, value, probability attribution) by decreasing magnitude, given fields only."""
-        rows = [(l, v, float(a)) for l, v, a in zip(self.labels, self.values, self.probability) if v is not None]
-        return sorted(rows, key=lambda r: -abs(r[2]))
+    def ranked(self) -> list[Contribution]:
+        """The given fields' probability attributions by decreasing magnitude."""
+        rows = [Contribution(label, value, float(a)) for label, value, a in zip(self.labels, self.values, self.probability) if value is not None]
+        return sorted(rows, key=lambda r: -abs(r.shap))
+
+    def captions(self) -> list[str]:
+        """Each field as the chart and the report name it: ``margin = SPICULATED`` or ``margin (not given)``."""
+        return [f"{label} = {value}" if value else f"{label} (not given)" for label, value in zip(self.labels, self.values)]
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -58,8 +64,8 @@ class ClinicalShapley:
             "logit_expected_value": self.logit_expected,
             "logit_output": self.logit_output,
             "fields": [
-                {"field": f, "label": l, "value": v, "shap": float(p), "shap_logit": float(g)}
-                for f, l, v, p, g in zip(self.fields, self.labels, self.values, self.probability, self.logit)
+                {"field": f, "label": label, "value": v, "shap": float(p), "shap_logit": float(g)}
+                for f, label, v, p, g in zip(self.fields, self.labels, self.values, self.probability, self.logit)
             ],
         }
 
@@ -113,9 +119,9 @@ def clinical_shapley(scorer: FixedImageScorer, clinical: np.ndarray, mask: np.nd
 
 def plot_shapley(result: ClinicalShapley) -> bytes:
     """A horizontal bar chart (PNG bytes): red raises, blue lowers the malignancy probability."""
-    from mammofuse.explain.render import figure_png, new_figure
+    from mammofuse.explainers.render import figure_png, new_figure
 
-    names = [f"{l} = {v}" if v is not None else f"{l} (not given)" for l, v in zip(result.labels, result.values)]
+    names = result.captions()
     values = result.probability
     fig, ax = new_figure(figsize=(7.5, 0.55 * len(names) + 1.6))
     y = np.arange(len(names))[::-1]

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from mammofuse.errors import MammofuseError
-from mammofuse.explain.inputs import CaseInputs, FixedImageScorer
+from mammofuse.explainers.inputs import CaseInputs, FixedImageScorer
 from mammofuse.model import MammoFuse
 
 
@@ -58,8 +58,8 @@ def attention_maps(model: MammoFuse, inputs: CaseInputs, scorer: FixedImageScore
 
 def plot_attention(maps: AttentionMaps, view: np.ndarray, labels: list[str], values: list[str | None]) -> bytes:
     """PNG: a panel per present field over the view; a second row for ``co`` models."""
-    from mammofuse.explain.gradcam import upsample
-    from mammofuse.explain.render import (
+    from mammofuse.explainers.gradcam import upsample
+    from mammofuse.explainers.render import (
         figure_png,
         new_figure,
         overlay_axes,

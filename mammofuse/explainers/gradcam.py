@@ -25,8 +25,7 @@ import torch
 from torch import nn
 
 from mammofuse.errors import MammofuseError
-
-DEFAULT_LAYER = "backbone.layer4"
+from mammofuse.explainers.options import DEFAULT_LAYER
 
 
 def resolve_layer(model: nn.Module, name: str) -> nn.Module:
@@ -115,3 +114,23 @@ def upsample(cam: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     """A (h, w) map resized bilinearly to ``shape`` (rows, columns)."""
     tensor = torch.from_numpy(np.ascontiguousarray(cam, dtype=np.float32))[None, None]
     return torch.nn.functional.interpolate(tensor, size=shape, mode="bilinear", align_corners=False)[0, 0].numpy()
+
+
+def plot_gradcam(cam: np.ndarray, view: np.ndarray, layer: str) -> bytes:
+    """PNG: the view, and the map (normalised to its maximum) over it."""
+    from mammofuse.explainers.render import (
+        figure_png,
+        new_figure,
+        overlay_axes,
+        view_figsize,
+    )
+
+    peak = float(cam.max())
+    heat = upsample(cam / peak if peak > 0 else cam, view.shape)
+    fig, axes = new_figure(view_figsize(view, 2), ncols=2)
+    overlay_axes(axes[0], view)
+    axes[0].set_title("region the model saw", fontsize=10)
+    shown = overlay_axes(axes[1], view, heat)
+    axes[1].set_title(f"Grad-CAM at {layer}\nevidence for malignancy", fontsize=10)
+    fig.colorbar(shown, ax=axes[1], fraction=0.046, pad=0.02, label="relative strength")
+    return figure_png(fig)

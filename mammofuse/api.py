@@ -1,0 +1,200 @@
+"""The front door: score, explain and evaluate from Python. The CLI only renders what these return.
+
+Example:
+    >>> import mammofuse
+    >>> model = mammofuse.MammoFuse.from_pretrained("default")  # doctest: +SKIP
+    >>> p = mammofuse.predict("scan.dcm", model, density=3, margin="spiculated")  # doctest: +SKIP
+    >>> p.probability, p.decision  # doctest: +SKIP
+
+Remarks a user should see (a lesion-crop model given no region, findings an image-only model
+ignores) are issued as :class:`MammofuseWarning`; the CLI prints them as ``note:`` lines.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Mapping, Sequence, overload
+
+from mammofuse.errors import MammofuseError
+
+if TYPE_CHECKING:
+    from mammofuse.data.sample import Sample
+    from mammofuse.evaluation.evaluate import Metrics
+    from mammofuse.explainers import Explanation
+    from mammofuse.model import MammoFuse
+    from mammofuse.results import Prediction
+
+PathLike = str | Path
+
+
+class MammofuseWarning(UserWarning):
+    """A remark about how inputs were used (shown as ``note:`` by the CLI)."""
+
+
+def as_model(model: MammoFuse | str | Path | None, device: str = "auto") -> MammoFuse:
+    """``model`` itself when it is one; otherwise :meth:`MammoFuse.from_pretrained` of the spec (None: ``default``)."""
+    from mammofuse.model import MammoFuse
+
+    if isinstance(model, MammoFuse):
+        return model
+    return MammoFuse.from_pretrained(model, device=device)
+
+
+def cases(
+    inputs: PathLike | Sequence[PathLike],
+    model: MammoFuse,
+    findings: Mapping[str, Any] | None = None,
+    clinical_csv: PathLike | None = None,
+    roi: tuple[float, float, float] | None = None,
+    recursive: bool = False,
+) -> list[Sample]:
+    """One case per image file (folders listed), with the findings that apply; remarks as warnings.
+
+    Args:
+        inputs: DICOM or image files, or folders of them.
+        model: the model that will score them (its vocabulary validates the findings).
+        findings: findings for every file, by vocabulary field (``density``, ``margin``...).
+        clinical_csv: per-file findings (and optional lesion regions); its values win.
+        roi: a lesion circle (row, column, radius) in the files' pixels for files without one.
+        recursive: descend into sub-folders.
+    """
+    from mammofuse.cases import cases_from_inputs, model_notes
+
+    paths = [Path(inputs)] if isinstance(inputs, (str, Path)) else [Path(p) for p in inputs]
+    flags = {k: str(v) for k, v in (findings or {}).items() if v is not None}
+    notes: list[str] = []
+    samples = cases_from_inputs(paths, recursive, flags, Path(clinical_csv) if clinical_csv else None,
+                                vocabulary=model.config.vocabulary, notes=notes, region=roi)
+    notes += model_notes(model, samples, bool(flags or clinical_csv))
+    for message in notes:
+        warnings.warn(message, MammofuseWarning, stacklevel=3)
+    return samples
+
+
+@overload
+def predict(images: PathLike, model: MammoFuse | str | Path | None = ..., **kwargs: Any) -> Prediction: ...
+@overload
+def predict(images: Sequence[PathLike], model: MammoFuse | str | Path | None = ..., **kwargs: Any) -> list[Prediction]: ...
+
+
+def predict(
+    images: PathLike | Sequence[PathLike],
+    model: MammoFuse | str | Path | None = None,
+    *,
+    roi: tuple[float, float, float] | None = None,
+    clinical_csv: PathLike | None = None,
+    threshold: float | None = None,
+    per_breast: bool = False,
+    recursive: bool = False,
+    device: str = "auto",
+    batch_size: int = 8,
+    **findings: Any,
+) -> Prediction | list[Prediction]:
+    """Probability of malignancy of each mammogram, with the clinical findings given.
+
+    Args:
+        images: one file (returns one :class:`Prediction`), or files and folders (returns a list).
+        model: a loaded :class:`MammoFuse`, or a spec for :meth:`MammoFuse.from_pretrained` (None: ``default``).
+        roi: lesion circle (row, column, radius) in the file's pixels; lesion-crop models need one
+            to look at the image.
+        clinical_csv: per-file findings (see ``mammofuse predict --help``).
+        threshold: decision threshold instead of the model's stored one.
+        per_breast: also combine views per breast (``breast``, ``breast_probability``).
+        recursive: descend into sub-folders.
+        device: ``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps`` (for a model loaded here).
+        batch_size: images per forward pass.
+        **findings: findings by vocabulary field, e.g. ``density=3, shape="irregular", margin="spiculated"``.
+
+    A file that cannot be scored gives a Prediction with ``error`` set; it never raises.
+
+    Raises:
+        MammofuseError: a missing path, an unknown model, an unknown clinical value.
+    """
+    from mammofuse.cases import add_breast_scores, score_cases
+
+    net = as_model(model, device)
+    samples = cases(images, net, findings, clinical_csv, roi, recursive)
+    records = score_cases(net, samples, net.name, threshold, batch_size=batch_size, device=_device_of(net))
+    if per_breast:
+        add_breast_scores(records, samples)
+    if isinstance(images, (str, Path)) and not Path(images).is_dir():
+        return records[0]
+    return records
+
+
+def explain(
+    image: PathLike,
+    out: PathLike,
+    model: MammoFuse | str | Path | None = None,
+    *,
+    methods: Sequence[str] | None = None,
+    roi: tuple[float, float, float] | None = None,
+    device: str = "auto",
+    **findings: Any,
+) -> Explanation:
+    """Explain one mammogram's score: Grad-CAM, SHAP, LIME and attention outputs written under ``out``.
+
+    Args:
+        image: a DICOM or image file.
+        out: folder for the figures and the HTML report.
+        model: a loaded :class:`MammoFuse` or a spec (None: ``default``).
+        methods: names from :func:`mammofuse.explainers.available_methods` (None: every method that applies).
+        roi: lesion circle (row, column, radius) in the file's pixels.
+        device: as in :func:`predict`.
+        **findings: findings by vocabulary field.
+    """
+    from mammofuse.explainers import explain_file
+
+    net = as_model(model, device)
+    (sample,) = cases(image, net, findings, None, roi)
+    return explain_file(net, sample, Path(out), methods)
+
+
+def evaluate(
+    model: MammoFuse | str | Path | None,
+    dataset: str,
+    data: PathLike,
+    *,
+    images: Sequence[PathLike] | None = None,
+    split: str = "test",
+    abnormality: str = "all",
+    bootstrap: int = 1000,
+    seed: int = 0,
+    control: str | None = None,
+    per_breast: bool = False,
+    device: str = "auto",
+    batch_size: int = 16,
+) -> Metrics:
+    """Metrics of a model on one split of a dataset, at the model's stored threshold, with patient-bootstrap intervals.
+
+    Args:
+        model: a loaded :class:`MammoFuse` or a spec (None: ``default``).
+        dataset: ``cbis-ddsm``, ``mini-mias`` or ``manifest`` (see :func:`mammofuse.load_dataset`).
+        data: the dataset's CSV folder (or ``Info.txt`` folder, or manifest CSV).
+        images: CBIS-DDSM image folders.
+        split: the split to score (``all`` for datasets without one).
+        abnormality: ``mass``, ``calc`` or ``all``.
+        bootstrap: patient-level bootstrap resamples for the intervals.
+        seed: bootstrap seed.
+        control: ``masked`` or ``away``: a shortcut control instead of the lesion.
+        per_breast: add metrics of one mean score per breast.
+        device: as in :func:`predict`.
+        batch_size: images per forward pass.
+    """
+    from mammofuse.data import load_dataset
+    from mammofuse.evaluation.evaluate import evaluate_model, select_split
+
+    net = as_model(model, device)
+    samples = select_split(load_dataset(dataset, Path(data), [Path(p) for p in images or []] or None, abnormality), split)
+    describe = {"dataset": dataset, "split": split, "model_spec": net.name, "control": control}
+    return evaluate_model(net, samples, n_boot=bootstrap, seed=seed, batch_size=batch_size, device=_device_of(net),
+                          describe=describe, control=control, per_breast=per_breast)
+
+
+def _device_of(model: MammoFuse) -> Any:
+    """The device the model's weights are on (where inputs must go)."""
+    try:
+        return next(model.parameters()).device
+    except StopIteration:  # pragma: no cover - every variant has parameters
+        raise MammofuseError("the model has no parameters") from None

@@ -1,0 +1,196 @@
+"""Explain one case with every chosen method that applies, and write its folder of outputs.
+
+The runner is a loop over the registry (:mod:`mammofuse.explainers.methods`): each method writes
+its own files atomically (``mammofuse.atomic``); ``report.html`` gathers them and
+``explanation.json`` records the :class:`~mammofuse.explainers.explanation.Explanation`. A method
+that does not apply to the model or the case (Grad-CAM for a clinical-only model, attention
+for a model without cross-attention) is skipped with a note, not an error.
+
+Example:
+    >>> from mammofuse.hub import load_pretrained  # doctest: +SKIP
+    >>> model = load_pretrained()  # doctest: +SKIP
+    >>> sample = Sample(id="scan", patient_id="", label=-1, clinical={"margin": "spiculated"}, image_path="scan.dcm")
+    >>> result = explain_case(model, sample, Path("explanations/scan"))  # doctest: +SKIP
+    >>> sorted(result.outputs)  # doctest: +SKIP
+    ['attention', 'gradcam', 'gradcam_npy', 'lime_clinical', 'lime_image', 'report', 'shap_json', 'shap_png', 'summary']
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from pathlib import Path
+from typing import Callable, Iterable, Sequence
+
+import torch
+
+from mammofuse.atomic import write_text
+from mammofuse.clinical import load_schema
+from mammofuse.clinical.schema import ClinicalSchema
+from mammofuse.data.sample import Sample
+from mammofuse.explainers.explanation import Explanation
+from mammofuse.explainers.inputs import CaseInputs, prepare_inputs
+from mammofuse.explainers.methods import METHODS, CaseContext, default_selection
+from mammofuse.explainers.options import DEFAULT_LAYER, DEFAULT_LIME_SAMPLES, ExplainOptions
+from mammofuse.explainers.report import ReportData, ReportSection, render_report
+from mammofuse.model import MammoFuse
+from mammofuse.results import decide, sigmoid
+
+SUMMARY, REPORT = "explanation.json", "report.html"
+OUTPUT_FILES = (*(file for m in METHODS.values() for file in m.outputs.values()), REPORT, SUMMARY)
+"""Every file a run may write into a case's folder (a later run removes those it did not write)."""
+
+
+def check_options(model: MammoFuse, options: ExplainOptions) -> None:
+    """Let each chosen method that applies to ``model`` reject its options before any work (e.g. an unknown layer).
+
+    Raises:
+        MammofuseError: an option a method cannot use.
+    """
+    for method in options.selected():
+        if method.applies_to(model) is None:
+            method.check(model, options)
+
+
+def explain_case(
+    model: MammoFuse,
+    sample: Sample,
+    folder: Path,
+    options: ExplainOptions | None = None,
+    model_name: str = "",
+    on_step: Callable[[str], None] | None = None,
+) -> Explanation:
+    """Explain ``sample`` with ``model`` and write every output into ``folder``.
+
+    Args:
+        model: the model to explain.
+        sample: the case: ``image_path`` (DICOM or image), ``clinical`` findings, optionally a lesion region.
+        folder: where the outputs go (created; earlier outputs of this runner that this run does not write are removed).
+        options: methods and their settings (default: every method, 500 LIME samples, seed 0).
+        model_name: how the report and ``explanation.json`` name the model.
+        on_step: called with each method's name before it runs (for a progress display).
+
+    Raises:
+        MammofuseError: the file cannot be read, or the Grad-CAM layer is invalid.
+    """
+    options = options or ExplainOptions()
+    config = model.config
+    model.eval()
+    device = next(model.parameters()).device
+    started = time.perf_counter()
+    inputs = prepare_inputs(model, sample, device)
+    with torch.no_grad():
+        logit = float(model(inputs.image, inputs.clinical, inputs.mask, **inputs.extra()).logits[0])
+    probability = float(sigmoid(logit))
+    threshold = float(config.threshold)
+    schema = load_schema(config.vocabulary)
+    decoded = schema.decode(inputs.clinical[0].cpu().numpy(), inputs.mask[0].cpu().numpy())
+    result = Explanation(
+        source=inputs.source, folder=folder, probability=probability, logit=logit, threshold=threshold,
+        decision=decide(probability, threshold), model=model_name, fusion=config.fusion,
+        backbone=config.backbone if config.uses_image else None,
+        clinical={name: decoded[name] for name in schema.field_names}, options=options,
+    )
+    result.seconds["read_and_predict"] = time.perf_counter() - started
+    case = CaseContext(model=model, inputs=inputs, schema=schema, decoded=decoded, folder=folder, options=options)
+    sections: list[ReportSection] = []
+    for method in options.selected():
+        reason = method.applies_to(model) or method.applies_to_case(case)
+        if reason:
+            result.notes.append(f"{method.title} skipped: {reason}")
+            continue
+        if on_step:
+            on_step(method.name)
+        step_started = time.perf_counter()
+        output = method.run(case)
+        result.seconds[method.name] = time.perf_counter() - step_started
+        result.outputs.update(output.outputs)
+        result.notes.extend(output.notes)
+        sections.append(output.section)
+        if output.contributions is not None:
+            result.top_contributions = output.contributions
+
+    write_text(folder / SUMMARY, json.dumps(result.to_dict(), indent=2) + "\n")
+    result.outputs["summary"] = folder / SUMMARY
+    write_text(folder / REPORT, render_report(_report(result, inputs, schema, decoded, sections)))
+    result.outputs["report"] = folder / REPORT
+    _remove_stale(folder, result.outputs.values())
+    result.seconds["total"] = time.perf_counter() - started
+    return result
+
+
+def explain_file(
+    model: MammoFuse,
+    sample: Sample,
+    folder: Path,
+    methods: Sequence[str] | None = None,
+    *,
+    lime_samples: int = DEFAULT_LIME_SAMPLES,
+    seed: int = 0,
+    layer: str = DEFAULT_LAYER,
+) -> Explanation:
+    """:func:`explain_case` with the options spelled out and the model named by ``model.name``; options checked first.
+
+    Args:
+        methods: names or groups from :func:`~mammofuse.explainers.methods.available_methods` (None: all; those that
+            do not apply to the model are skipped with a note).
+
+    Raises:
+        MammofuseError: an unknown method or layer (before any work), or an unreadable file.
+    """
+    chosen = default_selection() if methods is None else tuple(methods)
+    options = ExplainOptions(methods=chosen, lime_samples=lime_samples, seed=seed, layer=layer)
+    check_options(model, options)
+    return explain_case(model, sample, folder, options, model_name=model.name)
+
+
+def _report(result: Explanation, inputs: CaseInputs, schema: ClinicalSchema, decoded: dict[str, str | None], sections: list[ReportSection]) -> ReportData:
+    return ReportData(
+        source=result.source,
+        probability=result.probability,
+        threshold=result.threshold,
+        decision=result.decision,
+        model=result.model_description,
+        facts=_facts(inputs),
+        clinical=[(f.label, decoded[f.name] or "not given") for f in schema.fields],
+        sections=sections,
+        notes=result.notes,
+    )
+
+
+def _remove_stale(folder: Path, written: Iterable[Path]) -> None:
+    """Delete outputs of an earlier run into the same folder that this run did not write (so the folder matches its report)."""
+    keep = {Path(p).name for p in written}
+    for name in OUTPUT_FILES:
+        if name not in keep:
+            (folder / name).unlink(missing_ok=True)
+
+
+def _facts(inputs: CaseInputs) -> list[tuple[str, str]]:
+    info = inputs.info
+    facts = [("file", inputs.source), ("format", info.format), ("size", f"{info.rows} x {info.columns}, {info.bits_stored} bits")]
+    for tag, value in inputs.header.items():
+        facts.append((tag, value))
+    for name in ("patient_id", "laterality", "view", "modality"):
+        value = getattr(info, name)
+        if value and not (name == "patient_id" and "PatientID" in inputs.header):
+            facts.append((name.replace("_", " "), str(value)))
+    if info.flipped:
+        facts.append(("orientation", "flipped so the breast lies on the left"))
+    facts.extend(("warning", w) for w in info.warnings)
+    return facts
+
+
+def output_folders(sources: Sequence[str], out: Path) -> list[Path]:
+    """One folder per input under ``out``, named by the file's stem (made unique, filesystem-safe)."""
+    folders: list[Path] = []
+    used: set[str] = set()
+    for source in sources:
+        stem = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(source).stem).strip("._") or "case"
+        name, n = stem, 2
+        while name in used:
+            name, n = f"{stem}_{n}", n + 1
+        used.add(name)
+        folders.append(out / name)
+    return folders
