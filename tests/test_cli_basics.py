@@ -72,3 +72,14 @@ def test_data_summary_json(mini_mias):
 def test_data_summary_bad_folder_is_one_line(tmp_path):
     result = runner.invoke(app, ["data", "summary", "--dataset", "cbis-ddsm", "--data", str(tmp_path)])
     assert result.exit_code == 2 and "no CBIS-DDSM" in result.output and "Traceback" not in result.output
+
+
+def test_report_commands_write_to_output_and_name_their_formats(tmp_path):
+    for command in (["schema"], ["models"]):
+        shown = runner.invoke(app, [*command, "--format", "json"]).stdout
+        assert runner.invoke(app, [*command, "--format", "json", "--output", str(tmp_path / "r.json")]).exit_code == 0
+        assert json.loads((tmp_path / "r.json").read_text()) == json.loads(shown)
+        assert runner.invoke(app, [*command, "-o", str(tmp_path / "r.txt")]).exit_code == 0
+        assert ("cbis-ddsm-v1" if command == ["schema"] else "Research use only") in (tmp_path / "r.txt").read_text()
+        assert "table|json" in runner.invoke(app, [*command, "--help"], terminal_width=200).stdout
+    assert runner.invoke(app, ["schema", "--output", str(tmp_path)]).exit_code == 3  # a folder: not writable as a file

@@ -255,6 +255,6 @@ def test_engine_options_of_the_other_engine_are_usage_errors(tiny_model: Path, r
     code, _, err = predict(scan, "--model", str(tiny_model), "--gpus-per-worker", "1")
     assert code == 2 and "options of --engine ray" in err
     code, _, err = predict(scan, "--model", str(tiny_model), "--engine", "spark")
-    assert code == 2 and "--engine must be one of local, ray" in err
+    assert code == 2 and "spark" in err and "local" in err and "ray" in err
     code, _, err = predict(scan, "--model", str(tiny_model), "--shard", "3/3")
     assert code == 2 and "--shard: expected I/N" in err

@@ -15,6 +15,7 @@ from mammofuse.cli.common import (
     DatasetName,
     Format,
     ImageDirs,
+    ReportFormat,
     check_choice,
     emit,
     err_console,
@@ -98,7 +99,7 @@ def ablate(
     workers: o.Workers = None,
     feature_cache: o.FeatureCache = None,
     amp: o.Amp = None,
-    fmt: Format = "table",
+    fmt: Format = ReportFormat.TABLE,
 ) -> None:
     """Train and evaluate every ablation arm on the same patient-grouped folds (or the official split) and seeds.
 
@@ -118,7 +119,6 @@ def ablate(
     from mammofuse.evaluation.ablation import plan_arms, run_ablation
     from mammofuse.imaging.controls import CONTROLS
 
-    check_choice("--format", fmt, ("table", "json"))
     check_choice("--protocol", protocol, ("auto", "official", "cv"))
     check_choice("--threshold-from", threshold_from, ("oof", "validation"))
     check_writable_folder(out)

@@ -11,6 +11,7 @@ import re
 import sys
 import traceback
 import warnings
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Callable, Sequence, TypeVar
 
@@ -54,11 +55,6 @@ ImageDirs = Annotated[
                  "(00001_LEFT_CC.jpg) with COCO lesion boxes; repeat for several (e.g. training and test images).", show_default=False),
 ]
 Abnormality = Annotated[str, typer.Option("--abnormality", help="Lesion types: mass, calc or all.")]
-EngineName = Annotated[str, typer.Option("--engine", help="local: this machine; ray: a Ray Data pipeline on --ray-address or a local Ray (pip install \"mammofuse\\[ray]\").", rich_help_panel="Scale")]
-RayAddress = Annotated[str | None, typer.Option("--ray-address", help="The Ray cluster for --engine ray: auto, HOST:6379 or ray://HOST:10001 \\[default: RAY_ADDRESS, else a local Ray].", rich_help_panel="Scale", show_default=False)]
-GpusPerWorker = Annotated[float, typer.Option("--gpus-per-worker", min=0.0, help="GPUs per scoring actor of --engine ray (a fraction shares a GPU); 0 scores on CPUs.", rich_help_panel="Scale")]
-ShardOption = Annotated[str | None, typer.Option("--shard", metavar="I/N", help="Score only part I of N (0 <= I < N), by a stable hash of each path (of each breast with --aggregate breast): N jobs cover every file once.", rich_help_panel="Scale", show_default=False)]
-Resume = Annotated[bool, typer.Option("--resume", help="Continue the --output file (jsonl or csv): score only the files it lacks, matched by path, size and modification time.", rich_help_panel="Scale")]
 
 
 def clinical_flags(density: str | None, shape: str | None, margin: str | None, calc_type: str | None, calc_distribution: str | None) -> dict[str, str]:
@@ -71,12 +67,41 @@ def clinical_flags(density: str | None, shape: str | None, margin: str | None, c
     return values
 
 
-def FormatOption(*choices: str, default_help: str = "") -> Any:
-    """``--format/-f`` whose help lists ``choices`` (checked with :func:`check_choice`)."""
-    return typer.Option("--format", "-f", metavar="|".join(choices), help=f"Output format{default_help}.")
+class ReportFormat(StrEnum):
+    """How a command that reports one result writes it."""
+
+    TABLE = "table"
+    JSON = "json"
 
 
-Format = Annotated[str, FormatOption("table", "json")]
+class EngineKind(StrEnum):
+    """Who scores: this machine, or a Ray cluster."""
+
+    LOCAL = "local"
+    RAY = "ray"
+
+
+class RecordFormat(StrEnum):
+    """How a command that writes one record per file writes them."""
+
+    TABLE = "table"
+    JSON = "json"
+    JSONL = "jsonl"
+    CSV = "csv"
+
+
+Format = Annotated[ReportFormat, typer.Option("--format", "-f", help="Output format.", case_sensitive=False)]
+RecordFormatOption = Annotated[
+    RecordFormat | None,
+    typer.Option("--format", "-f", help="Output format \\[default: table, or from the --output suffix].", case_sensitive=False, show_default=False),
+]
+
+
+EngineName = Annotated[EngineKind, typer.Option("--engine", help="local: this machine; ray: a Ray Data pipeline on --ray-address or a local Ray (pip install \"mammofuse\\[ray]\").", case_sensitive=False, rich_help_panel="Scale")]
+RayAddress = Annotated[str | None, typer.Option("--ray-address", help="The Ray cluster for --engine ray: auto, HOST:6379 or ray://HOST:10001 \\[default: RAY_ADDRESS, else a local Ray].", rich_help_panel="Scale", show_default=False)]
+GpusPerWorker = Annotated[float, typer.Option("--gpus-per-worker", min=0.0, help="GPUs per scoring actor of --engine ray (a fraction shares a GPU); 0 scores on CPUs.", rich_help_panel="Scale")]
+ShardOption = Annotated[str | None, typer.Option("--shard", metavar="I/N", help="Score only part I of N (0 <= I < N), by a stable hash of each path (of each breast with --aggregate breast): N jobs cover every file once.", rich_help_panel="Scale", show_default=False)]
+Resume = Annotated[bool, typer.Option("--resume", help="Continue the --output file (jsonl or csv): score only the files it lacks, matched by path, size and modification time.", rich_help_panel="Scale")]
 
 
 def clean(text: object) -> str:
@@ -155,18 +180,17 @@ def check_choice(name: str, value: str, choices: Sequence[str]) -> str:
     return value
 
 
-def output_format(fmt: str | None, output: Path | None, formats: Sequence[str], default: str = "table") -> str:
+def output_format(fmt: RecordFormat | None, output: Path | None, default: RecordFormat = RecordFormat.TABLE) -> RecordFormat:
     """The format to write: ``--format``, else the ``--output`` suffix, else ``default``.
 
     Raises:
         MammofuseError: an ``--output`` suffix that names another machine-readable format.
     """
     suffix = output.suffix.lower().lstrip(".") if output else ""
-    implied = suffix if suffix in RECORD_FORMATS and suffix in formats else None
+    implied = RecordFormat(suffix) if suffix in RECORD_FORMATS else None
     if fmt is None:
         return implied or default
-    check_choice("--format", fmt, formats)
-    if suffix in RECORD_FORMATS and suffix != fmt:
+    if implied and implied != fmt:
         raise MammofuseError(f"--output {output} looks like {suffix} but --format is {fmt}; make them agree")
     return fmt
 
@@ -214,6 +238,16 @@ def emit(text: str, output: Path | None) -> None:
 
         write_text(output, text)
         err_console.print(f"wrote {safe(output)}", highlight=False)
+
+
+def write_report(data: Any, fmt: str, output: Path | None, table: Callable[[], Any]) -> None:
+    """A report as JSON, or as the table ``table()`` builds, to stdout or ``output`` (atomically)."""
+    if fmt == ReportFormat.JSON:
+        emit(json.dumps(data, indent=2) + "\n", output)
+    else:
+        from mammofuse.cli.output import show
+
+        show(table(), output)
 
 
 def parse_roi(text: str | None) -> tuple[float, float, float] | None:

@@ -2,19 +2,32 @@
 
 from __future__ import annotations
 
-import json
+from typing import Any
 
 import typer
 
-from mammofuse.cli.common import Abnormality, DataDir, DatasetName, Format, ImageDirs, check_choice, guarded
-from mammofuse.cli.output import console
+from mammofuse.cli.common import (
+    Abnormality,
+    DataDir,
+    DatasetName,
+    Format,
+    ImageDirs,
+    Output,
+    ReportFormat,
+    check_output,
+    guarded,
+    write_report,
+)
 
 data_app = typer.Typer(help="Inspect datasets.", no_args_is_help=True)
 
 
 @data_app.command("summary")
 @guarded
-def summary(dataset: DatasetName, data: DataDir, images: ImageDirs = None, abnormality: Abnormality = "all", fmt: Format = "table") -> None:
+def summary(
+    dataset: DatasetName, data: DataDir, images: ImageDirs = None, abnormality: Abnormality = "all",
+    fmt: Format = ReportFormat.TABLE, output: Output = None,
+) -> None:
     """Count lesions, malignant/benign, patients and images per split, and how image files matched the rows.
 
     Examples:
@@ -25,25 +38,27 @@ def summary(dataset: DatasetName, data: DataDir, images: ImageDirs = None, abnor
     """
     from mammofuse.data import load_dataset, summarize
 
-    check_choice("--format", fmt, ("table", "json"))
+    check_output(output)
     report: dict = {}
     result = summarize(dataset, load_dataset(dataset, data, images, abnormality, report), report)
-    if fmt == "json":
-        typer.echo(json.dumps(result, indent=2))
-        return
+    write_report(result, fmt, output, lambda: _table(result, f"{dataset} ({data})"))
+
+
+def _table(result: dict[str, Any], title: str) -> Any:
     from rich.table import Table
 
-    table = Table("split", "lesions", "malignant", "benign", "patients", "images", title=f"{dataset} ({data})")
-    for split, c in result["splits"].items():
-        table.add_row(split, *(str(c[k]) for k in ("lesions", "malignant", "benign", "patients", "images")))
-    console.print(table)
+    caption = None
     if "matching" in result:
         images_, lesions = result["matching"]["images"], result["matching"]["lesions"]
-        console.print(
+        caption = (
             f"images: {images_['matched']} matched, {images_['missing']} not found, {images_['unused_files']} files unused; "
             f"lesions: {lesions['matched']} matched to a box, {lesions['ambiguous']} boxes on multi-lesion images, "
             f"{lesions['left_out']} left out (mixed pathology or box count), {lesions['without_region']} without a region"
         )
+    table = Table("split", "lesions", "malignant", "benign", "patients", "images", title=title, caption=caption, caption_justify="left")
+    for split, c in result["splits"].items():
+        table.add_row(split, *(str(c[k]) for k in ("lesions", "malignant", "benign", "patients", "images")))
+    return table
 
 
 def register(app: typer.Typer) -> None:

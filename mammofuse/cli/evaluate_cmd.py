@@ -16,6 +16,8 @@ from mammofuse.cli.common import (
     Device,
     Format,
     ImageDirs,
+    RecordFormat,
+    ReportFormat,
     check_choice,
     check_output,
     emit,
@@ -39,7 +41,7 @@ def evaluate(
     aggregate: Annotated[str, typer.Option("--aggregate", help="view: one score per case; breast: also combine the cases of one breast (patient and laterality) into one score and report per-breast metrics.")] = "view",
     control: Annotated[str | None, typer.Option("--control", help="Shortcut control: score each case with its lesion masked out ('masked') or on a patch of the same image away from every lesion ('away').")] = None,
     split: Annotated[str, typer.Option("--split", help="Dataset split to evaluate: test (CBIS-DDSM official), train, or all (mini-MIAS, manifests).")] = "test",
-    fmt: Format = "table",
+    fmt: Format = ReportFormat.TABLE,
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Also write the JSON report to this file (atomically).")] = None,
     plots: Annotated[Path | None, typer.Option("--plots", help="Write ROC, PR, reliability and confusion-matrix PNGs here.")] = None,
     bootstrap: Annotated[int, typer.Option("--bootstrap", min=0, help="Patient-bootstrap resamples for the AUC interval (0: none).")] = 1000,
@@ -69,11 +71,10 @@ def evaluate(
     """
     from mammofuse.evaluation.evaluate import check_bounds, parse_bounds
 
-    check_choice("--format", fmt, ("table", "json"))
     check_choice("--aggregate", aggregate, ("view", "breast"))
     if control is not None:
         check_choice("--control", control, ("masked", "away"))
-    output_format("json", output, ("json",))  # --output always receives the JSON report
+    output_format(RecordFormat.JSON, output)  # --output always receives the JSON report
     check_output(output)
     if plots is not None:
         from mammofuse.atomic import check_writable_folder

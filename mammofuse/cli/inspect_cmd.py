@@ -9,8 +9,8 @@ import typer
 
 from mammofuse.cli.common import (
     SOME_FAILED,
-    FormatOption,
     Output,
+    RecordFormatOption,
     cell,
     check_output,
     emit,
@@ -23,14 +23,13 @@ from mammofuse.cli.common import (
 from mammofuse.cli.output import show
 
 FIELDS = ("path", "rows", "columns", "bits_stored", "photometric", "modality", "laterality", "view", "patient_id")
-FORMATS = ("table", "json", "jsonl", "csv")
 
 
 @guarded
 def inspect(
     paths: Annotated[list[Path], typer.Argument(help="DICOM or image files, or folders of them.", show_default=False)],
     recursive: Annotated[bool, typer.Option("--recursive", "-r", help="Descend into sub-folders.")] = False,
-    fmt: Annotated[str | None, FormatOption(*FORMATS, default_help=" \\[default: table, or from the --output suffix]")] = None,
+    fmt: RecordFormatOption = None,
     output: Output = None,
 ) -> None:
     """Show size, bit depth, photometry, laterality and view of mammograms as read.
@@ -45,7 +44,7 @@ def inspect(
     """
     from mammofuse.cases import find_image_files
 
-    fmt = output_format(fmt, output, FORMATS)
+    fmt = output_format(fmt, output)
     check_output(output)
     records = [_inspect(path) for path in find_image_files(paths, recursive)]
     failed = [r for r in records if r.get("error")]

@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import json
+from typing import Any
 
 import typer
 
-from mammofuse.cli.common import Format, check_choice, guarded
-from mammofuse.cli.output import console
+from mammofuse import RESEARCH_NOTICE
+from mammofuse.cli.common import Format, Output, ReportFormat, check_output, guarded, write_report
 
 
 @guarded
-def models(fmt: Format = "table") -> None:
+def models(fmt: Format = ReportFormat.TABLE, output: Output = None) -> None:
     """List the registered models (names for --model) with their recipe and threshold.
 
     --model also takes a model folder (config.json + model.safetensors) or a Hugging Face Hub
@@ -25,14 +25,15 @@ def models(fmt: Format = "table") -> None:
     """
     from mammofuse.hub import registered_models
 
-    check_choice("--format", fmt, ("table", "json"))
+    check_output(output)
     records = registered_models()
-    if fmt == "json":
-        typer.echo(json.dumps(records, indent=2))
-        return
+    write_report(records, fmt, output, lambda: _table(records))
+
+
+def _table(records: list[dict[str, Any]]) -> Any:
     from rich.table import Table
 
-    table = Table("name", "fusion", "backbone", "input", "size", "threshold", "MB", "description")
+    table = Table("name", "fusion", "backbone", "input", "size", "threshold", "MB", "description", caption=RESEARCH_NOTICE, caption_justify="left")
     for r in records:
         if not r["available"]:
             table.add_row(r["name"], "", "", "", "", "", "", f"[red]missing from this installation[/] ({r['path']})")
@@ -41,7 +42,7 @@ def models(fmt: Format = "table") -> None:
             r["name"], r["fusion"], r["backbone"] or "-", r["input"], str(r["image_size"]), f"{r['threshold']:.3f}",
             str(r["size_mb"]), r["description"],
         )
-    console.print(table)
+    return table
 
 
 def register(app: typer.Typer) -> None:

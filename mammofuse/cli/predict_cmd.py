@@ -16,13 +16,14 @@ from mammofuse.cli.common import (
     ClinicalCsv,
     Density,
     Device,
+    EngineKind,
     EngineName,
-    FormatOption,
     GpusPerWorker,
     InputPaths,
     Margin,
     ModelSpec,
     RayAddress,
+    RecordFormatOption,
     Recursive,
     Resume,
     Roi,
@@ -48,8 +49,6 @@ from mammofuse.results import MALIGNANT, Prediction
 if TYPE_CHECKING:
     from mammofuse.scoring import RayEngine
 
-FORMATS = ("table", "json", "jsonl", "csv")
-
 
 @guarded
 def predict(
@@ -64,14 +63,14 @@ def predict(
     roi: Roi = None,
     recursive: Recursive = False,
     aggregate: Annotated[str, typer.Option("--aggregate", help="view: a score per file; breast: also the mean score of each breast's files (patient and laterality from the DICOM header or file name).")] = "view",
-    fmt: Annotated[str | None, FormatOption(*FORMATS, default_help=" \\[default: table, or from the --output suffix]")] = None,
+    fmt: RecordFormatOption = None,
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Write to this file instead of stdout: jsonl and csv record by record as files are scored (see --resume), table and json atomically at the end.")] = None,
     threshold: Annotated[float | None, typer.Option("--threshold", help="Decision threshold on the probability \\[default: the model's own].", min=0.0, max=1.0, show_default=False)] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Images per forward pass.", min=1)] = 8,
     device: Device = "auto",
     workers: Annotated[int | None, typer.Option("--workers", help="Local engine: processes reading images while the model runs \\[default: up to 4, by CPUs and files]. "
                                                 "Ray engine: scoring actors \\[default: one per GPU with --gpus-per-worker, else one per CPU].", min=0, show_default=False)] = None,
-    engine: EngineName = "local",
+    engine: EngineName = EngineKind.LOCAL,
     ray_address: RayAddress = None,
     gpus_per_worker: GpusPerWorker = 0.0,
     shard: ShardOption = None,
@@ -101,10 +100,9 @@ def predict(
     """
     from mammofuse.scoring.sink import STREAM_FORMATS
 
-    fmt = output_format(fmt, output, FORMATS)
+    fmt = output_format(fmt, output)
     check_output(output)
     check_choice("--aggregate", aggregate, ("view", "breast"))
-    check_choice("--engine", engine, ("local", "ray"))
     if resume and (output is None or fmt not in STREAM_FORMATS):
         raise MammofuseError("--resume continues an --output file written as jsonl or csv; give both")
     ray = _ray_engine(engine, ray_address, gpus_per_worker, device, workers, batch_size)

@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-import json
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
-from mammofuse.cli.common import Format, check_choice, guarded
-from mammofuse.cli.output import console
+from mammofuse.cli.common import Format, Output, ReportFormat, check_output, guarded, write_report
 
 
 @guarded
 def schema(
-    fmt: Format = "table",
+    fmt: Format = ReportFormat.TABLE,
+    output: Output = None,
     vocabulary: Annotated[str, typer.Option("--vocabulary", help="Vocabulary id.")] = "cbis-ddsm-v1",
 ) -> None:
     """List the clinical fields, their flags and accepted values.
@@ -22,22 +21,23 @@ def schema(
     """
     from mammofuse.clinical import load_schema
 
-    check_choice("--format", fmt, ("table", "json"))
+    check_output(output)
     spec = load_schema(vocabulary).as_dict()
-    if fmt == "json":
-        typer.echo(json.dumps(spec, indent=2))
-        return
+    write_report(spec, fmt, output, lambda: _table(spec))
+
+
+def _table(spec: dict[str, Any]) -> Any:
     from rich.table import Table
 
-    table = Table("flag", "field", "values", "also accepted", title=f"{spec['vocabulary']} ({spec['dim']} values)")
+    table = Table("flag", "field", "values", "also accepted", title=f"{spec['vocabulary']} ({spec['dim']} values)",
+                  caption="Compound values join terms with '-' (punctuate-pleomorphic). "
+                          "BI-RADS assessment and subtlety are never model inputs (label leakage).", caption_justify="left")
     for f in spec["fields"]:
         table.add_row(
             "--" + f["name"].replace("_", "-"), f["label"], ", ".join(v.lower() for v in f["values"]),
             ", ".join(f"{k.lower()}={v.lower()}" for k, v in f["synonyms"].items()),
         )
-    console.print(table)
-    console.print("Compound values join terms with '-' (punctuate-pleomorphic). "
-                    "BI-RADS assessment and subtlety are never model inputs (label leakage).")
+    return table
 
 
 def register(app: typer.Typer) -> None:
