@@ -108,6 +108,7 @@ def predict(
     ray = _ray_engine(engine, ray_address, gpus_per_worker, device, workers, batch_size)
     flags = clinical_flags(density, shape, margin, calc_type, calc_distribution)
     region = parse_roi(roi)
+
     from mammofuse.api import as_model
     from mammofuse.cases import list_cases, model_notes
     from mammofuse.scoring import LocalEngine, ScoringRun, Shard

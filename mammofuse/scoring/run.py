@@ -89,7 +89,7 @@ class ScoringRun:
 
     def collect(self, engine: Engine | None = None, on_batch: Callable[[int], None] | None = None) -> list[Prediction]:
         """Predictions of the pending files, in the files' order."""
-        found = sorted((i, p) for batch in self.batches(engine, on_batch) for i, p in batch)
+        found = sorted((item for batch in self.batches(engine, on_batch) for item in batch), key=lambda item: item[0])
         return [p for _, p in found]
 
     def write(self, output: Path | None, fmt: str, engine: Engine | None = None, on_batch: Callable[[int], None] | None = None) -> Summary:

@@ -24,7 +24,6 @@ if TYPE_CHECKING:
     from mammofuse.results import Prediction
 
 STREAM_FORMATS = ("jsonl", "csv")
-IDENTITY_FIELDS = ("file_size", "file_mtime_ns")
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 """First characters that make a spreadsheet run a cell as a formula: such cells get a ``'`` in CSV."""
 
