@@ -59,25 +59,14 @@ def cases(
         roi: a lesion circle (row, column, radius) in the files' pixels for files without one.
         recursive: descend into sub-folders.
     """
-    from mammofuse.cases import cases_from_inputs
+    from mammofuse.cases import cases_from_inputs, model_notes
 
     paths = [Path(inputs)] if isinstance(inputs, (str, Path)) else [Path(p) for p in inputs]
     flags = {k: str(v) for k, v in (findings or {}).items() if v is not None}
     notes: list[str] = []
     samples = cases_from_inputs(paths, recursive, flags, Path(clinical_csv) if clinical_csv else None,
                                 vocabulary=model.config.vocabulary, notes=notes, region=roi)
-    name = model.name
-    if not model.config.uses_clinical and (flags or clinical_csv):
-        notes.append(f"model {name} is image-only (fusion {model.config.fusion}): clinical findings are not used")
-    if not model.config.uses_image:
-        notes.append(f"model {name} is clinical-only: images are not read")
-    elif model.config.recipe.input == "roi" and any(s.region is None for s in samples):
-        without = sum(s.region is None for s in samples)
-        how = "their image is not used: the clinical findings are scored" if model.config.recipe.needs_region() else "the whole breast is scored instead"
-        notes.append(
-            f"model {name} looks at lesion crops, and {without} of {len(samples)} files have no lesion region: {how}. "
-            "Give --roi ROW,COL,RADIUS (or roi_row, roi_col, roi_radius columns in --clinical)"
-        )
+    notes += model_notes(model, samples, bool(flags or clinical_csv))
     for message in notes:
         warnings.warn(message, MammofuseWarning, stacklevel=3)
     return samples

@@ -17,7 +17,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterable
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
 
 from mammofuse.clinical import load_schema
 from mammofuse.clinical.schema import (
@@ -28,11 +28,12 @@ from mammofuse.clinical.schema import (
 from mammofuse.data.sample import Sample
 from mammofuse.errors import MammofuseError
 from mammofuse.imaging.reader import IMAGE_SUFFIXES
-from mammofuse.results import ErrorKind, Prediction, ScoringError, decide
+from mammofuse.results import Prediction
 from mammofuse.tabular import csv_columns, csv_records, delimiter_hint
 
 if TYPE_CHECKING:  # torch stays out of import time
     from mammofuse.model import MammoFuse
+    from mammofuse.scoring.shard import Shard
 
 PATH_COLUMNS = ("path", "file", "filename", "file_name", "image", "image_path")
 UID_COLUMNS = ("sopinstanceuid", "sop_instance_uid", "sop_uid")
@@ -203,22 +204,105 @@ def _row(
     return ClinicalRow(line=n, key=key, clinical=clinical, region=region, patient_id=values.get("patient_id", ""), uid=uid or None)
 
 
-def _dicom_uid(path: Path) -> str | None:
-    """SOPInstanceUID from the header only (no pixels), None for non-DICOM or unreadable files."""
+@dataclass(frozen=True, slots=True)
+class ListedFile:
+    """A file to score: its case, what identifies this version of it (size and modification time, the
+    ``--resume`` key) and, when asked, its breast (``patient/L|R``, None when unknown)."""
+
+    sample: Sample
+    size: int
+    mtime_ns: int
+    breast: str | None = None
+
+    @property
+    def path(self) -> str:
+        return self.sample.image_path or self.sample.id
+
+
+def list_cases(
+    paths: list[Path],
+    recursive: bool,
+    clinical: dict[str, str],
+    clinical_csv: Path | None,
+    *,
+    vocabulary: str = DEFAULT_VOCABULARY,
+    notes: list[str] | None = None,
+    region: tuple[float, float, float] | None = None,
+    breasts: bool = False,
+    shard: Shard | None = None,
+) -> list[ListedFile]:
+    """The files to score, each with its clinical findings, size and modification time; no pixel is decoded.
+
+    A DICOM header is read (once, without pixel data) only where needed: to match a
+    ``SOPInstanceUID`` column of the CSV, or to find each file's breast when ``breasts``.
+
+    Args:
+        paths: files and folders.
+        recursive: descend into sub-folders of folders.
+        clinical: findings for every file, keyed by schema field (``density``, ``margin``...).
+        clinical_csv: optional per-file findings (see :func:`read_clinical_csv`).
+        vocabulary: the clinical vocabulary to validate against.
+        notes: if given, receives human-readable remarks (files without a row, unused rows).
+        region: a lesion circle (row, column, radius) in the files' pixels for every file whose
+            CSV row gives none.
+        breasts: set each file's ``breast`` from its header or file name.
+        shard: keep only this part of the files (:mod:`mammofuse.scoring.shard`): by path, or by
+            breast with ``breasts`` so that the views of a breast stay together.
+
+    Raises:
+        MammofuseError: missing paths, nothing to score, unknown clinical values (with the valid
+            ones), an unreadable or ambiguous CSV.
+    """
+    from mammofuse.evaluation.aggregate import breast_of_file
+    from mammofuse.imaging.reader import read_header
+
+    schema = load_schema(vocabulary)
+    schema.normalise(clinical)
+    files = find_image_files(paths, recursive)
+    table = read_clinical_csv(clinical_csv, vocabulary) if clinical_csv else None
+    if shard is not None and not breasts:
+        files = [f for f in files if shard.holds(str(f))]
+    listed: list[tuple[ListedFile, bool]] = []
+    for file in files:
+        header = read_header(file) if breasts or (table is not None and table.wants_uids) else None
+        row = table.match(file, header.sop_uid if header else None) if table else None
+        if row is not None:
+            row.used = True
+        patient_id = row.patient_id if row else ""
+        sample = Sample(
+            id=str(file),
+            patient_id=patient_id,
+            label=UNLABELLED,
+            clinical={**clinical, **(row.clinical if row else {})},
+            image_path=str(file),
+            region=row.region if row and row.region else region,
+            image_id=file.name,
+        )
+        size, mtime_ns = _identity(file)
+        breast = breast_of_file(str(file), header, patient_id) if breasts else None
+        listed.append((ListedFile(sample, size, mtime_ns, breast), row is not None))
+    if shard is not None and breasts:
+        listed = [(f, matched) for f, matched in listed if shard.holds(f.breast or f.path)]
+    if table is not None and notes is not None:
+        unmatched = sum(not matched for _, matched in listed)
+        if unmatched:
+            notes.append(f"{unmatched} of {len(listed)} files have no row in {table.path}: only the flags apply to them")
+        unused = [r for r in table.rows if not r.used]
+        if unused and shard is None:  # in a shard, the other shards' rows are expected to be unused
+            example = ", ".join(f"line {r.line} ({r.key or r.uid})" for r in unused[:3])
+            notes.append(f"{len(unused)} rows of {table.path} match no file given: {example}")
+        if table.ignored_columns:
+            notes.append(f"ignored columns of {table.path}: {', '.join(table.ignored_columns)}")
+    return [f for f, _ in listed]
+
+
+def _identity(file: Path) -> tuple[int, int]:
+    """(size, modification time in ns); (-1, -1) for a file gone since it was listed (it fails when read)."""
     try:
-        with path.open("rb") as fh:
-            if fh.read(132)[128:132] != b"DICM" and path.suffix.lower() not in {".dcm", ".dicom"}:
-                return None
-        import warnings
-
-        import pydicom
-
-        with warnings.catch_warnings():  # the file's remarks come when it is scored
-            warnings.simplefilter("ignore")
-            ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["SOPInstanceUID"])
-        return str(ds.get("SOPInstanceUID", "")) or None
-    except Exception:  # an unreadable file gets its error when it is scored
-        return None
+        stat = file.stat()
+    except OSError:
+        return -1, -1
+    return stat.st_size, stat.st_mtime_ns
 
 
 def cases_from_inputs(
@@ -231,55 +315,8 @@ def cases_from_inputs(
     notes: list[str] | None = None,
     region: tuple[float, float, float] | None = None,
 ) -> list[Sample]:
-    """One unlabelled :class:`Sample` (label -1) per file, with the clinical findings that apply.
-
-    Args:
-        paths: files and folders.
-        recursive: descend into sub-folders of folders.
-        clinical: findings for every file, keyed by schema field (``density``, ``margin``...).
-        clinical_csv: optional per-file findings (see :func:`read_clinical_csv`).
-        vocabulary: the clinical vocabulary to validate against.
-        notes: if given, receives human-readable remarks (files without a row, unused rows).
-        region: a lesion circle (row, column, radius) in the files' pixels for every file whose
-            CSV row gives none.
-
-    Raises:
-        MammofuseError: missing paths, nothing to score, unknown clinical values (with the valid
-            ones), an unreadable or ambiguous CSV.
-    """
-    schema = load_schema(vocabulary)
-    schema.normalise(clinical)
-    files = find_image_files(paths, recursive)
-    table = read_clinical_csv(clinical_csv, vocabulary) if clinical_csv else None
-    samples = []
-    unmatched = 0
-    for file in files:
-        row = table.match(file, _dicom_uid(file) if table and table.wants_uids else None) if table else None
-        if row is not None:
-            row.used = True
-        elif table is not None:
-            unmatched += 1
-        samples.append(
-            Sample(
-                id=str(file),
-                patient_id=row.patient_id if row else "",
-                label=UNLABELLED,
-                clinical={**clinical, **(row.clinical if row else {})},
-                image_path=str(file),
-                region=row.region if row and row.region else region,
-                image_id=file.name,
-            )
-        )
-    if table is not None and notes is not None:
-        if unmatched:
-            notes.append(f"{unmatched} of {len(files)} files have no row in {table.path}: only the flags apply to them")
-        unused = [r for r in table.rows if not r.used]
-        if unused:
-            example = ", ".join(f"line {r.line} ({r.key or r.uid})" for r in unused[:3])
-            notes.append(f"{len(unused)} rows of {table.path} match no file given: {example}")
-        if table.ignored_columns:
-            notes.append(f"ignored columns of {table.path}: {', '.join(table.ignored_columns)}")
-    return samples
+    """One unlabelled :class:`Sample` (label -1) per file, with the clinical findings that apply (see :func:`list_cases`)."""
+    return [f.sample for f in list_cases(paths, recursive, clinical, clinical_csv, vocabulary=vocabulary, notes=notes, region=region)]
 
 
 def score_cases(
@@ -292,49 +329,45 @@ def score_cases(
     workers: int = 0,
     on_batch: Callable[[int], None] | None = None,
 ) -> list[Prediction]:
-    """One :class:`Prediction` per case: path, probability, decision, threshold, model, clinical, error.
+    """One :class:`Prediction` per case, in their order, scored in this process (see :func:`mammofuse.scoring.score_files`)."""
+    from mammofuse.scoring import LocalEngine, score_files
 
-    ``prediction`` is ``malignant`` when the probability reaches the threshold (the model's
-    stored one unless ``threshold`` is given). A case whose image fails gets nulls and its error.
-    """
-    from mammofuse.inference import predict_proba
-    from mammofuse.validation import Rule, checked
-
-    cut = checked("threshold", model.config.threshold if threshold is None else threshold, Rule(float, 0, 1))
-    schema = load_schema(model.config.vocabulary)
-    notes: list[str] = []
-    probs, errors = predict_proba(model, samples, batch_size=batch_size, device=device, workers=workers, on_batch=on_batch, notes=notes)
-    records = []
-    for sample, prob, error, note in zip(samples, probs, errors, notes):
-        ok = not error and prob == prob  # NaN check without numpy
-        path = sample.image_path or sample.id
-        error = error[len(path) + 2 :] if error.startswith(f"{path}: ") else error  # the record names the file
-        used = schema.decode(*schema.encode(sample.clinical))
-        records.append(
-            Prediction(
-                path=path,
-                probability=round(float(prob), 6) if ok else None,
-                decision=decide(prob, cut) if ok else None,
-                threshold=round(cut, 6),
-                model=model_name,
-                clinical={k: (v.lower() if v else None) for k, v in used.items()},
-                region=tuple(sample.region) if sample.region else None,
-                note=note or None,
-                error=None if ok else ScoringError(ErrorKind.INPUT if error else ErrorKind.NOT_SCORED, error or "not scored"),
-            )
-        )
-    return records
+    engine = LocalEngine(batch_size=batch_size, device=device, workers=workers)
+    return list(score_files(model, samples, model_name=model_name, threshold=threshold, engine=engine, on_batch=on_batch))
 
 
 def add_breast_scores(records: list[Prediction], samples: list[Sample]) -> None:
     """Set ``breast`` (patient/L|R from the DICOM header or file name) and ``breast_probability``
-    (the mean over that breast's scored files) on every prediction."""
-    from mammofuse.evaluation.aggregate import aggregate, breast_of_file
+    (the mean over that breast's scored files) on every prediction.
 
-    keys = [breast_of_file(r.path, s.patient_id) for r, s in zip(records, samples)]
+    Reads each file's header; :func:`list_cases` with ``breasts=True`` finds the breasts while
+    listing instead (see :class:`mammofuse.scoring.ScoringRun`).
+    """
+    from mammofuse.evaluation.aggregate import aggregate, breast_of_file
+    from mammofuse.imaging.reader import read_header
+
+    keys = [breast_of_file(r.path, read_header(r.path), s.patient_id) for r, s in zip(records, samples)]
     probs = [r.probability if r.probability is not None else float("nan") for r in records]
     breasts = aggregate(keys, probs)
     for record, key in zip(records, keys):
         record.per_breast = True
         record.breast = key
         record.breast_probability = round(breasts[key]["probability"], 6) if key in breasts else None
+
+
+def model_notes(model: MammoFuse, samples: Sequence[Sample], findings_given: bool) -> list[str]:
+    """Remarks on what ``model`` makes of these cases: findings or images it does not use, lesion regions it lacks."""
+    name, config = model.name, model.config
+    notes = []
+    if not config.uses_clinical and findings_given:
+        notes.append(f"model {name} is image-only (fusion {config.fusion}): clinical findings are not used")
+    if not config.uses_image:
+        notes.append(f"model {name} is clinical-only: images are not read")
+    elif config.recipe.input == "roi" and any(s.region is None for s in samples):
+        without = sum(s.region is None for s in samples)
+        how = "their image is not used: the clinical findings are scored" if config.recipe.needs_region() else "the whole breast is scored instead"
+        notes.append(
+            f"model {name} looks at lesion crops, and {without} of {len(samples)} files have no lesion region: {how}. "
+            "Give --roi ROW,COL,RADIUS (or roi_row, roi_col, roi_radius columns in --clinical)"
+        )
+    return notes

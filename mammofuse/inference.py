@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from functools import lru_cache
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -162,7 +162,50 @@ def model_inputs(batch: dict[str, Any], device: torch.device | str) -> dict[str,
     }
 
 
-@torch.inference_mode()
+@dataclass(frozen=True)
+class ScoredBatch:
+    """Scores of some samples, by their position in the sequence scored.
+
+    ``probabilities`` is NaN where ``errors`` holds the sample's error ('' when fine); ``notes``
+    holds a remark per sample ('' when none).
+    """
+
+    indices: list[int]
+    probabilities: np.ndarray
+    errors: list[str]
+    notes: list[str]
+
+
+def batch_scores(indices: list[int], logits: np.ndarray, errors: list[str], notes: list[str]) -> ScoredBatch:
+    """The one rule from logits to scores: the sigmoid where the sample was read, NaN where it failed."""
+    probabilities = np.where([not e for e in errors], sigmoid(logits.reshape(len(indices))), np.nan)
+    return ScoredBatch(list(indices), probabilities, list(errors), list(notes))
+
+
+def iter_scores(
+    model: torch.nn.Module,
+    samples: Sequence[Sample],
+    batch_size: int = 16,
+    device: str | torch.device = "cpu",
+    workers: int = 0,
+    control: str | None = None,
+) -> Iterator[ScoredBatch]:
+    """Score ``samples`` batch by batch in their order, reading images in ``workers`` processes.
+
+    A sample whose image fails gets its error, never the batch. ``control`` scores the shortcut
+    control of that name instead of the lesion (:mod:`mammofuse.imaging.controls`).
+    """
+    config = model.config
+    dataset = LesionDataset(
+        samples, config.recipe, config.vocabulary, use_images=config.uses_image, radiomics=config.radiomics, control=control,
+    )
+    model.eval()
+    for batch in DataLoader(dataset, batch_size=batch_size, num_workers=workers):
+        with torch.inference_mode():
+            logits = model(**model_inputs(batch, device)).logits.float().cpu().numpy()
+        yield batch_scores(batch["index"].tolist(), logits, batch["error"], batch["note"])
+
+
 def predict_proba(
     model: torch.nn.Module,
     samples: Sequence[Sample],
@@ -175,28 +218,19 @@ def predict_proba(
 ) -> tuple[np.ndarray, list[str]]:
     """Probabilities of malignancy for ``samples`` and an error string per sample ('' when fine).
 
-    A sample whose image could not be read gets NaN and its error. ``control`` scores the
-    shortcut control of that name instead of the lesion (:mod:`mammofuse.imaging.controls`).
+    A sample whose image could not be read gets NaN and its error (see :func:`iter_scores`).
     ``notes``, if given, receives one remark per sample ('' when none), e.g. that a lesion-crop
     model got no region and scored the clinical findings only.
     """
-    config = model.config
-    dataset = LesionDataset(
-        samples, config.recipe, config.vocabulary, use_images=config.uses_image, radiomics=config.radiomics, control=control,
-    )
-    probs = np.full(len(dataset), np.nan, dtype=np.float64)
-    errors = [""] * len(dataset)
-    if notes is not None:
-        notes[:] = [""] * len(dataset)
-    model.eval()
-    for batch in DataLoader(dataset, batch_size=batch_size, num_workers=workers):
-        logits = model(**model_inputs(batch, device)).logits.float().cpu().numpy()
-        for i, logit, err, note in zip(batch["index"].tolist(), logits, batch["error"], batch["note"]):
-            errors[i] = err
-            if notes is not None:
-                notes[i] = note
-            if not err:
-                probs[i] = sigmoid(logit)
+    probs = np.full(len(samples), np.nan, dtype=np.float64)
+    errors = [""] * len(samples)
+    remarks = [""] * len(samples)
+    for scored in iter_scores(model, samples, batch_size, device, workers, control):
+        probs[scored.indices] = scored.probabilities
+        for i, error, note in zip(scored.indices, scored.errors, scored.notes):
+            errors[i], remarks[i] = error, note
         if on_batch:
-            on_batch(len(batch["index"]))
+            on_batch(len(scored.indices))
+    if notes is not None:
+        notes[:] = remarks
     return probs, errors

@@ -34,7 +34,6 @@ DEBUG_VARIABLE = "MAMMOFUSE_DEBUG"
 # C0 and C1 control characters (ESC starts terminal escape sequences), DEL, and the Unicode
 # bidirectional overrides that can make text read backwards.
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
-_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 Density = Annotated[str | None, typer.Option("--density", help="Breast density: 1-4 or A-D.", rich_help_panel="Clinical findings")]
 Shape = Annotated[str | None, typer.Option("--shape", help="Mass shape, e.g. oval, irregular.", rich_help_panel="Clinical findings")]
@@ -75,6 +74,13 @@ class ReportFormat(StrEnum):
     JSON = "json"
 
 
+class EngineKind(StrEnum):
+    """Who scores: this machine, or a Ray cluster."""
+
+    LOCAL = "local"
+    RAY = "ray"
+
+
 class RecordFormat(StrEnum):
     """How a command that writes one record per file writes them."""
 
@@ -89,6 +95,13 @@ RecordFormatOption = Annotated[
     RecordFormat | None,
     typer.Option("--format", "-f", help="Output format \\[default: table, or from the --output suffix].", case_sensitive=False, show_default=False),
 ]
+
+
+EngineName = Annotated[EngineKind, typer.Option("--engine", help="local: this machine; ray: a Ray Data pipeline on --ray-address or a local Ray (pip install \"mammofuse\\[ray]\").", case_sensitive=False, rich_help_panel="Scale")]
+RayAddress = Annotated[str | None, typer.Option("--ray-address", help="The Ray cluster for --engine ray: auto, HOST:6379 or ray://HOST:10001 \\[default: RAY_ADDRESS, else a local Ray].", rich_help_panel="Scale", show_default=False)]
+GpusPerWorker = Annotated[float, typer.Option("--gpus-per-worker", min=0.0, help="GPUs per scoring actor of --engine ray (a fraction shares a GPU); 0 scores on CPUs.", rich_help_panel="Scale")]
+ShardOption = Annotated[str | None, typer.Option("--shard", metavar="I/N", help="Score only part I of N (0 <= I < N), by a stable hash of each path (of each breast with --aggregate breast): N jobs cover every file once.", rich_help_panel="Scale", show_default=False)]
+Resume = Annotated[bool, typer.Option("--resume", help="Continue the --output file (jsonl or csv): score only the files it lacks, matched by path, size and modification time.", rich_help_panel="Scale")]
 
 
 def clean(text: object) -> str:
@@ -193,7 +206,9 @@ def render_records(records: Sequence[dict[str, Any]], fmt: str) -> str:
     if fmt == "jsonl":
         return "".join(json.dumps(r, default=str) + "\n" for r in records)
     if fmt == "csv":
-        rows = [_flat_row(r) for r in records]
+        from mammofuse.scoring.sink import flat_row
+
+        rows = [flat_row(r) for r in records]
         columns = list(dict.fromkeys(k for r in rows for k in r if k != "error"))
         if any("error" in r for r in rows):
             columns.append("error")
@@ -203,24 +218,6 @@ def render_records(records: Sequence[dict[str, Any]], fmt: str) -> str:
         writer.writerows(rows)
         return buffer.getvalue()
     raise MammofuseError(f"unknown format {fmt!r}")
-
-
-def _flat_row(record: dict[str, Any]) -> dict[str, Any]:
-    row: dict[str, Any] = {}
-    for key, value in record.items():
-        if isinstance(value, dict):
-            row.update({k: _csv_cell(v) for k, v in value.items()})
-        else:
-            row[key] = _csv_cell(value)
-    return row
-
-
-def _csv_cell(value: Any) -> Any:
-    if isinstance(value, list):
-        value = "; ".join(str(v) for v in value)
-    if isinstance(value, str) and value.startswith(_FORMULA_START):
-        return "'" + value
-    return value
 
 
 def check_output(output: Path | None) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -16,15 +16,19 @@ from mammofuse.cli.common import (
     ClinicalCsv,
     Density,
     Device,
+    EngineKind,
+    EngineName,
+    GpusPerWorker,
     InputPaths,
     Margin,
     ModelSpec,
-    Output,
+    RayAddress,
     RecordFormatOption,
     Recursive,
+    Resume,
     Roi,
     Shape,
-    cases_and_model,
+    ShardOption,
     cell,
     check_choice,
     check_output,
@@ -32,13 +36,18 @@ from mammofuse.cli.common import (
     emit,
     err_console,
     guarded,
+    note,
     output_format,
     parse_roi,
     render_records,
     safe,
 )
 from mammofuse.cli.output import progress, show
+from mammofuse.errors import MammofuseError
 from mammofuse.results import MALIGNANT, Prediction
+
+if TYPE_CHECKING:
+    from mammofuse.scoring import RayEngine
 
 
 @guarded
@@ -55,17 +64,25 @@ def predict(
     recursive: Recursive = False,
     aggregate: Annotated[str, typer.Option("--aggregate", help="view: a score per file; breast: also the mean score of each breast's files (patient and laterality from the DICOM header or file name).")] = "view",
     fmt: RecordFormatOption = None,
-    output: Output = None,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write to this file instead of stdout: jsonl and csv record by record as files are scored (see --resume), table and json atomically at the end.")] = None,
     threshold: Annotated[float | None, typer.Option("--threshold", help="Decision threshold on the probability \\[default: the model's own].", min=0.0, max=1.0, show_default=False)] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Images per forward pass.", min=1)] = 8,
     device: Device = "auto",
-    workers: Annotated[int | None, typer.Option("--workers", help="Processes reading images while the model runs \\[default: up to 4, by CPUs and files].", min=0, show_default=False)] = None,
+    workers: Annotated[int | None, typer.Option("--workers", help="Local engine: processes reading images while the model runs \\[default: up to 4, by CPUs and files]. "
+                                                "Ray engine: scoring actors \\[default: one per GPU with --gpus-per-worker, else one per CPU].", min=0, show_default=False)] = None,
+    engine: EngineName = EngineKind.LOCAL,
+    ray_address: RayAddress = None,
+    gpus_per_worker: GpusPerWorker = 0.0,
+    shard: ShardOption = None,
+    resume: Resume = False,
 ) -> None:
     """Score each mammogram: probability of malignancy and a benign/malignant call.
 
     Clinical flags apply to every file; missing findings are allowed and shown as null.
-    Exit status: 0 all scored, 1 some files failed (the rest are scored), 2 usage error,
-    3 output not writable (checked before scoring).
+    jsonl and csv records are written as files are scored; with --resume, a run that was
+    interrupted goes on where it stopped. Exit status: 0 all scored, 1 some files failed (the
+    rest are scored; files scored before --resume count), 2 usage error, 3 output not writable
+    (checked before scoring).
 
     Examples:
 
@@ -78,35 +95,81 @@ def predict(
         mammofuse predict scan.dcm --roi 2210,1400,180 --density 3 --shape irregular --margin spiculated
 
         mammofuse predict study/ --aggregate breast --format csv -o scores.csv
+
+        mammofuse predict archive/ -r -o scores.jsonl --resume --shard 3/16 --engine ray --ray-address auto --gpus-per-worker 1
     """
+    from mammofuse.scoring.sink import STREAM_FORMATS
+
     fmt = output_format(fmt, output)
     check_output(output)
     check_choice("--aggregate", aggregate, ("view", "breast"))
+    if resume and (output is None or fmt not in STREAM_FORMATS):
+        raise MammofuseError("--resume continues an --output file written as jsonl or csv; give both")
+    ray = _ray_engine(engine, ray_address, gpus_per_worker, device, workers, batch_size)
     flags = clinical_flags(density, shape, margin, calc_type, calc_distribution)
     region = parse_roi(roi)
 
-    from mammofuse.cases import add_breast_scores, score_cases
+    from mammofuse.api import as_model
+    from mammofuse.cases import list_cases, model_notes
+    from mammofuse.scoring import LocalEngine, ScoringRun, Shard
 
-    samples, net, name, device = cases_and_model(paths, recursive, flags, clinical, model, device, region)
-
+    part = Shard.parse(shard) if shard is not None else None
+    net = as_model(model, "cpu" if ray else device)
+    notes: list[str] = []
+    files = list_cases(paths, recursive, flags, clinical, vocabulary=net.config.vocabulary, notes=notes, region=region,
+                       breasts=aggregate == "breast", shard=part)
+    run = ScoringRun(net, files, threshold=threshold, per_breast=aggregate == "breast")
+    if resume:
+        resumed = run.resume(output, fmt)
+        if resumed.dropped:
+            notes.append(f"{resumed.dropped} records of {output} were dropped: their files changed since (or were scored twice); they are scored again")
+        if resumed.foreign:
+            notes.append(f"{resumed.foreign} records of {output} are for files not in this run: kept")
+    for message in notes + model_notes(net, [f.sample for f in files], bool(flags or clinical)):
+        note(message)
+    pending = len(run.pending)
     if workers is None:
-        batches = -(-len(samples) // batch_size)  # a worker reads whole batches: one batch cannot overlap
+        batches = -(-pending // batch_size)  # a worker reads whole batches: one batch cannot overlap
         workers = 0 if batches < 2 else min(4, os.cpu_count() or 1, batches)
-    with progress("scoring", len(samples), minimum=2) as advance:
-        records = score_cases(net, samples, name, threshold, batch_size=batch_size, device=device, workers=workers, on_batch=advance)
-    if aggregate == "breast":
-        add_breast_scores(records, samples)
 
-    if fmt == "table":
-        _table(records, output)
-    else:
-        emit(render_records([r.to_dict() for r in records], fmt), output)
+    with progress("scoring", pending, minimum=2) as advance:
+        scorer = ray or LocalEngine(batch_size=batch_size, device=next(net.parameters()).device, workers=workers)
+        if fmt in STREAM_FORMATS:
+            summary = run.write(output, fmt, scorer, on_batch=advance)
+        else:
+            records = run.collect(scorer, on_batch=advance)
+
+    if fmt in STREAM_FORMATS:
+        if output is not None:
+            err_console.print(f"wrote {safe(output)}", highlight=False)
         err_console.print(RESEARCH_NOTICE, style="dim", highlight=False)
-    failed = [r for r in records if not r.ok]
-    for r in failed:
-        err_console.print(f"[red]failed:[/] {safe(r.path)}: {safe(r.error)}", highlight=False, soft_wrap=True)
+        failed = summary.failed
+        before = f", {summary.before} of them in {safe(output)} before this run" if resume else ""
+        err_console.print(f"{summary.files} files{before}: {summary.files - len(failed)} scored, {len(failed)} failed", highlight=False)
+    else:
+        if fmt == "table":
+            _table(records, output)
+        else:
+            emit(render_records([r.to_dict() for r in records], fmt), output)
+            err_console.print(RESEARCH_NOTICE, style="dim", highlight=False)
+        failed = [(r.path, r.error.message) for r in records if r.error is not None]
+    for path, error in failed:
+        err_console.print(f"[red]failed:[/] {safe(path)}: {safe(error)}", highlight=False, soft_wrap=True)
     if failed:
         raise typer.Exit(SOME_FAILED)
+
+
+def _ray_engine(engine: str, address: str | None, gpus_per_worker: float, device: str, workers: int | None, batch_size: int) -> RayEngine | None:
+    """The Ray engine for ``--engine ray`` (Ray must be installed), None for the local one; options of the other engine are usage errors."""
+    if engine == "local":
+        if address is not None or gpus_per_worker:
+            raise MammofuseError("--ray-address and --gpus-per-worker are options of --engine ray")
+        return None
+    if device != "auto":
+        raise MammofuseError("--device is an option of --engine local; with --engine ray, --gpus-per-worker puts the scoring on GPUs")
+    from mammofuse.scoring import RayEngine
+
+    return RayEngine(address=address, workers=workers or None, gpus_per_worker=gpus_per_worker, batch_size=batch_size)
 
 
 def _table(records: list[Prediction], output: Path | None) -> None:

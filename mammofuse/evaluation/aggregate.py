@@ -7,11 +7,14 @@ lesions is. Laterality comes from the CBIS-DDSM image key, the DICOM header, or 
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
 from mammofuse.data.sample import Sample
+
+if TYPE_CHECKING:
+    from mammofuse.imaging.reader import MammogramInfo
 
 
 def breast_of_sample(sample: Sample) -> str | None:
@@ -22,11 +25,14 @@ def breast_of_sample(sample: Sample) -> str | None:
     return f"{sample.patient_id or parsed[0]}/{parsed[1][0]}" if parsed else None
 
 
-def breast_of_file(path: str, patient_id: str = "") -> str | None:
-    """``patient/L|R`` of an image file: the DICOM header (PatientID, ImageLaterality) or a CBIS-DDSM file name."""
-    from mammofuse.imaging.reader import header_laterality
+def breast_of_file(path: str, header: MammogramInfo | None, patient_id: str = "") -> str | None:
+    """``patient/L|R`` of an image file from its DICOM header (:func:`~mammofuse.imaging.reader.read_header`) or CBIS-DDSM file name.
 
-    patient, side = header_laterality(path)
+    ``patient_id`` (e.g. from a clinical CSV) wins over the header's.
+    """
+    from mammofuse.imaging.reader import patient_and_side
+
+    patient, side = patient_and_side(path, header)
     patient = patient_id or patient
     return f"{patient}/{side}" if patient and side else None
 

@@ -149,20 +149,7 @@ def _read_dicom(path: Path) -> tuple[np.ndarray, MammogramInfo]:
     _check_size(path, rows, columns)
     if not 1 <= bits_stored <= 32:
         raise InputFileError(path, f"DICOM BitsStored is {bits_stored}, not 1 to 32")
-    info = MammogramInfo(
-        path=str(path),
-        format="dicom",
-        rows=rows,
-        columns=columns,
-        bits_stored=bits_stored,
-        photometric=photometric,
-        modality=str(ds.get("Modality", "")) or None,
-        patient_id=str(ds.get("PatientID", "")) or None,
-        study_uid=str(ds.get("StudyInstanceUID", "")) or None,
-        series_uid=str(ds.get("SeriesInstanceUID", "")) or None,
-        sop_uid=str(ds.get("SOPInstanceUID", "")) or None,
-    )
-    info.laterality, info.view = _laterality_and_view(ds, info.patient_id)
+    info = _dicom_info(ds, path, rows, columns, bits_stored, photometric)
     if info.modality and info.modality != "MG":
         warnings.warn(f"modality is {info.modality}, not MG (mammography)", ReaderWarning, stacklevel=2)
     try:
@@ -212,6 +199,25 @@ def _dicom_to_unit(ds: Any, raw: np.ndarray, modality_lut: Any, voi_lut: Any) ->
     if pad_mask is not None:
         pixels[pad_mask] = 0.0
     return pixels
+
+
+def _dicom_info(ds: Any, path: Path, rows: int, columns: int, bits_stored: int, photometric: str) -> MammogramInfo:
+    """The identifying attributes of a DICOM dataset (its header is all this reads)."""
+    info = MammogramInfo(
+        path=str(path),
+        format="dicom",
+        rows=rows,
+        columns=columns,
+        bits_stored=bits_stored,
+        photometric=photometric,
+        modality=str(ds.get("Modality", "")) or None,
+        patient_id=str(ds.get("PatientID", "")) or None,
+        study_uid=str(ds.get("StudyInstanceUID", "")) or None,
+        series_uid=str(ds.get("SeriesInstanceUID", "")) or None,
+        sop_uid=str(ds.get("SOPInstanceUID", "")) or None,
+    )
+    info.laterality, info.view = _laterality_and_view(ds, info.patient_id)
+    return info
 
 
 def _laterality_and_view(ds: Any, patient_id: str | None) -> tuple[str | None, str | None]:
@@ -291,19 +297,32 @@ def image_shape(path: str | Path) -> tuple[int, int] | None:
         return None
 
 
-def header_laterality(path: str | Path) -> tuple[str | None, str | None]:
-    """(patient id, ``L``/``R``) from a DICOM header alone, or from a CBIS-DDSM style file name."""
+def read_header(path: str | Path) -> MammogramInfo | None:
+    """A DICOM file's header (patient, laterality, view, UIDs, size) read without its pixel data.
+
+    The one header read of a file before it is scored: a listing groups and matches files with it
+    and decodes no pixels. None for non-DICOM files and unreadable ones (their errors surface when
+    their pixels are read); pydicom's remarks are silenced here for the same reason.
+    """
     path = Path(path)
     try:
-        if _is_dicom(path):
-            import pydicom
+        if not _is_dicom(path):
+            return None
+        import pydicom
 
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
             ds = pydicom.dcmread(path, stop_before_pixels=True)
-            patient = str(ds.get("PatientID", "")) or None
-            side = _laterality_and_view(ds, patient)[0]
-            match = _CBIS_PATIENT.search(patient or "")  # CBIS-DDSM ids name the view: the patient is P_NNNNN
-            return (match["patient"] if match else patient), side
-    except Exception:  # unreadable: no laterality (the file's error surfaces when it is scored)
-        return None, None
-    match = _CBIS_PATIENT.search(path.as_posix())
+            size = [_header_int(ds, path, keyword, 0) for keyword in ("Rows", "Columns", "BitsStored")]
+            return _dicom_info(ds, path, *size, str(ds.get("PhotometricInterpretation", "MONOCHROME2")).upper())
+    except Exception:  # any unreadable file: no header
+        return None
+
+
+def patient_and_side(path: str | Path, header: MammogramInfo | None) -> tuple[str | None, str | None]:
+    """(patient id, ``L``/``R``) from a DICOM header (see :func:`read_header`), else from a CBIS-DDSM style file name."""
+    if header is not None:
+        match = _CBIS_PATIENT.search(header.patient_id or "")  # CBIS-DDSM ids name the view: the patient is P_NNNNN
+        return (match["patient"] if match else header.patient_id), header.laterality
+    match = _CBIS_PATIENT.search(Path(path).as_posix())
     return (match["patient"], match["side"][0].upper()) if match else (None, None)

@@ -1,0 +1,198 @@
+"""``--resume``: what an interrupted run already wrote, so that only the rest is scored.
+
+A record counts as done when its path, size and modification time match a file of this run. The
+output is repaired before anything is appended: a record torn by a ``kill -9`` at the end of the
+file is cut off, and records of files changed since (or seen twice) are dropped, so the run ends
+with every file exactly once. Records of files that are not in this run are kept.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, BinaryIO, Iterator, Sequence
+
+from mammofuse.cases import ListedFile
+from mammofuse.errors import MammofuseError
+from mammofuse.scoring.sink import RecordLayout, cell_text
+
+Span = tuple[int, int]
+"""A byte range [start, end) of the output."""
+
+
+@dataclass
+class Resumed:
+    """What an output already holds for the files of a run.
+
+    Attributes:
+        done: position of each file already scored -> its probability (NaN where it failed).
+        failed: (path, error) of the files already scored that failed.
+        foreign: records of files that are not in this run (kept).
+        dropped: records removed: files changed since they were scored, or scored twice.
+    """
+
+    done: dict[int, float] = field(default_factory=dict)
+    failed: list[tuple[str, str]] = field(default_factory=list)
+    foreign: int = 0
+    dropped: int = 0
+
+
+@dataclass(frozen=True)
+class _Record:
+    line: int
+    span: Span
+    values: dict[str, Any] | None  # None: not a whole record (torn, when it is the last)
+
+
+def resume_output(output: Path, fmt: str, files: Sequence[ListedFile], layout: RecordLayout) -> Resumed:
+    """Read ``output`` (a missing file holds nothing), check it was written like this run, and repair it.
+
+    Raises:
+        MammofuseError: a record before the last is unreadable, or the output was written with
+            another model, threshold or options (naming the file and line).
+    """
+    resumed = Resumed()
+    if not output.is_file():
+        return resumed
+    position = {f.path: i for i, f in enumerate(files)}
+    drops: list[Span] = []
+    cut: int | None = None
+    with output.open("rb") as fh:
+        for record in _jsonl(fh, output) if fmt == "jsonl" else _csv(fh, output, layout):
+            if record.values is None:
+                cut = record.span[0]
+                break
+            path, size, mtime_ns, probability, error = _checked(record.values, f"{output}:{record.line}", layout)
+            index = position.get(path)
+            if index is None:
+                resumed.foreign += 1
+            elif index in resumed.done or (size, mtime_ns) != (files[index].size, files[index].mtime_ns):
+                drops.append(record.span)
+            else:
+                resumed.done[index] = math.nan if probability is None else probability
+                if error is not None:
+                    resumed.failed.append((path, error))
+    resumed.dropped = len(drops)
+    _repair(output, drops, cut)
+    return resumed
+
+
+def _jsonl(fh: BinaryIO, output: Path) -> Iterator[_Record]:
+    offset, bad = 0, None
+    for number, line in enumerate(fh, 1):
+        span, offset = (offset, offset + len(line)), offset + len(line)
+        if bad is not None:
+            raise MammofuseError(f"{output}:{bad.line}: not a JSON record (written by something else?); cannot --resume it")
+        if not line.strip():
+            continue
+        values = _json_object(line) if line.endswith(b"\n") else None
+        record = _Record(number, span, values)
+        if values is None:
+            bad = record
+        else:
+            yield record
+    if bad is not None:
+        yield bad
+
+
+def _json_object(line: bytes) -> dict[str, Any] | None:
+    try:
+        values = json.loads(line)
+    except ValueError:
+        return None
+    return values if isinstance(values, dict) else None
+
+
+def _csv(fh: BinaryIO, output: Path, layout: RecordLayout) -> Iterator[_Record]:
+    size = os.fstat(fh.fileno()).st_size
+    read = [0, True]  # bytes read, whether the last line read ended with a newline
+
+    def lines() -> Iterator[str]:
+        for raw in fh:
+            read[0] += len(raw)
+            read[1] = raw.endswith(b"\n")
+            yield raw.decode("utf-8", "surrogateescape")
+
+    reader = csv.reader(lines(), strict=True)
+    start, header, bad = 0, None, None
+    while True:
+        try:
+            cells = next(reader, None)
+        except csv.Error as exc:
+            if read[0] < size:
+                raise MammofuseError(f"{output}:{reader.line_num}: not a CSV record ({exc}); cannot --resume it") from None
+            cells = []  # a quoted cell torn at the end of the file
+            read[1] = False
+        if cells is None:
+            break
+        span, start = (start, read[0]), read[0]
+        if bad is not None:
+            raise MammofuseError(f"{output}:{bad.line}: not a whole CSV record; cannot --resume it")
+        if cells == [] and read[1]:  # a blank line
+            continue
+        whole = read[1] and (header is None or len(cells) == len(header))
+        if not whole:
+            bad = _Record(reader.line_num, span, None)
+        elif header is None:
+            header = cells
+            if tuple(cells) != layout.columns:
+                raise MammofuseError(f"{output}: its columns are not the ones this run writes ({_difference(cells, layout.columns)}); "
+                                     "resume with the options that wrote it (e.g. --aggregate), or write to another --output")
+        else:
+            yield _Record(reader.line_num, span, {k: cell_text(v) for k, v in zip(header, cells)})
+    if bad is not None:
+        yield bad
+
+
+def _checked(values: dict[str, Any], where: str, layout: RecordLayout) -> tuple[str, int, int, float | None, str | None]:
+    """(path, size, mtime_ns, probability, error) of a record written like this run's, else a MammofuseError."""
+    if set(values) != set(layout.fields) and set(values) != set(layout.columns):  # JSONL fields, or CSV columns
+        raise MammofuseError(f"{where}: its fields are not the ones this run writes ({_difference(values, layout.fields)}); "
+                             "resume with the options that wrote it (e.g. --aggregate), or write to another --output")
+    try:
+        threshold = float(values["threshold"])
+        probability = None if values["probability"] in (None, "") else float(values["probability"])
+        size, mtime_ns = int(values["file_size"]), int(values["file_mtime_ns"])
+    except (TypeError, ValueError) as exc:
+        raise MammofuseError(f"{where}: not a record of mammofuse predict ({exc}); cannot --resume it") from None
+    if values["model"] != layout.model or not math.isclose(threshold, layout.threshold, abs_tol=1e-9):
+        raise MammofuseError(f"{where}: scored by model {values['model']} at threshold {threshold:g}, but this run uses model "
+                             f"{layout.model} at threshold {layout.threshold:g}; resume with the same --model and --threshold, "
+                             "or write to another --output")
+    return str(values["path"]), size, mtime_ns, probability, values["error"] or None
+
+
+def _difference(found: Any, wanted: Sequence[str]) -> str:
+    missing = [k for k in wanted if k not in found]
+    extra = [k for k in found if k not in wanted]
+    parts = [f"missing {', '.join(missing)}" if missing else "", f"extra {', '.join(extra)}" if extra else ""]
+    return "; ".join(p for p in parts if p) or "in another order"
+
+
+def _repair(output: Path, drops: list[Span], cut: int | None) -> None:
+    """Cut the output at ``cut`` (a torn record) and drop the ``drops`` spans (atomically, by rewriting it)."""
+    if not drops:
+        if cut is not None:
+            os.truncate(output, cut)
+        return
+    from mammofuse.atomic import atomic_path
+
+    with atomic_path(output) as tmp, output.open("rb") as src, tmp.open("wb") as dst:
+        position = 0
+        for start, end in [*drops, (cut if cut is not None else output.stat().st_size,) * 2]:
+            _copy(src, dst, start - position)
+            src.seek(end)
+            position = end
+
+
+def _copy(src: BinaryIO, dst: BinaryIO, size: int) -> None:
+    while size > 0:
+        chunk = src.read(min(size, 1 << 20))
+        if not chunk:
+            return
+        dst.write(chunk)
+        size -= len(chunk)

@@ -1,0 +1,143 @@
+"""Records written as files are scored: JSONL or CSV, whole records per write, flushed and fsynced per batch.
+
+A ``kill -9`` (or a crash) therefore loses at most the batches in flight and, at worst, leaves one
+torn record at the end of the file, which :mod:`mammofuse.scoring.resume` drops. Each record
+carries the file's size and modification time: with its path, the key ``--resume`` matches on.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import sys
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterator, Sequence, TextIO
+
+from mammofuse.errors import MammofuseError, OutputError
+
+if TYPE_CHECKING:
+    from mammofuse.cases import ListedFile
+    from mammofuse.results import Prediction
+
+STREAM_FORMATS = ("jsonl", "csv")
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+"""First characters that make a spreadsheet run a cell as a formula: such cells get a ``'`` in CSV."""
+
+
+def file_record(prediction: Prediction, file: ListedFile) -> dict[str, Any]:
+    """The record written for a file: the prediction's JSON record and the file's size and modification time."""
+    return {**prediction.to_dict(), "file_size": file.size, "file_mtime_ns": file.mtime_ns}
+
+
+def flat_row(record: dict[str, Any]) -> dict[str, Any]:
+    """A record as one CSV row: a nested mapping (``clinical``) gives a column per key; lists are joined with ``; ``."""
+    row: dict[str, Any] = {}
+    for key, value in record.items():
+        if isinstance(value, dict):
+            row.update({k: csv_cell(v) for k, v in value.items()})
+        else:
+            row[key] = csv_cell(value)
+    return row
+
+
+def csv_cell(value: Any) -> Any:
+    """A value as a CSV cell, with a ``'`` before text a spreadsheet would run as a formula."""
+    if isinstance(value, list):
+        value = "; ".join(str(v) for v in value)
+    if isinstance(value, str) and value.startswith(FORMULA_START):
+        return "'" + value
+    return value
+
+
+def cell_text(cell: str) -> str:
+    """The text of a CSV cell written by :func:`csv_cell` (its formula guard removed)."""
+    return cell[1:] if cell.startswith("'") and cell[1:].startswith(FORMULA_START) else cell
+
+
+def csv_columns(record: dict[str, Any]) -> list[str]:
+    """The CSV columns of a record: its flattened keys, ``error`` last."""
+    columns = [k for k in flat_row(record) if k != "error"]
+    return [*columns, "error"] if "error" in record else columns
+
+
+@dataclass(frozen=True)
+class RecordLayout:
+    """What a run writes for each file: the record's fields, its CSV columns, the model and threshold.
+
+    An output being resumed must have been written with the same layout.
+    """
+
+    fields: tuple[str, ...]
+    columns: tuple[str, ...]
+    model: str
+    threshold: float
+
+    @classmethod
+    def of(cls, record: dict[str, Any]) -> RecordLayout:
+        """The layout of records like ``record`` (any one of the run's)."""
+        return cls(tuple(record), tuple(csv_columns(record)), record["model"], record["threshold"])
+
+
+class RecordWriter:
+    """Writes records to a text stream in one format; each :meth:`write` is whole records, flushed, and fsynced for a file."""
+
+    def __init__(self, stream: TextIO, fmt: str, layout: RecordLayout, output: Path | None = None) -> None:
+        if fmt not in STREAM_FORMATS:
+            raise MammofuseError(f"records stream as {' or '.join(STREAM_FORMATS)}, not {fmt!r}")
+        self.stream, self.fmt, self.layout, self.output = stream, fmt, layout, output
+
+    def header(self) -> None:
+        """The CSV header (JSONL has none)."""
+        if self.fmt == "csv":
+            self._put(self._csv([], header=True))
+
+    def write(self, records: Sequence[dict[str, Any]]) -> None:
+        """Append whole records."""
+        if records:
+            self._put("".join(json.dumps(r, default=str) + "\n" for r in records) if self.fmt == "jsonl" else self._csv(records))
+
+    def _csv(self, records: Sequence[dict[str, Any]], header: bool = False) -> str:
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=self.layout.columns, lineterminator="\n")
+        if header:
+            writer.writeheader()
+        writer.writerows(flat_row(r) for r in records)
+        return buffer.getvalue()
+
+    def _put(self, text: str) -> None:
+        try:
+            self.stream.write(text)
+            self.stream.flush()
+            if self.output is not None:
+                os.fsync(self.stream.fileno())
+        except OSError as exc:
+            if self.output is None:
+                raise
+            raise OutputError(self.output, exc.strerror or str(exc)) from exc
+
+
+@contextmanager
+def record_writer(output: Path | None, fmt: str, layout: RecordLayout, append: bool = False) -> Iterator[RecordWriter]:
+    """A writer to ``output`` (stdout when None): a new file, or appended to when ``append`` (a CSV header only in an empty file).
+
+    Raises:
+        OutputError: the file cannot be opened or written.
+    """
+    if output is None:
+        writer = RecordWriter(sys.stdout, fmt, layout)
+        writer.header()
+        yield writer
+        return
+    try:
+        fh = open(output, "a" if append else "w", encoding="utf-8", errors="surrogateescape", newline="")
+    except OSError as exc:
+        raise OutputError(output, exc.strerror or str(exc)) from exc
+    with fh:
+        writer = RecordWriter(fh, fmt, layout, output)
+        if fh.tell() == 0:
+            writer.header()
+        yield writer

