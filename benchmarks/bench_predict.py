@@ -72,7 +72,7 @@ def predict_path(model, folder: Path, batch_size: int, workers: int) -> tuple[fl
     cases = cases_from_inputs([folder], False, {"density": "2", "margin": "circumscribed"}, None)
     records = score_cases(model, cases, "bench", batch_size=batch_size, workers=workers)
     elapsed = time.perf_counter() - start
-    assert all(r["error"] is None for r in records), [r["error"] for r in records if r["error"]]
+    assert all(r.ok for r in records), [str(r.error) for r in records if not r.ok]
     return elapsed, len(records)
 
 

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence, overload
 from mammofuse.errors import MammofuseError
 
 if TYPE_CHECKING:
+    from mammofuse.cases import ListedFile
     from mammofuse.data.sample import Sample
     from mammofuse.evaluation.evaluate import Metrics
     from mammofuse.explainers import Explanation
@@ -59,17 +60,24 @@ def cases(
         roi: a lesion circle (row, column, radius) in the files' pixels for files without one.
         recursive: descend into sub-folders.
     """
-    from mammofuse.cases import cases_from_inputs, model_notes
+    return [f.sample for f in _listed(inputs, model, findings, clinical_csv, roi, recursive)]
+
+
+def _listed(
+    inputs: PathLike | Sequence[PathLike], model: MammoFuse, findings: Mapping[str, Any] | None, clinical_csv: PathLike | None,
+    roi: tuple[float, float, float] | None, recursive: bool, per_breast: bool = False,
+) -> list[ListedFile]:
+    from mammofuse.cases import list_cases, model_notes
 
     paths = [Path(inputs)] if isinstance(inputs, (str, Path)) else [Path(p) for p in inputs]
     flags = {k: str(v) for k, v in (findings or {}).items() if v is not None}
     notes: list[str] = []
-    samples = cases_from_inputs(paths, recursive, flags, Path(clinical_csv) if clinical_csv else None,
-                                vocabulary=model.config.vocabulary, notes=notes, region=roi)
-    notes += model_notes(model, samples, bool(flags or clinical_csv))
+    files = list_cases(paths, recursive, flags, Path(clinical_csv) if clinical_csv else None,
+                       vocabulary=model.config.vocabulary, notes=notes, region=roi, breasts=per_breast)
+    notes += model_notes(model, [f.sample for f in files], bool(flags or clinical_csv))
     for message in notes:
-        warnings.warn(message, MammofuseWarning, stacklevel=3)
-    return samples
+        warnings.warn(message, MammofuseWarning, stacklevel=4)
+    return files
 
 
 @overload
@@ -111,13 +119,12 @@ def predict(
     Raises:
         MammofuseError: a missing path, an unknown model, an unknown clinical value.
     """
-    from mammofuse.cases import add_breast_scores, score_cases
+    from mammofuse.scoring import LocalEngine, ScoringRun
 
     net = as_model(model, device)
-    samples = cases(images, net, findings, clinical_csv, roi, recursive)
-    records = score_cases(net, samples, net.name, threshold, batch_size=batch_size, device=_device_of(net))
-    if per_breast:
-        add_breast_scores(records, samples)
+    files = _listed(images, net, findings, clinical_csv, roi, recursive, per_breast)
+    run = ScoringRun(net, files, threshold=threshold, per_breast=per_breast)
+    records = run.collect(LocalEngine(batch_size=batch_size, device=_device_of(net)))
     if isinstance(images, (str, Path)) and not Path(images).is_dir():
         return records[0]
     return records

@@ -336,25 +336,6 @@ def score_cases(
     return list(score_files(model, samples, model_name=model_name, threshold=threshold, engine=engine, on_batch=on_batch))
 
 
-def add_breast_scores(records: list[Prediction], samples: list[Sample]) -> None:
-    """Set ``breast`` (patient/L|R from the DICOM header or file name) and ``breast_probability``
-    (the mean over that breast's scored files) on every prediction.
-
-    Reads each file's header; :func:`list_cases` with ``breasts=True`` finds the breasts while
-    listing instead (see :class:`mammofuse.scoring.ScoringRun`).
-    """
-    from mammofuse.evaluation.aggregate import aggregate, breast_of_file
-    from mammofuse.imaging.reader import read_header
-
-    keys = [breast_of_file(r.path, read_header(r.path), s.patient_id) for r, s in zip(records, samples)]
-    probs = [r.probability if r.probability is not None else float("nan") for r in records]
-    breasts = aggregate(keys, probs)
-    for record, key in zip(records, keys):
-        record.per_breast = True
-        record.breast = key
-        record.breast_probability = round(breasts[key]["probability"], 6) if key in breasts else None
-
-
 def model_notes(model: MammoFuse, samples: Sequence[Sample], findings_given: bool) -> list[str]:
     """Remarks on what ``model`` makes of these cases: findings or images it does not use, lesion regions it lacks."""
     name, config = model.name, model.config

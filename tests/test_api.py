@@ -1,0 +1,37 @@
+"""The Python front door gives what the CLI prints: typed predictions, errors as values, warnings as notes."""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+import mammofuse
+from mammofuse.cli import app
+from mammofuse.results import ErrorKind
+
+
+def test_predict_a_folder_per_breast_matches_the_cli(real_dicoms, tmp_path: Path) -> None:
+    folder = next(iter(real_dicoms.values())).parent
+    broken = tmp_path / "broken.dcm"
+    broken.write_bytes(b"\0" * 128 + b"DICM" + b"\1" * 64)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        records = mammofuse.predict([folder, broken], per_breast=True, roi=(1000, 1000, 150), density=2, margin="circumscribed")
+    assert [Path(r.path).name for r in records] == sorted(p.name for p in folder.iterdir()) + ["broken.dcm"]
+    assert all(r.per_breast and r.breast for r in records[:-1]) and records[-1].error.kind is ErrorKind.INPUT
+    assert not any(issubclass(w.category, mammofuse.MammofuseWarning) for w in caught)  # a region for every file
+    cli = CliRunner().invoke(app, ["predict", str(folder), str(broken), "--aggregate", "breast", "--density", "2",
+                                   "--margin", "circumscribed", "--roi", "1000,1000,150", "--format", "json"])
+    assert cli.exit_code == 1 and json.loads(cli.stdout) == [r.to_dict() for r in records]
+
+
+def test_one_file_gives_one_prediction(real_dicoms) -> None:
+    model = mammofuse.MammoFuse.from_pretrained("default")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", mammofuse.MammofuseWarning)
+        prediction = model.predict(real_dicoms["P_00820_lcc"], shape="irregular", margin="spiculated")
+    assert isinstance(prediction, mammofuse.Prediction) and prediction.ok and prediction.model == "default"
+    assert prediction.decision == ("malignant" if prediction.probability >= prediction.threshold else "benign")
