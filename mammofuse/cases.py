@@ -27,7 +27,7 @@ from mammofuse.clinical.schema import (
 )
 from mammofuse.data.sample import Sample
 from mammofuse.errors import MammofuseError
-from mammofuse.imaging.reader import IMAGE_SUFFIXES
+from mammofuse.imaging.reader import IMAGE_SUFFIXES, has_dicom_marker
 from mammofuse.results import Prediction
 from mammofuse.tabular import csv_columns, csv_records, delimiter_hint
 
@@ -79,11 +79,7 @@ def _looks_like_image(path: Path) -> bool:
     suffix = path.suffix.lower()
     if suffix:
         return suffix in IMAGE_SUFFIXES
-    try:
-        with path.open("rb") as fh:
-            return fh.read(132)[128:132] == b"DICM"
-    except OSError:
-        return False
+    return has_dicom_marker(path)
 
 
 @dataclass

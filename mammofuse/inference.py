@@ -38,8 +38,7 @@ def load_input(
     """
     from mammofuse.imaging.controls import away_region, mask_lesion
 
-    if sample.region is None and sample.roi_mask_path and (recipe.canvas or control is not None or not sample.roi_path):
-        sample = replace(sample, region=mask_region(sample.roi_mask_path))
+    sample = with_mask_region(sample, recipe, control)
     if recipe.input == "roi" and sample.roi_path and sample.region is None and control is None:
         crop = crop_for_model(read_mammogram(sample.roi_path), replace(recipe, input="full", canvas=None))
         region = None
@@ -61,6 +60,14 @@ def load_input(
     image = normalise(crop, recipe)
     extra = radiomics_features(image[0] * recipe.std + recipe.mean, region[2] if region else None) if radiomics else np.zeros(0, np.float32)
     return image, extra
+
+
+def with_mask_region(sample: Sample, recipe: PreprocessRecipe, control: str | None = None) -> Sample:
+    """The one ROI override: a sample without a lesion region gets its ROI mask's, wherever the lesion is
+    cropped from the full image (a canvas, a control, or no ROI crop file to use instead)."""
+    if sample.region is None and sample.roi_mask_path and (recipe.canvas or control is not None or not sample.roi_path):
+        return replace(sample, region=mask_region(sample.roi_mask_path))
+    return sample
 
 
 @lru_cache(maxsize=4096)

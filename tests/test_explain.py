@@ -405,7 +405,7 @@ def test_bundled_default_model_explains_a_real_dicom(real_dicoms: dict[str, Path
     assert code == 0, err
     assert (tmp_path / dicom.stem / "report.html").is_file() and "default" in out
     code, _, err = explain_cli(str(dicom), "--density", "3", "--out", str(tmp_path / "no-roi"), "--lime-samples", "10")
-    assert code == 1 and "no lesion region was given: pass --roi" in err
+    assert code == 1 and "no lesion region was given: give its region (--roi" in err
 
 
 def test_a_second_run_into_the_same_folder_leaves_only_its_own_outputs(tiny_models: dict[str, Path], real_dicoms: dict[str, Path], tmp_path: Path) -> None:

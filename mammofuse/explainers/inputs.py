@@ -74,16 +74,15 @@ def prepare_inputs(model: MammoFuse, sample: Sample, device: str | torch.device 
     Raises:
         MammofuseError: unreadable file (the message names it) or unknown clinical value.
     """
-    from mammofuse.inference import load_input, mask_region
+    from mammofuse.inference import load_input, with_mask_region
 
     config = model.config
     vector, mask = load_schema(config.vocabulary).encode(sample.clinical)
-    if sample.region is None and sample.roi_mask_path:
-        sample = replace(sample, region=mask_region(sample.roi_mask_path))
+    sample = with_mask_region(sample, config.recipe)
     if config.uses_image and config.recipe.needs_region() and sample.region is None and not sample.roi_path:
         raise MammofuseError(
             f"{sample.image_path or sample.id}: this model looks at lesion crops and no lesion region was given: "
-            "pass --roi ROW,COL,RADIUS (or roi_row, roi_col, roi_radius columns in --clinical)"
+            "give its region (--roi ROW,COL,RADIUS, roi= in Python, or roi_row, roi_col, roi_radius columns in --clinical)"
         )
     mammogram, recipe, region = model_view(sample, config.recipe)
     image = radiomics = None

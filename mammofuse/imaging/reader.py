@@ -71,7 +71,7 @@ def read_mammogram(path: str | Path, canonical: bool = True) -> Mammogram:
         raise InputFileError(path, "no such file")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        pixels, info = _read_dicom(path) if _is_dicom(path) else _read_image(path)
+        pixels, info = _read_dicom(path) if is_dicom(path) else _read_image(path)
     for message in dict.fromkeys(str(w.message) for w in caught):
         info.warnings.append(message)
         warnings.warn(f"{path}: {message}", ReaderWarning, stacklevel=2)
@@ -109,10 +109,18 @@ def _header_int(ds: Any, path: Path, keyword: str, default: int | None = None) -
         raise InputFileError(path, f"DICOM {keyword} is {str(value)[:40]!r}, not an integer") from None
 
 
-def _is_dicom(path: Path) -> bool:
-    with path.open("rb") as fh:
-        head = fh.read(132)
-    return head[128:132] == b"DICM" or path.suffix.lower() in {".dcm", ".dicom"}
+def has_dicom_marker(path: Path) -> bool:
+    """Whether the file carries the DICOM Part 10 marker (``DICM`` after a 128-byte preamble); False if unreadable."""
+    try:
+        with path.open("rb") as fh:
+            return fh.read(132)[128:132] == b"DICM"
+    except OSError:
+        return False
+
+
+def is_dicom(path: Path) -> bool:
+    """Read as DICOM: the marker, or a DICOM suffix (files without the preamble exist)."""
+    return path.suffix.lower() in {".dcm", ".dicom"} or has_dicom_marker(path)
 
 
 def _breast_on_right(pixels: np.ndarray) -> bool:
@@ -284,7 +292,7 @@ def image_shape(path: str | Path) -> tuple[int, int] | None:
     """(rows, columns) of an image or DICOM file from its header alone; None when unreadable."""
     path = Path(path)
     try:
-        if _is_dicom(path):
+        if is_dicom(path):
             import pydicom
 
             ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["Rows", "Columns"])
@@ -306,7 +314,7 @@ def read_header(path: str | Path) -> MammogramInfo | None:
     """
     path = Path(path)
     try:
-        if not _is_dicom(path):
+        if not is_dicom(path):
             return None
         import pydicom
 
