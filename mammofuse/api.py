@@ -16,8 +16,6 @@ import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Sequence, overload
 
-from mammofuse.errors import MammofuseError
-
 if TYPE_CHECKING:
     from mammofuse.cases import ListedFile
     from mammofuse.data.sample import Sample
@@ -124,7 +122,7 @@ def predict(
     net = as_model(model, device)
     files = _listed(images, net, findings, clinical_csv, roi, recursive, per_breast)
     run = ScoringRun(net, files, threshold=threshold, per_breast=per_breast)
-    records = run.collect(LocalEngine(batch_size=batch_size, device=_device_of(net)))
+    records = run.collect(LocalEngine(batch_size=batch_size))
     if isinstance(images, (str, Path)) and not Path(images).is_dir():
         return records[0]
     return records
@@ -195,13 +193,5 @@ def evaluate(
     net = as_model(model, device)
     samples = select_split(load_dataset(dataset, Path(data), [Path(p) for p in images or []] or None, abnormality), split)
     describe = {"dataset": dataset, "split": split, "model_spec": net.name, "control": control}
-    return evaluate_model(net, samples, n_boot=bootstrap, seed=seed, batch_size=batch_size, device=_device_of(net),
+    return evaluate_model(net, samples, n_boot=bootstrap, seed=seed, batch_size=batch_size,
                           describe=describe, control=control, per_breast=per_breast)
-
-
-def _device_of(model: MammoFuse) -> Any:
-    """The device the model's weights are on (where inputs must go)."""
-    try:
-        return next(model.parameters()).device
-    except StopIteration:  # pragma: no cover - every variant has parameters
-        raise MammofuseError("the model has no parameters") from None

@@ -321,14 +321,13 @@ def score_cases(
     model_name: str,
     threshold: float | None = None,
     batch_size: int = 16,
-    device: str = "cpu",
     workers: int = 0,
     on_batch: Callable[[int], None] | None = None,
 ) -> list[Prediction]:
     """One :class:`Prediction` per case, in their order, scored in this process (see :func:`mammofuse.scoring.score_files`)."""
     from mammofuse.scoring import LocalEngine, score_files
 
-    engine = LocalEngine(batch_size=batch_size, device=device, workers=workers)
+    engine = LocalEngine(batch_size=batch_size, workers=workers)
     return list(score_files(model, samples, model_name=model_name, threshold=threshold, engine=engine, on_batch=on_batch))
 
 

@@ -193,11 +193,10 @@ def iter_scores(
     model: torch.nn.Module,
     samples: Sequence[Sample],
     batch_size: int = 16,
-    device: str | torch.device = "cpu",
     workers: int = 0,
     control: str | None = None,
 ) -> Iterator[ScoredBatch]:
-    """Score ``samples`` batch by batch in their order, reading images in ``workers`` processes.
+    """Score ``samples`` batch by batch in their order on the model's device, reading images in ``workers`` processes.
 
     A sample whose image fails gets its error, never the batch. ``control`` scores the shortcut
     control of that name instead of the lesion (:mod:`mammofuse.imaging.controls`).
@@ -209,7 +208,7 @@ def iter_scores(
     model.eval()
     for batch in DataLoader(dataset, batch_size=batch_size, num_workers=workers):
         with torch.inference_mode():
-            logits = model(**model_inputs(batch, device)).logits.float().cpu().numpy()
+            logits = model(**model_inputs(batch, model.device)).logits.float().cpu().numpy()
         yield batch_scores(batch["index"].tolist(), logits, batch["error"], batch["note"])
 
 
@@ -217,7 +216,6 @@ def predict_proba(
     model: torch.nn.Module,
     samples: Sequence[Sample],
     batch_size: int = 16,
-    device: str | torch.device = "cpu",
     workers: int = 0,
     on_batch: Callable[[int], None] | None = None,
     control: str | None = None,
@@ -232,7 +230,7 @@ def predict_proba(
     probs = np.full(len(samples), np.nan, dtype=np.float64)
     errors = [""] * len(samples)
     remarks = [""] * len(samples)
-    for scored in iter_scores(model, samples, batch_size, device, workers, control):
+    for scored in iter_scores(model, samples, batch_size, workers, control):
         probs[scored.indices] = scored.probabilities
         for i, error, note in zip(scored.indices, scored.errors, scored.notes):
             errors[i], remarks[i] = error, note

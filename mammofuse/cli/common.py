@@ -273,4 +273,4 @@ def cases_and_model(
 
     net = as_model(model, device)
     samples = cases(paths, net, flags, clinical_csv, region, recursive)
-    return samples, net, net.name, next(net.parameters()).device
+    return samples, net, net.name, net.device

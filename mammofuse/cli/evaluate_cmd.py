@@ -90,10 +90,9 @@ def evaluate(
 
     samples = select_split(load_dataset(dataset, data, images, abnormality), split)
     loaded = as_model(model, device)
-    device = next(loaded.parameters()).device
     with progress("scoring", len(samples)) as advance:
         evaluation = evaluate_model(
-            loaded, samples, n_boot=bootstrap, seed=seed, batch_size=batch_size, device=device, workers=workers,
+            loaded, samples, n_boot=bootstrap, seed=seed, batch_size=batch_size, workers=workers,
             on_batch=advance, describe={"dataset": dataset, "split": split, "model_spec": model or "default", "control": control},
             control=control, per_breast=aggregate == "breast",
         )

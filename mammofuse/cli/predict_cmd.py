@@ -133,7 +133,7 @@ def predict(
         workers = 0 if batches < 2 else min(4, os.cpu_count() or 1, batches)
 
     with progress("scoring", pending, minimum=2) as advance:
-        scorer = ray or LocalEngine(batch_size=batch_size, device=next(net.parameters()).device, workers=workers)
+        scorer = ray or LocalEngine(batch_size=batch_size, workers=workers)
         if fmt in STREAM_FORMATS:
             summary = run.write(output, fmt, scorer, on_batch=advance)
         else:

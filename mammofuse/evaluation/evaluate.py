@@ -56,7 +56,7 @@ def select_split(samples: Sequence[Sample], split: str) -> list[Sample]:
 
 
 def score_samples(
-    model: Any, samples: Sequence[Sample], batch_size: int = 16, device: str = "cpu", workers: int = 0,
+    model: Any, samples: Sequence[Sample], batch_size: int = 16, workers: int = 0,
     on_batch: Callable[[int], None] | None = None, control: str | None = None,
 ) -> tuple[np.ndarray, list[str]]:
     """Probabilities and per-sample errors; a sample with no image for a model that needs one is an error.
@@ -65,7 +65,7 @@ def score_samples(
     """
     from mammofuse.inference import predict_proba
 
-    probs, errors = predict_proba(model, samples, batch_size=batch_size, device=device, workers=workers, on_batch=on_batch, control=control)
+    probs, errors = predict_proba(model, samples, batch_size=batch_size, workers=workers, on_batch=on_batch, control=control)
     errors = list(errors)
     if model.config.uses_image:
         for i, s in enumerate(samples):
@@ -81,7 +81,6 @@ def evaluate_model(
     n_boot: int = 1000,
     seed: int = 0,
     batch_size: int = 16,
-    device: str = "cpu",
     workers: int = 0,
     on_batch: Callable[[int], None] | None = None,
     describe: dict[str, Any] | None = None,
@@ -96,7 +95,7 @@ def evaluate_model(
     ``result["per_breast"]``: the metrics of one mean score per breast (patient, laterality).
     """
     config = model.config
-    probs, errors = score_samples(model, samples, batch_size, device, workers, on_batch, control)
+    probs, errors = score_samples(model, samples, batch_size, workers, on_batch, control)
     ok = [i for i, e in enumerate(errors) if not e and np.isfinite(probs[i])]
     ok_set = set(ok)
     failed = [{"id": samples[i].id, "error": errors[i] or "no score"} for i in range(len(samples)) if i not in ok_set]

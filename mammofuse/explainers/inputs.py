@@ -151,7 +151,7 @@ class FixedImageScorer:
     @torch.no_grad()
     def logits(self, clinical: np.ndarray | torch.Tensor, mask: np.ndarray | torch.Tensor) -> np.ndarray:
         """Logits (N,) for clinical vectors (N, D) and presence masks (N, F)."""
-        device = next(self.model.parameters()).device
+        device = self.model.device
         clinical = torch.as_tensor(np.asarray(clinical, dtype=np.float32), device=device)
         mask = torch.as_tensor(np.asarray(mask, dtype=bool), device=device)
         out = []

@@ -77,7 +77,7 @@ def explain_case(
     options = options or ExplainOptions()
     config = model.config
     model.eval()
-    device = next(model.parameters()).device
+    device = model.device
     started = time.perf_counter()
     inputs = prepare_inputs(model, sample, device)
     with torch.no_grad():

@@ -105,6 +105,11 @@ class MammoFuse(nn.Module):
         if config.kind is Fusion.LATE:  # self.head scores the image; this one the clinical findings
             self.clinical_head = nn.Sequential(nn.LayerNorm(d), nn.Dropout(config.dropout), nn.Linear(d, d), nn.GELU(), nn.Linear(d, 1))
 
+    @property
+    def device(self) -> torch.device:
+        """Where the weights are, so where inputs go (every variant has parameters)."""
+        return next(self.parameters()).device
+
     @classmethod
     def from_pretrained(cls, spec: str | Path | None = None, *, device: str | torch.device = "cpu") -> "MammoFuse":
         """Load a model in eval mode: a registered name (None: ``default``), a local folder, or a Hub id ``owner/name[@revision]``.

@@ -13,14 +13,13 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class LocalEngine:
-    """Score on ``device`` in batches of ``batch_size``, reading images in ``workers`` processes (0: this one)."""
+    """Score on the model's device in batches of ``batch_size``, reading images in ``workers`` processes (0: this one)."""
 
     batch_size: int = 16
-    device: Any = "cpu"
     workers: int = 0
 
     def run(self, model: Any, samples: Sequence[Sample]) -> Iterator[ScoredBatch]:
         """Scores batch by batch, in input order."""
         from mammofuse.inference import iter_scores
 
-        return iter_scores(model, samples, self.batch_size, self.device, self.workers)
+        return iter_scores(model, samples, self.batch_size, self.workers)
