@@ -82,3 +82,17 @@ def cbis_subset(cbis_csv: Path, tmp_path_factory: pytest.TempPathFactory) -> Pat
         csv.writer(fh).writerows(kept)
     (out / "mass_case_description_test_set.csv").write_bytes((cbis_csv / "mass_case_description_test_set.csv").read_bytes())
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A random-weight cross-attention model, ResNet-18 at 32 px, threshold 0.5: fast and real."""
+    import torch
+
+    from mammofuse.imaging.preprocess import PreprocessRecipe
+    from mammofuse.model import MammoFuse, ModelConfig, save_model
+
+    torch.manual_seed(0)
+    config = ModelConfig(backbone="resnet18", fusion="cross", proj_dim=16, num_heads=2,
+                         preprocessing=PreprocessRecipe(image_size=32, input="full").as_dict())
+    return save_model(MammoFuse(config), tmp_path_factory.mktemp("tiny") / "model")

@@ -18,20 +18,6 @@ runner = CliRunner()
 CBIS_UID_LCC_BENIGN = "1.3.6.1.4.1.9590.100.1.2.218230735110408535824248856621891983277"
 
 
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A random-weight cross-attention model, ResNet-18 at 32 px, threshold 0.5: fast and real."""
-    import torch
-
-    from mammofuse.imaging.preprocess import PreprocessRecipe
-    from mammofuse.model import MammoFuse, ModelConfig, save_model
-
-    torch.manual_seed(0)
-    config = ModelConfig(backbone="resnet18", fusion="cross", proj_dim=16, num_heads=2,
-                         preprocessing=PreprocessRecipe(image_size=32, input="full").as_dict())
-    return save_model(MammoFuse(config), tmp_path_factory.mktemp("tiny") / "model")
-
-
 def predict(*args: str) -> tuple[int, str, str]:
     result = runner.invoke(app, ["predict", *args], env={"OMP_NUM_THREADS": "1", "COLUMNS": "250"})
     if result.exception and not isinstance(result.exception, SystemExit):

@@ -55,20 +55,6 @@ def assert_same_records(got: dict[str, dict], want: dict[str, dict]) -> None:
 
 
 @pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A random-weight cross-attention model, ResNet-18 at 32 px: fast and real."""
-    import torch
-
-    from mammofuse.imaging.preprocess import PreprocessRecipe
-    from mammofuse.model import MammoFuse, ModelConfig, save_model
-
-    torch.manual_seed(0)
-    config = ModelConfig(backbone="resnet18", fusion="cross", proj_dim=16, num_heads=2,
-                         preprocessing=PreprocessRecipe(image_size=32, input="full").as_dict())
-    return save_model(MammoFuse(config), tmp_path_factory.mktemp("tiny") / "model")
-
-
-@pytest.fixture(scope="module")
 def folder(tmp_path_factory: pytest.TempPathFactory, real_dicoms: dict[str, Path]) -> Path:
     """The eight real DICOMs (as links named after their view) and three broken files."""
     root = tmp_path_factory.mktemp("study")
