@@ -20,14 +20,15 @@ err_console = Console(stderr=True, highlight=False)  # progress, notes, errors: 
 
 
 @contextmanager
-def progress(description: str, total: int | None, minimum: int = 1) -> Iterator[Callable[[int], None]]:
-    """A transient progress bar on stderr; yields ``advance(n)``.
+def progress(description: str, total: int | None, minimum: int = 1) -> Iterator[Callable[..., None]]:
+    """The one progress bar: transient, on stderr; yields ``advance(n, note="")``, where a note (a
+    running loss) replaces the end of the description.
 
     Drawn only when stderr is a terminal and there are at least ``minimum`` steps, so pipes and
     logs stay clean; otherwise ``advance`` does nothing.
     """
     if not err_console.is_terminal or (total is not None and total < minimum):
-        yield lambda n: None
+        yield lambda n, note="": None
         return
     from rich.progress import (
         BarColumn,
@@ -42,23 +43,7 @@ def progress(description: str, total: int | None, minimum: int = 1) -> Iterator[
                    console=err_console, transient=True)
     with bar:
         task = bar.add_task(description, total=total)
-        yield lambda n: bar.advance(task, n)
-
-
-@contextmanager
-def noted_progress(description: str, total: int) -> Iterator[Callable[[int, str], None]]:
-    """:func:`progress` whose description ends in a note each step may replace (a running loss);
-    yields ``advance(n, note)``."""
-    if not err_console.is_terminal:
-        yield lambda n, note: None
-        return
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                   console=err_console, transient=True)
-    with bar:
-        task = bar.add_task(description, total=total)
-        yield lambda n, note: bar.update(task, advance=n, description=description + note)
+        yield lambda n, note="": bar.update(task, advance=n, description=description + note)
 
 
 @contextmanager

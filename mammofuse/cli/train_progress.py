@@ -5,7 +5,7 @@ from __future__ import annotations
 from contextlib import ExitStack
 from typing import Callable
 
-from mammofuse.cli.output import err_console, noted_progress
+from mammofuse.cli.output import err_console, progress
 from mammofuse.training.callbacks import EpochRow, TrainCallback
 from mammofuse.training.settings import TrainSettings
 
@@ -33,7 +33,7 @@ class TrainProgress(TrainCallback):
         self._epochs = settings.epochs
 
     def on_phase_start(self, description: str, total: int) -> None:
-        self._advance = self._phase.enter_context(noted_progress(description, total))
+        self._advance = self._phase.enter_context(progress(description, total))
 
     def on_phase_advance(self, steps: int, note: str) -> None:
         self._advance(steps, note)

@@ -319,7 +319,7 @@ def run_fold(
     """
     from mammofuse.data.splits import train_val_split
     from mammofuse.evaluation.evaluate import score_samples
-    from mammofuse.model import load_model
+    from mammofuse.model import MammoFuse
 
     key = _fingerprint(settings.as_dict(), train_part, test_part)
     result_path = folder / RESULT_NAME
@@ -334,7 +334,7 @@ def run_fold(
             result = _read_result(record, result_path)
             missing = [c for c in wanted if c not in result.controls]
             if missing and (model_dir / "model.safetensors").is_file():
-                model = load_model(model_dir)
+                model = MammoFuse.from_pretrained(model_dir)
                 result = dataclasses.replace(result, controls={**result.controls, **_score_controls(model, test_part, missing)})
                 write_text(result_path, json.dumps(result.to_dict(), indent=1) + "\n")
             return result, True
@@ -349,7 +349,7 @@ def run_fold(
     if model_dir.exists() and not resume:
         shutil.rmtree(model_dir)  # interrupted before its first checkpoint: nothing to resume
     trained = trainer(settings, train_s, val_s, model_dir, resume=resume, callbacks=callbacks)
-    model = load_model(getattr(trained, "out", model_dir))
+    model = MammoFuse.from_pretrained(getattr(trained, "out", model_dir))
     rates = list(missing_rates) if arm.is_fusion else [0.0]
     scores: dict[str, list[float | None]] = {}
     errors_seen: dict[str, str] = {}

@@ -60,9 +60,9 @@ def registered_backbone_path(name: str) -> Path | None:
 
 def _model_backbone(folder: Path, backbone: str) -> dict[str, torch.Tensor]:
     """The image backbone's weights of a trained mammofuse model folder (e.g. an image-only model)."""
-    from mammofuse.model.io import load_model
+    from mammofuse.model import MammoFuse
 
-    model = load_model(folder)
+    model = MammoFuse.from_pretrained(folder)
     if model.backbone is None or model.config.backbone != backbone:
         raise MammofuseError(f"{folder}: a {model.config.fusion} model with backbone {model.config.backbone}, not a {backbone} image branch")
     return model.backbone.state_dict()
