@@ -120,41 +120,44 @@ class LesionDataset(Dataset):
     def __len__(self) -> int:
         return len(self.samples)
 
-    def _prepare(self, index: int) -> tuple[np.ndarray, np.ndarray, str]:
+    def _prepare(self, index: int) -> tuple[np.ndarray, np.ndarray, bool, str, str]:
+        """(image, radiomics, image read, error, note): the error is the problem alone (the record names the file)."""
         sample = self.samples[index]
         size = self.recipe.image_size
-        empty = (np.zeros((1, size, size), np.float32), np.zeros(N_RADIOMICS if self.radiomics else 0, np.float32))
+        empty = (np.zeros((1, size, size), np.float32), np.zeros(N_RADIOMICS if self.radiomics else 0, np.float32), False)
         if not (self.use_images and sample.has_image):
-            return (*empty, "")
+            return (*empty, "", "")
         if self.recipe.needs_region() and sample.region is None and not (sample.roi_path or sample.roi_mask_path):
-            return (*empty, NO_REGION)
+            return (*empty, "", NO_REGION)
         try:
             avoid = self._film_regions.get(sample.image_id or "", [])
             image, extra = load_input(sample, self.recipe, self.radiomics, self.control, avoid)
+        except InputFileError as exc:
+            return (*empty, exc.problem, "")
         except MammofuseError as exc:
-            return (*empty, f"error: {exc}")
+            return (*empty, str(exc), "")
         except Exception as exc:  # any failure is this file's, never the batch's
-            return (*empty, f"error: {sample.image_path or sample.id}: cannot read ({type(exc).__name__}: {exc})")
-        return image, extra, "ok"
+            return (*empty, f"cannot read ({type(exc).__name__}: {exc})", "")
+        return image, extra, True, "", ""
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         if self._cache is not None and index in self._cache:
-            image, extra, status = self._cache[index]
+            image, extra, read, error, note = self._cache[index]
         else:
-            image, extra, status = self._prepare(index)
+            image, extra, read, error, note = self._prepare(index)
             if self._cache is not None:
-                self._cache[index] = (image, extra, status)
+                self._cache[index] = (image, extra, read, error, note)
         vector, mask = self._encoded[index]
         return {
             "index": index,
             "image": torch.from_numpy(image),
-            "image_present": torch.tensor(status == "ok"),
+            "image_present": torch.tensor(read),
             "radiomics": torch.from_numpy(extra),
             "clinical": torch.from_numpy(vector),
             "clinical_mask": torch.from_numpy(mask),
             "label": torch.tensor(float(self.samples[index].label)),
-            "error": status[len("error: "):] if status.startswith("error: ") else "",
-            "note": status if status == NO_REGION else "",
+            "error": error,
+            "note": note,
         }
 
 

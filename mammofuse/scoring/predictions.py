@@ -92,7 +92,6 @@ def prediction_of(sample: Sample, probability: float, error: str, note: str, cut
     """The record of one scored sample: a probability and a decision, or nulls and its error."""
     ok = not error and not math.isnan(probability)
     path = sample.image_path or sample.id
-    error = error[len(path) + 2 :] if error.startswith(f"{path}: ") else error  # the record names the file
     used = schema.decode(*schema.encode(sample.clinical))
     return Prediction(
         path=path,

@@ -136,10 +136,14 @@ class _Trainer:
             self.model.radiomics_mean.copy_(stacked.mean(0).float())
             self.model.radiomics_std.copy_(stacked.std(0).clamp(min=1e-6).float())
 
+    def _unreadable(self, split: str, index: int, problem: str) -> None:
+        sample = self.samples[split][index]
+        self.unreadable.setdefault(f"{split}:{index}", f"{sample.image_path or sample.id}: {problem}")
+
     def _load_image(self, split: str, index: int) -> tuple[torch.Tensor, bool]:
         item = self.datasets[split][index]
         if item["error"]:
-            self.unreadable.setdefault(f"{split}:{index}", item["error"])
+            self._unreadable(split, index, item["error"])
         return item["image"], bool(item["image_present"])
 
     def _ensure_features(self, split: str) -> None:
@@ -193,7 +197,7 @@ class _Trainer:
             for i, ok, error in zip(idx, batch["image_present"].tolist(), batch["error"]):
                 table.present[i] = bool(ok)
                 if error:
-                    self.unreadable.setdefault(f"{split}:{i}", error)
+                    self._unreadable(split, i, error)
             kwargs = model_inputs(batch, self.device)
             if self.settings.augment and split == "train":
                 from mammofuse.imaging.augment import augment_batch
