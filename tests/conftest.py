@@ -84,15 +84,20 @@ def cbis_subset(cbis_csv: Path, tmp_path_factory: pytest.TempPathFactory) -> Pat
     return out
 
 
-@pytest.fixture(scope="session")
-def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A random-weight cross-attention model, ResNet-18 at 32 px, threshold 0.5: fast and real."""
+def make_tiny_model(folder: Path, fusion: str = "cross", input_mode: str = "full") -> Path:
+    """A random-weight model, ResNet-18 at 32 px, threshold 0.5, saved the project's way: fast and real."""
     import torch
 
     from mammofuse.imaging.preprocess import PreprocessRecipe
     from mammofuse.model import MammoFuse, ModelConfig, save_model
 
     torch.manual_seed(0)
-    config = ModelConfig(backbone="resnet18", fusion="cross", proj_dim=16, num_heads=2,
-                         preprocessing=PreprocessRecipe(image_size=32, input="full").as_dict())
-    return save_model(MammoFuse(config), tmp_path_factory.mktemp("tiny") / "model")
+    config = ModelConfig(backbone="resnet18", fusion=fusion, proj_dim=16, num_heads=2,
+                         preprocessing=PreprocessRecipe(image_size=32, input=input_mode).as_dict())
+    return save_model(MammoFuse(config), folder)
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny cross-attention model on the whole image."""
+    return make_tiny_model(tmp_path_factory.mktemp("tiny") / "model")

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import make_tiny_model
 from dicom_factory import JPEGLosslessSV1, breast_phantom, write_dicom
 from PIL import Image
 from typer.testing import CliRunner
@@ -40,16 +41,8 @@ def _patched(path: Path, old: bytes, new: bytes) -> Path:
 
 @pytest.fixture(scope="module")
 def tiny_roi_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A random-weight concat model, ResNet-18 at 32 px, lesion-crop input."""
-    import torch
-
-    from mammofuse.imaging.preprocess import PreprocessRecipe
-    from mammofuse.model import MammoFuse, ModelConfig, save_model
-
-    torch.manual_seed(0)
-    config = ModelConfig(backbone="resnet18", fusion="concat", proj_dim=16, num_heads=2,
-                         preprocessing=PreprocessRecipe(image_size=32, input="roi").as_dict())
-    return save_model(MammoFuse(config), tmp_path_factory.mktemp("tiny-roi") / "model")
+    """A tiny concat model on lesion crops."""
+    return make_tiny_model(tmp_path_factory.mktemp("tiny-roi") / "model", "concat", "roi")
 
 
 @pytest.fixture(scope="module")
