@@ -12,6 +12,7 @@ ignores) are issued as :class:`MammofuseWarning`; the CLI prints them as ``note:
 
 from __future__ import annotations
 
+import sys
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Sequence, overload
@@ -74,8 +75,18 @@ def _listed(
                        vocabulary=model.config.vocabulary, notes=notes, region=roi, breasts=per_breast)
     notes += model_notes(model, [f.sample for f in files], bool(flags or clinical_csv))
     for message in notes:
-        warnings.warn(message, MammofuseWarning, stacklevel=4)
+        warnings.warn(message, MammofuseWarning, stacklevel=_caller_level())
     return files
+
+
+def _caller_level() -> int:
+    """The ``stacklevel`` that points a warning at the first frame outside mammofuse (the user's call,
+    however many of the package's frames lie between: ``mammofuse.predict`` or ``model.predict``)."""
+    package = str(Path(__file__).parent)
+    frame, level = sys._getframe(1), 1
+    while frame is not None and frame.f_code.co_filename.startswith(package):
+        frame, level = frame.f_back, level + 1
+    return level
 
 
 @overload

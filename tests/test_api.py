@@ -30,8 +30,10 @@ def test_predict_a_folder_per_breast_matches_the_cli(real_dicoms, tmp_path: Path
 
 def test_one_file_gives_one_prediction(real_dicoms) -> None:
     model = mammofuse.MammoFuse.from_pretrained("default")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", mammofuse.MammofuseWarning)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
         prediction = model.predict(real_dicoms["P_00820_lcc"], shape="irregular", margin="spiculated")
+    remarks = [w for w in caught if issubclass(w.category, mammofuse.MammofuseWarning)]
+    assert remarks and all(w.filename == __file__ for w in remarks)  # pointed at the caller's line, not ours
     assert isinstance(prediction, mammofuse.Prediction) and prediction.ok and prediction.model == "default"
     assert prediction.decision == ("malignant" if prediction.probability >= prediction.threshold else "benign")
