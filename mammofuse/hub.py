@@ -101,7 +101,7 @@ def registered_models() -> list[dict[str, Any]]:
     out = []
     for entry in REGISTRY.values():
         folder = _package_folder(entry)
-        record: dict[str, Any] = {"name": entry.name, "description": entry.description, "path": str(folder)}
+        record: dict[str, Any] = {"name": entry.name, "kind": "model", "description": entry.description, "path": str(folder)}
         try:
             config = json.loads((folder / CONFIG_NAME).read_text(encoding="utf-8"))
             recipe = config.get("preprocessing", {})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 
 import numpy as np
@@ -27,9 +28,29 @@ def test_cosine_schedule_warms_up_then_decays_over_the_whole_run():
 
 def test_a_random_backbone_is_never_frozen():
     with pytest.raises(MammofuseError, match="never frozen"):
-        TrainSettings(freeze_epochs=2)
-    assert TrainSettings(freeze_epochs=2, fusion="clinical").freeze_epochs == 2
+        TrainSettings(freeze_epochs=2, pretrained="none")
+    with pytest.raises(MammofuseError, match="never frozen"):
+        TrainSettings(freeze_epochs=2, backbone="resnet18")  # auto: nothing ships for resnet18
+    assert TrainSettings(freeze_epochs=2, fusion="clinical", pretrained="none").freeze_epochs == 2
     assert TrainSettings(freeze_epochs=2, pretrained="imagenet").freeze_epochs == 2
+
+
+def test_auto_starts_cnn4_from_the_shipped_backbone_and_says_so():
+    from mammofuse.backbones import backbone_path, registered_backbones
+    from mammofuse.model.encoders import image_backbone
+    from mammofuse.training.pretrain import load_backbone
+
+    assert TrainSettings().pretrained == "cbis-texture-cnn4"  # resolved when made: saved settings name it
+    assert TrainSettings(backbone="resnet18").pretrained is None
+    assert TrainSettings(pretrained="none").pretrained is None
+    [record] = registered_backbones()
+    assert record["available"] and record["default"] and record["backbone"] == "cnn4"
+    module, _ = image_backbone("cnn4")
+    before = {k: v.clone() for k, v in module.state_dict().items()}
+    meta = load_backbone(module, "cbis-texture-cnn4", "cnn4")
+    assert meta["format"] == "mammofuse-backbone-1" and json.loads(meta["report"])["split"] == "train"
+    assert not torch.equal(before["layer1.0.weight"], module.state_dict()["layer1.0.weight"])
+    assert backbone_path("cbis-texture-cnn4").stat().st_size < 5 * 2**20
 
 
 def test_epochs_may_not_change_on_resume_when_the_schedule_spans_the_run():

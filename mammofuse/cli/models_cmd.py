@@ -1,4 +1,4 @@
-"""``mammofuse models``: the registered model names ``--model`` accepts."""
+"""``mammofuse models``: the registered model names ``--model`` accepts and backbone names ``--pretrained`` accepts."""
 
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ from mammofuse.cli.common import Format, Output, ReportFormat, check_output, gua
 
 @guarded
 def models(fmt: Format = ReportFormat.TABLE, output: Output = None) -> None:
-    """List the registered models (names for --model) with their recipe and threshold.
+    """List the registered models (names for --model) with their recipe and threshold, and the
+    shipped backbones (names for `train --pretrained`; kind "backbone" in JSON).
 
     --model also takes a model folder (config.json + model.safetensors) or a Hugging Face Hub
     id owner/name[@revision] (cached; HF_HUB_OFFLINE=1 uses the cache only).
@@ -23,26 +24,33 @@ def models(fmt: Format = ReportFormat.TABLE, output: Output = None) -> None:
 
         mammofuse models --format json
     """
+    from mammofuse.backbones import registered_backbones
     from mammofuse.hub import registered_models
 
     check_output(output)
-    records = registered_models()
-    write_report(records, fmt, output, lambda: _table(records))
+    records = registered_models() + registered_backbones()
+    write_report(records, fmt, output, lambda: _tables(records))
 
 
-def _table(records: list[dict[str, Any]]) -> Any:
+def _tables(records: list[dict[str, Any]]) -> Any:
+    from rich.console import Group
     from rich.table import Table
 
-    table = Table("name", "fusion", "backbone", "input", "size", "threshold", "MB", "description", caption=RESEARCH_NOTICE, caption_justify="left")
+    missing = "[red]missing from this installation[/] ({})"
+    models = Table("model", "fusion", "backbone", "input", "size", "threshold", "MB", "description")
+    backbones = Table("backbone (--pretrained)", "architecture", "default", "MB", "description", caption=RESEARCH_NOTICE, caption_justify="left")
     for r in records:
-        if not r["available"]:
-            table.add_row(r["name"], "", "", "", "", "", "", f"[red]missing from this installation[/] ({r['path']})")
-            continue
-        table.add_row(
-            r["name"], r["fusion"], r["backbone"] or "-", r["input"], str(r["image_size"]), f"{r['threshold']:.3f}",
-            str(r["size_mb"]), r["description"],
-        )
-    return table
+        if r["kind"] == "backbone":
+            cells = [r["backbone"], "yes" if r["default"] else "", str(r["size_mb"]), r["description"]]
+            backbones.add_row(r["name"], *(cells if r["available"] else ["", "", "", missing.format(r["path"])]))
+        elif r["available"]:
+            models.add_row(
+                r["name"], r["fusion"], r["backbone"] or "-", r["input"], str(r["image_size"]), f"{r['threshold']:.3f}",
+                str(r["size_mb"]), r["description"],
+            )
+        else:
+            models.add_row(r["name"], "", "", "", "", "", "", missing.format(r["path"]))
+    return Group(models, backbones)
 
 
 def register(app: typer.Typer) -> None:

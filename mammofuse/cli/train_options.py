@@ -25,7 +25,7 @@ InputMode = Annotated[str | None, option("--input", help="roi (lesion crop) or f
 RoiContext = Annotated[float | None, option("--roi-context", help="Lesion crop side as a multiple of the lesion's diameter (default 2).")]
 WithoutRegion = Annotated[str | None, option("--without-region", help="roi cases with no lesion region: skip (image left out) or breast (crop the breast) (default skip).")]
 Canvas = Annotated[str | None, option("--canvas", help="auto, none or HxW: images are min-max scaled and stretched to this size before cropping (default auto: the training images' size when they share one).")]
-Pretrained = Annotated[str | None, option("--pretrained", help="imagenet (torchvision weights in the local cache), a .safetensors backbone from `mammofuse pretrain`, a trained model folder (its image branch: staged training), or none.")]
+Pretrained = Annotated[str | None, option("--pretrained", help="auto (default: the backbone shipped for --backbone, cbis-texture-cnn4 for cnn4; random weights where none ships), none (random weights), a registered backbone (`mammofuse models`), imagenet (torchvision weights in the local cache), a .safetensors backbone from `mammofuse pretrain`, or a trained model folder (its image branch: staged training).")]
 ProjDim = Annotated[int | None, option("--proj-dim", help="Shared token dimension d (default 100).")]
 ModalityDropout = Annotated[float | None, option("--modality-dropout", help="Chance of dropping a whole modality per training case (default 0.3).")]
 Radiomics = Annotated[bool | None, option("--radiomics/--no-radiomics", help="Add a texture-statistics and lesion-size token to the image branch (default off).")]

@@ -29,7 +29,7 @@ def _initialisation(pretrained: str | None) -> str:
     if pretrained and Path(pretrained).is_dir():
         return f"initialised from the image branch of the trained model `{Path(pretrained).name}` (staged training)"
     if pretrained:
-        return f"initialised from the self-supervised backbone `{Path(pretrained).name}` (texture statistics, no labels)"
+        return f"initialised from the self-supervised backbone `{Path(pretrained).name}` (texture statistics of unlabelled tissue patches)"
     return "randomly initialised"
 
 
@@ -100,7 +100,8 @@ def model_card(settings: TrainSettings, provenance: dict[str, Any], history: Seq
         "- Clinical findings are radiologists' descriptors; BI-RADS assessment and subtlety are never inputs.",
     ]
     if s.uses_image and s.pretrained != "imagenet":
-        lines.append("- The image encoder started from random weights: expect far lower AUC than papers using ImageNet initialisation.")
+        start = "random weights" if s.pretrained is None else "weights learned here without labels, not ImageNet's"
+        lines.append(f"- The image encoder started from {start}: expect lower AUC than papers using ImageNet initialisation.")
     return "\n".join(lines) + "\n"
 
 

@@ -16,7 +16,6 @@ import json
 import math
 import time
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -25,13 +24,11 @@ import torch
 from torch import nn
 
 from mammofuse.atomic import atomic_path
+from mammofuse.backbones import BACKBONES, backbone_path
 from mammofuse.errors import MammofuseError
 from mammofuse.imaging.preprocess import Region
 
 BACKBONE_FORMAT = "mammofuse-backbone-1"
-# Backbones shipped in mammofuse/weights/backbones/ (name -> file). None yet: the texture-pretrained
-# cnn4 did not measurably beat random initialisation on CBIS-DDSM (docs/benchmarks.md).
-REGISTERED_BACKBONES: dict[str, str] = {}
 
 
 @dataclass
@@ -48,14 +45,6 @@ class PretrainSettings:
     lr: float = 2e-3
     holdout: float = 0.1
     seed: int = 0
-
-
-def registered_backbone_path(name: str) -> Path | None:
-    """The file of a backbone shipped with mammofuse, or None."""
-    if name not in REGISTERED_BACKBONES:
-        return None
-    path = Path(str(resources.files("mammofuse") / "weights" / "backbones" / REGISTERED_BACKBONES[name]))
-    return path if path.is_file() else None
 
 
 def _model_backbone(folder: Path, backbone: str) -> dict[str, torch.Tensor]:
@@ -79,13 +68,13 @@ def load_backbone(module: nn.Module, spec: str, backbone: str) -> dict[str, str]
     from safetensors import SafetensorError, safe_open
     from safetensors.torch import load_file
 
-    path = registered_backbone_path(spec) or Path(spec)
+    path = backbone_path(spec) or Path(spec)
     if path.is_dir() and (path / "config.json").is_file():
         module.load_state_dict(_model_backbone(path, backbone), strict=True)
         return {"format": "mammofuse-model", "backbone": backbone, "source": str(path)}
     if not path.is_file():
-        names = ", ".join(REGISTERED_BACKBONES) or "none"
-        raise MammofuseError(f"--pretrained {spec}: no such file, model folder or registered backbone (registered: {names}; or 'imagenet')")
+        what = "a registered backbone missing from this installation" if spec in BACKBONES else "no such file, model folder or registered backbone"
+        raise MammofuseError(f"--pretrained {spec}: {what} (registered: {', '.join(BACKBONES)}; or 'imagenet', 'auto', 'none')")
     try:
         with safe_open(str(path), framework="pt") as fh:
             meta = dict(fh.metadata() or {})

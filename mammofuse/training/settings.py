@@ -6,6 +6,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mammofuse.backbones import default_backbone
 from mammofuse.errors import MammofuseError
 from mammofuse.validation import Rule, check_all
 
@@ -34,7 +35,7 @@ RULES: dict[str, Rule] = {
     "proj_dim": Rule(int, 4, 4096),
     "seed": Rule(int, 0, 2**32 - 1),
     "device": Rule(str),  # and one that mammofuse.device.resolve_device accepts here
-    "pretrained": Rule(str, optional=True),  # imagenet, a registered backbone or a file: checked when loaded
+    "pretrained": Rule(str, optional=True),  # auto, none, imagenet, a registered backbone or a file: checked when loaded
     "patience": Rule(int, 1, 100_000),
     "val_fraction": Rule(float, 0.01, 0.99),
     "workers": Rule(int, 0, 256),
@@ -98,8 +99,12 @@ class TrainSettings:
         seed: seeds weights, shuffling, dropout and the validation split.
         device: auto (CUDA when available), cpu, cuda, cuda:N or mps; it must exist on this machine
             (under torchrun, ``cuda`` and ``auto`` mean each process's own GPU).
-        pretrained: ``imagenet`` for torchvision's weights (must be in the local cache), a
-            backbone from ``mammofuse pretrain`` (a registered name or a .safetensors path), or None.
+        pretrained: ``auto`` (the default) for the backbone mammofuse ships for this architecture
+            (:data:`mammofuse.backbones.DEFAULT_FOR_ARCHITECTURE`; random weights where none ships),
+            ``imagenet`` for torchvision's weights (must be in the local cache), a backbone from
+            ``mammofuse pretrain`` (a registered name or a .safetensors path), a trained model folder,
+            or ``none``/None for random weights. ``auto`` is resolved to the name when the settings
+            are made, so saved settings say what the run started from.
         patience: with ``selection: best``, stop after this many epochs without a better validation AUC.
         val_fraction: share of training patients held out for validation (CLI split).
         workers: DataLoader worker processes for image reading.
@@ -130,7 +135,7 @@ class TrainSettings:
     proj_dim: int = 100
     seed: int = 0
     device: str = "auto"
-    pretrained: str | None = None
+    pretrained: str | None = "auto"
     patience: int = 5
     val_fraction: float = 0.2
     workers: int = 0
@@ -149,6 +154,8 @@ class TrainSettings:
 
         for name, value in check_all(asdict(self), RULES).items():
             setattr(self, name, value)
+        if self.pretrained in ("auto", "none"):
+            self.pretrained = default_backbone(self.backbone) if self.pretrained == "auto" else None
         _choice("fusion", self.fusion, FUSIONS)
         resolve_device(self.device)
         if self.uses_image:
