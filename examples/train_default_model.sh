@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Train the bundled default model (mammofuse/weights/default) with the project's own commands.
 #
-# Recipe (late fusion, the best fusion measured here): a lesion-crop image head (cnn4 from random
-# weights, 64 px crops of twice the lesion box, on the 800x800 canvas) and a clinical head, each
+# Recipe (late fusion, the best fusion measured here): a lesion-crop image head (cnn4 starting from the
+# shipped self-supervised backbone cbis-texture-cnn4, 64 px crops of twice the lesion box, on the
+# 800x800 canvas) and a clinical head, each
 # supervised on its own, their logits averaged. The default settings of `mammofuse train` (20 epochs,
 # cosine schedule, augmentation, last epoch), on every mass lesion of the official CBIS-DDSM training
 # split (20% of its patients carved out for the threshold). Its card gets the 5-fold patient-grouped
@@ -11,9 +12,12 @@
 # Why lesion crops and not the whole breast: a whole-image model scores the breast and the scanner
 # (masking the lesion barely changes its AUC; docs/benchmarks.md), so it may not be the default.
 #
+# The backbone itself: `mammofuse pretrain` on the same training images (no labels, lesion boxes
+# avoided, about 20 CPU minutes); PRETRAIN=1 re-creates it first and trains from the new file.
+#
 # Usage: examples/train_default_model.sh [--install]
-#   SHARED=../shared/data  OUT=runs/default-model  CV=runs/bench/cbis-cv/base-seed0  (environment overrides)
-#   --install copies the model into the package.
+#   SHARED=../shared/data  OUT=runs/default-model  CV=runs/bench/cbis-cv/base-seed0  PRETRAIN=0  (environment overrides)
+#   --install copies the model (and, with PRETRAIN=1, the backbone) into the package.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SHARED=${SHARED:-../shared/data}
@@ -22,10 +26,18 @@ CV=${CV:-runs/bench/cbis-cv/base-seed0}
 PY=${PYTHON:-python}
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
 
+DATA=(--dataset cbis-ddsm --data "$SHARED/cbis-ddsm" --images "$SHARED/cbis-ddsm-mass-800/train" --abnormality mass)
+
+# 0. Optionally re-create the self-supervised backbone (training-split images only, no labels).
+backbone=cbis-texture-cnn4
+if [[ "${PRETRAIN:-0}" == 1 ]]; then
+  backbone="$OUT-backbone/cbis-texture-cnn4.safetensors"; mkdir -p "$OUT-backbone"
+  mammofuse pretrain "${DATA[@]}" --seed 0 --out "$backbone"
+fi
+
 # 1. Train (a fresh run each time; --resume is for interrupted runs).
 rm -rf "$OUT"
-mammofuse train --dataset cbis-ddsm --data "$SHARED/cbis-ddsm" --images "$SHARED/cbis-ddsm-mass-800/train" \
-  --abnormality mass --fusion late --seed 0 --device cpu --out "$OUT"
+mammofuse train "${DATA[@]}" --fusion late --pretrained "$backbone" --seed 0 --device cpu --out "$OUT"
 
 # 2. The card: cross-validated metrics of the same recipe (every arm ran on the same folds).
 [ -f "$CV/ablation.json" ] || benchmarks/ablation_cbis_cv.sh "$(dirname "$CV")" 0
@@ -81,5 +93,8 @@ if [[ "${1:-}" == "--install" ]]; then
   mkdir -p "$dest"
   cp "$OUT/model.safetensors" "$OUT/config.json" "$OUT/README.md" "$dest/"
   chmod 644 "$dest"/*
+  if [[ "${PRETRAIN:-0}" == 1 ]]; then
+    install -m 644 "$backbone" mammofuse/weights/backbones/cbis-texture-cnn4.safetensors
+  fi
   echo "installed into $dest ($(du -h "$dest/model.safetensors" | cut -f1))"
 fi

@@ -158,6 +158,13 @@ def test_ablate_command_end_to_end_with_the_real_trainer(mini_mias, tmp_path):
     assert report["protocol"]["split"].startswith("2-fold patient-grouped")
     second = runner.invoke(app, args)
     assert second.exit_code == 0 and second.output.count("already done (reused)") == 2
+    from mammofuse.training.card import add_cross_validation
+
+    (tmp_path / "README.md").write_text("# card\n")
+    add_cross_validation(tmp_path, report, "clinical")
+    card = (tmp_path / "README.md").read_text()
+    assert f"pooled out-of-fold AUC {report['variants']['clinical']['auc_pooled']:.3f}" in card
+    assert "at each fold's threshold (Youden's J on the pooled held-out predictions of the other folds)" in card
 
 
 def test_ablate_usage_errors(mini_mias, tmp_path):

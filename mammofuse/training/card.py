@@ -109,6 +109,9 @@ def write_model_card(out: Path, settings: TrainSettings, provenance: dict[str, A
     write_text(Path(out) / "README.md", model_card(settings, provenance, history, best))
 
 
+VALIDATION_THRESHOLD = "Youden's J on each fold's validation part"  # what reports older than --threshold-from used
+
+
 def add_cross_validation(folder: Path, report: dict[str, Any], arm: str) -> None:
     """Append the cross-validated results of ``arm`` (an ``ablate`` report of the same recipe) to the card."""
     a = report["variants"][arm]
@@ -121,8 +124,11 @@ def add_cross_validation(folder: Path, report: dict[str, Any], arm: str) -> None
         f"- {p['dataset']}: {p['cases']} cases, {p['patients']} patients, {p['split']}",
         f"- ROC AUC {_fmt(a['auc'])} ± {_fmt(a.get('auc_sd'))} over folds; pooled out-of-fold AUC {_fmt(a.get('auc_pooled'))}"
         + (f" [95% CI {ci[0]:.3f}, {ci[1]:.3f}] (patient bootstrap)" if ci else ""),
-        f"- At each fold's validation threshold: sensitivity {_fmt(a['sensitivity'])}, specificity {_fmt(a['specificity'])}",
+        f"- Sensitivity {_fmt(a['sensitivity'])}, specificity {_fmt(a['specificity'])} at each fold's threshold "
+        f"({p.get('threshold', VALIDATION_THRESHOLD)})",
     ]
+    if p.get("image_weights"):
+        lines.append(f"- Image branch started from: {p['image_weights']}")
     vs = a.get("vs_best_single")
     if vs:
         vci = f" [{vs['ci'][0]:+.3f}, {vs['ci'][1]:+.3f}]" if vs.get("ci") else ""
