@@ -30,7 +30,7 @@ ProjDim = Annotated[int | None, option("--proj-dim", help="Shared token dimensio
 ModalityDropout = Annotated[float | None, option("--modality-dropout", help="Chance of dropping a whole modality per training case (default 0.3).")]
 Radiomics = Annotated[bool | None, option("--radiomics/--no-radiomics", help="Add a texture-statistics and lesion-size token to the image branch (default off).")]
 Epochs = Annotated[int | None, option("--epochs", help="Total epochs (default 20).")]
-FreezeEpochs = Annotated[int | None, option("--freeze-epochs", help="First epochs with a pretrained backbone frozen (default 0; needs --pretrained).")]
+FreezeEpochs = Annotated[int | None, option("--freeze-epochs", help="First epochs with a pretrained backbone frozen (default 0; needs pretrained weights, as cnn4 has by default).")]
 BatchSize = Annotated[int | None, option("--batch-size", help="Samples per step (per process under torchrun) (default 32).")]
 Lr = Annotated[float | None, option("--lr", help="Peak learning rate (default 1e-3).")]
 FinetuneLr = Annotated[float | None, option("--finetune-lr", help="Learning rate after a frozen phase (default 1e-4).")]

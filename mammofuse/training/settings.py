@@ -64,9 +64,10 @@ def resumable_changes(settings: "TrainSettings") -> frozenset[str]:
 class TrainSettings:
     """Everything that decides a training run (JSON/YAML friendly).
 
-    The defaults are the recipe measured best on CBIS-DDSM masses from random weights
-    (docs/benchmarks.md): a small CNN on lesion crops, trained end to end for a fixed number
-    of epochs under a cosine schedule with augmentation, keeping the last epoch.
+    The defaults are the recipe measured best on CBIS-DDSM masses without downloaded weights
+    (docs/benchmarks.md): a small CNN on lesion crops, starting from the shipped self-supervised
+    backbone, trained end to end for a fixed number of epochs under a cosine schedule with
+    augmentation, keeping the last epoch.
 
     Attributes:
         fusion: one of :class:`mammofuse.fusion.Fusion` (image, clinical, concat, cross, co, late).
