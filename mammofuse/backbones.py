@@ -43,12 +43,14 @@ BACKBONES: dict[str, RegisteredBackbone] = {
 DEFAULT_FOR_ARCHITECTURE: dict[str, str] = {"cnn4": "cbis-texture-cnn4"}
 
 
+def _file(entry: RegisteredBackbone) -> Path:
+    return Path(str(resources.files("mammofuse") / "weights" / "backbones" / entry.file))
+
+
 def backbone_path(name: str) -> Path | None:
     """The file of a registered backbone, or None when ``name`` is not registered."""
     entry = BACKBONES.get(name)
-    if entry is None:
-        return None
-    return Path(str(resources.files("mammofuse") / "weights" / "backbones" / entry.file))
+    return _file(entry) if entry else None
 
 
 def default_backbone(architecture: str) -> str | None:
@@ -60,12 +62,11 @@ def registered_backbones() -> list[dict[str, Any]]:
     """The registered backbones with their file's facts (for ``mammofuse models``)."""
     out = []
     for entry in BACKBONES.values():
-        path = backbone_path(entry.name)
-        record: dict[str, Any] = {
+        path = _file(entry)
+        available = path.is_file()
+        out.append({
             "name": entry.name, "kind": "backbone", "backbone": entry.architecture, "description": entry.description,
             "default": DEFAULT_FOR_ARCHITECTURE.get(entry.architecture) == entry.name, "path": str(path),
-        }
-        available = path is not None and path.is_file()
-        record |= {"available": available, "size_mb": round(path.stat().st_size / 2**20, 1) if available else None}
-        out.append(record)
+            "available": available, "size_mb": round(path.stat().st_size / 2**20, 1) if available else None,
+        })
     return out
