@@ -1,0 +1,132 @@
+"""The texture-feature baseline of the evaluation notes, with the shortcut controls of the image arms.
+
+A logistic regression on the texture statistics (:mod:`mammofuse.imaging.radiomics`) of the very
+crops the image arm sees (the default recipe: 64 px, twice the lesion box), on the folds of
+``mammofuse ablate`` (same dataset, fold count and seed give the same patient-grouped folds). Its
+regularisation is chosen inside each training part by a patient-grouped inner CV. The held-out
+cases are also scored with the lesion masked out and on a patch away from the lesion, as `ablate`
+scores image arms. ``--compare RUN ARM`` adds the paired AUC difference against an arm of a
+finished run on the same folds, and that of the two averaged.
+
+    OMP_NUM_THREADS=1 python benchmarks/texture_baseline.py --dataset mini-mias \\
+        --data ../shared/data/mini-mias --without-region breast --seed 0 --compare runs/mias-seed0 image
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+from sklearn.linear_model import LogisticRegressionCV
+from sklearn.model_selection import StratifiedGroupKFold
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from mammofuse.data import load_dataset
+from mammofuse.evaluation.ablation import FoldResult, make_folds
+from mammofuse.evaluation.evaluate import select_split
+from mammofuse.evaluation.metrics import auc_or_none, bootstrap_auc, paired_auc_difference
+from mammofuse.imaging.radiomics import N_TEXTURE
+from mammofuse.inference import LesionDataset
+from mammofuse.model.config import DEFAULT_VOCABULARY
+from mammofuse.training.build import common_canvas
+from mammofuse.training.settings import TrainSettings
+
+CONTROLS = (None, "masked", "away")
+CS = np.logspace(-3, 1, 9)
+
+
+def features(samples: list, recipe, vocabulary: str, control: str | None, columns: slice) -> np.ndarray:
+    """Radiomics vectors of every sample's crop under a control; NaN rows where it cannot be made."""
+    dataset = LesionDataset(samples, recipe, vocabulary, radiomics=True, control=control)
+    rows = []
+    for i in range(len(dataset)):
+        item = dataset[i]
+        rows.append(item["radiomics"].numpy()[columns] if bool(item["image_present"]) else np.full(columns.stop or 0, np.nan))
+    return np.asarray(rows, dtype=np.float64)
+
+
+def fit(x: np.ndarray, y: np.ndarray, patients: np.ndarray, seed: int):
+    """Standardised logistic regression, C by a patient-grouped inner 5-fold CV on this training part."""
+    inner = list(StratifiedGroupKFold(5, shuffle=True, random_state=seed).split(x, y, patients))
+    model = LogisticRegressionCV(Cs=CS, cv=inner, scoring="roc_auc", max_iter=5000, l1_ratios=(0.0,), use_legacy_attributes=False)
+    return make_pipeline(StandardScaler(), model).fit(x, y)
+
+
+def run_predictions(run: Path, arm: str) -> dict[str, tuple[float, int]]:
+    """case id -> (held-out probability, fold) of an arm of a finished `ablate` run."""
+    out = {}
+    files = sorted((run / "arms" / arm).glob("fold-*/result.json"))
+    if not files:
+        raise SystemExit(f"{run}: no fold results of arm {arm!r} under arms/{arm}/")
+    for path in files:
+        result = FoldResult.from_dict(json.loads(path.read_text(encoding="utf-8")))
+        out.update({case: (p, result.fold) for case, p in zip(result.ids, result.scores["0"]) if p is not None})
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dataset", default="mini-mias")
+    parser.add_argument("--data", required=True)
+    parser.add_argument("--images")
+    parser.add_argument("--abnormality", default="all")
+    parser.add_argument("--split", default=None, help="keep only this split (cbis-ddsm: train)")
+    parser.add_argument("--without-region", default="breast", choices=("breast", "skip"))
+    parser.add_argument("--folds", type=int, default=5)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--features", choices=("texture", "radiomics"), default="texture",
+                        help="texture statistics only, or with the lesion's log radius (radiomics)")
+    parser.add_argument("--bootstrap", type=int, default=2000)
+    parser.add_argument("--compare", nargs=2, metavar=("RUN", "ARM"))
+    args = parser.parse_args()
+
+    samples = load_dataset(args.dataset, args.data, args.images, args.abnormality)
+    samples = select_split(samples, args.split) if args.split else samples
+    settings = TrainSettings(without_region=args.without_region)
+    recipe = settings.recipe(common_canvas(samples))
+    columns = slice(0, N_TEXTURE if args.features == "texture" else N_TEXTURE + 2)
+    x = {c: features(samples, recipe, DEFAULT_VOCABULARY, c, columns) for c in CONTROLS}
+    y = np.array([s.label for s in samples])
+    patients = np.array([s.patient_id for s in samples])
+    index = {s.id: i for i, s in enumerate(samples)}
+    probs = {c: np.full(len(samples), np.nan) for c in CONTROLS}
+    fold_of = np.zeros(len(samples), int)
+    for fold, (train, test) in enumerate(make_folds(samples, args.folds, args.seed)):
+        a = np.array([index[s.id] for s in train])
+        a = a[np.isfinite(x[None][a]).all(1)]
+        b = np.array([index[s.id] for s in test])
+        fold_of[b] = fold
+        model = fit(x[None][a], y[a], patients[a], args.seed)
+        for c in CONTROLS:
+            ok = b[np.isfinite(x[c][b]).all(1)]
+            probs[c][ok] = model.predict_proba(x[c][ok])[:, 1]
+
+    plain = np.isfinite(probs[None])
+    ci = bootstrap_auc(y[plain], probs[None][plain], patients[plain], n_boot=args.bootstrap, seed=args.seed)
+    interval = f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else ""
+    print(f"{args.dataset} seed {args.seed}, {args.features} LR, {plain.sum()} cases: pooled AUC "
+          f"{auc_or_none(y[plain], probs[None][plain]):.3f}{interval}")
+    for c in CONTROLS[1:]:
+        same = plain & np.isfinite(probs[c])
+        print(f"  {c}: {auc_or_none(y[same], probs[c][same]):.3f} (plain on the same {same.sum()} cases "
+              f"{auc_or_none(y[same], probs[None][same]):.3f})")
+    if args.compare:
+        run, arm = Path(args.compare[0]), args.compare[1]
+        other = run_predictions(run, arm)
+        common = [index[k] for k in other if k in index and plain[index[k]]]
+        if any(other[samples[i].id][1] != fold_of[i] for i in common):
+            raise SystemExit(f"{run}: its folds differ from these (another dataset, fold count or seed)")
+        theirs = np.array([other[samples[i].id][0] for i in common])
+        ours, labels, groups = probs[None][common], y[common], patients[common]
+        for name, value in ((f"texture LR - {arm}", ours), (f"mean of both - {arm}", (ours + theirs) / 2)):
+            diff = paired_auc_difference(labels, value, theirs, groups, n_boot=args.bootstrap, seed=args.seed)
+            interval = f" [{diff['ci'][0]:+.3f}, {diff['ci'][1]:+.3f}]" if diff and diff["ci"] else ""
+            print(f"  {name} ({run}): {diff['difference']:+.3f}{interval} on {len(common)} cases "
+                  f"({arm} alone {auc_or_none(labels, theirs):.3f})")
+
+
+if __name__ == "__main__":
+    main()
