@@ -25,6 +25,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from mammofuse.data import load_dataset
+from mammofuse.errors import MammofuseError
 from mammofuse.evaluation.ablation import FoldResult, make_folds
 from mammofuse.evaluation.evaluate import select_split
 from mammofuse.evaluation.metrics import auc_or_none, bootstrap_auc, paired_auc_difference
@@ -83,8 +84,11 @@ def main() -> None:
     parser.add_argument("--compare", nargs=2, metavar=("RUN", "ARM"))
     args = parser.parse_args()
 
-    samples = load_dataset(args.dataset, args.data, args.images, args.abnormality)
-    samples = select_split(samples, args.split) if args.split else samples
+    try:
+        samples = load_dataset(args.dataset, args.data, args.images, args.abnormality)
+        samples = select_split(samples, args.split) if args.split else samples
+    except MammofuseError as exc:
+        raise SystemExit(f"error: {exc}") from None
     settings = TrainSettings(without_region=args.without_region)
     recipe = settings.recipe(common_canvas(samples))
     columns = slice(0, N_TEXTURE if args.features == "texture" else N_TEXTURE + 2)
