@@ -147,6 +147,26 @@ def test_fusion_arms_report_auc_as_clinical_data_goes_missing(mini_mias, tmp_pat
     assert not (tmp_path / "arms" / "concat" / "fold-1" / "model").exists()  # weights not kept by default
 
 
+def test_ablate_refuses_image_weights_trained_on_its_own_patients(mini_mias, tmp_path):
+    from mammofuse.data import load_dataset
+    from mammofuse.data.sample import patient_digest
+
+    samples = load_dataset("mini-mias", mini_mias)[:24]
+    source = tmp_path / "source"
+    source.mkdir()
+    (source / "config.json").write_text(json.dumps({"provenance": {"train_patients": [patient_digest(samples[3].patient_id)],
+                                                                   "init_patients": [patient_digest(samples[5].patient_id)]}}))
+    trainer = CountingTrainer()
+    settings = _settings(pretrained=str(source))
+    with pytest.raises(MammofuseError, match=r"--pretrained .*source: 2 of these patients trained that model"):
+        run_ablation(samples, plan_arms(["image", "clinical"]), settings, tmp_path / "a", folds=2, n_boot=0, trainer=trainer)
+    assert trainer.calls == []
+    run_ablation(samples, plan_arms(["clinical"]), settings, tmp_path / "b", folds=2, n_boot=0, trainer=trainer)  # no image weights used
+    others = [s for s in samples if s.patient_id not in {samples[3].patient_id, samples[5].patient_id}]
+    run_ablation(others, plan_arms(["image"]), settings, tmp_path / "c", folds=2, n_boot=0, trainer=trainer, controls=())
+    assert [c[0] for c in trainer.calls] == ["clinical"] * 2 + ["image"] * 2
+
+
 def test_ablate_command_end_to_end_with_the_real_trainer(mini_mias, tmp_path):
     args = ["ablate", "--dataset", "mini-mias", "--data", str(mini_mias), "--out", str(tmp_path), "--variants", "clinical",
             "--folds", "2", "--epochs", "2", "--device", "cpu", "--bootstrap", "20", "--format", "json"]

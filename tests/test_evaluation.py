@@ -153,7 +153,7 @@ def test_fail_under_parsing_and_checking():
 def test_overlap_with_training_patients_is_detected_from_digests():
     provenance = {"train_patients": [patient_digest("P_1"), patient_digest("P_2")], "val_patients": [patient_digest("P_3")]}
     overlap = patient_overlap(["P_2", "P_3", "P_9"], provenance)
-    assert overlap == {"checked": True, "patients": 3, "train": 1, "val": 1}
+    assert overlap == {"checked": True, "patients": 3, "train": 1, "val": 1, "init": None}
     assert "TRAINING" in overlap_warning(overlap) and "VALIDATION" in overlap_warning(overlap)
     assert overlap_warning(patient_overlap(["P_9"], provenance)) is None
     assert patient_overlap(["P_1"], {})["checked"] is False
@@ -206,7 +206,7 @@ def test_json_schema_on_the_cbis_test_rows_with_a_clinical_only_model(clean_mode
     assert REQUIRED_KEYS <= set(report)
     assert report["n"] == 10 and report["split"] == "test" and report["failed"] == []
     assert len(report["auc_ci"] or [0, 0]) == 2
-    assert report["leakage"] == {"checked": True, "patients": 2, "train": 0, "val": 0}
+    assert report["leakage"] == {"checked": True, "patients": 2, "train": 0, "val": 0, "init": None}
     assert [r["metric"] for r in report["comparison"]["metrics"]] == ["auc", "accuracy", "f1", "precision", "recall"]
     assert report["comparison"]["metrics"][0]["paper"] == 0.98
     assert "PATIENT OVERLAP" not in result.output

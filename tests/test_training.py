@@ -76,6 +76,22 @@ def test_every_fusion_trains_on_real_mini_mias(fusion: str, mias_split, tiny, tm
     assert "Research use only, not a medical device." in card and fusion in card
 
 
+def test_staged_training_records_whose_labels_trained_its_image_branch(mias_split, tiny, tmp_path: Path) -> None:
+    """A model whose image branch starts from another model carries that model's patients: evaluating on them warns."""
+    from mammofuse.evaluation import overlap_warning, patient_overlap
+
+    train_samples, val_samples = mias_split
+    train(replace(tiny, fusion="image"), train_samples, val_samples, tmp_path / "image")
+    source = load_model(tmp_path / "image").config.provenance
+    assert "init_patients" not in source  # its backbone file (as `mammofuse pretrain` writes it) saw no labels
+    train(replace(tiny, fusion="concat", pretrained=str(tmp_path / "image")), train_samples, val_samples, tmp_path / "staged")
+    staged = load_model(tmp_path / "staged").config.provenance
+    assert staged["init_patients"] == sorted(set(source["train_patients"]) | set(source["val_patients"]))
+    overlap = patient_overlap([val_samples[0].patient_id, "P_unseen"], staged)
+    assert overlap["init"] == 1 and overlap["train"] == 0 and overlap["val"] == 1
+    assert "TRAINED THE MODEL its image branch started from" in overlap_warning(overlap)
+
+
 def test_saved_model_is_the_best_epoch_with_its_validation_threshold(mias_split, tiny, tmp_path: Path) -> None:
     from sklearn.metrics import roc_auc_score
 

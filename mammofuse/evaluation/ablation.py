@@ -30,6 +30,7 @@ from mammofuse import RESEARCH_NOTICE
 from mammofuse.atomic import write_text
 from mammofuse.data.sample import Sample, patient_digest
 from mammofuse.errors import MammofuseError
+from mammofuse.evaluation.leakage import pretrained_patients
 from mammofuse.evaluation.metrics import (
     METRIC_NAMES,
     auc_or_none,
@@ -625,6 +626,11 @@ def run_ablation(
             samples = with_images
     if not runnable:
         raise MammofuseError("every requested arm needs images and this dataset has none here")
+    if any(a.needs_images for a in runnable) and (seen := pretrained_patients(base_settings.pretrained)):
+        overlap = len(seen & {patient_digest(s.patient_id) for s in samples})
+        if overlap:
+            raise MammofuseError(f"--pretrained {base_settings.pretrained}: {overlap} of these patients trained that model, so its "
+                                 "image branch has seen held-out labels in every fold; start from weights trained on other patients")
     fold_pairs = make_folds(samples, folds, base_settings.seed)
     for train_part, test_part in fold_pairs:
         shared = {s.patient_id for s in train_part} & {s.patient_id for s in test_part}

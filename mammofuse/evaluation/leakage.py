@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any, Iterable
 
 from mammofuse.data.sample import patient_digest
+from mammofuse.errors import MammofuseError
 
 SUSPICIOUS_AUC = 0.97
 
@@ -19,15 +22,33 @@ LEAKAGE_CHECKLIST = (
 )
 
 
+def pretrained_patients(spec: str | None) -> set[str]:
+    """Digests of the patients whose labels trained the image weights ``spec`` starts from.
+
+    For a trained model folder (``--pretrained MODEL_FOLDER``, staged training): its training and
+    validation patients and those of the weights it started from in turn. Empty for random or
+    ImageNet weights, registered backbones and ``mammofuse pretrain`` files, which saw no labels.
+    """
+    config = Path(spec or "") / "config.json"
+    if not spec or not config.is_file():
+        return set()
+    try:
+        provenance = json.loads(config.read_text(encoding="utf-8")).get("provenance") or {}
+    except (OSError, ValueError, AttributeError) as exc:
+        raise MammofuseError(f"{config}: cannot read the model's provenance ({exc})") from None
+    return {d for key in ("train_patients", "val_patients", "init_patients") for d in provenance.get(key) or []}
+
+
 def patient_overlap(patient_ids: Iterable[str], provenance: dict[str, Any]) -> dict[str, Any]:
     """Compare evaluated patients with the digests the model recorded at training time.
 
-    Returns ``checked`` (False when the model kept no digests), and ``train`` / ``val``: how
-    many evaluated patients the model saw in training / validation.
+    Returns ``checked`` (False when the model kept no digests), and ``train`` / ``val`` / ``init``:
+    how many evaluated patients the model saw in training / validation / the training of the model
+    its image branch started from (None where the model recorded no such list).
     """
     digests = {patient_digest(p) for p in patient_ids}
-    result: dict[str, Any] = {"checked": False, "patients": len(digests), "train": None, "val": None}
-    for key, name in (("train_patients", "train"), ("val_patients", "val")):
+    result: dict[str, Any] = {"checked": False, "patients": len(digests), "train": None, "val": None, "init": None}
+    for key, name in (("train_patients", "train"), ("val_patients", "val"), ("init_patients", "init")):
         recorded = provenance.get(key)
         if recorded is not None:
             result["checked"] = True
@@ -42,6 +63,8 @@ def overlap_warning(overlap: dict[str, Any]) -> str | None:
         parts.append(f"{overlap['train']} of {overlap['patients']} evaluated patients were in the model's TRAINING data")
     if overlap.get("val"):
         parts.append(f"{overlap['val']} of {overlap['patients']} were in its VALIDATION data (threshold and early stopping)")
+    if overlap.get("init"):
+        parts.append(f"{overlap['init']} of {overlap['patients']} TRAINED THE MODEL its image branch started from (--pretrained)")
     if not parts:
         return None
     return "PATIENT OVERLAP: " + "; ".join(parts) + ". These metrics are optimistic and must not be reported as a test result."

@@ -30,6 +30,7 @@ from torch import nn
 from mammofuse.atomic import write_text
 from mammofuse.data.sample import Sample, patient_digest
 from mammofuse.errors import MammofuseError
+from mammofuse.evaluation.leakage import pretrained_patients
 from mammofuse.evaluation.metrics import auc_or_none, youden_threshold
 from mammofuse.training import checkpoint as ckpt
 from mammofuse.training.build import (
@@ -365,6 +366,7 @@ class _Trainer:
             "mammofuse": __version__,
             "train_patients": sorted({patient_digest(s.patient_id) for s in self.samples["train"]}),
             "val_patients": sorted({patient_digest(s.patient_id) for s in self.samples["val"]}),
+            **({"init_patients": sorted(seen)} if (seen := pretrained_patients(self.settings.pretrained)) else {}),
         }
 
     def _save_best(self) -> None:
