@@ -3,7 +3,7 @@
 # Mass-Training images with their COCO boxes): the numbers of docs/benchmarks.md, "CBIS-DDSM masses".
 #
 # Every arm uses the default recipe of `mammofuse train` (cnn4 starting from the shipped
-# self-supervised backbone cbis-texture-cnn4, 64 px lesion crops of 2x the box, 20 epochs, cosine
+# self-supervised backbone cbis-texture-cnn4, 64 px lesion crops of 1.5x the lesion's diameter, 20 epochs, cosine
 # schedule, augmentation, last epoch kept, threshold from the other folds' predictions) on the same
 # folds; image arms are also scored on the shortcut controls.
 #   base         image, clinical, cross, late (and concat, co with ARMS=...)

@@ -2,7 +2,7 @@
 # Five-arm ablation on mini-MIAS, 5 patient-grouped folds, two fold seeds, on CPU
 # (docs/benchmarks.md, "mini-MIAS ablation").
 #
-# The default training recipe (cnn4 from random weights on 64 px lesion crops, 20 epochs, cosine
+# The default training recipe (cnn4 from the shipped backbone on 64 px lesion crops, 20 epochs, cosine
 # schedule, augmentation, last epoch kept), with one mini-MIAS specific: some calcification rows have
 # no coordinates, so those cases are cropped to the whole breast (--without-region breast) rather than
 # scored without their image. Image arms are also scored on the shortcut controls.

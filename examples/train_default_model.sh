@@ -2,13 +2,13 @@
 # Train the bundled default model (mammofuse/weights/default) with the project's own commands.
 #
 # Recipe (late fusion, the best fusion measured here): a lesion-crop image head (cnn4 starting from the
-# shipped self-supervised backbone cbis-texture-cnn4, 64 px crops of twice the lesion box, on the
+# shipped self-supervised backbone cbis-texture-cnn4, 64 px crops of 1.5x the lesion's diameter, on the
 # 800x800 canvas) and a clinical head, each
 # supervised on its own, their logits averaged. The default settings of `mammofuse train` (20 epochs,
 # cosine schedule, augmentation, last epoch), on every mass lesion of the official CBIS-DDSM training
 # split (20% of its patients carved out for the threshold). Its card gets the 5-fold patient-grouped
 # cross-validation of the same recipe inside the training split (benchmarks/ablation_cbis_cv.sh:
-# CV=runs/bench/cbis-cv/base-seed0), shortcut controls included.
+# CV=runs/bench/cbis-cv/base-seed0; its clinical and late arms are what the card needs), shortcut controls included.
 # Why lesion crops and not the whole breast: a whole-image model scores the breast and the scanner
 # (masking the lesion barely changes its AUC; docs/benchmarks.md), so it may not be the default.
 #

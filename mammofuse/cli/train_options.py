@@ -22,7 +22,7 @@ def option(*names: str, help: str, panel: str = MODEL) -> Any:
 Backbone = Annotated[str | None, option("--backbone", help="cnn4 (small CNN), resnet18, resnet34 or resnet50 (default cnn4).")]
 ImageSize = Annotated[int | None, option("--image-size", help="Side of the square input (default 64).")]
 InputMode = Annotated[str | None, option("--input", help="roi (lesion crop) or full (breast crop) (default roi).")]
-RoiContext = Annotated[float | None, option("--roi-context", help="Lesion crop side as a multiple of the lesion's diameter (default 2).")]
+RoiContext = Annotated[float | None, option("--roi-context", help="Lesion crop side as a multiple of the lesion's diameter (default 1.5).")]
 WithoutRegion = Annotated[str | None, option("--without-region", help="roi cases with no lesion region: skip (image left out) or breast (crop the breast) (default skip).")]
 Canvas = Annotated[str | None, option("--canvas", help="auto, none or HxW: images are min-max scaled and stretched to this size before cropping (default auto: the training images' size when they share one).")]
 Pretrained = Annotated[str | None, option("--pretrained", help="auto (default: the backbone shipped for --backbone, cbis-texture-cnn4 for cnn4; random weights where none ships), none (random weights), a registered backbone (`mammofuse models`), imagenet (torchvision weights in the local cache), a .safetensors backbone from `mammofuse pretrain`, or a trained model folder (its image branch: staged training).")]

@@ -118,7 +118,7 @@ class TrainSettings:
     backbone: str = "cnn4"
     image_size: int = 64
     input: str = "roi"
-    roi_context: float = 2.0
+    roi_context: float = 1.5
     without_region: str = "skip"
     canvas: list[int] | str | None = "auto"
     epochs: int = 20
