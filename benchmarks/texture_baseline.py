@@ -1,7 +1,7 @@
 """The texture-feature baseline of the evaluation notes, with the shortcut controls of the image arms.
 
 A logistic regression on the texture statistics (:mod:`mammofuse.imaging.radiomics`) of the very
-crops the image arm sees (the default recipe: 64 px, twice the lesion box), on the folds of
+crops the image arm sees (the default recipe: 64 px; ``--roi-context`` as the arm compared), on the folds of
 ``mammofuse ablate`` (same dataset, fold count and seed give the same patient-grouped folds). Its
 regularisation is chosen inside each training part by a patient-grouped inner CV. The held-out
 cases are also scored with the lesion masked out and on a patch away from the lesion, as `ablate`
@@ -9,7 +9,7 @@ scores image arms. ``--compare RUN ARM`` adds the paired AUC difference against 
 finished run on the same folds, and that of the two averaged.
 
     OMP_NUM_THREADS=1 python benchmarks/texture_baseline.py --dataset mini-mias \\
-        --data ../shared/data/mini-mias --without-region breast --seed 0 --compare runs/mias-seed0 image
+        --data ../shared/data/mini-mias --seed 0 --roi-context 2 --compare runs/mias-seed0 image
 """
 
 from __future__ import annotations
@@ -76,6 +76,8 @@ def main() -> None:
     parser.add_argument("--abnormality", default="all")
     parser.add_argument("--split", default=None, help="keep only this split (cbis-ddsm: train)")
     parser.add_argument("--without-region", default="breast", choices=("breast", "skip"))
+    parser.add_argument("--roi-context", type=float, default=TrainSettings.roi_context,
+                        help="crop side as a multiple of the lesion's diameter (that of the arm compared with)")
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--features", choices=("texture", "radiomics"), default="texture",
@@ -89,7 +91,7 @@ def main() -> None:
         samples = select_split(samples, args.split) if args.split else samples
     except MammofuseError as exc:
         raise SystemExit(f"error: {exc}") from None
-    settings = TrainSettings(without_region=args.without_region)
+    settings = TrainSettings(without_region=args.without_region, roi_context=args.roi_context)
     recipe = settings.recipe(common_canvas(samples))
     columns = slice(0, N_TEXTURE if args.features == "texture" else N_TEXTURE + 2)
     x = {c: features(samples, recipe, DEFAULT_VOCABULARY, c, columns) for c in CONTROLS}
