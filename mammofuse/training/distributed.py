@@ -74,6 +74,16 @@ class Distributed:
         dist.all_reduce(t)
         return t.tolist()
 
+    def sync_buffers(self, module: torch.nn.Module) -> None:
+        """Give every rank rank 0's buffers (BatchNorm running statistics). DDP syncs them only when a
+        training forward starts, so after the last step each rank holds its own; rank 0's are saved."""
+        if not self.enabled:
+            return
+        import torch.distributed as dist
+
+        for buffer in module.buffers():
+            dist.broadcast(buffer.data, src=0)
+
     def barrier(self) -> None:
         if self.enabled:
             import torch.distributed as dist

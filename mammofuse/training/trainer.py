@@ -271,6 +271,7 @@ class _Trainer:
     @torch.no_grad()
     def _validate(self, frozen: bool) -> tuple[float, float | None, np.ndarray]:
         """(val_loss, val_auc or None, probabilities) over the whole validation set, on every rank."""
+        self.dist.sync_buffers(self.model)  # every rank scores the model rank 0 saves
         self.model.eval()
         n = len(self.samples["val"])
         mine = self.dist.shard(range(n))
