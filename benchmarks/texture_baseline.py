@@ -15,10 +15,10 @@ finished run on the same folds, and that of the two averaged.
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import numpy as np
+from paired_runs import pooled  # the sibling script (benchmarks/ is on sys.path when run as a script)
 from sklearn.linear_model import LogisticRegressionCV
 from sklearn.model_selection import StratifiedGroupKFold
 from sklearn.pipeline import make_pipeline
@@ -26,7 +26,7 @@ from sklearn.preprocessing import StandardScaler
 
 from mammofuse.data import load_dataset
 from mammofuse.errors import MammofuseError
-from mammofuse.evaluation.ablation import FoldResult, make_folds
+from mammofuse.evaluation.ablation import make_folds
 from mammofuse.evaluation.evaluate import select_split
 from mammofuse.evaluation.metrics import auc_or_none, bootstrap_auc, paired_auc_difference
 from mammofuse.imaging.radiomics import N_TEXTURE
@@ -54,18 +54,6 @@ def fit(x: np.ndarray, y: np.ndarray, patients: np.ndarray, seed: int):
     inner = list(StratifiedGroupKFold(5, shuffle=True, random_state=seed).split(x, y, patients))
     model = LogisticRegressionCV(Cs=CS, cv=inner, scoring="roc_auc", max_iter=5000, l1_ratios=(0.0,), use_legacy_attributes=False)
     return make_pipeline(StandardScaler(), model).fit(x, y)
-
-
-def run_predictions(run: Path, arm: str) -> dict[str, tuple[float, int]]:
-    """case id -> (held-out probability, fold) of an arm of a finished `ablate` run."""
-    out = {}
-    files = sorted((run / "arms" / arm).glob("fold-*/result.json"))
-    if not files:
-        raise SystemExit(f"{run}: no fold results of arm {arm!r} under arms/{arm}/")
-    for path in files:
-        result = FoldResult.from_dict(json.loads(path.read_text(encoding="utf-8")))
-        out.update({case: (p, result.fold) for case, p in zip(result.ids, result.scores["0"]) if p is not None})
-    return out
 
 
 def main() -> None:
@@ -121,11 +109,11 @@ def main() -> None:
               f"{auc_or_none(y[same], probs[None][same]):.3f})")
     if args.compare:
         run, arm = Path(args.compare[0]), args.compare[1]
-        other = run_predictions(run, arm)
+        other = pooled(run, arm)  # case id -> (label, probability, patient, fold)
         common = [index[k] for k in other if k in index and plain[index[k]]]
-        if any(other[samples[i].id][1] != fold_of[i] for i in common):
+        if any(other[samples[i].id][3] != fold_of[i] for i in common):
             raise SystemExit(f"{run}: its folds differ from these (another dataset, fold count or seed)")
-        theirs = np.array([other[samples[i].id][0] for i in common])
+        theirs = np.array([other[samples[i].id][1] for i in common])
         ours, labels, groups = probs[None][common], y[common], patients[common]
         for name, value in ((f"texture LR - {arm}", ours), (f"mean of both - {arm}", (ours + theirs) / 2)):
             diff = paired_auc_difference(labels, value, theirs, groups, n_boot=args.bootstrap, seed=args.seed)
