@@ -4,7 +4,8 @@
 #
 # Every arm uses the default recipe of `mammofuse train` (cnn4 starting from the shipped
 # self-supervised backbone cbis-texture-cnn4, 64 px lesion crops of 1.5x the lesion's diameter, 20 epochs, cosine
-# schedule, augmentation, last epoch kept, threshold from the other folds' predictions) on the same
+# schedule, augmentation, last epoch kept, threshold from the other folds' predictions, no validation
+# part: every training patient of a fold trains) on the same
 # folds; image arms are also scored on the shortcut controls.
 #   base         image, clinical, cross, late (and concat, co with ARMS=...)
 #   random       image arm from random weights (--pretrained none): what the backbone adds

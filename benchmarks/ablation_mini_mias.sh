@@ -3,9 +3,9 @@
 # (docs/benchmarks.md, "mini-MIAS ablation").
 #
 # The default training recipe (cnn4 from the shipped backbone on 64 px lesion crops, 20 epochs, cosine
-# schedule, augmentation, last epoch kept), with one mini-MIAS specific: some calcification rows have
-# no coordinates, so those cases are cropped to the whole breast (--without-region breast) rather than
-# scored without their image. Image arms are also scored on the shortcut controls.
+# schedule, augmentation, last epoch kept, every training patient of a fold trains), with one
+# mini-MIAS specific: some calcification rows have no coordinates, so those cases are cropped to the
+# whole breast (--without-region breast) rather than scored without their image. Image arms are also scored on the shortcut controls.
 # Re-running with the same OUT reuses finished (arm, fold) results.
 #
 # Usage: benchmarks/ablation_mini_mias.sh [OUT] [DATA]

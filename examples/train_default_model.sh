@@ -7,8 +7,9 @@
 # supervised on its own, their logits averaged. The default settings of `mammofuse train` (20 epochs,
 # cosine schedule, augmentation, last epoch), on every mass lesion of the official CBIS-DDSM training
 # split (20% of its patients carved out for the threshold). Its card gets the 5-fold patient-grouped
-# cross-validation of the same recipe inside the training split (benchmarks/ablation_cbis_cv.sh:
-# CV=runs/bench/cbis-cv/base-seed0; its clinical and late arms are what the card needs), shortcut controls included.
+# cross-validation of the same recipe inside the training split (`mammofuse ablate --variants
+# clinical,late`, with the same 20% validation part in each fold as the model had, although `ablate`
+# would otherwise train on all of a fold's training patients), shortcut controls included.
 # Why lesion crops and not the whole breast: a whole-image model scores the breast and the scanner
 # (masking the lesion barely changes its AUC; docs/benchmarks.md), so it may not be the default.
 #
@@ -16,13 +17,13 @@
 # avoided, about 20 CPU minutes); PRETRAIN=1 re-creates it first and trains from the new file.
 #
 # Usage: examples/train_default_model.sh [--install]
-#   SHARED=../shared/data  OUT=runs/default-model  CV=runs/bench/cbis-cv/base-seed0  PRETRAIN=0  (environment overrides)
+#   SHARED=../shared/data  OUT=runs/default-model  CV=runs/default-model-cv  PRETRAIN=0  (environment overrides)
 #   --install copies the model (and, with PRETRAIN=1, the backbone) into the package.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SHARED=${SHARED:-../shared/data}
 OUT=${OUT:-runs/default-model}
-CV=${CV:-runs/bench/cbis-cv/base-seed0}
+CV=${CV:-runs/default-model-cv}
 PY=${PYTHON:-python}
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
 
@@ -40,7 +41,8 @@ rm -rf "$OUT"
 mammofuse train "${DATA[@]}" --fusion late --pretrained "$backbone" --seed 0 --device cpu --out "$OUT"
 
 # 2. The card: cross-validated metrics of the same recipe (every arm ran on the same folds).
-[ -f "$CV/ablation.json" ] || benchmarks/ablation_cbis_cv.sh "$(dirname "$CV")" 0
+[ -f "$CV/ablation.json" ] || mammofuse ablate "${DATA[@]}" --split train --variants clinical,late --pretrained "$backbone" \
+  --val-fraction 0.2 --seed 0 --bootstrap 2000 --out "$CV"
 "$PY" - "$OUT" "$CV/ablation.json" <<'PYTHON'
 import json, sys
 from pathlib import Path

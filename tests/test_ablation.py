@@ -176,6 +176,12 @@ def test_ablate_command_end_to_end_with_the_real_trainer(mini_mias, tmp_path):
     assert json.loads(first.stdout) == report
     assert 0.0 <= report["variants"]["clinical"]["auc"] <= 1.0
     assert report["protocol"]["split"].startswith("2-fold patient-grouped")
+    from mammofuse.data import load_dataset
+
+    fold = json.loads((tmp_path / "arms" / "clinical" / "fold-1" / "result.json").read_text())
+    patients = {s.patient_id for s in load_dataset("mini-mias", mini_mias)}
+    assert fold["settings"]["val_fraction"] == 0 and fold["val_patients"] == []  # no validation part: all training patients train
+    assert len(fold["train_patients"]) + len(set(fold["patients"])) == len(patients)
     second = runner.invoke(app, args)
     assert second.exit_code == 0 and second.output.count("already done (reused)") == 2
     from mammofuse.training.card import add_cross_validation
@@ -194,6 +200,10 @@ def test_ablate_usage_errors(mini_mias, tmp_path):
     no_official = runner.invoke(app, [*base, "--variants", "clinical", "--protocol", "official"])
     assert no_official.exit_code == 2 and "no official train and test split" in no_official.output
     assert runner.invoke(app, [*base, "--protocol", "holdout"]).exit_code == 2
+    no_validation = runner.invoke(app, [*base, "--variants", "clinical", "--val-fraction", "0", "--threshold-from", "validation"])
+    assert no_validation.exit_code == 2 and "--threshold-from validation needs a validation part" in no_validation.output
+    with pytest.raises(MammofuseError, match=r"the official split \(one fold: no other folds to take a threshold from\) needs a validation part"):
+        run_ablation([], plan_arms(["clinical"]), _settings(val_fraction=0), tmp_path / "official", folds=None)
     assert runner.invoke(app, [*base, "--modality-dropout", "maybe"]).exit_code == 2
 
 

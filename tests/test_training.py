@@ -107,6 +107,18 @@ def test_saved_model_is_the_best_epoch_with_its_validation_threshold(mias_split,
     assert load_model(tmp_path).config.threshold == pytest.approx(youden_threshold(labels, probs), abs=1e-5)
 
 
+def test_without_a_validation_part_every_patient_trains_and_the_threshold_is_not_tuned(mias_split, tiny, tmp_path: Path) -> None:
+    train_samples, val_samples = mias_split
+    assert train_val_split(train_samples, 0.0) == (train_samples, [])
+    result = train(replace(tiny, fusion="concat", epochs=2, val_fraction=0.0), train_samples, [], tmp_path)
+    assert [(h["val_loss"], h["val_auc"]) for h in result.history] == [(None, None)] * 2
+    config = load_model(tmp_path).config
+    assert config.threshold == 0.5 and config.provenance["n_train"] == len(train_samples) and config.provenance["n_val"] == 0
+    assert "not tuned: no validation part" in (tmp_path / "README.md").read_text()
+    with pytest.raises(MammofuseError, match="selection best needs them"):
+        train(replace(tiny, selection="best"), train_samples, [], tmp_path / "best")
+
+
 class Recorder(TrainCallback):
     """Keeps every report of a run, in order."""
 
@@ -302,6 +314,10 @@ def test_settings_reject_unknown_keys_and_bad_values(tmp_path: Path) -> None:
         TrainSettings(fusion="sum")
     with pytest.raises(MammofuseError, match="feature_cache"):
         TrainSettings(feature_cache="gpu")
+    with pytest.raises(MammofuseError, match=r"val_fraction must be 0 \(no validation part\) or in \[0.01, 0.99\], not 0.005"):
+        TrainSettings(val_fraction=0.005)
+    with pytest.raises(MammofuseError, match="selection best needs a validation part"):
+        TrainSettings(val_fraction=0, selection="best")
 
 
 def test_cli_trains_clinical_on_cbis_ddsm_csvs_with_yaml_and_flag_override(cbis_csv: Path, tmp_path: Path) -> None:

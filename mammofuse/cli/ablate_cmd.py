@@ -106,7 +106,7 @@ def ablate(
 ) -> None:
     """Train and evaluate every ablation arm on the same patient-grouped folds (or the official split) and seeds.
 
-    Writes OUT/ablation.json, OUT/ablation.md and OUT/ablation.png; each finished (arm, fold) is kept in OUT/arms/ and reused when the command runs again with the same --out. Arms that need images are skipped when the dataset has none (e.g. CBIS-DDSM CSVs without --images). Fusion arms are also scored with the clinical findings removed from --missing-rates of the held-out cases; image arms on the shortcut controls. Training settings not given come from --config, else the defaults of `mammofuse train`. Progress goes to stderr.
+    Writes OUT/ablation.json, OUT/ablation.md and OUT/ablation.png; each finished (arm, fold) is kept in OUT/arms/ and reused when the command runs again with the same --out. Arms that need images are skipped when the dataset has none (e.g. CBIS-DDSM CSVs without --images). Fusion arms are also scored with the clinical findings removed from --missing-rates of the held-out cases; image arms on the shortcut controls. Training settings not given come from --config, else the defaults of `mammofuse train`, except --val-fraction: 0 with k-fold CV (each fold trains on all its training patients) unless --threshold-from validation or --selection best needs a validation part. Progress goes to stderr.
 
     Examples:
 
@@ -132,7 +132,8 @@ def ablate(
     from mammofuse.training import TrainSettings
 
     flags = {k: v for k, v in locals().items() if k in _TRAINING_FLAGS}
-    settings = TrainSettings.from_dict({**o.settings_values(config, flags), "dataset": dataset}, source=str(config) if config else "ablate flags")
+    values = {**o.settings_values(config, flags), "dataset": dataset}
+    TrainSettings.from_dict(values, source=str(config) if config else "ablate flags")  # bad settings fail before data loads
     samples = load_dataset(dataset, data, images, abnormality)
     if split is not None:
         from mammofuse.evaluation.evaluate import select_split
@@ -144,6 +145,9 @@ def ablate(
     if protocol == "official" and not has_official:
         raise MammofuseError(f"--protocol official: the data has no official train and test split here (splits: {', '.join(sorted({s.split for s in samples}))}); use --protocol cv")
     official = protocol == "official" or (protocol == "auto" and has_official)
+    if "val_fraction" not in values and not official and threshold_from == "oof" and values.get("selection", TrainSettings.selection) == "last":
+        values["val_fraction"] = 0.0  # a validation part would choose nothing: every training patient trains
+    settings = TrainSettings.from_dict(values, source=str(config) if config else "ablate flags")
     report = run_ablation(
         samples, arms, settings, out, folds=None if official else folds, missing_rates=rates, n_boot=bootstrap,
         keep_models=keep_models, callbacks=[TrainProgress(epoch_lines=err_console.is_terminal)], dataset=dataset if split is None else f"{dataset} ({split} split)",

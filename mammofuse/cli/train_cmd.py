@@ -105,9 +105,9 @@ def _train(
     if main:
         from mammofuse.cli.common import err_console
 
+        validation = f"{len(val_samples)} validation lesions (grouped by patient)" if val_samples else "no validation part (--val-fraction 0)"
         err_console.print(
-            f"training {settings.fusion} on {settings.dataset} ({used_split}): {len(train_samples)} train, "
-            f"{len(val_samples)} validation lesions (grouped by patient) -> {out}",
+            f"training {settings.fusion} on {settings.dataset} ({used_split}): {len(train_samples)} train, {validation} -> {out}",
             highlight=False, soft_wrap=True,
         )
     from mammofuse.cli.train_progress import TrainProgress
@@ -116,10 +116,8 @@ def _train(
     if main:
         auc = "n/a" if result.best_val_auc != result.best_val_auc else f"{result.best_val_auc:.3f}"
         kept = "last epoch" if settings.selection == "last" else "best epoch"
-        console.print(
-            f"{kept} {result.best_epoch} of {len(result.history)}: validation AUC {auc}, "
-            f"threshold {result.threshold:.3f}\nwrote {result.out}\n{RESEARCH_NOTICE}"
-        )
+        threshold = f"threshold {result.threshold:.3f}" if val_samples else "threshold 0.5 (not tuned: no validation part)"
+        console.print(f"{kept} {result.best_epoch} of {len(result.history)}: validation AUC {auc}, {threshold}\nwrote {result.out}\n{RESEARCH_NOTICE}")
 
 
 def load_training_samples(
@@ -137,7 +135,7 @@ def load_training_samples(
         if split not in splits:
             raise MammofuseError(f"--split {split}: {settings.dataset} has {', '.join(splits)}")
         samples = [s for s in samples if s.split == split]
-    folds = max(2, round(1 / settings.val_fraction))  # train_val_split keeps one of this many patient folds
+    folds = max(2, round(1 / settings.val_fraction)) if settings.val_fraction else 1  # train_val_split keeps one of this many patient folds
     patients = len({s.patient_id for s in samples})
     if patients < folds:
         raise MammofuseError(f"{settings.dataset} ({split}): {patients} patient(s); --val-fraction {settings.val_fraction} needs at least {folds}")

@@ -13,9 +13,10 @@ from mammofuse.training.settings import TrainSettings
 def epoch_line(row: EpochRow, epochs: int, improved: bool) -> str:
     """``epoch 3/20: train_loss 0.5123  val_loss 0.6012  val_auc 0.712  lr 1.00e-03  4.2s  best``."""
     auc = "n/a" if row["val_auc"] is None else f"{row['val_auc']:.3f}"
+    loss = "n/a" if row["val_loss"] is None else f"{row['val_loss']:.4f}"
     return (
         f"epoch {row['epoch']}/{epochs}{' frozen' if row['frozen'] else ''}: "
-        f"train_loss {row['train_loss']:.4f}  val_loss {row['val_loss']:.4f}  val_auc {auc}  "
+        f"train_loss {row['train_loss']:.4f}  val_loss {loss}  val_auc {auc}  "
         f"lr {row['lr']:.2e}  {row['seconds']:.1f}s{'  best' if improved else ''}"
     )
 

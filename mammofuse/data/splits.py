@@ -27,7 +27,9 @@ def _folds(samples: Sequence[Sample], k: int, seed: int) -> list[tuple[list[int]
 
 
 def train_val_split(samples: Sequence[Sample], val_fraction: float = 0.2, seed: int = 0) -> tuple[list[Sample], list[Sample]]:
-    """Carve validation out of training, grouped by patient and stratified by label."""
+    """Carve validation out of training, grouped by patient and stratified by label (none when ``val_fraction`` is 0)."""
+    if not val_fraction:
+        return list(samples), []
     k = max(2, round(1 / val_fraction))
     train_idx, val_idx = _folds(samples, k, seed)[0]
     return [samples[i] for i in train_idx], [samples[i] for i in val_idx]

@@ -602,6 +602,9 @@ def run_ablation(
     Returns:
         Each arm's summary and fold results; its ``to_dict()`` is the ``ablation.json`` content.
     """
+    if not base_settings.val_fraction and (threshold == "validation" or folds is None):
+        why = "--threshold-from validation" if threshold == "validation" else "the official split (one fold: no other folds to take a threshold from)"
+        raise MammofuseError(f"{why} needs a validation part: set --val-fraction (e.g. 0.2)")
     if trainer is None:
         from mammofuse.training import train as trainer
     log = Reporter(callbacks).log
@@ -668,7 +671,8 @@ def run_ablation(
             "cases": len(samples),
             "patients": len({s.patient_id for s in samples}),
             "split": "official train/test" if folds is None else f"{folds}-fold patient-grouped stratified CV",
-            "validation": "carved from each fold's training part, grouped by patient (with selection 'best', the epoch is chosen there)",
+            "validation": ("none: every training patient of a fold trains (val_fraction 0)" if not base_settings.val_fraction else
+                           f"{base_settings.val_fraction:g} of each fold's training patients carved out (with selection 'best', the epoch is chosen there)"),
             "threshold": ("Youden's J on the pooled held-out predictions of the other folds" if threshold == "oof" and len(fold_pairs) > 1
                           else "Youden's J on each fold's validation part"),
             "controls": "image arms also scored with the lesion masked out (filled from adjacent tissue) and on a same-size patch away from every lesion",

@@ -31,8 +31,8 @@ def check_samples(settings: TrainSettings, train_samples: Sequence[Sample], val_
     """Refuse data a run cannot learn from, with a one-line reason."""
     if not train_samples:
         raise MammofuseError("no training samples")
-    if not val_samples:
-        raise MammofuseError("no validation samples")
+    if not val_samples and settings.selection != "last":
+        raise MammofuseError("no validation samples: selection best needs them (without a validation part, use selection last)")
     if len({s.label for s in train_samples}) < 2:
         raise MammofuseError("the training samples hold only one class (need benign and malignant)")
     if settings.uses_image and not any(s.has_image for s in train_samples):
@@ -99,8 +99,8 @@ class InputTables:
         schema = load_schema(vocabulary)
         encoded = [schema.encode(s.clinical) for s in samples]
         return cls(
-            clinical=torch.from_numpy(np.stack([v for v, _ in encoded]).astype(np.float32)),
-            mask=torch.from_numpy(np.stack([m for _, m in encoded]).astype(bool)),
+            clinical=torch.from_numpy(np.array([v for v, _ in encoded], dtype=np.float32).reshape(len(samples), schema.dim)),
+            mask=torch.from_numpy(np.array([m for _, m in encoded], dtype=bool).reshape(len(samples), len(schema.fields))),
             labels=torch.tensor([float(s.label) for s in samples]),
             present=torch.tensor([uses_image and s.has_image for s in samples]),
         )

@@ -28,7 +28,7 @@ class EpochRow(TypedDict):
 
     epoch: int
     train_loss: float
-    val_loss: float
+    val_loss: float | None  # None without a validation part
     val_auc: float | None  # None when the validation set holds one class
     lr: float
     seconds: float

@@ -62,7 +62,8 @@ def model_card(settings: TrainSettings, provenance: dict[str, Any], history: Seq
         f"- Shared token dimension {s.proj_dim}"
         + (f"; modality dropout {s.modality_dropout} during training" if Fusion(s.fusion).joint_head else "")
         + ("; late fusion: image and clinical heads each trained on their own, their logits averaged" if s.fusion == Fusion.LATE else ""),
-        f"- Decision threshold {_fmt(best.threshold)} (probability of malignancy), chosen on validation by Youden's J",
+        f"- Decision threshold {_fmt(best.threshold)} (probability of malignancy), "
+        + ("chosen on validation by Youden's J" if provenance["n_val"] else "not tuned: no validation part (`val_fraction` 0)"),
         *([geometry] if s.uses_image else []),
         "",
         "## Data and split",
@@ -94,8 +95,9 @@ def model_card(settings: TrainSettings, provenance: dict[str, Any], history: Seq
         "",
         "## Caveats",
         "",
-        "- The validation AUC chose the threshold (and, with selection 'best', the epoch), so it is optimistic: "
-        "report a held-out test set or patient-grouped cross-validation (`mammofuse ablate`) instead.",
+        ("- The validation AUC chose the threshold (and, with selection 'best', the epoch), so it is optimistic: "
+         if provenance["n_val"] else "- No validation part: no metric here; ")
+        + "report a held-out test set or patient-grouped cross-validation (`mammofuse ablate`) instead.",
         "- Small public research datasets (scanned film, one population); performance elsewhere is unknown.",
         "- Clinical findings are radiologists' descriptors; BI-RADS assessment and subtlety are never inputs.",
     ]

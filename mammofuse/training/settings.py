@@ -37,7 +37,7 @@ RULES: dict[str, Rule] = {
     "device": Rule(str),  # and one that mammofuse.device.resolve_device accepts here
     "pretrained": Rule(str, optional=True),  # auto, none, imagenet, a registered backbone or a file: checked when loaded
     "patience": Rule(int, 1, 100_000),
-    "val_fraction": Rule(float, 0.01, 0.99),
+    "val_fraction": Rule(float, 0, 0.99),  # and 0 or at least 0.01
     "workers": Rule(int, 0, 256),
     "feature_cache": Rule(str, choices=FEATURE_CACHES),
     "dataset": Rule(str),
@@ -107,7 +107,9 @@ class TrainSettings:
             or ``none``/None for random weights. ``auto`` is resolved to the name when the settings
             are made, so saved settings say what the run started from.
         patience: with ``selection: best``, stop after this many epochs without a better validation AUC.
-        val_fraction: share of training patients held out for validation (CLI split).
+        val_fraction: share of training patients held out for validation (CLI split); 0 holds out
+            none, so every training patient trains (``selection: last`` only; the stored threshold
+            is then 0.5, not tuned: ``ablate`` takes thresholds from out-of-fold predictions).
         workers: DataLoader worker processes for image reading.
         feature_cache: where frozen backbone features live: memory, disk or off.
         dataset: dataset name recorded in provenance.
@@ -163,6 +165,10 @@ class TrainSettings:
             _choice("backbone", self.backbone, BACKBONES)
         if self.freeze_epochs and not self.pretrained and self.uses_image:
             raise MammofuseError("freeze_epochs needs pretrained weights: a randomly initialised backbone is never frozen")
+        if 0 < self.val_fraction < 0.01:
+            raise MammofuseError(f"val_fraction must be 0 (no validation part) or in [0.01, 0.99], not {self.val_fraction:g}")
+        if not self.val_fraction and self.selection == "best":
+            raise MammofuseError("selection best needs a validation part: val_fraction 0 trains on every patient, with selection last")
         if self.canvas not in (None, "auto") and (
             not isinstance(self.canvas, (list, tuple)) or len(self.canvas) != 2
             or not all(isinstance(v, int) and not isinstance(v, bool) and 32 <= v <= 8192 for v in self.canvas)

@@ -270,10 +270,12 @@ class _Trainer:
 
     @torch.no_grad()
     def _validate(self, frozen: bool) -> tuple[float, float | None, np.ndarray]:
-        """(val_loss, val_auc or None, probabilities) over the whole validation set, on every rank."""
+        """(val_loss, val_auc or None, probabilities) over the whole validation set, on every rank (NaN loss when there is none)."""
+        n = len(self.samples["val"])
+        if not n:
+            return math.nan, None, np.empty(0)
         self.dist.sync_buffers(self.model)  # every rank scores the model rank 0 saves
         self.model.eval()
-        n = len(self.samples["val"])
         mine = self.dist.shard(range(n))
         pairs: list[tuple[int, float]] = []
         for idx, kwargs, _ in self._batches("val", chunks(mine, self.settings.batch_size), frozen):
@@ -328,10 +330,10 @@ class _Trainer:
         improved = self.settings.selection == "last" or score > self.state.best.score
         best = None
         if improved:
-            threshold = youden_threshold(self.tables["val"].labels.numpy(), probs)
+            threshold = youden_threshold(self.tables["val"].labels.numpy(), probs)  # 0.5 without a validation part
             best = BestEpoch(epoch, math.nan if val_auc is None else val_auc, score, threshold)
         row: EpochRow = {
-            "epoch": epoch, "train_loss": round(train_loss, 6), "val_loss": round(val_loss, 6),
+            "epoch": epoch, "train_loss": round(train_loss, 6), "val_loss": None if math.isnan(val_loss) else round(val_loss, 6),
             "val_auc": None if val_auc is None else round(val_auc, 6), "lr": float(f"{lr:.6g}"),
             "seconds": round(time.perf_counter() - start, 3), "frozen": frozen,
         }
