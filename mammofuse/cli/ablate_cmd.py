@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -133,7 +134,7 @@ def ablate(
 
     flags = {k: v for k, v in locals().items() if k in _TRAINING_FLAGS}
     values = {**o.settings_values(config, flags), "dataset": dataset}
-    TrainSettings.from_dict(values, source=str(config) if config else "ablate flags")  # bad settings fail before data loads
+    settings = TrainSettings.from_dict(values, source=str(config) if config else "ablate flags")  # bad settings fail before data loads
     samples = load_dataset(dataset, data, images, abnormality)
     if split is not None:
         from mammofuse.evaluation.evaluate import select_split
@@ -145,9 +146,8 @@ def ablate(
     if protocol == "official" and not has_official:
         raise MammofuseError(f"--protocol official: the data has no official train and test split here (splits: {', '.join(sorted({s.split for s in samples}))}); use --protocol cv")
     official = protocol == "official" or (protocol == "auto" and has_official)
-    if "val_fraction" not in values and not official and threshold_from == "oof" and values.get("selection", TrainSettings.selection) == "last":
-        values["val_fraction"] = 0.0  # a validation part would choose nothing: every training patient trains
-    settings = TrainSettings.from_dict(values, source=str(config) if config else "ablate flags")
+    if "val_fraction" not in values and not official and threshold_from == "oof" and settings.selection == "last":
+        settings = dataclasses.replace(settings, val_fraction=0.0)  # a validation part would choose nothing: every training patient trains
     report = run_ablation(
         samples, arms, settings, out, folds=None if official else folds, missing_rates=rates, n_boot=bootstrap,
         keep_models=keep_models, callbacks=[TrainProgress(epoch_lines=err_console.is_terminal)], dataset=dataset if split is None else f"{dataset} ({split} split)",

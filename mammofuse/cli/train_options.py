@@ -40,7 +40,7 @@ Augment = Annotated[bool | None, option("--augment/--no-augment", help="Flip, ro
 Selection = Annotated[str | None, option("--selection", help="last (fixed epoch count) or best (best validation AUC, early stopping) (default last).")]
 WeightDecay = Annotated[float | None, option("--weight-decay", help="AdamW weight decay (default 1e-4).")]
 Patience = Annotated[int | None, option("--patience", help="With --selection best: stop after this many epochs without a better validation AUC (default 5).")]
-ValFraction = Annotated[float | None, option("--val-fraction", help="Share of patients held out for validation; 0: none, every patient trains (with --selection last; threshold 0.5). Default 0.2 (ablate: 0 unless --threshold-from validation or --selection best).")]
+ValFraction = Annotated[float | None, option("--val-fraction", help="Share of patients held out for validation; 0: none, every patient trains (with --selection last; threshold 0.5). Default 0.2 (ablate: 0 under k-fold CV, unless --threshold-from validation or --selection best).")]
 Seed = Annotated[int | None, option("--seed", help="Seed of weights, splits, shuffling, augmentation and dropout (default 0).")]
 DeviceFlag = Annotated[str | None, option("--device", help="auto, cpu, cuda, cuda:N or mps (default auto).", panel=MACHINE)]
 Workers = Annotated[int | None, option("--workers", help="Image-reading worker processes (default 0: images are read once and kept in memory).", panel=MACHINE)]
