@@ -12,21 +12,19 @@ fold seed, so each case was held out by the same fold in both; that is checked.
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
-from mammofuse.evaluation.ablation import FoldResult
+from mammofuse.evaluation.ablation import read_arm
 from mammofuse.evaluation.metrics import paired_auc_difference
 
 
 def pooled(run: Path, arm: str) -> dict[str, tuple[int, float, str, int]]:
     """case id -> (label, probability, patient, fold) of an arm's held-out predictions."""
     out: dict[str, tuple[int, float, str, int]] = {}
-    files = sorted((run / "arms" / arm).glob("fold-*/result.json"))
-    if not files:
+    results = read_arm(run / "arms" / arm)
+    if not results:
         raise SystemExit(f"{run}: no fold results of arm {arm!r} under arms/{arm}/")
-    for path in files:
-        result = FoldResult.from_dict(json.loads(path.read_text(encoding="utf-8")))
+    for result in results:
         for case, label, patient, prob in zip(result.ids, result.labels, result.patients, result.scores["0"]):
             if prob is not None:
                 out[case] = (label, prob, patient, result.fold)

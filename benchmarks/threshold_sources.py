@@ -10,11 +10,10 @@ Usage: python benchmarks/threshold_sources.py OUT [OUT ...]
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 from pathlib import Path
 
-from mammofuse.evaluation.ablation import RESULT_NAME, FoldResult, summarize_arm
+from mammofuse.evaluation.ablation import read_arm, summarize_arm
 
 
 def _mean_sd(values: list[float]) -> str:
@@ -29,7 +28,7 @@ def main() -> None:
     print("|---|---|---|---|---|---|")
     for run in args.runs:
         for arm in sorted(p for p in (run / "arms").iterdir() if p.is_dir()):
-            folds = [FoldResult.from_dict(json.loads(f.read_text())) for f in sorted(arm.glob(f"fold-*/{RESULT_NAME}"))]
+            folds = read_arm(arm)
             if len(folds) < 2:
                 continue
             for source in ("validation", "oof"):

@@ -5,11 +5,11 @@
 # shipped self-supervised backbone cbis-texture-cnn4, 64 px crops of 1.5x the lesion's diameter, on the
 # 800x800 canvas) and a clinical head, each
 # supervised on its own, their logits averaged. The default settings of `mammofuse train` (20 epochs,
-# cosine schedule, augmentation, last epoch), on every mass lesion of the official CBIS-DDSM training
-# split (20% of its patients carved out for the threshold). Its card gets the 5-fold patient-grouped
-# cross-validation of the same recipe inside the training split (`mammofuse ablate --variants
-# clinical,late`, with the same 20% validation part in each fold as the model had, although `ablate`
-# would otherwise train on all of a fold's training patients), shortcut controls included.
+# cosine schedule, augmentation, last epoch), on every mass lesion of every patient of the official
+# CBIS-DDSM training split (`--val-fraction 0`). First the same recipe is cross-validated inside the
+# training split (`mammofuse ablate --variants clinical,late`: 5 patient-grouped folds, each trained on
+# all of its training patients, shortcut controls included): the model's decision threshold is Youden's
+# J on those out-of-fold predictions (`train --threshold-from`), and the card gets their metrics.
 # Why lesion crops and not the whole breast: a whole-image model scores the breast and the scanner
 # (masking the lesion barely changes its AUC; docs/benchmarks.md), so it may not be the default.
 #
@@ -36,13 +36,13 @@ if [[ "${PRETRAIN:-0}" == 1 ]]; then
   mammofuse pretrain "${DATA[@]}" --seed 0 --out "$backbone"
 fi
 
-# 1. Train (a fresh run each time; --resume is for interrupted runs).
-rm -rf "$OUT"
-mammofuse train "${DATA[@]}" --fusion late --pretrained "$backbone" --seed 0 --device cpu --out "$OUT"
+# 1. Cross-validate the recipe (finished folds in $CV are reused; every arm runs on the same folds).
+mammofuse ablate "${DATA[@]}" --split train --variants clinical,late --pretrained "$backbone" --seed 0 --bootstrap 2000 --out "$CV"
 
-# 2. The card: cross-validated metrics of the same recipe (every arm ran on the same folds).
-[ -f "$CV/ablation.json" ] || mammofuse ablate "${DATA[@]}" --split train --variants clinical,late --pretrained "$backbone" \
-  --val-fraction 0.2 --seed 0 --bootstrap 2000 --out "$CV"
+# 2. Train on every training patient, the threshold from the out-of-fold predictions of step 1
+#    (a fresh run each time; --resume is for interrupted runs); the card gets the cross-validated metrics.
+rm -rf "$OUT"
+mammofuse train "${DATA[@]}" --fusion late --pretrained "$backbone" --val-fraction 0 --threshold-from "$CV" --seed 0 --device cpu --out "$OUT"
 "$PY" - "$OUT" "$CV/ablation.json" <<'PYTHON'
 import json, sys
 from pathlib import Path

@@ -24,6 +24,10 @@ EPILOG = """[bold]Examples[/]
   Cross-attention on mini-MIAS, small and fast on a CPU:
   [cyan]mammofuse train --dataset mini-mias --data ../shared/data/mini-mias --fusion cross --epochs 5 --out runs/mias[/]
 
+  A final model on every training patient, its threshold from the out-of-fold predictions of the same recipe:
+  [cyan]mammofuse ablate --dataset mini-mias --data ../shared/data/mini-mias --variants cross --out runs/mias-cv[/]
+  [cyan]mammofuse train --dataset mini-mias --data ../shared/data/mini-mias --fusion cross --val-fraction 0 --threshold-from runs/mias-cv --out runs/mias-final[/]
+
   Continue an interrupted run (same settings):
   [cyan]mammofuse train --dataset mini-mias --data ../shared/data/mini-mias --fusion cross --epochs 5 --out runs/mias --resume[/]
 
@@ -64,6 +68,7 @@ def command(
     weight_decay: o.WeightDecay = None,
     patience: o.Patience = None,
     val_fraction: o.ValFraction = None,
+    threshold_from: o.ThresholdFrom = None,
     seed: o.Seed = None,
     device: o.DeviceFlag = None,
     workers: o.Workers = None,
@@ -116,7 +121,8 @@ def _train(
     if main:
         auc = "n/a" if result.best_val_auc != result.best_val_auc else f"{result.best_val_auc:.3f}"
         kept = "last epoch" if settings.selection == "last" else "best epoch"
-        threshold = f"threshold {result.threshold:.3f}" if val_samples else "threshold 0.5 (not tuned: no validation part)"
+        threshold = f"threshold {result.threshold:.3f}" + (
+            f" (out-of-fold, {settings.threshold_from})" if settings.threshold_from else "" if val_samples else " (not tuned: no validation part)")
         console.print(f"{kept} {result.best_epoch} of {len(result.history)}: validation AUC {auc}, {threshold}\nwrote {result.out}\n{RESEARCH_NOTICE}")
 
 

@@ -48,8 +48,9 @@ DEFAULT_MISSING_RATES = (0.0, 0.3, 0.5, 1.0)
 DEFAULT_PROJ_DIM = 100
 RESULT_NAME = "result.json"
 RESULT_FORMAT = 1
-# Settings that do not change what a fold's model is (so they may differ between runs sharing OUT).
-_NOT_FINGERPRINTED = {"device", "workers", "feature_cache", "amp"}
+# Settings that do not change what a fold's model is (so they may differ between runs sharing OUT);
+# ``threshold_from`` is always unset here (ablate takes thresholds from its own folds).
+NOT_FINGERPRINTED = frozenset({"device", "workers", "feature_cache", "amp", "threshold_from"})
 
 
 @dataclass(frozen=True)
@@ -289,7 +290,7 @@ def drop_clinical(samples: Sequence[Sample], rate: float, seed: Sequence[int]) -
 def _fingerprint(settings: dict[str, Any], train: Sequence[Sample], test: Sequence[Sample]) -> str:
     payload = {
         "format": RESULT_FORMAT,
-        "settings": {k: v for k, v in sorted(settings.items()) if k not in _NOT_FINGERPRINTED},
+        "settings": {k: v for k, v in sorted(settings.items()) if k not in NOT_FINGERPRINTED},
         "train": sorted(s.id for s in train),
         "test": sorted(s.id for s in test),
     }
@@ -393,6 +394,18 @@ def _image_init_model(folder: Path, fold: int, test_part: Sequence[Sample]) -> P
     if _read_result(json.loads(path.read_text(encoding="utf-8")), path).ids != [s.id for s in test_part]:
         raise MammofuseError(f"--image-init {folder}: fold {fold + 1} held out other cases (other data, folds or seed): its model saw this fold's test cases")
     return source / "model"
+
+
+def read_arm(folder: Path) -> list[FoldResult]:
+    """The finished fold results of one arm (``OUT/arms/<arm>``), in fold order."""
+    results = []
+    for path in sorted(Path(folder).glob(f"fold-*/{RESULT_NAME}")):
+        try:
+            record = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise MammofuseError(f"{path}: not a readable fold result ({exc})") from None
+        results.append(_read_result(record, path))
+    return sorted(results, key=lambda r: r.fold)
 
 
 def _read_result(record: Any, path: Path) -> FoldResult:
@@ -605,6 +618,8 @@ def run_ablation(
     if not base_settings.val_fraction and (threshold == "validation" or folds is None):
         why = "--threshold-from validation" if threshold == "validation" else "the official split (one fold: no other folds to take a threshold from)"
         raise MammofuseError(f"{why} needs a validation part: set --val-fraction (e.g. 0.2)")
+    if base_settings.threshold_from:
+        raise MammofuseError("threshold_from is for `train`: ablate takes each fold's threshold from its own folds (--threshold-from oof|validation)")
     if trainer is None:
         from mammofuse.training import train as trainer
     log = Reporter(callbacks).log

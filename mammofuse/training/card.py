@@ -33,6 +33,13 @@ def _initialisation(pretrained: str | None) -> str:
     return "randomly initialised"
 
 
+def _threshold_source(provenance: dict[str, Any]) -> str:
+    if oof := provenance.get("threshold_from"):
+        return (f"Youden's J on the pooled out-of-fold predictions of `{oof['arm_folder']}` "
+                f"({oof['folds']}-fold cross-validation of this recipe on these {oof['cases']} cases)")
+    return "chosen on validation by Youden's J" if provenance["n_val"] else "not tuned: no validation part (`val_fraction` 0)"
+
+
 def model_card(settings: TrainSettings, provenance: dict[str, Any], history: Sequence[EpochRow], best: BestEpoch) -> str:
     """Markdown: data, split, fusion, metrics, caveats and the research-use notice."""
     s = settings
@@ -62,17 +69,18 @@ def model_card(settings: TrainSettings, provenance: dict[str, Any], history: Seq
         f"- Shared token dimension {s.proj_dim}"
         + (f"; modality dropout {s.modality_dropout} during training" if Fusion(s.fusion).joint_head else "")
         + ("; late fusion: image and clinical heads each trained on their own, their logits averaged" if s.fusion == Fusion.LATE else ""),
-        f"- Decision threshold {_fmt(best.threshold)} (probability of malignancy), "
-        + ("chosen on validation by Youden's J" if provenance["n_val"] else "not tuned: no validation part (`val_fraction` 0)"),
+        f"- Decision threshold {_fmt(best.threshold)} (probability of malignancy), " + _threshold_source(provenance),
         *([geometry] if s.uses_image else []),
         "",
         "## Data and split",
         "",
         f"- Dataset: {s.dataset or 'not recorded'}",
         f"- Training: {provenance['n_train']} lesions from {len(provenance['train_patients'])} patients; "
-        f"validation: {provenance['n_val']} lesions from {len(provenance['val_patients'])} patients",
-        "- Validation carved out of training data, grouped by patient (no patient on both sides); "
-        "`config.json` lists one-way digests of the patients of each side",
+        + (f"validation: {provenance['n_val']} lesions from {len(provenance['val_patients'])} patients" if provenance["n_val"]
+           else "no validation part: every patient trained (`val_fraction` 0)"),
+        ("- Validation carved out of training data, grouped by patient (no patient on both sides); "
+         "`config.json` lists one-way digests of the patients of each side" if provenance["n_val"]
+         else "- `config.json` lists one-way digests of the training patients"),
         "",
         "## Training",
         "",
@@ -85,9 +93,10 @@ def model_card(settings: TrainSettings, provenance: dict[str, Any], history: Seq
         + "gradient clipping, class-weighted loss (pos_weight = benign/malignant)",
         f"- Seed {s.seed}; full settings in `train_config.yaml`, per-epoch figures in `history.jsonl`",
         "",
-        "## Metrics (validation)",
+        "## Metrics (validation)" if provenance["n_val"] else "## Training loss",
         "",
-        f"- Kept epoch {best.epoch}: ROC AUC {_fmt(best.val_auc)}",
+        f"- Kept epoch {best.epoch}: ROC AUC {_fmt(best.val_auc)}" if provenance["n_val"]
+        else f"- Kept epoch {best.epoch}; no validation part, so no metric here",
         "",
         "| epoch | frozen | train loss | val loss | val AUC |",
         "|---|---|---|---|---|",

@@ -49,6 +49,7 @@ RULES: dict[str, Rule] = {
     "augment": Rule(bool),
     "selection": Rule(str, choices=SELECTIONS),
     "radiomics": Rule(bool),
+    "threshold_from": Rule(str, optional=True),  # an ablate run: checked when training starts
 }
 
 # Settings that may change between a run and its ``--resume`` without changing the result's meaning.
@@ -109,7 +110,11 @@ class TrainSettings:
         patience: with ``selection: best``, stop after this many epochs without a better validation AUC.
         val_fraction: share of training patients held out for validation (CLI split); 0 holds out
             none, so every training patient trains (``selection: last`` only; the stored threshold
-            is then 0.5, not tuned: ``ablate`` takes thresholds from out-of-fold predictions).
+            is then 0.5, not tuned, unless ``threshold_from`` gives one).
+        threshold_from: a ``mammofuse ablate`` run (its folder, or one arm's) that cross-validated
+            this recipe on exactly these training cases: the stored decision threshold is Youden's J
+            on its pooled out-of-fold predictions instead of on the validation part
+            (:mod:`mammofuse.evaluation.oof`).
         workers: DataLoader worker processes for image reading.
         feature_cache: where frozen backbone features live: memory, disk or off.
         dataset: dataset name recorded in provenance.
@@ -133,6 +138,7 @@ class TrainSettings:
     augment: bool = True
     selection: str = "last"
     radiomics: bool = False
+    threshold_from: str | None = None
     weight_decay: float = 1e-4
     modality_dropout: float = 0.3
     proj_dim: int = 100

@@ -5,8 +5,9 @@ pretrained weights, the first ``freeze_epochs`` epochs may keep the backbone fro
 mode, no gradients; its features come from a cache when nothing is augmented), training only
 the heads at ``lr``; then the whole model trains at ``finetune_lr``, the rate following
 ``schedule`` (:mod:`mammofuse.training.schedule`). ``selection: last`` keeps the last epoch (a
-fixed epoch count, the threshold from validation at that epoch); ``best`` keeps the epoch of
-best validation AUC. The run reports through callbacks (:mod:`mammofuse.training.callbacks`)
+fixed epoch count, the threshold from validation at that epoch, or from the out-of-fold
+predictions of an ``ablate`` run with ``threshold_from``); ``best`` keeps the epoch of best
+validation AUC. The run reports through callbacks (:mod:`mammofuse.training.callbacks`)
 and prints nothing itself.
 
 Exactness: shuffling is a pure function of (seed, epoch); dropout draws from the global
@@ -21,7 +22,7 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -47,6 +48,9 @@ from mammofuse.training.features import extract_features
 from mammofuse.training.schedule import chunks, epoch_batches
 from mammofuse.training.settings import TrainSettings, resumable_changes
 from mammofuse.training.state import BestEpoch, RunState
+
+if TYPE_CHECKING:
+    from mammofuse.evaluation.oof import OofThreshold
 
 HISTORY_NAME = "history.jsonl"
 SETTINGS_NAME = "train_config.yaml"
@@ -74,6 +78,11 @@ class _Trainer:
         self.settings, self.out = settings, Path(out)
         self.samples = {"train": list(train_samples), "val": list(val_samples)}
         check_samples(settings, self.samples["train"], self.samples["val"])
+        self.oof: OofThreshold | None = None
+        if settings.threshold_from:
+            from mammofuse.evaluation.oof import oof_threshold  # here: the ablation module imports the trainer
+
+            self.oof = oof_threshold(settings.threshold_from, settings, [s.id for split in SPLITS for s in self.samples[split]])
         self.device, self.dist = join_run(settings.device)
         self.report = Reporter(callbacks if self.dist.main else ())
         self.recipe = settings.recipe(common_canvas(self.samples["train"] + self.samples["val"]))
@@ -330,7 +339,7 @@ class _Trainer:
         improved = self.settings.selection == "last" or score > self.state.best.score
         best = None
         if improved:
-            threshold = youden_threshold(self.tables["val"].labels.numpy(), probs)  # 0.5 without a validation part
+            threshold = self.oof.value if self.oof else youden_threshold(self.tables["val"].labels.numpy(), probs)  # 0.5 without either
             best = BestEpoch(epoch, math.nan if val_auc is None else val_auc, score, threshold)
         row: EpochRow = {
             "epoch": epoch, "train_loss": round(train_loss, 6), "val_loss": None if math.isnan(val_loss) else round(val_loss, 6),
@@ -370,6 +379,7 @@ class _Trainer:
             "train_patients": sorted({patient_digest(s.patient_id) for s in self.samples["train"]}),
             "val_patients": sorted({patient_digest(s.patient_id) for s in self.samples["val"]}),
             **({"init_patients": sorted(seen)} if (seen := pretrained_patients(self.settings.pretrained)) else {}),
+            **({"threshold_from": self.oof.as_dict()} if self.oof else {}),
         }
 
     def _save_best(self) -> None:

@@ -1,0 +1,81 @@
+"""A final model's decision threshold from the out-of-fold predictions of its recipe's cross-validation.
+
+``mammofuse ablate`` scores every training case once, by a model that never saw it. Youden's J on
+those pooled predictions (hundreds of cases) is the threshold a model trained on *all* of those
+cases (``train --val-fraction 0 --threshold-from RUN``) takes, instead of 0.5 or a validation
+part of a few dozen cases. The run must have cross-validated the same recipe on exactly the
+cases the model trains on, so the threshold never comes from other data.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Collection
+
+import numpy as np
+
+from mammofuse.errors import MammofuseError
+from mammofuse.evaluation.ablation import NOT_FINGERPRINTED, read_arm
+from mammofuse.evaluation.metrics import youden_threshold
+from mammofuse.fusion import Fusion
+
+if TYPE_CHECKING:
+    from mammofuse.training.settings import TrainSettings
+
+# Settings that may differ between the cross-validation and the final model without changing the recipe
+# (``dataset`` is a label, e.g. "cbis-ddsm (train split)" in ablate: the cases themselves are checked).
+_NOT_RECIPE = NOT_FINGERPRINTED | {"val_fraction", "seed", "patience", "dataset"}
+
+
+@dataclass(frozen=True)
+class OofThreshold:
+    """A threshold and where it came from (recorded in the model's provenance and card)."""
+
+    value: float
+    arm_folder: str
+    folds: int
+    cases: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def arm_folder(path: Path, fusion: str) -> Path:
+    """``path`` itself when it holds fold results, else the ``fusion`` arm of the ``ablate`` run in ``path``."""
+    for folder in (path, path / "arms" / fusion):
+        if any(folder.glob("fold-*/result.json")):
+            return folder
+    raise MammofuseError(f"{path}: no cross-validation results (expected fold-*/result.json or arms/{fusion}/fold-*/result.json "
+                         "of a `mammofuse ablate` run)")
+
+
+def oof_threshold(path: str | Path, settings: TrainSettings, case_ids: Collection[str]) -> OofThreshold:
+    """Youden's J on the pooled held-out predictions of the cross-validation in ``path`` of ``settings``'
+    recipe, which must have held out exactly ``case_ids`` (the cases the final model trains on)."""
+    folder = arm_folder(Path(path), settings.fusion)
+    folds = read_arm(folder)
+    if len(folds) < 2:
+        raise MammofuseError(f"{folder}: {len(folds)} fold; out-of-fold predictions need a k-fold cross-validation (ablate --folds 5)")
+    mine = settings.as_dict()
+    theirs = folds[0].settings
+    ignored = _NOT_RECIPE | (set() if Fusion(settings.fusion).joint_head else {"modality_dropout"})  # used by joint heads only
+    differ = sorted(k for k in mine if k not in ignored and theirs.get(k, mine[k]) != mine[k])
+    if differ:
+        shown = ", ".join(f"{k} {theirs[k]!r} there, {mine[k]!r} here" for k in differ)
+        raise MammofuseError(f"{folder}: cross-validated another recipe ({shown}); its threshold does not fit this model")
+    held_out = {i for f in folds for i in f.ids}
+    wanted = set(case_ids)
+    if held_out != wanted:
+        raise MammofuseError(
+            f"{folder}: held out {len(held_out)} cases, this run trains {len(wanted)} ({len(held_out - wanted)} not trained here, "
+            f"{len(wanted - held_out)} never held out there); the threshold must come from a cross-validation of exactly these cases"
+        )
+    labels, probs = [], []
+    for fold in folds:
+        y, p, _ = fold.scored()
+        labels += y
+        probs += p
+    if len(set(labels)) < 2:
+        raise MammofuseError(f"{folder}: the scored out-of-fold cases hold one class; no threshold can be chosen")
+    return OofThreshold(youden_threshold(np.array(labels), np.array(probs)), str(folder), len(folds), len(labels))

@@ -1,0 +1,91 @@
+"""`train --threshold-from RUN`: a final model's threshold from the out-of-fold predictions of its recipe's cross-validation."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from mammofuse.cli import app
+from mammofuse.errors import MammofuseError
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def cv(mini_mias: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 3-fold cross-validation of the clinical recipe on every mini-MIAS case (2 epochs)."""
+    out = tmp_path_factory.mktemp("cv")
+    result = runner.invoke(app, ["ablate", "--dataset", "mini-mias", "--data", str(mini_mias), "--variants", "clinical", "--folds", "3",
+                                 "--epochs", "2", "--device", "cpu", "--bootstrap", "0", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def _train(mini_mias: Path, out: Path, *extra: str):
+    return runner.invoke(app, ["train", "--dataset", "mini-mias", "--data", str(mini_mias), "--fusion", "clinical", "--epochs", "2",
+                               "--device", "cpu", "--val-fraction", "0", "--out", str(out), *extra])
+
+
+def test_the_threshold_is_youden_on_the_pooled_out_of_fold_predictions(mini_mias, cv, tmp_path):
+    from mammofuse.data import load_dataset
+    from mammofuse.evaluation.metrics import youden_threshold
+    from mammofuse.model import load_model
+
+    labels, probs = [], []
+    for path in sorted((cv / "arms" / "clinical").glob("fold-*/result.json")):
+        record = json.loads(path.read_text())
+        labels += record["labels"]
+        probs += record["scores"]["0"]
+    expected = youden_threshold(np.array(labels), np.array(probs))
+    assert expected != 0.5
+
+    result = _train(mini_mias, tmp_path / "final", "--threshold-from", str(cv))
+    assert result.exit_code == 0, result.output
+    assert f"threshold {expected:.3f} (out-of-fold, {cv})" in " ".join(result.output.split())
+    config = load_model(tmp_path / "final").config
+    assert config.threshold == pytest.approx(expected)
+    cases = len(load_dataset("mini-mias", mini_mias))
+    assert config.provenance["threshold_from"] == {"value": expected, "arm_folder": str(cv / "arms" / "clinical"), "folds": 3, "cases": cases}
+    assert config.provenance["n_val"] == 0 and config.provenance["n_train"] == cases
+    card = " ".join((tmp_path / "final" / "README.md").read_text().split())
+    assert f"Decision threshold {expected:.3f} (probability of malignancy), Youden's J on the pooled out-of-fold predictions" in card
+    assert f"(3-fold cross-validation of this recipe on these {cases} cases)" in card
+    assert "no validation part: every patient trained" in card and "Metrics (validation)" not in card
+
+    arm = _train(mini_mias, tmp_path / "arm", "--threshold-from", str(cv / "arms" / "clinical"))  # one arm's folder does too
+    assert arm.exit_code == 0, arm.output
+    assert load_model(tmp_path / "arm").config.threshold == pytest.approx(expected)
+
+
+def test_a_threshold_from_another_recipe_other_cases_or_no_cross_validation_is_refused(mini_mias, cv, tmp_path):
+    from mammofuse.data import load_dataset
+    from mammofuse.evaluation.ablation import plan_arms, run_ablation
+    from mammofuse.evaluation.oof import oof_threshold
+    from mammofuse.training import TrainSettings
+
+    other = _train(mini_mias, tmp_path / "other", "--threshold-from", str(cv), "--lr", "0.01")
+    assert other.exit_code == 2
+    assert "cross-validated another recipe (lr 0.001 there, 0.01 here); its threshold does not fit this model" in " ".join(other.output.split())
+    concat = _train(mini_mias, tmp_path / "concat", "--threshold-from", str(cv), "--fusion", "concat")
+    assert concat.exit_code == 2 and "no cross-validation results" in concat.output
+    assert not (tmp_path / "other").exists() or not any((tmp_path / "other").iterdir())
+
+    settings = TrainSettings(fusion="clinical", epochs=2, device="cpu", dataset="mini-mias")
+    ids = [s.id for s in load_dataset("mini-mias", mini_mias)]
+    assert oof_threshold(cv, settings, ids).folds == 3
+    with pytest.raises(MammofuseError, match=rf"held out {len(ids)} cases, this run trains {len(ids) - 1} \(1 not trained here, 0 never"):
+        oof_threshold(cv, settings, ids[:-1])
+    one = tmp_path / "one" / "fold-1"
+    shutil.copytree(cv / "arms" / "clinical" / "fold-1", one)
+    with pytest.raises(MammofuseError, match="1 fold; out-of-fold predictions need a k-fold cross-validation"):
+        oof_threshold(one.parent, settings, ids)
+    (one / "result.json").write_text("{not json")
+    with pytest.raises(MammofuseError, match="result.json: not a readable fold result"):
+        oof_threshold(one.parent, settings, ids)
+    with pytest.raises(MammofuseError, match="threshold_from is for `train`"):
+        run_ablation([], plan_arms(["clinical"]), TrainSettings(threshold_from=str(cv)), tmp_path / "ablate")
