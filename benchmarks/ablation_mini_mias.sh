@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Five-arm ablation on mini-MIAS, 5 patient-grouped folds, two fold seeds, on CPU
+# Five-arm ablation on mini-MIAS, 5 patient-grouped folds, fold seeds 0 and 1 (SEEDS="2 3" for others), on CPU
 # (docs/benchmarks.md, "mini-MIAS ablation").
 #
 # The default training recipe (cnn4 from the shipped backbone on 64 px lesion crops, 20 epochs, cosine
@@ -8,12 +8,12 @@
 # whole breast (--without-region breast) rather than scored without their image. Image arms are also scored on the shortcut controls.
 # Re-running with the same OUT reuses finished (arm, fold) results.
 #
-# Usage: benchmarks/ablation_mini_mias.sh [OUT] [DATA]
+# Usage: [SEEDS="0 1"] benchmarks/ablation_mini_mias.sh [OUT] [DATA]
 set -euo pipefail
 OUT=${1:-runs/bench/ablation-mini-mias}
 DATA=${2:-$(dirname "$0")/../../shared/data/mini-mias}
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
-for seed in 0 1; do
+for seed in ${SEEDS:-0 1}; do
   start=$(date +%s)
   ${MAMMOFUSE:-mammofuse} ablate --dataset mini-mias --data "$DATA" --out "$OUT-seed$seed" \
     --variants image,clinical,concat,cross,co --folds 5 --without-region breast --seed "$seed" --device cpu \
