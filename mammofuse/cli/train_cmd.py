@@ -121,8 +121,11 @@ def _train(
     if main:
         auc = "n/a" if result.best_val_auc != result.best_val_auc else f"{result.best_val_auc:.3f}"
         kept = "last epoch" if settings.selection == "last" else "best epoch"
-        threshold = f"threshold {result.threshold:.3f}" + (
-            f" (out-of-fold, {settings.threshold_from})" if settings.threshold_from else "" if val_samples else " (not tuned: no validation part)")
+        threshold = f"threshold {result.threshold:.3f}"
+        if settings.threshold_from:
+            threshold += f" (out-of-fold, {settings.threshold_from})"
+        elif not val_samples:
+            threshold += " (not tuned: no validation part)"
         console.print(f"{kept} {result.best_epoch} of {len(result.history)}: validation AUC {auc}, {threshold}\nwrote {result.out}\n{RESEARCH_NOTICE}")
 
 

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Collection
 import numpy as np
 
 from mammofuse.errors import MammofuseError
-from mammofuse.evaluation.ablation import NOT_FINGERPRINTED, read_arm
+from mammofuse.evaluation.ablation import NOT_FINGERPRINTED, RESULT_NAME, read_arm
 from mammofuse.evaluation.metrics import youden_threshold
 from mammofuse.fusion import Fusion
 
@@ -44,7 +44,7 @@ class OofThreshold:
 def arm_folder(path: Path, fusion: str) -> Path:
     """``path`` itself when it holds fold results, else the ``fusion`` arm of the ``ablate`` run in ``path``."""
     for folder in (path, path / "arms" / fusion):
-        if any(folder.glob("fold-*/result.json")):
+        if any(folder.glob(f"fold-*/{RESULT_NAME}")):
             return folder
     raise MammofuseError(f"{path}: no cross-validation results (expected fold-*/result.json or arms/{fusion}/fold-*/result.json "
                          "of a `mammofuse ablate` run)")

@@ -43,6 +43,7 @@ def _threshold_source(provenance: dict[str, Any]) -> str:
 def model_card(settings: TrainSettings, provenance: dict[str, Any], history: Sequence[EpochRow], best: BestEpoch) -> str:
     """Markdown: data, split, fusion, metrics, caveats and the research-use notice."""
     s = settings
+    has_val = bool(provenance["n_val"])
     recipe = provenance.get("recipe", {})
     crop = f"lesion crop ({s.roi_context:g}x the lesion's diameter)" if s.input == "roi" else "whole-breast crop"
     image = f"{s.backbone}, {s.image_size}x{s.image_size} {crop}, " + _initialisation(s.pretrained) + (
@@ -76,10 +77,10 @@ def model_card(settings: TrainSettings, provenance: dict[str, Any], history: Seq
         "",
         f"- Dataset: {s.dataset or 'not recorded'}",
         f"- Training: {provenance['n_train']} lesions from {len(provenance['train_patients'])} patients; "
-        + (f"validation: {provenance['n_val']} lesions from {len(provenance['val_patients'])} patients" if provenance["n_val"]
+        + (f"validation: {provenance['n_val']} lesions from {len(provenance['val_patients'])} patients" if has_val
            else "no validation part: every patient trained (`val_fraction` 0)"),
         ("- Validation carved out of training data, grouped by patient (no patient on both sides); "
-         "`config.json` lists one-way digests of the patients of each side" if provenance["n_val"]
+         "`config.json` lists one-way digests of the patients of each side" if has_val
          else "- `config.json` lists one-way digests of the training patients"),
         "",
         "## Training",
@@ -93,9 +94,9 @@ def model_card(settings: TrainSettings, provenance: dict[str, Any], history: Seq
         + "gradient clipping, class-weighted loss (pos_weight = benign/malignant)",
         f"- Seed {s.seed}; full settings in `train_config.yaml`, per-epoch figures in `history.jsonl`",
         "",
-        "## Metrics (validation)" if provenance["n_val"] else "## Training loss",
+        "## Metrics (validation)" if has_val else "## Training loss",
         "",
-        f"- Kept epoch {best.epoch}: ROC AUC {_fmt(best.val_auc)}" if provenance["n_val"]
+        f"- Kept epoch {best.epoch}: ROC AUC {_fmt(best.val_auc)}" if has_val
         else f"- Kept epoch {best.epoch}; no validation part, so no metric here",
         "",
         "| epoch | frozen | train loss | val loss | val AUC |",
@@ -105,7 +106,7 @@ def model_card(settings: TrainSettings, provenance: dict[str, Any], history: Seq
         "## Caveats",
         "",
         ("- The validation AUC chose the threshold (and, with selection 'best', the epoch), so it is optimistic: "
-         if provenance["n_val"] else "- No validation part: no metric here; ")
+         if has_val else "- No validation part: no metric here; ")
         + "report a held-out test set or patient-grouped cross-validation (`mammofuse ablate`) instead.",
         "- Small public research datasets (scanned film, one population); performance elsewhere is unknown.",
         "- Clinical findings are radiologists' descriptors; BI-RADS assessment and subtlety are never inputs.",
