@@ -6,7 +6,8 @@ crops the image arm sees (the default recipe: 64 px; ``--roi-context`` as the ar
 regularisation is chosen inside each training part by a patient-grouped inner CV. The held-out
 cases are also scored with the lesion masked out and on a patch away from the lesion, as `ablate`
 scores image arms. ``--compare RUN ARM`` adds the paired AUC difference against an arm of a
-finished run on the same folds, and that of the two averaged.
+finished run on the same folds, and that of the two averaged. ``--features size`` fits the lesion's
+log radius alone: how far the annotated size takes a model, which the controls keep.
 
     OMP_NUM_THREADS=1 python benchmarks/texture_baseline.py --dataset mini-mias \\
         --data ../shared/data/mini-mias --seed 0 --roi-context 2 --compare runs/mias-seed0 image
@@ -37,6 +38,8 @@ from mammofuse.training.settings import TrainSettings
 
 CONTROLS = (None, "masked", "away")
 CS = np.logspace(-3, 1, 9)
+# Which entries of the radiomics vector each --features choice fits on (the last two: log radius, present).
+COLUMNS = {"texture": slice(0, N_TEXTURE), "radiomics": slice(0, N_TEXTURE + 2), "size": slice(N_TEXTURE, N_TEXTURE + 2)}
 
 
 def features(samples: list, recipe, vocabulary: str, control: str | None, columns: slice) -> np.ndarray:
@@ -45,7 +48,7 @@ def features(samples: list, recipe, vocabulary: str, control: str | None, column
     rows = []
     for i in range(len(dataset)):
         item = dataset[i]
-        rows.append(item["radiomics"].numpy()[columns] if bool(item["image_present"]) else np.full(columns.stop or 0, np.nan))
+        rows.append(item["radiomics"].numpy()[columns] if bool(item["image_present"]) else np.full(columns.stop - columns.start, np.nan))
     return np.asarray(rows, dtype=np.float64)
 
 
@@ -68,8 +71,8 @@ def main() -> None:
                         help="crop side as a multiple of the lesion's diameter (that of the arm compared with)")
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--features", choices=("texture", "radiomics"), default="texture",
-                        help="texture statistics only, or with the lesion's log radius (radiomics)")
+    parser.add_argument("--features", choices=tuple(COLUMNS), default="texture",
+                        help="texture statistics only, with the lesion's log radius (radiomics), or that radius alone (size)")
     parser.add_argument("--bootstrap", type=int, default=2000)
     parser.add_argument("--compare", nargs=2, metavar=("RUN", "ARM"))
     args = parser.parse_args()
@@ -81,7 +84,7 @@ def main() -> None:
         raise SystemExit(f"error: {exc}") from None
     settings = TrainSettings(without_region=args.without_region, roi_context=args.roi_context)
     recipe = settings.recipe(common_canvas(samples))
-    columns = slice(0, N_TEXTURE if args.features == "texture" else N_TEXTURE + 2)
+    columns = COLUMNS[args.features]
     x = {c: features(samples, recipe, DEFAULT_VOCABULARY, c, columns) for c in CONTROLS}
     y = np.array([s.label for s in samples])
     patients = np.array([s.patient_id for s in samples])
@@ -115,7 +118,7 @@ def main() -> None:
             raise SystemExit(f"{run}: its folds differ from these (another dataset, fold count or seed)")
         theirs = np.array([other[samples[i].id][1] for i in common])
         ours, labels, groups = probs[None][common], y[common], patients[common]
-        for name, value in ((f"texture LR - {arm}", ours), (f"mean of both - {arm}", (ours + theirs) / 2)):
+        for name, value in ((f"{args.features} LR - {arm}", ours), (f"mean of both - {arm}", (ours + theirs) / 2)):
             diff = paired_auc_difference(labels, value, theirs, groups, n_boot=args.bootstrap, seed=args.seed)
             interval = f" [{diff['ci'][0]:+.3f}, {diff['ci'][1]:+.3f}]" if diff and diff["ci"] else ""
             print(f"  {name} ({run}): {diff['difference']:+.3f}{interval} on {len(common)} cases "

@@ -31,6 +31,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Iterator, Literal
 
+from mammofuse.backbones import BACKBONES
 from mammofuse.errors import MammofuseError
 
 WEIGHTS_NAME = "model.safetensors"
@@ -126,6 +127,18 @@ def _package_folder(entry: RegisteredModel) -> Path:
     if not isinstance(ref, Path):  # a zipped install: weights must be real files for safetensors' mmap
         raise MammofuseError("mammofuse is installed as a zip archive; install it as files to use bundled models")
     return ref
+
+
+def staged_model_folder(spec: str | None) -> Path | None:
+    """The trained model whose image branch ``--pretrained spec`` starts from (staged training):
+    a registered model's folder (``default``) or a local folder holding ``config.json``; None for
+    anything else (keywords, registered backbones, ``.safetensors`` files)."""
+    if not spec or spec in BACKBONES:
+        return None
+    if spec in REGISTRY:
+        return _package_folder(REGISTRY[spec])
+    folder = Path(spec).expanduser()
+    return folder if (folder / CONFIG_NAME).is_file() else None
 
 
 def resolve_model(spec: str | Path | None) -> ResolvedModel:

@@ -53,6 +53,26 @@ def test_auto_starts_cnn4_from_the_shipped_backbone_and_says_so():
     assert backbone_path("cbis-texture-cnn4").stat().st_size < 5 * 2**20
 
 
+def test_pretrained_may_name_a_registered_model_whose_image_branch_and_patients_it_takes():
+    from mammofuse.evaluation.leakage import pretrained_patients
+    from mammofuse.model import MammoFuse
+    from mammofuse.model.encoders import image_backbone
+    from mammofuse.training.card import _initialisation
+    from mammofuse.training.pretrain import load_backbone
+
+    bundled = MammoFuse.from_pretrained("default")
+    module, _ = image_backbone("cnn4")
+    assert load_backbone(module, "default", "cnn4")["source"] == "default"
+    for key, value in bundled.backbone.state_dict().items():
+        assert torch.equal(module.state_dict()[key], value), key
+    trained_on = bundled.config.provenance["train_patients"]
+    assert trained_on and pretrained_patients("default") == set(trained_on)  # so ablate refuses its patients' folds
+    assert pretrained_patients("cbis-texture-cnn4") == set()  # a backbone learned without labels
+    assert "image branch of the trained model `default`" in _initialisation("default")
+    with pytest.raises(MammofuseError, match=r"--pretrained defualt: no such file, model folder or registered name .*models: default"):
+        load_backbone(module, "defualt", "cnn4")
+
+
 def test_epochs_may_not_change_on_resume_when_the_schedule_spans_the_run():
     from mammofuse.training.settings import resumable_changes
 
@@ -123,7 +143,7 @@ def test_pretrained_backbone_round_trip_and_wrong_architecture(tmp_path):
     other, _ = image_backbone("resnet18")
     with pytest.raises(MammofuseError, match="cnn4 backbone"):
         load_backbone(other, str(path), "resnet18")
-    with pytest.raises(MammofuseError, match="no such file, model folder or registered backbone"):
+    with pytest.raises(MammofuseError, match="no such file, model folder or registered name"):
         load_backbone(fresh, str(tmp_path / "nope.safetensors"), "cnn4")
 
 

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any, Iterable
 
 from mammofuse.data.sample import patient_digest
 from mammofuse.errors import MammofuseError
+from mammofuse.hub import staged_model_folder
 
 SUSPICIOUS_AUC = 0.97
 
@@ -25,13 +25,14 @@ LEAKAGE_CHECKLIST = (
 def pretrained_patients(spec: str | None) -> set[str]:
     """Digests of the patients whose labels trained the image weights ``spec`` starts from.
 
-    For a trained model folder (``--pretrained MODEL_FOLDER``, staged training): its training and
-    validation patients and those of the weights it started from in turn. Empty for random or
-    ImageNet weights, registered backbones and ``mammofuse pretrain`` files, which saw no labels.
+    For a trained model (``--pretrained MODEL_FOLDER`` or a registered model, staged training): its
+    training and validation patients and those of the weights it started from in turn. Empty for
+    random or ImageNet weights, registered backbones and ``mammofuse pretrain`` files, which saw no labels.
     """
-    config = Path(spec or "") / "config.json"
-    if not spec or not config.is_file():
+    folder = staged_model_folder(spec)
+    if folder is None:
         return set()
+    config = folder / "config.json"
     try:
         provenance = json.loads(config.read_text(encoding="utf-8")).get("provenance") or {}
     except (OSError, ValueError, AttributeError) as exc:

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 from mammofuse import RESEARCH_NOTICE
 from mammofuse.atomic import write_text
 from mammofuse.fusion import Fusion
-from mammofuse.hub import CARD_METADATA
+from mammofuse.hub import CARD_METADATA, staged_model_folder
 from mammofuse.training.settings import TrainSettings
 
 if TYPE_CHECKING:
@@ -26,7 +26,7 @@ def _fmt(value: Any, digits: int = 3) -> str:
 def _initialisation(pretrained: str | None) -> str:
     if pretrained == "imagenet":
         return "ImageNet-initialised"
-    if pretrained and Path(pretrained).is_dir():
+    if staged_model_folder(pretrained) is not None:
         return f"initialised from the image branch of the trained model `{Path(pretrained).name}` (staged training)"
     if pretrained:
         return f"initialised from the self-supervised backbone `{Path(pretrained).name}` (texture statistics of unlabelled tissue patches)"

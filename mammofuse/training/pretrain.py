@@ -26,6 +26,7 @@ from torch import nn
 from mammofuse.atomic import atomic_path
 from mammofuse.backbones import BACKBONES, backbone_path
 from mammofuse.errors import MammofuseError
+from mammofuse.hub import REGISTRY, staged_model_folder
 from mammofuse.imaging.preprocess import Region
 
 BACKBONE_FORMAT = "mammofuse-backbone-1"
@@ -47,20 +48,21 @@ class PretrainSettings:
     seed: int = 0
 
 
-def _model_backbone(folder: Path, backbone: str) -> dict[str, torch.Tensor]:
-    """The image backbone's weights of a trained mammofuse model folder (e.g. an image-only model)."""
+def _model_backbone(spec: str, folder: Path, backbone: str) -> dict[str, torch.Tensor]:
+    """The image backbone's weights of a trained mammofuse model (e.g. an image-only model)."""
     from mammofuse.model import MammoFuse
 
     model = MammoFuse.from_pretrained(folder)
     if model.backbone is None or model.config.backbone != backbone:
-        raise MammofuseError(f"{folder}: a {model.config.fusion} model with backbone {model.config.backbone}, not a {backbone} image branch")
+        raise MammofuseError(f"--pretrained {spec}: a {model.config.fusion} model with backbone {model.config.backbone}, not a {backbone} image branch")
     return model.backbone.state_dict()
 
 
 def load_backbone(module: nn.Module, spec: str, backbone: str) -> dict[str, str]:
-    """Load pretrained backbone weights into ``module``: a registered name, a .safetensors file from
-    ``mammofuse pretrain``, or a trained model folder whose image branch is taken (staged training:
-    an image-only model first, then a fusion model starting from its backbone).
+    """Load pretrained backbone weights into ``module``: a registered backbone, a .safetensors file from
+    ``mammofuse pretrain``, or a trained model (a folder or a registered model such as ``default``)
+    whose image branch is taken (staged training: e.g. an image-only model first, then a fusion model
+    starting from its backbone).
 
     Raises:
         MammofuseError: unknown name, unreadable file, another architecture, mismatched keys.
@@ -68,13 +70,15 @@ def load_backbone(module: nn.Module, spec: str, backbone: str) -> dict[str, str]
     from safetensors import SafetensorError, safe_open
     from safetensors.torch import load_file
 
+    if (folder := staged_model_folder(spec)) is not None:
+        module.load_state_dict(_model_backbone(spec, folder, backbone), strict=True)
+        return {"format": "mammofuse-model", "backbone": backbone, "source": spec}
     path = backbone_path(spec) or Path(spec)
-    if path.is_dir() and (path / "config.json").is_file():
-        module.load_state_dict(_model_backbone(path, backbone), strict=True)
-        return {"format": "mammofuse-model", "backbone": backbone, "source": str(path)}
     if not path.is_file():
-        what = "a registered backbone missing from this installation" if spec in BACKBONES else "no such file, model folder or registered backbone"
-        raise MammofuseError(f"--pretrained {spec}: {what} (registered: {', '.join(BACKBONES)}; or 'imagenet', 'auto', 'none')")
+        what = "a registered backbone missing from this installation" if spec in BACKBONES else "no such file, model folder or registered name"
+        raise MammofuseError(
+            f"--pretrained {spec}: {what} (backbones: {', '.join(BACKBONES)}; models: {', '.join(REGISTRY)}; or 'imagenet', 'auto', 'none')"
+        )
     try:
         with safe_open(str(path), framework="pt") as fh:
             meta = dict(fh.metadata() or {})

@@ -104,9 +104,10 @@ class TrainSettings:
         pretrained: ``auto`` (the default) for the backbone mammofuse ships for this architecture
             (:data:`mammofuse.backbones.DEFAULT_FOR_ARCHITECTURE`; random weights where none ships),
             ``imagenet`` for torchvision's weights (must be in the local cache), a backbone from
-            ``mammofuse pretrain`` (a registered name or a .safetensors path), a trained model folder,
-            or ``none``/None for random weights. ``auto`` is resolved to the name when the settings
-            are made, so saved settings say what the run started from.
+            ``mammofuse pretrain`` (a registered name or a .safetensors path), a trained model (a folder
+            or a registered model such as ``default``: its image branch), or ``none``/None for random
+            weights. ``auto`` is resolved to the name when the settings are made, so saved settings
+            say what the run started from.
         patience: with ``selection: best``, stop after this many epochs without a better validation AUC.
         val_fraction: share of training patients held out for validation (CLI split); 0 holds out
             none, so every training patient trains (``selection: last`` only; the stored threshold
