@@ -1,4 +1,5 @@
-"""``mammofuse models``: the registered model names ``--model`` accepts and backbone names ``--pretrained`` accepts."""
+"""``mammofuse models``: the registered model names ``--model`` accepts and backbone names ``--pretrained`` accepts
+(which also takes a model name, for that model's image branch)."""
 
 from __future__ import annotations
 
@@ -12,11 +13,9 @@ from mammofuse.cli.common import Format, Output, ReportFormat, check_output, gua
 
 @guarded
 def models(fmt: Format = ReportFormat.TABLE, output: Output = None) -> None:
-    """List the registered models (names for --model) with their recipe and threshold, and the
-    shipped backbones (names for `train --pretrained`; kind "backbone" in JSON).
+    """List the registered models (names for --model) with their recipe and threshold, and the shipped backbones (names for `train --pretrained`; kind "backbone" in JSON).
 
-    --model also takes a model folder (config.json + model.safetensors) or a Hugging Face Hub
-    id owner/name[@revision] (cached; HF_HUB_OFFLINE=1 uses the cache only).
+    --model also takes a model folder (config.json + model.safetensors) or a Hugging Face Hub id owner/name\\[@revision] (cached; HF_HUB_OFFLINE=1 uses the cache only). `train --pretrained` also takes a model name or folder: it starts from that model's image branch.
 
     Examples:
 
