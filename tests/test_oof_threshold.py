@@ -80,6 +80,14 @@ def test_a_threshold_from_another_recipe_other_cases_or_no_cross_validation_is_r
     assert oof_threshold(cv, settings, ids).folds == 3
     with pytest.raises(MammofuseError, match=rf"held out {len(ids)} cases, this run trains {len(ids) - 1} \(1 not trained here, 0 never"):
         oof_threshold(cv, settings, ids[:-1])
+    old = tmp_path / "old"  # a run made before a setting existed: that setting had another default then
+    shutil.copytree(cv / "arms" / "clinical", old)
+    for result in old.glob("fold-*/result.json"):
+        record = json.loads(result.read_text())
+        del record["settings"]["aux_findings"]
+        result.write_text(json.dumps(record))
+    with pytest.raises(MammofuseError, match=r"another recipe \(aux_findings not recorded there\)"):
+        oof_threshold(old, settings, ids)
     one = tmp_path / "one" / "fold-1"
     shutil.copytree(cv / "arms" / "clinical" / "fold-1", one)
     with pytest.raises(MammofuseError, match="1 fold; out-of-fold predictions need a k-fold cross-validation"):

@@ -86,6 +86,7 @@ def ablate(
     canvas: o.Canvas = None,
     pretrained: o.Pretrained = None,
     radiomics: o.Radiomics = None,
+    aux_findings: o.AuxFindings = None,
     epochs: o.Epochs = None,
     freeze_epochs: o.FreezeEpochs = None,
     batch_size: o.BatchSize = None,
@@ -161,7 +162,7 @@ def ablate(
 
 
 _TRAINING_FLAGS = frozenset({
-    "backbone", "image_size", "input_mode", "roi_context", "without_region", "canvas", "pretrained", "radiomics", "epochs",
+    "backbone", "image_size", "input_mode", "roi_context", "without_region", "canvas", "pretrained", "radiomics", "aux_findings", "epochs",
     "freeze_epochs", "batch_size", "lr", "finetune_lr", "schedule", "warmup_epochs", "augment", "selection", "weight_decay",
     "patience", "val_fraction", "seed", "device", "workers", "feature_cache", "amp",
 })

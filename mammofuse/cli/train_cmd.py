@@ -54,6 +54,7 @@ def command(
     canvas: o.Canvas = None,
     pretrained: o.Pretrained = None,
     radiomics: o.Radiomics = None,
+    aux_findings: o.AuxFindings = None,
     proj_dim: o.ProjDim = None,
     modality_dropout: o.ModalityDropout = None,
     epochs: o.Epochs = None,

@@ -29,6 +29,7 @@ Pretrained = Annotated[str | None, option("--pretrained", help="auto (default: t
 ProjDim = Annotated[int | None, option("--proj-dim", help="Shared token dimension d (default 100).")]
 ModalityDropout = Annotated[float | None, option("--modality-dropout", help="Chance of dropping a whole modality per training case (default 0.3).")]
 Radiomics = Annotated[bool | None, option("--radiomics/--no-radiomics", help="Add a texture-statistics and lesion-size token to the image branch (default off).")]
+AuxFindings = Annotated[float | None, option("--aux-findings", help="Weight of an auxiliary training loss: the image branch alone predicts each training lesion's findings (shape, margin, calcification type and distribution), so that it learns what radiologists look at; unused at inference (default 1; 0 turns it off).")]
 Epochs = Annotated[int | None, option("--epochs", help="Total epochs (default 20).")]
 FreezeEpochs = Annotated[int | None, option("--freeze-epochs", help="First epochs with a pretrained backbone frozen (default 0; needs pretrained weights, as cnn4 has by default).")]
 BatchSize = Annotated[int | None, option("--batch-size", help="Samples per step (per process under torchrun) (default 32).")]

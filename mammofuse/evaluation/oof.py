@@ -60,9 +60,9 @@ def oof_threshold(path: str | Path, settings: TrainSettings, case_ids: Collectio
     mine = settings.as_dict()
     theirs = folds[0].settings
     ignored = _NOT_RECIPE | (set() if Fusion(settings.fusion).joint_head else {"modality_dropout"})  # used by joint heads only
-    differ = sorted(k for k in mine if k not in ignored and theirs.get(k, mine[k]) != mine[k])
-    if differ:
-        shown = ", ".join(f"{k} {theirs[k]!r} there, {mine[k]!r} here" for k in differ)
+    differ = sorted(k for k in mine if k not in ignored and (k not in theirs or theirs[k] != mine[k]))
+    if differ:  # a setting the run did not record (made by an older mammofuse) had another default then
+        shown = ", ".join(f"{k} {theirs[k]!r} there, {mine[k]!r} here" if k in theirs else f"{k} not recorded there" for k in differ)
         raise MammofuseError(f"{folder}: cross-validated another recipe ({shown}); its threshold does not fit this model")
     held_out = {i for f in folds for i in f.ids}
     wanted = set(case_ids)

@@ -23,6 +23,7 @@ RULES: dict[str, Rule] = {
     "dropout": Rule(float, 0, 1, high_open=True),
     "modality_dropout": Rule(float, 0, 1, high_open=True),
     "radiomics": Rule(bool),
+    "aux_findings": Rule(bool),
     "vocabulary": Rule(str),
     "field_sizes": Rule(list),
     "preprocessing": Rule(dict),
@@ -55,6 +56,7 @@ class ModelConfig:
     dropout: float = 0.1
     modality_dropout: float = 0.3
     radiomics: bool = False
+    aux_findings: bool = False
     vocabulary: str = DEFAULT_VOCABULARY
     field_sizes: list[int] = field(default_factory=lambda: list(load_schema(DEFAULT_VOCABULARY).field_sizes))
     preprocessing: dict[str, Any] = field(default_factory=lambda: PreprocessRecipe().as_dict())

@@ -44,6 +44,8 @@ class FusionOutput:
     image_to_clinical: torch.Tensor | None = None
     clinical_to_image: torch.Tensor | None = None
     branch_logits: torch.Tensor | None = None  # late fusion: (B, 2) image and clinical logits
+    findings_logits: torch.Tensor | None = None  # aux_findings, training only: (B, clinical dims) from the image alone
+    findings_rows: torch.Tensor | None = None  # (B,) bool: the cases whose image the findings were predicted from
 
 
 class MaskedAttention(nn.Module):
@@ -94,6 +96,8 @@ class MammoFuse(nn.Module):
                 self.register_buffer("radiomics_mean", torch.zeros(N_RADIOMICS))
                 self.register_buffer("radiomics_std", torch.ones(N_RADIOMICS))
                 self.radiomics_proj = nn.Sequential(nn.Linear(N_RADIOMICS, d), nn.GELU(), nn.Linear(d, d))
+            if config.aux_findings:  # the image branch also learns to name the findings (training only)
+                self.findings_head = nn.Sequential(nn.LayerNorm(d), nn.Linear(d, sum(config.field_sizes)))
         if config.uses_clinical:
             self.clinical_tokens = ClinicalTokens(config.field_sizes, d)
         if config.kind.uses_attention:
@@ -182,13 +186,17 @@ class MammoFuse(nn.Module):
         image_tokens = self._image_tokens(image, features, present, radiomics) if self.config.uses_image else None
         clinical_tokens = self.clinical_tokens(clinical) if self.config.uses_clinical else None
         out = FusionOutput(logits=torch.empty(0))
+        if self.training and self.config.aux_findings and image_tokens is not None:
+            out.findings_logits, out.findings_rows = self.findings_head(image_tokens.mean(dim=1)), present
         fusion = self.config.kind
         if fusion is Fusion.IMAGE:
             pooled = image_tokens.mean(dim=1)
         elif fusion is Fusion.CLINICAL:
             pooled = masked_mean(clinical_tokens, clinical_mask)
         elif fusion is Fusion.LATE:
-            return self._late(image_tokens, clinical_tokens, clinical_mask, present)
+            late = self._late(image_tokens, clinical_tokens, clinical_mask, present)
+            late.findings_logits, late.findings_rows = out.findings_logits, out.findings_rows
+            return late
         elif fusion is Fusion.CONCAT:
             pooled = torch.cat([image_tokens.mean(dim=1), masked_mean(clinical_tokens, clinical_mask)], dim=1)
         else:

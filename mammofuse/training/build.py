@@ -73,6 +73,7 @@ def build_model(settings: TrainSettings, recipe: PreprocessRecipe, device: torch
         fusion=settings.fusion, backbone=settings.backbone, proj_dim=settings.proj_dim,
         modality_dropout=float(settings.modality_dropout), preprocessing=recipe.as_dict(),
         radiomics=bool(settings.radiomics) and settings.uses_image,
+        aux_findings=settings.aux_findings > 0 and settings.uses_image,
     )
     seed_everything(settings.seed)
     model = MammoFuse(config, pretrained="imagenet" if settings.pretrained == "imagenet" else None)

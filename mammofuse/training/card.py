@@ -47,7 +47,9 @@ def model_card(settings: TrainSettings, provenance: dict[str, Any], history: Seq
     recipe = provenance.get("recipe", {})
     crop = f"lesion crop ({s.roi_context:g}x the lesion's diameter)" if s.input == "roi" else "whole-breast crop"
     image = f"{s.backbone}, {s.image_size}x{s.image_size} {crop}, " + _initialisation(s.pretrained) + (
-        ", plus a radiomics token (texture statistics and lesion size)" if s.radiomics else "")
+        ", plus a radiomics token (texture statistics and lesion size)" if s.radiomics else "") + (
+        f"; in training the image branch also learned to name each lesion's findings (shape, margin...; loss weight {s.aux_findings:g})"
+        if s.aux_findings else "")
     canvas = recipe.get("canvas")
     geometry = (
         f"- Geometry: every image is min-max scaled and stretched to {canvas[0]}x{canvas[1]} before cropping, as the "

@@ -49,6 +49,7 @@ RULES: dict[str, Rule] = {
     "augment": Rule(bool),
     "selection": Rule(str, choices=SELECTIONS),
     "radiomics": Rule(bool),
+    "aux_findings": Rule(float, 0, 100),
     "threshold_from": Rule(str, optional=True),  # an ablate run: checked when training starts
 }
 
@@ -95,6 +96,10 @@ class TrainSettings:
         selection: ``last`` keeps the last epoch (a fixed epoch count, for small data) or ``best``
             the epoch of best validation AUC (with early stopping after ``patience``).
         radiomics: add a texture-statistics and lesion-size token to the image branch.
+        aux_findings: weight of an auxiliary training loss in which the image branch alone predicts
+            the lesion's findings (shape, margin, calcification type and distribution; not the
+            breast's density) of the training cases; 0 turns it off. Inference never uses it; on
+            CBIS-DDSM masses it lifted the image arm by about 0.01 AUC in two fold seeds.
         weight_decay: AdamW weight decay.
         modality_dropout: probability of dropping a whole modality per training case.
         proj_dim: shared token dimension d.
@@ -139,6 +144,7 @@ class TrainSettings:
     augment: bool = True
     selection: str = "last"
     radiomics: bool = False
+    aux_findings: float = 1.0
     threshold_from: str | None = None
     weight_decay: float = 1e-4
     modality_dropout: float = 0.3

@@ -29,6 +29,7 @@ import torch
 from torch import nn
 
 from mammofuse.atomic import write_text
+from mammofuse.clinical.schema import load_schema
 from mammofuse.data.sample import Sample, patient_digest
 from mammofuse.errors import MammofuseError
 from mammofuse.evaluation.leakage import pretrained_patients
@@ -55,6 +56,7 @@ if TYPE_CHECKING:
 HISTORY_NAME = "history.jsonl"
 SETTINGS_NAME = "train_config.yaml"
 SPLITS = ("train", "val")
+BREAST_FIELDS = ("density",)  # findings of the breast, not the lesion: not an aux_findings target
 
 
 @dataclass
@@ -66,6 +68,22 @@ class TrainResult:
     best_val_auc: float  # NaN when the validation set holds one class
     threshold: float
     history: list[EpochRow] = field(default_factory=list)
+
+
+def findings_loss(
+    logits: torch.Tensor, rows: torch.Tensor, clinical: torch.Tensor, mask: torch.Tensor, dim_fields: torch.Tensor, lesion_dims: torch.Tensor,
+) -> torch.Tensor:
+    """Binary cross-entropy of the findings predicted from the image (``aux_findings``), over the
+    dimensions of the lesion fields each case has, in the rows whose image was seen (0 where none).
+
+    Args:
+        logits: (B, D) the image branch's findings. rows: (B,) bool. clinical: (B, D) multi-hot
+            findings. mask: (B, fields) bool, a field present. dim_fields: (D,) the field of each
+            dimension. lesion_dims: (D,) 1 for dimensions of lesion fields, 0 for the breast's.
+    """
+    weights = mask.bool()[:, dim_fields].float() * lesion_dims * rows[:, None].float()
+    summed = nn.functional.binary_cross_entropy_with_logits(logits.float(), clinical.float(), weight=weights, reduction="sum")
+    return summed / weights.sum().clamp(min=1.0)
 
 
 class _Trainer:
@@ -94,6 +112,11 @@ class _Trainer:
         if config.radiomics:
             self._standardise_radiomics()
         self.optim = Optimisation.build(self.model, settings, self.tables["train"].labels, self.device)
+        if config.aux_findings:  # each clinical dimension's field, and whether it describes the lesion
+            names = load_schema(config.vocabulary).field_names
+            fields = [i for i, size in enumerate(config.field_sizes) for _ in range(size)]
+            lesion = [float(names[i] not in BREAST_FIELDS) for i in fields]
+            self.finding_dims = (torch.tensor(fields, device=self.device), torch.tensor(lesion, device=self.device))
         self.cache = feature_cache(settings, config)
         self.state = RunState()
         self.features: dict[str, dict[int, torch.Tensor]] = {}
@@ -265,16 +288,21 @@ class _Trainer:
         return total / max(count, 1)
 
     def _loss(self, out: Any, labels: torch.Tensor, kwargs: dict[str, Any]) -> torch.Tensor:
-        """The class-weighted loss; late fusion supervises each branch on the cases that have its modality."""
+        """The class-weighted loss; late fusion supervises each branch on the cases that have its modality;
+        with ``aux_findings``, plus the image branch's loss at naming the lesion's findings."""
         criterion = self.optim.criterion
         if out.branch_logits is None:
-            return criterion(out.logits.float(), labels)
-        branches = out.branch_logits.float()
-        image, clinical = kwargs["image_present"].bool(), kwargs["clinical_mask"].bool().any(dim=1)
-        loss = branches.sum() * 0.0  # keeps every parameter in the graph (DDP) when a branch has no case
-        for column, has in ((0, image), (1, clinical)):
-            if bool(has.any()):
-                loss = loss + criterion(branches[has, column], labels[has])
+            loss = criterion(out.logits.float(), labels)
+        else:
+            branches = out.branch_logits.float()
+            image, clinical = kwargs["image_present"].bool(), kwargs["clinical_mask"].bool().any(dim=1)
+            loss = branches.sum() * 0.0  # keeps every parameter in the graph (DDP) when a branch has no case
+            for column, has in ((0, image), (1, clinical)):
+                if bool(has.any()):
+                    loss = loss + criterion(branches[has, column], labels[has])
+        if out.findings_logits is not None:
+            findings = findings_loss(out.findings_logits, out.findings_rows, kwargs["clinical"], kwargs["clinical_mask"], *self.finding_dims)
+            loss = loss + self.settings.aux_findings * findings
         return loss
 
     @torch.no_grad()
