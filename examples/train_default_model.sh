@@ -5,7 +5,8 @@
 # shipped self-supervised backbone cbis-texture-cnn4, 64 px crops of 1.5x the lesion's diameter, on the
 # 800x800 canvas) and a clinical head, each
 # supervised on its own, their logits averaged. The default settings of `mammofuse train` (20 epochs,
-# cosine schedule, augmentation, last epoch), on every mass lesion of every patient of the official
+# cosine schedule, augmentation, last epoch, the image head also learning to name each lesion's
+# findings: --aux-findings 1), on every mass lesion of every patient of the official
 # CBIS-DDSM training split (`--val-fraction 0`). First the same recipe is cross-validated inside the
 # training split (`mammofuse ablate --variants clinical,late`: 5 patient-grouped folds, each trained on
 # all of its training patients, shortcut controls included): the model's decision threshold is Youden's

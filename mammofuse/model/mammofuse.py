@@ -15,7 +15,9 @@ image is replaced by a learned token, so clinical-only cases still get a predict
 
 With ``config.radiomics`` the image branch has one more token: texture statistics and lesion
 size of the crop (:mod:`mammofuse.imaging.radiomics`), standardised with the training set's
-mean and standard deviation (buffers saved with the weights) and projected to d.
+mean and standard deviation (buffers saved with the weights) and projected to d. With
+``config.aux_findings`` a findings head reads the pooled image tokens and predicts the clinical
+vector, in training only (``FusionOutput.findings_logits``, the trainer's auxiliary loss).
 """
 
 from __future__ import annotations
