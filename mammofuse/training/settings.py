@@ -99,7 +99,7 @@ class TrainSettings:
         aux_findings: weight of an auxiliary training loss in which the image branch alone predicts
             the lesion's findings (shape, margin, calcification type and distribution; not the
             breast's density) of the training cases; 0 turns it off. Inference never uses it; on
-            CBIS-DDSM masses it lifted the image arm by about 0.01 AUC in two fold seeds.
+            CBIS-DDSM masses it lifted the image arm by +0.010, +0.009 and +0.003 AUC in three fold seeds.
         weight_decay: AdamW weight decay.
         modality_dropout: probability of dropping a whole modality per training case.
         proj_dim: shared token dimension d.
