@@ -184,7 +184,9 @@ def test_shards_together_are_the_unsharded_run(tiny_model: Path, folder: Path, r
     for i in range(3):
         predict(*common, "--shard", f"{i}/3", "-o", str(tmp_path / f"{i}.jsonl"))
         parts.append(jsonl(tmp_path / f"{i}.jsonl"))
-    assert all(parts)
+    # Shards follow a hash of the (temporary, so random) paths: one of three may hold none of the 11
+    # files (about 3% of runs), all 11 in one shard almost never happens.
+    assert sum(bool(part) for part in parts) >= 2
     assert_same_records(by_path([r for part in parts for r in part]), reference)
 
     for i in range(3):  # per breast: a breast's views stay in one shard, so its score is the whole breast's
