@@ -58,5 +58,6 @@ def test_training_with_aux_findings_moves_the_image_branch_and_saves_a_loadable_
     assert not torch.equal(plain[conv], aux[conv])  # the findings' loss reached the backbone
     model = load_model(tmp_path / "aux")
     assert model.config.aux_findings and model.config.provenance["settings"]["aux_findings"] == 1.0
-    assert "learned to name each lesion's findings" in (tmp_path / "aux" / "README.md").read_text()
+    card = (tmp_path / "aux" / "README.md").read_text()
+    assert "learned to name each lesion's findings" in card and "counted in the train loss below, not in the validation loss" in card
     assert "name each lesion's findings" not in (tmp_path / "plain" / "README.md").read_text()

@@ -93,7 +93,9 @@ def model_card(settings: TrainSettings, provenance: dict[str, Any], history: Seq
            if s.uses_image and s.freeze_epochs else f"; peak lr {s.lr}"),
         f"- AdamW (weight decay {s.weight_decay}), batch size {s.batch_size}, {s.schedule} learning-rate schedule, "
         + ("flip/rotation/scale/intensity augmentation, " if s.augment and s.uses_image else "")
-        + "gradient clipping, class-weighted loss (pos_weight = benign/malignant)",
+        + "gradient clipping, class-weighted loss (pos_weight = benign/malignant)"
+        + (f" plus {s.aux_findings:g} x the image branch's findings loss (counted in the train loss below, not in the validation loss)"
+           if s.aux_findings and s.uses_image else ""),
         f"- Seed {s.seed}; full settings in `train_config.yaml`, per-epoch figures in `history.jsonl`",
         "",
         "## Metrics (validation)" if has_val else "## Training loss",
