@@ -11,6 +11,9 @@ lesion; ``--without-region breast``, as in ``benchmarks/ablation_mini_mias.sh``)
 
     python benchmarks/seed_ensemble.py --out runs/ens-s0 --arm image --members 3 --seed 0
     python benchmarks/seed_ensemble.py --dataset mini-mias --out runs/ens-mias-s0 --arm image --seed 0
+
+``--config FILE`` starts from a training-settings YAML (as ``ablate --config``), e.g. the mini-MIAS
+transfer recipe: ``{pretrained: default, freeze_epochs: 20, radiomics: true}``.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from mammofuse.evaluation.ablation import plan_arms, read_arm, run_ablation
 from mammofuse.evaluation.metrics import paired_auc_difference
 from mammofuse.imaging.controls import CONTROLS
 from mammofuse.training import TrainSettings, train
+from mammofuse.training.settings import read_settings_yaml
 
 
 def member_trainer(offset: int):
@@ -50,6 +54,7 @@ def main() -> None:
     parser.add_argument("--members", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--dataset", choices=("cbis-ddsm", "mini-mias"), default="cbis-ddsm")
+    parser.add_argument("--config", type=Path, help="training-settings YAML the members start from")
     parser.add_argument("--shared", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "data")
     args = parser.parse_args()
     if args.dataset == "cbis-ddsm":
@@ -57,8 +62,9 @@ def main() -> None:
         samples = [s for s in samples if s.split == "train"]
     else:
         samples = load_dataset("mini-mias", args.shared / "mini-mias")
-    settings = TrainSettings(dataset=args.dataset, seed=args.seed, val_fraction=0.0, device="cpu",
-                             without_region="breast" if args.dataset == "mini-mias" else "skip")
+    base = read_settings_yaml(args.config) if args.config else {}
+    settings = TrainSettings.from_dict({**base, "dataset": args.dataset, "seed": args.seed, "val_fraction": 0.0, "device": "cpu",
+                                        "without_region": "breast" if args.dataset == "mini-mias" else "skip"})
     members = []
     for m in range(args.members):
         folder = args.out / f"member-{m}"
