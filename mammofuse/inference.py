@@ -22,10 +22,11 @@ from mammofuse.imaging.preprocess import (
     normalise,
 )
 from mammofuse.imaging.radiomics import N_RADIOMICS, radiomics_features
-from mammofuse.imaging.reader import Mammogram, read_mammogram
+from mammofuse.imaging.reader import Mammogram, check_header, read_mammogram
 from mammofuse.results import sigmoid
 
 NO_REGION = "no lesion region given: this model looks at lesion crops, so the image was not used"
+NOTHING_TO_SCORE = "nothing to score: the model got neither an image it uses nor a clinical finding it reads"
 
 
 def load_input(
@@ -127,9 +128,10 @@ class LesionDataset(Dataset):
         empty = (np.zeros((1, size, size), np.float32), np.zeros(N_RADIOMICS if self.radiomics else 0, np.float32), False)
         if not (self.use_images and sample.has_image):
             return (*empty, "", "")
-        if self.recipe.needs_region() and sample.region is None and not (sample.roi_path or sample.roi_mask_path):
-            return (*empty, "", NO_REGION)
         try:
+            if self.recipe.needs_region() and sample.region is None and not (sample.roi_path or sample.roi_mask_path):
+                check_header(sample.image_path)  # not used, but a file that is no mammogram is reported
+                return (*empty, "", NO_REGION)
             avoid = self._film_regions.get(sample.image_id or "", [])
             image, extra = load_input(sample, self.recipe, self.radiomics, self.control, avoid)
         except InputFileError as exc:
@@ -186,10 +188,23 @@ class ScoredBatch:
     notes: list[str]
 
 
-def batch_scores(indices: list[int], logits: np.ndarray, errors: list[str], notes: list[str]) -> ScoredBatch:
-    """The one rule from logits to scores: the sigmoid where the sample was read, NaN where it failed."""
+def batch_scores(indices: list[int], logits: np.ndarray, errors: list[str], notes: list[str], had_input: np.ndarray) -> ScoredBatch:
+    """The one rule from logits to scores: the sigmoid where the sample was read, NaN where it failed.
+
+    A sample without any input the model uses (``had_input`` False, see :func:`had_input`) fails with
+    :data:`NOTHING_TO_SCORE`: its logit would be the model's prior, not a score of the case.
+    """
+    errors = [e or ("" if had else NOTHING_TO_SCORE) for e, had in zip(errors, np.asarray(had_input, bool))]
     probabilities = np.where([not e for e in errors], sigmoid(logits.reshape(len(indices))), np.nan)
-    return ScoredBatch(list(indices), probabilities, list(errors), list(notes))
+    return ScoredBatch(list(indices), probabilities, errors, list(notes))
+
+
+def had_input(model: torch.nn.Module, image_present: torch.Tensor, clinical_mask: torch.Tensor) -> np.ndarray:
+    """Per sample of a batch: whether ``model`` got an image it uses or a clinical finding it reads."""
+    config = model.config
+    image = image_present.bool().cpu().numpy() & config.uses_image
+    clinical = clinical_mask.bool().any(dim=1).cpu().numpy() & config.uses_clinical
+    return image | clinical
 
 
 def iter_scores(
@@ -212,7 +227,8 @@ def iter_scores(
     for batch in DataLoader(dataset, batch_size=batch_size, num_workers=workers):
         with torch.inference_mode():
             logits = model(**model_inputs(batch, model.device)).logits.float().cpu().numpy()
-        yield batch_scores(batch["index"].tolist(), logits, batch["error"], batch["note"])
+        used = had_input(model, batch["image_present"], batch["clinical_mask"])
+        yield batch_scores(batch["index"].tolist(), logits, batch["error"], batch["note"], used)
 
 
 def predict_proba(

@@ -111,6 +111,39 @@ def test_a_folder_of_broken_and_hostile_files_scores_every_good_one(corpus: dict
     assert "colour" in records["colour.png"]["error"]
 
 
+def test_a_file_whose_image_is_not_used_is_still_checked_from_its_header(corpus: dict[str, Path], tmp_path: Path) -> None:
+    """The default model looks at lesion crops: with no --roi it scores the findings, yet a file that is
+    no mammogram fails (header read, no pixel decoded) instead of getting the findings' score."""
+    folder = tmp_path / "files"
+    folder.mkdir()
+    broken = ("empty", "text", "bomb100mp.png", "bad_frames", "no_rows")
+    for key in ("good_dicom", "good_png", *broken):
+        shutil.copy(corpus[key], folder / corpus[key].name)
+    result = run("predict", str(folder), "--density", "2", "--margin", "spiculated", "--format", "json")
+    assert result.exit_code == 1, result.output
+    records = _records(result)
+    for key in ("good_dicom", "good_png"):
+        assert records[corpus[key].name]["error"] is None and 0 <= records[corpus[key].name]["probability"] <= 1
+    assert all(records[corpus[key].name]["probability"] is None for key in broken)
+    assert "not a DICOM file" in records["text.dcm"]["error"] and "80 MP limit" in records["bomb100mp.png"]["error"]
+    assert "no Rows" in records["norows.dcm"]["error"] and "NumberOfFrames is '1A'" in records["frames.dcm"]["error"]
+
+
+def test_a_case_with_nothing_the_model_uses_fails_instead_of_scoring_the_prior(corpus: dict[str, Path], tmp_path: Path) -> None:
+    """No region for a lesion-crop model and no finding, or no finding for a clinical-only model: no score."""
+    nothing = "nothing to score: the model got neither an image it uses nor a clinical finding it reads"
+    result = run("predict", str(corpus["good_dicom"]), "--format", "json")
+    assert result.exit_code == 1 and nothing in result.stderr
+    assert json.loads(result.stdout)[0]["probability"] is None
+    clinical = _clinical_only_model(tmp_path / "clinical")
+    result = run("predict", str(corpus["good_dicom"]), "--model", str(clinical), "--format", "json")
+    assert result.exit_code == 1 and nothing in result.stderr
+    result = run("predict", str(corpus["good_dicom"]), "--model", str(clinical), "--density", "3", "--format", "json")
+    assert result.exit_code == 0 and 0 <= json.loads(result.stdout)[0]["probability"] <= 1
+    result = run("explain", str(corpus["good_dicom"]), "--model", str(clinical), "--out", str(tmp_path / "explained"))
+    assert result.exit_code == 1 and nothing in result.stderr
+
+
 def test_the_table_shows_untrusted_text_literally_and_without_escape_sequences(corpus: dict[str, Path], tiny_roi_model: Path) -> None:
     result = run("predict", str(corpus["good_dicom"].parent), "--model", str(tiny_roi_model))
     assert result.exit_code == 1

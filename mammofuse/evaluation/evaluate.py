@@ -63,13 +63,13 @@ def score_samples(
 
     ``control`` scores a shortcut control instead of the lesion (``masked`` or ``away``).
     """
-    from mammofuse.inference import predict_proba
+    from mammofuse.inference import NOTHING_TO_SCORE, predict_proba
 
     probs, errors = predict_proba(model, samples, batch_size=batch_size, workers=workers, on_batch=on_batch, control=control)
     errors = list(errors)
     if model.config.uses_image:
         for i, s in enumerate(samples):
-            if not s.has_image and not errors[i]:
+            if not s.has_image and errors[i] in ("", NOTHING_TO_SCORE):  # say why
                 errors[i] = "no image file found for this case (pass --images for CBIS-DDSM)"
                 probs[i] = np.nan
     return probs, errors

@@ -74,7 +74,7 @@ def prepare_inputs(model: MammoFuse, sample: Sample, device: str | torch.device 
     Raises:
         MammofuseError: unreadable file (the message names it) or unknown clinical value.
     """
-    from mammofuse.inference import load_input, with_mask_region
+    from mammofuse.inference import NOTHING_TO_SCORE, load_input, with_mask_region
 
     config = model.config
     vector, mask = load_schema(config.vocabulary).encode(sample.clinical)
@@ -84,6 +84,8 @@ def prepare_inputs(model: MammoFuse, sample: Sample, device: str | torch.device 
             f"{sample.image_path or sample.id}: this model looks at lesion crops and no lesion region was given: "
             "give its region (--roi ROW,COL,RADIUS, roi= in Python, or roi_row, roi_col, roi_radius columns in --clinical)"
         )
+    if not config.uses_image and not mask.any():
+        raise MammofuseError(f"{sample.image_path or sample.id}: {NOTHING_TO_SCORE} (a clinical-only model given no finding)")
     mammogram, recipe, region = model_view(sample, config.recipe)
     image = radiomics = None
     if config.uses_image:

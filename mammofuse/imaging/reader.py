@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import re
 import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 
@@ -85,6 +86,24 @@ def read_mammogram(path: str | Path, canonical: bool = True) -> Mammogram:
     return Mammogram(np.ascontiguousarray(pixels, dtype=np.float32), info)
 
 
+def check_header(path: str | Path) -> None:
+    """Raise InputFileError unless the file's header describes one 2D grayscale image of an accepted size.
+
+    No pixel is decoded: the check of a file whose image is not used (a lesion-crop model given no
+    region), so that a file that is no mammogram is still reported rather than scored.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputFileError(path, "no such file")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # remarks on a file whose pixels are not used
+        if is_dicom(path):
+            _dicom_header(path, defer_pixels=True)
+        else:
+            with _opened_image(path):
+                pass
+
+
 class ReaderWarning(UserWarning):
     """Something odd but readable in a file (a non-MG modality, a pydicom remark); names the file."""
 
@@ -132,13 +151,16 @@ def _rescale(values: np.ndarray, low: float, high: float) -> np.ndarray:
     return np.clip((values - low) / max(high - low, 1e-6), 0.0, 1.0).astype(np.float32)
 
 
-def _read_dicom(path: Path) -> tuple[np.ndarray, MammogramInfo]:
+def _dicom_header(path: Path, defer_pixels: bool = False) -> tuple[Any, MammogramInfo]:
+    """The dataset of a DICOM file whose header describes one 2D grayscale image of an accepted size.
+
+    ``defer_pixels`` leaves the pixel data on disk (pydicom reads it if asked for).
+    """
     import pydicom
     from pydicom.errors import InvalidDicomError
-    from pydicom.pixels import apply_modality_lut, apply_voi_lut
 
     try:
-        ds = pydicom.dcmread(path)
+        ds = pydicom.dcmread(path, defer_size="64 KB" if defer_pixels else None)
         if "PixelData" not in ds:
             raise InputFileError(path, "DICOM file has no pixel data")
         samples = _header_int(ds, path, "SamplesPerPixel", 1)
@@ -157,7 +179,13 @@ def _read_dicom(path: Path) -> tuple[np.ndarray, MammogramInfo]:
     _check_size(path, rows, columns)
     if not 1 <= bits_stored <= 32:
         raise InputFileError(path, f"DICOM BitsStored is {bits_stored}, not 1 to 32")
-    info = _dicom_info(ds, path, rows, columns, bits_stored, photometric)
+    return ds, _dicom_info(ds, path, rows, columns, bits_stored, photometric)
+
+
+def _read_dicom(path: Path) -> tuple[np.ndarray, MammogramInfo]:
+    from pydicom.pixels import apply_modality_lut, apply_voi_lut
+
+    ds, info = _dicom_header(path)
     if info.modality and info.modality != "MG":
         warnings.warn(f"modality is {info.modality}, not MG (mammography)", ReaderWarning, stacklevel=2)
     try:
@@ -239,26 +267,34 @@ def _laterality_and_view(ds: Any, patient_id: str | None) -> tuple[str | None, s
     return (side if side in {"L", "R"} else None), view
 
 
-def _read_image(path: Path) -> tuple[np.ndarray, MammogramInfo]:
+@contextmanager
+def _opened_image(path: Path) -> Iterator[Any]:
+    """A Pillow image whose header describes one frame of an accepted size; any failure, inside the
+    ``with`` block too, is an InputFileError naming the file."""
     from PIL import Image, UnidentifiedImageError
 
     try:
         with Image.open(path) as image:
             _check_size(path, image.height, image.width)  # from the header, before decoding
-            mode = image.mode
             if getattr(image, "n_frames", 1) > 1:
                 raise InputFileError(path, f"multi-frame image ({image.n_frames} frames): expected one 2D mammogram")
-            if mode in {"RGB", "RGBA", "P", "CMYK", "YCbCr", "LAB", "HSV"}:
-                if mode == "P" or not _is_gray(np.asarray(image.convert("RGB"))):
-                    raise InputFileError(path, f"colour image (mode {mode}): mammograms are grayscale")
-                image = image.convert("L")
-                mode = "L"
-            array = np.asarray(image)
-            fmt = (image.format or path.suffix.lstrip(".")).lower()
+            yield image
     except InputFileError:
         raise
     except (UnidentifiedImageError, Image.DecompressionBombError, OSError, ValueError, SyntaxError) as exc:
         raise InputFileError(path, f"not a readable image ({exc})") from None
+
+
+def _read_image(path: Path) -> tuple[np.ndarray, MammogramInfo]:
+    with _opened_image(path) as image:
+        mode = image.mode
+        if mode in {"RGB", "RGBA", "P", "CMYK", "YCbCr", "LAB", "HSV"}:
+            if mode == "P" or not _is_gray(np.asarray(image.convert("RGB"))):
+                raise InputFileError(path, f"colour image (mode {mode}): mammograms are grayscale")
+            image = image.convert("L")
+            mode = "L"
+        array = np.asarray(image)
+        fmt = (image.format or path.suffix.lstrip(".")).lower()
     if array.ndim != 2:
         raise InputFileError(path, f"expected a grayscale image, got shape {array.shape}")
     if array.dtype.kind == "f" and not np.isfinite(array).all():

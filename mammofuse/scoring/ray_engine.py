@@ -160,11 +160,12 @@ class _Scorer:
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         import torch
 
-        from mammofuse.inference import batch_scores, model_inputs
+        from mammofuse.inference import batch_scores, had_input, model_inputs
 
         count = len(batch["index"])
         tensors = {name: torch.from_numpy(np.ascontiguousarray(batch[name])) if name in batch else torch.zeros((count, 0)) for name in _INPUTS}
         with torch.inference_mode():
             logits = self.model(**model_inputs(tensors, self.device)).logits.float().cpu().numpy()
-        scored = batch_scores(batch["index"].tolist(), logits, [str(e) for e in batch["error"]], [str(n) for n in batch["note"]])
-        return {"index": batch["index"], "probability": scored.probabilities, "error": batch["error"], "note": batch["note"]}
+        used = had_input(self.model, tensors["image_present"], tensors["clinical_mask"])
+        scored = batch_scores(batch["index"].tolist(), logits, [str(e) for e in batch["error"]], [str(n) for n in batch["note"]], used)
+        return {"index": batch["index"], "probability": scored.probabilities, "error": np.array(scored.errors, dtype=object), "note": batch["note"]}
