@@ -7,7 +7,9 @@ regularisation is chosen inside each training part by a patient-grouped inner CV
 cases are also scored with the lesion masked out and on a patch away from the lesion, as `ablate`
 scores image arms. ``--compare RUN ARM`` adds the paired AUC difference against an arm of a
 finished run on the same folds, and that of the two averaged. ``--features size`` fits the lesion's
-log radius alone: how far the annotated size takes a model, which the controls keep.
+log radius alone: how far the annotated size takes a model, which the controls keep. ``--with-clinical``
+adds the one-hot clinical findings (the fusion arms' 36 values) to the features: the evaluation
+notes' "GLCM texture + clinical, one logistic regression", the baseline of the fusion arms.
 
     OMP_NUM_THREADS=1 python benchmarks/texture_baseline.py --dataset mini-mias \\
         --data ../shared/data/mini-mias --seed 0 --roi-context 2 --compare runs/mias-seed0 image
@@ -42,13 +44,14 @@ CS = np.logspace(-3, 1, 9)
 COLUMNS = {"texture": slice(0, N_TEXTURE), "radiomics": slice(0, N_TEXTURE + 2), "size": slice(N_TEXTURE, N_TEXTURE + 2)}
 
 
-def features(samples: list, recipe, vocabulary: str, control: str | None, columns: slice) -> np.ndarray:
-    """Radiomics vectors of every sample's crop under a control; NaN rows where it cannot be made."""
+def features(samples: list, recipe, vocabulary: str, control: str | None, columns: slice, clinical: bool = False) -> np.ndarray:
+    """Radiomics vectors of every sample's crop under a control (then its clinical vector, if asked); NaN rows where no crop can be made."""
     dataset = LesionDataset(samples, recipe, vocabulary, radiomics=True, control=control)
     rows = []
     for i in range(len(dataset)):
         item = dataset[i]
-        rows.append(item["radiomics"].numpy()[columns] if bool(item["image_present"]) else np.full(columns.stop - columns.start, np.nan))
+        row = item["radiomics"].numpy()[columns] if bool(item["image_present"]) else np.full(columns.stop - columns.start, np.nan)
+        rows.append(np.concatenate([row, item["clinical"].numpy()]) if clinical else row)
     return np.asarray(rows, dtype=np.float64)
 
 
@@ -73,6 +76,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--features", choices=tuple(COLUMNS), default="texture",
                         help="texture statistics only, with the lesion's log radius (radiomics), or that radius alone (size)")
+    parser.add_argument("--with-clinical", action="store_true", help="add the one-hot clinical findings to the features")
     parser.add_argument("--bootstrap", type=int, default=2000)
     parser.add_argument("--compare", nargs=2, metavar=("RUN", "ARM"))
     args = parser.parse_args()
@@ -85,7 +89,7 @@ def main() -> None:
     settings = TrainSettings(without_region=args.without_region, roi_context=args.roi_context)
     recipe = settings.recipe(common_canvas(samples))
     columns = COLUMNS[args.features]
-    x = {c: features(samples, recipe, DEFAULT_VOCABULARY, c, columns) for c in CONTROLS}
+    x = {c: features(samples, recipe, DEFAULT_VOCABULARY, c, columns, args.with_clinical) for c in CONTROLS}
     y = np.array([s.label for s in samples])
     patients = np.array([s.patient_id for s in samples])
     index = {s.id: i for i, s in enumerate(samples)}
@@ -104,7 +108,8 @@ def main() -> None:
     plain = np.isfinite(probs[None])
     ci = bootstrap_auc(y[plain], probs[None][plain], patients[plain], n_boot=args.bootstrap, seed=args.seed)
     interval = f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else ""
-    print(f"{args.dataset} seed {args.seed}, {args.features} LR, {plain.sum()} cases: pooled AUC "
+    name = args.features + (" + clinical" if args.with_clinical else "")
+    print(f"{args.dataset} seed {args.seed}, {name} LR, {plain.sum()} cases: pooled AUC "
           f"{auc_or_none(y[plain], probs[None][plain]):.3f}{interval}")
     for c in CONTROLS[1:]:
         same = plain & np.isfinite(probs[c])
@@ -118,10 +123,10 @@ def main() -> None:
             raise SystemExit(f"{run}: its folds differ from these (another dataset, fold count or seed)")
         theirs = np.array([other[samples[i].id][1] for i in common])
         ours, labels, groups = probs[None][common], y[common], patients[common]
-        for name, value in ((f"{args.features} LR - {arm}", ours), (f"mean of both - {arm}", (ours + theirs) / 2)):
+        for label, value in ((f"{name} LR - {arm}", ours), (f"mean of both - {arm}", (ours + theirs) / 2)):
             diff = paired_auc_difference(labels, value, theirs, groups, n_boot=args.bootstrap, seed=args.seed)
             interval = f" [{diff['ci'][0]:+.3f}, {diff['ci'][1]:+.3f}]" if diff and diff["ci"] else ""
-            print(f"  {name} ({run}): {diff['difference']:+.3f}{interval} on {len(common)} cases "
+            print(f"  {label} ({run}): {diff['difference']:+.3f}{interval} on {len(common)} cases "
                   f"({arm} alone {auc_or_none(labels, theirs):.3f})")
 
 
