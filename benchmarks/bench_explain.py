@@ -8,7 +8,8 @@ Measures, on one machine:
 
 The model is ``--model`` (the bundled default when it is installed); when it cannot be
 loaded, a random-weight ResNet-18 cross-attention model with the default recipe (224 px)
-stands in: explanation cost depends on the architecture, not on the weights.
+stands in: explanation cost depends on the architecture, not on the weights. A lesion-crop
+model gets the fixed lesion circle of ``bench_predict.py`` (the cost does not depend on where).
 
 Usage:
     OMP_NUM_THREADS=1 python benchmarks/bench_explain.py [--model default] [--rounds 3] [--case P_00820_lcc]
@@ -26,6 +27,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from bench_predict import DICOM_ROI  # the sibling script (benchmarks/ is on sys.path when run as a script)
 
 CLINICAL = {"density": "3", "shape": "irregular", "margin": "spiculated"}
 
@@ -47,14 +50,12 @@ def load(spec: str) -> tuple[object, str]:
     import torch
 
     from mammofuse.errors import MammofuseError
-    from mammofuse.hub import describe_model, load_pretrained, resolve_model
+    from mammofuse.model import MammoFuse, ModelConfig
 
     try:
-        folder = resolve_model(spec)
-        return load_pretrained(str(folder)), describe_model(spec, folder)
+        model = MammoFuse.from_pretrained(spec)
+        return model, model.name
     except MammofuseError as exc:
-        from mammofuse.model import MammoFuse, ModelConfig
-
         print(f"note: {exc}; timing a random-weight ResNet-18 cross model instead", file=sys.stderr)
         torch.manual_seed(0)
         return MammoFuse(ModelConfig(fusion="cross", backbone="resnet18")).eval(), "random resnet18 cross (224 px)"
@@ -76,7 +77,8 @@ def main() -> None:
     dicom = real_dicom(args.case)
     model, name = load(args.model)
     config = model.config
-    sample = Sample(id=str(dicom), patient_id="", label=-1, clinical=CLINICAL, image_path=str(dicom))
+    roi = DICOM_ROI if config.uses_image and config.recipe.input == "roi" else None
+    sample = Sample(id=str(dicom), patient_id="", label=-1, clinical=CLINICAL, image_path=str(dicom), region=roi)
     options = ExplainOptions()
     runs: list[dict[str, float]] = []
     cpu: list[float] = []
@@ -91,6 +93,7 @@ def main() -> None:
         if not args.skip_cli:
             command = [sys.executable, "-m", "mammofuse", "explain", str(dicom), "--out", str(Path(tmp) / "cli"), "--device", "cpu",
                        "--density", "3", "--shape", "irregular", "--margin", "spiculated"]
+            command += ["--roi", ",".join(map(str, roi))] if roi else []
             if name.startswith("random"):
                 from mammofuse.model import save_model
 
@@ -110,6 +113,8 @@ def main() -> None:
         "fusion": config.fusion,
         "backbone": config.backbone,
         "image_size": config.recipe.image_size,
+        "input": config.recipe.input,
+        "roi": roi,
         "file": f"{args.case} ({dicom.name})",
         "lime_samples": options.lime_samples,
         "rounds": args.rounds,

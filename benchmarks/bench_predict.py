@@ -11,6 +11,10 @@ Measures, in one run on one machine:
 3. peak resident memory of ``mammofuse predict`` on one ~4600x2800 DICOM, against the same
    command on a small PNG (the difference is what the full-field DICOM costs).
 
+A lesion-crop model (the bundled default) gets one fixed lesion circle per file, near the image's
+centre (:data:`DICOM_ROI`, :data:`PNG_ROI`): where the lesion lies does not change the work, and
+without a region such a model would read no pixel.
+
 Usage:
     OMP_NUM_THREADS=1 python benchmarks/bench_predict.py [--model default] [--copies 4] [--rounds 3]
 """
@@ -28,6 +32,9 @@ import tempfile
 import time
 from pathlib import Path
 
+DICOM_ROI = (2300.0, 1400.0, 150.0)  # inside every one of the eight DICOMs (4432-4736 x 2576-2920)
+PNG_ROI = (256.0, 200.0, 40.0)
+
 
 def make_folder(root: Path, copies: int) -> list[Path]:
     """The eight real DICOMs, symlinked ``copies`` times (distinct names) into ``root``."""
@@ -43,7 +50,7 @@ def make_folder(root: Path, copies: int) -> list[Path]:
     return out
 
 
-def bare_loop(model, files: list[Path], batch_size: int) -> float:
+def bare_loop(model, files: list[Path], batch_size: int, roi: tuple[float, float, float] | None) -> float:
     """Seconds to score ``files``: read, preprocess, batched forward; nothing else."""
     import numpy as np
     import torch
@@ -58,18 +65,18 @@ def bare_loop(model, files: list[Path], batch_size: int) -> float:
     with torch.inference_mode():
         for i in range(0, len(files), batch_size):
             chunk = files[i : i + batch_size]
-            images = torch.from_numpy(np.stack([preprocess(read_mammogram(f), recipe) for f in chunk]))
+            images = torch.from_numpy(np.stack([preprocess(read_mammogram(f), recipe, roi) for f in chunk]))
             n = len(chunk)
             model(images, torch.from_numpy(vector).expand(n, -1), torch.from_numpy(mask).expand(n, -1)).logits.numpy()
     return time.perf_counter() - start
 
 
-def predict_path(model, folder: Path, batch_size: int, workers: int) -> tuple[float, int]:
+def predict_path(model, folder: Path, batch_size: int, workers: int, roi: tuple[float, float, float] | None) -> tuple[float, int]:
     """Seconds for the library path ``mammofuse predict`` runs, from the folder to the records."""
     from mammofuse.cases import cases_from_inputs, score_cases
 
     start = time.perf_counter()
-    cases = cases_from_inputs([folder], False, {"density": "2", "margin": "circumscribed"}, None)
+    cases = cases_from_inputs([folder], False, {"density": "2", "margin": "circumscribed"}, None, region=roi)
     records = score_cases(model, cases, "bench", batch_size=batch_size, workers=workers)
     elapsed = time.perf_counter() - start
     assert all(r.ok for r in records), [str(r.error) for r in records if not r.ok]
@@ -106,9 +113,9 @@ def main() -> None:
     import numpy as np
     import torch
 
-    from mammofuse.hub import load_pretrained
+    from mammofuse.model import MammoFuse
 
-    model = load_pretrained(args.model)
+    model = MammoFuse.from_pretrained(args.model)
     exe = [sys.executable, "-m", "mammofuse"]
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / "dicoms"
@@ -117,11 +124,12 @@ def main() -> None:
         batches = -(-len(files) // args.batch_size)
         workers = args.workers if args.workers is not None else (0 if batches < 2 else min(4, os.cpu_count() or 1, batches))
 
-        bare_loop(model, files[:2], args.batch_size)  # warm the page cache and the allocator
+        roi = DICOM_ROI if model.config.recipe.input == "roi" else None
+        bare_loop(model, files[:2], args.batch_size, roi)  # warm the page cache and the allocator
         bare, pred = [], []
         for _ in range(args.rounds):
-            pred.append(predict_path(model, folder, args.batch_size, workers)[0])
-            bare.append(bare_loop(model, files, args.batch_size))
+            pred.append(predict_path(model, folder, args.batch_size, workers, roi)[0])
+            bare.append(bare_loop(model, files, args.batch_size, roi))
         bare_ips = len(files) / statistics.median(bare)
         pred_ips = len(files) / statistics.median(pred)
 
@@ -131,17 +139,19 @@ def main() -> None:
 
         Image.fromarray((np.random.default_rng(0).random((512, 400)) * 255).astype("uint8")).save(png)
         spec = ["--model", args.model, "--density", "2", "--format", "json", "-o", str(Path(tmp) / "out.json")]
+        dicom_roi = ["--roi", ",".join(map(str, DICOM_ROI))] if roi else []
+        png_roi = ["--roi", ",".join(map(str, PNG_ROI))] if roi else []
         help_wall = min(run_process([*exe, "--help"])[0] for _ in range(3))
-        one_runs = [run_process([*exe, "predict", str(one), *spec]) for _ in range(3)]
-        png_runs = [run_process([*exe, "predict", str(png), *spec]) for _ in range(2)]
-        all_runs = [run_process([*exe, "predict", str(folder), *spec])]
+        one_runs = [run_process([*exe, "predict", str(one), *spec, *dicom_roi]) for _ in range(3)]
+        png_runs = [run_process([*exe, "predict", str(png), *spec, *png_roi]) for _ in range(2)]
+        all_runs = [run_process([*exe, "predict", str(folder), *spec, *dicom_roi])]
         assert all(code == 0 for _, code, _ in one_runs + png_runs + all_runs), "predict failed"
         from mammofuse.cases import cases_from_inputs, score_cases
 
         single = []
         for _ in range(3):  # the same one-file work inside a warm process: the rest of the wall time is start-up
             start = time.perf_counter()
-            score_cases(model, cases_from_inputs([one], False, {"density": "2"}, None), "bench", workers=0)
+            score_cases(model, cases_from_inputs([one], False, {"density": "2"}, None, region=roi), "bench", workers=0)
             single.append(time.perf_counter() - start)
 
     one_wall = statistics.median(w for w, _, _ in one_runs)
@@ -149,7 +159,7 @@ def main() -> None:
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "torch": torch.__version__,
                     "torch_threads": torch.get_num_threads(), "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS")},
         "model": args.model, "fusion": model.config.fusion, "backbone": model.config.backbone,
-        "image_size": model.config.recipe.image_size, "files": len(files), "batch_size": args.batch_size, "workers": workers,
+        "image_size": model.config.recipe.image_size, "input": model.config.recipe.input, "roi": roi, "files": len(files), "batch_size": args.batch_size, "workers": workers,
         "bare_images_per_s": round(bare_ips, 2), "predict_images_per_s": round(pred_ips, 2),
         "ratio": round(pred_ips / bare_ips, 3),
         "bare_s": [round(x, 2) for x in bare], "predict_s": [round(x, 2) for x in pred],
