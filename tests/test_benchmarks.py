@@ -38,3 +38,15 @@ def test_train_speed_reads_lesions_per_second_from_the_history(cbis_800: Path, t
     shared = str(cbis_800.parents[1])
     out = _run("train_speed.sh", "cpu", EPOCHS="2", OUT=str(tmp_path), SHARED=shared, PATH=str(Path(sys.executable).parent) + ":" + os.environ["PATH"])
     assert out.startswith("cpu: 1304 lesions, first epoch") and out.rstrip().endswith("lesions/s")
+
+
+def test_away_draws_reproduces_the_runs_own_patch_and_scores_others(mini_mias: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    ablate = [sys.executable, "-m", "mammofuse", "ablate", "--dataset", "mini-mias", "--data", str(mini_mias), "--out", str(run),
+              "--variants", "image", "--folds", "2", "--epochs", "1", "--bootstrap", "0", "--keep-models", "--device", "cpu"]
+    done = subprocess.run(ablate, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    report = json.loads(_run("away_draws.py", str(run), "--dataset", "mini-mias", "--draws", "2", "--shared", str(mini_mias.parent)))
+    stored = json.loads((run / "ablation.json").read_text())["variants"]["image"]["controls"]["away"]
+    assert report["cases"] == stored["n"] and abs(report["auc_per_draw"][0] - stored["auc"]) < 1e-3
+    assert len(report["auc_per_draw"]) == 2 and 0 <= report["auc_mean_of_draws"] <= 1
