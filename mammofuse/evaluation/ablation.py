@@ -690,7 +690,8 @@ def run_ablation(
                            f"{base_settings.val_fraction:g} of each fold's training patients carved out (with selection 'best', the epoch is chosen there)"),
             "threshold": ("Youden's J on the pooled held-out predictions of the other folds" if threshold == "oof" and len(fold_pairs) > 1
                           else "Youden's J on each fold's validation part"),
-            "controls": "image arms also scored with the lesion masked out (filled from adjacent tissue) and on a same-size patch away from every lesion",
+            "controls": "image arms also scored with the lesion masked out (filled from adjacent tissue) and on a same-size patch away from every lesion "
+                        "(one patch per case, fixed by its id; on a small set its AUC moves with that draw)",
             "missing_rates": [float(r) for r in missing_rates],
             "missing_clinical": "clinical findings removed at inference from a seeded random share of held-out cases (same cases for every arm)",
             "seed": base_settings.seed,
