@@ -31,7 +31,6 @@ class ErrorKind(StrEnum):
     """Why a file has no score."""
 
     INPUT = "input"  # the file cannot be read or used (corrupt, too large, not an image...)
-    NO_IMAGE = "no_image"  # the model needs an image and the case has none
     NOT_SCORED = "not_scored"  # the run stopped before this file (or an unexpected failure)
 
 
