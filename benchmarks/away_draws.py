@@ -1,11 +1,11 @@
 """How much does the 'away' shortcut control move with the patch it happens to draw?
 
 The 'away' control scores each held-out case on one patch of its film, away from every lesion,
-drawn as a pure function of the case id (``mammofuse.imaging.controls.away_region``). This script
+drawn as a pure function of the case id (``mammofuse.imaging.controls.away_key``). This script
 re-scores the kept fold models of a finished ``mammofuse ablate ... --keep-models`` run on
-``--draws`` patches per case (draw 0 is the run's own; draw k keys the case as ``<id>#draw<k>``),
-and prints the AUC of each draw and of the per-case mean logit over all draws. Draw 0 is checked
-against the run's stored control scores. Nothing is retrained.
+``--draws`` patches per case (draws 0 to K - 1; draw 0 is the run's own, checked against its
+stored scores) and prints the AUC of each draw and of the per-case mean logit over all draws,
+which is what ``--away-patches K`` reports. Nothing is retrained.
 
     python benchmarks/away_draws.py runs/cbis-s0 --draws 4
     python benchmarks/away_draws.py runs/mias-s0 --dataset mini-mias --draws 4
@@ -14,7 +14,6 @@ against the run's stored control scores. Nothing is retrained.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 from pathlib import Path
 
@@ -24,7 +23,7 @@ from sklearn.metrics import roc_auc_score
 
 from mammofuse.data import load_dataset
 from mammofuse.evaluation.ablation import read_arm
-from mammofuse.evaluation.evaluate import score_samples
+from mammofuse.inference import predict_proba
 from mammofuse.model import MammoFuse
 
 
@@ -53,8 +52,7 @@ def main() -> None:
         held_out = [by_id[i] for i in result.ids]
         draws = []
         for k in range(args.draws):
-            keyed = [dataclasses.replace(s, id=f"{s.id}#draw{k}") for s in held_out] if k else held_out
-            probs, errors = score_samples(model, keyed, control="away")
+            probs, errors = predict_proba(model, held_out, control="away", draw=k)
             draws.append([float(p) if np.isfinite(p) and not e else None for p, e in zip(probs, errors)])
         if not np.allclose(np.array(draws[0], float), np.array(result.controls["away"], float), atol=1e-5, equal_nan=True):
             raise SystemExit(f"fold {result.fold + 1}: draw 0 does not reproduce the run's stored 'away' scores")

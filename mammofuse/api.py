@@ -181,6 +181,7 @@ def evaluate(
     per_breast: bool = False,
     device: str = "auto",
     batch_size: int = 16,
+    away_patches: int = 1,
 ) -> Metrics:
     """Metrics of a model on one split of a dataset, at the model's stored threshold, with patient-bootstrap intervals.
 
@@ -197,6 +198,7 @@ def evaluate(
         per_breast: add metrics of one mean score per breast.
         device: as in :func:`predict`.
         batch_size: images per forward pass.
+        away_patches: with ``control="away"``, patches per case whose scores are averaged (logits).
     """
     from mammofuse.data import load_dataset
     from mammofuse.evaluation.evaluate import evaluate_model, select_split
@@ -205,4 +207,4 @@ def evaluate(
     samples = select_split(load_dataset(dataset, Path(data), [Path(p) for p in images or []] or None, abnormality), split)
     describe = {"dataset": dataset, "split": split, "model_spec": net.name, "control": control}
     return evaluate_model(net, samples, n_boot=bootstrap, seed=seed, batch_size=batch_size,
-                          describe=describe, control=control, per_breast=per_breast)
+                          describe=describe, control=control, per_breast=per_breast, away_patches=away_patches)

@@ -31,13 +31,15 @@ NOTHING_TO_SCORE = "nothing to score: the model got neither an image it uses nor
 
 def load_input(
     sample: Sample, recipe: PreprocessRecipe, radiomics: bool = False, control: str | None = None, avoid: Sequence[Region] = (),
+    draw: int = 0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """The preprocessed (1, S, S) input of a sample and its radiomics vector (empty unless asked).
 
     Uses the sample's ROI crop file when the recipe wants the ROI and there is one. ``control``
-    (``masked`` or ``away``, see :mod:`mammofuse.imaging.controls`) replaces the lesion first.
+    (``masked`` or ``away``, see :mod:`mammofuse.imaging.controls`) replaces the lesion first;
+    ``draw`` picks which of the case's away patches.
     """
-    from mammofuse.imaging.controls import away_region, mask_lesion
+    from mammofuse.imaging.controls import away_key, away_region, mask_lesion
 
     sample = with_mask_region(sample, recipe, control)
     if recipe.input == "roi" and sample.roi_path and sample.region is None and control is None:
@@ -56,7 +58,7 @@ def load_input(
             if control == "masked":
                 pixels = mask_lesion(pixels, region)
             else:
-                region = away_region(pixels, region, avoid, sample.id)
+                region = away_region(pixels, region, avoid, away_key(sample.id, draw))
         crop = crop_pixels(pixels, recipe, region)
     image = normalise(crop, recipe)
     extra = radiomics_features(image[0] * recipe.std + recipe.mean, region[2] if region else None) if radiomics else np.zeros(0, np.float32)
@@ -104,13 +106,13 @@ class LesionDataset(Dataset):
 
     def __init__(
         self, samples: Sequence[Sample], recipe: PreprocessRecipe, vocabulary: str, use_images: bool = True, *,
-        radiomics: bool = False, control: str | None = None, cache: bool = False,
+        radiomics: bool = False, control: str | None = None, draw: int = 0, cache: bool = False,
     ) -> None:
         self.samples = list(samples)
         self.recipe = recipe
         self.schema = load_schema(vocabulary)
         self.use_images = use_images
-        self.radiomics, self.control = radiomics, control
+        self.radiomics, self.control, self.draw = radiomics, control, draw
         self._cache: dict[int, tuple[np.ndarray, np.ndarray, str]] | None = {} if cache else None
         self._encoded = [self.schema.encode(s.clinical) for s in self.samples]
         self._film_regions: dict[str, list[Region]] = {}
@@ -133,7 +135,7 @@ class LesionDataset(Dataset):
                 check_header(sample.image_path)  # not used, but a file that is no mammogram is reported
                 return (*empty, "", NO_REGION)
             avoid = self._film_regions.get(sample.image_id or "", [])
-            image, extra = load_input(sample, self.recipe, self.radiomics, self.control, avoid)
+            image, extra = load_input(sample, self.recipe, self.radiomics, self.control, avoid, self.draw)
         except InputFileError as exc:
             return (*empty, exc.problem, "")
         except MammofuseError as exc:
@@ -213,15 +215,16 @@ def iter_scores(
     batch_size: int = 16,
     workers: int = 0,
     control: str | None = None,
+    draw: int = 0,
 ) -> Iterator[ScoredBatch]:
     """Score ``samples`` batch by batch in their order on the model's device, reading images in ``workers`` processes.
 
     A sample whose image fails gets its error, never the batch. ``control`` scores the shortcut
-    control of that name instead of the lesion (:mod:`mammofuse.imaging.controls`).
+    control of that name instead of the lesion (:mod:`mammofuse.imaging.controls`), on away patch ``draw``.
     """
     config = model.config
     dataset = LesionDataset(
-        samples, config.recipe, config.vocabulary, use_images=config.uses_image, radiomics=config.radiomics, control=control,
+        samples, config.recipe, config.vocabulary, use_images=config.uses_image, radiomics=config.radiomics, control=control, draw=draw,
     )
     model.eval()
     for batch in DataLoader(dataset, batch_size=batch_size, num_workers=workers):
@@ -239,6 +242,7 @@ def predict_proba(
     on_batch: Callable[[int], None] | None = None,
     control: str | None = None,
     notes: list[str] | None = None,
+    draw: int = 0,
 ) -> tuple[np.ndarray, list[str]]:
     """Probabilities of malignancy for ``samples`` and an error string per sample ('' when fine).
 
@@ -249,7 +253,7 @@ def predict_proba(
     probs = np.full(len(samples), np.nan, dtype=np.float64)
     errors = [""] * len(samples)
     remarks = [""] * len(samples)
-    for scored in iter_scores(model, samples, batch_size, workers, control):
+    for scored in iter_scores(model, samples, batch_size, workers, control, draw):
         probs[scored.indices] = scored.probabilities
         for i, error, note in zip(scored.indices, scored.errors, scored.notes):
             errors[i], remarks[i] = error, note

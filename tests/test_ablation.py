@@ -167,6 +167,29 @@ def test_ablate_refuses_image_weights_trained_on_its_own_patients(mini_mias, tmp
     assert [c[0] for c in trainer.calls] == ["clinical"] * 2 + ["image"] * 2
 
 
+def test_the_away_control_is_rescored_on_more_patches_from_kept_models_never_retrained(mini_mias, tmp_path):
+    from mammofuse.data import load_dataset
+    from mammofuse.imaging.controls import CONTROLS
+
+    samples = [s for s in load_dataset("mini-mias", mini_mias) if s.region][:24]
+    trainer = CountingTrainer()
+    kept = run_ablation(samples, plan_arms(["image"]), _settings(), tmp_path / "kept", folds=2, n_boot=0, trainer=trainer,
+                        controls=CONTROLS, keep_models=True)
+    more = run_ablation(samples, plan_arms(["image"]), _settings(), tmp_path / "kept", folds=2, n_boot=0, trainer=trainer,
+                        controls=CONTROLS, away_patches=3)
+    assert len(trainer.calls) == 2  # the second run trained nothing
+    before, after = kept.folds["image"][0], more.folds["image"][0]
+    assert (before.away_patches, after.away_patches) == (1, 3) and before.controls["masked"] == after.controls["masked"]
+    assert before.controls["away"] != after.controls["away"] and more.protocol["away_patches"] == 3
+    assert json.loads((tmp_path / "kept" / "arms" / "image" / "fold-1" / "result.json").read_text())["away_patches"] == 3
+
+    run_ablation(samples, plan_arms(["image"]), _settings(), tmp_path / "plain", folds=2, n_boot=0, trainer=trainer, controls=CONTROLS)
+    assert "away_patches" not in json.loads((tmp_path / "plain" / "arms" / "image" / "fold-1" / "result.json").read_text())
+    with pytest.raises(MammofuseError, match="averages 1 patch.*not 3.*--away-patches 1"):
+        run_ablation(samples, plan_arms(["image"]), _settings(), tmp_path / "plain", folds=2, n_boot=0, trainer=trainer,
+                     controls=CONTROLS, away_patches=3)
+
+
 def test_ablate_command_end_to_end_with_the_real_trainer(mini_mias, tmp_path):
     args = ["ablate", "--dataset", "mini-mias", "--data", str(mini_mias), "--out", str(tmp_path), "--variants", "clinical",
             "--folds", "2", "--epochs", "2", "--device", "cpu", "--bootstrap", "20", "--format", "json"]

@@ -163,6 +163,32 @@ def test_masking_control_changes_only_the_lesion_square_and_away_patch_avoids_le
         away_region(np.zeros((200, 200), np.float32), (100.0, 100.0, 10.0), [], "x")
 
 
+def test_the_away_control_averages_the_logits_of_several_patches_per_case(tmp_path):
+    from conftest import make_tiny_model
+    from PIL import Image
+
+    from mammofuse.data.sample import Sample
+    from mammofuse.evaluation.evaluate import score_samples
+    from mammofuse.imaging.controls import away_key
+    from mammofuse.inference import predict_proba
+    from mammofuse.model import load_model
+    from mammofuse.results import sigmoid
+
+    path = tmp_path / "film.png"
+    Image.fromarray(np.random.default_rng(0).integers(60, 255, (256, 256), dtype=np.uint8)).save(path)
+    samples = [Sample(id=f"c{i}", patient_id=f"p{i}", label=i % 2, image_path=str(path), region=(60.0 + 40 * i, 128.0, 12.0),
+                      image_id="film") for i in range(4)]
+    model = load_model(make_tiny_model(tmp_path / "model", "image", "roi"))
+    assert away_key("c0") == away_key("c0", 0) == "c0" and away_key("c0", 1) != away_key("c0", 2)
+    draws = np.array([predict_proba(model, samples, control="away", draw=k)[0] for k in range(3)])
+    assert not np.allclose(draws[0], draws[1])  # another draw, another patch, another score
+    probs, errors = score_samples(model, samples, control="away", patches=3)
+    assert errors == [""] * 4 and np.allclose(probs, sigmoid((np.log(draws) - np.log1p(-draws)).mean(axis=0)))
+    assert np.array_equal(score_samples(model, samples, control="away")[0], draws[0])  # one patch: draw 0, as before
+    masked = predict_proba(model, samples, control="masked")[0]
+    assert np.array_equal(score_samples(model, samples, control="masked", patches=3)[0], masked)  # only 'away' draws
+
+
 def test_default_recipe_trains_end_to_end_keeps_last_epoch(tmp_path, cbis_subset, cbis_800):
     from mammofuse.data import load_dataset, train_val_split
     from mammofuse.model import load_model

@@ -12,6 +12,7 @@ import typer
 from mammofuse.cli import train_options as o
 from mammofuse.cli.common import (
     Abnormality,
+    AwayPatches,
     DataDir,
     DatasetName,
     Format,
@@ -75,6 +76,7 @@ def ablate(
     image_init: Annotated[Path | None, typer.Option("--image-init", help="Folder of an image arm run on the same folds with --keep-models (OUT/arms/image): fusion arms start their image branch from its fold models (staged training).")] = None,
     threshold_from: Annotated[str, typer.Option("--threshold-from", help="Each fold's decision threshold: oof (Youden's J on the other folds' held-out predictions: hundreds of cases) or validation (its own validation part).")] = "oof",
     controls: Annotated[bool, typer.Option("--controls/--no-controls", help="Also score image arms on the shortcut controls: lesion masked out, and a patch away from the lesion.")] = True,
+    away_patches: AwayPatches = 1,
     bootstrap: Annotated[int, typer.Option("--bootstrap", min=0, help="Patient-bootstrap resamples for the pooled AUC interval.")] = 1000,
     keep_models: Annotated[bool, typer.Option("--keep-models", help="Keep each fold's trained weights (default: keep only results).")] = False,
     config: o.ConfigFile = None,
@@ -152,7 +154,7 @@ def ablate(
     report = run_ablation(
         samples, arms, settings, out, folds=None if official else folds, missing_rates=rates, n_boot=bootstrap,
         keep_models=keep_models, callbacks=[TrainProgress(epoch_lines=err_console.is_terminal)], dataset=dataset if split is None else f"{dataset} ({split} split)",
-        controls=CONTROLS if controls else (), image_init=image_init, threshold=threshold_from,
+        controls=CONTROLS if controls else (), image_init=image_init, threshold=threshold_from, away_patches=away_patches,
     )
     err_console.print(f"wrote {out / 'ablation.json'}, {out / 'ablation.md'}, {out / 'ablation.png'}", highlight=False, markup=False)
     if fmt == "json":

@@ -11,6 +11,7 @@ import typer
 from mammofuse.cli.common import (
     SOME_FAILED,
     Abnormality,
+    AwayPatches,
     DataDir,
     DatasetName,
     Device,
@@ -27,6 +28,7 @@ from mammofuse.cli.common import (
     safe,
 )
 from mammofuse.cli.output import console, progress
+from mammofuse.errors import MammofuseError
 
 _THRESHOLD_METRICS = ("accuracy", "f1", "precision", "recall", "specificity")
 
@@ -40,6 +42,7 @@ def evaluate(
     abnormality: Abnormality = "all",
     aggregate: Annotated[str, typer.Option("--aggregate", help="view: one score per case; breast: also combine the cases of one breast (patient and laterality) into one score and report per-breast metrics.")] = "view",
     control: Annotated[str | None, typer.Option("--control", help="Shortcut control: score each case with its lesion masked out ('masked') or on a patch of the same image away from every lesion ('away').")] = None,
+    away_patches: AwayPatches = 1,
     split: Annotated[str, typer.Option("--split", help="Dataset split to evaluate: test (CBIS-DDSM official), train, or all (mini-MIAS, manifests).")] = "test",
     fmt: Format = ReportFormat.TABLE,
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Also write the JSON report to this file (atomically).")] = None,
@@ -74,6 +77,8 @@ def evaluate(
     check_choice("--aggregate", aggregate, ("view", "breast"))
     if control is not None:
         check_choice("--control", control, ("masked", "away"))
+    if away_patches > 1 and control != "away":
+        raise MammofuseError("--away-patches is for --control away")
     output_format(RecordFormat.JSON, output)  # --output always receives the JSON report
     check_output(output)
     if plots is not None:
@@ -90,11 +95,11 @@ def evaluate(
 
     samples = select_split(load_dataset(dataset, data, images, abnormality), split)
     loaded = as_model(model, device)
-    with progress("scoring", len(samples)) as advance:
+    with progress("scoring", len(samples) * (away_patches if control == "away" else 1)) as advance:
         evaluation = evaluate_model(
             loaded, samples, n_boot=bootstrap, seed=seed, batch_size=batch_size, workers=workers,
             on_batch=advance, describe={"dataset": dataset, "split": split, "model_spec": model or "default", "control": control},
-            control=control, per_breast=aggregate == "breast",
+            control=control, away_patches=away_patches, per_breast=aggregate == "breast",
         )
     result = evaluation.report
     if compare:

@@ -88,6 +88,7 @@ class FoldResult:
         controls: held-out probabilities under each shortcut control (image arms; None where it cannot be made).
         errors: case id -> why it could not be scored.
         seconds: training and scoring time.
+        away_patches: how many away patches each ``away`` control score averages.
     """
 
     fingerprint: str
@@ -107,10 +108,14 @@ class FoldResult:
     controls: dict[str, list[float | None]]
     errors: dict[str, str]
     seconds: float
+    away_patches: int = 1
 
     def to_dict(self) -> dict[str, Any]:
-        """The ``result.json`` content."""
-        return {"format": RESULT_FORMAT, **asdict(self)}
+        """The ``result.json`` content (``away_patches`` only when not 1, so results of before read back the same)."""
+        data = {"format": RESULT_FORMAT, **asdict(self)}
+        if self.away_patches == 1:
+            del data["away_patches"]
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> FoldResult:
@@ -119,7 +124,7 @@ class FoldResult:
             raise MammofuseError(f"a fold result is a JSON object, not {type(data).__name__}")
         if data.get("format") != RESULT_FORMAT:
             raise MammofuseError(f"fold result format {data.get('format')} is not supported by this mammofuse (needs {RESULT_FORMAT})")
-        data = {"controls": {}, **data}  # results written before the shortcut controls existed
+        data = {"controls": {}, "away_patches": 1, **data}  # results written before these existed
         missing = [f.name for f in fields(cls) if f.name not in data]
         if missing:
             raise MammofuseError(f"fold result lacks {', '.join(missing)}")
@@ -313,11 +318,13 @@ def run_fold(
     keep_models: bool = False,
     callbacks: Sequence[TrainCallback] = (),
     controls: Sequence[str] = (),
+    away_patches: int = 1,
 ) -> tuple[FoldResult, bool]:
     """Train and score one (arm, fold), or load its finished result. Returns (result, was_cached).
 
-    Image arms are also scored on each shortcut control in ``controls``; a finished result that
-    lacks one is completed from its kept model (``keep_models``), never by retraining.
+    Image arms are also scored on each shortcut control in ``controls`` (``away`` on ``away_patches``
+    patches per case); a finished result that lacks one, or scored ``away`` on another number of
+    patches, is completed from its kept model (``keep_models``), never by retraining.
     """
     from mammofuse.data.splits import train_val_split
     from mammofuse.evaluation.evaluate import score_samples
@@ -334,11 +341,19 @@ def run_fold(
             record = {}
         if record.get("fingerprint") == key:
             result = _read_result(record, result_path)
-            missing = [c for c in wanted if c not in result.controls]
+            stale = "away" in wanted and "away" in result.controls and result.away_patches != away_patches
+            missing = [c for c in wanted if c not in result.controls or (c == "away" and stale)]
             if missing and (model_dir / "model.safetensors").is_file():
                 model = MammoFuse.from_pretrained(model_dir)
-                result = dataclasses.replace(result, controls={**result.controls, **_score_controls(model, test_part, missing)})
+                scored = _score_controls(model, test_part, missing, away_patches)
+                patches = away_patches if "away" in missing else result.away_patches
+                result = dataclasses.replace(result, controls={**result.controls, **scored}, away_patches=patches)
                 write_text(result_path, json.dumps(result.to_dict(), indent=1) + "\n")
+            elif stale:
+                raise MammofuseError(
+                    f"{result_path}: its away control averages {result.away_patches} patch(es) per case, not {away_patches}, "
+                    f"and its model was not kept: pass --away-patches {result.away_patches}, or use a new --out"
+                )
             return result, True
         if record:
             raise MammofuseError(
@@ -375,9 +390,10 @@ def run_fold(
         best_epoch=getattr(trained, "best_epoch", None),
         val_auc=getattr(trained, "best_val_auc", None),
         scores=scores,
-        controls=_score_controls(model, test_part, wanted),
+        controls=_score_controls(model, test_part, wanted, away_patches),
         errors=errors_seen,
         seconds=round(time.perf_counter() - started, 1),
+        away_patches=away_patches,
     )
     write_text(result_path, json.dumps(result.to_dict(), indent=1) + "\n")
     if not keep_models:
@@ -416,13 +432,13 @@ def _read_result(record: Any, path: Path) -> FoldResult:
         raise MammofuseError(f"{path}: {exc}") from None
 
 
-def _score_controls(model: Any, samples: Sequence[Sample], controls: Sequence[str]) -> dict[str, list[float | None]]:
+def _score_controls(model: Any, samples: Sequence[Sample], controls: Sequence[str], away_patches: int = 1) -> dict[str, list[float | None]]:
     """Held-out probabilities under each shortcut control (None where the control cannot be made)."""
     from mammofuse.evaluation.evaluate import score_samples
 
     out = {}
     for control in controls:
-        probs, errors = score_samples(model, samples, control=control)
+        probs, errors = score_samples(model, samples, control=control, patches=away_patches)
         out[control] = [float(p) if np.isfinite(p) and not e else None for p, e in zip(probs, errors)]
     return out
 
@@ -595,6 +611,7 @@ def run_ablation(
     controls: Sequence[str] = (),
     image_init: str | Path | None = None,
     threshold: str = "oof",
+    away_patches: int = 1,
 ) -> AblationResult:
     """Run (or resume) every arm on the same folds; write ``ablation.json``, ``ablation.md`` and ``ablation.png``.
 
@@ -611,6 +628,7 @@ def run_ablation(
             arm in that fold (staged training on the same training data; checked by held-out ids).
         threshold: each fold's operating point: ``oof`` (Youden's J on the other folds' held-out
             predictions) or ``validation`` (its own validation part); see :func:`fold_thresholds`.
+        away_patches: away patches per case whose scores the ``away`` control averages (logits).
 
     Returns:
         Each arm's summary and fold results; its ``to_dict()`` is the ``ablation.json`` content.
@@ -670,7 +688,7 @@ def run_ablation(
             where = f"[{done}/{total}] {arm.name} fold {k + 1}/{len(fold_pairs)}"
             log(f"{where}: training on {len(train_part)} cases, testing on {len(test_part)}")
             result, cached = run_fold(arm, k, train_part, test_part, fold_settings, out / "arms" / arm.name / f"fold-{k + 1}",
-                                      missing_rates, trainer, keep_models, callbacks, controls)
+                                      missing_rates, trainer, keep_models, callbacks, controls, away_patches)
             log(f"{where}: {_fold_line(result, cached)}")
             results.append(result)
         all_folds[arm.name] = results
@@ -691,7 +709,9 @@ def run_ablation(
             "threshold": ("Youden's J on the pooled held-out predictions of the other folds" if threshold == "oof" and len(fold_pairs) > 1
                           else "Youden's J on each fold's validation part"),
             "controls": "image arms also scored with the lesion masked out (filled from adjacent tissue) and on a same-size patch away from every lesion "
-                        "(one patch per case, fixed by its id; on a small set its AUC moves with that draw)",
+                        + ("(one patch per case, fixed by its id; on a small set its AUC moves with that draw: see --away-patches)" if away_patches == 1
+                           else f"(the mean logit over {away_patches} patches per case, each fixed by its id)"),
+            "away_patches": away_patches,
             "missing_rates": [float(r) for r in missing_rates],
             "missing_clinical": "clinical findings removed at inference from a seeded random share of held-out cases (same cases for every arm)",
             "seed": base_settings.seed,

@@ -57,16 +57,24 @@ def select_split(samples: Sequence[Sample], split: str) -> list[Sample]:
 
 def score_samples(
     model: Any, samples: Sequence[Sample], batch_size: int = 16, workers: int = 0,
-    on_batch: Callable[[int], None] | None = None, control: str | None = None,
+    on_batch: Callable[[int], None] | None = None, control: str | None = None, patches: int = 1,
 ) -> tuple[np.ndarray, list[str]]:
     """Probabilities and per-sample errors; a sample with no image for a model that needs one is an error.
 
-    ``control`` scores a shortcut control instead of the lesion (``masked`` or ``away``).
+    ``control`` scores a shortcut control instead of the lesion (``masked`` or ``away``). With
+    ``away``, each case is scored on ``patches`` away patches (draws 0 to patches - 1) and gets
+    the sigmoid of its mean logit; a case that fails on any patch fails.
     """
     from mammofuse.inference import NOTHING_TO_SCORE, predict_proba
+    from mammofuse.results import sigmoid
 
-    probs, errors = predict_proba(model, samples, batch_size=batch_size, workers=workers, on_batch=on_batch, control=control)
-    errors = list(errors)
+    runs = [predict_proba(model, samples, batch_size, workers, on_batch, control=control, draw=draw)
+            for draw in range(patches if control == "away" else 1)]
+    errors = [next((e for e in found if e), "") for found in zip(*(e for _, e in runs))]
+    probs = runs[0][0]
+    if len(runs) > 1:
+        clipped = np.clip([p for p, _ in runs], 1e-12, 1 - 1e-12)
+        probs = sigmoid(np.mean(np.log(clipped) - np.log1p(-clipped), axis=0))
     if model.config.uses_image:
         for i, s in enumerate(samples):
             if not s.has_image and errors[i] in ("", NOTHING_TO_SCORE):  # say why
@@ -86,16 +94,18 @@ def evaluate_model(
     describe: dict[str, Any] | None = None,
     control: str | None = None,
     per_breast: bool = False,
+    away_patches: int = 1,
 ) -> Metrics:
     """Score ``samples`` and compute every metric at the model's stored threshold.
 
     Cases whose image fails are listed in ``result["failed"]`` and left out of every metric.
     The evaluated patients are checked against the digests in the model's provenance.
-    ``control`` scores a shortcut control instead of the lesion; ``per_breast`` adds
-    ``result["per_breast"]``: the metrics of one mean score per breast (patient, laterality).
+    ``control`` scores a shortcut control instead of the lesion (``away`` averaged over
+    ``away_patches`` patches per case); ``per_breast`` adds ``result["per_breast"]``: the
+    metrics of one mean score per breast (patient, laterality).
     """
     config = model.config
-    probs, errors = score_samples(model, samples, batch_size, workers, on_batch, control)
+    probs, errors = score_samples(model, samples, batch_size, workers, on_batch, control, away_patches)
     ok = [i for i, e in enumerate(errors) if not e and np.isfinite(probs[i])]
     ok_set = set(ok)
     failed = [{"id": samples[i].id, "error": errors[i] or "no score"} for i in range(len(samples)) if i not in ok_set]
@@ -107,6 +117,7 @@ def evaluate_model(
     provenance = dict(config.provenance or {})
     result: dict[str, Any] = {
         **(describe or {}),
+        **({"away_patches": away_patches} if control == "away" else {}),
         "model": {"fusion": config.fusion, "backbone": config.backbone if config.uses_image else None,
                   "threshold_source": provenance.get("threshold_source", "validation (stored with the model)"),
                   "trained_on": provenance.get("dataset")},

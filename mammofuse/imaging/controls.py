@@ -2,8 +2,10 @@
 
 ``masked`` fills the lesion's square (1.5 times its diameter) with the neighbouring tissue of
 the same size; ``away`` moves the lesion crop to a patch of the same image, the same size,
-away from every lesion of the film. A model that still separates benign from malignant on
-these inputs is reading something other than the lesion (scanner, film, breast).
+away from every lesion of the film. Each away patch is a fixed draw per case (:func:`away_key`);
+averaging the scores of several draws makes the control depend less on where one patch fell.
+A model that still separates benign from malignant on these inputs is reading something other
+than the lesion (scanner, film, breast).
 """
 
 from __future__ import annotations
@@ -46,6 +48,11 @@ def mask_lesion(pixels: np.ndarray, region: Region, scale: float = MASK_SCALE) -
             best, source = tissue, patch
     out[t0:t1, l0:l1] = source if source is not None else float(np.median(pixels[pixels > _TISSUE]))
     return out
+
+
+def away_key(case_id: str, draw: int = 0) -> str:
+    """The key of a case's away patch number ``draw``; draw 0 is keyed by the case id alone."""
+    return case_id if draw == 0 else f"{case_id}#draw{draw}"
 
 
 def away_region(pixels: np.ndarray, region: Region, avoid: Sequence[Region], key: str) -> Region:

@@ -149,8 +149,10 @@ def add_cross_validation(folder: Path, report: dict[str, Any], arm: str) -> None
     if vs:
         vci = f" [{vs['ci'][0]:+.3f}, {vs['ci'][1]:+.3f}]" if vs.get("ci") else ""
         lines.append(f"- Against the best single modality ({vs['arm']}): pooled AUC {vs['difference']:+.3f}{vci} (paired)")
+    patches = p.get("away_patches", 1)
     for name, c in a.get("controls", {}).items():
-        what = "lesion masked out (filled from adjacent tissue)" if name == "masked" else "a same-size patch away from every lesion"
+        what = ("lesion masked out (filled from adjacent tissue)" if name == "masked" else
+                "a same-size patch away from every lesion" + (f" (mean over {patches} patches per case)" if patches > 1 else ""))
         lines.append(f"- Shortcut control, {what}: AUC {_fmt(c['auc'])} (plain {_fmt(c['auc_plain_same_cases'])} on the same {c['n']} cases)")
     missing = a.get("missing_clinical", {})
     if "1" in missing:
