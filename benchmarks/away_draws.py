@@ -22,7 +22,7 @@ from scipy.special import logit
 from sklearn.metrics import roc_auc_score
 
 from mammofuse.data import load_dataset
-from mammofuse.evaluation.ablation import read_arm
+from mammofuse.evaluation.ablation_results import read_arm
 from mammofuse.inference import predict_proba
 from mammofuse.model import MammoFuse
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from mammofuse.evaluation.ablation import read_arm
+from mammofuse.evaluation.ablation_results import read_arm
 from mammofuse.evaluation.metrics import paired_auc_difference
 
 

@@ -26,7 +26,8 @@ import numpy as np
 from sklearn.metrics import roc_auc_score
 
 from mammofuse.data import load_dataset
-from mammofuse.evaluation.ablation import plan_arms, read_arm, run_ablation
+from mammofuse.evaluation.ablation import plan_arms, run_ablation
+from mammofuse.evaluation.ablation_results import read_arm
 from mammofuse.evaluation.metrics import paired_auc_difference
 from mammofuse.imaging.controls import CONTROLS
 from mammofuse.training import TrainSettings, train

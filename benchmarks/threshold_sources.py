@@ -13,7 +13,7 @@ import argparse
 import statistics
 from pathlib import Path
 
-from mammofuse.evaluation.ablation import read_arm, summarize_arm
+from mammofuse.evaluation.ablation_results import read_arm, summarize_arm
 
 
 def _mean_sd(values: list[float]) -> str:

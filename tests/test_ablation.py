@@ -6,6 +6,8 @@ import copy
 import dataclasses
 import json
 import os
+import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,7 +18,8 @@ from typer.testing import CliRunner
 from mammofuse.cli import app
 from mammofuse.errors import MammofuseError
 from mammofuse.evaluation import AblationResult, ArmSummary, FoldResult
-from mammofuse.evaluation.ablation import drop_clinical, fold_thresholds, markdown_table, plan_arms, run_ablation, summarize_arm, summarize_arms
+from mammofuse.evaluation.ablation import drop_clinical, plan_arms, run_ablation
+from mammofuse.evaluation.ablation_results import fold_thresholds, markdown_table, summarize_arm, summarize_arms
 from mammofuse.training import TrainCallback
 
 runner = CliRunner()
@@ -256,6 +259,12 @@ def test_out_of_fold_thresholds_never_look_at_the_folds_own_cases():
     summary = summarize_arm(results, [0.0], n_boot=0, seed=0, threshold="oof")
     assert [m["threshold"] for m in summary.per_fold] == fold_thresholds(results, "oof")
     assert fold_thresholds(results[:1], "oof") == [0.9]  # one fold (official split): its validation threshold
+
+
+def test_reading_and_summarising_finished_runs_does_not_import_torch():
+    code = "import sys, mammofuse.evaluation.ablation_results; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"
 
 
 def test_a_fold_result_knows_its_scored_cases():

@@ -27,7 +27,7 @@ from mammofuse.cli.output import console
 from mammofuse.fusion import FUSIONS
 
 if TYPE_CHECKING:
-    from mammofuse.evaluation.ablation import AblationResult
+    from mammofuse.evaluation.ablation_results import AblationResult
 
 
 def _floats(text: str, flag: str) -> list[float]:

@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING, Any, Collection
 import numpy as np
 
 from mammofuse.errors import MammofuseError
-from mammofuse.evaluation.ablation import NOT_FINGERPRINTED, RESULT_NAME, read_arm
+from mammofuse.evaluation.ablation import NOT_FINGERPRINTED
+from mammofuse.evaluation.ablation_results import RESULT_NAME, read_arm
 from mammofuse.evaluation.metrics import youden_threshold
 from mammofuse.fusion import Fusion
 
