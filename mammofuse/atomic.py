@@ -1,12 +1,15 @@
 """Atomic file writes: a reader sees the old file or the whole new one, never a part.
 
-Every failure to write (the target is a folder or lies under a file, read-only, disk full,
-file-size limit) is an :class:`~mammofuse.errors.OutputError` naming the target.
+A symlink is kept and its target written. A target that is not a regular file (``/dev/null``, a
+FIFO, a terminal, ``/dev/stdout``) cannot be replaced and its reader wants the bytes: it is
+written directly. Every failure to write (the target is a folder or lies under a file, read-only,
+disk full, file-size limit) is an :class:`~mammofuse.errors.OutputError` naming the target.
 """
 
 from __future__ import annotations
 
 import os
+import stat
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -19,19 +22,36 @@ TMP_SUFFIX = ".tmp"
 
 @contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; it replaces ``path`` only if the block succeeds."""
+    """Yield a temporary path beside ``path`` (its target, for a symlink); it replaces that only if the block succeeds.
+
+    A stream (see :func:`is_stream`) is yielded itself, to be written directly.
+    """
     path = Path(path)
     tmp: str | None = None
     try:
-        tmp = _temporary_beside(path)
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; outputs get the usual permissions
+        if is_stream(path):
+            yield path
+            return
+        target = Path(os.path.realpath(path))
+        tmp = _temporary_beside(target)
         yield Path(tmp)
-        os.replace(tmp, path)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp (and writers that replace the file) make 0600; outputs get the usual permissions
+        os.replace(tmp, target)
     except OSError as exc:
         raise OutputError(path, _reason(exc)) from exc
     finally:
         if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def is_stream(path: str | Path) -> bool:
+    """Whether ``path`` (its target, for a symlink) exists and is neither a regular file nor a folder:
+    a device, FIFO or socket, written in place, never replaced."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return False
+    return not (stat.S_ISREG(mode) or stat.S_ISDIR(mode))
 
 
 def _temporary_beside(path: Path) -> str:
@@ -70,8 +90,12 @@ def write_bytes(path: str | Path, data: bytes) -> None:
 def check_writable(path: str | Path) -> None:
     """Fail now, before any work, when ``path`` could not be written (an existing file is kept)."""
     path = Path(path)
+    if is_stream(path):
+        if not os.access(path, os.W_OK):
+            raise OutputError(path, "permission denied")
+        return
     try:
-        os.unlink(_temporary_beside(path))
+        os.unlink(_temporary_beside(Path(os.path.realpath(path))))
     except OSError as exc:
         raise OutputError(path, _reason(exc)) from exc
 

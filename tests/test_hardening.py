@@ -7,8 +7,10 @@ import csv
 import json
 import os
 import shutil
+import stat
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -285,6 +287,72 @@ def test_file_size_limit_is_exit_3_and_debug_shows_the_traceback(corpus: dict[st
     assert not list(tmp_path.glob(".big.json*"))  # no temporary left behind
     debug = subprocess.run(command, capture_output=True, text=True, preexec_fn=limit, env={**env, "MAMMOFUSE_DEBUG": "1"}, timeout=120)
     assert debug.returncode == 3 and "Traceback" in debug.stderr
+
+
+def _read_in_background(fifo: Path) -> tuple[threading.Thread, list[bytes]]:
+    """A reader of ``fifo`` (a writer's open blocks until one comes): the thread and what it read."""
+    got: list[bytes] = []
+
+    def read() -> None:
+        with open(fifo, "rb") as fh:
+            got.append(fh.read())
+
+    thread = threading.Thread(target=read, daemon=True)
+    thread.start()
+    return thread, got
+
+
+def test_an_output_symlink_is_kept_and_its_target_written(tmp_path: Path) -> None:
+    from mammofuse.atomic import write_text
+
+    target = tmp_path / "kept" / "scores.json"
+    target.parent.mkdir()
+    target.write_text("old")
+    link = tmp_path / "scores.json"
+    link.symlink_to(Path("kept") / "scores.json")
+    old = os.umask(0o027)
+    try:
+        write_text(link, "new")
+    finally:
+        os.umask(old)
+    assert link.is_symlink() and target.read_text() == "new" and target.stat().st_mode & 0o777 == 0o640
+    assert not list(tmp_path.rglob("*.tmp"))
+
+
+@pytest.mark.parametrize("fmt", ["csv", "json", "table"])
+def test_a_fifo_output_is_written_as_a_stream_never_replaced(fmt: str, corpus: dict[str, Path], tiny_roi_model: Path, tmp_path: Path) -> None:
+    fifo = tmp_path / "scores"
+    os.mkfifo(fifo)
+    thread, got = _read_in_background(fifo)
+    result = run("predict", str(corpus["good_png"]), "--model", str(tiny_roi_model), "--format", fmt, "--output", str(fifo))
+    thread.join(timeout=60)
+    assert result.exit_code == 0, result.output
+    assert stat.S_ISFIFO(fifo.stat().st_mode) and got and str(corpus["good_png"]) in got[0].decode()
+    if fmt == "csv":
+        assert got[0].decode().startswith("path,probability,")
+
+
+@pytest.fixture
+def null_device(tmp_path: Path) -> Path:
+    """A null character device: made in tmp_path where mknod is allowed (root), so that a regression
+    replaces that one, never /dev/null; else /dev/null itself, which only root could replace."""
+    try:
+        os.mknod(tmp_path / "null", stat.S_IFCHR | 0o666, os.makedev(1, 3))
+    except OSError:
+        if os.geteuid() == 0:
+            pytest.skip("root without mknod: /dev/null is not put at risk")
+        return Path("/dev/null")
+    return tmp_path / "null"
+
+
+def test_a_device_and_a_piped_dev_stdout_are_written_in_place(null_device: Path, corpus: dict[str, Path], tiny_roi_model: Path) -> None:
+    for fmt in ("json", "csv"):
+        result = run("inspect", str(corpus["good_png"]), "--format", fmt, "--output", str(null_device))
+        assert result.exit_code == 0 and stat.S_ISCHR(null_device.stat().st_mode), result.output
+    command = [sys.executable, "-m", "mammofuse", "predict", str(corpus["good_png"]), "--model", str(tiny_roi_model), "-f", "csv", "-o", "/dev/stdout"]
+    piped = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=120)
+    assert piped.returncode == 0, piped.stderr
+    assert list(csv.DictReader(piped.stdout.splitlines()))[0]["path"] == str(corpus["good_png"])
 
 
 # --- tabular input -------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ import csv
 import io
 import json
 import os
+import stat
 import sys
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -89,6 +90,7 @@ class RecordWriter:
         if fmt not in STREAM_FORMATS:
             raise MammofuseError(f"records stream as {' or '.join(STREAM_FORMATS)}, not {fmt!r}")
         self.stream, self.fmt, self.layout, self.output = stream, fmt, layout, output
+        self._sync = output is not None and stat.S_ISREG(os.fstat(stream.fileno()).st_mode)  # a pipe or device cannot fsync
 
     def header(self) -> None:
         """The CSV header (JSONL has none)."""
@@ -112,7 +114,7 @@ class RecordWriter:
         try:
             self.stream.write(text)
             self.stream.flush()
-            if self.output is not None:
+            if self._sync:
                 os.fsync(self.stream.fileno())
         except OSError as exc:
             if self.output is None:
@@ -123,6 +125,8 @@ class RecordWriter:
 @contextmanager
 def record_writer(output: Path | None, fmt: str, layout: RecordLayout, append: bool = False) -> Iterator[RecordWriter]:
     """A writer to ``output`` (stdout when None): a new file, or appended to when ``append`` (a CSV header only in an empty file).
+
+    A symlink's target is written; a FIFO or device (``/dev/stdout``) is written as a stream, header first.
 
     Raises:
         OutputError: the file cannot be opened or written.
@@ -138,6 +142,6 @@ def record_writer(output: Path | None, fmt: str, layout: RecordLayout, append: b
         raise OutputError(output, exc.strerror or str(exc)) from exc
     with fh:
         writer = RecordWriter(fh, fmt, layout, output)
-        if fh.tell() == 0:
+        if not append or not fh.seekable() or fh.tell() == 0:
             writer.header()
         yield writer
