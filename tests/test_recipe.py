@@ -147,6 +147,42 @@ def test_pretrained_backbone_round_trip_and_wrong_architecture(tmp_path):
         load_backbone(fresh, str(tmp_path / "nope.safetensors"), "cnn4")
 
 
+@pytest.mark.parametrize("r2", [-0.25, 0.5])
+def test_pretrain_cli_reports_in_words_warns_on_a_negative_r2_and_follows_the_umask(r2, tmp_path, monkeypatch):
+    import os
+
+    from PIL import Image
+    from typer.testing import CliRunner
+
+    from mammofuse.cli import app
+    from mammofuse.training import pretrain
+
+    rng = np.random.default_rng(2)
+    rows = ["path,label,patient_id"]
+    for k in range(4):
+        Image.fromarray(np.clip(120 + 40 * rng.standard_normal((300, 300)), 0, 255).astype(np.uint8)).save(tmp_path / f"{k}.png")
+        rows.append(f"{k}.png,{k % 2},p{k}")
+    (tmp_path / "manifest.csv").write_text("\n".join(rows) + "\n")
+    real = pretrain.pretrain_backbone
+
+    def with_r2(*args, **kwargs):
+        backbone, report = real(*args, **kwargs)
+        report["history"][-1]["holdout_r2"] = r2
+        return backbone, report
+
+    monkeypatch.setattr(pretrain, "pretrain_backbone", with_r2)
+    old = os.umask(0o027)
+    try:
+        result = CliRunner().invoke(app, ["pretrain", "--dataset", "manifest", "--data", str(tmp_path), "--split", "all", "--image-size", "32",
+                                          "--patches-per-image", "4", "--epochs", "1", "--batch-size", "8", "--out", str(tmp_path / "bb.safetensors")])
+    finally:
+        os.umask(old)
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "bb.safetensors").stat().st_mode & 0o777 == 0o640
+    assert f"held-out R^2 {r2:.3f}" in result.stdout and "wrote " in result.stdout and "{" not in result.stdout
+    assert ("worse than their mean" in result.stderr) == (r2 < 0)
+
+
 def test_masking_control_changes_only_the_lesion_square_and_away_patch_avoids_lesions():
     from mammofuse.imaging.controls import away_region, mask_lesion
 

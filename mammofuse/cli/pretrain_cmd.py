@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from mammofuse.cli.common import Abnormality, DataDir, DatasetName, ImageDirs, err_console, guarded
+from mammofuse.cli.common import Abnormality, DataDir, DatasetName, ImageDirs, err_console, guarded, safe
+from mammofuse.cli.output import console
 
 
 @guarded
@@ -72,8 +72,12 @@ def pretrain(
     )
     report.update({"dataset": dataset, "split": split, "abnormality": abnormality, "canvas": settings.canvas, "skipped_files": len(errors)})
     save_backbone(backbone_module, out, settings, report)
-    typer.echo(json.dumps({"out": str(out), **{k: report[k] for k in ("patches", "images", "holdout_images")},
-                           "holdout_r2": report["history"][-1]["holdout_r2"]}))
+    r2 = report["history"][-1]["holdout_r2"]
+    if r2 < 0:
+        err_console.print(f"[bold yellow]warning:[/] held-out R^2 {r2:.3f}: the backbone predicts texture statistics worse than their mean; "
+                          "pretrain longer (--epochs) or on more images before training from it", highlight=False, soft_wrap=True)
+    console.print(f"{report['patches']} patches from {report['images']} images ({report['holdout_images']} held out): held-out R^2 {r2:.3f}\n"
+                  f"wrote {safe(out)}", highlight=False)
 
 
 def register(app: typer.Typer) -> None:
