@@ -147,6 +147,17 @@ class Recorder(TrainCallback):
         return [e for e in self.events if e[0] == kind]
 
 
+@pytest.mark.parametrize(("selection", "validate"), [("best", True), ("last", True), ("last", False)])
+def test_epoch_lines_mark_best_only_when_selection_best_and_the_auc_improved(selection, validate, mias_split, tiny, tmp_path, capsys) -> None:
+    from mammofuse.cli.train_progress import TrainProgress
+
+    settings = replace(tiny, fusion="clinical", epochs=5, freeze_epochs=0, selection=selection, patience=5, val_fraction=0.2 if validate else 0)
+    result = train(settings, mias_split[0], mias_split[1] if validate else [], tmp_path, callbacks=[TrainProgress()])
+    marked = [line.endswith("  best") for line in capsys.readouterr().err.splitlines() if line.startswith("epoch ")]
+    aucs = [row["val_auc"] for row in result.history]
+    assert marked == [selection == "best" and auc > max(aucs[:i], default=-1.0) for i, auc in enumerate(aucs)], aucs
+
+
 def test_unreadable_image_trains_as_image_absent_with_one_warning(mias_split, tiny, tmp_path: Path) -> None:
     broken = tmp_path / "broken.png"
     broken.write_bytes(b"not a png")
@@ -330,7 +341,7 @@ def test_cli_trains_clinical_on_cbis_ddsm_csvs_with_yaml_and_flag_override(cbis_
     out = tmp_path / "run"
     result = CliRunner().invoke(app, ["train", "--dataset", "cbis-ddsm", "--data", str(cbis_csv), "--config", str(config), "--epochs", "1", "--out", str(out)])
     assert result.exit_code == 0, result.output
-    assert re.search(r"^epoch 1/1: train_loss \d\.\d{4}  val_loss \d\.\d{4}  val_auc 0\.\d{3}  lr \S+  \d+\.\ds  best$", result.stderr, re.M)
+    assert re.search(r"^epoch 1/1: train_loss \d\.\d{4}  val_loss \d\.\d{4}  val_auc 0\.\d{3}  lr \S+  \d+\.\ds$", result.stderr, re.M)  # selection last: no 'best'
     saved = yaml.safe_load((out / "train_config.yaml").read_text())
     assert saved["epochs"] == 1 and saved["proj_dim"] == 20 and saved["fusion"] == "clinical" and saved["dataset"] == "cbis-ddsm"
     prov = load_model(out).config.provenance
