@@ -80,6 +80,17 @@ def test_epochs_may_not_change_on_resume_when_the_schedule_spans_the_run():
     assert "epochs" in resumable_changes(TrainSettings(schedule="step"))
 
 
+def test_resume_help_names_what_may_change():
+    import typer
+
+    from mammofuse.cli import app
+    from mammofuse.training.settings import RESUMABLE_CHANGES
+
+    help_text = next(p.help for p in typer.main.get_command(app).commands["train"].params if p.name == "resume")
+    assert "up to --epochs" not in help_text and "--epochs too with --schedule step" in help_text
+    assert all(f"--{k.replace('_', '-')}" in help_text for k in RESUMABLE_CHANGES)
+
+
 def test_augmentation_is_per_image_seeded_and_keeps_shape():
     from mammofuse.imaging.augment import augment_batch
 

@@ -44,7 +44,8 @@ def command(
     abnormality: Abnormality = "all",
     split: Annotated[str | None, typer.Option("--split", help="Which split trains (validation is carved from it by patient). Default: train when the dataset has one, else all.")] = None,
     config: o.ConfigFile = None,
-    resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out up to --epochs (exactly as if never stopped).")] = False,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue the interrupted run in --out, exactly as if never stopped, with its settings: only --patience, --device, --workers, "
+                                                   "--feature-cache and --amp may differ (--epochs too with --schedule step: cosine and one-cycle span the run).")] = False,
     fusion: Annotated[str | None, o.option("--fusion", help=f"{Fusion.help()} (default cross).")] = None,
     backbone: o.Backbone = None,
     image_size: o.ImageSize = None,
