@@ -331,6 +331,15 @@ def test_settings_reject_unknown_keys_and_bad_values(tmp_path: Path) -> None:
         TrainSettings(val_fraction=0, selection="best")
 
 
+def test_the_shipped_example_settings_load_and_the_readme_names_them() -> None:
+    from mammofuse.training import load_settings
+
+    root = Path(__file__).resolve().parents[1]
+    settings = load_settings(root / "examples" / "train.yaml")
+    assert settings.fusion == "cross" and settings.epochs == 10 and settings.selection == "last"
+    assert "--config examples/train.yaml" in (root / "README.md").read_text(encoding="utf-8")
+
+
 def test_cli_trains_clinical_on_cbis_ddsm_csvs_with_yaml_and_flag_override(cbis_csv: Path, tmp_path: Path) -> None:
     from typer.testing import CliRunner
 

@@ -32,7 +32,7 @@ EPILOG = """[bold]Examples[/]
   [cyan]mammofuse train --dataset mini-mias --data ../shared/data/mini-mias --fusion cross --epochs 5 --out runs/mias --resume[/]
 
   Settings from YAML (flags override), two processes with DistributedDataParallel:
-  [cyan]torchrun --standalone --nproc-per-node 2 -m mammofuse train --config train.yaml --dataset mini-mias --data ../shared/data/mini-mias --out runs/ddp[/]
+  [cyan]torchrun --standalone --nproc-per-node 2 -m mammofuse train --config examples/train.yaml --dataset mini-mias --data ../shared/data/mini-mias --out runs/ddp[/]
 """
 
 
