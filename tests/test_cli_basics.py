@@ -83,3 +83,14 @@ def test_report_commands_write_to_output_and_name_their_formats(tmp_path):
         assert ("cbis-ddsm-v1" if command == ["schema"] else "Research use only") in (tmp_path / "r.txt").read_text()
         assert "table|json" in runner.invoke(app, [*command, "--help"], terminal_width=200).stdout
     assert runner.invoke(app, ["schema", "--output", str(tmp_path)]).exit_code == 3  # a folder: not writable as a file
+
+
+def test_report_commands_take_their_format_from_the_output_suffix(tmp_path, mini_mias):
+    result = runner.invoke(app, ["schema", "-o", str(tmp_path / "s.json")])
+    assert result.exit_code == 0 and json.loads((tmp_path / "s.json").read_text())["dim"] == 36
+    for command in (["models", "-f", "json", "-o", str(tmp_path / "m.csv")], ["models", "-o", str(tmp_path / "m.jsonl")],
+                    ["schema", "-f", "table", "-o", str(tmp_path / "s.json")],
+                    ["data", "summary", "--dataset", "mini-mias", "--data", str(mini_mias), "-o", str(tmp_path / "d.csv")]):
+        result = runner.invoke(app, command)
+        assert result.exit_code == 2 and "looks like" in result.stderr, command
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.json"]

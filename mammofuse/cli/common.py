@@ -92,6 +92,10 @@ class RecordFormat(StrEnum):
 
 
 Format = Annotated[ReportFormat, typer.Option("--format", "-f", help="Output format.", case_sensitive=False)]
+ReportFormatOption = Annotated[
+    ReportFormat | None,
+    typer.Option("--format", "-f", help="Output format \\[default: table, or json for an --output ending .json].", case_sensitive=False, show_default=False),
+]
 RecordFormatOption = Annotated[
     RecordFormat | None,
     typer.Option("--format", "-f", help="Output format \\[default: table, or from the --output suffix].", case_sensitive=False, show_default=False),
@@ -194,6 +198,18 @@ def output_format(fmt: RecordFormat | None, output: Path | None, default: Record
     if implied and implied != fmt:
         raise MammofuseError(f"--output {output} looks like {suffix} but --format is {fmt}; make them agree")
     return fmt
+
+
+def report_format(fmt: ReportFormat | None, output: Path | None) -> ReportFormat:
+    """The format of a report (table or JSON), by the rule of :func:`output_format`.
+
+    Raises:
+        MammofuseError: the ``--output`` suffix contradicts ``--format`` or names a format reports are not written in.
+    """
+    chosen = output_format(None if fmt is None else RecordFormat(fmt), output)
+    if chosen not in tuple(ReportFormat):
+        raise MammofuseError(f"--output {output} looks like {chosen}, but this command writes a table or json; name the file .json or .txt")
+    return ReportFormat(chosen)
 
 
 def render_records(records: Sequence[dict[str, Any]], fmt: str) -> str:

@@ -10,12 +10,12 @@ from mammofuse.cli.common import (
     Abnormality,
     DataDir,
     DatasetName,
-    Format,
     ImageDirs,
     Output,
-    ReportFormat,
+    ReportFormatOption,
     check_output,
     guarded,
+    report_format,
     write_report,
 )
 
@@ -26,7 +26,7 @@ data_app = typer.Typer(help="Inspect datasets.", no_args_is_help=True)
 @guarded
 def summary(
     dataset: DatasetName, data: DataDir, images: ImageDirs = None, abnormality: Abnormality = "all",
-    fmt: Format = ReportFormat.TABLE, output: Output = None,
+    fmt: ReportFormatOption = None, output: Output = None,
 ) -> None:
     """Count lesions, malignant/benign, patients and images per split, and how image files matched the rows.
 
@@ -38,6 +38,7 @@ def summary(
     """
     from mammofuse.data import load_dataset, summarize
 
+    fmt = report_format(fmt, output)
     check_output(output)
     report: dict = {}
     result = summarize(dataset, load_dataset(dataset, data, images, abnormality, report), report)

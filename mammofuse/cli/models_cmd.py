@@ -8,11 +8,11 @@ from typing import Any
 import typer
 
 from mammofuse import RESEARCH_NOTICE
-from mammofuse.cli.common import Format, Output, ReportFormat, check_output, guarded, write_report
+from mammofuse.cli.common import Output, ReportFormatOption, check_output, guarded, report_format, write_report
 
 
 @guarded
-def models(fmt: Format = ReportFormat.TABLE, output: Output = None) -> None:
+def models(fmt: ReportFormatOption = None, output: Output = None) -> None:
     """List the registered models (names for --model) with their recipe and threshold, and the shipped backbones (names for `train --pretrained`; kind "backbone" in JSON).
 
     --model also takes a model folder (config.json + model.safetensors) or a Hugging Face Hub id owner/name\\[@revision] (cached; HF_HUB_OFFLINE=1 uses the cache only). `train --pretrained` also takes a model name or folder: it starts from that model's image branch.
@@ -26,6 +26,7 @@ def models(fmt: Format = ReportFormat.TABLE, output: Output = None) -> None:
     from mammofuse.backbones import registered_backbones
     from mammofuse.hub import registered_models
 
+    fmt = report_format(fmt, output)
     check_output(output)
     records = registered_models() + registered_backbones()
     write_report(records, fmt, output, lambda: _tables(records))

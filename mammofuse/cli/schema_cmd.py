@@ -6,12 +6,12 @@ from typing import Annotated, Any
 
 import typer
 
-from mammofuse.cli.common import Format, Output, ReportFormat, check_output, guarded, write_report
+from mammofuse.cli.common import Output, ReportFormatOption, check_output, guarded, report_format, write_report
 
 
 @guarded
 def schema(
-    fmt: Format = ReportFormat.TABLE,
+    fmt: ReportFormatOption = None,
     output: Output = None,
     vocabulary: Annotated[str, typer.Option("--vocabulary", help="Vocabulary id.")] = "cbis-ddsm-v1",
 ) -> None:
@@ -21,6 +21,7 @@ def schema(
     """
     from mammofuse.clinical import load_schema
 
+    fmt = report_format(fmt, output)
     check_output(output)
     spec = load_schema(vocabulary).as_dict()
     write_report(spec, fmt, output, lambda: _table(spec))
