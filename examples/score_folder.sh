@@ -5,11 +5,16 @@
 # path, density, shape, margin, ..., roi_row, roi_col, roi_radius; see `mammofuse predict --help`).
 # The bundled default looks at lesion crops: a file with neither a circle nor a finding fails with
 # "nothing to score".
+# Its exit status is mammofuse's (see the README): 0 all scored, 1 some files failed, 2 usage
+# error (also for wrong arguments to this script), 3 OUT.csv cannot be written, 4 a bug in mammofuse.
 # Usage: examples/score_folder.sh STUDIES_DIR OUT.csv [MODEL] [FINDINGS.csv]
 set -uo pipefail
-usage="usage: score_folder.sh STUDIES_DIR OUT.csv [MODEL] [FINDINGS.csv]"
-studies=${1:?$usage}
-out=${2:?$usage}
+if [ $# -lt 2 ] || [ $# -gt 4 ]; then
+  echo "usage: score_folder.sh STUDIES_DIR OUT.csv [MODEL] [FINDINGS.csv]" >&2
+  exit 2
+fi
+studies=$1
+out=$2
 model=${3:-default}
 findings=()
 [ -n "${4:-}" ] && findings=(--clinical "$4")
@@ -19,6 +24,9 @@ status=$?
 case $status in
   0) echo "all files scored: $out" ;;
   1) echo "some files failed; see the error column of $out" >&2 ;;
-  *) echo "usage error (status $status)" >&2 ;;
+  2) echo "usage error; see the message above" >&2 ;;
+  3) echo "cannot write $out; see the message above" >&2 ;;
+  4) echo "internal error in mammofuse; MAMMOFUSE_DEBUG=1 shows the traceback, please report it" >&2 ;;
+  *) echo "mammofuse stopped (status $status)" >&2 ;;
 esac
 exit $status

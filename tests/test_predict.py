@@ -216,3 +216,28 @@ def test_unavailable_device_and_bad_format_are_usage_errors(tiny_model: Path, re
         assert code == 2 and "CUDA is not available" in err
     code, _, err = predict(path, "--model", str(tiny_model), "--format", "xml")
     assert code == 2 and "xml" in err and "table" in err and "jsonl" in err and "Traceback" not in err
+
+
+def test_score_folder_example_passes_on_the_exit_codes_and_names_them(tiny_model: Path, real_dicoms: dict[str, Path], tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    script = Path(__file__).resolve().parents[1] / "examples" / "score_folder.sh"
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}", "OMP_NUM_THREADS": "1"}
+
+    def score(*args: object) -> subprocess.CompletedProcess:
+        return subprocess.run(["bash", str(script), *map(str, args)], capture_output=True, text=True, env=env, timeout=120)
+
+    studies = tmp_path / "studies"
+    studies.mkdir()
+    (studies / "good.dcm").symlink_to(real_dicoms["P_00173_lcc"])
+    (studies / "broken.dcm").write_bytes(b"not a DICOM")
+    usage = score()
+    assert usage.returncode == 2 and usage.stderr.startswith("usage: score_folder.sh")
+    unwritable = score(studies, tmp_path, tiny_model)  # OUT.csv is a folder
+    assert unwritable.returncode == 3 and f"cannot write {tmp_path}; see the message above" in unwritable.stderr
+    some = score(studies, tmp_path / "scores.csv", tiny_model)
+    assert some.returncode == 1 and "some files failed" in some.stderr
+    rows = {Path(r["path"]).name: r for r in csv.DictReader((tmp_path / "scores.csv").open())}
+    assert rows["good.dcm"]["error"] == "" and rows["broken.dcm"]["error"]
