@@ -160,8 +160,10 @@ def read_clinical_csv(path: Path, vocabulary: str = DEFAULT_VOCABULARY) -> Clini
     circle ``roi_row``, ``roi_col``, ``roi_radius`` in the file's pixels. Other columns are ignored.
     """
     path = Path(path)
+    if path.is_dir():
+        raise MammofuseError(f"{path}: is a folder; --clinical takes a CSV file")
     if not path.is_file():
-        raise MammofuseError(f"{path}: clinical CSV not found")
+        raise MammofuseError(f"{path}: clinical CSV not found" if not path.exists() else f"{path}: clinical CSV is not a regular file")
     schema = load_schema(vocabulary)
     aliases = {_column_key(c): f.name for f in schema.fields for c in (f.name, *f.csv_columns)}
     columns = csv_columns(path, key=_column_key)
