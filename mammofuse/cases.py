@@ -174,6 +174,9 @@ def read_clinical_csv(path: Path, vocabulary: str = DEFAULT_VOCABULARY) -> Clini
             f"{path}: needs a 'path' (or 'file', 'filename') or 'SOPInstanceUID' column to match rows to files"
             f"{delimiter_hint(columns)}"
         )
+    missing = [c for c in REGION_COLUMNS if c not in columns]
+    if missing and len(missing) < len(REGION_COLUMNS):
+        raise MammofuseError(f"{path}: has no {' or '.join(missing)} column: a lesion circle needs roi_row, roi_col and roi_radius")
     known = set(PATH_COLUMNS) | set(UID_COLUMNS) | set(REGION_COLUMNS) | {"patient_id"} | set(aliases)
     ignored = [c for c in columns if c not in known]
     rows = [_row(n, values, key_column, uid_column, aliases, schema, path) for n, values in csv_records(path, key=_column_key)]
@@ -190,7 +193,11 @@ def _row(
     except ClinicalValueError as exc:
         raise ClinicalValueError(f"{path}:{n}: {exc}") from None
     region = None
-    if all(values.get(c) for c in REGION_COLUMNS):
+    given = [c for c in REGION_COLUMNS if values.get(c)]
+    if given and len(given) < len(REGION_COLUMNS):
+        empty = " and ".join(c for c in REGION_COLUMNS if c not in given)
+        raise MammofuseError(f"{path}:{n}: {empty} is empty: a lesion circle needs roi_row, roi_col and roi_radius (or none of them)")
+    if given:
         try:
             region = tuple(float(values[c]) for c in REGION_COLUMNS)
         except ValueError:

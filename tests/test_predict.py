@@ -163,6 +163,13 @@ def test_clinical_csv_errors_name_the_line(real_dicoms: dict[str, Path], tmp_pat
     twice = _write_csv(tmp_path / "twice.csv", [{"path": "1-130", "density": "1"}, {"path": "1-130", "density": "2"}])
     with pytest.raises(MammofuseError, match="matches lines 2, 3"):
         cases_from_inputs([lcc], False, {}, twice)
+    no_radius = _write_csv(tmp_path / "no_radius.csv", [{"path": lcc.name, "roi_row": "100", "roi_col": "200"}])
+    with pytest.raises(MammofuseError, match=r"no_radius.csv: has no roi_radius column: a lesion circle needs"):
+        cases_from_inputs([lcc], False, {}, no_radius)
+    half = _write_csv(tmp_path / "half.csv", [{"path": "x", "roi_row": "", "roi_col": "", "roi_radius": ""},
+                                              {"path": lcc.name, "roi_row": "100", "roi_col": "200", "roi_radius": ""}])
+    with pytest.raises(MammofuseError, match=r"half.csv:3: roi_radius is empty: a lesion circle needs"):
+        cases_from_inputs([lcc], False, {}, half)
     nokey = _write_csv(tmp_path / "nokey.csv", [{"density": "1"}])
     with pytest.raises(MammofuseError, match="needs a 'path'"):
         cases_from_inputs([lcc], False, {}, nokey)
