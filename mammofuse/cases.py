@@ -341,7 +341,10 @@ def score_cases(
 
 
 def model_notes(model: MammoFuse, samples: Sequence[Sample], findings_given: bool) -> list[str]:
-    """Remarks on what ``model`` makes of these cases: findings or images it does not use, lesion regions it lacks."""
+    """Remarks on what ``model`` makes of these cases: findings or images it does not use, lesion regions it lacks.
+
+    Made before any file is read, so they claim nothing about files that then fail.
+    """
     name, config = model.name, model.config
     notes = []
     if not config.uses_clinical and findings_given:
@@ -350,7 +353,8 @@ def model_notes(model: MammoFuse, samples: Sequence[Sample], findings_given: boo
         notes.append(f"model {name} is clinical-only: images are not read")
     elif config.recipe.input == "roi" and any(s.region is None for s in samples):
         without = sum(s.region is None for s in samples)
-        how = "their image is not used: the clinical findings are scored" if config.recipe.needs_region() else "the whole breast is scored instead"
+        how = ("their image is not used: each that can be read is scored on its clinical findings alone" if config.recipe.needs_region()
+               else "each that can be read is scored on its whole breast instead")
         notes.append(
             f"model {name} looks at lesion crops, and {without} of {len(samples)} files have no lesion region: {how}. "
             "Give --roi ROW,COL,RADIUS (or roi_row, roi_col, roi_radius columns in --clinical)"

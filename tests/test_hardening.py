@@ -132,6 +132,8 @@ def test_a_file_whose_image_is_not_used_is_still_checked_from_its_header(corpus:
     assert all(records[corpus[key].name]["probability"] is None for key in broken)
     assert "not a DICOM file" in records["text.dcm"]["error"] and "80 MP limit" in records["bomb100mp.png"]["error"]
     assert "no Rows" in records["norows.dcm"]["error"] and "NumberOfFrames is '1A'" in records["frames.dcm"]["error"]
+    assert "7 files have no lesion region: their image is not used: each that can be read is scored on its clinical findings alone" in result.stderr
+    assert "the clinical findings are scored" not in result.stderr  # not claimed of the files that fail
 
 
 @pytest.mark.parametrize("roi", [("--roi", "20,10,5"), ()], ids=["pixels read", "header only"])
