@@ -452,6 +452,19 @@ def test_scoring_refuses_a_threshold_outside_0_1(threshold: float, corpus: dict[
         score_cases(load_model(tiny_roi_model), cases, "tiny", threshold=threshold)
 
 
+@pytest.mark.parametrize(("flag", "value", "message"), [
+    ("--threshold", "nan", "--threshold must be a number in [0, 1], not nan"),
+    ("--threshold", "1.5", "--threshold must be a number in [0, 1], not 1.5"),
+    ("--roi", "-10,100,20", "--roi -10,100,20: ROW and COL must be >= 0"),
+    ("--roi", "10,x,20", "--roi 10,x,20: COL must be a number of pixels, not 'x'"),
+    ("--roi", "10,10,0", "--roi 10,10,0: RADIUS must be > 0"),
+    ("--roi", "10,10", "--roi: expected ROW,COL,RADIUS in pixels, got '10,10'"),
+])
+def test_bad_threshold_or_roi_says_which_part_is_wrong(flag: str, value: str, message: str, corpus: dict[str, Path]) -> None:
+    result = run("predict", str(corpus["good_png"]), flag, value)
+    assert result.exit_code == 2 and result.stderr.startswith(f"error: {message}"), result.output
+
+
 def test_billion_laughs_yaml_is_refused_at_once(tmp_path: Path) -> None:
     from mammofuse.training.settings import load_settings
 

@@ -6,6 +6,7 @@ import csv
 import functools
 import io
 import json
+import math
 import os
 import re
 import sys
@@ -256,13 +257,23 @@ def parse_roi(text: str | None) -> tuple[float, float, float] | None:
     if text is None:
         return None
     parts = [p.strip() for p in text.split(",")]
-    try:
-        values = tuple(float(p) for p in parts)
-    except ValueError:
-        values = ()
-    if len(values) != 3 or not all(v == v and abs(v) < 1e6 for v in values) or values[2] <= 0 or min(values[:2]) < 0:
-        raise MammofuseError(f"--roi: expected ROW,COL,RADIUS in pixels (radius > 0), got {text!r}")
-    return values  # type: ignore[return-value]
+    if len(parts) != 3:
+        raise MammofuseError(f"--roi: expected ROW,COL,RADIUS in pixels, got {text!r}")
+    values = []
+    for name, part in zip(("ROW", "COL", "RADIUS"), parts):
+        try:
+            value = float(part)
+        except ValueError:
+            value = math.nan
+        if not (math.isfinite(value) and abs(value) < 1e6):
+            raise MammofuseError(f"--roi {text}: {name} must be a number of pixels, not {part!r}")
+        values.append(value)
+    row, col, radius = values
+    if row < 0 or col < 0:
+        raise MammofuseError(f"--roi {text}: ROW and COL must be >= 0 (pixels from the image's top-left corner)")
+    if radius <= 0:
+        raise MammofuseError(f"--roi {text}: RADIUS must be > 0")
+    return row, col, radius
 
 
 def cases_and_model(

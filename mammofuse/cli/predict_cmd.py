@@ -65,7 +65,7 @@ def predict(
     aggregate: Annotated[str, typer.Option("--aggregate", help="view: a score per file; breast: also the mean score of each breast's files (patient and laterality from the DICOM header or file name).")] = "view",
     fmt: RecordFormatOption = None,
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Write to this file instead of stdout: jsonl and csv record by record as files are scored (see --resume), table and json atomically at the end.")] = None,
-    threshold: Annotated[float | None, typer.Option("--threshold", help="Decision threshold on the probability \\[default: the model's own].", min=0.0, max=1.0, show_default=False)] = None,
+    threshold: Annotated[float | None, typer.Option("--threshold", help="Decision threshold on the probability, in [0, 1] \\[default: the model's own].", show_default=False)] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Images per forward pass.", min=1)] = 8,
     device: Device = "auto",
     workers: Annotated[int | None, typer.Option("--workers", help="Local engine: processes reading images while the model runs \\[default: up to 4, by CPUs and files]. "
@@ -95,7 +95,9 @@ def predict(
         mammofuse predict archive/ -r -o scores.jsonl --resume --shard 3/16 --engine ray --ray-address auto --gpus-per-worker 1
     """
     from mammofuse.scoring.sink import STREAM_FORMATS
+    from mammofuse.validation import Rule, checked
 
+    threshold = checked("--threshold", threshold, Rule(float, 0, 1, optional=True))
     fmt = output_format(fmt, output)
     check_output(output)
     check_choice("--aggregate", aggregate, ("view", "breast"))
