@@ -3,13 +3,16 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from mammofuse import __version__
 from mammofuse.cli import app
 
 runner = CliRunner()
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_help_lists_every_command():
@@ -83,3 +86,13 @@ def test_report_commands_write_to_output_and_name_their_formats(tmp_path):
         assert ("cbis-ddsm-v1" if command == ["schema"] else "Research use only") in (tmp_path / "r.txt").read_text()
         assert "table|json" in runner.invoke(app, [*command, "--help"], terminal_width=200).stdout
     assert runner.invoke(app, ["schema", "--output", str(tmp_path)]).exit_code == 3  # a folder: not writable as a file
+
+
+@pytest.mark.parametrize("command", ["predict", "explain", "inspect"])
+def test_help_names_the_paths_argument_and_every_exit_status(command):
+    from mammofuse.cli.common import INTERNAL_ERROR
+
+    result = runner.invoke(app, [command, "--help"], env={"COLUMNS": "250"})
+    assert result.exit_code == 0 and "{PATHS}..." in result.output and "{paths}" not in result.output
+    assert f"{INTERNAL_ERROR} internal error (a bug: please report it)" in " ".join(result.output.split())
+    assert f"`{INTERNAL_ERROR}` an internal error (a bug: please report it)" in (ROOT / "README.md").read_text()

@@ -41,7 +41,7 @@ Shape = Annotated[str | None, typer.Option("--shape", help="Mass shape, e.g. ova
 Margin = Annotated[str | None, typer.Option("--margin", help="Mass margins, e.g. circumscribed, spiculated.", rich_help_panel="Clinical findings")]
 CalcType = Annotated[str | None, typer.Option("--calc-type", help="Calcification type, e.g. pleomorphic.", rich_help_panel="Clinical findings")]
 CalcDistribution = Annotated[str | None, typer.Option("--calc-distribution", help="Calcification distribution, e.g. clustered.", rich_help_panel="Clinical findings")]
-InputPaths = Annotated[list[Path], typer.Argument(help="DICOM or image files, or folders of them.", show_default=False)]
+InputPaths = Annotated[list[Path], typer.Argument(metavar="PATHS", help="DICOM or image files, or folders of them.", show_default=False)]
 ModelSpec = Annotated[str, typer.Option("--model", "-m", help="Registered name (see `mammofuse models`), model folder, or Hub id owner/name\\[@revision].")]
 ClinicalCsv = Annotated[Path | None, typer.Option("--clinical", help="CSV of findings per file: a path (or file name, stem, SOPInstanceUID) column and clinical fields; its values win over the flags.", rich_help_panel="Clinical findings")]
 Recursive = Annotated[bool, typer.Option("--recursive", "-r", help="Descend into sub-folders.")]
