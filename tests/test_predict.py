@@ -94,6 +94,12 @@ def test_bad_file_among_good_ones_fails_alone(tiny_model: Path, real_dicoms: dic
     assert records["broken.dcm"]["probability"] is None and "DICOM" in records["broken.dcm"]["error"]
     assert records["1-130.dcm"]["error"] is None and records["1-280.dcm"]["error"] is None
     assert "failed:" in err and "broken.dcm" in err
+    code, out, _ = predict(str(real_dicoms["P_00173_lcc"]), str(tmp_path / "broken.dcm"), "--model", str(tiny_model), "--density", "2")
+    header, good, bad = (next(line for line in out.splitlines() if key in line) for key in ("probability", "1-130.dcm", "broken.dcm"))
+    assert code == 1 and header.split("┃")[-2].strip() == "error"
+    assert "density=2" in good and "density=2" in bad and "DICOM" in bad.split("│")[-2]  # the findings in their column, the error in its own
+    code, out, _ = predict(str(real_dicoms["P_00173_lcc"]), "--model", str(tiny_model))
+    assert code == 0 and "error" not in out
 
 
 def test_missing_path_and_unknown_model_are_usage_errors(tiny_model: Path, real_dicoms: dict[str, Path], tmp_path: Path) -> None:

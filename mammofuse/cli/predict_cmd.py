@@ -174,18 +174,19 @@ def _table(records: list[Prediction], output: Path | None) -> None:
     from rich.table import Table
 
     breast = bool(records) and records[0].per_breast
+    errors = any(r.error for r in records)
     table = Table(caption=_caption(records), caption_justify="left")
     table.add_column("file", overflow="fold")
-    for name in ("probability", "prediction", *(["breast", "breast prob."] if breast else []), "clinical"):
+    for name in ("probability", "prediction", *(["breast", "breast prob."] if breast else []), "clinical", *(["error"] if errors else [])):
         table.add_column(name)
     for r in records:
         given = ", ".join(f"{k}={v}" for k, v in r.clinical.items() if v) or "none"
         extra = [cell(r.breast or "?"), "" if r.breast_probability is None else f"{r.breast_probability:.3f}"] if breast else []
         if r.error:
-            table.add_row(cell(r.path), "", "[red]failed[/]", *extra, cell(r.error, "red"))
+            table.add_row(cell(r.path), "", "[red]failed[/]", *extra, cell(given), cell(r.error, "red"))
         else:
             style = "bold red" if r.decision == MALIGNANT else "green"
-            table.add_row(cell(r.path), f"{r.probability:.3f}", f"[{style}]{r.decision}[/]", *extra, cell(given))
+            table.add_row(cell(r.path), f"{r.probability:.3f}", f"[{style}]{r.decision}[/]", *extra, cell(given), *([""] if errors else []))
     show(table, output)
 
 
