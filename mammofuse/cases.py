@@ -38,6 +38,7 @@ if TYPE_CHECKING:  # torch stays out of import time
 PATH_COLUMNS = ("path", "file", "filename", "file_name", "image", "image_path")
 UID_COLUMNS = ("sopinstanceuid", "sop_instance_uid", "sop_uid")
 REGION_COLUMNS = ("roi_row", "roi_col", "roi_radius")
+CALCIFICATION_FIELDS = ("calc_type", "calc_distribution")
 _UID = re.compile(r"^\d+(\.\d+)+$")
 UNLABELLED = -1
 
@@ -349,6 +350,13 @@ def model_notes(model: MammoFuse, samples: Sequence[Sample], findings_given: boo
     notes = []
     if not config.uses_clinical and findings_given:
         notes.append(f"model {name} is image-only (fusion {config.fusion}): clinical findings are not used")
+    trained_on = config.provenance.get("abnormality") or []
+    calcifications = sum(any(s.clinical.get(f) for f in CALCIFICATION_FIELDS) for s in samples)
+    if trained_on and "calc" not in trained_on and calcifications:
+        notes.append(
+            f"model {name} was trained on {', '.join(trained_on)} lesions only and never saw calcifications: its score is not meaningful "
+            f"for the {calcifications} of {len(samples)} files given calcification findings"
+        )
     if not config.uses_image:
         notes.append(f"model {name} is clinical-only: images are not read")
     elif config.recipe.input == "roi" and any(s.region is None for s in samples):

@@ -220,6 +220,17 @@ def test_bundled_default_model_scores_a_real_dicom(real_dicoms: dict[str, Path])
     assert record["model"] == "default" and record["error"] is None and np.isfinite(record["probability"])
 
 
+def test_calcification_findings_for_a_mass_model_get_a_note(tiny_model: Path, real_dicoms: dict[str, Path]) -> None:
+    scan = str(real_dicoms["P_00173_lcc"])
+    code, _, err = predict(scan, "--calc-type", "pleomorphic", "--density", "2", "-f", "json")  # the bundled default: masses only
+    assert code == 0 and "note: model default was trained on mass lesions only and never saw calcifications" in err
+    assert "not meaningful for the 1 of 1 files given calcification findings" in " ".join(err.split())
+    code, _, err = predict(scan, "--margin", "spiculated", "--density", "2", "-f", "json")
+    assert code == 0 and "calcifications" not in err
+    code, _, err = predict(scan, "--model", str(tiny_model), "--calc-distribution", "clustered", "-f", "json")  # trained on unknown lesions
+    assert code == 0 and "calcifications" not in err
+
+
 def test_unavailable_device_and_bad_format_are_usage_errors(tiny_model: Path, real_dicoms: dict[str, Path]) -> None:
     import torch
 
