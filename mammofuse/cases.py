@@ -38,6 +38,7 @@ if TYPE_CHECKING:  # torch stays out of import time
 PATH_COLUMNS = ("path", "file", "filename", "file_name", "image", "image_path")
 UID_COLUMNS = ("sopinstanceuid", "sop_instance_uid", "sop_uid")
 REGION_COLUMNS = ("roi_row", "roi_col", "roi_radius")
+CALCIFICATION_FIELDS = ("calc_type", "calc_distribution")
 _UID = re.compile(r"^\d+(\.\d+)+$")
 UNLABELLED = -1
 
@@ -160,8 +161,10 @@ def read_clinical_csv(path: Path, vocabulary: str = DEFAULT_VOCABULARY) -> Clini
     circle ``roi_row``, ``roi_col``, ``roi_radius`` in the file's pixels. Other columns are ignored.
     """
     path = Path(path)
+    if path.is_dir():
+        raise MammofuseError(f"{path}: is a folder; --clinical takes a CSV file")
     if not path.is_file():
-        raise MammofuseError(f"{path}: clinical CSV not found")
+        raise MammofuseError(f"{path}: clinical CSV not found" if not path.exists() else f"{path}: clinical CSV is not a regular file")
     schema = load_schema(vocabulary)
     aliases = {_column_key(c): f.name for f in schema.fields for c in (f.name, *f.csv_columns)}
     columns = csv_columns(path, key=_column_key)
@@ -172,6 +175,9 @@ def read_clinical_csv(path: Path, vocabulary: str = DEFAULT_VOCABULARY) -> Clini
             f"{path}: needs a 'path' (or 'file', 'filename') or 'SOPInstanceUID' column to match rows to files"
             f"{delimiter_hint(columns)}"
         )
+    missing = [c for c in REGION_COLUMNS if c not in columns]
+    if missing and len(missing) < len(REGION_COLUMNS):
+        raise MammofuseError(f"{path}: has no {' or '.join(missing)} column: a lesion circle needs roi_row, roi_col and roi_radius")
     known = set(PATH_COLUMNS) | set(UID_COLUMNS) | set(REGION_COLUMNS) | {"patient_id"} | set(aliases)
     ignored = [c for c in columns if c not in known]
     rows = [_row(n, values, key_column, uid_column, aliases, schema, path) for n, values in csv_records(path, key=_column_key)]
@@ -188,7 +194,11 @@ def _row(
     except ClinicalValueError as exc:
         raise ClinicalValueError(f"{path}:{n}: {exc}") from None
     region = None
-    if all(values.get(c) for c in REGION_COLUMNS):
+    given = [c for c in REGION_COLUMNS if values.get(c)]
+    if given and len(given) < len(REGION_COLUMNS):
+        empty = " and ".join(c for c in REGION_COLUMNS if c not in given)
+        raise MammofuseError(f"{path}:{n}: {empty} is empty: a lesion circle needs roi_row, roi_col and roi_radius (or none of them)")
+    if given:
         try:
             region = tuple(float(values[c]) for c in REGION_COLUMNS)
         except ValueError:
@@ -332,16 +342,27 @@ def score_cases(
 
 
 def model_notes(model: MammoFuse, samples: Sequence[Sample], findings_given: bool) -> list[str]:
-    """Remarks on what ``model`` makes of these cases: findings or images it does not use, lesion regions it lacks."""
+    """Remarks on what ``model`` makes of these cases: findings or images it does not use, lesion regions it lacks.
+
+    Made before any file is read, so they claim nothing about files that then fail.
+    """
     name, config = model.name, model.config
     notes = []
     if not config.uses_clinical and findings_given:
         notes.append(f"model {name} is image-only (fusion {config.fusion}): clinical findings are not used")
+    trained_on = config.provenance.get("abnormality") or []
+    calcifications = sum(any(s.clinical.get(f) for f in CALCIFICATION_FIELDS) for s in samples)
+    if trained_on and "calc" not in trained_on and calcifications:
+        notes.append(
+            f"model {name} was trained on {', '.join(trained_on)} lesions only and never saw calcifications: its score is not meaningful "
+            f"for the {calcifications} of {len(samples)} files given calcification findings"
+        )
     if not config.uses_image:
         notes.append(f"model {name} is clinical-only: images are not read")
     elif config.recipe.input == "roi" and any(s.region is None for s in samples):
         without = sum(s.region is None for s in samples)
-        how = "their image is not used: the clinical findings are scored" if config.recipe.needs_region() else "the whole breast is scored instead"
+        how = ("their image is not used: each that can be read is scored on its clinical findings alone" if config.recipe.needs_region()
+               else "each that can be read is scored on its whole breast instead")
         notes.append(
             f"model {name} looks at lesion crops, and {without} of {len(samples)} files have no lesion region: {how}. "
             "Give --roi ROW,COL,RADIUS (or roi_row, roi_col, roi_radius columns in --clinical)"

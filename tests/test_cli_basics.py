@@ -3,13 +3,16 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from mammofuse import __version__
 from mammofuse.cli import app
 
 runner = CliRunner()
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_help_lists_every_command():
@@ -94,3 +97,13 @@ def test_report_commands_take_their_format_from_the_output_suffix(tmp_path, mini
         result = runner.invoke(app, command)
         assert result.exit_code == 2 and "looks like" in result.stderr, command
     assert sorted(p.name for p in tmp_path.iterdir()) == ["s.json"]
+
+
+@pytest.mark.parametrize("command", ["predict", "explain", "inspect"])
+def test_help_names_the_paths_argument_and_every_exit_status(command):
+    from mammofuse.cli.common import INTERNAL_ERROR
+
+    result = runner.invoke(app, [command, "--help"], env={"COLUMNS": "250"})
+    assert result.exit_code == 0 and "{PATHS}..." in result.output and "{paths}" not in result.output
+    assert f"{INTERNAL_ERROR} internal error (a bug: please report it)" in " ".join(result.output.split())
+    assert f"`{INTERNAL_ERROR}` an internal error (a bug: please report it)" in (ROOT / "README.md").read_text()

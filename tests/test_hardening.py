@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import shutil
 import stat
 import subprocess
@@ -19,6 +20,7 @@ import pytest
 from conftest import make_tiny_model
 from dicom_factory import JPEGLosslessSV1, breast_phantom, write_dicom
 from PIL import Image
+from pydicom.uid import RLELossless
 from typer.testing import CliRunner
 
 from mammofuse.cli import app
@@ -59,6 +61,9 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     good = files["good_dicom"].read_bytes()
     (root / "truncated.dcm").write_bytes(good[: len(good) // 2])
     files["truncated"] = root / "truncated.dcm"
+    encapsulated = write_dicom(root / "cut_rle.dcm", breast_phantom(), TransferSyntaxUID=RLELossless).read_bytes()
+    (root / "cut_rle.dcm").write_bytes(encapsulated[:-20])  # ends inside its encapsulated pixel data
+    files["truncated_encapsulated"] = root / "cut_rle.dcm"
     (root / "empty.dcm").write_bytes(b"")
     files["empty"] = root / "empty.dcm"
     (root / "text.dcm").write_text("this is not a DICOM file\n")
@@ -129,6 +134,32 @@ def test_a_file_whose_image_is_not_used_is_still_checked_from_its_header(corpus:
     assert all(records[corpus[key].name]["probability"] is None for key in broken)
     assert "not a DICOM file" in records["text.dcm"]["error"] and "80 MP limit" in records["bomb100mp.png"]["error"]
     assert "no Rows" in records["norows.dcm"]["error"] and "NumberOfFrames is '1A'" in records["frames.dcm"]["error"]
+    assert "7 files have no lesion region: their image is not used: each that can be read is scored on its clinical findings alone" in result.stderr
+    assert "the clinical findings are scored" not in result.stderr  # not claimed of the files that fail
+
+
+@pytest.mark.parametrize("roi", [("--roi", "20,10,5"), ()], ids=["pixels read", "header only"])
+def test_an_unreadable_file_is_told_what_is_wrong_with_it(roi: tuple[str, ...], corpus: dict[str, Path], tmp_path: Path) -> None:
+    fifo = tmp_path / "fifo.dcm"
+    os.mkfifo(fifo)
+    expected = {
+        corpus["truncated"]: r"DICOM file is truncated: \d+ of the 6144 bytes of its pixel data are there",
+        corpus["truncated_encapsulated"]: "DICOM file is truncated: it ends before its data does",
+        corpus["empty"]: re.escape("empty file (0 bytes)"),
+        corpus["text"]: re.escape("not a DICOM file (no DICM header)"),
+        fifo: "not a regular file",
+    }
+    result = run("predict", *map(str, expected), *roi, "--density", "2", "--format", "json")
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    errors = {Path(r["path"]): r["error"] for r in json.loads(result.stdout)}
+    for path, message in expected.items():
+        assert re.match(message, errors[path]), (path, errors[path])
+    assert "image suffix" not in result.output and "no such file" not in result.output
+
+
+def test_a_folder_given_as_clinical_csv_is_called_a_folder(corpus: dict[str, Path], tmp_path: Path) -> None:
+    result = run("predict", str(corpus["good_png"]), "--clinical", str(tmp_path))
+    assert result.exit_code == 2 and f"{tmp_path}: is a folder" in result.stderr
 
 
 def test_a_case_with_nothing_the_model_uses_fails_instead_of_scoring_the_prior(corpus: dict[str, Path], tmp_path: Path) -> None:
@@ -186,6 +217,11 @@ def test_pydicom_warnings_are_one_note_per_file_on_stderr(tmp_path: Path, tiny_r
     notes = [line for line in result.stderr.splitlines() if line.startswith(f"note: {scan}")]  # not the model's own notes
     assert notes == [f"note: {scan}: Invalid value for VR UI: '1.2.3.x'. Please see <https://dicom.nema.org/medical/dicom/current/output/html/part05.html#table_6.2-1> for allowed values for each VR."]
     assert "UserWarning" not in result.stderr
+    broken = write_dicom(tmp_path / "uid_codec.dcm", breast_phantom(), StudyInstanceUID="1.2.3.4", TransferSyntaxUID=JPEGLosslessSV1)
+    _patched(broken, b"1.2.3.4\x00", b"1.2.3.x\x00")  # a file that fails keeps its notes
+    result = run("predict", str(broken), "--model", str(tiny_roi_model), "--format", "json")
+    assert result.exit_code == 1 and "cannot decode pixel data" in json.loads(result.stdout)[0]["error"]
+    assert f"note: {broken}: Invalid value for VR UI: '1.2.3.x'" in result.stderr
 
 
 def _pydicom_test_files() -> Path:
@@ -482,6 +518,19 @@ def test_scoring_refuses_a_threshold_outside_0_1(threshold: float, corpus: dict[
     cases = cases_from_inputs([corpus["good_png"]], False, {}, None)
     with pytest.raises(MammofuseError, match="threshold must be a number in \\[0, 1\\]"):
         score_cases(load_model(tiny_roi_model), cases, "tiny", threshold=threshold)
+
+
+@pytest.mark.parametrize(("flag", "value", "message"), [
+    ("--threshold", "nan", "--threshold must be a number in [0, 1], not nan"),
+    ("--threshold", "1.5", "--threshold must be a number in [0, 1], not 1.5"),
+    ("--roi", "-10,100,20", "--roi -10,100,20: ROW and COL must be >= 0"),
+    ("--roi", "10,x,20", "--roi 10,x,20: COL must be a number of pixels, not 'x'"),
+    ("--roi", "10,10,0", "--roi 10,10,0: RADIUS must be > 0"),
+    ("--roi", "10,10", "--roi: expected ROW,COL,RADIUS in pixels, got '10,10'"),
+])
+def test_bad_threshold_or_roi_says_which_part_is_wrong(flag: str, value: str, message: str, corpus: dict[str, Path]) -> None:
+    result = run("predict", str(corpus["good_png"]), flag, value)
+    assert result.exit_code == 2 and result.stderr.startswith(f"error: {message}"), result.output
 
 
 def test_billion_laughs_yaml_is_refused_at_once(tmp_path: Path) -> None:

@@ -94,6 +94,12 @@ def test_bad_file_among_good_ones_fails_alone(tiny_model: Path, real_dicoms: dic
     assert records["broken.dcm"]["probability"] is None and "DICOM" in records["broken.dcm"]["error"]
     assert records["1-130.dcm"]["error"] is None and records["1-280.dcm"]["error"] is None
     assert "failed:" in err and "broken.dcm" in err
+    code, out, _ = predict(str(real_dicoms["P_00173_lcc"]), str(tmp_path / "broken.dcm"), "--model", str(tiny_model), "--density", "2")
+    header, good, bad = (next(line for line in out.splitlines() if key in line) for key in ("probability", "1-130.dcm", "broken.dcm"))
+    assert code == 1 and header.split("┃")[-2].strip() == "error"
+    assert "density=2" in good and "density=2" in bad and "DICOM" in bad.split("│")[-2]  # the findings in their column, the error in its own
+    code, out, _ = predict(str(real_dicoms["P_00173_lcc"]), "--model", str(tiny_model))
+    assert code == 0 and "error" not in out
 
 
 def test_missing_path_and_unknown_model_are_usage_errors(tiny_model: Path, real_dicoms: dict[str, Path], tmp_path: Path) -> None:
@@ -163,6 +169,13 @@ def test_clinical_csv_errors_name_the_line(real_dicoms: dict[str, Path], tmp_pat
     twice = _write_csv(tmp_path / "twice.csv", [{"path": "1-130", "density": "1"}, {"path": "1-130", "density": "2"}])
     with pytest.raises(MammofuseError, match="matches lines 2, 3"):
         cases_from_inputs([lcc], False, {}, twice)
+    no_radius = _write_csv(tmp_path / "no_radius.csv", [{"path": lcc.name, "roi_row": "100", "roi_col": "200"}])
+    with pytest.raises(MammofuseError, match=r"no_radius.csv: has no roi_radius column: a lesion circle needs"):
+        cases_from_inputs([lcc], False, {}, no_radius)
+    half = _write_csv(tmp_path / "half.csv", [{"path": "x", "roi_row": "", "roi_col": "", "roi_radius": ""},
+                                              {"path": lcc.name, "roi_row": "100", "roi_col": "200", "roi_radius": ""}])
+    with pytest.raises(MammofuseError, match=r"half.csv:3: roi_radius is empty: a lesion circle needs"):
+        cases_from_inputs([lcc], False, {}, half)
     nokey = _write_csv(tmp_path / "nokey.csv", [{"density": "1"}])
     with pytest.raises(MammofuseError, match="needs a 'path'"):
         cases_from_inputs([lcc], False, {}, nokey)
@@ -205,6 +218,17 @@ def test_bundled_default_model_scores_a_real_dicom(real_dicoms: dict[str, Path])
     assert code == 0, err
     record = json.loads(out)[0]
     assert record["model"] == "default" and record["error"] is None and np.isfinite(record["probability"])
+
+
+def test_calcification_findings_for_a_mass_model_get_a_note(tiny_model: Path, real_dicoms: dict[str, Path]) -> None:
+    scan = str(real_dicoms["P_00173_lcc"])
+    code, _, err = predict(scan, "--calc-type", "pleomorphic", "--density", "2", "-f", "json")  # the bundled default: masses only
+    assert code == 0 and "note: model default was trained on mass lesions only and never saw calcifications" in err
+    assert "not meaningful for the 1 of 1 files given calcification findings" in " ".join(err.split())
+    code, _, err = predict(scan, "--margin", "spiculated", "--density", "2", "-f", "json")
+    assert code == 0 and "calcifications" not in err
+    code, _, err = predict(scan, "--model", str(tiny_model), "--calc-distribution", "clustered", "-f", "json")  # trained on unknown lesions
+    assert code == 0 and "calcifications" not in err
 
 
 def test_unavailable_device_and_bad_format_are_usage_errors(tiny_model: Path, real_dicoms: dict[str, Path]) -> None:

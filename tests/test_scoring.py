@@ -178,6 +178,29 @@ def test_resume_refuses_an_output_of_another_model_threshold_or_layout(tiny_mode
     assert code == 2 and "--resume continues an --output file" in err
 
 
+@pytest.mark.parametrize("suffix", ["jsonl", "csv"])
+def test_resume_refuses_records_scored_with_other_findings_or_region(suffix: str, tiny_model: Path, real_dicoms: dict[str, Path], tmp_path: Path) -> None:
+    scans, out = [str(real_dicoms[v]) for v in ("P_00173_lcc", "P_00820_rcc")], tmp_path / f"scores.{suffix}"
+    given = ["--density", "2", "--roi", "100,200,30"]
+    assert predict(*scans, "--model", str(tiny_model), *given, "-o", str(out))[0] == 0
+    out.write_text("".join(out.read_text().splitlines(True)[: 2 if suffix == "csv" else 1]))  # as if interrupted after one file
+    line = f"scores.{suffix}:{2 if suffix == 'csv' else 1}: {scans[0]} was scored with"
+    findings = tmp_path / "findings.csv"
+    findings.write_text(f"path,density\n{scans[0]},3\n")
+    for changed, what in (
+        (["--density", "3", "--margin", "spiculated", "--roi", "100,200,30"], "density=2, margin=none, but this run gives density=3, margin=spiculated;"),
+        (["--density", "2", "--roi", "100,200,31"], "lesion region 100,200,30, but this run gives lesion region 100,200,31;"),
+        (["--density", "2"], "lesion region 100,200,30, but this run gives no lesion region;"),
+        ([*given, "--clinical", str(findings)], "density=2, but this run gives density=3;"),
+    ):
+        code, _, err = predict(*scans, "--model", str(tiny_model), *changed, "-o", str(out), "--resume")
+        assert code == 2 and f"{line} {what}" in err.replace("\n", ""), (changed, err)
+    code, _, err = predict(*scans, "--model", str(tiny_model), *given, "-o", str(out), "--resume")
+    assert code == 0 and "2 files, 1 of them in" in err.replace("\n", " ")
+    lines = out.read_text().splitlines()
+    assert len(lines) == (3 if suffix == "csv" else 2)
+
+
 def test_shards_together_are_the_unsharded_run(tiny_model: Path, folder: Path, reference: dict[str, dict], tmp_path: Path) -> None:
     common = [str(folder), "--model", str(tiny_model), "--batch-size", "2"]
     parts = []

@@ -110,10 +110,12 @@ def test_saved_model_is_the_best_epoch_with_its_validation_threshold(mias_split,
 def test_without_a_validation_part_every_patient_trains_and_the_threshold_is_not_tuned(mias_split, tiny, tmp_path: Path) -> None:
     train_samples, val_samples = mias_split
     assert train_val_split(train_samples, 0.0) == (train_samples, [])
+    train_samples = [replace(s, abnormality="mass") for s in train_samples]
     result = train(replace(tiny, fusion="concat", epochs=2, val_fraction=0.0), train_samples, [], tmp_path)
     assert [(h["val_loss"], h["val_auc"]) for h in result.history] == [(None, None)] * 2
     config = load_model(tmp_path).config
     assert config.threshold == 0.5 and config.provenance["n_train"] == len(train_samples) and config.provenance["n_val"] == 0
+    assert config.provenance["abnormality"] == ["mass"]  # predict notes calcification findings given to such a model
     assert "not tuned: no validation part" in (tmp_path / "README.md").read_text()
     with pytest.raises(MammofuseError, match="selection best needs them"):
         train(replace(tiny, selection="best"), train_samples, [], tmp_path / "best")

@@ -6,6 +6,7 @@ import csv
 import functools
 import io
 import json
+import math
 import os
 import re
 import sys
@@ -40,7 +41,7 @@ Shape = Annotated[str | None, typer.Option("--shape", help="Mass shape, e.g. ova
 Margin = Annotated[str | None, typer.Option("--margin", help="Mass margins, e.g. circumscribed, spiculated.", rich_help_panel="Clinical findings")]
 CalcType = Annotated[str | None, typer.Option("--calc-type", help="Calcification type, e.g. pleomorphic.", rich_help_panel="Clinical findings")]
 CalcDistribution = Annotated[str | None, typer.Option("--calc-distribution", help="Calcification distribution, e.g. clustered.", rich_help_panel="Clinical findings")]
-InputPaths = Annotated[list[Path], typer.Argument(help="DICOM or image files, or folders of them.", show_default=False)]
+InputPaths = Annotated[list[Path], typer.Argument(metavar="PATHS", help="DICOM or image files, or folders of them.", show_default=False)]
 ModelSpec = Annotated[str, typer.Option("--model", "-m", help="Registered name (see `mammofuse models`), model folder, or Hub id owner/name\\[@revision].")]
 ClinicalCsv = Annotated[Path | None, typer.Option("--clinical", help="CSV of findings per file: a path (or file name, stem, SOPInstanceUID) column and clinical fields; its values win over the flags.", rich_help_panel="Clinical findings")]
 Recursive = Annotated[bool, typer.Option("--recursive", "-r", help="Descend into sub-folders.")]
@@ -272,13 +273,23 @@ def parse_roi(text: str | None) -> tuple[float, float, float] | None:
     if text is None:
         return None
     parts = [p.strip() for p in text.split(",")]
-    try:
-        values = tuple(float(p) for p in parts)
-    except ValueError:
-        values = ()
-    if len(values) != 3 or not all(v == v and abs(v) < 1e6 for v in values) or values[2] <= 0 or min(values[:2]) < 0:
-        raise MammofuseError(f"--roi: expected ROW,COL,RADIUS in pixels (radius > 0), got {text!r}")
-    return values  # type: ignore[return-value]
+    if len(parts) != 3:
+        raise MammofuseError(f"--roi: expected ROW,COL,RADIUS in pixels, got {text!r}")
+    values = []
+    for name, part in zip(("ROW", "COL", "RADIUS"), parts):
+        try:
+            value = float(part)
+        except ValueError:
+            value = math.nan
+        if not (math.isfinite(value) and abs(value) < 1e6):
+            raise MammofuseError(f"--roi {text}: {name} must be a number of pixels, not {part!r}")
+        values.append(value)
+    row, col, radius = values
+    if row < 0 or col < 0:
+        raise MammofuseError(f"--roi {text}: ROW and COL must be >= 0 (pixels from the image's top-left corner)")
+    if radius <= 0:
+        raise MammofuseError(f"--roi {text}: RADIUS must be > 0")
+    return row, col, radius
 
 
 def cases_and_model(

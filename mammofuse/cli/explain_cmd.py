@@ -58,7 +58,7 @@ def explain(
 ) -> None:
     """Explain each prediction: Grad-CAM, SHAP and LIME for the clinical fields, image LIME, attention maps.
 
-    Writes OUT/<file>/report.html (self-contained) plus gradcam.png/.npy, shap_clinical.png/.json, lime_clinical.html, lime_image.html, attention.png (cross/co models) and explanation.json. Methods that do not apply to the model are skipped with a note. Exit status: 0 all explained, 1 some files failed (the rest are explained), 2 usage error, 3 --out not writable.
+    Writes OUT/<file>/report.html (self-contained) plus gradcam.png/.npy, shap_clinical.png/.json, lime_clinical.html, lime_image.html, attention.png (cross/co models) and explanation.json. Methods that do not apply to the model are skipped with a note. Exit status: 0 all explained, 1 some files failed (the rest are explained), 2 usage error, 3 --out not writable, 4 internal error (a bug: please report it).
 
     Examples:
 

@@ -9,6 +9,7 @@ import typer
 
 from mammofuse.cli.common import (
     SOME_FAILED,
+    InputPaths,
     Output,
     RecordFormatOption,
     cell,
@@ -27,14 +28,14 @@ FIELDS = ("path", "rows", "columns", "bits_stored", "photometric", "modality", "
 
 @guarded
 def inspect(
-    paths: Annotated[list[Path], typer.Argument(help="DICOM or image files, or folders of them.", show_default=False)],
+    paths: InputPaths,
     recursive: Annotated[bool, typer.Option("--recursive", "-r", help="Descend into sub-folders.")] = False,
     fmt: RecordFormatOption = None,
     output: Output = None,
 ) -> None:
     """Show size, bit depth, photometry, laterality and view of mammograms as read.
 
-    Exit status: 0 all read, 1 some files failed (each reported), 2 usage error, 3 output not writable.
+    Exit status: 0 all read, 1 some files failed (each reported), 2 usage error, 3 output not writable, 4 internal error (a bug: please report it).
 
     Examples:
 

@@ -65,7 +65,7 @@ def predict(
     aggregate: Annotated[str, typer.Option("--aggregate", help="view: a score per file; breast: also the mean score of each breast's files (patient and laterality from the DICOM header or file name).")] = "view",
     fmt: RecordFormatOption = None,
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Write to this file instead of stdout: jsonl and csv record by record as files are scored (see --resume), table and json atomically at the end.")] = None,
-    threshold: Annotated[float | None, typer.Option("--threshold", help="Decision threshold on the probability \\[default: the model's own].", min=0.0, max=1.0, show_default=False)] = None,
+    threshold: Annotated[float | None, typer.Option("--threshold", help="Decision threshold on the probability, in [0, 1] \\[default: the model's own].", show_default=False)] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Images per forward pass.", min=1)] = 8,
     device: Device = "auto",
     workers: Annotated[int | None, typer.Option("--workers", help="Local engine: processes reading images while the model runs \\[default: up to 4, by CPUs and files]. "
@@ -78,7 +78,7 @@ def predict(
 ) -> None:
     """Score each mammogram: probability of malignancy and a benign/malignant call.
 
-    Clinical flags apply to every file; missing findings are allowed and shown as null. jsonl and csv records are written as files are scored; with --resume, a run that was interrupted goes on where it stopped. Exit status: 0 all scored, 1 some files failed (the rest are scored; files scored before --resume count), 2 usage error, 3 output not writable (checked before scoring).
+    Clinical flags apply to every file; missing findings are allowed and shown as null. jsonl and csv records are written as files are scored; with --resume, a run that was interrupted goes on where it stopped. Exit status: 0 all scored, 1 some files failed (the rest are scored; files scored before --resume count), 2 usage error, 3 output not writable (checked before scoring), 4 internal error (a bug: please report it).
 
     Examples:
 
@@ -95,7 +95,9 @@ def predict(
         mammofuse predict archive/ -r -o scores.jsonl --resume --shard 3/16 --engine ray --ray-address auto --gpus-per-worker 1
     """
     from mammofuse.scoring.sink import STREAM_FORMATS
+    from mammofuse.validation import Rule, checked
 
+    threshold = checked("--threshold", threshold, Rule(float, 0, 1, optional=True))
     fmt = output_format(fmt, output)
     check_output(output)
     check_choice("--aggregate", aggregate, ("view", "breast"))
@@ -172,18 +174,19 @@ def _table(records: list[Prediction], output: Path | None) -> None:
     from rich.table import Table
 
     breast = bool(records) and records[0].per_breast
+    errors = any(r.error for r in records)
     table = Table(caption=_caption(records), caption_justify="left")
     table.add_column("file", overflow="fold")
-    for name in ("probability", "prediction", *(["breast", "breast prob."] if breast else []), "clinical"):
+    for name in ("probability", "prediction", *(["breast", "breast prob."] if breast else []), "clinical", *(["error"] if errors else [])):
         table.add_column(name)
     for r in records:
         given = ", ".join(f"{k}={v}" for k, v in r.clinical.items() if v) or "none"
         extra = [cell(r.breast or "?"), "" if r.breast_probability is None else f"{r.breast_probability:.3f}"] if breast else []
         if r.error:
-            table.add_row(cell(r.path), "", "[red]failed[/]", *extra, cell(r.error, "red"))
+            table.add_row(cell(r.path), "", "[red]failed[/]", *extra, cell(given), cell(r.error, "red"))
         else:
             style = "bold red" if r.decision == MALIGNANT else "green"
-            table.add_row(cell(r.path), f"{r.probability:.3f}", f"[{style}]{r.decision}[/]", *extra, cell(given))
+            table.add_row(cell(r.path), f"{r.probability:.3f}", f"[{style}]{r.decision}[/]", *extra, cell(given), *([""] if errors else []))
     show(table, output)
 
 

@@ -4,12 +4,14 @@ DICOM goes through pydicom (uncompressed and RLE natively, JPEG-family syntaxes 
 ``codecs`` extra); PNG, JPEG, TIFF and PGM through Pillow, 8- or 16-bit. Sizes are checked
 from the header before any pixel is decoded: at most :data:`MAX_PIXELS` pixels per image.
 Warnings raised while reading (pydicom's included) are kept in ``info.warnings`` and re-issued
-once each as ``"<file>: <warning>"``.
+once each as ``"<file>: <warning>"``, for a file that then fails too. A truncated file, an empty
+one or one that is no regular file is an error that says so.
 """
 
 from __future__ import annotations
 
 import re
+import stat
 import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -25,6 +27,8 @@ IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".tif", ".tiff", ".pgm", ".
 MAX_PIXELS = 80_000_000
 """The largest image read (rows x columns): 80 MP, above any mammogram (full-field digital ones
 are at most about 30 MP) and far below the memory a decompression bomb asks for."""
+UNDEFINED_LENGTH = 0xFFFFFFFF
+_PYDICOM_EOF = "End of file reached before delimiter"  # pydicom's warning on a file cut inside its data
 _CBIS_PATIENT = re.compile(r"(?P<patient>P_\d+)_(?P<side>LEFT|RIGHT)_(?P<view>CC|MLO|ML|LM|XCCL|AT)", re.I)
 
 
@@ -68,14 +72,20 @@ def read_mammogram(path: str | Path, canonical: bool = True) -> Mammogram:
         InputFileError: unreadable, colour, multi-frame or empty image; the message names the file.
     """
     path = Path(path)
-    if not path.is_file():
-        raise InputFileError(path, "no such file")
+    check_file(path)
+    failure = None
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        pixels, info = _read_dicom(path) if is_dicom(path) else _read_image(path)
-    for message in dict.fromkeys(str(w.message) for w in caught):
-        info.warnings.append(message)
+        try:
+            pixels, info = _read_dicom(path) if is_dicom(path) else _read_image(path)
+        except InputFileError as exc:  # a file that fails still gets its remarks
+            failure = exc
+    remarks = list(dict.fromkeys(str(w.message) for w in caught))
+    for message in remarks:
         warnings.warn(f"{path}: {message}", ReaderWarning, stacklevel=2)
+    if failure is not None:
+        raise failure
+    info.warnings.extend(remarks)
     if not np.isfinite(pixels).all():
         raise InputFileError(path, "pixel values include NaN or infinity")
     if pixels.max() <= pixels.min():
@@ -93,8 +103,7 @@ def check_header(path: str | Path) -> None:
     region), so that a file that is no mammogram is still reported rather than scored.
     """
     path = Path(path)
-    if not path.is_file():
-        raise InputFileError(path, "no such file")
+    check_file(path)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # remarks on a file whose pixels are not used
         if is_dicom(path):
@@ -102,6 +111,18 @@ def check_header(path: str | Path) -> None:
         else:
             with _opened_image(path):
                 pass
+
+
+def check_file(path: Path) -> None:
+    """Raise InputFileError unless ``path`` is a regular file with something in it."""
+    try:
+        status = path.stat()
+    except OSError:
+        raise InputFileError(path, "no such file") from None
+    if not stat.S_ISREG(status.st_mode):
+        raise InputFileError(path, "is a folder, not a file" if stat.S_ISDIR(status.st_mode) else "not a regular file (a pipe or device?)")
+    if status.st_size == 0:
+        raise InputFileError(path, "empty file (0 bytes)")
 
 
 class ReaderWarning(UserWarning):
@@ -160,16 +181,23 @@ def _dicom_header(path: Path, defer_pixels: bool = False) -> tuple[Any, Mammogra
     from pydicom.errors import InvalidDicomError
 
     try:
-        ds = pydicom.dcmread(path, defer_size="64 KB" if defer_pixels else None)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            ds = pydicom.dcmread(path, defer_size="64 KB" if defer_pixels else None)
+        for remark in caught:
+            if str(remark.message).startswith(_PYDICOM_EOF):
+                raise InputFileError(path, _truncated("it ends before its data does"))
+            warnings.warn(remark.message, stacklevel=2)
         if "PixelData" not in ds:
             raise InputFileError(path, "DICOM file has no pixel data")
+        _check_pixel_data_length(ds, path)
         samples = _header_int(ds, path, "SamplesPerPixel", 1)
         photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).upper()
         frames = _header_int(ds, path, "NumberOfFrames", 1)
         rows, columns = _header_int(ds, path, "Rows"), _header_int(ds, path, "Columns")
         bits_stored = _header_int(ds, path, "BitsStored", _header_int(ds, path, "BitsAllocated", 16))
     except InvalidDicomError:
-        raise InputFileError(path, "not a DICOM file (no DICM header) and not a known image suffix") from None
+        raise InputFileError(path, "not a DICOM file (no DICM header)") from None
     except (OSError, ValueError, EOFError, KeyError, TypeError, AttributeError) as exc:
         raise InputFileError(path, f"not a readable DICOM file ({exc})") from None
     if samples != 1 or not photometric.startswith("MONOCHROME"):
@@ -211,6 +239,21 @@ def _decode_problem(ds: Any, exc: Exception) -> str:
     if getattr(syntax, "is_compressed", False) and find_spec("pylibjpeg") is None:
         return f"cannot decode pixel data ({name}): install the codecs extra, pip install 'mammofuse[codecs]' ({detail})"
     return f"cannot decode pixel data ({name}: {detail})"
+
+
+def _check_pixel_data_length(ds: Any, path: Path) -> None:
+    """Raise InputFileError when the file ends before the pixel data its header announces (undecoded)."""
+    element = ds.get_item("PixelData")
+    length, start = getattr(element, "length", None), getattr(element, "value_tell", None)
+    if length is None or start is None or length == UNDEFINED_LENGTH:  # encapsulated: pydicom warns at the end of the file
+        return
+    there = path.stat().st_size - start
+    if there < length:
+        raise InputFileError(path, _truncated(f"{max(there, 0)} of the {length} bytes of its pixel data are there"))
+
+
+def _truncated(detail: str) -> str:
+    return f"DICOM file is truncated: {detail} (an incomplete download or copy?)"
 
 
 def _dicom_to_unit(ds: Any, raw: np.ndarray, modality_lut: Any, voi_lut: Any) -> np.ndarray:

@@ -1,7 +1,9 @@
 """``--resume``: what an interrupted run already wrote, so that only the rest is scored.
 
-A record counts as done when its path, size and modification time match a file of this run. The
-output is repaired before anything is appended: a record torn by a ``kill -9`` at the end of the
+A record counts as done when its path, size and modification time match a file of this run. A
+record scored with other inputs than this run gives its file (model, threshold, clinical findings,
+lesion region, the fields ``--aggregate`` adds) is refused rather than mixed in. The output is
+repaired before anything is appended: a record torn by a ``kill -9`` at the end of the
 file is cut off, and records of files changed since (or seen twice) are dropped, so the run ends
 with every file exactly once. Records of files that are not in this run are kept.
 """
@@ -14,7 +16,7 @@ import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO, Iterator, Sequence
+from typing import Any, BinaryIO, Callable, Iterator, Sequence
 
 from mammofuse.cases import ListedFile
 from mammofuse.errors import MammofuseError
@@ -22,6 +24,8 @@ from mammofuse.scoring.sink import RecordLayout, cell_text
 
 Span = tuple[int, int]
 """A byte range [start, end) of the output."""
+Inputs = tuple[dict[str, Any], tuple[float, ...] | None]
+"""What a record says its file was scored with: the clinical findings used, and the lesion region."""
 
 
 @dataclass
@@ -48,12 +52,14 @@ class _Record:
     values: dict[str, Any] | None  # None: not a whole record (torn, when it is the last)
 
 
-def resume_output(output: Path, fmt: str, files: Sequence[ListedFile], layout: RecordLayout) -> Resumed:
+def resume_output(output: Path, fmt: str, files: Sequence[ListedFile], layout: RecordLayout, inputs: Callable[[ListedFile], Inputs]) -> Resumed:
     """Read ``output`` (a missing file holds nothing), check it was written like this run, and repair it.
+
+    ``inputs`` gives what this run scores a file with, to compare with each record of it.
 
     Raises:
         MammofuseError: a record before the last is unreadable, or the output was written with
-            another model, threshold or options (naming the file and line).
+            another model, threshold, findings, region or options (naming the file and line).
     """
     resumed = Resumed()
     if not output.is_file():
@@ -73,6 +79,7 @@ def resume_output(output: Path, fmt: str, files: Sequence[ListedFile], layout: R
             elif index in resumed.done or (size, mtime_ns) != (files[index].size, files[index].mtime_ns):
                 drops.append(record.span)
             else:
+                _check_inputs(_recorded_inputs(record.values, f"{output}:{record.line}"), inputs(files[index]), f"{output}:{record.line}: {path}")
                 resumed.done[index] = math.nan if probability is None else probability
                 if error is not None:
                     resumed.failed.append((path, error))
@@ -164,6 +171,38 @@ def _checked(values: dict[str, Any], where: str, layout: RecordLayout) -> tuple[
                              f"{layout.model} at threshold {layout.threshold:g}; resume with the same --model and --threshold, "
                              "or write to another --output")
     return str(values["path"]), size, mtime_ns, probability, values["error"] or None
+
+
+def _recorded_inputs(values: dict[str, Any], where: str) -> Inputs:
+    """The findings and region of a JSONL record, or of a CSV row (a column per finding, the region as ``row; col; radius``)."""
+    region = values["region"]
+    try:
+        if isinstance(region, str):
+            region = [float(v) for v in region.split(";")] if region else None
+        region = tuple(float(v) for v in region) if region is not None else None
+    except (TypeError, ValueError):
+        raise MammofuseError(f"{where}: its region {str(values['region'])[:40]!r} is not ROW, COL, RADIUS; cannot --resume it") from None
+    clinical = values["clinical"] if isinstance(values.get("clinical"), dict) else values
+    return clinical, region
+
+
+def _check_inputs(recorded: Inputs, wanted: Inputs, where: str) -> None:
+    """Raise a MammofuseError saying what changed when a record was scored with other findings or another region."""
+    findings, region = wanted
+    changed = [k for k in findings if (recorded[0].get(k) or None) != findings[k]]
+    if not changed and recorded[1] == region:
+        return
+    was = [f"{k}={recorded[0].get(k) or 'none'}" for k in changed]
+    now = [f"{k}={findings[k] or 'none'}" for k in changed]
+    if recorded[1] != region:
+        was.append(_region_text(recorded[1]))
+        now.append(_region_text(region))
+    raise MammofuseError(f"{where} was scored with {', '.join(was)}, but this run gives {', '.join(now)}; resume with the same "
+                         "clinical flags, --clinical findings and --roi, or write to another --output")
+
+
+def _region_text(region: tuple[float, ...] | None) -> str:
+    return f"lesion region {','.join(f'{v:g}' for v in region)}" if region else "no lesion region"
 
 
 def _difference(found: Any, wanted: Sequence[str]) -> str:

@@ -11,7 +11,7 @@ from mammofuse.cases import ListedFile
 from mammofuse.data.sample import Sample
 from mammofuse.results import Prediction
 from mammofuse.scoring.predictions import Engine, IndexedPredictions, prediction_of, scored_batches
-from mammofuse.scoring.resume import Resumed, resume_output
+from mammofuse.scoring.resume import Inputs, Resumed, resume_output
 from mammofuse.scoring.sink import RecordLayout, file_record, record_writer
 
 
@@ -55,7 +55,8 @@ class ScoringRun:
         self._append = False
         nothing = Sample(id="", patient_id="", label=-1)
         cut = checked("threshold", model.config.threshold if threshold is None else threshold, Rule(float, 0, 1))
-        example = prediction_of(nothing, math.nan, "", "", cut, self.model_name, load_schema(model.config.vocabulary))
+        self._schema = load_schema(model.config.vocabulary)
+        example = prediction_of(nothing, math.nan, "", "", cut, self.model_name, self._schema)
         example.per_breast = per_breast
         self.layout = RecordLayout.of(file_record(example, ListedFile(nothing, 0, 0)))
 
@@ -69,9 +70,14 @@ class ScoringRun:
 
     def resume(self, output: Path, fmt: str) -> Resumed:
         """Take what ``output`` already holds as done, after checking and repairing it (see :mod:`mammofuse.scoring.resume`)."""
-        self.resumed = resume_output(output, fmt, self.files, self.layout)
+        self.resumed = resume_output(output, fmt, self.files, self.layout, self._inputs)
         self._append = True
         return self.resumed
+
+    def _inputs(self, file: ListedFile) -> Inputs:
+        """What this run scores a file with, as its record will say: the findings used and the lesion region."""
+        record = prediction_of(file.sample, math.nan, "", "", 0.0, self.model_name, self._schema)
+        return record.clinical, record.region
 
     def batches(self, engine: Engine | None = None, on_batch: Callable[[int], None] | None = None) -> Iterator[IndexedPredictions]:
         """Predictions of the pending files as they are ready, each with its file's position."""
