@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
+from mammofuse import RESEARCH_NOTICE
+
 if TYPE_CHECKING:  # numpy stays out of import time (the CLI imports this module)
     import numpy as np
 
@@ -82,7 +84,8 @@ class Prediction:
         return self.error is None
 
     def to_dict(self) -> dict[str, Any]:
-        """The JSON record (``prediction`` is the decision; ``error`` its message)."""
+        """The JSON record (``prediction`` is the decision; ``error`` its message; ``notice`` the research-use notice,
+        so that a record copied out of its file still carries it)."""
         record: dict[str, Any] = {
             "path": self.path,
             "probability": self.probability,
@@ -93,6 +96,7 @@ class Prediction:
             "region": list(self.region) if self.region else None,
             "note": self.note,
             "error": None if self.error is None else self.error.message,
+            "notice": RESEARCH_NOTICE,
         }
         if self.per_breast:
             record["breast"] = self.breast

@@ -75,6 +75,7 @@ def test_missing_clinical_is_null_and_threshold_overrides(tiny_model: Path, real
         record = json.loads(out.splitlines()[0])
         assert code == 0 and record["prediction"] == call and record["threshold"] == float(threshold)
         assert set(record["clinical"].values()) == {None}
+        assert record["notice"] == "Research use only, not a medical device."
 
 
 def test_unknown_clinical_value_is_a_usage_error_with_the_valid_values(tiny_model: Path, real_dicoms: dict[str, Path]) -> None:
@@ -117,6 +118,7 @@ def test_output_is_written_and_its_suffix_picks_the_format(tiny_model: Path, rea
     assert code == 0 and out == ""
     rows = list(csv.DictReader(target.open()))
     assert rows[0]["prediction"] in {"benign", "malignant"} and rows[0]["density"] == "3" and rows[0]["error"] == ""
+    assert rows[0]["notice"] == "Research use only, not a medical device."
     assert [p.name for p in target.parent.iterdir()] == ["scores.csv"]  # no temporary left behind
 
 
