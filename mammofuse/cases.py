@@ -331,19 +331,23 @@ def score_cases(
     return list(score_files(model, samples, model_name=model_name, threshold=threshold, engine=engine, on_batch=on_batch))
 
 
-def model_notes(model: MammoFuse, samples: Sequence[Sample], findings_given: bool) -> list[str]:
-    """Remarks on what ``model`` makes of these cases: findings or images it does not use, lesion regions it lacks."""
+ROI_HINT = "Give --roi ROW,COL,RADIUS (or roi_row, roi_col, roi_radius columns in --clinical)"
+
+
+def model_notes(model: MammoFuse, samples: Sequence[Sample], findings_given: bool, hint: str = ROI_HINT, unit: str = "files") -> list[str]:
+    """Remarks on what ``model`` makes of these cases: findings or images it does not use, lesion regions it lacks.
+
+    ``hint`` says how to give the missing regions; ``unit`` names the samples (``files``, ``cases``).
+    """
     name, config = model.name, model.config
     notes = []
     if not config.uses_clinical and findings_given:
         notes.append(f"model {name} is image-only (fusion {config.fusion}): clinical findings are not used")
     if not config.uses_image:
         notes.append(f"model {name} is clinical-only: images are not read")
-    elif config.recipe.input == "roi" and any(s.region is None for s in samples):
-        without = sum(s.region is None for s in samples)
+    elif config.recipe.input == "roi":
+        without = sum(s.has_image and s.region is None and not (s.roi_path or s.roi_mask_path) for s in samples)
         how = "their image is not used: the clinical findings are scored" if config.recipe.needs_region() else "the whole breast is scored instead"
-        notes.append(
-            f"model {name} looks at lesion crops, and {without} of {len(samples)} files have no lesion region: {how}. "
-            "Give --roi ROW,COL,RADIUS (or roi_row, roi_col, roi_radius columns in --clinical)"
-        )
+        if without:
+            notes.append(f"model {name} looks at lesion crops, and {without} of {len(samples)} {unit} have no lesion region: {how}. {hint}")
     return notes
