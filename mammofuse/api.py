@@ -146,6 +146,7 @@ def explain(
     *,
     methods: Sequence[str] | None = None,
     roi: tuple[float, float, float] | None = None,
+    include_identifiers: bool = False,
     device: str = "auto",
     **findings: Any,
 ) -> Explanation:
@@ -157,6 +158,7 @@ def explain(
         model: a loaded :class:`MammoFuse` or a spec (None: ``default``).
         methods: names from :func:`mammofuse.explainers.available_methods` (None: every method that applies).
         roi: lesion circle (row, column, radius) in the file's pixels.
+        include_identifiers: show the DICOM header's patient identifiers and dates in the report (left out by default).
         device: as in :func:`predict`.
         **findings: findings by vocabulary field.
     """
@@ -164,7 +166,7 @@ def explain(
 
     net = as_model(model, device)
     (sample,) = cases(image, net, findings, None, roi)
-    return explain_file(net, sample, Path(out), methods)
+    return explain_file(net, sample, Path(out), methods, include_identifiers=include_identifiers)
 
 
 def evaluate(

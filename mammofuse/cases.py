@@ -341,10 +341,14 @@ def score_cases(
     return list(score_files(model, samples, model_name=model_name, threshold=threshold, engine=engine, on_batch=on_batch))
 
 
-def model_notes(model: MammoFuse, samples: Sequence[Sample], findings_given: bool) -> list[str]:
+ROI_HINT = "Give --roi ROW,COL,RADIUS (or roi_row, roi_col, roi_radius columns in --clinical)"
+
+
+def model_notes(model: MammoFuse, samples: Sequence[Sample], findings_given: bool, hint: str = ROI_HINT, unit: str = "files") -> list[str]:
     """Remarks on what ``model`` makes of these cases: findings or images it does not use, lesion regions it lacks.
 
-    Made before any file is read, so they claim nothing about files that then fail.
+    Made before any file is read, so they claim nothing about files that then fail. ``hint`` says how to give
+    the missing regions; ``unit`` names the samples (``files``, ``cases``).
     """
     name, config = model.name, model.config
     notes = []
@@ -355,16 +359,14 @@ def model_notes(model: MammoFuse, samples: Sequence[Sample], findings_given: boo
     if trained_on and "calc" not in trained_on and calcifications:
         notes.append(
             f"model {name} was trained on {', '.join(trained_on)} lesions only and never saw calcifications: its score is not meaningful "
-            f"for the {calcifications} of {len(samples)} files given calcification findings"
+            f"for the {calcifications} of {len(samples)} {unit} given calcification findings"
         )
     if not config.uses_image:
         notes.append(f"model {name} is clinical-only: images are not read")
-    elif config.recipe.input == "roi" and any(s.region is None for s in samples):
-        without = sum(s.region is None for s in samples)
+    elif config.recipe.input == "roi":
+        without = sum(s.has_image and s.region is None and not (s.roi_path or s.roi_mask_path) for s in samples)
         how = ("their image is not used: each that can be read is scored on its clinical findings alone" if config.recipe.needs_region()
                else "each that can be read is scored on its whole breast instead")
-        notes.append(
-            f"model {name} looks at lesion crops, and {without} of {len(samples)} files have no lesion region: {how}. "
-            "Give --roi ROW,COL,RADIUS (or roi_row, roi_col, roi_radius columns in --clinical)"
-        )
+        if without:
+            notes.append(f"model {name} looks at lesion crops, and {without} of {len(samples)} {unit} have no lesion region: {how}. {hint}")
     return notes

@@ -66,6 +66,24 @@ def test_schema_json():
     assert spec["dim"] == 36 and [f["name"] for f in spec["fields"]][0] == "density"
 
 
+def test_schema_footer_example_is_a_valid_compound_value():
+    import re
+
+    from mammofuse.cli.common import clinical_flags
+
+    footer = " ".join(runner.invoke(app, ["schema"], env={"COLUMNS": "200"}).stdout.split())
+    flag, value = re.search(r"Compound values join terms with '-' \((--[a-z-]+) ([a-z_-]+)\)", footer).groups()
+    assert "-" in value and clinical_flags(**{"density": None, "shape": None, "margin": None, "calc_type": None,
+                                              "calc_distribution": None, flag[2:].replace("-", "_"): value})
+
+
+def test_data_summary_without_images_says_they_were_not_given(cbis_csv):
+    args = ["data", "summary", "--dataset", "cbis-ddsm", "--data", str(cbis_csv), "--abnormality", "mass"]
+    table = " ".join(runner.invoke(app, args, env={"COLUMNS": "200"}).stdout.split())
+    assert "images: not given" in table and "not found" not in table
+    assert json.loads(runner.invoke(app, [*args, "--format", "json"]).stdout)["matching"] == {"images": None, "lesions": None}
+
+
 def test_data_summary_json(mini_mias):
     result = runner.invoke(app, ["data", "summary", "--dataset", "mini-mias", "--data", str(mini_mias), "--format", "json"])
     summary = json.loads(result.stdout)

@@ -260,3 +260,47 @@ def test_usage_errors_are_one_line(clean_model, cbis_csv):
     result = _evaluate(clean_model, cbis_csv, "--split", "validation")
     assert result.exit_code == 2 and "no 'validation' split" in result.output
     assert _evaluate(clean_model, cbis_csv, "--compare", "vo2021").exit_code == 2
+
+
+def test_compare_paper_tables_go_to_stdout_and_say_when_the_sample_is_too_small(clean_model, cbis_csv, tmp_path):
+    result = _evaluate(clean_model, cbis_csv, "--compare", "paper", "--output", str(tmp_path / "r.json"))
+    assert result.exit_code == 0, result.output
+    assert "Beside arXiv 2508.16000" in result.stdout and "too few to compare: 10 cases of 2 patients" in result.stdout
+    assert json.loads((tmp_path / "r.json").read_text())["comparison"]["note"].startswith("too few to compare")
+    as_json = _evaluate(clean_model, cbis_csv, "--compare", "paper", "--format", "json", "--output", str(tmp_path / "q.json"))
+    assert as_json.exit_code == 0 and as_json.stdout == "" and "comparison" in json.loads((tmp_path / "q.json").read_text())
+
+
+def test_reference_points_on_the_held_out_test_split_are_not_claimed_as_measured_here():
+    from mammofuse.evaluation.reference import REFERENCE_POINTS
+
+    held_out = [source for setting, _, source in REFERENCE_POINTS if "official test split" in setting]
+    assert held_out and all("not re-measured here" in source for source in held_out)
+
+
+def test_threshold_source_is_where_the_stored_threshold_came_from():
+    from mammofuse.training.card import threshold_source
+
+    oof = {"arm_folder": "runs/cv/arms/late", "folds": 5, "cases": 1304, "value": 0.51}
+    assert threshold_source({"n_val": 0, "threshold_from": oof}).startswith("Youden's J on the pooled out-of-fold predictions of runs/cv/arms/late")
+    assert threshold_source({"n_val": 262}) == "chosen on validation by Youden's J"
+    assert threshold_source({"n_val": 0}).startswith("not tuned")
+    assert threshold_source({}).startswith("unknown")
+
+
+def test_a_lesion_crop_model_given_no_regions_says_its_images_were_not_used(cbis_csv, dicom_root):
+    from mammofuse.hub import resolve_model
+
+    try:
+        resolve_model("default")
+    except MammofuseError as exc:
+        pytest.skip(f"bundled default model not installed: {exc}")
+    args = ["evaluate", "--dataset", "cbis-ddsm", "--data", str(cbis_csv), "--images", str(dicom_root), "--abnormality", "mass", "--bootstrap", "10"]
+    result = runner.invoke(app, [*args, "--format", "json"], env={"COLUMNS": "300"})
+    assert result.exit_code == 0, result.output
+    assert "10 of 10 cases have no lesion region: their image is not used: the clinical findings are scored" in result.stderr
+    model = json.loads(result.stdout)["model"]
+    assert len(model["notes"]) == 1 and "no lesion region" in model["notes"][0]
+    assert model["threshold_source"].startswith("Youden's J on the pooled out-of-fold predictions")  # as the model card says
+    masked = runner.invoke(app, [*args, "--control", "masked"], env={"COLUMNS": "300"})
+    assert "late model on cbis-ddsm (test), control: lesion masked out" in " ".join(masked.stdout.split())  # the title wraps

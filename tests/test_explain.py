@@ -252,7 +252,7 @@ def test_clinical_lime_is_reproducible_with_a_seed() -> None:
     assert first.weights == again.weights
     assert first.weights != other.weights
     assert len(first.weights) == 5
-    assert any(name == "calcification type=PLEOMORPHIC-PUNCTATE" for name, _ in first.weights)  # as decode spells it
+    assert any(name == "calcification type=pleomorphic-punctate" for name, _ in first.weights)  # as predict shows it
     assert "<html>" in first.html.lower() or "<!doctype" in first.html.lower()
 
 
@@ -298,10 +298,10 @@ def test_explain_writes_every_output_for_a_real_dicom(tiny_models: dict[str, Pat
     contributions = sum(f["shap"] for f in shap_json["fields"])
     assert contributions == pytest.approx(shap_json["output"] - shap_json["expected_value"], abs=1e-9)
     assert shap_json["output"] == pytest.approx(summary["probability"], abs=1e-6)
-    assert summary["clinical"]["margin"] == "SPICULATED" and summary["decision"] in ("benign", "malignant")
+    assert summary["clinical"]["margin"] == "spiculated" and summary["decision"] in ("benign", "malignant")
     report = (folder / "report.html").read_text()
     assert "Research use only" in report and report.count("data:image/png;base64,") >= 4
-    assert f"{summary['probability']:.3f}" in report and "SPICULATED" in report
+    assert f"{summary['probability']:.3f}" in report and "spiculated" in report
     assert "<script src" not in report and "http://" not in report.split("<iframe")[0]
     for png in ("gradcam.png", "shap_clinical.png", "attention.png"):
         assert (folder / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -316,7 +316,7 @@ def test_dicom_attributes_holding_html_are_shown_as_text(tiny_models: dict[str, 
     patient_name = "<img src=x onerror=alert(1)>^Evil"
     dicom = write_dicom(tmp_path / "<b onclick=x>.dcm", breast_phantom(96, 64), PatientID=patient_id, PatientName=patient_name)
     code, _, err = explain_cli(str(dicom), "--model", str(tiny_models["co"]), "--margin", "spiculated",
-                               "--out", str(tmp_path / "out"), "--lime-samples", "10")
+                               "--out", str(tmp_path / "out"), "--lime-samples", "10", "--include-identifiers")
     assert code == 0, err
     report = (tmp_path / "out" / "b_onclick_x" / "report.html").read_text()
     for raw in (patient_id, patient_name, "<b onclick=x>"):
@@ -324,6 +324,45 @@ def test_dicom_attributes_holding_html_are_shown_as_text(tiny_models: dict[str, 
         assert html.escape(raw) in report
     assert "<script>" not in report and "<img src=x" not in report
     assert "<b onclick" not in (tmp_path / "out" / "b_onclick_x" / "lime_image.html").read_text()
+
+
+def test_report_leaves_patient_identifiers_out_unless_asked(tiny_models: dict[str, Path], tmp_path: Path) -> None:
+    pytest.importorskip("pydicom")
+    from dicom_factory import breast_phantom, write_dicom
+
+    identifiers = {"PatientName": "Doe^Jane", "PatientID": "MRN-4711", "PatientBirthDate": "19610203",
+                   "AccessionNumber": "ACC-99", "StudyDate": "20240517"}
+    dicom = write_dicom(tmp_path / "scan.dcm", breast_phantom(96, 64), Manufacturer="ACME Imaging", **identifiers)
+    args = [str(dicom), "--model", str(tiny_models["cross"]), "--margin", "spiculated", "--methods", "shap"]
+    assert explain_cli(*args, "--out", str(tmp_path / "plain"))[0] == 0
+    report = (tmp_path / "plain" / "scan" / "report.html").read_text()
+    assert not [value for value in identifiers.values() if value in report]
+    assert "ACME Imaging" in report and "MG" in report and "--include-identifiers" in report
+    assert explain_cli(*args, "--out", str(tmp_path / "full"), "--include-identifiers")[0] == 0
+    report = (tmp_path / "full" / "scan" / "report.html").read_text()
+    assert all(html.escape(value) in report for value in identifiers.values())
+
+
+def test_attribution_rows_are_real_lines_in_predicts_lower_case(tiny_models: dict[str, Path], real_dicoms: dict[str, Path], tmp_path: Path) -> None:
+    code, out, err = explain_cli(str(real_dicoms["P_00173_lcc"]), "--model", str(tiny_models["cross"]), "--density", "2", "--shape", "lobulated",
+                                 "--margin", "circumscribed", "--out", str(tmp_path), "--methods", "shap")
+    assert code == 0, err
+    assert "\\x0a" not in out and "LOBULATED" not in out
+    rows = [line for line in out.splitlines() if "=" in line]
+    assert len(rows) == 3 and any("mass shape=lobulated" in row for row in rows)  # one table line per contribution
+    report = (tmp_path / "1-130" / "report.html").read_text()
+    assert "lobulated" in report and "LOBULATED" not in report
+
+
+def test_methods_none_of_which_applies_are_an_error(tiny_models: dict[str, Path], real_dicoms: dict[str, Path], tmp_path: Path) -> None:
+    dicom = str(real_dicoms["P_00173_lcc"])
+    code, out, err = explain_cli(dicom, "--model", str(tiny_models["clinical"]), "--density", "2", "--methods", "gradcam", "--out", str(tmp_path / "c"))
+    assert code == 2 and "no chosen method applies to this model" in err and "methods for it: shap" in err
+    assert len([line for line in err.splitlines() if line.startswith("error")]) == 1 and "Traceback" not in err
+    assert not (tmp_path / "c" / "1-130").exists() and not out
+    code, _, err = explain_cli(dicom, "--model", str(tiny_models["cross"]), "--methods", "attention", "--out", str(tmp_path / "a"))
+    assert code == 1 and "1-130.dcm: nothing to explain: attention skipped: no clinical finding given" in err
+    assert not (tmp_path / "a" / "1-130" / "report.html").exists()
 
 
 def test_methods_that_do_not_apply_are_skipped_with_a_note(tiny_models: dict[str, Path], real_dicoms: dict[str, Path], tmp_path: Path) -> None:
@@ -389,7 +428,7 @@ def test_clinical_csv_gives_each_file_its_own_findings(tiny_models: dict[str, Pa
     assert code == 0, err
     margins = {name: json.loads((tmp_path / "o" / name / "explanation.json").read_text())["clinical"]["margin"]
                for name in (benign.stem, malignant.stem)}
-    assert margins == {benign.stem: "CIRCUMSCRIBED", malignant.stem: "SPICULATED"}
+    assert margins == {benign.stem: "circumscribed", malignant.stem: "spiculated"}
 
 
 def test_bundled_default_model_explains_a_real_dicom(real_dicoms: dict[str, Path], tmp_path: Path) -> None:
@@ -406,6 +445,21 @@ def test_bundled_default_model_explains_a_real_dicom(real_dicoms: dict[str, Path
     assert (tmp_path / dicom.stem / "report.html").is_file() and "default" in out
     code, _, err = explain_cli(str(dicom), "--density", "3", "--out", str(tmp_path / "no-roi"), "--lime-samples", "10")
     assert code == 1 and "no lesion region was given: give its region (--roi" in err
+
+
+def test_the_documented_roi_of_the_shipped_1_130_lies_on_its_mass(real_dicoms: dict[str, Path]) -> None:
+    """README and --help give `--roi 2400,1145,100` for 1-130.dcm: its benign mass, brighter than the tissue around it."""
+    from mammofuse.imaging.reader import read_mammogram
+
+    example = "--roi 2400,1145,100 --density 2 --shape lobulated --margin circumscribed"
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    assert example in readme and "2210,1400,180" not in readme
+    assert example in runner.invoke(app, ["explain", "--help"], env={"COLUMNS": "250"}).stdout
+    pixels = read_mammogram(real_dicoms["P_00173_lcc"], canonical=False).pixels  # the file's own pixels, as --roi takes them
+    rows, cols = np.ogrid[: pixels.shape[0], : pixels.shape[1]]
+    distance = np.hypot(rows - 2400, cols - 1145)
+    inside, ring = pixels[distance <= 100], pixels[(distance > 100) & (distance <= 200)]
+    assert (inside > 0.2).mean() > 0.9 and inside.mean() > 1.5 * ring.mean()
 
 
 def test_a_second_run_into_the_same_folder_leaves_only_its_own_outputs(tiny_models: dict[str, Path], real_dicoms: dict[str, Path], tmp_path: Path) -> None:

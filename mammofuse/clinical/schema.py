@@ -160,6 +160,10 @@ class ClinicalSchema:
             out[f.name] = "-".join(hot) if mask[i] and hot else None
         return out
 
+    def display(self, vector: np.ndarray, mask: np.ndarray) -> dict[str, str | None]:
+        """:meth:`decode` as people read it (``predict``'s records, ``explain``'s tables): lower case."""
+        return {name: value.lower() if value else None for name, value in self.decode(vector, mask).items()}
+
     def as_dict(self) -> dict[str, Any]:
         return {
             "vocabulary": self.id,

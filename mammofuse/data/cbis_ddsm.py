@@ -167,6 +167,9 @@ class _Locator:
         return None, None, None
 
     def report(self, counts: Counter[str]) -> dict[str, Any]:
+        """How films matched files and lesions regions; both None when no images folder was given."""
+        if not (self.folders or self.trees):
+            return {"images": None, "lesions": None}
         unused = sum(not image.used for folder in self.folders for image in folder.images)
         return {
             "images": {"matched": counts["films_found"], "missing": counts["films"] - counts["films_found"], "unused_files": unused},

@@ -8,10 +8,14 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from mammofuse import RESEARCH_NOTICE
+from mammofuse.cases import model_notes
 from mammofuse.data.sample import Sample
 from mammofuse.errors import MammofuseError
 from mammofuse.evaluation.leakage import is_suspicious, patient_overlap
 from mammofuse.evaluation.metrics import evaluate_predictions
+from mammofuse.training.card import threshold_source
+
+REGION_HINT = "The dataset gives them none (CBIS-DDSM: ROI masks in a TCIA tree, or COCO boxes beside the images)"
 
 
 @dataclass
@@ -98,7 +102,8 @@ def evaluate_model(
 ) -> Metrics:
     """Score ``samples`` and compute every metric at the model's stored threshold.
 
-    Cases whose image fails are listed in ``result["failed"]`` and left out of every metric.
+    Cases whose image fails are listed in ``result["failed"]`` and left out of every metric; ``result["model"]["notes"]``
+    says what the model could not use (e.g. cases with no lesion region for a lesion-crop model: findings only).
     The evaluated patients are checked against the digests in the model's provenance.
     ``control`` scores a shortcut control instead of the lesion (``away`` averaged over
     ``away_patches`` patches per case); ``per_breast`` adds ``result["per_breast"]``: the
@@ -119,8 +124,8 @@ def evaluate_model(
         **(describe or {}),
         **({"away_patches": away_patches} if control == "away" else {}),
         "model": {"fusion": config.fusion, "backbone": config.backbone if config.uses_image else None,
-                  "threshold_source": provenance.get("threshold_source", "validation (stored with the model)"),
-                  "trained_on": provenance.get("dataset")},
+                  "threshold_source": threshold_source(provenance), "trained_on": provenance.get("dataset"),
+                  "notes": model_notes(model, samples, True, REGION_HINT, "cases")},
         **metrics,
         "bootstrap": {"resamples": n_boot, "unit": "patient", "seed": seed, "level": 0.95},
         "failed": failed,

@@ -115,11 +115,13 @@ def display_view(crop: np.ndarray, side: int = DISPLAY_SIDE) -> np.ndarray:
     return np.clip(np.asarray(image.resize(size, Image.Resampling.BILINEAR), dtype=np.float32), 0.0, 1.0)
 
 
-HEADER_TAGS = ("PatientName", "PatientID", "StudyDate", "StudyDescription", "SeriesDescription")
+IDENTIFYING_TAGS = ("PatientName", "PatientID", "PatientBirthDate", "OtherPatientIDs", "AccessionNumber", "StudyDate", "SeriesDate", "AcquisitionDate")
+"""Direct identifiers and dates: the report leaves them out unless asked (``include_identifiers``)."""
+HEADER_TAGS = (*IDENTIFYING_TAGS, "Manufacturer", "StudyDescription", "SeriesDescription")
 
 
 def dicom_header(path: Path) -> dict[str, str]:
-    """A few identifying DICOM attributes as text (header only, no pixels); {} if unreadable.
+    """A few DICOM attributes as text, identifiers (:data:`IDENTIFYING_TAGS`) included (header only, no pixels); {} if unreadable.
 
     These strings come from the file and are untrusted: the report escapes them.
     """

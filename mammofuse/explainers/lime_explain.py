@@ -96,7 +96,7 @@ def lime_clinical(scorer: FixedImageScorer, schema: ClinicalSchema, clinical_val
         mode="classification",
         feature_names=[f.label for f in schema.fields],
         categorical_features=list(range(len(schema.fields))),
-        categorical_names=dict(enumerate(categories)),
+        categorical_names={i: [c.lower() for c in cats] for i, cats in enumerate(categories)},  # as predict shows findings
         class_names=CLASS_NAMES,
         discretize_continuous=False,
         random_state=seed,

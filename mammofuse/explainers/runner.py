@@ -29,8 +29,9 @@ from mammofuse.atomic import write_text
 from mammofuse.clinical import load_schema
 from mammofuse.clinical.schema import ClinicalSchema
 from mammofuse.data.sample import Sample
+from mammofuse.errors import MammofuseError
 from mammofuse.explainers.explanation import Explanation
-from mammofuse.explainers.inputs import CaseInputs, prepare_inputs
+from mammofuse.explainers.inputs import IDENTIFYING_TAGS, CaseInputs, prepare_inputs
 from mammofuse.explainers.methods import METHODS, CaseContext, default_selection
 from mammofuse.explainers.options import DEFAULT_LAYER, DEFAULT_LIME_SAMPLES, ExplainOptions
 from mammofuse.explainers.report import ReportData, ReportSection, render_report
@@ -43,14 +44,20 @@ OUTPUT_FILES = (*(file for m in METHODS.values() for file in m.outputs.values())
 
 
 def check_options(model: MammoFuse, options: ExplainOptions) -> None:
-    """Let each chosen method that applies to ``model`` reject its options before any work (e.g. an unknown layer).
+    """Before any work: some chosen method must apply to ``model``, and each that does may reject its options (e.g. an unknown layer).
 
     Raises:
-        MammofuseError: an option a method cannot use.
+        MammofuseError: no chosen method applies to ``model`` (the message says why and names those that would), or an
+            option a method cannot use.
     """
-    for method in options.selected():
-        if method.applies_to(model) is None:
-            method.check(model, options)
+    chosen = options.selected()
+    applicable = [m for m in chosen if m.applies_to(model) is None]
+    if not applicable:
+        reasons = "; ".join(f"{m.title}: {m.applies_to(model)}" for m in chosen)
+        usable = ", ".join(m.name for m in METHODS.values() if m.applies_to(model) is None)
+        raise MammofuseError(f"no chosen method applies to this model ({reasons}); methods for it: {usable}")
+    for method in applicable:
+        method.check(model, options)
 
 
 def explain_case(
@@ -72,7 +79,7 @@ def explain_case(
         on_step: called with each method's name before it runs (for a progress display).
 
     Raises:
-        MammofuseError: the file cannot be read, or the Grad-CAM layer is invalid.
+        MammofuseError: the file cannot be read, the Grad-CAM layer is invalid, or no chosen method applies to this case.
     """
     options = options or ExplainOptions()
     config = model.config
@@ -85,7 +92,7 @@ def explain_case(
     probability = float(sigmoid(logit))
     threshold = float(config.threshold)
     schema = load_schema(config.vocabulary)
-    decoded = schema.decode(inputs.clinical[0].cpu().numpy(), inputs.mask[0].cpu().numpy())
+    decoded = schema.display(inputs.clinical[0].cpu().numpy(), inputs.mask[0].cpu().numpy())
     result = Explanation(
         source=inputs.source, folder=folder, probability=probability, logit=logit, threshold=threshold,
         decision=decide(probability, threshold), model=model_name, fusion=config.fusion,
@@ -110,6 +117,8 @@ def explain_case(
         sections.append(output.section)
         if output.contributions is not None:
             result.top_contributions = output.contributions
+    if not sections:
+        raise MammofuseError(f"{inputs.source}: nothing to explain: {'; '.join(result.notes)}")
 
     write_text(folder / SUMMARY, json.dumps(result.to_dict(), indent=2) + "\n")
     result.outputs["summary"] = folder / SUMMARY
@@ -129,6 +138,7 @@ def explain_file(
     lime_samples: int = DEFAULT_LIME_SAMPLES,
     seed: int = 0,
     layer: str = DEFAULT_LAYER,
+    include_identifiers: bool = False,
 ) -> Explanation:
     """:func:`explain_case` with the options spelled out and the model named by ``model.name``; options checked first.
 
@@ -137,10 +147,11 @@ def explain_file(
             do not apply to the model are skipped with a note).
 
     Raises:
-        MammofuseError: an unknown method or layer (before any work), or an unreadable file.
+        MammofuseError: an unknown method or layer, or no chosen method that applies to the model (before any work);
+            an unreadable file.
     """
     chosen = default_selection() if methods is None else tuple(methods)
-    options = ExplainOptions(methods=chosen, lime_samples=lime_samples, seed=seed, layer=layer)
+    options = ExplainOptions(methods=chosen, lime_samples=lime_samples, seed=seed, layer=layer, include_identifiers=include_identifiers)
     check_options(model, options)
     return explain_case(model, sample, folder, options, model_name=model.name)
 
@@ -152,7 +163,7 @@ def _report(result: Explanation, inputs: CaseInputs, schema: ClinicalSchema, dec
         threshold=result.threshold,
         decision=result.decision,
         model=result.model_description,
-        facts=_facts(inputs),
+        facts=_facts(inputs, result.options.include_identifiers),
         clinical=[(f.label, decoded[f.name] or "not given") for f in schema.fields],
         sections=sections,
         notes=result.notes,
@@ -167,15 +178,20 @@ def _remove_stale(folder: Path, written: Iterable[Path]) -> None:
             (folder / name).unlink(missing_ok=True)
 
 
-def _facts(inputs: CaseInputs) -> list[tuple[str, str]]:
+def _facts(inputs: CaseInputs, include_identifiers: bool) -> list[tuple[str, str]]:
+    """The report's file facts; the header's identifiers and dates only when ``include_identifiers``."""
     info = inputs.info
     facts = [("file", inputs.source), ("format", info.format), ("size", f"{info.rows} x {info.columns}, {info.bits_stored} bits")]
-    for tag, value in inputs.header.items():
-        facts.append((tag, value))
-    for name in ("patient_id", "laterality", "view", "modality"):
+    hidden = [tag for tag in inputs.header if tag in IDENTIFYING_TAGS and not include_identifiers]
+    facts.extend((tag, value) for tag, value in inputs.header.items() if tag not in hidden)
+    if include_identifiers and info.patient_id and "PatientID" not in inputs.header:
+        facts.append(("patient id", info.patient_id))
+    if hidden:
+        facts.append(("identifiers", f"left out: {', '.join(hidden)} (--include-identifiers shows them)"))
+    for name in ("laterality", "view", "modality"):
         value = getattr(info, name)
-        if value and not (name == "patient_id" and "PatientID" in inputs.header):
-            facts.append((name.replace("_", " "), str(value)))
+        if value:
+            facts.append((name, str(value)))
     if info.flipped:
         facts.append(("orientation", "flipped so the breast lies on the left"))
     facts.extend(("warning", w) for w in info.warnings)

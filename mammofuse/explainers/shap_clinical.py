@@ -53,7 +53,7 @@ class ClinicalShapley:
         return sorted(rows, key=lambda r: -abs(r.shap))
 
     def captions(self) -> list[str]:
-        """Each field as the chart and the report name it: ``margin = SPICULATED`` or ``margin (not given)``."""
+        """Each field as the chart and the report name it: ``margin = spiculated`` or ``margin (not given)``."""
         return [f"{label} = {value}" if value else f"{label} (not given)" for label, value in zip(self.labels, self.values)]
 
     def as_dict(self) -> dict[str, Any]:
@@ -103,7 +103,7 @@ def clinical_shapley(scorer: FixedImageScorer, clinical: np.ndarray, mask: np.nd
     members, vectors, masks = coalition_inputs(clinical, mask, schema)
     logits = scorer.logits(vectors, masks)
     probs = sigmoid(logits)
-    decoded = schema.decode(clinical, mask)
+    decoded = schema.display(clinical, mask)
     return ClinicalShapley(
         fields=list(schema.field_names),
         labels=[f.label for f in schema.fields],

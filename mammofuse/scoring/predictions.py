@@ -92,14 +92,14 @@ def prediction_of(sample: Sample, probability: float, error: str, note: str, cut
     """The record of one scored sample: a probability and a decision, or nulls and its error."""
     ok = not error and not math.isnan(probability)
     path = sample.image_path or sample.id
-    used = schema.decode(*schema.encode(sample.clinical))
+    used = schema.display(*schema.encode(sample.clinical))
     return Prediction(
         path=path,
         probability=round(probability, 6) if ok else None,
         decision=decide(probability, cut) if ok else None,
         threshold=round(cut, 6),
         model=model_name,
-        clinical={k: (v.lower() if v else None) for k, v in used.items()},
+        clinical=used,
         region=tuple(sample.region) if sample.region else None,
         note=note or None,
         error=None if ok else ScoringError(ErrorKind.INPUT if error else ErrorKind.NOT_SCORED, error or "not scored"),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from mammofuse import RESEARCH_NOTICE
 from mammofuse.atomic import write_text
@@ -33,11 +33,14 @@ def _initialisation(pretrained: str | None) -> str:
     return "randomly initialised"
 
 
-def _threshold_source(provenance: dict[str, Any]) -> str:
+def threshold_source(provenance: Mapping[str, Any]) -> str:
+    """Where a model's stored decision threshold came from, as its provenance records it (the card and ``evaluate`` say it)."""
     if oof := provenance.get("threshold_from"):
-        return (f"Youden's J on the pooled out-of-fold predictions of `{oof['arm_folder']}` "
+        return (f"Youden's J on the pooled out-of-fold predictions of {oof['arm_folder']} "
                 f"({oof['folds']}-fold cross-validation of this recipe on these {oof['cases']} cases)")
-    return "chosen on validation by Youden's J" if provenance["n_val"] else "not tuned: no validation part (`val_fraction` 0)"
+    if "n_val" not in provenance:
+        return "unknown: the model records no training provenance"
+    return "chosen on validation by Youden's J" if provenance["n_val"] else "not tuned: no validation part (val_fraction 0)"
 
 
 def model_card(settings: TrainSettings, provenance: dict[str, Any], history: Sequence[EpochRow], best: BestEpoch) -> str:
@@ -72,7 +75,7 @@ def model_card(settings: TrainSettings, provenance: dict[str, Any], history: Seq
         f"- Shared token dimension {s.proj_dim}"
         + (f"; modality dropout {s.modality_dropout} during training" if Fusion(s.fusion).joint_head else "")
         + ("; late fusion: image and clinical heads each trained on their own, their logits averaged" if s.fusion == Fusion.LATE else ""),
-        f"- Decision threshold {_fmt(best.threshold)} (probability of malignancy), " + _threshold_source(provenance),
+        f"- Decision threshold {_fmt(best.threshold)} (probability of malignancy), " + threshold_source(provenance),
         *([geometry] if s.uses_image else []),
         "",
         "## Data and split",
