@@ -364,9 +364,26 @@ def model_notes(model: MammoFuse, samples: Sequence[Sample], findings_given: boo
     if not config.uses_image:
         notes.append(f"model {name} is clinical-only: images are not read")
     elif config.recipe.input == "roi":
-        without = sum(s.has_image and s.region is None and not (s.roi_path or s.roi_mask_path) for s in samples)
+        without = sum(s.has_image and not _has_region(s) for s in samples)
         how = ("their image is not used: each that can be read is scored on its clinical findings alone" if config.recipe.needs_region()
                else "each that can be read is scored on its whole breast instead")
         if without:
             notes.append(f"model {name} looks at lesion crops, and {without} of {len(samples)} {unit} have no lesion region: {how}. {hint}")
+    density_only = sum(not _image_used(config, s) and {k for k, v in s.clinical.items() if v} == {"density"} for s in samples)
+    if config.uses_clinical and density_only:
+        notes.append(
+            f"{density_only} of {len(samples)} {unit} are scored on the breast density alone, which describes the breast, not a lesion: "
+            "their score is what the model learnt for lesions in breasts of that density, not an assessment of a lesion. "
+            "Give the lesion's findings (--shape, --margin...)"
+        )
     return notes
+
+
+def _has_region(sample: Sample) -> bool:
+    """Whether ``sample`` gives its lesion's region (a circle, or a CBIS-DDSM crop or mask file)."""
+    return sample.region is not None or bool(sample.roi_path or sample.roi_mask_path)
+
+
+def _image_used(config: Any, sample: Sample) -> bool:
+    """Whether a model of ``config`` scores ``sample``'s image (a lesion-crop model that skips cases without a region does not)."""
+    return config.uses_image and sample.has_image and not (config.recipe.needs_region() and not _has_region(sample))
