@@ -14,6 +14,7 @@ from mammofuse.clinical import load_schema
 from mammofuse.data.sample import Sample
 from mammofuse.errors import InputFileError, MammofuseError
 from mammofuse.imaging.preprocess import (
+    TISSUE,
     PreprocessRecipe,
     Region,
     crop_for_model,
@@ -27,6 +28,7 @@ from mammofuse.results import sigmoid
 
 NO_REGION = "no lesion region given: this model looks at lesion crops, so the image was not used"
 NOTHING_TO_SCORE = "nothing to score: the model got neither an image it uses nor a clinical finding it reads"
+OFF_BREAST = "the lesion circle lies mostly on background, outside the breast: check it (row first, then column, in the file's own pixels)"
 
 
 def load_input(
@@ -82,6 +84,16 @@ def mask_region(path: str) -> Region:
         raise MammofuseError(f"{path}: the ROI mask is empty")
     top, bottom, left, right = rows.min(), rows.max() + 1, cols.min(), cols.max() + 1
     return ((top + bottom) / 2, (left + right) / 2, max(bottom - top, right - left) / 2)
+
+
+def on_background(image: np.ndarray, recipe: PreprocessRecipe) -> bool:
+    """Whether most of the lesion's circle in a lesion crop (``load_input``'s image: the circle is centred, its
+    diameter the side over ``roi_context``) is background, as a swapped row and column put it."""
+    pixels = image[0] * recipe.std + recipe.mean
+    side = pixels.shape[0]
+    rows, cols = np.ogrid[:side, :side]
+    circle = (rows - side / 2 + 0.5) ** 2 + (cols - side / 2 + 0.5) ** 2 <= (side / (2 * recipe.roi_context)) ** 2
+    return float((pixels[circle] <= TISSUE).mean()) > 0.5
 
 
 def check_region(mammogram: Mammogram, region: tuple[float, float, float]) -> None:
@@ -142,7 +154,8 @@ class LesionDataset(Dataset):
             return (*empty, str(exc), "")
         except Exception as exc:  # any failure is this file's, never the batch's
             return (*empty, f"cannot read ({type(exc).__name__}: {exc})", "")
-        return image, extra, True, "", ""
+        off = self.recipe.input == "roi" and sample.region is not None and self.control is None and on_background(image, self.recipe)
+        return image, extra, True, "", OFF_BREAST if off else ""
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         if self._cache is not None and index in self._cache:

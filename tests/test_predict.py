@@ -242,6 +242,15 @@ def test_the_breast_density_alone_gets_a_note_that_it_describes_no_lesion(real_d
         assert code == 0 and "density alone" not in err, more
 
 
+def test_a_lesion_circle_on_background_gets_a_note(real_dicoms: dict[str, Path]) -> None:
+    scan = str(real_dicoms["P_00173_lcc"])  # its mass lies at row 2400, column 1145
+    code, out, err = predict(scan, "--density", "2", "--roi", "2400,1145,100", "-f", "json")
+    assert code == 0 and json.loads(out)[0]["note"] is None and "background" not in err
+    code, out, err = predict(scan, "--density", "2", "--roi", "1145,2400,100", "-f", "json")  # row and column swapped
+    assert code == 0 and json.loads(out)[0]["note"].startswith("the lesion circle lies mostly on background")
+    assert "1-130.dcm: the lesion circle lies mostly on background" in " ".join(err.split())
+
+
 def test_unavailable_device_and_bad_format_are_usage_errors(tiny_model: Path, real_dicoms: dict[str, Path]) -> None:
     import torch
 

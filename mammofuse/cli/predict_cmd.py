@@ -111,6 +111,7 @@ def predict(
 
     from mammofuse.api import as_model
     from mammofuse.cases import list_cases, model_notes
+    from mammofuse.inference import NO_REGION
     from mammofuse.scoring import LocalEngine, ScoringRun, Shard
 
     part = Shard.parse(shard) if shard is not None else None
@@ -153,6 +154,9 @@ def predict(
             emit(render_records([r.to_dict() for r in records], fmt), output)
             err_console.print(RESEARCH_NOTICE, style="dim", highlight=False)
         failed = [(r.path, r.error.message) for r in records if r.error is not None]
+        for r in records:
+            if r.note and r.note != NO_REGION:  # the missing regions have their one note above
+                note(f"{r.path}: {r.note}")
     for path, error in failed:
         err_console.print(f"[red]failed:[/] {safe(path)}: {safe(error)}", highlight=False, soft_wrap=True)
     if failed:

@@ -16,11 +16,10 @@ from typing import Sequence
 import numpy as np
 
 from mammofuse.errors import MammofuseError
-from mammofuse.imaging.preprocess import Region
+from mammofuse.imaging.preprocess import TISSUE, Region
 
 CONTROLS = ("masked", "away")
 MASK_SCALE = 1.5
-_TISSUE = 0.08  # pixels above this (of [0, 1]) count as breast
 
 
 def _square(region: Region, scale: float) -> tuple[int, int, int]:
@@ -43,10 +42,10 @@ def mask_lesion(pixels: np.ndarray, region: Region, scale: float = MASK_SCALE) -
         if t0 + dr < 0 or l0 + dc < 0 or t1 + dr > height or l1 + dc > width:
             continue
         patch = pixels[t0 + dr : t1 + dr, l0 + dc : l1 + dc]
-        tissue = float((patch > _TISSUE).mean())
+        tissue = float((patch > TISSUE).mean())
         if tissue > best:
             best, source = tissue, patch
-    out[t0:t1, l0:l1] = source if source is not None else float(np.median(pixels[pixels > _TISSUE]))
+    out[t0:t1, l0:l1] = source if source is not None else float(np.median(pixels[pixels > TISSUE]))
     return out
 
 
@@ -65,7 +64,7 @@ def away_region(pixels: np.ndarray, region: Region, avoid: Sequence[Region], key
     """
     row, col, radius = region
     height, width = pixels.shape
-    tissue = (pixels > _TISSUE).astype(np.float64)
+    tissue = (pixels > TISSUE).astype(np.float64)
     integral = np.pad(tissue.cumsum(0).cumsum(1), ((1, 0), (1, 0)))
     half = max(2, int(round(radius)))
     step = max(2, half // 2)

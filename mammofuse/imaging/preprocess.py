@@ -60,9 +60,11 @@ class PreprocessRecipe:
 
 Region = tuple[float, float, float]
 """A lesion circle (row, column, radius) in the file's original pixel coordinates."""
+TISSUE = 0.08
+"""Pixels above this (of [0, 1]) count as breast; at or below it, background."""
 
 
-def breast_bbox(pixels: np.ndarray, threshold: float = 0.08) -> tuple[int, int, int, int]:
+def breast_bbox(pixels: np.ndarray, threshold: float = TISSUE) -> tuple[int, int, int, int]:
     """Bounding box (top, bottom, left, right) of the largest bright component: the breast."""
     from scipy import ndimage
 
