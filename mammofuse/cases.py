@@ -289,6 +289,10 @@ def list_cases(
         listed.append((ListedFile(sample, size, mtime_ns, breast), row is not None))
     if shard is not None and breasts:
         listed = [(f, matched) for f, matched in listed if shard.holds(f.breast or f.path)]
+    unknown = sum(f.breast is None for f, _ in listed) if breasts else 0
+    if unknown and notes is not None:
+        notes.append(f"{unknown} of {len(listed)} files have no known breast (no patient and laterality in the DICOM header or file name): "
+                     "they get no breast score")
     if table is not None and notes is not None:
         unmatched = sum(not matched for _, matched in listed)
         if unmatched:

@@ -251,6 +251,19 @@ def test_a_lesion_circle_on_background_gets_a_note(real_dicoms: dict[str, Path])
     assert "1-130.dcm: the lesion circle lies mostly on background" in " ".join(err.split())
 
 
+def test_files_of_no_known_breast_get_a_note_when_aggregating(tiny_model: Path, real_dicoms: dict[str, Path], tmp_path: Path) -> None:
+    from PIL import Image
+
+    film = tmp_path / "film.png"  # a PNG has no header, and its name no patient or side
+    Image.fromarray((np.random.default_rng(0).random((256, 200)) * 255).astype(np.uint8)).save(film)
+    scan = str(real_dicoms["P_00173_lcc"])
+    code, out, err = predict(scan, str(film), "--model", str(tiny_model), "--aggregate", "breast", "-f", "json")
+    assert code == 0 and [r["breast"] for r in json.loads(out)] == ["P_00173/L", None]
+    assert "1 of 2 files have no known breast" in " ".join(err.split())
+    code, _, err = predict(scan, "--model", str(tiny_model), "--aggregate", "breast", "-f", "json")
+    assert code == 0 and "known breast" not in err
+
+
 def test_unavailable_device_and_bad_format_are_usage_errors(tiny_model: Path, real_dicoms: dict[str, Path]) -> None:
     import torch
 
