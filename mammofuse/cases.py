@@ -376,8 +376,8 @@ def model_notes(model: MammoFuse, samples: Sequence[Sample], findings_given: boo
     density_only = sum(not _image_used(config, s) and {k for k, v in s.clinical.items() if v} == {"density"} for s in samples)
     if config.uses_clinical and density_only:
         notes.append(
-            f"{density_only} of {len(samples)} {unit} are scored on the breast density alone, which describes the breast, not a lesion: "
-            "their score is what the model learnt for lesions in breasts of that density, not an assessment of a lesion. "
+            f"{density_only} of {len(samples)} {unit} give the model only the breast density, which describes the breast, not a lesion: "
+            "a score from it is what the model learnt for lesions in breasts of that density, not an assessment of a lesion. "
             "Give the lesion's findings (--shape, --margin...)"
         )
     return notes

@@ -236,10 +236,10 @@ def test_calcification_findings_for_a_mass_model_get_a_note(tiny_model: Path, re
 def test_the_breast_density_alone_gets_a_note_that_it_describes_no_lesion(real_dicoms: dict[str, Path]) -> None:
     scan = str(real_dicoms["P_00173_lcc"])
     code, _, err = predict(scan, "--density", "2", "-f", "json")  # the bundled default, no region: density is all it scores
-    assert code == 0 and "1 of 1 files are scored on the breast density alone" in " ".join(err.split())
+    assert code == 0 and "1 of 1 files give the model only the breast density" in " ".join(err.split())
     for more in (["--margin", "spiculated"], ["--roi", "2400,1145,100"]):  # a finding of the lesion, or its image
         code, _, err = predict(scan, "--density", "2", *more, "-f", "json")
-        assert code == 0 and "density alone" not in err, more
+        assert code == 0 and "only the breast density" not in err, more
 
 
 def test_a_lesion_circle_on_background_gets_a_note(real_dicoms: dict[str, Path]) -> None:
