@@ -21,6 +21,7 @@ from mammofuse.imaging.preprocess import (
     crop_pixels,
     model_space,
     normalise,
+    region_in_model_space,
 )
 from mammofuse.imaging.radiomics import N_RADIOMICS, radiomics_features
 from mammofuse.imaging.reader import Mammogram, check_header, read_mammogram
@@ -39,9 +40,11 @@ def load_input(
 
     Uses the sample's ROI crop file when the recipe wants the ROI and there is one. ``control``
     (``masked`` or ``away``, see :mod:`mammofuse.imaging.controls`) replaces the lesion first;
-    ``draw`` picks which of the case's away patches.
+    ``draw`` picks which of the case's away patches; ``avoid`` holds the regions of every lesion of
+    the film (in the file's own pixels), which the away patch keeps clear of and a whole-breast
+    model's ``masked`` control fills.
     """
-    from mammofuse.imaging.controls import away_key, away_region, mask_lesion
+    from mammofuse.imaging.controls import AWAY_NEEDS_ROI, away_key, away_region, mask_lesion
 
     sample = with_mask_region(sample, recipe, control)
     if recipe.input == "roi" and sample.roi_path and sample.region is None and control is None:
@@ -56,11 +59,15 @@ def load_input(
         pixels, region = model_space(mammogram, recipe, sample.region)
         if control is not None:
             if region is None:
-                raise MammofuseError(f"{sample.id}: the {control!r} control needs the lesion region")
+                raise MammofuseError(f"the {control!r} control needs the lesion region")
+            others = [region_in_model_space(r, mammogram.pixels.shape, mammogram.info.flipped, recipe.canvas) for r in avoid]
             if control == "masked":
-                pixels = mask_lesion(pixels, region)
+                for lesion in dict.fromkeys([region, *others]) if recipe.input == "full" else [region]:
+                    pixels = mask_lesion(pixels, lesion)
+            elif recipe.input == "full":
+                raise MammofuseError(AWAY_NEEDS_ROI)
             else:
-                region = away_region(pixels, region, avoid, away_key(sample.id, draw))
+                region = away_region(pixels, region, others, away_key(sample.id, draw))
         crop = crop_pixels(pixels, recipe, region)
     image = normalise(crop, recipe)
     extra = radiomics_features(image[0] * recipe.std + recipe.mean, region[2] if region else None) if radiomics else np.zeros(0, np.float32)

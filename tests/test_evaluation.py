@@ -304,3 +304,13 @@ def test_a_lesion_crop_model_given_no_regions_says_its_images_were_not_used(cbis
     assert model["threshold_source"].startswith("Youden's J on the pooled out-of-fold predictions")  # as the model card says
     masked = runner.invoke(app, [*args, "--control", "masked"], env={"COLUMNS": "300"})
     assert "late model on cbis-ddsm (test), control: lesion masked out" in " ".join(masked.stdout.split())  # the title wraps
+
+
+def test_a_whole_breast_model_refuses_the_away_control_in_one_line(tmp_path, mini_mias):
+    from conftest import make_tiny_model
+
+    model = make_tiny_model(tmp_path / "model", "image", "full")
+    result = runner.invoke(app, ["evaluate", "--model", str(model), "--dataset", "mini-mias", "--data", str(mini_mias),
+                                 "--split", "all", "--control", "away"])
+    assert result.exit_code == 2 and "looks at the whole breast: use 'masked'" in result.output
+    assert "Traceback" not in result.output

@@ -210,6 +210,58 @@ def test_masking_control_changes_only_the_lesion_square_and_away_patch_avoids_le
         away_region(np.zeros((200, 200), np.float32), (100.0, 100.0, 10.0), [], "x")
 
 
+def _film_with_two_lesions(path) -> tuple[tuple[float, float, float], tuple[float, float, float]]:
+    """A 256x256 PNG whose breast lies on the right (the reader flips it), tissue 0.5 with two bright lesions."""
+    from PIL import Image
+
+    pixels = np.zeros((256, 256), np.uint8)
+    pixels[:, 96:] = 128
+    pixels[50:70, 190:210] = 255
+    pixels[170:190, 150:170] = 255
+    Image.fromarray(pixels).save(path)
+    return (60.0, 200.0, 10.0), (180.0, 160.0, 10.0)
+
+
+def test_the_away_patch_avoids_the_films_other_lesions_where_the_film_was_flipped(tmp_path, monkeypatch):
+    import mammofuse.imaging.controls as controls
+    from mammofuse.data.sample import Sample
+    from mammofuse.imaging.preprocess import PreprocessRecipe
+    from mammofuse.inference import load_input
+
+    first, second = _film_with_two_lesions(tmp_path / "film.png")
+    seen = []
+    real = controls.away_region
+    monkeypatch.setattr(controls, "away_region", lambda p, r, avoid, key: seen.append((r, list(avoid))) or real(p, r, avoid, key))
+    sample = Sample(id="c0", patient_id="p0", label=1, image_path=str(tmp_path / "film.png"), region=first, image_id="film")
+    load_input(sample, PreprocessRecipe(image_size=32), control="away", avoid=[first, second])
+    region, avoid = seen[0]
+    assert region == (60.0, 255 - 200.0, 10.0)  # the reader put the breast on the left
+    assert avoid == [region, (180.0, 255 - 160.0, 10.0)]  # the other lesion where it now lies, not mirrored
+
+
+def test_a_whole_breast_models_masked_control_fills_every_lesion_of_the_film_and_it_has_no_away_control(tmp_path):
+    from mammofuse.data.sample import Sample
+    from mammofuse.imaging.controls import controls_for
+    from mammofuse.imaging.preprocess import PreprocessRecipe
+    from mammofuse.inference import load_input
+
+    first, second = _film_with_two_lesions(tmp_path / "film.png")
+    sample = Sample(id="c0", patient_id="p0", label=1, image_path=str(tmp_path / "film.png"), region=first, image_id="film")
+    full, roi = PreprocessRecipe(image_size=64, input="full"), PreprocessRecipe(image_size=64, input="roi")
+
+    def brightest(recipe: PreprocessRecipe, control: str | None) -> float:
+        image, _ = load_input(sample, recipe, control=control, avoid=[first, second])
+        return float(image.max() * recipe.std + recipe.mean)
+
+    assert brightest(full, None) > 0.9 and brightest(full, "masked") < 0.6  # both lesions gone
+    assert brightest(roi, "masked") < 0.6
+    with pytest.raises(MammofuseError, match="whole breast"):
+        load_input(sample, full, control="away", avoid=[first, second])
+    with pytest.raises(MammofuseError, match="^the 'masked' control needs the lesion region$"):  # the record names the case
+        load_input(replace(sample, region=None), full, control="masked")
+    assert controls_for("full", ["masked", "away"]) == ["masked"] and controls_for("roi", ["masked", "away"]) == ["masked", "away"]
+
+
 def test_the_away_control_averages_the_logits_of_several_patches_per_case(tmp_path):
     from conftest import make_tiny_model
     from PIL import Image

@@ -43,7 +43,7 @@ def evaluate(
     images: ImageDirs = None,
     abnormality: Abnormality = "all",
     aggregate: Annotated[str, typer.Option("--aggregate", help="view: one score per case; breast: also combine the cases of one breast (patient and laterality) into one score and report per-breast metrics.")] = "view",
-    control: Annotated[str | None, typer.Option("--control", help="Shortcut control: score each case with its lesion masked out ('masked') or on a patch of the same image away from every lesion ('away').")] = None,
+    control: Annotated[str | None, typer.Option("--control", help="Shortcut control: score each case with its lesion masked out ('masked'; a whole-breast model: every lesion of the film) or, for lesion-crop models, on a patch of the same image away from every lesion ('away').")] = None,
     away_patches: AwayPatches = 1,
     split: Annotated[str, typer.Option("--split", help="Dataset split to evaluate: test (CBIS-DDSM official), train, or all (mini-MIAS, manifests).")] = "test",
     fmt: Format = ReportFormat.TABLE,
@@ -97,6 +97,10 @@ def evaluate(
 
     samples = select_split(load_dataset(dataset, data, images, abnormality), split)
     loaded = as_model(model, device)
+    if control == "away" and loaded.config.recipe.input == "full":
+        from mammofuse.imaging.controls import AWAY_NEEDS_ROI
+
+        raise MammofuseError(f"--control away: {AWAY_NEEDS_ROI}")
     with progress("scoring", len(samples) * (away_patches if control == "away" else 1)) as advance:
         evaluation = evaluate_model(
             loaded, samples, n_boot=bootstrap, seed=seed, batch_size=batch_size, workers=workers,

@@ -156,12 +156,13 @@ def run_fold(
     """
     from mammofuse.data.splits import train_val_split
     from mammofuse.evaluation.evaluate import score_samples
+    from mammofuse.imaging.controls import controls_for
     from mammofuse.model import MammoFuse
 
     key = _fingerprint(settings.as_dict(), train_part, test_part)
     result_path = folder / RESULT_NAME
     model_dir = folder / "model"
-    wanted = list(controls) if arm.needs_images else []
+    wanted = controls_for(settings.input, controls) if arm.needs_images else []
     if result_path.is_file():
         try:
             record = json.loads(result_path.read_text(encoding="utf-8"))

@@ -1,9 +1,11 @@
 """Shortcut controls: score a case without its lesion, to see what a model really reads.
 
 ``masked`` fills the lesion's square (1.5 times its diameter) with the neighbouring tissue of
-the same size; ``away`` moves the lesion crop to a patch of the same image, the same size,
-away from every lesion of the film. Each away patch is a fixed draw per case (:func:`away_key`);
-averaging the scores of several draws makes the control depend less on where one patch fell.
+the same size (for a whole-breast model, every lesion square of the film); ``away`` moves the
+lesion crop to a patch of the same image, the same size, away from every lesion of the film
+(lesion-crop models only: a whole-breast model's input has no lesion crop to move). Each away
+patch is a fixed draw per case (:func:`away_key`); averaging the scores of several draws makes the
+control depend less on where one patch fell.
 A model that still separates benign from malignant on these inputs is reading something other
 than the lesion (scanner, film, breast).
 """
@@ -20,6 +22,12 @@ from mammofuse.imaging.preprocess import TISSUE, Region
 
 CONTROLS = ("masked", "away")
 MASK_SCALE = 1.5
+AWAY_NEEDS_ROI = "the 'away' control moves a lesion crop, and this model looks at the whole breast: use 'masked'"
+
+
+def controls_for(input_mode: str, controls: Sequence[str]) -> list[str]:
+    """The controls in ``controls`` that apply to a model of this input mode (``roi`` or ``full``)."""
+    return [c for c in controls if c != "away" or input_mode == "roi"]
 
 
 def _square(region: Region, scale: float) -> tuple[int, int, int]:
