@@ -97,10 +97,11 @@ def evaluate(
 
     samples = select_split(load_dataset(dataset, data, images, abnormality), split)
     loaded = as_model(model, device)
-    if control == "away" and loaded.config.recipe.input == "full":
-        from mammofuse.imaging.controls import AWAY_NEEDS_ROI
+    if control is not None:
+        from mammofuse.imaging.controls import AWAY_NEEDS_ROI, controls_for
 
-        raise MammofuseError(f"--control away: {AWAY_NEEDS_ROI}")
+        if not controls_for(loaded.config.recipe.input, [control]):
+            raise MammofuseError(f"--control away: {AWAY_NEEDS_ROI}")
     with progress("scoring", len(samples) * (away_patches if control == "away" else 1)) as advance:
         evaluation = evaluate_model(
             loaded, samples, n_boot=bootstrap, seed=seed, batch_size=batch_size, workers=workers,
