@@ -345,7 +345,7 @@ def score_cases(
     return list(score_files(model, samples, model_name=model_name, threshold=threshold, engine=engine, on_batch=on_batch))
 
 
-ROI_HINT = "Give --roi ROW,COL,RADIUS (or roi_row, roi_col, roi_radius columns in --clinical)"
+ROI_HINT = "Give --roi ROW,COL,RADIUS (roi= in Python, or roi_row, roi_col, roi_radius columns in --clinical)"
 
 
 def model_notes(

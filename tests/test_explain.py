@@ -463,6 +463,7 @@ def test_explain_without_a_region_does_not_claim_the_findings_are_scored(real_di
         explain(dicom, tmp_path / "lib", density=2, methods=["shap"])
     remarks = " ".join(str(w.message) for w in caught if issubclass(w.category, MammofuseWarning))
     assert "explaining needs the lesion's region" in remarks and "scored on its clinical findings alone" not in remarks
+    assert "roi= in Python" in remarks  # the library's remark names the library's way to give the region
 
 
 def test_the_documented_roi_of_the_shipped_1_130_lies_on_its_mass(real_dicoms: dict[str, Path]) -> None:
