@@ -69,7 +69,7 @@ def find_image_files(paths: Iterable[Path], recursive: bool = False) -> list[Pat
     unique = list(dict.fromkeys(files))
     if not unique:
         given = ", ".join(str(p) for p in paths)
-        hint = "" if recursive else " (use --recursive to look in sub-folders)"
+        hint = "" if recursive else " (use --recursive, recursive=True in Python, to look in sub-folders)"
         raise MammofuseError(f"no mammogram files found in {given}{hint}")
     return unique
 
