@@ -48,6 +48,7 @@ def cases(
     clinical_csv: PathLike | None = None,
     roi: tuple[float, float, float] | None = None,
     recursive: bool = False,
+    explaining: bool = False,
 ) -> list[Sample]:
     """One case per image file (folders listed), with the findings that apply; remarks as warnings.
 
@@ -58,13 +59,14 @@ def cases(
         clinical_csv: per-file findings (and optional lesion regions); its values win.
         roi: a lesion circle (row, column, radius) in the files' pixels for files without one.
         recursive: descend into sub-folders.
+        explaining: the cases are to be explained, not scored (the remarks say what explaining does without a region).
     """
-    return [f.sample for f in _listed(inputs, model, findings, clinical_csv, roi, recursive)]
+    return [f.sample for f in _listed(inputs, model, findings, clinical_csv, roi, recursive, explaining=explaining)]
 
 
 def _listed(
     inputs: PathLike | Sequence[PathLike], model: MammoFuse, findings: Mapping[str, Any] | None, clinical_csv: PathLike | None,
-    roi: tuple[float, float, float] | None, recursive: bool, per_breast: bool = False,
+    roi: tuple[float, float, float] | None, recursive: bool, per_breast: bool = False, explaining: bool = False,
 ) -> list[ListedFile]:
     from mammofuse.cases import list_cases, model_notes
 
@@ -73,7 +75,7 @@ def _listed(
     notes: list[str] = []
     files = list_cases(paths, recursive, flags, Path(clinical_csv) if clinical_csv else None,
                        vocabulary=model.config.vocabulary, notes=notes, region=roi, breasts=per_breast)
-    notes += model_notes(model, [f.sample for f in files], bool(flags or clinical_csv))
+    notes += model_notes(model, [f.sample for f in files], bool(flags or clinical_csv), explaining=explaining)
     for message in notes:
         warnings.warn(message, MammofuseWarning, stacklevel=_caller_level())
     return files
@@ -165,7 +167,7 @@ def explain(
     from mammofuse.explainers import explain_file
 
     net = as_model(model, device)
-    (sample,) = cases(image, net, findings, None, roi)
+    (sample,) = cases(image, net, findings, None, roi, explaining=True)
     return explain_file(net, sample, Path(out), methods, include_identifiers=include_identifiers)
 
 

@@ -69,7 +69,7 @@ def find_image_files(paths: Iterable[Path], recursive: bool = False) -> list[Pat
     unique = list(dict.fromkeys(files))
     if not unique:
         given = ", ".join(str(p) for p in paths)
-        hint = "" if recursive else " (use --recursive to look in sub-folders)"
+        hint = "" if recursive else " (use --recursive, recursive=True in Python, to look in sub-folders)"
         raise MammofuseError(f"no mammogram files found in {given}{hint}")
     return unique
 
@@ -345,14 +345,18 @@ def score_cases(
     return list(score_files(model, samples, model_name=model_name, threshold=threshold, engine=engine, on_batch=on_batch))
 
 
-ROI_HINT = "Give --roi ROW,COL,RADIUS (or roi_row, roi_col, roi_radius columns in --clinical)"
+ROI_HINT = "Give --roi ROW,COL,RADIUS (roi= in Python, or roi_row, roi_col, roi_radius columns in --clinical)"
 
 
-def model_notes(model: MammoFuse, samples: Sequence[Sample], findings_given: bool, hint: str = ROI_HINT, unit: str = "files") -> list[str]:
+def model_notes(
+    model: MammoFuse, samples: Sequence[Sample], findings_given: bool, hint: str = ROI_HINT, unit: str = "files", explaining: bool = False,
+) -> list[str]:
     """Remarks on what ``model`` makes of these cases: findings or images it does not use, lesion regions it lacks.
 
     Made before any file is read, so they claim nothing about files that then fail. ``hint`` says how to give
-    the missing regions; ``unit`` names the samples (``files``, ``cases``).
+    the missing regions; ``unit`` names the samples (``files``, ``cases``). ``explaining``: the cases are to be
+    explained, not scored: a lesion-crop model that needs a region cannot explain a case without one (it fails
+    rather than being scored on its findings), so the notes say that and leave those cases out of the rest.
     """
     name, config = model.name, model.config
     notes = []
@@ -369,11 +373,17 @@ def model_notes(model: MammoFuse, samples: Sequence[Sample], findings_given: boo
         notes.append(f"model {name} is clinical-only: images are not read")
     elif config.recipe.input == "roi":
         without = sum(s.has_image and not _has_region(s) for s in samples)
-        how = ("their image is not used: each that can be read is scored on its clinical findings alone" if config.recipe.needs_region()
-               else "each that can be read is scored on its whole breast instead")
+        if not config.recipe.needs_region():
+            how = "each that can be read is scored on its whole breast instead"
+        elif explaining:
+            how = "explaining needs the lesion's region, so each of them fails"
+        else:
+            how = "their image is not used: each that can be read is scored on its clinical findings alone"
         if without:
             notes.append(f"model {name} looks at lesion crops, and {without} of {len(samples)} {unit} have no lesion region: {how}. {hint}")
-    density_only = sum(not _image_used(config, s) and {k for k, v in s.clinical.items() if v} == {"density"} for s in samples)
+    fails = explaining and config.uses_image and config.recipe.input == "roi" and config.recipe.needs_region()
+    explained = [s for s in samples if not (fails and s.has_image and not _has_region(s))]
+    density_only = sum(not _image_used(config, s) and {k for k, v in s.clinical.items() if v} == {"density"} for s in explained)
     if config.uses_clinical and density_only:
         notes.append(
             f"{density_only} of {len(samples)} {unit} give the model only the breast density, which describes the breast, not a lesion: "

@@ -6,6 +6,7 @@ import json
 import warnings
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 import mammofuse
@@ -39,3 +40,12 @@ def test_one_file_gives_one_prediction(real_dicoms) -> None:
     assert remarks and all(w.filename == __file__ for w in remarks)  # pointed at the caller's line, not ours
     assert isinstance(prediction, mammofuse.Prediction) and prediction.ok and prediction.model == "default"
     assert prediction.decision == ("malignant" if prediction.probability >= prediction.threshold else "benign")
+
+
+def test_a_folder_of_sub_folders_says_how_to_descend_in_python_too(dicom_root: Path) -> None:
+    """The README's Python notes: sub-folders are searched only with recursive=True, and the error says so."""
+    with pytest.raises(mammofuse.MammofuseError, match="recursive=True in Python"):
+        mammofuse.predict(dicom_root, density=2, margin="circumscribed")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert len(mammofuse.predict(dicom_root, recursive=True, density=2, margin="circumscribed")) == 8

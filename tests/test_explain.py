@@ -447,6 +447,25 @@ def test_bundled_default_model_explains_a_real_dicom(real_dicoms: dict[str, Path
     assert code == 1 and "no lesion region was given: give its region (--roi" in err
 
 
+def test_explain_without_a_region_does_not_claim_the_findings_are_scored(real_dicoms: dict[str, Path], tmp_path: Path) -> None:
+    """predict scores a lesion-crop model's case without a region on its findings; explain fails it, and its note says so."""
+    import warnings
+
+    from mammofuse import MammofuseWarning, explain
+
+    dicom = str(real_dicoms["P_00173_lcc"])
+    code, _, err = explain_cli(dicom, "--density", "2", "--methods", "shap", "--out", str(tmp_path / "cli"))
+    err = " ".join(err.split())
+    assert code == 1 and "1 of 1 files have no lesion region: explaining needs the lesion's region, so each of them fails" in err
+    assert "scored on its clinical findings alone" not in err and "only the breast density" not in err  # it is not scored at all
+    with warnings.catch_warnings(record=True) as caught, pytest.raises(MammofuseError, match="no lesion region was given"):
+        warnings.simplefilter("always")
+        explain(dicom, tmp_path / "lib", density=2, methods=["shap"])
+    remarks = " ".join(str(w.message) for w in caught if issubclass(w.category, MammofuseWarning))
+    assert "explaining needs the lesion's region" in remarks and "scored on its clinical findings alone" not in remarks
+    assert "roi= in Python" in remarks  # the library's remark names the library's way to give the region
+
+
 def test_the_documented_roi_of_the_shipped_1_130_lies_on_its_mass(real_dicoms: dict[str, Path]) -> None:
     """README and --help give `--roi 2400,1145,100` for 1-130.dcm: its benign mass, brighter than the tissue around it."""
     from mammofuse.imaging.reader import read_mammogram

@@ -296,9 +296,9 @@ def cases_and_model(
     paths: list[Path], recursive: bool, flags: dict[str, str], clinical_csv: Path | None, model: str, device: str,
     region: tuple[float, float, float] | None = None,
 ) -> tuple[list[Any], Any, str, Any]:
-    """What ``predict`` and ``explain`` share: (cases, model, model name, torch device); remarks become notes."""
+    """The cases ``explain`` explains: (cases, model, model name, torch device); remarks become notes."""
     from mammofuse.api import as_model, cases
 
     net = as_model(model, device)
-    samples = cases(paths, net, flags, clinical_csv, region, recursive)
+    samples = cases(paths, net, flags, clinical_csv, region, recursive, explaining=True)
     return samples, net, net.name, net.device

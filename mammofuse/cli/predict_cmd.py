@@ -88,7 +88,7 @@ def predict(
 
         mammofuse predict scan.dcm --model owner/mammofuse-cbis@v1 --threshold 0.3 --format json
 
-        mammofuse predict study/ --aggregate breast --format csv -o scores.csv
+        mammofuse predict study/ --clinical findings.csv --aggregate breast --format csv -o scores.csv
 
         mammofuse predict archive/ -r -o scores.jsonl --resume --shard 3/16 --engine ray --ray-address auto --gpus-per-worker 1
 
