@@ -533,6 +533,29 @@ def test_bad_threshold_or_roi_says_which_part_is_wrong(flag: str, value: str, me
     assert result.exit_code == 2 and result.stderr.startswith(f"error: {message}"), result.output
 
 
+HUGE = "99999999999999999999"
+
+
+@pytest.mark.parametrize("args", [
+    ("predict", "x.png", "--batch-size", HUGE),
+    ("predict", "x.png", "--workers", HUGE),
+    ("evaluate", "--dataset", "manifest", "--data", "m.csv", "--batch-size", HUGE),
+    ("evaluate", "--dataset", "manifest", "--data", "m.csv", "--workers", HUGE),
+    ("evaluate", "--dataset", "manifest", "--data", "m.csv", "--bootstrap", HUGE),
+    ("evaluate", "--dataset", "manifest", "--data", "m.csv", "--seed", "-1"),
+    ("evaluate", "--dataset", "manifest", "--data", "m.csv", "--control", "away", "--away-patches", HUGE),
+    ("explain", "x.png", "--out", "e", "--seed", "-5"),
+    ("explain", "x.png", "--out", "e", "--seed", HUGE),
+    ("explain", "x.png", "--out", "e", "--lime-samples", HUGE),
+    ("ablate", "--dataset", "manifest", "--data", "m.csv", "--out", "a", "--bootstrap", HUGE),
+])
+def test_out_of_range_numbers_are_usage_errors_not_crashes_or_endless_runs(args: tuple[str, ...]) -> None:
+    """A huge or negative count or seed overflowed (exit 4), failed every file, or ran without end."""
+    result = run(*args)
+    assert result.exit_code == 2, result.output
+    assert f"Invalid value for '{args[-2]}'" in result.output and "internal error" not in result.output
+
+
 def test_billion_laughs_yaml_is_refused_at_once(tmp_path: Path) -> None:
     from mammofuse.training.settings import load_settings
 
