@@ -169,6 +169,17 @@ def test_an_empty_model_name_is_refused_not_the_bundled_model(spec: str) -> None
         resolve_model(spec)
 
 
+def test_a_config_format_given_as_text_is_shown_as_text(models: dict[str, Path], tmp_path: Path) -> None:
+    """The error said 'config format 1 is not supported by this mammofuse (needs 1)' for "format": "1"."""
+    import shutil
+
+    folder = tmp_path / "text-format"
+    shutil.copytree(models["v1"], folder)
+    (folder / "config.json").write_text(json.dumps(json.loads((folder / "config.json").read_text()) | {"format": "1"}))
+    with pytest.raises(MammofuseError, match="config format '1' is not supported by this mammofuse .needs 1."):
+        MammoFuse.from_pretrained(str(folder))
+
+
 def test_weights_holding_nan_are_refused_when_loaded(models: dict[str, Path], tmp_path: Path) -> None:
     """Such a model failed every file with a bare 'not scored'."""
     import shutil
