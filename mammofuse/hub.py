@@ -156,7 +156,9 @@ def resolve_model(spec: str | Path | None) -> ResolvedModel:
         >>> resolve_model("default").name
         'default'
     """
-    spec = str(spec or DEFAULT_MODEL).strip()
+    spec = DEFAULT_MODEL if spec is None else str(spec).strip()
+    if not spec:  # an unset shell variable (--model "$MODEL") must not quietly mean the bundled model
+        raise MammofuseError(f"the model name is empty: give a registered name ({', '.join(REGISTRY)}), a model folder or a Hub id owner/name")
     if spec in REGISTRY:
         folder = _package_folder(REGISTRY[spec])
         if not (folder / CONFIG_NAME).is_file() or not (folder / WEIGHTS_NAME).is_file():

@@ -39,10 +39,11 @@ def csv_records(path: Path, required: tuple[str, ...] = (), key: Callable[[str],
         key: how a column name is normalised.
 
     Raises:
-        MammofuseError: missing file, not UTF-8, malformed CSV, missing columns (with a hint when
-            the file seems to use another delimiter).
+        MammofuseError: missing file, not UTF-8, malformed CSV, a column named twice, missing
+            columns (with a hint when the file seems to use another delimiter).
     """
     columns = csv_columns(path, key)
+    _check_unique(path, columns)
     missing = [c for c in required if c not in columns]
     if missing:
         raise MammofuseError(f"{path}: missing column(s) {', '.join(missing)}{delimiter_hint(columns)}")
@@ -54,6 +55,13 @@ def csv_records(path: Path, required: tuple[str, ...] = (), key: Callable[[str],
             if any(c.strip() for c in cells):
                 yield line, {name: cell.strip() for name, cell in zip(columns, cells) if name}
             line = reader.line_num + 1
+
+
+def _check_unique(path: Path, columns: list[str]) -> None:
+    """Raise MammofuseError when two columns have one (normalised) name: which of their values counts would be a guess."""
+    twice = sorted({c for c in columns if c and columns.count(c) > 1})
+    if twice:
+        raise MammofuseError(f"{path}: column(s) {', '.join(repr(c) for c in twice)} appear more than once; keep one of each")
 
 
 def delimiter_hint(columns: list[str]) -> str:

@@ -130,6 +130,21 @@ def test_second_run_reuses_finished_arms_and_image_arms_are_skipped_without_imag
         run_ablation(samples, arms, _settings(lr=0.5), tmp_path, folds=3, n_boot=20, trainer=trainer)
 
 
+@pytest.mark.parametrize("content", [b"[]", b"null", b'"done"', b"\xff\xfe not UTF-8"])
+def test_a_damaged_fold_result_is_run_again_not_a_crash(content, cbis_csv, tmp_path):
+    """A result.json holding JSON that is not an object crashed the next run (exit 4); a torn one was already run again."""
+    from mammofuse.data import load_dataset
+
+    train = [s for s in load_dataset("cbis-ddsm", cbis_csv) if s.split == "train"]
+    samples, arms, trainer = train[:60] + train[-60:], plan_arms(["clinical"]), CountingTrainer()
+    run_ablation(samples, arms, _settings(), tmp_path, folds=2, n_boot=5, trainer=trainer)
+    damaged = tmp_path / "arms" / "clinical" / "fold-1" / "result.json"
+    damaged.write_bytes(content)
+    run_ablation(samples, arms, _settings(), tmp_path, folds=2, n_boot=5, trainer=trainer)
+    assert len(trainer.calls) == 3, "only the damaged fold runs again"
+    assert "fingerprint" in json.loads(damaged.read_text())
+
+
 @pytest.mark.filterwarnings("ignore:The least populated class")
 def test_fusion_arms_report_auc_as_clinical_data_goes_missing(mini_mias, tmp_path):
     from mammofuse.data import load_dataset

@@ -400,6 +400,8 @@ def test_a_device_and_a_piped_dev_stdout_are_written_in_place(null_device: Path,
         (b"path;density\nscan.dcm;2\n", "seems to use semicolons"),
         (b"density,shape\n2,oval\n", "needs a 'path'"),
         ("path,density\nsc\u00e4n.dcm,2\n".encode("latin-1"), "not UTF-8"),
+        (b"path,density,Density\ngood.png,2,4\n", "column(s) 'density' appear more than once"),  # was: the last one silently won
+        (b"path,density,path\ngood.png,2,other.png\n", "column(s) 'path' appear more than once"),
     ],
 )
 def test_bad_clinical_csv_is_one_line_naming_the_file(content: bytes, message: str, corpus: dict[str, Path], tmp_path: Path) -> None:
@@ -533,6 +535,29 @@ def test_bad_threshold_or_roi_says_which_part_is_wrong(flag: str, value: str, me
     assert result.exit_code == 2 and result.stderr.startswith(f"error: {message}"), result.output
 
 
+HUGE = "99999999999999999999"
+
+
+@pytest.mark.parametrize("args", [
+    ("predict", "x.png", "--batch-size", HUGE),
+    ("predict", "x.png", "--workers", HUGE),
+    ("evaluate", "--dataset", "manifest", "--data", "m.csv", "--batch-size", HUGE),
+    ("evaluate", "--dataset", "manifest", "--data", "m.csv", "--workers", HUGE),
+    ("evaluate", "--dataset", "manifest", "--data", "m.csv", "--bootstrap", HUGE),
+    ("evaluate", "--dataset", "manifest", "--data", "m.csv", "--seed", "-1"),
+    ("evaluate", "--dataset", "manifest", "--data", "m.csv", "--control", "away", "--away-patches", HUGE),
+    ("explain", "x.png", "--out", "e", "--seed", "-5"),
+    ("explain", "x.png", "--out", "e", "--seed", HUGE),
+    ("explain", "x.png", "--out", "e", "--lime-samples", HUGE),
+    ("ablate", "--dataset", "manifest", "--data", "m.csv", "--out", "a", "--bootstrap", HUGE),
+])
+def test_out_of_range_numbers_are_usage_errors_not_crashes_or_endless_runs(args: tuple[str, ...]) -> None:
+    """A huge or negative count or seed overflowed (exit 4), failed every file, or ran without end."""
+    result = run(*args)
+    assert result.exit_code == 2, result.output
+    assert f"Invalid value for '{args[-2]}'" in result.output and "internal error" not in result.output
+
+
 def test_billion_laughs_yaml_is_refused_at_once(tmp_path: Path) -> None:
     from mammofuse.training.settings import load_settings
 
@@ -547,7 +572,10 @@ def test_billion_laughs_yaml_is_refused_at_once(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(("yaml_text", "message"), [("lr: .nan\n", "lr must be"), ("epochs: 1.5\n", "epochs must be"),
                                                     ("lr: fast\n", "lr must be"), ("pretrained: 3\n", "pretrained must be"),
-                                                    ("amp: 3\n", "amp must be")])
+                                                    ("amp: 3\n", "amp must be"),
+                                                    ("epochs: 5\nepochs: 50\n", "not valid YAML .epochs is given twice"),
+                                                    ("{lr: 0.1, lr: 0.001}\n", "not valid YAML .lr is given twice"),
+                                                    ("image-size: 32\nimage_size: 64\n", "not valid YAML .image_size is given twice")])
 def test_bad_settings_yaml_names_the_setting(yaml_text: str, message: str, tmp_path: Path) -> None:
     from mammofuse.training.settings import load_settings
 

@@ -162,6 +162,41 @@ def test_unknown_name_lists_what_is_accepted() -> None:
         resolve_model("resnet")
 
 
+@pytest.mark.parametrize("spec", ["", "   "])
+def test_an_empty_model_name_is_refused_not_the_bundled_model(spec: str) -> None:
+    """--model "$MODEL" with MODEL unset scored with the bundled model without a word."""
+    with pytest.raises(MammofuseError, match="the model name is empty"):
+        resolve_model(spec)
+
+
+def test_a_config_format_given_as_text_is_shown_as_text(models: dict[str, Path], tmp_path: Path) -> None:
+    """The error said 'config format 1 is not supported by this mammofuse (needs 1)' for "format": "1"."""
+    import shutil
+
+    folder = tmp_path / "text-format"
+    shutil.copytree(models["v1"], folder)
+    (folder / "config.json").write_text(json.dumps(json.loads((folder / "config.json").read_text()) | {"format": "1"}))
+    with pytest.raises(MammofuseError, match="config format '1' is not supported by this mammofuse .needs 1."):
+        MammoFuse.from_pretrained(str(folder))
+
+
+def test_weights_holding_nan_are_refused_when_loaded(models: dict[str, Path], tmp_path: Path) -> None:
+    """Such a model failed every file with a bare 'not scored'."""
+    import shutil
+
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    folder = tmp_path / "nan"
+    shutil.copytree(models["v1"], folder)
+    weights = load_file(str(folder / "model.safetensors"))
+    name = next(k for k, v in weights.items() if v.is_floating_point())
+    weights[name] = torch.full_like(weights[name], float("nan"))
+    save_file(weights, str(folder / "model.safetensors"))
+    with pytest.raises(MammofuseError, match=f"model.safetensors: 1 weight tensor.s. hold NaN or infinite values .e.g. {name}."):
+        MammoFuse.from_pretrained(str(folder))
+
+
 def test_incompatible_config_is_a_one_line_error(models: dict[str, Path], tmp_path: Path) -> None:
     import shutil
 

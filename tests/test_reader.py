@@ -154,6 +154,23 @@ def test_image_files_8_and_16_bit(tmp_path, suffix, dtype, mode):
     assert (error.mean() < 0.01) if suffix == ".jpg" else (error.max() < 1e-4)  # JPEG is lossy
 
 
+@pytest.mark.parametrize(("values", "span"), [((0, 70_000), "0 to 70000"), ((96_185, 2_147_000_000), "96185 to 2147000000"),
+                                           ((-1_997, 1_999), "-1997 to 1999")])
+def test_32_bit_images_beyond_16_bits_are_refused_not_called_blank(tmp_path, values, span):
+    """A 32-bit TIFF with values above 65535 was scaled as 16-bit, clipped to white, and reported 'blank'."""
+    pixels = np.linspace(*values, 64 * 48).reshape(64, 48).astype(np.int32)
+    Image.fromarray(pixels).save(tmp_path / "deep.tif")
+    with pytest.raises(InputFileError, match=f"deep.tif: pixel values span {span}, outside 0 to 65535: expected an 8- or 16-bit"):
+        read_mammogram(tmp_path / "deep.tif")
+
+
+def test_a_32_bit_image_within_16_bits_still_reads(tmp_path):
+    pixels = (breast_phantom(bits=8).astype(np.int32) * 16)
+    Image.fromarray(pixels).save(tmp_path / "i32.tif")
+    m = read_mammogram(tmp_path / "i32.tif", canonical=False)
+    assert m.info.bits_stored == 12 and np.abs(m.pixels - pixels / 4095).max() < 1e-4
+
+
 def test_colour_image_is_refused(tmp_path):
     rgb = np.zeros((8, 8, 3), np.uint8)
     rgb[..., 0] = 200

@@ -194,6 +194,52 @@ def test_pretrain_cli_reports_in_words_warns_on_a_negative_r2_and_follows_the_um
     assert ("worse than their mean" in result.stderr) == (r2 < 0)
 
 
+def _tiny_manifest(folder):
+    from PIL import Image
+
+    rng = np.random.default_rng(2)
+    rows = ["path,label,patient_id"]
+    for k in range(4):
+        Image.fromarray(np.clip(120 + 40 * rng.standard_normal((300, 300)), 0, 255).astype(np.uint8)).save(folder / f"{k}.png")
+        rows.append(f"{k}.png,{k % 2},p{k}")
+    (folder / "manifest.csv").write_text("\n".join(rows) + "\n")
+    return folder
+
+
+@pytest.mark.parametrize(("out", "flags", "code", "message"), [
+    ("folder", [], 3, "it is a folder"),
+    ("bb.safetensors", ["--seed", "-1"], 2, "--seed"),
+    ("bb.safetensors", ["--seed", "99999999999999999999"], 2, "--seed"),
+    ("bb.safetensors", ["--image-size", "99999999999999999999"], 2, "--image-size"),
+    ("bb.safetensors", ["--lr", "inf"], 2, "--lr"),
+])
+def test_pretrain_refuses_bad_flags_and_an_unwritable_out_before_any_work(out, flags, code, message, tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from mammofuse.cli import app
+    from mammofuse.training import pretrain
+
+    _tiny_manifest(tmp_path)
+    (tmp_path / "folder").mkdir()
+    monkeypatch.setattr(pretrain, "build_patch_set", lambda *a, **k: pytest.fail("patches drawn before the flags and --out were checked"))
+    result = CliRunner().invoke(app, ["pretrain", "--dataset", "manifest", "--data", str(tmp_path), "--split", "all", "--out", str(tmp_path / out), *flags])
+    assert result.exit_code == code, result.output
+    assert message in result.output and "internal error" not in result.output
+    assert not (tmp_path / "bb.safetensors").exists()
+
+
+def test_pretraining_that_diverges_fails_instead_of_writing_nan_weights():
+    from mammofuse.training.pretrain import PretrainSettings, pretrain_backbone
+
+    rng = np.random.default_rng(0)
+    inputs = rng.random((12, 1, 32, 32), dtype=np.float32)
+    targets = rng.standard_normal((12, 3)).astype(np.float32)
+    owners = np.repeat(np.arange(4), 3)
+    settings = PretrainSettings(image_size=32, canvas=None, epochs=1, batch_size=4, lr=float("inf"))
+    with pytest.raises(MammofuseError, match="diverged in epoch 1.*lower --lr"):
+        pretrain_backbone(inputs, targets, owners, settings)
+
+
 def test_masking_control_changes_only_the_lesion_square_and_away_patch_avoids_lesions():
     from mammofuse.imaging.controls import away_region, mask_lesion
 

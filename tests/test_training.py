@@ -283,6 +283,27 @@ def test_resume_refuses_changed_settings_and_fresh_runs_refuse_an_existing_run(t
     assert len(_run(replace(settings, epochs=2), data, tmp_path, resume=True).history) == 2
 
 
+@pytest.mark.parametrize(("edit", "message"), [
+    (lambda state: [], "a checkpoint is a JSON object, not list"),
+    (lambda state: None, "a checkpoint is a JSON object, not NoneType"),
+    (lambda state: {k: v for k, v in state.items() if k != "tensors"}, "names no tensor file"),
+    (lambda state: {k: v for k, v in state.items() if k != "settings"}, "damaged checkpoint (KeyError: 'settings')"),
+    (lambda state: {**state, "settings": []}, "damaged checkpoint (AttributeError"),
+    (lambda state: {**state, "rng": {**state["rng"], "numpy": [1]}}, "damaged checkpoint (ValueError"),
+])
+def test_resume_from_a_damaged_checkpoint_is_one_line_naming_it(edit, message: str, tmp_path: Path) -> None:
+    """A checkpoint.json edited or damaged by hand crashed --resume (exit 4) instead of naming the file."""
+    settings = TrainSettings(fusion="clinical", epochs=1, proj_dim=16, schedule="step")
+    data = (synthetic_clinical(40, 1), synthetic_clinical(20, 2))
+    _run(settings, data, tmp_path)
+    state_file = tmp_path / "last" / "checkpoint.json"
+    state_file.write_text(json.dumps(edit(json.loads(state_file.read_text()))))
+    with pytest.raises(MammofuseError) as info:
+        _run(replace(settings, epochs=2), data, tmp_path, resume=True)
+    assert str(info.value).startswith(f"{state_file}: ") and message in str(info.value), info.value
+    assert "\n" not in str(info.value)
+
+
 def test_feature_cache_matches_uncached_frozen_epochs(mias_split, tiny, tmp_path: Path) -> None:
     from mammofuse.cache import cache_dir
 

@@ -11,6 +11,7 @@ import typer
 
 from mammofuse.cli import train_options as o
 from mammofuse.cli.common import (
+    MAX_BOOTSTRAP,
     Abnormality,
     AwayPatches,
     DataDir,
@@ -77,7 +78,7 @@ def ablate(
     threshold_from: Annotated[str, typer.Option("--threshold-from", help="Each fold's decision threshold: oof (Youden's J on the other folds' held-out predictions: hundreds of cases) or validation (its own validation part).")] = "oof",
     controls: Annotated[bool, typer.Option("--controls/--no-controls", help="Also score image arms on the shortcut controls: lesion masked out (with --input full: every lesion of the film), and a patch away from the lesion (lesion-crop arms).")] = True,
     away_patches: AwayPatches = 1,
-    bootstrap: Annotated[int, typer.Option("--bootstrap", min=0, help="Patient-bootstrap resamples for the pooled AUC interval.")] = 1000,
+    bootstrap: Annotated[int, typer.Option("--bootstrap", min=0, max=MAX_BOOTSTRAP, help="Patient-bootstrap resamples for the pooled AUC interval.")] = 1000,
     keep_models: Annotated[bool, typer.Option("--keep-models", help="Keep each fold's trained weights (default: keep only results).")] = False,
     config: o.ConfigFile = None,
     backbone: o.Backbone = None,

@@ -32,6 +32,13 @@ OUTPUT_ERROR = 3
 INTERNAL_ERROR = 4
 RECORD_FORMATS = ("json", "jsonl", "csv")
 DEBUG_VARIABLE = "MAMMOFUSE_DEBUG"
+# Upper bounds of numeric flags: a mistyped huge value is a usage error, never an overflow or a run that cannot end.
+MAX_SEED = 2**32 - 1  # NumPy's and LIME's seeds are 32-bit
+MAX_BATCH_SIZE = 65_536
+MAX_WORKERS = 256
+MAX_BOOTSTRAP = 100_000
+MAX_AWAY_PATCHES = 1_000
+MAX_LIME_SAMPLES = 100_000
 # C0 and C1 control characters (ESC starts terminal escape sequences), DEL, and the Unicode
 # bidirectional overrides that can make text read backwards.
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
@@ -46,7 +53,7 @@ ModelSpec = Annotated[str, typer.Option("--model", "-m", help="Registered name (
 ClinicalCsv = Annotated[Path | None, typer.Option("--clinical", help="CSV of findings per file: a path (or file name, stem, SOPInstanceUID) column and clinical fields; its values win over the flags.", rich_help_panel="Clinical findings")]
 Recursive = Annotated[bool, typer.Option("--recursive", "-r", help="Descend into sub-folders.")]
 Device = Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:N or mps.")]
-AwayPatches = Annotated[int, typer.Option("--away-patches", min=1, help="The away control scores each case on this many patches away from its lesion and averages them (logits): one patch's AUC moves with where it fell, by up to 0.14 on a hundred cases. 8 or more for small datasets.")]
+AwayPatches = Annotated[int, typer.Option("--away-patches", min=1, max=MAX_AWAY_PATCHES, help="The away control scores each case on this many patches away from its lesion and averages them (logits): one patch's AUC moves with where it fell, by up to 0.14 on a hundred cases. 8 or more for small datasets.")]
 Output = Annotated[Path | None, typer.Option("--output", "-o", help="Write to this file (atomically) instead of stdout.")]
 Roi = Annotated[str | None, typer.Option("--roi", help="Lesion circle ROW,COL,RADIUS in the file's pixels, for every file without one in --clinical.", rich_help_panel="Clinical findings")]
 DatasetName = Annotated[str, typer.Option("--dataset", help="cbis-ddsm, mini-mias or manifest.")]

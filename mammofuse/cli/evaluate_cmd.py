@@ -9,6 +9,10 @@ from typing import Annotated, Any
 import typer
 
 from mammofuse.cli.common import (
+    MAX_BATCH_SIZE,
+    MAX_BOOTSTRAP,
+    MAX_SEED,
+    MAX_WORKERS,
     SOME_FAILED,
     Abnormality,
     AwayPatches,
@@ -49,14 +53,14 @@ def evaluate(
     fmt: Format = ReportFormat.TABLE,
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Write the JSON report to this file (atomically): besides the tables on stdout, or with --format json instead of stdout.")] = None,
     plots: Annotated[Path | None, typer.Option("--plots", help="Write ROC, PR, reliability and confusion-matrix PNGs here.")] = None,
-    bootstrap: Annotated[int, typer.Option("--bootstrap", min=0, help="Patient-bootstrap resamples for the AUC interval (0: none).")] = 1000,
-    seed: Annotated[int, typer.Option("--seed", help="Bootstrap seed.")] = 0,
+    bootstrap: Annotated[int, typer.Option("--bootstrap", min=0, max=MAX_BOOTSTRAP, help="Patient-bootstrap resamples for the AUC interval (0: none).")] = 1000,
+    seed: Annotated[int, typer.Option("--seed", min=0, max=MAX_SEED, help="Bootstrap seed.")] = 0,
     fail_under: Annotated[str | None, typer.Option("--fail-under", help="CI gate, e.g. auc=0.85,recall=0.9 (also auc_low: the CI's lower bound); exit 1 when missed.")] = None,
     compare: Annotated[str | None, typer.Option("--compare", help="'paper': this result beside arXiv 2508.16000's claim and the protocol's reference points (tables on stdout; with --format json, the report's 'comparison').")] = None,
     max_failed: Annotated[int, typer.Option("--max-failed", min=0, help="Cases whose image fails are reported and left out; more than this many makes the exit code 1.")] = 0,
-    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Cases per batch.")] = 16,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1, max=MAX_BATCH_SIZE, help="Cases per batch.")] = 16,
     device: Device = "auto",
-    workers: Annotated[int, typer.Option("--workers", min=0, help="Image-reading worker processes.")] = 0,
+    workers: Annotated[int, typer.Option("--workers", min=0, max=MAX_WORKERS, help="Image-reading worker processes.")] = 0,
 ) -> None:
     """Evaluate a model on a dataset split, honestly: no tuning on the evaluated data.
 

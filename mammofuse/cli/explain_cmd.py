@@ -9,6 +9,8 @@ import typer
 
 from mammofuse import RESEARCH_NOTICE
 from mammofuse.cli.common import (
+    MAX_LIME_SAMPLES,
+    MAX_SEED,
     SOME_FAILED,
     CalcDistribution,
     CalcType,
@@ -51,8 +53,8 @@ def explain(
     roi: Roi = None,
     recursive: Recursive = False,
     methods: Annotated[str, typer.Option("--methods", help=f"Comma-separated, any of: {describe_choices()}.")] = ",".join(default_selection()),
-    lime_samples: Annotated[int, typer.Option("--lime-samples", help="Perturbed samples for each LIME explanation (image LIME dominates the run time).", min=10)] = DEFAULT_LIME_SAMPLES,
-    seed: Annotated[int, typer.Option("--seed", help="Seed for LIME's sampling (same seed, same explanation).")] = 0,
+    lime_samples: Annotated[int, typer.Option("--lime-samples", help="Perturbed samples for each LIME explanation (image LIME dominates the run time).", min=10, max=MAX_LIME_SAMPLES)] = DEFAULT_LIME_SAMPLES,
+    seed: Annotated[int, typer.Option("--seed", min=0, max=MAX_SEED, help="Seed for LIME's sampling (same seed, same explanation).")] = 0,
     layer: Annotated[str, typer.Option("--layer", help="Grad-CAM layer, e.g. backbone.layer3 or backbone.layer4.1.conv2.")] = DEFAULT_LAYER,
     include_identifiers: Annotated[bool, typer.Option("--include-identifiers", help="Show the DICOM header's patient name, IDs, birth date, accession number and dates in report.html (left out by default).")] = False,
     device: Device = "auto",

@@ -10,6 +10,8 @@ import typer
 
 from mammofuse import RESEARCH_NOTICE
 from mammofuse.cli.common import (
+    MAX_BATCH_SIZE,
+    MAX_WORKERS,
     SOME_FAILED,
     CalcDistribution,
     CalcType,
@@ -66,10 +68,10 @@ def predict(
     fmt: RecordFormatOption = None,
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Write to this file instead of stdout: jsonl and csv record by record as files are scored (see --resume), table and json atomically at the end.")] = None,
     threshold: Annotated[float | None, typer.Option("--threshold", help="Decision threshold on the probability, in [0, 1] \\[default: the model's own].", show_default=False)] = None,
-    batch_size: Annotated[int, typer.Option("--batch-size", help="Images per forward pass.", min=1)] = 8,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Images per forward pass.", min=1, max=MAX_BATCH_SIZE)] = 8,
     device: Device = "auto",
     workers: Annotated[int | None, typer.Option("--workers", help="Local engine: processes reading images while the model runs \\[default: up to 4, by CPUs and files]. "
-                                                "Ray engine: scoring actors \\[default: one per GPU with --gpus-per-worker, else one per CPU].", min=0, show_default=False)] = None,
+                                                "Ray engine: scoring actors \\[default: one per GPU with --gpus-per-worker, else one per CPU].", min=0, max=MAX_WORKERS, show_default=False)] = None,
     engine: EngineName = EngineKind.LOCAL,
     ray_address: RayAddress = None,
     gpus_per_worker: GpusPerWorker = 0.0,

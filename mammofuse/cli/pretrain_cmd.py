@@ -7,8 +7,14 @@ from typing import Annotated
 
 import typer
 
-from mammofuse.cli.common import Abnormality, DataDir, DatasetName, ImageDirs, err_console, guarded, safe
+from mammofuse.cli.common import MAX_BATCH_SIZE, MAX_SEED, Abnormality, DataDir, DatasetName, ImageDirs, check_output, err_console, guarded, safe
 from mammofuse.cli.output import console
+
+# The bounds train's settings have (mammofuse.training.settings.RULES), and a patch count that still fits in memory.
+MAX_PATCH_SIDE = 4096
+MAX_EPOCHS = 100_000
+MAX_LR = 10.0
+MAX_PATCHES_PER_IMAGE = 10_000
 
 
 @guarded
@@ -20,12 +26,12 @@ def pretrain(
     abnormality: Abnormality = "all",
     split: Annotated[str, typer.Option("--split", help="Whose images are used: train (never the test split) or all (datasets without one).")] = "train",
     backbone: Annotated[str, typer.Option("--backbone", help="cnn4, resnet18, resnet34 or resnet50.")] = "cnn4",
-    image_size: Annotated[int, typer.Option("--image-size", min=32, help="Patch side given to the backbone.")] = 64,
-    patches: Annotated[int, typer.Option("--patches-per-image", min=1, help="Random tissue patches drawn per image.")] = 8,
-    epochs: Annotated[int, typer.Option("--epochs", min=1)] = 6,
-    batch_size: Annotated[int, typer.Option("--batch-size", min=2)] = 64,
-    lr: Annotated[float, typer.Option("--lr", min=1e-6, help="Peak learning rate (one-cycle).")] = 2e-3,
-    seed: Annotated[int, typer.Option("--seed")] = 0,
+    image_size: Annotated[int, typer.Option("--image-size", min=32, max=MAX_PATCH_SIDE, help="Patch side given to the backbone.")] = 64,
+    patches: Annotated[int, typer.Option("--patches-per-image", min=1, max=MAX_PATCHES_PER_IMAGE, help="Random tissue patches drawn per image.")] = 8,
+    epochs: Annotated[int, typer.Option("--epochs", min=1, max=MAX_EPOCHS)] = 6,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=2, max=MAX_BATCH_SIZE)] = 64,
+    lr: Annotated[float, typer.Option("--lr", min=1e-6, max=MAX_LR, help="Peak learning rate (one-cycle).")] = 2e-3,
+    seed: Annotated[int, typer.Option("--seed", min=0, max=MAX_SEED)] = 0,
 ) -> None:
     """Pretrain a backbone without labels: regress texture statistics of random breast-tissue patches.
 
@@ -47,6 +53,7 @@ def pretrain(
         raise MammofuseError(f"--backbone must be one of {', '.join(BACKBONES)}, not {backbone!r}")
     if split == "test":
         raise MammofuseError("--split test: pretraining never uses test images")
+    check_output(out)
     samples = [s for s in load_dataset(dataset, data, images, abnormality) if split == "all" or s.split == split]
     files = sorted({s.image_path for s in samples if s.image_path})
     if not files:

@@ -124,6 +124,15 @@ def drop_clinical(samples: Sequence[Sample], rate: float, seed: Sequence[int]) -
     return [dataclasses.replace(s, clinical={}) if i in chosen else s for i, s in enumerate(samples)]
 
 
+def _stored_record(path: Path) -> dict[str, Any]:
+    """A fold's stored ``result.json`` as a mapping; empty (the fold runs again) when torn, damaged or not an object."""
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return {}
+    return record if isinstance(record, dict) else {}
+
+
 def _fingerprint(settings: dict[str, Any], train: Sequence[Sample], test: Sequence[Sample]) -> str:
     payload = {
         "format": RESULT_FORMAT,
@@ -164,10 +173,7 @@ def run_fold(
     model_dir = folder / "model"
     wanted = controls_for(settings.input, controls) if arm.needs_images else []
     if result_path.is_file():
-        try:
-            record = json.loads(result_path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError:
-            record = {}
+        record = _stored_record(result_path)
         if record.get("fingerprint") == key:
             result = read_result(record, result_path)
             stale = "away" in wanted and "away" in result.controls and result.away_patches != away_patches

@@ -342,6 +342,7 @@ def _read_image(path: Path) -> tuple[np.ndarray, MammogramInfo]:
         raise InputFileError(path, f"expected a grayscale image, got shape {array.shape}")
     if array.dtype.kind == "f" and not np.isfinite(array).all():
         raise InputFileError(path, "pixel values include NaN or infinity")
+    _check_16_bit_range(path, array)
     if array.dtype == np.uint8:
         bits = 8
     elif array.dtype == bool:
@@ -361,6 +362,15 @@ def _read_image(path: Path) -> tuple[np.ndarray, MammogramInfo]:
     if match:
         info.laterality, info.view = match["side"][0].upper(), match["view"].upper()
     return pixels, info
+
+
+def _check_16_bit_range(path: Path, array: np.ndarray) -> None:
+    """Raise InputFileError for pixel values outside 0..65535 (a 32-bit or signed image): scaled as 16-bit, they clip to a blank image."""
+    if array.dtype in (np.uint8, np.uint16, bool):
+        return
+    low, high = float(array.min()), float(array.max())
+    if low < 0 or high > 65535:
+        raise InputFileError(path, f"pixel values span {low:.10g} to {high:.10g}, outside 0 to 65535: expected an 8- or 16-bit grayscale image")
 
 
 def _is_gray(rgb: np.ndarray) -> bool:

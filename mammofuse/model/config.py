@@ -104,7 +104,7 @@ class ModelConfig:
         if not isinstance(data, dict):
             raise MammofuseError(f"expected a JSON object, got {type(data).__name__}")
         if data.get("format", CONFIG_FORMAT) != CONFIG_FORMAT:
-            raise MammofuseError(f"config format {data.get('format')} is not supported by this mammofuse (needs {CONFIG_FORMAT})")
+            raise MammofuseError(f"config format {data.get('format')!r} is not supported by this mammofuse (needs {CONFIG_FORMAT})")
         unknown = set(data) - set(cls.__dataclass_fields__) - {"format"}
         if unknown:
             raise MammofuseError(f"config has unknown keys {sorted(map(str, unknown))[:5]}: made by a newer mammofuse?")

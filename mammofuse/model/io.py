@@ -89,4 +89,12 @@ def load_model(folder: str | Path, device: str | torch.device = "cpu") -> MammoF
         raise MammofuseError(f"{mismatch} ({str(exc).splitlines()[-1].strip()})") from None
     if result.missing_keys or result.unexpected_keys:
         raise MammofuseError(f"{mismatch} (missing {result.missing_keys[:3]}, unexpected {result.unexpected_keys[:3]})")
+    _check_finite(state, folder / WEIGHTS_NAME)
     return model.to(device).eval()
+
+
+def _check_finite(state: dict[str, torch.Tensor], path: Path) -> None:
+    """Raise MammofuseError when a weight is NaN or infinite: such a model scores nothing (every output NaN)."""
+    bad = [name for name, tensor in state.items() if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all())]
+    if bad:
+        raise MammofuseError(f"{path}: {len(bad)} weight tensor(s) hold NaN or infinite values (e.g. {bad[0]}): a diverged or damaged model")

@@ -112,10 +112,14 @@ def load_checkpoint(out: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]
         scalars = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise MammofuseError(f"{out}: nothing to resume (no {LAST_DIR}/{STATE_NAME}); run without --resume") from None
-    except json.JSONDecodeError as exc:
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise MammofuseError(f"{path}: not valid JSON ({exc})") from None
+    if not isinstance(scalars, dict):
+        raise MammofuseError(f"{path}: a checkpoint is a JSON object, not {type(scalars).__name__}; delete {folder} and train again")
     if scalars.get("format") != FORMAT:
         raise MammofuseError(f"{path}: checkpoint format {scalars.get('format')} is not supported (needs {FORMAT})")
+    if not isinstance(scalars.get("tensors"), str):
+        raise MammofuseError(f"{path}: names no tensor file (\"tensors\"); delete {folder} and train again")
     try:
         tensors = load_file(str(folder / scalars["tensors"]))
     except (FileNotFoundError, SafetensorError, OSError) as exc:

@@ -208,6 +208,7 @@ def pretrain_backbone(
         model.eval()
         with torch.no_grad():
             pred = torch.cat([model(x[test][i : i + 256]) for i in range(0, int(test.sum()), 256)])
+        _check_converging(total, epoch, settings.lr)
         residual = float(((pred - y[test]) ** 2).mean())
         row = {"epoch": epoch, "train_mse": round(total / max(len(order), 1), 4), "holdout_r2": round(1.0 - residual, 4),
                "seconds": round(time.perf_counter() - start, 1)}
@@ -216,6 +217,12 @@ def pretrain_backbone(
             on_epoch(row)
     report = {"patches": int(len(owners)), "images": int(len(images)), "holdout_images": len(held), "history": history}
     return backbone, report
+
+
+def _check_converging(loss: float, epoch: int, lr: float) -> None:
+    """Raise MammofuseError when the training loss is no longer a finite number: the weights are lost."""
+    if not math.isfinite(loss):
+        raise MammofuseError(f"pretraining diverged in epoch {epoch} (training loss {loss}); nothing was written: lower --lr (now {lr:g})")
 
 
 def save_backbone(backbone: nn.Module, path: Path, settings: PretrainSettings, report: dict) -> Path:

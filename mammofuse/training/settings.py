@@ -257,8 +257,8 @@ def load_settings(path: str | Path, **overrides: Any) -> TrainSettings:
 
 
 def _loader() -> type:
-    """PyYAML's SafeLoader without aliases: a settings file needs none, and nested aliases
-    (a "billion laughs" file of a few hundred bytes) expand to gigabytes."""
+    """PyYAML's SafeLoader without aliases or repeated keys: a settings file needs no aliases, and nested
+    ones (a "billion laughs" file of a few hundred bytes) expand to gigabytes."""
     import yaml
 
     class NoAliasSafeLoader(yaml.SafeLoader):
@@ -266,6 +266,16 @@ def _loader() -> type:
             if self.check_event(yaml.AliasEvent):
                 raise yaml.composer.ComposerError(None, None, "aliases (*name) are not allowed in settings", self.peek_event().start_mark)
             return super().compose_node(parent, index)
+
+        def construct_mapping(self, node: Any, deep: bool = False) -> dict[Any, Any]:
+            """A mapping whose keys (``-`` read as ``_``) are unique: of a setting given twice, which counts would be a guess."""
+            seen: set[str] = set()
+            for key_node, _ in node.value:
+                key = str(self.construct_object(key_node, deep=True)).replace("-", "_")
+                if key in seen:
+                    raise yaml.constructor.ConstructorError(None, None, f"{key} is given twice", key_node.start_mark)
+                seen.add(key)
+            return super().construct_mapping(node, deep=deep)
 
     return NoAliasSafeLoader
 

@@ -432,6 +432,14 @@ class _Trainer:
 
     def _resume(self) -> None:
         tensors, scalars = ckpt.load_checkpoint(self.out)
+        try:
+            self._restore(tensors, scalars)
+        except (KeyError, TypeError, ValueError, IndexError, AttributeError, RuntimeError) as exc:  # a checkpoint edited or damaged by hand
+            where = self.out / ckpt.LAST_DIR
+            raise MammofuseError(f"{where / ckpt.STATE_NAME}: damaged checkpoint ({type(exc).__name__}: {str(exc)[:100]}); delete {where} and train again") from None
+
+    def _restore(self, tensors: dict[str, torch.Tensor], scalars: dict[str, Any]) -> None:
+        """Continue from a checkpoint: same settings and samples, then weights, optimiser, schedule, RNGs."""
         saved = scalars["settings"]
         now = self.settings.as_dict()
         allowed = resumable_changes(self.settings)
