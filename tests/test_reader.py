@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 from dicom_factory import JPEGBaseline8Bit, JPEGLosslessSV1, breast_phantom, write_dicom
 from PIL import Image
+from pydicom.uid import ExplicitVRLittleEndian, RLELossless
 
 from mammofuse.errors import InputFileError
 from mammofuse.imaging import read_mammogram
@@ -124,6 +125,23 @@ def test_jpeg_lossless_dicom_without_codec_names_the_extra(tmp_path):
     with pytest.raises(InputFileError, match=r"mammofuse\[codecs\]") as info:
         read_mammogram(path)
     assert "j.dcm" in str(info.value)
+
+
+@pytest.mark.parametrize("syntax", [ExplicitVRLittleEndian, RLELossless])
+@pytest.mark.parametrize("bits", [12, 1, 64])
+def test_unsupported_bits_allocated_is_named_not_blamed_on_codecs(tmp_path, syntax, bits):
+    """BitsAllocated 12 in an RLE file asked for the codecs extra, which would not have helped."""
+    path = write_dicom(tmp_path / "b.dcm", breast_phantom(), BitsAllocated=bits, TransferSyntaxUID=syntax)
+    with pytest.raises(InputFileError, match=f"b.dcm: DICOM BitsAllocated {bits} is not supported \\(8, 16 or 32\\)$"):
+        read_mammogram(path)
+
+
+def test_broken_rle_data_is_not_blamed_on_codecs(tmp_path):
+    """pydicom decodes RLE itself: broken RLE data is broken, not a codec to install."""
+    path = write_dicom(tmp_path / "r.dcm", breast_phantom(), TransferSyntaxUID=RLELossless)
+    with pytest.raises(InputFileError, match=r"r.dcm: cannot decode pixel data \(RLE Lossless: ") as info:
+        read_mammogram(path)
+    assert "codecs" not in str(info.value)
 
 
 def test_non_mammography_modality_warns(tmp_path):

@@ -27,6 +27,8 @@ IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".tif", ".tiff", ".pgm", ".
 MAX_PIXELS = 80_000_000
 """The largest image read (rows x columns): 80 MP, above any mammogram (full-field digital ones
 are at most about 30 MP) and far below the memory a decompression bomb asks for."""
+BITS_ALLOCATED = (8, 16, 32)
+"""The DICOM BitsAllocated values read: the byte-aligned sizes of grayscale pixel data."""
 UNDEFINED_LENGTH = 0xFFFFFFFF
 _PYDICOM_EOF = "End of file reached before delimiter"  # pydicom's warning on a file cut inside its data
 _CBIS_PATIENT = re.compile(r"(?P<patient>P_\d+)_(?P<side>LEFT|RIGHT)_(?P<view>CC|MLO|ML|LM|XCCL|AT)", re.I)
@@ -195,7 +197,8 @@ def _dicom_header(path: Path, defer_pixels: bool = False) -> tuple[Any, Mammogra
         photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).upper()
         frames = _header_int(ds, path, "NumberOfFrames", 1)
         rows, columns = _header_int(ds, path, "Rows"), _header_int(ds, path, "Columns")
-        bits_stored = _header_int(ds, path, "BitsStored", _header_int(ds, path, "BitsAllocated", 16))
+        bits_allocated = _header_int(ds, path, "BitsAllocated", 16)
+        bits_stored = _header_int(ds, path, "BitsStored", bits_allocated)
     except InvalidDicomError:
         raise InputFileError(path, "not a DICOM file (no DICM header)") from None
     except (OSError, ValueError, EOFError, KeyError, TypeError, AttributeError) as exc:
@@ -205,6 +208,8 @@ def _dicom_header(path: Path, defer_pixels: bool = False) -> tuple[Any, Mammogra
     if frames > 1:
         raise InputFileError(path, f"multi-frame DICOM ({frames} frames, e.g. tomosynthesis): expected one 2D mammogram")
     _check_size(path, rows, columns)
+    if bits_allocated not in BITS_ALLOCATED:
+        raise InputFileError(path, f"DICOM BitsAllocated {bits_allocated} is not supported (8, 16 or 32)")
     if not 1 <= bits_stored <= 32:
         raise InputFileError(path, f"DICOM BitsStored is {bits_stored}, not 1 to 32")
     return ds, _dicom_info(ds, path, rows, columns, bits_stored, photometric)
@@ -230,15 +235,26 @@ def _read_dicom(path: Path) -> tuple[np.ndarray, MammogramInfo]:
 
 
 def _decode_problem(ds: Any, exc: Exception) -> str:
-    """Why pixel data did not decode: a codec to install (compressed data, no codecs extra), or broken data."""
-    from importlib.util import find_spec
-
+    """Why pixel data did not decode: a codec to install (a syntax no installed plugin decodes), or broken data."""
     syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
     name = getattr(syntax, "name", str(syntax))
     detail = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}".rstrip(": ")
-    if getattr(syntax, "is_compressed", False) and find_spec("pylibjpeg") is None:
+    if _needs_codec(syntax):
         return f"cannot decode pixel data ({name}): install the codecs extra, pip install 'mammofuse[codecs]' ({detail})"
     return f"cannot decode pixel data ({name}: {detail})"
+
+
+def _needs_codec(syntax: Any) -> bool:
+    """Whether the codecs extra is missing and would decode ``syntax``: a compression no installed plugin
+    decodes (RLE and JPEG Baseline need none)."""
+    from importlib.util import find_spec
+
+    from pydicom.pixels import get_decoder
+
+    try:
+        return bool(syntax.is_compressed) and not get_decoder(syntax).is_available and find_spec("pylibjpeg") is None
+    except (AttributeError, ValueError, NotImplementedError):  # no syntax, or one pydicom does not know
+        return False
 
 
 def _check_pixel_data_length(ds: Any, path: Path) -> None:
