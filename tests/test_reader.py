@@ -189,6 +189,22 @@ def test_a_32_bit_image_within_16_bits_still_reads(tmp_path):
     assert m.info.bits_stored == 12 and np.abs(m.pixels - pixels / 4095).max() < 1e-4
 
 
+def test_a_float_image_within_0_and_1_reads_as_unit_intensities(tmp_path):
+    """A float32 TIFF in [0, 1] was scaled as 8-bit: a nearly black image, scored without a word."""
+    pixels = breast_phantom().astype(np.float32) / 4095
+    Image.fromarray(pixels).save(tmp_path / "unit.tif")
+    m = read_mammogram(tmp_path / "unit.tif", canonical=False)
+    assert m.info.bits_stored == 32 and np.abs(m.pixels - pixels).max() < 1e-6
+
+
+@pytest.mark.parametrize(("scale", "bits"), [(255, 8), (4095, 12)])
+def test_a_float_image_beyond_1_reads_on_its_integer_scale(tmp_path, scale, bits):
+    pixels = breast_phantom(bits=bits).astype(np.float32)
+    Image.fromarray(pixels).save(tmp_path / "f.tif")
+    m = read_mammogram(tmp_path / "f.tif", canonical=False)
+    assert m.info.bits_stored == bits and np.abs(m.pixels - pixels / scale).max() < 1e-6
+
+
 def test_colour_image_is_refused(tmp_path):
     rgb = np.zeros((8, 8, 3), np.uint8)
     rgb[..., 0] = 200

@@ -1,7 +1,8 @@
 """Read a mammogram into float32 pixels in [0, 1], breast on the left, with its metadata.
 
 DICOM goes through pydicom (uncompressed and RLE natively, JPEG-family syntaxes with the
-``codecs`` extra); PNG, JPEG, TIFF and PGM through Pillow, 8- or 16-bit. Sizes are checked
+``codecs`` extra); PNG, JPEG, TIFF and PGM through Pillow, 8- or 16-bit (a floating-point TIFF
+within [0, 1] as unit intensities, one beyond on the integer scale of its values). Sizes are checked
 from the header before any pixel is decoded: at most :data:`MAX_PIXELS` pixels per image.
 Warnings raised while reading (pydicom's included) are kept in ``info.warnings`` and re-issued
 once each as ``"<file>: <warning>"``, for a file that then fails too. A truncated file, an empty
@@ -359,17 +360,15 @@ def _read_image(path: Path) -> tuple[np.ndarray, MammogramInfo]:
     if array.dtype.kind == "f" and not np.isfinite(array).all():
         raise InputFileError(path, "pixel values include NaN or infinity")
     _check_16_bit_range(path, array)
-    if array.dtype == np.uint8:
-        bits = 8
-    elif array.dtype == bool:
-        bits = 1
+    if _is_unit_float(array):
+        bits, full_scale = 8 * array.dtype.itemsize, 1.0
     else:
-        bits = int(np.ceil(np.log2(max(int(array.max()), 1) + 1))) if array.max() > 255 else 8
-        bits = 16 if bits > 12 else (12 if bits > 8 else bits)
+        bits = _integer_bits(array)
+        full_scale = float(2**bits - 1)
     if array.dtype.kind == "u" and array.dtype.itemsize <= 2:  # a lookup table is ~5x faster than float arithmetic
-        pixels = _rescale(np.arange(2 ** (8 * array.dtype.itemsize), dtype=np.float32), 0.0, float(2**bits - 1))[array]
+        pixels = _rescale(np.arange(2 ** (8 * array.dtype.itemsize), dtype=np.float32), 0.0, full_scale)[array]
     else:
-        pixels = _rescale(array.astype(np.float32), 0.0, float(2**bits - 1))
+        pixels = _rescale(array.astype(np.float32), 0.0, full_scale)
     info = MammogramInfo(
         path=str(path), format=fmt, rows=array.shape[0], columns=array.shape[1],
         bits_stored=bits, photometric="MONOCHROME2",
@@ -378,6 +377,21 @@ def _read_image(path: Path) -> tuple[np.ndarray, MammogramInfo]:
     if match:
         info.laterality, info.view = match["side"][0].upper(), match["view"].upper()
     return pixels, info
+
+
+def _is_unit_float(array: np.ndarray) -> bool:
+    """A floating-point image whose values lie within [0, 1]: unit intensities, read as they are."""
+    return array.dtype.kind == "f" and float(array.min()) >= 0.0 and float(array.max()) <= 1.0
+
+
+def _integer_bits(array: np.ndarray) -> int:
+    """The bits the values of an image on an integer scale fill: 1 (bilevel), 8, 12 or 16."""
+    if array.dtype == bool:
+        return 1
+    if array.dtype == np.uint8 or array.max() <= 255:
+        return 8
+    bits = int(np.ceil(np.log2(int(array.max()) + 1)))
+    return 16 if bits > 12 else 12
 
 
 def _check_16_bit_range(path: Path, array: np.ndarray) -> None:
