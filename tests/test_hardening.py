@@ -209,6 +209,23 @@ def test_lesion_circles_that_are_nan_or_outside_the_image_fail_only_their_file(c
     assert "not inside" in records["far.dcm"]["error"]
 
 
+@pytest.mark.parametrize(("radius", "problem"), [
+    ("0", "roi_radius=0: the radius must be a positive finite number of pixels"),
+    ("-3", "roi_radius=-3: the radius must be a positive finite number of pixels"),
+    ("inf", "roi_radius=inf: the radius must be a positive finite number of pixels"),
+    ("1e308", "roi_radius=1e+308 is larger than the 64x48 image"),
+    ("1e6", "roi_radius=1e+06 is larger than the 64x48 image"),
+])
+def test_a_bad_lesion_radius_fails_its_file_naming_the_radius(corpus: dict[str, Path], tiny_roi_model: Path, tmp_path: Path,
+                                                             radius: str, problem: str) -> None:
+    """roi_radius=1e308 gave 'cannot read (OverflowError ...)', 1e6 a MemoryError, and 0 'not inside the image'."""
+    table = tmp_path / "findings.csv"
+    table.write_text(f"path,roi_row,roi_col,roi_radius\ngood.dcm,30,10,{radius}\n")
+    result = run("predict", str(corpus["good_dicom"]), "--clinical", str(table), "--model", str(tiny_roi_model), "--format", "json")
+    assert result.exit_code == 1, result.output
+    assert _records(result)["good.dcm"]["error"] == f"lesion circle {problem}"
+
+
 def test_pydicom_warnings_are_one_note_per_file_on_stderr(tmp_path: Path, tiny_roi_model: Path) -> None:
     scan = write_dicom(tmp_path / "uid.dcm", breast_phantom(), StudyInstanceUID="1.2.3.4")
     _patched(scan, b"1.2.3.4\x00", b"1.2.3.x\x00")
