@@ -41,10 +41,14 @@ class Rule:
             return "one of " + ", ".join(map(str, self.choices)) + (" or empty" if self.optional else "")
         noun = {int: "an integer", float: "a number", str: "a string", bool: "true or false", dict: "a mapping", list: "a list"}[self.kind]
         if self.low is not None and self.high is not None:
-            return f"{noun} in [{self.low:g}, {self.high:g}{')' if self.high_open else ']'}"
+            return f"{noun} in [{self._bound(self.low)}, {self._bound(self.high)}{')' if self.high_open else ']'}"
         if self.low is not None:
-            return f"{noun} >= {self.low:g}"
+            return f"{noun} >= {self._bound(self.low)}"
         return noun
+
+    def _bound(self, value: float) -> str:
+        """A bound as the user would write it: every digit of an integer's (2**32 - 1, not 4.29497e+09)."""
+        return str(int(value)) if self.kind is int else f"{value:g}"
 
 
 def checked(name: str, value: Any, rule: Rule) -> Any:

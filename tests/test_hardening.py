@@ -590,6 +590,7 @@ def test_billion_laughs_yaml_is_refused_at_once(tmp_path: Path) -> None:
 @pytest.mark.parametrize(("yaml_text", "message"), [("lr: .nan\n", "lr must be"), ("epochs: 1.5\n", "epochs must be"),
                                                     ("lr: fast\n", "lr must be"), ("pretrained: 3\n", "pretrained must be"),
                                                     ("amp: 3\n", "amp must be"),
+                                                    ("seed: 99999999999\n", r"seed must be an integer in \[0, 4294967295\], not 99999999999"),
                                                     ("epochs: 5\nepochs: 50\n", "not valid YAML .epochs is given twice"),
                                                     ("{lr: 0.1, lr: 0.001}\n", "not valid YAML .lr is given twice"),
                                                     ("image-size: 32\nimage_size: 64\n", "not valid YAML .image_size is given twice")])

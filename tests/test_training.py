@@ -388,6 +388,7 @@ def test_cli_trains_clinical_on_cbis_ddsm_csvs_with_yaml_and_flag_override(cbis_
         (["--fusion", "cross"], "needs images"),
         (["--split", "validation"], "--split validation"),
         (["--split", "test", "--fusion", "clinical"], "needs at least 5"),
+        (["--seed", "99999999999"], "seed must be an integer in [0, 4294967295], not 99999999999"),
         pytest.param(["--fusion", "clinical", "--device", "cuda:0"], "--device cuda:0: CUDA is not available",
                      marks=pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")),
     ],
