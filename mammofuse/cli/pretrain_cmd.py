@@ -54,6 +54,8 @@ def pretrain(
     if split == "test":
         raise MammofuseError("--split test: pretraining never uses test images")
     check_output(out)
+    if out.suffix.lower() != ".safetensors":
+        raise MammofuseError(f"--out {out}: the backbone is written as safetensors; name the file .safetensors")
     samples = [s for s in load_dataset(dataset, data, images, abnormality) if split == "all" or s.split == split]
     files = sorted({s.image_path for s in samples if s.image_path})
     if not files:
