@@ -492,11 +492,12 @@ def test_evaluate_runs_on_official_csvs_with_density_0_rows(cbis_csv: Path, tmp_
 
 
 BAD_CONFIGS = [
-    {"threshold": float("nan")}, {"threshold": -0.2}, {"threshold": 1.5}, {"num_heads": True},
+    {"threshold": float("nan")}, {"threshold": -0.2}, {"threshold": 1.5}, {"threshold": "0.5"}, {"num_heads": True},
     {"proj_dim": 0}, {"proj_dim": -16}, {"proj_dim": 10**9}, {"proj_dim": 16.5}, {"num_heads": 0},
     {"dropout": 1.0}, {"dropout": -0.1}, {"modality_dropout": float("inf")}, {"vocabulary": "../../x"},
     {"vocabulary": ["cbis-ddsm-v1"]}, {"field_sizes": "4,8"}, {"preprocessing": {"image_size": 0}},
-    {"preprocessing": {"std": 0}}, {"preprocessing": {"input": "whole"}}, {"provenance": []}, {"fusion": None},
+    {"preprocessing": {"std": 0}}, {"preprocessing": {"std": "0.25"}}, {"preprocessing": {"input": "whole"}}, {"provenance": []},
+    {"fusion": None},
 ]
 
 
