@@ -302,8 +302,14 @@ def list_cases(
             example = ", ".join(f"line {r.line} ({r.key or r.uid})" for r in unused[:3])
             notes.append(f"{len(unused)} rows of {table.path} match no file given: {example}")
         if table.ignored_columns:
-            notes.append(f"ignored columns of {table.path}: {', '.join(table.ignored_columns)}")
+            notes.append(f"ignored columns of {table.path}: {_first_names(table.ignored_columns)}")
     return [f for f, _ in listed]
+
+
+def _first_names(names: Sequence[str], shown: int = 10) -> str:
+    """The first ``shown`` of ``names`` comma-separated, and how many more there are: a very wide CSV's are a screenful."""
+    more = f" and {len(names) - shown} more" if len(names) > shown else ""
+    return ", ".join(names[:shown]) + more
 
 
 def _identity(file: Path) -> tuple[int, int]:

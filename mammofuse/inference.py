@@ -104,10 +104,15 @@ def on_background(image: np.ndarray, recipe: PreprocessRecipe) -> bool:
 
 
 def check_region(mammogram: Mammogram, region: tuple[float, float, float]) -> None:
-    """Raise InputFileError unless the lesion circle is finite, its radius positive and its centre inside the image."""
+    """Raise InputFileError unless the lesion circle's radius is positive and at most the image's longer side
+    (a larger one would crop beyond memory), and its centre lies inside the image."""
     row, col, radius = region
     rows, cols = mammogram.pixels.shape
-    if not (np.isfinite(region).all() and radius > 0 and 0 <= row < rows and 0 <= col < cols):
+    if not (np.isfinite(radius) and radius > 0):
+        raise InputFileError(mammogram.info.path, f"lesion circle roi_radius={radius:g}: the radius must be a positive finite number of pixels")
+    if radius > max(rows, cols):
+        raise InputFileError(mammogram.info.path, f"lesion circle roi_radius={radius:g} is larger than the {rows}x{cols} image")
+    if not (np.isfinite(row) and np.isfinite(col) and 0 <= row < rows and 0 <= col < cols):
         raise InputFileError(
             mammogram.info.path,
             f"lesion circle roi_row={row:g}, roi_col={col:g}, roi_radius={radius:g} is not inside the {rows}x{cols} image",

@@ -1,7 +1,7 @@
 """Table-driven checks for settings read from files a user may not have written (config.json, YAML).
 
-Each setting has a :class:`Rule`; :func:`checked` returns the value (ints widened to floats,
-YAML's ``1e-3`` strings read as numbers) or raises a one-line :class:`MammofuseError`.
+Each setting has a :class:`Rule`; :func:`checked` returns the value (ints widened to floats and,
+with ``text_numbers``, YAML's ``1e-3`` strings read as numbers) or raises a one-line :class:`MammofuseError`.
 
 Example:
     >>> checked("threshold", 0.4, Rule(float, 0, 1))
@@ -41,33 +41,40 @@ class Rule:
             return "one of " + ", ".join(map(str, self.choices)) + (" or empty" if self.optional else "")
         noun = {int: "an integer", float: "a number", str: "a string", bool: "true or false", dict: "a mapping", list: "a list"}[self.kind]
         if self.low is not None and self.high is not None:
-            return f"{noun} in [{self.low:g}, {self.high:g}{')' if self.high_open else ']'}"
+            return f"{noun} in [{self._bound(self.low)}, {self._bound(self.high)}{')' if self.high_open else ']'}"
         if self.low is not None:
-            return f"{noun} >= {self.low:g}"
+            return f"{noun} >= {self._bound(self.low)}"
         return noun
 
+    def _bound(self, value: float) -> str:
+        """A bound as the user would write it: every digit of an integer's (2**32 - 1, not 4.29497e+09)."""
+        return str(int(value)) if self.kind is int else f"{value:g}"
 
-def checked(name: str, value: Any, rule: Rule) -> Any:
-    """``value`` if it obeys ``rule`` (numbers normalised), else a MammofuseError naming ``name``."""
+
+def checked(name: str, value: Any, rule: Rule, text_numbers: bool = False) -> Any:
+    """``value`` if it obeys ``rule`` (numbers normalised), else a MammofuseError naming ``name``.
+
+    ``text_numbers``: a number may be given as text, as YAML 1.1 reads ``1e-3`` (JSON never needs it).
+    """
     if value is None and rule.optional:
         return None
-    coerced = _coerce(value, rule.kind)
+    coerced = _coerce(value, rule.kind, text_numbers)
     if coerced is None or not _within(coerced, rule):
         raise MammofuseError(f"{name} must be {rule.describe()}, not {_show(value)}")
     return coerced
 
 
-def check_all(values: Mapping[str, Any], rules: Mapping[str, Rule]) -> dict[str, Any]:
-    """Every value with a rule, checked; returns the checked values."""
-    return {name: checked(name, values[name], rule) for name, rule in rules.items() if name in values}
+def check_all(values: Mapping[str, Any], rules: Mapping[str, Rule], text_numbers: bool = False) -> dict[str, Any]:
+    """Every value with a rule, checked (see :func:`checked`); returns the checked values."""
+    return {name: checked(name, values[name], rule, text_numbers) for name, rule in rules.items() if name in values}
 
 
-def _coerce(value: Any, kind: type) -> Any:
+def _coerce(value: Any, kind: type, text_numbers: bool) -> Any:
     if isinstance(value, bool):
         return value if kind is bool else None
     if kind is float and isinstance(value, (int, float)):
         return float(value)
-    if kind is float and isinstance(value, str):
+    if kind is float and text_numbers and isinstance(value, str):
         try:
             return float(value)  # YAML 1.1 reads 1e-3 as a string
         except ValueError:

@@ -125,3 +125,23 @@ def test_help_names_the_paths_argument_and_every_exit_status(command):
     assert result.exit_code == 0 and "{PATHS}..." in result.output and "{paths}" not in result.output
     assert f"{INTERNAL_ERROR} internal error (a bug: please report it)" in " ".join(result.output.split())
     assert f"`{INTERNAL_ERROR}` an internal error (a bug: please report it)" in (ROOT / "README.md").read_text()
+
+
+@pytest.mark.parametrize(("command", "option"), [
+    (["train", "--dataset", "mini-mias", "--data", "d", "--out", ""], "--out"),
+    (["pretrain", "--dataset", "mini-mias", "--data", "d", "--out", ""], "--out"),
+    (["ablate", "--dataset", "mini-mias", "--data", "d", "--out", ""], "--out"),
+    (["explain", "scan.dcm", "--out", ""], "--out"),
+    (["evaluate", "--dataset", "mini-mias", "--data", "d", "--output", ""], "--output"),
+    (["evaluate", "--dataset", "mini-mias", "--data", "d", "--plots", ""], "--plots"),
+    (["predict", "scan.dcm", "--output", ""], "--output"),
+    (["inspect", "scan.dcm", "-o", ""], "--output"),
+    (["schema", "--output="], "--output"),
+])
+def test_an_empty_output_path_is_a_usage_error(command, option, tmp_path, monkeypatch):
+    """Path('') is '.': an empty --out, --output or --plots wrote into the current folder."""
+    monkeypatch.chdir(tmp_path)
+    result = runner.invoke(app, command)
+    shown = " ".join(result.output.replace("│", " ").split())
+    assert result.exit_code == 2 and f"Invalid value for '{option}'" in shown, result.output
+    assert "an empty path; name a file or folder (. for the current one)" in shown and not any(tmp_path.iterdir())

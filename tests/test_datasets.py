@@ -89,6 +89,13 @@ def test_manifest_rejects_bad_labels(tmp_path):
         load_dataset("manifest", tmp_path)
 
 
+def test_manifest_names_the_line_of_an_unknown_clinical_value(tmp_path):
+    """The value was refused only when training encoded it, naming neither the file nor the line."""
+    (tmp_path / "manifest.csv").write_text("path,label,patient_id,margin\na.png,1,p1,spiculated\nb.png,0,p2,wavy\n")
+    with pytest.raises(MammofuseError, match=r"manifest.csv:3: unknown mass margins 'wavy' \(valid: "):
+        load_dataset("manifest", tmp_path)
+
+
 def test_unknown_dataset_and_missing_folder_are_clear_errors(tmp_path):
     with pytest.raises(MammofuseError, match="unknown dataset"):
         load_dataset("ddsm", tmp_path)

@@ -394,6 +394,7 @@ def test_a_bad_file_fails_alone_with_one_line(tiny_models: dict[str, Path], real
 @pytest.mark.parametrize("args, message", [
     (["--methods", "gradcam,magic"], "unknown explanation method"),
     (["--layer", "backbone.layer9"], "unknown layer"),
+    (["--layer", ""], "the Grad-CAM layer (--layer) is empty: name one, e.g. backbone.layer4 (image layers: backbone.conv1"),
     (["--margin", "wavy"], "valid:"),
 ])
 def test_usage_errors_exit_2(tiny_models: dict[str, Path], real_dicoms: dict[str, Path], tmp_path: Path, args: list[str], message: str) -> None:

@@ -209,6 +209,23 @@ def test_lesion_circles_that_are_nan_or_outside_the_image_fail_only_their_file(c
     assert "not inside" in records["far.dcm"]["error"]
 
 
+@pytest.mark.parametrize(("radius", "problem"), [
+    ("0", "roi_radius=0: the radius must be a positive finite number of pixels"),
+    ("-3", "roi_radius=-3: the radius must be a positive finite number of pixels"),
+    ("inf", "roi_radius=inf: the radius must be a positive finite number of pixels"),
+    ("1e308", "roi_radius=1e+308 is larger than the 64x48 image"),
+    ("1e6", "roi_radius=1e+06 is larger than the 64x48 image"),
+])
+def test_a_bad_lesion_radius_fails_its_file_naming_the_radius(corpus: dict[str, Path], tiny_roi_model: Path, tmp_path: Path,
+                                                             radius: str, problem: str) -> None:
+    """roi_radius=1e308 gave 'cannot read (OverflowError ...)', 1e6 a MemoryError, and 0 'not inside the image'."""
+    table = tmp_path / "findings.csv"
+    table.write_text(f"path,roi_row,roi_col,roi_radius\ngood.dcm,30,10,{radius}\n")
+    result = run("predict", str(corpus["good_dicom"]), "--clinical", str(table), "--model", str(tiny_roi_model), "--format", "json")
+    assert result.exit_code == 1, result.output
+    assert _records(result)["good.dcm"]["error"] == f"lesion circle {problem}"
+
+
 def test_pydicom_warnings_are_one_note_per_file_on_stderr(tmp_path: Path, tiny_roi_model: Path) -> None:
     scan = write_dicom(tmp_path / "uid.dcm", breast_phantom(), StudyInstanceUID="1.2.3.4")
     _patched(scan, b"1.2.3.4\x00", b"1.2.3.x\x00")
@@ -475,11 +492,12 @@ def test_evaluate_runs_on_official_csvs_with_density_0_rows(cbis_csv: Path, tmp_
 
 
 BAD_CONFIGS = [
-    {"threshold": float("nan")}, {"threshold": -0.2}, {"threshold": 1.5}, {"num_heads": True},
+    {"threshold": float("nan")}, {"threshold": -0.2}, {"threshold": 1.5}, {"threshold": "0.5"}, {"num_heads": True},
     {"proj_dim": 0}, {"proj_dim": -16}, {"proj_dim": 10**9}, {"proj_dim": 16.5}, {"num_heads": 0},
     {"dropout": 1.0}, {"dropout": -0.1}, {"modality_dropout": float("inf")}, {"vocabulary": "../../x"},
     {"vocabulary": ["cbis-ddsm-v1"]}, {"field_sizes": "4,8"}, {"preprocessing": {"image_size": 0}},
-    {"preprocessing": {"std": 0}}, {"preprocessing": {"input": "whole"}}, {"provenance": []}, {"fusion": None},
+    {"preprocessing": {"std": 0}}, {"preprocessing": {"std": "0.25"}}, {"preprocessing": {"input": "whole"}}, {"provenance": []},
+    {"fusion": None},
 ]
 
 
@@ -573,6 +591,7 @@ def test_billion_laughs_yaml_is_refused_at_once(tmp_path: Path) -> None:
 @pytest.mark.parametrize(("yaml_text", "message"), [("lr: .nan\n", "lr must be"), ("epochs: 1.5\n", "epochs must be"),
                                                     ("lr: fast\n", "lr must be"), ("pretrained: 3\n", "pretrained must be"),
                                                     ("amp: 3\n", "amp must be"),
+                                                    ("seed: 99999999999\n", r"seed must be an integer in \[0, 4294967295\], not 99999999999"),
                                                     ("epochs: 5\nepochs: 50\n", "not valid YAML .epochs is given twice"),
                                                     ("{lr: 0.1, lr: 0.001}\n", "not valid YAML .lr is given twice"),
                                                     ("image-size: 32\nimage_size: 64\n", "not valid YAML .image_size is given twice")])

@@ -147,6 +147,16 @@ def test_clinical_csv_matches_by_path_stem_and_sop_instance_uid(real_dicoms: dic
     assert any("assessment" in n for n in notes)  # never an input: reported as ignored
 
 
+def test_the_ignored_columns_note_names_the_first_ten(real_dicoms: dict[str, Path], tmp_path: Path) -> None:
+    """A CSV of 100,000 columns printed every name in one note."""
+    scan = real_dicoms["P_00173_rcc"]
+    table = _write_csv(tmp_path / "wide.csv", [{"path": str(scan), "density": "2", **{f"extra{k}": "x" for k in range(1000)}}])
+    notes: list[str] = []
+    cases_from_inputs([scan], False, {}, table, notes=notes)
+    ignored = next(n for n in notes if "ignored columns" in n)
+    assert ignored.endswith(f"{table}: {', '.join(f'extra{k}' for k in range(10))} and 990 more")
+
+
 def test_clinical_csv_relative_paths_regions_and_unmatched_notes(real_dicoms: dict[str, Path], tmp_path: Path) -> None:
     import shutil
 

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 from dicom_factory import JPEGBaseline8Bit, JPEGLosslessSV1, breast_phantom, write_dicom
 from PIL import Image
+from pydicom.uid import ExplicitVRLittleEndian, RLELossless
 
 from mammofuse.errors import InputFileError
 from mammofuse.imaging import read_mammogram
@@ -126,6 +127,23 @@ def test_jpeg_lossless_dicom_without_codec_names_the_extra(tmp_path):
     assert "j.dcm" in str(info.value)
 
 
+@pytest.mark.parametrize("syntax", [ExplicitVRLittleEndian, RLELossless])
+@pytest.mark.parametrize("bits", [12, 1, 64])
+def test_unsupported_bits_allocated_is_named_not_blamed_on_codecs(tmp_path, syntax, bits):
+    """BitsAllocated 12 in an RLE file asked for the codecs extra, which would not have helped."""
+    path = write_dicom(tmp_path / "b.dcm", breast_phantom(), BitsAllocated=bits, TransferSyntaxUID=syntax)
+    with pytest.raises(InputFileError, match=f"b.dcm: DICOM BitsAllocated {bits} is not supported \\(8, 16 or 32\\)$"):
+        read_mammogram(path)
+
+
+def test_broken_rle_data_is_not_blamed_on_codecs(tmp_path):
+    """pydicom decodes RLE itself: broken RLE data is broken, not a codec to install."""
+    path = write_dicom(tmp_path / "r.dcm", breast_phantom(), TransferSyntaxUID=RLELossless)
+    with pytest.raises(InputFileError, match=r"r.dcm: cannot decode pixel data \(RLE Lossless: ") as info:
+        read_mammogram(path)
+    assert "codecs" not in str(info.value)
+
+
 def test_non_mammography_modality_warns(tmp_path):
     path = write_dicom(tmp_path / "ct.dcm", breast_phantom(), Modality="CT")
     with pytest.warns(UserWarning, match="not MG"):
@@ -169,6 +187,22 @@ def test_a_32_bit_image_within_16_bits_still_reads(tmp_path):
     Image.fromarray(pixels).save(tmp_path / "i32.tif")
     m = read_mammogram(tmp_path / "i32.tif", canonical=False)
     assert m.info.bits_stored == 12 and np.abs(m.pixels - pixels / 4095).max() < 1e-4
+
+
+def test_a_float_image_within_0_and_1_reads_as_unit_intensities(tmp_path):
+    """A float32 TIFF in [0, 1] was scaled as 8-bit: a nearly black image, scored without a word."""
+    pixels = breast_phantom().astype(np.float32) / 4095
+    Image.fromarray(pixels).save(tmp_path / "unit.tif")
+    m = read_mammogram(tmp_path / "unit.tif", canonical=False)
+    assert m.info.bits_stored == 32 and np.abs(m.pixels - pixels).max() < 1e-6
+
+
+@pytest.mark.parametrize(("scale", "bits"), [(255, 8), (4095, 12)])
+def test_a_float_image_beyond_1_reads_on_its_integer_scale(tmp_path, scale, bits):
+    pixels = breast_phantom(bits=bits).astype(np.float32)
+    Image.fromarray(pixels).save(tmp_path / "f.tif")
+    m = read_mammogram(tmp_path / "f.tif", canonical=False)
+    assert m.info.bits_stored == bits and np.abs(m.pixels - pixels / scale).max() < 1e-6
 
 
 def test_colour_image_is_refused(tmp_path):

@@ -212,6 +212,8 @@ def _tiny_manifest(folder):
     ("bb.safetensors", ["--seed", "99999999999999999999"], 2, "--seed"),
     ("bb.safetensors", ["--image-size", "99999999999999999999"], 2, "--image-size"),
     ("bb.safetensors", ["--lr", "inf"], 2, "--lr"),
+    ("bb.pt", [], 2, "bb.pt: the backbone is written as safetensors; name the file .safetensors"),
+    ("bb", [], 2, "bb: the backbone is written as safetensors; name the file .safetensors"),
 ])
 def test_pretrain_refuses_bad_flags_and_an_unwritable_out_before_any_work(out, flags, code, message, tmp_path, monkeypatch):
     from typer.testing import CliRunner
@@ -225,7 +227,7 @@ def test_pretrain_refuses_bad_flags_and_an_unwritable_out_before_any_work(out, f
     result = CliRunner().invoke(app, ["pretrain", "--dataset", "manifest", "--data", str(tmp_path), "--split", "all", "--out", str(tmp_path / out), *flags])
     assert result.exit_code == code, result.output
     assert message in result.output and "internal error" not in result.output
-    assert not (tmp_path / "bb.safetensors").exists()
+    assert not (tmp_path / "bb.safetensors").exists() and not (tmp_path / "bb.pt").exists()
 
 
 def test_pretraining_that_diverges_fails_instead_of_writing_nan_weights():

@@ -172,6 +172,32 @@ def test_unreadable_image_trains_as_image_absent_with_one_warning(mias_split, ti
     assert len(notes) == 1 and "1 image(s) could not be read" in notes[0] and "broken.png" in notes[0]
 
 
+@pytest.mark.parametrize("freeze_epochs", [0, 1])
+def test_no_readable_training_image_fails_before_a_model_is_written(mias_split, tiny, tmp_path: Path, freeze_epochs: int) -> None:
+    """Every training image unreadable trained an image model on none with one warning, and exited 0."""
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"not a png")
+    train_samples = [replace(s, image_path=str(broken)) for s in mias_split[0]]
+    with pytest.raises(MammofuseError, match=r"none of the 16 training images could be read \(e.g. .*broken.png: .*\): fix them"):
+        train(replace(tiny, fusion="concat", freeze_epochs=freeze_epochs), train_samples, mias_split[1], tmp_path / "run")
+    assert not (tmp_path / "run" / "model.safetensors").exists() and not (tmp_path / "run" / "last").exists()
+
+
+def test_train_cli_with_no_readable_image_is_a_usage_error(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from mammofuse.cli import app
+
+    rows = ["path,label,patient_id,density"] + [f"{k}.png,{k % 2},p{k},{k % 4 + 1}" for k in range(10)]
+    for k in range(10):
+        (tmp_path / f"{k}.png").write_bytes(b"not a png")
+    (tmp_path / "manifest.csv").write_text("\n".join(rows) + "\n")
+    result = CliRunner().invoke(app, ["train", "--dataset", "manifest", "--data", str(tmp_path / "manifest.csv"), "--out", str(tmp_path / "run"),
+                                      "--fusion", "concat", "--image-size", "32", "--proj-dim", "16", "--epochs", "1", "--pretrained", "none"])
+    assert result.exit_code == 2, result.output
+    assert "error: none of the 8 training images could be read" in result.stderr and "Traceback" not in result.output
+
+
 def test_callbacks_see_phases_then_epoch_rows_in_order(mias_split, tiny, tmp_path: Path) -> None:
     recorder = Recorder()
     result = train(replace(tiny, fusion="concat", epochs=2, augment=False), *mias_split, tmp_path, callbacks=[recorder])
@@ -388,6 +414,7 @@ def test_cli_trains_clinical_on_cbis_ddsm_csvs_with_yaml_and_flag_override(cbis_
         (["--fusion", "cross"], "needs images"),
         (["--split", "validation"], "--split validation"),
         (["--split", "test", "--fusion", "clinical"], "needs at least 5"),
+        (["--seed", "99999999999"], "seed must be an integer in [0, 4294967295], not 99999999999"),
         pytest.param(["--fusion", "clinical", "--device", "cuda:0"], "--device cuda:0: CUDA is not available",
                      marks=pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")),
     ],

@@ -23,6 +23,7 @@ from mammofuse.cli.common import (
     emit,
     err_console,
     guarded,
+    output_option,
 )
 from mammofuse.cli.output import console
 from mammofuse.fusion import FUSIONS
@@ -63,7 +64,7 @@ def _switches(text: str) -> list[bool]:
 def ablate(
     dataset: DatasetName,
     data: DataDir,
-    out: Annotated[Path, typer.Option("--out", help="Output folder; finished arms in it are reused, not retrained.")],
+    out: Annotated[Path, output_option("--out", help="Output folder; finished arms in it are reused, not retrained.")],
     images: ImageDirs = None,
     abnormality: Abnormality = "all",
     variants: Annotated[str, typer.Option("--variants", help=f"Comma-separated arms: {', '.join(FUSIONS)}.")] = ",".join(FUSIONS),

@@ -43,6 +43,19 @@ MAX_LIME_SAMPLES = 100_000
 # bidirectional overrides that can make text read backwards.
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
 
+
+def _given_path(text: str) -> Path:
+    """The path an output option names; an empty one is a usage error, for ``Path("")`` is the current folder."""
+    if not text:
+        raise typer.BadParameter("an empty path; name a file or folder (. for the current one)")
+    return Path(text)
+
+
+def output_option(*names: str, **kwargs: Any) -> Any:
+    """A Typer option naming a file or folder to write, refusing an empty path."""
+    return typer.Option(*names, parser=_given_path, metavar="<path>", **kwargs)
+
+
 Density = Annotated[str | None, typer.Option("--density", help="Breast density: 1-4 or A-D.", rich_help_panel="Clinical findings")]
 Shape = Annotated[str | None, typer.Option("--shape", help="Mass shape, e.g. oval, irregular.", rich_help_panel="Clinical findings")]
 Margin = Annotated[str | None, typer.Option("--margin", help="Mass margins, e.g. circumscribed, spiculated.", rich_help_panel="Clinical findings")]
@@ -54,7 +67,7 @@ ClinicalCsv = Annotated[Path | None, typer.Option("--clinical", help="CSV of fin
 Recursive = Annotated[bool, typer.Option("--recursive", "-r", help="Descend into sub-folders.")]
 Device = Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:N or mps.")]
 AwayPatches = Annotated[int, typer.Option("--away-patches", min=1, max=MAX_AWAY_PATCHES, help="The away control scores each case on this many patches away from its lesion and averages them (logits): one patch's AUC moves with where it fell, by up to 0.14 on a hundred cases. 8 or more for small datasets.")]
-Output = Annotated[Path | None, typer.Option("--output", "-o", help="Write to this file (atomically) instead of stdout.")]
+Output = Annotated[Path | None, output_option("--output", "-o", help="Write to this file (atomically) instead of stdout.")]
 Roi = Annotated[str | None, typer.Option("--roi", help="Lesion circle ROW,COL,RADIUS in the file's pixels, for every file without one in --clinical.", rich_help_panel="Clinical findings")]
 DatasetName = Annotated[str, typer.Option("--dataset", help="cbis-ddsm, mini-mias or manifest.")]
 DataDir = Annotated[Path, typer.Option("--data", help="Folder with the dataset's CSVs / Info.txt, or a manifest CSV.")]

@@ -30,6 +30,7 @@ from mammofuse.cli.common import (
     guarded,
     note,
     output_format,
+    output_option,
     safe,
 )
 from mammofuse.cli.output import console, progress
@@ -51,8 +52,8 @@ def evaluate(
     away_patches: AwayPatches = 1,
     split: Annotated[str, typer.Option("--split", help="Dataset split to evaluate: test (CBIS-DDSM official), train, or all (mini-MIAS, manifests).")] = "test",
     fmt: Format = ReportFormat.TABLE,
-    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write the JSON report to this file (atomically): besides the tables on stdout, or with --format json instead of stdout.")] = None,
-    plots: Annotated[Path | None, typer.Option("--plots", help="Write ROC, PR, reliability and confusion-matrix PNGs here.")] = None,
+    output: Annotated[Path | None, output_option("--output", "-o", help="Write the JSON report to this file (atomically): besides the tables on stdout, or with --format json instead of stdout.")] = None,
+    plots: Annotated[Path | None, output_option("--plots", help="Write ROC, PR, reliability and confusion-matrix PNGs here.")] = None,
     bootstrap: Annotated[int, typer.Option("--bootstrap", min=0, max=MAX_BOOTSTRAP, help="Patient-bootstrap resamples for the AUC interval (0: none).")] = 1000,
     seed: Annotated[int, typer.Option("--seed", min=0, max=MAX_SEED, help="Bootstrap seed.")] = 0,
     fail_under: Annotated[str | None, typer.Option("--fail-under", help="CI gate, e.g. auc=0.85,recall=0.9 (also auc_low: the CI's lower bound); exit 1 when missed.")] = None,

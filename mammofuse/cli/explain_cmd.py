@@ -29,6 +29,7 @@ from mammofuse.cli.common import (
     err_console,
     guarded,
     note,
+    output_option,
     parse_roi,
     safe,
 )
@@ -42,7 +43,7 @@ if TYPE_CHECKING:
 @guarded
 def explain(
     paths: InputPaths,
-    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the outputs: one sub-folder per file.", show_default=False)],
+    out: Annotated[Path, output_option("--out", "-o", help="Folder for the outputs: one sub-folder per file.", show_default=False)],
     model: ModelSpec = "default",
     density: Density = None,
     shape: Shape = None,

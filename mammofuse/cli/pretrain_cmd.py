@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from mammofuse.cli.common import MAX_BATCH_SIZE, MAX_SEED, Abnormality, DataDir, DatasetName, ImageDirs, check_output, err_console, guarded, safe
+from mammofuse.cli.common import MAX_BATCH_SIZE, MAX_SEED, Abnormality, DataDir, DatasetName, ImageDirs, check_output, err_console, guarded, output_option, safe
 from mammofuse.cli.output import console
 
 # The bounds train's settings have (mammofuse.training.settings.RULES), and a patch count that still fits in memory.
@@ -21,7 +21,7 @@ MAX_PATCHES_PER_IMAGE = 10_000
 def pretrain(
     dataset: DatasetName,
     data: DataDir,
-    out: Annotated[Path, typer.Option("--out", help="The backbone file to write (.safetensors).")],
+    out: Annotated[Path, output_option("--out", help="The backbone file to write (.safetensors).")],
     images: ImageDirs = None,
     abnormality: Abnormality = "all",
     split: Annotated[str, typer.Option("--split", help="Whose images are used: train (never the test split) or all (datasets without one).")] = "train",
@@ -54,6 +54,8 @@ def pretrain(
     if split == "test":
         raise MammofuseError("--split test: pretraining never uses test images")
     check_output(out)
+    if out.suffix.lower() != ".safetensors":
+        raise MammofuseError(f"--out {out}: the backbone is written as safetensors; name the file .safetensors")
     samples = [s for s in load_dataset(dataset, data, images, abnormality) if split == "all" or s.split == split]
     files = sorted({s.image_path for s in samples if s.image_path})
     if not files:

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 import typer
 
 from mammofuse.cli import train_options as o
-from mammofuse.cli.common import Abnormality, ImageDirs, guarded
+from mammofuse.cli.common import Abnormality, ImageDirs, guarded, output_option
 from mammofuse.cli.output import console
 from mammofuse.fusion import Fusion
 
@@ -37,7 +37,7 @@ EPILOG = """[bold]Examples[/]
 
 
 def command(
-    out: Annotated[Path, typer.Option("--out", help="Output folder (model, last/ checkpoint, history, card).")],
+    out: Annotated[Path, output_option("--out", help="Output folder (model, last/ checkpoint, history, card).")],
     dataset: Annotated[str | None, typer.Option("--dataset", help="cbis-ddsm, mini-mias or manifest.")] = None,
     data: Annotated[Path | None, typer.Option("--data", help="Folder with the dataset's CSVs / Info.txt, or a manifest CSV.")] = None,
     images: ImageDirs = None,

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from mammofuse.clinical import load_schema
+from mammofuse.clinical.schema import ClinicalSchema, ClinicalValueError
 from mammofuse.data.sample import Sample
 from mammofuse.errors import MammofuseError
 from mammofuse.tabular import csv_records
@@ -16,6 +17,9 @@ def load_manifest(data: str | Path, vocabulary: str = "cbis-ddsm-v1") -> list[Sa
     """Rows of ``data`` (a CSV file, or a folder holding ``manifest.csv``); paths are relative to the CSV.
 
     Optional columns: ``split``, ``abnormality``, ``roi_row``/``roi_col``/``roi_radius`` (lesion circle).
+
+    Raises:
+        MammofuseError: no such CSV, a missing column, or a bad label, clinical value or circle (naming the file and line).
     """
     path = Path(data)
     if path.is_dir():
@@ -34,7 +38,7 @@ def load_manifest(data: str | Path, vocabulary: str = "cbis-ddsm-v1") -> list[Sa
                 id=f"row{n}",
                 patient_id=row["patient_id"],
                 label=label,
-                clinical={aliases[k]: v for k, v in row.items() if k in aliases and v},
+                clinical=_clinical(row, aliases, schema, path, n),
                 image_path=(path.parent / row["path"]).as_posix() if row["path"] else None,
                 region=_region(row, path, n),
                 image_id=row["path"] or None,
@@ -43,6 +47,16 @@ def load_manifest(data: str | Path, vocabulary: str = "cbis-ddsm-v1") -> list[Sa
             )
         )
     return samples
+
+
+def _clinical(row: dict[str, str], aliases: dict[str, str], schema: ClinicalSchema, path: Path, n: int) -> dict[str, str]:
+    """The clinical findings of a row, keyed by field; a ClinicalValueError naming the file and line for an unknown value."""
+    clinical = {aliases[k]: v for k, v in row.items() if k in aliases and v}
+    try:
+        schema.normalise(clinical)
+    except ClinicalValueError as exc:
+        raise ClinicalValueError(f"{path}:{n}: {exc}") from None
+    return clinical
 
 
 def _region(row: dict[str, str], path: Path, n: int) -> tuple[float, float, float] | None:

@@ -29,13 +29,19 @@ from mammofuse.explainers.options import DEFAULT_LAYER
 
 
 def resolve_layer(model: nn.Module, name: str) -> nn.Module:
-    """The sub-module ``name`` (dotted, e.g. ``backbone.layer3.1.conv2``); a listed error if unknown."""
+    """The sub-module ``name`` (dotted, e.g. ``backbone.layer3.1.conv2``); a listed error if empty or unknown."""
+    if not name:  # get_submodule("") is the whole model
+        raise MammofuseError(f"the Grad-CAM layer (--layer) is empty: name one, e.g. {DEFAULT_LAYER}{_layer_hint(model)}")
     try:
         return model.get_submodule(name)
     except AttributeError:
-        backbone = [n for n, _ in model.named_modules() if n.startswith("backbone.") and n.count(".") == 1]
-        hint = f" (image layers: {', '.join(backbone)})" if backbone else ""
-        raise MammofuseError(f"unknown layer {name!r}{hint}") from None
+        raise MammofuseError(f"unknown layer {name!r}{_layer_hint(model)}") from None
+
+
+def _layer_hint(model: nn.Module) -> str:
+    """`` (image layers: ...)``, the backbone's top-level layers, or nothing for a model without one."""
+    backbone = [n for n, _ in model.named_modules() if n.startswith("backbone.") and n.count(".") == 1]
+    return f" (image layers: {', '.join(backbone)})" if backbone else ""
 
 
 class GradCAM:

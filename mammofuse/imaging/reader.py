@@ -1,7 +1,8 @@
 """Read a mammogram into float32 pixels in [0, 1], breast on the left, with its metadata.
 
 DICOM goes through pydicom (uncompressed and RLE natively, JPEG-family syntaxes with the
-``codecs`` extra); PNG, JPEG, TIFF and PGM through Pillow, 8- or 16-bit. Sizes are checked
+``codecs`` extra); PNG, JPEG, TIFF and PGM through Pillow, 8- or 16-bit (a floating-point TIFF
+within [0, 1] as unit intensities, one beyond on the integer scale of its values). Sizes are checked
 from the header before any pixel is decoded: at most :data:`MAX_PIXELS` pixels per image.
 Warnings raised while reading (pydicom's included) are kept in ``info.warnings`` and re-issued
 once each as ``"<file>: <warning>"``, for a file that then fails too. A truncated file, an empty
@@ -27,6 +28,8 @@ IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".tif", ".tiff", ".pgm", ".
 MAX_PIXELS = 80_000_000
 """The largest image read (rows x columns): 80 MP, above any mammogram (full-field digital ones
 are at most about 30 MP) and far below the memory a decompression bomb asks for."""
+BITS_ALLOCATED = (8, 16, 32)
+"""The DICOM BitsAllocated values read: the byte-aligned sizes of grayscale pixel data."""
 UNDEFINED_LENGTH = 0xFFFFFFFF
 _PYDICOM_EOF = "End of file reached before delimiter"  # pydicom's warning on a file cut inside its data
 _CBIS_PATIENT = re.compile(r"(?P<patient>P_\d+)_(?P<side>LEFT|RIGHT)_(?P<view>CC|MLO|ML|LM|XCCL|AT)", re.I)
@@ -195,7 +198,8 @@ def _dicom_header(path: Path, defer_pixels: bool = False) -> tuple[Any, Mammogra
         photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).upper()
         frames = _header_int(ds, path, "NumberOfFrames", 1)
         rows, columns = _header_int(ds, path, "Rows"), _header_int(ds, path, "Columns")
-        bits_stored = _header_int(ds, path, "BitsStored", _header_int(ds, path, "BitsAllocated", 16))
+        bits_allocated = _header_int(ds, path, "BitsAllocated", 16)
+        bits_stored = _header_int(ds, path, "BitsStored", bits_allocated)
     except InvalidDicomError:
         raise InputFileError(path, "not a DICOM file (no DICM header)") from None
     except (OSError, ValueError, EOFError, KeyError, TypeError, AttributeError) as exc:
@@ -205,6 +209,8 @@ def _dicom_header(path: Path, defer_pixels: bool = False) -> tuple[Any, Mammogra
     if frames > 1:
         raise InputFileError(path, f"multi-frame DICOM ({frames} frames, e.g. tomosynthesis): expected one 2D mammogram")
     _check_size(path, rows, columns)
+    if bits_allocated not in BITS_ALLOCATED:
+        raise InputFileError(path, f"DICOM BitsAllocated {bits_allocated} is not supported (8, 16 or 32)")
     if not 1 <= bits_stored <= 32:
         raise InputFileError(path, f"DICOM BitsStored is {bits_stored}, not 1 to 32")
     return ds, _dicom_info(ds, path, rows, columns, bits_stored, photometric)
@@ -230,15 +236,26 @@ def _read_dicom(path: Path) -> tuple[np.ndarray, MammogramInfo]:
 
 
 def _decode_problem(ds: Any, exc: Exception) -> str:
-    """Why pixel data did not decode: a codec to install (compressed data, no codecs extra), or broken data."""
-    from importlib.util import find_spec
-
+    """Why pixel data did not decode: a codec to install (a syntax no installed plugin decodes), or broken data."""
     syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
     name = getattr(syntax, "name", str(syntax))
     detail = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}".rstrip(": ")
-    if getattr(syntax, "is_compressed", False) and find_spec("pylibjpeg") is None:
+    if _needs_codec(syntax):
         return f"cannot decode pixel data ({name}): install the codecs extra, pip install 'mammofuse[codecs]' ({detail})"
     return f"cannot decode pixel data ({name}: {detail})"
+
+
+def _needs_codec(syntax: Any) -> bool:
+    """Whether the codecs extra is missing and would decode ``syntax``: a compression no installed plugin
+    decodes (RLE and JPEG Baseline need none)."""
+    from importlib.util import find_spec
+
+    from pydicom.pixels import get_decoder
+
+    try:
+        return bool(syntax.is_compressed) and not get_decoder(syntax).is_available and find_spec("pylibjpeg") is None
+    except (AttributeError, ValueError, NotImplementedError):  # no syntax, or one pydicom does not know
+        return False
 
 
 def _check_pixel_data_length(ds: Any, path: Path) -> None:
@@ -343,17 +360,15 @@ def _read_image(path: Path) -> tuple[np.ndarray, MammogramInfo]:
     if array.dtype.kind == "f" and not np.isfinite(array).all():
         raise InputFileError(path, "pixel values include NaN or infinity")
     _check_16_bit_range(path, array)
-    if array.dtype == np.uint8:
-        bits = 8
-    elif array.dtype == bool:
-        bits = 1
+    if _is_unit_float(array):
+        bits, full_scale = 8 * array.dtype.itemsize, 1.0
     else:
-        bits = int(np.ceil(np.log2(max(int(array.max()), 1) + 1))) if array.max() > 255 else 8
-        bits = 16 if bits > 12 else (12 if bits > 8 else bits)
+        bits = _integer_bits(array)
+        full_scale = float(2**bits - 1)
     if array.dtype.kind == "u" and array.dtype.itemsize <= 2:  # a lookup table is ~5x faster than float arithmetic
-        pixels = _rescale(np.arange(2 ** (8 * array.dtype.itemsize), dtype=np.float32), 0.0, float(2**bits - 1))[array]
+        pixels = _rescale(np.arange(2 ** (8 * array.dtype.itemsize), dtype=np.float32), 0.0, full_scale)[array]
     else:
-        pixels = _rescale(array.astype(np.float32), 0.0, float(2**bits - 1))
+        pixels = _rescale(array.astype(np.float32), 0.0, full_scale)
     info = MammogramInfo(
         path=str(path), format=fmt, rows=array.shape[0], columns=array.shape[1],
         bits_stored=bits, photometric="MONOCHROME2",
@@ -362,6 +377,21 @@ def _read_image(path: Path) -> tuple[np.ndarray, MammogramInfo]:
     if match:
         info.laterality, info.view = match["side"][0].upper(), match["view"].upper()
     return pixels, info
+
+
+def _is_unit_float(array: np.ndarray) -> bool:
+    """A floating-point image whose values lie within [0, 1]: unit intensities, read as they are."""
+    return array.dtype.kind == "f" and float(array.min()) >= 0.0 and float(array.max()) <= 1.0
+
+
+def _integer_bits(array: np.ndarray) -> int:
+    """The bits the values of an image on an integer scale fill: 1 (bilevel), 8, 12 or 16."""
+    if array.dtype == bool:
+        return 1
+    if array.dtype == np.uint8 or array.max() <= 255:
+        return 8
+    bits = int(np.ceil(np.log2(int(array.max()) + 1)))
+    return 16 if bits > 12 else 12
 
 
 def _check_16_bit_range(path: Path, array: np.ndarray) -> None:

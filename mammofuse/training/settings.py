@@ -168,7 +168,7 @@ class TrainSettings:
         from mammofuse.fusion import FUSIONS
         from mammofuse.model.config import BACKBONES
 
-        for name, value in check_all(asdict(self), RULES).items():
+        for name, value in check_all(asdict(self), RULES, text_numbers=True).items():  # from YAML
             setattr(self, name, value)
         if self.pretrained in ("auto", "none"):
             self.pretrained = default_backbone(self.backbone) if self.pretrained == "auto" else None

@@ -361,6 +361,7 @@ class _Trainer:
             self._ensure_features("train")
             self._ensure_features("val")
         train_loss = self._train_epoch(epoch, frozen)
+        self._check_some_train_image_read()
         self.optim.scheduler.step()
         val_loss, val_auc, probs = self._validate(frozen)
         score = val_auc if val_auc is not None else -val_loss
@@ -388,6 +389,18 @@ class _Trainer:
                 f"(e.g. {example})"
             )
             self.warned = len(self.unreadable)
+
+    def _check_some_train_image_read(self) -> None:
+        """Raise MammofuseError, before anything is saved, when the model uses images and not one training
+        image could be read: a few unreadable ones train as image-absent (with a warning), all of them is no image model."""
+        with_image = {i for i, s in enumerate(self.samples["train"]) if s.has_image} if self.uses_image else set()
+        mine = [(key, why) for key, why in self.unreadable.items() if key.startswith("train:")]
+        failed = dict(pair for part in self.dist.gather(mine) for pair in part)  # every rank read a share
+        if with_image and with_image <= {int(key.split(":")[1]) for key in failed}:
+            raise MammofuseError(
+                f"none of the {len(with_image)} training images could be read (e.g. {next(iter(failed.values()))}): "
+                "fix them, or train without images (--fusion clinical)"
+            )
 
     # ------------------------------------------------------------------ outputs
     def _provenance(self) -> dict[str, Any]:
