@@ -18,6 +18,8 @@ def resolve_device(device: str, local_rank: int | None = None) -> "torch.device"
     """
     import torch
 
+    if not isinstance(device, str):
+        raise TypeError(f"device must be a string: auto, cpu, cuda, cuda:N or mps, not {device!r}")
     name = device.strip().lower()
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"

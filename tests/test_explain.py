@@ -491,3 +491,15 @@ def test_a_second_run_into_the_same_folder_leaves_only_its_own_outputs(tiny_mode
     assert explain_cli(dicom, *common, "--methods", "shap")[0] == 0
     names = {p.name for p in (tmp_path / "1-131").iterdir()}
     assert names == {"shap_clinical.png", "shap_clinical.json", "report.html", "explanation.json", "notes.txt"}
+
+
+def test_one_method_may_be_given_as_a_string(real_dicoms: dict[str, Path], tmp_path: Path) -> None:
+    """methods="gradcam" was split into the letters 'g', 'r', 'a'... (unknown explanation methods)."""
+    import warnings
+
+    from mammofuse import explain
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        explanation = explain(real_dicoms["P_00173_lcc"], tmp_path, roi=(2400, 1145, 100), density=2, methods="gradcam")
+    assert "gradcam" in explanation.outputs and "shap_clinical" not in explanation.outputs

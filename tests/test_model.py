@@ -116,6 +116,15 @@ def test_unknown_config_key_is_refused(tmp_path) -> None:
         load_model(tmp_path)
 
 
+def test_another_tools_config_is_named_as_such(tmp_path) -> None:
+    """A transformers-style folder (config.json + model.safetensors) is not 'made by a newer mammofuse'."""
+    save_model(make_model("concat"), tmp_path)
+    (tmp_path / "config.json").write_text(json.dumps({"architectures": ["BertModel"], "hidden_size": 768}))
+    with pytest.raises(MammofuseError, match=r"config.json: not a mammofuse model config \(no 'fusion' key") as caught:
+        load_model(tmp_path)
+    assert "newer mammofuse" not in str(caught.value)
+
+
 @pytest.mark.parametrize("change", ["missing", "unexpected"])
 def test_weights_must_match_the_config_exactly(change: str, tmp_path) -> None:
     from safetensors.torch import load_file, save_file

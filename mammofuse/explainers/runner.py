@@ -143,14 +143,14 @@ def explain_file(
     """:func:`explain_case` with the options spelled out and the model named by ``model.name``; options checked first.
 
     Args:
-        methods: names or groups from :func:`~mammofuse.explainers.methods.available_methods` (None: all; those that
-            do not apply to the model are skipped with a note).
+        methods: names or groups from :func:`~mammofuse.explainers.methods.available_methods`, or one as a string
+            (None: all; those that do not apply to the model are skipped with a note).
 
     Raises:
         MammofuseError: an unknown method or layer, or no chosen method that applies to the model (before any work);
             an unreadable file.
     """
-    chosen = default_selection() if methods is None else tuple(methods)
+    chosen = default_selection() if methods is None else (methods,) if isinstance(methods, str) else tuple(methods)
     options = ExplainOptions(methods=chosen, lime_samples=lime_samples, seed=seed, layer=layer, include_identifiers=include_identifiers)
     check_options(model, options)
     return explain_case(model, sample, folder, options, model_name=model.name)

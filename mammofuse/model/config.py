@@ -106,6 +106,8 @@ class ModelConfig:
         if data.get("format", CONFIG_FORMAT) != CONFIG_FORMAT:
             raise MammofuseError(f"config format {data.get('format')!r} is not supported by this mammofuse (needs {CONFIG_FORMAT})")
         unknown = set(data) - set(cls.__dataclass_fields__) - {"format"}
+        if "fusion" not in data:  # every mammofuse config names its fusion: this one is another tool's
+            raise MammofuseError(f"not a mammofuse model config (no 'fusion' key; it has {sorted(map(str, data))[:5]}): made by another tool?")
         if unknown:
             raise MammofuseError(f"config has unknown keys {sorted(map(str, unknown))[:5]}: made by a newer mammofuse?")
         return cls(**{k: v for k, v in data.items() if k != "format"})
