@@ -12,10 +12,16 @@ ignores) are issued as :class:`MammofuseWarning`; the CLI prints them as ``note:
 
 from __future__ import annotations
 
+import math
+import os
 import sys
 import warnings
+from numbers import Real
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping, Sequence, overload
+from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence, overload
+
+from mammofuse.errors import MammofuseError
+from mammofuse.validation import Rule, checked
 
 if TYPE_CHECKING:
     from mammofuse.cases import ListedFile
@@ -26,6 +32,7 @@ if TYPE_CHECKING:
     from mammofuse.results import Prediction
 
 PathLike = str | Path
+ROI_FORM = "roi must be the lesion circle (row, column, radius) in the file's pixels: three finite numbers, row and column >= 0, radius > 0"
 
 
 class MammofuseWarning(UserWarning):
@@ -70,15 +77,62 @@ def _listed(
 ) -> list[ListedFile]:
     from mammofuse.cases import list_cases, model_notes
 
-    paths = [Path(inputs)] if isinstance(inputs, (str, Path)) else [Path(p) for p in inputs]
+    paths = as_paths(inputs, "images")
     flags = {k: str(v) for k, v in (findings or {}).items() if v is not None}
     notes: list[str] = []
-    files = list_cases(paths, recursive, flags, Path(clinical_csv) if clinical_csv else None,
-                       vocabulary=model.config.vocabulary, notes=notes, region=roi, breasts=per_breast)
+    csv = as_path(clinical_csv, "clinical_csv") if clinical_csv is not None else None
+    files = list_cases(paths, recursive, flags, csv, vocabulary=model.config.vocabulary, notes=notes, region=as_region(roi), breasts=per_breast)
     notes += model_notes(model, [f.sample for f in files], bool(flags or clinical_csv), explaining=explaining)
     for message in notes:
         warnings.warn(message, MammofuseWarning, stacklevel=_caller_level())
     return files
+
+
+def as_path(value: Any, name: str) -> Path:
+    """``value`` (``str`` or :class:`os.PathLike`) as a Path; TypeError naming ``name`` for anything else."""
+    if not isinstance(value, (str, os.PathLike)):
+        raise TypeError(f"{name} must be a path (str or pathlib.Path), not {_type_name(value)}")
+    return Path(value)
+
+
+def as_paths(value: Any, name: str) -> list[Path]:
+    """``value`` as paths: one path (``str`` or :class:`os.PathLike`) or an iterable of them (a list, a generator).
+
+    Raises:
+        TypeError: anything else (a number, bytes, an image object, a nested list), naming ``name``.
+    """
+    if isinstance(value, (str, os.PathLike)):
+        return [Path(value)]
+    if isinstance(value, Iterable) and not isinstance(value, (bytes, Mapping)):
+        return [as_path(item, f"{name}[{i}]") for i, item in enumerate(list(value))]
+    raise TypeError(f"{name} must be a file or folder path (str or pathlib.Path) or a list of them, not {_type_name(value)}")
+
+
+def as_region(roi: Any) -> tuple[float, float, float] | None:
+    """``roi`` (a tuple, list or array of three numbers) as the lesion circle (row, column, radius); None stays None.
+
+    Raises:
+        MammofuseError: not three finite numbers, a negative row or column, a radius that is not positive.
+    """
+    if roi is None:
+        return None
+    values = list(roi) if isinstance(roi, Iterable) and not isinstance(roi, (str, bytes, Mapping)) else []
+    if len(values) != 3 or not all(isinstance(v, Real) and not isinstance(v, bool) and math.isfinite(v) for v in values):
+        raise MammofuseError(f"{ROI_FORM}; not {_shown(roi)}")
+    row, col, radius = (float(v) for v in values)
+    if row < 0 or col < 0 or radius <= 0:
+        raise MammofuseError(f"{ROI_FORM}; not {_shown(roi)}")
+    return row, col, radius
+
+
+def _type_name(value: Any) -> str:
+    kind = type(value)
+    return kind.__name__ if kind.__module__ == "builtins" else f"{kind.__module__}.{kind.__qualname__}"
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def _caller_level() -> int:
@@ -128,15 +182,19 @@ def predict(
     A file that cannot be scored gives a Prediction with ``error`` set; it never raises.
 
     Raises:
-        MammofuseError: a missing path, an unknown model, an unknown clinical value.
+        MammofuseError: a missing path, an unknown model, an unknown clinical value, an invalid ``roi``,
+            ``threshold`` or ``batch_size``.
+        TypeError: ``images`` is neither a path nor a list of paths (e.g. an image already in memory).
     """
     from mammofuse.scoring import LocalEngine, ScoringRun
 
+    paths = as_paths(images, "images")  # a generator is read once, here
+    checked("batch_size", batch_size, Rule(int, 1))
     net = as_model(model, device)
-    files = _listed(images, net, findings, clinical_csv, roi, recursive, per_breast)
+    files = _listed(paths, net, findings, clinical_csv, roi, recursive, per_breast)
     run = ScoringRun(net, files, threshold=threshold, per_breast=per_breast)
     records = run.collect(LocalEngine(batch_size=batch_size))
-    if isinstance(images, (str, Path)) and not Path(images).is_dir():
+    if isinstance(images, (str, os.PathLike)) and not Path(images).is_dir():
         return records[0]
     return records
 
@@ -158,17 +216,24 @@ def explain(
         image: a DICOM or image file.
         out: folder for the figures and the HTML report.
         model: a loaded :class:`MammoFuse` or a spec (None: ``default``).
-        methods: names from :func:`mammofuse.explainers.available_methods` (None: every method that applies).
+        methods: names from :func:`mammofuse.explainers.available_methods`, or one name (None: every method that applies).
         roi: lesion circle (row, column, radius) in the file's pixels.
         include_identifiers: show the DICOM header's patient identifiers and dates in the report (left out by default).
         device: as in :func:`predict`.
         **findings: findings by vocabulary field.
+
+    Raises:
+        MammofuseError: a folder or a file that cannot be explained, an invalid ``roi``, an unknown method or model.
+        TypeError: ``image`` or ``out`` is not a path.
     """
     from mammofuse.explainers import explain_file
 
+    path, folder = as_path(image, "image"), as_path(out, "out")
     net = as_model(model, device)
-    (sample,) = cases(image, net, findings, None, roi, explaining=True)
-    return explain_file(net, sample, Path(out), methods, include_identifiers=include_identifiers)
+    samples = cases(path, net, findings, None, roi, explaining=True)
+    if len(samples) != 1:
+        raise MammofuseError(f"{path}: explain takes one file, not a folder ({len(samples)} files): explain each file in turn")
+    return explain_file(net, samples[0], folder, methods, include_identifiers=include_identifiers)
 
 
 def evaluate(
@@ -176,7 +241,7 @@ def evaluate(
     dataset: str,
     data: PathLike,
     *,
-    images: Sequence[PathLike] | None = None,
+    images: PathLike | Sequence[PathLike] | None = None,
     split: str = "test",
     abnormality: str = "all",
     bootstrap: int = 1000,
@@ -193,7 +258,7 @@ def evaluate(
         model: a loaded :class:`MammoFuse` or a spec (None: ``default``).
         dataset: ``cbis-ddsm``, ``mini-mias`` or ``manifest`` (see :func:`mammofuse.load_dataset`).
         data: the dataset's CSV folder (or ``Info.txt`` folder, or manifest CSV).
-        images: CBIS-DDSM image folders.
+        images: a CBIS-DDSM image folder, or several.
         split: the split to score (``all`` for datasets without one).
         abnormality: ``mass``, ``calc`` or ``all``.
         bootstrap: patient-level bootstrap resamples for the intervals.
@@ -207,8 +272,32 @@ def evaluate(
     from mammofuse.data import load_dataset
     from mammofuse.evaluation.evaluate import evaluate_model, select_split
 
+    _check_evaluate_options(control, bootstrap, seed, batch_size, away_patches)
+    folders = as_paths(images, "images") if images is not None else []
     net = as_model(model, device)
-    samples = select_split(load_dataset(dataset, Path(data), [Path(p) for p in images or []] or None, abnormality), split)
+    _check_control(net, control)
+    samples = select_split(load_dataset(dataset, as_path(data, "data"), folders or None, abnormality), split)
     describe = {"dataset": dataset, "split": split, "model_spec": net.name, "control": control}
     return evaluate_model(net, samples, n_boot=bootstrap, seed=seed, batch_size=batch_size,
                           describe=describe, control=control, per_breast=per_breast, away_patches=away_patches)
+
+
+def _check_evaluate_options(control: str | None, bootstrap: int, seed: int, batch_size: int, away_patches: int) -> None:
+    """Raise MammofuseError, before any work, for an option :func:`evaluate` cannot use (as the CLI's flags are checked)."""
+    from mammofuse.imaging.controls import CONTROLS
+
+    checked("control", control, Rule(str, choices=CONTROLS, optional=True))
+    checked("bootstrap", bootstrap, Rule(int, 0))
+    checked("seed", seed, Rule(int, 0))
+    checked("batch_size", batch_size, Rule(int, 1))
+    checked("away_patches", away_patches, Rule(int, 1))
+    if away_patches > 1 and control != "away":
+        raise MammofuseError("away_patches is for control='away'")
+
+
+def _check_control(model: MammoFuse, control: str | None) -> None:
+    """The 'away' control moves a lesion crop: a whole-breast model cannot take it."""
+    from mammofuse.imaging.controls import AWAY_NEEDS_ROI, controls_for
+
+    if control is not None and not controls_for(model.config.recipe.input, [control]):
+        raise MammofuseError(f"control={control!r}: {AWAY_NEEDS_ROI}")

@@ -54,8 +54,11 @@ def find_image_files(paths: Iterable[Path], recursive: bool = False) -> list[Pat
     file only when it carries the DICOM preamble (TCIA downloads have such files; READMEs do not).
 
     Raises:
-        MammofuseError: a path that does not exist, or nothing to score at all.
+        MammofuseError: no path given, a path that does not exist, or nothing to score at all.
     """
+    paths = list(paths)
+    if not paths:
+        raise MammofuseError("no files or folders given: nothing to score")
     files: list[Path] = []
     for path in paths:
         path = Path(path)

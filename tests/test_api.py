@@ -49,3 +49,97 @@ def test_a_folder_of_sub_folders_says_how_to_descend_in_python_too(dicom_root: P
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         assert len(mammofuse.predict(dicom_root, recursive=True, density=2, margin="circumscribed")) == 8
+
+
+@pytest.mark.parametrize("roi", [(2400, 1145), (2400, 1145, 100, 1), (float("nan"), 1145, 100), (2400, 1145, -5), "2400,1145,100", ("2400", "1145", "100")])
+def test_a_malformed_roi_is_a_usage_error_naming_roi(real_dicoms, roi) -> None:
+    """Not a per-file 'cannot read (ValueError: not enough values to unpack...)' record: the argument is wrong for every file."""
+    with pytest.raises(mammofuse.MammofuseError, match=r"^roi must be the lesion circle \(row, column, radius\)"):
+        mammofuse.predict(real_dicoms["P_00173_lcc"], density=2, roi=roi)
+
+
+def test_a_roi_array_and_any_path_like_are_taken(real_dicoms) -> None:
+    import numpy as np
+
+    class PathLike:  # os.PathLike without being a pathlib.Path
+        def __fspath__(self) -> str:
+            return str(real_dicoms["P_00173_lcc"])
+
+    prediction = mammofuse.predict(PathLike(), density=2, roi=np.array([2400, 1145, 100]))
+    assert isinstance(prediction, mammofuse.Prediction) and prediction.ok and prediction.region == (2400.0, 1145.0, 100.0)
+    assert prediction.to_dict()["region"] == [2400.0, 1145.0, 100.0]
+
+
+@pytest.mark.parametrize(("images", "message"), [
+    (5, "images must be a file or folder path .str or pathlib.Path. or a list of them, not int"),
+    (None, "images must be .* not NoneType"),
+    (b"scan.dcm", "images must be .* not bytes"),
+    ([Path("a.dcm"), 7], r"images\[1\] must be a path .str or pathlib.Path., not int"),
+])
+def test_images_that_are_not_paths_are_a_type_error_naming_images(images, message: str) -> None:
+    with pytest.raises(TypeError, match=message):
+        mammofuse.predict(images, density=2)
+
+
+def test_an_in_memory_image_is_refused_with_its_type() -> None:
+    from PIL import Image
+
+    with pytest.raises(TypeError, match="images must be a file or folder path .* not PIL.Image.Image"):
+        mammofuse.predict(Image.new("L", (8, 8)), density=2)
+
+
+def test_no_path_at_all_says_so() -> None:
+    with pytest.raises(mammofuse.MammofuseError, match="^no files or folders given"):
+        mammofuse.predict([], density=2)
+
+
+@pytest.mark.parametrize("batch_size", [0, -1, 1.5, True])
+def test_a_bad_batch_size_is_a_usage_error(real_dicoms, batch_size) -> None:
+    with pytest.raises(mammofuse.MammofuseError, match="^batch_size must be an integer >= 1"):
+        mammofuse.predict(real_dicoms["P_00173_lcc"], density=2, batch_size=batch_size)
+
+
+def test_device_none_is_a_type_error_not_an_attribute_error() -> None:
+    with pytest.raises(TypeError, match="device must be a string: auto, cpu, cuda, cuda:N or mps, not None"):
+        mammofuse.MammoFuse.from_pretrained("default", device=None)
+
+
+def test_model_predict_takes_a_list_as_mammofuse_predict_does(real_dicoms) -> None:
+    model = mammofuse.MammoFuse.from_pretrained("default")
+    files = [real_dicoms["P_00173_lcc"], real_dicoms["P_00173_rcc"]]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        records = model.predict(files, density=2, margin="circumscribed")
+    assert [r.path for r in records] == [str(f) for f in files]
+
+
+def test_explain_takes_one_file_and_says_so_for_a_folder(real_dicoms, tmp_path: Path) -> None:
+    folder = real_dicoms["P_00173_lcc"].parent
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with pytest.raises(mammofuse.MammofuseError, match=f"^{folder}: explain takes one file, not a folder .4 files."):
+            mammofuse.explain(folder, tmp_path, roi=(2400, 1145, 100), density=2)
+        with pytest.raises(TypeError, match="^image must be a path .str or pathlib.Path., not list"):
+            mammofuse.explain([real_dicoms["P_00173_lcc"]] * 2, tmp_path, roi=(2400, 1145, 100), density=2)
+    assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize(("options", "message"), [
+    ({"control": "nope"}, "control must be one of masked, away"),
+    ({"away_patches": 0, "control": "away"}, "away_patches must be an integer >= 1"),
+    ({"away_patches": 4}, "away_patches is for control='away'"),
+    ({"bootstrap": -1}, "bootstrap must be an integer >= 0"),
+    ({"seed": "a"}, "seed must be an integer >= 0"),
+])
+def test_evaluate_checks_its_options_before_any_work(options: dict, message: str, tmp_path: Path) -> None:
+    """A misspelt control used to run the 'away' control and report it under the misspelt name."""
+    with pytest.raises(mammofuse.MammofuseError, match=message):
+        mammofuse.evaluate("default", "cbis-ddsm", tmp_path / "no-such-data", **options)
+
+
+def test_evaluate_takes_one_images_folder_as_load_dataset_does(real_dicoms, cbis_csv) -> None:
+    """A str was iterated character by character ('w: images folder not found'); a Path failed with 'not iterable'."""
+    root = real_dicoms["P_00173_lcc"].parents[1]
+    for images in (str(root), root):
+        metrics = mammofuse.evaluate("default", "cbis-ddsm", cbis_csv, images=images, split="test", abnormality="mass", bootstrap=0)
+        assert metrics.n == 10

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Sequence, overload
 
 import torch
 from torch import nn
@@ -144,11 +144,17 @@ class MammoFuse(nn.Module):
 
         return save_model(self, folder)
 
-    def predict(self, image: str | Path, **kwargs: Any) -> "Prediction":
-        """Score one file: :func:`mammofuse.predict` with this model (findings as keywords, ``roi=``, ``threshold=``)."""
+    @overload
+    def predict(self, image: str | Path, **kwargs: Any) -> "Prediction": ...
+    @overload
+    def predict(self, image: Sequence[str | Path], **kwargs: Any) -> "list[Prediction]": ...
+
+    def predict(self, image: str | Path | Sequence[str | Path], **kwargs: Any) -> "Prediction | list[Prediction]":
+        """:func:`mammofuse.predict` with this model (findings as keywords, ``roi=``, ``threshold=``): one file gives
+        one :class:`Prediction`; a list of files or a folder, a list."""
         from mammofuse.api import predict
 
-        return predict(Path(image), self, **kwargs)
+        return predict(image, self, **kwargs)
 
     def explain(self, image: str | Path, out: str | Path, **kwargs: Any) -> "Explanation":
         """Explain one file's score into ``out``: :func:`mammofuse.explain` with this model."""
