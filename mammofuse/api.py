@@ -189,7 +189,7 @@ def predict(
     from mammofuse.scoring import LocalEngine, ScoringRun
 
     paths = as_paths(images, "images")  # a generator is read once, here
-    checked("batch_size", batch_size, Rule(int, 1))
+    batch_size = checked("batch_size", batch_size, Rule(int, 1))
     net = as_model(model, device)
     files = _listed(paths, net, findings, clinical_csv, roi, recursive, per_breast)
     run = ScoringRun(net, files, threshold=threshold, per_breast=per_breast)
@@ -272,7 +272,8 @@ def evaluate(
     from mammofuse.data import load_dataset
     from mammofuse.evaluation.evaluate import evaluate_model, select_split
 
-    _check_evaluate_options(control, bootstrap, seed, batch_size, away_patches)
+    _check_evaluate_options(control, bootstrap, seed, away_patches)
+    batch_size = checked("batch_size", batch_size, Rule(int, 1))
     folders = as_paths(images, "images") if images is not None else []
     net = as_model(model, device)
     _check_control(net, control)
@@ -282,14 +283,13 @@ def evaluate(
                           describe=describe, control=control, per_breast=per_breast, away_patches=away_patches)
 
 
-def _check_evaluate_options(control: str | None, bootstrap: int, seed: int, batch_size: int, away_patches: int) -> None:
+def _check_evaluate_options(control: str | None, bootstrap: int, seed: int, away_patches: int) -> None:
     """Raise MammofuseError, before any work, for an option :func:`evaluate` cannot use (as the CLI's flags are checked)."""
     from mammofuse.imaging.controls import CONTROLS
 
     checked("control", control, Rule(str, choices=CONTROLS, optional=True))
     checked("bootstrap", bootstrap, Rule(int, 0))
     checked("seed", seed, Rule(int, 0))
-    checked("batch_size", batch_size, Rule(int, 1))
     checked("away_patches", away_patches, Rule(int, 1))
     if away_patches > 1 and control != "away":
         raise MammofuseError("away_patches is for control='away'")

@@ -1,7 +1,8 @@
 """Table-driven checks for settings read from files a user may not have written (config.json, YAML).
 
-Each setting has a :class:`Rule`; :func:`checked` returns the value (ints widened to floats and,
-with ``text_numbers``, YAML's ``1e-3`` strings read as numbers) or raises a one-line :class:`MammofuseError`.
+Each setting has a :class:`Rule`; :func:`checked` returns the value (ints widened to floats, NumPy scalars made
+Python numbers and, with ``text_numbers``, YAML's ``1e-3`` strings read as numbers) or raises a one-line
+:class:`MammofuseError`.
 
 Example:
     >>> checked("threshold", 0.4, Rule(float, 0, 1))
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from numbers import Integral, Real
 from typing import Any, Mapping
 
 from mammofuse.errors import MammofuseError
@@ -72,8 +74,10 @@ def check_all(values: Mapping[str, Any], rules: Mapping[str, Rule], text_numbers
 def _coerce(value: Any, kind: type, text_numbers: bool) -> Any:
     if isinstance(value, bool):
         return value if kind is bool else None
-    if kind is float and isinstance(value, (int, float)):
+    if kind is float and isinstance(value, Real):  # numpy's scalars too (np.float32 is no float)
         return float(value)
+    if kind is int and isinstance(value, Integral):
+        return int(value)
     if kind is float and text_numbers and isinstance(value, str):
         try:
             return float(value)  # YAML 1.1 reads 1e-3 as a string

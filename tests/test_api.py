@@ -143,3 +143,13 @@ def test_evaluate_takes_one_images_folder_as_load_dataset_does(real_dicoms, cbis
     for images in (str(root), root):
         metrics = mammofuse.evaluate("default", "cbis-ddsm", cbis_csv, images=images, split="test", abnormality="mass", bootstrap=0)
         assert metrics.n == 10
+
+
+def test_numpy_numbers_are_numbers(real_dicoms) -> None:
+    """threshold=np.float32(0.4) was refused as 'threshold must be a number in [0, 1], not np.float32(0.4)'."""
+    import numpy as np
+
+    prediction = mammofuse.predict(real_dicoms["P_00173_lcc"], density=2, roi=(2400, 1145, 100),
+                                   threshold=np.float32(0.25), batch_size=np.int64(2))
+    assert prediction.ok and prediction.threshold == 0.25 and type(prediction.threshold) is float
+    assert prediction.decision == ("malignant" if prediction.probability >= 0.25 else "benign")
