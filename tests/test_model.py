@@ -147,3 +147,16 @@ def test_weights_of_another_fusion_are_refused(tmp_path) -> None:
     (tmp_path / "config.json").write_text(json.dumps(config))
     with pytest.raises(MammofuseError, match="do not match"):
         load_model(tmp_path)
+
+
+def test_saving_again_replaces_its_own_minimal_card_but_keeps_another(tmp_path) -> None:
+    """The second model's folder was left with the first one's card (fusion, threshold): what the Hub shows."""
+    save_model(make_model("clinical"), tmp_path)
+    second = make_model("concat")
+    second.config.threshold = 0.7
+    save_model(second, tmp_path)
+    card = (tmp_path / "README.md").read_text()
+    assert "concat fusion" in card and "threshold 0.700" in card and "clinical fusion" not in card
+    (tmp_path / "README.md").write_text(card.replace("concat fusion", "concat fusion on my data") + "\nMy notes.\n")
+    save_model(make_model("clinical"), tmp_path)
+    assert "My notes." in (tmp_path / "README.md").read_text()  # a card someone wrote (or training's) is kept

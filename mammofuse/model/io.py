@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -23,9 +24,10 @@ from mammofuse.model.mammofuse import MammoFuse
 
 
 def save_model(model: MammoFuse, folder: str | Path) -> Path:
-    """Write weights, config and (where none exists) a minimal model card atomically into ``folder``; returns it.
+    """Write weights, config and a minimal model card atomically into ``folder``; returns it.
 
-    Files follow the umask. Training replaces the card with its full one.
+    A card that is there already is kept unless it is an earlier minimal card (which describes another
+    model). Files follow the umask. Training replaces the card with its full one.
     """
     from safetensors.torch import save
 
@@ -33,17 +35,33 @@ def save_model(model: MammoFuse, folder: str | Path) -> Path:
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     write_bytes(folder / WEIGHTS_NAME, save(state, metadata={"format": "pt"}))
     write_text(folder / CONFIG_NAME, json.dumps(model.config.to_dict(), indent=2, sort_keys=True) + "\n")
-    if not (folder / CARD_NAME).exists():
+    if not (folder / CARD_NAME).exists() or _is_minimal_card(folder / CARD_NAME):
         write_text(folder / CARD_NAME, _minimal_card(model.config))
     return folder
+
+
+_LOAD_LINE = "- Load with `mammofuse.MammoFuse.from_pretrained(...)` or `mammofuse predict --model ...`\n"
+# What _minimal_card writes, whatever the model: a training card (same title, then " on DATASET") does not match.
+_MINIMAL_CARD = re.compile(
+    re.escape(f"{CARD_METADATA}\n# mammofuse model: ") + r"\w+ fusion\n\n"
+    + re.escape(f"**{RESEARCH_NOTICE}** Not validated for clinical use.\n\n") + r"- [^\n]*\n" + re.escape(_LOAD_LINE)
+)
+
+
+def _is_minimal_card(path: Path) -> bool:
+    """Whether ``path`` is a card :func:`_minimal_card` wrote (of an earlier model, so stale), not a user's or training's."""
+    try:
+        with path.open(encoding="utf-8") as fh:
+            return _MINIMAL_CARD.fullmatch(fh.read(4096)) is not None
+    except (OSError, UnicodeDecodeError):
+        return False
 
 
 def _minimal_card(config: ModelConfig) -> str:
     image = f"{config.backbone} image encoder, " if config.uses_image else ""
     return (
         f"{CARD_METADATA}\n# mammofuse model: {config.fusion} fusion\n\n**{RESEARCH_NOTICE}** Not validated for clinical use.\n\n"
-        f"- {image}clinical vocabulary `{config.vocabulary}`, decision threshold {config.threshold:.3f}\n"
-        "- Load with `mammofuse.MammoFuse.from_pretrained(...)` or `mammofuse predict --model ...`\n"
+        f"- {image}clinical vocabulary `{config.vocabulary}`, decision threshold {config.threshold:.3f}\n{_LOAD_LINE}"
     )
 
 

@@ -136,7 +136,8 @@ class MammoFuse(nn.Module):
         return model
 
     def save_pretrained(self, folder: str | Path) -> Path:
-        """Write ``config.json``, ``model.safetensors`` and, where none exists, a model card into ``folder`` (atomically).
+        """Write ``config.json``, ``model.safetensors`` and a model card into ``folder`` (atomically); a card already there
+        is kept (a training run's, a user's) unless it is an earlier save's minimal card, which described another model.
 
         The folder is Hub-ready as it is: ``hf upload owner/name folder`` publishes it.
         """
