@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import typer
 from typer.testing import CliRunner
 
 from mammofuse import __version__
@@ -24,7 +25,8 @@ def test_help_lists_every_command():
 
 
 def test_start_up_path_does_not_import_torch():
-    code = "import sys, mammofuse.cli; print(sorted(m for m in ('torch', 'torchvision', 'numpy', 'shap', 'lime', 'sklearn', 'pydicom') if m in sys.modules))"
+    heavy = ('torch', 'torchvision', 'numpy', 'shap', 'lime', 'sklearn', 'pydicom', 'importlib.metadata')  # metadata: __version__
+    code = f"import sys, mammofuse.cli; print(sorted(m for m in {heavy!r} if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
 
@@ -145,3 +147,16 @@ def test_an_empty_output_path_is_a_usage_error(command, option, tmp_path, monkey
     shown = " ".join(result.output.replace("│", " ").split())
     assert result.exit_code == 2 and f"Invalid value for '{option}'" in shown, result.output
     assert "an empty path; name a file or folder (. for the current one)" in shown and not any(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("exc", [typer.BadParameter("bad value"), typer.Abort(), typer.Exit(5)])
+def test_typers_own_exceptions_pass_through_guarded(exc: Exception) -> None:
+    """Typer 0.29 vendors Click: its usage errors must stay Typer's (exit 2, or the code asked for), not an internal error (4)."""
+    from mammofuse.cli.common import guarded
+
+    @guarded
+    def command() -> None:
+        raise exc
+
+    with pytest.raises(type(exc)):
+        command()

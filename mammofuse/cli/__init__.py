@@ -22,7 +22,7 @@ from mammofuse.cli import (
 _display_type_rich = typer.core.TyperOption.display_type_rich
 
 
-def _flag_without_type(self: typer.core.TyperOption, ctx: typer.core.click.Context) -> str | None:
+def _flag_without_type(self: typer.core.TyperOption, ctx: typer.Context) -> str | None:
     """Typer's help shows ``<bool>`` beside flags, which take no value: show nothing."""
     return None if self.is_flag else _display_type_rich(self, ctx)
 

@@ -16,7 +16,6 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Callable, Sequence, TypeVar
 
-import click
 import typer
 from rich.markup import escape
 from rich.text import Text
@@ -163,6 +162,12 @@ def _show_warning_as_note(message: Warning | str, category: type[Warning], *args
     note(str(message))
 
 
+# Typer's own exits and usage errors pass through `guarded` to Typer. Click's exception base is named through
+# Typer: Typer 0.29 vendors Click (typer._click), and click itself is no dependency of mammofuse.
+_CLICK_EXCEPTION = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
+_TYPER_FLOW = (typer.Exit, typer.Abort, _CLICK_EXCEPTION)
+
+
 def guarded(func: F) -> F:
     """Errors become a one-line message and an exit code, never a traceback.
 
@@ -177,7 +182,7 @@ def guarded(func: F) -> F:
             with warnings.catch_warnings():
                 warnings.showwarning = _show_warning_as_note
                 return func(*args, **kwargs)
-        except (typer.Exit, click.exceptions.ClickException, click.exceptions.Abort):
+        except _TYPER_FLOW:
             raise
         except OutputError as exc:
             raise _fail_with_trace(str(exc), OUTPUT_ERROR) from None

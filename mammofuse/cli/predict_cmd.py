@@ -47,9 +47,9 @@ from mammofuse.cli.common import (
 )
 from mammofuse.cli.output import progress, show
 from mammofuse.errors import MammofuseError
-from mammofuse.results import MALIGNANT, Prediction
 
 if TYPE_CHECKING:
+    from mammofuse.results import Prediction
     from mammofuse.scoring import RayEngine
 
 
@@ -181,6 +181,8 @@ def _ray_engine(engine: str, address: str | None, gpus_per_worker: float, device
 
 def _table(records: list[Prediction], output: Path | None) -> None:
     from rich.table import Table
+
+    from mammofuse.results import MALIGNANT
 
     breast = bool(records) and records[0].per_breast
     errors = any(r.error for r in records)

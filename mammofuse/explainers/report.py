@@ -13,7 +13,7 @@ import base64
 from dataclasses import dataclass, field
 from html import escape
 
-from mammofuse import RESEARCH_NOTICE, __version__
+from mammofuse import RESEARCH_NOTICE
 
 
 @dataclass
@@ -86,6 +86,8 @@ def _section(section: ReportSection) -> str:
 
 def render_report(data: ReportData) -> str:
     """The report as one HTML string."""
+    from mammofuse import __version__  # importlib.metadata costs ~8 ms: not on the CLI's start-up path
+
     decision_class = "malignant" if data.decision == "malignant" else "benign"
     notes = "".join(f"<li>{escape(n)}</li>" for n in data.notes)
     sections = "\n".join(_section(s) for s in data.sections)
