@@ -203,7 +203,7 @@ def hub_offline() -> bool:
         return value.strip().upper() in _TRUE
     from huggingface_hub import constants
 
-    return bool(constants.is_offline_mode())
+    return bool(constants.HF_HUB_OFFLINE)  # what constants.is_offline_mode() returns; that function is 1.3+
 
 
 def _hub_folder(repo: str, revision: str | None) -> Path:
