@@ -162,18 +162,12 @@ def test_pretrained_backbone_round_trip_and_wrong_architecture(tmp_path):
 def test_pretrain_cli_reports_in_words_warns_on_a_negative_r2_and_follows_the_umask(r2, tmp_path, monkeypatch):
     import os
 
-    from PIL import Image
     from typer.testing import CliRunner
 
     from mammofuse.cli import app
     from mammofuse.training import pretrain
 
-    rng = np.random.default_rng(2)
-    rows = ["path,label,patient_id"]
-    for k in range(4):
-        Image.fromarray(np.clip(120 + 40 * rng.standard_normal((300, 300)), 0, 255).astype(np.uint8)).save(tmp_path / f"{k}.png")
-        rows.append(f"{k}.png,{k % 2},p{k}")
-    (tmp_path / "manifest.csv").write_text("\n".join(rows) + "\n")
+    _tiny_manifest(tmp_path)
     real = pretrain.pretrain_backbone
 
     def with_r2(*args, **kwargs):
