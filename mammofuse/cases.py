@@ -390,7 +390,7 @@ def model_notes(
             how = "their image is not used: each that can be read is scored on its clinical findings alone"
         if without:
             notes.append(f"model {name} looks at lesion crops, and {without} of {len(samples)} {unit} have no lesion region: {how}. {hint}")
-    fails = explaining and config.uses_image and config.recipe.input == "roi" and config.recipe.needs_region()
+    fails = explaining and config.uses_image and config.recipe.needs_region()  # a case without a region is not explained
     explained = [s for s in samples if not (fails and s.has_image and not _has_region(s))]
     density_only = sum(not _image_used(config, s) and {k for k, v in s.clinical.items() if v} == {"density"} for s in explained)
     if config.uses_clinical and density_only:

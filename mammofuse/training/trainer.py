@@ -125,6 +125,7 @@ class _Trainer:
         self._feature_shape: tuple[int, ...] | None = None
         self.unreadable: dict[str, str] = {}  # "split:index" -> why its image could not be read
         self.warned = 0
+        self.images_checked = False
 
     # ------------------------------------------------------------------ phases
     def frozen(self, epoch: int) -> bool:
@@ -361,7 +362,9 @@ class _Trainer:
             self._ensure_features("train")
             self._ensure_features("val")
         train_loss = self._train_epoch(epoch, frozen)
-        self._check_some_train_image_read()
+        if not self.images_checked:  # every training image is read in this process's first epoch
+            self._check_some_train_image_read()
+            self.images_checked = True
         self.optim.scheduler.step()
         val_loss, val_auc, probs = self._validate(frozen)
         score = val_auc if val_auc is not None else -val_loss
