@@ -14,6 +14,7 @@ Example:
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,11 +48,13 @@ def _column_key(name: str) -> str:
     return re.sub(r"[\s-]+", "_", name.strip().lower())
 
 
-def find_image_files(paths: Iterable[Path], recursive: bool = False) -> list[Path]:
+def find_image_files(paths: Iterable[Path], recursive: bool = False, notes: list[str] | None = None) -> list[Path]:
     """Files given, plus mammogram-looking files inside given folders (sorted, each once).
 
     In folders, a file counts when its suffix is an image or DICOM suffix; an extensionless
     file only when it carries the DICOM preamble (TCIA downloads have such files; READMEs do not).
+    A file reached twice (``a.dcm ./a.dcm``, or a folder and a file in it) is kept once, with a
+    remark in ``notes`` when given.
 
     Raises:
         MammofuseError: no path given, a path that does not exist, or nothing to score at all.
@@ -69,7 +72,12 @@ def find_image_files(paths: Iterable[Path], recursive: bool = False) -> list[Pat
             files.append(path)
         else:
             raise MammofuseError(f"{path}: no such file or folder")
-    unique = list(dict.fromkeys(files))
+    first: dict[str, Path] = {}
+    for file in files:
+        first.setdefault(os.path.normpath(file.absolute()), file)
+    unique = list(first.values())
+    if len(unique) < len(files) and notes is not None:
+        notes.append(f"{len(files) - len(unique)} of {len(files)} paths name a file already given: each file is scored once")
     if not unique:
         given = ", ".join(str(p) for p in paths)
         hint = "" if recursive else " (use --recursive, recursive=True in Python, to look in sub-folders)"
@@ -267,7 +275,7 @@ def list_cases(
 
     schema = load_schema(vocabulary)
     schema.normalise(clinical)
-    files = find_image_files(paths, recursive)
+    files = find_image_files(paths, recursive, notes)
     table = read_clinical_csv(clinical_csv, vocabulary) if clinical_csv else None
     if shard is not None and not breasts:
         files = [f for f in files if shard.holds(str(f))]

@@ -216,6 +216,18 @@ def test_folders_skip_non_images_and_extensionless_non_dicoms(real_dicoms: dict[
     assert [p.name for p in find_image_files([tmp_path], recursive=True)] == ["000001", "b.dcm"]
 
 
+def test_a_file_given_twice_is_scored_once_with_a_note(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "a.png").write_bytes(b"")
+    (tmp_path / "b.png").write_bytes(b"")
+    (tmp_path / "sub").mkdir()
+    monkeypatch.chdir(tmp_path)
+    notes: list[str] = []
+    given = [Path("b.png"), tmp_path, Path("./a.png"), Path("sub/../b.png")]
+    assert find_image_files(given, notes=notes) == [Path("b.png"), tmp_path / "a.png"]
+    assert notes == ["3 of 5 paths name a file already given: each file is scored once"]
+    assert find_image_files([tmp_path], notes=notes) == [tmp_path / "a.png", tmp_path / "b.png"] and len(notes) == 1
+
+
 def test_models_lists_the_registered_names() -> None:
     result = runner.invoke(app, ["models", "--format", "json"])
     assert result.exit_code == 0

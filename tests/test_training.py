@@ -234,9 +234,24 @@ def test_settings_check_the_device_as_every_command_does() -> None:
         resolve_device("cuda:0")
     with pytest.raises(MammofuseError) as settings:
         TrainSettings(device="cuda:0")
-    assert str(settings.value) == str(direct.value) == "--device cuda:0: CUDA is not available on this machine (use cpu or auto)"
+    assert str(settings.value) == str(direct.value) == "device cuda:0: CUDA is not available on this machine (use cpu or auto)"
     with pytest.raises(MammofuseError, match="auto, cpu, cuda, cuda:N or mps"):
         TrainSettings(device="gpu")
+
+
+@pytest.mark.parametrize("spec", ["cpu", "CPU", " cpu:0 ", torch.device("cpu"), torch.device("cpu", 0)])
+def test_every_spelling_of_the_cpu_is_the_cpu(spec: object) -> None:
+    from mammofuse.device import resolve_device
+
+    assert resolve_device(spec) == torch.device("cpu")
+
+
+@pytest.mark.parametrize("spec", ["cpu:1", "cpu:", "auto:0", "gpu", "mps:x", ""])
+def test_malformed_devices_are_named(spec: str) -> None:
+    from mammofuse.device import resolve_device
+
+    with pytest.raises(MammofuseError, match=f"device must be auto, cpu, cuda, cuda:N or mps, not {spec!r}"):
+        resolve_device(spec)
 
 
 def synthetic_clinical(n: int, seed: int) -> list[Sample]:
@@ -415,7 +430,7 @@ def test_cli_trains_clinical_on_cbis_ddsm_csvs_with_yaml_and_flag_override(cbis_
         (["--split", "validation"], "--split validation"),
         (["--split", "test", "--fusion", "clinical"], "needs at least 5"),
         (["--seed", "99999999999"], "seed must be an integer in [0, 4294967295], not 99999999999"),
-        pytest.param(["--fusion", "clinical", "--device", "cuda:0"], "--device cuda:0: CUDA is not available",
+        pytest.param(["--fusion", "clinical", "--device", "cuda:0"], "device cuda:0: CUDA is not available",
                      marks=pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")),
     ],
 )

@@ -131,7 +131,7 @@ class MammoFuse(nn.Module):
         from mammofuse.model.io import load_model
 
         resolved = resolve_model(spec)
-        model = load_model(resolved.folder, device=device if isinstance(device, torch.device) else resolve_device(device))
+        model = load_model(resolved.folder, device=resolve_device(device))
         model.name = resolved.name
         return model
 
