@@ -229,11 +229,11 @@ def explain(
     from mammofuse.explainers import explain_file
 
     path, folder = as_path(image, "image"), as_path(out, "out")
+    if path.is_dir():
+        raise MammofuseError(f"{path}: explain takes one file, not a folder: explain each file in turn")
     net = as_model(model, device)
-    samples = cases(path, net, findings, None, roi, explaining=True)
-    if len(samples) != 1:
-        raise MammofuseError(f"{path}: explain takes one file, not a folder ({len(samples)} files): explain each file in turn")
-    return explain_file(net, samples[0], folder, methods, include_identifiers=include_identifiers)
+    (sample,) = cases(path, net, findings, None, roi, explaining=True)
+    return explain_file(net, sample, folder, methods, include_identifiers=include_identifiers)
 
 
 def evaluate(

@@ -46,7 +46,7 @@ def load_input(
     """
     from mammofuse.imaging.controls import AWAY_NEEDS_ROI, away_key, away_region, mask_lesion
 
-    sample = with_mask_region(sample, recipe, control)
+    sample = with_mask_region(sample, recipe)
     if recipe.input == "roi" and sample.roi_path and sample.region is None and control is None:
         crop = crop_for_model(read_mammogram(sample.roi_path), replace(recipe, input="full", canvas=None))
         region = None
@@ -74,23 +74,44 @@ def load_input(
     return image, extra
 
 
-def with_mask_region(sample: Sample, recipe: PreprocessRecipe, control: str | None = None) -> Sample:
-    """The one ROI override: a sample without a lesion region gets its ROI mask's, wherever the lesion is
-    cropped from the full image (a canvas, a control, or no ROI crop file to use instead)."""
-    if sample.region is None and sample.roi_mask_path and (recipe.canvas or control is not None or not sample.roi_path):
-        return replace(sample, region=mask_region(sample.roi_mask_path))
+def with_mask_region(sample: Sample, recipe: PreprocessRecipe) -> Sample:
+    """The one ROI override: a sample without a lesion region gets its ROI mask's (the cropped ROI file
+    is used only where there is no mask, so plain scores and shortcut controls crop the same way)."""
+    if sample.region is None and sample.roi_mask_path:
+        return replace(sample, region=mask_region(sample.roi_mask_path, recipe.canvas))
     return sample
 
 
 @lru_cache(maxsize=4096)
-def mask_region(path: str) -> Region:
-    """The lesion circle (row, column, radius) covering the bounding box of a binary ROI mask file."""
+def mask_region(path: str, canvas: tuple[int, int] | None = None) -> Region:
+    """The lesion circle (row, column, radius) covering the bounding box of a binary ROI mask file.
+
+    On a ``canvas`` the image is stretched unevenly, so the radius is chosen to map (see
+    :func:`~mammofuse.imaging.preprocess.region_in_model_space`) onto half the longer side of the
+    stretched box, as the boxes of canvas-sized training images are.
+    """
     pixels = read_mammogram(path, canonical=False).pixels
     rows, cols = np.nonzero(pixels > 0.5)
     if len(rows) == 0:
         raise MammofuseError(f"{path}: the ROI mask is empty")
     top, bottom, left, right = rows.min(), rows.max() + 1, cols.min(), cols.max() + 1
-    return ((top + bottom) / 2, (left + right) / 2, max(bottom - top, right - left) / 2)
+    sy, sx = (canvas[0] / pixels.shape[0], canvas[1] / pixels.shape[1]) if canvas else (1.0, 1.0)
+    radius = max((bottom - top) * sy, (right - left) * sx) / (2 * max(sy, sx))
+    return (float(top + bottom) / 2, float(left + right) / 2, float(radius))
+
+
+def lesion_regions(samples: Sequence[Sample], canvas: tuple[int, int] | None) -> list[Region]:
+    """The known lesion regions of ``samples``, their own or their ROI mask's; an unreadable mask is
+    skipped (its sample reports it when scored)."""
+    regions = []
+    for sample in samples:
+        try:
+            region = sample.region or (mask_region(sample.roi_mask_path, canvas) if sample.roi_mask_path else None)
+        except MammofuseError:
+            continue
+        if region is not None:
+            regions.append(region)
+    return regions
 
 
 def on_background(image: np.ndarray, recipe: PreprocessRecipe) -> bool:
@@ -139,10 +160,10 @@ class LesionDataset(Dataset):
         self.radiomics, self.control, self.draw = radiomics, control, draw
         self._cache: dict[int, tuple[np.ndarray, np.ndarray, str]] | None = {} if cache else None
         self._encoded = [self.schema.encode(s.clinical) for s in self.samples]
-        self._film_regions: dict[str, list[Region]] = {}
+        self._films: dict[str, list[Sample]] = {}
         for s in self.samples:
-            if s.region is not None and s.image_id:
-                self._film_regions.setdefault(s.image_id, []).append(s.region)
+            if s.image_id:
+                self._films.setdefault(s.image_id, []).append(s)
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -158,7 +179,7 @@ class LesionDataset(Dataset):
             if self.recipe.needs_region() and sample.region is None and not (sample.roi_path or sample.roi_mask_path):
                 check_header(sample.image_path)  # not used, but a file that is no mammogram is reported
                 return (*empty, "", NO_REGION)
-            avoid = self._film_regions.get(sample.image_id or "", [])
+            avoid = lesion_regions(self._films.get(sample.image_id or "", []), self.recipe.canvas) if self.control else []
             image, extra = load_input(sample, self.recipe, self.radiomics, self.control, avoid, self.draw)
         except InputFileError as exc:
             return (*empty, exc.problem, "")

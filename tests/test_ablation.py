@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 from mammofuse.cli import app
 from mammofuse.errors import MammofuseError
 from mammofuse.evaluation import AblationResult, ArmSummary, FoldResult
-from mammofuse.evaluation.ablation import drop_clinical, plan_arms, run_ablation
+from mammofuse.evaluation.ablation import drop_clinical, make_folds, plan_arms, run_ablation
 from mammofuse.evaluation.ablation_results import fold_thresholds, markdown_table, summarize_arm, summarize_arms
 from mammofuse.training import TrainCallback
 
@@ -128,6 +128,33 @@ def test_second_run_reuses_finished_arms_and_image_arms_are_skipped_without_imag
 
     with pytest.raises(MammofuseError, match="different settings"):
         run_ablation(samples, arms, _settings(lr=0.5), tmp_path, folds=3, n_boot=20, trainer=trainer)
+
+
+def test_an_official_split_sharing_a_patient_is_refused() -> None:
+    from mammofuse.data.sample import Sample
+
+    def case(patient: str, split: str) -> Sample:
+        return Sample(id=f"{patient}-{split}", patient_id=patient, label=0, clinical={}, split=split)
+
+    assert len(make_folds([case("P1", "train"), case("P2", "test")], None, 0)) == 1
+    with pytest.raises(MammofuseError, match="the train and test splits share 1 patient\\(s\\), e.g. P2"):
+        make_folds([case("P1", "train"), case("P2", "train"), case("P2", "test")], None, 0)
+
+
+def test_weights_rewritten_at_the_same_path_are_different_settings(cbis_csv, tmp_path):
+    """Fold results name their --pretrained weights by path: a backbone retrained there must not reuse them."""
+    from mammofuse.data import load_dataset
+
+    train = [s for s in load_dataset("cbis-ddsm", cbis_csv) if s.split == "train"]
+    samples, arms, trainer = train[:60] + train[-60:], plan_arms(["clinical"]), CountingTrainer()
+    weights = tmp_path / "backbone.safetensors"
+    weights.write_bytes(b"first")
+    run_ablation(samples, arms, _settings(pretrained=str(weights)), tmp_path / "run", folds=2, n_boot=5, trainer=trainer)
+    run_ablation(samples, arms, _settings(pretrained=str(weights)), tmp_path / "run", folds=2, n_boot=5, trainer=trainer)
+    assert len(trainer.calls) == 2
+    weights.write_bytes(b"second")
+    with pytest.raises(MammofuseError, match="different settings"):
+        run_ablation(samples, arms, _settings(pretrained=str(weights)), tmp_path / "run", folds=2, n_boot=5, trainer=trainer)
 
 
 @pytest.mark.parametrize("content", [b"[]", b"null", b'"done"', b"\xff\xfe not UTF-8"])

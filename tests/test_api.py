@@ -117,8 +117,13 @@ def test_explain_takes_one_file_and_says_so_for_a_folder(real_dicoms, tmp_path: 
     folder = real_dicoms["P_00173_lcc"].parent
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        with pytest.raises(mammofuse.MammofuseError, match=f"^{folder}: explain takes one file, not a folder .4 files."):
+        with pytest.raises(mammofuse.MammofuseError, match=f"^{folder}: explain takes one file, not a folder: explain each file in turn$"):
             mammofuse.explain(folder, tmp_path, roi=(2400, 1145, 100), density=2)
+        (tmp_path / "nested" / "sub").mkdir(parents=True)  # no image at its top: the error is the same, not a --recursive hint
+        with pytest.raises(mammofuse.MammofuseError, match="explain takes one file, not a folder"):
+            mammofuse.explain(tmp_path / "nested", tmp_path / "out", roi=(2400, 1145, 100), density=2)
+        (tmp_path / "nested" / "sub").rmdir()
+        (tmp_path / "nested").rmdir()
         with pytest.raises(TypeError, match="^image must be a path .str or pathlib.Path., not list"):
             mammofuse.explain([real_dicoms["P_00173_lcc"]] * 2, tmp_path, roi=(2400, 1145, 100), density=2)
     assert not any(tmp_path.iterdir())

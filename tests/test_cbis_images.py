@@ -136,7 +136,7 @@ def test_full_resolution_dicom_is_brought_onto_the_training_canvas(real_dicoms):
     assert np.corrcoef(pixels.ravel(), reference.ravel())[0, 1] > 0.99
     col = 799 - region_file[1] * 800 / raw.shape[1] if mammogram.info.flipped else region_file[1] * 800 / raw.shape[1]
     assert region[0] == pytest.approx(400.0) and region[1] == pytest.approx(col, abs=1.0)
-    assert region[2] == pytest.approx(200.0 * np.sqrt(800 / raw.shape[0] * 800 / raw.shape[1]))
+    assert region[2] == pytest.approx(200.0 * max(800 / raw.shape[0], 800 / raw.shape[1]))
 
 
 def test_tcia_tree_roi_mask_gives_the_lesion_region(tmp_path):
@@ -144,10 +144,13 @@ def test_tcia_tree_roi_mask_gives_the_lesion_region(tmp_path):
     import sys
 
     sys.path.insert(0, str(Path(__file__).parent))
+    from dataclasses import replace
+
     from dicom_factory import breast_phantom, write_dicom
 
-    from mammofuse.imaging.preprocess import PreprocessRecipe
-    from mammofuse.inference import load_input, mask_region
+    from mammofuse.imaging.preprocess import PreprocessRecipe, preprocess
+    from mammofuse.imaging.reader import read_mammogram
+    from mammofuse.inference import lesion_regions, load_input, mask_region
 
     study, series, roi_series = "1.2.3", "1.2.3.4", "1.2.3.5"
     full = breast_phantom(400, 300)
@@ -175,3 +178,39 @@ def test_tcia_tree_roi_mask_gives_the_lesion_region(tmp_path):
     recipe = PreprocessRecipe(image_size=32, canvas=(800, 600), roi_min_size=8)
     image, _ = load_input(sample, recipe)
     assert image.shape == (1, 32, 32)
+    # Without a canvas too, the mask's region is cropped from the full image (the cropped ROI file is only for
+    # lesions without a mask), so plain scores and the shortcut controls read the lesion the same way.
+    recipe = PreprocessRecipe(image_size=32, roi_min_size=8)
+    expected = preprocess(read_mammogram(sample.image_path), recipe, mask_region(sample.roi_mask_path))
+    assert np.array_equal(load_input(sample, recipe)[0], expected)
+    assert lesion_regions([sample, replace(sample, roi_mask_path=str(root / "missing.dcm")), replace(sample, roi_mask_path=None)], None) == [
+        pytest.approx((120.0, 80.0, 30.0))
+    ]
+
+
+@pytest.mark.parametrize("flipped", [False, True])
+def test_a_region_lands_on_the_canvas_as_the_box_of_a_canvas_image_would(flipped: bool) -> None:
+    """Training regions come from boxes drawn on the stretched 800 px images: a circle given in a full-size
+    file's pixels must become the region of its bounding square stretched the same way, not a shrunken one."""
+    from mammofuse.imaging.preprocess import region_in_model_space
+
+    shape, canvas, (row, col, radius) = (4600, 2800), (800, 800), (2400.0, 1145.0, 100.0)
+    sy, sx = canvas[0] / shape[0], canvas[1] / shape[1]
+    left = (shape[1] - col - radius) if flipped else (col - radius)
+    stretched_box = (left * sx, (row - radius) * sy, 2 * radius * sx, 2 * radius * sy)
+    mapped = region_in_model_space((row, col, radius), shape, flipped, canvas)
+    assert mapped[2] == pytest.approx(box_region(stretched_box)[2])
+    assert mapped[:2] == pytest.approx(box_region(stretched_box)[:2], abs=sx)
+
+
+def test_a_mask_region_on_a_canvas_covers_the_stretched_box_of_the_mask(tmp_path: Path) -> None:
+    from mammofuse.imaging.preprocess import region_in_model_space
+    from mammofuse.inference import mask_region
+
+    mask = np.zeros((460, 280), np.uint8)
+    mask[100:200, 50:90] = 255  # 100 rows tall, 40 columns wide
+    path = tmp_path / "mask.png"
+    Image.fromarray(mask).save(path)
+    assert mask_region(str(path)) == pytest.approx((150.0, 70.0, 50.0))
+    on_canvas = region_in_model_space(mask_region(str(path), (80, 80)), (460, 280), False, (80, 80))
+    assert on_canvas == pytest.approx((150 * 80 / 460, 70 * 80 / 280, max(100 * 80 / 460, 40 * 80 / 280) / 2))

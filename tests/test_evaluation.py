@@ -246,14 +246,22 @@ def test_plots_from_the_command(clean_model, mini_mias, tmp_path):
         assert (tmp_path / "figs" / name).stat().st_size > 10_000
 
 
-def test_image_model_without_images_reports_each_case_and_exits_1(tmp_path, cbis_csv):
+def test_image_model_without_images_is_one_usage_error_and_a_case_without_one_fails_alone(tmp_path, cbis_csv, dicom_root):
+    import dataclasses
+
+    from mammofuse.data import load_dataset
+    from mammofuse.evaluation.evaluate import evaluate_model
     from mammofuse.model import MammoFuse, ModelConfig, save_model
 
-    folder = save_model(MammoFuse(ModelConfig(fusion="image", backbone="resnet18")), tmp_path / "img")
-    result = _evaluate(folder, cbis_csv, "--format", "json", "--max-failed", "9")
-    assert result.exit_code == 1
-    assert result.output.count("failed:") == 10 and "no image file" in result.output
-    assert "10 case(s) failed" in result.output
+    folder = save_model(MammoFuse(ModelConfig(fusion="image", backbone="resnet18", preprocessing={"image_size": 32})), tmp_path / "img")
+    result = _evaluate(folder, cbis_csv, "--format", "json")
+    assert result.exit_code == 2 and "failed:" not in result.output
+    assert f"none of the 10 cases has an image file, and model {folder} reads images: pass the dataset's image folders (--images" in result.output
+    samples = [s for s in load_dataset("cbis-ddsm", cbis_csv, [dicom_root]) if s.split == "test"]
+    samples[0] = dataclasses.replace(samples[0], image_path=None)
+    metrics = evaluate_model(MammoFuse.from_pretrained(folder), samples, n_boot=0)
+    assert metrics.failed == [{"id": samples[0].id, "error": "no image file found for this case (pass --images for CBIS-DDSM)"}]
+    assert metrics.n == 9
 
 
 def test_usage_errors_are_one_line(clean_model, cbis_csv):

@@ -44,7 +44,9 @@ def pretrain(
         mammofuse train --dataset cbis-ddsm --data ../shared/data/cbis-ddsm --images ../shared/data/cbis-ddsm-mass-800/train --abnormality mass --pretrained backbones/cbis-texture.safetensors --out runs/pretrained
     """
     from mammofuse.data import load_dataset
+    from mammofuse.data.sample import Sample
     from mammofuse.errors import MammofuseError
+    from mammofuse.inference import lesion_regions
     from mammofuse.model.config import BACKBONES
     from mammofuse.training.build import common_canvas
     from mammofuse.training.pretrain import PretrainSettings, build_patch_set, pretrain_backbone, save_backbone
@@ -60,14 +62,15 @@ def pretrain(
     files = sorted({s.image_path for s in samples if s.image_path})
     if not files:
         raise MammofuseError(f"{data}: no images in the {split} split (pass --images for CBIS-DDSM)")
-    avoid: dict[str, list] = {}
-    for s in samples:
-        if s.image_path and s.region:
-            avoid.setdefault(s.image_path, []).append(s.region)
     settings = PretrainSettings(
         backbone=backbone, image_size=image_size, canvas=common_canvas(samples), patches_per_image=patches,
         epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
     )
+    films: dict[str, list[Sample]] = {}
+    for s in samples:
+        if s.image_path:
+            films.setdefault(s.image_path, []).append(s)
+    avoid = {path: lesion_regions(film, settings.canvas) for path, film in films.items()}
     err_console.print(f"drawing {patches} tissue patches from each of {len(files)} images (lesion regions avoided)", highlight=False, markup=False)
     inputs, targets, owners, errors = build_patch_set(files, avoid, settings)
     for error in errors:

@@ -108,6 +108,9 @@ def make_folds(samples: Sequence[Sample], folds: int | None, seed: int) -> list[
         if not train or not test:
             have = ", ".join(sorted({s.split for s in samples}))
             raise MammofuseError(f"the data has no official train/test split (splits: {have}); use --folds K")
+        if shared := {s.patient_id for s in train} & {s.patient_id for s in test}:
+            raise MammofuseError(f"the train and test splits share {len(shared)} patient(s), e.g. {min(shared)}: "
+                                 "an official split must not share a patient")
         return [(train, test)]
     if folds < 2:
         raise MammofuseError(f"--folds must be >= 2, not {folds}")
@@ -134,9 +137,12 @@ def _stored_record(path: Path) -> dict[str, Any]:
 
 
 def _fingerprint(settings: dict[str, Any], train: Sequence[Sample], test: Sequence[Sample]) -> str:
+    from mammofuse.training.pretrain import weights_digest
+
     payload = {
         "format": RESULT_FORMAT,
         "settings": {k: v for k, v in sorted(settings.items()) if k not in NOT_FINGERPRINTED},
+        "weights": weights_digest(settings.get("pretrained")),  # a backbone or image model rewritten at the same path
         "train": sorted(s.id for s in train),
         "test": sorted(s.id for s in test),
     }

@@ -110,6 +110,11 @@ def evaluate_model(
     metrics of one mean score per breast (patient, laterality).
     """
     config = model.config
+    if config.uses_image and samples and not any(s.has_image for s in samples):
+        raise MammofuseError(
+            f"none of the {len(samples)} cases has an image file, and model {model.name} reads images: "
+            "pass the dataset's image folders (--images, images= in Python)"
+        )
     probs, errors = score_samples(model, samples, batch_size, workers, on_batch, control, away_patches)
     ok = [i for i, e in enumerate(errors) if not e and np.isfinite(probs[i])]
     ok_set = set(ok)

@@ -114,14 +114,18 @@ def to_canvas(pixels: np.ndarray, canvas: tuple[int, int]) -> np.ndarray:
 
 
 def region_in_model_space(region: Region, shape: tuple[int, int], flipped: bool, canvas: tuple[int, int] | None) -> Region:
-    """A region given in a file's own pixels (``shape``), in the canonically flipped, canvas-stretched pixels."""
+    """A region given in a file's own pixels (``shape``), in the canonically flipped, canvas-stretched pixels.
+
+    The circle's bounding square becomes a rectangle on an uneven canvas; the radius is half its longer
+    side, as a lesion box of a canvas-sized image gives (:func:`mammofuse.data.cbis_images.box_region`).
+    """
     row, col, radius = region
     if flipped:
         col = shape[1] - 1 - col
     if not canvas:
         return (row, col, radius)
     sy, sx = canvas[0] / shape[0], canvas[1] / shape[1]
-    return (row * sy, col * sx, radius * float(np.sqrt(sy * sx)))
+    return (row * sy, col * sx, radius * max(sy, sx))
 
 
 def model_space(mammogram: Mammogram, recipe: PreprocessRecipe, region: Region | None = None) -> tuple[np.ndarray, Region | None]:

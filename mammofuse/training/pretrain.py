@@ -12,10 +12,12 @@ architecture, loadable by ``mammofuse train --pretrained PATH`` (or a registered
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import time
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -26,7 +28,7 @@ from torch import nn
 from mammofuse.atomic import atomic_path
 from mammofuse.backbones import BACKBONES, backbone_path
 from mammofuse.errors import MammofuseError
-from mammofuse.hub import REGISTRY, staged_model_folder
+from mammofuse.hub import REGISTRY, WEIGHTS_NAME, staged_model_folder
 from mammofuse.imaging.preprocess import Region
 
 BACKBONE_FORMAT = "mammofuse-backbone-1"
@@ -56,6 +58,26 @@ def _model_backbone(spec: str, folder: Path, backbone: str) -> dict[str, torch.T
     if model.backbone is None or model.config.backbone != backbone:
         raise MammofuseError(f"--pretrained {spec}: a {model.config.fusion} model with backbone {model.config.backbone}, not a {backbone} image branch")
     return model.backbone.state_dict()
+
+
+def weights_digest(spec: str | None) -> str | None:
+    """SHA-256 of the file of weights a resolved ``pretrained`` setting names (a backbone file, or a trained
+    model's weights); None for random or torchvision weights and for a name that is no file."""
+    if spec in (None, "imagenet"):
+        return None
+    folder = staged_model_folder(spec)
+    path = folder / WEIGHTS_NAME if folder else backbone_path(spec) or Path(spec)
+    if not path.is_file():
+        return None
+    stat = path.stat()
+    return _file_digest(str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+
+
+@lru_cache(maxsize=64)
+def _file_digest(path: str, size: int, mtime_ns: int) -> str:
+    """The file's SHA-256; ``size`` and ``mtime_ns`` only key the cache."""
+    with open(path, "rb") as fh:
+        return hashlib.file_digest(fh, "sha256").hexdigest()
 
 
 def load_backbone(module: nn.Module, spec: str, backbone: str) -> dict[str, str]:
