@@ -24,7 +24,7 @@ from mammofuse.imaging.preprocess import (
     region_in_model_space,
 )
 from mammofuse.imaging.radiomics import N_RADIOMICS, radiomics_features
-from mammofuse.imaging.reader import Mammogram, check_header, read_mammogram
+from mammofuse.imaging.reader import Mammogram, check_header, image_shape, read_mammogram
 from mammofuse.results import sigmoid
 
 NO_REGION = "no lesion region given: this model looks at lesion crops, so the image was not used"
@@ -78,24 +78,34 @@ def with_mask_region(sample: Sample, recipe: PreprocessRecipe) -> Sample:
     """The one ROI override: a sample without a lesion region gets its ROI mask's (the cropped ROI file
     is used only where there is no mask, so plain scores and shortcut controls crop the same way)."""
     if sample.region is None and sample.roi_mask_path:
-        return replace(sample, region=mask_region(sample.roi_mask_path, recipe.canvas))
+        return replace(sample, region=mask_region(sample.roi_mask_path, recipe.canvas, _image_shape(sample.image_path)))
     return sample
 
 
 @lru_cache(maxsize=4096)
-def mask_region(path: str, canvas: tuple[int, int] | None = None) -> Region:
+def _image_shape(path: str | None) -> tuple[int, int] | None:
+    """(rows, columns) of a sample's image from its header, for its ROI mask's region."""
+    return image_shape(path) if path else None
+
+
+@lru_cache(maxsize=4096)
+def mask_region(path: str, canvas: tuple[int, int] | None = None, image: tuple[int, int] | None = None) -> Region:
     """The lesion circle (row, column, radius) covering the bounding box of a binary ROI mask file.
 
-    On a ``canvas`` the image is stretched unevenly, so the radius is chosen to map (see
-    :func:`~mammofuse.imaging.preprocess.region_in_model_space`) onto half the longer side of the
-    stretched box, as the boxes of canvas-sized training images are.
+    ``image``: the (rows, columns) of the mask's image, when known. Some CBIS-DDSM masks were saved
+    at another size than their image (several Mass-Test films: 0.87 times it); their box is scaled
+    onto the image. On a ``canvas`` the image is stretched unevenly, so the radius is chosen to map
+    (see :func:`~mammofuse.imaging.preprocess.region_in_model_space`) onto half the longer side of
+    the stretched box, as the boxes of canvas-sized training images are.
     """
     pixels = read_mammogram(path, canonical=False).pixels
     rows, cols = np.nonzero(pixels > 0.5)
     if len(rows) == 0:
         raise MammofuseError(f"{path}: the ROI mask is empty")
-    top, bottom, left, right = rows.min(), rows.max() + 1, cols.min(), cols.max() + 1
-    sy, sx = (canvas[0] / pixels.shape[0], canvas[1] / pixels.shape[1]) if canvas else (1.0, 1.0)
+    height, width = image or pixels.shape
+    fy, fx = height / pixels.shape[0], width / pixels.shape[1]
+    top, bottom, left, right = rows.min() * fy, (rows.max() + 1) * fy, cols.min() * fx, (cols.max() + 1) * fx
+    sy, sx = (canvas[0] / height, canvas[1] / width) if canvas else (1.0, 1.0)
     radius = max((bottom - top) * sy, (right - left) * sx) / (2 * max(sy, sx))
     return (float(top + bottom) / 2, float(left + right) / 2, float(radius))
 
@@ -106,7 +116,8 @@ def lesion_regions(samples: Sequence[Sample], canvas: tuple[int, int] | None) ->
     regions = []
     for sample in samples:
         try:
-            region = sample.region or (mask_region(sample.roi_mask_path, canvas) if sample.roi_mask_path else None)
+            mask = sample.roi_mask_path
+            region = sample.region or (mask_region(mask, canvas, _image_shape(sample.image_path)) if mask else None)
         except MammofuseError:
             continue
         if region is not None:

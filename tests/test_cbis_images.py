@@ -214,3 +214,55 @@ def test_a_mask_region_on_a_canvas_covers_the_stretched_box_of_the_mask(tmp_path
     assert mask_region(str(path)) == pytest.approx((150.0, 70.0, 50.0))
     on_canvas = region_in_model_space(mask_region(str(path), (80, 80)), (460, 280), False, (80, 80))
     assert on_canvas == pytest.approx((150 * 80 / 460, 70 * 80 / 280, max(100 * 80 / 460, 40 * 80 / 280) / 2))
+
+
+def test_a_mask_saved_at_another_size_than_its_image_is_scaled_onto_it(tmp_path: Path) -> None:
+    """Several CBIS-DDSM Mass-Test masks are 0.87 times their film: their box must land on the film's lesion."""
+    from mammofuse.data.sample import Sample
+    from mammofuse.imaging.preprocess import PreprocessRecipe
+    from mammofuse.inference import with_mask_region
+
+    mask = np.zeros((400, 240), np.uint8)
+    mask[100:200, 50:90] = 255
+    Image.fromarray(mask).save(tmp_path / "mask.png")
+    Image.fromarray(np.zeros((500, 300), np.uint8)).save(tmp_path / "film.png")
+    sample = Sample(id="c", patient_id="P", label=0, clinical={}, image_path=str(tmp_path / "film.png"), roi_mask_path=str(tmp_path / "mask.png"))
+    assert with_mask_region(sample, PreprocessRecipe()).region == pytest.approx((187.5, 87.5, 62.5))
+
+
+@pytest.mark.parametrize("layout", ["one series", "two series", "two series, paths swapped", "mask alone"])
+def test_tcia_crop_and_mask_are_told_apart_by_size_not_by_the_csv_column(tmp_path: Path, layout: str) -> None:
+    """In about 7% of the official mass rows the crop and the mask lie in different series; the CSV could also swap the two paths."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from dicom_factory import breast_phantom, write_dicom
+
+    root, film = tmp_path / "tcia", "Mass-Training_P_00001_LEFT_CC"
+    series = {"full": ("1.2", "1.2.3"), "crop": ("9.8", "9.8.1"), "mask": ("9.8", "9.8.1" if layout == "one series" else "9.8.2")}
+    names = {"full": "000000.dcm", "crop": "000000.dcm", "mask": "000001.dcm" if layout == "one series" else "000000.dcm"}
+    mask = np.zeros((400, 300), np.uint16)
+    mask[100:140, 50:110] = 4095
+    pixels = {"full": breast_phantom(400, 300), "crop": breast_phantom(40, 60), "mask": mask}
+    paths = {}
+    for kind in ("full", "mask") if layout == "mask alone" else ("full", "crop", "mask"):
+        study, uid = series[kind]
+        folder = root / (film if kind == "full" else f"{film}_1") / study / uid
+        folder.mkdir(parents=True, exist_ok=True)
+        write_dicom(folder / names[kind], pixels[kind], StudyInstanceUID=study, SeriesInstanceUID=uid, PatientID=folder.relative_to(root).parts[0])
+    for kind in ("full", "crop", "mask"):
+        study, uid = series[kind]
+        paths[kind] = f"{film if kind == 'full' else film + '_1'}/{study}/{uid}/{names[kind]}"
+    if layout == "two series, paths swapped":
+        paths["crop"], paths["mask"] = paths["mask"], paths["crop"]
+    data = tmp_path / "csv"
+    data.mkdir()
+    (data / "mass_case_description_train_set.csv").write_text(
+        "patient_id,breast_density,left or right breast,image view,abnormality id,abnormality type,mass shape,mass margins,pathology,"
+        "image file path,cropped image file path,ROI mask file path\n"
+        f"P_00001,2,LEFT,CC,1,mass,ROUND,OVAL,BENIGN,{paths['full']},{paths['crop']},{paths['mask']}\n"
+    )
+    (sample,) = load_dataset("cbis-ddsm", data, [root])
+    assert sample.image_path == str(root / film / "1.2" / "1.2.3" / "000000.dcm")
+    assert sample.roi_mask_path == str(root / f"{film}_1" / "9.8" / series["mask"][1] / names["mask"])
+    assert sample.roi_path == (None if layout == "mask alone" else str(root / f"{film}_1" / "9.8" / "9.8.1" / "000000.dcm"))

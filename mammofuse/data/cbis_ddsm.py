@@ -189,8 +189,8 @@ def _film_samples(
     findings = [{name: r[c] for name, cols in columns.items() for c in cols if r.get(c)} for r in rows]
 
     def sample(suffix: str, row: dict[str, str], label: int, clinical: dict[str, str], region: Region | None) -> Sample:
-        roi = tree.roi_crop(_path_parts(row.get("cropped_image_file_path", ""))) if tree else None
-        mask = tree.roi_mask(_path_parts(row.get("roi_mask_file_path", ""))) if tree else None
+        crop_parts, mask_parts = (_path_parts(row.get(c, "")) for c in ("cropped_image_file_path", "roi_mask_file_path"))
+        roi, mask = tree.roi_files(crop_parts, mask_parts, image_path) if tree else (None, None)
         return Sample(
             id=f"{film}_{suffix}", patient_id=row["patient_id"], label=label, clinical=clinical, image_path=image_path,
             roi_path=roi, roi_mask_path=mask, region=region, image_id=film, abnormality=kind, split=split,
@@ -216,6 +216,7 @@ class ImageIndex:
     def __init__(self, records: list[dict[str, str | int]]) -> None:
         self.by_series: dict[tuple[str, str], list[dict]] = {}
         self.by_folder: dict[str, list[dict]] = {}
+        self.pixels = {str(rec["path"]): int(rec["pixels"]) for rec in records}
         for rec in records:
             self.by_series.setdefault((str(rec["study"]), str(rec["series"])), []).append(rec)
             for name in {str(rec["patient_id"]), str(rec["folder"])}:
@@ -246,15 +247,25 @@ class ImageIndex:
         candidates = self._candidates(parts)
         return str(max(candidates, key=lambda r: int(r["pixels"]))["path"]) if candidates else None
 
-    def roi_crop(self, parts: list[str]) -> str | None:
-        """The cropped lesion image: in its series the smaller file (the other is the full-size mask)."""
-        candidates = self._candidates(parts)
-        return str(min(candidates, key=lambda r: int(r["pixels"]))["path"]) if candidates else None
+    def roi_files(self, crop: list[str], mask: list[str], film: str | None) -> tuple[str | None, str | None]:
+        """(cropped lesion image, full-size lesion mask) of one lesion; each None when not found.
 
-    def roi_mask(self, parts: list[str]) -> str | None:
-        """The full-size lesion mask: the larger file of a series holding two (crop and mask)."""
-        candidates = self._candidates(parts) if len(parts) >= 3 and (parts[1], parts[2]) in self.by_series else []
-        return str(max(candidates, key=lambda r: int(r["pixels"]))["path"]) if len(candidates) >= 2 else None
+        The file sizes say which is which, not the CSV columns: in about 7% of the mass rows the two
+        lie in different series, where the columns alone could not catch a swapped pair. Of the files
+        of both series (else of the lesion's folder), one at least half the film's size is the mask and
+        the smallest other one the crop; without the film, the larger of two files is the mask and a
+        single file the crop.
+        """
+        found = {str(r["path"]): r for parts in (crop, mask) if len(parts) >= 3 for r in self.by_series.get((parts[1], parts[2]), [])}
+        if not found:
+            found = {str(r["path"]): r for parts in (crop, mask) if parts for r in self.by_folder.get(parts[0], [])}
+        files = sorted(found.values(), key=lambda r: int(r["pixels"]))
+        if not files:
+            return None, None
+        film_pixels = self.pixels.get(film or "") or (int(files[-1]["pixels"]) if len(files) > 1 else None)
+        crops = [r for r in files if film_pixels is None or int(r["pixels"]) < film_pixels / 2]
+        masks = [r for r in files if film_pixels is not None and int(r["pixels"]) >= film_pixels / 2]
+        return (str(crops[0]["path"]) if crops else None), (str(masks[-1]["path"]) if masks else None)
 
 
 def _scan(files: Iterable[Path], root: Path) -> Iterable[dict[str, str | int]]:
