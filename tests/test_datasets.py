@@ -57,6 +57,14 @@ def test_mini_mias_pairs_films_into_patients_and_maps_tissue_and_class(mini_mias
     assert samples["mdb059_1"].region is None  # a row without coordinates
 
 
+def test_mini_mias_films_are_breasts_even_left_odd_right(mini_mias):
+    from mammofuse.evaluation.aggregate import breast_of_sample
+
+    samples = {s.id: s for s in load_dataset("mini-mias", mini_mias)}
+    assert breast_of_sample(samples["mdb001_1"]) == "mias_001/R" and breast_of_sample(samples["mdb002_1"]) == "mias_001/L"
+    assert breast_of_sample(samples["mdb005_1"]) == breast_of_sample(samples["mdb005_2"])  # two lesions of one film
+
+
 @pytest.mark.parametrize("refnum", ["mdb001", "mdb023", "mdb028", "mdb058", "mdb315"])
 def test_mini_mias_lesion_centre_lies_on_breast_tissue(mini_mias, refnum):
     sample = next(s for s in load_dataset("mini-mias", mini_mias) if s.image_id == refnum)

@@ -259,7 +259,7 @@ def test_clinical_lime_is_reproducible_with_a_seed() -> None:
 def test_image_lime_is_reproducible_with_a_seed() -> None:
     model = make_model("cross", size=32)
     image, clinical, mask = case_tensors(model)
-    inputs = type("Inputs", (), {"clinical": clinical, "mask": mask, "extra": lambda self, batch=1: {}})()
+    inputs = type("Inputs", (), {"clinical": clinical, "mask": mask, "extra_for": lambda self, images, recipe: {}})()
     scorer = FixedClinicalScorer(model, inputs)
     first = lime_image(scorer, image[0, 0].numpy(), num_samples=40, seed=7)
     again = lime_image(scorer, image[0, 0].numpy(), num_samples=40, seed=7)
@@ -294,6 +294,7 @@ def test_explain_writes_every_output_for_a_real_dicom(tiny_models: dict[str, Pat
     cam = np.load(folder / "gradcam.npy")
     assert cam.shape == (1, 1) and cam.dtype == np.float32  # layer4 of a 32 px input
     summary = json.loads((folder / "explanation.json").read_text())
+    assert {Path(p).name for p in summary["outputs"].values()} == expected  # it lists every output, itself and the report included
     shap_json = json.loads((folder / "shap_clinical.json").read_text())
     contributions = sum(f["shap"] for f in shap_json["fields"])
     assert contributions == pytest.approx(shap_json["output"] - shap_json["expected_value"], abs=1e-9)
@@ -503,3 +504,40 @@ def test_one_method_may_be_given_as_a_string(real_dicoms: dict[str, Path], tmp_p
         warnings.simplefilter("ignore")
         explanation = explain(real_dicoms["P_00173_lcc"], tmp_path, roi=(2400, 1145, 100), density=2, methods="gradcam")
     assert "gradcam" in explanation.outputs and "shap_clinical" not in explanation.outputs
+
+
+def test_a_radiomics_model_gets_attention_maps_and_lime_images_their_own_token(real_dicoms: dict[str, Path], tmp_path: Path) -> None:
+    """The radiomics token follows the feature-map tokens: attention crashed on it, and image LIME kept the unperturbed crop's."""
+    torch.manual_seed(0)
+    recipe = PreprocessRecipe(image_size=32, canvas=(800, 800), roi_min_size=16)
+    model = MammoFuse(ModelConfig(fusion="cross", backbone="resnet18", proj_dim=16, num_heads=2, radiomics=True, preprocessing=recipe.as_dict()))
+    model.train()
+    sample = Sample(id="x", patient_id="", label=-1, clinical=CLINICAL, image_path=str(real_dicoms["P_00173_lcc"]), region=(2400.0, 1145.0, 100.0))
+    inputs = prepare_inputs(model.eval(), sample)
+    with torch.no_grad():
+        direct = float(model(inputs.image, inputs.clinical, inputs.mask, **inputs.extra()).logits[0])
+    assert FixedClinicalScorer(model, inputs).logits(inputs.image)[0] == pytest.approx(direct, abs=1e-5)
+    blank = torch.zeros_like(inputs.image)
+    assert not torch.allclose(inputs.extra_for(blank, model.config.recipe)["radiomics"], inputs.radiomics)
+    model.train()
+    result = explain_case(model, sample, tmp_path / "case", ExplainOptions(methods=("attention",)))
+    assert model.training, "the caller's mode is restored"
+    assert set(result.outputs) == {"attention", "report", "summary"} and result.notes == []
+    swapped = Sample(id="y", patient_id="", label=-1, clinical=CLINICAL, image_path=sample.image_path, region=(1145.0, 2400.0, 100.0))
+    result = explain_case(model, swapped, tmp_path / "swapped", ExplainOptions(methods=("shap",)))
+    assert any("lies mostly on background" in n for n in result.notes)
+
+
+def test_a_method_that_fails_is_a_note_and_the_others_are_written(tiny_models: dict[str, Path], real_dicoms: dict[str, Path], tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    from mammofuse.explainers.methods import METHODS
+
+    def broken(case: object) -> None:
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(METHODS["gradcam"], "run", broken)
+    model = MammoFuse.from_pretrained(tiny_models["cross"])
+    sample = Sample(id="x", patient_id="", label=-1, clinical=CLINICAL, image_path=str(real_dicoms["P_00820_rcc"]))
+    result = explain_case(model, sample, tmp_path, ExplainOptions(methods=("gradcam", "shap")))
+    assert "Grad-CAM failed: RuntimeError: boom" in result.notes
+    assert {p.name for p in tmp_path.iterdir()} == {"shap_clinical.png", "shap_clinical.json", "report.html", "explanation.json"}

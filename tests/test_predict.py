@@ -284,6 +284,10 @@ def test_files_of_no_known_breast_get_a_note_when_aggregating(tiny_model: Path, 
     assert "1 of 2 files have no known breast" in " ".join(err.split())
     code, _, err = predict(scan, "--model", str(tiny_model), "--aggregate", "breast", "-f", "json")
     assert code == 0 and "known breast" not in err
+    short = tmp_path / "00173_LEFT_MLO.png"  # the shared 800 px images are named by the short image key
+    film.rename(short)
+    code, out, _ = predict(scan, str(short), "--model", str(tiny_model), "--aggregate", "breast", "-f", "json")
+    assert code == 0 and [r["breast"] for r in json.loads(out)] == ["P_00173/L", "P_00173/L"]
 
 
 def test_unavailable_device_and_bad_format_are_usage_errors(tiny_model: Path, real_dicoms: dict[str, Path]) -> None:

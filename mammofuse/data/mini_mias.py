@@ -24,6 +24,11 @@ def patient_of(refnum: str) -> str:
     return f"mias_{(int(refnum[3:]) + 1) // 2:03d}"
 
 
+def side_of(refnum: str) -> str:
+    """``L`` or ``R``: Info.txt gives even film numbers to left breasts and odd ones to right breasts."""
+    return "R" if int(refnum[3:]) % 2 else "L"
+
+
 def load_mini_mias(data: str | Path, include_normal: bool = False, vocabulary: str = "cbis-ddsm-v1") -> list[Sample]:
     """One sample per abnormality row of ``Info.txt`` (normal films only when asked, labelled 0)."""
     data = Path(data)

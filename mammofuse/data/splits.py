@@ -27,7 +27,11 @@ def _folds(samples: Sequence[Sample], k: int, seed: int) -> list[tuple[list[int]
 
 
 def train_val_split(samples: Sequence[Sample], val_fraction: float = 0.2, seed: int = 0) -> tuple[list[Sample], list[Sample]]:
-    """Carve validation out of training, grouped by patient and stratified by label (none when ``val_fraction`` is 0)."""
+    """Carve validation out of training, grouped by patient and stratified by label (none when ``val_fraction`` is 0).
+
+    The validation part is one of ``round(1 / val_fraction)`` (at least 2) folds: 0.3 gives a third, anything
+    above 0.5 a half.
+    """
     if not val_fraction:
         return list(samples), []
     k = max(2, round(1 / val_fraction))

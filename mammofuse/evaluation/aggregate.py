@@ -2,11 +2,13 @@
 
 CBIS-DDSM images most masses in both CC and MLO. A breast is (patient, laterality); its
 score is the mean of its cases' probabilities and its label is malignant when any of its
-lesions is. Laterality comes from the CBIS-DDSM image key, the DICOM header, or the file name.
+lesions is. Laterality comes from the CBIS-DDSM image key, the DICOM header, the file name, or
+a mini-MIAS film's number (one view per breast there, so a breast is one film).
 """
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
@@ -18,11 +20,17 @@ if TYPE_CHECKING:
 
 
 def breast_of_sample(sample: Sample) -> str | None:
-    """``patient/L`` or ``patient/R`` for a dataset sample, None when the laterality is unknown."""
+    """``patient/L`` or ``patient/R`` for a dataset sample (a CBIS-DDSM image key or a mini-MIAS film), None
+    when the laterality is unknown."""
     from mammofuse.data.cbis_images import parse_key
+    from mammofuse.data.mini_mias import side_of
 
-    parsed = parse_key(sample.image_id or "")
-    return f"{sample.patient_id or parsed[0]}/{parsed[1][0]}" if parsed else None
+    film = sample.image_id or ""
+    if parsed := parse_key(film):
+        return f"{sample.patient_id or parsed[0]}/{parsed[1][0]}"
+    if re.fullmatch(r"mdb\d{3}", film) and sample.patient_id:
+        return f"{sample.patient_id}/{side_of(film)}"
+    return None
 
 
 def breast_of_file(path: str, header: MammogramInfo | None, patient_id: str = "") -> str | None:

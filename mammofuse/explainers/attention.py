@@ -48,11 +48,11 @@ def attention_maps(model: MammoFuse, inputs: CaseInputs, scorer: FixedImageScore
     features = scorer.features
     with torch.no_grad():
         out = model(None, inputs.clinical, inputs.mask, features=features, **inputs.extra())
-    h, w = features.shape[-2:]
-    forward = out.image_to_clinical[0].float().cpu().numpy().T.reshape(-1, h, w)
+    h, w = features.shape[-2:]  # a radiomics token, when the model has one, follows the h*w feature-map tokens
+    forward = out.image_to_clinical[0, : h * w].float().cpu().numpy().T.reshape(-1, h, w)
     back = None
     if out.clinical_to_image is not None:
-        back = out.clinical_to_image[0].float().cpu().numpy().reshape(-1, h, w)
+        back = out.clinical_to_image[0, :, : h * w].float().cpu().numpy().reshape(-1, h, w)
     return AttentionMaps(fields=present, image_to_clinical=forward, clinical_to_image=back)
 
 

@@ -1,8 +1,8 @@
 """One case made ready for explaining: the model's exact inputs, the view it saw, the file's header.
 
 Every method explains the same thing ``predict`` scores, so the tensors are built by
-:func:`mammofuse.inference.load_input` itself, and the region the model saw is kept at its
-real aspect ratio for the overlays.
+:func:`mammofuse.inference.load_input` itself, and the region the model saw is drawn at the
+film's proportions for the overlays (a model with a canvas sees it stretched).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import torch
 from mammofuse.clinical import load_schema
 from mammofuse.data.sample import Sample
 from mammofuse.errors import MammofuseError
-from mammofuse.imaging.preprocess import PreprocessRecipe, crop_for_model
+from mammofuse.imaging.preprocess import PreprocessRecipe, crop_for_model, region_in_model_space
 from mammofuse.imaging.reader import Mammogram, MammogramInfo, read_mammogram
 from mammofuse.model import MammoFuse
 
@@ -34,11 +34,13 @@ class CaseInputs:
         image: (1, 1, S, S) normalised model input, or None for a clinical-only model.
         clinical: (1, D) multi-hot clinical vector.
         mask: (1, F) bool, True where the field is present.
-        view: the region the model saw, in [0, 1], at its real aspect ratio (longest side
+        view: the region the model saw, in [0, 1], at the film's proportions (longest side
             at most ``DISPLAY_SIDE``): the background of every overlay.
         info: what the reader saw in the file.
         header: extra file attributes for the report (untrusted text from the file).
         radiomics: (1, N_RADIOMICS) texture statistics of the crop, for models with a radiomics token.
+        lesion_radius: the lesion's radius in the model's pixels (None without a region), which the
+            radiomics token holds beside the crop's texture.
     """
 
     sample: Sample
@@ -49,6 +51,7 @@ class CaseInputs:
     info: MammogramInfo
     header: dict[str, str] = field(default_factory=dict)
     radiomics: torch.Tensor | None = None
+    lesion_radius: float | None = None
 
     @property
     def source(self) -> str:
@@ -57,6 +60,16 @@ class CaseInputs:
     def extra(self, batch: int = 1) -> dict[str, torch.Tensor]:
         """Further keyword inputs of the model for ``batch`` copies of this case (the radiomics token's)."""
         return {} if self.radiomics is None else {"radiomics": self.radiomics.expand(batch, -1)}
+
+    def extra_for(self, images: torch.Tensor, recipe: PreprocessRecipe) -> dict[str, torch.Tensor]:
+        """:meth:`extra` for other (N, 1, S, S) normalised images of this case: their own radiomics token."""
+        from mammofuse.imaging.radiomics import radiomics_features
+
+        if self.radiomics is None:
+            return {}
+        pixels = images[:, 0].float().cpu().numpy() * recipe.std + recipe.mean
+        token = np.stack([radiomics_features(crop, self.lesion_radius) for crop in pixels])
+        return {"radiomics": torch.from_numpy(token).to(self.radiomics.device)}
 
 
 def model_view(sample: Sample, recipe: PreprocessRecipe) -> tuple[Mammogram, PreprocessRecipe, Any]:
@@ -87,6 +100,9 @@ def prepare_inputs(model: MammoFuse, sample: Sample, device: str | torch.device 
     if not config.uses_image and not mask.any():
         raise MammofuseError(f"{sample.image_path or sample.id}: {NOTHING_TO_SCORE} (a clinical-only model given no finding)")
     mammogram, recipe, region = model_view(sample, config.recipe)
+    shape, model_region = mammogram.pixels.shape, None
+    if region is not None:
+        model_region = region_in_model_space(region, shape, mammogram.info.flipped, recipe.canvas)
     image = radiomics = None
     if config.uses_image:
         array, extra = load_input(sample, config.recipe, config.radiomics)
@@ -97,18 +113,25 @@ def prepare_inputs(model: MammoFuse, sample: Sample, device: str | torch.device 
         image=image,
         clinical=torch.from_numpy(vector)[None].to(device),
         mask=torch.from_numpy(mask)[None].to(device),
-        view=display_view(crop_for_model(mammogram, recipe, region)),
+        view=display_view(crop_for_model(mammogram, recipe, region), film_pixel(shape, recipe.canvas)),
         info=mammogram.info,
         header=dicom_header(Path(mammogram.info.path)) if mammogram.info.format == "dicom" else {},
         radiomics=radiomics,
+        lesion_radius=model_region[2] if model_region else None,
     )
 
 
-def display_view(crop: np.ndarray, side: int = DISPLAY_SIDE) -> np.ndarray:
-    """``crop`` resized so its longest side is ``side`` (aspect kept), float32 in [0, 1]."""
+def film_pixel(shape: tuple[int, int], canvas: tuple[int, int] | None) -> tuple[float, float]:
+    """(height, width) of one of the model's pixels in the film's pixels: a canvas stretches them unevenly."""
+    return (shape[0] / canvas[0], shape[1] / canvas[1]) if canvas else (1.0, 1.0)
+
+
+def display_view(crop: np.ndarray, pixel: tuple[float, float] = (1.0, 1.0), side: int = DISPLAY_SIDE) -> np.ndarray:
+    """``crop`` resized so its longest side is ``side``, at the film's proportions (``pixel``: see
+    :func:`film_pixel`), float32 in [0, 1]."""
     from PIL import Image
 
-    height, width = crop.shape
+    height, width = crop.shape[0] * pixel[0], crop.shape[1] * pixel[1]
     scale = side / max(height, width)
     size = (max(1, round(width * scale)), max(1, round(height * scale)))
     image = Image.fromarray(np.ascontiguousarray(crop, dtype=np.float32), mode="F")
@@ -167,7 +190,7 @@ class FixedImageScorer:
 
 
 class FixedClinicalScorer:
-    """Logits of image variations with the clinical input held fixed."""
+    """Logits of image variations with the clinical input held fixed (a radiomics token follows each image)."""
 
     def __init__(self, model: MammoFuse, inputs: CaseInputs, batch_size: int = 32) -> None:
         self.model = model
@@ -185,5 +208,6 @@ class FixedClinicalScorer:
             n = len(batch)
             clinical = self.inputs.clinical.expand(n, -1)
             mask = self.inputs.mask.expand(n, -1)
-            out.append(self.model(batch, clinical, mask, **self.inputs.extra(n)).logits.float().cpu())
+            extra = self.inputs.extra_for(batch, self.model.config.recipe)
+            out.append(self.model(batch, clinical, mask, **extra).logits.float().cpu())
         return torch.cat(out).numpy().astype(np.float64)

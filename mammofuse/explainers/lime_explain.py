@@ -84,8 +84,8 @@ def lime_clinical(scorer: FixedImageScorer, schema: ClinicalSchema, clinical_val
         dtype=float,
     )
     # Every category of every field equally often: LIME samples categories by these frequencies.
-    longest = max(len(c) for c in categories)
-    background = np.stack([np.arange(longest) % len(c) for c in categories], axis=1).astype(float)
+    rows = int(np.lcm.reduce([len(c) for c in categories]))
+    background = np.stack([np.arange(rows) % len(c) for c in categories], axis=1).astype(float)
 
     def predict(rows: np.ndarray) -> np.ndarray:
         p = sigmoid(scorer.logits(*_encode_rows(rows, schema, categories)))

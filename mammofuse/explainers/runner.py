@@ -4,11 +4,12 @@ The runner is a loop over the registry (:mod:`mammofuse.explainers.methods`): ea
 its own files atomically (``mammofuse.atomic``); ``report.html`` gathers them and
 ``explanation.json`` records the :class:`~mammofuse.explainers.explanation.Explanation`. A method
 that does not apply to the model or the case (Grad-CAM for a clinical-only model, attention
-for a model without cross-attention) is skipped with a note, not an error.
+for a model without cross-attention) is skipped with a note, not an error; one that fails is
+noted too, and the others' outputs are still written.
 
 Example:
-    >>> from mammofuse.hub import load_pretrained  # doctest: +SKIP
-    >>> model = load_pretrained()  # doctest: +SKIP
+    >>> from mammofuse import MammoFuse  # doctest: +SKIP
+    >>> model = MammoFuse.from_pretrained("default")  # doctest: +SKIP
     >>> sample = Sample(id="scan", patient_id="", label=-1, clinical={"margin": "spiculated"}, image_path="scan.dcm")
     >>> result = explain_case(model, sample, Path("explanations/scan"))  # doctest: +SKIP
     >>> sorted(result.outputs)  # doctest: +SKIP
@@ -35,6 +36,7 @@ from mammofuse.explainers.inputs import IDENTIFYING_TAGS, CaseInputs, prepare_in
 from mammofuse.explainers.methods import METHODS, CaseContext, default_selection
 from mammofuse.explainers.options import DEFAULT_LAYER, DEFAULT_LIME_SAMPLES, ExplainOptions
 from mammofuse.explainers.report import ReportData, ReportSection, render_report
+from mammofuse.inference import OFF_BREAST, on_background
 from mammofuse.model import MammoFuse
 from mammofuse.results import decide, sigmoid
 
@@ -81,9 +83,19 @@ def explain_case(
     Raises:
         MammofuseError: the file cannot be read, the Grad-CAM layer is invalid, or no chosen method applies to this case.
     """
-    options = options or ExplainOptions()
-    config = model.config
+    was_training = model.training
     model.eval()
+    try:
+        return _explain(model, sample, folder, options or ExplainOptions(), model_name, on_step)
+    finally:
+        model.train(was_training)
+
+
+def _explain(
+    model: MammoFuse, sample: Sample, folder: Path, options: ExplainOptions, model_name: str, on_step: Callable[[str], None] | None,
+) -> Explanation:
+    """:func:`explain_case` on a model in eval mode."""
+    config = model.config
     device = model.device
     started = time.perf_counter()
     inputs = prepare_inputs(model, sample, device)
@@ -99,6 +111,8 @@ def explain_case(
         backbone=config.backbone if config.uses_image else None,
         clinical={name: decoded[name] for name in schema.field_names}, options=options,
     )
+    if inputs.image is not None and inputs.lesion_radius is not None and config.recipe.input == "roi" and on_background(inputs.image[0].cpu().numpy(), config.recipe):
+        result.notes.append(OFF_BREAST)
     result.seconds["read_and_predict"] = time.perf_counter() - started
     case = CaseContext(model=model, inputs=inputs, schema=schema, decoded=decoded, folder=folder, options=options)
     sections: list[ReportSection] = []
@@ -110,7 +124,11 @@ def explain_case(
         if on_step:
             on_step(method.name)
         step_started = time.perf_counter()
-        output = method.run(case)
+        try:
+            output = method.run(case)
+        except Exception as exc:  # one method's failure is a note, not the loss of the others' outputs
+            result.notes.append(f"{method.title} failed: {exc if isinstance(exc, MammofuseError) else f'{type(exc).__name__}: {exc}'}")
+            continue
         result.seconds[method.name] = time.perf_counter() - step_started
         result.outputs.update(output.outputs)
         result.notes.extend(output.notes)
@@ -120,12 +138,11 @@ def explain_case(
     if not sections:
         raise MammofuseError(f"{inputs.source}: nothing to explain: {'; '.join(result.notes)}")
 
-    write_text(folder / SUMMARY, json.dumps(result.to_dict(), indent=2) + "\n")
-    result.outputs["summary"] = folder / SUMMARY
     write_text(folder / REPORT, render_report(_report(result, inputs, schema, decoded, sections)))
-    result.outputs["report"] = folder / REPORT
+    result.outputs.update(summary=folder / SUMMARY, report=folder / REPORT)
     _remove_stale(folder, result.outputs.values())
     result.seconds["total"] = time.perf_counter() - started
+    write_text(folder / SUMMARY, json.dumps(result.to_dict(), indent=2) + "\n")  # last: it lists every other output
     return result
 
 

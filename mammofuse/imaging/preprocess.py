@@ -118,6 +118,9 @@ def region_in_model_space(region: Region, shape: tuple[int, int], flipped: bool,
 
     The circle's bounding square becomes a rectangle on an uneven canvas; the radius is half its longer
     side, as a lesion box of a canvas-sized image gives (:func:`mammofuse.data.cbis_images.box_region`).
+    A flipped column is mirrored as a pixel index (``W - 1 - col``) while box centres are edge-based
+    (``x + w / 2``), so on flipped films the crop sits one model pixel left of the box's centre; every
+    model was trained with this same mapping, so scoring matches training exactly.
     """
     row, col, radius = region
     if flipped:

@@ -33,6 +33,7 @@ BITS_ALLOCATED = (8, 16, 32)
 UNDEFINED_LENGTH = 0xFFFFFFFF
 _PYDICOM_EOF = "End of file reached before delimiter"  # pydicom's warning on a file cut inside its data
 _CBIS_PATIENT = re.compile(r"(?P<patient>P_\d+)_(?P<side>LEFT|RIGHT)_(?P<view>CC|MLO|ML|LM|XCCL|AT)", re.I)
+_CBIS_SHORT = re.compile(r"^(?P<number>\d{5})_(?P<side>LEFT|RIGHT)_(?P<view>CC|MLO)$", re.I)  # 00001_LEFT_CC.jpg
 
 
 @dataclass
@@ -373,10 +374,20 @@ def _read_image(path: Path) -> tuple[np.ndarray, MammogramInfo]:
         path=str(path), format=fmt, rows=array.shape[0], columns=array.shape[1],
         bits_stored=bits, photometric="MONOCHROME2",
     )
-    match = _CBIS_PATIENT.search(path.as_posix())
-    if match:
-        info.laterality, info.view = match["side"][0].upper(), match["view"].upper()
+    named = _cbis_name(path)
+    if named:
+        info.laterality, info.view = named[1:]
     return pixels, info
+
+
+def _cbis_name(path: Path) -> tuple[str, str, str] | None:
+    """(patient, ``L``/``R``, view) of a CBIS-DDSM image key in a path (``..._P_00001_LEFT_CC...``), or of a
+    file named by the short key (``00001_LEFT_CC.jpg``); None for other names."""
+    match = _CBIS_PATIENT.search(path.as_posix()) or _CBIS_SHORT.match(path.stem)
+    if not match:
+        return None
+    patient = match["patient"] if "patient" in match.groupdict() else f"P_{match['number']}"
+    return patient, match["side"][0].upper(), match["view"].upper()
 
 
 def _is_unit_float(array: np.ndarray) -> bool:
@@ -447,9 +458,10 @@ def read_header(path: str | Path) -> MammogramInfo | None:
 
 
 def patient_and_side(path: str | Path, header: MammogramInfo | None) -> tuple[str | None, str | None]:
-    """(patient id, ``L``/``R``) from a DICOM header (see :func:`read_header`), else from a CBIS-DDSM style file name."""
+    """(patient id, ``L``/``R``) from a DICOM header (see :func:`read_header`), else from a CBIS-DDSM style file name
+    (a full image key, or the short ``00001_LEFT_CC``)."""
     if header is not None:
         match = _CBIS_PATIENT.search(header.patient_id or "")  # CBIS-DDSM ids name the view: the patient is P_NNNNN
         return (match["patient"] if match else header.patient_id), header.laterality
-    match = _CBIS_PATIENT.search(Path(path).as_posix())
-    return (match["patient"], match["side"][0].upper()) if match else (None, None)
+    named = _cbis_name(Path(path))
+    return named[:2] if named else (None, None)
