@@ -541,3 +541,25 @@ def test_a_method_that_fails_is_a_note_and_the_others_are_written(tiny_models: d
     result = explain_case(model, sample, tmp_path, ExplainOptions(methods=("gradcam", "shap")))
     assert "Grad-CAM failed: RuntimeError: boom" in result.notes
     assert {p.name for p in tmp_path.iterdir()} == {"shap_clinical.png", "shap_clinical.json", "report.html", "explanation.json"}
+
+
+@pytest.mark.parametrize("key", ["P_00173_lcc", "P_00173_rcc"])  # the right breast's view is mirrored
+def test_the_view_box_says_where_the_drawn_region_lies_in_the_file(real_dicoms: dict[str, Path], key: str) -> None:
+    from PIL import Image
+
+    from mammofuse.imaging.reader import read_mammogram
+
+    recipe = PreprocessRecipe(image_size=32, canvas=(800, 800), roi_min_size=16)
+    model = MammoFuse(ModelConfig(fusion="late", backbone="cnn4", preprocessing=recipe.as_dict())).eval()
+    path = real_dicoms[key]
+    raw = read_mammogram(path, canonical=False).pixels
+    region = (2400.0, 1145.0 if key.endswith("lcc") else raw.shape[1] - 1145.0, 100.0)
+    inputs = prepare_inputs(model, Sample(id="x", patient_id="", label=-1, clinical=CLINICAL, image_path=str(path), region=region))
+    top, bottom, left, right = (int(round(v)) for v in inputs.view_box)
+    assert top < region[0] < bottom and left < region[1] < right
+    window = raw[top:bottom, left:right]
+    window = window[:, ::-1] if inputs.info.flipped else window
+    assert inputs.info.flipped == key.endswith("rcc")
+    height, width = inputs.view.shape
+    redrawn = np.asarray(Image.fromarray(window.astype(np.float32), mode="F").resize((width, height), Image.Resampling.BILINEAR))
+    assert np.corrcoef(redrawn.ravel(), inputs.view.ravel())[0, 1] > 0.98

@@ -31,6 +31,9 @@ class Explanation:
         notes: methods skipped and why, and other remarks, in running order.
         top_contributions: the given fields' SHAP values in probability, largest first (empty without SHAP).
         seconds: time per step (``read_and_predict``, each method's name, ``total``).
+        view: where the region drawn under the maps (and ``gradcam.npy``) lies in the file: ``box``, its
+            (top, bottom, left, right) in the file's own pixels, and ``mirrored``, True when it is drawn
+            mirrored left to right (the reader turns every breast to face the same way).
 
     Example:
         >>> result = explain_case(model, sample, Path("explanations/scan"))  # doctest: +SKIP
@@ -54,6 +57,7 @@ class Explanation:
     notes: list[str] = field(default_factory=list)
     top_contributions: list[Contribution] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=dict)
+    view: dict[str, Any] = field(default_factory=dict)
 
     @property
     def model_description(self) -> str:
@@ -77,5 +81,6 @@ class Explanation:
             "top_clinical_contributions": [{"field": c.label, "value": c.value, "shap": c.shap} for c in self.top_contributions],
             "notes": list(self.notes),
             "seconds": {step: round(s, 3) for step, s in self.seconds.items()},
+            "view": dict(self.view),
             "notice": RESEARCH_NOTICE,
         }

@@ -17,7 +17,7 @@ import torch
 from mammofuse.clinical import load_schema
 from mammofuse.data.sample import Sample
 from mammofuse.errors import MammofuseError
-from mammofuse.imaging.preprocess import PreprocessRecipe, crop_for_model, region_in_model_space
+from mammofuse.imaging.preprocess import PreprocessRecipe, crop_box, crop_pixels, model_space
 from mammofuse.imaging.reader import Mammogram, MammogramInfo, read_mammogram
 from mammofuse.model import MammoFuse
 
@@ -41,6 +41,8 @@ class CaseInputs:
         radiomics: (1, N_RADIOMICS) texture statistics of the crop, for models with a radiomics token.
         lesion_radius: the lesion's radius in the model's pixels (None without a region), which the
             radiomics token holds beside the crop's texture.
+        view_box: where ``view`` lies in the file: (top, bottom, left, right) in its own pixels and
+            orientation (a lesion square may reach past the edges); mirrored when ``info.flipped``.
     """
 
     sample: Sample
@@ -52,6 +54,7 @@ class CaseInputs:
     header: dict[str, str] = field(default_factory=dict)
     radiomics: torch.Tensor | None = None
     lesion_radius: float | None = None
+    view_box: tuple[float, ...] = ()
 
     @property
     def source(self) -> str:
@@ -100,9 +103,8 @@ def prepare_inputs(model: MammoFuse, sample: Sample, device: str | torch.device 
     if not config.uses_image and not mask.any():
         raise MammofuseError(f"{sample.image_path or sample.id}: {NOTHING_TO_SCORE} (a clinical-only model given no finding)")
     mammogram, recipe, region = model_view(sample, config.recipe)
-    shape, model_region = mammogram.pixels.shape, None
-    if region is not None:
-        model_region = region_in_model_space(region, shape, mammogram.info.flipped, recipe.canvas)
+    shape, flipped = mammogram.pixels.shape, mammogram.info.flipped
+    pixels, model_region = model_space(mammogram, recipe, region)
     image = radiomics = None
     if config.uses_image:
         array, extra = load_input(sample, config.recipe, config.radiomics)
@@ -113,7 +115,8 @@ def prepare_inputs(model: MammoFuse, sample: Sample, device: str | torch.device 
         image=image,
         clinical=torch.from_numpy(vector)[None].to(device),
         mask=torch.from_numpy(mask)[None].to(device),
-        view=display_view(crop_for_model(mammogram, recipe, region), film_pixel(shape, recipe.canvas)),
+        view=display_view(crop_pixels(pixels, recipe, model_region), film_pixel(shape, recipe.canvas)),
+        view_box=film_box(crop_box(pixels, recipe, model_region), shape, recipe.canvas, flipped),
         info=mammogram.info,
         header=dicom_header(Path(mammogram.info.path)) if mammogram.info.format == "dicom" else {},
         radiomics=radiomics,
@@ -124,6 +127,15 @@ def prepare_inputs(model: MammoFuse, sample: Sample, device: str | torch.device 
 def film_pixel(shape: tuple[int, int], canvas: tuple[int, int] | None) -> tuple[float, float]:
     """(height, width) of one of the model's pixels in the film's pixels: a canvas stretches them unevenly."""
     return (shape[0] / canvas[0], shape[1] / canvas[1]) if canvas else (1.0, 1.0)
+
+
+def film_box(box: tuple[int, int, int, int], shape: tuple[int, int], canvas: tuple[int, int] | None, flipped: bool) -> tuple[float, ...]:
+    """A (top, bottom, left, right) window of the model's pixels in the file's own pixels and orientation."""
+    height, width = film_pixel(shape, canvas)
+    top, bottom, left, right = box[0] * height, box[1] * height, box[2] * width, box[3] * width
+    if flipped:
+        left, right = shape[1] - right, shape[1] - left
+    return tuple(round(v, 1) for v in (top, bottom, left, right))
 
 
 def display_view(crop: np.ndarray, pixel: tuple[float, float] = (1.0, 1.0), side: int = DISPLAY_SIDE) -> np.ndarray:

@@ -110,6 +110,7 @@ def _explain(
         decision=decide(probability, threshold), model=model_name, fusion=config.fusion,
         backbone=config.backbone if config.uses_image else None,
         clinical={name: decoded[name] for name in schema.field_names}, options=options,
+        view={"box": list(inputs.view_box), "mirrored": bool(inputs.info.flipped)},
     )
     if inputs.image is not None and inputs.lesion_radius is not None and config.recipe.input == "roi" and on_background(inputs.image[0].cpu().numpy(), config.recipe):
         result.notes.append(OFF_BREAST)

@@ -142,8 +142,20 @@ def model_space(mammogram: Mammogram, recipe: PreprocessRecipe, region: Region |
 def lesion_crop(pixels: np.ndarray, region: Region, recipe: PreprocessRecipe) -> np.ndarray:
     """The square around a lesion that ``roi`` models look at."""
     row, col, radius = region
-    side = max(recipe.roi_min_size, int(round(2 * radius * recipe.roi_context)))
-    return _square_crop(pixels, row, col, side)
+    return _square_crop(pixels, row, col, _lesion_side(radius, recipe))
+
+
+def _lesion_side(radius: float, recipe: PreprocessRecipe) -> int:
+    return max(recipe.roi_min_size, int(round(2 * radius * recipe.roi_context)))
+
+
+def crop_box(pixels: np.ndarray, recipe: PreprocessRecipe, region: Region | None) -> tuple[int, int, int, int]:
+    """(top, bottom, left, right) of :func:`crop_pixels`' window in ``pixels`` (a lesion square may reach past the edges)."""
+    if recipe.input == "roi" and region is not None:
+        side = _lesion_side(region[2], recipe)
+        top, left = int(round(region[0])) - side // 2, int(round(region[1])) - side // 2
+        return top, top + side, left, left + side
+    return breast_bbox(pixels)
 
 
 def crop_for_model(mammogram: Mammogram, recipe: PreprocessRecipe, region: Region | None = None) -> np.ndarray:
@@ -160,7 +172,7 @@ def crop_pixels(pixels: np.ndarray, recipe: PreprocessRecipe, region: Region | N
     """:func:`crop_for_model` on pixels already in model space."""
     if recipe.input == "roi" and region is not None:
         return lesion_crop(pixels, region, recipe)
-    top, bottom, left, right = breast_bbox(pixels)
+    top, bottom, left, right = crop_box(pixels, recipe, region)
     return pixels[top:bottom, left:right]  # resized to a square: aspect is not kept
 
 
