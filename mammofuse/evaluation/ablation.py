@@ -142,7 +142,8 @@ def _fingerprint(settings: dict[str, Any], train: Sequence[Sample], test: Sequen
     payload = {
         "format": RESULT_FORMAT,
         "settings": {k: v for k, v in sorted(settings.items()) if k not in NOT_FINGERPRINTED},
-        "weights": weights_digest(settings.get("pretrained")),  # a backbone or image model rewritten at the same path
+        # A backbone or image model rewritten at the same path is other settings (the findings alone read no image).
+        "weights": None if settings.get("fusion") == "clinical" else weights_digest(settings.get("pretrained")),
         "train": sorted(s.id for s in train),
         "test": sorted(s.id for s in test),
     }
