@@ -277,8 +277,10 @@ def evaluate(
     folders = as_paths(images, "images") if images is not None else []
     net = as_model(model, device)
     _check_control(net, control)
-    samples = select_split(load_dataset(dataset, as_path(data, "data"), folders or None, abnormality), split)
-    describe = {"dataset": dataset, "split": split, "model_spec": net.name, "control": control}
+    matching: dict[str, Any] = {}
+    samples = select_split(load_dataset(dataset, as_path(data, "data"), folders or None, abnormality, matching), split)
+    rows = matching.get("rows", {}).get(split)
+    describe = {"dataset": dataset, "split": split, "model_spec": net.name, "control": control, **({"rows": rows} if rows else {})}
     return evaluate_model(net, samples, n_boot=bootstrap, seed=seed, batch_size=batch_size,
                           describe=describe, control=control, per_breast=per_breast, away_patches=away_patches)
 

@@ -12,6 +12,7 @@ from PIL import Image
 from mammofuse.data import load_dataset, summarize
 from mammofuse.data.cbis_images import box_region, parse_key
 from mammofuse.errors import MammofuseError
+from mammofuse.evaluation.evaluate import rows_notes
 
 
 def test_image_keys_short_and_full():
@@ -28,6 +29,13 @@ def test_real_folder_matches_every_image_and_pins_the_box_rules(cbis_csv, cbis_8
     assert report["images"] == {"matched": 1231, "missing": 8, "unused_files": 0}  # the 8 missing are Mass-Test films
     assert report["lesions"] == {"matched": 1173, "ambiguous": 131, "left_out": 14, "without_region": 0}
     assert summary["splits"]["train"]["lesions"] == 1173 + 131
+    assert report["rows"] == {"train": {"rows": 1318, "left_out": 14, "ambiguous": 131}, "test": {"rows": 10, "left_out": 0, "ambiguous": 0}}
+    assert rows_notes(report["rows"]["train"]) == [
+        "14 of the split's 1318 CSV rows are left out: their film holds lesions of both pathologies, whose boxes cannot be told apart",
+        "131 of the split's 1318 CSV rows lie on films with several lesions of one pathology: each box is scored as a case with the "
+        "findings its film's rows share",
+    ]
+    assert rows_notes(report["rows"]["test"]) == []
     coco = json.loads((cbis_800 / "_annotations.coco.json").read_text())
     files = {im["id"]: im["file_name"] for im in coco["images"]}
     boxes = {}

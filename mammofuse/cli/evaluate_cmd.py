@@ -98,9 +98,11 @@ def evaluate(
 
     from mammofuse.api import as_model
     from mammofuse.data import load_dataset
-    from mammofuse.evaluation.evaluate import evaluate_model, select_split
+    from mammofuse.evaluation.evaluate import evaluate_model, rows_notes, select_split
 
-    samples = select_split(load_dataset(dataset, data, images, abnormality), split)
+    matching: dict[str, Any] = {}
+    samples = select_split(load_dataset(dataset, data, images, abnormality, matching), split)
+    rows = matching.get("rows", {}).get(split)
     loaded = as_model(model, device)
     if control is not None:
         from mammofuse.imaging.controls import AWAY_NEEDS_ROI, controls_for
@@ -110,7 +112,8 @@ def evaluate(
     with progress("scoring", len(samples) * (away_patches if control == "away" else 1)) as advance:
         evaluation = evaluate_model(
             loaded, samples, n_boot=bootstrap, seed=seed, batch_size=batch_size, workers=workers,
-            on_batch=advance, describe={"dataset": dataset, "split": split, "model_spec": model or "default", "control": control},
+            on_batch=advance, describe={"dataset": dataset, "split": split, "model_spec": model or "default", "control": control,
+                                        **({"rows": rows} if rows else {})},
             control=control, away_patches=away_patches, per_breast=aggregate == "breast",
         )
     result = evaluation.report
@@ -119,7 +122,7 @@ def evaluate(
 
         result["comparison"] = comparison(result)
 
-    for message in result["model"]["notes"]:
+    for message in [*rows_notes(rows), *result["model"]["notes"]]:
         note(message)
     for item in evaluation.failed:
         err_console.print(f"[yellow]failed:[/] {safe(item['id'])}: {safe(item['error'])}", highlight=False, soft_wrap=True)

@@ -103,7 +103,8 @@ def load_cbis_ddsm(
     :mod:`mammofuse.data.cbis_images`). With boxes, a box becomes its lesion's region where the
     image has one lesion of that kind; where it has several of one pathology, each box is a sample
     with that label and the findings all its rows share; mixed-pathology images are left out.
-    ``report``, if given, receives the matching counts (``mammofuse data summary`` shows them).
+    ``report``, if given, receives the matching counts (``mammofuse data summary`` shows them) and, per
+    split, the CSV rows and how many of them were left out or became per-box samples (``rows``).
     """
     if abnormality not in ABNORMALITIES:
         raise MammofuseError(f"abnormality must be one of {', '.join(ABNORMALITIES)}, not {abnormality!r}")
@@ -115,18 +116,21 @@ def load_cbis_ddsm(
     schema = load_schema(vocabulary)
     columns = {f.name: [_key(c) for c in f.csv_columns] for f in schema.fields}
     locator = _Locator(_roots(images))
-    counts: Counter[str] = Counter()
+    per_split: dict[str, Counter[str]] = {}
     samples: list[Sample] = []
     for path, split, kind in found:
+        counts = per_split.setdefault(split, Counter())
         films: dict[str, list[CaseRow]] = {}
         for row in read_case_csv(path):
             parts = _path_parts(row.get("image_file_path", ""))
             film = parts[0] if parts else f"{kind.capitalize()}-{split}_{row['patient_id']}_{row['left_or_right_breast']}_{row['image_view']}"
             films.setdefault(film, []).append(row)
+            counts["rows"] += 1
         for film, rows in films.items():
             samples.extend(_film_samples(film, rows, split, kind, locator, columns, counts, path))
     if report is not None:
-        report.update(locator.report(counts))
+        report.update(locator.report(sum(per_split.values(), Counter())))
+        report["rows"] = {split: {k: c[k] for k in ("rows", "left_out", "ambiguous")} for split, c in per_split.items()}
     return samples
 
 

@@ -59,6 +59,20 @@ def select_split(samples: Sequence[Sample], split: str) -> list[Sample]:
     return chosen
 
 
+def rows_notes(rows: dict[str, int] | None) -> list[str]:
+    """What became of a CBIS-DDSM split's CSV rows (``load_dataset``'s ``report["rows"]``), where not one case each."""
+    if not rows:
+        return []
+    notes = []
+    if rows["left_out"]:
+        notes.append(f"{rows['left_out']} of the split's {rows['rows']} CSV rows are left out: their film holds lesions of both "
+                     "pathologies, whose boxes cannot be told apart")
+    if rows["ambiguous"]:
+        notes.append(f"{rows['ambiguous']} of the split's {rows['rows']} CSV rows lie on films with several lesions of one pathology: "
+                     "each box is scored as a case with the findings its film's rows share")
+    return notes
+
+
 def score_samples(
     model: Any, samples: Sequence[Sample], batch_size: int = 16, workers: int = 0,
     on_batch: Callable[[int], None] | None = None, control: str | None = None, patches: int = 1,
