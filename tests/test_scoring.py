@@ -269,3 +269,54 @@ def test_engine_options_of_the_other_engine_are_usage_errors(tiny_model: Path, r
     assert code == 2 and "spark" in err and "local" in err and "ray" in err
     code, _, err = predict(scan, "--model", str(tiny_model), "--shard", "3/3")
     assert code == 2 and "--shard: expected I/N" in err
+
+
+def test_resume_scores_a_breast_with_a_new_view_together_so_its_records_agree(tiny_model: Path, real_dicoms: dict[str, Path], tmp_path: Path) -> None:
+    files = tmp_path / "files"
+    files.mkdir()
+    shutil.copy(real_dicoms["P_00173_lcc"], files / "cc.dcm")
+    out = tmp_path / "scores.jsonl"
+    assert predict(str(files), "--model", str(tiny_model), "-o", str(out), "--aggregate", "breast")[0] == 0
+    shutil.copy(real_dicoms["P_00173_lmlo"], files / "mlo.dcm")  # the breast's second view arrives
+    code, _, err = predict(str(files), "--model", str(tiny_model), "-o", str(out), "--aggregate", "breast", "--resume")
+    assert code == 0 and "1 records of" in err and "scored again with the other files of their breast" in " ".join(err.split())
+    records = jsonl(out)
+    assert sorted(Path(r["path"]).name for r in records) == ["cc.dcm", "mlo.dcm"]
+    mean = sum(r["probability"] for r in records) / 2
+    assert {r["breast"] for r in records} == {"P_00173/L"}
+    assert [r["breast_probability"] for r in records] == [pytest.approx(mean, abs=1e-6)] * 2
+
+
+def test_resume_refuses_records_of_other_weights_under_the_same_model_name(tiny_model: Path, real_dicoms: dict[str, Path], tmp_path: Path) -> None:
+    from safetensors.torch import load_file, save_file
+
+    model = tmp_path / "model"
+    shutil.copytree(tiny_model, model)
+    scan, out = str(real_dicoms["P_00173_lcc"]), tmp_path / "scores.csv"
+    assert predict(scan, "--model", str(model), "-o", str(out))[0] == 0
+    weights = load_file(model / "model.safetensors")
+    name = next(iter(weights))
+    weights[name] = weights[name] + 1  # the folder is retrained in place
+    save_file(weights, model / "model.safetensors")
+    before = out.read_bytes()
+    code, _, err = predict(scan, str(real_dicoms["P_00173_lmlo"]), "--model", str(model), "-o", str(out), "--resume")
+    assert code == 2 and "scored by other weights of model" in err and out.read_bytes() == before
+
+
+def test_resume_leaves_a_one_line_file_of_another_tool_alone(tiny_model: Path, real_dicoms: dict[str, Path], tmp_path: Path) -> None:
+    out = tmp_path / "notes.jsonl"
+    out.write_text('{"experiment": "keep me"}')  # no newline at its end: not a torn record of ours
+    code, _, err = predict(str(real_dicoms["P_00173_lcc"]), "--model", str(tiny_model), "-o", str(out), "--resume")
+    assert code == 2 and "notes.jsonl:1: not a JSON record" in err and out.read_text() == '{"experiment": "keep me"}'
+    out.write_text('{"path": "/a/b.dcm", "probab')  # a first record torn by a kill -9 is ours to cut
+    assert predict(str(real_dicoms["P_00173_lcc"]), "--model", str(tiny_model), "-o", str(out), "--resume")[0] == 0
+    assert [Path(r["path"]).name for r in jsonl(out)] == [real_dicoms["P_00173_lcc"].name]
+
+
+def test_a_record_decides_on_the_numbers_it_shows() -> None:
+    from mammofuse.clinical import load_schema
+    from mammofuse.data.sample import Sample
+    from mammofuse.scoring.predictions import prediction_of
+
+    record = prediction_of(Sample(id="a", patient_id="", label=-1), 0.1076882, "", "", 0.1076884, "m", load_schema())
+    assert (record.probability, record.threshold, record.decision) == (0.107688, 0.107688, "malignant")

@@ -127,6 +127,9 @@ def predict(
         resumed = run.resume(output, fmt)
         if resumed.dropped:
             notes.append(f"{resumed.dropped} records of {output} were dropped: their files changed since (or were scored twice); they are scored again")
+        if resumed.reopened:
+            notes.append(f"{resumed.reopened} records of {output} are scored again with the other files of their breast, "
+                         "so that a breast's records carry one breast score")
         if resumed.foreign:
             notes.append(f"{resumed.foreign} records of {output} are for files not in this run: kept")
     for message in notes + model_notes(net, [f.sample for f in files], bool(flags or clinical)):

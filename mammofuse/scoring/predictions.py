@@ -89,15 +89,20 @@ def scored_batches(
 
 
 def prediction_of(sample: Sample, probability: float, error: str, note: str, cut: float, model_name: str, schema: ClinicalSchema) -> Prediction:
-    """The record of one scored sample: a probability and a decision, or nulls and its error."""
+    """The record of one scored sample: a probability and a decision, or nulls and its error.
+
+    The record holds both numbers to 6 decimals, and the decision is taken on those, so a reader
+    of the record can check it.
+    """
     ok = not error and not math.isnan(probability)
     path = sample.image_path or sample.id
     used = schema.display(*schema.encode(sample.clinical))
+    shown, threshold = round(probability, 6), round(cut, 6)
     return Prediction(
         path=path,
-        probability=round(probability, 6) if ok else None,
-        decision=decide(probability, cut) if ok else None,
-        threshold=round(cut, 6),
+        probability=shown if ok else None,
+        decision=decide(shown, threshold) if ok else None,
+        threshold=threshold,
         model=model_name,
         clinical=used,
         region=tuple(sample.region) if sample.region else None,

@@ -1,8 +1,8 @@
 """``--resume``: what an interrupted run already wrote, so that only the rest is scored.
 
 A record counts as done when its path, size and modification time match a file of this run. A
-record scored with other inputs than this run gives its file (model, threshold, clinical findings,
-lesion region, the fields ``--aggregate`` adds) is refused rather than mixed in. The output is
+record scored with other inputs than this run gives its file (model and its weights, threshold,
+clinical findings, lesion region, the fields ``--aggregate`` adds) is refused rather than mixed in. The output is
 repaired before anything is appended: a record torn by a ``kill -9`` at the end of the
 file is cut off, and records of files changed since (or seen twice) are dropped, so the run ends
 with every file exactly once. Records of files that are not in this run are kept.
@@ -37,12 +37,15 @@ class Resumed:
         failed: (path, error) of the files already scored that failed.
         foreign: records of files that are not in this run (kept).
         dropped: records removed: files changed since they were scored, or scored twice.
+        reopened: records removed because their breast has a file still to score: a breast's
+            files are scored together, so that all its records carry the same breast score.
     """
 
     done: dict[int, float] = field(default_factory=dict)
     failed: list[tuple[str, str]] = field(default_factory=list)
     foreign: int = 0
     dropped: int = 0
+    reopened: int = 0
 
 
 @dataclass(frozen=True)
@@ -52,10 +55,13 @@ class _Record:
     values: dict[str, Any] | None  # None: not a whole record (torn, when it is the last)
 
 
-def resume_output(output: Path, fmt: str, files: Sequence[ListedFile], layout: RecordLayout, inputs: Callable[[ListedFile], Inputs]) -> Resumed:
+def resume_output(
+    output: Path, fmt: str, files: Sequence[ListedFile], layout: RecordLayout, inputs: Callable[[ListedFile], Inputs], per_breast: bool = False,
+) -> Resumed:
     """Read ``output`` (a missing file holds nothing), check it was written like this run, and repair it.
 
-    ``inputs`` gives what this run scores a file with, to compare with each record of it.
+    ``inputs`` gives what this run scores a file with, to compare with each record of it. With
+    ``per_breast``, the records of a breast that has a file still to score are removed too.
 
     Raises:
         MammofuseError: a record before the last is unreadable, or the output was written with
@@ -66,10 +72,13 @@ def resume_output(output: Path, fmt: str, files: Sequence[ListedFile], layout: R
         return resumed
     position = {f.path: i for i, f in enumerate(files)}
     drops: list[Span] = []
+    spans: dict[int, Span] = {}
     cut: int | None = None
     with output.open("rb") as fh:
         for record in _jsonl(fh, output) if fmt == "jsonl" else _csv(fh, output, layout):
             if record.values is None:
+                if fmt == "jsonl" and not spans and not resumed.foreign and not drops and not _starts_a_record(fh, record.span):
+                    raise MammofuseError(f"{output}:{record.line}: not a JSON record (written by something else?); cannot --resume it")
                 cut = record.span[0]
                 break
             path, size, mtime_ns, probability, error = _checked(record.values, f"{output}:{record.line}", layout)
@@ -81,11 +90,30 @@ def resume_output(output: Path, fmt: str, files: Sequence[ListedFile], layout: R
             else:
                 _check_inputs(_recorded_inputs(record.values, f"{output}:{record.line}"), inputs(files[index]), f"{output}:{record.line}: {path}")
                 resumed.done[index] = math.nan if probability is None else probability
+                spans[index] = record.span
                 if error is not None:
                     resumed.failed.append((path, error))
     resumed.dropped = len(drops)
-    _repair(output, drops, cut)
+    if per_breast:
+        unfinished = {f.breast for i, f in enumerate(files) if i not in resumed.done} - {None}
+        reopened = [i for i in resumed.done if files[i].breast in unfinished]
+        for i in reopened:
+            del resumed.done[i]
+            drops.append(spans[i])
+        paths = {files[i].path for i in reopened}
+        resumed.failed = [(path, error) for path, error in resumed.failed if path not in paths]
+        resumed.reopened = len(reopened)
+    _repair(output, sorted(drops), cut)
     return resumed
+
+
+def _starts_a_record(fh: BinaryIO, span: Span) -> bool:
+    """Whether the bytes at ``span`` begin like a record of mammofuse predict (a first line torn by a ``kill -9``)."""
+    here = fh.tell()
+    fh.seek(span[0])
+    start = fh.read(min(span[1] - span[0], 16))
+    fh.seek(here)
+    return b'{"path": '.startswith(start[:9]) or start.startswith(b'{"path": ')
 
 
 def _jsonl(fh: BinaryIO, output: Path) -> Iterator[_Record]:
@@ -170,6 +198,9 @@ def _checked(values: dict[str, Any], where: str, layout: RecordLayout) -> tuple[
         raise MammofuseError(f"{where}: scored by model {values['model']} at threshold {threshold:g}, but this run uses model "
                              f"{layout.model} at threshold {layout.threshold:g}; resume with the same --model and --threshold, "
                              "or write to another --output")
+    if values["weights_digest"] != layout.weights:
+        raise MammofuseError(f"{where}: scored by other weights of model {layout.model} (digest {values['weights_digest']}, now "
+                             f"{layout.weights}): the model changed since; write to another --output")
     return str(values["path"]), size, mtime_ns, probability, values["error"] or None
 
 

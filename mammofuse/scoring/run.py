@@ -58,7 +58,8 @@ class ScoringRun:
         self._schema = load_schema(model.config.vocabulary)
         example = prediction_of(nothing, math.nan, "", "", cut, self.model_name, self._schema)
         example.per_breast = per_breast
-        self.layout = RecordLayout.of(file_record(example, ListedFile(nothing, 0, 0)))
+        self.weights = model.weights_digest()
+        self.layout = RecordLayout.of(file_record(example, ListedFile(nothing, 0, 0), self.weights))
 
     @property
     def pending(self) -> list[int]:
@@ -70,7 +71,7 @@ class ScoringRun:
 
     def resume(self, output: Path, fmt: str) -> Resumed:
         """Take what ``output`` already holds as done, after checking and repairing it (see :mod:`mammofuse.scoring.resume`)."""
-        self.resumed = resume_output(output, fmt, self.files, self.layout, self._inputs)
+        self.resumed = resume_output(output, fmt, self.files, self.layout, self._inputs, self.per_breast)
         self._append = True
         return self.resumed
 
@@ -106,7 +107,7 @@ class ScoringRun:
         summary = Summary(len(self.files), len(self.resumed.done), list(self.resumed.failed), self.resumed.foreign, self.resumed.dropped)
         with record_writer(output, fmt, self.layout, append=self._append) as writer:
             for batch in self.batches(engine, on_batch):
-                writer.write([file_record(p, self.files[i]) for i, p in batch])
+                writer.write([file_record(p, self.files[i], self.weights) for i, p in batch])
                 summary.failed.extend((p.path, p.error.message) for _, p in batch if p.error is not None)
         return summary
 

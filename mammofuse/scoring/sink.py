@@ -29,9 +29,10 @@ FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 """First characters that make a spreadsheet run a cell as a formula: such cells get a ``'`` in CSV."""
 
 
-def file_record(prediction: Prediction, file: ListedFile) -> dict[str, Any]:
-    """The record written for a file: the prediction's JSON record and the file's size and modification time."""
-    return {**prediction.to_dict(), "file_size": file.size, "file_mtime_ns": file.mtime_ns}
+def file_record(prediction: Prediction, file: ListedFile, weights: str) -> dict[str, Any]:
+    """The record written for a file: the prediction's JSON record, the file's size and modification time, and the
+    digest of the model's weights (``--resume`` checks all three)."""
+    return {**prediction.to_dict(), "file_size": file.size, "file_mtime_ns": file.mtime_ns, "weights_digest": weights}
 
 
 def flat_row(record: dict[str, Any]) -> dict[str, Any]:
@@ -67,7 +68,7 @@ def csv_columns(record: dict[str, Any]) -> list[str]:
 
 @dataclass(frozen=True)
 class RecordLayout:
-    """What a run writes for each file: the record's fields, its CSV columns, the model and threshold.
+    """What a run writes for each file: the record's fields, its CSV columns, the model, its weights and threshold.
 
     An output being resumed must have been written with the same layout.
     """
@@ -76,11 +77,12 @@ class RecordLayout:
     columns: tuple[str, ...]
     model: str
     threshold: float
+    weights: str
 
     @classmethod
     def of(cls, record: dict[str, Any]) -> RecordLayout:
         """The layout of records like ``record`` (any one of the run's)."""
-        return cls(tuple(record), tuple(csv_columns(record)), record["model"], record["threshold"])
+        return cls(tuple(record), tuple(csv_columns(record)), record["model"], record["threshold"], record["weights_digest"])
 
 
 class RecordWriter:
