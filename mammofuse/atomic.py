@@ -1,9 +1,10 @@
 """Atomic file writes: a reader sees the old file or the whole new one, never a part.
 
-A symlink is kept and its target written. A target that is not a regular file (``/dev/null``, a
-FIFO, a terminal, ``/dev/stdout``) cannot be replaced and its reader wants the bytes: it is
-written directly. Every failure to write (the target is a folder or lies under a file, read-only,
-disk full, file-size limit) is an :class:`~mammofuse.errors.OutputError` naming the target.
+A symlink is kept and its target written; a file replaced keeps its permissions, a new one follows
+the umask. A target that is not a regular file (``/dev/null``, a FIFO, a terminal, ``/dev/stdout``)
+cannot be replaced and its reader wants the bytes: it is written directly. Every failure to write
+(the target is a folder or lies under a file, read-only, disk full, file-size limit) is an
+:class:`~mammofuse.errors.OutputError` naming the target.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         target = Path(os.path.realpath(path))
         tmp = _temporary_beside(target)
         yield Path(tmp)
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp (and writers that replace the file) make 0600; outputs get the usual permissions
+        os.chmod(tmp, _mode_for(target))  # mkstemp (and writers that replace the file) make 0600
         os.replace(tmp, target)
     except OSError as exc:
         raise OutputError(path, _reason(exc)) from exc
@@ -67,6 +68,14 @@ def _reason(exc: OSError) -> str:
     if isinstance(exc, (FileExistsError, NotADirectoryError)):
         return "a part of its folder path is a file"
     return exc.strerror or str(exc)
+
+
+def _mode_for(target: Path) -> int:
+    """The permissions of the file replacing ``target``: those it has (a 0600 file stays private), else the usual ones."""
+    try:
+        return stat.S_IMODE(os.stat(target).st_mode) & 0o777
+    except FileNotFoundError:
+        return 0o666 & ~_umask()
 
 
 def _umask() -> int:

@@ -14,6 +14,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from dataclasses import dataclass, field
@@ -214,6 +215,9 @@ def _row(
             region = tuple(float(values[c]) for c in REGION_COLUMNS)
         except ValueError:
             raise MammofuseError(f"{path}:{n}: roi_row, roi_col and roi_radius must be numbers") from None
+        not_finite = [f"{c} {values[c].strip()[:20]!r}" for c, v in zip(REGION_COLUMNS, region) if not math.isfinite(v)]
+        if not_finite:
+            raise MammofuseError(f"{path}:{n}: {' and '.join(not_finite)}: roi_row, roi_col and roi_radius must be finite numbers of pixels")
     key = values.get(key_column, "") if key_column else ""
     uid = values.get(uid_column, "") if uid_column else ""
     if not uid and _UID.match(key):

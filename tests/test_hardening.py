@@ -355,20 +355,23 @@ def _read_in_background(fifo: Path) -> tuple[threading.Thread, list[bytes]]:
     return thread, got
 
 
-def test_an_output_symlink_is_kept_and_its_target_written(tmp_path: Path) -> None:
+def test_an_output_symlink_is_kept_and_its_target_written_with_its_permissions(tmp_path: Path) -> None:
     from mammofuse.atomic import write_text
 
     target = tmp_path / "kept" / "scores.json"
     target.parent.mkdir()
     target.write_text("old")
+    target.chmod(0o600)
     link = tmp_path / "scores.json"
     link.symlink_to(Path("kept") / "scores.json")
     old = os.umask(0o027)
     try:
         write_text(link, "new")
+        write_text(tmp_path / "new.json", "new")
     finally:
         os.umask(old)
-    assert link.is_symlink() and target.read_text() == "new" and target.stat().st_mode & 0o777 == 0o640
+    assert link.is_symlink() and target.read_text() == "new" and target.stat().st_mode & 0o777 == 0o600  # kept: a private file stays so
+    assert (tmp_path / "new.json").stat().st_mode & 0o777 == 0o640  # a new file follows the umask
     assert not list(tmp_path.rglob("*.tmp"))
 
 

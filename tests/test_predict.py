@@ -193,6 +193,17 @@ def test_clinical_csv_errors_name_the_line(real_dicoms: dict[str, Path], tmp_pat
         cases_from_inputs([lcc], False, {}, nokey)
 
 
+def test_clinical_csv_refuses_a_region_that_is_not_finite(tiny_model: Path, real_dicoms: dict[str, Path], tmp_path: Path) -> None:
+    lcc = real_dicoms["P_00173_lcc"]
+    for row, col, radius, named in (("nan", "200", "30", "roi_row 'nan'"), ("100", "inf", "-Infinity", "roi_col 'inf' and roi_radius '-Infinity'")):
+        table = _write_csv(tmp_path / "regions.csv", [{"path": "x", "roi_row": "1", "roi_col": "2", "roi_radius": "3"},
+                                                      {"path": lcc.name, "roi_row": row, "roi_col": col, "roi_radius": radius}])
+        with pytest.raises(MammofuseError, match=f"regions.csv:3: {named}: roi_row, roi_col and roi_radius must be finite"):
+            cases_from_inputs([lcc], False, {}, table)
+    code, out, err = predict(str(lcc), "--model", str(tiny_model), "--clinical", str(table), "-f", "jsonl")
+    assert code == 2 and out == "" and "regions.csv:3: roi_col 'inf'" in err and len(err.strip().splitlines()) == 1, err
+
+
 def test_cli_clinical_csv_usage_error_and_success(tiny_model: Path, real_dicoms: dict[str, Path], tmp_path: Path) -> None:
     lcc = real_dicoms["P_00173_lcc"]
     bad = _write_csv(tmp_path / "bad.csv", [{"path": lcc.name, "shape": "squiggly"}])

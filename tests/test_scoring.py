@@ -164,6 +164,73 @@ def test_resume_rescores_changed_files_and_keeps_csv_whole(tiny_model: Path, rea
     assert "3 files, 2 of them in" in err.replace("\n", " ")
 
 
+def test_csv_cells_read_back_exactly_whatever_they_start_with() -> None:
+    from mammofuse.scoring.sink import cell_text, csv_cell
+
+    for text in ("'-scans/a1.png", "''=x", "'plain", "'", "=cmd", "-1", "\rx", "plain", ""):
+        assert cell_text(csv_cell(text)) == text, text
+    assert csv_cell("'-scans/a1.png") == "''-scans/a1.png" and csv_cell("=cmd") == "'=cmd"
+
+
+def test_resuming_a_csv_of_paths_starting_with_an_apostrophe_adds_no_record(tiny_model: Path, real_dicoms: dict[str, Path], tmp_path: Path,
+                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)  # relative paths: the record's path is the name itself
+    names = ["'-a1.dcm", "''=b.dcm", "'c.dcm"]
+    for name in names:
+        shutil.copy(real_dicoms["P_00173_lcc"], name)
+    for _ in range(3):  # a run, then two resumed
+        code, _, err = predict(*names, "--model", str(tiny_model), "--format", "csv", "-o", "scores.csv", "--resume")
+        assert code == 0, err
+    assert "3 files, 3 of them in" in err.replace("\n", " ")
+    paths = [r["path"] for r in csv.DictReader(open("scores.csv", newline=""))]
+    assert sorted(paths) == sorted("'" + name for name in names)  # each once, its apostrophe doubled
+
+
+def test_a_file_name_with_a_carriage_return_is_quoted_in_csv_and_resumes(tiny_model: Path, real_dicoms: dict[str, Path], tmp_path: Path) -> None:
+    files = tmp_path / "files"
+    files.mkdir()
+    shutil.copy(real_dicoms["P_00173_lcc"], files / "a\rb.dcm")
+    shutil.copy(real_dicoms["P_00820_rcc"], files / "plain.dcm")
+    out = tmp_path / "scores.csv"
+    assert predict(str(files), "--model", str(tiny_model), "-o", str(out))[0] == 0
+    text = out.read_bytes().decode()
+    assert f'\n"{files}/a\rb.dcm",' in text and f"\n{files}/plain.dcm," in text  # only the cell with a CR is quoted
+    assert "\r\n" not in text and text.count("\n") == 3  # lines end in \n, as before
+    code, _, err = predict(str(files), "--model", str(tiny_model), "-o", str(out), "--resume")
+    assert code == 0 and "2 files, 2 of them in" in err.replace("\n", " "), err
+    rows = list(csv.DictReader(out.open(newline="")))
+    assert sorted(r["path"] for r in rows) == sorted(str(f) for f in files.iterdir())
+
+
+def test_records_holding_nan_are_never_written_as_json(tmp_path: Path) -> None:
+    from mammofuse.cli.common import render_records
+    from mammofuse.scoring.sink import RecordLayout, record_writer
+
+    record = {"path": "a.dcm", "probability": None, "model": "m", "threshold": 0.5, "region": [float("nan"), 1.0, 2.0], "error": None}
+    for fmt in ("json", "jsonl"):
+        with pytest.raises(ValueError, match="not JSON compliant"):
+            render_records([record], fmt)
+    out = tmp_path / "scores.jsonl"
+    with pytest.raises(ValueError, match="not JSON compliant"), record_writer(out, "jsonl", RecordLayout.of(record)) as writer:
+        writer.write([record])
+    assert out.read_text() == ""
+
+
+def test_a_resume_that_repairs_the_output_keeps_its_permissions(tiny_model: Path, real_dicoms: dict[str, Path], tmp_path: Path) -> None:
+    files = tmp_path / "files"
+    files.mkdir()
+    for view in ("P_00173_lcc", "P_00820_rcc"):
+        shutil.copy(real_dicoms[view], files / f"{view}.dcm")
+    out = tmp_path / "scores.jsonl"
+    assert predict(str(files), "--model", str(tiny_model), "-o", str(out))[0] == 0
+    out.chmod(0o600)
+    changed = files / "P_00820_rcc.dcm"
+    os.utime(changed, ns=(time.time_ns(), time.time_ns() + 10**9))  # its record is dropped: the output is rewritten
+    code, _, err = predict(str(files), "--model", str(tiny_model), "-o", str(out), "--resume")
+    assert code == 0 and "1 records of" in err, err
+    assert out.stat().st_mode & 0o777 == 0o600 and len(jsonl(out)) == 2
+
+
 def test_resume_refuses_an_output_of_another_model_threshold_or_layout(tiny_model: Path, real_dicoms: dict[str, Path], tmp_path: Path) -> None:
     scan, out = str(real_dicoms["P_00173_lcc"]), tmp_path / "scores.jsonl"
     assert predict(scan, "--model", str(tiny_model), "-o", str(out))[0] == 0

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import csv
 import functools
-import io
 import json
 import math
 import os
@@ -242,24 +240,24 @@ def render_records(records: Sequence[dict[str, Any]], fmt: str) -> str:
     """Records as JSON (a list), JSONL or CSV.
 
     CSV: a nested mapping (``clinical``) gives one column per key; ``error`` is the last column;
-    cells that a spreadsheet would run as a formula (``=``, ``+``, ``-``, ``@`` first) get a ``'``.
-    """
-    if fmt == "json":
-        return json.dumps(list(records), indent=2, default=str) + "\n"
-    if fmt == "jsonl":
-        return "".join(json.dumps(r, default=str) + "\n" for r in records)
-    if fmt == "csv":
-        from mammofuse.scoring.sink import flat_row
+    cells that a spreadsheet would run as a formula (``=``, ``+``, ``-``, ``@`` first) or that start
+    with ``'`` get a ``'``; cells holding a line break (``\\r`` too) are quoted.
 
+    Raises:
+        ValueError: JSON of a record holding NaN or infinity (a bug: JSON has no such numbers).
+    """
+    from mammofuse.scoring.sink import csv_text, flat_row, json_record
+
+    if fmt == "json":
+        return json_record(list(records), indent=2) + "\n"
+    if fmt == "jsonl":
+        return "".join(json_record(r) + "\n" for r in records)
+    if fmt == "csv":
         rows = [flat_row(r) for r in records]
         columns = list(dict.fromkeys(k for r in rows for k in r if k != "error"))
         if any("error" in r for r in rows):
             columns.append("error")
-        buffer = io.StringIO()
-        writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(rows)
-        return buffer.getvalue()
+        return csv_text(columns, rows, header=True)
     raise MammofuseError(f"unknown format {fmt!r}")
 
 

@@ -16,7 +16,7 @@ import sys
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator, Sequence, TextIO
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, Sequence, TextIO
 
 from mammofuse.errors import MammofuseError, OutputError
 
@@ -27,12 +27,19 @@ if TYPE_CHECKING:
 STREAM_FORMATS = ("jsonl", "csv")
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 """First characters that make a spreadsheet run a cell as a formula: such cells get a ``'`` in CSV."""
+GUARDED_START = (*FORMULA_START, "'")
+"""First characters that get a ``'`` in CSV: a formula's, and the ``'`` itself, so that reading a cell back is exact."""
 
 
 def file_record(prediction: Prediction, file: ListedFile, weights: str) -> dict[str, Any]:
     """The record written for a file: the prediction's JSON record, the file's size and modification time, and the
     digest of the model's weights (``--resume`` checks all three)."""
     return {**prediction.to_dict(), "file_size": file.size, "file_mtime_ns": file.mtime_ns, "weights_digest": weights}
+
+
+def json_record(record: Any, indent: int | None = None) -> str:
+    """A record (or list of them) as JSON; NaN or infinity raises ValueError, as JSON has no such numbers."""
+    return json.dumps(record, indent=indent, default=str, allow_nan=False)
 
 
 def flat_row(record: dict[str, Any]) -> dict[str, Any]:
@@ -47,17 +54,34 @@ def flat_row(record: dict[str, Any]) -> dict[str, Any]:
 
 
 def csv_cell(value: Any) -> Any:
-    """A value as a CSV cell, with a ``'`` before text a spreadsheet would run as a formula."""
+    """A value as a CSV cell, with a ``'`` before text a spreadsheet would run as a formula, and before a ``'``."""
     if isinstance(value, list):
         value = "; ".join(str(v) for v in value)
-    if isinstance(value, str) and value.startswith(FORMULA_START):
+    if isinstance(value, str) and value.startswith(GUARDED_START):
         return "'" + value
     return value
 
 
 def cell_text(cell: str) -> str:
-    """The text of a CSV cell written by :func:`csv_cell` (its formula guard removed)."""
-    return cell[1:] if cell.startswith("'") and cell[1:].startswith(FORMULA_START) else cell
+    """The text of a CSV cell written by :func:`csv_cell` (its guard removed): the exact inverse of it."""
+    return cell[1:] if cell.startswith("'") and cell[1:].startswith(GUARDED_START) else cell
+
+
+def csv_text(columns: Sequence[str], rows: Iterable[dict[str, Any]], header: bool = False) -> str:
+    """Rows (of :func:`flat_row`) as CSV lines ending in ``\\n``, the header first when ``header``.
+
+    A cell holding a line break is quoted, a bare ``\\r`` included: the csv module quotes only the
+    characters of its line terminator, so rows are written ending in ``\\r\\n``, then cut to ``\\n``.
+    """
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\r\n")
+    lines = []
+    for row in [dict(zip(columns, columns)), *rows] if header else rows:
+        writer.writerow(row)
+        lines.append(buffer.getvalue()[:-2] + "\n")
+        buffer.seek(0)
+        buffer.truncate()
+    return "".join(lines)
 
 
 def csv_columns(record: dict[str, Any]) -> list[str]:
@@ -102,15 +126,10 @@ class RecordWriter:
     def write(self, records: Sequence[dict[str, Any]]) -> None:
         """Append whole records."""
         if records:
-            self._put("".join(json.dumps(r, default=str) + "\n" for r in records) if self.fmt == "jsonl" else self._csv(records))
+            self._put("".join(json_record(r) + "\n" for r in records) if self.fmt == "jsonl" else self._csv(records))
 
     def _csv(self, records: Sequence[dict[str, Any]], header: bool = False) -> str:
-        buffer = io.StringIO()
-        writer = csv.DictWriter(buffer, fieldnames=self.layout.columns, lineterminator="\n")
-        if header:
-            writer.writeheader()
-        writer.writerows(flat_row(r) for r in records)
-        return buffer.getvalue()
+        return csv_text(self.layout.columns, (flat_row(r) for r in records), header)
 
     def _put(self, text: str) -> None:
         try:
