@@ -28,7 +28,7 @@ from mammofuse.clinical.schema import (
     ClinicalValueError,
 )
 from mammofuse.data.sample import Sample
-from mammofuse.errors import MammofuseError
+from mammofuse.errors import MammofuseError, reading
 from mammofuse.imaging.reader import IMAGE_SUFFIXES, has_dicom_marker
 from mammofuse.results import Prediction
 from mammofuse.tabular import csv_columns, csv_records, delimiter_hint
@@ -58,7 +58,7 @@ def find_image_files(paths: Iterable[Path], recursive: bool = False, notes: list
     remark in ``notes`` when given.
 
     Raises:
-        MammofuseError: no path given, a path that does not exist, or nothing to score at all.
+        MammofuseError: no path given, a path that does not exist or cannot be read, or nothing to score at all.
     """
     paths = list(paths)
     if not paths:
@@ -66,13 +66,14 @@ def find_image_files(paths: Iterable[Path], recursive: bool = False, notes: list
     files: list[Path] = []
     for path in paths:
         path = Path(path)
-        if path.is_dir():
-            found = path.rglob("*") if recursive else path.iterdir()
-            files.extend(sorted(p for p in found if _looks_like_image(p)))
-        elif path.exists():
-            files.append(path)
-        else:
-            raise MammofuseError(f"{path}: no such file or folder")
+        with reading(path):  # a name too long, a folder that cannot be listed
+            if path.is_dir():
+                found = path.rglob("*") if recursive else path.iterdir()
+                files.extend(sorted(p for p in found if _looks_like_image(p)))
+            elif path.exists():
+                files.append(path)
+            else:
+                raise MammofuseError(f"{path}: no such file or folder")
     first: dict[str, Path] = {}
     for file in files:
         first.setdefault(os.path.normpath(file.absolute()), file)
@@ -173,10 +174,11 @@ def read_clinical_csv(path: Path, vocabulary: str = DEFAULT_VOCABULARY) -> Clini
     circle ``roi_row``, ``roi_col``, ``roi_radius`` in the file's pixels. Other columns are ignored.
     """
     path = Path(path)
-    if path.is_dir():
-        raise MammofuseError(f"{path}: is a folder; --clinical takes a CSV file")
-    if not path.is_file():
-        raise MammofuseError(f"{path}: clinical CSV not found" if not path.exists() else f"{path}: clinical CSV is not a regular file")
+    with reading(path):  # a name too long, no permission
+        if path.is_dir():
+            raise MammofuseError(f"{path}: is a folder; --clinical takes a CSV file")
+        if not path.is_file():
+            raise MammofuseError(f"{path}: clinical CSV not found" if not path.exists() else f"{path}: clinical CSV is not a regular file")
     schema = load_schema(vocabulary)
     aliases = {_column_key(c): f.name for f in schema.fields for c in (f.name, *f.csv_columns)}
     columns = csv_columns(path, key=_column_key)

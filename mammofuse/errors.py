@@ -1,5 +1,10 @@
 """Errors a user can act on. The CLI prints them as one line, never a traceback."""
 
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Iterator
+
 
 class MammofuseError(Exception):
     """A problem with the user's input, files or environment, explained in one line."""
@@ -21,3 +26,14 @@ class OutputError(MammofuseError):
         super().__init__(f"{path}: cannot write ({problem})")
         self.path = path
         self.problem = problem
+
+
+@contextmanager
+def reading(path: object) -> Iterator[None]:
+    """An ``OSError`` met while finding or reading the input ``path`` (a name too long, no permission...) as a
+    one-line :class:`MammofuseError` naming it: a usage error, where an uncaught ``OSError`` means an output
+    that cannot be written."""
+    try:
+        yield
+    except OSError as exc:
+        raise MammofuseError(f"{path}: cannot read ({exc.strerror or exc})") from None

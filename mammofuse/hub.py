@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any, Iterator, Literal
 
 from mammofuse.backbones import BACKBONES
-from mammofuse.errors import MammofuseError
+from mammofuse.errors import MammofuseError, reading
 
 WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
@@ -138,7 +138,8 @@ def staged_model_folder(spec: str | None) -> Path | None:
     if spec in REGISTRY:
         return _package_folder(REGISTRY[spec])
     folder = Path(spec).expanduser()
-    return folder if (folder / CONFIG_NAME).is_file() else None
+    with reading(folder):
+        return folder if (folder / CONFIG_NAME).is_file() else None
 
 
 def resolve_model(spec: str | Path | None) -> ResolvedModel:
@@ -149,8 +150,8 @@ def resolve_model(spec: str | Path | None) -> ResolvedModel:
             or a Hub id ``owner/name`` with an optional ``@revision`` (branch, tag or commit).
 
     Raises:
-        MammofuseError: unknown name, missing files, offline and not cached, repository,
-            revision or file not found on the Hub.
+        MammofuseError: unknown name, missing files, a local path that cannot be read, offline and not
+            cached, repository, revision or file not found on the Hub.
 
     Example:
         >>> resolve_model("default").name
@@ -165,15 +166,16 @@ def resolve_model(spec: str | Path | None) -> ResolvedModel:
             raise MammofuseError(f"bundled model {spec!r} is missing from this installation ({folder}); reinstall mammofuse")
         return ResolvedModel(folder, spec, "bundled")
     local = Path(spec).expanduser()
-    if local.exists():
-        folder = _local_folder(local)
-        return ResolvedModel(folder, str(folder), "local")
-    if local.parts and Path(local.parts[0]).is_dir():
-        # runs/clinicl: a mistyped folder under an existing one, not a Hub id to look up
-        raise MammofuseError(
-            f"{spec}: no such model folder (in {local.parent}) and not a registered name ({', '.join(REGISTRY)}); "
-            f"for a Hub repository whose owner is also a local folder name, run from another folder"
-        )
+    with reading(local):  # a name too long, a folder that cannot be searched
+        if local.exists():
+            folder = _local_folder(local)
+            return ResolvedModel(folder, str(folder), "local")
+        if local.parts and Path(local.parts[0]).is_dir():
+            # runs/clinicl: a mistyped folder under an existing one, not a Hub id to look up
+            raise MammofuseError(
+                f"{spec}: no such model folder (in {local.parent}) and not a registered name ({', '.join(REGISTRY)}); "
+                f"for a Hub repository whose owner is also a local folder name, run from another folder"
+            )
     match = _HUB_ID.match(spec)
     if match and not spec.startswith((".", "/", "~")) and not spec.endswith((".json", ".safetensors")):
         folder = _hub_folder(match["repo"], match["revision"])

@@ -86,3 +86,5 @@ def _open(path: Path) -> Iterator[TextIO]:
         raise MammofuseError(f"{path}: not UTF-8 text (byte {exc.start}); save it as UTF-8 CSV") from None
     except csv.Error as exc:
         raise MammofuseError(f"{path}: not a valid CSV ({exc})") from None
+    except OSError as exc:  # no permission, a name too long: an input, so a usage error rather than an unwritable output
+        raise MammofuseError(f"{path}: cannot read ({exc.strerror or exc})") from None

@@ -329,6 +329,51 @@ def test_unwritable_output_is_exit_3_before_any_work(where: str, corpus: dict[st
         assert run(*command).exit_code == 3, command
 
 
+LONG_NAME = "a" * 300  # longer than the 255 bytes a file name may have: the OS answers "File name too long"
+
+
+@pytest.mark.parametrize("where", ["input", "clinical", "model"])
+def test_an_input_path_the_os_refuses_is_a_usage_error_naming_it(where: str, corpus: dict[str, Path], tmp_path: Path) -> None:
+    """It was exit 3 (an output that cannot be written), from an OSError met while finding the input."""
+    long = tmp_path / LONG_NAME
+    image = f"{long}.png" if where == "input" else str(corpus["good_png"])
+    extra = {"input": [], "clinical": ["--clinical", f"{long}.csv"], "model": ["--model", str(long)]}[where]
+    for command in (["predict", image, "--density", "2", *extra], ["explain", image, "--density", "2", "--out", str(tmp_path / "out"), *extra]):
+        result = run(*command)
+        assert result.exit_code == 2, (command[0], result.output)
+        assert result.stderr.count("\n") == 1 and LONG_NAME in result.stderr and "File name too long" in result.stderr
+
+
+def test_evaluate_with_a_model_or_data_path_the_os_refuses_is_a_usage_error(corpus: dict[str, Path], tmp_path: Path) -> None:
+    manifest = tmp_path / "manifest.csv"
+    manifest.write_text(f"path,label,patient_id,density\n{corpus['good_png']},0,P1,2\n{corpus['good_png']},1,P2,3\n")
+    long = tmp_path / LONG_NAME
+    for args in (["--model", str(long), "--data", str(manifest)], ["--data", f"{long}.csv"]):
+        result = run("evaluate", "--dataset", "manifest", "--split", "all", *args)
+        assert result.exit_code == 2, (args, result.output)
+        assert result.stderr.count("\n") == 1 and "File name too long" in result.stderr
+
+
+def test_an_output_path_the_os_refuses_is_still_exit_3(corpus: dict[str, Path], tmp_path: Path) -> None:
+    result = run("predict", str(corpus["good_png"]), "--density", "2", "--output", str(tmp_path / f"{LONG_NAME}.json"))
+    assert result.exit_code == 3 and "cannot write" in result.stderr and "File name too long" in result.stderr
+
+
+def test_a_csv_that_cannot_be_opened_is_a_usage_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No permission to read it (the tests may run as root, where no file mode denies it: the refusal is staged)."""
+    from mammofuse.tabular import csv_columns
+
+    table = tmp_path / "findings.csv"
+    table.write_text("path,density\n")
+
+    def refused(self: Path, *args: object, **kwargs: object) -> None:
+        raise PermissionError(13, "Permission denied", str(self))
+
+    monkeypatch.setattr(Path, "open", refused)
+    with pytest.raises(MammofuseError, match=f"{table}: cannot read .Permission denied."):
+        csv_columns(table)
+
+
 def test_file_size_limit_is_exit_3_and_debug_shows_the_traceback(corpus: dict[str, Path], tmp_path: Path) -> None:
     import resource
 
@@ -503,6 +548,11 @@ BAD_CONFIGS = [
     {"vocabulary": ["cbis-ddsm-v1"]}, {"field_sizes": "4,8"}, {"preprocessing": {"image_size": 0}},
     {"preprocessing": {"std": 0}}, {"preprocessing": {"std": "0.25"}}, {"preprocessing": {"input": "whole"}}, {"provenance": []},
     {"fusion": None},
+    # provenance fields that mammofuse reads back (remarks, evaluate's report, the leakage check)
+    {"provenance": {"abnormality": 5}}, {"provenance": {"abnormality": "mass"}}, {"provenance": {"abnormality": [1]}},
+    {"provenance": {"train_patients": 5}}, {"provenance": {"val_patients": [["a"]]}}, {"provenance": {"init_patients": {}}},
+    {"provenance": {"dataset": {"name": "x"}}}, {"provenance": {"n_val": "3"}}, {"provenance": {"threshold_from": []}},
+    {"provenance": {"threshold_from": {"folds": 5}}}, {"provenance": {"threshold_from": {"arm_folder": 1, "folds": 5, "cases": 9}}},
 ]
 
 
@@ -517,6 +567,26 @@ def test_malformed_model_configs_are_one_line_errors(change: dict, tmp_path: Pat
     (folder / "config.json").write_text(json.dumps(config))
     with pytest.raises(MammofuseError, match=r"config.json: .*must be|config.json: unknown clinical vocabulary"):
         load_model(folder)
+
+
+def test_a_hostile_provenance_is_a_usage_error_not_an_internal_one(corpus: dict[str, Path], tmp_path: Path) -> None:
+    """``abnormality: 5`` crashed the remark on calcification findings with exit 4 (TypeError)."""
+    folder = _clinical_only_model(tmp_path / "model")
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps(config | {"provenance": {"abnormality": 5}}))
+    result = run("predict", str(corpus["good_png"]), "--model", str(folder), "--calc-type", "pleomorphic")
+    assert result.exit_code == 2, result.output
+    assert result.stderr.count("\n") == 1 and "provenance.abnormality must be a list of strings, not 5" in result.stderr
+
+
+def test_staged_training_refuses_a_hostile_provenance_of_its_starting_model(tmp_path: Path) -> None:
+    from mammofuse.evaluation.leakage import pretrained_patients
+
+    folder = _clinical_only_model(tmp_path / "model")
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps(config | {"provenance": {"train_patients": 5}}))
+    with pytest.raises(MammofuseError, match="config.json: cannot read the model's provenance .provenance.train_patients must be"):
+        pretrained_patients(str(folder))
 
 
 def test_a_config_json_that_is_not_an_object_is_refused(tmp_path: Path) -> None:

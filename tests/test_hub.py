@@ -169,6 +169,14 @@ def test_an_empty_model_name_is_refused_not_the_bundled_model(spec: str) -> None
         resolve_model(spec)
 
 
+@pytest.mark.parametrize("spec", ["{long}", "./{long}", "{long}/config.json", "{tmp}/{long}"])
+def test_a_model_path_the_os_refuses_is_one_line_naming_it(spec: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A name over 255 bytes raised OSError "File name too long", which the CLI took for an unwritable output (exit 3)."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(MammofuseError, match=r"a{300}.*: cannot read \(File name too long\)"):
+        resolve_model(spec.format(long="a" * 300, tmp=tmp_path))
+
+
 def test_a_config_format_given_as_text_is_shown_as_text(models: dict[str, Path], tmp_path: Path) -> None:
     """The error said 'config format 1 is not supported by this mammofuse (needs 1)' for "format": "1"."""
     import shutil

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from mammofuse.errors import MammofuseError
+from mammofuse.imaging.preprocess import PreprocessRecipe
 from mammofuse.model import FUSIONS, MammoFuse, ModelConfig, load_model, save_model
 
 FIELDS = [4, 8, 5, 14, 5]
@@ -114,6 +115,33 @@ def test_unknown_config_key_is_refused(tmp_path) -> None:
     (tmp_path / "config.json").write_text(json.dumps(config))
     with pytest.raises(MammofuseError, match="unknown keys"):
         load_model(tmp_path)
+
+
+def test_unknown_preprocessing_key_is_refused(tmp_path) -> None:
+    """A newer model's preprocessing step was silently dropped: the model would score other pixels than it learnt from."""
+    save_model(make_model("concat"), tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    config["preprocessing"]["clahe"] = True
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    with pytest.raises(MammofuseError, match=r"config.json: preprocessing has unknown keys \['clahe'\]: made by a newer mammofuse"):
+        load_model(tmp_path)
+    with pytest.raises(MammofuseError, match=r"preprocessing has unknown keys \['clahe'\]"):
+        PreprocessRecipe.from_dict({**PreprocessRecipe().as_dict(), "clahe": True})
+
+
+def test_every_config_the_package_writes_loads() -> None:
+    """Every recipe field has a rule (else the config would be refused), and the configs of trained and bundled models load."""
+    from dataclasses import fields
+
+    from mammofuse.hub import resolve_model
+    from mammofuse.model.config import RECIPE_RULES
+    from mammofuse.training.settings import TrainSettings
+
+    assert set(RECIPE_RULES) == {f.name for f in fields(PreprocessRecipe)}
+    recipe = TrainSettings(canvas=[800, 800], without_region="skip").recipe()  # what `train` saves
+    assert ModelConfig.from_dict(ModelConfig(preprocessing=recipe.as_dict()).to_dict()).recipe == recipe
+    bundled = load_model(resolve_model("default").folder).config  # written by `train`, provenance and all
+    assert bundled.recipe.canvas == (800, 800) and bundled.provenance["abnormality"] == ["mass"]
 
 
 def test_another_tools_config_is_named_as_such(tmp_path) -> None:

@@ -170,8 +170,9 @@ def guarded(func: F) -> F:
     """Errors become a one-line message and an exit code, never a traceback.
 
     ``MammofuseError``: 2 (3 for an output that cannot be written); any other ``OSError`` (disk
-    full, permissions): 3; Ctrl-C: 130; anything else is a bug: 4. Warnings print as one-line
-    notes. ``MAMMOFUSE_DEBUG=1`` shows the traceback as well.
+    full, permissions) is an output's, since inputs raise theirs as ``MammofuseError``
+    (:func:`mammofuse.errors.reading`): 3; Ctrl-C: 130; anything else is a bug: 4. Warnings print
+    as one-line notes. ``MAMMOFUSE_DEBUG=1`` shows the traceback as well.
     """
 
     @functools.wraps(func)

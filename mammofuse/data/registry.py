@@ -9,7 +9,7 @@ from mammofuse.data.cbis_ddsm import ABNORMALITIES, load_cbis_ddsm
 from mammofuse.data.manifest import load_manifest
 from mammofuse.data.mini_mias import load_mini_mias
 from mammofuse.data.sample import Sample
-from mammofuse.errors import MammofuseError
+from mammofuse.errors import MammofuseError, reading
 
 Images = str | Path | Sequence[str | Path] | None
 
@@ -32,8 +32,9 @@ def load_dataset(
         raise MammofuseError(f"unknown dataset {name!r}; choose from {', '.join(DATASETS)}")
     if abnormality not in ABNORMALITIES:
         raise MammofuseError(f"--abnormality must be one of {', '.join(ABNORMALITIES)}, not {abnormality!r}")
-    if not Path(data).exists():
-        raise MammofuseError(f"{data}: data folder not found")
+    with reading(data):  # a name too long
+        if not Path(data).exists():
+            raise MammofuseError(f"{data}: data folder not found")
     samples = DATASETS[name](data, images or None, abnormality, report)
     return [s for s in samples if abnormality == "all" or s.abnormality == abnormality]
 

@@ -32,10 +32,13 @@ def pretrained_patients(spec: str | None) -> set[str]:
     folder = staged_model_folder(spec)
     if folder is None:
         return set()
+    from mammofuse.model.config import check_provenance
+
     config = folder / "config.json"
     try:
         provenance = json.loads(config.read_text(encoding="utf-8")).get("provenance") or {}
-    except (OSError, ValueError, AttributeError) as exc:
+        check_provenance(provenance)
+    except (OSError, ValueError, AttributeError, MammofuseError) as exc:
         raise MammofuseError(f"{config}: cannot read the model's provenance ({exc})") from None
     return {d for key in ("train_patients", "val_patients", "init_patients") for d in provenance.get(key) or []}
 

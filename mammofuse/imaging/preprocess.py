@@ -7,6 +7,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from mammofuse.errors import MammofuseError
 from mammofuse.imaging.reader import Mammogram
 
 InputMode = Literal["roi", "full"]
@@ -55,7 +56,15 @@ class PreprocessRecipe:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "PreprocessRecipe":
-        return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
+        """The recipe ``data`` describes; missing keys take their defaults.
+
+        Raises:
+            MammofuseError: an unknown key (a newer mammofuse's step, which this one would silently skip).
+        """
+        unknown = set(data) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise MammofuseError(f"preprocessing has unknown keys {sorted(map(str, unknown))[:5]}: made by a newer mammofuse?")
+        return cls(**data)
 
 
 Region = tuple[float, float, float]

@@ -40,6 +40,14 @@ RECIPE_RULES: dict[str, Rule] = {
     "canvas": Rule(list, optional=True),
     "without_region": Rule(str, choices=("breast", "skip")),
 }
+# The provenance fields mammofuse reads back (remarks, evaluate's report and leakage check); the rest is only recorded.
+PROVENANCE_RULES: dict[str, Rule] = {
+    "dataset": Rule(str, optional=True),
+    "n_val": Rule(int, 0, optional=True),
+    "threshold_from": Rule(dict, optional=True),
+}
+PROVENANCE_STRING_LISTS = ("abnormality", "train_patients", "val_patients", "init_patients")
+OOF_RULES: dict[str, Rule] = {"arm_folder": Rule(str), "folds": Rule(int, 0), "cases": Rule(int, 0)}
 
 
 @dataclass
@@ -66,12 +74,14 @@ class ModelConfig:
     def __post_init__(self) -> None:
         for name, value in check_all(vars(self), RULES).items():
             setattr(self, name, value)
-        self.preprocessing = {
-            k: checked(f"preprocessing.{k}", v, RECIPE_RULES[k]) if k in RECIPE_RULES else v for k, v in self.preprocessing.items()
-        }
+        unknown = set(self.preprocessing) - set(RECIPE_RULES)
+        if unknown:  # a newer mammofuse's preprocessing step, which this one would silently skip
+            raise MammofuseError(f"preprocessing has unknown keys {sorted(map(str, unknown))[:5]}: made by a newer mammofuse?")
+        self.preprocessing = {k: checked(f"preprocessing.{k}", v, RECIPE_RULES[k]) for k, v in self.preprocessing.items()}
         canvas = self.preprocessing.get("canvas")
         if canvas is not None and not (len(canvas) == 2 and all(isinstance(v, int) and not isinstance(v, bool) and 8 <= v <= 16384 for v in canvas)):
             raise MammofuseError(f"preprocessing.canvas must be [height, width] in pixels, not {canvas!r}"[:160])
+        check_provenance(self.provenance)
         if not all(isinstance(n, int) and not isinstance(n, bool) and 0 < n <= 1000 for n in self.field_sizes):
             raise MammofuseError(f"field_sizes must be positive integers, not {self.field_sizes!r}"[:160])
         if self.uses_image and self.backbone not in BACKBONES:
@@ -111,3 +121,23 @@ class ModelConfig:
         if unknown:
             raise MammofuseError(f"config has unknown keys {sorted(map(str, unknown))[:5]}: made by a newer mammofuse?")
         return cls(**{k: v for k, v in data.items() if k != "format"})
+
+
+def check_provenance(provenance: Any) -> None:
+    """Refuse a provenance whose fields that mammofuse reads back have the wrong type (a hostile or damaged config).
+
+    Raises:
+        MammofuseError: one line naming the field.
+    """
+    checked("provenance", provenance, RULES["provenance"])
+    for key, rule in PROVENANCE_RULES.items():
+        if key in provenance:
+            checked(f"provenance.{key}", provenance[key], rule)
+    for key in PROVENANCE_STRING_LISTS:
+        value = provenance.get(key)
+        if value is not None and not (isinstance(value, list) and all(isinstance(v, str) for v in value)):
+            raise MammofuseError(f"provenance.{key} must be a list of strings, not {value!r}"[:160])
+    oof = provenance.get("threshold_from")
+    if oof is not None:
+        for key, rule in OOF_RULES.items():
+            checked(f"provenance.threshold_from.{key}", oof.get(key), rule)
