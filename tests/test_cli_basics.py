@@ -83,7 +83,8 @@ def test_data_summary_without_images_says_they_were_not_given(cbis_csv):
     args = ["data", "summary", "--dataset", "cbis-ddsm", "--data", str(cbis_csv), "--abnormality", "mass"]
     table = " ".join(runner.invoke(app, args, env={"COLUMNS": "200"}).stdout.split())
     assert "images: not given" in table and "not found" not in table
-    assert json.loads(runner.invoke(app, [*args, "--format", "json"]).stdout)["matching"] == {"images": None, "lesions": None}
+    rows = {"train": {"rows": 1318, "left_out": 0, "ambiguous": 0}, "test": {"rows": 10, "left_out": 0, "ambiguous": 0}}
+    assert json.loads(runner.invoke(app, [*args, "--format", "json"]).stdout)["matching"] == {"images": None, "lesions": None, "rows": rows}
 
 
 def test_data_summary_json(mini_mias):

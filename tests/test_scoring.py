@@ -206,7 +206,8 @@ def test_records_holding_nan_are_never_written_as_json(tmp_path: Path) -> None:
     from mammofuse.cli.common import render_records
     from mammofuse.scoring.sink import RecordLayout, record_writer
 
-    record = {"path": "a.dcm", "probability": None, "model": "m", "threshold": 0.5, "region": [float("nan"), 1.0, 2.0], "error": None}
+    record = {"path": "a.dcm", "probability": None, "model": "m", "threshold": 0.5, "region": [float("nan"), 1.0, 2.0], "error": None,
+              "weights_digest": "0123456789abcdef"}
     for fmt in ("json", "jsonl"):
         with pytest.raises(ValueError, match="not JSON compliant"):
             render_records([record], fmt)
