@@ -141,6 +141,19 @@ def test_an_official_split_sharing_a_patient_is_refused() -> None:
         make_folds([case("P1", "train"), case("P2", "train"), case("P2", "test")], None, 0)
 
 
+def test_a_case_whose_data_changed_under_the_same_id_is_other_data() -> None:
+    """Manifest cases are named by their line: a fold result must not be reused after the rows' contents change."""
+    from mammofuse.data.sample import Sample
+    from mammofuse.evaluation.ablation import _fingerprint
+
+    case = Sample(id="row2", patient_id="P1", label=0, clinical={"margin": "spiculated"}, image_path="/a/x.png")
+    key = _fingerprint(_settings(fusion="clinical").as_dict(), [case], [])
+    for changed in (dataclasses.replace(case, label=1), dataclasses.replace(case, clinical={}), dataclasses.replace(case, patient_id="P2"),
+                    dataclasses.replace(case, image_path="/a/y.png"), dataclasses.replace(case, region=(1.0, 2.0, 3.0))):
+        assert _fingerprint(_settings(fusion="clinical").as_dict(), [changed], []) != key
+    assert _fingerprint(_settings(fusion="clinical").as_dict(), [dataclasses.replace(case, image_path="/b/x.png")], []) == key  # data moved
+
+
 def test_weights_rewritten_at_the_same_path_are_different_settings(tmp_path):
     """Fold results name their --pretrained weights by path: a backbone retrained there must not reuse them."""
     from mammofuse.evaluation.ablation import _fingerprint

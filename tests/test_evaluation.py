@@ -322,3 +322,12 @@ def test_a_whole_breast_model_refuses_the_away_control_in_one_line(tmp_path, min
                                  "--split", "all", "--control", "away"])
     assert result.exit_code == 2 and "looks at the whole breast: use 'masked'" in result.output
     assert "Traceback" not in result.output
+
+
+def test_reports_are_strict_json_with_undefined_numbers_as_null() -> None:
+    """A fold trained without a validation part has a NaN validation AUC: ablation.json held `NaN`, which JSON readers refuse."""
+    from mammofuse.jsontext import json_text
+
+    text = json_text({"val_auc": float("nan"), "folds": [0.7, float("inf"), (1, -float("inf"))], "name": "x", "n": 3}, indent=1)
+    assert json.loads(text, parse_constant=lambda c: pytest.fail(f"{c} in JSON")) == {"val_auc": None, "folds": [0.7, None, [1, None]],
+                                                                                     "name": "x", "n": 3}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -76,10 +77,13 @@ def test_a_threshold_from_another_recipe_other_cases_or_no_cross_validation_is_r
     assert not (tmp_path / "other").exists() or not any((tmp_path / "other").iterdir())
 
     settings = TrainSettings(fusion="clinical", epochs=2, device="cpu", dataset="mini-mias")
-    ids = [s.id for s in load_dataset("mini-mias", mini_mias)]
+    ids = load_dataset("mini-mias", mini_mias)
     assert oof_threshold(cv, settings, ids).folds == 3
     with pytest.raises(MammofuseError, match=rf"held out {len(ids)} cases, this run trains {len(ids) - 1} \(1 not trained here, 0 never"):
         oof_threshold(cv, settings, ids[:-1])
+    relabelled = [dataclasses.replace(ids[0], label=1 - ids[0].label), *ids[1:]]  # the same case ids, other data
+    with pytest.raises(MammofuseError, match=r"\(1 not trained here, 1 never held out there, counting a case whose label or patient"):
+        oof_threshold(cv, settings, relabelled)
     old = tmp_path / "old"  # a run made before a setting existed: that setting had another default then
     shutil.copytree(cv / "arms" / "clinical", old)
     for result in old.glob("fold-*/result.json"):

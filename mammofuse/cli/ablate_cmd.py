@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -27,6 +26,7 @@ from mammofuse.cli.common import (
 )
 from mammofuse.cli.output import console
 from mammofuse.fusion import FUSIONS
+from mammofuse.jsontext import json_text
 
 if TYPE_CHECKING:
     from mammofuse.evaluation.ablation_results import AblationResult
@@ -160,7 +160,7 @@ def ablate(
     )
     err_console.print(f"wrote {out / 'ablation.json'}, {out / 'ablation.md'}, {out / 'ablation.png'}", highlight=False, markup=False)
     if fmt == "json":
-        emit(json.dumps(report.to_dict(), indent=2) + "\n", None)
+        emit(json_text(report.to_dict(), indent=2) + "\n", None)
     else:
         _table(report)
 

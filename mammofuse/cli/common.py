@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import json
 import math
 import os
 import re
@@ -20,6 +19,7 @@ from rich.text import Text
 
 from mammofuse.cli.output import err_console
 from mammofuse.errors import MammofuseError, OutputError
+from mammofuse.jsontext import json_text
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -285,7 +285,7 @@ def emit(text: str, output: Path | None) -> None:
 def write_report(data: Any, fmt: str, output: Path | None, table: Callable[[], Any]) -> None:
     """A report as JSON, or as the table ``table()`` builds, to stdout or ``output`` (atomically)."""
     if fmt == ReportFormat.JSON:
-        emit(json.dumps(data, indent=2) + "\n", output)
+        emit(json_text(data, indent=2) + "\n", output)
     else:
         from mammofuse.cli.output import show
 

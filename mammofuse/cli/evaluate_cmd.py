@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -35,6 +34,7 @@ from mammofuse.cli.common import (
 )
 from mammofuse.cli.output import console, progress
 from mammofuse.errors import MammofuseError
+from mammofuse.jsontext import json_text
 
 _THRESHOLD_METRICS = ("accuracy", "f1", "precision", "recall", "specificity")
 _CONTROLS = {"masked": "lesion masked out", "away": "patch away from the lesion"}
@@ -139,11 +139,11 @@ def evaluate(
         err_console.print(f"wrote {len(written)} figures to {plots}", highlight=False)
 
     if fmt == "json":
-        emit(json.dumps(result, indent=2) + "\n", output)
+        emit(json_text(result, indent=2) + "\n", output)
     else:
         _tables(result)
         if output is not None:
-            emit(json.dumps(result, indent=2) + "\n", output)
+            emit(json_text(result, indent=2) + "\n", output)
 
     code = 0
     if len(evaluation.failed) > max_failed:

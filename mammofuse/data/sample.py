@@ -48,3 +48,15 @@ def patient_digest(patient_id: str) -> str:
     import hashlib
 
     return hashlib.sha256(patient_id.strip().encode("utf-8")).hexdigest()[:16]
+
+
+def case_digest(sample: Sample) -> str:
+    """A short digest of what a case is: id, patient, label, findings, region and image name (stored results of
+    a case whose data changed since must not be reused)."""
+    import hashlib
+    import json
+    from pathlib import Path
+
+    image = Path(sample.image_path).name if sample.image_path else None
+    facts = [sample.id, sample.patient_id, int(sample.label), sorted(sample.clinical.items()), sample.region, image, sample.abnormality]
+    return hashlib.sha256(json.dumps(facts, default=str).encode("utf-8")).hexdigest()[:16]

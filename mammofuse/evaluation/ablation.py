@@ -26,7 +26,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from mammofuse.atomic import write_text
-from mammofuse.data.sample import Sample, patient_digest
+from mammofuse.data.sample import Sample, case_digest, patient_digest
 from mammofuse.errors import MammofuseError
 from mammofuse.evaluation.ablation_results import (
     RESULT_FORMAT,
@@ -40,6 +40,7 @@ from mammofuse.evaluation.ablation_results import (
 )
 from mammofuse.evaluation.leakage import pretrained_patients
 from mammofuse.fusion import FUSIONS, Fusion
+from mammofuse.jsontext import json_text
 from mammofuse.training.callbacks import Reporter, TrainCallback
 from mammofuse.training.checkpoint import has_checkpoint
 
@@ -144,8 +145,8 @@ def _fingerprint(settings: dict[str, Any], train: Sequence[Sample], test: Sequen
         "settings": {k: v for k, v in sorted(settings.items()) if k not in NOT_FINGERPRINTED},
         # A backbone or image model rewritten at the same path is other settings (the findings alone read no image).
         "weights": None if settings.get("fusion") == "clinical" else weights_digest(settings.get("pretrained")),
-        "train": sorted(s.id for s in train),
-        "test": sorted(s.id for s in test),
+        "train": sorted(case_digest(s) for s in train),  # a case's data (label, findings, image...) as well as its id
+        "test": sorted(case_digest(s) for s in test),
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:24]
 
@@ -190,7 +191,7 @@ def run_fold(
                 scored = _score_controls(model, test_part, missing, away_patches)
                 patches = away_patches if "away" in missing else result.away_patches
                 result = dataclasses.replace(result, controls={**result.controls, **scored}, away_patches=patches)
-                write_text(result_path, json.dumps(result.to_dict(), indent=1) + "\n")
+                write_text(result_path, json_text(result.to_dict(), indent=1) + "\n")
             elif stale:
                 raise MammofuseError(
                     f"{result_path}: its away control averages {result.away_patches} patch(es) per case, not {away_patches}, "
@@ -237,7 +238,7 @@ def run_fold(
         seconds=round(time.perf_counter() - started, 1),
         away_patches=away_patches,
     )
-    write_text(result_path, json.dumps(result.to_dict(), indent=1) + "\n")
+    write_text(result_path, json_text(result.to_dict(), indent=1) + "\n")
     if not keep_models:
         shutil.rmtree(model_dir, ignore_errors=True)
     return result, False

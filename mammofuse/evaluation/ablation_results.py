@@ -28,6 +28,7 @@ from mammofuse.evaluation.metrics import (
     youden_threshold,
 )
 from mammofuse.fusion import Fusion
+from mammofuse.jsontext import json_text
 
 RESULT_NAME = "result.json"
 RESULT_FORMAT = 1
@@ -410,7 +411,7 @@ def write_report(report: AblationResult, out: Path) -> None:
     from mammofuse.evaluation.plots import ablation_figure
 
     data = report.to_dict()
-    write_text(out / "ablation.json", json.dumps(data, indent=2) + "\n")
+    write_text(out / "ablation.json", json_text(data, indent=2) + "\n")
     write_text(out / "ablation.md", markdown_table(report))
     if report.variants:
         ablation_figure(data["variants"], out / "ablation.png", title=f"Ablation: {report.protocol['dataset'] or 'dataset'}")

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Collection
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
@@ -22,6 +22,7 @@ from mammofuse.evaluation.metrics import youden_threshold
 from mammofuse.fusion import Fusion
 
 if TYPE_CHECKING:
+    from mammofuse.data.sample import Sample
     from mammofuse.training.settings import TrainSettings
 
 # Settings that may differ between the cross-validation and the final model without changing the recipe
@@ -51,9 +52,10 @@ def arm_folder(path: Path, fusion: str) -> Path:
                          "of a `mammofuse ablate` run)")
 
 
-def oof_threshold(path: str | Path, settings: TrainSettings, case_ids: Collection[str]) -> OofThreshold:
+def oof_threshold(path: str | Path, settings: TrainSettings, cases: Sequence[Sample]) -> OofThreshold:
     """Youden's J on the pooled held-out predictions of the cross-validation in ``path`` of ``settings``'
-    recipe, which must have held out exactly ``case_ids`` (the cases the final model trains on)."""
+    recipe, which must have held out exactly ``cases`` (the cases the final model trains on: ids, labels
+    and patients)."""
     folder = arm_folder(Path(path), settings.fusion)
     folds = read_arm(folder)
     if len(folds) < 2:
@@ -65,12 +67,13 @@ def oof_threshold(path: str | Path, settings: TrainSettings, case_ids: Collectio
     if differ:  # a setting the run did not record (made by an older mammofuse) had another default then
         shown = ", ".join(f"{k} {theirs[k]!r} there, {mine[k]!r} here" if k in theirs else f"{k} not recorded there" for k in differ)
         raise MammofuseError(f"{folder}: cross-validated another recipe ({shown}); its threshold does not fit this model")
-    held_out = {i for f in folds for i in f.ids}
-    wanted = set(case_ids)
+    held_out = {(i, int(y), p) for f in folds for i, y, p in zip(f.ids, f.labels, f.patients)}
+    wanted = {(s.id, int(s.label), s.patient_id) for s in cases}
     if held_out != wanted:
         raise MammofuseError(
             f"{folder}: held out {len(held_out)} cases, this run trains {len(wanted)} ({len(held_out - wanted)} not trained here, "
-            f"{len(wanted - held_out)} never held out there); the threshold must come from a cross-validation of exactly these cases"
+            f"{len(wanted - held_out)} never held out there, counting a case whose label or patient changed as both); "
+            "the threshold must come from a cross-validation of exactly these cases"
         )
     labels, probs = [], []
     for fold in folds:

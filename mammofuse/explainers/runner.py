@@ -18,7 +18,6 @@ Example:
 
 from __future__ import annotations
 
-import json
 import re
 import time
 from pathlib import Path
@@ -37,6 +36,7 @@ from mammofuse.explainers.methods import METHODS, CaseContext, default_selection
 from mammofuse.explainers.options import DEFAULT_LAYER, DEFAULT_LIME_SAMPLES, ExplainOptions
 from mammofuse.explainers.report import ReportData, ReportSection, render_report
 from mammofuse.inference import OFF_BREAST, on_background
+from mammofuse.jsontext import json_text
 from mammofuse.model import MammoFuse
 from mammofuse.results import decide, sigmoid
 
@@ -143,7 +143,7 @@ def _explain(
     result.outputs.update(summary=folder / SUMMARY, report=folder / REPORT)
     _remove_stale(folder, result.outputs.values())
     result.seconds["total"] = time.perf_counter() - started
-    write_text(folder / SUMMARY, json.dumps(result.to_dict(), indent=2) + "\n")  # last: it lists every other output
+    write_text(folder / SUMMARY, json_text(result.to_dict(), indent=2) + "\n")  # last: it lists every other output
     return result
 
 

@@ -100,7 +100,7 @@ class _Trainer:
         if settings.threshold_from:
             from mammofuse.evaluation.oof import oof_threshold  # here: the ablation module imports the trainer
 
-            self.oof = oof_threshold(settings.threshold_from, settings, [s.id for split in SPLITS for s in self.samples[split]])
+            self.oof = oof_threshold(settings.threshold_from, settings, [s for split in SPLITS for s in self.samples[split]])
         self.device, self.dist = join_run(settings.device)
         self.report = Reporter(callbacks if self.dist.main else ())
         self.recipe = settings.recipe(common_canvas(self.samples["train"] + self.samples["val"]))

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from typing import TYPE_CHECKING
 
 from mammofuse.explainers.methods.base import CaseContext, ExplanationMethod, MethodResult
 from mammofuse.explainers.report import ReportSection
+from mammofuse.jsontext import json_text
 
 if TYPE_CHECKING:
     from mammofuse.model import MammoFuse
@@ -31,7 +31,7 @@ class ShapMethod(ExplanationMethod):
         png = plot_shapley(values)
         paths = self.paths(case.folder)
         write_bytes(paths["shap_png"], png)
-        write_text(paths["shap_json"], json.dumps(values.as_dict(), indent=2) + "\n")
+        write_text(paths["shap_json"], json_text(values.as_dict(), indent=2) + "\n")
         notes = [] if inputs.mask.any() else ["SHAP: no clinical finding given, so every field contributes 0"]
         text = (
             f"Exact Shapley values of each clinical field with the image held fixed; a field 'absent' is masked as if not given. "
