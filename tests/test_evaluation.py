@@ -290,10 +290,20 @@ def test_threshold_source_is_where_the_stored_threshold_came_from():
     from mammofuse.training.card import threshold_source
 
     oof = {"arm_folder": "runs/cv/arms/late", "folds": 5, "cases": 1304, "value": 0.51}
-    assert threshold_source({"n_val": 0, "threshold_from": oof}).startswith("Youden's J on the pooled out-of-fold predictions of runs/cv/arms/late")
+    assert threshold_source({"n_val": 0, "threshold_from": oof}).startswith("Youden's J on the pooled out-of-fold predictions of `runs/cv/arms/late`")
     assert threshold_source({"n_val": 262}) == "chosen on validation by Youden's J"
     assert threshold_source({"n_val": 0}).startswith("not tuned")
     assert threshold_source({}).startswith("unknown")
+
+
+def test_a_card_says_what_its_validation_part_chose() -> None:
+    """With --threshold-from, the card said both that cross-validation and that the validation AUC chose the threshold."""
+    from mammofuse.training.card import _validation_caveat
+
+    assert _validation_caveat(True, False, "last").startswith("- The validation AUC chose the threshold, so it is optimistic")
+    assert _validation_caveat(True, True, "best").startswith("- The validation AUC chose the epoch, so")
+    assert "chose nothing (the threshold came from cross-validation" in _validation_caveat(True, True, "last")
+    assert _validation_caveat(False, True, "last").startswith("- No validation part")
 
 
 def test_a_lesion_crop_model_given_no_regions_says_its_images_were_not_used(cbis_csv, dicom_root):

@@ -177,7 +177,7 @@ def test_weights_of_another_fusion_are_refused(tmp_path) -> None:
         load_model(tmp_path)
 
 
-def test_saving_again_replaces_its_own_minimal_card_but_keeps_another(tmp_path) -> None:
+def test_saving_again_replaces_a_card_of_another_model_but_keeps_the_owners(tmp_path) -> None:
     """The second model's folder was left with the first one's card (fusion, threshold): what the Hub shows."""
     save_model(make_model("clinical"), tmp_path)
     second = make_model("concat")
@@ -185,6 +185,12 @@ def test_saving_again_replaces_its_own_minimal_card_but_keeps_another(tmp_path) 
     save_model(second, tmp_path)
     card = (tmp_path / "README.md").read_text()
     assert "concat fusion" in card and "threshold 0.700" in card and "clinical fusion" not in card
-    (tmp_path / "README.md").write_text(card.replace("concat fusion", "concat fusion on my data") + "\nMy notes.\n")
+    trained = card.replace("concat fusion", "concat fusion on my data") + "\n## Metrics (validation)\n\nAUC 0.9\n"  # a training card
+    (tmp_path / "README.md").write_text(trained)
+    save_model(second, tmp_path)
+    assert (tmp_path / "README.md").read_text() == trained  # the same model saved again: its card still describes it
     save_model(make_model("clinical"), tmp_path)
-    assert "My notes." in (tmp_path / "README.md").read_text()  # a card someone wrote (or training's) is kept
+    assert "clinical fusion" in (tmp_path / "README.md").read_text() and "AUC 0.9" not in (tmp_path / "README.md").read_text()
+    (tmp_path / "README.md").write_text("# My model\n\nMy notes.\n")
+    save_model(second, tmp_path)
+    assert (tmp_path / "README.md").read_text() == "# My model\n\nMy notes.\n"  # a card someone wrote is theirs: kept

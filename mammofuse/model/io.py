@@ -26,17 +26,22 @@ from mammofuse.model.mammofuse import MammoFuse
 def save_model(model: MammoFuse, folder: str | Path) -> Path:
     """Write weights, config and a minimal model card atomically into ``folder``; returns it.
 
-    A card that is there already is kept unless it is an earlier minimal card (which describes another
-    model). Files follow the umask. Training replaces the card with its full one.
+    A card that is there already is kept while it can still describe the model: a user's own card, or
+    a card mammofuse wrote for this same config. A minimal card, and a training card of another config
+    (an earlier model's fusion, threshold, metrics), are replaced by a minimal card of this model.
+    Training then writes its full card.
     """
     from safetensors.torch import save
 
     folder = Path(folder)
+    config = json.dumps(model.config.to_dict(), indent=2, sort_keys=True) + "\n"
+    card = folder / CARD_NAME
+    stale = not card.exists() or _is_minimal_card(card) or (_is_mammofuse_card(card) and _text(folder / CONFIG_NAME) != config)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     write_bytes(folder / WEIGHTS_NAME, save(state, metadata={"format": "pt"}))
-    write_text(folder / CONFIG_NAME, json.dumps(model.config.to_dict(), indent=2, sort_keys=True) + "\n")
-    if not (folder / CARD_NAME).exists() or _is_minimal_card(folder / CARD_NAME):
-        write_text(folder / CARD_NAME, _minimal_card(model.config))
+    write_text(folder / CONFIG_NAME, config)
+    if stale:
+        write_text(card, _minimal_card(model.config))
     return folder
 
 
@@ -55,6 +60,18 @@ def _is_minimal_card(path: Path) -> bool:
             return _MINIMAL_CARD.fullmatch(fh.read(4096)) is not None
     except (OSError, UnicodeDecodeError):
         return False
+
+
+def _is_mammofuse_card(path: Path) -> bool:
+    """Whether ``path`` is a card mammofuse wrote (minimal or training), not a user's own."""
+    return (_text(path) or "").startswith(f"{CARD_METADATA}\n# mammofuse model: ")
+
+
+def _text(path: Path) -> str | None:
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return None
 
 
 def _minimal_card(config: ModelConfig) -> str:

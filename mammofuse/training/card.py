@@ -36,7 +36,7 @@ def _initialisation(pretrained: str | None) -> str:
 def threshold_source(provenance: Mapping[str, Any]) -> str:
     """Where a model's stored decision threshold came from, as its provenance records it (the card and ``evaluate`` say it)."""
     if oof := provenance.get("threshold_from"):
-        return (f"Youden's J on the pooled out-of-fold predictions of {oof['arm_folder']} "
+        return (f"Youden's J on the pooled out-of-fold predictions of `{oof['arm_folder']}` "
                 f"({oof['folds']}-fold cross-validation of this recipe on these {oof['cases']} cases)")
     if "n_val" not in provenance:
         return "unknown: the model records no training provenance"
@@ -112,8 +112,7 @@ def model_card(settings: TrainSettings, provenance: dict[str, Any], history: Seq
         "",
         "## Caveats",
         "",
-        ("- The validation AUC chose the threshold (and, with selection 'best', the epoch), so it is optimistic: "
-         if has_val else "- No validation part: no metric here; ")
+        _validation_caveat(has_val, bool(provenance.get("threshold_from")), s.selection)
         + "report a held-out test set or patient-grouped cross-validation (`mammofuse ablate`) instead.",
         "- Small public research datasets (scanned film, one population); performance elsewhere is unknown.",
         "- Clinical findings are radiologists' descriptors; BI-RADS assessment and subtlety are never inputs.",
@@ -122,6 +121,16 @@ def model_card(settings: TrainSettings, provenance: dict[str, Any], history: Seq
         start = "random weights" if s.pretrained is None else "weights learned here without labels, not ImageNet's"
         lines.append(f"- The image encoder started from {start}: expect lower AUC than papers using ImageNet initialisation.")
     return "\n".join(lines) + "\n"
+
+
+def _validation_caveat(has_val: bool, threshold_from_cv: bool, selection: str) -> str:
+    """The card's first caveat: what the validation part chose, so how far its AUC can be trusted."""
+    if not has_val:
+        return "- No validation part: no metric here; "
+    chose = [*([] if threshold_from_cv else ["the threshold"]), *(["the epoch"] if selection == "best" else [])]
+    if not chose:
+        return "- The validation part chose nothing (the threshold came from cross-validation, the epoch is the last), but it is small: "
+    return f"- The validation AUC chose {' and '.join(chose)}, so it is optimistic: "
 
 
 def write_model_card(out: Path, settings: TrainSettings, provenance: dict[str, Any], history: Sequence[EpochRow], best: BestEpoch) -> None:
@@ -140,14 +149,14 @@ def add_cross_validation(folder: Path, report: dict[str, Any], arm: str) -> None
         "",
         "## Cross-validated performance (the same recipe, `mammofuse ablate`)",
         "",
-        f"- {p['dataset']}: {p['cases']} cases, {p['patients']} patients, {p['split']}",
+        f"- `{p['dataset']}`: {p['cases']} cases, {p['patients']} patients, {p['split']}",
         f"- ROC AUC {_fmt(a['auc'])} ± {_fmt(a.get('auc_sd'))} over folds; pooled out-of-fold AUC {_fmt(a.get('auc_pooled'))}"
         + (f" [95% CI {ci[0]:.3f}, {ci[1]:.3f}] (patient bootstrap)" if ci else ""),
         f"- Sensitivity {_fmt(a['sensitivity'])}, specificity {_fmt(a['specificity'])} at each fold's threshold "
         f"({p.get('threshold', VALIDATION_THRESHOLD)})",
     ]
     if p.get("image_weights"):
-        lines.append(f"- Image branch started from: {p['image_weights']}")
+        lines.append(f"- Image branch started from: `{p['image_weights']}`")
     vs = a.get("vs_best_single")
     if vs:
         vci = f" [{vs['ci'][0]:+.3f}, {vs['ci'][1]:+.3f}]" if vs.get("ci") else ""
