@@ -98,6 +98,25 @@ def test_data_summary_bad_folder_is_one_line(tmp_path):
     assert result.exit_code == 2 and "no CBIS-DDSM" in result.output and "Traceback" not in result.output
 
 
+def test_data_summary_of_a_short_manifest_row_is_one_line(tmp_path):
+    """A missing patient_id cell was an internal error (KeyError, exit 4)."""
+    (tmp_path / "m.csv").write_text("path,label,patient_id\na.png,1\n")
+    result = runner.invoke(app, ["data", "summary", "--dataset", "manifest", "--data", str(tmp_path / "m.csv")])
+    assert result.exit_code == 2 and "m.csv:2: no patient_id cell" in result.stderr
+    assert "internal error" not in result.output and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_data_summary_shows_split_names_and_the_path_as_text(tmp_path):
+    """A split or folder named like Rich markup was an internal error (MarkupError, exit 4)."""
+    folder = tmp_path / "[" / "y]"
+    folder.mkdir(parents=True)
+    (folder / "m.csv").write_text("path,label,patient_id,split\na.png,1,p1,[/x]\nb.png,0,p2,[bold]b\n")
+    result = runner.invoke(app, ["data", "summary", "--dataset", "manifest", "--data", str(folder / "m.csv")], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    shown = "".join(result.stdout.split())
+    assert "[/x]" in shown and "[bold]b" in shown and "[/y]/m.csv)" in shown
+
+
 def test_report_commands_write_to_output_and_name_their_formats(tmp_path):
     for command in (["schema"], ["models"]):
         shown = runner.invoke(app, [*command, "--format", "json"]).stdout

@@ -104,6 +104,60 @@ def test_manifest_names_the_line_of_an_unknown_clinical_value(tmp_path):
         load_dataset("manifest", tmp_path)
 
 
+@pytest.mark.parametrize(("rows", "message"), [
+    ("a.png,1\n", r"manifest.csv:2: no patient_id cell: the row has fewer cells"),  # was a KeyError, an internal error
+    ("a.png\n", r"manifest.csv:2: no label or patient_id cell"),
+    ("a.png,,p1\n", r"manifest.csv:2: label is empty"),
+    ("a.png,1,p1\nb.png,0,\n", r"manifest.csv:3: patient_id is empty: every row needs its patient"),  # was one patient ''
+])
+def test_manifest_refuses_a_short_row_and_an_empty_label_or_patient(tmp_path, rows, message):
+    (tmp_path / "manifest.csv").write_text("path,label,patient_id\n" + rows)
+    with pytest.raises(MammofuseError, match=message):
+        load_dataset("manifest", tmp_path)
+
+
+def test_manifest_allows_an_empty_path_and_short_optional_cells(tmp_path):
+    (tmp_path / "manifest.csv").write_text("path,label,patient_id,split,abnormality\n,1,p1\n")
+    [sample] = load_dataset("manifest", tmp_path)
+    assert (sample.image_path, sample.patient_id, sample.split, sample.abnormality) == (None, "p1", "all", None)
+
+
+def test_manifest_normalises_abnormality_in_any_case(tmp_path):
+    """``Mass`` and ``calcification`` were kept as written, so --abnormality mass|calc left them out."""
+    kinds = ["Mass", "mass", "MASS", "calc", "Calcification", "CALC", ""]
+    rows = [f"a{k}.png,{k % 2},p{k},{kind}" for k, kind in enumerate(kinds)]
+    (tmp_path / "manifest.csv").write_text("path,label,patient_id,abnormality\n" + "\n".join(rows) + "\n")
+    assert [s.abnormality for s in load_dataset("manifest", tmp_path)] == ["mass"] * 3 + ["calc"] * 3 + [None]
+    assert len(load_dataset("manifest", tmp_path, abnormality="mass")) == 3
+    assert len(load_dataset("manifest", tmp_path, abnormality="calc")) == 3
+
+
+def test_manifest_refuses_an_unknown_abnormality(tmp_path):
+    (tmp_path / "manifest.csv").write_text("path,label,patient_id,abnormality\na.png,1,p1,mass\nb.png,0,p2,cyst\n")
+    with pytest.raises(MammofuseError, match=r"manifest.csv:3: abnormality 'cyst' is not mass, calc or calcification"):
+        load_dataset("manifest", tmp_path)
+
+
+def test_manifest_reads_a_lesion_circle(tmp_path):
+    (tmp_path / "manifest.csv").write_text("path,label,patient_id,roi_row,roi_col,roi_radius\na.png,1,p1,10,20.5,3\nb.png,0,p2,,,\n")
+    assert [s.region for s in load_dataset("manifest", tmp_path)] == [(10.0, 20.5, 3.0), None]
+
+
+@pytest.mark.parametrize(("circle", "message"), [
+    ("10,20,", r"manifest.csv:2: roi_radius is empty: a lesion circle needs roi_row, roi_col and roi_radius \(or none of them\)"),
+    (",,5", r"manifest.csv:2: roi_row and roi_col are empty"),  # a partial circle was dropped without a word
+    ("10,x,5", r"manifest.csv:2: roi_row, roi_col and roi_radius must be numbers"),
+    ("nan,20,5", r"manifest.csv:2: roi_row 'nan': roi_row, roi_col and roi_radius must be finite"),
+    ("10,20,inf", r"manifest.csv:2: roi_radius 'inf': .* must be finite"),
+    ("10,20,0", r"manifest.csv:2: roi_radius '0' must be more than 0 pixels"),
+    ("10,20,-4", r"manifest.csv:2: roi_radius '-4' must be more than 0 pixels"),
+])
+def test_manifest_refuses_a_partial_or_bad_lesion_circle(tmp_path, circle, message):
+    (tmp_path / "manifest.csv").write_text(f"path,label,patient_id,roi_row,roi_col,roi_radius\na.png,1,p1,{circle}\n")
+    with pytest.raises(MammofuseError, match=message):
+        load_dataset("manifest", tmp_path)
+
+
 def test_unknown_dataset_and_missing_folder_are_clear_errors(tmp_path):
     with pytest.raises(MammofuseError, match="unknown dataset"):
         load_dataset("ddsm", tmp_path)

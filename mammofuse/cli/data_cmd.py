@@ -13,9 +13,11 @@ from mammofuse.cli.common import (
     ImageDirs,
     Output,
     ReportFormatOption,
+    cell,
     check_output,
     guarded,
     report_format,
+    safe,
     write_report,
 )
 
@@ -42,10 +44,11 @@ def summary(
     check_output(output)
     report: dict = {}
     result = summarize(dataset, load_dataset(dataset, data, images, abnormality, report), report)
-    write_report(result, fmt, output, lambda: _table(result, f"{dataset} ({data})"))
+    write_report(result, fmt, output, lambda: _table(result, safe(f"{dataset} ({data})")))
 
 
 def _table(result: dict[str, Any], title: str) -> Any:
+    """The counts per split as a Rich table; ``title`` is markup, split names are shown as text."""
     from rich.table import Table
 
     caption = None
@@ -60,7 +63,7 @@ def _table(result: dict[str, Any], title: str) -> Any:
         )
     table = Table("split", "lesions", "malignant", "benign", "patients", "images", title=title, caption=caption, caption_justify="left")
     for split, c in result["splits"].items():
-        table.add_row(split, *(str(c[k]) for k in ("lesions", "malignant", "benign", "patients", "images")))
+        table.add_row(cell(split), *(str(c[k]) for k in ("lesions", "malignant", "benign", "patients", "images")))
     return table
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 from mammofuse.clinical import load_schema
@@ -11,6 +12,9 @@ from mammofuse.errors import MammofuseError
 from mammofuse.tabular import csv_records
 
 _LABELS = {"1": 1, "0": 0, "malignant": 1, "benign": 0, "benign_without_callback": 0}
+_REQUIRED = ("path", "label", "patient_id")
+_ABNORMALITIES = {"mass": "mass", "calc": "calc", "calcification": "calc"}
+_REGION = ("roi_row", "roi_col", "roi_radius")
 
 
 def load_manifest(data: str | Path, vocabulary: str = "cbis-ddsm-v1") -> list[Sample]:
@@ -19,7 +23,8 @@ def load_manifest(data: str | Path, vocabulary: str = "cbis-ddsm-v1") -> list[Sa
     Optional columns: ``split``, ``abnormality``, ``roi_row``/``roi_col``/``roi_radius`` (lesion circle).
 
     Raises:
-        MammofuseError: no such CSV, a missing column, or a bad label, clinical value or circle (naming the file and line).
+        MammofuseError: no such CSV, a missing column, or (naming the file and line) a short row, an empty
+            label or patient_id, or a bad label, abnormality, clinical value or circle.
     """
     path = Path(data)
     if path.is_dir():
@@ -29,7 +34,8 @@ def load_manifest(data: str | Path, vocabulary: str = "cbis-ddsm-v1") -> list[Sa
     schema = load_schema(vocabulary)
     aliases = {c.lower(): f.name for f in schema.fields for c in (f.name, *f.csv_columns)}
     samples = []
-    for n, row in csv_records(path, ("path", "label", "patient_id"), key=lambda c: c.strip().lower()):
+    for n, row in csv_records(path, _REQUIRED, key=lambda c: c.strip().lower()):
+        _check_required(row, path, n)
         label = _LABELS.get(row["label"].lower())
         if label is None:
             raise MammofuseError(f"{path}:{n}: label {row['label']!r} is not 0/1/benign/malignant")
@@ -42,11 +48,33 @@ def load_manifest(data: str | Path, vocabulary: str = "cbis-ddsm-v1") -> list[Sa
                 image_path=(path.parent / row["path"]).as_posix() if row["path"] else None,
                 region=_region(row, path, n),
                 image_id=row["path"] or None,
-                abnormality=row.get("abnormality") or None,
+                abnormality=_abnormality(row, path, n),
                 split=row.get("split") or "all",
             )
         )
     return samples
+
+
+def _check_required(row: dict[str, str], path: Path, n: int) -> None:
+    """Raise MammofuseError naming the file and line for a row shorter than the required columns, or an empty label or patient_id."""
+    missing = [c for c in _REQUIRED if c not in row]
+    if missing:
+        raise MammofuseError(f"{path}:{n}: no {' or '.join(missing)} cell: the row has fewer cells than the header")
+    if not row["label"]:
+        raise MammofuseError(f"{path}:{n}: label is empty (0/1/benign/malignant)")
+    if not row["patient_id"]:
+        raise MammofuseError(f"{path}:{n}: patient_id is empty: every row needs its patient (splits are grouped by patient)")
+
+
+def _abnormality(row: dict[str, str], path: Path, n: int) -> str | None:
+    """The lesion type of a row, ``mass`` or ``calc`` (None when empty); a MammofuseError naming the file and line for another value."""
+    value = row.get("abnormality", "")
+    if not value:
+        return None
+    kind = _ABNORMALITIES.get(value.lower())
+    if kind is None:
+        raise MammofuseError(f"{path}:{n}: abnormality {value[:40]!r} is not mass, calc or calcification (any case; empty when unknown)")
+    return kind
 
 
 def _clinical(row: dict[str, str], aliases: dict[str, str], schema: ClinicalSchema, path: Path, n: int) -> dict[str, str]:
@@ -60,11 +88,25 @@ def _clinical(row: dict[str, str], aliases: dict[str, str], schema: ClinicalSche
 
 
 def _region(row: dict[str, str], path: Path, n: int) -> tuple[float, float, float] | None:
-    """The lesion circle of a row, when all three columns are filled."""
-    values = [row.get(c, "") for c in ("roi_row", "roi_col", "roi_radius")]
-    if not all(values):
+    """The lesion circle of a row (None when its three columns are empty).
+
+    Raises:
+        MammofuseError: naming the file and line, for a circle with only some of its columns filled,
+            a value that is not a finite number, or a radius that is not positive.
+    """
+    given = [c for c in _REGION if row.get(c)]
+    if not given:
         return None
+    if len(given) < len(_REGION):
+        empty = [c for c in _REGION if c not in given]
+        raise MammofuseError(f"{path}:{n}: {' and '.join(empty)} {'is' if len(empty) == 1 else 'are'} empty: a lesion circle needs roi_row, roi_col and roi_radius (or none of them)")
     try:
-        return (float(values[0]), float(values[1]), float(values[2]))
+        region = (float(row["roi_row"]), float(row["roi_col"]), float(row["roi_radius"]))
     except ValueError:
         raise MammofuseError(f"{path}:{n}: roi_row, roi_col and roi_radius must be numbers") from None
+    not_finite = [f"{c} {row[c][:20]!r}" for c, v in zip(_REGION, region) if not math.isfinite(v)]
+    if not_finite:
+        raise MammofuseError(f"{path}:{n}: {' and '.join(not_finite)}: roi_row, roi_col and roi_radius must be finite numbers of pixels")
+    if region[2] <= 0:
+        raise MammofuseError(f"{path}:{n}: roi_radius {row['roi_radius'][:20]!r} must be more than 0 pixels")
+    return region
