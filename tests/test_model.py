@@ -194,3 +194,19 @@ def test_saving_again_replaces_a_card_of_another_model_but_keeps_the_owners(tmp_
     (tmp_path / "README.md").write_text("# My model\n\nMy notes.\n")
     save_model(second, tmp_path)
     assert (tmp_path / "README.md").read_text() == "# My model\n\nMy notes.\n"  # a card someone wrote is theirs: kept
+
+
+def test_a_radiomics_feature_constant_in_training_is_centred_not_blown_up() -> None:
+    """Every training lesion had a size, so 'size known' had std 1e-6: a case without one scored at z = -1,000,000."""
+    from mammofuse.imaging.radiomics import N_RADIOMICS
+
+    model = make_model("concat", radiomics=True)
+    batch = make_batch()
+    radiomics = torch.zeros(4, N_RADIOMICS)
+    with torch.no_grad():
+        model.radiomics_std[-1] = 1e-6  # as trained before the floor
+        model.radiomics_mean[-1] = 1.0
+        tiny = model(**batch, radiomics=radiomics).logits
+        model.radiomics_std[-1] = 1.0
+        unit = model(**batch, radiomics=radiomics).logits
+    assert torch.allclose(tiny, unit)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -368,6 +369,8 @@ def test_cache_key_follows_recipe_and_weights(mias_split) -> None:
     sample = mias_split[0][0]
     assert sample_key(sample, PreprocessRecipe(image_size=32)) != sample_key(sample, PreprocessRecipe(image_size=64))
     assert sample_key(sample, PreprocessRecipe(image_size=32)) != sample_key(mias_split[0][1], PreprocessRecipe(image_size=32))
+    masked = dataclasses.replace(sample, region=None, roi_mask_path="/masks/1.png")  # two lesions of a film, known by their masks
+    assert sample_key(masked, PreprocessRecipe()) != sample_key(dataclasses.replace(masked, roi_mask_path="/masks/2.png"), PreprocessRecipe())
     torch.manual_seed(0)
     net, _ = resnet_backbone("resnet18")
     before = weights_digest(net)

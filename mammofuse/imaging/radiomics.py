@@ -17,6 +17,8 @@ TEXTURE_NAMES = tuple(f"glcm_{p.lower()}_d{d}" for p in GLCM_PROPS for d in DIST
 RADIOMICS_NAMES = (*TEXTURE_NAMES, "log_lesion_radius", "lesion_radius_known")
 N_TEXTURE = len(TEXTURE_NAMES)
 N_RADIOMICS = len(RADIOMICS_NAMES)
+RADIOMICS_MIN_STD = 1e-3
+"""A feature whose training standard deviation is below this is centred but not scaled (a constant one would explode)."""
 
 
 def texture_features(crop: np.ndarray) -> np.ndarray:

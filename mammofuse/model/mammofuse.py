@@ -30,6 +30,7 @@ import torch
 from torch import nn
 
 from mammofuse.fusion import Fusion
+from mammofuse.imaging.radiomics import RADIOMICS_MIN_STD
 from mammofuse.model.config import ModelConfig
 from mammofuse.model.encoders import ClinicalTokens, image_backbone
 
@@ -246,7 +247,8 @@ class MammoFuse(nn.Module):
         if self.config.radiomics:
             if radiomics is None:
                 raise ValueError("this model has a radiomics token: pass radiomics= (see mammofuse.imaging.radiomics)")
-            standard = (radiomics.to(tokens.dtype) - self.radiomics_mean) / self.radiomics_std
+            std = torch.where(self.radiomics_std < RADIOMICS_MIN_STD, torch.ones_like(self.radiomics_std), self.radiomics_std)
+            standard = (radiomics.to(tokens.dtype) - self.radiomics_mean) / std  # models trained before the floor have 1e-6
             tokens = torch.cat([tokens, self.radiomics_proj(standard)[:, None]], dim=1)
         return torch.where(present[:, None, None], tokens, self.missing_image.expand_as(tokens))
 

@@ -53,6 +53,7 @@ def sample_key(sample: Sample, recipe: PreprocessRecipe) -> str:
         "v": CACHE_VERSION,
         "image": _file_identity(sample.image_path),
         "roi": _file_identity(sample.roi_path) if recipe.input == "roi" else None,
+        "mask": _file_identity(sample.roi_mask_path) if sample.region is None else None,  # its box is the region then
         "region": list(sample.region) if sample.region else None,
         "recipe": recipe.as_dict(),
     }

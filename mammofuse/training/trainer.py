@@ -34,6 +34,7 @@ from mammofuse.data.sample import Sample, patient_digest
 from mammofuse.errors import MammofuseError
 from mammofuse.evaluation.leakage import pretrained_patients
 from mammofuse.evaluation.metrics import auc_or_none, youden_threshold
+from mammofuse.imaging.radiomics import RADIOMICS_MIN_STD
 from mammofuse.training import checkpoint as ckpt
 from mammofuse.training.build import (
     InputTables,
@@ -168,7 +169,8 @@ class _Trainer:
         if len(rows) >= 2:
             stacked = torch.stack(rows).double()
             self.model.radiomics_mean.copy_(stacked.mean(0).float())
-            self.model.radiomics_std.copy_(stacked.std(0).clamp(min=1e-6).float())
+            std = stacked.std(0)  # a feature constant in training (lesion size known for every case) is centred, not scaled
+            self.model.radiomics_std.copy_(torch.where(std < RADIOMICS_MIN_STD, torch.ones_like(std), std).float())
 
     def _unreadable(self, split: str, index: int, problem: str) -> None:
         sample = self.samples[split][index]
