@@ -92,6 +92,27 @@ def test_pixel_padding_becomes_background(tmp_path):
     assert (m[:, -6:] == 0).all() and m[32, 2] > 0.9
 
 
+def test_a_padding_range_is_background_and_does_not_flip_the_breast(tmp_path):
+    pixels = breast_phantom()
+    pixels[:, -10:] = np.linspace(4001, 4095, 10).astype(np.uint16)  # padding within PixelPaddingRangeLimit, on the right
+    m = read_mammogram(write_dicom(tmp_path / "r.dcm", pixels, PixelPaddingValue=4000, PixelPaddingRangeLimit=4095))
+    assert not m.info.flipped and (m.pixels[:, -10:] == 0).all() and m.pixels[32, 2] == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("rescale", [(2, 0), (1, 2048), (1, -1024)])
+def test_a_rescaled_dicom_without_a_window_keeps_its_whole_range(tmp_path, rescale: tuple[int, int]):
+    """The scale was clipped to 0..2^BitsStored-1 after the rescale: half a breast went flat white (or black)."""
+    pixels = breast_phantom()
+    ramp = np.linspace(4095, 200, pixels.shape[1]).astype(np.uint16)
+    pixels = np.where(pixels > 1000, ramp[None, :], pixels).astype(np.uint16)
+    breast = pixels > 1000
+    slope, intercept = rescale
+    m = read_mammogram(write_dicom(tmp_path / "s.dcm", pixels, RescaleType="US", RescaleSlope=slope, RescaleIntercept=intercept),
+                       canonical=False).pixels
+    assert (m[breast] >= 0.999).mean() < 0.1 and (m[breast] <= 0.001).mean() < 0.1
+    assert len(np.unique(m[breast].round(4))) == len(np.unique(pixels[breast]))
+
+
 @pytest.mark.parametrize(
     ("attributes", "message"),
     [

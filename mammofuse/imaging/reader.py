@@ -275,22 +275,21 @@ def _truncated(detail: str) -> str:
 
 
 def _dicom_to_unit(ds: Any, raw: np.ndarray, modality_lut: Any, voi_lut: Any) -> np.ndarray:
-    """Stored values -> [0, 1] with 1 = dense, honouring padding, LUTs and MONOCHROME1."""
-    bits = int(ds.get("BitsStored", 16))
+    """Stored values -> [0, 1] with 1 = dense, honouring padding (a value or a range), LUTs and MONOCHROME1.
+
+    The scale runs from the darkest to the brightest pixel that is not padding, after the modality
+    LUT (rescale slope and intercept) and the file's window, when it has one.
+    """
     padding = ds.get("PixelPaddingValue")
-    pad_mask = (raw == padding) if padding is not None else None
+    pad_mask = None
+    if padding is not None:
+        low, high = sorted((padding, ds.get("PixelPaddingRangeLimit", padding)))
+        pad_mask = (raw >= low) & (raw <= high)
     values = modality_lut(raw, ds).astype(np.float32)
-    has_voi = any(k in ds for k in ("VOILUTSequence", "WindowCenter"))
-    if has_voi:
+    if any(k in ds for k in ("VOILUTSequence", "WindowCenter")):
         values = voi_lut(values, ds, prefer_lut=True).astype(np.float32)
     valid = values[~pad_mask] if pad_mask is not None and (~pad_mask).any() else values
-    if has_voi:
-        low, high = float(valid.min()), float(valid.max())
-    else:  # no window in the file: the full stored range is the honest scale
-        signed = int(ds.get("PixelRepresentation", 0)) == 1
-        low, high = (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1) if signed else (0, 2**bits - 1)
-        low, high = max(low, float(valid.min())), min(high, float(valid.max()))
-    pixels = _rescale(values, low, high)
+    pixels = _rescale(values, float(valid.min()), float(valid.max()))
     if str(ds.get("PhotometricInterpretation", "")).upper() == "MONOCHROME1":
         pixels = 1.0 - pixels
     if pad_mask is not None:
