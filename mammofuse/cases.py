@@ -382,11 +382,13 @@ def model_notes(
     rather than being scored on its findings), so the notes say that and leave those cases out of the rest.
     """
     name, config = model.name, model.config
+    schema = load_schema(config.vocabulary)
+    given = [set(schema.normalise(s.clinical)) for s in samples]  # "NA" and empty cells are findings not given
     notes = []
     if not config.uses_clinical and findings_given:
         notes.append(f"model {name} is image-only (fusion {config.fusion}): clinical findings are not used")
     trained_on = config.provenance.get("abnormality") or []
-    calcifications = sum(any(s.clinical.get(f) for f in CALCIFICATION_FIELDS) for s in samples)
+    calcifications = sum(bool(fields & set(CALCIFICATION_FIELDS)) for fields in given)
     if trained_on and "calc" not in trained_on and calcifications:
         notes.append(
             f"model {name} was trained on {', '.join(trained_on)} lesions only and never saw calcifications: its score is not meaningful "
@@ -405,8 +407,8 @@ def model_notes(
         if without:
             notes.append(f"model {name} looks at lesion crops, and {without} of {len(samples)} {unit} have no lesion region: {how}. {hint}")
     fails = explaining and config.uses_image and config.recipe.needs_region()  # a case without a region is not explained
-    explained = [s for s in samples if not (fails and s.has_image and not _has_region(s))]
-    density_only = sum(not _image_used(config, s) and {k for k, v in s.clinical.items() if v} == {"density"} for s in explained)
+    density_only = sum(not _image_used(config, s) and fields == {"density"}
+                       for s, fields in zip(samples, given) if not (fails and s.has_image and not _has_region(s)))
     if config.uses_clinical and density_only:
         notes.append(
             f"{density_only} of {len(samples)} {unit} give the model only the breast density, which describes the breast, not a lesion: "

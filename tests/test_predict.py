@@ -335,3 +335,15 @@ def test_score_folder_example_passes_on_the_exit_codes_and_names_them(tiny_model
     assert some.returncode == 1 and "some files failed" in some.stderr
     rows = {Path(r["path"]).name: r for r in csv.DictReader((tmp_path / "scores.csv").open())}
     assert rows["good.dcm"]["error"] == "" and rows["broken.dcm"]["error"]
+
+
+def test_findings_written_as_na_are_not_given_in_the_notes() -> None:
+    """A CSV's "NA" is a finding not given: it made a calcification remark, and hid the density-only one."""
+    from mammofuse import MammoFuse
+    from mammofuse.cases import model_notes
+    from mammofuse.data.sample import Sample
+
+    model = MammoFuse.from_pretrained("default")
+    na = Sample(id="a", patient_id="", label=-1, clinical={"density": "2", "calc_type": "NA", "margin": "N/A"}, image_path="a.dcm")
+    notes = " ".join(model_notes(model, [na], True))
+    assert "calcification" not in notes and "only the breast density" in notes
