@@ -14,7 +14,6 @@ Example:
 
 from __future__ import annotations
 
-import math
 import os
 import re
 from dataclasses import dataclass, field
@@ -32,6 +31,7 @@ from mammofuse.errors import MammofuseError, reading
 from mammofuse.imaging.reader import IMAGE_SUFFIXES, has_dicom_marker
 from mammofuse.results import Prediction
 from mammofuse.tabular import csv_columns, csv_records, delimiter_hint
+from mammofuse.validation import REGION_COLUMNS, region_cells
 
 if TYPE_CHECKING:  # torch stays out of import time
     from mammofuse.model import MammoFuse
@@ -39,7 +39,6 @@ if TYPE_CHECKING:  # torch stays out of import time
 
 PATH_COLUMNS = ("path", "file", "filename", "file_name", "image", "image_path")
 UID_COLUMNS = ("sopinstanceuid", "sop_instance_uid", "sop_uid")
-REGION_COLUMNS = ("roi_row", "roi_col", "roi_radius")
 CALCIFICATION_FIELDS = ("calc_type", "calc_distribution")
 _UID = re.compile(r"^\d+(\.\d+)+$")
 UNLABELLED = -1
@@ -207,19 +206,7 @@ def _row(
         schema.normalise(clinical)
     except ClinicalValueError as exc:
         raise ClinicalValueError(f"{path}:{n}: {exc}") from None
-    region = None
-    given = [c for c in REGION_COLUMNS if values.get(c)]
-    if given and len(given) < len(REGION_COLUMNS):
-        empty = " and ".join(c for c in REGION_COLUMNS if c not in given)
-        raise MammofuseError(f"{path}:{n}: {empty} is empty: a lesion circle needs roi_row, roi_col and roi_radius (or none of them)")
-    if given:
-        try:
-            region = tuple(float(values[c]) for c in REGION_COLUMNS)
-        except ValueError:
-            raise MammofuseError(f"{path}:{n}: roi_row, roi_col and roi_radius must be numbers") from None
-        not_finite = [f"{c} {values[c].strip()[:20]!r}" for c, v in zip(REGION_COLUMNS, region) if not math.isfinite(v)]
-        if not_finite:
-            raise MammofuseError(f"{path}:{n}: {' and '.join(not_finite)}: roi_row, roi_col and roi_radius must be finite numbers of pixels")
+    region = region_cells(values, f"{path}:{n}")
     key = values.get(key_column, "") if key_column else ""
     uid = values.get(uid_column, "") if uid_column else ""
     if not uid and _UID.match(key):

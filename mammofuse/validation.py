@@ -102,3 +102,32 @@ def _within(value: Any, rule: Rule) -> bool:
 def _show(value: Any) -> str:
     text = repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
+
+
+REGION_COLUMNS = ("roi_row", "roi_col", "roi_radius")
+
+
+def region_cells(values: Mapping[str, str], where: str) -> tuple[float, float, float] | None:
+    """The lesion circle of a CSV row's ``roi_row``, ``roi_col`` and ``roi_radius`` cells (None when all three are empty).
+
+    Raises:
+        MammofuseError: naming ``where`` (file and line), for a circle with only some of its cells, a value
+            that is not a finite number, or a radius that is not positive.
+    """
+    given = [c for c in REGION_COLUMNS if values.get(c)]
+    if not given:
+        return None
+    if len(given) < len(REGION_COLUMNS):
+        empty = [c for c in REGION_COLUMNS if c not in given]
+        raise MammofuseError(f"{where}: {' and '.join(empty)} {'is' if len(empty) == 1 else 'are'} empty: "
+                             "a lesion circle needs roi_row, roi_col and roi_radius (or none of them)")
+    try:
+        row, col, radius = (float(values[c]) for c in REGION_COLUMNS)
+    except ValueError:
+        raise MammofuseError(f"{where}: roi_row, roi_col and roi_radius must be numbers") from None
+    not_finite = [f"{c} {values[c].strip()[:20]!r}" for c, v in zip(REGION_COLUMNS, (row, col, radius)) if not math.isfinite(v)]
+    if not_finite:
+        raise MammofuseError(f"{where}: {' and '.join(not_finite)}: roi_row, roi_col and roi_radius must be finite numbers of pixels")
+    if radius <= 0:
+        raise MammofuseError(f"{where}: roi_radius {values['roi_radius'].strip()[:20]!r} must be more than 0 pixels")
+    return row, col, radius

@@ -364,7 +364,8 @@ def test_feature_cache_matches_uncached_frozen_epochs(mias_split, tiny, tmp_path
 def test_cache_key_follows_recipe_and_weights(mias_split) -> None:
     from mammofuse.imaging.preprocess import PreprocessRecipe
     from mammofuse.model.encoders import resnet_backbone
-    from mammofuse.training.features import sample_key, weights_digest
+    from mammofuse.model.io import state_digest
+    from mammofuse.training.features import sample_key
 
     sample = mias_split[0][0]
     assert sample_key(sample, PreprocessRecipe(image_size=32)) != sample_key(sample, PreprocessRecipe(image_size=64))
@@ -373,10 +374,10 @@ def test_cache_key_follows_recipe_and_weights(mias_split) -> None:
     assert sample_key(masked, PreprocessRecipe()) != sample_key(dataclasses.replace(masked, roi_mask_path="/masks/2.png"), PreprocessRecipe())
     torch.manual_seed(0)
     net, _ = resnet_backbone("resnet18")
-    before = weights_digest(net)
+    before = state_digest(net)
     with torch.no_grad():
         net.layer4[1].bn2.running_mean += 1
-    assert weights_digest(net) != before
+    assert state_digest(net) != before
 
 
 def test_settings_reject_unknown_keys_and_bad_values(tmp_path: Path) -> None:

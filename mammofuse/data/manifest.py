@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 from mammofuse.clinical import load_schema
@@ -10,11 +9,11 @@ from mammofuse.clinical.schema import ClinicalSchema, ClinicalValueError
 from mammofuse.data.sample import Sample
 from mammofuse.errors import MammofuseError
 from mammofuse.tabular import csv_records
+from mammofuse.validation import region_cells
 
 _LABELS = {"1": 1, "0": 0, "malignant": 1, "benign": 0, "benign_without_callback": 0}
 _REQUIRED = ("path", "label", "patient_id")
 _ABNORMALITIES = {"mass": "mass", "calc": "calc", "calcification": "calc"}
-_REGION = ("roi_row", "roi_col", "roi_radius")
 
 
 def load_manifest(data: str | Path, vocabulary: str = "cbis-ddsm-v1") -> list[Sample]:
@@ -46,7 +45,7 @@ def load_manifest(data: str | Path, vocabulary: str = "cbis-ddsm-v1") -> list[Sa
                 label=label,
                 clinical=_clinical(row, aliases, schema, path, n),
                 image_path=(path.parent / row["path"]).as_posix() if row["path"] else None,
-                region=_region(row, path, n),
+                region=region_cells(row, f"{path}:{n}"),
                 image_id=row["path"] or None,
                 abnormality=_abnormality(row, path, n),
                 split=row.get("split") or "all",
@@ -85,28 +84,3 @@ def _clinical(row: dict[str, str], aliases: dict[str, str], schema: ClinicalSche
     except ClinicalValueError as exc:
         raise ClinicalValueError(f"{path}:{n}: {exc}") from None
     return clinical
-
-
-def _region(row: dict[str, str], path: Path, n: int) -> tuple[float, float, float] | None:
-    """The lesion circle of a row (None when its three columns are empty).
-
-    Raises:
-        MammofuseError: naming the file and line, for a circle with only some of its columns filled,
-            a value that is not a finite number, or a radius that is not positive.
-    """
-    given = [c for c in _REGION if row.get(c)]
-    if not given:
-        return None
-    if len(given) < len(_REGION):
-        empty = [c for c in _REGION if c not in given]
-        raise MammofuseError(f"{path}:{n}: {' and '.join(empty)} {'is' if len(empty) == 1 else 'are'} empty: a lesion circle needs roi_row, roi_col and roi_radius (or none of them)")
-    try:
-        region = (float(row["roi_row"]), float(row["roi_col"]), float(row["roi_radius"]))
-    except ValueError:
-        raise MammofuseError(f"{path}:{n}: roi_row, roi_col and roi_radius must be numbers") from None
-    not_finite = [f"{c} {row[c][:20]!r}" for c, v in zip(_REGION, region) if not math.isfinite(v)]
-    if not_finite:
-        raise MammofuseError(f"{path}:{n}: {' and '.join(not_finite)}: roi_row, roi_col and roi_radius must be finite numbers of pixels")
-    if region[2] <= 0:
-        raise MammofuseError(f"{path}:{n}: roi_radius {row['roi_radius'][:20]!r} must be more than 0 pixels")
-    return region

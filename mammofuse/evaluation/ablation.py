@@ -138,13 +138,13 @@ def _stored_record(path: Path) -> dict[str, Any]:
 
 
 def _fingerprint(settings: dict[str, Any], train: Sequence[Sample], test: Sequence[Sample]) -> str:
-    from mammofuse.training.pretrain import weights_digest
+    from mammofuse.training.pretrain import weights_file_digest
 
     payload = {
         "format": RESULT_FORMAT,
         "settings": {k: v for k, v in sorted(settings.items()) if k not in NOT_FINGERPRINTED},
         # A backbone or image model rewritten at the same path is other settings (the findings alone read no image).
-        "weights": None if settings.get("fusion") == "clinical" else weights_digest(settings.get("pretrained")),
+        "weights": None if settings.get("fusion") == "clinical" else weights_file_digest(settings.get("pretrained")),
         "train": sorted(case_digest(s) for s in train),  # a case's data (label, findings, image...) as well as its id
         "test": sorted(case_digest(s) for s in test),
     }

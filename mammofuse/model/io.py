@@ -82,6 +82,18 @@ def _minimal_card(config: ModelConfig) -> str:
     )
 
 
+def state_digest(module: torch.nn.Module) -> str:
+    """SHA-256 of a module's parameters and buffers (names, shapes, dtypes, bytes): which weights these are."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for name, tensor in sorted(module.state_dict().items()):
+        t = tensor.detach().cpu().contiguous()
+        digest.update(f"{name}:{tuple(t.shape)}:{t.dtype};".encode())
+        digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return digest.hexdigest()
+
+
 def read_config(folder: str | Path) -> ModelConfig:
     """The model config of a folder, validated against the installed vocabulary."""
     path = Path(folder) / CONFIG_NAME

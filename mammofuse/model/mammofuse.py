@@ -117,16 +117,6 @@ class MammoFuse(nn.Module):
         """Where the weights are, so where inputs go (every variant has parameters)."""
         return next(self.parameters()).device
 
-    def weights_digest(self) -> str:
-        """The first 16 hex digits of a SHA-256 over the weights (names, shapes and bytes): which weights scored a record."""
-        import hashlib
-
-        digest = hashlib.sha256()
-        for name, tensor in self.state_dict().items():
-            digest.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype};".encode())
-            digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
-        return digest.hexdigest()[:16]
-
     @classmethod
     def from_pretrained(cls, spec: str | Path | None = None, *, device: str | torch.device = "cpu") -> "MammoFuse":
         """Load a model in eval mode: a registered name (None: ``default``), a local folder, or a Hub id ``owner/name[@revision]``.

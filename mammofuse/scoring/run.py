@@ -47,6 +47,7 @@ class ScoringRun:
         self, model: Any, files: Sequence[ListedFile], *, threshold: float | None = None, per_breast: bool = False, model_name: str | None = None,
     ) -> None:
         from mammofuse.clinical import load_schema
+        from mammofuse.model.io import state_digest
         from mammofuse.validation import Rule, checked
 
         self.model, self.files, self.threshold, self.per_breast = model, files, threshold, per_breast
@@ -58,7 +59,7 @@ class ScoringRun:
         self._schema = load_schema(model.config.vocabulary)
         example = prediction_of(nothing, math.nan, "", "", cut, self.model_name, self._schema)
         example.per_breast = per_breast
-        self.weights = model.weights_digest()
+        self.weights = state_digest(model)[:16]
         self.layout = RecordLayout.of(file_record(example, ListedFile(nothing, 0, 0), self.weights))
 
     @property

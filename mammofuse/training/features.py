@@ -23,18 +23,9 @@ from torch import nn
 
 from mammofuse.data.sample import Sample
 from mammofuse.imaging.preprocess import PreprocessRecipe
+from mammofuse.model.io import state_digest
 
 CACHE_VERSION = 1
-
-
-def weights_digest(module: nn.Module) -> str:
-    """SHA-256 of a module's parameters and buffers (names, shapes, dtypes, bytes)."""
-    digest = hashlib.sha256()
-    for name, tensor in sorted(module.state_dict().items()):
-        t = tensor.detach().cpu().contiguous()
-        digest.update(f"{name}:{tuple(t.shape)}:{t.dtype};".encode())
-        digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-    return digest.hexdigest()
 
 
 def _file_identity(path: str | None) -> list[object] | None:
@@ -127,7 +118,7 @@ def extract_features(
     ``batch_size``, so the same samples always give bit-identical features.
     """
     backbone.eval()
-    weights = weights_digest(backbone)
+    weights = state_digest(backbone)
     out: dict[int, torch.Tensor] = {}
     present: dict[int, bool] = {}
     todo: list[int] = []

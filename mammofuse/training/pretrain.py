@@ -60,7 +60,7 @@ def _model_backbone(spec: str, folder: Path, backbone: str) -> dict[str, torch.T
     return model.backbone.state_dict()
 
 
-def weights_digest(spec: str | None) -> str | None:
+def weights_file_digest(spec: str | None) -> str | None:
     """SHA-256 of the file of weights a resolved ``pretrained`` setting names (a backbone file, or a trained
     model's weights); None for random or torchvision weights and for a name that is no file."""
     if spec in (None, "imagenet"):
