@@ -138,6 +138,13 @@ def test_manifest_refuses_an_unknown_abnormality(tmp_path):
         load_dataset("manifest", tmp_path)
 
 
+def test_manifest_refuses_an_image_given_to_two_patients(tmp_path):
+    """Patient-grouped splits keep a patient's rows together: an image under two patients could sit on both sides."""
+    (tmp_path / "m.csv").write_text("path,label,patient_id\na.png,1,P1\na.png,0,P1\nb.png,0,P2\na.png,1,P3\n")
+    with pytest.raises(MammofuseError, match=r"m.csv:5: image 'a.png' belongs to patient 'P1' on line 2, not 'P3'"):
+        load_dataset("manifest", tmp_path / "m.csv")
+
+
 def test_manifest_reads_a_lesion_circle(tmp_path):
     (tmp_path / "manifest.csv").write_text("path,label,patient_id,roi_row,roi_col,roi_radius\na.png,1,p1,10,20.5,3\nb.png,0,p2,,,\n")
     assert [s.region for s in load_dataset("manifest", tmp_path)] == [(10.0, 20.5, 3.0), None]

@@ -354,7 +354,7 @@ def test_an_input_path_the_os_refuses_is_a_usage_error_naming_it(where: str, cor
 
 def test_evaluate_with_a_model_or_data_path_the_os_refuses_is_a_usage_error(corpus: dict[str, Path], tmp_path: Path) -> None:
     manifest = tmp_path / "manifest.csv"
-    manifest.write_text(f"path,label,patient_id,density\n{corpus['good_png']},0,P1,2\n{corpus['good_png']},1,P2,3\n")
+    manifest.write_text(f"path,label,patient_id,density\n{corpus['good_png']},0,P1,2\n{corpus['good_png']},1,P1,3\n")
     long = tmp_path / LONG_NAME
     for args in (["--model", str(long), "--data", str(manifest)], ["--data", f"{long}.csv"]):
         result = run("evaluate", "--dataset", "manifest", "--split", "all", *args)

@@ -23,7 +23,7 @@ def load_manifest(data: str | Path, vocabulary: str = "cbis-ddsm-v1") -> list[Sa
 
     Raises:
         MammofuseError: no such CSV, a missing column, or (naming the file and line) a short row, an empty
-            label or patient_id, or a bad label, abnormality, clinical value or circle.
+            label or patient_id, an image given to two patients, or a bad label, abnormality, clinical value or circle.
     """
     path = Path(data)
     if path.is_dir():
@@ -33,8 +33,14 @@ def load_manifest(data: str | Path, vocabulary: str = "cbis-ddsm-v1") -> list[Sa
     schema = load_schema(vocabulary)
     aliases = {c.lower(): f.name for f in schema.fields for c in (f.name, *f.csv_columns)}
     samples = []
+    owners: dict[str, tuple[str, int]] = {}  # image -> (patient, first line): one image is one patient's
     for n, row in csv_records(path, _REQUIRED, key=lambda c: c.strip().lower()):
         _check_required(row, path, n)
+        if row["path"]:
+            patient, line = owners.setdefault(row["path"], (row["patient_id"], n))
+            if patient != row["patient_id"]:
+                raise MammofuseError(f"{path}:{n}: image {row['path'][:80]!r} belongs to patient {patient!r} on line {line}, not "
+                                     f"{row['patient_id'][:40]!r}: patient-grouped splits could put it on both sides")
         label = _LABELS.get(row["label"].lower())
         if label is None:
             raise MammofuseError(f"{path}:{n}: label {row['label']!r} is not 0/1/benign/malignant")
