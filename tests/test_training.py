@@ -322,6 +322,13 @@ def test_resume_refuses_changed_settings_and_fresh_runs_refuse_an_existing_run(t
         _run(replace(settings, epochs=2, lr=0.01), data, tmp_path, resume=True)
     with pytest.raises(MammofuseError, match="nothing to resume"):
         _run(settings, data, tmp_path / "empty", resume=True)
+    state_file = tmp_path / "last" / "checkpoint.json"
+    state = json.loads(state_file.read_text())
+    assert state["processes"] == 1
+    state_file.write_text(json.dumps({**state, "processes": 2}))  # made under torchrun --nproc-per-node 2
+    with pytest.raises(MammofuseError, match=r"trained in 2 process\(es\), this one has 1; each process takes --batch-size"):
+        _run(replace(settings, epochs=2), data, tmp_path, resume=True)
+    state_file.write_text(json.dumps(state))
     assert len(_run(replace(settings, epochs=2), data, tmp_path, resume=True).history) == 2
 
 
@@ -471,7 +478,16 @@ def test_torchrun_two_process_gloo_run(mini_mias: Path, tmp_path: Path) -> None:
     torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent)) or shutil.which("torchrun")
     if torchrun is None:
         pytest.skip("torchrun not found")
-    manifest = write_manifest(load_dataset("mini-mias", mini_mias)[:48], tmp_path / "manifest.csv", drop_image_every=4)
+    samples = load_dataset("mini-mias", mini_mias)[:48]
+    manifest = write_manifest(samples, tmp_path / "manifest.csv", drop_image_every=4)
+    validated = [s.image_path for s in train_val_split(load_dataset("manifest", manifest), 0.2, seed=0)[1] if s.image_path]
+    broken = {}
+    for k, sample in enumerate(samples):
+        if sample.image_path in validated[:2]:  # the first two validation images: one in each process's share
+            broken[k] = tmp_path / f"broken{k}.png"
+            broken[k].write_bytes(Path(sample.image_path).read_bytes()[:200])
+            samples[k] = dataclasses.replace(sample, image_path=str(broken[k]))
+    manifest = write_manifest(samples, manifest, drop_image_every=4)
     out = tmp_path / "ddp"
     command = [
         torchrun, "--standalone", "--nproc-per-node", "2", "-m", "mammofuse", "train", "--dataset", "manifest",
@@ -487,7 +503,10 @@ def test_torchrun_two_process_gloo_run(mini_mias: Path, tmp_path: Path) -> None:
     model = load_model(out)
     train_samples, val_samples = train_val_split(load_dataset("manifest", manifest), 0.2, seed=0)
     assert model.config.provenance["n_val"] == len(val_samples) and model.config.provenance["n_train"] == len(train_samples)
-    probs = probabilities(out, val_samples)
+    probs = probabilities(out, [dataclasses.replace(s, image_path=None) if s.image_path in {str(b) for b in broken.values()} else s
+                                for s in val_samples])  # unreadable images are image-absent in training's validation
     auc = roc_auc_score([s.label for s in val_samples], probs)
     assert auc == pytest.approx(model.config.provenance["val_auc"], abs=1e-5)
     assert done.stdout.count("validation AUC") == 1  # rank 0 alone reports
+    assert f"warning: {len(broken)} image(s) could not be read" in done.stdout + done.stderr  # every process's share counted
+    assert len(broken) == 2

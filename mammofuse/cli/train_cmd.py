@@ -96,7 +96,7 @@ def _train(
     values = o.settings_values(config, flags)
     if dataset:
         values["dataset"] = dataset
-    settings = TrainSettings.from_dict(values, source=str(config) if config else "settings")
+    settings = TrainSettings.from_dict(values, source=f"{config} and the flags" if config else "settings")
     if not settings.dataset:
         raise MammofuseError("--dataset is required (cbis-ddsm, mini-mias or manifest)")
     if data is None:

@@ -387,13 +387,14 @@ class _Trainer:
             self._save_checkpoint()
             write_text(self.out / HISTORY_NAME, "".join(json.dumps(r) + "\n" for r in self.state.history))
         self.report.epoch_end(row, improved)
-        if len(self.unreadable) > self.warned:
-            example = next(iter(self.unreadable.values()))
+        unreadable = {k: v for part in self.dist.gather(self.unreadable) for k, v in part.items()}  # every process's share
+        if len(unreadable) > self.warned:
+            example = next(iter(unreadable.values()))
             self.report.log(
-                f"warning: {len(self.unreadable)} image(s) could not be read and were trained/validated as image-absent "
+                f"warning: {len(unreadable)} image(s) could not be read and were trained/validated as image-absent "
                 f"(e.g. {example})"
             )
-            self.warned = len(self.unreadable)
+            self.warned = len(unreadable)
 
     def _check_some_train_image_read(self) -> None:
         """Raise MammofuseError, before anything is saved, when the model uses images and not one training
@@ -442,6 +443,7 @@ class _Trainer:
         scalars = {
             "settings": self.settings.as_dict(),
             "data": _data_digest(self.samples["train"], self.samples["val"]),
+            "processes": self.dist.world,  # each process takes batch_size cases a step: another count trains otherwise
             **self.state.to_json(),
             **optim_scalars,
             "rng": rng_scalars,
@@ -467,6 +469,9 @@ class _Trainer:
             raise MammofuseError(f"--resume: settings differ from the run in {self.out} ({detail}); only {', '.join(sorted(allowed))} may change")
         if scalars["data"] != _data_digest(self.samples["train"], self.samples["val"]):
             raise MammofuseError(f"--resume: the training/validation samples differ from the run in {self.out}")
+        if (processes := scalars.get("processes", 1)) != self.dist.world:
+            raise MammofuseError(f"--resume: the run in {self.out} trained in {processes} process(es), this one has {self.dist.world}; "
+                                 "each process takes --batch-size cases a step, so resume with the same number (torchrun --nproc-per-node)")
         model_state = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
         self.model.load_state_dict(model_state, strict=True)
         epoch = int(scalars["epoch"])
