@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
@@ -47,20 +48,29 @@ class ScoringRun:
         self, model: Any, files: Sequence[ListedFile], *, threshold: float | None = None, per_breast: bool = False, model_name: str | None = None,
     ) -> None:
         from mammofuse.clinical import load_schema
-        from mammofuse.model.io import state_digest
         from mammofuse.validation import Rule, checked
 
         self.model, self.files, self.threshold, self.per_breast = model, files, threshold, per_breast
         self.model_name = model_name or model.name
         self.resumed = Resumed()
         self._append = False
-        nothing = Sample(id="", patient_id="", label=-1)
+        self._nothing = Sample(id="", patient_id="", label=-1)
         cut = checked("threshold", model.config.threshold if threshold is None else threshold, Rule(float, 0, 1))
         self._schema = load_schema(model.config.vocabulary)
-        example = prediction_of(nothing, math.nan, "", "", cut, self.model_name, self._schema)
-        example.per_breast = per_breast
-        self.weights = state_digest(model)[:16]
-        self.layout = RecordLayout.of(file_record(example, ListedFile(nothing, 0, 0), self.weights))
+        self._example = prediction_of(self._nothing, math.nan, "", "", cut, self.model_name, self._schema)
+        self._example.per_breast = per_breast
+
+    @cached_property
+    def weights(self) -> str:
+        """The digest of the model's weights that streamed records carry (hashed only when records are streamed)."""
+        from mammofuse.model.io import state_digest
+
+        return state_digest(self.model)[:16]
+
+    @cached_property
+    def layout(self) -> RecordLayout:
+        """What each streamed record holds (its fields, columns, model, weights and threshold)."""
+        return RecordLayout.of(file_record(self._example, ListedFile(self._nothing, 0, 0), self.weights))
 
     @property
     def pending(self) -> list[int]:
