@@ -304,6 +304,12 @@ def test_a_shard_is_a_stable_part_of_every_path() -> None:
             Shard.parse(bad)
 
 
+def test_a_paths_shard_is_the_same_in_every_process() -> None:
+    """Jobs on other machines must agree on the owners: a per-process salted hash() would not."""
+    owners = [next(s for s in range(5) if Shard(s, 5).holds(f"/data/study{i}/LEFT_CC.dcm")) for i in range(8)]
+    assert owners == [2, 2, 3, 4, 1, 4, 1, 0]
+
+
 def test_listing_reads_each_dicom_header_once_and_decodes_no_pixels(real_dicoms: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import pydicom
 
