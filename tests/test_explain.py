@@ -256,6 +256,30 @@ def test_clinical_lime_is_reproducible_with_a_seed() -> None:
     assert "<html>" in first.html.lower() or "<!doctype" in first.html.lower()
 
 
+def test_clinical_lime_draws_every_category_of_every_field_equally_often(monkeypatch: pytest.MonkeyPatch) -> None:
+    from lime import lime_tabular
+
+    from mammofuse.explainers.lime_explain import field_categories
+
+    explainers = []
+
+    class Recorded(lime_tabular.LimeTabularExplainer):
+        def __init__(self, *args, **kwargs) -> None:
+            super().__init__(*args, **kwargs)
+            explainers.append(self)
+
+    monkeypatch.setattr(lime_tabular, "LimeTabularExplainer", Recorded)
+    _, scorer, _, _ = shap_inputs("clinical")
+    schema = load_schema()
+    lime_clinical(scorer, schema, CLINICAL, num_samples=20, seed=0)
+    sizes = [len(c) for c in field_categories(schema, schema.normalise(CLINICAL))]
+    assert len(set(sizes)) > 1  # fields of different sizes: a background as long as the largest is unbalanced
+    (explainer,) = explainers
+    for field, size in enumerate(sizes):  # LIME samples each field's categories by these frequencies
+        assert explainer.feature_values[field] == list(range(size))
+        np.testing.assert_allclose(explainer.feature_frequencies[field], 1 / size)
+
+
 def test_image_lime_is_reproducible_with_a_seed() -> None:
     model = make_model("cross", size=32)
     image, clinical, mask = case_tensors(model)
@@ -517,8 +541,13 @@ def test_a_radiomics_model_gets_attention_maps_and_lime_images_their_own_token(r
     with torch.no_grad():
         direct = float(model(inputs.image, inputs.clinical, inputs.mask, **inputs.extra()).logits[0])
     assert FixedClinicalScorer(model, inputs).logits(inputs.image)[0] == pytest.approx(direct, abs=1e-5)
-    blank = torch.zeros_like(inputs.image)
+    blank = torch.zeros_like(inputs.image)  # every superpixel switched off
     assert not torch.allclose(inputs.extra_for(blank, model.config.recipe)["radiomics"], inputs.radiomics)
+    with torch.no_grad():
+        own, unperturbed = (float(model(blank, inputs.clinical, inputs.mask, **extra).logits[0])
+                            for extra in (inputs.extra_for(blank, model.config.recipe), inputs.extra()))
+    assert FixedClinicalScorer(model, inputs).logits(blank)[0] == pytest.approx(own, abs=1e-5)
+    assert own != pytest.approx(unperturbed, abs=1e-3)
     model.train()
     result = explain_case(model, sample, tmp_path / "case", ExplainOptions(methods=("attention",)))
     assert model.training, "the caller's mode is restored"
