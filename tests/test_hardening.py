@@ -138,6 +138,26 @@ def test_a_file_whose_image_is_not_used_is_still_checked_from_its_header(corpus:
     assert "the clinical findings are scored" not in result.stderr  # not claimed of the files that fail
 
 
+@pytest.mark.filterwarnings("ignore:.*could be decompression bomb")  # Pillow's own note on opening it, passed on
+def test_an_image_over_80_mp_is_refused_from_its_header_before_any_pixel_is_decoded(corpus: dict[str, Path], tmp_path: Path,
+                                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    import pydicom
+
+    from mammofuse.errors import InputFileError
+    from mammofuse.imaging.reader import check_header, read_mammogram
+
+    def decode(*_: object) -> None:
+        raise AssertionError("pixels were decoded")
+
+    dicom_bomb = write_dicom(tmp_path / "bomb.dcm", breast_phantom(), TransferSyntaxUID=RLELossless, Rows=10_000, Columns=10_000)
+    monkeypatch.setattr(Image.Image, "load", decode)
+    monkeypatch.setattr(pydicom.Dataset, "pixel_array", property(decode))
+    for path in (corpus["bomb100mp.png"], dicom_bomb):
+        for read in (read_mammogram, check_header):
+            with pytest.raises(InputFileError, match=r"image is 10000x10000 = 100 MP, over the 80 MP limit \(a decompression bomb\?\)"):
+                read(path)
+
+
 @pytest.mark.parametrize("roi", [("--roi", "20,10,5"), ()], ids=["pixels read", "header only"])
 def test_an_unreadable_file_is_told_what_is_wrong_with_it(roi: tuple[str, ...], corpus: dict[str, Path], tmp_path: Path) -> None:
     fifo = tmp_path / "fifo.dcm"
