@@ -433,6 +433,18 @@ def test_cli_trains_clinical_on_cbis_ddsm_csvs_with_yaml_and_flag_override(cbis_
     assert prov["val_auc"] > 0.7  # clinical descriptors are informative on CBIS-DDSM
 
 
+def test_a_settings_error_from_a_config_file_and_flags_names_both(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from mammofuse.cli import app
+
+    config = tmp_path / "train.yaml"
+    config.write_text("val_fraction: 0\n")  # fine alone, as is --selection best alone
+    result = CliRunner().invoke(app, ["train", "--config", str(config), "--selection", "best", "--out", str(tmp_path / "run")])
+    assert result.exit_code == 2
+    assert f"error: {config} and the flags: selection best needs a validation part" in result.stderr
+
+
 @pytest.mark.parametrize(
     "args, message",
     [
