@@ -38,10 +38,21 @@ def test_cbis_ddsm_finds_images_by_uid_not_by_csv_path(cbis_csv, dicom_root):
     assert summarize("cbis-ddsm", samples)["splits"]["test"]["images"] == 8
 
 
-def test_cbis_ddsm_index_is_cached_per_user_not_beside_the_data(cbis_csv, dicom_root, tmp_path, monkeypatch):
-    monkeypatch.setenv("MAMMOFUSE_CACHE", str(tmp_path))
-    load_dataset("cbis-ddsm", cbis_csv, dicom_root)
-    assert list((tmp_path / "index").glob("cbis-*.json"))
+@pytest.mark.parametrize(("env", "cache"), [({"MAMMOFUSE_CACHE": "mine"}, "mine"), ({"XDG_CACHE_HOME": "xdg"}, "xdg/mammofuse"),
+                                          ({"HOME": "home"}, "home/.cache/mammofuse")])  # the README's order
+def test_cbis_ddsm_index_is_cached_per_user_not_beside_the_data(env, cache, cbis_subset, dicom_root, tmp_path, monkeypatch):
+    images = tmp_path / "images"  # the real DICOMs, linked into a folder that can be written to
+    for dicom in dicom_root.rglob("*.dcm"):
+        (images / dicom.parent.name).mkdir(parents=True, exist_ok=True)
+        (images / dicom.parent.name / dicom.name).symlink_to(dicom)
+    before = sorted(images.rglob("*")) + sorted(cbis_subset.rglob("*"))
+    for name in ("MAMMOFUSE_CACHE", "XDG_CACHE_HOME"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, str(tmp_path / value))
+    load_dataset("cbis-ddsm", cbis_subset, images)
+    assert list((tmp_path / cache / "index").glob("cbis-*.json"))
+    assert sorted(images.rglob("*")) + sorted(cbis_subset.rglob("*")) == before
 
 
 def test_mini_mias_counts(mini_mias):
