@@ -158,3 +158,18 @@ def test_numpy_numbers_are_numbers(real_dicoms) -> None:
                                    threshold=np.float32(0.25), batch_size=np.int64(2))
     assert prediction.ok and prediction.threshold == 0.25 and type(prediction.threshold) is float
     assert prediction.decision == ("malignant" if prediction.probability >= 0.25 else "benign")
+
+
+def test_predict_and_evaluate_give_the_model_its_training_mode_back(real_dicoms, cbis_csv) -> None:
+    """A model being trained was left in eval mode (dropout off) by a prediction in between."""
+    model = mammofuse.MammoFuse(mammofuse.ModelConfig(fusion="cross", backbone="cnn4"))
+    assert model.training
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert model.predict(real_dicoms["P_00173_lcc"], density=2, roi=(2400, 1145, 100)).ok
+        assert model.training
+        mammofuse.evaluate(model, "cbis-ddsm", cbis_csv, images=real_dicoms["P_00173_lcc"].parents[1], abnormality="mass", bootstrap=0)
+    assert model.training
+    model.eval()
+    mammofuse.predict(real_dicoms["P_00173_lcc"], model, density=2, roi=(2400, 1145, 100))
+    assert not model.training
