@@ -20,7 +20,7 @@ from numbers import Real
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence, overload
 
-from mammofuse.errors import MammofuseError
+from mammofuse.errors import MammofuseError, MammofuseWarning
 from mammofuse.validation import Rule, checked
 
 if TYPE_CHECKING:
@@ -33,10 +33,6 @@ if TYPE_CHECKING:
 
 PathLike = str | Path
 ROI_FORM = "roi must be the lesion circle (row, column, radius) in the file's pixels: three finite numbers, row and column >= 0, radius > 0"
-
-
-class MammofuseWarning(UserWarning):
-    """A remark about how inputs were used (shown as ``note:`` by the CLI)."""
 
 
 def as_model(model: MammoFuse | str | Path | None, device: str = "auto") -> MammoFuse:

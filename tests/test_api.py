@@ -173,3 +173,24 @@ def test_predict_and_evaluate_give_the_model_its_training_mode_back(real_dicoms,
     model.eval()
     mammofuse.predict(real_dicoms["P_00173_lcc"], model, density=2, roi=(2400, 1145, 100))
     assert not model.training
+
+
+def test_every_remark_of_the_package_is_a_mammofuse_warning(tmp_path: Path) -> None:
+    """filterwarnings(category=MammofuseWarning) missed the reader's and the datasets' remarks (plain UserWarnings)."""
+    from dicom_factory import breast_phantom, write_dicom
+
+    from mammofuse.data.cbis_ddsm import DatasetWarning
+    from mammofuse.imaging.reader import ReaderWarning
+
+    assert issubclass(ReaderWarning, mammofuse.MammofuseWarning) and issubclass(DatasetWarning, mammofuse.MammofuseWarning)
+    path = write_dicom(tmp_path / "ct.dcm", breast_phantom(), Modality="CT")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        warnings.filterwarnings("ignore", category=mammofuse.MammofuseWarning)
+        assert mammofuse.predict(path, density=2, roi=(32, 8, 6)).ok
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        mammofuse.predict(path, density=2, roi=(32, 8, 6))
+    assert any("modality is CT, not MG" in str(w.message) and issubclass(w.category, mammofuse.MammofuseWarning) for w in caught)
+    cli = CliRunner().invoke(app, ["predict", str(path), "--density", "2", "--roi", "32,8,6", "--format", "json"])
+    assert cli.exit_code == 0 and f"note: {path}: modality is CT, not MG (mammography)" in " ".join(cli.stderr.split())
