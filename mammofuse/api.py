@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence, overload
 
 from mammofuse.errors import MammofuseError, MammofuseWarning
-from mammofuse.validation import Rule, checked
+from mammofuse.validation import MAX_BOOTSTRAP, MAX_SEED, Rule, checked
 
 if TYPE_CHECKING:
     from mammofuse.cases import ListedFile
@@ -264,9 +264,12 @@ def evaluate(
         device: as in :func:`predict`.
         batch_size: images per forward pass.
         away_patches: with ``control="away"``, patches per case whose scores are averaged (logits).
+
+    Remarks on the result are issued as :class:`MammofuseWarning`, as the CLI prints them: evaluated patients that
+    the model was trained on, an AUC >= 0.97 (check for leakage), CSV rows left out, findings the model cannot use.
     """
     from mammofuse.data import load_dataset
-    from mammofuse.evaluation.evaluate import evaluate_model, select_split
+    from mammofuse.evaluation.evaluate import evaluate_model, report_remarks, select_split
 
     _check_evaluate_options(control, bootstrap, seed, away_patches)
     batch_size = checked("batch_size", batch_size, Rule(int, 1))
@@ -277,8 +280,11 @@ def evaluate(
     samples = select_split(load_dataset(dataset, as_path(data, "data"), folders or None, abnormality, matching), split)
     rows = matching.get("rows", {}).get(split)
     describe = {"dataset": dataset, "split": split, "model_spec": net.name, "control": control, **({"rows": rows} if rows else {})}
-    return evaluate_model(net, samples, n_boot=bootstrap, seed=seed, batch_size=batch_size,
-                          describe=describe, control=control, per_breast=per_breast, away_patches=away_patches)
+    metrics = evaluate_model(net, samples, n_boot=bootstrap, seed=seed, batch_size=batch_size,
+                             describe=describe, control=control, per_breast=per_breast, away_patches=away_patches)
+    for remark in report_remarks(metrics.report):
+        warnings.warn(remark.text, MammofuseWarning, stacklevel=_caller_level())
+    return metrics
 
 
 def _check_evaluate_options(control: str | None, bootstrap: int, seed: int, away_patches: int) -> None:
@@ -286,8 +292,8 @@ def _check_evaluate_options(control: str | None, bootstrap: int, seed: int, away
     from mammofuse.imaging.controls import CONTROLS
 
     checked("control", control, Rule(str, choices=CONTROLS, optional=True))
-    checked("bootstrap", bootstrap, Rule(int, 0))
-    checked("seed", seed, Rule(int, 0))
+    checked("bootstrap", bootstrap, Rule(int, 0, MAX_BOOTSTRAP))
+    checked("seed", seed, Rule(int, 0, MAX_SEED))
     checked("away_patches", away_patches, Rule(int, 1))
     if away_patches > 1 and control != "away":
         raise MammofuseError("away_patches is for control='away'")

@@ -133,8 +133,10 @@ def test_explain_takes_one_file_and_says_so_for_a_folder(real_dicoms, tmp_path: 
     ({"control": "nope"}, "control must be one of masked, away"),
     ({"away_patches": 0, "control": "away"}, "away_patches must be an integer >= 1"),
     ({"away_patches": 4}, "away_patches is for control='away'"),
-    ({"bootstrap": -1}, "bootstrap must be an integer >= 0"),
-    ({"seed": "a"}, "seed must be an integer >= 0"),
+    ({"bootstrap": -1}, "bootstrap must be an integer in"),
+    ({"seed": "a"}, r"seed must be an integer in \[0, 4294967295\]"),
+    ({"bootstrap": 100_001}, r"bootstrap must be an integer in \[0, 100000\], not 100001"),  # the CLI's --bootstrap bound
+    ({"seed": 2**32}, r"seed must be an integer in \[0, 4294967295\], not 4294967296"),
 ])
 def test_evaluate_checks_its_options_before_any_work(options: dict, message: str, tmp_path: Path) -> None:
     """A misspelt control used to run the 'away' control and report it under the misspelt name."""

@@ -9,8 +9,6 @@ import typer
 
 from mammofuse import RESEARCH_NOTICE
 from mammofuse.cli.common import (
-    MAX_LIME_SAMPLES,
-    MAX_SEED,
     SOME_FAILED,
     CalcDistribution,
     CalcType,
@@ -35,6 +33,7 @@ from mammofuse.cli.common import (
 )
 from mammofuse.cli.output import console, status
 from mammofuse.explainers import DEFAULT_LAYER, DEFAULT_LIME_SAMPLES, default_selection, describe_choices
+from mammofuse.validation import MAX_LIME_SAMPLES, MAX_SEED
 
 if TYPE_CHECKING:
     from mammofuse.explainers import Explanation
