@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence, overload
 
 from mammofuse.errors import MammofuseError, MammofuseWarning
+from mammofuse.explainers.options import DEFAULT_LAYER, DEFAULT_LIME_SAMPLES
 from mammofuse.validation import MAX_BOOTSTRAP, MAX_SEED, Rule, checked
 
 if TYPE_CHECKING:
@@ -200,8 +201,11 @@ def explain(
     out: PathLike,
     model: MammoFuse | str | Path | None = None,
     *,
-    methods: Sequence[str] | None = None,
+    methods: str | Sequence[str] | None = None,
     roi: tuple[float, float, float] | None = None,
+    lime_samples: int = DEFAULT_LIME_SAMPLES,
+    seed: int = 0,
+    layer: str = DEFAULT_LAYER,
     include_identifiers: bool = False,
     device: str = "auto",
     **findings: Any,
@@ -212,14 +216,19 @@ def explain(
         image: a DICOM or image file.
         out: folder for the figures and the HTML report.
         model: a loaded :class:`MammoFuse` or a spec (None: ``default``).
-        methods: names from :func:`mammofuse.explainers.available_methods`, or one name (None: every method that applies).
+        methods: names from :func:`mammofuse.explainers.available_methods`, or one name, or a comma-separated string
+            of them, in any case (None: every method that applies).
         roi: lesion circle (row, column, radius) in the file's pixels.
+        lime_samples: perturbed samples for each LIME explanation (10 to 100,000).
+        seed: seeds LIME's sampling: the same seed writes the same explanation.
+        layer: the Grad-CAM layer, a dotted module name (e.g. ``backbone.layer3``).
         include_identifiers: show the DICOM header's patient identifiers and dates in the report (left out by default).
         device: as in :func:`predict`.
         **findings: findings by vocabulary field.
 
     Raises:
-        MammofuseError: a folder or a file that cannot be explained, an invalid ``roi``, an unknown method or model.
+        MammofuseError: a folder or a file that cannot be explained, an invalid ``roi``, an unknown method, layer or
+            model, no method, ``lime_samples`` or ``seed`` out of bounds.
         TypeError: ``image`` or ``out`` is not a path.
     """
     from mammofuse.explainers import explain_file
@@ -229,7 +238,7 @@ def explain(
         raise MammofuseError(f"{path}: explain takes one file, not a folder: explain each file in turn")
     net = as_model(model, device)
     (sample,) = cases(path, net, findings, None, roi, explaining=True)
-    return explain_file(net, sample, folder, methods, include_identifiers=include_identifiers)
+    return explain_file(net, sample, folder, methods, lime_samples=lime_samples, seed=seed, layer=layer, include_identifiers=include_identifiers)
 
 
 def evaluate(
