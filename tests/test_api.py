@@ -196,3 +196,13 @@ def test_every_remark_of_the_package_is_a_mammofuse_warning(tmp_path: Path) -> N
     assert any("modality is CT, not MG" in str(w.message) and issubclass(w.category, mammofuse.MammofuseWarning) for w in caught)
     cli = CliRunner().invoke(app, ["predict", str(path), "--density", "2", "--roi", "32,8,6", "--format", "json"])
     assert cli.exit_code == 0 and f"note: {path}: modality is CT, not MG (mammography)" in " ".join(cli.stderr.split())
+
+
+def test_errors_from_python_name_the_argument_as_well_as_the_flag(real_dicoms, cbis_csv, tmp_path: Path) -> None:
+    """'choose one with --split', '--abnormality must be...', '--clinical takes a CSV file' named only CLI flags."""
+    with pytest.raises(mammofuse.MammofuseError, match=r"the data has no 'val' split \(it has: test, train\); choose one with split \(--split\)$"):
+        mammofuse.evaluate("default", "cbis-ddsm", cbis_csv, split="val", abnormality="mass")
+    with pytest.raises(mammofuse.MammofuseError, match=r"^abnormality \(--abnormality\) must be one of mass, calc, all, not 'masses'$"):
+        mammofuse.load_dataset("cbis-ddsm", cbis_csv, abnormality="masses")
+    with pytest.raises(mammofuse.MammofuseError, match=r": is a folder; clinical_csv \(--clinical\) takes a CSV file$"):
+        mammofuse.predict(real_dicoms["P_00173_lcc"], clinical_csv=tmp_path, density=2)

@@ -62,7 +62,7 @@ def select_split(samples: Sequence[Sample], split: str) -> list[Sample]:
     chosen = [s for s in samples if s.split == split]
     if not chosen:
         have = ", ".join(sorted({s.split for s in samples})) or "none"
-        raise MammofuseError(f"the data has no {split!r} split (it has: {have}); choose one with --split")
+        raise MammofuseError(f"the data has no {split!r} split (it has: {have}); choose one with split (--split)")
     return chosen
 
 
