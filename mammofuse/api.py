@@ -37,12 +37,21 @@ ROI_FORM = "roi must be the lesion circle (row, column, radius) in the file's pi
 
 
 def as_model(model: MammoFuse | str | Path | None, device: str = "auto") -> MammoFuse:
-    """``model`` itself when it is one; otherwise :meth:`MammoFuse.from_pretrained` of the spec (None: ``default``)."""
+    """``model`` itself when it is one (the model a ``torch.compile`` wrapper holds, for one); otherwise
+    :meth:`MammoFuse.from_pretrained` of the spec (None: ``default``).
+
+    Raises:
+        TypeError: ``model`` is none of these (a number, another module).
+    """
     from mammofuse.model import MammoFuse
 
     if isinstance(model, MammoFuse):
         return model
-    return MammoFuse.from_pretrained(model, device=device)
+    if isinstance(getattr(model, "_orig_mod", None), MammoFuse):  # torch.compile(model)
+        return model._orig_mod
+    if model is None or isinstance(model, (str, os.PathLike)):
+        return MammoFuse.from_pretrained(model, device=device)
+    raise TypeError(f"model must be a MammoFuse, a name or path (str or pathlib.Path), or None, not {_type_name(model)}")
 
 
 def cases(
@@ -165,7 +174,8 @@ def predict(
 
     Args:
         images: one file (returns one :class:`Prediction`), or files and folders (returns a list).
-        model: a loaded :class:`MammoFuse`, or a spec for :meth:`MammoFuse.from_pretrained` (None: ``default``).
+        model: a loaded :class:`MammoFuse` (or ``torch.compile`` of one), or a spec for :meth:`MammoFuse.from_pretrained`
+            (None: ``default``).
         roi: lesion circle (row, column, radius) in the file's pixels; lesion-crop models need one
             to look at the image.
         clinical_csv: per-file findings (see ``mammofuse predict --help``).
@@ -181,7 +191,8 @@ def predict(
     Raises:
         MammofuseError: a missing path, an unknown model, an unknown clinical value, an invalid ``roi``,
             ``threshold`` or ``batch_size``.
-        TypeError: ``images`` is neither a path nor a list of paths (e.g. an image already in memory).
+        TypeError: ``images`` is neither a path nor a list of paths (e.g. an image already in memory), or ``model``
+            is neither a model nor a spec.
     """
     from mammofuse.scoring import LocalEngine, ScoringRun
 

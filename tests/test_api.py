@@ -206,3 +206,15 @@ def test_errors_from_python_name_the_argument_as_well_as_the_flag(real_dicoms, c
         mammofuse.load_dataset("cbis-ddsm", cbis_csv, abnormality="masses")
     with pytest.raises(mammofuse.MammofuseError, match=r": is a folder; clinical_csv \(--clinical\) takes a CSV file$"):
         mammofuse.predict(real_dicoms["P_00173_lcc"], clinical_csv=tmp_path, density=2)
+
+
+def test_a_model_that_is_no_mammofuse_is_a_type_error_and_a_compiled_one_is_unwrapped(real_dicoms) -> None:
+    """predict(D, 123) looked for a model '123'; another module's repr filled a 3,700-character 'unknown model' error."""
+    import torch
+
+    model = mammofuse.MammoFuse.from_pretrained("default")
+    for wrong, name in ((123, "int"), (torch.nn.Linear(2, 1), "torch.nn.modules.linear.Linear"), (b"default", "bytes")):
+        with pytest.raises(TypeError, match=rf"^model must be a MammoFuse, a name or path \(str or pathlib.Path\), or None, not {name}$"):
+            mammofuse.predict(real_dicoms["P_00173_lcc"], wrong, density=2)
+    compiled = mammofuse.predict(real_dicoms["P_00173_lcc"], torch.compile(model), density=2, roi=(2400, 1145, 100))
+    assert compiled == mammofuse.predict(real_dicoms["P_00173_lcc"], model, density=2, roi=(2400, 1145, 100))
