@@ -24,7 +24,7 @@ _EXPORTS = {
     "predict": "mammofuse.api",
     "explain": "mammofuse.api",
     "evaluate": "mammofuse.api",
-    "MammofuseWarning": "mammofuse.api",
+    "MammofuseWarning": "mammofuse.errors",
     "load_dataset": "mammofuse.data.registry",
     "Prediction": "mammofuse.results",
     "ScoringError": "mammofuse.results",
@@ -39,9 +39,9 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
-    from mammofuse.api import MammofuseWarning, evaluate, explain, predict
+    from mammofuse.api import evaluate, explain, predict
     from mammofuse.data.registry import load_dataset
-    from mammofuse.errors import MammofuseError
+    from mammofuse.errors import MammofuseError, MammofuseWarning
     from mammofuse.evaluation.evaluate import Metrics
     from mammofuse.explainers import Explanation
     from mammofuse.fusion import Fusion

@@ -20,8 +20,9 @@ from numbers import Real
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence, overload
 
-from mammofuse.errors import MammofuseError
-from mammofuse.validation import Rule, checked
+from mammofuse.errors import MammofuseError, MammofuseWarning
+from mammofuse.explainers.options import DEFAULT_LAYER, DEFAULT_LIME_SAMPLES
+from mammofuse.validation import MAX_BOOTSTRAP, MAX_SEED, Rule, checked
 
 if TYPE_CHECKING:
     from mammofuse.cases import ListedFile
@@ -35,17 +36,22 @@ PathLike = str | Path
 ROI_FORM = "roi must be the lesion circle (row, column, radius) in the file's pixels: three finite numbers, row and column >= 0, radius > 0"
 
 
-class MammofuseWarning(UserWarning):
-    """A remark about how inputs were used (shown as ``note:`` by the CLI)."""
-
-
 def as_model(model: MammoFuse | str | Path | None, device: str = "auto") -> MammoFuse:
-    """``model`` itself when it is one; otherwise :meth:`MammoFuse.from_pretrained` of the spec (None: ``default``)."""
+    """``model`` itself when it is one (the model a ``torch.compile`` wrapper holds, for one); otherwise
+    :meth:`MammoFuse.from_pretrained` of the spec (None: ``default``).
+
+    Raises:
+        TypeError: ``model`` is none of these (a number, another module).
+    """
     from mammofuse.model import MammoFuse
 
     if isinstance(model, MammoFuse):
         return model
-    return MammoFuse.from_pretrained(model, device=device)
+    if isinstance(getattr(model, "_orig_mod", None), MammoFuse):  # torch.compile(model)
+        return model._orig_mod
+    if model is None or isinstance(model, (str, os.PathLike)):
+        return MammoFuse.from_pretrained(model, device=device)
+    raise TypeError(f"model must be a MammoFuse, a name or path (str or pathlib.Path), or None, not {_type_name(model)}")
 
 
 def cases(
@@ -168,7 +174,8 @@ def predict(
 
     Args:
         images: one file (returns one :class:`Prediction`), or files and folders (returns a list).
-        model: a loaded :class:`MammoFuse`, or a spec for :meth:`MammoFuse.from_pretrained` (None: ``default``).
+        model: a loaded :class:`MammoFuse` (or ``torch.compile`` of one), or a spec for :meth:`MammoFuse.from_pretrained`
+            (None: ``default``).
         roi: lesion circle (row, column, radius) in the file's pixels; lesion-crop models need one
             to look at the image.
         clinical_csv: per-file findings (see ``mammofuse predict --help``).
@@ -184,7 +191,8 @@ def predict(
     Raises:
         MammofuseError: a missing path, an unknown model, an unknown clinical value, an invalid ``roi``,
             ``threshold`` or ``batch_size``.
-        TypeError: ``images`` is neither a path nor a list of paths (e.g. an image already in memory).
+        TypeError: ``images`` is neither a path nor a list of paths (e.g. an image already in memory), or ``model``
+            is neither a model nor a spec.
     """
     from mammofuse.scoring import LocalEngine, ScoringRun
 
@@ -204,8 +212,11 @@ def explain(
     out: PathLike,
     model: MammoFuse | str | Path | None = None,
     *,
-    methods: Sequence[str] | None = None,
+    methods: str | Sequence[str] | None = None,
     roi: tuple[float, float, float] | None = None,
+    lime_samples: int = DEFAULT_LIME_SAMPLES,
+    seed: int = 0,
+    layer: str = DEFAULT_LAYER,
     include_identifiers: bool = False,
     device: str = "auto",
     **findings: Any,
@@ -216,14 +227,19 @@ def explain(
         image: a DICOM or image file.
         out: folder for the figures and the HTML report.
         model: a loaded :class:`MammoFuse` or a spec (None: ``default``).
-        methods: names from :func:`mammofuse.explainers.available_methods`, or one name (None: every method that applies).
+        methods: names from :func:`mammofuse.explainers.available_methods`, or one name, or a comma-separated string
+            of them, in any case (None: every method that applies).
         roi: lesion circle (row, column, radius) in the file's pixels.
+        lime_samples: perturbed samples for each LIME explanation (10 to 100,000).
+        seed: seeds LIME's sampling: the same seed writes the same explanation.
+        layer: the Grad-CAM layer, a dotted module name (e.g. ``backbone.layer3``).
         include_identifiers: show the DICOM header's patient identifiers and dates in the report (left out by default).
         device: as in :func:`predict`.
         **findings: findings by vocabulary field.
 
     Raises:
-        MammofuseError: a folder or a file that cannot be explained, an invalid ``roi``, an unknown method or model.
+        MammofuseError: a folder or a file that cannot be explained, an invalid ``roi``, an unknown method, layer or
+            model, no method, ``lime_samples`` or ``seed`` out of bounds.
         TypeError: ``image`` or ``out`` is not a path.
     """
     from mammofuse.explainers import explain_file
@@ -233,7 +249,7 @@ def explain(
         raise MammofuseError(f"{path}: explain takes one file, not a folder: explain each file in turn")
     net = as_model(model, device)
     (sample,) = cases(path, net, findings, None, roi, explaining=True)
-    return explain_file(net, sample, folder, methods, include_identifiers=include_identifiers)
+    return explain_file(net, sample, folder, methods, lime_samples=lime_samples, seed=seed, layer=layer, include_identifiers=include_identifiers)
 
 
 def evaluate(
@@ -268,9 +284,12 @@ def evaluate(
         device: as in :func:`predict`.
         batch_size: images per forward pass.
         away_patches: with ``control="away"``, patches per case whose scores are averaged (logits).
+
+    Remarks on the result are issued as :class:`MammofuseWarning`, as the CLI prints them: evaluated patients that
+    the model was trained on, an AUC >= 0.97 (check for leakage), CSV rows left out, findings the model cannot use.
     """
     from mammofuse.data import load_dataset
-    from mammofuse.evaluation.evaluate import evaluate_model, select_split
+    from mammofuse.evaluation.evaluate import evaluate_model, report_remarks, select_split
 
     _check_evaluate_options(control, bootstrap, seed, away_patches)
     batch_size = checked("batch_size", batch_size, Rule(int, 1))
@@ -281,8 +300,11 @@ def evaluate(
     samples = select_split(load_dataset(dataset, as_path(data, "data"), folders or None, abnormality, matching), split)
     rows = matching.get("rows", {}).get(split)
     describe = {"dataset": dataset, "split": split, "model_spec": net.name, "control": control, **({"rows": rows} if rows else {})}
-    return evaluate_model(net, samples, n_boot=bootstrap, seed=seed, batch_size=batch_size,
-                          describe=describe, control=control, per_breast=per_breast, away_patches=away_patches)
+    metrics = evaluate_model(net, samples, n_boot=bootstrap, seed=seed, batch_size=batch_size,
+                             describe=describe, control=control, per_breast=per_breast, away_patches=away_patches)
+    for remark in report_remarks(metrics.report):
+        warnings.warn(remark.text, MammofuseWarning, stacklevel=_caller_level())
+    return metrics
 
 
 def _check_evaluate_options(control: str | None, bootstrap: int, seed: int, away_patches: int) -> None:
@@ -290,8 +312,8 @@ def _check_evaluate_options(control: str | None, bootstrap: int, seed: int, away
     from mammofuse.imaging.controls import CONTROLS
 
     checked("control", control, Rule(str, choices=CONTROLS, optional=True))
-    checked("bootstrap", bootstrap, Rule(int, 0))
-    checked("seed", seed, Rule(int, 0))
+    checked("bootstrap", bootstrap, Rule(int, 0, MAX_BOOTSTRAP))
+    checked("seed", seed, Rule(int, 0, MAX_SEED))
     checked("away_patches", away_patches, Rule(int, 1))
     if away_patches > 1 and control != "away":
         raise MammofuseError("away_patches is for control='away'")

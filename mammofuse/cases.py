@@ -175,7 +175,7 @@ def read_clinical_csv(path: Path, vocabulary: str = DEFAULT_VOCABULARY) -> Clini
     path = Path(path)
     with reading(path):  # a name too long, no permission
         if path.is_dir():
-            raise MammofuseError(f"{path}: is a folder; --clinical takes a CSV file")
+            raise MammofuseError(f"{path}: is a folder; clinical_csv (--clinical) takes a CSV file")
         if not path.is_file():
             raise MammofuseError(f"{path}: clinical CSV not found" if not path.exists() else f"{path}: clinical CSV is not a regular file")
     schema = load_schema(vocabulary)

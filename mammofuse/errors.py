@@ -10,6 +10,10 @@ class MammofuseError(Exception):
     """A problem with the user's input, files or environment, explained in one line."""
 
 
+class MammofuseWarning(UserWarning):
+    """A remark about how inputs were used or read (shown as ``note:`` by the CLI); every warning of the package is one."""
+
+
 class InputFileError(MammofuseError):
     """A file that cannot be read as a mammogram; the message names the file."""
 

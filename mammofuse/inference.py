@@ -278,17 +278,22 @@ def iter_scores(
 
     A sample whose image fails gets its error, never the batch. ``control`` scores the shortcut
     control of that name instead of the lesion (:mod:`mammofuse.imaging.controls`), on away patch ``draw``.
+    The model scores in eval mode and gets its own mode back when the scores end.
     """
     config = model.config
     dataset = LesionDataset(
         samples, config.recipe, config.vocabulary, use_images=config.uses_image, radiomics=config.radiomics, control=control, draw=draw,
     )
+    was_training = model.training
     model.eval()
-    for batch in DataLoader(dataset, batch_size=batch_size, num_workers=workers):
-        with torch.inference_mode():
-            logits = model(**model_inputs(batch, model.device)).logits.float().cpu().numpy()
-        used = had_input(model, batch["image_present"], batch["clinical_mask"])
-        yield batch_scores(batch["index"].tolist(), logits, batch["error"], batch["note"], used)
+    try:
+        for batch in DataLoader(dataset, batch_size=batch_size, num_workers=workers):
+            with torch.inference_mode():
+                logits = model(**model_inputs(batch, model.device)).logits.float().cpu().numpy()
+            used = had_input(model, batch["image_present"], batch["clinical_mask"])
+            yield batch_scores(batch["index"].tolist(), logits, batch["error"], batch["note"], used)
+    finally:
+        model.train(was_training)
 
 
 def predict_proba(

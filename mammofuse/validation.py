@@ -18,6 +18,11 @@ from typing import Any, Mapping
 
 from mammofuse.errors import MammofuseError
 
+# Upper bounds shared by the CLI's flags and the Python API's arguments.
+MAX_SEED = 2**32 - 1  # NumPy's and LIME's seeds are 32-bit
+MAX_BOOTSTRAP = 100_000
+MAX_LIME_SAMPLES = 100_000
+
 
 @dataclass(frozen=True)
 class Rule:

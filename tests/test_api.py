@@ -133,8 +133,10 @@ def test_explain_takes_one_file_and_says_so_for_a_folder(real_dicoms, tmp_path: 
     ({"control": "nope"}, "control must be one of masked, away"),
     ({"away_patches": 0, "control": "away"}, "away_patches must be an integer >= 1"),
     ({"away_patches": 4}, "away_patches is for control='away'"),
-    ({"bootstrap": -1}, "bootstrap must be an integer >= 0"),
-    ({"seed": "a"}, "seed must be an integer >= 0"),
+    ({"bootstrap": -1}, "bootstrap must be an integer in"),
+    ({"seed": "a"}, r"seed must be an integer in \[0, 4294967295\]"),
+    ({"bootstrap": 100_001}, r"bootstrap must be an integer in \[0, 100000\], not 100001"),  # the CLI's --bootstrap bound
+    ({"seed": 2**32}, r"seed must be an integer in \[0, 4294967295\], not 4294967296"),
 ])
 def test_evaluate_checks_its_options_before_any_work(options: dict, message: str, tmp_path: Path) -> None:
     """A misspelt control used to run the 'away' control and report it under the misspelt name."""
@@ -158,3 +160,61 @@ def test_numpy_numbers_are_numbers(real_dicoms) -> None:
                                    threshold=np.float32(0.25), batch_size=np.int64(2))
     assert prediction.ok and prediction.threshold == 0.25 and type(prediction.threshold) is float
     assert prediction.decision == ("malignant" if prediction.probability >= 0.25 else "benign")
+
+
+def test_predict_and_evaluate_give_the_model_its_training_mode_back(real_dicoms, cbis_csv) -> None:
+    """A model being trained was left in eval mode (dropout off) by a prediction in between."""
+    model = mammofuse.MammoFuse(mammofuse.ModelConfig(fusion="cross", backbone="cnn4"))
+    assert model.training
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert model.predict(real_dicoms["P_00173_lcc"], density=2, roi=(2400, 1145, 100)).ok
+        assert model.training
+        mammofuse.evaluate(model, "cbis-ddsm", cbis_csv, images=real_dicoms["P_00173_lcc"].parents[1], abnormality="mass", bootstrap=0)
+    assert model.training
+    model.eval()
+    mammofuse.predict(real_dicoms["P_00173_lcc"], model, density=2, roi=(2400, 1145, 100))
+    assert not model.training
+
+
+def test_every_remark_of_the_package_is_a_mammofuse_warning(tmp_path: Path) -> None:
+    """filterwarnings(category=MammofuseWarning) missed the reader's and the datasets' remarks (plain UserWarnings)."""
+    from dicom_factory import breast_phantom, write_dicom
+
+    from mammofuse.data.cbis_ddsm import DatasetWarning
+    from mammofuse.imaging.reader import ReaderWarning
+
+    assert issubclass(ReaderWarning, mammofuse.MammofuseWarning) and issubclass(DatasetWarning, mammofuse.MammofuseWarning)
+    path = write_dicom(tmp_path / "ct.dcm", breast_phantom(), Modality="CT")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        warnings.filterwarnings("ignore", category=mammofuse.MammofuseWarning)
+        assert mammofuse.predict(path, density=2, roi=(32, 8, 6)).ok
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        mammofuse.predict(path, density=2, roi=(32, 8, 6))
+    assert any("modality is CT, not MG" in str(w.message) and issubclass(w.category, mammofuse.MammofuseWarning) for w in caught)
+    cli = CliRunner().invoke(app, ["predict", str(path), "--density", "2", "--roi", "32,8,6", "--format", "json"])
+    assert cli.exit_code == 0 and f"note: {path}: modality is CT, not MG (mammography)" in " ".join(cli.stderr.split())
+
+
+def test_errors_from_python_name_the_argument_as_well_as_the_flag(real_dicoms, cbis_csv, tmp_path: Path) -> None:
+    """'choose one with --split', '--abnormality must be...', '--clinical takes a CSV file' named only CLI flags."""
+    with pytest.raises(mammofuse.MammofuseError, match=r"the data has no 'val' split \(it has: test, train\); choose one with split \(--split\)$"):
+        mammofuse.evaluate("default", "cbis-ddsm", cbis_csv, split="val", abnormality="mass")
+    with pytest.raises(mammofuse.MammofuseError, match=r"^abnormality \(--abnormality\) must be one of mass, calc, all, not 'masses'$"):
+        mammofuse.load_dataset("cbis-ddsm", cbis_csv, abnormality="masses")
+    with pytest.raises(mammofuse.MammofuseError, match=r": is a folder; clinical_csv \(--clinical\) takes a CSV file$"):
+        mammofuse.predict(real_dicoms["P_00173_lcc"], clinical_csv=tmp_path, density=2)
+
+
+def test_a_model_that_is_no_mammofuse_is_a_type_error_and_a_compiled_one_is_unwrapped(real_dicoms) -> None:
+    """predict(D, 123) looked for a model '123'; another module's repr filled a 3,700-character 'unknown model' error."""
+    import torch
+
+    model = mammofuse.MammoFuse.from_pretrained("default")
+    for wrong, name in ((123, "int"), (torch.nn.Linear(2, 1), "torch.nn.modules.linear.Linear"), (b"default", "bytes")):
+        with pytest.raises(TypeError, match=rf"^model must be a MammoFuse, a name or path \(str or pathlib.Path\), or None, not {name}$"):
+            mammofuse.predict(real_dicoms["P_00173_lcc"], wrong, density=2)
+    compiled = mammofuse.predict(real_dicoms["P_00173_lcc"], torch.compile(model), density=2, roi=(2400, 1145, 100))
+    assert compiled == mammofuse.predict(real_dicoms["P_00173_lcc"], model, density=2, roi=(2400, 1145, 100))

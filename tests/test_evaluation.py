@@ -355,3 +355,40 @@ def test_reports_are_strict_json_with_undefined_numbers_as_null() -> None:
     text = json_text({"val_auc": float("nan"), "folds": [0.7, float("inf"), (1, -float("inf"))], "name": "x", "n": 3}, indent=1)
     assert json.loads(text, parse_constant=lambda c: pytest.fail(f"{c} in JSON")) == {"val_auc": None, "folds": [0.7, None, [1, None]],
                                                                                      "name": "x", "n": 3}
+
+
+def test_evaluate_in_python_warns_the_remarks_the_cli_prints(tmp_path, cbis_csv):
+    """mammofuse.evaluate() said nothing of evaluated patients the model was trained on, where the CLI shows a panel;
+    and the report named the model by the spec as typed in the CLI, by its resolved name in Python."""
+    import warnings
+
+    import mammofuse
+    from mammofuse.evaluation.evaluate import report_remarks
+    from mammofuse.jsontext import json_text
+
+    leaky = _clinical_model(tmp_path / "leaky", ["P_00173", "P_00001"])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        metrics = mammofuse.evaluate(f"{leaky}/", "cbis-ddsm", cbis_csv, bootstrap=50)
+    remarks = [w for w in caught if issubclass(w.category, mammofuse.MammofuseWarning)]
+    assert [str(w.message) for w in remarks] == [r.text for r in report_remarks(metrics.report)]
+    assert [r.kind for r in report_remarks(metrics.report)][-1] == "overlap"
+    assert str(remarks[-1].message).startswith("PATIENT OVERLAP: 1 of 2 evaluated patients were in the model's TRAINING data")
+    assert all(w.filename == __file__ for w in remarks)  # at the caller's line
+    cli = _evaluate(f"{leaky}/", cbis_csv, "--format", "json")
+    assert cli.exit_code == 0 and "WARNING: LEAKAGE" in cli.stderr and "PATIENT OVERLAP" in cli.stderr
+    assert json.loads(cli.stdout) == json.loads(json_text(metrics.to_dict()))
+    assert metrics.report["model_spec"] == str(leaky)
+
+
+def test_report_remarks_of_an_auc_too_good_and_a_model_without_patient_digests():
+    from mammofuse.evaluation.evaluate import report_remarks
+    from mammofuse.evaluation.leakage import LEAKAGE_CHECKLIST
+
+    report = {"model": {"notes": ["a model note"]}, "rows": {"rows": 9, "left_out": 2, "ambiguous": 0},
+              "leakage": patient_overlap(["P_1"], {}), "suspicious_auc": True}
+    remarks = report_remarks(report)
+    assert [r.kind for r in remarks] == ["note", "note", "note", "suspicious_auc"]
+    assert remarks[0].text.startswith("2 of the split's 9 CSV rows are left out") and remarks[1].text == "a model note"
+    assert remarks[2].text == "the model records no training-patient digests; patient overlap cannot be checked"
+    assert remarks[3].text.startswith("AUC >= 0.97 is far above") and remarks[3].details == LEAKAGE_CHECKLIST

@@ -592,3 +592,44 @@ def test_the_view_box_says_where_the_drawn_region_lies_in_the_file(real_dicoms: 
     height, width = inputs.view.shape
     redrawn = np.asarray(Image.fromarray(window.astype(np.float32), mode="F").resize((width, height), Image.Resampling.BILINEAR))
     assert np.corrcoef(redrawn.ravel(), inputs.view.ravel())[0, 1] > 0.98
+
+
+def test_explain_in_python_takes_the_cli_settings_and_any_case_of_method(tiny_models: dict[str, Path], real_dicoms: dict[str, Path], tmp_path: Path) -> None:
+    """seed=, lime_samples= and layer= fell into the findings ('unknown clinical field'); 'GradCAM' was unknown in Python only."""
+    from mammofuse import MammoFuse, explain
+
+    model = MammoFuse.from_pretrained(tiny_models["cross"])
+    dicom = real_dicoms["P_00173_rmlo"]
+    explanation = model.explain(dicom, tmp_path / "a", methods=[" GradCAM", "LIME_Clinical,gradcam"], seed=7, lime_samples=12,
+                                layer="backbone.layer3", margin="spiculated")
+    assert explanation.options.to_dict() == {"methods": ["gradcam", "lime_clinical"], "lime_samples": 12, "seed": 7,
+                                             "layer": "backbone.layer3", "include_identifiers": False}
+    assert {"gradcam", "lime_clinical"} <= set(explanation.outputs) and "lime_image" not in explanation.outputs
+    for methods in ([], " , "):
+        with pytest.raises(MammofuseError, match=r"^methods \(--methods\) is empty; choose from gradcam, shap"):
+            explain(dicom, tmp_path / "b", model, methods=methods, margin="spiculated")
+    code, _, err = explain_cli(str(dicom), "--model", str(tiny_models["cross"]), "--methods", " , ", "--out", str(tmp_path / "c"))
+    assert code == 2 and "methods (--methods) is empty; choose from gradcam, shap" in err
+    for setting, message in (({"seed": -1}, r"seed must be an integer in \[0, 4294967295\]"),
+                             ({"lime_samples": 9}, r"lime_samples must be an integer in \[10, 100000\]"),
+                             ({"layer": "backbone.layer9"}, "unknown layer")):
+        with pytest.raises(MammofuseError, match=message):
+            model.explain(dicom, tmp_path / "d", methods="gradcam,lime", margin="spiculated", **setting)
+    with pytest.raises(TypeError, match=r"^methods must be a method name \(str\) or a list of them, not int"):
+        model.explain(dicom, tmp_path / "d", methods=["shap", 5], margin="spiculated")
+    assert not (tmp_path / "b").exists() and not (tmp_path / "d").exists()
+
+
+def test_the_same_seed_writes_the_same_lime_pages_and_report_and_leaves_numpys_random_state(tiny_models: dict[str, Path], real_dicoms: dict[str, Path], tmp_path: Path) -> None:
+    """LIME's page drew its element id from NumPy's global random state: two runs differed, and the caller's draws moved."""
+    from mammofuse import MammoFuse
+
+    model = MammoFuse.from_pretrained(tiny_models["cross"])
+    np.random.seed(11)
+    expected = np.random.random()
+    np.random.seed(11)
+    for folder in ("a", "b"):
+        model.explain(real_dicoms["P_00173_rmlo"], tmp_path / folder, methods="lime", seed=3, lime_samples=10, **CLINICAL)
+    assert np.random.random() == expected
+    for name in ("lime_clinical.html", "lime_image.html", "report.html"):
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name

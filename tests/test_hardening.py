@@ -843,8 +843,9 @@ def test_explain_reports_each_bad_file_and_writes_notes_to_stderr(corpus: dict[s
 def test_flag_bounds_match_the_training_settings_rules() -> None:
     """The CLI's bounds are constants (importing the settings would pull in torch at start-up): they must not drift."""
     from mammofuse.cli import pretrain_cmd
-    from mammofuse.cli.common import MAX_BATCH_SIZE, MAX_SEED, MAX_WORKERS
+    from mammofuse.cli.common import MAX_BATCH_SIZE, MAX_WORKERS
     from mammofuse.training.settings import RULES
+    from mammofuse.validation import MAX_SEED
 
     assert (MAX_SEED, MAX_BATCH_SIZE, MAX_WORKERS) == (RULES["seed"].high, RULES["batch_size"].high, RULES["workers"].high)
     assert (pretrain_cmd.MAX_PATCH_SIDE, pretrain_cmd.MAX_EPOCHS, pretrain_cmd.MAX_LR) == (

@@ -76,3 +76,36 @@ def test_assessment_and_subtlety_never_reach_the_clinical_inputs(cbis_csv):
 
     for sample in load_dataset("cbis-ddsm", cbis_csv):
         assert set(sample.clinical) <= set(schema.field_names)
+
+
+@pytest.mark.parametrize(("field", "raw", "message"), [
+    ("density", "-2", r"^unknown breast density '-2' \(valid: 1, 2, 3, 4\)"),  # was density 2
+    ("density", -2, r"^unknown breast density '-2'"),
+    ("density", -2.0, r"^unknown breast density '-2.0'"),
+    ("density", "1-4", r"^breast density takes one value, not '1-4' \(valid: 1, 2, 3, 4\)$"),  # was densities 1 and 4
+    ("density", "2-2", "breast density takes one value"),
+    ("calc_type", "PLEOMORPHIC-", "unknown calcification type 'PLEOMORPHIC-'"),
+    ("shape", "oval--round", "unknown mass shape 'oval--round'"),
+])
+def test_negative_numbers_empty_terms_and_compound_densities_are_refused(field, raw, message):
+    with pytest.raises(ClinicalValueError, match=message):
+        schema.normalise_value(field, raw)
+
+
+def test_only_density_is_single_valued_and_compounds_elsewhere_still_work():
+    assert [f.name for f in schema.fields if not f.compound] == ["density"]
+    assert schema.normalise_value("shape", "LOBULATED-IRREGULAR") == ("LOBULATED", "IRREGULAR")
+    assert schema.normalise_value("density", "extremely-dense") == ("4",)  # one term, hyphenated
+    assert schema.normalise_value("calc_type", "PUNCTATE - PLEOMORPHIC") == ("PUNCTATE", "PLEOMORPHIC")
+
+
+def test_predict_refuses_a_negative_or_compound_density_in_python_and_the_cli(real_dicoms):
+    from typer.testing import CliRunner
+
+    import mammofuse
+    from mammofuse.cli import app
+
+    with pytest.raises(mammofuse.MammofuseError, match="unknown breast density '-2'"):
+        mammofuse.predict(real_dicoms["P_00173_lcc"], density=-2, roi=(2400, 1145, 100))
+    result = CliRunner().invoke(app, ["predict", str(real_dicoms["P_00173_lcc"]), "--density", "1-4"])
+    assert result.exit_code == 2 and "breast density takes one value, not '1-4'" in result.stderr

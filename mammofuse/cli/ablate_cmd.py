@@ -10,7 +10,6 @@ import typer
 
 from mammofuse.cli import train_options as o
 from mammofuse.cli.common import (
-    MAX_BOOTSTRAP,
     Abnormality,
     AwayPatches,
     DataDir,
@@ -27,6 +26,7 @@ from mammofuse.cli.common import (
 from mammofuse.cli.output import console
 from mammofuse.fusion import FUSIONS
 from mammofuse.jsontext import json_text
+from mammofuse.validation import MAX_BOOTSTRAP
 
 if TYPE_CHECKING:
     from mammofuse.evaluation.ablation_results import AblationResult

@@ -29,13 +29,11 @@ OUTPUT_ERROR = 3
 INTERNAL_ERROR = 4
 RECORD_FORMATS = ("json", "jsonl", "csv")
 DEBUG_VARIABLE = "MAMMOFUSE_DEBUG"
-# Upper bounds of numeric flags: a mistyped huge value is a usage error, never an overflow or a run that cannot end.
-MAX_SEED = 2**32 - 1  # NumPy's and LIME's seeds are 32-bit
+# Upper bounds of numeric flags: a mistyped huge value is a usage error, never an overflow or a run that cannot end
+# (those the Python API shares are in mammofuse.validation).
 MAX_BATCH_SIZE = 65_536
 MAX_WORKERS = 256
-MAX_BOOTSTRAP = 100_000
 MAX_AWAY_PATCHES = 1_000
-MAX_LIME_SAMPLES = 100_000
 # C0 and C1 control characters (ESC starts terminal escape sequences), DEL, and the Unicode
 # bidirectional overrides that can make text read backwards.
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")

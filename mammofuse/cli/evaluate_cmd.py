@@ -9,8 +9,6 @@ import typer
 
 from mammofuse.cli.common import (
     MAX_BATCH_SIZE,
-    MAX_BOOTSTRAP,
-    MAX_SEED,
     MAX_WORKERS,
     SOME_FAILED,
     Abnormality,
@@ -35,9 +33,11 @@ from mammofuse.cli.common import (
 from mammofuse.cli.output import console, progress
 from mammofuse.errors import MammofuseError
 from mammofuse.jsontext import json_text
+from mammofuse.validation import MAX_BOOTSTRAP, MAX_SEED
 
 _THRESHOLD_METRICS = ("accuracy", "f1", "precision", "recall", "specificity")
 _CONTROLS = {"masked": "lesion masked out", "away": "patch away from the lesion"}
+_PANELS = {"overlap": ("WARNING: LEAKAGE", "bold red"), "suspicious_auc": ("AUC >= 0.97: check for leakage", "bold yellow")}
 
 
 @guarded
@@ -98,7 +98,7 @@ def evaluate(
 
     from mammofuse.api import as_model
     from mammofuse.data import load_dataset
-    from mammofuse.evaluation.evaluate import evaluate_model, rows_notes, select_split
+    from mammofuse.evaluation.evaluate import evaluate_model, select_split
 
     matching: dict[str, Any] = {}
     samples = select_split(load_dataset(dataset, data, images, abnormality, matching), split)
@@ -112,7 +112,7 @@ def evaluate(
     with progress("scoring", len(samples) * (away_patches if control == "away" else 1)) as advance:
         evaluation = evaluate_model(
             loaded, samples, n_boot=bootstrap, seed=seed, batch_size=batch_size, workers=workers,
-            on_batch=advance, describe={"dataset": dataset, "split": split, "model_spec": model or "default", "control": control,
+            on_batch=advance, describe={"dataset": dataset, "split": split, "model_spec": loaded.name, "control": control,
                                         **({"rows": rows} if rows else {})},
             control=control, away_patches=away_patches, per_breast=aggregate == "breast",
         )
@@ -122,11 +122,9 @@ def evaluate(
 
         result["comparison"] = comparison(result)
 
-    for message in [*rows_notes(rows), *result["model"]["notes"]]:
-        note(message)
     for item in evaluation.failed:
         err_console.print(f"[yellow]failed:[/] {safe(item['id'])}: {safe(item['error'])}", highlight=False, soft_wrap=True)
-    _leakage_warnings(result)
+    _remarks(result)
 
     if plots is not None and result["n"]:
         from mammofuse.evaluation.plots import evaluation_figures
@@ -162,18 +160,18 @@ def _kinds(samples: list[Any], evaluation: Any) -> list[str | None]:
     return [s.abnormality for s in samples if s.id not in failed]
 
 
-def _leakage_warnings(result: dict[str, Any]) -> None:
+def _remarks(result: dict[str, Any]) -> None:
+    """The report's remarks (:func:`~mammofuse.evaluation.evaluate.report_remarks`): notes, and the leakage alarms in panels."""
     from rich.panel import Panel
 
-    from mammofuse.evaluation.leakage import LEAKAGE_CHECKLIST, overlap_warning
+    from mammofuse.evaluation.evaluate import report_remarks
 
-    warning = overlap_warning(result["leakage"])
-    if warning:
-        err_console.print(Panel(warning, title="WARNING: LEAKAGE", border_style="bold red"), highlight=False)
-    elif not result["leakage"]["checked"]:
-        err_console.print("note: the model records no training-patient digests; patient overlap cannot be checked", highlight=False)
-    if result["suspicious_auc"]:
-        err_console.print(Panel("\n".join(LEAKAGE_CHECKLIST), title="AUC >= 0.97: check for leakage", border_style="bold yellow"), highlight=False)
+    for remark in report_remarks(result):
+        if remark.kind == "note":
+            note(remark.text)
+        else:
+            title, style = _PANELS[remark.kind]
+            err_console.print(Panel("\n".join(remark.details) or remark.text, title=title, border_style=style), highlight=False)
 
 
 def _fmt(value: float | None) -> str:

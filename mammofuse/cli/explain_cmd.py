@@ -9,8 +9,6 @@ import typer
 
 from mammofuse import RESEARCH_NOTICE
 from mammofuse.cli.common import (
-    MAX_LIME_SAMPLES,
-    MAX_SEED,
     SOME_FAILED,
     CalcDistribution,
     CalcType,
@@ -35,6 +33,7 @@ from mammofuse.cli.common import (
 )
 from mammofuse.cli.output import console, status
 from mammofuse.explainers import DEFAULT_LAYER, DEFAULT_LIME_SAMPLES, default_selection, describe_choices
+from mammofuse.validation import MAX_LIME_SAMPLES, MAX_SEED
 
 if TYPE_CHECKING:
     from mammofuse.explainers import Explanation
@@ -75,15 +74,13 @@ def explain(
         mammofuse explain 1-130.dcm --roi 2400,1145,100 --density 2 --shape lobulated --margin circumscribed --out explanations/
     """
     flags = clinical_flags(density, shape, margin, calc_type, calc_distribution)
-    chosen = tuple(dict.fromkeys(m.strip().lower() for m in methods.split(",") if m.strip()))
 
     from mammofuse.atomic import check_writable_folder
     from mammofuse.errors import MammofuseError, OutputError
     from mammofuse.explainers import ExplainOptions, check_options, explain_case, output_folders
+    from mammofuse.explainers.options import chosen_methods
 
-    if not chosen:
-        raise MammofuseError(f"--methods is empty; choose from {describe_choices()}")
-    options = ExplainOptions(methods=chosen, lime_samples=lime_samples, seed=seed, layer=layer, include_identifiers=include_identifiers)
+    options = ExplainOptions(methods=chosen_methods(methods), lime_samples=lime_samples, seed=seed, layer=layer, include_identifiers=include_identifiers)
     check_writable_folder(out)
     samples, net, name, _ = cases_and_model(paths, recursive, flags, clinical, model, device, parse_roi(roi))
     check_options(net, options)  # a wrong --layer is a usage error before any work

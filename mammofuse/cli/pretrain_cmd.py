@@ -7,8 +7,9 @@ from typing import Annotated
 
 import typer
 
-from mammofuse.cli.common import MAX_BATCH_SIZE, MAX_SEED, Abnormality, DataDir, DatasetName, ImageDirs, check_output, err_console, guarded, output_option, safe
+from mammofuse.cli.common import MAX_BATCH_SIZE, Abnormality, DataDir, DatasetName, ImageDirs, check_output, err_console, guarded, output_option, safe
 from mammofuse.cli.output import console
+from mammofuse.validation import MAX_SEED
 
 # The bounds train's settings have (mammofuse.training.settings.RULES), and a patch count that still fits in memory.
 MAX_PATCH_SIDE = 4096

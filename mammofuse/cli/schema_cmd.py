@@ -33,7 +33,8 @@ def _table(spec: dict[str, Any]) -> Any:
     from rich.table import Table
 
     table = Table("flag", "field", "values", "also accepted", title=f"{spec['vocabulary']} ({spec['dim']} values)",
-                  caption=f"Compound values join terms with '-' ({COMPOUND_EXAMPLE}). "
+                  caption=f"Compound values join terms with '-' ({COMPOUND_EXAMPLE}), except in "
+                          f"{', '.join('--' + f['name'].replace('_', '-') for f in spec['fields'] if not f['compound'])}. "
                           "BI-RADS assessment and subtlety are never model inputs (label leakage).", caption_justify="left")
     for f in spec["fields"]:
         table.add_row(

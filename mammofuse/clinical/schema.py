@@ -28,13 +28,15 @@ class ClinicalValueError(MammofuseError, ValueError):
 
 @dataclass(frozen=True)
 class ClinicalField:
-    """One clinical field (e.g. mass margins) and its allowed values."""
+    """One clinical field (e.g. mass margins) and its allowed values; ``compound``: a finding may combine several
+    (``PUNCTATE-PLEOMORPHIC``), as the vocabulary's ``compound: false`` says breast density may not."""
 
     name: str
     label: str
     values: tuple[str, ...]
     csv_columns: tuple[str, ...] = ()
     synonyms: Mapping[str, str] = field(default_factory=dict)
+    compound: bool = True
 
     @property
     def size(self) -> int:
@@ -96,8 +98,9 @@ class ClinicalSchema:
     def normalise_value(self, field_name: str, raw: Any) -> tuple[str, ...]:
         """Turn one raw value into its canonical terms; () when absent.
 
-        Compound CBIS-DDSM values (``PUNCTATE-PLEOMORPHIC``) give several terms. Hyphens
-        split terms; spaces fold to underscores (``ill defined`` -> ``ILL_DEFINED``).
+        Compound CBIS-DDSM values (``PUNCTATE-PLEOMORPHIC``) give several terms, in fields that allow them. Hyphens
+        split terms; spaces fold to underscores (``ill defined`` -> ``ILL_DEFINED``). An empty term (``-2``,
+        ``PLEOMORPHIC-``) is an error, never dropped.
         """
         f = self.field(field_name)
         if raw is None or (isinstance(raw, float) and np.isnan(raw)):
@@ -111,10 +114,15 @@ class ClinicalSchema:
         whole = f.synonyms.get(whole, whole)
         if whole in f.values:  # "ill-defined" is one term, not two
             return (whole,)
+        parts = re.split(r"[-,;/|]", text)
+        if not all(part.strip() for part in parts):
+            raise ClinicalValueError(self._unknown_message(f, text))
+        if len(parts) > 1 and not f.compound:
+            raise ClinicalValueError(f"{f.label} takes one value, not {text!r} (valid: {self._valid(f)})")
         terms: list[str] = []
-        for part in re.split(r"[-,;/|]+", text):
+        for part in parts:
             term = _canonical(part)
-            if not term or term in self.missing_tokens:
+            if term in self.missing_tokens:
                 continue
             term = f.synonyms.get(term, term)
             if term not in f.values:
@@ -128,8 +136,11 @@ class ClinicalSchema:
         candidates = list(f.values) + list(f.synonyms)
         close = difflib.get_close_matches(_canonical(raw), candidates, n=1, cutoff=0.4)
         hint = f"; did you mean {f.synonyms.get(close[0], close[0]).lower()}?" if close else ""
-        valid = ", ".join(v.lower() for v in f.values)
-        return f"unknown {f.label} {raw!r} (valid: {valid}){hint}"
+        return f"unknown {f.label} {raw!r} (valid: {ClinicalSchema._valid(f)}){hint}"
+
+    @staticmethod
+    def _valid(f: ClinicalField) -> str:
+        return ", ".join(v.lower() for v in f.values)
 
     def normalise(self, values: Mapping[str, Any]) -> dict[str, tuple[str, ...]]:
         """Normalise a mapping of field name -> raw value; unknown field names are errors."""
@@ -169,7 +180,7 @@ class ClinicalSchema:
             "vocabulary": self.id,
             "dim": self.dim,
             "fields": [
-                {"name": f.name, "label": f.label, "values": list(f.values), "synonyms": dict(f.synonyms)}
+                {"name": f.name, "label": f.label, "values": list(f.values), "synonyms": dict(f.synonyms), "compound": f.compound}
                 for f in self.fields
             ],
         }
@@ -196,6 +207,7 @@ def load_schema(vocabulary: str = DEFAULT_VOCABULARY) -> ClinicalSchema:
             values=tuple(str(v) for v in f["values"]),
             csv_columns=tuple(f.get("csv_columns", ())),
             synonyms={_canonical(str(k)): str(v) for k, v in (f.get("synonyms") or {}).items()},
+            compound=bool(f.get("compound", True)),
         )
         for f in spec["fields"]
     )

@@ -14,7 +14,7 @@ from mammofuse.cache import cache_dir
 from mammofuse.clinical import load_schema
 from mammofuse.data.cbis_images import Box, ImageFolder, box_region
 from mammofuse.data.sample import Sample
-from mammofuse.errors import MammofuseError
+from mammofuse.errors import MammofuseError, MammofuseWarning
 from mammofuse.imaging.preprocess import Region
 from mammofuse.tabular import csv_records
 
@@ -31,7 +31,7 @@ DENSITY_COLUMN = "breast_density"
 UNRECORDED_DENSITIES = frozenset({"0"})  # not a BI-RADS value; two official Calc-Test rows have it
 
 
-class DatasetWarning(UserWarning):
+class DatasetWarning(MammofuseWarning):
     """A dataset value treated as not recorded (e.g. breast density 0); names the file and lines."""
 
 

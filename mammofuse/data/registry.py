@@ -31,7 +31,7 @@ def load_dataset(
     if name not in DATASETS:
         raise MammofuseError(f"unknown dataset {name!r}; choose from {', '.join(DATASETS)}")
     if abnormality not in ABNORMALITIES:
-        raise MammofuseError(f"--abnormality must be one of {', '.join(ABNORMALITIES)}, not {abnormality!r}")
+        raise MammofuseError(f"abnormality (--abnormality) must be one of {', '.join(ABNORMALITIES)}, not {abnormality!r}")
     with reading(data):  # a name too long
         if not Path(data).exists():
             raise MammofuseError(f"{data}: data folder not found")

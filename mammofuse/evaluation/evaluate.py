@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Literal, Sequence
 
 import numpy as np
 
@@ -11,7 +11,14 @@ from mammofuse import RESEARCH_NOTICE
 from mammofuse.cases import model_notes
 from mammofuse.data.sample import Sample
 from mammofuse.errors import MammofuseError
-from mammofuse.evaluation.leakage import is_suspicious, patient_overlap
+from mammofuse.evaluation.leakage import (
+    LEAKAGE_CHECKLIST,
+    SUSPICIOUS_NOTE,
+    UNCHECKED_NOTE,
+    is_suspicious,
+    overlap_warning,
+    patient_overlap,
+)
 from mammofuse.evaluation.metrics import evaluate_predictions
 from mammofuse.training.card import threshold_source
 
@@ -55,7 +62,7 @@ def select_split(samples: Sequence[Sample], split: str) -> list[Sample]:
     chosen = [s for s in samples if s.split == split]
     if not chosen:
         have = ", ".join(sorted({s.split for s in samples})) or "none"
-        raise MammofuseError(f"the data has no {split!r} split (it has: {have}); choose one with --split")
+        raise MammofuseError(f"the data has no {split!r} split (it has: {have}); choose one with split (--split)")
     return chosen
 
 
@@ -71,6 +78,36 @@ def rows_notes(rows: dict[str, int] | None) -> list[str]:
         notes.append(f"{rows['ambiguous']} of the split's {rows['rows']} CSV rows lie on films with several lesions of one pathology: "
                      "each box is scored as a case with the findings its film's rows share")
     return notes
+
+
+@dataclass(frozen=True)
+class Remark:
+    """One thing the reader of an evaluation must be told.
+
+    Attributes:
+        text: the remark, one paragraph (the message of :func:`mammofuse.evaluate`'s warning).
+        kind: ``note``; ``overlap``, evaluated patients the model was trained on; ``suspicious_auc``, an AUC too good to be true.
+        details: the longer form the CLI shows in its panel, line by line (empty: ``text``).
+    """
+
+    text: str
+    kind: Literal["note", "overlap", "suspicious_auc"] = "note"
+    details: tuple[str, ...] = ()
+
+
+def report_remarks(report: dict[str, Any]) -> list[Remark]:
+    """The remarks on an :func:`evaluate_model` report, which ``mammofuse evaluate`` prints and :func:`mammofuse.evaluate`
+    warns: what became of the split's CSV rows, what the model could not use, patient overlap with the model's
+    training data (or that it cannot be checked), and an AUC >= 0.97."""
+    remarks = [Remark(text) for text in [*rows_notes(report.get("rows")), *report["model"]["notes"]]]
+    overlap = overlap_warning(report["leakage"])
+    if overlap:
+        remarks.append(Remark(overlap, "overlap"))
+    elif not report["leakage"]["checked"]:
+        remarks.append(Remark(UNCHECKED_NOTE))
+    if report["suspicious_auc"]:
+        remarks.append(Remark(SUSPICIOUS_NOTE, "suspicious_auc", LEAKAGE_CHECKLIST))
+    return remarks
 
 
 def score_samples(

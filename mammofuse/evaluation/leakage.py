@@ -21,6 +21,10 @@ LEAKAGE_CHECKLIST = (
     "6. No duplicate films: the same image (or its other view) is not on both sides of the split.",
 )
 
+SUSPICIOUS_NOTE = ("AUC >= 0.97 is far above every trustworthy published CBIS-DDSM result: check for leakage before reporting it "
+                   "(mammofuse.evaluation.LEAKAGE_CHECKLIST lists what to check)")
+UNCHECKED_NOTE = "the model records no training-patient digests; patient overlap cannot be checked"
+
 
 def pretrained_patients(spec: str | None) -> set[str]:
     """Digests of the patients whose labels trained the image weights ``spec`` starts from.

@@ -10,7 +10,7 @@ Image: SLIC superpixels computed on the model input downsampled to ``SEGMENT_SID
 the normalised mean, 0) and fits a weighted linear model of the malignancy probability. The
 clinical input is held fixed. LIME has no HTML for images: the PNG is wrapped in a page.
 
-Both are seeded: the same seed gives the same explanation.
+Both are seeded: the same seed gives the same explanation and the same HTML (NumPy's global random state is left alone).
 """
 
 from __future__ import annotations
@@ -102,6 +102,7 @@ def lime_clinical(scorer: FixedImageScorer, schema: ClinicalSchema, clinical_val
         random_state=seed,
     )
     explanation = explainer.explain_instance(row, predict, labels=(1,), num_features=len(schema.fields), num_samples=num_samples)
+    explanation.random_state = np.random.RandomState(seed)  # the page's element id: seeded, not drawn from NumPy's global state
     return ClinicalLime(html=explanation.as_html(labels=(1,)), weights=[(str(n), float(w)) for n, w in explanation.as_list(label=1)], score=float(explanation.score))
 
 

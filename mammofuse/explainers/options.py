@@ -3,13 +3,35 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Iterable
 
 from mammofuse.errors import MammofuseError
-from mammofuse.explainers.methods import ExplanationMethod, default_selection, select_methods
+from mammofuse.explainers.methods import ExplanationMethod, default_selection, describe_choices, select_methods
+from mammofuse.validation import MAX_LIME_SAMPLES, MAX_SEED, Rule, checked
 
 DEFAULT_LAYER = "backbone.layer4"
 DEFAULT_LIME_SAMPLES = 500
+_RULES = {"lime_samples": Rule(int, 10, MAX_LIME_SAMPLES), "seed": Rule(int, 0, MAX_SEED), "layer": Rule(str), "include_identifiers": Rule(bool)}
+
+
+def chosen_methods(methods: str | Iterable[str] | None) -> tuple[str, ...]:
+    """The method names or groups a user gave, as ``--methods`` and ``methods=`` take them: one comma-separated string
+    or a list of names, in any case, spaces and repeats dropped (None: :func:`default_selection`).
+
+    Raises:
+        MammofuseError: no name at all (an empty list or string).
+        TypeError: a name that is not a string.
+    """
+    if methods is None:
+        return default_selection()
+    names = list(methods) if isinstance(methods, Iterable) and not isinstance(methods, str) else [methods]
+    wrong = [n for n in names if not isinstance(n, str)]
+    if wrong:
+        raise TypeError(f"methods must be a method name (str) or a list of them, not {type(wrong[0]).__name__}")
+    chosen = tuple(dict.fromkeys(part.strip().lower() for name in names for part in name.split(",") if part.strip()))
+    if not chosen:
+        raise MammofuseError(f"methods (--methods) is empty; choose from {describe_choices()}")
+    return chosen
 
 
 @dataclass(frozen=True)
@@ -24,7 +46,7 @@ class ExplainOptions:
         include_identifiers: show the DICOM header's patient identifiers and dates in the report (left out by default).
 
     Raises:
-        MammofuseError: an unknown method, or fewer than 10 LIME samples.
+        MammofuseError: an unknown method, a setting out of its bounds (10 to 100,000 LIME samples, a 32-bit seed).
     """
 
     methods: tuple[str, ...] = field(default_factory=default_selection)
@@ -35,8 +57,8 @@ class ExplainOptions:
 
     def __post_init__(self) -> None:
         self.selected()
-        if self.lime_samples < 10:
-            raise MammofuseError(f"--lime-samples must be at least 10, not {self.lime_samples}")
+        for name, rule in _RULES.items():
+            object.__setattr__(self, name, checked(name, getattr(self, name), rule))  # NumPy integers as ints
 
     def selected(self) -> list[ExplanationMethod]:
         """The chosen methods, in running order."""

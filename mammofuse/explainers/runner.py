@@ -32,8 +32,8 @@ from mammofuse.data.sample import Sample
 from mammofuse.errors import MammofuseError
 from mammofuse.explainers.explanation import Explanation
 from mammofuse.explainers.inputs import IDENTIFYING_TAGS, CaseInputs, prepare_inputs
-from mammofuse.explainers.methods import METHODS, CaseContext, default_selection
-from mammofuse.explainers.options import DEFAULT_LAYER, DEFAULT_LIME_SAMPLES, ExplainOptions
+from mammofuse.explainers.methods import METHODS, CaseContext
+from mammofuse.explainers.options import DEFAULT_LAYER, DEFAULT_LIME_SAMPLES, ExplainOptions, chosen_methods
 from mammofuse.explainers.report import ReportData, ReportSection, render_report
 from mammofuse.inference import OFF_BREAST, on_background
 from mammofuse.jsontext import json_text
@@ -151,7 +151,7 @@ def explain_file(
     model: MammoFuse,
     sample: Sample,
     folder: Path,
-    methods: Sequence[str] | None = None,
+    methods: str | Sequence[str] | None = None,
     *,
     lime_samples: int = DEFAULT_LIME_SAMPLES,
     seed: int = 0,
@@ -161,15 +161,15 @@ def explain_file(
     """:func:`explain_case` with the options spelled out and the model named by ``model.name``; options checked first.
 
     Args:
-        methods: names or groups from :func:`~mammofuse.explainers.methods.available_methods`, or one as a string
-            (None: all; those that do not apply to the model are skipped with a note).
+        methods: names or groups from :func:`~mammofuse.explainers.methods.available_methods`, or a comma-separated
+            string of them, in any case (None: all; those that do not apply to the model are skipped with a note).
 
     Raises:
-        MammofuseError: an unknown method or layer, or no chosen method that applies to the model (before any work);
-            an unreadable file.
+        MammofuseError: an unknown method or layer, no method, a setting out of its bounds, or no chosen method that
+            applies to the model (before any work); an unreadable file.
     """
-    chosen = default_selection() if methods is None else (methods,) if isinstance(methods, str) else tuple(methods)
-    options = ExplainOptions(methods=chosen, lime_samples=lime_samples, seed=seed, layer=layer, include_identifiers=include_identifiers)
+    options = ExplainOptions(methods=chosen_methods(methods), lime_samples=lime_samples, seed=seed, layer=layer,
+                             include_identifiers=include_identifiers)
     check_options(model, options)
     return explain_case(model, sample, folder, options, model_name=model.name)
 

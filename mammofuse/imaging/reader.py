@@ -21,7 +21,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from mammofuse.errors import InputFileError
+from mammofuse.errors import InputFileError, MammofuseWarning
 
 DICOM_SUFFIXES = frozenset({".dcm", ".dicom", ""})
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".tif", ".tiff", ".pgm", ".pnm"}) | DICOM_SUFFIXES
@@ -129,7 +129,7 @@ def check_file(path: Path) -> None:
         raise InputFileError(path, "empty file (0 bytes)")
 
 
-class ReaderWarning(UserWarning):
+class ReaderWarning(MammofuseWarning):
     """Something odd but readable in a file (a non-MG modality, a pydicom remark); names the file."""
 
 

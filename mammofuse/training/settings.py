@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from mammofuse.backbones import default_backbone
 from mammofuse.errors import MammofuseError
-from mammofuse.validation import Rule, check_all
+from mammofuse.validation import MAX_SEED, Rule, check_all
 
 if TYPE_CHECKING:
     from mammofuse.imaging.preprocess import PreprocessRecipe
@@ -33,7 +33,7 @@ RULES: dict[str, Rule] = {
     "weight_decay": Rule(float, 0, 10),
     "modality_dropout": Rule(float, 0, 1, high_open=True),
     "proj_dim": Rule(int, 4, 4096),
-    "seed": Rule(int, 0, 2**32 - 1),
+    "seed": Rule(int, 0, MAX_SEED),
     "device": Rule(str),  # and one that mammofuse.device.resolve_device accepts here
     "pretrained": Rule(str, optional=True),  # auto, none, imagenet, a registered backbone or a file: checked when loaded
     "patience": Rule(int, 1, 100_000),
