@@ -178,7 +178,10 @@ def resolve_model(spec: str | Path | None) -> ResolvedModel:
             )
     match = _HUB_ID.match(spec)
     if match and not spec.startswith((".", "/", "~")) and not spec.endswith((".json", ".safetensors")):
-        folder = _hub_folder(match["repo"], match["revision"])
+        try:
+            folder = _hub_folder(match["repo"], match["revision"])
+        except MammofuseError as exc:  # runs/cross before it was trained: say it is no folder either
+            raise MammofuseError(f"{exc}; nor is {spec} a local model folder (from {Path.cwd()})") from None
         return ResolvedModel(folder, f"{match['repo']}@{folder.name}", "hub", revision=folder.name)
     names = ", ".join(REGISTRY)
     raise MammofuseError(

@@ -216,7 +216,7 @@ def test_ablate_refuses_image_weights_trained_on_its_own_patients(mini_mias, tmp
                                                                    "init_patients": [patient_digest(samples[5].patient_id)]}}))
     trainer = CountingTrainer()
     settings = _settings(pretrained=str(source))
-    with pytest.raises(MammofuseError, match=r"--pretrained .*source: 2 of these patients trained that model"):
+    with pytest.raises(MammofuseError, match=r"pretrained \(--pretrained\) .*source: 2 of these patients trained that model"):
         run_ablation(samples, plan_arms(["image", "clinical"]), settings, tmp_path / "a", folds=2, n_boot=0, trainer=trainer)
     assert trainer.calls == []
     run_ablation(samples, plan_arms(["clinical"]), settings, tmp_path / "b", folds=2, n_boot=0, trainer=trainer)  # no image weights used

@@ -291,8 +291,8 @@ def test_unreachable_hub_answers_fast(tmp_path: Path, monkeypatch: pytest.Monkey
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
     _set_offline(monkeypatch, False)
     start = time.perf_counter()
-    with pytest.raises(MammofuseError, match="cannot reach"):
-        resolve_model("owner/tiny")
+    with pytest.raises(MammofuseError, match=r"cannot reach .*; nor is owner/tiny a local model folder"):
+        resolve_model("owner/tiny")  # runs/cross before it was trained reads like a Hub id
     assert time.perf_counter() - start < 10  # no 25-second retry loop
 
 

@@ -25,6 +25,7 @@ def official_run(tmp_path_factory, cbis_subset, cbis_800, dicom_root) -> Path:
         "--keep-models", "--out", str(out), "--format", "json", *FAST,
     ])
     assert result.exit_code == 0, result.output
+    assert "clinical fold 1/1: training on 64 cases (0.2 of their patients carved out for validation), testing on 10" in result.stderr
     return out
 
 

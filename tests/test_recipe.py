@@ -168,6 +168,11 @@ def test_pretrain_cli_reports_in_words_warns_on_a_negative_r2_and_follows_the_um
     from mammofuse.training import pretrain
 
     _tiny_manifest(tmp_path)
+    from PIL import Image
+
+    Image.fromarray(np.arange(3600).reshape(300, 12).astype(np.uint8)).save(tmp_path / "narrow.png")  # readable, narrower than any patch
+    with (tmp_path / "manifest.csv").open("a") as manifest:
+        manifest.write("narrow.png,0,p9\n")
     real = pretrain.pretrain_backbone
 
     def with_r2(*args, **kwargs):
@@ -186,6 +191,8 @@ def test_pretrain_cli_reports_in_words_warns_on_a_negative_r2_and_follows_the_um
     assert (tmp_path / "bb.safetensors").stat().st_mode & 0o777 == 0o640
     assert f"held-out R^2 {r2:.3f}" in result.stdout and "wrote " in result.stdout and "{" not in result.stdout
     assert ("worse than their mean" in result.stderr) == (r2 < 0)
+    assert "note: 1 readable image(s) gave no patch" in result.stderr
+    assert "16 patches from 4 images; 4 patches of 1 images held out" in result.stdout
 
 
 def _tiny_manifest(folder):

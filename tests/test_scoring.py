@@ -120,6 +120,16 @@ def test_missing_ray_is_a_one_line_error_with_the_install_command(tiny_model: Pa
     assert 'pip install "mammofuse[ray]"' in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
 
 
+def test_ray_refuses_a_working_folder_whose_mammofuse_folder_would_hide_the_package(tiny_model: Path, real_dicoms: dict[str, Path],
+                                                                                     tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("ray", reason='Ray is not installed (pip install "mammofuse[ray]")')
+    (tmp_path / "mammofuse").mkdir()  # e.g. the parent folder of a checkout named mammofuse
+    monkeypatch.chdir(tmp_path)
+    code, out, err = predict(str(real_dicoms["P_00173_lcc"]), "--model", str(tiny_model), "--engine", "ray")
+    assert code == 2 and out == "" and "Traceback" not in err
+    assert f"{tmp_path / 'mammofuse'}: a folder named mammofuse in the working folder would hide the installed package" in err
+
+
 def test_a_run_killed_with_kill_9_and_resumed_has_every_file_exactly_once(tiny_model: Path, folder: Path, reference: dict[str, dict], tmp_path: Path) -> None:
     out = tmp_path / "scores.jsonl"
     command = [sys.executable, "-m", "mammofuse", "predict", str(folder), "--model", str(tiny_model), "-o", str(out), "--batch-size", "1", "--workers", "0"]

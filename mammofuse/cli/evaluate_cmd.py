@@ -73,11 +73,11 @@ def evaluate(
 
         mammofuse evaluate --model runs/clinical --dataset cbis-ddsm --data ../shared/data/cbis-ddsm
 
-        mammofuse evaluate -m runs/cross --dataset cbis-ddsm --data csvs/ --images CBIS-DDSM/ --plots figs/ --compare paper --fail-under auc=0.85
+        mammofuse evaluate -m runs/cross --dataset cbis-ddsm --data csvs/ --images CBIS-DDSM/ --abnormality mass --plots figs/ --compare paper --fail-under auc=0.85
 
         mammofuse evaluate -m runs/cross --dataset cbis-ddsm --data csvs/ --images train-jpegs/ --images test-dicoms/ --abnormality mass --aggregate breast
 
-        mammofuse evaluate -m runs/cross --dataset cbis-ddsm --data csvs/ --images jpegs/ --split train --control masked
+        mammofuse evaluate -m runs/cross --dataset cbis-ddsm --data csvs/ --images jpegs/ --abnormality mass --split train --control masked
     """
     from mammofuse.evaluation.evaluate import check_bounds, parse_bounds
 

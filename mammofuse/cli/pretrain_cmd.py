@@ -75,7 +75,10 @@ def pretrain(
     err_console.print(f"drawing {patches} tissue patches from each of {len(files)} images (lesion regions avoided)", highlight=False, markup=False)
     inputs, targets, owners, errors = build_patch_set(files, avoid, settings)
     for error in errors:
-        err_console.print(f"skipped: {error}", highlight=False, markup=False)
+        err_console.print(f"skipped: {error}", highlight=False, markup=False, soft_wrap=True)
+    empty = len(files) - len(errors) - len(set(owners.tolist()))
+    if empty:
+        err_console.print(f"note: {empty} readable image(s) gave no patch (too little tissue clear of the lesions)", highlight=False, markup=False)
     err_console.print(f"pretraining {backbone} on {len(inputs)} patches for {epochs} epochs", highlight=False, markup=False)
     backbone_module, report = pretrain_backbone(
         inputs, targets, owners, settings,
@@ -89,7 +92,8 @@ def pretrain(
     if r2 < 0:
         err_console.print(f"[bold yellow]warning:[/] held-out R^2 {r2:.3f}: the backbone predicts texture statistics worse than their mean; "
                           "pretrain longer (--epochs) or on more images before training from it", highlight=False, soft_wrap=True)
-    console.print(f"{report['patches']} patches from {report['images']} images ({report['holdout_images']} held out): held-out R^2 {r2:.3f}\n"
+    console.print(f"{report['patches']} patches from {report['images']} images; {report['holdout_patches']} patches of "
+                  f"{report['holdout_images']} images held out: held-out R^2 {r2:.3f}\n"
                   f"wrote {safe(out)}", highlight=False)
 
 

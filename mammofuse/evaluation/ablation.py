@@ -114,7 +114,7 @@ def make_folds(samples: Sequence[Sample], folds: int | None, seed: int) -> list[
                                  "an official split must not share a patient")
         return [(train, test)]
     if folds < 2:
-        raise MammofuseError(f"--folds must be >= 2, not {folds}")
+        raise MammofuseError(f"folds (--folds) must be >= 2, not {folds}")
     patients = len({s.patient_id for s in samples})
     if patients < folds:
         raise MammofuseError(f"{patients} patients cannot make {folds} patient-grouped folds")
@@ -248,10 +248,10 @@ def _image_init_model(folder: Path, fold: int, test_part: Sequence[Sample]) -> P
     """The kept model of fold ``fold`` in an image arm's folder, after checking it held out exactly ``test_part``."""
     source = folder / f"fold-{fold + 1}"
     if not (source / "model" / "model.safetensors").is_file():
-        raise MammofuseError(f"--image-init {folder}: no kept model in {source} (run the image arm with --keep-models)")
+        raise MammofuseError(f"image_init (--image-init) {folder}: no kept model in {source} (run the image arm with --keep-models)")
     path = source / RESULT_NAME
     if read_result(json.loads(path.read_text(encoding="utf-8")), path).ids != [s.id for s in test_part]:
-        raise MammofuseError(f"--image-init {folder}: fold {fold + 1} held out other cases (other data, folds or seed): its model saw this fold's test cases")
+        raise MammofuseError(f"image_init (--image-init) {folder}: fold {fold + 1} held out other cases (other data, folds or seed): its model saw this fold's test cases")
     return source / "model"
 
 
@@ -341,7 +341,7 @@ def run_ablation(
     if any(a.needs_images for a in runnable) and (seen := pretrained_patients(base_settings.pretrained)):
         overlap = len(seen & {patient_digest(s.patient_id) for s in samples})
         if overlap:
-            raise MammofuseError(f"--pretrained {base_settings.pretrained}: {overlap} of these patients trained that model, so its "
+            raise MammofuseError(f"pretrained (--pretrained) {base_settings.pretrained}: {overlap} of these patients trained that model, so its "
                                  "image branch has seen held-out labels in every fold; start from weights trained on other patients")
     fold_pairs = make_folds(samples, folds, base_settings.seed)
     for train_part, test_part in fold_pairs:
@@ -362,7 +362,8 @@ def run_ablation(
                 fold_settings = dataclasses.replace(settings, pretrained=str(_image_init_model(Path(image_init), k, test_part)))
             done += 1
             where = f"[{done}/{total}] {arm.name} fold {k + 1}/{len(fold_pairs)}"
-            log(f"{where}: training on {len(train_part)} cases, testing on {len(test_part)}")
+            carved = f" ({settings.val_fraction:g} of their patients carved out for validation)" if settings.val_fraction else ""
+            log(f"{where}: training on {len(train_part)} cases{carved}, testing on {len(test_part)}")
             result, cached = run_fold(arm, k, train_part, test_part, fold_settings, out / "arms" / arm.name / f"fold-{k + 1}",
                                       missing_rates, trainer, keep_models, callbacks, controls, away_patches)
             log(f"{where}: {_fold_line(result, cached)}")

@@ -15,6 +15,7 @@ import math
 import pickle
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 import numpy as np
@@ -62,6 +63,7 @@ class RayEngine:
     def run(self, model: Any, samples: Sequence[Sample]) -> Iterator[ScoredBatch]:
         """Scores as batches finish, in any order."""
         ray = import_ray()
+        _check_working_folder()
         with _cluster(ray, self.address), _quiet(ray):
             try:
                 yield from self._pipeline(ray, model, samples)
@@ -97,6 +99,17 @@ class RayEngine:
                 raise MammofuseError(f"--gpus-per-worker {self.gpus_per_worker:g}: the Ray cluster has {gpus:g} GPUs")
             return self.workers or max(1, int(gpus // self.gpus_per_worker))
         return self.workers or max(1, int(resources.get("CPU", 1)))
+
+
+def _check_working_folder() -> None:
+    """Refuse a working folder whose ``mammofuse/`` is not this package: Ray puts the driver's working folder first on
+    its workers' import path, where that folder (a checkout's root, say) would stand in for the installed package."""
+    import mammofuse
+
+    here = Path.cwd() / "mammofuse"
+    if here.is_dir() and here.resolve() != Path(mammofuse.__file__).resolve().parent:
+        raise MammofuseError(f"{here}: a folder named mammofuse in the working folder would hide the installed package from "
+                             "Ray's workers (they import from the working folder); run from another folder")
 
 
 @contextmanager

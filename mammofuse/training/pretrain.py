@@ -56,7 +56,7 @@ def _model_backbone(spec: str, folder: Path, backbone: str) -> dict[str, torch.T
 
     model = MammoFuse.from_pretrained(folder)
     if model.backbone is None or model.config.backbone != backbone:
-        raise MammofuseError(f"--pretrained {spec}: a {model.config.fusion} model with backbone {model.config.backbone}, not a {backbone} image branch")
+        raise MammofuseError(f"pretrained (--pretrained) {spec}: a {model.config.fusion} model with backbone {model.config.backbone}, not a {backbone} image branch")
     return model.backbone.state_dict()
 
 
@@ -99,7 +99,7 @@ def load_backbone(module: nn.Module, spec: str, backbone: str) -> dict[str, str]
     if not path.is_file():
         what = "a registered backbone missing from this installation" if spec in BACKBONES else "no such file, model folder or registered name"
         raise MammofuseError(
-            f"--pretrained {spec}: {what} (backbones: {', '.join(BACKBONES)}; models: {', '.join(REGISTRY)}; or 'imagenet', 'auto', 'none')"
+            f"pretrained (--pretrained) {spec}: {what} (backbones: {', '.join(BACKBONES)}; models: {', '.join(REGISTRY)}; or 'imagenet', 'auto', 'none')"
         )
     try:
         with safe_open(str(path), framework="pt") as fh:
@@ -237,7 +237,8 @@ def pretrain_backbone(
         history.append(row)
         if on_epoch:
             on_epoch(row)
-    report = {"patches": int(len(owners)), "images": int(len(images)), "holdout_images": len(held), "history": history}
+    report = {"patches": int(len(owners)), "images": int(len(images)), "holdout_images": len(held), "holdout_patches": int(test.sum()),
+              "history": history}
     return backbone, report
 
 

@@ -466,11 +466,11 @@ class _Trainer:
         changed = sorted(k for k in now if k not in allowed and saved.get(k) != now[k])
         if changed:
             detail = ", ".join(f"{k} {saved.get(k)!r} -> {now[k]!r}" for k in changed)
-            raise MammofuseError(f"--resume: settings differ from the run in {self.out} ({detail}); only {', '.join(sorted(allowed))} may change")
+            raise MammofuseError(f"resume (--resume): settings differ from the run in {self.out} ({detail}); only {', '.join(sorted(allowed))} may change")
         if scalars["data"] != _data_digest(self.samples["train"], self.samples["val"]):
-            raise MammofuseError(f"--resume: the training/validation samples differ from the run in {self.out}")
+            raise MammofuseError(f"resume (--resume): the training/validation samples differ from the run in {self.out}")
         if (processes := scalars.get("processes", 1)) != self.dist.world:
-            raise MammofuseError(f"--resume: the run in {self.out} trained in {processes} process(es), this one has {self.dist.world}; "
+            raise MammofuseError(f"resume (--resume): the run in {self.out} trained in {processes} process(es), this one has {self.dist.world}; "
                                  "each process takes --batch-size cases a step, so resume with the same number (torchrun --nproc-per-node)")
         model_state = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
         self.model.load_state_dict(model_state, strict=True)
