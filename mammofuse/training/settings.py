@@ -170,6 +170,9 @@ class TrainSettings:
 
         for name, value in check_all(asdict(self), RULES, text_numbers=True).items():  # from YAML
             setattr(self, name, value)
+        for name in ("pretrained", "threshold_from"):  # an unset shell variable must not quietly mean none or the current folder
+            if getattr(self, name) is not None and not getattr(self, name).strip():
+                raise MammofuseError(f"{name} is empty (an unset shell variable?): name it, or leave it out")
         if self.pretrained in ("auto", "none"):
             self.pretrained = default_backbone(self.backbone) if self.pretrained == "auto" else None
         _choice("fusion", self.fusion, FUSIONS)
