@@ -357,6 +357,34 @@ def test_unwritable_output_is_exit_3_before_any_work(where: str, corpus: dict[st
         assert run(*command).exit_code == 3, command
 
 
+@pytest.mark.parametrize("command", [
+    ["predict", "scan.dcm", "--density", "2", "-f", "json", "-o", "scan.dcm"],
+    ["predict", ".", "--density", "2", "-f", "jsonl", "-o", "scan.dcm"],  # a stream: it truncated the file before scoring
+    ["predict", ".", "--density", "2", "-f", "csv", "-o", "./scan.dcm", "--resume"],
+    ["predict", "link.png", "--density", "2", "-f", "json", "-o", "scan.dcm"],  # the same file by another path
+    ["predict", "scan.dcm", "--clinical", "findings.csv", "-f", "csv", "-o", "findings.csv"],
+    ["inspect", ".", "-r", "-o", "scan/gradcam.png"],
+    ["explain", ".", "-r", "--density", "2", "--out", "."],  # explaining scan.dcm writes scan/gradcam.png
+    ["data", "summary", "--dataset", "manifest", "--data", "manifest.csv", "-o", "scan/gradcam.png"],
+    ["evaluate", "--dataset", "manifest", "--data", "manifest.csv", "--split", "all", "-o", "scan/gradcam.png"],
+])
+def test_an_output_that_is_an_input_is_a_usage_error_before_it_is_written(command: list[str], corpus: dict[str, Path], tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """predict scan.dcm -o scan.dcm replaced the mammogram by its scores; with jsonl or csv, before scoring it."""
+    monkeypatch.chdir(tmp_path)
+    shutil.copy(corpus["good_dicom"], "scan.dcm")
+    (tmp_path / "scan").mkdir()
+    shutil.copy(corpus["good_png"], tmp_path / "scan" / "gradcam.png")
+    os.symlink("scan.dcm", "link.png")
+    Path("findings.csv").write_text("path,density\nscan.dcm,2\n")
+    Path("manifest.csv").write_text("path,label,patient_id\nscan/gradcam.png,0,P1\nscan.dcm,1,P1\n")
+    before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    result = run(*command)
+    error = [line for line in result.stderr.splitlines() if not line.startswith("note:")]  # explain notes the model's needs first
+    assert result.exit_code == 2 and len(error) == 1 and "is also an input" in error[0], result.output
+    assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before
+
+
 LONG_NAME = "a" * 300  # longer than the 255 bytes a file name may have: the OS answers "File name too long"
 
 

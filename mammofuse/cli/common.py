@@ -6,12 +6,13 @@ import functools
 import math
 import os
 import re
+import stat
 import sys
 import traceback
 import warnings
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any, Callable, Sequence, TypeVar
+from typing import Annotated, Any, Callable, Iterable, Iterator, Sequence, TypeVar
 
 import typer
 from rich.markup import escape
@@ -271,6 +272,43 @@ def check_output(output: Path | None) -> None:
         from mammofuse.atomic import check_writable
 
         check_writable(output)
+
+
+def check_not_input(outputs: Iterable[Path | None], inputs: Iterable[str | Path | None], flag: str = "--output") -> None:
+    """Refuse, before anything is written, an output that is one of the inputs (the same file, by any path):
+    writing it would destroy that input.
+
+    Raises:
+        MammofuseError: naming the output and the input it would overwrite.
+    """
+    existing: dict[tuple[int, int], Path] = {}
+    for output in filter(None, outputs):
+        try:
+            found = os.stat(output)
+        except OSError:
+            continue  # not there yet: no input can be it
+        if stat.S_ISREG(found.st_mode):
+            existing[found.st_dev, found.st_ino] = output
+    if not existing:
+        return
+    for path in filter(None, inputs):
+        try:
+            found = os.stat(path)
+        except OSError:
+            continue
+        output = existing.get((found.st_dev, found.st_ino))
+        if output is not None:
+            raise MammofuseError(f"{flag} {output} is also an input ({path}): writing it would destroy that file; name another one")
+
+
+def dataset_files(data: Path, images: list[Path] | None, samples: Iterable[Any]) -> Iterator[Path | str | None]:
+    """The files a dataset was read from, for :func:`check_not_input`: its manifest or ``Info.txt``, the COCO boxes of
+    ``images``, each sample's image, lesion crop and mask (CBIS-DDSM's CSVs need no check: no report is written as CSV)."""
+    from mammofuse.data.cbis_images import COCO_NAME
+
+    yield from (data, data / "manifest.csv", data / "Info.txt", *(folder / COCO_NAME for folder in images or []))
+    for s in samples:
+        yield from (s.image_path, s.roi_path, s.roi_mask_path)
 
 
 def emit(text: str, output: Path | None) -> None:
