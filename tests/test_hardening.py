@@ -206,6 +206,16 @@ def test_the_table_shows_untrusted_text_literally_and_without_escape_sequences(c
         assert "pip install 'mammofuse[codecs]'" in result.output
 
 
+def test_a_colon_name_in_a_file_name_is_shown_as_text_not_as_an_emoji(corpus: dict[str, Path], tmp_path: Path) -> None:
+    """Rich turned bad:-1:x.dcm into bad\N{THUMBS DOWN SIGN}x.dcm in every message naming it."""
+    (tmp_path / "bad:-1:x.dcm").write_text("not a DICOM file")
+    shutil.copy(corpus["good_png"], tmp_path / "ok:smile:.png")
+    predicted = run("predict", str(tmp_path), "--density", "2")
+    inspected = run("inspect", str(tmp_path), "--output", str(tmp_path / "o:-1:.txt"))
+    assert f"failed: {tmp_path / 'bad:-1:x.dcm'}: " in predicted.stderr and f"wrote {tmp_path / 'o:-1:.txt'}" in inspected.stderr
+    assert not re.search("[\U0001F300-\U0001FAFF]", predicted.output + inspected.output + (tmp_path / "o:-1:.txt").read_text())
+
+
 def test_inspect_escapes_dicom_attributes_and_reports_each_bad_file(corpus: dict[str, Path]) -> None:
     result = run("inspect", str(corpus["hostile_name"]), str(corpus["bad_frames"]), str(corpus["empty"]))
     assert result.exit_code == 1 and "Traceback" not in result.output
