@@ -194,7 +194,8 @@ def read_clinical_csv(path: Path, vocabulary: str = DEFAULT_VOCABULARY) -> Clini
         raise MammofuseError(f"{path}: has no {' or '.join(missing)} column: a lesion circle needs roi_row, roi_col and roi_radius")
     known = set(PATH_COLUMNS) | set(UID_COLUMNS) | set(REGION_COLUMNS) | {"patient_id"} | set(aliases)
     ignored = [c for c in columns if c not in known]
-    rows = [_row(n, values, key_column, uid_column, aliases, schema, path) for n, values in csv_records(path, key=_column_key)]
+    records = csv_records(path, key=_column_key, meaning=aliases)
+    rows = [_row(n, values, key_column, uid_column, aliases, schema, path) for n, values in records]
     return ClinicalTable(path, rows, ignored)
 
 

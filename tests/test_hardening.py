@@ -535,6 +535,7 @@ def test_a_device_and_a_piped_dev_stdout_are_written_in_place(null_device: Path,
         ("path,density\nsc\u00e4n.dcm,2\n".encode("latin-1"), "not UTF-8"),
         (b"path,density,Density\ngood.png,2,4\n", "column(s) 'density' appear more than once"),  # was: the last one silently won
         (b"path,density,path\ngood.png,2,other.png\n", "column(s) 'path' appear more than once"),
+        (b"path,density,breast density\ngood.png,2,4\n", "columns 'density' and 'breast_density' both give density"),  # was: density 4
     ],
 )
 def test_bad_clinical_csv_is_one_line_naming_the_file(content: bytes, message: str, corpus: dict[str, Path], tmp_path: Path) -> None:
