@@ -420,6 +420,48 @@ def test_evaluate_with_a_model_or_data_path_the_os_refuses_is_a_usage_error(corp
         assert result.stderr.count("\n") == 1 and "File name too long" in result.stderr
 
 
+def test_a_config_threshold_run_or_images_folder_the_os_refuses_is_a_usage_error(tmp_path: Path) -> None:
+    """They were exit 3 (an output that cannot be written), from an OSError met while reading the input."""
+    (tmp_path / "afile").write_text("a file, not a folder")
+    manifest = tmp_path / "manifest.csv"
+    manifest.write_text("path,label,patient_id,density\n" + "".join(f",{i % 2},P{i},{1 + i % 4}\n" for i in range(10)))
+    _cbis_rows(tmp_path / "mass_case_description_train_set.csv")
+    long = str(tmp_path / LONG_NAME)
+    train = ["train", "--dataset", "manifest", "--data", str(manifest), "--fusion", "clinical", "--val-fraction", "0", "--epochs", "1", "--out", str(tmp_path / "out")]
+    for command, named, problem in (
+        (["train", "--config", str(tmp_path / "afile" / "x.yaml"), "--out", str(tmp_path / "out")], tmp_path / "afile" / "x.yaml", "Not a directory"),
+        ([*train, "--threshold-from", long], long, "File name too long"),
+        (["data", "summary", "--dataset", "cbis-ddsm", "--data", str(tmp_path), "--images", long], long, "File name too long"),
+    ):
+        result = run(*command)
+        assert result.exit_code == 2, (command, result.output)
+        assert result.stderr.splitlines()[-1] == f"error: {named}: cannot read ({problem})", result.stderr  # train says what it trains first
+
+
+@pytest.mark.parametrize("dataset", ["mini-mias", "cbis-ddsm"])
+def test_a_dataset_file_that_cannot_be_opened_is_a_usage_error_naming_it(dataset: str, corpus: dict[str, Path], tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """Info.txt or the COCO boxes with no permission to read them (staged: the tests may run as root)."""
+    from mammofuse.data import load_dataset
+    from mammofuse.data.cbis_images import COCO_NAME
+
+    (tmp_path / "Info.txt").write_text("mdb001 G CIRC B 535 425 197\n")
+    _cbis_rows(tmp_path / "mass_case_description_train_set.csv")
+    shutil.copy(corpus["good_png"], tmp_path / "00001_LEFT_CC.png")
+    refused = tmp_path / ("Info.txt" if dataset == "mini-mias" else COCO_NAME)
+    refused.write_text("{}")
+    original = Path.read_text
+
+    def read_text(self: Path, *args: object, **kwargs: object) -> str:
+        if self == refused:
+            raise PermissionError(13, "Permission denied", str(self))
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "read_text", read_text)
+    with pytest.raises(MammofuseError, match=f"^{re.escape(str(refused))}: cannot read .Permission denied.$"):
+        load_dataset(dataset, tmp_path, tmp_path if dataset == "cbis-ddsm" else None)
+
+
 def test_an_output_path_the_os_refuses_is_still_exit_3(corpus: dict[str, Path], tmp_path: Path) -> None:
     result = run("predict", str(corpus["good_png"]), "--density", "2", "--output", str(tmp_path / f"{LONG_NAME}.json"))
     assert result.exit_code == 3 and "cannot write" in result.stderr and "File name too long" in result.stderr

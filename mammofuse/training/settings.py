@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mammofuse.backbones import default_backbone
-from mammofuse.errors import MammofuseError
+from mammofuse.errors import MammofuseError, reading
 from mammofuse.validation import MAX_SEED, Rule, check_all
 
 if TYPE_CHECKING:
@@ -236,14 +236,15 @@ def read_settings_yaml(path: str | Path) -> dict[str, Any]:
     import yaml
 
     path = Path(path)
-    try:
-        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_loader())  # noqa: S506 (a SafeLoader)
-    except FileNotFoundError:
-        raise MammofuseError(f"{path}: config file not found") from None
-    except (UnicodeDecodeError, IsADirectoryError) as exc:
-        raise MammofuseError(f"{path}: not a UTF-8 text file ({type(exc).__name__})") from None
-    except yaml.YAMLError as exc:
-        raise MammofuseError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    with reading(path):  # any other OSError: a file where a folder should be, a name too long
+        try:
+            data = yaml.load(path.read_text(encoding="utf-8"), Loader=_loader())  # noqa: S506 (a SafeLoader)
+        except FileNotFoundError:
+            raise MammofuseError(f"{path}: config file not found") from None
+        except (UnicodeDecodeError, IsADirectoryError) as exc:
+            raise MammofuseError(f"{path}: not a UTF-8 text file ({type(exc).__name__})") from None
+        except yaml.YAMLError as exc:
+            raise MammofuseError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
