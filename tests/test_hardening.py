@@ -556,6 +556,18 @@ def null_device(tmp_path: Path) -> Path:
     return tmp_path / "null"
 
 
+@pytest.mark.parametrize("fmt", ["jsonl", "csv"])
+def test_a_full_disk_under_a_streamed_output_names_the_output(fmt: str, corpus: dict[str, Path], tmp_path: Path) -> None:
+    """It said only "error: No space left on device": closing the file flushed again, and that error replaced the named one."""
+    full = tmp_path / "full"
+    try:
+        os.mknod(full, stat.S_IFCHR | 0o666, os.makedev(1, 7))  # a node of its own, never /dev/full
+    except OSError:
+        pytest.skip("no mknod here")
+    result = run("predict", str(corpus["good_png"]), "--density", "2", "--format", fmt, "--output", str(full))
+    assert result.exit_code == 3 and result.stderr.splitlines()[-1] == f"error: {full}: cannot write (No space left on device)", result.output
+
+
 def test_a_device_and_a_piped_dev_stdout_are_written_in_place(null_device: Path, corpus: dict[str, Path], tiny_roi_model: Path) -> None:
     for fmt in ("json", "csv"):
         result = run("inspect", str(corpus["good_png"]), "--format", fmt, "--output", str(null_device))
