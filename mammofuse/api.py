@@ -95,9 +95,12 @@ def _listed(
 
 
 def as_path(value: Any, name: str) -> Path:
-    """``value`` (``str`` or :class:`os.PathLike`) as a Path; TypeError naming ``name`` for anything else."""
+    """``value`` (``str`` or :class:`os.PathLike`) as a Path; TypeError naming ``name`` for anything else, and
+    MammofuseError for an empty one (an unset variable), which ``Path`` would read as the current folder."""
     if not isinstance(value, (str, os.PathLike)):
         raise TypeError(f"{name} must be a path (str or pathlib.Path), not {_type_name(value)}")
+    if not os.fspath(value):
+        raise MammofuseError(f"{name} is an empty path (an unset variable?); name a file or folder ('.' for the current one)")
     return Path(value)
 
 
@@ -106,9 +109,10 @@ def as_paths(value: Any, name: str) -> list[Path]:
 
     Raises:
         TypeError: anything else (a number, bytes, an image object, a nested list), naming ``name``.
+        MammofuseError: an empty path.
     """
     if isinstance(value, (str, os.PathLike)):
-        return [Path(value)]
+        return [as_path(value, name)]
     if isinstance(value, Iterable) and not isinstance(value, (bytes, Mapping)):
         return [as_path(item, f"{name}[{i}]") for i, item in enumerate(list(value))]
     raise TypeError(f"{name} must be a file or folder path (str or pathlib.Path) or a list of them, not {_type_name(value)}")

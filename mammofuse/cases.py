@@ -28,7 +28,7 @@ from mammofuse.clinical.schema import (
 )
 from mammofuse.data.sample import Sample
 from mammofuse.errors import MammofuseError, reading
-from mammofuse.imaging.reader import IMAGE_SUFFIXES, has_dicom_marker
+from mammofuse.imaging.reader import IMAGE_SUFFIXES, is_dicom_image_file
 from mammofuse.results import Prediction
 from mammofuse.tabular import csv_columns, csv_records, delimiter_hint
 from mammofuse.validation import REGION_COLUMNS, region_cells
@@ -52,7 +52,8 @@ def find_image_files(paths: Iterable[Path], recursive: bool = False, notes: list
     """Files given, plus mammogram-looking files inside given folders (sorted, each once).
 
     In folders, a file counts when its suffix is an image or DICOM suffix; an extensionless
-    file only when it carries the DICOM preamble (TCIA downloads have such files; READMEs do not).
+    file only when it carries the DICOM preamble (TCIA downloads have such files; READMEs do not) and
+    is no DICOMDIR (the index of a DICOM media folder).
     A file reached twice (``a.dcm ./a.dcm``, or a folder and a file in it) is kept once, with a
     remark in ``notes`` when given.
 
@@ -92,7 +93,7 @@ def _looks_like_image(path: Path) -> bool:
     suffix = path.suffix.lower()
     if suffix:
         return suffix in IMAGE_SUFFIXES
-    return has_dicom_marker(path)
+    return is_dicom_image_file(path)
 
 
 @dataclass
@@ -193,7 +194,8 @@ def read_clinical_csv(path: Path, vocabulary: str = DEFAULT_VOCABULARY) -> Clini
         raise MammofuseError(f"{path}: has no {' or '.join(missing)} column: a lesion circle needs roi_row, roi_col and roi_radius")
     known = set(PATH_COLUMNS) | set(UID_COLUMNS) | set(REGION_COLUMNS) | {"patient_id"} | set(aliases)
     ignored = [c for c in columns if c not in known]
-    rows = [_row(n, values, key_column, uid_column, aliases, schema, path) for n, values in csv_records(path, key=_column_key)]
+    records = csv_records(path, key=_column_key, meaning=aliases)
+    rows = [_row(n, values, key_column, uid_column, aliases, schema, path) for n, values in records]
     return ClinicalTable(path, rows, ignored)
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import csv
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Iterator, TextIO
+from typing import Callable, Iterator, Mapping, TextIO
 
 from mammofuse.errors import MammofuseError
 
@@ -30,20 +30,24 @@ def csv_columns(path: Path, key: Callable[[str], str] = str.strip) -> list[str]:
     return [key(c) for c in header]
 
 
-def csv_records(path: Path, required: tuple[str, ...] = (), key: Callable[[str], str] = str.strip) -> Iterator[Record]:
+def csv_records(
+    path: Path, required: tuple[str, ...] = (), key: Callable[[str], str] = str.strip, meaning: Mapping[str, str] | None = None,
+) -> Iterator[Record]:
     """Yield the records of a CSV, one at a time, with column names passed through ``key`` and cells stripped.
 
     Args:
         path: the CSV file (UTF-8, a BOM allowed, comma-separated).
         required: normalised column names that must be present.
         key: how a column name is normalised.
+        meaning: what a normalised column name stands for, where several do for one thing (a clinical
+            field's aliases): two columns for one thing are an error, as one column named twice is.
 
     Raises:
-        MammofuseError: missing file, not UTF-8, malformed CSV, a column named twice, missing
-            columns (with a hint when the file seems to use another delimiter).
+        MammofuseError: missing file, not UTF-8, malformed CSV, a column named twice, two columns for one
+            thing, missing columns (with a hint when the file seems to use another delimiter).
     """
     columns = csv_columns(path, key)
-    _check_unique(path, columns)
+    _check_unique(path, columns, meaning or {})
     missing = [c for c in required if c not in columns]
     if missing:
         raise MammofuseError(f"{path}: missing column(s) {', '.join(missing)}{delimiter_hint(columns)}")
@@ -57,11 +61,17 @@ def csv_records(path: Path, required: tuple[str, ...] = (), key: Callable[[str],
             line = reader.line_num + 1
 
 
-def _check_unique(path: Path, columns: list[str]) -> None:
-    """Raise MammofuseError when two columns have one (normalised) name: which of their values counts would be a guess."""
+def _check_unique(path: Path, columns: list[str], meaning: Mapping[str, str]) -> None:
+    """Raise MammofuseError when two columns have one (normalised) name, or stand for one thing (``meaning``):
+    which of their values counts would be a guess."""
     twice = sorted({c for c in columns if c and columns.count(c) > 1})
     if twice:
         raise MammofuseError(f"{path}: column(s) {', '.join(repr(c) for c in twice)} appear more than once; keep one of each")
+    first: dict[str, str] = {}
+    for column in columns:
+        thing = meaning.get(column)
+        if thing is not None and first.setdefault(thing, column) != column:
+            raise MammofuseError(f"{path}: columns {first[thing]!r} and {column!r} both give {thing}; keep one")
 
 
 def delimiter_hint(columns: list[str]) -> str:

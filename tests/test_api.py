@@ -218,3 +218,11 @@ def test_a_model_that_is_no_mammofuse_is_a_type_error_and_a_compiled_one_is_unwr
             mammofuse.predict(real_dicoms["P_00173_lcc"], wrong, density=2)
     compiled = mammofuse.predict(real_dicoms["P_00173_lcc"], torch.compile(model), density=2, roi=(2400, 1145, 100))
     assert compiled == mammofuse.predict(real_dicoms["P_00173_lcc"], model, density=2, roi=(2400, 1145, 100))
+
+
+@pytest.mark.parametrize("images", ["", [""], ["scan.dcm", ""]])
+def test_an_empty_path_is_refused_not_read_as_the_current_folder(images, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "scan.dcm").write_bytes(b"")
+    with pytest.raises(mammofuse.MammofuseError, match=r"^images(\[\d\])? is an empty path"):
+        mammofuse.predict(images, density=2)

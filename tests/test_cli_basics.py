@@ -180,3 +180,37 @@ def test_typers_own_exceptions_pass_through_guarded(exc: Exception) -> None:
 
     with pytest.raises(type(exc)):
         command()
+
+
+@pytest.mark.parametrize(("command", "option"), [
+    (["predict", "", "--density", "2"], "PATHS"),
+    (["predict", "scan.dcm", "", "--density", "2"], "PATHS"),
+    (["inspect", ""], "PATHS"),
+    (["explain", "", "--out", "out"], "PATHS"),
+    (["predict", "scan.dcm", "--density", "2", "--clinical", ""], "--clinical"),
+    (["evaluate", "--dataset", "manifest", "--data", ""], "--data"),
+    (["evaluate", "--dataset", "cbis-ddsm", "--data", "d", "--images", ""], "--images"),
+    (["data", "summary", "--dataset", "manifest", "--data", ""], "--data"),
+    (["train", "--dataset", "manifest", "--data", "", "--out", "out"], "--data"),
+    (["train", "--config", "", "--out", "out"], "--config"),
+    (["pretrain", "--dataset", "manifest", "--data", "", "--out", "b.safetensors"], "--data"),
+    (["ablate", "--dataset", "manifest", "--data", "", "--out", "out"], "--data"),
+])
+def test_an_empty_input_path_is_a_usage_error(command, option, tmp_path, monkeypatch):
+    """Path('') is '.': predict "" (an unset shell variable) scored every image of the current folder."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "manifest.csv").write_text("path,label,patient_id\n")
+    (tmp_path / "scan.dcm").write_bytes(b"")
+    result = runner.invoke(app, command)
+    shown = " ".join(result.output.replace("│", " ").split())
+    assert result.exit_code == 2 and f"Invalid value for '{option}'" in shown, result.output
+    assert "an empty path; name a file or folder (. for the current one)" in shown
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["manifest.csv", "scan.dcm"]
+
+
+@pytest.mark.parametrize("flag", ["--pretrained", "--threshold-from"])
+def test_an_empty_pretrained_or_threshold_from_is_refused_not_read_as_none(flag, tmp_path):
+    """--pretrained "" trained from random weights, --threshold-from "" kept the validation threshold."""
+    result = runner.invoke(app, ["train", "--dataset", "manifest", "--data", str(tmp_path / "m.csv"), "--out", str(tmp_path / "out"), flag, ""])
+    name = flag.removeprefix("--").replace("-", "_")
+    assert result.exit_code == 2 and f"{name} is empty (an unset shell variable?)" in result.stderr, result.output

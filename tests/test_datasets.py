@@ -133,6 +133,13 @@ def test_manifest_allows_an_empty_path_and_short_optional_cells(tmp_path):
     assert (sample.image_path, sample.patient_id, sample.split, sample.abnormality) == (None, "p1", "all", None)
 
 
+def test_manifest_refuses_two_columns_for_one_clinical_field(tmp_path):
+    """The last of mass shape and shape silently won."""
+    (tmp_path / "manifest.csv").write_text("path,label,patient_id,mass shape,shape\na.png,1,p1,oval,round\n")
+    with pytest.raises(MammofuseError, match=r"manifest.csv: columns 'mass shape' and 'shape' both give shape; keep one"):
+        load_dataset("manifest", tmp_path)
+
+
 def test_manifest_normalises_abnormality_in_any_case(tmp_path):
     """``Mass`` and ``calcification`` were kept as written, so --abnormality mass|calc left them out."""
     kinds = ["Mass", "mass", "MASS", "calc", "Calcification", "CALC", ""]

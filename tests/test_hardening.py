@@ -206,6 +206,16 @@ def test_the_table_shows_untrusted_text_literally_and_without_escape_sequences(c
         assert "pip install 'mammofuse[codecs]'" in result.output
 
 
+def test_a_colon_name_in_a_file_name_is_shown_as_text_not_as_an_emoji(corpus: dict[str, Path], tmp_path: Path) -> None:
+    """Rich turned bad:-1:x.dcm into bad\N{THUMBS DOWN SIGN}x.dcm in every message naming it."""
+    (tmp_path / "bad:-1:x.dcm").write_text("not a DICOM file")
+    shutil.copy(corpus["good_png"], tmp_path / "ok:smile:.png")
+    predicted = run("predict", str(tmp_path), "--density", "2")
+    inspected = run("inspect", str(tmp_path), "--output", str(tmp_path / "o:-1:.txt"))
+    assert f"failed: {tmp_path / 'bad:-1:x.dcm'}: " in predicted.stderr and f"wrote {tmp_path / 'o:-1:.txt'}" in inspected.stderr
+    assert not re.search("[\U0001F300-\U0001FAFF]", predicted.output + inspected.output + (tmp_path / "o:-1:.txt").read_text())
+
+
 def test_inspect_escapes_dicom_attributes_and_reports_each_bad_file(corpus: dict[str, Path]) -> None:
     result = run("inspect", str(corpus["hostile_name"]), str(corpus["bad_frames"]), str(corpus["empty"]))
     assert result.exit_code == 1 and "Traceback" not in result.output
@@ -357,6 +367,34 @@ def test_unwritable_output_is_exit_3_before_any_work(where: str, corpus: dict[st
         assert run(*command).exit_code == 3, command
 
 
+@pytest.mark.parametrize("command", [
+    ["predict", "scan.dcm", "--density", "2", "-f", "json", "-o", "scan.dcm"],
+    ["predict", ".", "--density", "2", "-f", "jsonl", "-o", "scan.dcm"],  # a stream: it truncated the file before scoring
+    ["predict", ".", "--density", "2", "-f", "csv", "-o", "./scan.dcm", "--resume"],
+    ["predict", "link.png", "--density", "2", "-f", "json", "-o", "scan.dcm"],  # the same file by another path
+    ["predict", "scan.dcm", "--clinical", "findings.csv", "-f", "csv", "-o", "findings.csv"],
+    ["inspect", ".", "-r", "-o", "scan/gradcam.png"],
+    ["explain", ".", "-r", "--density", "2", "--out", "."],  # explaining scan.dcm writes scan/gradcam.png
+    ["data", "summary", "--dataset", "manifest", "--data", "manifest.csv", "-o", "scan/gradcam.png"],
+    ["evaluate", "--dataset", "manifest", "--data", "manifest.csv", "--split", "all", "-o", "scan/gradcam.png"],
+])
+def test_an_output_that_is_an_input_is_a_usage_error_before_it_is_written(command: list[str], corpus: dict[str, Path], tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """predict scan.dcm -o scan.dcm replaced the mammogram by its scores; with jsonl or csv, before scoring it."""
+    monkeypatch.chdir(tmp_path)
+    shutil.copy(corpus["good_dicom"], "scan.dcm")
+    (tmp_path / "scan").mkdir()
+    shutil.copy(corpus["good_png"], tmp_path / "scan" / "gradcam.png")
+    os.symlink("scan.dcm", "link.png")
+    Path("findings.csv").write_text("path,density\nscan.dcm,2\n")
+    Path("manifest.csv").write_text("path,label,patient_id\nscan/gradcam.png,0,P1\nscan.dcm,1,P1\n")
+    before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    result = run(*command)
+    error = [line for line in result.stderr.splitlines() if not line.startswith("note:")]  # explain notes the model's needs first
+    assert result.exit_code == 2 and len(error) == 1 and "is also an input" in error[0], result.output
+    assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before
+
+
 LONG_NAME = "a" * 300  # longer than the 255 bytes a file name may have: the OS answers "File name too long"
 
 
@@ -380,6 +418,48 @@ def test_evaluate_with_a_model_or_data_path_the_os_refuses_is_a_usage_error(corp
         result = run("evaluate", "--dataset", "manifest", "--split", "all", *args)
         assert result.exit_code == 2, (args, result.output)
         assert result.stderr.count("\n") == 1 and "File name too long" in result.stderr
+
+
+def test_a_config_threshold_run_or_images_folder_the_os_refuses_is_a_usage_error(tmp_path: Path) -> None:
+    """They were exit 3 (an output that cannot be written), from an OSError met while reading the input."""
+    (tmp_path / "afile").write_text("a file, not a folder")
+    manifest = tmp_path / "manifest.csv"
+    manifest.write_text("path,label,patient_id,density\n" + "".join(f",{i % 2},P{i},{1 + i % 4}\n" for i in range(10)))
+    _cbis_rows(tmp_path / "mass_case_description_train_set.csv")
+    long = str(tmp_path / LONG_NAME)
+    train = ["train", "--dataset", "manifest", "--data", str(manifest), "--fusion", "clinical", "--val-fraction", "0", "--epochs", "1", "--out", str(tmp_path / "out")]
+    for command, named, problem in (
+        (["train", "--config", str(tmp_path / "afile" / "x.yaml"), "--out", str(tmp_path / "out")], tmp_path / "afile" / "x.yaml", "Not a directory"),
+        ([*train, "--threshold-from", long], long, "File name too long"),
+        (["data", "summary", "--dataset", "cbis-ddsm", "--data", str(tmp_path), "--images", long], long, "File name too long"),
+    ):
+        result = run(*command)
+        assert result.exit_code == 2, (command, result.output)
+        assert result.stderr.splitlines()[-1] == f"error: {named}: cannot read ({problem})", result.stderr  # train says what it trains first
+
+
+@pytest.mark.parametrize("dataset", ["mini-mias", "cbis-ddsm"])
+def test_a_dataset_file_that_cannot_be_opened_is_a_usage_error_naming_it(dataset: str, corpus: dict[str, Path], tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """Info.txt or the COCO boxes with no permission to read them (staged: the tests may run as root)."""
+    from mammofuse.data import load_dataset
+    from mammofuse.data.cbis_images import COCO_NAME
+
+    (tmp_path / "Info.txt").write_text("mdb001 G CIRC B 535 425 197\n")
+    _cbis_rows(tmp_path / "mass_case_description_train_set.csv")
+    shutil.copy(corpus["good_png"], tmp_path / "00001_LEFT_CC.png")
+    refused = tmp_path / ("Info.txt" if dataset == "mini-mias" else COCO_NAME)
+    refused.write_text("{}")
+    original = Path.read_text
+
+    def read_text(self: Path, *args: object, **kwargs: object) -> str:
+        if self == refused:
+            raise PermissionError(13, "Permission denied", str(self))
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "read_text", read_text)
+    with pytest.raises(MammofuseError, match=f"^{re.escape(str(refused))}: cannot read .Permission denied.$"):
+        load_dataset(dataset, tmp_path, tmp_path if dataset == "cbis-ddsm" else None)
 
 
 def test_an_output_path_the_os_refuses_is_still_exit_3(corpus: dict[str, Path], tmp_path: Path) -> None:
@@ -476,6 +556,18 @@ def null_device(tmp_path: Path) -> Path:
     return tmp_path / "null"
 
 
+@pytest.mark.parametrize("fmt", ["jsonl", "csv"])
+def test_a_full_disk_under_a_streamed_output_names_the_output(fmt: str, corpus: dict[str, Path], tmp_path: Path) -> None:
+    """It said only "error: No space left on device": closing the file flushed again, and that error replaced the named one."""
+    full = tmp_path / "full"
+    try:
+        os.mknod(full, stat.S_IFCHR | 0o666, os.makedev(1, 7))  # a node of its own, never /dev/full
+    except OSError:
+        pytest.skip("no mknod here")
+    result = run("predict", str(corpus["good_png"]), "--density", "2", "--format", fmt, "--output", str(full))
+    assert result.exit_code == 3 and result.stderr.splitlines()[-1] == f"error: {full}: cannot write (No space left on device)", result.output
+
+
 def test_a_device_and_a_piped_dev_stdout_are_written_in_place(null_device: Path, corpus: dict[str, Path], tiny_roi_model: Path) -> None:
     for fmt in ("json", "csv"):
         result = run("inspect", str(corpus["good_png"]), "--format", fmt, "--output", str(null_device))
@@ -497,6 +589,7 @@ def test_a_device_and_a_piped_dev_stdout_are_written_in_place(null_device: Path,
         ("path,density\nsc\u00e4n.dcm,2\n".encode("latin-1"), "not UTF-8"),
         (b"path,density,Density\ngood.png,2,4\n", "column(s) 'density' appear more than once"),  # was: the last one silently won
         (b"path,density,path\ngood.png,2,other.png\n", "column(s) 'path' appear more than once"),
+        (b"path,density,breast density\ngood.png,2,4\n", "columns 'density' and 'breast_density' both give density"),  # was: density 4
     ],
 )
 def test_bad_clinical_csv_is_one_line_naming_the_file(content: bytes, message: str, corpus: dict[str, Path], tmp_path: Path) -> None:

@@ -345,6 +345,33 @@ def test_listing_reads_each_dicom_header_once_and_decodes_no_pixels(real_dicoms:
     assert [f.sample.clinical for f in files if f.path == str(real_dicoms["P_00820_lmlo"])] == [{"density": "3"}]
 
 
+def test_a_dicom_media_folder_lists_its_images_not_its_dicomdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A FileSet export's DICOMDIR (no pixel data: an index of the files) was listed and failed the run."""
+    import pydicom
+    from dicom_factory import breast_phantom, write_dicom
+    from pydicom.fileset import FileSet
+    from pydicom.uid import generate_uid
+
+    from mammofuse.cases import find_image_files
+
+    export = FileSet()
+    study = {"StudyInstanceUID": generate_uid(), "SeriesInstanceUID": generate_uid(), "StudyDate": "20200101", "StudyTime": "000000",
+             "StudyID": "1", "SeriesNumber": 1}
+    for n in (1, 2):
+        export.add(write_dicom(tmp_path / f"{n}.dcm", breast_phantom(), InstanceNumber=n, **study))
+    media = tmp_path / "media"
+    export.write(media)
+    shutil.copy(media / "DICOMDIR", media / "INDEX")  # a renamed one: known by its SOP class
+    monkeypatch.setattr(pydicom, "dcmread", lambda *args, **kwargs: pytest.fail("listing parsed a file"))
+    files = find_image_files([media], recursive=True)
+    assert [f.name for f in files] == ["IM000000", "IM000001"]
+    monkeypatch.undo()
+    code, out, err = predict(str(media), "-r", "--density", "2", "--format", "json")
+    assert code == 0 and len(json.loads(out)) == 2, err
+    code, _, err = predict(str(media / "DICOMDIR"), "--density", "2", "--format", "json")  # named: read, and it says why it fails
+    assert code == 1 and "DICOMDIR: DICOM file has no pixel data" in err
+
+
 def test_engine_options_of_the_other_engine_are_usage_errors(tiny_model: Path, real_dicoms: dict[str, Path]) -> None:
     scan = str(real_dicoms["P_00173_lcc"])
     code, _, err = predict(scan, "--model", str(tiny_model), "--gpus-per-worker", "1")

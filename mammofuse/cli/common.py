@@ -6,12 +6,13 @@ import functools
 import math
 import os
 import re
+import stat
 import sys
 import traceback
 import warnings
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any, Callable, Sequence, TypeVar
+from typing import Annotated, Any, Callable, Iterable, Iterator, Sequence, TypeVar
 
 import typer
 from rich.markup import escape
@@ -40,7 +41,7 @@ _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
 
 
 def _given_path(text: str) -> Path:
-    """The path an output option names; an empty one is a usage error, for ``Path("")`` is the current folder."""
+    """The path an option or argument names; an empty one (an unset shell variable) is a usage error, for ``Path("")`` is the current folder."""
     if not text:
         raise typer.BadParameter("an empty path; name a file or folder (. for the current one)")
     return Path(text)
@@ -51,24 +52,29 @@ def output_option(*names: str, **kwargs: Any) -> Any:
     return typer.Option(*names, parser=_given_path, metavar="<path>", **kwargs)
 
 
+def input_option(*names: str, **kwargs: Any) -> Any:
+    """A Typer option naming a file or folder to read, refusing an empty path."""
+    return typer.Option(*names, parser=_given_path, metavar="<path>", **kwargs)
+
+
 Density = Annotated[str | None, typer.Option("--density", help="Breast density: 1-4 or A-D.", rich_help_panel="Clinical findings")]
 Shape = Annotated[str | None, typer.Option("--shape", help="Mass shape, e.g. oval, irregular.", rich_help_panel="Clinical findings")]
 Margin = Annotated[str | None, typer.Option("--margin", help="Mass margins, e.g. circumscribed, spiculated.", rich_help_panel="Clinical findings")]
 CalcType = Annotated[str | None, typer.Option("--calc-type", help="Calcification type, e.g. pleomorphic.", rich_help_panel="Clinical findings")]
 CalcDistribution = Annotated[str | None, typer.Option("--calc-distribution", help="Calcification distribution, e.g. clustered.", rich_help_panel="Clinical findings")]
-InputPaths = Annotated[list[Path], typer.Argument(metavar="PATHS", help="DICOM or image files, or folders of them.", show_default=False)]
+InputPaths = Annotated[list[Path], typer.Argument(metavar="PATHS", parser=_given_path, help="DICOM or image files, or folders of them.", show_default=False)]
 ModelSpec = Annotated[str, typer.Option("--model", "-m", help="Registered name (see `mammofuse models`), model folder, or Hub id owner/name\\[@revision].")]
-ClinicalCsv = Annotated[Path | None, typer.Option("--clinical", help="CSV of findings per file: a path (or file name, stem, SOPInstanceUID) column and clinical fields; its values win over the flags.", rich_help_panel="Clinical findings")]
+ClinicalCsv = Annotated[Path | None, input_option("--clinical", help="CSV of findings per file: a path (or file name, stem, SOPInstanceUID) column and clinical fields; its values win over the flags.", rich_help_panel="Clinical findings")]
 Recursive = Annotated[bool, typer.Option("--recursive", "-r", help="Descend into sub-folders.")]
 Device = Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:N or mps.")]
 AwayPatches = Annotated[int, typer.Option("--away-patches", min=1, max=MAX_AWAY_PATCHES, help="The away control scores each case on this many patches away from its lesion and averages them (logits): one patch's AUC moves with where it fell, by up to 0.14 on a hundred cases. 8 or more for small datasets.")]
 Output = Annotated[Path | None, output_option("--output", "-o", help="Write to this file (atomically) instead of stdout.")]
 Roi = Annotated[str | None, typer.Option("--roi", help="Lesion circle ROW,COL,RADIUS in the file's pixels, for every file without one in --clinical.", rich_help_panel="Clinical findings")]
 DatasetName = Annotated[str, typer.Option("--dataset", help="cbis-ddsm, mini-mias or manifest.")]
-DataDir = Annotated[Path, typer.Option("--data", help="Folder with the dataset's CSVs / Info.txt, or a manifest CSV.")]
+DataDir = Annotated[Path, input_option("--data", help="Folder with the dataset's CSVs / Info.txt, or a manifest CSV.")]
 ImageDirs = Annotated[
     list[Path] | None,
-    typer.Option("--images", help="CBIS-DDSM images: a TCIA DICOM tree, or a folder of full-field images named by image key "
+    input_option("--images", help="CBIS-DDSM images: a TCIA DICOM tree, or a folder of full-field images named by image key "
                  "(00001_LEFT_CC.jpg) with COCO lesion boxes; repeat for several (e.g. training and test images).", show_default=False),
 ]
 Abnormality = Annotated[str, typer.Option("--abnormality", help="Lesion types: mass, calc or all.")]
@@ -266,6 +272,43 @@ def check_output(output: Path | None) -> None:
         from mammofuse.atomic import check_writable
 
         check_writable(output)
+
+
+def check_not_input(outputs: Iterable[Path | None], inputs: Iterable[str | Path | None], flag: str = "--output") -> None:
+    """Refuse, before anything is written, an output that is one of the inputs (the same file, by any path):
+    writing it would destroy that input.
+
+    Raises:
+        MammofuseError: naming the output and the input it would overwrite.
+    """
+    existing: dict[tuple[int, int], Path] = {}
+    for output in filter(None, outputs):
+        try:
+            found = os.stat(output)
+        except OSError:
+            continue  # not there yet: no input can be it
+        if stat.S_ISREG(found.st_mode):
+            existing[found.st_dev, found.st_ino] = output
+    if not existing:
+        return
+    for path in filter(None, inputs):
+        try:
+            found = os.stat(path)
+        except OSError:
+            continue
+        output = existing.get((found.st_dev, found.st_ino))
+        if output is not None:
+            raise MammofuseError(f"{flag} {output} is also an input ({path}): writing it would destroy that file; name another one")
+
+
+def dataset_files(data: Path, images: list[Path] | None, samples: Iterable[Any]) -> Iterator[Path | str | None]:
+    """The files a dataset was read from, for :func:`check_not_input`: its manifest or ``Info.txt``, the COCO boxes of
+    ``images``, each sample's image, lesion crop and mask (CBIS-DDSM's CSVs need no check: no report is written as CSV)."""
+    from mammofuse.data.cbis_images import COCO_NAME
+
+    yield from (data, data / "manifest.csv", data / "Info.txt", *(folder / COCO_NAME for folder in images or []))
+    for s in samples:
+        yield from (s.image_path, s.roi_path, s.roi_mask_path)
 
 
 def emit(text: str, output: Path | None) -> None:

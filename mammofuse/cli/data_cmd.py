@@ -14,7 +14,9 @@ from mammofuse.cli.common import (
     Output,
     ReportFormatOption,
     cell,
+    check_not_input,
     check_output,
+    dataset_files,
     guarded,
     report_format,
     safe,
@@ -43,7 +45,9 @@ def summary(
     fmt = report_format(fmt, output)
     check_output(output)
     report: dict = {}
-    result = summarize(dataset, load_dataset(dataset, data, images, abnormality, report), report)
+    samples = load_dataset(dataset, data, images, abnormality, report)
+    check_not_input([output], dataset_files(data, images, samples))
+    result = summarize(dataset, samples, report)
     write_report(result, fmt, output, lambda: _table(result, safe(f"{dataset} ({data})")))
 
 

@@ -21,7 +21,9 @@ from mammofuse.cli.common import (
     RecordFormat,
     ReportFormat,
     check_choice,
+    check_not_input,
     check_output,
+    dataset_files,
     emit,
     err_console,
     guarded,
@@ -101,7 +103,9 @@ def evaluate(
     from mammofuse.evaluation.evaluate import evaluate_model, select_split
 
     matching: dict[str, Any] = {}
-    samples = select_split(load_dataset(dataset, data, images, abnormality, matching), split)
+    every = load_dataset(dataset, data, images, abnormality, matching)
+    check_not_input([output], dataset_files(data, images, every))
+    samples = select_split(every, split)
     rows = matching.get("rows", {}).get(split)
     loaded = as_model(model, device)
     if control is not None:

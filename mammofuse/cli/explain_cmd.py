@@ -23,6 +23,7 @@ from mammofuse.cli.common import (
     Shape,
     cases_and_model,
     cell,
+    check_not_input,
     clinical_flags,
     err_console,
     guarded,
@@ -79,6 +80,7 @@ def explain(
     from mammofuse.errors import MammofuseError, OutputError
     from mammofuse.explainers import ExplainOptions, check_options, explain_case, output_folders
     from mammofuse.explainers.options import chosen_methods
+    from mammofuse.explainers.runner import OUTPUT_FILES
 
     options = ExplainOptions(methods=chosen_methods(methods), lime_samples=lime_samples, seed=seed, layer=layer, include_identifiers=include_identifiers)
     check_writable_folder(out)
@@ -88,6 +90,7 @@ def explain(
     results: list[Explanation] = []
     failed: list[str] = []
     folders = output_folders([s.image_path or s.id for s in samples], out)
+    check_not_input((f / name for f in folders for name in OUTPUT_FILES), [clinical, *(s.image_path for s in samples)], "--out")
     with status("explaining") as show:
         for i, (sample, target) in enumerate(zip(samples, folders), start=1):
             try:

@@ -13,6 +13,7 @@ from mammofuse.cli.common import (
     Output,
     RecordFormatOption,
     cell,
+    check_not_input,
     check_output,
     emit,
     err_console,
@@ -47,7 +48,9 @@ def inspect(
 
     fmt = output_format(fmt, output)
     check_output(output)
-    records = [_inspect(path) for path in find_image_files(paths, recursive)]
+    files = find_image_files(paths, recursive)
+    check_not_input([output], files)
+    records = [_inspect(path) for path in files]
     failed = [r for r in records if r.get("error")]
     if fmt == "table":
         _table(records, output)

@@ -15,8 +15,9 @@ from rich.console import Console
 if TYPE_CHECKING:
     from rich.console import RenderableType
 
-console = Console(highlight=False)  # results for people: stdout
-err_console = Console(stderr=True, highlight=False)  # progress, notes, errors: stderr
+# emoji=False: a ":name:" in untrusted text (a file named bad:-1:x.dcm) stays text, never an emoji
+console = Console(highlight=False, emoji=False)  # results for people: stdout
+err_console = Console(stderr=True, highlight=False, emoji=False)  # progress, notes, errors: stderr
 
 
 @contextmanager
@@ -64,5 +65,5 @@ def show(renderable: "RenderableType", output: Path | None = None) -> None:
     from mammofuse.cli.common import emit
 
     buffer = io.StringIO()
-    Console(file=buffer, width=160, no_color=True, highlight=False).print(renderable)
+    Console(file=buffer, width=160, no_color=True, highlight=False, emoji=False).print(renderable)
     emit(buffer.getvalue(), output)

@@ -33,6 +33,7 @@ from mammofuse.cli.common import (
     ShardOption,
     cell,
     check_choice,
+    check_not_input,
     check_output,
     clinical_flags,
     emit,
@@ -122,6 +123,7 @@ def predict(
     notes: list[str] = []
     files = list_cases(paths, recursive, flags, clinical, vocabulary=net.config.vocabulary, notes=notes, region=region,
                        breasts=aggregate == "breast", shard=part)
+    check_not_input([output], [clinical, *(f.path for f in files)])
     run = ScoringRun(net, files, threshold=threshold, per_breast=aggregate == "breast")
     if resume:
         resumed = run.resume(output, fmt)

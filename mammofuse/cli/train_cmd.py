@@ -9,7 +9,7 @@ from typing import Annotated, Any
 import typer
 
 from mammofuse.cli import train_options as o
-from mammofuse.cli.common import Abnormality, ImageDirs, guarded, output_option
+from mammofuse.cli.common import Abnormality, ImageDirs, guarded, input_option, output_option
 from mammofuse.cli.output import console
 from mammofuse.fusion import Fusion
 
@@ -39,7 +39,7 @@ EPILOG = """[bold]Examples[/]
 def command(
     out: Annotated[Path, output_option("--out", help="Output folder (model, last/ checkpoint, history, card).")],
     dataset: Annotated[str | None, typer.Option("--dataset", help="cbis-ddsm, mini-mias or manifest.")] = None,
-    data: Annotated[Path | None, typer.Option("--data", help="Folder with the dataset's CSVs / Info.txt, or a manifest CSV.")] = None,
+    data: Annotated[Path | None, input_option("--data", help="Folder with the dataset's CSVs / Info.txt, or a manifest CSV.")] = None,
     images: ImageDirs = None,
     abnormality: Abnormality = "all",
     split: Annotated[str | None, typer.Option("--split", help="Which split trains (validation is carved from it by patient). Default: train when the dataset has one, else all.")] = None,

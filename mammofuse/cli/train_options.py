@@ -11,6 +11,8 @@ from typing import Annotated, Any
 
 import typer
 
+from mammofuse.cli.common import input_option
+
 MODEL = "Model and schedule"
 MACHINE = "Machine"
 
@@ -48,7 +50,7 @@ DeviceFlag = Annotated[str | None, option("--device", help="auto, cpu, cuda, cud
 Workers = Annotated[int | None, option("--workers", help="Image-reading worker processes (default 0: images are read once and kept in memory).", panel=MACHINE)]
 FeatureCache = Annotated[str | None, option("--feature-cache", help="Frozen-backbone features in memory, on disk (the user cache) or off (default memory).", panel=MACHINE)]
 Amp = Annotated[bool | None, option("--amp/--no-amp", help="Mixed precision on CUDA (default on).", panel=MACHINE)]
-ConfigFile = Annotated[Path | None, typer.Option("--config", help="YAML file with any training settings; flags override it.")]
+ConfigFile = Annotated[Path | None, input_option("--config", help="YAML file with any training settings; flags override it.")]
 
 
 def parse_canvas(text: str | None) -> list[int] | str | None:

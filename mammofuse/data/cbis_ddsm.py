@@ -14,7 +14,7 @@ from mammofuse.cache import cache_dir
 from mammofuse.clinical import load_schema
 from mammofuse.data.cbis_images import Box, ImageFolder, box_region
 from mammofuse.data.sample import Sample
-from mammofuse.errors import MammofuseError, MammofuseWarning
+from mammofuse.errors import MammofuseError, MammofuseWarning, reading
 from mammofuse.imaging.preprocess import Region
 from mammofuse.tabular import csv_records
 
@@ -147,9 +147,10 @@ class _Locator:
         self.folders: list[ImageFolder] = []
         self.trees: list[ImageIndex] = []
         for root in roots:
-            if not root.is_dir():
-                raise MammofuseError(f"{root}: images folder not found")
-            folder = ImageFolder.scan(root)
+            with reading(root):  # a name too long, a folder that cannot be listed
+                if not root.is_dir():
+                    raise MammofuseError(f"{root}: images folder not found")
+                folder = ImageFolder.scan(root)
             if folder is not None:
                 self.folders.append(folder)
             else:
@@ -228,12 +229,13 @@ class ImageIndex:
 
     @classmethod
     def build(cls, root: Path) -> "ImageIndex":
-        if not root.is_dir():
-            raise MammofuseError(f"{root}: images folder not found")
-        files = sorted(p for p in root.rglob("*.dcm") if p.is_file())
-        stamp = hashlib.sha256(
-            json.dumps([str(root.resolve()), _INDEX_VERSION, [(str(p), p.stat().st_mtime_ns) for p in files]]).encode()
-        ).hexdigest()[:20]
+        with reading(root):
+            if not root.is_dir():
+                raise MammofuseError(f"{root}: images folder not found")
+            files = sorted(p for p in root.rglob("*.dcm") if p.is_file())
+            stamp = hashlib.sha256(
+                json.dumps([str(root.resolve()), _INDEX_VERSION, [(str(p), p.stat().st_mtime_ns) for p in files]]).encode()
+            ).hexdigest()[:20]
         cached = cache_dir("index") / f"cbis-{stamp}.json"
         if cached.is_file():
             return cls(json.loads(cached.read_text(encoding="utf-8")))

@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mammofuse.errors import MammofuseError
+from mammofuse.errors import MammofuseError, reading
 from mammofuse.imaging.reader import IMAGE_SUFFIXES
 
 COCO_NAME = "_annotations.coco.json"
@@ -104,7 +104,8 @@ class ImageFolder:
 
 def _read_boxes(coco: Path, by_name: dict[str, FolderImage]) -> None:
     try:
-        data = json.loads(coco.read_text(encoding="utf-8"))
+        with reading(coco):  # no permission
+            data = json.loads(coco.read_text(encoding="utf-8"))
         kinds = {c["id"]: _kind(str(c.get("name", ""))) for c in data.get("categories", [])}
         files = {im["id"]: Path(str(im["file_name"])).name for im in data["images"]}
         covered = frozenset(kinds.values()) or frozenset({None})

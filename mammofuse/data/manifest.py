@@ -34,7 +34,7 @@ def load_manifest(data: str | Path, vocabulary: str = "cbis-ddsm-v1") -> list[Sa
     aliases = {c.lower(): f.name for f in schema.fields for c in (f.name, *f.csv_columns)}
     samples = []
     owners: dict[str, tuple[str, int]] = {}  # image -> (patient, first line): one image is one patient's
-    for n, row in csv_records(path, _REQUIRED, key=lambda c: c.strip().lower()):
+    for n, row in csv_records(path, _REQUIRED, key=lambda c: c.strip().lower(), meaning=aliases):
         _check_required(row, path, n)
         if row["path"]:
             patient, line = owners.setdefault(row["path"], (row["patient_id"], n))

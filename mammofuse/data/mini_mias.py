@@ -6,7 +6,7 @@ from pathlib import Path
 
 from mammofuse.clinical import load_schema
 from mammofuse.data.sample import Sample
-from mammofuse.errors import MammofuseError
+from mammofuse.errors import MammofuseError, reading
 
 SIZE = 1024  # mini-MIAS films are 1024x1024; Y is measured from the bottom edge
 
@@ -38,7 +38,9 @@ def load_mini_mias(data: str | Path, include_normal: bool = False, vocabulary: s
     mapping = load_schema(vocabulary).extra["mini_mias"]
     images = data / "images" if (data / "images").is_dir() else data
     samples, seen = [], {}
-    for line in info.read_text(encoding="latin-1").splitlines():
+    with reading(info):  # no permission
+        lines = info.read_text(encoding="latin-1").splitlines()
+    for line in lines:
         parts = line.split()
         if not parts or not parts[0].startswith("mdb") or len(parts) < 3:
             continue

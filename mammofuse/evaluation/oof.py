@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
-from mammofuse.errors import MammofuseError
+from mammofuse.errors import MammofuseError, reading
 from mammofuse.evaluation.ablation import NOT_FINGERPRINTED
 from mammofuse.evaluation.ablation_results import RESULT_NAME, read_arm
 from mammofuse.evaluation.metrics import youden_threshold
@@ -45,9 +45,10 @@ class OofThreshold:
 
 def arm_folder(path: Path, fusion: str) -> Path:
     """``path`` itself when it holds fold results, else the ``fusion`` arm of the ``ablate`` run in ``path``."""
-    for folder in (path, path / "arms" / fusion):
-        if any(folder.glob(f"fold-*/{RESULT_NAME}")):
-            return folder
+    with reading(path):  # a name too long, a file where a folder should be
+        for folder in (path, path / "arms" / fusion):
+            if any(folder.glob(f"fold-*/{RESULT_NAME}")):
+                return folder
     raise MammofuseError(f"{path}: no cross-validation results (expected fold-*/result.json or arms/{fusion}/fold-*/result.json "
                          "of a `mammofuse ablate` run)")
 

@@ -162,6 +162,25 @@ def has_dicom_marker(path: Path) -> bool:
         return False
 
 
+# The file meta element (0002,0002) Media Storage SOP Class UID of a Media Storage Directory (a DICOMDIR), as the
+# file meta group is always written: explicit VR little endian; the UID has 20 characters, so no padding.
+_MEDIA_DIRECTORY = b"\x02\x00\x02\x00UI\x14\x001.2.840.10008.1.3.10"
+
+
+def is_dicom_image_file(path: Path) -> bool:
+    """Whether a file found in a folder is a DICOM to read: the Part 10 marker, and no Media Storage Directory
+    (a DICOMDIR indexes the files of a DICOM media folder and holds no image), by its name or its SOP class.
+    Reads the first 512 bytes at most (the file meta group); False if unreadable."""
+    if path.name.upper() == "DICOMDIR":
+        return False
+    try:
+        with path.open("rb") as fh:
+            head = fh.read(512)
+    except OSError:
+        return False
+    return head[128:132] == b"DICM" and _MEDIA_DIRECTORY not in head
+
+
 def is_dicom(path: Path) -> bool:
     """Read as DICOM: the marker, or a DICOM suffix (files without the preamble exist)."""
     return path.suffix.lower() in {".dcm", ".dicom"} or has_dicom_marker(path)

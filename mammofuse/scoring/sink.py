@@ -13,7 +13,7 @@ import json
 import os
 import stat
 import sys
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Iterator, Sequence, TextIO
@@ -161,8 +161,16 @@ def record_writer(output: Path | None, fmt: str, layout: RecordLayout, append: b
         fh = open(output, "a" if append else "w", encoding="utf-8", errors="surrogateescape", newline="")
     except OSError as exc:
         raise OutputError(output, exc.strerror or str(exc)) from exc
-    with fh:
+    try:
         writer = RecordWriter(fh, fmt, layout, output)
         if not append or not fh.seekable() or fh.tell() == 0:
             writer.header()
         yield writer
+    except BaseException:
+        with suppress(OSError):  # closing flushes again what could not be written: the first error is the one to report
+            fh.close()
+        raise
+    try:
+        fh.close()
+    except OSError as exc:
+        raise OutputError(output, exc.strerror or str(exc)) from exc

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mammofuse.backbones import default_backbone
-from mammofuse.errors import MammofuseError
+from mammofuse.errors import MammofuseError, reading
 from mammofuse.validation import MAX_SEED, Rule, check_all
 
 if TYPE_CHECKING:
@@ -170,6 +170,9 @@ class TrainSettings:
 
         for name, value in check_all(asdict(self), RULES, text_numbers=True).items():  # from YAML
             setattr(self, name, value)
+        for name in ("pretrained", "threshold_from"):  # an unset shell variable must not quietly mean none or the current folder
+            if getattr(self, name) is not None and not getattr(self, name).strip():
+                raise MammofuseError(f"{name} is empty (an unset shell variable?): name it, or leave it out")
         if self.pretrained in ("auto", "none"):
             self.pretrained = default_backbone(self.backbone) if self.pretrained == "auto" else None
         _choice("fusion", self.fusion, FUSIONS)
@@ -233,14 +236,15 @@ def read_settings_yaml(path: str | Path) -> dict[str, Any]:
     import yaml
 
     path = Path(path)
-    try:
-        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_loader())  # noqa: S506 (a SafeLoader)
-    except FileNotFoundError:
-        raise MammofuseError(f"{path}: config file not found") from None
-    except (UnicodeDecodeError, IsADirectoryError) as exc:
-        raise MammofuseError(f"{path}: not a UTF-8 text file ({type(exc).__name__})") from None
-    except yaml.YAMLError as exc:
-        raise MammofuseError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    with reading(path):  # any other OSError: a file where a folder should be, a name too long
+        try:
+            data = yaml.load(path.read_text(encoding="utf-8"), Loader=_loader())  # noqa: S506 (a SafeLoader)
+        except FileNotFoundError:
+            raise MammofuseError(f"{path}: config file not found") from None
+        except (UnicodeDecodeError, IsADirectoryError) as exc:
+            raise MammofuseError(f"{path}: not a UTF-8 text file ({type(exc).__name__})") from None
+        except yaml.YAMLError as exc:
+            raise MammofuseError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
