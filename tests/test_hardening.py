@@ -597,6 +597,24 @@ def test_malformed_model_configs_are_one_line_errors(change: dict, tmp_path: Pat
         load_model(folder)
 
 
+@pytest.mark.parametrize(("dtype", "message"), [("int64", "is int64, the model's is float32"), ("bool", "is bool, the model's is float32"),
+                                                ("complex64", "is complex64, the model's is float32")])
+def test_model_weights_of_another_kind_of_type_are_refused(dtype: str, message: str, tmp_path: Path) -> None:
+    """Integer or bool weights were cast by load_state_dict and the model gave the same score to every case."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    from mammofuse.model import load_model
+
+    folder = _clinical_only_model(tmp_path / "model")
+    state = load_file(str(folder / "model.safetensors"))
+    save_file({k: v.half() for k, v in state.items()}, str(folder / "model.safetensors"))
+    load_model(folder)  # another floating type loads as before
+    save_file({k: v.to(getattr(torch, dtype)) for k, v in state.items()}, str(folder / "model.safetensors"))
+    with pytest.raises(MammofuseError, match=f"model.safetensors: {len(state)} weight tensor.s. of the wrong type .e.g. .* {message}"):
+        load_model(folder)
+
+
 def test_a_hostile_provenance_is_a_usage_error_not_an_internal_one(corpus: dict[str, Path], tmp_path: Path) -> None:
     """``abnormality: 5`` crashed the remark on calcification findings with exit 4 (TypeError)."""
     folder = _clinical_only_model(tmp_path / "model")
