@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import re
 import shutil
@@ -310,6 +311,29 @@ def test_resume_is_exact(mias_split, tiny, tmp_path: Path, monkeypatch) -> None:
     assert (tmp_path / "straight" / "model.safetensors").read_bytes() == (tmp_path / "resumed" / "model.safetensors").read_bytes()
     history = lambda d: [{k: v for k, v in json.loads(x).items() if k != "seconds"} for x in (tmp_path / d / "history.jsonl").read_text().splitlines()]  # noqa: E731
     assert history("straight") == history("resumed")
+
+
+def test_a_diverged_epoch_stops_the_run_unsaved_and_resume_stays_exact(tmp_path: Path, monkeypatch) -> None:
+    """A NaN training loss wrote a NaN model and history, and the run ended as a success."""
+    from safetensors.torch import load_file
+
+    from mammofuse.training.trainer import _Trainer
+
+    settings = TrainSettings(fusion="clinical", epochs=3, proj_dim=16, schedule="step")
+    data = (synthetic_clinical(40, 1), synthetic_clinical(20, 2))
+    _run(settings, data, tmp_path / "straight")
+    loss = _Trainer._loss
+    monkeypatch.setattr(_Trainer, "_loss", lambda self, *args: loss(self, *args) * (math.nan if self.state.epoch == 1 else 1.0))
+    with pytest.raises(MammofuseError, match=r"^training diverged in epoch 2 \(training loss nan\); epoch 2 was not saved: lower --lr \(now 0.001\)$"):
+        _run(settings, data, tmp_path / "resumed")
+    monkeypatch.setattr(_Trainer, "_loss", loss)
+    out = tmp_path / "resumed"
+    assert len((out / "history.jsonl").read_text().splitlines()) == 1
+    assert sorted(p.name for p in (out / "last").iterdir()) == ["checkpoint.json", "epoch-0001.safetensors"]
+    load_model(out)  # the first epoch's model, finite
+    assert _run(settings, data, out, resume=True).best_epoch == 3
+    a, b = (load_file(str(tmp_path / d / "last" / "epoch-0003.safetensors")) for d in ("straight", "resumed"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_resume_refuses_changed_settings_and_fresh_runs_refuse_an_existing_run(tmp_path: Path) -> None:
