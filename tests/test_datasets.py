@@ -1,6 +1,7 @@
 """Dataset adapters on the real shared data, and patient-grouped splits."""
 
 import csv
+import re
 
 import numpy as np
 import pytest
@@ -153,6 +154,15 @@ def test_manifest_refuses_an_image_given_to_two_patients(tmp_path):
     """Patient-grouped splits keep a patient's rows together: an image under two patients could sit on both sides."""
     (tmp_path / "m.csv").write_text("path,label,patient_id\na.png,1,P1\na.png,0,P1\nb.png,0,P2\na.png,1,P3\n")
     with pytest.raises(MammofuseError, match=r"m.csv:5: image 'a.png' belongs to patient 'P1' on line 2, not 'P3'"):
+        load_dataset("manifest", tmp_path / "m.csv")
+
+
+@pytest.mark.parametrize("spelling", ["./a.png", "sub/../a.png", "{root}/a.png", "sub//../a.png"])
+def test_manifest_refuses_an_image_given_to_two_patients_under_another_spelling(spelling: str, tmp_path):
+    """The check compared the cells as written, so ``./a.png`` under another patient got through."""
+    other = spelling.format(root=tmp_path)
+    (tmp_path / "m.csv").write_text(f"path,label,patient_id\na.png,1,P1\n{other},0,P2\n")
+    with pytest.raises(MammofuseError, match=f"m.csv:3: image '{re.escape(other)}' belongs to patient 'P1' on line 2, not 'P2'"):
         load_dataset("manifest", tmp_path / "m.csv")
 
 
