@@ -77,6 +77,14 @@ def test_mini_mias_films_are_breasts_even_left_odd_right(mini_mias):
     assert breast_of_sample(samples["mdb005_1"]) == breast_of_sample(samples["mdb005_2"])  # two lesions of one film
 
 
+@pytest.mark.parametrize("refnum", ["mdbabc", "mdb", "mdb1x"])
+def test_mini_mias_names_a_film_number_that_is_not_one(refnum, tmp_path):
+    """``mdbabc G CIRC B 535 425 197`` crashed on int('abc') (exit 4)."""
+    (tmp_path / "Info.txt").write_text(f"header\nmdb001 G CIRC B 535 425 197\n{refnum} G CIRC B 535 425 197\n")
+    with pytest.raises(MammofuseError, match=f"Info.txt:3: film '{refnum}' is not 'mdb' and its number .e.g. mdb001.$"):
+        load_dataset("mini-mias", tmp_path)
+
+
 @pytest.mark.parametrize("refnum", ["mdb001", "mdb023", "mdb028", "mdb058", "mdb315"])
 def test_mini_mias_lesion_centre_lies_on_breast_tissue(mini_mias, refnum):
     sample = next(s for s in load_dataset("mini-mias", mini_mias) if s.image_id == refnum)
