@@ -715,7 +715,8 @@ def test_billion_laughs_yaml_is_refused_at_once(tmp_path: Path) -> None:
                                                     ("seed: 99999999999\n", r"seed must be an integer in \[0, 4294967295\], not 99999999999"),
                                                     ("epochs: 5\nepochs: 50\n", "not valid YAML .epochs is given twice"),
                                                     ("{lr: 0.1, lr: 0.001}\n", "not valid YAML .lr is given twice"),
-                                                    ("image-size: 32\nimage_size: 64\n", "not valid YAML .image_size is given twice")])
+                                                    ("image-size: 32\nimage_size: 64\n", "not valid YAML .image_size is given twice"),
+                                                    ("[" * 100_000, r"not valid YAML \(nested too deeply\)$")])
 def test_bad_settings_yaml_names_the_setting(yaml_text: str, message: str, tmp_path: Path) -> None:
     from mammofuse.training.settings import load_settings
 

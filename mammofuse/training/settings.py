@@ -241,6 +241,8 @@ def read_settings_yaml(path: str | Path) -> dict[str, Any]:
         raise MammofuseError(f"{path}: not a UTF-8 text file ({type(exc).__name__})") from None
     except yaml.YAMLError as exc:
         raise MammofuseError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    except RecursionError:
+        raise MammofuseError(f"{path}: not valid YAML (nested too deeply)") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
