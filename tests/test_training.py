@@ -491,6 +491,20 @@ def test_cli_errors_are_one_line(cbis_csv: Path, tmp_path: Path, args: list[str]
     assert message in result.output and "Traceback" not in result.output
 
 
+@pytest.mark.parametrize("variables", [{"RANK": "abc"}, {"WORLD_SIZE": "abc"}, {"LOCAL_RANK": "x"}, {"WORLD_SIZE": "2", "RANK": "-1"}])
+def test_a_torchrun_variable_that_is_not_an_integer_is_named(variables: dict[str, str], mini_mias: Path, tmp_path: Path) -> None:
+    """RANK=abc crashed train with ValueError (exit 4)."""
+    from typer.testing import CliRunner
+
+    from mammofuse.cli import app
+
+    args = ["train", "--dataset", "mini-mias", "--data", str(mini_mias), "--fusion", "clinical", "--epochs", "1", "--out", str(tmp_path / "x")]
+    result = CliRunner().invoke(app, args, env=variables)
+    name, value = list(variables.items())[-1]
+    assert result.exit_code == 2, result.output
+    assert result.stderr.endswith(f"error: environment variable {name} must be a non-negative integer (torchrun sets it), not {value!r}\n")
+
+
 def write_manifest(samples: list[Sample], path: Path, drop_image_every: int = 0) -> Path:
     """Real mini-MIAS lesions as a user's manifest CSV; every n-th row loses its image."""
     import csv
