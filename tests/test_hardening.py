@@ -574,6 +574,7 @@ BAD_CONFIGS = [
     {"proj_dim": 0}, {"proj_dim": -16}, {"proj_dim": 10**9}, {"proj_dim": 16.5}, {"num_heads": 0},
     {"dropout": 1.0}, {"dropout": -0.1}, {"modality_dropout": float("inf")}, {"vocabulary": "../../x"},
     {"vocabulary": ["cbis-ddsm-v1"]}, {"field_sizes": "4,8"}, {"preprocessing": {"image_size": 0}},
+    {"preprocessing": {"image_size": 12}},  # below training's 32: cnn4 crashed with "Output size is too small" (exit 4)
     {"preprocessing": {"std": 0}}, {"preprocessing": {"std": "0.25"}}, {"preprocessing": {"input": "whole"}}, {"provenance": []},
     {"fusion": None},
     # provenance fields that mammofuse reads back (remarks, evaluate's report, the leakage check)
