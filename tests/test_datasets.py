@@ -30,6 +30,18 @@ def test_cbis_ddsm_quirks_are_handled(cbis_csv):
     assert bwc > 0 and sum(s.label for s in calc) == 544
 
 
+@pytest.mark.parametrize("damage", ['{"broken', "{}", "[1]", '[{"path": "x"}]', '[{"path": "x", "pixels": "many"}]', "[" * 100_000, b"\xff"])
+def test_a_damaged_cbis_ddsm_index_cache_is_made_again(damage, cbis_csv, dicom_root, tmp_path, monkeypatch):
+    """A truncated cache file crashed every later load with JSONDecodeError or KeyError (exit 4)."""
+    monkeypatch.setenv("MAMMOFUSE_CACHE", str(tmp_path))
+    expected = [s.image_path for s in load_dataset("cbis-ddsm", cbis_csv, dicom_root)]
+    [cached] = (tmp_path / "index").glob("cbis-*.json")
+    good = cached.read_text()
+    cached.write_bytes(damage if isinstance(damage, bytes) else damage.encode())
+    assert [s.image_path for s in load_dataset("cbis-ddsm", cbis_csv, dicom_root)] == expected
+    assert cached.read_text() == good
+
+
 def test_cbis_ddsm_finds_images_by_uid_not_by_csv_path(cbis_csv, dicom_root):
     samples = [s for s in load_dataset("cbis-ddsm", cbis_csv, dicom_root) if s.split == "test"]
     assert all(s.image_path for s in samples)
