@@ -634,6 +634,9 @@ def test_staged_training_refuses_a_hostile_provenance_of_its_starting_model(tmp_
     (folder / "config.json").write_text(json.dumps(config | {"provenance": {"train_patients": 5}}))
     with pytest.raises(MammofuseError, match="config.json: cannot read the model's provenance .provenance.train_patients must be"):
         pretrained_patients(str(folder))
+    (folder / "config.json").write_text("[" * 100_000 + "]" * 100_000)  # RecursionError (exit 4) from `ablate --pretrained`
+    with pytest.raises(MammofuseError, match="config.json: cannot read the model's provenance .maximum recursion depth"):
+        pretrained_patients(str(folder))
 
 
 def test_a_config_json_that_is_not_an_object_is_refused(tmp_path: Path) -> None:
