@@ -493,6 +493,7 @@ def test_a_device_and_a_piped_dev_stdout_are_written_in_place(null_device: Path,
     ("content", "message"),
     [
         (b"path;density\nscan.dcm;2\n", "seems to use semicolons"),
+        (b"path\tdensity\nscan.dcm\t2\n", "seems to use tabs"),  # was no hint: the column key made the tab a _
         (b"density,shape\n2,oval\n", "needs a 'path'"),
         ("path,density\nsc\u00e4n.dcm,2\n".encode("latin-1"), "not UTF-8"),
         (b"path,density,Density\ngood.png,2,4\n", "column(s) 'density' appear more than once"),  # was: the last one silently won
