@@ -181,13 +181,14 @@ def read_clinical_csv(path: Path, vocabulary: str = DEFAULT_VOCABULARY) -> Clini
             raise MammofuseError(f"{path}: clinical CSV not found" if not path.exists() else f"{path}: clinical CSV is not a regular file")
     schema = load_schema(vocabulary)
     aliases = {_column_key(c): f.name for f in schema.fields for c in (f.name, *f.csv_columns)}
-    columns = csv_columns(path, key=_column_key)
+    header = csv_columns(path, key=str)
+    columns = [_column_key(c) for c in header]
     key_column = next((c for c in PATH_COLUMNS if c in columns), None)
     uid_column = next((c for c in UID_COLUMNS if c in columns), None)
     if key_column is None and uid_column is None:
         raise MammofuseError(
             f"{path}: needs a 'path' (or 'file', 'filename') or 'SOPInstanceUID' column to match rows to files"
-            f"{delimiter_hint(columns)}"
+            f"{delimiter_hint(header)}"  # as written: the key turns a tab into _
         )
     missing = [c for c in REGION_COLUMNS if c not in columns]
     if missing and len(missing) < len(REGION_COLUMNS):

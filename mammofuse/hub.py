@@ -216,7 +216,7 @@ def _hub_folder(repo: str, revision: str | None) -> Path:
     from mammofuse import __version__
 
     where = f"{repo}@{revision}" if revision else repo
-    endpoint = os.environ.get("HF_ENDPOINT") or None
+    endpoint = _hub_endpoint()
     # huggingface_hub retries an unreachable host for about 25 s before using the cache; a quick
     # connection probe answers at once, and an unreachable Hub is treated like offline mode.
     offline = hub_offline() or not _reachable(endpoint)
@@ -239,6 +239,28 @@ def _hub_folder(repo: str, revision: str | None) -> Path:
     if weights_path.parent != config_path.parent:
         raise MammofuseError(f"{where}: {CONFIG_NAME} and {WEIGHTS_NAME} resolved to different snapshots; retry")
     return config_path.parent
+
+
+def _hub_endpoint() -> str | None:
+    """``HF_ENDPOINT`` (None when unset), checked before huggingface_hub parses it (at import, offline too).
+
+    Raises:
+        MammofuseError: it is not an http(s) URL with a host and a valid port.
+    """
+    from urllib.parse import urlsplit
+
+    endpoint = os.environ.get("HF_ENDPOINT") or None
+    if endpoint is None:
+        return None
+    try:
+        url = urlsplit(endpoint)
+        url.port  # noqa: B018 (read to check it)
+        problem = "" if url.scheme in ("http", "https") and url.hostname else "is not an http(s) URL"
+    except ValueError as exc:  # a port out of range or not a number, an unclosed [IPv6 address
+        problem = f"is not a valid URL ({exc})"
+    if problem:
+        raise MammofuseError(f"HF_ENDPOINT {endpoint[:100]!r} {problem}; unset it, or give one such as https://huggingface.co")
+    return endpoint
 
 
 def _reachable(endpoint: str | None, timeout: float = 3.0) -> bool:

@@ -116,12 +116,29 @@ def test_images_may_be_given_twice_and_a_folder_without_boxes_gives_no_region(tm
         load_dataset("cbis-ddsm", data, [first], "masses")
 
 
-def test_a_broken_coco_file_is_a_one_line_error(tmp_path):
+_IMAGE = '{"id": 0, "file_name": "00001_LEFT_CC.png"}'
+
+
+@pytest.mark.parametrize(("content", "problem"), [
+    ('{"images": 3}', "TypeError: 'images' is not a list of objects"),
+    ("[]", "TypeError: the top level is a JSON list, not an object"),  # was AttributeError (exit 4)
+    ('"x"', "TypeError: the top level is a JSON str, not an object"),
+    ('{"categories": {}, "images": [], "annotations": []}', "TypeError: 'categories' is not a list of objects"),
+    ('{"categories": [[]], "images": [], "annotations": []}', "TypeError: 'categories' is not a list of objects"),
+    ('{"images": [], "annotations": [3]}', "TypeError: 'annotations' is not a list of objects"),
+    ('{"images": []}', "KeyError: 'annotations'"),
+    (f'{{"images": [{_IMAGE}], "annotations": [{{"image_id": 0, "bbox": "1234"}}]}}', "TypeError: bbox 1234 is not .x, y, width, height.."),
+    (f'{{"images": [{_IMAGE}], "annotations": [{{"image_id": 0, "bbox": [1, 2, 3, NaN]}}]}}', "TypeError: bbox .1, 2, 3, nan. is not"),
+    (f'{{"images": [{_IMAGE}], "annotations": [{{"image_id": 0, "bbox": [1, 2, 3, true]}}]}}', "TypeError: bbox .1, 2, 3, True. is not"),
+    ("[" * 100_000 + "]" * 100_000, "RecursionError: maximum recursion depth"),
+])
+def test_a_broken_coco_file_is_a_one_line_error(content: str, problem: str, tmp_path):
     data = _csv(tmp_path, [("P_00001", "LEFT", "CC", "1", "ROUND", "BENIGN")])
     folder = _folder(tmp_path, ["00001_LEFT_CC.png"], {})
-    (folder / "_annotations.coco.json").write_text('{"images": 3}')
-    with pytest.raises(MammofuseError, match="not a COCO annotation file"):
+    (folder / "_annotations.coco.json").write_text(content)
+    with pytest.raises(MammofuseError, match=f"_annotations.coco.json: not a COCO annotation file .{problem}") as info:
         load_dataset("cbis-ddsm", data, [folder])
+    assert "\n" not in str(info.value)
 
 
 def test_full_resolution_dicom_is_brought_onto_the_training_canvas(real_dicoms):

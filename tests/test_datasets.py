@@ -1,6 +1,7 @@
 """Dataset adapters on the real shared data, and patient-grouped splits."""
 
 import csv
+import re
 
 import numpy as np
 import pytest
@@ -27,6 +28,18 @@ def test_cbis_ddsm_quirks_are_handled(cbis_csv):
     with open(cbis_csv / "calc_case_description_train_set.csv", newline="") as fh:
         bwc = sum(r["pathology"] == "BENIGN_WITHOUT_CALLBACK" for r in csv.DictReader(fh))
     assert bwc > 0 and sum(s.label for s in calc) == 544
+
+
+@pytest.mark.parametrize("damage", ['{"broken', "{}", "[1]", '[{"path": "x"}]', '[{"path": "x", "pixels": "many"}]', "[" * 100_000, b"\xff"])
+def test_a_damaged_cbis_ddsm_index_cache_is_made_again(damage, cbis_csv, dicom_root, tmp_path, monkeypatch):
+    """A truncated cache file crashed every later load with JSONDecodeError or KeyError (exit 4)."""
+    monkeypatch.setenv("MAMMOFUSE_CACHE", str(tmp_path))
+    expected = [s.image_path for s in load_dataset("cbis-ddsm", cbis_csv, dicom_root)]
+    [cached] = (tmp_path / "index").glob("cbis-*.json")
+    good = cached.read_text()
+    cached.write_bytes(damage if isinstance(damage, bytes) else damage.encode())
+    assert [s.image_path for s in load_dataset("cbis-ddsm", cbis_csv, dicom_root)] == expected
+    assert cached.read_text() == good
 
 
 def test_cbis_ddsm_finds_images_by_uid_not_by_csv_path(cbis_csv, dicom_root):
@@ -74,6 +87,14 @@ def test_mini_mias_films_are_breasts_even_left_odd_right(mini_mias):
     samples = {s.id: s for s in load_dataset("mini-mias", mini_mias)}
     assert breast_of_sample(samples["mdb001_1"]) == "mias_001/R" and breast_of_sample(samples["mdb002_1"]) == "mias_001/L"
     assert breast_of_sample(samples["mdb005_1"]) == breast_of_sample(samples["mdb005_2"])  # two lesions of one film
+
+
+@pytest.mark.parametrize("refnum", ["mdbabc", "mdb", "mdb1x"])
+def test_mini_mias_names_a_film_number_that_is_not_one(refnum, tmp_path):
+    """``mdbabc G CIRC B 535 425 197`` crashed on int('abc') (exit 4)."""
+    (tmp_path / "Info.txt").write_text(f"header\nmdb001 G CIRC B 535 425 197\n{refnum} G CIRC B 535 425 197\n")
+    with pytest.raises(MammofuseError, match=f"Info.txt:3: film '{refnum}' is not 'mdb' and its number .e.g. mdb001.$"):
+        load_dataset("mini-mias", tmp_path)
 
 
 @pytest.mark.parametrize("refnum", ["mdb001", "mdb023", "mdb028", "mdb058", "mdb315"])
@@ -160,6 +181,15 @@ def test_manifest_refuses_an_image_given_to_two_patients(tmp_path):
     """Patient-grouped splits keep a patient's rows together: an image under two patients could sit on both sides."""
     (tmp_path / "m.csv").write_text("path,label,patient_id\na.png,1,P1\na.png,0,P1\nb.png,0,P2\na.png,1,P3\n")
     with pytest.raises(MammofuseError, match=r"m.csv:5: image 'a.png' belongs to patient 'P1' on line 2, not 'P3'"):
+        load_dataset("manifest", tmp_path / "m.csv")
+
+
+@pytest.mark.parametrize("spelling", ["./a.png", "sub/../a.png", "{root}/a.png", "sub//../a.png"])
+def test_manifest_refuses_an_image_given_to_two_patients_under_another_spelling(spelling: str, tmp_path):
+    """The check compared the cells as written, so ``./a.png`` under another patient got through."""
+    other = spelling.format(root=tmp_path)
+    (tmp_path / "m.csv").write_text(f"path,label,patient_id\na.png,1,P1\n{other},0,P2\n")
+    with pytest.raises(MammofuseError, match=f"m.csv:3: image '{re.escape(other)}' belongs to patient 'P1' on line 2, not 'P2'"):
         load_dataset("manifest", tmp_path / "m.csv")
 
 

@@ -585,6 +585,7 @@ def test_a_device_and_a_piped_dev_stdout_are_written_in_place(null_device: Path,
     ("content", "message"),
     [
         (b"path;density\nscan.dcm;2\n", "seems to use semicolons"),
+        (b"path\tdensity\nscan.dcm\t2\n", "seems to use tabs"),  # was no hint: the column key made the tab a _
         (b"density,shape\n2,oval\n", "needs a 'path'"),
         ("path,density\nsc\u00e4n.dcm,2\n".encode("latin-1"), "not UTF-8"),
         (b"path,density,Density\ngood.png,2,4\n", "column(s) 'density' appear more than once"),  # was: the last one silently won
@@ -667,6 +668,7 @@ BAD_CONFIGS = [
     {"proj_dim": 0}, {"proj_dim": -16}, {"proj_dim": 10**9}, {"proj_dim": 16.5}, {"num_heads": 0},
     {"dropout": 1.0}, {"dropout": -0.1}, {"modality_dropout": float("inf")}, {"vocabulary": "../../x"},
     {"vocabulary": ["cbis-ddsm-v1"]}, {"field_sizes": "4,8"}, {"preprocessing": {"image_size": 0}},
+    {"preprocessing": {"image_size": 12}},  # below training's 32: cnn4 crashed with "Output size is too small" (exit 4)
     {"preprocessing": {"std": 0}}, {"preprocessing": {"std": "0.25"}}, {"preprocessing": {"input": "whole"}}, {"provenance": []},
     {"fusion": None},
     # provenance fields that mammofuse reads back (remarks, evaluate's report, the leakage check)
@@ -690,6 +692,24 @@ def test_malformed_model_configs_are_one_line_errors(change: dict, tmp_path: Pat
         load_model(folder)
 
 
+@pytest.mark.parametrize(("dtype", "message"), [("int64", "is int64, the model's is float32"), ("bool", "is bool, the model's is float32"),
+                                                ("complex64", "is complex64, the model's is float32")])
+def test_model_weights_of_another_kind_of_type_are_refused(dtype: str, message: str, tmp_path: Path) -> None:
+    """Integer or bool weights were cast by load_state_dict and the model gave the same score to every case."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    from mammofuse.model import load_model
+
+    folder = _clinical_only_model(tmp_path / "model")
+    state = load_file(str(folder / "model.safetensors"))
+    save_file({k: v.half() for k, v in state.items()}, str(folder / "model.safetensors"))
+    load_model(folder)  # another floating type loads as before
+    save_file({k: v.to(getattr(torch, dtype)) for k, v in state.items()}, str(folder / "model.safetensors"))
+    with pytest.raises(MammofuseError, match=f"model.safetensors: {len(state)} weight tensor.s. of the wrong type .e.g. .* {message}"):
+        load_model(folder)
+
+
 def test_a_hostile_provenance_is_a_usage_error_not_an_internal_one(corpus: dict[str, Path], tmp_path: Path) -> None:
     """``abnormality: 5`` crashed the remark on calcification findings with exit 4 (TypeError)."""
     folder = _clinical_only_model(tmp_path / "model")
@@ -707,6 +727,9 @@ def test_staged_training_refuses_a_hostile_provenance_of_its_starting_model(tmp_
     config = json.loads((folder / "config.json").read_text())
     (folder / "config.json").write_text(json.dumps(config | {"provenance": {"train_patients": 5}}))
     with pytest.raises(MammofuseError, match="config.json: cannot read the model's provenance .provenance.train_patients must be"):
+        pretrained_patients(str(folder))
+    (folder / "config.json").write_text("[" * 100_000 + "]" * 100_000)  # RecursionError (exit 4) from `ablate --pretrained`
+    with pytest.raises(MammofuseError, match="config.json: cannot read the model's provenance .maximum recursion depth"):
         pretrained_patients(str(folder))
 
 
@@ -790,7 +813,8 @@ def test_billion_laughs_yaml_is_refused_at_once(tmp_path: Path) -> None:
                                                     ("seed: 99999999999\n", r"seed must be an integer in \[0, 4294967295\], not 99999999999"),
                                                     ("epochs: 5\nepochs: 50\n", "not valid YAML .epochs is given twice"),
                                                     ("{lr: 0.1, lr: 0.001}\n", "not valid YAML .lr is given twice"),
-                                                    ("image-size: 32\nimage_size: 64\n", "not valid YAML .image_size is given twice")])
+                                                    ("image-size: 32\nimage_size: 64\n", "not valid YAML .image_size is given twice"),
+                                                    ("[" * 100_000, r"not valid YAML \(nested too deeply\)$")])
 def test_bad_settings_yaml_names_the_setting(yaml_text: str, message: str, tmp_path: Path) -> None:
     from mammofuse.training.settings import load_settings
 

@@ -296,6 +296,31 @@ def test_unreachable_hub_answers_fast(tmp_path: Path, monkeypatch: pytest.Monkey
     assert time.perf_counter() - start < 10  # no 25-second retry loop
 
 
+BAD_ENDPOINTS = [("http://localhost:99999", r"not a valid URL \(Port out of range"), ("http://[::1", r"not a valid URL \(Invalid IPv6 URL\)"),
+                 ("http://localhost:abc", "not a valid URL .Port could not be cast"), ("localhost:8080", "not an http.s. URL")]
+
+
+@pytest.mark.parametrize("offline", [False, True])
+@pytest.mark.parametrize(("endpoint", "problem"), BAD_ENDPOINTS)
+def test_a_malformed_hf_endpoint_is_named(endpoint: str, problem: str, offline: bool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """huggingface_hub and the reachability probe raised ValueError parsing it (exit 4)."""
+    import re
+
+    monkeypatch.setenv("HF_ENDPOINT", endpoint)
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
+    _set_offline(monkeypatch, offline)
+    with pytest.raises(MammofuseError, match=f"^HF_ENDPOINT {re.escape(repr(endpoint))} is {problem}.*; unset it, or give one such as https://huggingface.co"):
+        resolve_model("owner/tiny")
+
+
+def test_a_malformed_hf_endpoint_is_named_before_huggingface_hub_reads_it(tmp_path: Path) -> None:
+    """huggingface_hub parses HF_ENDPOINT when imported: a fresh process must still get the one-line error."""
+    env = {**os.environ, "HF_ENDPOINT": "http://[::1", "HF_HUB_CACHE": str(tmp_path), "HF_HUB_OFFLINE": "0"}
+    result = subprocess.run([sys.executable, "-m", "mammofuse", "predict", "x.png", "--model", "owner/tiny"], env=env,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and result.stderr.startswith("error: HF_ENDPOINT 'http://[::1' is not a valid URL"), result.stderr
+
+
 def test_cli_predict_from_the_stand_in_hub(hub: StandInHub, real_dicoms: dict[str, Path], tmp_path: Path) -> None:
     """The whole path in a fresh process: HF_ENDPOINT as a user sets it, read by huggingface_hub at import."""
     env = {**os.environ, "HF_ENDPOINT": hub.url, "HF_HUB_CACHE": str(tmp_path / "cli-cache"), "HF_HOME": str(tmp_path / "hf-home"),

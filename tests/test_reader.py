@@ -234,6 +234,23 @@ def test_colour_image_is_refused(tmp_path):
         read_mammogram(tmp_path / "c.png")
 
 
+
+@pytest.mark.parametrize("mode", ["RGB", "RGBA", "P", "LA"])
+def test_a_gray_image_in_a_colour_or_alpha_mode_reads_as_grayscale_and_a_colour_one_is_refused(tmp_path, mode):
+    """A gray-palette PNG was refused as colour and a gray+alpha (LA) one by its shape, though a gray RGBA one was read."""
+    gray = breast_phantom(bits=8).astype(np.uint8)
+    Image.fromarray(gray).save(tmp_path / "l.png")
+    Image.fromarray(gray).convert(mode).save(tmp_path / "g.png")
+    assert Image.open(tmp_path / "g.png").mode == mode
+    read = read_mammogram(tmp_path / "g.png", canonical=False)
+    assert read.info.bits_stored == 8 and np.array_equal(read.pixels, read_mammogram(tmp_path / "l.png", canonical=False).pixels)
+    if mode != "LA":
+        tinted = Image.fromarray(np.stack([gray, gray // 2, gray], axis=-1)).convert(mode)
+        tinted.save(tmp_path / "c.png")
+        with pytest.raises(InputFileError, match=f"colour image .mode {mode}."):
+            read_mammogram(tmp_path / "c.png")
+
+
 @pytest.mark.parametrize("content", [b"", b"not an image at all", b"\x89PNG\r\n\x1a\n broken"])
 def test_garbage_files_give_one_line_errors(tmp_path, content):
     path = tmp_path / "broken.png"

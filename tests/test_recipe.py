@@ -69,7 +69,7 @@ def test_pretrained_may_name_a_registered_model_whose_image_branch_and_patients_
     assert trained_on and pretrained_patients("default") == set(trained_on)  # so ablate refuses its patients' folds
     assert pretrained_patients("cbis-texture-cnn4") == set()  # a backbone learned without labels
     assert "image branch of the trained model `default`" in _initialisation("default")
-    with pytest.raises(MammofuseError, match=r"--pretrained defualt: no such file, model folder or registered name .*models: default"):
+    with pytest.raises(MammofuseError, match=r"pretrained \(--pretrained\) defualt: no such file, model folder or registered name .*models: default"):
         load_backbone(module, "defualt", "cnn4")
 
 
@@ -126,6 +126,34 @@ def test_model_with_radiomics_token_needs_and_uses_it():
         model(image, clinical, mask)
     r = torch.randn(2, N_RADIOMICS)
     assert not torch.allclose(model(image, clinical, mask, radiomics=r).logits, model(image, clinical, mask, radiomics=r * 3).logits)
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    (lambda k, v: v * float("nan") if k == "layer1.0.weight" else v, "1 weight tensor.s. hold NaN or infinite values .e.g. layer1.0.weight"),
+    (lambda k, v: v.double() * 1e300 if k == "layer2.0.weight" else v, "1 weight tensor.s. hold NaN or infinite values .e.g. layer2.0.weight"),  # inf as float32
+    (lambda k, v: v.long() if k == "layer1.0.weight" else v, "1 weight tensor.s. of the wrong type .e.g. layer1.0.weight is int64, the model's is float32"),
+    (lambda k, v: v.bool() if v.is_floating_point() else v, "40 weight tensor.s. of the wrong type"),
+    (lambda k, v: v.float() if k == "layer1.1.num_batches_tracked" else v, "1 weight .* layer1.1.num_batches_tracked is float32, the model's is int64"),
+])
+def test_a_backbone_file_with_nan_or_integer_weights_is_refused_naming_it(change, message: str, tmp_path):
+    """NaN weights trained a NaN model (exit 0); integer ones were cast by load_state_dict and gave constant scores."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    from mammofuse.backbones import backbone_path
+    from mammofuse.model.encoders import image_backbone
+    from mammofuse.training.pretrain import load_backbone
+
+    shipped = str(backbone_path("cbis-texture-cnn4"))
+    with safe_open(shipped, "pt") as fh:
+        meta = fh.metadata()
+    state = load_file(shipped)
+    module, _ = image_backbone("cnn4")
+    save_file({k: v.half() if v.is_floating_point() else v for k, v in state.items()}, str(tmp_path / "half.safetensors"), metadata=meta)
+    load_backbone(module, str(tmp_path / "half.safetensors"), "cnn4")  # another floating type is cast as before
+    save_file({k: change(k, v) for k, v in state.items()}, str(tmp_path / "bad.safetensors"), metadata=meta)
+    with pytest.raises(MammofuseError, match=f"^{tmp_path / 'bad.safetensors'}: {message}"):
+        load_backbone(module, str(tmp_path / "bad.safetensors"), "cnn4")
 
 
 def test_pretrained_backbone_round_trip_and_wrong_architecture(tmp_path):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -422,6 +423,23 @@ def test_resume_leaves_a_one_line_file_of_another_tool_alone(tiny_model: Path, r
     out.write_text('{"path": "/a/b.dcm", "probab')  # a first record torn by a kill -9 is ours to cut
     assert predict(str(real_dicoms["P_00173_lcc"]), "--model", str(tiny_model), "-o", str(out), "--resume")[0] == 0
     assert [Path(r["path"]).name for r in jsonl(out)] == [real_dicoms["P_00173_lcc"].name]
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    (lambda line: re.sub(rb'"file_size": \d+', b'"file_size": Infinity', line), "1: not a record of mammofuse predict (cannot convert float infinity"),
+    (lambda line: re.sub(rb'"file_mtime_ns": \d+', b'"file_mtime_ns": -Infinity', line), "1: not a record of mammofuse predict (cannot convert"),
+    (lambda line: b"[" * 100_000 + b"]" * 100_000 + b"\n" + line, "1: not a JSON record (written by something else?)"),
+])
+def test_resume_refuses_a_record_of_infinite_size_or_nested_too_deeply(change, message: str, tiny_model: Path, real_dicoms: dict[str, Path],
+                                                                       tmp_path: Path) -> None:
+    """``"file_size": Infinity`` crashed --resume with OverflowError, a deeply nested line with RecursionError (exit 4)."""
+    scan, out = str(real_dicoms["P_00173_lcc"]), tmp_path / "scores.jsonl"
+    assert predict(scan, "--model", str(tiny_model), "-o", str(out))[0] == 0
+    out.write_bytes(change(out.read_bytes()))
+    before = out.read_bytes()
+    code, _, err = predict(scan, str(real_dicoms["P_00173_lmlo"]), "--model", str(tiny_model), "-o", str(out), "--resume")
+    assert code == 2 and f"scores.jsonl:{message}" in err and err.count("\n") == 1, err
+    assert out.read_bytes() == before
 
 
 def test_a_record_decides_on_the_numbers_it_shows() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import re
 import shutil
@@ -312,6 +313,29 @@ def test_resume_is_exact(mias_split, tiny, tmp_path: Path, monkeypatch) -> None:
     assert history("straight") == history("resumed")
 
 
+def test_a_diverged_epoch_stops_the_run_unsaved_and_resume_stays_exact(tmp_path: Path, monkeypatch) -> None:
+    """A NaN training loss wrote a NaN model and history, and the run ended as a success."""
+    from safetensors.torch import load_file
+
+    from mammofuse.training.trainer import _Trainer
+
+    settings = TrainSettings(fusion="clinical", epochs=3, proj_dim=16, schedule="step")
+    data = (synthetic_clinical(40, 1), synthetic_clinical(20, 2))
+    _run(settings, data, tmp_path / "straight")
+    loss = _Trainer._loss
+    monkeypatch.setattr(_Trainer, "_loss", lambda self, *args: loss(self, *args) * (math.nan if self.state.epoch == 1 else 1.0))
+    with pytest.raises(MammofuseError, match=r"^training diverged in epoch 2 \(training loss nan\); epoch 2 was not saved: lower --lr \(now 0.001\)$"):
+        _run(settings, data, tmp_path / "resumed")
+    monkeypatch.setattr(_Trainer, "_loss", loss)
+    out = tmp_path / "resumed"
+    assert len((out / "history.jsonl").read_text().splitlines()) == 1
+    assert sorted(p.name for p in (out / "last").iterdir()) == ["checkpoint.json", "epoch-0001.safetensors"]
+    load_model(out)  # the first epoch's model, finite
+    assert _run(settings, data, out, resume=True).best_epoch == 3
+    a, b = (load_file(str(tmp_path / d / "last" / "epoch-0003.safetensors")) for d in ("straight", "resumed"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
 def test_resume_refuses_changed_settings_and_fresh_runs_refuse_an_existing_run(tmp_path: Path) -> None:
     settings = TrainSettings(fusion="clinical", epochs=1, proj_dim=16, schedule="step")  # step: the epoch count may grow
     data = (synthetic_clinical(40, 1), synthetic_clinical(20, 2))
@@ -465,6 +489,20 @@ def test_cli_errors_are_one_line(cbis_csv: Path, tmp_path: Path, args: list[str]
     result = CliRunner().invoke(app, ["train", "--dataset", "cbis-ddsm", "--data", str(cbis_csv), "--out", str(tmp_path / "x"), *args])
     assert result.exit_code == 2
     assert message in result.output and "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("variables", [{"RANK": "abc"}, {"WORLD_SIZE": "abc"}, {"LOCAL_RANK": "x"}, {"WORLD_SIZE": "2", "RANK": "-1"}])
+def test_a_torchrun_variable_that_is_not_an_integer_is_named(variables: dict[str, str], mini_mias: Path, tmp_path: Path) -> None:
+    """RANK=abc crashed train with ValueError (exit 4)."""
+    from typer.testing import CliRunner
+
+    from mammofuse.cli import app
+
+    args = ["train", "--dataset", "mini-mias", "--data", str(mini_mias), "--fusion", "clinical", "--epochs", "1", "--out", str(tmp_path / "x")]
+    result = CliRunner().invoke(app, args, env=variables)
+    name, value = list(variables.items())[-1]
+    assert result.exit_code == 2, result.output
+    assert result.stderr.endswith(f"error: environment variable {name} must be a non-negative integer (torchrun sets it), not {value!r}\n")
 
 
 def write_manifest(samples: list[Sample], path: Path, drop_image_every: int = 0) -> Path:

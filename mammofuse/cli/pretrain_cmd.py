@@ -9,7 +9,7 @@ import typer
 
 from mammofuse.cli.common import MAX_BATCH_SIZE, Abnormality, DataDir, DatasetName, ImageDirs, check_output, err_console, guarded, output_option, safe
 from mammofuse.cli.output import console
-from mammofuse.validation import MAX_SEED
+from mammofuse.validation import MAX_SEED, MIN_IMAGE_SIZE
 
 # The bounds train's settings have (mammofuse.training.settings.RULES), and a patch count that still fits in memory.
 MAX_PATCH_SIDE = 4096
@@ -27,7 +27,7 @@ def pretrain(
     abnormality: Abnormality = "all",
     split: Annotated[str, typer.Option("--split", help="Whose images are used: train (never the test split) or all (datasets without one).")] = "train",
     backbone: Annotated[str, typer.Option("--backbone", help="cnn4, resnet18, resnet34 or resnet50.")] = "cnn4",
-    image_size: Annotated[int, typer.Option("--image-size", min=32, max=MAX_PATCH_SIDE, help="Patch side given to the backbone.")] = 64,
+    image_size: Annotated[int, typer.Option("--image-size", min=MIN_IMAGE_SIZE, max=MAX_PATCH_SIDE, help="Patch side given to the backbone.")] = 64,
     patches: Annotated[int, typer.Option("--patches-per-image", min=1, max=MAX_PATCHES_PER_IMAGE, help="Random tissue patches drawn per image.")] = 8,
     epochs: Annotated[int, typer.Option("--epochs", min=1, max=MAX_EPOCHS)] = 6,
     batch_size: Annotated[int, typer.Option("--batch-size", min=2, max=MAX_BATCH_SIZE)] = 64,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -107,8 +106,9 @@ def _train(
     train_samples, val_samples, used_split = load_training_samples(settings, data, images, split, abnormality)
 
     from mammofuse.training import train
+    from mammofuse.training.distributed import env_int
 
-    main = int(os.environ.get("RANK", "0")) == 0
+    main = env_int("RANK", 0) == 0
     if main:
         from mammofuse.cli.common import err_console
 

@@ -238,7 +238,12 @@ class ImageIndex:
             ).hexdigest()[:20]
         cached = cache_dir("index") / f"cbis-{stamp}.json"
         if cached.is_file():
-            return cls(json.loads(cached.read_text(encoding="utf-8")))
+            try:
+                records = json.loads(cached.read_text(encoding="utf-8"))
+                if isinstance(records, list):
+                    return cls(records)
+            except (OSError, ValueError, KeyError, TypeError, RecursionError):
+                pass  # damaged or unreadable (a disk error, an edit): made again below
         records = list(_scan(files, root))
         write_text(cached, json.dumps(records))
         return cls(records)

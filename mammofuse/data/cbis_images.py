@@ -10,6 +10,7 @@ patient number, breast, view). Lesion boxes come from ``_annotations.coco.json``
 from __future__ import annotations
 
 import json
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -106,20 +107,37 @@ def _read_boxes(coco: Path, by_name: dict[str, FolderImage]) -> None:
     try:
         with reading(coco):  # no permission
             data = json.loads(coco.read_text(encoding="utf-8"))
-        kinds = {c["id"]: _kind(str(c.get("name", ""))) for c in data.get("categories", [])}
-        files = {im["id"]: Path(str(im["file_name"])).name for im in data["images"]}
+        if not isinstance(data, dict):
+            raise TypeError(f"the top level is a JSON {type(data).__name__}, not an object")
+        kinds = {c["id"]: _kind(str(c.get("name", ""))) for c in _objects(data, "categories")}
+        files = {im["id"]: Path(str(im["file_name"])).name for im in _objects(data, "images")}
         covered = frozenset(kinds.values()) or frozenset({None})
         for name in files.values():
             if name in by_name:
                 by_name[name].kinds = covered
-        for ann in data["annotations"]:
+        for ann in _objects(data, "annotations"):
             image = by_name.get(files.get(ann["image_id"], ""))
             if image is None:
                 continue
-            x, y, w, h = (float(v) for v in ann["bbox"])
+            bbox = ann["bbox"]
+            if not (isinstance(bbox, list) and len(bbox) == 4 and all(_finite_number(v) for v in bbox)):
+                raise TypeError(f"bbox {str(bbox)[:60]} is not [x, y, width, height]")
+            x, y, w, h = (float(v) for v in bbox)
             image.boxes.setdefault(kinds.get(ann.get("category_id")), []).append((x, y, w, h))
-    except (ValueError, KeyError, TypeError) as exc:
-        raise MammofuseError(f"{coco}: not a COCO annotation file ({type(exc).__name__}: {exc})") from None
+    except (ValueError, KeyError, TypeError, RecursionError) as exc:
+        raise MammofuseError(f"{coco}: not a COCO annotation file ({type(exc).__name__}: {str(exc)[:100]})") from None
+
+
+def _objects(data: dict, key: str) -> list[dict]:
+    """The list of objects under ``key`` of a COCO file (``categories`` may be absent); TypeError for anything else."""
+    value = data.get(key, []) if key == "categories" else data[key]
+    if not (isinstance(value, list) and all(isinstance(v, dict) for v in value)):
+        raise TypeError(f"{key!r} is not a list of objects")
+    return value
+
+
+def _finite_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def box_region(box: Box) -> tuple[float, float, float]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from mammofuse.clinical import load_schema
@@ -33,11 +34,12 @@ def load_manifest(data: str | Path, vocabulary: str = "cbis-ddsm-v1") -> list[Sa
     schema = load_schema(vocabulary)
     aliases = {c.lower(): f.name for f in schema.fields for c in (f.name, *f.csv_columns)}
     samples = []
-    owners: dict[str, tuple[str, int]] = {}  # image -> (patient, first line): one image is one patient's
+    owners: dict[str, tuple[str, int]] = {}  # image (absolute, normalised) -> (patient, first line): one image is one patient's
     for n, row in csv_records(path, _REQUIRED, key=lambda c: c.strip().lower(), meaning=aliases):
         _check_required(row, path, n)
-        if row["path"]:
-            patient, line = owners.setdefault(row["path"], (row["patient_id"], n))
+        image_path = (path.parent / row["path"]).as_posix() if row["path"] else None
+        if image_path:
+            patient, line = owners.setdefault(os.path.abspath(image_path), (row["patient_id"], n))
             if patient != row["patient_id"]:
                 raise MammofuseError(f"{path}:{n}: image {row['path'][:80]!r} belongs to patient {patient!r} on line {line}, not "
                                      f"{row['patient_id'][:40]!r}: patient-grouped splits could put it on both sides")
@@ -50,7 +52,7 @@ def load_manifest(data: str | Path, vocabulary: str = "cbis-ddsm-v1") -> list[Sa
                 patient_id=row["patient_id"],
                 label=label,
                 clinical=_clinical(row, aliases, schema, path, n),
-                image_path=(path.parent / row["path"]).as_posix() if row["path"] else None,
+                image_path=image_path,
                 region=region_cells(row, f"{path}:{n}"),
                 image_id=row["path"] or None,
                 abnormality=_abnormality(row, path, n),

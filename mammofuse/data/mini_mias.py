@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from mammofuse.clinical import load_schema
@@ -9,6 +10,7 @@ from mammofuse.data.sample import Sample
 from mammofuse.errors import MammofuseError, reading
 
 SIZE = 1024  # mini-MIAS films are 1024x1024; Y is measured from the bottom edge
+_REFNUM = re.compile(r"mdb[0-9]+")
 
 
 def _find_image(images: Path, refnum: str) -> str | None:
@@ -40,11 +42,13 @@ def load_mini_mias(data: str | Path, include_normal: bool = False, vocabulary: s
     samples, seen = [], {}
     with reading(info):  # no permission
         lines = info.read_text(encoding="latin-1").splitlines()
-    for line in lines:
+    for n, line in enumerate(lines, start=1):
         parts = line.split()
         if not parts or not parts[0].startswith("mdb") or len(parts) < 3:
             continue
         refnum, tissue, klass = parts[0], parts[1], parts[2]
+        if not _REFNUM.fullmatch(refnum):
+            raise MammofuseError(f"{info}:{n}: film {refnum[:40]!r} is not 'mdb' and its number (e.g. mdb001)")
         if klass == "NORM" and not include_normal:
             continue
         severity = parts[3] if len(parts) > 3 and parts[3] in {"B", "M"} else None

@@ -42,7 +42,7 @@ def pretrained_patients(spec: str | None) -> set[str]:
     try:
         provenance = json.loads(config.read_text(encoding="utf-8")).get("provenance") or {}
         check_provenance(provenance)
-    except (OSError, ValueError, AttributeError, MammofuseError) as exc:
+    except (OSError, ValueError, AttributeError, RecursionError, MammofuseError) as exc:
         raise MammofuseError(f"{config}: cannot read the model's provenance ({exc})") from None
     return {d for key in ("train_patients", "val_patients", "init_patients") for d in provenance.get(key) or []}
 

@@ -367,8 +367,8 @@ def _opened_image(path: Path) -> Iterator[Any]:
 def _read_image(path: Path) -> tuple[np.ndarray, MammogramInfo]:
     with _opened_image(path) as image:
         mode = image.mode
-        if mode in {"RGB", "RGBA", "P", "CMYK", "YCbCr", "LAB", "HSV"}:
-            if mode == "P" or not _is_gray(np.asarray(image.convert("RGB"))):
+        if mode in {"RGB", "RGBA", "P", "LA", "CMYK", "YCbCr", "LAB", "HSV"}:  # gray in every pixel: read as grayscale, alpha dropped
+            if not _is_gray(np.asarray(image.convert("RGB"))):
                 raise InputFileError(path, f"colour image (mode {mode}): mammograms are grayscale")
             image = image.convert("L")
             mode = "L"

@@ -9,7 +9,7 @@ from mammofuse.clinical.schema import DEFAULT_VOCABULARY, load_schema
 from mammofuse.errors import MammofuseError
 from mammofuse.fusion import FUSIONS, Fusion
 from mammofuse.imaging.preprocess import PreprocessRecipe
-from mammofuse.validation import Rule, check_all, checked
+from mammofuse.validation import MIN_IMAGE_SIZE, Rule, check_all, checked
 
 BACKBONES = ("cnn4", "resnet18", "resnet34", "resnet50")
 CONFIG_FORMAT = 1
@@ -31,7 +31,7 @@ RULES: dict[str, Rule] = {
     "provenance": Rule(dict),
 }
 RECIPE_RULES: dict[str, Rule] = {
-    "image_size": Rule(int, 8, 4096),
+    "image_size": Rule(int, MIN_IMAGE_SIZE, 4096),  # as training: a smaller input leaves cnn4 no pixel to pool
     "input": Rule(str, choices=("roi", "full")),
     "roi_context": Rule(float, 0.1, 100),
     "roi_min_size": Rule(int, 1, 4096),

@@ -129,6 +129,7 @@ def load_model(folder: str | Path, device: str | torch.device = "cpu") -> MammoF
         raise MammofuseError(f"{folder / WEIGHTS_NAME}: not found") from None
     except (SafetensorError, OSError) as exc:
         raise MammofuseError(f"{folder / WEIGHTS_NAME}: not a valid safetensors file ({exc})") from None
+    check_weights(state, model, folder / WEIGHTS_NAME)
     mismatch = f"{folder / WEIGHTS_NAME}: weights do not match config.json"
     try:
         result = model.load_state_dict(state, strict=False)
@@ -136,12 +137,34 @@ def load_model(folder: str | Path, device: str | torch.device = "cpu") -> MammoF
         raise MammofuseError(f"{mismatch} ({str(exc).splitlines()[-1].strip()})") from None
     if result.missing_keys or result.unexpected_keys:
         raise MammofuseError(f"{mismatch} (missing {result.missing_keys[:3]}, unexpected {result.unexpected_keys[:3]})")
-    _check_finite(state, folder / WEIGHTS_NAME)
     return model.to(device).eval()
 
 
-def _check_finite(state: dict[str, torch.Tensor], path: Path) -> None:
-    """Raise MammofuseError when a weight is NaN or infinite: such a model scores nothing (every output NaN)."""
-    bad = [name for name, tensor in state.items() if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all())]
+def check_weights(state: dict[str, torch.Tensor], module: torch.nn.Module, path: object) -> None:
+    """Raise MammofuseError naming ``path`` when the weights ``state`` about to be loaded into ``module`` are unusable.
+
+    A tensor of another kind than the module's (integer, bool or complex where it holds floating point, or
+    floating point for an integer buffer such as BatchNorm's ``num_batches_tracked``) would be cast by
+    ``load_state_dict`` (scores then constant); NaN or infinite values, once cast to the module's type, make
+    every output NaN. Floating types may differ (float16 weights load into a float32 model). Tensors of
+    another name or shape are left to ``load_state_dict`` to report.
+    """
+    expected = module.state_dict()
+    pairs = {name: (tensor, expected[name]) for name, tensor in state.items() if name in expected and tensor.shape == expected[name].shape}
+    cast = [name for name, (tensor, own) in pairs.items() if _kind(tensor) != _kind(own)]
+    if cast:
+        tensor, own = pairs[cast[0]]
+        raise MammofuseError(f"{path}: {len(cast)} weight tensor(s) of the wrong type (e.g. {cast[0]} is {str(tensor.dtype)[6:]}, "
+                             f"the model's is {str(own.dtype)[6:]}): not weights of this model")
+    bad = [name for name, (tensor, own) in pairs.items() if own.is_floating_point() and not bool(torch.isfinite(tensor.to(own.dtype)).all())]
     if bad:
         raise MammofuseError(f"{path}: {len(bad)} weight tensor(s) hold NaN or infinite values (e.g. {bad[0]}): a diverged or damaged model")
+
+
+def _kind(tensor: torch.Tensor) -> str:
+    """floating, complex, bool or integer: what a tensor's dtype holds."""
+    if tensor.is_floating_point():
+        return "floating"
+    if tensor.is_complex():
+        return "complex"
+    return "bool" if tensor.dtype == torch.bool else "integer"

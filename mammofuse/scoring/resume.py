@@ -137,7 +137,7 @@ def _jsonl(fh: BinaryIO, output: Path) -> Iterator[_Record]:
 def _json_object(line: bytes) -> dict[str, Any] | None:
     try:
         values = json.loads(line)
-    except ValueError:
+    except (ValueError, RecursionError):
         return None
     return values if isinstance(values, dict) else None
 
@@ -192,7 +192,7 @@ def _checked(values: dict[str, Any], where: str, layout: RecordLayout) -> tuple[
         threshold = float(values["threshold"])
         probability = None if values["probability"] in (None, "") else float(values["probability"])
         size, mtime_ns = int(values["file_size"]), int(values["file_mtime_ns"])
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, OverflowError) as exc:  # OverflowError: a size or time of Infinity
         raise MammofuseError(f"{where}: not a record of mammofuse predict ({exc}); cannot --resume it") from None
     if values["model"] != layout.model or not math.isclose(threshold, layout.threshold, abs_tol=1e-9):
         raise MammofuseError(f"{where}: scored by model {values['model']} at threshold {threshold:g}, but this run uses model "

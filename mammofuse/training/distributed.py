@@ -37,10 +37,10 @@ class Distributed:
         """Join the process group torchrun describes (gloo on CPU, nccl on CUDA)."""
         import torch.distributed as dist
 
-        world = int(os.environ.get("WORLD_SIZE", "1"))
+        world = env_int("WORLD_SIZE", 1)
         if world <= 1:
             return cls()
-        rank, local_rank = int(os.environ.get("RANK", "0")), env_local_rank()
+        rank, local_rank = env_int("RANK", 0), env_local_rank()
         if dist.is_initialized():
             return cls(dist.get_rank(), dist.get_world_size(), local_rank, owns_group=False)
         backend = "nccl" if device_type == "cuda" else "gloo"
@@ -101,7 +101,21 @@ class Distributed:
 
 def env_local_rank() -> int:
     """This process's GPU index on its machine as torchrun sets it (0 without torchrun)."""
-    return int(os.environ.get("LOCAL_RANK", "0"))
+    return env_int("LOCAL_RANK", 0)
+
+
+def env_int(name: str, default: int) -> int:
+    """The number torchrun sets in the environment variable ``name`` (``default`` when unset or empty).
+
+    Raises:
+        MammofuseError: naming the variable, when it holds anything but a non-negative integer.
+    """
+    value = os.environ.get(name, "").strip()
+    if not value:
+        return default
+    if not value.isdecimal() or not value.isascii():
+        raise MammofuseError(f"environment variable {name} must be a non-negative integer (torchrun sets it), not {value[:40]!r}")
+    return int(value)
 
 
 def padded_shard(order: Sequence[int], rank: int, world: int) -> list[int]:

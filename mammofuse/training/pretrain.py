@@ -30,6 +30,7 @@ from mammofuse.backbones import BACKBONES, backbone_path
 from mammofuse.errors import MammofuseError
 from mammofuse.hub import REGISTRY, WEIGHTS_NAME, staged_model_folder
 from mammofuse.imaging.preprocess import Region
+from mammofuse.model.io import check_weights
 
 BACKBONE_FORMAT = "mammofuse-backbone-1"
 
@@ -87,7 +88,8 @@ def load_backbone(module: nn.Module, spec: str, backbone: str) -> dict[str, str]
     starting from its backbone).
 
     Raises:
-        MammofuseError: unknown name, unreadable file, another architecture, mismatched keys.
+        MammofuseError: unknown name, unreadable file, another architecture, mismatched keys, tensors of the
+            wrong type, NaN or infinite weights.
     """
     from safetensors import SafetensorError, safe_open
     from safetensors.torch import load_file
@@ -111,6 +113,7 @@ def load_backbone(module: nn.Module, spec: str, backbone: str) -> dict[str, str]
         raise MammofuseError(f"{path}: not a mammofuse backbone (made by `mammofuse pretrain`)")
     if meta.get("backbone") != backbone:
         raise MammofuseError(f"{path}: weights of a {meta.get('backbone')} backbone, but the model uses {backbone} (--backbone)")
+    check_weights(state, module, path)
     try:
         module.load_state_dict(state, strict=True)
     except RuntimeError as exc:

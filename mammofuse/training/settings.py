@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from mammofuse.backbones import default_backbone
 from mammofuse.errors import MammofuseError, reading
-from mammofuse.validation import MAX_SEED, Rule, check_all
+from mammofuse.validation import MAX_SEED, MIN_IMAGE_SIZE, Rule, check_all
 
 if TYPE_CHECKING:
     from mammofuse.imaging.preprocess import PreprocessRecipe
@@ -23,7 +23,7 @@ WITHOUT_REGION = ("breast", "skip")
 RULES: dict[str, Rule] = {
     "fusion": Rule(str),  # and one of fusion.FUSIONS
     "backbone": Rule(str),
-    "image_size": Rule(int, 32, 4096),
+    "image_size": Rule(int, MIN_IMAGE_SIZE, 4096),
     "input": Rule(str, choices=INPUTS),
     "epochs": Rule(int, 1, 100_000),
     "freeze_epochs": Rule(int, 0, 100_000),
@@ -245,6 +245,8 @@ def read_settings_yaml(path: str | Path) -> dict[str, Any]:
             raise MammofuseError(f"{path}: not a UTF-8 text file ({type(exc).__name__})") from None
         except yaml.YAMLError as exc:
             raise MammofuseError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+        except RecursionError:
+            raise MammofuseError(f"{path}: not valid YAML (nested too deeply)") from None
     if data is None:
         return {}
     if not isinstance(data, dict):

@@ -367,6 +367,7 @@ class _Trainer:
         if not self.images_checked:  # every training image is read in this process's first epoch
             self._check_some_train_image_read()
             self.images_checked = True
+        self._check_converging(epoch, train_loss)
         self.optim.scheduler.step()
         val_loss, val_auc, probs = self._validate(frozen)
         score = val_auc if val_auc is not None else -val_loss
@@ -395,6 +396,15 @@ class _Trainer:
                 f"(e.g. {example})"
             )
             self.warned = len(unreadable)
+
+    def _check_converging(self, epoch: int, loss: float) -> None:
+        """Raise MammofuseError, before the epoch is saved, when its training loss is no longer a finite number:
+        the weights are lost (the model and checkpoint of the epoch before stay as they were)."""
+        if math.isfinite(loss):
+            return
+        settings = self.settings
+        flag, lr = ("--finetune-lr", settings.finetune_lr) if self.uses_image and 0 < settings.freeze_epochs < epoch else ("--lr", settings.lr)
+        raise MammofuseError(f"training diverged in epoch {epoch} (training loss {loss}); epoch {epoch} was not saved: lower {flag} (now {lr:g})")
 
     def _check_some_train_image_read(self) -> None:
         """Raise MammofuseError, before anything is saved, when the model uses images and not one training
