@@ -177,6 +177,27 @@ def test_an_unreadable_file_is_told_what_is_wrong_with_it(roi: tuple[str, ...], 
     assert "image suffix" not in result.output and "no such file" not in result.output
 
 
+def test_a_postscript_file_named_png_is_refused_without_running_ghostscript(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Pillow opened a file with any plugin it has: an EPS one hands its PostScript to Ghostscript (``gs``)."""
+    from PIL import EpsImagePlugin
+
+    from mammofuse.errors import InputFileError
+    from mammofuse.imaging.reader import check_header, read_mammogram
+
+    gs = tmp_path / "bin" / "gs"
+    gs.parent.mkdir()
+    gs.write_text(f"#!/bin/sh\ntouch {tmp_path / 'gs-ran'}\n")
+    gs.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{gs.parent}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setattr(EpsImagePlugin, "gs_binary", None)  # looked for afresh, on this PATH
+    scan = tmp_path / "scan.png"
+    scan.write_bytes(b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 64 48\nshowpage\n%%EOF\n")
+    for read in (read_mammogram, check_header):
+        with pytest.raises(InputFileError, match=re.escape(f"{scan}: not a PNG, JPEG, TIFF or PGM image (the image formats read)")):
+            read(scan)
+    assert not (tmp_path / "gs-ran").exists()
+
+
 def test_a_folder_given_as_clinical_csv_is_called_a_folder(corpus: dict[str, Path], tmp_path: Path) -> None:
     result = run("predict", str(corpus["good_png"]), "--clinical", str(tmp_path))
     assert result.exit_code == 2 and f"{tmp_path}: is a folder" in result.stderr

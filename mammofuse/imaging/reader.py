@@ -1,7 +1,8 @@
 """Read a mammogram into float32 pixels in [0, 1], breast on the left, with its metadata.
 
 DICOM goes through pydicom (uncompressed and RLE natively, JPEG-family syntaxes with the
-``codecs`` extra); PNG, JPEG, TIFF and PGM through Pillow, 8- or 16-bit (a floating-point TIFF
+``codecs`` extra); PNG, JPEG, TIFF and PGM through Pillow (no other Pillow plugin
+is tried), 8- or 16-bit (a floating-point TIFF
 within [0, 1] as unit intensities, one beyond on the integer scale of its values). Sizes are checked
 from the header before any pixel is decoded: at most :data:`MAX_PIXELS` pixels per image.
 Warnings raised while reading (pydicom's included) are kept in ``info.warnings`` and re-issued
@@ -28,6 +29,8 @@ IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".tif", ".tiff", ".pgm", ".
 MAX_PIXELS = 80_000_000
 """The largest image read (rows x columns): 80 MP, above any mammogram (full-field digital ones
 are at most about 30 MP) and far below the memory a decompression bomb asks for."""
+PILLOW_FORMATS = ("PNG", "JPEG", "TIFF", "PPM")
+"""The Pillow plugins an image file is opened with (PPM reads PGM): PostScript, for one, would run Ghostscript."""
 BITS_ALLOCATED = (8, 16, 32)
 """The DICOM BitsAllocated values read: the byte-aligned sizes of grayscale pixel data."""
 UNDEFINED_LENGTH = 0xFFFFFFFF
@@ -334,14 +337,16 @@ def _opened_image(path: Path) -> Iterator[Any]:
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(path) as image:
+        with Image.open(path, formats=PILLOW_FORMATS) as image:
             _check_size(path, image.height, image.width)  # from the header, before decoding
             if getattr(image, "n_frames", 1) > 1:
                 raise InputFileError(path, f"multi-frame image ({image.n_frames} frames): expected one 2D mammogram")
             yield image
     except InputFileError:
         raise
-    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, ValueError, SyntaxError) as exc:
+    except UnidentifiedImageError:
+        raise InputFileError(path, "not a PNG, JPEG, TIFF or PGM image (the image formats read)") from None
+    except (Image.DecompressionBombError, OSError, ValueError, SyntaxError) as exc:
         raise InputFileError(path, f"not a readable image ({exc})") from None
 
 
@@ -428,7 +433,7 @@ def image_shape(path: str | Path) -> tuple[int, int] | None:
             return int(ds.Rows), int(ds.Columns)
         from PIL import Image
 
-        with Image.open(path) as image:
+        with Image.open(path, formats=PILLOW_FORMATS) as image:
             return image.height, image.width
     except Exception:  # any unreadable file: its error surfaces when its pixels are read
         return None
