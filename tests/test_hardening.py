@@ -20,7 +20,7 @@ import pytest
 from conftest import make_tiny_model
 from dicom_factory import JPEGLosslessSV1, breast_phantom, write_dicom
 from PIL import Image
-from pydicom.uid import RLELossless
+from pydicom.uid import DeflatedExplicitVRLittleEndian, RLELossless
 from typer.testing import CliRunner
 
 from mammofuse.cli import app
@@ -196,6 +196,50 @@ def test_a_postscript_file_named_png_is_refused_without_running_ghostscript(tmp_
         with pytest.raises(InputFileError, match=re.escape(f"{scan}: not a PNG, JPEG, TIFF or PGM image (the image formats read)")):
             read(scan)
     assert not (tmp_path / "gs-ran").exists()
+
+
+def test_a_deflated_dicom_scores_and_inspects_as_the_uncompressed_one(corpus: dict[str, Path], tiny_roi_model: Path, tmp_path: Path) -> None:
+    """Each was refused as truncated: the pixel data's place in the inflated dataset was set against the file's size."""
+    deflated = write_dicom(tmp_path / "deflated.dcm", breast_phantom(), TransferSyntaxUID=DeflatedExplicitVRLittleEndian)
+    scores = []
+    for path in (corpus["good_dicom"], deflated):
+        result = run("predict", str(path), "--model", str(tiny_roi_model), "--roi", "20,10,5", "--format", "json")
+        assert result.exit_code == 0, result.output
+        scores.append(json.loads(result.stdout)[0]["probability"])
+    assert scores[0] == scores[1]
+    result = run("inspect", str(deflated), "--format", "json")
+    assert result.exit_code == 0 and (json.loads(result.stdout)[0]["rows"], json.loads(result.stdout)[0]["columns"]) == (64, 48)
+    data = deflated.read_bytes()
+    (tmp_path / "cut.dcm").write_bytes(data[:-100])
+    (tmp_path / "corrupt.dcm").write_bytes(data[:-300] + b"\xff" * 50 + data[-250:])
+    result = run("inspect", str(tmp_path / "cut.dcm"), str(tmp_path / "corrupt.dcm"))
+    assert result.exit_code == 1 and "cut.dcm: DICOM file is truncated: its deflated data ends early" in result.stderr
+    assert "corrupt.dcm: not a readable DICOM file (its deflated data is corrupt: Error -3" in result.stderr
+
+
+def test_a_deflated_dicom_bomb_is_refused_before_it_is_inflated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """pydicom inflates a deflated dataset whole: a 1.4 MB file with a 1.5 GB private element took 3.5 GB."""
+    import zlib
+
+    import pydicom
+
+    from mammofuse.errors import InputFileError
+    from mammofuse.imaging import reader
+
+    bomb = write_dicom(tmp_path / "bomb.dcm", breast_phantom(), TransferSyntaxUID=DeflatedExplicitVRLittleEndian)
+    ds = pydicom.dcmread(bomb)
+    ds.add_new(0x00091010, "OB", bytes(2_000_000))
+    ds.save_as(bomb)
+
+    def inflate_all(*_: object) -> None:
+        raise AssertionError("inflated without a bound")
+
+    monkeypatch.setattr(reader, "MAX_INFLATED_BYTES", 1_000_000)  # the real bound, about 390 MB, would be slow to reach
+    monkeypatch.setattr(zlib, "decompress", inflate_all)
+    for read in (reader.read_mammogram, reader.check_header):
+        with pytest.raises(InputFileError, match=re.escape("bomb.dcm: deflated DICOM inflates to over 1 MB, more than an 80 MP image needs (a decompression bomb?)")):
+            read(bomb)
+    assert reader.read_header(bomb) is None and reader.image_shape(bomb) is None
 
 
 def test_a_folder_given_as_clinical_csv_is_called_a_folder(corpus: dict[str, Path], tmp_path: Path) -> None:

@@ -16,6 +16,7 @@ from mammofuse.data.cbis_images import Box, ImageFolder, box_region
 from mammofuse.data.sample import Sample
 from mammofuse.errors import MammofuseError, MammofuseWarning
 from mammofuse.imaging.preprocess import Region
+from mammofuse.imaging.reader import read_dicom
 from mammofuse.tabular import csv_records
 
 CSV_SPLITS = {
@@ -273,11 +274,9 @@ class ImageIndex:
 
 
 def _scan(files: Iterable[Path], root: Path) -> Iterable[dict[str, str | int]]:
-    import pydicom
-
     for path in files:
         try:
-            ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=[
+            ds = read_dicom(path, stop_before_pixels=True, specific_tags=[
                 "PatientID", "StudyInstanceUID", "SeriesInstanceUID", "Rows", "Columns"])
         except Exception:  # not a DICOM we can use: it is simply not indexed
             continue
