@@ -17,6 +17,7 @@ from mammofuse.data.sample import Sample
 from mammofuse.errors import MammofuseError, MammofuseWarning
 from mammofuse.imaging.preprocess import Region
 from mammofuse.imaging.reader import read_dicom
+from mammofuse.listing import files_under
 from mammofuse.tabular import csv_records
 
 CSV_SPLITS = {
@@ -231,7 +232,7 @@ class ImageIndex:
     def build(cls, root: Path) -> "ImageIndex":
         if not root.is_dir():
             raise MammofuseError(f"{root}: images folder not found")
-        files = sorted(p for p in root.rglob("*.dcm") if p.is_file())
+        files = sorted(p for p in files_under(root) if p.name.endswith(".dcm") and p.is_file())
         stamp = hashlib.sha256(
             json.dumps([str(root.resolve()), _INDEX_VERSION, [(str(p), p.stat().st_mtime_ns) for p in files]]).encode()
         ).hexdigest()[:20]
