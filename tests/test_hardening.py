@@ -640,7 +640,7 @@ BAD_CONFIGS = [
     {"dropout": 1.0}, {"dropout": -0.1}, {"modality_dropout": float("inf")}, {"vocabulary": "../../x"},
     {"vocabulary": ["cbis-ddsm-v1"]}, {"field_sizes": "4,8"}, {"preprocessing": {"image_size": 0}},
     {"preprocessing": {"std": 0}}, {"preprocessing": {"std": "0.25"}}, {"preprocessing": {"input": "whole"}}, {"provenance": []},
-    {"fusion": None},
+    {"fusion": None}, {"preprocessing": {"canvas": [16384, 16384]}},  # 268 MP: over the reader's 80 MP limit
     # provenance fields that mammofuse reads back (remarks, evaluate's report, the leakage check)
     {"provenance": {"abnormality": 5}}, {"provenance": {"abnormality": "mass"}}, {"provenance": {"abnormality": [1]}},
     {"provenance": {"train_patients": 5}}, {"provenance": {"val_patients": [["a"]]}}, {"provenance": {"init_patients": {}}},
