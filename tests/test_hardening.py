@@ -842,6 +842,14 @@ def test_imagenet_weights_are_never_unpickled(tmp_path: Path, monkeypatch: pytes
     assert channels == 512 and torch.equal(body.layer1[0].conv1.weight, state["layer1.0.conv1.weight"])
 
 
+def test_torch_is_new_enough_that_weights_only_loading_runs_no_code() -> None:
+    """``torch.load(weights_only=True)`` reads a cached ImageNet ``.pth``; before torch 2.6 a file could get past it (CVE-2025-32434)."""
+    import tomllib
+
+    dependencies = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    assert {"torch>=2.6", "torchvision>=0.21"} <= set(dependencies)
+
+
 # --- leftovers ----------------------------------------------------------------------------------
 
 
