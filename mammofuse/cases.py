@@ -29,6 +29,7 @@ from mammofuse.clinical.schema import (
 from mammofuse.data.sample import Sample
 from mammofuse.errors import MammofuseError, reading
 from mammofuse.imaging.reader import IMAGE_SUFFIXES, is_dicom_image_file
+from mammofuse.listing import files_under
 from mammofuse.results import Prediction
 from mammofuse.tabular import csv_columns, csv_records, delimiter_hint
 from mammofuse.validation import REGION_COLUMNS, region_cells
@@ -68,7 +69,7 @@ def find_image_files(paths: Iterable[Path], recursive: bool = False, notes: list
         path = Path(path)
         with reading(path):  # a name too long, a folder that cannot be listed
             if path.is_dir():
-                found = path.rglob("*") if recursive else path.iterdir()
+                found = files_under(path) if recursive else path.iterdir()
                 files.extend(sorted(p for p in found if _looks_like_image(p)))
             elif path.exists():
                 files.append(path)

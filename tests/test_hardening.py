@@ -20,7 +20,7 @@ import pytest
 from conftest import make_tiny_model
 from dicom_factory import JPEGLosslessSV1, breast_phantom, write_dicom
 from PIL import Image
-from pydicom.uid import RLELossless
+from pydicom.uid import DeflatedExplicitVRLittleEndian, RLELossless
 from typer.testing import CliRunner
 
 from mammofuse.cli import app
@@ -175,6 +175,71 @@ def test_an_unreadable_file_is_told_what_is_wrong_with_it(roi: tuple[str, ...], 
     for path, message in expected.items():
         assert re.match(message, errors[path]), (path, errors[path])
     assert "image suffix" not in result.output and "no such file" not in result.output
+
+
+def test_a_postscript_file_named_png_is_refused_without_running_ghostscript(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Pillow opened a file with any plugin it has: an EPS one hands its PostScript to Ghostscript (``gs``)."""
+    from PIL import EpsImagePlugin
+
+    from mammofuse.errors import InputFileError
+    from mammofuse.imaging.reader import check_header, read_mammogram
+
+    gs = tmp_path / "bin" / "gs"
+    gs.parent.mkdir()
+    gs.write_text(f"#!/bin/sh\ntouch {tmp_path / 'gs-ran'}\n")
+    gs.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{gs.parent}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setattr(EpsImagePlugin, "gs_binary", None)  # looked for afresh, on this PATH
+    scan = tmp_path / "scan.png"
+    scan.write_bytes(b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 64 48\nshowpage\n%%EOF\n")
+    for read in (read_mammogram, check_header):
+        with pytest.raises(InputFileError, match=re.escape(f"{scan}: not a PNG, JPEG, TIFF or PGM image (the image formats read)")):
+            read(scan)
+    assert not (tmp_path / "gs-ran").exists()
+
+
+def test_a_deflated_dicom_scores_and_inspects_as_the_uncompressed_one(corpus: dict[str, Path], tiny_roi_model: Path, tmp_path: Path) -> None:
+    """Each was refused as truncated: the pixel data's place in the inflated dataset was set against the file's size."""
+    deflated = write_dicom(tmp_path / "deflated.dcm", breast_phantom(), TransferSyntaxUID=DeflatedExplicitVRLittleEndian)
+    scores = []
+    for path in (corpus["good_dicom"], deflated):
+        result = run("predict", str(path), "--model", str(tiny_roi_model), "--roi", "20,10,5", "--format", "json")
+        assert result.exit_code == 0, result.output
+        scores.append(json.loads(result.stdout)[0]["probability"])
+    assert scores[0] == scores[1]
+    result = run("inspect", str(deflated), "--format", "json")
+    assert result.exit_code == 0 and (json.loads(result.stdout)[0]["rows"], json.loads(result.stdout)[0]["columns"]) == (64, 48)
+    data = deflated.read_bytes()
+    (tmp_path / "cut.dcm").write_bytes(data[:-100])
+    (tmp_path / "corrupt.dcm").write_bytes(data[:-300] + b"\xff" * 50 + data[-250:])
+    result = run("inspect", str(tmp_path / "cut.dcm"), str(tmp_path / "corrupt.dcm"))
+    assert result.exit_code == 1 and "cut.dcm: DICOM file is truncated: its deflated data ends early" in result.stderr
+    assert "corrupt.dcm: not a readable DICOM file (its deflated data is corrupt: Error -3" in result.stderr
+
+
+def test_a_deflated_dicom_bomb_is_refused_before_it_is_inflated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """pydicom inflates a deflated dataset whole: a 1.4 MB file with a 1.5 GB private element took 3.5 GB."""
+    import zlib
+
+    import pydicom
+
+    from mammofuse.errors import InputFileError
+    from mammofuse.imaging import reader
+
+    bomb = write_dicom(tmp_path / "bomb.dcm", breast_phantom(), TransferSyntaxUID=DeflatedExplicitVRLittleEndian)
+    ds = pydicom.dcmread(bomb)
+    ds.add_new(0x00091010, "OB", bytes(2_000_000))
+    ds.save_as(bomb)
+
+    def inflate_all(*_: object) -> None:
+        raise AssertionError("inflated without a bound")
+
+    monkeypatch.setattr(reader, "MAX_INFLATED_BYTES", 1_000_000)  # the real bound, about 390 MB, would be slow to reach
+    monkeypatch.setattr(zlib, "decompress", inflate_all)
+    for read in (reader.read_mammogram, reader.check_header):
+        with pytest.raises(InputFileError, match=re.escape("bomb.dcm: deflated DICOM inflates to over 1 MB, more than an 80 MP image needs (a decompression bomb?)")):
+            read(bomb)
+    assert reader.read_header(bomb) is None and reader.image_shape(bomb) is None
 
 
 def test_a_folder_given_as_clinical_csv_is_called_a_folder(corpus: dict[str, Path], tmp_path: Path) -> None:
@@ -670,7 +735,7 @@ BAD_CONFIGS = [
     {"vocabulary": ["cbis-ddsm-v1"]}, {"field_sizes": "4,8"}, {"preprocessing": {"image_size": 0}},
     {"preprocessing": {"image_size": 12}},  # below training's 32: cnn4 crashed with "Output size is too small" (exit 4)
     {"preprocessing": {"std": 0}}, {"preprocessing": {"std": "0.25"}}, {"preprocessing": {"input": "whole"}}, {"provenance": []},
-    {"fusion": None},
+    {"fusion": None}, {"preprocessing": {"canvas": [16384, 16384]}},  # 268 MP: over the reader's 80 MP limit
     # provenance fields that mammofuse reads back (remarks, evaluate's report, the leakage check)
     {"provenance": {"abnormality": 5}}, {"provenance": {"abnormality": "mass"}}, {"provenance": {"abnormality": [1]}},
     {"provenance": {"train_patients": 5}}, {"provenance": {"val_patients": [["a"]]}}, {"provenance": {"init_patients": {}}},
@@ -892,6 +957,14 @@ def test_imagenet_weights_are_never_unpickled(tmp_path: Path, monkeypatch: pytes
     save_file(state, str(checkpoints / name.replace(".pth", ".safetensors")))
     body, channels = resnet_backbone("resnet18", "imagenet")
     assert channels == 512 and torch.equal(body.layer1[0].conv1.weight, state["layer1.0.conv1.weight"])
+
+
+def test_torch_is_new_enough_that_weights_only_loading_runs_no_code() -> None:
+    """``torch.load(weights_only=True)`` reads a cached ImageNet ``.pth``; before torch 2.6 a file could get past it (CVE-2025-32434)."""
+    import tomllib
+
+    dependencies = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    assert {"torch>=2.6", "torchvision>=0.21"} <= set(dependencies)
 
 
 # --- leftovers ----------------------------------------------------------------------------------

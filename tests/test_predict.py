@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -225,6 +226,22 @@ def test_folders_skip_non_images_and_extensionless_non_dicoms(real_dicoms: dict[
     shutil.copy(real_dicoms["P_00173_rcc"], tmp_path / "sub" / "b.dcm")
     assert [p.name for p in find_image_files([tmp_path])] == ["000001"]
     assert [p.name for p in find_image_files([tmp_path], recursive=True)] == ["000001", "b.dcm"]
+
+
+def test_a_folder_tree_deeper_than_the_recursion_limit_is_listed(tmp_path: Path) -> None:
+    """``Path.rglob`` recursed once a folder: a tree 1,100 folders deep was a RecursionError (exit 4)."""
+    tree, leaf = tmp_path / "tree", tmp_path / "tree" / ("d/" * 1100)
+    for depth in range(100, 1200, 100):  # os.makedirs recurses too: 100 folders a call
+        os.makedirs(tree / ("d/" * depth), exist_ok=True)
+    (leaf / "scan.png").write_bytes(b"")
+    (tree / "loop").symlink_to(tree)  # a folder symlink is not followed
+    (tmp_path / "kept").touch()  # where os.removedirs stops
+    try:
+        assert find_image_files([tree], recursive=True) == [leaf / "scan.png"]
+    finally:
+        (leaf / "scan.png").unlink()
+        (tree / "loop").unlink()
+        os.removedirs(leaf)  # shutil.rmtree, and so pytest's clean-up, recurses too
 
 
 def test_a_file_given_twice_is_scored_once_with_a_note(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -16,6 +16,8 @@ from mammofuse.data.cbis_images import Box, ImageFolder, box_region
 from mammofuse.data.sample import Sample
 from mammofuse.errors import MammofuseError, MammofuseWarning, reading
 from mammofuse.imaging.preprocess import Region
+from mammofuse.imaging.reader import read_dicom
+from mammofuse.listing import files_under
 from mammofuse.tabular import csv_records
 
 CSV_SPLITS = {
@@ -232,7 +234,7 @@ class ImageIndex:
         with reading(root):
             if not root.is_dir():
                 raise MammofuseError(f"{root}: images folder not found")
-            files = sorted(p for p in root.rglob("*.dcm") if p.is_file())
+            files = sorted(p for p in files_under(root) if p.name.endswith(".dcm") and p.is_file())
             stamp = hashlib.sha256(
                 json.dumps([str(root.resolve()), _INDEX_VERSION, [(str(p), p.stat().st_mtime_ns) for p in files]]).encode()
             ).hexdigest()[:20]
@@ -280,11 +282,9 @@ class ImageIndex:
 
 
 def _scan(files: Iterable[Path], root: Path) -> Iterable[dict[str, str | int]]:
-    import pydicom
-
     for path in files:
         try:
-            ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=[
+            ds = read_dicom(path, stop_before_pixels=True, specific_tags=[
                 "PatientID", "StudyInstanceUID", "SeriesInstanceUID", "Rows", "Columns"])
         except Exception:  # not a DICOM we can use: it is simply not indexed
             continue

@@ -18,7 +18,7 @@ from mammofuse.clinical import load_schema
 from mammofuse.data.sample import Sample
 from mammofuse.errors import MammofuseError
 from mammofuse.imaging.preprocess import PreprocessRecipe, crop_box, crop_pixels, model_space
-from mammofuse.imaging.reader import Mammogram, MammogramInfo, read_mammogram
+from mammofuse.imaging.reader import Mammogram, MammogramInfo, read_dicom, read_mammogram
 from mammofuse.model import MammoFuse
 
 DISPLAY_SIDE = 768
@@ -160,10 +160,8 @@ def dicom_header(path: Path) -> dict[str, str]:
 
     These strings come from the file and are untrusted: the report escapes them.
     """
-    import pydicom
-
     try:
-        ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=list(HEADER_TAGS))
+        ds = read_dicom(path, stop_before_pixels=True, specific_tags=list(HEADER_TAGS))
     except Exception:  # the pixels were readable; a header we cannot re-read is just not shown
         return {}
     return {tag: str(ds.get(tag, "")) for tag in HEADER_TAGS if str(ds.get(tag, "") or "")}

@@ -1,7 +1,8 @@
 """Read a mammogram into float32 pixels in [0, 1], breast on the left, with its metadata.
 
 DICOM goes through pydicom (uncompressed and RLE natively, JPEG-family syntaxes with the
-``codecs`` extra); PNG, JPEG, TIFF and PGM through Pillow, 8- or 16-bit (a floating-point TIFF
+``codecs`` extra; a deflated one inflated to at most :data:`MAX_INFLATED_BYTES`); PNG, JPEG, TIFF
+and PGM through Pillow (no other Pillow plugin is tried), 8- or 16-bit (a floating-point TIFF
 within [0, 1] as unit intensities, one beyond on the integer scale of its values). Sizes are checked
 from the header before any pixel is decoded: at most :data:`MAX_PIXELS` pixels per image.
 Warnings raised while reading (pydicom's included) are kept in ``info.warnings`` and re-issued
@@ -11,9 +12,11 @@ one or one that is no regular file is an error that says so.
 
 from __future__ import annotations
 
+import io
 import re
 import stat
 import warnings
+import zlib
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +31,10 @@ IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".tif", ".tiff", ".pgm", ".
 MAX_PIXELS = 80_000_000
 """The largest image read (rows x columns): 80 MP, above any mammogram (full-field digital ones
 are at most about 30 MP) and far below the memory a decompression bomb asks for."""
+MAX_INFLATED_BYTES = 4 * MAX_PIXELS + 64 * 2**20
+"""The most a deflated DICOM's dataset may inflate to: the largest image at 32 bits per pixel, plus 64 MiB of header."""
+PILLOW_FORMATS = ("PNG", "JPEG", "TIFF", "PPM")
+"""The Pillow plugins an image file is opened with (PPM reads PGM): PostScript, for one, would run Ghostscript."""
 BITS_ALLOCATED = (8, 16, 32)
 """The DICOM BitsAllocated values read: the byte-aligned sizes of grayscale pixel data."""
 UNDEFINED_LENGTH = 0xFFFFFFFF
@@ -200,13 +207,12 @@ def _dicom_header(path: Path, defer_pixels: bool = False) -> tuple[Any, Mammogra
 
     ``defer_pixels`` leaves the pixel data on disk (pydicom reads it if asked for).
     """
-    import pydicom
     from pydicom.errors import InvalidDicomError
 
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            ds = pydicom.dcmread(path, defer_size="64 KB" if defer_pixels else None)
+            ds = read_dicom(path, defer_size="64 KB" if defer_pixels else None)
         for remark in caught:
             if str(remark.message).startswith(_PYDICOM_EOF):
                 raise InputFileError(path, _truncated("it ends before its data does"))
@@ -284,9 +290,50 @@ def _check_pixel_data_length(ds: Any, path: Path) -> None:
     length, start = getattr(element, "length", None), getattr(element, "value_tell", None)
     if length is None or start is None or length == UNDEFINED_LENGTH:  # encapsulated: pydicom warns at the end of the file
         return
-    there = path.stat().st_size - start
+    there = (len(ds.buffer.getbuffer()) if ds.buffer is not None else path.stat().st_size) - start  # a buffer: the inflated file
     if there < length:
         raise InputFileError(path, _truncated(f"{max(there, 0)} of the {length} bytes of its pixel data are there"))
+
+
+def read_dicom(path: Path, **options: Any) -> Any:
+    """``pydicom.dcmread(path, **options)``, a deflated file's dataset inflated here, to at most
+    :data:`MAX_INFLATED_BYTES` (pydicom inflates all of it, however large: a decompression bomb).
+
+    Raises:
+        InputFileError: a deflated dataset too large, cut short or corrupt.
+        pydicom.errors.InvalidDicomError: no DICM marker (and pydicom's other errors).
+    """
+    import pydicom
+    from pydicom.filebase import DicomBytesIO
+    from pydicom.filereader import read_dataset, read_file_meta_info, read_preamble
+    from pydicom.filewriter import write_file_meta_info
+    from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian
+
+    meta = read_file_meta_info(path)
+    if meta.get("TransferSyntaxUID") != DeflatedExplicitVRLittleEndian:
+        return pydicom.dcmread(path, **options)
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian  # what the inflated dataset is
+    head = DicomBytesIO()
+    write_file_meta_info(head, meta, enforce_standard=False)
+    source = io.BytesIO()
+    source.write(bytes(128) + b"DICM" + head.getvalue())
+    with path.open("rb") as fh:
+        read_preamble(fh, False)
+        read_dataset(fh, False, True, stop_when=lambda tag, *_: tag >> 16 != 2)  # to the deflated dataset
+        inflater, size = zlib.decompressobj(-zlib.MAX_WBITS), 0
+        try:
+            while not inflater.eof and size <= MAX_INFLATED_BYTES and (block := inflater.unconsumed_tail or fh.read(2**20)):
+                size += source.write(inflater.decompress(block, MAX_INFLATED_BYTES + 1 - size))
+        except zlib.error as exc:
+            raise InputFileError(path, f"not a readable DICOM file (its deflated data is corrupt: {exc})") from None
+    if size > MAX_INFLATED_BYTES:
+        raise InputFileError(path, f"deflated DICOM inflates to over {MAX_INFLATED_BYTES / 1e6:.0f} MB, more than an {MAX_PIXELS / 1e6:.0f} MP image needs (a decompression bomb?)")
+    if not inflater.eof:
+        raise InputFileError(path, _truncated("its deflated data ends early"))
+    source.seek(0)
+    ds = pydicom.dcmread(source, **options)
+    ds.file_meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian
+    return ds
 
 
 def _truncated(detail: str) -> str:
@@ -353,14 +400,16 @@ def _opened_image(path: Path) -> Iterator[Any]:
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(path) as image:
+        with Image.open(path, formats=PILLOW_FORMATS) as image:
             _check_size(path, image.height, image.width)  # from the header, before decoding
             if getattr(image, "n_frames", 1) > 1:
                 raise InputFileError(path, f"multi-frame image ({image.n_frames} frames): expected one 2D mammogram")
             yield image
     except InputFileError:
         raise
-    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, ValueError, SyntaxError) as exc:
+    except UnidentifiedImageError:
+        raise InputFileError(path, "not a PNG, JPEG, TIFF or PGM image (the image formats read)") from None
+    except (Image.DecompressionBombError, OSError, ValueError, SyntaxError) as exc:
         raise InputFileError(path, f"not a readable image ({exc})") from None
 
 
@@ -441,13 +490,11 @@ def image_shape(path: str | Path) -> tuple[int, int] | None:
     path = Path(path)
     try:
         if is_dicom(path):
-            import pydicom
-
-            ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["Rows", "Columns"])
+            ds = read_dicom(path, stop_before_pixels=True, specific_tags=["Rows", "Columns"])
             return int(ds.Rows), int(ds.Columns)
         from PIL import Image
 
-        with Image.open(path) as image:
+        with Image.open(path, formats=PILLOW_FORMATS) as image:
             return image.height, image.width
     except Exception:  # any unreadable file: its error surfaces when its pixels are read
         return None
@@ -464,11 +511,9 @@ def read_header(path: str | Path) -> MammogramInfo | None:
     try:
         if not is_dicom(path):
             return None
-        import pydicom
-
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            ds = pydicom.dcmread(path, stop_before_pixels=True)
+            ds = read_dicom(path, stop_before_pixels=True)
             size = [_header_int(ds, path, keyword, 0) for keyword in ("Rows", "Columns", "BitsStored")]
             return _dicom_info(ds, path, *size, str(ds.get("PhotometricInterpretation", "MONOCHROME2")).upper())
     except Exception:  # any unreadable file: no header

@@ -9,6 +9,7 @@ from mammofuse.clinical.schema import DEFAULT_VOCABULARY, load_schema
 from mammofuse.errors import MammofuseError
 from mammofuse.fusion import FUSIONS, Fusion
 from mammofuse.imaging.preprocess import PreprocessRecipe
+from mammofuse.imaging.reader import MAX_PIXELS
 from mammofuse.validation import MIN_IMAGE_SIZE, Rule, check_all, checked
 
 BACKBONES = ("cnn4", "resnet18", "resnet34", "resnet50")
@@ -79,8 +80,9 @@ class ModelConfig:
             raise MammofuseError(f"preprocessing has unknown keys {sorted(map(str, unknown))[:5]}: made by a newer mammofuse?")
         self.preprocessing = {k: checked(f"preprocessing.{k}", v, RECIPE_RULES[k]) for k, v in self.preprocessing.items()}
         canvas = self.preprocessing.get("canvas")
-        if canvas is not None and not (len(canvas) == 2 and all(isinstance(v, int) and not isinstance(v, bool) and 8 <= v <= 16384 for v in canvas)):
-            raise MammofuseError(f"preprocessing.canvas must be [height, width] in pixels, not {canvas!r}"[:160])
+        if canvas is not None and not (len(canvas) == 2 and all(isinstance(v, int) and not isinstance(v, bool) and 8 <= v <= 16384 for v in canvas)
+                                       and canvas[0] * canvas[1] <= MAX_PIXELS):  # no larger an image than the reader reads
+            raise MammofuseError(f"preprocessing.canvas must be [height, width] in pixels, {MAX_PIXELS / 1e6:.0f} MP at most, not {canvas!r}"[:160])
         check_provenance(self.provenance)
         if not all(isinstance(n, int) and not isinstance(n, bool) and 0 < n <= 1000 for n in self.field_sizes):
             raise MammofuseError(f"field_sizes must be positive integers, not {self.field_sizes!r}"[:160])

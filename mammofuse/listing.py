@@ -1,0 +1,27 @@
+"""Files under a folder at any depth, without the recursion of ``Path.rglob`` (a deep tree overflowed it)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Iterator
+
+
+def files_under(root: Path) -> Iterator[Path]:
+    """Every entry under ``root`` that is no folder, at any depth, unordered: what ``root.rglob("*")`` finds
+    (folder symlinks listed, not followed; a folder that may not be listed skipped) less the folders, with a
+    stack of folders instead of recursion, which a tree over about 1,000 folders deep exhausts."""
+    folders = [root]
+    while folders:
+        folder = folders.pop()
+        try:
+            with os.scandir(folder) as scan:
+                entries = list(scan)
+        except PermissionError:
+            continue
+        for entry in entries:
+            path = folder / entry.name
+            if entry.is_dir(follow_symlinks=False):
+                folders.append(path)
+            else:
+                yield path
