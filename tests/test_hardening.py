@@ -214,6 +214,24 @@ def test_inspect_escapes_dicom_attributes_and_reports_each_bad_file(corpus: dict
     assert result.stderr.count("failed:") == 2
 
 
+def test_pretrain_and_train_show_hostile_file_names_without_escape_sequences(tmp_path: Path) -> None:
+    """A manifest row whose file name holds an escape sequence, unreadable: pretrain skips it, train warns of it."""
+    rng = np.random.default_rng(0)
+    rows = ["path,label,patient_id,density"]
+    for k in range(10):
+        Image.fromarray(np.clip(120 + 40 * rng.standard_normal((300, 300)), 0, 255).astype(np.uint8)).save(tmp_path / f"{k}.png")
+        rows.append(f"{k}.png,{k % 2},p{k},{k % 4 + 1}")
+    (tmp_path / "bad\x1b[31m.png").write_bytes(b"not a png")
+    (tmp_path / "manifest.csv").write_text("\n".join([*rows, "bad\x1b[31m.png,1,p0,2"]) + "\n")
+    data = ("--dataset", "manifest", "--data", str(tmp_path / "manifest.csv"), "--image-size", "32", "--epochs", "1")
+    pretrained = run("pretrain", *data, "--split", "all", "--patches-per-image", "2", "--out", str(tmp_path / "bb.safetensors"))
+    trained = run("train", *data, "--fusion", "concat", "--proj-dim", "16", "--pretrained", "none", "--out", str(tmp_path / "run\x1b[31m[red]"))
+    for result, line in ((pretrained, "skipped: "), (trained, "could not be read")):
+        assert result.exit_code == 0, result.output
+        assert "\x1b" not in result.output and "bad\\x1b[31m.png" in next(x for x in result.stderr.splitlines() if line in x)
+    assert "run\\x1b[31m[red]" in trained.stdout
+
+
 @pytest.mark.parametrize("radius", ["0", "-3", "nan", "inf"])
 def test_a_lesion_radius_that_cannot_be_one_is_refused_with_its_line(corpus: dict[str, Path], tiny_roi_model: Path, tmp_path: Path,
                                                                      radius: str) -> None:

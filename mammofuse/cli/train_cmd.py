@@ -9,7 +9,7 @@ from typing import Annotated, Any
 import typer
 
 from mammofuse.cli import train_options as o
-from mammofuse.cli.common import Abnormality, ImageDirs, guarded, output_option
+from mammofuse.cli.common import Abnormality, ImageDirs, guarded, output_option, safe
 from mammofuse.cli.output import console
 from mammofuse.fusion import Fusion
 
@@ -114,7 +114,7 @@ def _train(
 
         validation = f"{len(val_samples)} validation lesions (grouped by patient)" if val_samples else "no validation part (--val-fraction 0)"
         err_console.print(
-            f"training {settings.fusion} on {settings.dataset} ({used_split}): {len(train_samples)} train, {validation} -> {out}",
+            f"training {settings.fusion} on {settings.dataset} ({used_split}): {len(train_samples)} train, {validation} -> {safe(out)}",
             highlight=False, soft_wrap=True,
         )
     from mammofuse.cli.train_progress import TrainProgress
@@ -128,7 +128,7 @@ def _train(
             threshold += f" (out-of-fold, {settings.threshold_from})"
         elif not val_samples:
             threshold += " (not tuned: no validation part)"
-        console.print(f"{kept} {result.best_epoch} of {len(result.history)}: validation AUC {auc}, {threshold}\nwrote {result.out}\n{RESEARCH_NOTICE}")
+        console.print(f"{kept} {result.best_epoch} of {len(result.history)}: validation AUC {auc}, {threshold}\nwrote {safe(result.out)}\n{RESEARCH_NOTICE}")
 
 
 def load_training_samples(
