@@ -459,13 +459,31 @@ def test_an_output_symlink_is_kept_and_its_target_written_with_its_permissions(t
     link.symlink_to(Path("kept") / "scores.json")
     old = os.umask(0o027)
     try:
-        write_text(link, "new")
+        write_text(link, "new", follow_symlink=True)  # as --output FILE writes
         write_text(tmp_path / "new.json", "new")
     finally:
         os.umask(old)
     assert link.is_symlink() and target.read_text() == "new" and target.stat().st_mode & 0o777 == 0o600  # kept: a private file stays so
     assert (tmp_path / "new.json").stat().st_mode & 0o777 == 0o640  # a new file follows the umask
     assert not list(tmp_path.rglob("*.tmp"))
+
+
+def test_a_symlink_planted_in_an_output_folder_is_replaced_and_its_target_left_untouched(corpus: dict[str, Path], tiny_roi_model: Path,
+                                                                                        tmp_path: Path) -> None:
+    from mammofuse.model import MammoFuse, save_model
+
+    victim = tmp_path / "victim.txt"
+    victim.write_text("untouched")
+    planted = [tmp_path / "out" / "good" / "explanation.json", tmp_path / "model" / "config.json"]  # explain --out, train --out
+    for link in planted:
+        link.parent.mkdir(parents=True)
+        link.symlink_to(victim)
+    result = run("explain", str(corpus["good_png"]), "--model", str(tiny_roi_model), "--methods", "shap", "--density", "2", "--out", str(tmp_path / "out"))
+    assert result.exit_code == 0, result.output
+    save_model(MammoFuse.from_pretrained(tiny_roi_model), tmp_path / "model")
+    assert victim.read_text() == "untouched"
+    assert not any(link.is_symlink() for link in planted) and json.loads(planted[0].read_text())["source"] == str(corpus["good_png"])
+    assert json.loads(planted[1].read_text())["fusion"] == "concat"
 
 
 @pytest.mark.parametrize("fmt", ["csv", "json", "table"])
