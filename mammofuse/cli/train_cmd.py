@@ -45,7 +45,7 @@ def command(
     split: Annotated[str | None, typer.Option("--split", help="Which split trains (validation is carved from it by patient). Default: train when the dataset has one, else all.")] = None,
     config: o.ConfigFile = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the interrupted run in --out, exactly as if never stopped, with its settings: only --patience, --device, --workers, "
-                                                   "--feature-cache and --amp may differ (--epochs too with --schedule step: cosine and one-cycle span the run).")] = False,
+                                                   "--feature-cache, --amp and --patient-digests may differ (--epochs too with --schedule step: cosine and one-cycle span the run).")] = False,
     fusion: Annotated[str | None, o.option("--fusion", help=f"{Fusion.help()} (default cross).")] = None,
     backbone: o.Backbone = None,
     image_size: o.ImageSize = None,
@@ -71,6 +71,7 @@ def command(
     patience: o.Patience = None,
     val_fraction: o.ValFraction = None,
     threshold_from: o.ThresholdFrom = None,
+    patient_digests: o.PatientDigests = None,
     seed: o.Seed = None,
     device: o.DeviceFlag = None,
     workers: o.Workers = None,
