@@ -1,8 +1,11 @@
 """Atomic file writes: a reader sees the old file or the whole new one, never a part.
 
-A symlink is kept and its target written; a file replaced keeps its permissions, a new one follows
-the umask. A target that is not a regular file (``/dev/null``, a FIFO, a terminal, ``/dev/stdout``)
-cannot be replaced and its reader wants the bytes: it is written directly. Every failure to write
+A file replaced keeps its permissions, a new one follows the umask. A file the user named
+(``--output FILE``) is written with ``follow_symlink``: a symlink is kept and its target written, and
+a target that is not a regular file (``/dev/null``, a FIFO, a terminal, ``/dev/stdout``) cannot be
+replaced and its reader wants the bytes: it is written directly. Without it (the files a command
+writes inside an output folder) whatever lies at the path, a symlink included, is replaced, so
+that a link planted in the folder cannot redirect the write. Every failure to write
 (the target is a folder or lies under a file, read-only, disk full, file-size limit) is an
 :class:`~mammofuse.errors.OutputError` naming the target.
 """
@@ -22,18 +25,19 @@ TMP_SUFFIX = ".tmp"
 
 
 @contextmanager
-def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary path beside ``path`` (its target, for a symlink); it replaces that only if the block succeeds.
+def atomic_path(path: str | Path, follow_symlink: bool = False) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; it replaces ``path`` only if the block succeeds.
 
-    A stream (see :func:`is_stream`) is yielded itself, to be written directly.
+    With ``follow_symlink`` (a file the user named), a symlink's target is replaced instead and a
+    stream (see :func:`is_stream`) is yielded itself, to be written directly.
     """
     path = Path(path)
     tmp: str | None = None
     try:
-        if is_stream(path):
+        if follow_symlink and is_stream(path):
             yield path
             return
-        target = Path(os.path.realpath(path))
+        target = Path(os.path.realpath(path)) if follow_symlink else path
         tmp = _temporary_beside(target)
         yield Path(tmp)
         os.chmod(tmp, _mode_for(target))  # mkstemp (and writers that replace the file) make 0600
@@ -56,7 +60,7 @@ def is_stream(path: str | Path) -> bool:
 
 
 def _temporary_beside(path: Path) -> str:
-    if path.is_dir():
+    if path.is_dir() and not path.is_symlink():
         raise IsADirectoryError(21, "it is a folder")
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TMP_SUFFIX, dir=path.parent)
@@ -71,11 +75,13 @@ def _reason(exc: OSError) -> str:
 
 
 def _mode_for(target: Path) -> int:
-    """The permissions of the file replacing ``target``: those it has (a 0600 file stays private), else the usual ones."""
+    """The permissions of the file replacing ``target``: those it has (a 0600 file stays private), else (none, or a
+    symlink replaced) the usual ones."""
     try:
-        return stat.S_IMODE(os.stat(target).st_mode) & 0o777
+        mode = os.lstat(target).st_mode
     except FileNotFoundError:
-        return 0o666 & ~_umask()
+        mode = stat.S_IFLNK
+    return 0o666 & ~_umask() if stat.S_ISLNK(mode) else stat.S_IMODE(mode) & 0o777
 
 
 def _umask() -> int:
@@ -84,15 +90,15 @@ def _umask() -> int:
     return mask
 
 
-def write_text(path: str | Path, text: str) -> None:
-    """Write text atomically (UTF-8)."""
-    with atomic_path(path) as tmp:
+def write_text(path: str | Path, text: str, follow_symlink: bool = False) -> None:
+    """Write text atomically (UTF-8); ``follow_symlink``: see :func:`atomic_path`."""
+    with atomic_path(path, follow_symlink) as tmp:
         tmp.write_text(text, encoding="utf-8")
 
 
-def write_bytes(path: str | Path, data: bytes) -> None:
-    """Write bytes atomically."""
-    with atomic_path(path) as tmp:
+def write_bytes(path: str | Path, data: bytes, follow_symlink: bool = False) -> None:
+    """Write bytes atomically; ``follow_symlink``: see :func:`atomic_path`."""
+    with atomic_path(path, follow_symlink) as tmp:
         tmp.write_bytes(data)
 
 

@@ -289,6 +289,24 @@ def test_inspect_escapes_dicom_attributes_and_reports_each_bad_file(corpus: dict
     assert result.stderr.count("failed:") == 2
 
 
+def test_pretrain_and_train_show_hostile_file_names_without_escape_sequences(tmp_path: Path) -> None:
+    """A manifest row whose file name holds an escape sequence, unreadable: pretrain skips it, train warns of it."""
+    rng = np.random.default_rng(0)
+    rows = ["path,label,patient_id,density"]
+    for k in range(10):
+        Image.fromarray(np.clip(120 + 40 * rng.standard_normal((300, 300)), 0, 255).astype(np.uint8)).save(tmp_path / f"{k}.png")
+        rows.append(f"{k}.png,{k % 2},p{k},{k % 4 + 1}")
+    (tmp_path / "bad\x1b[31m.png").write_bytes(b"not a png")
+    (tmp_path / "manifest.csv").write_text("\n".join([*rows, "bad\x1b[31m.png,1,p0,2"]) + "\n")
+    data = ("--dataset", "manifest", "--data", str(tmp_path / "manifest.csv"), "--image-size", "32", "--epochs", "1")
+    pretrained = run("pretrain", *data, "--split", "all", "--patches-per-image", "2", "--out", str(tmp_path / "bb.safetensors"))
+    trained = run("train", *data, "--fusion", "concat", "--proj-dim", "16", "--pretrained", "none", "--out", str(tmp_path / "run\x1b[31m[red]"))
+    for result, line in ((pretrained, "skipped: "), (trained, "could not be read")):
+        assert result.exit_code == 0, result.output
+        assert "\x1b" not in result.output and "bad\\x1b[31m.png" in next(x for x in result.stderr.splitlines() if line in x)
+    assert "run\\x1b[31m[red]" in trained.stdout
+
+
 @pytest.mark.parametrize("radius", ["0", "-3", "nan", "inf"])
 def test_a_lesion_radius_that_cannot_be_one_is_refused_with_its_line(corpus: dict[str, Path], tiny_roi_model: Path, tmp_path: Path,
                                                                      radius: str) -> None:
@@ -586,13 +604,31 @@ def test_an_output_symlink_is_kept_and_its_target_written_with_its_permissions(t
     link.symlink_to(Path("kept") / "scores.json")
     old = os.umask(0o027)
     try:
-        write_text(link, "new")
+        write_text(link, "new", follow_symlink=True)  # as --output FILE writes
         write_text(tmp_path / "new.json", "new")
     finally:
         os.umask(old)
     assert link.is_symlink() and target.read_text() == "new" and target.stat().st_mode & 0o777 == 0o600  # kept: a private file stays so
     assert (tmp_path / "new.json").stat().st_mode & 0o777 == 0o640  # a new file follows the umask
     assert not list(tmp_path.rglob("*.tmp"))
+
+
+def test_a_symlink_planted_in_an_output_folder_is_replaced_and_its_target_left_untouched(corpus: dict[str, Path], tiny_roi_model: Path,
+                                                                                        tmp_path: Path) -> None:
+    from mammofuse.model import MammoFuse, save_model
+
+    victim = tmp_path / "victim.txt"
+    victim.write_text("untouched")
+    planted = [tmp_path / "out" / "good" / "explanation.json", tmp_path / "model" / "config.json"]  # explain --out, train --out
+    for link in planted:
+        link.parent.mkdir(parents=True)
+        link.symlink_to(victim)
+    result = run("explain", str(corpus["good_png"]), "--model", str(tiny_roi_model), "--methods", "shap", "--density", "2", "--out", str(tmp_path / "out"))
+    assert result.exit_code == 0, result.output
+    save_model(MammoFuse.from_pretrained(tiny_roi_model), tmp_path / "model")
+    assert victim.read_text() == "untouched"
+    assert not any(link.is_symlink() for link in planted) and json.loads(planted[0].read_text())["source"] == str(corpus["good_png"])
+    assert json.loads(planted[1].read_text())["fusion"] == "concat"
 
 
 @pytest.mark.parametrize("fmt", ["csv", "json", "table"])

@@ -121,14 +121,40 @@ def test_missing_ray_is_a_one_line_error_with_the_install_command(tiny_model: Pa
     assert 'pip install "mammofuse[ray]"' in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
 
 
-def test_ray_refuses_a_working_folder_whose_mammofuse_folder_would_hide_the_package(tiny_model: Path, real_dicoms: dict[str, Path],
-                                                                                     tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_ray_workers_import_nothing_from_the_working_folder_and_score_relative_paths_as_locally(
+        tiny_model: Path, real_dicoms: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`cd untrusted && mammofuse predict . --engine ray`: Ray puts the working folder first on its workers' import path."""
     pytest.importorskip("ray", reason='Ray is not installed (pip install "mammofuse[ray]")')
-    (tmp_path / "mammofuse").mkdir()  # e.g. the parent folder of a checkout named mammofuse
+    study = tmp_path / "study"
+    (study / "mammofuse").mkdir(parents=True)
+    planted = 'open(__file__ + ".ran", "w").close()\nraise ImportError("planted")\n'
+    (study / "pydicom.py").write_text(planted)
+    (study / "mammofuse" / "__init__.py").write_text(planted)
+    for view in ("P_00173_lcc", "P_00820_rcc"):
+        (study / f"{view}.dcm").symlink_to(real_dicoms[view])
+    (study / "broken.dcm").write_bytes(b"\0" * 128 + b"DICM" + b"garbage")
+    monkeypatch.chdir(study)
+    local, ray = tmp_path / "local.jsonl", tmp_path / "ray.jsonl"
+    assert predict(".", "--model", str(tiny_model), "-o", str(local))[0] == 1
+    # a process of its own, as a user runs it (-P: the driver itself does not import from the working folder),
+    # so that the engine starts Ray, whatever Ray this module's other tests started
+    command = [sys.executable, "-P", "-m", "mammofuse", "predict", ".", "--model", str(tiny_model), "-o", str(ray), "--engine", "ray", "--workers", "1"]
+    job = subprocess.run(command, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=300)
+    assert job.returncode == 1 and "3 files: 2 scored, 1 failed" in job.stderr, job.stderr
+    assert not list(study.rglob("*.ran")), "a Ray worker imported a module planted in the working folder"
+    assert sorted(by_path(jsonl(ray))) == ["P_00173_lcc.dcm", "P_00820_rcc.dcm", "broken.dcm"]
+    assert_same_records(by_path(jsonl(ray)), by_path(jsonl(local)))
+
+
+def test_ray_workers_get_absolute_paths_and_errors_name_the_files_as_given(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from mammofuse.data.sample import Sample
+    from mammofuse.scoring.ray_engine import _absolute, _as_given
+
     monkeypatch.chdir(tmp_path)
-    code, out, err = predict(str(real_dicoms["P_00173_lcc"]), "--model", str(tiny_model), "--engine", "ray")
-    assert code == 2 and out == "" and "Traceback" not in err
-    assert f"{tmp_path / 'mammofuse'}: a folder named mammofuse in the working folder would hide the installed package" in err
+    sample = Sample("a", "P", 0, image_path="study/a.dcm", roi_mask_path="masks/a.png")
+    shipped = _absolute(sample)
+    assert (shipped.image_path, shipped.roi_mask_path, shipped.roi_path) == (str(tmp_path / "study/a.dcm"), str(tmp_path / "masks/a.png"), None)
+    assert _as_given(f"{shipped.roi_mask_path}: the ROI mask is empty", sample) == "masks/a.png: the ROI mask is empty"
 
 
 def test_a_run_killed_with_kill_9_and_resumed_has_every_file_exactly_once(tiny_model: Path, folder: Path, reference: dict[str, dict], tmp_path: Path) -> None:

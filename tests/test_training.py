@@ -94,6 +94,25 @@ def test_staged_training_records_whose_labels_trained_its_image_branch(mias_spli
     assert "TRAINED THE MODEL its image branch started from" in overlap_warning(overlap)
 
 
+def test_a_model_trained_without_patient_digests_records_none_and_evaluate_says_overlap_cannot_be_checked(mini_mias: Path, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from mammofuse.cli import app
+
+    runner = CliRunner()
+    data = ["--dataset", "mini-mias", "--data", str(mini_mias)]
+    trained = runner.invoke(app, ["train", *data, "--fusion", "clinical", "--epochs", "1", "--no-patient-digests", "--out", str(tmp_path)])
+    assert trained.exit_code == 0, trained.output
+    provenance = json.loads((tmp_path / "config.json").read_text())["provenance"]
+    assert not {"train_patients", "val_patients", "init_patients"} & set(provenance) and provenance["settings"]["patient_digests"] is False
+    assert provenance["n_train_patients"] > provenance["n_val_patients"] > 0
+    assert "lists no patient digests" in (tmp_path / "README.md").read_text()
+    evaluated = runner.invoke(app, ["evaluate", "--model", str(tmp_path), *data, "--split", "all", "--bootstrap", "10", "--format", "json"])
+    assert evaluated.exit_code == 0, evaluated.output
+    assert json.loads(evaluated.stdout)["leakage"]["checked"] is False
+    assert "patient overlap cannot be checked" in evaluated.stderr
+
+
 def test_saved_model_is_the_best_epoch_with_its_validation_threshold(mias_split, tiny, tmp_path: Path) -> None:
     from sklearn.metrics import roc_auc_score
 

@@ -18,6 +18,7 @@ from mammofuse.cli.common import (
     ImageDirs,
     ReportFormat,
     check_choice,
+    clean,
     emit,
     err_console,
     guarded,
@@ -158,7 +159,7 @@ def ablate(
         keep_models=keep_models, callbacks=[TrainProgress(epoch_lines=err_console.is_terminal)], dataset=dataset if split is None else f"{dataset} ({split} split)",
         controls=CONTROLS if controls else (), image_init=image_init, threshold=threshold_from, away_patches=away_patches,
     )
-    err_console.print(f"wrote {out / 'ablation.json'}, {out / 'ablation.md'}, {out / 'ablation.png'}", highlight=False, markup=False)
+    err_console.print(clean(f"wrote {out / 'ablation.json'}, {out / 'ablation.md'}, {out / 'ablation.png'}"), highlight=False, markup=False)
     if fmt == "json":
         emit(json_text(report.to_dict(), indent=2) + "\n", None)
     else:

@@ -319,7 +319,7 @@ def emit(text: str, output: Path | None) -> None:
     else:
         from mammofuse.atomic import write_text
 
-        write_text(output, text)
+        write_text(output, text, follow_symlink=True)
         err_console.print(f"wrote {safe(output)}", highlight=False)
 
 

@@ -138,7 +138,7 @@ def evaluate(
         for kind, sub in result["subsets"].items():
             keep = [i for i, s in enumerate(_kinds(samples, evaluation)) if s == kind]
             written += evaluation_figures(evaluation.labels[keep], evaluation.probs[keep], sub, plots / kind, f"{title} ({kind})")
-        err_console.print(f"wrote {len(written)} figures to {plots}", highlight=False)
+        err_console.print(f"wrote {len(written)} figures to {safe(plots)}", highlight=False)
 
     if fmt == "json":
         emit(json_text(result, indent=2) + "\n", output)

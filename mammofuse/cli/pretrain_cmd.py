@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from mammofuse.cli.common import MAX_BATCH_SIZE, Abnormality, DataDir, DatasetName, ImageDirs, check_output, err_console, guarded, output_option, safe
+from mammofuse.cli.common import MAX_BATCH_SIZE, Abnormality, DataDir, DatasetName, ImageDirs, check_output, clean, err_console, guarded, output_option, safe
 from mammofuse.cli.output import console
 from mammofuse.validation import MAX_SEED, MIN_IMAGE_SIZE
 
@@ -75,7 +75,7 @@ def pretrain(
     err_console.print(f"drawing {patches} tissue patches from each of {len(files)} images (lesion regions avoided)", highlight=False, markup=False)
     inputs, targets, owners, errors = build_patch_set(files, avoid, settings)
     for error in errors:
-        err_console.print(f"skipped: {error}", highlight=False, markup=False, soft_wrap=True)
+        err_console.print(f"skipped: {clean(error)}", highlight=False, markup=False, soft_wrap=True)
     empty = len(files) - len(errors) - len(set(owners.tolist()))
     if empty:
         err_console.print(f"note: {empty} readable image(s) gave no patch (too little tissue clear of the lesions)", highlight=False, markup=False)

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 import typer
 
 from mammofuse.cli import train_options as o
-from mammofuse.cli.common import Abnormality, ImageDirs, guarded, input_option, output_option
+from mammofuse.cli.common import Abnormality, ImageDirs, guarded, input_option, output_option, safe
 from mammofuse.cli.output import console
 from mammofuse.fusion import Fusion
 
@@ -44,7 +44,7 @@ def command(
     split: Annotated[str | None, typer.Option("--split", help="Which split trains (validation is carved from it by patient). Default: train when the dataset has one, else all.")] = None,
     config: o.ConfigFile = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the interrupted run in --out, exactly as if never stopped, with its settings: only --patience, --device, --workers, "
-                                                   "--feature-cache and --amp may differ (--epochs too with --schedule step: cosine and one-cycle span the run).")] = False,
+                                                   "--feature-cache, --amp and --patient-digests may differ (--epochs too with --schedule step: cosine and one-cycle span the run).")] = False,
     fusion: Annotated[str | None, o.option("--fusion", help=f"{Fusion.help()} (default cross).")] = None,
     backbone: o.Backbone = None,
     image_size: o.ImageSize = None,
@@ -70,6 +70,7 @@ def command(
     patience: o.Patience = None,
     val_fraction: o.ValFraction = None,
     threshold_from: o.ThresholdFrom = None,
+    patient_digests: o.PatientDigests = None,
     seed: o.Seed = None,
     device: o.DeviceFlag = None,
     workers: o.Workers = None,
@@ -114,7 +115,7 @@ def _train(
 
         validation = f"{len(val_samples)} validation lesions (grouped by patient)" if val_samples else "no validation part (--val-fraction 0)"
         err_console.print(
-            f"training {settings.fusion} on {settings.dataset} ({used_split}): {len(train_samples)} train, {validation} -> {out}",
+            f"training {settings.fusion} on {settings.dataset} ({used_split}): {len(train_samples)} train, {validation} -> {safe(out)}",
             highlight=False, soft_wrap=True,
         )
     from mammofuse.cli.train_progress import TrainProgress
@@ -128,7 +129,7 @@ def _train(
             threshold += f" (out-of-fold, {settings.threshold_from})"
         elif not val_samples:
             threshold += " (not tuned: no validation part)"
-        console.print(f"{kept} {result.best_epoch} of {len(result.history)}: validation AUC {auc}, {threshold}\nwrote {result.out}\n{RESEARCH_NOTICE}")
+        console.print(f"{kept} {result.best_epoch} of {len(result.history)}: validation AUC {auc}, {threshold}\nwrote {safe(result.out)}\n{RESEARCH_NOTICE}")
 
 
 def load_training_samples(

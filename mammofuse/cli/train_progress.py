@@ -5,6 +5,7 @@ from __future__ import annotations
 from contextlib import ExitStack
 from typing import Callable
 
+from mammofuse.cli.common import clean
 from mammofuse.cli.output import err_console, progress
 from mammofuse.training.callbacks import EpochRow, TrainCallback
 from mammofuse.training.settings import TrainSettings
@@ -58,4 +59,5 @@ class TrainProgress(TrainCallback):
 
 
 def _print(line: str) -> None:
-    err_console.print(line, highlight=False, soft_wrap=True, markup=False)
+    """A line on stderr; it may name files, so control characters are shown."""
+    err_console.print(clean(line), highlight=False, soft_wrap=True, markup=False)

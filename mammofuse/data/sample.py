@@ -44,7 +44,8 @@ class Sample:
 
 
 def patient_digest(patient_id: str) -> str:
-    """A short one-way digest of a patient id: models record these, not the ids, to flag overlap."""
+    """A short digest of a patient id: models record these, not the ids, to flag overlap (pseudonymous, not anonymous:
+    whoever holds an id can compute its digest)."""
     import hashlib
 
     return hashlib.sha256(patient_id.strip().encode("utf-8")).hexdigest()[:16]

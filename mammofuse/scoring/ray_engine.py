@@ -5,6 +5,10 @@ The list of cases is split into blocks that stream through two stages: decoding 
 model, in a pool of actors, on GPUs with ``gpus_per_worker``). Scores stream back to the caller
 as they are done. Ray fuses the two stages into the actors when both run on CPUs, so that decoded
 images never cross the object store. A file that fails is a score with its error, as locally.
+
+Ray puts the driver's working folder first on its workers' import path, so Ray is started (or
+joined) from an empty private folder: a ``pydicom.py`` in a scanned folder must never run. The
+workers get absolute file paths; errors name the files as the caller gave them.
 """
 
 from __future__ import annotations
@@ -12,10 +16,11 @@ from __future__ import annotations
 import copy
 import logging
 import math
+import os
 import pickle
-from contextlib import contextmanager
-from dataclasses import dataclass
-from pathlib import Path
+import tempfile
+from contextlib import chdir, contextmanager
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 import numpy as np
@@ -28,6 +33,7 @@ if TYPE_CHECKING:
 
 RAY_MISSING = 'the Ray engine needs Ray: pip install "mammofuse[ray]"'
 _INPUTS = ("image", "image_present", "radiomics", "clinical", "clinical_mask")
+_PATHS = ("image_path", "roi_path", "roi_mask_path")
 
 
 def import_ray() -> Any:
@@ -63,7 +69,6 @@ class RayEngine:
     def run(self, model: Any, samples: Sequence[Sample]) -> Iterator[ScoredBatch]:
         """Scores as batches finish, in any order."""
         ray = import_ray()
-        _check_working_folder()
         with _cluster(ray, self.address), _quiet(ray):
             try:
                 yield from self._pipeline(ray, model, samples)
@@ -78,7 +83,7 @@ class RayEngine:
 
         workers = self._workers(ray)
         weights = ray.put(_on_cpu(model))
-        rows = [{"index": i, "sample": pickle.dumps(s)} for i, s in enumerate(samples)]
+        rows = [{"index": i, "sample": pickle.dumps(_absolute(s))} for i, s in enumerate(samples)]
         # a few blocks per actor at least, so that they all get work; at most 16 batches per block
         per_block = max(self.batch_size, min(16 * self.batch_size, len(rows) // (4 * workers)))
         data = ray.data.from_items(rows, override_num_blocks=math.ceil(len(rows) / per_block))
@@ -89,7 +94,9 @@ class RayEngine:
             num_cpus=1, **({"num_gpus": self.gpus_per_worker} if self.gpus_per_worker else {}),
         )
         for batch in data.iter_batches(batch_size=None, batch_format="numpy"):
-            yield ScoredBatch(batch["index"].tolist(), batch["probability"], [str(e) for e in batch["error"]], [str(n) for n in batch["note"]])
+            indices = batch["index"].tolist()
+            errors = [_as_given(str(e), samples[i]) for i, e in zip(indices, batch["error"])]
+            yield ScoredBatch(indices, batch["probability"], errors, [str(n) for n in batch["note"]])
 
     def _workers(self, ray: Any) -> int:
         resources = ray.cluster_resources()
@@ -101,31 +108,39 @@ class RayEngine:
         return self.workers or max(1, int(resources.get("CPU", 1)))
 
 
-def _check_working_folder() -> None:
-    """Refuse a working folder whose ``mammofuse/`` is not this package: Ray puts the driver's working folder first on
-    its workers' import path, where that folder (a checkout's root, say) would stand in for the installed package."""
-    import mammofuse
+def _absolute(sample: Sample) -> Sample:
+    """``sample`` with absolute file paths (Ray's workers do not run in the caller's working folder)."""
+    return replace(sample, **{name: os.path.abspath(path) for name in _PATHS if (path := getattr(sample, name))})
 
-    here = Path.cwd() / "mammofuse"
-    if here.is_dir() and here.resolve() != Path(mammofuse.__file__).resolve().parent:
-        raise MammofuseError(f"{here}: a folder named mammofuse in the working folder would hide the installed package from "
-                             "Ray's workers (they import from the working folder); run from another folder")
+
+def _as_given(error: str, sample: Sample) -> str:
+    """A worker's ``error`` naming ``sample``'s files as the caller gave them."""
+    for name in _PATHS:
+        if path := getattr(sample, name):
+            error = error.replace(os.path.abspath(path), path)
+    return error
 
 
 @contextmanager
 def _cluster(ray: Any, address: str | None) -> Iterator[None]:
-    """Connect to ``address`` or start a local Ray, and shut it down afterwards; a Ray already initialised is kept."""
+    """Connect to ``address`` or start a local Ray, and shut it down afterwards; a Ray already initialised is kept.
+
+    ``ray.init`` runs in an empty private folder, the one Ray then adds to the workers' import path (and where a
+    local Ray's processes run until shut down) in place of the caller's working folder.
+    """
     if ray.is_initialized():
         yield
         return
-    try:
-        ray.init(address=address, include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False)
-    except (ConnectionError, ValueError, RuntimeError) as exc:
-        raise MammofuseError(f"--ray-address {address or 'auto'}: cannot connect to Ray ({exc})") from None
-    try:
-        yield
-    finally:
-        ray.shutdown()
+    with tempfile.TemporaryDirectory(prefix="mammofuse-ray-", ignore_cleanup_errors=True) as empty:
+        try:
+            with chdir(empty):
+                ray.init(address=address, include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False)
+        except (ConnectionError, ValueError, RuntimeError) as exc:
+            raise MammofuseError(f"--ray-address {address or 'auto'}: cannot connect to Ray ({exc})") from None
+        try:
+            yield
+        finally:
+            ray.shutdown()
 
 
 @contextmanager

@@ -251,7 +251,7 @@ def _repair(output: Path, drops: list[Span], cut: int | None) -> None:
         return
     from mammofuse.atomic import atomic_path
 
-    with atomic_path(output) as tmp, output.open("rb") as src, tmp.open("wb") as dst:
+    with atomic_path(output, follow_symlink=True) as tmp, output.open("rb") as src, tmp.open("wb") as dst:
         position = 0
         for start, end in [*drops, (cut if cut is not None else output.stat().st_size,) * 2]:
             _copy(src, dst, start - position)

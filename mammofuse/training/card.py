@@ -81,12 +81,13 @@ def model_card(settings: TrainSettings, provenance: dict[str, Any], history: Seq
         "## Data and split",
         "",
         f"- Dataset: {s.dataset or 'not recorded'}",
-        f"- Training: {provenance['n_train']} lesions from {len(provenance['train_patients'])} patients; "
-        + (f"validation: {provenance['n_val']} lesions from {len(provenance['val_patients'])} patients" if has_val
+        f"- Training: {provenance['n_train']} lesions from {provenance['n_train_patients']} patients; "
+        + (f"validation: {provenance['n_val']} lesions from {provenance['n_val_patients']} patients" if has_val
            else "no validation part: every patient trained (`val_fraction` 0)"),
-        ("- Validation carved out of training data, grouped by patient (no patient on both sides); "
-         "`config.json` lists one-way digests of the patients of each side" if has_val
-         else "- `config.json` lists one-way digests of the training patients"),
+        *(["- Validation carved out of training data, grouped by patient (no patient on both sides)"] if has_val else []),
+        (f"- `config.json` lists digests of the {'training and validation' if has_val else 'training'} patients (pseudonymous: "
+         "whoever holds a patient's id can test whether the patient trained this model)" if s.patient_digests
+         else "- `config.json` lists no patient digests (`--no-patient-digests`): patient overlap cannot be checked"),
         "",
         "## Training",
         "",

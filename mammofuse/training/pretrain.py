@@ -260,6 +260,6 @@ def save_backbone(backbone: nn.Module, path: Path, settings: PretrainSettings, r
         "format": BACKBONE_FORMAT, "backbone": settings.backbone, "task": "texture-statistics regression",
         "image_size": str(settings.image_size), "report": json.dumps(report),
     }
-    with atomic_path(path) as tmp:
+    with atomic_path(path, follow_symlink=True) as tmp:
         save_file(state, str(tmp), metadata=meta)
     return path

@@ -51,10 +51,11 @@ RULES: dict[str, Rule] = {
     "radiomics": Rule(bool),
     "aux_findings": Rule(float, 0, 100),
     "threshold_from": Rule(str, optional=True),  # an ablate run: checked when training starts
+    "patient_digests": Rule(bool),
 }
 
 # Settings that may change between a run and its ``--resume`` without changing the result's meaning.
-RESUMABLE_CHANGES = frozenset({"epochs", "patience", "device", "workers", "feature_cache", "amp"})
+RESUMABLE_CHANGES = frozenset({"epochs", "patience", "device", "workers", "feature_cache", "amp", "patient_digests"})
 
 
 def resumable_changes(settings: "TrainSettings") -> frozenset[str]:
@@ -125,6 +126,10 @@ class TrainSettings:
         feature_cache: where frozen backbone features live: memory, disk or off.
         dataset: dataset name recorded in provenance.
         amp: mixed precision on CUDA (never used on CPU).
+        patient_digests: record digests of the training and validation patients (and of those the
+            ``pretrained`` model learnt from) in the model's provenance, for ``evaluate``'s overlap
+            check. They are pseudonymous, not anonymous: anyone holding a patient id can test whether
+            it trained the model. Off for a model to publish: its overlap cannot be checked then.
     """
 
     fusion: str = "cross"
@@ -158,6 +163,7 @@ class TrainSettings:
     feature_cache: str = "memory"
     dataset: str = ""
     amp: bool = True
+    patient_digests: bool = True
 
     def __post_init__(self) -> None:
         self.validate()

@@ -434,10 +434,18 @@ class _Trainer:
             "settings": self.settings.as_dict(),
             "recipe": self.recipe.as_dict(),
             "mammofuse": __version__,
+            "n_train_patients": len({s.patient_id for s in self.samples["train"]}),
+            "n_val_patients": len({s.patient_id for s in self.samples["val"]}),
+            **(self._patient_digests() if self.settings.patient_digests else {}),
+            **({"threshold_from": self.oof.as_dict()} if self.oof else {}),
+        }
+
+    def _patient_digests(self) -> dict[str, list[str]]:
+        """The digests of the training, validation and ``--pretrained`` model's patients (``evaluate``'s overlap check)."""
+        return {
             "train_patients": sorted({patient_digest(s.patient_id) for s in self.samples["train"]}),
             "val_patients": sorted({patient_digest(s.patient_id) for s in self.samples["val"]}),
             **({"init_patients": sorted(seen)} if (seen := pretrained_patients(self.settings.pretrained)) else {}),
-            **({"threshold_from": self.oof.as_dict()} if self.oof else {}),
         }
 
     def _save_best(self) -> None:
