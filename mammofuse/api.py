@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence, overload
 
 from mammofuse.errors import MammofuseError, MammofuseWarning
 from mammofuse.explainers.options import DEFAULT_LAYER, DEFAULT_LIME_SAMPLES
-from mammofuse.validation import MAX_BOOTSTRAP, MAX_SEED, Rule, checked
+from mammofuse.validation import MAX_AWAY_PATCHES, MAX_BATCH_SIZE, MAX_BOOTSTRAP, MAX_SEED, Rule, checked
 
 if TYPE_CHECKING:
     from mammofuse.cases import ListedFile
@@ -201,7 +201,7 @@ def predict(
     from mammofuse.scoring import LocalEngine, ScoringRun
 
     paths = as_paths(images, "images")  # a generator is read once, here
-    batch_size = checked("batch_size", batch_size, Rule(int, 1))
+    batch_size = checked("batch_size", batch_size, Rule(int, 1, MAX_BATCH_SIZE))
     net = as_model(model, device)
     files = _listed(paths, net, findings, clinical_csv, roi, recursive, per_breast)
     run = ScoringRun(net, files, threshold=threshold, per_breast=per_breast)
@@ -296,7 +296,7 @@ def evaluate(
     from mammofuse.evaluation.evaluate import evaluate_model, report_remarks, select_split
 
     _check_evaluate_options(control, bootstrap, seed, away_patches)
-    batch_size = checked("batch_size", batch_size, Rule(int, 1))
+    batch_size = checked("batch_size", batch_size, Rule(int, 1, MAX_BATCH_SIZE))
     folders = as_paths(images, "images") if images is not None else []
     net = as_model(model, device)
     _check_control(net, control)
@@ -318,7 +318,7 @@ def _check_evaluate_options(control: str | None, bootstrap: int, seed: int, away
     checked("control", control, Rule(str, choices=CONTROLS, optional=True))
     checked("bootstrap", bootstrap, Rule(int, 0, MAX_BOOTSTRAP))
     checked("seed", seed, Rule(int, 0, MAX_SEED))
-    checked("away_patches", away_patches, Rule(int, 1))
+    checked("away_patches", away_patches, Rule(int, 1, MAX_AWAY_PATCHES))
     if away_patches > 1 and control != "away":
         raise MammofuseError("away_patches is for control='away'")
 

@@ -22,6 +22,8 @@ from mammofuse.errors import MammofuseError
 MAX_SEED = 2**32 - 1  # NumPy's and LIME's seeds are 32-bit
 MAX_BOOTSTRAP = 100_000
 MAX_LIME_SAMPLES = 100_000
+MAX_BATCH_SIZE = 65_536
+MAX_AWAY_PATCHES = 1_000
 MIN_IMAGE_SIZE = 32  # the smallest model input side: cnn4 pools it 16-fold, ResNets 32-fold
 
 

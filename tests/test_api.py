@@ -131,7 +131,9 @@ def test_explain_takes_one_file_and_says_so_for_a_folder(real_dicoms, tmp_path: 
 
 @pytest.mark.parametrize(("options", "message"), [
     ({"control": "nope"}, "control must be one of masked, away"),
-    ({"away_patches": 0, "control": "away"}, "away_patches must be an integer >= 1"),
+    ({"away_patches": 0, "control": "away"}, r"away_patches must be an integer in \[1, 1000\]"),
+    ({"away_patches": 10**9, "control": "away"}, r"away_patches must be an integer in \[1, 1000\]"),  # the CLI's bound
+    ({"batch_size": 10**9}, r"batch_size must be an integer in \[1, 65536\]"),
     ({"away_patches": 4}, "away_patches is for control='away'"),
     ({"bootstrap": -1}, "bootstrap must be an integer in"),
     ({"seed": "a"}, r"seed must be an integer in \[0, 4294967295\]"),

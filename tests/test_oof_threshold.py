@@ -61,6 +61,9 @@ def test_the_threshold_is_youden_on_the_pooled_out_of_fold_predictions(mini_mias
     arm = _train(mini_mias, tmp_path / "arm", "--threshold-from", str(cv / "arms" / "clinical"))  # one arm's folder does too
     assert arm.exit_code == 0, arm.output
     assert load_model(tmp_path / "arm").config.threshold == pytest.approx(expected)
+    published = _train(mini_mias, tmp_path / "published", "--threshold-from", str(cv), "--no-patient-digests")  # records no patients: same recipe
+    assert published.exit_code == 0, published.output
+    assert load_model(tmp_path / "published").config.threshold == pytest.approx(expected)
 
 
 def test_a_threshold_from_another_recipe_other_cases_or_no_cross_validation_is_refused(mini_mias, cv, tmp_path):

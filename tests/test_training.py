@@ -94,6 +94,24 @@ def test_staged_training_records_whose_labels_trained_its_image_branch(mias_spli
     assert "TRAINED THE MODEL its image branch started from" in overlap_warning(overlap)
 
 
+def test_weights_from_a_model_without_patient_digests_are_known_to_hide_their_patients(mias_split, tiny, tmp_path: Path) -> None:
+    """Staged from such a model, a model records that its image branch's patients are unknown, and evaluate says so."""
+    from mammofuse.evaluation import patient_overlap
+    from mammofuse.evaluation.evaluate import report_remarks
+    from mammofuse.evaluation.leakage import INIT_UNKNOWN_NOTE, withheld_patients
+
+    train_samples, val_samples = mias_split
+    train(replace(tiny, fusion="image", patient_digests=False), train_samples, val_samples, tmp_path / "image")
+    assert withheld_patients(str(tmp_path / "image")) and not withheld_patients(tiny.pretrained) and not withheld_patients("default")
+    train(replace(tiny, fusion="concat", pretrained=str(tmp_path / "image")), train_samples, val_samples, tmp_path / "staged")
+    staged = load_model(tmp_path / "staged").config.provenance
+    assert staged["init_patients_unknown"] is True and "init_patients" not in staged and withheld_patients(str(tmp_path / "staged"))
+    overlap = patient_overlap(["P_unseen"], staged)
+    assert overlap["checked"] and overlap["init_unknown"] and overlap["train"] == overlap["val"] == 0
+    report = {"model": {"notes": []}, "leakage": overlap, "suspicious_auc": False}
+    assert [r.text for r in report_remarks(report)] == [INIT_UNKNOWN_NOTE]
+
+
 def test_a_model_trained_without_patient_digests_records_none_and_evaluate_says_overlap_cannot_be_checked(mini_mias: Path, tmp_path: Path) -> None:
     from typer.testing import CliRunner
 

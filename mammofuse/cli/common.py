@@ -21,6 +21,7 @@ from rich.text import Text
 from mammofuse.cli.output import err_console
 from mammofuse.errors import MammofuseError, OutputError
 from mammofuse.jsontext import json_text
+from mammofuse.validation import MAX_AWAY_PATCHES, MAX_BATCH_SIZE  # noqa: F401 (the commands' bounds, with those of the API)
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -32,9 +33,7 @@ RECORD_FORMATS = ("json", "jsonl", "csv")
 DEBUG_VARIABLE = "MAMMOFUSE_DEBUG"
 # Upper bounds of numeric flags: a mistyped huge value is a usage error, never an overflow or a run that cannot end
 # (those the Python API shares are in mammofuse.validation).
-MAX_BATCH_SIZE = 65_536
 MAX_WORKERS = 256
-MAX_AWAY_PATCHES = 1_000
 # C0 and C1 control characters (ESC starts terminal escape sequences), DEL, and the Unicode
 # bidirectional overrides that can make text read backwards.
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
@@ -47,14 +46,12 @@ def _given_path(text: str) -> Path:
     return Path(text)
 
 
-def output_option(*names: str, **kwargs: Any) -> Any:
-    """A Typer option naming a file or folder to write, refusing an empty path."""
+def path_option(*names: str, **kwargs: Any) -> Any:
+    """A Typer option naming a file or folder (to read or to write), refusing an empty path."""
     return typer.Option(*names, parser=_given_path, metavar="<path>", **kwargs)
 
 
-def input_option(*names: str, **kwargs: Any) -> Any:
-    """A Typer option naming a file or folder to read, refusing an empty path."""
-    return typer.Option(*names, parser=_given_path, metavar="<path>", **kwargs)
+output_option = input_option = path_option  # the name says which way the file goes
 
 
 Density = Annotated[str | None, typer.Option("--density", help="Breast density: 1-4 or A-D.", rich_help_panel="Clinical findings")]

@@ -115,10 +115,13 @@ class ClinicalSchema:
         if whole in f.values:  # "ill-defined" is one term, not two
             return (whole,)
         parts = re.split(r"[-,;/|]", text)
-        if not all(part.strip() for part in parts):
-            raise ClinicalValueError(self._unknown_message(f, text))
-        if len(parts) > 1 and not f.compound:
-            raise ClinicalValueError(f"{f.label} takes one value, not {text!r} (valid: {self._valid(f)})")
+        whole_terms = all(part.strip() for part in parts)
+        if len(parts) > 1 and not f.compound:  # "-2" is no density, "2, 3" two of them
+            raise ClinicalValueError(f"{f.label} takes one value, not {text!r} (valid: {self._valid(f)})" if whole_terms
+                                     else self._unknown_message(f, text))
+        if not whole_terms:
+            raise ClinicalValueError(f"{f.label} {text!r} has an empty term (before, between or after a separator - , ; / |; "
+                                     f"valid: {self._valid(f)})")
         terms: list[str] = []
         for part in parts:
             term = _canonical(part)

@@ -38,7 +38,7 @@ from mammofuse.evaluation.ablation_results import (
     summarize_arms,
     write_report,
 )
-from mammofuse.evaluation.leakage import pretrained_patients
+from mammofuse.evaluation.leakage import pretrained_patients, withheld_patients
 from mammofuse.fusion import FUSIONS, Fusion
 from mammofuse.jsontext import json_text
 from mammofuse.training.callbacks import Reporter, TrainCallback
@@ -49,7 +49,8 @@ DEFAULT_MISSING_RATES = (0.0, 0.3, 0.5, 1.0)
 DEFAULT_PROJ_DIM = 100
 # Settings that do not change what a fold's model is (so they may differ between runs sharing OUT);
 # ``threshold_from`` is always unset here (ablate takes thresholds from its own folds).
-NOT_FINGERPRINTED = frozenset({"device", "workers", "feature_cache", "amp", "threshold_from"})
+# What changes no result: the machine, and what a model records of its patients.
+NOT_FINGERPRINTED = frozenset({"device", "workers", "feature_cache", "amp", "threshold_from", "patient_digests"})
 
 
 @dataclass(frozen=True)
@@ -343,6 +344,9 @@ def run_ablation(
         if overlap:
             raise MammofuseError(f"pretrained (--pretrained) {base_settings.pretrained}: {overlap} of these patients trained that model, so its "
                                  "image branch has seen held-out labels in every fold; start from weights trained on other patients")
+    if any(a.needs_images for a in runnable) and withheld_patients(base_settings.pretrained):
+        log(f"WARNING: pretrained (--pretrained) {base_settings.pretrained} was trained without patient digests: whether its "
+            "patients are among these cannot be checked; if they are, every image arm's held-out results are optimistic")
     fold_pairs = make_folds(samples, folds, base_settings.seed)
     for train_part, test_part in fold_pairs:
         shared = {s.patient_id for s in train_part} & {s.patient_id for s in test_part}

@@ -12,6 +12,7 @@ from mammofuse.cases import model_notes
 from mammofuse.data.sample import Sample
 from mammofuse.errors import MammofuseError
 from mammofuse.evaluation.leakage import (
+    INIT_UNKNOWN_NOTE,
     LEAKAGE_CHECKLIST,
     SUSPICIOUS_NOTE,
     UNCHECKED_NOTE,
@@ -105,6 +106,8 @@ def report_remarks(report: dict[str, Any]) -> list[Remark]:
         remarks.append(Remark(overlap, "overlap"))
     elif not report["leakage"]["checked"]:
         remarks.append(Remark(UNCHECKED_NOTE))
+    if report["leakage"].get("init_unknown"):
+        remarks.append(Remark(INIT_UNKNOWN_NOTE))
     if report["suspicious_auc"]:
         remarks.append(Remark(SUSPICIOUS_NOTE, "suspicious_auc", LEAKAGE_CHECKLIST))
     return remarks

@@ -24,6 +24,8 @@ LEAKAGE_CHECKLIST = (
 SUSPICIOUS_NOTE = ("AUC >= 0.97 is far above every trustworthy published CBIS-DDSM result: check for leakage before reporting it "
                    "(mammofuse.evaluation.LEAKAGE_CHECKLIST lists what to check)")
 UNCHECKED_NOTE = "the model records no training-patient digests; patient overlap cannot be checked"
+INIT_UNKNOWN_NOTE = ("the model's image branch started from a model trained without patient digests (--no-patient-digests): "
+                     "overlap with the patients that trained it cannot be checked")
 
 
 def pretrained_patients(spec: str | None) -> set[str]:
@@ -33,9 +35,22 @@ def pretrained_patients(spec: str | None) -> set[str]:
     training and validation patients and those of the weights it started from in turn. Empty for
     random or ImageNet weights, registered backbones and ``mammofuse pretrain`` files, which saw no labels.
     """
+    provenance = _staged_provenance(spec)
+    return {d for key in ("train_patients", "val_patients", "init_patients") for d in provenance.get(key) or []}
+
+
+def withheld_patients(spec: str | None) -> bool:
+    """Whether the image weights ``spec`` starts from were trained, in turn or at any earlier stage, without patient
+    digests (``--no-patient-digests``): their patients cannot be compared with anyone's."""
+    provenance = _staged_provenance(spec)
+    return bool(provenance.get("init_patients_unknown")) or (bool(provenance) and "train_patients" not in provenance)
+
+
+def _staged_provenance(spec: str | None) -> dict[str, Any]:
+    """The provenance of the trained model ``spec`` names ({} for weights that are no trained model)."""
     folder = staged_model_folder(spec)
     if folder is None:
-        return set()
+        return {}
     from mammofuse.model.config import check_provenance
 
     config = folder / "config.json"
@@ -44,7 +59,7 @@ def pretrained_patients(spec: str | None) -> set[str]:
         check_provenance(provenance)
     except (OSError, ValueError, AttributeError, RecursionError, MammofuseError) as exc:
         raise MammofuseError(f"{config}: cannot read the model's provenance ({exc})") from None
-    return {d for key in ("train_patients", "val_patients", "init_patients") for d in provenance.get(key) or []}
+    return provenance
 
 
 def patient_overlap(patient_ids: Iterable[str], provenance: dict[str, Any]) -> dict[str, Any]:
@@ -61,6 +76,8 @@ def patient_overlap(patient_ids: Iterable[str], provenance: dict[str, Any]) -> d
         if recorded is not None:
             result["checked"] = True
             result[name] = len(digests & set(recorded))
+    if provenance.get("init_patients_unknown"):
+        result["init_unknown"] = True
     return result
 
 

@@ -162,11 +162,16 @@ def _header_int(ds: Any, path: Path, keyword: str, default: int | None = None) -
 
 def has_dicom_marker(path: Path) -> bool:
     """Whether the file carries the DICOM Part 10 marker (``DICM`` after a 128-byte preamble); False if unreadable."""
+    return _head(path, 132)[128:132] == b"DICM"
+
+
+def _head(path: Path, size: int) -> bytes:
+    """The first ``size`` bytes of the file (b"" if unreadable)."""
     try:
         with path.open("rb") as fh:
-            return fh.read(132)[128:132] == b"DICM"
+            return fh.read(size)
     except OSError:
-        return False
+        return b""
 
 
 # The file meta element (0002,0002) Media Storage SOP Class UID of a Media Storage Directory (a DICOMDIR), as the
@@ -180,11 +185,7 @@ def is_dicom_image_file(path: Path) -> bool:
     Reads the first 512 bytes at most (the file meta group); False if unreadable."""
     if path.name.upper() == "DICOMDIR":
         return False
-    try:
-        with path.open("rb") as fh:
-            head = fh.read(512)
-    except OSError:
-        return False
+    head = _head(path, 512)
     return head[128:132] == b"DICM" and _MEDIA_DIRECTORY not in head
 
 

@@ -46,6 +46,7 @@ PROVENANCE_RULES: dict[str, Rule] = {
     "dataset": Rule(str, optional=True),
     "n_val": Rule(int, 0, optional=True),
     "threshold_from": Rule(dict, optional=True),
+    "init_patients_unknown": Rule(bool, optional=True),
 }
 PROVENANCE_STRING_LISTS = ("abnormality", "train_patients", "val_patients", "init_patients")
 OOF_RULES: dict[str, Rule] = {"arm_folder": Rule(str), "folds": Rule(int, 0), "cases": Rule(int, 0)}

@@ -32,7 +32,7 @@ from mammofuse.atomic import write_text
 from mammofuse.clinical.schema import load_schema
 from mammofuse.data.sample import Sample, patient_digest
 from mammofuse.errors import MammofuseError
-from mammofuse.evaluation.leakage import pretrained_patients
+from mammofuse.evaluation.leakage import pretrained_patients, withheld_patients
 from mammofuse.evaluation.metrics import auc_or_none, youden_threshold
 from mammofuse.imaging.radiomics import RADIOMICS_MIN_STD
 from mammofuse.training import checkpoint as ckpt
@@ -446,6 +446,7 @@ class _Trainer:
             "train_patients": sorted({patient_digest(s.patient_id) for s in self.samples["train"]}),
             "val_patients": sorted({patient_digest(s.patient_id) for s in self.samples["val"]}),
             **({"init_patients": sorted(seen)} if (seen := pretrained_patients(self.settings.pretrained)) else {}),
+            **({"init_patients_unknown": True} if withheld_patients(self.settings.pretrained) else {}),
         }
 
     def _save_best(self) -> None:
