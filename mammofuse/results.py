@@ -24,9 +24,19 @@ def sigmoid(logits: "np.ndarray | float") -> "np.ndarray":
     return 1.0 / (1.0 + np.exp(-np.asarray(logits, dtype=np.float64)))
 
 
+DECIMALS = 6  # what records show of a probability and a threshold
+
+
 def decide(probability: float, threshold: float) -> str:
-    """The decision rule: ``malignant`` when the probability reaches the threshold, else ``benign``."""
-    return MALIGNANT if probability >= threshold else BENIGN
+    """The decision rule of every command: ``malignant`` when the probability reaches the threshold, both to the
+    :data:`DECIMALS` records show (so that a record's decision can be checked from its own numbers), else ``benign``."""
+    return MALIGNANT if round(probability, DECIMALS) >= round(threshold, DECIMALS) else BENIGN
+
+
+def shown_digits(probability: float, threshold: float) -> int:
+    """Decimals to show a probability and its threshold with: 3, or :data:`DECIMALS` where 3 would show them equal
+    (``0.307 benign`` beside ``threshold 0.307`` reads as a wrong decision)."""
+    return 3 if f"{probability:.3f}" != f"{threshold:.3f}" else DECIMALS
 
 
 class ErrorKind(StrEnum):

@@ -95,7 +95,7 @@ def test_no_path_at_all_says_so() -> None:
 
 @pytest.mark.parametrize("batch_size", [0, -1, 1.5, True])
 def test_a_bad_batch_size_is_a_usage_error(real_dicoms, batch_size) -> None:
-    with pytest.raises(mammofuse.MammofuseError, match="^batch_size must be an integer >= 1"):
+    with pytest.raises(mammofuse.MammofuseError, match=r"^batch_size must be an integer in \[1, 65536\]"):
         mammofuse.predict(real_dicoms["P_00173_lcc"], density=2, batch_size=batch_size)
 
 

@@ -70,6 +70,18 @@ def test_ece_is_the_share_weighted_calibration_gap():
     assert expected_calibration_error(np.array([0, 0, 1, 1]), np.array([0.0, 0.0, 1.0, 1.0])) == pytest.approx(0.0)
 
 
+def test_every_command_decides_a_probability_at_the_threshold_alike():
+    """Decided on exact numbers, evaluate called benign what predict's record (0.306734 >= 0.306734) calls malignant."""
+    from mammofuse.results import MALIGNANT, decide, shown_digits
+
+    threshold = 0.30673441
+    at, below = 0.3067343918328275, 0.3067331  # the first shows as the threshold to the six decimals records keep
+    assert decide(at, threshold) == MALIGNANT and decide(below, threshold) != MALIGNANT
+    m = evaluate_predictions([1, 1, 0, 0], [at, below, 0.9, 0.1], ["a", "b", "c", "d"], threshold=threshold)
+    assert (m["recall"], m["specificity"]) == (0.5, 0.5)  # `at` counted malignant, as its record says
+    assert (shown_digits(at, threshold), shown_digits(0.2, threshold)) == (6, 3)  # never "0.307 benign, threshold 0.307"
+
+
 def test_one_class_gives_null_metrics_with_notes_not_a_crash():
     m = evaluate_predictions([0, 0, 0], [0.2, 0.6, 0.1], ["a", "b", "c"], threshold=0.5)
     assert m["auc"] is None and m["pr_auc"] is None and m["auc_ci"] is None

@@ -22,6 +22,7 @@ from mammofuse.data import load_dataset, train_val_split
 from mammofuse.data.sample import Sample, patient_digest
 from mammofuse.errors import MammofuseError
 from mammofuse.model import FUSIONS, load_model
+from mammofuse.results import MALIGNANT, decide
 from mammofuse.training import EpochRow, TrainCallback, TrainSettings, train
 
 
@@ -143,7 +144,10 @@ def test_saved_model_is_the_best_epoch_with_its_validation_threshold(mias_split,
     probs = probabilities(tmp_path, val_samples)
     labels = np.array([s.label for s in val_samples])
     assert roc_auc_score(labels, probs) == pytest.approx(result.best_val_auc, abs=1e-5)
-    assert load_model(tmp_path).config.threshold == pytest.approx(youden_threshold(labels, probs), abs=1e-5)
+    threshold = load_model(tmp_path).config.threshold
+    assert threshold == youden_threshold(labels, probs)  # exactly a probability scoring gives, not a float32 neighbour of it
+    called = [s.label for s, p in zip(val_samples, probs) if decide(p, threshold) == MALIGNANT]
+    assert len(called) == int(np.sum(probs >= threshold))  # the case it came from is on the side Youden's J put it
 
 
 def test_without_a_validation_part_every_patient_trains_and_the_threshold_is_not_tuned(mias_split, tiny, tmp_path: Path) -> None:

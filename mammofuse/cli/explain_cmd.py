@@ -115,6 +115,8 @@ def _summary(results: list[Explanation], model_name: str) -> None:
     from rich.table import Table
     from rich.text import Text
 
+    from mammofuse.results import shown_digits
+
     if not results:
         return
     table = Table(caption=f"model {safe(model_name)}. {RESEARCH_NOTICE}", caption_justify="left")
@@ -126,7 +128,8 @@ def _summary(results: list[Explanation], model_name: str) -> None:
     for r in results:
         style = "bold red" if r.decision == "malignant" else "green"
         top = Text("\n").join(cell(f"{c.label}={c.value} {c.shap:+.3f}") for c in r.top_contributions[:3]) or "-"
-        table.add_row(cell(r.source), f"{r.probability:.3f}", f"[{style}]{r.decision}[/]", top, cell(r.outputs["report"]))
+        table.add_row(cell(r.source), f"{r.probability:.{shown_digits(r.probability, r.threshold)}f}", f"[{style}]{r.decision}[/]", top,
+                      cell(r.outputs["report"]))
     console.print(table)
     for r in results:
         for message in r.notes:

@@ -187,7 +187,7 @@ def _ray_engine(engine: str, address: str | None, gpus_per_worker: float, device
 def _table(records: list[Prediction], output: Path | None) -> None:
     from rich.table import Table
 
-    from mammofuse.results import MALIGNANT
+    from mammofuse.results import MALIGNANT, shown_digits
 
     breast = bool(records) and records[0].per_breast
     errors = any(r.error for r in records)
@@ -202,15 +202,19 @@ def _table(records: list[Prediction], output: Path | None) -> None:
             table.add_row(cell(r.path), "", "[red]failed[/]", *extra, cell(given), cell(r.error, "red"))
         else:
             style = "bold red" if r.decision == MALIGNANT else "green"
-            table.add_row(cell(r.path), f"{r.probability:.3f}", f"[{style}]{r.decision}[/]", *extra, cell(given), *([""] if errors else []))
+            digits = shown_digits(r.probability, r.threshold)
+            table.add_row(cell(r.path), f"{r.probability:.{digits}f}", f"[{style}]{r.decision}[/]", *extra, cell(given), *([""] if errors else []))
     show(table, output)
 
 
 def _caption(records: list[Prediction]) -> str:
     if not records:
         return RESEARCH_NOTICE
+    from mammofuse.results import shown_digits
+
     r = records[0]
-    return f"model {safe(r.model)}, threshold {r.threshold:.3f}. {RESEARCH_NOTICE}"
+    digits = max((shown_digits(p.probability, p.threshold) for p in records if p.probability is not None), default=3)
+    return f"model {safe(r.model)}, threshold {r.threshold:.{digits}f}. {RESEARCH_NOTICE}"
 
 
 def register(app: typer.Typer) -> None:

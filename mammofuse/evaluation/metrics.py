@@ -13,6 +13,8 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 
+from mammofuse.results import MALIGNANT, decide
+
 METRIC_NAMES = ("auc", "pr_auc", "accuracy", "f1", "precision", "recall", "sensitivity", "specificity", "brier", "ece")
 ECE_BINS = 10
 MIN_BOOTSTRAP_PATIENTS = 5  # below this a patient bootstrap interval is noise, so none is given
@@ -102,7 +104,7 @@ def binary_metrics(labels: Sequence[int], probs: Sequence[float], threshold: flo
     else:
         out["auc"] = out["pr_auc"] = None
         notes.append(f"only {'malignant' if y[0] else 'benign'} cases: ROC-AUC and PR-AUC are undefined")
-    called = (p >= threshold).astype(int)
+    called = np.array([decide(float(v), threshold) == MALIGNANT for v in p], dtype=int)  # the rule of every command
     tn, fp, fn, tp = (int(v) for v in confusion_matrix(y, called, labels=[0, 1]).ravel())
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

@@ -87,8 +87,10 @@ def _section(section: ReportSection) -> str:
 def render_report(data: ReportData) -> str:
     """The report as one HTML string."""
     from mammofuse import __version__  # importlib.metadata costs ~8 ms: not on the CLI's start-up path
+    from mammofuse.results import shown_digits
 
     decision_class = "malignant" if data.decision == "malignant" else "benign"
+    digits = shown_digits(data.probability, data.threshold)
     notes = "".join(f"<li>{escape(n)}</li>" for n in data.notes)
     sections = "\n".join(_section(s) for s in data.sections)
     return f"""<!DOCTYPE html>
@@ -101,8 +103,8 @@ def render_report(data: ReportData) -> str:
 <p class="notice"><strong>{escape(RESEARCH_NOTICE)}</strong> These explanations describe what a research model
 computed; they are not a diagnosis.</p>
 <h1>{escape(data.source)}</h1>
-<p class="decision">P(malignant) = <strong>{data.probability:.3f}</strong> &rarr;
-<strong class="{decision_class}">{escape(data.decision)}</strong> (threshold {data.threshold:.3f})</p>
+<p class="decision">P(malignant) = <strong>{data.probability:.{digits}f}</strong> &rarr;
+<strong class="{decision_class}">{escape(data.decision)}</strong> (threshold {data.threshold:.{digits}f})</p>
 <p>Model: <code>{escape(data.model)}</code></p>
 <h2>File</h2>
 {_table(data.facts)}

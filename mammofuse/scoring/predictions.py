@@ -6,7 +6,7 @@ import math
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Protocol, Sequence
 
 from mammofuse.data.sample import Sample
-from mammofuse.results import ErrorKind, Prediction, ScoringError, decide
+from mammofuse.results import DECIMALS, ErrorKind, Prediction, ScoringError, decide
 
 if TYPE_CHECKING:  # torch stays out of import time
     from mammofuse.clinical.schema import ClinicalSchema
@@ -97,7 +97,7 @@ def prediction_of(sample: Sample, probability: float, error: str, note: str, cut
     ok = not error and not math.isnan(probability)
     path = sample.image_path or sample.id
     used = schema.display(*schema.encode(sample.clinical))
-    shown, threshold = round(probability, 6), round(cut, 6)
+    shown, threshold = round(probability, DECIMALS), round(cut, DECIMALS)
     return Prediction(
         path=path,
         probability=shown if ok else None,

@@ -35,6 +35,7 @@ from mammofuse.errors import MammofuseError
 from mammofuse.evaluation.leakage import pretrained_patients, withheld_patients
 from mammofuse.evaluation.metrics import auc_or_none, youden_threshold
 from mammofuse.imaging.radiomics import RADIOMICS_MIN_STD
+from mammofuse.results import sigmoid
 from mammofuse.training import checkpoint as ckpt
 from mammofuse.training.build import (
     InputTables,
@@ -326,7 +327,7 @@ class _Trainer:
         logits = torch.tensor([merged[i] for i in range(n)], dtype=torch.float32)
         labels = self.tables["val"].labels
         loss = float(self.optim.criterion(logits.to(self.device), labels.to(self.device)))
-        probs = torch.sigmoid(logits).double().numpy()
+        probs = sigmoid(logits.numpy())  # as scoring computes them: the threshold is one of the probabilities it gives
         return loss, auc_or_none(labels.numpy(), probs), probs
 
     def run(self, resume: bool) -> TrainResult:
