@@ -193,7 +193,7 @@ def test_a_postscript_file_named_png_is_refused_without_running_ghostscript(tmp_
     scan = tmp_path / "scan.png"
     scan.write_bytes(b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 64 48\nshowpage\n%%EOF\n")
     for read in (read_mammogram, check_header):
-        with pytest.raises(InputFileError, match=re.escape(f"{scan}: not a PNG, JPEG, TIFF or PGM image (the image formats read)")):
+        with pytest.raises(InputFileError, match=re.escape(f"{scan}: not a PNG, JPEG, TIFF or PGM/PPM image (the image formats read)")):
             read(scan)
     assert not (tmp_path / "gs-ran").exists()
 

@@ -193,6 +193,17 @@ def test_image_files_8_and_16_bit(tmp_path, suffix, dtype, mode):
     assert (error.mean() < 0.01) if suffix == ".jpg" else (error.max() < 1e-4)  # JPEG is lossy
 
 
+def test_every_image_suffix_that_is_read_is_also_found_in_a_folder(tmp_path):
+    """A gray .ppm named by itself was scored, but left out when its folder was given."""
+    from mammofuse.cases import find_image_files
+
+    pixels = breast_phantom(bits=8).astype(np.uint8)
+    for suffix in (".png", ".jpg", ".tif", ".pgm", ".ppm", ".pnm"):
+        Image.fromarray(pixels).convert("RGB" if suffix == ".ppm" else "L").save(tmp_path / f"img{suffix}", format="PPM" if suffix == ".pnm" else None)
+        assert read_mammogram(tmp_path / f"img{suffix}", canonical=False).pixels.shape == pixels.shape
+    assert sorted(p.suffix for p in find_image_files([tmp_path])) == sorted([".png", ".jpg", ".tif", ".pgm", ".ppm", ".pnm"])
+
+
 @pytest.mark.parametrize(("values", "span"), [((0, 70_000), "0 to 70000"), ((96_185, 2_147_000_000), "96185 to 2147000000"),
                                            ((-1_997, 1_999), "-1997 to 1999")])
 def test_32_bit_images_beyond_16_bits_are_refused_not_called_blank(tmp_path, values, span):

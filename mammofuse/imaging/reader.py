@@ -27,7 +27,7 @@ import numpy as np
 from mammofuse.errors import InputFileError, MammofuseWarning
 
 DICOM_SUFFIXES = frozenset({".dcm", ".dicom", ""})
-IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".tif", ".tiff", ".pgm", ".pnm"}) | DICOM_SUFFIXES
+IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".tif", ".tiff", ".pgm", ".ppm", ".pnm"}) | DICOM_SUFFIXES
 MAX_PIXELS = 80_000_000
 """The largest image read (rows x columns): 80 MP, above any mammogram (full-field digital ones
 are at most about 30 MP) and far below the memory a decompression bomb asks for."""
@@ -409,7 +409,7 @@ def _opened_image(path: Path) -> Iterator[Any]:
     except InputFileError:
         raise
     except UnidentifiedImageError:
-        raise InputFileError(path, "not a PNG, JPEG, TIFF or PGM image (the image formats read)") from None
+        raise InputFileError(path, "not a PNG, JPEG, TIFF or PGM/PPM image (the image formats read)") from None
     except (Image.DecompressionBombError, OSError, ValueError, SyntaxError) as exc:
         raise InputFileError(path, f"not a readable image ({exc})") from None
 
