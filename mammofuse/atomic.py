@@ -80,7 +80,7 @@ def _mode_for(target: Path) -> int:
     try:
         mode = os.lstat(target).st_mode
     except FileNotFoundError:
-        mode = stat.S_IFLNK
+        return 0o666 & ~_umask()
     return 0o666 & ~_umask() if stat.S_ISLNK(mode) else stat.S_IMODE(mode) & 0o777
 
 

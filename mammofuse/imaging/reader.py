@@ -2,7 +2,7 @@
 
 DICOM goes through pydicom (uncompressed and RLE natively, JPEG-family syntaxes with the
 ``codecs`` extra; a deflated one inflated to at most :data:`MAX_INFLATED_BYTES`); PNG, JPEG, TIFF
-and PGM through Pillow (no other Pillow plugin is tried), 8- or 16-bit (a floating-point TIFF
+and PGM/PPM through Pillow (no other Pillow plugin is tried), 8- or 16-bit (a floating-point TIFF
 within [0, 1] as unit intensities, one beyond on the integer scale of its values). Sizes are checked
 from the header before any pixel is decoded: at most :data:`MAX_PIXELS` pixels per image.
 Warnings raised while reading (pydicom's included) are kept in ``info.warnings`` and re-issued
