@@ -322,6 +322,26 @@ def _run(settings: TrainSettings, samples, out: Path, resume: bool = False):
     return train(settings, *samples, out, resume=resume)
 
 
+def test_resume_from_the_cli_continues_with_the_runs_own_settings(mini_mias: Path, tmp_path: Path) -> None:
+    """Only the flags given again are compared: the others are the run's (they used to be the defaults, and refused)."""
+    from typer.testing import CliRunner
+
+    from mammofuse.cli import app
+
+    runner = CliRunner()
+    data = ["--data", str(mini_mias), "--out", str(tmp_path)]
+    first = runner.invoke(app, ["train", "--dataset", "mini-mias", *data, "--fusion", "clinical", "--epochs", "1", "--schedule", "step",
+                                "--lr", "0.01"])
+    assert first.exit_code == 0, first.output
+    more = runner.invoke(app, ["train", *data, "--epochs", "2", "--resume"])
+    assert more.exit_code == 0, more.output
+    config = load_model(tmp_path).config
+    assert config.fusion == "clinical" and config.provenance["settings"]["lr"] == 0.01 and config.provenance["settings"]["epochs"] == 2
+    assert len((tmp_path / "history.jsonl").read_text().splitlines()) == 2
+    other = runner.invoke(app, ["train", *data, "--epochs", "3", "--lr", "0.1", "--resume"])
+    assert other.exit_code == 2 and "settings differ" in other.output and "lr 0.01" in " ".join(other.output.split())
+
+
 def test_resume_is_exact(mias_split, tiny, tmp_path: Path, monkeypatch) -> None:
     """4 epochs straight vs a run stopped after epoch 2 and resumed to 4: across the frozen -> fine-tune switch,
     with augmentation and a cosine schedule over the whole run."""

@@ -28,7 +28,7 @@ EPILOG = """[bold]Examples[/]
   [cyan]mammofuse train --dataset mini-mias --data ../shared/data/mini-mias --fusion cross --val-fraction 0 --threshold-from runs/mias-cv --out runs/mias-final[/]
 
   Continue an interrupted run (same settings):
-  [cyan]mammofuse train --dataset mini-mias --data ../shared/data/mini-mias --fusion cross --epochs 5 --out runs/mias --resume[/]
+  [cyan]mammofuse train --data ../shared/data/mini-mias --out runs/mias --resume[/]
 
   Settings from YAML (flags override), two processes with DistributedDataParallel:
   [cyan]torchrun --standalone --nproc-per-node 2 -m mammofuse train --config examples/train.yaml --dataset mini-mias --data ../shared/data/mini-mias --out runs/ddp[/]
@@ -43,7 +43,7 @@ def command(
     abnormality: Abnormality = "all",
     split: Annotated[str | None, typer.Option("--split", help="Which split trains (validation is carved from it by patient). Default: train when the dataset has one, else all.")] = None,
     config: o.ConfigFile = None,
-    resume: Annotated[bool, typer.Option("--resume", help="Continue the interrupted run in --out, exactly as if never stopped, with its settings: only --patience, --device, --workers, "
+    resume: Annotated[bool, typer.Option("--resume", help="Continue the interrupted run in --out, exactly as if never stopped, with its settings (a flag not given again keeps the run's value): only --patience, --device, --workers, "
                                                    "--feature-cache, --amp and --patient-digests may differ (--epochs too with --schedule step: cosine and one-cycle span the run).")] = False,
     fusion: Annotated[str | None, o.option("--fusion", help=f"{Fusion.help()} (default cross).")] = None,
     backbone: o.Backbone = None,
@@ -91,9 +91,12 @@ def _train(
 ) -> None:
     from mammofuse import RESEARCH_NOTICE
     from mammofuse.errors import MammofuseError
+    from mammofuse.training import checkpoint as ckpt
     from mammofuse.training.settings import TrainSettings
 
     values = o.settings_values(config, flags)
+    if resume and ckpt.has_checkpoint(out):  # what is not given again is the run's own setting
+        values = {**ckpt.saved_settings(out), **values}
     if dataset:
         values["dataset"] = dataset
     settings = TrainSettings.from_dict(values, source=f"{config} and the flags" if config else "settings")

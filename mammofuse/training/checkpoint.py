@@ -41,6 +41,25 @@ def rng_state() -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     return tensors, scalars
 
 
+def _state(out: Path) -> dict[str, Any]:
+    """The JSON state of ``out/last``, checked to be a checkpoint of this format naming its tensor file."""
+    folder = Path(out) / LAST_DIR
+    path = folder / STATE_NAME
+    try:
+        scalars = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise MammofuseError(f"{out}: nothing to resume (no {LAST_DIR}/{STATE_NAME}); run without --resume") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise MammofuseError(f"{path}: not valid JSON ({exc})") from None
+    if not isinstance(scalars, dict):
+        raise MammofuseError(f"{path}: a checkpoint is a JSON object, not {type(scalars).__name__}; delete {folder} and train again")
+    if scalars.get("format") != FORMAT:
+        raise MammofuseError(f"{path}: checkpoint format {scalars.get('format')} is not supported (needs {FORMAT})")
+    if not isinstance(scalars.get("tensors"), str):
+        raise MammofuseError(f"{path}: names no tensor file (\"tensors\"); delete {folder} and train again")
+    return scalars
+
+
 def set_rng_state(tensors: dict[str, torch.Tensor], scalars: dict[str, Any]) -> None:
     torch.set_rng_state(tensors["rng.torch"])
     cuda = [tensors[k] for k in sorted(k for k in tensors if k.startswith("rng.cuda."))]
@@ -99,6 +118,14 @@ def has_checkpoint(out: Path) -> bool:
     return (Path(out) / LAST_DIR / STATE_NAME).is_file()
 
 
+def saved_settings(out: Path) -> dict[str, Any]:
+    """The training settings of the run in ``out`` (its ``last/`` checkpoint), which ``--resume`` continues."""
+    settings = _state(out).get("settings")
+    if not isinstance(settings, dict):
+        raise MammofuseError(f"{Path(out) / LAST_DIR / STATE_NAME}: records no settings; delete {Path(out) / LAST_DIR} and train again")
+    return settings
+
+
 def load_checkpoint(out: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """(tensors, scalars) of ``out/last``; model weights are the ``model.*`` tensors."""
     from safetensors import SafetensorError
@@ -107,19 +134,7 @@ def load_checkpoint(out: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]
     folder = Path(out) / LAST_DIR
     for stale in (folder, Path(out)):
         remove_stale_temporaries(stale)
-    path = folder / STATE_NAME
-    try:
-        scalars = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise MammofuseError(f"{out}: nothing to resume (no {LAST_DIR}/{STATE_NAME}); run without --resume") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise MammofuseError(f"{path}: not valid JSON ({exc})") from None
-    if not isinstance(scalars, dict):
-        raise MammofuseError(f"{path}: a checkpoint is a JSON object, not {type(scalars).__name__}; delete {folder} and train again")
-    if scalars.get("format") != FORMAT:
-        raise MammofuseError(f"{path}: checkpoint format {scalars.get('format')} is not supported (needs {FORMAT})")
-    if not isinstance(scalars.get("tensors"), str):
-        raise MammofuseError(f"{path}: names no tensor file (\"tensors\"); delete {folder} and train again")
+    scalars = _state(out)
     try:
         tensors = load_file(str(folder / scalars["tensors"]))
     except (FileNotFoundError, SafetensorError, OSError) as exc:
