@@ -5,7 +5,8 @@ A file replaced keeps its permissions, a new one follows the umask. A file the u
 a target that is not a regular file (``/dev/null``, a FIFO, a terminal, ``/dev/stdout``) cannot be
 replaced and its reader wants the bytes: it is written directly. Without it (the files a command
 writes inside an output folder) whatever lies at the path, a symlink included, is replaced, so
-that a link planted in the folder cannot redirect the write. Every failure to write
+that a file link planted in the folder cannot redirect the write (the folders on the way are used as
+they are: an output folder is the user's own). Every failure to write
 (the target is a folder or lies under a file, read-only, disk full, file-size limit) is an
 :class:`~mammofuse.errors.OutputError` naming the target.
 """

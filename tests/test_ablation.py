@@ -281,6 +281,20 @@ def test_ablate_command_end_to_end_with_the_real_trainer(mini_mias, tmp_path):
     assert "at each fold's threshold (Youden's J on the pooled held-out predictions of the other folds)" in card
 
 
+def test_ablate_keeps_fold_models_without_patient_digests_when_asked(mini_mias, tmp_path):
+    from mammofuse.model import load_model
+
+    result = runner.invoke(app, ["ablate", "--dataset", "mini-mias", "--data", str(mini_mias), "--out", str(tmp_path), "--variants", "clinical",
+                                 "--folds", "2", "--epochs", "1", "--device", "cpu", "--bootstrap", "0", "--keep-models", "--no-patient-digests"])
+    assert result.exit_code == 0, result.output
+    models = sorted((tmp_path / "arms" / "clinical").glob("fold-*/model"))
+    assert len(models) == 2
+    for model in models:
+        provenance = load_model(model).config.provenance
+        assert provenance["settings"]["patient_digests"] is False
+        assert not {"train_patients", "val_patients", "init_patients"} & set(provenance)
+
+
 def test_ablate_usage_errors(mini_mias, tmp_path):
     base = ["ablate", "--dataset", "mini-mias", "--data", str(mini_mias), "--out", str(tmp_path)]
     bad_variant = runner.invoke(app, [*base, "--variants", "clinical,early"])

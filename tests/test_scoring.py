@@ -146,6 +146,27 @@ def test_ray_workers_import_nothing_from_the_working_folder_and_score_relative_p
     assert_same_records(by_path(jsonl(ray)), by_path(jsonl(local)))
 
 
+def test_an_unreachable_ray_cluster_is_a_one_line_error_in_seconds(tiny_model: Path, real_dicoms: dict[str, Path]) -> None:
+    """Ray retries a cluster that does not answer for minutes; the check before it fails at once."""
+    pytest.importorskip("ray", reason='Ray is not installed (pip install "mammofuse[ray]")')
+    import socket
+
+    from mammofuse.scoring.ray_engine import check_reachable
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]  # free once closed: nothing listens there
+    for address in (f"127.0.0.1:{port}", f"ray://127.0.0.1:{port}"):
+        with pytest.raises(MammofuseError, match=rf"^--ray-address {address}: cannot reach 127.0.0.1:{port} \(connection refused\)$"):
+            check_reachable(address)
+    for resolved_by_ray in (None, "auto", "local", "no-port"):
+        check_reachable(resolved_by_ray)
+    # a process of its own (this module's Ray may be running, and a running Ray is used as it is), as a user runs it
+    command = [sys.executable, "-m", "mammofuse", "predict", str(real_dicoms["P_00173_lcc"]), "--model", str(tiny_model), "--engine", "ray"]
+    job = subprocess.run(command, env={**os.environ, "RAY_ADDRESS": f"127.0.0.1:{port}"}, capture_output=True, text=True, timeout=120)
+    assert job.returncode == 2 and job.stderr.strip() == f"error: RAY_ADDRESS 127.0.0.1:{port}: cannot reach 127.0.0.1:{port} (connection refused)"
+
+
 def test_ray_workers_get_absolute_paths_and_errors_name_the_files_as_given(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     from mammofuse.data.sample import Sample
     from mammofuse.scoring.ray_engine import _absolute, _as_given

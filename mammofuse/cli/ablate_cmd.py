@@ -104,6 +104,7 @@ def ablate(
     weight_decay: o.WeightDecay = None,
     patience: o.Patience = None,
     val_fraction: o.ValFraction = None,
+    patient_digests: o.PatientDigests = None,
     seed: o.Seed = None,
     device: o.DeviceFlag = None,
     workers: o.Workers = None,
@@ -169,7 +170,7 @@ def ablate(
 _TRAINING_FLAGS = frozenset({
     "backbone", "image_size", "input_mode", "roi_context", "without_region", "canvas", "pretrained", "radiomics", "aux_findings", "epochs",
     "freeze_epochs", "batch_size", "lr", "finetune_lr", "schedule", "warmup_epochs", "augment", "selection", "weight_decay",
-    "patience", "val_fraction", "seed", "device", "workers", "feature_cache", "amp",
+    "patience", "val_fraction", "patient_digests", "seed", "device", "workers", "feature_cache", "amp",
 })
 
 

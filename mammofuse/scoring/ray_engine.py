@@ -18,6 +18,7 @@ import logging
 import math
 import os
 import pickle
+import socket
 import tempfile
 from contextlib import chdir, contextmanager
 from dataclasses import dataclass, replace
@@ -34,6 +35,7 @@ if TYPE_CHECKING:
 RAY_MISSING = 'the Ray engine needs Ray: pip install "mammofuse[ray]"'
 _INPUTS = ("image", "image_present", "radiomics", "clinical", "clinical_mask")
 _PATHS = ("image_path", "roi_path", "roi_mask_path")
+CONNECT_TIMEOUT_S = 5.0
 
 
 def import_ray() -> Any:
@@ -131,6 +133,7 @@ def _cluster(ray: Any, address: str | None) -> Iterator[None]:
     if ray.is_initialized():
         yield
         return
+    check_reachable(address, "--ray-address") if address else check_reachable(os.environ.get("RAY_ADDRESS"), "RAY_ADDRESS")
     with tempfile.TemporaryDirectory(prefix="mammofuse-ray-", ignore_cleanup_errors=True) as empty:
         try:
             with chdir(empty):
@@ -141,6 +144,21 @@ def _cluster(ray: Any, address: str | None) -> Iterator[None]:
             yield
         finally:
             ray.shutdown()
+
+
+def check_reachable(address: str | None, source: str = "--ray-address", timeout: float = CONNECT_TIMEOUT_S) -> None:
+    """Fail within ``timeout`` seconds when nothing listens at ``address`` (``HOST:PORT`` or ``ray://HOST:PORT``,
+    given by ``source``): Ray itself retries an unreachable cluster for minutes. ``auto``, ``local`` and None are Ray's to resolve."""
+    if not address or address in ("auto", "local"):
+        return
+    host, sep, port = address.split("://", 1)[-1].rpartition(":")
+    if not sep or not port.isdigit():
+        return  # not HOST:PORT: Ray says what is wrong with it
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except OSError as exc:
+        reason = "timed out" if isinstance(exc, TimeoutError) else exc.strerror or str(exc)
+        raise MammofuseError(f"{source} {address}: cannot reach {host}:{port} ({reason.lower()})") from None
 
 
 @contextmanager
