@@ -30,7 +30,7 @@ EPILOG = """[bold]Examples[/]
   Continue an interrupted run (same settings):
   [cyan]mammofuse train --data ../shared/data/mini-mias --out runs/mias --resume[/]
 
-  Settings from YAML (flags override), two processes with DistributedDataParallel:
+  Settings from YAML (flags override; examples/train.yaml in the source is a commented one), two processes with DistributedDataParallel:
   [cyan]torchrun --standalone --nproc-per-node 2 -m mammofuse train --config examples/train.yaml --dataset mini-mias --data ../shared/data/mini-mias --out runs/ddp[/]
 """
 
