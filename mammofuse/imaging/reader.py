@@ -417,13 +417,13 @@ def _opened_image(path: Path) -> Iterator[Any]:
 def _read_image(path: Path) -> tuple[np.ndarray, MammogramInfo]:
     with _opened_image(path) as image:
         mode = image.mode
+        fmt = (image.format or path.suffix.lstrip(".")).lower()  # before convert(), whose image has no format
         if mode in {"RGB", "RGBA", "P", "LA", "CMYK", "YCbCr", "LAB", "HSV"}:  # gray in every pixel: read as grayscale, alpha dropped
             if not _is_gray(np.asarray(image.convert("RGB"))):
                 raise InputFileError(path, f"colour image (mode {mode}): mammograms are grayscale")
             image = image.convert("L")
             mode = "L"
         array = np.asarray(image)
-        fmt = (image.format or path.suffix.lstrip(".")).lower()
     if array.ndim != 2:
         raise InputFileError(path, f"expected a grayscale image, got shape {array.shape}")
     if array.dtype.kind == "f" and not np.isfinite(array).all():
