@@ -57,8 +57,6 @@ class MammogramInfo:
     laterality: str | None = None
     view: str | None = None
     patient_id: str | None = None
-    study_uid: str | None = None
-    series_uid: str | None = None
     sop_uid: str | None = None
     flipped: bool = False
     warnings: list[str] = field(default_factory=list)
@@ -375,8 +373,6 @@ def _dicom_info(ds: Any, path: Path, rows: int, columns: int, bits_stored: int, 
         photometric=photometric,
         modality=str(ds.get("Modality", "")) or None,
         patient_id=str(ds.get("PatientID", "")) or None,
-        study_uid=str(ds.get("StudyInstanceUID", "")) or None,
-        series_uid=str(ds.get("SeriesInstanceUID", "")) or None,
         sop_uid=str(ds.get("SOPInstanceUID", "")) or None,
     )
     info.laterality, info.view = _laterality_and_view(ds, info.patient_id)
