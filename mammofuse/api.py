@@ -244,6 +244,7 @@ def explain(
     Raises:
         MammofuseError: a folder or a file that cannot be explained, an invalid ``roi``, an unknown method, layer or
             model, no method, ``lime_samples`` or ``seed`` out of bounds.
+        OutputError: an output in ``out`` cannot be written (a folder by its name, read-only, disk full).
         TypeError: ``image`` or ``out`` is not a path.
     """
     from mammofuse.explainers import explain_file

@@ -228,14 +228,14 @@ def _hub_folder(repo: str, revision: str | None) -> Path:
         "endpoint": endpoint,
         "cache_dir": os.environ.get("HF_HUB_CACHE") or None,
     }
-    config_path = Path(_download(repo, CONFIG_NAME, revision, where, offline, kwargs))
+    config_path = Path(_download(repo, CONFIG_NAME, revision, where, kwargs))
     commit = config_path.parent.name
     if not _COMMIT.match(commit):
         raise MammofuseError(f"{where}: the Hugging Face cache entry for {repo} is corrupt (snapshot {commit[:50]!r} is not a commit); delete it from the cache and download again")
     # The snapshot folder is named by commit: fetch the weights from exactly that commit, so a
     # branch that moves between the two downloads cannot pair one commit's config with another's weights.
     pinned = commit
-    weights_path = Path(_download(repo, WEIGHTS_NAME, pinned, where, offline, kwargs))
+    weights_path = Path(_download(repo, WEIGHTS_NAME, pinned, where, kwargs))
     if weights_path.parent != config_path.parent:
         raise MammofuseError(f"{where}: {CONFIG_NAME} and {WEIGHTS_NAME} resolved to different snapshots; retry")
     return config_path.parent
@@ -281,7 +281,7 @@ def _reachable(endpoint: str | None, timeout: float = 3.0) -> bool:
         return False
 
 
-def _download(repo: str, filename: str, revision: str | None, where: str, offline: bool, kwargs: dict[str, Any]) -> str:
+def _download(repo: str, filename: str, revision: str | None, where: str, kwargs: dict[str, Any]) -> str:
     from huggingface_hub import hf_hub_download
     from huggingface_hub.errors import (
         EntryNotFoundError,

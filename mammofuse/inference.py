@@ -169,7 +169,7 @@ class LesionDataset(Dataset):
         self.schema = load_schema(vocabulary)
         self.use_images = use_images
         self.radiomics, self.control, self.draw = radiomics, control, draw
-        self._cache: dict[int, tuple[np.ndarray, np.ndarray, str]] | None = {} if cache else None
+        self._cache: dict[int, tuple[np.ndarray, np.ndarray, bool, str, str]] | None = {} if cache else None
         self._encoded = [self.schema.encode(s.clinical) for s in self.samples]
         self._films: dict[str, list[Sample]] = {}
         for s in self.samples:

@@ -1,7 +1,7 @@
 """Reading CSV files a user or a dataset provides: one clear error per problem, one pass, lean.
 
 Every failure names the file (and the line where it has one): not UTF-8, not CSV, another
-delimiter, required columns missing.
+delimiter, required columns missing, a row with more cells than the header.
 """
 
 from __future__ import annotations
@@ -44,7 +44,8 @@ def csv_records(
 
     Raises:
         MammofuseError: missing file, not UTF-8, malformed CSV, a column named twice, two columns for one
-            thing, missing columns (with a hint when the file seems to use another delimiter).
+            thing, missing columns (with a hint when the file seems to use another delimiter), a row with
+            more non-empty cells than the header (an unquoted comma: its extra cells would be lost).
     """
     columns = csv_columns(path, key)
     _check_unique(path, columns, meaning or {})
@@ -56,6 +57,10 @@ def csv_records(
         next(reader)
         line = reader.line_num + 1
         for cells in reader:
+            if any(c.strip() for c in cells[len(columns):]):
+                raise MammofuseError(
+                    f"{path}: line {line} has {len(cells)} cells, the header has {len(columns)}; quote a value that holds a comma"
+                )
             if any(c.strip() for c in cells):
                 yield line, {name: cell.strip() for name, cell in zip(columns, cells) if name}
             line = reader.line_num + 1

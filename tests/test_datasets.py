@@ -148,6 +148,16 @@ def test_manifest_refuses_a_short_row_and_an_empty_label_or_patient(tmp_path, ro
         load_dataset("manifest", tmp_path)
 
 
+def test_manifest_refuses_a_row_with_more_cells_than_the_header(tmp_path):
+    """An unquoted comma in a compound finding silently dropped its last term; a trailing comma is still read."""
+    (tmp_path / "manifest.csv").write_text("path,label,patient_id,margin\na.png,1,p1,ill_defined,spiculated\n")
+    with pytest.raises(MammofuseError, match=r"manifest.csv: line 2 has 5 cells, the header has 4; quote a value that holds a comma$"):
+        load_dataset("manifest", tmp_path)
+    (tmp_path / "manifest.csv").write_text('path,label,patient_id,margin\na.png,1,p1,"ill_defined,spiculated",\n')
+    [sample] = load_dataset("manifest", tmp_path)
+    assert sample.clinical == {"margin": "ill_defined,spiculated"}
+
+
 def test_manifest_allows_an_empty_path_and_short_optional_cells(tmp_path):
     (tmp_path / "manifest.csv").write_text("path,label,patient_id,split,abnormality\n,1,p1\n")
     [sample] = load_dataset("manifest", tmp_path)

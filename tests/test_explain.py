@@ -21,7 +21,7 @@ from typer.testing import CliRunner
 from mammofuse.cli import app
 from mammofuse.clinical import load_schema
 from mammofuse.data.sample import Sample
-from mammofuse.errors import MammofuseError
+from mammofuse.errors import MammofuseError, OutputError
 from mammofuse.explainers import (
     ExplainOptions,
     GradCAM,
@@ -570,6 +570,24 @@ def test_a_method_that_fails_is_a_note_and_the_others_are_written(tiny_models: d
     result = explain_case(model, sample, tmp_path, ExplainOptions(methods=("gradcam", "shap")))
     assert "Grad-CAM failed: RuntimeError: boom" in result.notes
     assert {p.name for p in tmp_path.iterdir()} == {"shap_clinical.png", "shap_clinical.json", "report.html", "explanation.json"}
+
+
+@pytest.mark.parametrize(("methods", "problem"), [
+    ("shap", "an earlier output cannot be removed: Is a directory"),  # a stale output's name
+    ("gradcam,shap", "it is a folder"),  # a method's own output
+])
+def test_a_folder_at_an_output_name_is_an_output_error(tiny_models: dict[str, Path], real_dicoms: dict[str, Path], tmp_path: Path,
+                                                       methods: str, problem: str) -> None:
+    """Was a raw IsADirectoryError from removing stale outputs (exit 1), or a Grad-CAM note, not exit 3."""
+    (tmp_path / "1-130" / "gradcam.png").mkdir(parents=True)
+    code, _, err = explain_cli(str(real_dicoms["P_00173_lcc"]), "--model", str(tiny_models["cross"]), "--margin", "spiculated",
+                               "--methods", methods, "--out", str(tmp_path))
+    assert code == 3 and len(err.strip().splitlines()) == 1, err
+    assert f"{tmp_path / '1-130' / 'gradcam.png'}: cannot write ({problem})" in err
+    model = MammoFuse.from_pretrained(tiny_models["cross"])
+    sample = Sample(id="x", patient_id="", label=-1, clinical=CLINICAL, image_path=str(real_dicoms["P_00173_lcc"]))
+    with pytest.raises(OutputError, match=rf"gradcam.png: cannot write \({problem}\)"):
+        explain_case(model, sample, tmp_path / "1-130", ExplainOptions(methods=tuple(methods.split(","))))
 
 
 @pytest.mark.parametrize("key", ["P_00173_lcc", "P_00173_rcc"])  # the right breast's view is mirrored

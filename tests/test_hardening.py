@@ -702,6 +702,26 @@ def test_bad_clinical_csv_is_one_line_naming_the_file(content: bytes, message: s
     assert f"{table}: " in result.stderr and message in result.stderr
 
 
+def test_a_clinical_row_with_more_cells_than_the_header_is_one_line(corpus: dict[str, Path], tmp_path: Path) -> None:
+    """An unquoted comma in a compound finding dropped its last term (spiculated) and changed the probability."""
+    table = tmp_path / "findings.csv"
+    table.write_text("path,density,shape,margin\ngood.png,3,irregular,ill_defined,spiculated\n")
+    result = run("predict", str(corpus["good_png"]), "--clinical", str(table))
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert result.stderr.strip() == (
+        f"error: {table}: line 2 has 5 cells, the header has 4; quote a value that holds a comma"
+    ), result.stderr
+
+
+def test_a_clinical_row_with_a_trailing_comma_is_read(tmp_path: Path) -> None:
+    from mammofuse.cases import read_clinical_csv
+
+    table = tmp_path / "findings.csv"
+    table.write_text('path,density,shape,margin\ngood.png,3,irregular,"ill_defined,spiculated",,\n')
+    [row] = read_clinical_csv(table).rows
+    assert row.clinical == {"density": "3", "shape": "irregular", "margin": "ill_defined,spiculated"}
+
+
 def test_clinical_matching_is_a_lookup_not_a_scan(tmp_path: Path) -> None:
     from mammofuse.cases import read_clinical_csv
 

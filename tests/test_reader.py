@@ -262,6 +262,14 @@ def test_a_gray_image_in_a_colour_or_alpha_mode_reads_as_grayscale_and_a_colour_
             read_mammogram(tmp_path / "c.png")
 
 
+@pytest.mark.parametrize(("name", "fmt"), [("g.jpg", "jpeg"), ("g", "png"), ("g.png", "png")])
+def test_the_format_of_a_gray_image_in_a_colour_mode_is_the_files_own(tmp_path, name, fmt):
+    """Converting to grayscale lost Pillow's format: an RGB JPEG said 'jpg' (its suffix), a PNG without a suffix ''."""
+    gray = breast_phantom(bits=8).astype(np.uint8)
+    Image.fromarray(gray).convert("RGB").save(tmp_path / name, format=fmt)
+    assert read_mammogram(tmp_path / name, canonical=False).info.format == fmt
+
+
 @pytest.mark.parametrize("content", [b"", b"not an image at all", b"\x89PNG\r\n\x1a\n broken"])
 def test_garbage_files_give_one_line_errors(tmp_path, content):
     path = tmp_path / "broken.png"

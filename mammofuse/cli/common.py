@@ -206,6 +206,7 @@ def _fail_with_trace(message: str, code: int) -> typer.Exit:
 
 
 def check_choice(name: str, value: str, choices: Sequence[str]) -> str:
+    """``value`` when it is one of ``choices``, else a MammofuseError naming the option ``name`` and the choices."""
     if value not in choices:
         raise MammofuseError(f"{name} must be one of {', '.join(choices)}, not {value!r}")
     return value

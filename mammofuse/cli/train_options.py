@@ -18,6 +18,7 @@ MACHINE = "Machine"
 
 
 def option(*names: str, help: str, panel: str = MODEL) -> Any:
+    """A Typer option in help panel ``panel``, its default (None) not shown."""
     return typer.Option(*names, help=help, rich_help_panel=panel, show_default=False)
 
 

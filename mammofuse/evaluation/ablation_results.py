@@ -107,8 +107,8 @@ class FoldResult:
         """Labels, probabilities and patients of the held-out cases scored with a ``rate`` share of clinical
         findings removed (only those of abnormality ``kind`` when given)."""
         probs = self.scores[rate_key(rate)]
-        rows = [i for i, p in enumerate(probs) if p is not None and kind in (None, self.abnormality[i])]
-        return [self.labels[i] for i in rows], [probs[i] for i in rows], [self.patients[i] for i in rows]
+        kept = [(i, p) for i, p in enumerate(probs) if p is not None and kind in (None, self.abnormality[i])]
+        return [self.labels[i] for i, _ in kept], [p for _, p in kept], [self.patients[i] for i, _ in kept]
 
     def auc(self, rate: float = 0.0) -> float | None:
         """AUC of the held-out cases scored at missing-clinical ``rate`` (None with one class or none scored)."""

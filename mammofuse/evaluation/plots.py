@@ -44,6 +44,7 @@ def _fmt_ci(ci: Sequence[float] | None) -> str:
 
 
 def roc_figure(labels: np.ndarray, probs: np.ndarray, result: dict[str, Any], path: Path, title: str) -> Path:
+    """The ROC curve with its AUC (and CI) and the operating point at the threshold, as a PNG at ``path``."""
     from sklearn.metrics import roc_curve
 
     with _figure(figsize=(3.6, 3.6)) as fig:
@@ -62,6 +63,7 @@ def roc_figure(labels: np.ndarray, probs: np.ndarray, result: dict[str, Any], pa
 
 
 def pr_figure(labels: np.ndarray, probs: np.ndarray, result: dict[str, Any], path: Path, title: str) -> Path:
+    """The precision-recall curve with its average precision and the prevalence line, as a PNG at ``path``."""
     from sklearn.metrics import precision_recall_curve
 
     with _figure(figsize=(3.6, 3.6)) as fig:
@@ -77,6 +79,7 @@ def pr_figure(labels: np.ndarray, probs: np.ndarray, result: dict[str, Any], pat
 
 
 def calibration_figure(labels: np.ndarray, probs: np.ndarray, result: dict[str, Any], path: Path, title: str, n_bins: int = 10) -> Path:
+    """The reliability diagram (``n_bins`` uniform bins) over a histogram of the probabilities, as a PNG at ``path``."""
     from sklearn.calibration import calibration_curve
 
     with _figure(figsize=(3.6, 4.6)) as fig:
@@ -94,6 +97,7 @@ def calibration_figure(labels: np.ndarray, probs: np.ndarray, result: dict[str, 
 
 
 def confusion_figure(result: dict[str, Any], path: Path, title: str) -> Path:
+    """The confusion matrix at the threshold, counts and row shares, as a PNG at ``path``."""
     c = result["confusion"]
     matrix = np.array([[c["tn"], c["fp"]], [c["fn"], c["tp"]]])
     with _figure(figsize=(3.2, 3.0)) as fig:

@@ -20,6 +20,7 @@ def new_figure(figsize: tuple[float, float], ncols: int = 1, nrows: int = 1) -> 
 
 
 def figure_png(fig: Any) -> bytes:
+    """A Matplotlib figure as PNG bytes (100 dpi)."""
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=100)
     return buffer.getvalue()

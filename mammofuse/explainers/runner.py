@@ -5,7 +5,8 @@ its own files atomically (``mammofuse.atomic``); ``report.html`` gathers them an
 ``explanation.json`` records the :class:`~mammofuse.explainers.explanation.Explanation`. A method
 that does not apply to the model or the case (Grad-CAM for a clinical-only model, attention
 for a model without cross-attention) is skipped with a note, not an error; one that fails is
-noted too, and the others' outputs are still written.
+noted too, and the others' outputs are still written; an output that cannot be written is an
+:class:`~mammofuse.errors.OutputError`.
 
 Example:
     >>> from mammofuse import MammoFuse  # doctest: +SKIP
@@ -29,7 +30,7 @@ from mammofuse.atomic import write_text
 from mammofuse.clinical import load_schema
 from mammofuse.clinical.schema import ClinicalSchema
 from mammofuse.data.sample import Sample
-from mammofuse.errors import MammofuseError
+from mammofuse.errors import MammofuseError, OutputError
 from mammofuse.explainers.explanation import Explanation
 from mammofuse.explainers.inputs import IDENTIFYING_TAGS, CaseInputs, prepare_inputs
 from mammofuse.explainers.methods import METHODS, CaseContext
@@ -82,6 +83,7 @@ def explain_case(
 
     Raises:
         MammofuseError: the file cannot be read, the Grad-CAM layer is invalid, or no chosen method applies to this case.
+        OutputError: an output in ``folder`` cannot be written, or an earlier one there cannot be removed.
     """
     was_training = model.training
     model.eval()
@@ -127,6 +129,8 @@ def _explain(
         step_started = time.perf_counter()
         try:
             output = method.run(case)
+        except OutputError:
+            raise  # the next method or file could not be written either
         except Exception as exc:  # one method's failure is a note, not the loss of the others' outputs
             result.notes.append(f"{method.title} failed: {exc if isinstance(exc, MammofuseError) else f'{type(exc).__name__}: {exc}'}")
             continue
@@ -167,6 +171,7 @@ def explain_file(
     Raises:
         MammofuseError: an unknown method or layer, no method, a setting out of its bounds, or no chosen method that
             applies to the model (before any work); an unreadable file.
+        OutputError: an output in ``folder`` cannot be written.
     """
     options = ExplainOptions(methods=chosen_methods(methods), lime_samples=lime_samples, seed=seed, layer=layer,
                              include_identifiers=include_identifiers)
@@ -193,7 +198,10 @@ def _remove_stale(folder: Path, written: Iterable[Path]) -> None:
     keep = {Path(p).name for p in written}
     for name in OUTPUT_FILES:
         if name not in keep:
-            (folder / name).unlink(missing_ok=True)
+            try:
+                (folder / name).unlink(missing_ok=True)
+            except OSError as exc:  # a folder by that name, no permission
+                raise OutputError(folder / name, f"an earlier output cannot be removed: {exc.strerror or exc}") from exc
 
 
 def _facts(inputs: CaseInputs, include_identifiers: bool) -> list[tuple[str, str]]:

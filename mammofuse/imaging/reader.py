@@ -57,8 +57,6 @@ class MammogramInfo:
     laterality: str | None = None
     view: str | None = None
     patient_id: str | None = None
-    study_uid: str | None = None
-    series_uid: str | None = None
     sop_uid: str | None = None
     flipped: bool = False
     warnings: list[str] = field(default_factory=list)
@@ -375,8 +373,6 @@ def _dicom_info(ds: Any, path: Path, rows: int, columns: int, bits_stored: int, 
         photometric=photometric,
         modality=str(ds.get("Modality", "")) or None,
         patient_id=str(ds.get("PatientID", "")) or None,
-        study_uid=str(ds.get("StudyInstanceUID", "")) or None,
-        series_uid=str(ds.get("SeriesInstanceUID", "")) or None,
         sop_uid=str(ds.get("SOPInstanceUID", "")) or None,
     )
     info.laterality, info.view = _laterality_and_view(ds, info.patient_id)
@@ -417,13 +413,13 @@ def _opened_image(path: Path) -> Iterator[Any]:
 def _read_image(path: Path) -> tuple[np.ndarray, MammogramInfo]:
     with _opened_image(path) as image:
         mode = image.mode
+        fmt = (image.format or path.suffix.lstrip(".")).lower()  # before convert(), whose image has no format
         if mode in {"RGB", "RGBA", "P", "LA", "CMYK", "YCbCr", "LAB", "HSV"}:  # gray in every pixel: read as grayscale, alpha dropped
             if not _is_gray(np.asarray(image.convert("RGB"))):
                 raise InputFileError(path, f"colour image (mode {mode}): mammograms are grayscale")
             image = image.convert("L")
             mode = "L"
         array = np.asarray(image)
-        fmt = (image.format or path.suffix.lstrip(".")).lower()
     if array.ndim != 2:
         raise InputFileError(path, f"expected a grayscale image, got shape {array.shape}")
     if array.dtype.kind == "f" and not np.isfinite(array).all():

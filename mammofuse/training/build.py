@@ -60,6 +60,7 @@ def common_canvas(samples: Sequence[Sample]) -> tuple[int, int] | None:
 
 
 def seed_everything(seed: int) -> None:
+    """Seed Python's, NumPy's and torch's random generators with ``seed``."""
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)

@@ -17,7 +17,7 @@ Example:
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Callable, Iterator, Sequence, TypedDict
+from typing import TYPE_CHECKING, Iterator, Protocol, Sequence, TypedDict
 
 if TYPE_CHECKING:
     from mammofuse.training.settings import TrainSettings
@@ -33,6 +33,12 @@ class EpochRow(TypedDict):
     lr: float
     seconds: float
     frozen: bool
+
+
+class Advance(Protocol):
+    """What :meth:`Reporter.phase` yields: ``advance(steps)`` or ``advance(steps, note)``."""
+
+    def __call__(self, steps: int, note: str = "") -> None: ...
 
 
 class TrainCallback:
@@ -68,7 +74,7 @@ class Reporter:
             callback.on_train_start(settings)
 
     @contextmanager
-    def phase(self, description: str, total: int) -> Iterator[Callable[[int, str], None]]:
+    def phase(self, description: str, total: int) -> Iterator[Advance]:
         """A phase as a context; yields ``advance(steps, note="")``."""
         for callback in self.callbacks:
             callback.on_phase_start(description, total)

@@ -135,6 +135,7 @@ def _validation_caveat(has_val: bool, threshold_from_cv: bool, selection: str) -
 
 
 def write_model_card(out: Path, settings: TrainSettings, provenance: dict[str, Any], history: Sequence[EpochRow], best: BestEpoch) -> None:
+    """Write the model card (:func:`model_card`) to ``out/README.md``, atomically."""
     write_text(Path(out) / "README.md", model_card(settings, provenance, history, best))
 
 

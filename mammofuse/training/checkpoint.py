@@ -61,6 +61,7 @@ def _state(out: Path) -> dict[str, Any]:
 
 
 def set_rng_state(tensors: dict[str, torch.Tensor], scalars: dict[str, Any]) -> None:
+    """Restore the torch (CPU and CUDA), NumPy and Python RNGs from what :func:`rng_state` captured."""
     torch.set_rng_state(tensors["rng.torch"])
     cuda = [tensors[k] for k in sorted(k for k in tensors if k.startswith("rng.cuda."))]
     if cuda and torch.cuda.is_available():
@@ -86,6 +87,7 @@ def optimizer_state(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.T
 
 
 def load_optimizer_state(optimizer: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], scalars: dict[str, Any]) -> None:
+    """Load into ``optimizer`` the state that :func:`optimizer_state` split into tensors and scalars."""
     state: dict[int, dict[str, Any]] = {}
     for key, value in tensors.items():
         if key.startswith("optimizer."):
@@ -115,6 +117,7 @@ def save_checkpoint(out: Path, epoch: int, model_state: dict[str, torch.Tensor],
 
 
 def has_checkpoint(out: Path) -> bool:
+    """Whether ``out`` holds a ``last/`` checkpoint to resume from."""
     return (Path(out) / LAST_DIR / STATE_NAME).is_file()
 
 

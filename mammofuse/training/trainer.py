@@ -441,7 +441,7 @@ class _Trainer:
             **({"threshold_from": self.oof.as_dict()} if self.oof else {}),
         }
 
-    def _patient_digests(self) -> dict[str, list[str]]:
+    def _patient_digests(self) -> dict[str, list[str] | bool]:
         """The digests of the training, validation and ``--pretrained`` model's patients (``evaluate``'s overlap check)."""
         return {
             "train_patients": sorted({patient_digest(s.patient_id) for s in self.samples["train"]}),
