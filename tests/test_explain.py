@@ -234,6 +234,25 @@ def test_shap_equals_shaps_kernel_explainer_over_whole_fields() -> None:
     assert float(np.ravel(explainer.expected_value)[0]) == pytest.approx(ours.expected_value, abs=1e-6)  # float32 batches
 
 
+def test_shap_values_are_computed_by_shaps_exact_explainer(monkeypatch: pytest.MonkeyPatch) -> None:
+    import shap
+
+    runs = []
+
+    class Recording(shap.explainers.Exact):
+        def __call__(self, *args, **kwargs):
+            runs.append(super().__call__(*args, **kwargs))
+            return runs[-1]
+
+    monkeypatch.setattr(shap.explainers, "Exact", Recording)
+    _, scorer, vector, mask = shap_inputs("cross")
+    result = clinical_shapley(scorer, vector, mask, load_schema())
+    assert len(runs) == 1 and runs[0].values.shape == (1, 5, 2)  # one call: logit and probability columns
+    np.testing.assert_array_equal(result.logit[:4], runs[0].values[0, :4, 0])
+    np.testing.assert_array_equal(result.probability[:4], runs[0].values[0, :4, 1])
+    assert (result.logit_expected, result.expected_value) == tuple(runs[0].base_values[0])
+
+
 def test_shap_with_no_clinical_findings_is_all_zero() -> None:
     _, scorer, vector, mask = shap_inputs("cross", clinical={})
     result = clinical_shapley(scorer, vector, mask, load_schema())
