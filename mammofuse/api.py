@@ -242,8 +242,9 @@ def explain(
         **findings: findings by vocabulary field.
 
     Raises:
-        MammofuseError: a folder or a file that cannot be explained, an invalid ``roi``, an unknown method, layer or
-            model, no method, ``lime_samples`` or ``seed`` out of bounds.
+        MammofuseError: a folder or a file that cannot be explained, an ``out`` where explaining would overwrite or
+            remove ``image`` (before anything is written), an invalid ``roi``, an unknown method, layer or model, no
+            method, ``lime_samples`` or ``seed`` out of bounds.
         TypeError: ``image`` or ``out`` is not a path.
     """
     from mammofuse.explainers import explain_file

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import html
 import json
+import re
 from collections import OrderedDict
 from pathlib import Path
 
@@ -637,6 +638,24 @@ def test_explain_in_python_takes_the_cli_settings_and_any_case_of_method(tiny_mo
     with pytest.raises(TypeError, match=r"^methods must be a method name \(str\) or a list of them, not int"):
         model.explain(dicom, tmp_path / "d", methods=["shap", 5], margin="spiculated")
     assert not (tmp_path / "b").exists() and not (tmp_path / "d").exists()
+
+
+@pytest.mark.parametrize(("name", "methods"), [("attention.png", "shap"), ("gradcam.png", "gradcam"), ("report.html", "shap")])
+def test_explain_in_python_refuses_to_remove_or_overwrite_the_file_it_explains(name: str, methods: str, tiny_models: dict[str, Path],
+                                                                               tmp_path: Path) -> None:
+    """explain('apix/attention.png', 'apix') deleted its input as a stale output; 'apix/gradcam.png' was overwritten."""
+    from PIL import Image
+
+    from mammofuse import MammoFuse
+
+    image = tmp_path / "apix" / name
+    image.parent.mkdir()
+    Image.fromarray((np.random.default_rng(0).random((64, 64)) * 255).astype(np.uint8)).save(image, format="PNG")
+    before = image.read_bytes()
+    model = MammoFuse.from_pretrained(tiny_models["cross"])
+    with pytest.raises(MammofuseError, match=rf"^output {re.escape(str(image))} is also an input \({re.escape(str(image))}\): writing it would destroy"):
+        model.explain(image, image.parent, methods=methods, **CLINICAL)
+    assert image.read_bytes() == before and [p.name for p in image.parent.iterdir()] == [name]  # nothing written
 
 
 def test_the_same_seed_writes_the_same_lime_pages_and_report_and_leaves_numpys_random_state(tiny_models: dict[str, Path], real_dicoms: dict[str, Path], tmp_path: Path) -> None:

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Annotated, Callable
 import typer
 
 from mammofuse import RESEARCH_NOTICE
+from mammofuse.atomic import check_not_input
 from mammofuse.cli.common import (
     SOME_FAILED,
     CalcDistribution,
@@ -23,7 +24,6 @@ from mammofuse.cli.common import (
     Shape,
     cases_and_model,
     cell,
-    check_not_input,
     clinical_flags,
     err_console,
     guarded,

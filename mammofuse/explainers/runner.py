@@ -25,7 +25,7 @@ from typing import Callable, Iterable, Sequence
 
 import torch
 
-from mammofuse.atomic import write_text
+from mammofuse.atomic import check_not_input, write_text
 from mammofuse.clinical import load_schema
 from mammofuse.clinical.schema import ClinicalSchema
 from mammofuse.data.sample import Sample
@@ -81,8 +81,10 @@ def explain_case(
         on_step: called with each method's name before it runs (for a progress display).
 
     Raises:
-        MammofuseError: the file cannot be read, the Grad-CAM layer is invalid, or no chosen method applies to this case.
+        MammofuseError: a file this run may write or remove in ``folder`` is one of the case's inputs (before anything
+            is written), the file cannot be read, the Grad-CAM layer is invalid, or no chosen method applies to this case.
     """
+    check_not_input((folder / name for name in OUTPUT_FILES), [sample.image_path, sample.roi_path, sample.roi_mask_path], "output")
     was_training = model.training
     model.eval()
     try:
