@@ -371,6 +371,24 @@ def test_dicom_attributes_holding_html_are_shown_as_text(tiny_models: dict[str, 
     assert "<b onclick" not in (tmp_path / "out" / "b_onclick_x" / "lime_image.html").read_text()
 
 
+def test_clinical_lime_page_and_shap_json_carry_the_notice_and_name_the_case_escaped(tiny_models: dict[str, Path], tmp_path: Path) -> None:
+    """lime_clinical.html was LIME's export as it is: no research-use notice, no title, no case name; shap_clinical.json had no notice."""
+    pytest.importorskip("pydicom")
+    from dicom_factory import breast_phantom, write_dicom
+
+    from mammofuse import RESEARCH_NOTICE
+
+    dicom = write_dicom(tmp_path / "<b onclick=x>.dcm", breast_phantom(96, 64))
+    code, _, err = explain_cli(str(dicom), "--model", str(tiny_models["cross"]), "--margin", "spiculated", "--methods", "lime_clinical,shap",
+                               "--out", str(tmp_path / "out"), "--lime-samples", "10")
+    assert code == 0, err
+    page = (tmp_path / "out" / "b_onclick_x" / "lime_clinical.html").read_text()
+    assert f"<title>Clinical LIME: {html.escape(str(dicom))}</title>" in page and "<b onclick" not in page
+    assert html.escape(RESEARCH_NOTICE) in page and "Content-Security-Policy" in page
+    assert '<iframe sandbox="allow-scripts"' in page and "var lime" in html.unescape(page)  # LIME's own page, framed
+    assert json.loads((tmp_path / "out" / "b_onclick_x" / "shap_clinical.json").read_text())["notice"] == RESEARCH_NOTICE
+
+
 def test_report_leaves_patient_identifiers_out_unless_asked(tiny_models: dict[str, Path], tmp_path: Path) -> None:
     pytest.importorskip("pydicom")
     from dicom_factory import breast_phantom, write_dicom

@@ -17,6 +17,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from mammofuse import RESEARCH_NOTICE
 from mammofuse.clinical.schema import ClinicalSchema
 from mammofuse.explainers.inputs import FixedImageScorer
 from mammofuse.explainers.methods.base import Contribution
@@ -67,6 +68,7 @@ class ClinicalShapley:
                 {"field": f, "label": label, "value": v, "shap": float(p), "shap_logit": float(g)}
                 for f, label, v, p, g in zip(self.fields, self.labels, self.values, self.probability, self.logit)
             ],
+            "notice": RESEARCH_NOTICE,
         }
 
 
