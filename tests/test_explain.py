@@ -443,6 +443,24 @@ def test_methods_that_do_not_apply_are_skipped_with_a_note(tiny_models: dict[str
     assert "SHAP skipped" in (tmp_path / "i" / "1-130" / "report.html").read_text()
 
 
+def test_a_clinical_only_model_explains_without_reading_the_image_as_predict_scores_it(tiny_models: dict[str, Path], tmp_path: Path) -> None:
+    """explain read the pixels anyway and failed an unreadable file while noting "images are not read"; predict scored it."""
+    junk = tmp_path / "junk.dcm"
+    junk.write_bytes(b"not a dicom at all")
+    model = str(tiny_models["clinical"])
+    code, out, err = explain_cli(str(junk), "--model", model, "--density", "3", "--margin", "spiculated", "--out", str(tmp_path / "out"),
+                                 "--lime-samples", "10")
+    assert code == 0, err
+    assert "images are not read" in err and "failed:" not in err and "P(malignant)" in out
+    folder = tmp_path / "out" / "junk"
+    summary = json.loads((folder / "explanation.json").read_text())
+    assert summary["view"] == {} and {"shap_json", "lime_clinical"} <= set(summary["outputs"]) and "gradcam" not in summary["outputs"]
+    report = (folder / "report.html").read_text()
+    assert "not read: the model is clinical-only" in report and "bits" not in report
+    predicted = runner.invoke(app, ["predict", str(junk), "--model", model, "--density", "3", "--margin", "spiculated", "-f", "json"])
+    assert predicted.exit_code == 0 and json.loads(predicted.stdout)[0]["probability"] == pytest.approx(summary["probability"], abs=1e-6)
+
+
 def test_a_bad_file_fails_alone_with_one_line(tiny_models: dict[str, Path], real_dicoms: dict[str, Path], tmp_path: Path) -> None:
     bad = tmp_path / "broken.dcm"
     bad.write_bytes(b"not a dicom at all")

@@ -112,7 +112,7 @@ def _explain(
         decision=decide(probability, threshold), model=model_name, fusion=config.fusion,
         backbone=config.backbone if config.uses_image else None,
         clinical={name: decoded[name] for name in schema.field_names}, options=options,
-        view={"box": list(inputs.view_box), "mirrored": bool(inputs.info.flipped)},
+        view={"box": list(inputs.view_box), "mirrored": bool(inputs.info.flipped)} if inputs.info else {},
     )
     if inputs.image is not None and inputs.lesion_radius is not None and config.recipe.input == "roi" and on_background(inputs.image[0].cpu().numpy(), config.recipe):
         result.notes.append(OFF_BREAST)
@@ -201,6 +201,8 @@ def _remove_stale(folder: Path, written: Iterable[Path]) -> None:
 def _facts(inputs: CaseInputs, include_identifiers: bool) -> list[tuple[str, str]]:
     """The report's file facts; the header's identifiers and dates only when ``include_identifiers``."""
     info = inputs.info
+    if info is None:
+        return [("file", inputs.source), ("image", "not read: the model is clinical-only")]
     facts = [("file", inputs.source), ("format", info.format), ("size", f"{info.rows} x {info.columns}, {info.bits_stored} bits")]
     hidden = [tag for tag in inputs.header if tag in IDENTIFYING_TAGS and not include_identifiers]
     facts.extend((tag, value) for tag, value in inputs.header.items() if tag not in hidden)
