@@ -472,6 +472,25 @@ def test_a_bad_file_fails_alone_with_one_line(tiny_models: dict[str, Path], real
     assert (tmp_path / "o" / good.stem / "report.html").is_file() and not (tmp_path / "o" / "broken").exists()
 
 
+@pytest.mark.parametrize("out", ["expl", "expl2"])
+def test_explaining_a_folder_again_leaves_out_explains_own_output_folders(out: str, tiny_models: dict[str, Path], tmp_path: Path) -> None:
+    """A second `explain studies -r --out studies/expl` listed studies/expl/scan/gradcam.png as an input: exit 2 "is also an input"
+    (the same --out), or RGBA failures (another --out)."""
+    from PIL import Image
+
+    studies = tmp_path / "studies"
+    studies.mkdir()
+    Image.fromarray((np.random.default_rng(0).random((64, 64)) * 255).astype(np.uint8)).save(studies / "scan.png")
+    args = ("--model", str(tiny_models["cross"]), "--margin", "spiculated", "--methods", "gradcam,shap", "-r")
+    assert explain_cli(str(studies), *args, "--out", str(studies / "expl"))[0] == 0
+    code, _, err = explain_cli(str(studies), *args, "--out", str(studies / out))
+    assert code == 0, err
+    assert f"1 folder holding explanation.json left out as explain's own outputs: {studies / 'expl' / 'scan'}" in " ".join(err.split())
+    assert sorted(p.name for p in (studies / out).iterdir()) == ["scan"]
+    code, _, err = explain_cli(str(studies / "expl" / "scan"), *args, "--out", str(tmp_path / "again"))  # the output folder itself
+    assert code == 2 and "no mammogram files found" in err
+
+
 @pytest.mark.parametrize("args, message", [
     (["--methods", "gradcam,magic"], "unknown explanation method"),
     (["--layer", "backbone.layer9"], "unknown layer"),
