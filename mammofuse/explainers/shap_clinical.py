@@ -13,7 +13,7 @@ shap is imported on first use (its import is slow).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -72,20 +72,6 @@ class ClinicalShapley:
         }
 
 
-def field_switches(clinical: np.ndarray, mask: np.ndarray, schema: ClinicalSchema) -> Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]:
-    """Model inputs for rows of field-membership switches (N, F): 1 keeps the field as given, 0 makes it absent.
-
-    Returns a function of the switches giving the (N, D) clinical vectors and (N, F) presence masks.
-    """
-    widths = [block.stop - block.start for block in schema.slices().values()]
-
-    def inputs(switches: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        keep = np.asarray(switches) > 0.5
-        return clinical[None] * np.repeat(keep, widths, axis=1), mask[None] & keep
-
-    return inputs
-
-
 def clinical_shapley(scorer: FixedImageScorer, clinical: np.ndarray, mask: np.ndarray, schema: ClinicalSchema) -> ClinicalShapley:
     """Exact per-field Shapley values of one case (clinical (D,), mask (F,)) with its image fixed, by ``shap.explainers.Exact``."""
     import shap
@@ -93,11 +79,12 @@ def clinical_shapley(scorer: FixedImageScorer, clinical: np.ndarray, mask: np.nd
     clinical = np.asarray(clinical, dtype=np.float32).reshape(-1)
     mask = np.asarray(mask, dtype=bool).reshape(-1)
     n = len(schema.fields)
-    inputs = field_switches(clinical, mask, schema)
+    widths = [block.stop - block.start for block in schema.slices().values()]
 
     def scores(switches: np.ndarray) -> np.ndarray:
-        """(N, 2): each coalition's logit and probability."""
-        logits = scorer.logits(*inputs(switches))
+        """(N, 2) logit and probability of each row of field switches (N, F): 1 keeps the field as given, 0 makes it absent."""
+        keep = np.asarray(switches) > 0.5
+        logits = scorer.logits(clinical[None] * np.repeat(keep, widths, axis=1), mask[None] & keep)
         return np.stack([logits, sigmoid(logits)], axis=1)
 
     explainer = shap.explainers.Exact(scores, shap.maskers.Independent(np.zeros((1, n)), max_samples=1))
