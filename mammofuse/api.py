@@ -72,7 +72,8 @@ def cases(
         clinical_csv: per-file findings (and optional lesion regions); its values win.
         roi: a lesion circle (row, column, radius) in the files' pixels for files without one.
         recursive: descend into sub-folders.
-        explaining: the cases are to be explained, not scored (the remarks say what explaining does without a region).
+        explaining: the cases are to be explained, not scored (the remarks say what explaining does without a region);
+            folders holding an ``explanation.json`` (explain's own outputs) are not searched.
     """
     return [f.sample for f in _listed(inputs, model, findings, clinical_csv, roi, recursive, explaining=explaining)]
 
@@ -87,7 +88,13 @@ def _listed(
     flags = {k: str(v) for k, v in (findings or {}).items() if v is not None}
     notes: list[str] = []
     csv = as_path(clinical_csv, "clinical_csv") if clinical_csv is not None else None
-    files = list_cases(paths, recursive, flags, csv, vocabulary=model.config.vocabulary, notes=notes, region=as_region(roi), breasts=per_breast)
+    outputs: str | None = None
+    if explaining:
+        from mammofuse.explainers.runner import SUMMARY
+
+        outputs = SUMMARY  # explain's own output folders hold it: their figures are no mammograms to explain
+    files = list_cases(paths, recursive, flags, csv, vocabulary=model.config.vocabulary, notes=notes, region=as_region(roi), breasts=per_breast,
+                       skip_folders_with=outputs)
     notes += model_notes(model, [f.sample for f in files], bool(flags or clinical_csv), explaining=explaining)
     for message in notes:
         warnings.warn(message, MammofuseWarning, stacklevel=_caller_level())
@@ -242,8 +249,9 @@ def explain(
         **findings: findings by vocabulary field.
 
     Raises:
-        MammofuseError: a folder or a file that cannot be explained, an invalid ``roi``, an unknown method, layer or
-            model, no method, ``lime_samples`` or ``seed`` out of bounds.
+        MammofuseError: a folder or a file that cannot be explained, an ``out`` where explaining would overwrite or
+            remove ``image`` (before anything is written), an invalid ``roi``, an unknown method, layer or model, no
+            method, ``lime_samples`` or ``seed`` out of bounds.
         OutputError: an output in ``out`` cannot be written (a folder by its name, read-only, disk full).
         TypeError: ``image`` or ``out`` is not a path.
     """

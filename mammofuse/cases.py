@@ -49,14 +49,18 @@ def _column_key(name: str) -> str:
     return re.sub(r"[\s-]+", "_", name.strip().lower())
 
 
-def find_image_files(paths: Iterable[Path], recursive: bool = False, notes: list[str] | None = None) -> list[Path]:
+def find_image_files(
+    paths: Iterable[Path], recursive: bool = False, notes: list[str] | None = None, skip_folders_with: str | None = None,
+) -> list[Path]:
     """Files given, plus mammogram-looking files inside given folders (sorted, each once).
 
     In folders, a file counts when its suffix is an image or DICOM suffix; an extensionless
     file only when it carries the DICOM preamble (TCIA downloads have such files; READMEs do not) and
     is no DICOMDIR (the index of a DICOM media folder).
     A file reached twice (``a.dcm ./a.dcm``, or a folder and a file in it) is kept once, with a
-    remark in ``notes`` when given.
+    remark in ``notes`` when given. With ``skip_folders_with`` (explain's ``explanation.json``), a folder
+    holding a file of that name is not searched, given or found (explain's own output folders), with a
+    remark; a file named is always kept.
 
     Raises:
         MammofuseError: no path given, a path that does not exist or cannot be read, or nothing to score at all.
@@ -65,11 +69,21 @@ def find_image_files(paths: Iterable[Path], recursive: bool = False, notes: list
     if not paths:
         raise MammofuseError("no files or folders given: nothing to score")
     files: list[Path] = []
+    skipped: list[Path] = []
+
+    def skip(folder: Path) -> bool:
+        marked = skip_folders_with is not None and (folder / skip_folders_with).is_file()
+        if marked:
+            skipped.append(folder)
+        return marked
+
     for path in paths:
         path = Path(path)
         with reading(path):  # a name too long, a folder that cannot be listed
             if path.is_dir():
-                found = files_under(path) if recursive else path.iterdir()
+                if skip(path):
+                    continue
+                found = files_under(path, skip) if recursive else path.iterdir()
                 files.extend(sorted(p for p in found if _looks_like_image(p)))
             elif path.exists():
                 files.append(path)
@@ -81,6 +95,9 @@ def find_image_files(paths: Iterable[Path], recursive: bool = False, notes: list
     unique = list(first.values())
     if len(unique) < len(files) and notes is not None:
         notes.append(f"{len(files) - len(unique)} of {len(files)} paths name a file already given: each file is scored once")
+    if skipped and notes is not None:
+        notes.append(f"{len(skipped)} folder{'s' if len(skipped) > 1 else ''} holding {skip_folders_with} left out as explain's own "
+                     f"outputs: {_first_names([str(f) for f in sorted(skipped)], 3)}")
     if not unique:
         given = ", ".join(str(p) for p in paths)
         hint = "" if recursive else " (use --recursive, recursive=True in Python, to look in sub-folders)"
@@ -244,6 +261,7 @@ def list_cases(
     region: tuple[float, float, float] | None = None,
     breasts: bool = False,
     shard: Shard | None = None,
+    skip_folders_with: str | None = None,
 ) -> list[ListedFile]:
     """The files to score, each with its clinical findings, size and modification time; no pixel is decoded.
 
@@ -262,6 +280,7 @@ def list_cases(
         breasts: set each file's ``breast`` from its header or file name.
         shard: keep only this part of the files (:mod:`mammofuse.scoring.shard`): by path, or by
             breast with ``breasts`` so that the views of a breast stay together.
+        skip_folders_with: leave out folders holding a file of this name (see :func:`find_image_files`).
 
     Raises:
         MammofuseError: missing paths, nothing to score, unknown clinical values (with the valid
@@ -272,7 +291,7 @@ def list_cases(
 
     schema = load_schema(vocabulary)
     schema.normalise(clinical)
-    files = find_image_files(paths, recursive, notes)
+    files = find_image_files(paths, recursive, notes, skip_folders_with)
     table = read_clinical_csv(clinical_csv, vocabulary) if clinical_csv else None
     if shard is not None and not breasts:
         files = [f for f in files if shard.holds(str(f))]

@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 
-def files_under(root: Path) -> Iterator[Path]:
+def files_under(root: Path, prune: Callable[[Path], bool] | None = None) -> Iterator[Path]:
     """Every entry under ``root`` that is no folder, at any depth, unordered: what ``root.rglob("*")`` finds
     (folder symlinks listed, not followed; a folder that may not be listed skipped) less the folders, with a
-    stack of folders instead of recursion, which a tree over about 1,000 folders deep exhausts."""
+    stack of folders instead of recursion, which a tree over about 1,000 folders deep exhausts.
+
+    ``prune``: a sub-folder for which it is true is left out, with everything under it."""
     folders = [root]
     while folders:
         folder = folders.pop()
+        if prune is not None and folder is not root and prune(folder):
+            continue
         try:
             with os.scandir(folder) as scan:
                 entries = list(scan)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import html
 import json
+import re
 from collections import OrderedDict
 from pathlib import Path
 
@@ -234,6 +235,25 @@ def test_shap_equals_shaps_kernel_explainer_over_whole_fields() -> None:
     assert float(np.ravel(explainer.expected_value)[0]) == pytest.approx(ours.expected_value, abs=1e-6)  # float32 batches
 
 
+def test_shap_values_are_computed_by_shaps_exact_explainer(monkeypatch: pytest.MonkeyPatch) -> None:
+    import shap
+
+    runs = []
+
+    class Recording(shap.explainers.Exact):
+        def __call__(self, *args, **kwargs):
+            runs.append(super().__call__(*args, **kwargs))
+            return runs[-1]
+
+    monkeypatch.setattr(shap.explainers, "Exact", Recording)
+    _, scorer, vector, mask = shap_inputs("cross")
+    result = clinical_shapley(scorer, vector, mask, load_schema())
+    assert len(runs) == 1 and runs[0].values.shape == (1, 5, 2)  # one call: logit and probability columns
+    np.testing.assert_array_equal(result.logit[:4], runs[0].values[0, :4, 0])
+    np.testing.assert_array_equal(result.probability[:4], runs[0].values[0, :4, 1])
+    assert (result.logit_expected, result.expected_value) == tuple(runs[0].base_values[0])
+
+
 def test_shap_with_no_clinical_findings_is_all_zero() -> None:
     _, scorer, vector, mask = shap_inputs("cross", clinical={})
     result = clinical_shapley(scorer, vector, mask, load_schema())
@@ -351,6 +371,24 @@ def test_dicom_attributes_holding_html_are_shown_as_text(tiny_models: dict[str, 
     assert "<b onclick" not in (tmp_path / "out" / "b_onclick_x" / "lime_image.html").read_text()
 
 
+def test_clinical_lime_page_and_shap_json_carry_the_notice_and_name_the_case_escaped(tiny_models: dict[str, Path], tmp_path: Path) -> None:
+    """lime_clinical.html was LIME's export as it is: no research-use notice, no title, no case name; shap_clinical.json had no notice."""
+    pytest.importorskip("pydicom")
+    from dicom_factory import breast_phantom, write_dicom
+
+    from mammofuse import RESEARCH_NOTICE
+
+    dicom = write_dicom(tmp_path / "<b onclick=x>.dcm", breast_phantom(96, 64))
+    code, _, err = explain_cli(str(dicom), "--model", str(tiny_models["cross"]), "--margin", "spiculated", "--methods", "lime_clinical,shap",
+                               "--out", str(tmp_path / "out"), "--lime-samples", "10")
+    assert code == 0, err
+    page = (tmp_path / "out" / "b_onclick_x" / "lime_clinical.html").read_text()
+    assert f"<title>Clinical LIME: {html.escape(str(dicom))}</title>" in page and "<b onclick" not in page
+    assert html.escape(RESEARCH_NOTICE) in page and "Content-Security-Policy" in page
+    assert '<iframe sandbox="allow-scripts"' in page and "var lime" in html.unescape(page)  # LIME's own page, framed
+    assert json.loads((tmp_path / "out" / "b_onclick_x" / "shap_clinical.json").read_text())["notice"] == RESEARCH_NOTICE
+
+
 def test_report_leaves_patient_identifiers_out_unless_asked(tiny_models: dict[str, Path], tmp_path: Path) -> None:
     pytest.importorskip("pydicom")
     from dicom_factory import breast_phantom, write_dicom
@@ -405,6 +443,24 @@ def test_methods_that_do_not_apply_are_skipped_with_a_note(tiny_models: dict[str
     assert "SHAP skipped" in (tmp_path / "i" / "1-130" / "report.html").read_text()
 
 
+def test_a_clinical_only_model_explains_without_reading_the_image_as_predict_scores_it(tiny_models: dict[str, Path], tmp_path: Path) -> None:
+    """explain read the pixels anyway and failed an unreadable file while noting "images are not read"; predict scored it."""
+    junk = tmp_path / "junk.dcm"
+    junk.write_bytes(b"not a dicom at all")
+    model = str(tiny_models["clinical"])
+    code, out, err = explain_cli(str(junk), "--model", model, "--density", "3", "--margin", "spiculated", "--out", str(tmp_path / "out"),
+                                 "--lime-samples", "10")
+    assert code == 0, err
+    assert "images are not read" in err and "failed:" not in err and "P(malignant)" in out
+    folder = tmp_path / "out" / "junk"
+    summary = json.loads((folder / "explanation.json").read_text())
+    assert summary["view"] == {} and {"shap_json", "lime_clinical"} <= set(summary["outputs"]) and "gradcam" not in summary["outputs"]
+    report = (folder / "report.html").read_text()
+    assert "not read: the model is clinical-only" in report and "bits" not in report
+    predicted = runner.invoke(app, ["predict", str(junk), "--model", model, "--density", "3", "--margin", "spiculated", "-f", "json"])
+    assert predicted.exit_code == 0 and json.loads(predicted.stdout)[0]["probability"] == pytest.approx(summary["probability"], abs=1e-6)
+
+
 def test_a_bad_file_fails_alone_with_one_line(tiny_models: dict[str, Path], real_dicoms: dict[str, Path], tmp_path: Path) -> None:
     bad = tmp_path / "broken.dcm"
     bad.write_bytes(b"not a dicom at all")
@@ -414,6 +470,25 @@ def test_a_bad_file_fails_alone_with_one_line(tiny_models: dict[str, Path], real
     assert code == 1
     assert "broken.dcm" in err and "Traceback" not in err and len([line for line in err.splitlines() if "failed" in line]) == 1
     assert (tmp_path / "o" / good.stem / "report.html").is_file() and not (tmp_path / "o" / "broken").exists()
+
+
+@pytest.mark.parametrize("out", ["expl", "expl2"])
+def test_explaining_a_folder_again_leaves_out_explains_own_output_folders(out: str, tiny_models: dict[str, Path], tmp_path: Path) -> None:
+    """A second `explain studies -r --out studies/expl` listed studies/expl/scan/gradcam.png as an input: exit 2 "is also an input"
+    (the same --out), or RGBA failures (another --out)."""
+    from PIL import Image
+
+    studies = tmp_path / "studies"
+    studies.mkdir()
+    Image.fromarray((np.random.default_rng(0).random((64, 64)) * 255).astype(np.uint8)).save(studies / "scan.png")
+    args = ("--model", str(tiny_models["cross"]), "--margin", "spiculated", "--methods", "gradcam,shap", "-r")
+    assert explain_cli(str(studies), *args, "--out", str(studies / "expl"))[0] == 0
+    code, _, err = explain_cli(str(studies), *args, "--out", str(studies / out))
+    assert code == 0, err
+    assert f"1 folder holding explanation.json left out as explain's own outputs: {studies / 'expl' / 'scan'}" in " ".join(err.split())
+    assert sorted(p.name for p in (studies / out).iterdir()) == ["scan"]
+    code, _, err = explain_cli(str(studies / "expl" / "scan"), *args, "--out", str(tmp_path / "again"))  # the output folder itself
+    assert code == 2 and "no mammogram files found" in err
 
 
 @pytest.mark.parametrize("args, message", [
@@ -636,6 +711,24 @@ def test_explain_in_python_takes_the_cli_settings_and_any_case_of_method(tiny_mo
     with pytest.raises(TypeError, match=r"^methods must be a method name \(str\) or a list of them, not int"):
         model.explain(dicom, tmp_path / "d", methods=["shap", 5], margin="spiculated")
     assert not (tmp_path / "b").exists() and not (tmp_path / "d").exists()
+
+
+@pytest.mark.parametrize(("name", "methods"), [("attention.png", "shap"), ("gradcam.png", "gradcam"), ("report.html", "shap")])
+def test_explain_in_python_refuses_to_remove_or_overwrite_the_file_it_explains(name: str, methods: str, tiny_models: dict[str, Path],
+                                                                               tmp_path: Path) -> None:
+    """explain('apix/attention.png', 'apix') deleted its input as a stale output; 'apix/gradcam.png' was overwritten."""
+    from PIL import Image
+
+    from mammofuse import MammoFuse
+
+    image = tmp_path / "apix" / name
+    image.parent.mkdir()
+    Image.fromarray((np.random.default_rng(0).random((64, 64)) * 255).astype(np.uint8)).save(image, format="PNG")
+    before = image.read_bytes()
+    model = MammoFuse.from_pretrained(tiny_models["cross"])
+    with pytest.raises(MammofuseError, match=rf"^output {re.escape(str(image))} is also an input \({re.escape(str(image))}\): writing it would destroy"):
+        model.explain(image, image.parent, methods=methods, **CLINICAL)
+    assert image.read_bytes() == before and [p.name for p in image.parent.iterdir()] == [name]  # nothing written
 
 
 def test_the_same_seed_writes_the_same_lime_pages_and_report_and_leaves_numpys_random_state(tiny_models: dict[str, Path], real_dicoms: dict[str, Path], tmp_path: Path) -> None:

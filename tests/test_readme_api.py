@@ -27,5 +27,8 @@ def test_readme_python_api_example(real_dicoms, mini_mias, cbis_csv, tmp_path: P
     assert prediction.decision == ("malignant" if prediction.probability >= prediction.threshold else "benign")
     assert prediction.note and any(issubclass(w.category, MammofuseWarning) for w in caught)  # no region: said so
     assert isinstance(explanation, Explanation) and (tmp_path / "explanations" / "report.html").is_file()
-    assert {"gradcam", "report"} <= set(explanation.outputs)
+    assert {"gradcam", "shap_json", "report"} <= set(explanation.outputs)
+    film = namespace["film"]
+    assert film.clinical and {name for name, value in explanation.clinical.items() if value} == set(film.clinical)  # its findings given
+    assert any(c.shap != 0 for c in explanation.top_contributions)  # so SHAP is not all zero
     assert isinstance(metrics, Metrics) and metrics.n == 10 and metrics.report["notice"]

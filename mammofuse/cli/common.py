@@ -6,7 +6,6 @@ import functools
 import math
 import os
 import re
-import stat
 import sys
 import traceback
 import warnings
@@ -270,33 +269,6 @@ def check_output(output: Path | None) -> None:
         from mammofuse.atomic import check_writable
 
         check_writable(output)
-
-
-def check_not_input(outputs: Iterable[Path | None], inputs: Iterable[str | Path | None], flag: str = "--output") -> None:
-    """Refuse, before anything is written, an output that is one of the inputs (the same file, by any path):
-    writing it would destroy that input.
-
-    Raises:
-        MammofuseError: naming the output and the input it would overwrite.
-    """
-    existing: dict[tuple[int, int], Path] = {}
-    for output in filter(None, outputs):
-        try:
-            found = os.stat(output)
-        except OSError:
-            continue  # not there yet: no input can be it
-        if stat.S_ISREG(found.st_mode):
-            existing[found.st_dev, found.st_ino] = output
-    if not existing:
-        return
-    for path in filter(None, inputs):
-        try:
-            found = os.stat(path)
-        except OSError:
-            continue
-        output = existing.get((found.st_dev, found.st_ino))
-        if output is not None:
-            raise MammofuseError(f"{flag} {output} is also an input ({path}): writing it would destroy that file; name another one")
 
 
 def dataset_files(data: Path, images: list[Path] | None, samples: Iterable[Any]) -> Iterator[Path | str | None]:

@@ -6,6 +6,7 @@ from typing import Any
 
 import typer
 
+from mammofuse.atomic import check_not_input
 from mammofuse.cli.common import (
     Abnormality,
     DataDir,
@@ -14,7 +15,6 @@ from mammofuse.cli.common import (
     Output,
     ReportFormatOption,
     cell,
-    check_not_input,
     check_output,
     dataset_files,
     guarded,

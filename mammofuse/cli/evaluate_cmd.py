@@ -7,6 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
+from mammofuse.atomic import check_not_input
 from mammofuse.cli.common import (
     MAX_BATCH_SIZE,
     MAX_WORKERS,
@@ -21,7 +22,6 @@ from mammofuse.cli.common import (
     RecordFormat,
     ReportFormat,
     check_choice,
-    check_not_input,
     check_output,
     dataset_files,
     emit,

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Annotated, Callable
 import typer
 
 from mammofuse import RESEARCH_NOTICE
+from mammofuse.atomic import check_not_input
 from mammofuse.cli.common import (
     SOME_FAILED,
     CalcDistribution,
@@ -23,7 +24,6 @@ from mammofuse.cli.common import (
     Shape,
     cases_and_model,
     cell,
-    check_not_input,
     clinical_flags,
     err_console,
     guarded,
@@ -62,7 +62,7 @@ def explain(
 ) -> None:
     """Explain each prediction: Grad-CAM, SHAP and LIME for the clinical fields, image LIME, attention maps.
 
-    Writes OUT/<file>/report.html (self-contained; the DICOM header's patient identifiers and dates only with --include-identifiers) plus gradcam.png/.npy, shap_clinical.png/.json, lime_clinical.html, lime_image.html, attention.png (cross/co models) and explanation.json. Methods that do not apply to the model are skipped with a note. Exit status: 0 all explained, 1 some files failed or got no explanation (the rest are explained), 2 usage error (including --methods of which none applies to the model), 3 --out not writable, 4 internal error (a bug: please report it).
+    Writes OUT/<file>/report.html (self-contained; the DICOM header's patient identifiers and dates only with --include-identifiers) plus gradcam.png/.npy, shap_clinical.png/.json, lime_clinical.html, lime_image.html, attention.png (cross/co models) and explanation.json. Methods that do not apply to the model are skipped with a note. Folders holding an explanation.json (explain's own outputs) are not searched for inputs, so --out may lie inside a folder explained again. Exit status: 0 all explained, 1 some files failed or got no explanation (the rest are explained), 2 usage error (including --methods of which none applies to the model), 3 --out not writable, 4 internal error (a bug: please report it).
 
     Examples:
 

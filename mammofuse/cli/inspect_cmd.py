@@ -7,13 +7,13 @@ from typing import Annotated, Any
 
 import typer
 
+from mammofuse.atomic import check_not_input
 from mammofuse.cli.common import (
     SOME_FAILED,
     InputPaths,
     Output,
     RecordFormatOption,
     cell,
-    check_not_input,
     check_output,
     emit,
     err_console,

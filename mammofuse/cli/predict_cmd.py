@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from mammofuse import RESEARCH_NOTICE
+from mammofuse.atomic import check_not_input
 from mammofuse.cli.common import (
     MAX_BATCH_SIZE,
     MAX_WORKERS,
@@ -33,7 +34,6 @@ from mammofuse.cli.common import (
     ShardOption,
     cell,
     check_choice,
-    check_not_input,
     check_output,
     clinical_flags,
     emit,

@@ -33,7 +33,8 @@ class Explanation:
         seconds: time per step (``read_and_predict``, each method's name, ``total``).
         view: where the region drawn under the maps (and ``gradcam.npy``) lies in the file: ``box``, its
             (top, bottom, left, right) in the file's own pixels, and ``mirrored``, True when it is drawn
-            mirrored left to right (the reader turns every breast to face the same way).
+            mirrored left to right (the reader turns every breast to face the same way); empty for a clinical-only
+            model, which reads no pixels.
 
     Example:
         >>> result = explain_case(model, sample, Path("explanations/scan"))  # doctest: +SKIP

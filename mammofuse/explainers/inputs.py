@@ -2,7 +2,8 @@
 
 Every method explains the same thing ``predict`` scores, so the tensors are built by
 :func:`mammofuse.inference.load_input` itself, and the region the model saw is drawn at the
-film's proportions for the overlays (a model with a canvas sees it stretched).
+film's proportions for the overlays (a model with a canvas sees it stretched). A clinical-only
+model's case reads no pixels, as ``predict`` reads none for it.
 """
 
 from __future__ import annotations
@@ -35,8 +36,8 @@ class CaseInputs:
         clinical: (1, D) multi-hot clinical vector.
         mask: (1, F) bool, True where the field is present.
         view: the region the model saw, in [0, 1], at the film's proportions (longest side
-            at most ``DISPLAY_SIDE``): the background of every overlay.
-        info: what the reader saw in the file.
+            at most ``DISPLAY_SIDE``): the background of every overlay; None for a clinical-only model.
+        info: what the reader saw in the file; None for a clinical-only model (the file is not read).
         header: extra file attributes for the report (untrusted text from the file).
         radiomics: (1, N_RADIOMICS) texture statistics of the crop, for models with a radiomics token.
         lesion_radius: the lesion's radius in the model's pixels (None without a region), which the
@@ -49,8 +50,8 @@ class CaseInputs:
     image: torch.Tensor | None
     clinical: torch.Tensor
     mask: torch.Tensor
-    view: np.ndarray
-    info: MammogramInfo
+    view: np.ndarray | None
+    info: MammogramInfo | None
     header: dict[str, str] = field(default_factory=dict)
     radiomics: torch.Tensor | None = None
     lesion_radius: float | None = None
@@ -85,7 +86,7 @@ def model_view(sample: Sample, recipe: PreprocessRecipe) -> tuple[Mammogram, Pre
 
 
 def prepare_inputs(model: MammoFuse, sample: Sample, device: str | torch.device = "cpu") -> CaseInputs:
-    """Read the case's file once and build the model inputs and the display view.
+    """Read the case's file once and build the model inputs and the display view (a clinical-only model reads no file).
 
     Raises:
         MammofuseError: unreadable file (the message names it) or unknown clinical value.
@@ -94,32 +95,31 @@ def prepare_inputs(model: MammoFuse, sample: Sample, device: str | torch.device 
 
     config = model.config
     vector, mask = load_schema(config.vocabulary).encode(sample.clinical)
+    clinical, present = torch.from_numpy(vector)[None].to(device), torch.from_numpy(mask)[None].to(device)
+    if not config.uses_image:
+        if not mask.any():
+            raise MammofuseError(f"{sample.image_path or sample.id}: {NOTHING_TO_SCORE} (a clinical-only model given no finding)")
+        return CaseInputs(sample=sample, image=None, clinical=clinical, mask=present, view=None, info=None)
     sample = with_mask_region(sample, config.recipe)
-    if config.uses_image and config.recipe.needs_region() and sample.region is None and not sample.roi_path:
+    if config.recipe.needs_region() and sample.region is None and not sample.roi_path:
         raise MammofuseError(
             f"{sample.image_path or sample.id}: this model looks at lesion crops and no lesion region was given: "
             "give its region (--roi ROW,COL,RADIUS, roi= in Python, or roi_row, roi_col, roi_radius columns in --clinical)"
         )
-    if not config.uses_image and not mask.any():
-        raise MammofuseError(f"{sample.image_path or sample.id}: {NOTHING_TO_SCORE} (a clinical-only model given no finding)")
     mammogram, recipe, region = model_view(sample, config.recipe)
     shape, flipped = mammogram.pixels.shape, mammogram.info.flipped
     pixels, model_region = model_space(mammogram, recipe, region)
-    image = radiomics = None
-    if config.uses_image:
-        array, extra = load_input(sample, config.recipe, config.radiomics)
-        image = torch.from_numpy(array)[None].to(device)
-        radiomics = torch.from_numpy(extra)[None].to(device) if config.radiomics else None
+    array, extra = load_input(sample, config.recipe, config.radiomics)
     return CaseInputs(
         sample=sample,
-        image=image,
-        clinical=torch.from_numpy(vector)[None].to(device),
-        mask=torch.from_numpy(mask)[None].to(device),
+        image=torch.from_numpy(array)[None].to(device),
+        clinical=clinical,
+        mask=present,
         view=display_view(crop_pixels(pixels, recipe, model_region), film_pixel(shape, recipe.canvas)),
         view_box=film_box(crop_box(pixels, recipe, model_region), shape, recipe.canvas, flipped),
         info=mammogram.info,
         header=dicom_header(Path(mammogram.info.path)) if mammogram.info.format == "dicom" else {},
-        radiomics=radiomics,
+        radiomics=torch.from_numpy(extra)[None].to(device) if config.radiomics else None,
         lesion_radius=model_region[2] if model_region else None,
     )
 

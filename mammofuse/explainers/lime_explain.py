@@ -8,7 +8,8 @@ category of a field equally often. The image is held fixed (its features compute
 Image: SLIC superpixels computed on the model input downsampled to ``SEGMENT_SIDE`` pixels
 (then scaled back up), so segmentation is cheap; LIME switches superpixels off (filled with
 the normalised mean, 0) and fits a weighted linear model of the malignancy probability. The
-clinical input is held fixed. LIME has no HTML for images: the PNG is wrapped in a page.
+clinical input is held fixed. LIME has no HTML for images: the PNG is wrapped in a page; the
+tabular export is framed in a page of the same form (title, case, research-use notice).
 
 Both are seeded: the same seed gives the same explanation and the same HTML (NumPy's global random state is left alone).
 """
@@ -104,6 +105,27 @@ def lime_clinical(scorer: FixedImageScorer, schema: ClinicalSchema, clinical_val
     explanation = explainer.explain_instance(row, predict, labels=(1,), num_features=len(schema.fields), num_samples=num_samples)
     explanation.random_state = np.random.RandomState(seed)  # the page's element id: seeded, not drawn from NumPy's global state
     return ClinicalLime(html=explanation.as_html(labels=(1,)), weights=[(str(n), float(w)) for n, w in explanation.as_list(label=1)], score=float(explanation.score))
+
+
+def lime_clinical_html(result: ClinicalLime, num_samples: int, seed: int, source: str) -> str:
+    """A self-contained page around LIME's own tabular export (framed, so its scripts cannot touch the page)
+    with a title, the case and the research-use notice, as :func:`lime_image_html`."""
+    from mammofuse.explainers.report import CSP, sandboxed_frame
+
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8">
+<meta http-equiv="Content-Security-Policy" content="{CSP}">
+<title>Clinical LIME: {html.escape(source)}</title>
+<style>body{{font-family:system-ui,sans-serif;margin:1.5em;max-width:1400px}}iframe{{width:100%;height:520px;border:1px solid #ddd}}</style>
+</head><body>
+<h1>Clinical LIME</h1>
+<p>{html.escape(source)}</p>
+<p>LIME's local linear model of the predicted probability of malignancy over the label-encoded clinical fields, image
+held fixed. {num_samples} perturbed samples, seed {seed}, local model R&sup2; {result.score:.3f}.</p>
+{sandboxed_frame(result.html, "LIME (clinical fields)")}
+<p><em>{html.escape(RESEARCH_NOTICE)}</em></p>
+</body></html>
+"""
 
 
 @dataclass

@@ -62,12 +62,18 @@ img{max-width:100%;height:auto}iframe{width:100%;height:520px;border:1px solid #
 .note{color:#666}code{word-break:break-all}
 """
 
-_CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'; script-src 'unsafe-inline'; frame-src 'self' about: data:"
+CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'; script-src 'unsafe-inline'; frame-src 'self' about: data:"
+"""Content-Security-Policy of the pages that frame LIME's export: nothing from the network; inline styles and scripts."""
 
 
 def _table(rows: list[tuple[str, str]]) -> str:
     body = "".join(f"<tr><th>{escape(str(k))}</th><td>{escape(str(v))}</td></tr>" for k, v in rows)
     return f"<table>{body}</table>"
+
+
+def sandboxed_frame(document: str, title: str) -> str:
+    """``document`` (a whole HTML page, e.g. LIME's export) in a sandboxed ``iframe srcdoc``: its scripts run, but cannot touch the page."""
+    return f'<iframe sandbox="allow-scripts" title="{escape(title)}" srcdoc="{escape(document, quote=True)}"></iframe>'
 
 
 def _section(section: ReportSection) -> str:
@@ -76,7 +82,7 @@ def _section(section: ReportSection) -> str:
         data = base64.b64encode(section.png).decode("ascii")
         parts.append(f'<img alt="{escape(section.title)}" src="data:image/png;base64,{data}">')
     if section.frame_html is not None:
-        parts.append(f'<iframe sandbox="allow-scripts" title="{escape(section.title)}" srcdoc="{escape(section.frame_html, quote=True)}"></iframe>')
+        parts.append(sandboxed_frame(section.frame_html, section.title))
     if section.table:
         parts.append(_table(section.table))
     if section.files:
@@ -95,7 +101,7 @@ def render_report(data: ReportData) -> str:
     sections = "\n".join(_section(s) for s in data.sections)
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
-<meta http-equiv="Content-Security-Policy" content="{_CSP}">
+<meta http-equiv="Content-Security-Policy" content="{CSP}">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>mammofuse explanation: {escape(data.source)}</title>
 <style>{_STYLE}</style>

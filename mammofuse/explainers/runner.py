@@ -26,7 +26,7 @@ from typing import Callable, Iterable, Sequence
 
 import torch
 
-from mammofuse.atomic import write_text
+from mammofuse.atomic import check_not_input, write_text
 from mammofuse.clinical import load_schema
 from mammofuse.clinical.schema import ClinicalSchema
 from mammofuse.data.sample import Sample
@@ -82,9 +82,11 @@ def explain_case(
         on_step: called with each method's name before it runs (for a progress display).
 
     Raises:
-        MammofuseError: the file cannot be read, the Grad-CAM layer is invalid, or no chosen method applies to this case.
+        MammofuseError: a file this run may write or remove in ``folder`` is one of the case's inputs (before anything
+            is written), the file cannot be read, the Grad-CAM layer is invalid, or no chosen method applies to this case.
         OutputError: an output in ``folder`` cannot be written, or an earlier one there cannot be removed.
     """
+    check_not_input((folder / name for name in OUTPUT_FILES), [sample.image_path, sample.roi_path, sample.roi_mask_path], "output")
     was_training = model.training
     model.eval()
     try:
@@ -112,7 +114,7 @@ def _explain(
         decision=decide(probability, threshold), model=model_name, fusion=config.fusion,
         backbone=config.backbone if config.uses_image else None,
         clinical={name: decoded[name] for name in schema.field_names}, options=options,
-        view={"box": list(inputs.view_box), "mirrored": bool(inputs.info.flipped)},
+        view={"box": list(inputs.view_box), "mirrored": bool(inputs.info.flipped)} if inputs.info else {},
     )
     if inputs.image is not None and inputs.lesion_radius is not None and config.recipe.input == "roi" and on_background(inputs.image[0].cpu().numpy(), config.recipe):
         result.notes.append(OFF_BREAST)
@@ -207,6 +209,8 @@ def _remove_stale(folder: Path, written: Iterable[Path]) -> None:
 def _facts(inputs: CaseInputs, include_identifiers: bool) -> list[tuple[str, str]]:
     """The report's file facts; the header's identifiers and dates only when ``include_identifiers``."""
     info = inputs.info
+    if info is None:
+        return [("file", inputs.source), ("image", "not read: the model is clinical-only")]
     facts = [("file", inputs.source), ("format", info.format), ("size", f"{info.rows} x {info.columns}, {info.bits_stored} bits")]
     hidden = [tag for tag in inputs.header if tag in IDENTIFYING_TAGS and not include_identifiers]
     facts.extend((tag, value) for tag, value in inputs.header.items() if tag not in hidden)

@@ -2,21 +2,22 @@
 
 Players are whole fields (a field's multi-hot block and its presence flag move together);
 a field "leaves" the coalition by becoming absent, exactly as when a user does not give it,
-so the baseline is the model's own answer without clinical findings. With five fields all
-2^5 = 32 coalitions are scored in one batch, so the values are exact (no sampling) and add
-up to ``model output - expected value`` by construction. ``shap.KernelExplainer`` with the
-"absent" row as background gives the same numbers (tested); this is its exact, fast case.
+so the baseline is the model's own answer without clinical findings. ``shap``'s Exact
+explainer computes the values over the fields' membership switches (1 = the field as given,
+0 = absent; the all-absent row is the masker's only background), scoring every one of the
+2^5 = 32 coalitions, so they are exact (no sampling) and add up to
+``model output - expected value``. ``shap.KernelExplainer`` gives the same numbers (tested).
+shap is imported on first use (its import is slow).
 """
 
 from __future__ import annotations
 
-import itertools
-import math
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from mammofuse import RESEARCH_NOTICE
 from mammofuse.clinical.schema import ClinicalSchema
 from mammofuse.explainers.inputs import FixedImageScorer
 from mammofuse.explainers.methods.base import Contribution
@@ -67,53 +68,41 @@ class ClinicalShapley:
                 {"field": f, "label": label, "value": v, "shap": float(p), "shap_logit": float(g)}
                 for f, label, v, p, g in zip(self.fields, self.labels, self.values, self.probability, self.logit)
             ],
+            "notice": RESEARCH_NOTICE,
         }
 
 
-def coalition_inputs(clinical: np.ndarray, mask: np.ndarray, schema: ClinicalSchema) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Every coalition of fields as model inputs: (2^F, F) membership, (2^F, D) vectors, (2^F, F) masks."""
-    n = len(schema.fields)
-    members = np.array(list(itertools.product([False, True], repeat=n)), dtype=bool)
-    vectors = np.zeros((len(members), clinical.shape[-1]), dtype=np.float32)
-    for i, block in enumerate(schema.slices().values()):
-        vectors[members[:, i], block] = clinical[block]
-    return members, vectors, members & mask[None, :]
-
-
-def shapley_from_values(members: np.ndarray, values: np.ndarray) -> np.ndarray:
-    """Exact Shapley values (F,) from the value of every coalition (rows of ``members``)."""
-    n = members.shape[1]
-    index = {tuple(row): v for row, v in zip(members.tolist(), values)}
-    phi = np.zeros(n)
-    for row, v in zip(members.tolist(), values):
-        size = sum(row)
-        for i in range(n):
-            if not row[i]:
-                continue
-            without = tuple(False if j == i else b for j, b in enumerate(row))
-            weight = math.factorial(size - 1) * math.factorial(n - size) / math.factorial(n)
-            phi[i] += weight * (v - index[without])
-    return phi
-
-
 def clinical_shapley(scorer: FixedImageScorer, clinical: np.ndarray, mask: np.ndarray, schema: ClinicalSchema) -> ClinicalShapley:
-    """Exact per-field Shapley values of one case (clinical (D,), mask (F,)) with its image fixed."""
+    """Exact per-field Shapley values of one case (clinical (D,), mask (F,)) with its image fixed, by ``shap.explainers.Exact``."""
+    import shap
+
     clinical = np.asarray(clinical, dtype=np.float32).reshape(-1)
     mask = np.asarray(mask, dtype=bool).reshape(-1)
-    members, vectors, masks = coalition_inputs(clinical, mask, schema)
-    logits = scorer.logits(vectors, masks)
-    probs = sigmoid(logits)
+    n = len(schema.fields)
+    widths = [block.stop - block.start for block in schema.slices().values()]
+
+    def scores(switches: np.ndarray) -> np.ndarray:
+        """(N, 2) logit and probability of each row of field switches (N, F): 1 keeps the field as given, 0 makes it absent."""
+        keep = np.asarray(switches) > 0.5
+        logits = scorer.logits(clinical[None] * np.repeat(keep, widths, axis=1), mask[None] & keep)
+        return np.stack([logits, sigmoid(logits)], axis=1)
+
+    explainer = shap.explainers.Exact(scores, shap.maskers.Independent(np.zeros((1, n)), max_samples=1))
+    explanation = explainer(np.ones((1, n)), max_evals=2**n, silent=True)
+    values, base = explanation.values[0].copy(), explanation.base_values[0]
+    values[~mask] = 0.0  # a field not given is the same in and out of a coalition: exactly 0, not rounding noise
+    output = base + values.sum(axis=0)
     decoded = schema.display(clinical, mask)
     return ClinicalShapley(
         fields=list(schema.field_names),
         labels=[f.label for f in schema.fields],
         values=[decoded[name] for name in schema.field_names],
-        logit=shapley_from_values(members, logits),
-        logit_expected=float(logits[0]),
-        logit_output=float(logits[-1]),
-        probability=shapley_from_values(members, probs),
-        expected_value=float(probs[0]),
-        output=float(probs[-1]),
+        logit=values[:, 0],
+        logit_expected=float(base[0]),
+        logit_output=float(output[0]),
+        probability=values[:, 1],
+        expected_value=float(base[1]),
+        output=float(output[1]),
     )
 
 

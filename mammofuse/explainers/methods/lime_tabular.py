@@ -1,4 +1,5 @@
-"""The clinical (tabular) LIME plug-in: LIME's own page ``lime_clinical.html`` (:mod:`mammofuse.explainers.lime_explain`)."""
+"""The clinical (tabular) LIME plug-in: LIME's own page, framed with the case and the notice, ``lime_clinical.html``
+(:mod:`mammofuse.explainers.lime_explain`)."""
 
 from __future__ import annotations
 
@@ -24,12 +25,12 @@ class ClinicalLimeMethod(ExplanationMethod):
 
     def run(self, case: CaseContext) -> MethodResult:
         from mammofuse.atomic import write_text
-        from mammofuse.explainers.lime_explain import lime_clinical
+        from mammofuse.explainers.lime_explain import lime_clinical, lime_clinical_html
 
         samples, seed = case.options.lime_samples, case.options.seed
         tabular = lime_clinical(case.image_scorer, case.schema, case.inputs.sample.clinical, samples, seed)
         paths = self.paths(case.folder)
-        write_text(paths["lime_clinical"], tabular.html)
+        write_text(paths["lime_clinical"], lime_clinical_html(tabular, samples, seed, case.inputs.source))
         return MethodResult(paths, ReportSection(
             "LIME (clinical fields)",
             f"LIME's local linear model over the label-encoded clinical fields (image fixed); {samples} samples, seed {seed}.",
