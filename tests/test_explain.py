@@ -1,13 +1,14 @@
 """`mammofuse explain`: Grad-CAM, clinical SHAP, LIME, attention and the HTML report.
 
 Correctness is checked against independent implementations (captum's LayerGradCam,
-shap's KernelExplainer) and on a constructed image whose only signal sits in one quadrant.
+the Shapley formula over every ordering) and on a constructed image whose only signal sits in one quadrant.
 Models are random-weight ResNet-18s at 32-64 px: fast, and real networks.
 """
 
 from __future__ import annotations
 
 import html
+import itertools
 import json
 import re
 from collections import OrderedDict
@@ -218,40 +219,42 @@ def test_shap_attributions_add_up_to_output_minus_expected_value(fusion: str) ->
     assert np.abs(result.probability[:4]).max() > 0
 
 
-def test_shap_equals_shaps_kernel_explainer_over_whole_fields() -> None:
-    shap = pytest.importorskip("shap")
-    _, scorer, vector, mask = shap_inputs("cross")
+@pytest.mark.parametrize("clinical", [CLINICAL, {"density": "2"}, {"margin": "spiculated", "calc_type": "pleomorphic-amorphous"}])
+def test_shap_equals_the_shapley_formula_over_every_ordering_of_the_fields(clinical: dict[str, str]) -> None:
+    _, scorer, vector, mask = shap_inputs("cross", clinical=clinical)
     schema = load_schema()
-    blocks = list(schema.slices().values())
+    widths = [b.stop - b.start for b in schema.slices().values()]
 
-    def f(z: np.ndarray) -> np.ndarray:  # z[i] = 1: field i as given, 0: absent
-        keep = np.repeat(z.astype(bool), [b.stop - b.start for b in blocks], axis=1)
-        return sigmoid(scorer.logits(vector[None] * keep, mask[None] & z.astype(bool)))
+    def value(members: set[int]) -> float:  # the model's probability with only these fields given
+        keep = np.array([i in members for i in range(5)])
+        return float(sigmoid(scorer.logits(vector[None] * np.repeat(keep, widths)[None], mask[None] & keep[None]))[0])
 
-    explainer = shap.KernelExplainer(f, np.zeros((1, 5)))
-    kernel = explainer.shap_values(np.ones((1, 5)), nsamples=2**5, silent=True).reshape(-1)
-    ours = clinical_shapley(scorer, vector, mask, schema)
-    np.testing.assert_allclose(ours.probability, kernel, atol=1e-6)
-    assert float(np.ravel(explainer.expected_value)[0]) == pytest.approx(ours.expected_value, abs=1e-6)  # float32 batches
+    orderings = list(itertools.permutations(range(5)))
+    brute = np.zeros(5)
+    for order in orderings:
+        for k, field in enumerate(order):
+            brute[field] += value(set(order[: k + 1])) - value(set(order[:k]))
+    result = clinical_shapley(scorer, vector, mask, schema)
+    np.testing.assert_allclose(result.probability, brute / len(orderings), atol=1e-6)  # float32 batches
+    assert result.expected_value == pytest.approx(value(set()), abs=1e-6)
 
 
-def test_shap_values_are_computed_by_shaps_exact_explainer(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_shap_values_are_computed_by_shaps_kernel_explainer(monkeypatch: pytest.MonkeyPatch) -> None:
     import shap
 
     runs = []
 
-    class Recording(shap.explainers.Exact):
-        def __call__(self, *args, **kwargs):
-            runs.append(super().__call__(*args, **kwargs))
+    class Recording(shap.KernelExplainer):
+        def shap_values(self, *args, **kwargs):
+            runs.append(np.asarray(super().shap_values(*args, **kwargs)))
             return runs[-1]
 
-    monkeypatch.setattr(shap.explainers, "Exact", Recording)
+    monkeypatch.setattr(shap, "KernelExplainer", Recording)
     _, scorer, vector, mask = shap_inputs("cross")
     result = clinical_shapley(scorer, vector, mask, load_schema())
-    assert len(runs) == 1 and runs[0].values.shape == (1, 5, 2)  # one call: logit and probability columns
-    np.testing.assert_array_equal(result.logit[:4], runs[0].values[0, :4, 0])
-    np.testing.assert_array_equal(result.probability[:4], runs[0].values[0, :4, 1])
-    assert (result.logit_expected, result.expected_value) == tuple(runs[0].base_values[0])
+    assert len(runs) == 1 and runs[0].shape == (1, 5, 2)  # one call: logit and probability columns
+    np.testing.assert_array_equal(result.logit[:4], runs[0][0, :4, 0])
+    np.testing.assert_array_equal(result.probability[:4], runs[0][0, :4, 1])
 
 
 def test_shap_with_no_clinical_findings_is_all_zero() -> None:

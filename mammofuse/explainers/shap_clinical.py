@@ -2,11 +2,12 @@
 
 Players are whole fields (a field's multi-hot block and its presence flag move together);
 a field "leaves" the coalition by becoming absent, exactly as when a user does not give it,
-so the baseline is the model's own answer without clinical findings. ``shap``'s Exact
-explainer computes the values over the fields' membership switches (1 = the field as given,
-0 = absent; the all-absent row is the masker's only background), scoring every one of the
-2^5 = 32 coalitions, so they are exact (no sampling) and add up to
-``model output - expected value``. ``shap.KernelExplainer`` gives the same numbers (tested).
+so the baseline is the model's own answer without clinical findings. ``shap.KernelExplainer``
+computes the values over the fields' membership switches (1 = the field as given, 0 = absent;
+the all-absent row is its only background) from every one of the 2^5 = 32 coalitions, where
+Kernel SHAP's weighted regression is exact (no sampling): they equal the Shapley formula over all
+orderings (tested) and add up to ``model output - expected value``. shap's Exact explainer gives
+the same numbers but compiles numba code for about 5 s in every new process; the kernel needs none.
 shap is imported on first use (its import is slow).
 """
 
@@ -73,7 +74,7 @@ class ClinicalShapley:
 
 
 def clinical_shapley(scorer: FixedImageScorer, clinical: np.ndarray, mask: np.ndarray, schema: ClinicalSchema) -> ClinicalShapley:
-    """Exact per-field Shapley values of one case (clinical (D,), mask (F,)) with its image fixed, by ``shap.explainers.Exact``."""
+    """Exact per-field Shapley values of one case (clinical (D,), mask (F,)) with its image fixed, by ``shap.KernelExplainer``."""
     import shap
 
     clinical = np.asarray(clinical, dtype=np.float32).reshape(-1)
@@ -87,9 +88,9 @@ def clinical_shapley(scorer: FixedImageScorer, clinical: np.ndarray, mask: np.nd
         logits = scorer.logits(clinical[None] * np.repeat(keep, widths, axis=1), mask[None] & keep)
         return np.stack([logits, sigmoid(logits)], axis=1)
 
-    explainer = shap.explainers.Exact(scores, shap.maskers.Independent(np.zeros((1, n)), max_samples=1))
-    explanation = explainer(np.ones((1, n)), max_evals=2**n, silent=True)
-    values, base = explanation.values[0].copy(), explanation.base_values[0]
+    explainer = shap.KernelExplainer(scores, np.zeros((1, n)))
+    values = np.asarray(explainer.shap_values(np.ones((1, n)), nsamples=2**n, silent=True), dtype=float)[0]  # (F, 2)
+    base = np.asarray(explainer.expected_value, dtype=float)
     values[~mask] = 0.0  # a field not given is the same in and out of a coalition: exactly 0, not rounding noise
     output = base + values.sum(axis=0)
     decoded = schema.display(clinical, mask)
