@@ -26,7 +26,8 @@ def progress(description: str, total: int | None, minimum: int = 1) -> Iterator[
     running loss) replaces the end of the description.
 
     Drawn only when stderr is a terminal and there are at least ``minimum`` steps, so pipes and
-    logs stay clean; otherwise ``advance`` does nothing.
+    logs stay clean; otherwise ``advance`` does nothing. stdout is never redirected: records written
+    while the bar is drawn go where stdout goes (``> scores.csv``), not to the terminal.
     """
     if not err_console.is_terminal or (total is not None and total < minimum):
         yield lambda n, note="": None
@@ -41,7 +42,7 @@ def progress(description: str, total: int | None, minimum: int = 1) -> Iterator[
     )
 
     bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(),
-                   console=err_console, transient=True)
+                   console=err_console, transient=True, redirect_stdout=False, redirect_stderr=False)
     with bar:
         task = bar.add_task(description, total=total)
         yield lambda n, note="": bar.update(task, advance=n, description=description + note)
@@ -49,12 +50,17 @@ def progress(description: str, total: int | None, minimum: int = 1) -> Iterator[
 
 @contextmanager
 def status(description: str) -> Iterator[Callable[[str], None]]:
-    """A transient spinner on stderr; yields ``update(text)``. Drawn only when stderr is a terminal."""
+    """A transient spinner on stderr; yields ``update(text)``. Drawn only when stderr is a terminal; stdout is
+    never redirected (see :func:`progress`)."""
     if not err_console.is_terminal:
         yield lambda text: None
         return
-    with err_console.status(description) as spinner:
-        yield spinner.update
+    from rich.live import Live
+    from rich.spinner import Spinner
+
+    spinner = Spinner("dots", description)
+    with Live(spinner, console=err_console, transient=True, refresh_per_second=12.5, redirect_stdout=False, redirect_stderr=False):
+        yield lambda text: spinner.update(text=text)
 
 
 def show(renderable: "RenderableType", output: Path | None = None) -> None:
