@@ -82,3 +82,48 @@ def test_records_go_to_redirected_stdout_while_a_progress_bar_is_drawn_on_a_term
     rows = list(csv.DictReader(out.read_text().splitlines()))
     assert sorted(Path(r["path"]).name for r in rows) == ["a.png", "b.png", "c.png"]
     assert "a.png" not in shown
+
+
+@pytest.fixture(scope="module")
+def latin_name(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A phantom whose file name is not UTF-8 (``caf\\xe9.png``, Latin-1), beside one that is."""
+    folder = tmp_path_factory.mktemp("latin")
+    image = Image.fromarray(breast_phantom(bits=8).astype(np.uint8))
+    name = folder / os.fsdecode(b"caf\xe9.png")
+    try:
+        image.save(name)
+    except (OSError, UnicodeEncodeError):
+        pytest.skip("this file system refuses names that are not UTF-8")
+    image.save(folder / "ok.png")
+    return name
+
+
+def test_a_file_name_that_is_not_utf8_survives_stdout_records_and_tables(tiny: Path, latin_name: Path, tmp_path: Path) -> None:
+    """Each exited 4, "internal error (UnicodeEncodeError)", under a UTF-8 locale's strict stdout."""
+    env = environment(PYTHONIOENCODING="utf-8", LC_ALL="C.UTF-8")
+    records = subprocess.run(mammofuse("predict", latin_name.parent, "--model", tiny, "-f", "csv"), capture_output=True, env=env, timeout=180)
+    assert records.returncode == 0, records.stderr
+    assert os.fsencode(latin_name) in records.stdout.splitlines()[1]  # the bytes of the name, as they are: the file can be found again
+    table = tmp_path / "scores.txt"
+    shown = subprocess.run(mammofuse("predict", latin_name.parent, "--model", tiny, "-o", table), capture_output=True, env=env, timeout=180)
+    assert shown.returncode == 0, shown.stderr
+    assert "caf\\xe9.png" in table.read_text(encoding="utf-8")  # for people: the byte shown, the file valid UTF-8
+
+
+def test_a_file_name_that_is_not_utf8_survives_inspect_output_and_explain(latin_name: Path, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from mammofuse.cli import app
+
+    runner = CliRunner()
+    listed = tmp_path / "files.csv"
+    result = runner.invoke(app, ["inspect", str(latin_name.parent), "-o", str(listed)])
+    assert result.exit_code == 0, result.output
+    assert os.fsencode(latin_name) in listed.read_bytes()
+    roi_model = make_tiny_model(tmp_path / "roi-model", "concat", "roi")
+    result = runner.invoke(app, ["explain", str(latin_name), "--model", str(roi_model), "--methods", "shap", "--density", "2", "--out", str(tmp_path / "out")],
+                           env={"OMP_NUM_THREADS": "1", "COLUMNS": "250"})
+    assert result.exit_code == 0, result.output
+    (folder,) = (tmp_path / "out").iterdir()
+    assert folder.name.isascii() and "caf\\xe9.png" in (folder / "report.html").read_text(encoding="utf-8")
+    assert "caf\\xe9.png" in result.stdout

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import io
+import sys
+
 import typer
 import typer.core
 
@@ -67,5 +70,8 @@ models_cmd.register(app)
 
 
 def main() -> None:
-    """Console-script entry point."""
+    """Console-script entry point. Records on stdout carry a file name's undecodable bytes as they were, as in an
+    ``--output`` file, whatever the locale's error handler (what people read is escaped, see ``common.clean``)."""
+    if isinstance(sys.stdout, io.TextIOWrapper):
+        sys.stdout.reconfigure(errors="surrogateescape")
     app()

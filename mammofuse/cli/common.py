@@ -34,9 +34,9 @@ DEBUG_VARIABLE = "MAMMOFUSE_DEBUG"
 # Upper bounds of numeric flags: a mistyped huge value is a usage error, never an overflow or a run that cannot end
 # (those the Python API shares are in mammofuse.validation).
 MAX_WORKERS = 256
-# C0 and C1 control characters (ESC starts terminal escape sequences), DEL, and the Unicode
-# bidirectional overrides that can make text read backwards.
-_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+# C0 and C1 control characters (ESC starts terminal escape sequences), DEL, the Unicode
+# bidirectional overrides that can make text read backwards, and surrogates (a file name's undecodable bytes).
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
 
 
 def _given_path(text: str) -> Path:
@@ -131,9 +131,17 @@ Resume = Annotated[bool, typer.Option("--resume", help="Continue the --output fi
 def clean(text: object) -> str:
     """Untrusted text (file names, DICOM attributes, error messages) made safe for a terminal.
 
-    Control characters (escape sequences, bell, carriage return...) become visible ``\\xNN``.
+    Control characters (escape sequences, bell, carriage return...) become visible ``\\xNN``, as does a
+    byte of a file name that is not UTF-8 (Python holds it as a surrogate, U+DC80 to U+DCFF).
     """
-    return _CONTROL.sub(lambda m: f"\\x{ord(m[0]):02x}" if ord(m[0]) < 0x100 else f"\\u{ord(m[0]):04x}", str(text))
+    return _CONTROL.sub(_visible, str(text))
+
+
+def _visible(match: re.Match[str]) -> str:
+    code = ord(match[0])
+    if 0xDC80 <= code <= 0xDCFF:
+        code -= 0xDC00  # the byte itself
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
 
 
 def safe(text: object) -> str:
