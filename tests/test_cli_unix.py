@@ -4,6 +4,7 @@ caches that cannot be written, concurrent writers of one output."""
 from __future__ import annotations
 
 import csv
+import json
 import os
 import subprocess
 import sys
@@ -127,3 +128,53 @@ def test_a_file_name_that_is_not_utf8_survives_inspect_output_and_explain(latin_
     (folder,) = (tmp_path / "out").iterdir()
     assert folder.name.isascii() and "caf\\xe9.png" in (folder / "report.html").read_text(encoding="utf-8")
     assert "caf\\xe9.png" in result.stdout
+
+
+@pytest.fixture
+def home_under_a_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """HOME under a regular file (no cache can be made there), with no MAMMOFUSE_CACHE or XDG_CACHE_HOME."""
+    (tmp_path / "afile").write_text("")
+    monkeypatch.setenv("HOME", str(tmp_path / "afile" / "home"))
+    monkeypatch.delenv("MAMMOFUSE_CACHE")
+    monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
+    return tmp_path / "afile" / "home" / ".cache" / "mammofuse"
+
+
+def test_an_unwritable_cache_builds_the_cbis_ddsm_index_in_memory_after_one_note(home_under_a_file: Path, cbis_subset: Path, dicom_root: Path) -> None:
+    """It exited 3: "error: .../.cache/mammofuse/index: Not a directory"."""
+    from typer.testing import CliRunner
+
+    from mammofuse.cli import app
+
+    result = CliRunner().invoke(app, ["data", "summary", "--dataset", "cbis-ddsm", "--data", str(cbis_subset), "--images", str(dicom_root), "-f", "json"],
+                                env={"COLUMNS": "250"})
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["splits"]["test"]["images"] == 8
+    notes = [line for line in result.stderr.splitlines() if line.startswith("note:")]
+    assert len(notes) == 1 and str(home_under_a_file / "index") in notes[0] and "MAMMOFUSE_CACHE" in notes[0], result.stderr
+
+
+def test_an_unwritable_cache_keeps_frozen_features_in_memory(home_under_a_file: Path) -> None:
+    from mammofuse.errors import MammofuseWarning
+    from mammofuse.model import ModelConfig
+    from mammofuse.training.build import feature_cache
+    from mammofuse.training.settings import TrainSettings
+
+    with pytest.warns(MammofuseWarning, match="MAMMOFUSE_CACHE"):
+        cache = feature_cache(TrainSettings(feature_cache="disk", augment=False), ModelConfig())
+    assert cache is not None and cache.mode == "memory"
+
+
+@pytest.mark.parametrize("xdg", ["", "relative/cache"])
+def test_an_empty_or_relative_xdg_cache_home_is_ignored(xdg: str, cbis_subset: Path, dicom_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The cache went to the working folder (./mammofuse, ./relative/cache/mammofuse)."""
+    from mammofuse.data import load_dataset
+
+    monkeypatch.delenv("MAMMOFUSE_CACHE")
+    monkeypatch.setenv("XDG_CACHE_HOME", xdg)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    (tmp_path / "work").mkdir()
+    monkeypatch.chdir(tmp_path / "work")
+    load_dataset("cbis-ddsm", cbis_subset, dicom_root)
+    assert list((tmp_path / "home" / ".cache" / "mammofuse" / "index").glob("cbis-*.json"))
+    assert not list((tmp_path / "work").iterdir())
