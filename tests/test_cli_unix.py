@@ -178,3 +178,15 @@ def test_an_empty_or_relative_xdg_cache_home_is_ignored(xdg: str, cbis_subset: P
     load_dataset("cbis-ddsm", cbis_subset, dicom_root)
     assert list((tmp_path / "home" / ".cache" / "mammofuse" / "index").glob("cbis-*.json"))
     assert not list((tmp_path / "work").iterdir())
+
+
+@pytest.mark.parametrize("args", [["models", "-f", "json"], ["models"], ["predict", "{studies}", "--model", "{tiny}", "-f", "csv"], ["predict", "--help"], ["--version"]],
+                         ids=["json", "table", "streamed-records", "help", "version"])
+def test_a_closed_stdout_ends_the_command_silently_with_141(args: list[str], tiny: Path, studies: Path) -> None:
+    """``| head -1`` or ``| true``: it said "error: Broken pipe" and exited 3 (records, JSON), or exited 1 (tables, help)."""
+    command = mammofuse(*(a.format(studies=studies, tiny=tiny) for a in args))
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=environment())
+    process.stdout.close()  # the reader is gone before the first write
+    _, stderr = process.communicate(timeout=180)
+    assert process.returncode == 141, stderr.decode()
+    assert b"error" not in stderr and b"Exception" not in stderr, stderr.decode()

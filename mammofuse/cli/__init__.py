@@ -21,6 +21,7 @@ from mammofuse.cli import (
     schema_cmd,
     train_cmd,
 )
+from mammofuse.cli.output import console
 
 _display_type_rich = typer.core.TyperOption.display_type_rich
 
@@ -46,7 +47,7 @@ def _version(value: bool) -> None:
     if value:
         from mammofuse import __version__
 
-        typer.echo(f"mammofuse {__version__}")
+        console.print(f"mammofuse {__version__}", markup=False)
         raise typer.Exit()
 
 

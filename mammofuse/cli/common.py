@@ -18,7 +18,7 @@ import typer
 from rich.markup import escape
 from rich.text import Text
 
-from mammofuse.cli.output import err_console
+from mammofuse.cli.output import err_console, stdout_closed
 from mammofuse.errors import MammofuseError, OutputError
 from mammofuse.jsontext import json_text
 from mammofuse.validation import MAX_AWAY_PATCHES, MAX_BATCH_SIZE  # noqa: F401 (the commands' bounds, with those of the API)
@@ -171,8 +171,8 @@ def _show_warning_as_note(message: Warning | str, category: type[Warning], *args
 
 # Typer's own exits and usage errors pass through `guarded` to Typer. Click's exception base is named through
 # Typer: Typer 0.29 vendors Click (typer._click), and click itself is no dependency of mammofuse.
-_CLICK_EXCEPTION = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
-_TYPER_FLOW = (typer.Exit, typer.Abort, _CLICK_EXCEPTION)
+CLICK_EXCEPTION = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
+_TYPER_FLOW = (typer.Exit, typer.Abort, CLICK_EXCEPTION)
 
 
 def guarded(func: F) -> F:
@@ -180,8 +180,8 @@ def guarded(func: F) -> F:
 
     ``MammofuseError``: 2 (3 for an output that cannot be written); any other ``OSError`` (disk
     full, permissions) is an output's, since inputs raise theirs as ``MammofuseError``
-    (:func:`mammofuse.errors.reading`): 3; Ctrl-C: 130; anything else is a bug: 4. Warnings print
-    as one-line notes. ``MAMMOFUSE_DEBUG=1`` shows the traceback as well.
+    (:func:`mammofuse.errors.reading`): 3; Ctrl-C: 130; a closed stdout (``| head``): 141, silently;
+    anything else is a bug: 4. Warnings print as one-line notes. ``MAMMOFUSE_DEBUG=1`` shows the traceback as well.
     """
 
     @functools.wraps(func)
@@ -193,11 +193,15 @@ def guarded(func: F) -> F:
         except _TYPER_FLOW:
             raise
         except OutputError as exc:
+            if isinstance(exc.__cause__, BrokenPipeError):  # -o /dev/stdout, or a FIFO, whose reader went away
+                stdout_closed()
             raise _fail_with_trace(str(exc), OUTPUT_ERROR) from None
         except MammofuseError as exc:
             raise _fail_with_trace(str(exc), USAGE_ERROR) from None
         except KeyboardInterrupt:
             raise fail("interrupted", 130) from None
+        except BrokenPipeError:
+            stdout_closed()
         except OSError as exc:
             where = f"{exc.filename}: " if exc.filename else ""
             raise _fail_with_trace(f"{where}{exc.strerror or exc}", OUTPUT_ERROR) from None

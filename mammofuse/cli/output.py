@@ -6,18 +6,47 @@ Only ``mammofuse.cli`` imports Rich; the library reports through callbacks that 
 from __future__ import annotations
 
 import io
+import os
+import sys
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterator
+from typing import TYPE_CHECKING, Callable, Iterator, NoReturn
 
 from rich.console import Console
 
 if TYPE_CHECKING:
     from rich.console import RenderableType
 
+STDOUT_CLOSED = 141
+"""The exit status when the reader of stdout went away (``| head -1``): 128 + SIGPIPE, as for a program the signal ended."""
+
 # emoji=False: a ":name:" in untrusted text (a file named bad:-1:x.dcm) stays text, never an emoji
 console = Console(highlight=False, emoji=False)  # results for people: stdout
 err_console = Console(stderr=True, highlight=False, emoji=False)  # progress, notes, errors: stderr
+
+
+def stdout_closed() -> NoReturn:
+    """End the command, silently, because the reader of stdout went away: exit :data:`STDOUT_CLOSED`.
+
+    stdout then points at the null device, so that flushing it at exit cannot fail again ("Exception ignored").
+    """
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # a stdout without a descriptor (a test's): nothing is flushed to a pipe at exit
+        pass
+    finally:
+        os.close(devnull)
+    raise SystemExit(STDOUT_CLOSED)
+
+
+def _on_broken_pipe(self: Console) -> NoReturn:
+    self.quiet = True
+    stdout_closed()
+
+
+# Rich's hook for a closed stdout (it exits 1) serves every console of the CLI, Typer's help included.
+Console.on_broken_pipe = _on_broken_pipe  # type: ignore[method-assign]
 
 
 @contextmanager
