@@ -190,3 +190,31 @@ def test_a_closed_stdout_ends_the_command_silently_with_141(args: list[str], tin
     _, stderr = process.communicate(timeout=180)
     assert process.returncode == 141, stderr.decode()
     assert b"error" not in stderr and b"Exception" not in stderr, stderr.decode()
+
+
+@pytest.mark.parametrize("args", [["inspect", "{studies}", "-f", "json"], ["predict", "{studies}", "--model", "{tiny}", "-f", "csv"],
+                                  ["predict", "{studies}", "--model", "{tiny}", "-f", "json"], ["schema", "-f", "json"]],
+                         ids=["inspect", "predict-streamed", "predict-json", "schema"])
+def test_output_dash_is_stdout(args: list[str], tiny: Path, studies: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``-o -`` wrote a file named ``-`` in the working folder, and nothing to stdout."""
+    from typer.testing import CliRunner
+
+    from mammofuse.cli import app
+
+    monkeypatch.chdir(tmp_path)
+    command = [a.format(studies=studies, tiny=tiny) for a in args]
+    result = CliRunner().invoke(app, [*command, "-o", "-"], env={"OMP_NUM_THREADS": "1"})
+    assert result.exit_code == 0, result.output
+    assert result.stdout and result.stdout == CliRunner().invoke(app, command, env={"OMP_NUM_THREADS": "1"}).stdout
+    assert not list(tmp_path.iterdir())
+
+
+def test_output_dash_is_refused_for_a_folder(studies: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from typer.testing import CliRunner
+
+    from mammofuse.cli import app
+
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(app, ["explain", str(studies), "-o", "-"])
+    assert result.exit_code == 2 and "- is stdout" in result.output
+    assert not list(tmp_path.iterdir())

@@ -46,12 +46,34 @@ def _given_path(text: str) -> Path:
     return Path(text)
 
 
+def _written_path(text: str) -> Path:
+    """A path to write: refusing ``-``, which names stdout, for an output that is a folder or binary."""
+    if text == "-":
+        raise typer.BadParameter("- is stdout, which cannot take this output; name a file or folder (./- for one named -)")
+    return _given_path(text)
+
+
+def _output_file(text: str) -> Path | None:
+    """The file ``--output`` names; ``-`` is stdout (None, as if no ``--output`` were given)."""
+    return None if text == "-" else _given_path(text)
+
+
 def path_option(*names: str, **kwargs: Any) -> Any:
-    """A Typer option naming a file or folder (to read or to write), refusing an empty path."""
+    """A Typer option naming a file or folder to read, refusing an empty path."""
     return typer.Option(*names, parser=_given_path, metavar="<path>", **kwargs)
 
 
-output_option = input_option = path_option  # the name says which way the file goes
+def output_option(*names: str, **kwargs: Any) -> Any:
+    """A Typer option naming a folder or binary file to write, refusing an empty path and ``-``."""
+    return typer.Option(*names, parser=_written_path, metavar="<path>", **kwargs)
+
+
+def output_file_option(*names: str, **kwargs: Any) -> Any:
+    """A Typer option naming the file a command writes instead of stdout; ``-`` is stdout."""
+    return typer.Option(*names, parser=_output_file, metavar="<path>", **kwargs)
+
+
+input_option = path_option  # the name says which way the file goes
 
 
 Density = Annotated[str | None, typer.Option("--density", help="Breast density: 1-4 or A-D.", rich_help_panel="Clinical findings")]
@@ -65,7 +87,7 @@ ClinicalCsv = Annotated[Path | None, input_option("--clinical", help="CSV of fin
 Recursive = Annotated[bool, typer.Option("--recursive", "-r", help="Descend into sub-folders.")]
 Device = Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:N or mps.")]
 AwayPatches = Annotated[int, typer.Option("--away-patches", min=1, max=MAX_AWAY_PATCHES, help="The away control scores each case on this many patches away from its lesion and averages them (logits): one patch's AUC moves with where it fell, by up to 0.14 on a hundred cases. 8 or more for small datasets.")]
-Output = Annotated[Path | None, output_option("--output", "-o", help="Write to this file (atomically) instead of stdout.")]
+Output = Annotated[Path | None, output_file_option("--output", "-o", help="Write to this file (atomically) instead of stdout (- is stdout).")]
 Roi = Annotated[str | None, typer.Option("--roi", help="Lesion circle ROW,COL,RADIUS in the file's pixels, for every file without one in --clinical.", rich_help_panel="Clinical findings")]
 DatasetName = Annotated[str, typer.Option("--dataset", help="cbis-ddsm, mini-mias or manifest.")]
 DataDir = Annotated[Path, input_option("--data", help="Folder with the dataset's CSVs / Info.txt, or a manifest CSV.")]
