@@ -218,3 +218,15 @@ def test_output_dash_is_refused_for_a_folder(studies: Path, tmp_path: Path, monk
     result = CliRunner().invoke(app, ["explain", str(studies), "-o", "-"])
     assert result.exit_code == 2 and "- is stdout" in result.output
     assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("args", [["inspect", "{studies}", "-f", "json"], ["predict", "{studies}", "--model", "{tiny}", "-f", "csv"]],
+                         ids=["written-at-the-end", "streamed"])
+def test_status_lines_are_one_line_however_long(args: list[str], tiny: Path, studies: Path, tmp_path: Path) -> None:
+    """"wrote PATH" was cut into 80-column pieces in a log: a grep for the path found nothing."""
+    output = tmp_path / ("deep_folder_name_" * 8) / "scores.out"
+    output.parent.mkdir()
+    done = subprocess.run(mammofuse(*(a.format(studies=studies, tiny=tiny) for a in args), "-o", output), capture_output=True, text=True,
+                          env=environment(COLUMNS="80"), timeout=180)
+    assert done.returncode == 0, done.stderr
+    assert f"wrote {output}" in done.stderr.splitlines()

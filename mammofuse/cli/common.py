@@ -351,7 +351,7 @@ def emit(text: str, output: Path | None) -> None:
         from mammofuse.atomic import write_text
 
         write_text(output, text, follow_symlink=True)
-        err_console.print(f"wrote {safe(output)}", highlight=False)
+        err_console.print(f"wrote {safe(output)}", highlight=False, soft_wrap=True)
 
 
 def write_report(data: Any, fmt: str, output: Path | None, table: Callable[[], Any]) -> None:

@@ -139,7 +139,7 @@ def evaluate(
         for kind, sub in result["subsets"].items():
             keep = [i for i, s in enumerate(_kinds(samples, evaluation)) if s == kind]
             written += evaluation_figures(evaluation.labels[keep], evaluation.probs[keep], sub, plots / kind, f"{title} ({kind})")
-        err_console.print(f"wrote {len(written)} figures to {safe(plots)}", highlight=False)
+        err_console.print(f"wrote {len(written)} figures to {safe(plots)}", highlight=False, soft_wrap=True)
 
     if fmt == "json":
         emit(json_text(result, indent=2) + "\n", output)
@@ -150,7 +150,7 @@ def evaluate(
 
     code = 0
     if len(evaluation.failed) > max_failed:
-        err_console.print(f"[red]{len(evaluation.failed)} case(s) failed and were left out (allowed: {max_failed})[/]", highlight=False)
+        err_console.print(f"[red]{len(evaluation.failed)} case(s) failed and were left out (allowed: {max_failed})[/]", highlight=False, soft_wrap=True)
         code = SOME_FAILED
     problems = check_bounds(result, bounds) if bounds else []
     if problems:
@@ -205,13 +205,13 @@ def _tables(result: dict[str, Any]) -> None:
     if "per_breast" in result:
         b = result["per_breast"]
         ci = f" [{b['auc_ci'][0]:.3f}, {b['auc_ci'][1]:.3f}]" if b.get("auc_ci") else ""
-        console.print(f"per breast (views combined): {b['n']} breasts, ROC-AUC {_fmt(b['auc'])}{ci} (per case: {_fmt(result['auc'])})", highlight=False)
+        console.print(f"per breast (views combined): {b['n']} breasts, ROC-AUC {_fmt(b['auc'])}{ci} (per case: {_fmt(result['auc'])})", highlight=False, soft_wrap=True)
     for remark in dict.fromkeys(n for c in columns.values() for n in c["notes"]):
-        console.print(f"note: {remark}", highlight=False)
+        console.print(f"note: {remark}", highlight=False, soft_wrap=True)
     if "comparison" in result:
         comp = result["comparison"]
         if "note" in comp:
-            console.print(f"note: {comp['note']}", highlight=False)
+            console.print(f"note: {comp['note']}", highlight=False, soft_wrap=True)
         paper = Table("metric", "this run", "paper claim", "difference", title=f"Beside {comp['paper']}")
         for row in comp["metrics"]:
             this = _fmt(row["this"]) + (f" ({row['ci'][0]:.2f}-{row['ci'][1]:.2f})" if row["ci"] else "")

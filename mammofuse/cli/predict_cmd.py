@@ -150,17 +150,17 @@ def predict(
 
     if fmt in STREAM_FORMATS:
         if output is not None:
-            err_console.print(f"wrote {safe(output)}", highlight=False)
-        err_console.print(RESEARCH_NOTICE, style="dim", highlight=False)
+            err_console.print(f"wrote {safe(output)}", highlight=False, soft_wrap=True)
+        err_console.print(RESEARCH_NOTICE, style="dim", highlight=False, soft_wrap=True)
         failed = summary.failed
         before = f", {summary.before} of them in {safe(output)} before this run" if resume else ""
-        err_console.print(f"{summary.files} files{before}: {summary.files - len(failed)} scored, {len(failed)} failed", highlight=False)
+        err_console.print(f"{summary.files} files{before}: {summary.files - len(failed)} scored, {len(failed)} failed", highlight=False, soft_wrap=True)
     else:
         if fmt == "table":
             _table(records, output)
         else:
             emit(render_records([r.to_dict() for r in records], fmt), output)
-            err_console.print(RESEARCH_NOTICE, style="dim", highlight=False)
+            err_console.print(RESEARCH_NOTICE, style="dim", highlight=False, soft_wrap=True)
         failed = [(r.path, r.error.message) for r in records if r.error is not None]
         for r in records:
             if r.note and r.note != NO_REGION:  # the missing regions have their one note above
