@@ -230,3 +230,31 @@ def test_status_lines_are_one_line_however_long(args: list[str], tiny: Path, stu
                           env=environment(COLUMNS="80"), timeout=180)
     assert done.returncode == 0, done.stderr
     assert f"wrote {output}" in done.stderr.splitlines()
+
+
+def _command_paths() -> list[list[str]]:
+    """Every command of ``mammofuse`` as its words (``["data", "summary"]``), the group itself first."""
+    import typer
+
+    from mammofuse.cli import app
+
+    def walk(command: object, path: list[str]) -> list[list[str]]:
+        found = [path]
+        for name, sub in sorted(getattr(command, "commands", {}).items()):
+            found += walk(sub, [*path, name])
+        return found
+
+    return walk(typer.main.get_command(app), [])
+
+
+@pytest.mark.parametrize("words", _command_paths(), ids=lambda words: " ".join(words) or "mammofuse")
+def test_help_at_80_columns_wraps_and_cuts_nothing(words: list[str]) -> None:
+    """explain's --include-identifiers read "--include-identifie…", ablate's --modality-dropout "--modality-drop…"."""
+    from typer.testing import CliRunner
+
+    from mammofuse.cli import app
+
+    result = CliRunner().invoke(app, [*words, "--help"], env={"COLUMNS": "80"})
+    assert result.exit_code == 0, result.output
+    assert max(map(len, result.stdout.splitlines())) <= 80
+    assert "…" not in result.stdout, [line for line in result.stdout.splitlines() if "…" in line]

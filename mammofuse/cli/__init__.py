@@ -11,6 +11,7 @@ import typer.core
 from mammofuse import RESEARCH_NOTICE
 from mammofuse.cli import (
     ablate_cmd,
+    conventions,  # noqa: F401 (adapts Typer's help)
     data_cmd,
     evaluate_cmd,
     explain_cmd,
@@ -22,16 +23,6 @@ from mammofuse.cli import (
     train_cmd,
 )
 from mammofuse.cli.output import console
-
-_display_type_rich = typer.core.TyperOption.display_type_rich
-
-
-def _flag_without_type(self: typer.core.TyperOption, ctx: typer.Context) -> str | None:
-    """Typer's help shows ``<bool>`` beside flags, which take no value: show nothing."""
-    return None if self.is_flag else _display_type_rich(self, ctx)
-
-
-typer.core.TyperOption.display_type_rich = _flag_without_type  # type: ignore[method-assign]
 
 app = typer.Typer(
     name="mammofuse",
