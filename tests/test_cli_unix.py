@@ -258,3 +258,22 @@ def test_help_at_80_columns_wraps_and_cuts_nothing(words: list[str]) -> None:
     assert result.exit_code == 0, result.output
     assert max(map(len, result.stdout.splitlines())) <= 80
     assert "…" not in result.stdout, [line for line in result.stdout.splitlines() if "…" in line]
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["predict", "scan.dcm", "--bogus"], "error: No such option: --bogus (see mammofuse predict --help)"),
+    (["predict", "scan.dcm", "--batch-size", "0"], "error: Invalid value for '--batch-size'"),
+    (["predict"], "error: Missing argument 'PATHS' (see mammofuse predict --help)"),
+    (["prdict"], "error: No such command 'prdict'"),
+    (["data", "summary", "--dataset", "manifest", "--data", "m.csv", "--format", "xml"], "error: Invalid value for '--format' / '-f'"),
+], ids=["unknown-option", "out-of-range", "missing-argument", "unknown-command", "sub-command"])
+def test_a_usage_error_that_typer_finds_is_one_line(args: list[str], message: str) -> None:
+    """They printed a Usage line, a hint and a boxed panel, while the README promises one line."""
+    from typer.testing import CliRunner
+
+    from mammofuse.cli import app
+
+    result = CliRunner().invoke(app, args, env={"COLUMNS": "80"})
+    assert result.exit_code == 2
+    assert result.stderr.startswith(message) and len(result.stderr.splitlines()) == 1, result.stderr
+    assert result.stdout == ""

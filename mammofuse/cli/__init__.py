@@ -11,7 +11,7 @@ import typer.core
 from mammofuse import RESEARCH_NOTICE
 from mammofuse.cli import (
     ablate_cmd,
-    conventions,  # noqa: F401 (adapts Typer's help)
+    conventions,
     data_cmd,
     evaluate_cmd,
     explain_cmd,
@@ -31,6 +31,7 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
     rich_markup_mode="rich",
+    cls=conventions.MammofuseGroup,
 )
 
 
