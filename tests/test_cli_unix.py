@@ -277,3 +277,20 @@ def test_a_usage_error_that_typer_finds_is_one_line(args: list[str], message: st
     assert result.exit_code == 2
     assert result.stderr.startswith(message) and len(result.stderr.splitlines()) == 1, result.stderr
     assert result.stdout == ""
+
+
+@pytest.mark.parametrize("resume", [False, True], ids=["new", "resumed"])
+def test_a_streamed_output_in_use_by_another_process_is_refused_and_left_as_it_is(resume: bool, tiny: Path, studies: Path, tmp_path: Path) -> None:
+    """Two runs given one -o (two --shard jobs, say) both exited 0, the file holding records mixed, lost or twice."""
+    from mammofuse.scoring.sink import output_lock
+
+    output = tmp_path / "scores.jsonl"
+    command = mammofuse("predict", studies, "--model", tiny, "-o", output, *(["--resume"] if resume else []))
+    first = subprocess.run(command, capture_output=True, text=True, env=environment(), timeout=180)
+    assert first.returncode == 0, first.stderr
+    written = output.read_bytes()
+    with output_lock(output):  # as another mammofuse process holds it while it writes
+        second = subprocess.run(command, capture_output=True, text=True, env=environment(), timeout=180)
+    assert second.returncode == 3 and second.stderr.splitlines()[-1] == f"error: {output}: cannot write (in use by another mammofuse process)"
+    assert output.read_bytes() == written
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["scores.jsonl"]  # the lock is gone with its holder

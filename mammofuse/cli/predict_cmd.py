@@ -100,7 +100,7 @@ def predict(
 
         mammofuse predict 1-130.dcm --roi 2400,1145,100 --density 2 --shape lobulated --margin circumscribed
     """
-    from mammofuse.scoring.sink import STREAM_FORMATS
+    from mammofuse.scoring.sink import STREAM_FORMATS, output_lock
     from mammofuse.validation import Rule, checked
 
     threshold = checked("--threshold", threshold, Rule(float, 0, 1, optional=True))
@@ -125,28 +125,29 @@ def predict(
                        breasts=aggregate == "breast", shard=part)
     check_not_input([output], [clinical, *(f.path for f in files)])
     run = ScoringRun(net, files, threshold=threshold, per_breast=aggregate == "breast")
-    if resume:
-        resumed = run.resume(output, fmt)
-        if resumed.dropped:
-            notes.append(f"{resumed.dropped} records of {output} were dropped: their files changed since (or were scored twice); they are scored again")
-        if resumed.reopened:
-            notes.append(f"{resumed.reopened} records of {output} are scored again with the other files of their breast, "
-                         "so that a breast's records carry one breast score")
-        if resumed.foreign:
-            notes.append(f"{resumed.foreign} records of {output} are for files not in this run: kept")
-    for message in notes + model_notes(net, [f.sample for f in files], bool(flags or clinical)):
-        note(message)
-    pending = len(run.pending)
-    if workers is None:
-        batches = -(-pending // batch_size)  # a worker reads whole batches: one batch cannot overlap
-        workers = 0 if batches < 2 else min(4, os.cpu_count() or 1, batches)
+    with output_lock(output if fmt in STREAM_FORMATS else None):  # one writer at a time, from the resume on
+        if resume:
+            resumed = run.resume(output, fmt)
+            if resumed.dropped:
+                notes.append(f"{resumed.dropped} records of {output} were dropped: their files changed since (or were scored twice); they are scored again")
+            if resumed.reopened:
+                notes.append(f"{resumed.reopened} records of {output} are scored again with the other files of their breast, "
+                             "so that a breast's records carry one breast score")
+            if resumed.foreign:
+                notes.append(f"{resumed.foreign} records of {output} are for files not in this run: kept")
+        for message in notes + model_notes(net, [f.sample for f in files], bool(flags or clinical)):
+            note(message)
+        pending = len(run.pending)
+        if workers is None:
+            batches = -(-pending // batch_size)  # a worker reads whole batches: one batch cannot overlap
+            workers = 0 if batches < 2 else min(4, os.cpu_count() or 1, batches)
 
-    with progress("scoring", pending, minimum=2) as advance:
-        scorer = ray or LocalEngine(batch_size=batch_size, workers=workers)
-        if fmt in STREAM_FORMATS:
-            summary = run.write(output, fmt, scorer, on_batch=advance)
-        else:
-            records = run.collect(scorer, on_batch=advance)
+        with progress("scoring", pending, minimum=2) as advance:
+            scorer = ray or LocalEngine(batch_size=batch_size, workers=workers)
+            if fmt in STREAM_FORMATS:
+                summary = run.write(output, fmt, scorer, on_batch=advance)
+            else:
+                records = run.collect(scorer, on_batch=advance)
 
     if fmt in STREAM_FORMATS:
         if output is not None:
