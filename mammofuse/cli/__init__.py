@@ -6,7 +6,6 @@ import io
 import sys
 
 import typer
-import typer.core
 
 from mammofuse import RESEARCH_NOTICE
 from mammofuse.cli import (

@@ -11,6 +11,23 @@ import typer.core
 
 from mammofuse.cli.common import CLICK_EXCEPTION, fail
 
+_display_type_rich = typer.core.TyperOption.display_type_rich
+
+
+def _flag_without_type(self: typer.core.TyperOption, ctx: typer.Context) -> str | None:
+    """Typer's help shows ``<bool>`` beside flags, which take no value: show nothing."""
+    return None if self.is_flag else _display_type_rich(self, ctx)
+
+
+def _wrapping(format_help: Callable[..., None]) -> Callable[..., None]:
+    def format_wrapping_help(self: Any, ctx: typer.Context, formatter: Any) -> None:
+        from mammofuse.cli import help_layout
+
+        help_layout.adapt()
+        return format_help(self, ctx, formatter)
+
+    return format_wrapping_help
+
 
 class MammofuseGroup(typer.core.TyperGroup):
     """The ``mammofuse`` command group: Typer's, but a usage error that Typer finds (an unknown option, a value out of
@@ -36,23 +53,6 @@ def _usage_error(exc: Any) -> NoReturn:
         hint = f" (see {ctx.command_path} --help)" if ctx is not None and ctx.command.get_help_option(ctx) is not None else ""
         fail(exc.format_message().rstrip(".") + hint, exc.exit_code)
     sys.exit(exc.exit_code)
-
-_display_type_rich = typer.core.TyperOption.display_type_rich
-
-
-def _flag_without_type(self: typer.core.TyperOption, ctx: typer.Context) -> str | None:
-    """Typer's help shows ``<bool>`` beside flags, which take no value: show nothing."""
-    return None if self.is_flag else _display_type_rich(self, ctx)
-
-
-def _wrapping(format_help: Callable[..., None]) -> Callable[..., None]:
-    def format_wrapping_help(self: Any, ctx: typer.Context, formatter: Any) -> None:
-        from mammofuse.cli import help_layout
-
-        help_layout.adapt()
-        return format_help(self, ctx, formatter)
-
-    return format_wrapping_help
 
 
 typer.core.TyperOption.display_type_rich = _flag_without_type  # type: ignore[method-assign]
