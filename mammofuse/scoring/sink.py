@@ -195,7 +195,7 @@ def output_lock(output: Path | None) -> Iterator[None]:
     target = Path(os.path.realpath(output))  # any path to the file, a symlink's included, takes the same lock
     lock = target.with_name(f".{target.name}.lock")
     try:
-        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o666)  # a link planted there is refused, never followed
     except OSError as exc:
         raise OutputError(output, exc.strerror or str(exc)) from exc
     try:
