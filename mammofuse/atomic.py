@@ -92,9 +92,10 @@ def _umask() -> int:
 
 
 def write_text(path: str | Path, text: str, follow_symlink: bool = False) -> None:
-    """Write text atomically (UTF-8); ``follow_symlink``: see :func:`atomic_path`."""
+    """Write text atomically (UTF-8; the undecodable bytes of a file name, held as surrogates, written back as
+    they were, as streamed records are); ``follow_symlink``: see :func:`atomic_path`."""
     with atomic_path(path, follow_symlink) as tmp:
-        tmp.write_text(text, encoding="utf-8")
+        tmp.write_text(text, encoding="utf-8", errors="surrogateescape")
 
 
 def write_bytes(path: str | Path, data: bytes, follow_symlink: bool = False) -> None:

@@ -1,15 +1,44 @@
-"""The per-user cache folder (never beside the data, which may be read-only)."""
+"""The per-user cache folder (never beside the data, which may be read-only).
+
+A cache is best-effort: where its folder cannot be written (a read-only home, ``HOME`` under a file), what it
+would keep is kept in memory for the run, after one warning naming the folder and ``MAMMOFUSE_CACHE``.
+"""
 
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
+from mammofuse.atomic import check_writable_folder
+from mammofuse.errors import MammofuseWarning, OutputError
 
-def cache_dir(*parts: str) -> Path:
-    """``$MAMMOFUSE_CACHE`` or ``$XDG_CACHE_HOME/mammofuse`` (default ``~/.cache/mammofuse``), created."""
-    root = os.environ.get("MAMMOFUSE_CACHE")
-    base = Path(root) if root else Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "mammofuse"
-    path = base.joinpath(*parts)
-    path.mkdir(parents=True, exist_ok=True)
+CACHE_VARIABLE = "MAMMOFUSE_CACHE"
+
+
+def cache_root() -> Path:
+    """``$MAMMOFUSE_CACHE``, else ``$XDG_CACHE_HOME/mammofuse``, else ``~/.cache/mammofuse``; an empty or relative
+    ``XDG_CACHE_HOME`` is ignored, as the XDG Base Directory specification says (it would be the working folder)."""
+    root = os.environ.get(CACHE_VARIABLE)
+    if root:
+        return Path(root)
+    xdg = os.environ.get("XDG_CACHE_HOME", "")
+    return (Path(xdg) if os.path.isabs(xdg) else Path.home() / ".cache") / "mammofuse"
+
+
+def cache_dir(*parts: str, keeps: str) -> Path | None:
+    """The cache folder ``parts`` under :func:`cache_root`, created; None, after a warning, when it cannot be
+    created or written. ``keeps``: what the folder would hold, named in the warning."""
+    path = cache_root().joinpath(*parts)
+    try:
+        check_writable_folder(path)
+    except OutputError as exc:
+        warn_uncached(exc, keeps)
+        return None
     return path
+
+
+def warn_uncached(error: OutputError, keeps: str) -> None:
+    """Warn that the cache could not be written (``error``), so ``keeps`` lives in memory for this run only."""
+    warnings.warn(f"{error.path}: cannot write the cache ({error.problem}): {keeps} is kept in memory for this run only; "
+                  f"set {CACHE_VARIABLE} to a writable folder", MammofuseWarning, stacklevel=3)

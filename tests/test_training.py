@@ -439,7 +439,7 @@ def test_resume_from_a_damaged_checkpoint_is_one_line_naming_it(edit, message: s
 
 
 def test_feature_cache_matches_uncached_frozen_epochs(mias_split, tiny, tmp_path: Path) -> None:
-    from mammofuse.cache import cache_dir
+    from mammofuse.cache import cache_root
 
     settings = replace(tiny, fusion="cross", epochs=2, freeze_epochs=2, augment=False)  # the cache needs fixed inputs
     off = _run(replace(settings, feature_cache="off"), mias_split, tmp_path / "off")
@@ -447,7 +447,7 @@ def test_feature_cache_matches_uncached_frozen_epochs(mias_split, tiny, tmp_path
     for a, b in zip(off.history, disk.history):
         assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-4)
         assert a["val_loss"] == pytest.approx(b["val_loss"], rel=1e-4)
-    stored = list(cache_dir("features").rglob("*.safetensors"))
+    stored = list((cache_root() / "features").rglob("*.safetensors"))
     assert len(stored) == sum(s.has_image for part in mias_split for s in part)
     again = _run(replace(settings, feature_cache="disk"), mias_split, tmp_path / "again")  # all hits now
     assert [h["train_loss"] for h in again.history] == [h["train_loss"] for h in disk.history]

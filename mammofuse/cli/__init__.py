@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import io
+import sys
+
 import typer
-import typer.core
 
 from mammofuse import RESEARCH_NOTICE
 from mammofuse.cli import (
     ablate_cmd,
+    conventions,
     data_cmd,
     evaluate_cmd,
     explain_cmd,
@@ -18,16 +21,7 @@ from mammofuse.cli import (
     schema_cmd,
     train_cmd,
 )
-
-_display_type_rich = typer.core.TyperOption.display_type_rich
-
-
-def _flag_without_type(self: typer.core.TyperOption, ctx: typer.Context) -> str | None:
-    """Typer's help shows ``<bool>`` beside flags, which take no value: show nothing."""
-    return None if self.is_flag else _display_type_rich(self, ctx)
-
-
-typer.core.TyperOption.display_type_rich = _flag_without_type  # type: ignore[method-assign]
+from mammofuse.cli.output import console
 
 app = typer.Typer(
     name="mammofuse",
@@ -36,6 +30,7 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
     rich_markup_mode="rich",
+    cls=conventions.MammofuseGroup,
 )
 
 
@@ -43,7 +38,7 @@ def _version(value: bool) -> None:
     if value:
         from mammofuse import __version__
 
-        typer.echo(f"mammofuse {__version__}")
+        console.print(f"mammofuse {__version__}", markup=False)
         raise typer.Exit()
 
 
@@ -67,5 +62,8 @@ models_cmd.register(app)
 
 
 def main() -> None:
-    """Console-script entry point."""
+    """Console-script entry point. Records on stdout carry a file name's undecodable bytes as they were, as in an
+    ``--output`` file, whatever the locale's error handler (what people read is escaped, see ``common.clean``)."""
+    if isinstance(sys.stdout, io.TextIOWrapper):
+        sys.stdout.reconfigure(errors="surrogateescape")
     app()

@@ -160,7 +160,7 @@ def ablate(
         keep_models=keep_models, callbacks=[TrainProgress(epoch_lines=err_console.is_terminal)], dataset=dataset if split is None else f"{dataset} ({split} split)",
         controls=CONTROLS if controls else (), image_init=image_init, threshold=threshold_from, away_patches=away_patches,
     )
-    err_console.print(clean(f"wrote {out / 'ablation.json'}, {out / 'ablation.md'}, {out / 'ablation.png'}"), highlight=False, markup=False)
+    err_console.print(clean(f"wrote {out / 'ablation.json'}, {out / 'ablation.md'}, {out / 'ablation.png'}"), highlight=False, markup=False, soft_wrap=True)
     if fmt == "json":
         emit(json_text(report.to_dict(), indent=2) + "\n", None)
     else:
@@ -209,7 +209,7 @@ def _table(report: AblationResult) -> None:
         else:
             verdict = "no evidence of a difference"
         ci = f" [{vs['ci'][0]:+.3f}, {vs['ci'][1]:+.3f}]" if vs["ci"] else ""
-        console.print(f"{name} vs best single modality ({vs['arm']}): pooled AUC {vs['difference']:+.3f}{ci}: {verdict}", highlight=False)
+        console.print(f"{name} vs best single modality ({vs['arm']}): pooled AUC {vs['difference']:+.3f}{ci}: {verdict}", highlight=False, soft_wrap=True)
 
 
 def register(app: typer.Typer) -> None:

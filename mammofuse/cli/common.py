@@ -17,7 +17,7 @@ import typer
 from rich.markup import escape
 from rich.text import Text
 
-from mammofuse.cli.output import err_console
+from mammofuse.cli.output import err_console, stdout_closed
 from mammofuse.errors import MammofuseError, OutputError
 from mammofuse.jsontext import json_text
 from mammofuse.validation import MAX_AWAY_PATCHES, MAX_BATCH_SIZE  # noqa: F401 (the commands' bounds, with those of the API)
@@ -33,9 +33,9 @@ DEBUG_VARIABLE = "MAMMOFUSE_DEBUG"
 # Upper bounds of numeric flags: a mistyped huge value is a usage error, never an overflow or a run that cannot end
 # (those the Python API shares are in mammofuse.validation).
 MAX_WORKERS = 256
-# C0 and C1 control characters (ESC starts terminal escape sequences), DEL, and the Unicode
-# bidirectional overrides that can make text read backwards.
-_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+# C0 and C1 control characters (ESC starts terminal escape sequences), DEL, the Unicode
+# bidirectional overrides that can make text read backwards, and surrogates (a file name's undecodable bytes).
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
 
 
 def _given_path(text: str) -> Path:
@@ -45,12 +45,34 @@ def _given_path(text: str) -> Path:
     return Path(text)
 
 
+def _written_path(text: str) -> Path:
+    """A path to write: refusing ``-``, which names stdout, for an output that is a folder or binary."""
+    if text == "-":
+        raise typer.BadParameter("- is stdout, which cannot take this output; name a file or folder (./- for one named -)")
+    return _given_path(text)
+
+
+def _output_file(text: str) -> Path | None:
+    """The file ``--output`` names; ``-`` is stdout (None, as if no ``--output`` were given)."""
+    return None if text == "-" else _given_path(text)
+
+
 def path_option(*names: str, **kwargs: Any) -> Any:
-    """A Typer option naming a file or folder (to read or to write), refusing an empty path."""
+    """A Typer option naming a file or folder to read, refusing an empty path."""
     return typer.Option(*names, parser=_given_path, metavar="<path>", **kwargs)
 
 
-output_option = input_option = path_option  # the name says which way the file goes
+def output_option(*names: str, **kwargs: Any) -> Any:
+    """A Typer option naming a folder or binary file to write, refusing an empty path and ``-``."""
+    return typer.Option(*names, parser=_written_path, metavar="<path>", **kwargs)
+
+
+def output_file_option(*names: str, **kwargs: Any) -> Any:
+    """A Typer option naming the file a command writes instead of stdout; ``-`` is stdout."""
+    return typer.Option(*names, parser=_output_file, metavar="<path>", **kwargs)
+
+
+input_option = path_option  # the name says which way the file goes
 
 
 Density = Annotated[str | None, typer.Option("--density", help="Breast density: 1-4 or A-D.", rich_help_panel="Clinical findings")]
@@ -64,7 +86,7 @@ ClinicalCsv = Annotated[Path | None, input_option("--clinical", help="CSV of fin
 Recursive = Annotated[bool, typer.Option("--recursive", "-r", help="Descend into sub-folders.")]
 Device = Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:N or mps.")]
 AwayPatches = Annotated[int, typer.Option("--away-patches", min=1, max=MAX_AWAY_PATCHES, help="The away control scores each case on this many patches away from its lesion and averages them (logits): one patch's AUC moves with where it fell, by up to 0.14 on a hundred cases. 8 or more for small datasets.")]
-Output = Annotated[Path | None, output_option("--output", "-o", help="Write to this file (atomically) instead of stdout.")]
+Output = Annotated[Path | None, output_file_option("--output", "-o", help="Write to this file (atomically) instead of stdout (- is stdout).")]
 Roi = Annotated[str | None, typer.Option("--roi", help="Lesion circle ROW,COL,RADIUS in the file's pixels, for every file without one in --clinical.", rich_help_panel="Clinical findings")]
 DatasetName = Annotated[str, typer.Option("--dataset", help="cbis-ddsm, mini-mias or manifest.")]
 DataDir = Annotated[Path, input_option("--data", help="Folder with the dataset's CSVs / Info.txt, or a manifest CSV.")]
@@ -130,9 +152,17 @@ Resume = Annotated[bool, typer.Option("--resume", help="Continue the --output fi
 def clean(text: object) -> str:
     """Untrusted text (file names, DICOM attributes, error messages) made safe for a terminal.
 
-    Control characters (escape sequences, bell, carriage return...) become visible ``\\xNN``.
+    Control characters (escape sequences, bell, carriage return...) become visible ``\\xNN``, as does a
+    byte of a file name that is not UTF-8 (Python holds it as a surrogate, U+DC80 to U+DCFF).
     """
-    return _CONTROL.sub(lambda m: f"\\x{ord(m[0]):02x}" if ord(m[0]) < 0x100 else f"\\u{ord(m[0]):04x}", str(text))
+    return _CONTROL.sub(_visible, str(text))
+
+
+def _visible(match: re.Match[str]) -> str:
+    code = ord(match[0])
+    if 0xDC80 <= code <= 0xDCFF:
+        code -= 0xDC00  # the byte itself
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
 
 
 def safe(text: object) -> str:
@@ -162,8 +192,8 @@ def _show_warning_as_note(message: Warning | str, category: type[Warning], *args
 
 # Typer's own exits and usage errors pass through `guarded` to Typer. Click's exception base is named through
 # Typer: Typer 0.29 vendors Click (typer._click), and click itself is no dependency of mammofuse.
-_CLICK_EXCEPTION = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
-_TYPER_FLOW = (typer.Exit, typer.Abort, _CLICK_EXCEPTION)
+CLICK_EXCEPTION = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
+_TYPER_FLOW = (typer.Exit, typer.Abort, CLICK_EXCEPTION)
 
 
 def guarded(func: F) -> F:
@@ -171,8 +201,8 @@ def guarded(func: F) -> F:
 
     ``MammofuseError``: 2 (3 for an output that cannot be written); any other ``OSError`` (disk
     full, permissions) is an output's, since inputs raise theirs as ``MammofuseError``
-    (:func:`mammofuse.errors.reading`): 3; Ctrl-C: 130; anything else is a bug: 4. Warnings print
-    as one-line notes. ``MAMMOFUSE_DEBUG=1`` shows the traceback as well.
+    (:func:`mammofuse.errors.reading`): 3; Ctrl-C: 130; a closed stdout (``| head``): 141, silently;
+    anything else is a bug: 4. Warnings print as one-line notes. ``MAMMOFUSE_DEBUG=1`` shows the traceback as well.
     """
 
     @functools.wraps(func)
@@ -184,11 +214,15 @@ def guarded(func: F) -> F:
         except _TYPER_FLOW:
             raise
         except OutputError as exc:
+            if isinstance(exc.__cause__, BrokenPipeError):  # -o /dev/stdout, or a FIFO, whose reader went away
+                stdout_closed()
             raise _fail_with_trace(str(exc), OUTPUT_ERROR) from None
         except MammofuseError as exc:
             raise _fail_with_trace(str(exc), USAGE_ERROR) from None
         except KeyboardInterrupt:
             raise fail("interrupted", 130) from None
+        except BrokenPipeError:
+            stdout_closed()
         except OSError as exc:
             where = f"{exc.filename}: " if exc.filename else ""
             raise _fail_with_trace(f"{where}{exc.strerror or exc}", OUTPUT_ERROR) from None
@@ -290,7 +324,7 @@ def emit(text: str, output: Path | None) -> None:
         from mammofuse.atomic import write_text
 
         write_text(output, text, follow_symlink=True)
-        err_console.print(f"wrote {safe(output)}", highlight=False)
+        err_console.print(f"wrote {safe(output)}", highlight=False, soft_wrap=True)
 
 
 def write_report(data: Any, fmt: str, output: Path | None, table: Callable[[], Any]) -> None:

@@ -28,6 +28,7 @@ from mammofuse.cli.common import (
     err_console,
     guarded,
     note,
+    output_file_option,
     output_format,
     output_option,
     safe,
@@ -54,7 +55,7 @@ def evaluate(
     away_patches: AwayPatches = 1,
     split: Annotated[str, typer.Option("--split", help="Dataset split to evaluate: test (CBIS-DDSM official), train, or all (mini-MIAS, manifests).")] = "test",
     fmt: Format = ReportFormat.TABLE,
-    output: Annotated[Path | None, output_option("--output", "-o", help="Write the JSON report to this file (atomically): besides the tables on stdout, or with --format json instead of stdout.")] = None,
+    output: Annotated[Path | None, output_file_option("--output", "-o", help="Write the JSON report to this file (atomically): besides the tables on stdout, or with --format json instead of stdout (- is stdout: the tables, or the JSON with --format json).")] = None,
     plots: Annotated[Path | None, output_option("--plots", help="Write ROC, PR, reliability and confusion-matrix PNGs here.")] = None,
     bootstrap: Annotated[int, typer.Option("--bootstrap", min=0, max=MAX_BOOTSTRAP, help="Patient-bootstrap resamples for the AUC interval (0: none).")] = 1000,
     seed: Annotated[int, typer.Option("--seed", min=0, max=MAX_SEED, help="Bootstrap seed.")] = 0,
@@ -69,7 +70,7 @@ def evaluate(
 
     Metrics at the model's stored threshold (chosen at training time on validation or out-of-fold predictions): ROC-AUC with a 95% bootstrap interval over patients, PR-AUC, accuracy, F1, precision, recall, specificity, Brier score and ECE, overall and for masses and calcifications separately. Warns loudly when evaluated patients were in the model's training or validation data, and prints the leakage checklist for any AUC >= 0.97. Cases whose image fails are reported and left out.
 
-    Exit status: 0 done; 1 a --fail-under bound was missed, or more than --max-failed cases failed; 2 usage error; 3 --output or --plots not writable; 4 internal error (a bug: please report it).
+    Exit status: 0 done; 1 a --fail-under bound was missed, or more than --max-failed cases failed; 2 usage error; 3 --output or --plots not writable; 4 internal error (a bug: please report it); 141 stdout closed before all was written (| head).
 
     Examples:
 
@@ -138,7 +139,7 @@ def evaluate(
         for kind, sub in result["subsets"].items():
             keep = [i for i, s in enumerate(_kinds(samples, evaluation)) if s == kind]
             written += evaluation_figures(evaluation.labels[keep], evaluation.probs[keep], sub, plots / kind, f"{title} ({kind})")
-        err_console.print(f"wrote {len(written)} figures to {safe(plots)}", highlight=False)
+        err_console.print(f"wrote {len(written)} figures to {safe(plots)}", highlight=False, soft_wrap=True)
 
     if fmt == "json":
         emit(json_text(result, indent=2) + "\n", output)
@@ -149,7 +150,7 @@ def evaluate(
 
     code = 0
     if len(evaluation.failed) > max_failed:
-        err_console.print(f"[red]{len(evaluation.failed)} case(s) failed and were left out (allowed: {max_failed})[/]", highlight=False)
+        err_console.print(f"[red]{len(evaluation.failed)} case(s) failed and were left out (allowed: {max_failed})[/]", highlight=False, soft_wrap=True)
         code = SOME_FAILED
     problems = check_bounds(result, bounds) if bounds else []
     if problems:
@@ -204,13 +205,13 @@ def _tables(result: dict[str, Any]) -> None:
     if "per_breast" in result:
         b = result["per_breast"]
         ci = f" [{b['auc_ci'][0]:.3f}, {b['auc_ci'][1]:.3f}]" if b.get("auc_ci") else ""
-        console.print(f"per breast (views combined): {b['n']} breasts, ROC-AUC {_fmt(b['auc'])}{ci} (per case: {_fmt(result['auc'])})", highlight=False)
+        console.print(f"per breast (views combined): {b['n']} breasts, ROC-AUC {_fmt(b['auc'])}{ci} (per case: {_fmt(result['auc'])})", highlight=False, soft_wrap=True)
     for remark in dict.fromkeys(n for c in columns.values() for n in c["notes"]):
-        console.print(f"note: {remark}", highlight=False)
+        console.print(f"note: {remark}", highlight=False, soft_wrap=True)
     if "comparison" in result:
         comp = result["comparison"]
         if "note" in comp:
-            console.print(f"note: {comp['note']}", highlight=False)
+            console.print(f"note: {comp['note']}", highlight=False, soft_wrap=True)
         paper = Table("metric", "this run", "paper claim", "difference", title=f"Beside {comp['paper']}")
         for row in comp["metrics"]:
             this = _fmt(row["this"]) + (f" ({row['ci'][0]:.2f}-{row['ci'][1]:.2f})" if row["ci"] else "")

@@ -36,7 +36,7 @@ def inspect(
 ) -> None:
     """Show size, bit depth, photometry, laterality and view of mammograms as read.
 
-    Exit status: 0 all read, 1 some files failed (each reported), 2 usage error, 3 output not writable, 4 internal error (a bug: please report it).
+    Exit status: 0 all read, 1 some files failed (each reported), 2 usage error, 3 output not writable, 4 internal error (a bug: please report it), 141 stdout closed before all was written (| head).
 
     Examples:
 

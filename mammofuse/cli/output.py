@@ -6,18 +6,47 @@ Only ``mammofuse.cli`` imports Rich; the library reports through callbacks that 
 from __future__ import annotations
 
 import io
+import os
+import sys
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterator
+from typing import TYPE_CHECKING, Callable, Iterator, NoReturn
 
 from rich.console import Console
 
 if TYPE_CHECKING:
     from rich.console import RenderableType
 
+STDOUT_CLOSED = 141
+"""The exit status when the reader of stdout went away (``| head -1``): 128 + SIGPIPE, as for a program the signal ended."""
+
 # emoji=False: a ":name:" in untrusted text (a file named bad:-1:x.dcm) stays text, never an emoji
 console = Console(highlight=False, emoji=False)  # results for people: stdout
 err_console = Console(stderr=True, highlight=False, emoji=False)  # progress, notes, errors: stderr
+
+
+def stdout_closed() -> NoReturn:
+    """End the command, silently, because the reader of stdout went away: exit :data:`STDOUT_CLOSED`.
+
+    stdout then points at the null device, so that flushing it at exit cannot fail again ("Exception ignored").
+    """
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # a stdout without a descriptor (a test's): nothing is flushed to a pipe at exit
+        pass
+    finally:
+        os.close(devnull)
+    raise SystemExit(STDOUT_CLOSED)
+
+
+def _on_broken_pipe(self: Console) -> NoReturn:
+    self.quiet = True
+    stdout_closed()
+
+
+# Rich's hook for a closed stdout (it exits 1) serves every console of the CLI, Typer's help included.
+Console.on_broken_pipe = _on_broken_pipe  # type: ignore[method-assign]
 
 
 @contextmanager
@@ -26,7 +55,8 @@ def progress(description: str, total: int | None, minimum: int = 1) -> Iterator[
     running loss) replaces the end of the description.
 
     Drawn only when stderr is a terminal and there are at least ``minimum`` steps, so pipes and
-    logs stay clean; otherwise ``advance`` does nothing.
+    logs stay clean; otherwise ``advance`` does nothing. stdout is never redirected: records written
+    while the bar is drawn go where stdout goes (``> scores.csv``), not to the terminal.
     """
     if not err_console.is_terminal or (total is not None and total < minimum):
         yield lambda n, note="": None
@@ -41,7 +71,7 @@ def progress(description: str, total: int | None, minimum: int = 1) -> Iterator[
     )
 
     bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(),
-                   console=err_console, transient=True)
+                   console=err_console, transient=True, redirect_stdout=False, redirect_stderr=False)
     with bar:
         task = bar.add_task(description, total=total)
         yield lambda n, note="": bar.update(task, advance=n, description=description + note)
@@ -49,12 +79,17 @@ def progress(description: str, total: int | None, minimum: int = 1) -> Iterator[
 
 @contextmanager
 def status(description: str) -> Iterator[Callable[[str], None]]:
-    """A transient spinner on stderr; yields ``update(text)``. Drawn only when stderr is a terminal."""
+    """A transient spinner on stderr; yields ``update(text)``. Drawn only when stderr is a terminal; stdout is
+    never redirected (see :func:`progress`)."""
     if not err_console.is_terminal:
         yield lambda text: None
         return
-    with err_console.status(description) as spinner:
-        yield spinner.update
+    from rich.live import Live
+    from rich.spinner import Spinner
+
+    spinner = Spinner("dots", description)
+    with Live(spinner, console=err_console, transient=True, refresh_per_second=12.5, redirect_stdout=False, redirect_stderr=False):
+        yield lambda text: spinner.update(text=text)
 
 
 def show(renderable: "RenderableType", output: Path | None = None) -> None:

@@ -40,8 +40,8 @@ from mammofuse.cli.common import (
     err_console,
     guarded,
     note,
+    output_file_option,
     output_format,
-    output_option,
     parse_roi,
     render_records,
     safe,
@@ -68,7 +68,7 @@ def predict(
     recursive: Recursive = False,
     aggregate: Annotated[str, typer.Option("--aggregate", help="view: a score per file; breast: also the mean score of each breast's files (patient and laterality from the DICOM header or file name).")] = "view",
     fmt: RecordFormatOption = None,
-    output: Annotated[Path | None, output_option("--output", "-o", help="Write to this file instead of stdout: jsonl and csv record by record as files are scored (see --resume), table and json atomically at the end.")] = None,
+    output: Annotated[Path | None, output_file_option("--output", "-o", help="Write to this file instead of stdout (- is stdout): jsonl and csv record by record as files are scored (see --resume), table and json atomically at the end.")] = None,
     threshold: Annotated[float | None, typer.Option("--threshold", help="Decision threshold on the probability, in [0, 1] \\[default: the model's own].", show_default=False)] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Images per forward pass.", min=1, max=MAX_BATCH_SIZE)] = 8,
     device: Device = "auto",
@@ -82,7 +82,7 @@ def predict(
 ) -> None:
     """Score each mammogram: probability of malignancy and a benign/malignant call.
 
-    Clinical flags apply to every file; missing findings are allowed and shown as null. jsonl and csv records are written as files are scored; with --resume, a run that was interrupted goes on where it stopped. Exit status: 0 all scored, 1 some files failed (the rest are scored; files scored before --resume count), 2 usage error, 3 output not writable (checked before scoring), 4 internal error (a bug: please report it).
+    Clinical flags apply to every file; missing findings are allowed and shown as null. jsonl and csv records are written as files are scored; with --resume, a run that was interrupted goes on where it stopped. Exit status: 0 all scored, 1 some files failed (the rest are scored; files scored before --resume count), 2 usage error, 3 output not writable (checked before scoring), 4 internal error (a bug: please report it), 141 stdout closed before all was written (| head).
 
     Examples:
 
@@ -100,7 +100,7 @@ def predict(
 
         mammofuse predict 1-130.dcm --roi 2400,1145,100 --density 2 --shape lobulated --margin circumscribed
     """
-    from mammofuse.scoring.sink import STREAM_FORMATS
+    from mammofuse.scoring.sink import STREAM_FORMATS, output_lock
     from mammofuse.validation import Rule, checked
 
     threshold = checked("--threshold", threshold, Rule(float, 0, 1, optional=True))
@@ -125,42 +125,43 @@ def predict(
                        breasts=aggregate == "breast", shard=part)
     check_not_input([output], [clinical, *(f.path for f in files)])
     run = ScoringRun(net, files, threshold=threshold, per_breast=aggregate == "breast")
-    if resume:
-        resumed = run.resume(output, fmt)
-        if resumed.dropped:
-            notes.append(f"{resumed.dropped} records of {output} were dropped: their files changed since (or were scored twice); they are scored again")
-        if resumed.reopened:
-            notes.append(f"{resumed.reopened} records of {output} are scored again with the other files of their breast, "
-                         "so that a breast's records carry one breast score")
-        if resumed.foreign:
-            notes.append(f"{resumed.foreign} records of {output} are for files not in this run: kept")
-    for message in notes + model_notes(net, [f.sample for f in files], bool(flags or clinical)):
-        note(message)
-    pending = len(run.pending)
-    if workers is None:
-        batches = -(-pending // batch_size)  # a worker reads whole batches: one batch cannot overlap
-        workers = 0 if batches < 2 else min(4, os.cpu_count() or 1, batches)
+    with output_lock(output if fmt in STREAM_FORMATS else None):  # one writer at a time, from the resume on
+        if resume:
+            resumed = run.resume(output, fmt)
+            if resumed.dropped:
+                notes.append(f"{resumed.dropped} records of {output} were dropped: their files changed since (or were scored twice); they are scored again")
+            if resumed.reopened:
+                notes.append(f"{resumed.reopened} records of {output} are scored again with the other files of their breast, "
+                             "so that a breast's records carry one breast score")
+            if resumed.foreign:
+                notes.append(f"{resumed.foreign} records of {output} are for files not in this run: kept")
+        for message in notes + model_notes(net, [f.sample for f in files], bool(flags or clinical)):
+            note(message)
+        pending = len(run.pending)
+        if workers is None:
+            batches = -(-pending // batch_size)  # a worker reads whole batches: one batch cannot overlap
+            workers = 0 if batches < 2 else min(4, os.cpu_count() or 1, batches)
 
-    with progress("scoring", pending, minimum=2) as advance:
-        scorer = ray or LocalEngine(batch_size=batch_size, workers=workers)
-        if fmt in STREAM_FORMATS:
-            summary = run.write(output, fmt, scorer, on_batch=advance)
-        else:
-            records = run.collect(scorer, on_batch=advance)
+        with progress("scoring", pending, minimum=2) as advance:
+            scorer = ray or LocalEngine(batch_size=batch_size, workers=workers)
+            if fmt in STREAM_FORMATS:
+                summary = run.write(output, fmt, scorer, on_batch=advance)
+            else:
+                records = run.collect(scorer, on_batch=advance)
 
     if fmt in STREAM_FORMATS:
         if output is not None:
-            err_console.print(f"wrote {safe(output)}", highlight=False)
-        err_console.print(RESEARCH_NOTICE, style="dim", highlight=False)
+            err_console.print(f"wrote {safe(output)}", highlight=False, soft_wrap=True)
+        err_console.print(RESEARCH_NOTICE, style="dim", highlight=False, soft_wrap=True)
         failed = summary.failed
         before = f", {summary.before} of them in {safe(output)} before this run" if resume else ""
-        err_console.print(f"{summary.files} files{before}: {summary.files - len(failed)} scored, {len(failed)} failed", highlight=False)
+        err_console.print(f"{summary.files} files{before}: {summary.files - len(failed)} scored, {len(failed)} failed", highlight=False, soft_wrap=True)
     else:
         if fmt == "table":
             _table(records, output)
         else:
             emit(render_records([r.to_dict() for r in records], fmt), output)
-            err_console.print(RESEARCH_NOTICE, style="dim", highlight=False)
+            err_console.print(RESEARCH_NOTICE, style="dim", highlight=False, soft_wrap=True)
         failed = [(r.path, r.error.message) for r in records if r.error is not None]
         for r in records:
             if r.note and r.note != NO_REGION:  # the missing regions have their one note above

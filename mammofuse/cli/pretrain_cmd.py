@@ -72,19 +72,19 @@ def pretrain(
         if s.image_path:
             films.setdefault(s.image_path, []).append(s)
     avoid = {path: lesion_regions(film, settings.canvas) for path, film in films.items()}
-    err_console.print(f"drawing {patches} tissue patches from each of {len(files)} images (lesion regions avoided)", highlight=False, markup=False)
+    err_console.print(f"drawing {patches} tissue patches from each of {len(files)} images (lesion regions avoided)", highlight=False, markup=False, soft_wrap=True)
     inputs, targets, owners, errors = build_patch_set(files, avoid, settings)
     for error in errors:
         err_console.print(f"skipped: {clean(error)}", highlight=False, markup=False, soft_wrap=True)
     empty = len(files) - len(errors) - len(set(owners.tolist()))
     if empty:
-        err_console.print(f"note: {empty} readable image(s) gave no patch (too little tissue clear of the lesions)", highlight=False, markup=False)
-    err_console.print(f"pretraining {backbone} on {len(inputs)} patches for {epochs} epochs", highlight=False, markup=False)
+        err_console.print(f"note: {empty} readable image(s) gave no patch (too little tissue clear of the lesions)", highlight=False, markup=False, soft_wrap=True)
+    err_console.print(f"pretraining {backbone} on {len(inputs)} patches for {epochs} epochs", highlight=False, markup=False, soft_wrap=True)
     backbone_module, report = pretrain_backbone(
         inputs, targets, owners, settings,
         on_epoch=lambda row: err_console.print(
             f"epoch {row['epoch']}/{epochs}: train MSE {row['train_mse']:.3f}, held-out R^2 {row['holdout_r2']:.3f}, {row['seconds']:.0f}s",
-            highlight=False, markup=False),
+            highlight=False, markup=False, soft_wrap=True),
     )
     report.update({"dataset": dataset, "split": split, "abnormality": abnormality, "canvas": settings.canvas, "skipped_files": len(errors)})
     save_backbone(backbone_module, out, settings, report)
@@ -94,7 +94,7 @@ def pretrain(
                           "pretrain longer (--epochs) or on more images before training from it", highlight=False, soft_wrap=True)
     console.print(f"{report['patches']} patches from {report['images']} images; {report['holdout_patches']} patches of "
                   f"{report['holdout_images']} images held out: held-out R^2 {r2:.3f}\n"
-                  f"wrote {safe(out)}", highlight=False)
+                  f"wrote {safe(out)}", highlight=False, soft_wrap=True)
 
 
 def register(app: typer.Typer) -> None:

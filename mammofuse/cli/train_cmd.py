@@ -132,7 +132,7 @@ def _train(
             threshold += f" (out-of-fold, {settings.threshold_from})"
         elif not val_samples:
             threshold += " (not tuned: no validation part)"
-        console.print(f"{kept} {result.best_epoch} of {len(result.history)}: validation AUC {auc}, {threshold}\nwrote {safe(result.out)}\n{RESEARCH_NOTICE}")
+        console.print(f"{kept} {result.best_epoch} of {len(result.history)}: validation AUC {auc}, {threshold}\nwrote {safe(result.out)}\n{RESEARCH_NOTICE}", soft_wrap=True)
 
 
 def load_training_samples(

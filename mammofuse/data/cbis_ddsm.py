@@ -10,11 +10,11 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
 
 from mammofuse.atomic import write_text
-from mammofuse.cache import cache_dir
+from mammofuse.cache import cache_dir, warn_uncached
 from mammofuse.clinical import load_schema
 from mammofuse.data.cbis_images import Box, ImageFolder, box_region
 from mammofuse.data.sample import Sample
-from mammofuse.errors import MammofuseError, MammofuseWarning, reading
+from mammofuse.errors import MammofuseError, MammofuseWarning, OutputError, reading
 from mammofuse.imaging.preprocess import Region
 from mammofuse.imaging.reader import read_dicom
 from mammofuse.listing import files_under
@@ -27,6 +27,7 @@ CSV_SPLITS = {
     "calc_case_description_test_set.csv": ("test", "calc"),
 }
 _INDEX_VERSION = 1
+_INDEX_KEPT = "the index of the CBIS-DDSM images"
 REQUIRED_COLUMNS = ("patient_id", "left_or_right_breast", "image_view", "pathology")
 PATHOLOGY_LABELS = {"MALIGNANT": 1, "BENIGN": 0, "BENIGN_WITHOUT_CALLBACK": 0}
 DENSITY_COLUMN = "breast_density"
@@ -238,8 +239,9 @@ class ImageIndex:
             stamp = hashlib.sha256(
                 json.dumps([str(root.resolve()), _INDEX_VERSION, [(str(p), p.stat().st_mtime_ns) for p in files]]).encode()
             ).hexdigest()[:20]
-        cached = cache_dir("index") / f"cbis-{stamp}.json"
-        if cached.is_file():
+        folder = cache_dir("index", keeps=_INDEX_KEPT)
+        cached = folder / f"cbis-{stamp}.json" if folder else None
+        if cached is not None and cached.is_file():
             try:
                 records = json.loads(cached.read_text(encoding="utf-8"))
                 if isinstance(records, list):
@@ -247,7 +249,11 @@ class ImageIndex:
             except (OSError, ValueError, KeyError, TypeError, RecursionError):
                 pass  # damaged or unreadable (a disk error, an edit): made again below
         records = list(_scan(files, root))
-        write_text(cached, json.dumps(records))
+        if cached is not None:
+            try:
+                write_text(cached, json.dumps(records))
+            except OutputError as exc:  # a full disk, say: the index is still good for this run
+                warn_uncached(exc, _INDEX_KEPT)
         return cls(records)
 
     def _candidates(self, parts: list[str]) -> list[dict]:

@@ -17,7 +17,6 @@ Both are seeded: the same seed gives the same explanation and the same HTML (Num
 from __future__ import annotations
 
 import base64
-import html
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,6 +25,7 @@ import numpy as np
 from mammofuse import RESEARCH_NOTICE
 from mammofuse.clinical.schema import ClinicalSchema
 from mammofuse.explainers.inputs import FixedClinicalScorer, FixedImageScorer
+from mammofuse.explainers.report import escape
 from mammofuse.results import sigmoid
 
 CLASS_NAMES = ["benign", "malignant"]
@@ -241,16 +241,16 @@ def lime_image_html(png: bytes, result: ImageLime, seed: int, source: str) -> st
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
 <meta http-equiv="Content-Security-Policy" content="default-src 'none'; img-src data:; style-src 'unsafe-inline'">
-<title>Image LIME: {html.escape(source)}</title>
+<title>Image LIME: {escape(source)}</title>
 <style>body{{font-family:system-ui,sans-serif;margin:1.5em;max-width:1400px}}img{{max-width:100%}}td,th{{padding:2px 10px;text-align:right}}</style>
 </head><body>
 <h1>Image LIME</h1>
-<p>{html.escape(source)}</p>
+<p>{escape(source)}</p>
 <p>Superpixels of the model input that raised (red) or lowered (blue) the predicted probability of malignancy,
 clinical findings held fixed. {result.num_samples} perturbed images, seed {seed}, local model R&sup2; {result.score:.3f}.</p>
 <img alt="image LIME superpixels" src="data:image/png;base64,{encoded}">
 <h2>Strongest superpixels</h2>
 <table><tr><th>superpixel</th><th>weight</th></tr>{rows}</table>
-<p><em>{html.escape(RESEARCH_NOTICE)}</em></p>
+<p><em>{escape(RESEARCH_NOTICE)}</em></p>
 </body></html>
 """

@@ -1,7 +1,7 @@
 """One self-contained HTML page per case: prediction, inputs, every explanation, the notice.
 
 Everything that came from the file or the user (paths, DICOM attributes, clinical values,
-notes) goes through :func:`html.escape`; DICOM headers are untrusted input. Images are
+notes) goes through :func:`escape`; DICOM headers are untrusted input. Images are
 embedded as base64 PNG; LIME's own HTML runs in a sandboxed ``iframe srcdoc`` (escaped as an
 attribute) so its scripts cannot touch this page. A Content-Security-Policy forbids loading
 anything from the network.
@@ -10,10 +10,16 @@ anything from the network.
 from __future__ import annotations
 
 import base64
+import html
 from dataclasses import dataclass, field
-from html import escape
 
 from mammofuse import RESEARCH_NOTICE
+
+
+def escape(text: str, quote: bool = True) -> str:
+    """:func:`html.escape`, with the bytes of a file name that are not UTF-8 (held as surrogates) shown as ``\\xNN``:
+    the page is UTF-8."""
+    return html.escape(text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace"), quote)
 
 
 @dataclass

@@ -177,4 +177,5 @@ def feature_cache(settings: TrainSettings, config: ModelConfig) -> FeatureCache 
         return None
     from mammofuse.cache import cache_dir
 
-    return FeatureCache(settings.feature_cache, cache_dir("features") if settings.feature_cache == "disk" else None)
+    folder = cache_dir("features", keeps="the frozen backbone's features") if settings.feature_cache == "disk" else None
+    return FeatureCache("disk" if folder else "memory", folder)

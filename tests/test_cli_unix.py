@@ -1,0 +1,296 @@
+"""The command line as a Unix citizen: a terminal on stderr, pipes that close early, file names that are not UTF-8,
+caches that cannot be written, concurrent writers of one output."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import make_tiny_model
+from dicom_factory import breast_phantom
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def mammofuse(*args: object) -> list[str]:
+    """The command line of ``mammofuse ARGS`` run as a user runs it (a new process)."""
+    return [sys.executable, "-m", "mammofuse", *map(str, args)]
+
+
+def environment(**changes: str | None) -> dict[str, str]:
+    """This process's environment for a child, with ``changes`` (None removes a variable)."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    for name, value in changes.items():
+        if value is None:
+            env.pop(name, None)
+        else:
+            env[name] = value
+    return env
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_tiny_model(tmp_path_factory.mktemp("tiny-unix") / "model")
+
+
+@pytest.fixture(scope="module")
+def studies(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Three small PNG mammogram phantoms in a folder."""
+    folder = tmp_path_factory.mktemp("studies")
+    image = Image.fromarray(breast_phantom(bits=8).astype(np.uint8))
+    for name in ("a.png", "b.png", "c.png"):
+        image.save(folder / name)
+    return folder
+
+
+def test_records_go_to_redirected_stdout_while_a_progress_bar_is_drawn_on_a_terminal(tiny: Path, studies: Path, tmp_path: Path) -> None:
+    """They went to the terminal, through the bar's redirection of stdout, and the file stayed empty."""
+    import pty
+
+    master, terminal = pty.openpty()
+    drained: list[bytes] = []
+
+    def drain() -> None:  # a terminal that nobody reads blocks its writer
+        while True:
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:
+                return
+            if not chunk:
+                return
+            drained.append(chunk)
+
+    reader = threading.Thread(target=drain, daemon=True)
+    reader.start()
+    out = tmp_path / "scores.csv"
+    with out.open("w") as stdout:
+        done = subprocess.run(mammofuse("predict", studies, "--model", tiny, "-f", "csv", "--batch-size", "1"), stdout=stdout, stderr=terminal,
+                              env=environment(TERM="xterm", COLUMNS="100"), timeout=180)
+    os.close(terminal)
+    reader.join(timeout=10)
+    os.close(master)
+    shown = b"".join(drained).decode(errors="replace")
+    assert done.returncode == 0, shown
+    assert "scoring" in shown  # the bar was drawn
+    rows = list(csv.DictReader(out.read_text().splitlines()))
+    assert sorted(Path(r["path"]).name for r in rows) == ["a.png", "b.png", "c.png"]
+    assert "a.png" not in shown
+
+
+@pytest.fixture(scope="module")
+def latin_name(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A phantom whose file name is not UTF-8 (``caf\\xe9.png``, Latin-1), beside one that is."""
+    folder = tmp_path_factory.mktemp("latin")
+    image = Image.fromarray(breast_phantom(bits=8).astype(np.uint8))
+    name = folder / os.fsdecode(b"caf\xe9.png")
+    try:
+        image.save(name)
+    except (OSError, UnicodeEncodeError):
+        pytest.skip("this file system refuses names that are not UTF-8")
+    image.save(folder / "ok.png")
+    return name
+
+
+def test_a_file_name_that_is_not_utf8_survives_stdout_records_and_tables(tiny: Path, latin_name: Path, tmp_path: Path) -> None:
+    """Each exited 4, "internal error (UnicodeEncodeError)", under a UTF-8 locale's strict stdout."""
+    env = environment(PYTHONIOENCODING="utf-8", LC_ALL="C.UTF-8")
+    records = subprocess.run(mammofuse("predict", latin_name.parent, "--model", tiny, "-f", "csv"), capture_output=True, env=env, timeout=180)
+    assert records.returncode == 0, records.stderr
+    assert os.fsencode(latin_name) in records.stdout.splitlines()[1]  # the bytes of the name, as they are: the file can be found again
+    table = tmp_path / "scores.txt"
+    shown = subprocess.run(mammofuse("predict", latin_name.parent, "--model", tiny, "-o", table), capture_output=True, env=env, timeout=180)
+    assert shown.returncode == 0, shown.stderr
+    assert "caf\\xe9.png" in table.read_text(encoding="utf-8")  # for people: the byte shown, the file valid UTF-8
+
+
+def test_a_file_name_that_is_not_utf8_survives_inspect_output_and_explain(latin_name: Path, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from mammofuse.cli import app
+
+    runner = CliRunner()
+    listed = tmp_path / "files.csv"
+    result = runner.invoke(app, ["inspect", str(latin_name.parent), "-o", str(listed)])
+    assert result.exit_code == 0, result.output
+    assert os.fsencode(latin_name) in listed.read_bytes()
+    roi_model = make_tiny_model(tmp_path / "roi-model", "concat", "roi")
+    result = runner.invoke(app, ["explain", str(latin_name), "--model", str(roi_model), "--methods", "shap", "--density", "2", "--out", str(tmp_path / "out")],
+                           env={"OMP_NUM_THREADS": "1", "COLUMNS": "250"})
+    assert result.exit_code == 0, result.output
+    (folder,) = (tmp_path / "out").iterdir()
+    assert folder.name.isascii() and "caf\\xe9.png" in (folder / "report.html").read_text(encoding="utf-8")
+    assert "caf\\xe9.png" in result.stdout
+
+
+@pytest.fixture
+def home_under_a_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """HOME under a regular file (no cache can be made there), with no MAMMOFUSE_CACHE or XDG_CACHE_HOME."""
+    (tmp_path / "afile").write_text("")
+    monkeypatch.setenv("HOME", str(tmp_path / "afile" / "home"))
+    monkeypatch.delenv("MAMMOFUSE_CACHE")
+    monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
+    return tmp_path / "afile" / "home" / ".cache" / "mammofuse"
+
+
+def test_an_unwritable_cache_builds_the_cbis_ddsm_index_in_memory_after_one_note(home_under_a_file: Path, cbis_subset: Path, dicom_root: Path) -> None:
+    """It exited 3: "error: .../.cache/mammofuse/index: Not a directory"."""
+    from typer.testing import CliRunner
+
+    from mammofuse.cli import app
+
+    result = CliRunner().invoke(app, ["data", "summary", "--dataset", "cbis-ddsm", "--data", str(cbis_subset), "--images", str(dicom_root), "-f", "json"],
+                                env={"COLUMNS": "250"})
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["splits"]["test"]["images"] == 8
+    notes = [line for line in result.stderr.splitlines() if line.startswith("note:")]
+    assert len(notes) == 1 and str(home_under_a_file / "index") in notes[0] and "MAMMOFUSE_CACHE" in notes[0], result.stderr
+
+
+def test_an_unwritable_cache_keeps_frozen_features_in_memory(home_under_a_file: Path) -> None:
+    from mammofuse.errors import MammofuseWarning
+    from mammofuse.model import ModelConfig
+    from mammofuse.training.build import feature_cache
+    from mammofuse.training.settings import TrainSettings
+
+    with pytest.warns(MammofuseWarning, match="MAMMOFUSE_CACHE"):
+        cache = feature_cache(TrainSettings(feature_cache="disk", augment=False), ModelConfig())
+    assert cache is not None and cache.mode == "memory"
+
+
+@pytest.mark.parametrize("xdg", ["", "relative/cache"])
+def test_an_empty_or_relative_xdg_cache_home_is_ignored(xdg: str, cbis_subset: Path, dicom_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The cache went to the working folder (./mammofuse, ./relative/cache/mammofuse)."""
+    from mammofuse.data import load_dataset
+
+    monkeypatch.delenv("MAMMOFUSE_CACHE")
+    monkeypatch.setenv("XDG_CACHE_HOME", xdg)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    (tmp_path / "work").mkdir()
+    monkeypatch.chdir(tmp_path / "work")
+    load_dataset("cbis-ddsm", cbis_subset, dicom_root)
+    assert list((tmp_path / "home" / ".cache" / "mammofuse" / "index").glob("cbis-*.json"))
+    assert not list((tmp_path / "work").iterdir())
+
+
+@pytest.mark.parametrize("args", [["models", "-f", "json"], ["models"], ["predict", "{studies}", "--model", "{tiny}", "-f", "csv"], ["predict", "--help"], ["--version"]],
+                         ids=["json", "table", "streamed-records", "help", "version"])
+def test_a_closed_stdout_ends_the_command_silently_with_141(args: list[str], tiny: Path, studies: Path) -> None:
+    """``| head -1`` or ``| true``: it said "error: Broken pipe" and exited 3 (records, JSON), or exited 1 (tables, help)."""
+    command = mammofuse(*(a.format(studies=studies, tiny=tiny) for a in args))
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=environment())
+    process.stdout.close()  # the reader is gone before the first write
+    _, stderr = process.communicate(timeout=180)
+    assert process.returncode == 141, stderr.decode()
+    assert b"error" not in stderr and b"Exception" not in stderr, stderr.decode()
+
+
+@pytest.mark.parametrize("args", [["inspect", "{studies}", "-f", "json"], ["predict", "{studies}", "--model", "{tiny}", "-f", "csv"],
+                                  ["predict", "{studies}", "--model", "{tiny}", "-f", "json"], ["schema", "-f", "json"]],
+                         ids=["inspect", "predict-streamed", "predict-json", "schema"])
+def test_output_dash_is_stdout(args: list[str], tiny: Path, studies: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``-o -`` wrote a file named ``-`` in the working folder, and nothing to stdout."""
+    from typer.testing import CliRunner
+
+    from mammofuse.cli import app
+
+    monkeypatch.chdir(tmp_path)
+    command = [a.format(studies=studies, tiny=tiny) for a in args]
+    result = CliRunner().invoke(app, [*command, "-o", "-"], env={"OMP_NUM_THREADS": "1"})
+    assert result.exit_code == 0, result.output
+    assert result.stdout and result.stdout == CliRunner().invoke(app, command, env={"OMP_NUM_THREADS": "1"}).stdout
+    assert not list(tmp_path.iterdir())
+
+
+def test_output_dash_is_refused_for_a_folder(studies: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from typer.testing import CliRunner
+
+    from mammofuse.cli import app
+
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(app, ["explain", str(studies), "-o", "-"])
+    assert result.exit_code == 2 and "- is stdout" in result.output
+    assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("args", [["inspect", "{studies}", "-f", "json"], ["predict", "{studies}", "--model", "{tiny}", "-f", "csv"]],
+                         ids=["written-at-the-end", "streamed"])
+def test_status_lines_are_one_line_however_long(args: list[str], tiny: Path, studies: Path, tmp_path: Path) -> None:
+    """"wrote PATH" was cut into 80-column pieces in a log: a grep for the path found nothing."""
+    output = tmp_path / ("deep_folder_name_" * 8) / "scores.out"
+    output.parent.mkdir()
+    done = subprocess.run(mammofuse(*(a.format(studies=studies, tiny=tiny) for a in args), "-o", output), capture_output=True, text=True,
+                          env=environment(COLUMNS="80"), timeout=180)
+    assert done.returncode == 0, done.stderr
+    assert f"wrote {output}" in done.stderr.splitlines()
+
+
+def _command_paths() -> list[list[str]]:
+    """Every command of ``mammofuse`` as its words (``["data", "summary"]``), the group itself first."""
+    import typer
+
+    from mammofuse.cli import app
+
+    def walk(command: object, path: list[str]) -> list[list[str]]:
+        found = [path]
+        for name, sub in sorted(getattr(command, "commands", {}).items()):
+            found += walk(sub, [*path, name])
+        return found
+
+    return walk(typer.main.get_command(app), [])
+
+
+@pytest.mark.parametrize("words", _command_paths(), ids=lambda words: " ".join(words) or "mammofuse")
+def test_help_at_80_columns_wraps_and_cuts_nothing(words: list[str]) -> None:
+    """explain's --include-identifiers read "--include-identifie…", ablate's --modality-dropout "--modality-drop…"."""
+    from typer.testing import CliRunner
+
+    from mammofuse.cli import app
+
+    result = CliRunner().invoke(app, [*words, "--help"], env={"COLUMNS": "80"})
+    assert result.exit_code == 0, result.output
+    assert max(map(len, result.stdout.splitlines())) <= 80
+    assert "…" not in result.stdout, [line for line in result.stdout.splitlines() if "…" in line]
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["predict", "scan.dcm", "--bogus"], "error: No such option: --bogus (see mammofuse predict --help)"),
+    (["predict", "scan.dcm", "--batch-size", "0"], "error: Invalid value for '--batch-size'"),
+    (["predict"], "error: Missing argument 'PATHS' (see mammofuse predict --help)"),
+    (["prdict"], "error: No such command 'prdict'"),
+    (["data", "summary", "--dataset", "manifest", "--data", "m.csv", "--format", "xml"], "error: Invalid value for '--format' / '-f'"),
+], ids=["unknown-option", "out-of-range", "missing-argument", "unknown-command", "sub-command"])
+def test_a_usage_error_that_typer_finds_is_one_line(args: list[str], message: str) -> None:
+    """They printed a Usage line, a hint and a boxed panel, while the README promises one line."""
+    from typer.testing import CliRunner
+
+    from mammofuse.cli import app
+
+    result = CliRunner().invoke(app, args, env={"COLUMNS": "80"})
+    assert result.exit_code == 2
+    assert result.stderr.startswith(message) and len(result.stderr.splitlines()) == 1, result.stderr
+    assert result.stdout == ""
+
+
+@pytest.mark.parametrize("resume", [False, True], ids=["new", "resumed"])
+def test_a_streamed_output_in_use_by_another_process_is_refused_and_left_as_it_is(resume: bool, tiny: Path, studies: Path, tmp_path: Path) -> None:
+    """Two runs given one -o (two --shard jobs, say) both exited 0, the file holding records mixed, lost or twice."""
+    from mammofuse.scoring.sink import output_lock
+
+    output = tmp_path / "scores.jsonl"
+    command = mammofuse("predict", studies, "--model", tiny, "-o", output, *(["--resume"] if resume else []))
+    first = subprocess.run(command, capture_output=True, text=True, env=environment(), timeout=180)
+    assert first.returncode == 0, first.stderr
+    written = output.read_bytes()
+    with output_lock(output):  # as another mammofuse process holds it while it writes
+        second = subprocess.run(command, capture_output=True, text=True, env=environment(), timeout=180)
+    assert second.returncode == 3 and second.stderr.splitlines()[-1] == f"error: {output}: cannot write (in use by another mammofuse process)"
+    assert output.read_bytes() == written
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["scores.jsonl"]  # the lock is gone with its holder
