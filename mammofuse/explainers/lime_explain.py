@@ -115,15 +115,15 @@ def lime_clinical_html(result: ClinicalLime, num_samples: int, seed: int, source
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
 <meta http-equiv="Content-Security-Policy" content="{CSP}">
-<title>Clinical LIME: {html.escape(source)}</title>
+<title>Clinical LIME: {escape(source)}</title>
 <style>body{{font-family:system-ui,sans-serif;margin:1.5em;max-width:1400px}}iframe{{width:100%;height:520px;border:1px solid #ddd}}</style>
 </head><body>
 <h1>Clinical LIME</h1>
-<p>{html.escape(source)}</p>
+<p>{escape(source)}</p>
 <p>LIME's local linear model of the predicted probability of malignancy over the label-encoded clinical fields, image
 held fixed. {num_samples} perturbed samples, seed {seed}, local model R&sup2; {result.score:.3f}.</p>
 {sandboxed_frame(result.html, "LIME (clinical fields)")}
-<p><em>{html.escape(RESEARCH_NOTICE)}</em></p>
+<p><em>{escape(RESEARCH_NOTICE)}</em></p>
 </body></html>
 """
 
