@@ -350,15 +350,15 @@ def test_a_bad_lesion_radius_fails_its_file_naming_the_radius(corpus: dict[str, 
 
 
 def test_pydicom_warnings_are_one_note_per_file_on_stderr(tmp_path: Path, tiny_roi_model: Path) -> None:
-    scan = write_dicom(tmp_path / "uid.dcm", breast_phantom(), StudyInstanceUID="1.2.3.4")
-    _patched(scan, b"1.2.3.4\x00", b"1.2.3.x\x00")
+    scan = write_dicom(tmp_path / "uid.dcm", breast_phantom(), SOPInstanceUID="1.2.3.4")
+    scan.write_bytes(scan.read_bytes().replace(b"1.2.3.4\x00", b"1.2.3.x\x00"))  # the instance UID and the file meta's copy
     result = run("predict", str(scan), "--model", str(tiny_roi_model), "--format", "json")
     assert result.exit_code == 0, result.output
     notes = [line for line in result.stderr.splitlines() if line.startswith(f"note: {scan}")]  # not the model's own notes
     assert notes == [f"note: {scan}: Invalid value for VR UI: '1.2.3.x'. Please see <https://dicom.nema.org/medical/dicom/current/output/html/part05.html#table_6.2-1> for allowed values for each VR."]
     assert "UserWarning" not in result.stderr
-    broken = write_dicom(tmp_path / "uid_codec.dcm", breast_phantom(), StudyInstanceUID="1.2.3.4", TransferSyntaxUID=JPEGLosslessSV1)
-    _patched(broken, b"1.2.3.4\x00", b"1.2.3.x\x00")  # a file that fails keeps its notes
+    broken = write_dicom(tmp_path / "uid_codec.dcm", breast_phantom(), SOPInstanceUID="1.2.3.4", TransferSyntaxUID=JPEGLosslessSV1)
+    broken.write_bytes(broken.read_bytes().replace(b"1.2.3.4\x00", b"1.2.3.x\x00"))  # a file that fails keeps its notes
     result = run("predict", str(broken), "--model", str(tiny_roi_model), "--format", "json")
     assert result.exit_code == 1 and "cannot decode pixel data" in json.loads(result.stdout)[0]["error"]
     assert f"note: {broken}: Invalid value for VR UI: '1.2.3.x'" in result.stderr
