@@ -12,6 +12,17 @@ if TYPE_CHECKING:  # torch stays out of import time
 CHOICES = "auto, cpu, cuda, cuda:N or mps"
 
 
+def usable_cpus() -> int:
+    """The CPUs this process may run on: its affinity (``taskset``, a Slurm allocation, a container's cpuset) where the
+    system has one, else all of the machine's."""
+    import os
+
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # macOS and Windows have no affinity call
+        return os.cpu_count() or 1
+
+
 def resolve_device(device: "str | torch.device", local_rank: int | None = None) -> "torch.device":
     """``auto`` -> CUDA when available, else CPU; an unavailable device is a usage error.
 

@@ -1,12 +1,15 @@
 """Dataset adapters on the real shared data, and patient-grouped splits."""
 
 import csv
+import os
 import re
 
 import numpy as np
 import pytest
+from dicom_factory import breast_phantom, write_dicom
 
 from mammofuse.data import kfold_splits, load_dataset, summarize, train_val_split
+from mammofuse.data.cbis_ddsm import ImageIndex
 from mammofuse.errors import MammofuseError
 from mammofuse.imaging import read_mammogram
 
@@ -250,3 +253,26 @@ def test_kfold_is_grouped_by_patient_and_covers_every_lesion_once(mini_mias):
     held = [s.id for _, test in folds for s in test]
     assert sorted(held) == sorted(s.id for s in samples)
     assert all(_no_shared_patients(train, test) for train, test in folds)
+
+
+def test_the_cbis_ddsm_index_cache_keeps_one_index_per_images_folder(tmp_path, monkeypatch):
+    """Each change to a download tree's files wrote one more index and none was ever deleted: the newest one of a
+    folder is kept now, other folders' indexes stay, and those named as before (never read again) go."""
+    monkeypatch.setenv("MAMMOFUSE_CACHE", str(tmp_path / "cache"))
+    roots = [tmp_path / "tcia-a", tmp_path / "tcia-b"]
+    for root in roots:
+        (root / "Mass-Training_P_00001_LEFT_CC").mkdir(parents=True)
+        write_dicom(root / "Mass-Training_P_00001_LEFT_CC" / "1-1.dcm", breast_phantom())
+    index = tmp_path / "cache" / "index"
+    index.mkdir(parents=True)
+    legacy = index / "cbis-0123456789abcdef0123.json"  # as an earlier version named its indexes
+    legacy.write_text("[]")
+    ImageIndex.build(roots[1])
+    [other] = set(index.glob("cbis-*.json")) - {legacy}
+    for k in range(3):
+        dicom = roots[0] / "Mass-Training_P_00001_LEFT_CC" / "1-1.dcm"
+        os.utime(dicom, ns=(10**18 + k, 10**18 + k))  # a changed file: another index
+        assert ImageIndex.build(roots[0]).pixels == {str(dicom): 64 * 48}
+        kept = sorted(index.glob("cbis-*.json"))
+        assert len(kept) == 2 and other in kept and legacy not in kept, kept
+    assert ImageIndex.build(roots[0]).pixels and len(list(index.glob("cbis-*.json"))) == 2  # read back, not written again

@@ -210,3 +210,39 @@ def test_a_radiomics_feature_constant_in_training_is_centred_not_blown_up() -> N
         model.radiomics_std[-1] = 1.0
         unit = model(**batch, radiomics=radiomics).logits
     assert torch.allclose(tiny, unit)
+
+
+def _backbone_rows(model: MammoFuse) -> list[int]:
+    """The batch sizes the backbone computes on from now on."""
+    rows: list[int] = []
+    model.backbone.register_forward_pre_hook(lambda module, args: rows.append(args[0].shape[0]))
+    return rows
+
+
+@pytest.mark.parametrize("fusion", ["image", "concat", "cross", "co", "late"])
+def test_scoring_runs_the_backbone_only_on_the_images_there_are(fusion: str) -> None:
+    """Without --roi a lesion-crop model has no image to look at: the backbone ran on blank inputs and the result was
+    thrown away. In eval mode it now runs on the rows with an image only, and without one on a single zero image
+    once (the shape of its output); the outputs (logits, attention maps) are those of the whole batch going through it."""
+    model, batch = make_model(fusion, radiomics=True), make_batch()
+    radiomics = torch.rand(4, model.radiomics_mean.numel(), generator=torch.Generator().manual_seed(2))
+    rows = _backbone_rows(model)
+    for present, computed in (([False] * 4, [1]), ([False] * 4, []), ([True, False, True, False], [2])):
+        image_present = torch.tensor(present)
+        with torch.no_grad():
+            whole = model(**batch, image_present=image_present, radiomics=radiomics, features=model.backbone(batch["image"]))
+            rows.clear()
+            out = model(**batch, image_present=image_present, radiomics=radiomics)
+        assert rows == computed
+        assert torch.allclose(out.logits, whole.logits, atol=1e-6, rtol=0)
+        for name in ("image_to_clinical", "clinical_to_image", "branch_logits"):
+            mine, theirs = getattr(out, name), getattr(whole, name)
+            assert (mine is None and theirs is None) or torch.allclose(mine, theirs, atol=1e-6, rtol=0)
+
+
+def test_training_still_runs_the_backbone_on_every_row() -> None:
+    """DDP expects every parameter to take part in a training step: no row is kept out of the backbone there."""
+    model, batch = make_model("concat").train(), make_batch()
+    rows = _backbone_rows(model)
+    model(**batch, image_present=torch.zeros(4, dtype=torch.bool)).logits.sum().backward()
+    assert rows == [4] and model.backbone.conv1.weight.grad is not None

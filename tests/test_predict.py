@@ -364,3 +364,25 @@ def test_findings_written_as_na_are_not_given_in_the_notes() -> None:
     na = Sample(id="a", patient_id="", label=-1, clinical={"density": "2", "calc_type": "NA", "margin": "N/A"}, image_path="a.dcm")
     notes = " ".join(model_notes(model, [na], True))
     assert "calcification" not in notes and "only the breast density" in notes
+
+
+def test_default_workers_follow_the_cpus_this_process_may_use(tiny_model: Path, real_dicoms: dict[str, Path], monkeypatch) -> None:
+    """Under taskset, Slurm or a container's cpuset the machine's CPU count is not ours: 4 readers on 2 allowed CPUs."""
+    import mammofuse.scoring
+
+    engines: list[int] = []
+
+    class Recorded(mammofuse.scoring.LocalEngine):
+        def __init__(self, batch_size: int, workers: int) -> None:
+            engines.append(workers)
+            super().__init__(batch_size=batch_size, workers=0)  # read here: no processes for a test
+
+    monkeypatch.setattr(mammofuse.scoring, "LocalEngine", Recorded)
+    monkeypatch.setattr(os, "cpu_count", lambda: 64)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    code, _, err = predict(*map(str, real_dicoms.values()), "--model", str(tiny_model), "--batch-size", "1", "-f", "json")
+    assert code == 0, err
+    assert engines == [2]
+    monkeypatch.delattr(os, "sched_getaffinity")  # macOS, Windows: the machine's count
+    code, _, err = predict(*map(str, real_dicoms.values()), "--model", str(tiny_model), "--batch-size", "1", "-f", "json")
+    assert code == 0 and engines == [2, 4], err

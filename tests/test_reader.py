@@ -282,3 +282,43 @@ def test_garbage_files_give_one_line_errors(tmp_path, content):
 def test_mini_mias_png_reads_as_8_bit(mini_mias):
     m = read_mammogram(mini_mias / "images" / "mdb001.png")
     assert (m.info.rows, m.info.columns, m.info.bits_stored) == (1024, 1024, 8)
+
+
+def _peak_bytes(read) -> tuple[object, int]:
+    """``read()``'s result and the most memory it held at once (tracemalloc: numpy's arrays, Python's objects)."""
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        result = read()
+        return result, tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+@pytest.mark.parametrize(
+    "attributes",
+    [
+        {"RescaleType": "US", "RescaleSlope": 2, "RescaleIntercept": -1024},
+        {"WindowCenter": 1500, "WindowWidth": 3000, "PhotometricInterpretation": "MONOCHROME1"},
+        {"PixelPaddingValue": 0},
+    ],
+)
+def test_a_large_dicom_is_read_in_a_few_bytes_per_pixel(tmp_path, monkeypatch, attributes):
+    """A 72 MP film took 16 bytes a pixel at peak (23 with a rescale): pydicom's float64 LUT output beside the raw
+    array and the file's pixel data, then three full-size temporaries in the scaling and one in the mirroring. Now
+    the raw array (2 B/px) and the float32 result (4 B/px); the LUTs and the mirroring work a block at a time, and
+    the blocks give what the whole image does."""
+    import mammofuse.imaging.reader as reader
+
+    rows, cols = 1200, 1000
+    pixels = np.fliplr(np.kron(breast_phantom(rows // 8, cols // 8), np.ones((8, 8), np.uint16)))  # breast on the right
+    if attributes.get("PhotometricInterpretation") == "MONOCHROME1":  # 0 is white
+        pixels = 4095 - pixels
+    path = write_dicom(tmp_path / "big.dcm", np.ascontiguousarray(pixels), **attributes)
+    monkeypatch.setattr(reader, "BLOCK_PIXELS", 2**30, raising=False)
+    whole = read_mammogram(path)
+    monkeypatch.setattr(reader, "BLOCK_PIXELS", 2**14, raising=False)
+    blocks, peak = _peak_bytes(lambda: read_mammogram(path))
+    assert blocks.info.flipped and np.array_equal(blocks.pixels, whole.pixels)
+    assert peak / (rows * cols) < 8, f"{peak / (rows * cols):.1f} bytes per pixel"

@@ -379,3 +379,24 @@ def test_default_recipe_trains_end_to_end_keeps_last_epoch(tmp_path, cbis_subset
     assert model.config.recipe.canvas == (800, 800)  # the training images' size, recorded in the recipe
     assert model.config.radiomics and float(model.radiomics_std.min()) > 0
     assert not torch.allclose(model.radiomics_mean, torch.zeros_like(model.radiomics_mean))
+
+
+def test_stretching_to_the_canvas_copies_no_full_size_image() -> None:
+    """An image not already scaled to [0, 1] cost two full-size float32 copies (8 B/px) before being stretched to the
+    canvas; it is stretched first now, and the canvas scaled: the same values up to float rounding."""
+    import tracemalloc
+
+    from mammofuse.imaging.preprocess import _resize, to_canvas
+
+    pixels = np.random.default_rng(0).uniform(0.2, 0.7, (1500, 1200)).astype(np.float32)
+    kept = pixels.copy()
+    tracemalloc.start()
+    try:
+        canvas = to_canvas(pixels, (400, 300))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    expected = _resize((pixels - pixels.min()) / (pixels.max() - pixels.min()), (400, 300))
+    assert canvas.shape == (400, 300) and canvas.dtype == np.float32 and np.abs(canvas - expected).max() < 1e-6
+    assert np.array_equal(pixels, kept)  # the caller's pixels are not changed
+    assert peak / pixels.size < 1, f"{peak / pixels.size:.1f} bytes per pixel"

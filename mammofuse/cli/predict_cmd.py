@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -47,6 +46,7 @@ from mammofuse.cli.common import (
     safe,
 )
 from mammofuse.cli.output import progress, show
+from mammofuse.device import usable_cpus
 from mammofuse.errors import MammofuseError
 
 if TYPE_CHECKING:
@@ -72,7 +72,7 @@ def predict(
     threshold: Annotated[float | None, typer.Option("--threshold", help="Decision threshold on the probability, in [0, 1] \\[default: the model's own].", show_default=False)] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Images per forward pass.", min=1, max=MAX_BATCH_SIZE)] = 8,
     device: Device = "auto",
-    workers: Annotated[int | None, typer.Option("--workers", help="Local engine: processes reading images while the model runs \\[default: up to 4, by CPUs and files]. "
+    workers: Annotated[int | None, typer.Option("--workers", help="Local engine: processes reading images while the model runs \\[default: up to 4, by the CPUs this process may use and the files]. "
                                                 "Ray engine: scoring actors \\[default: one per GPU with --gpus-per-worker, else one per CPU].", min=0, max=MAX_WORKERS, show_default=False)] = None,
     engine: EngineName = EngineKind.LOCAL,
     ray_address: RayAddress = None,
@@ -140,7 +140,7 @@ def predict(
         pending = len(run.pending)
         if workers is None:
             batches = -(-pending // batch_size)  # a worker reads whole batches: one batch cannot overlap
-            workers = 0 if batches < 2 else min(4, os.cpu_count() or 1, batches)
+            workers = 0 if batches < 2 else min(4, usable_cpus(), batches)
 
         with progress("scoring", pending, minimum=2) as advance:
             scorer = ray or LocalEngine(batch_size=batch_size, workers=workers)

@@ -50,7 +50,7 @@ PatientDigests = Annotated[bool | None, option("--patient-digests/--no-patient-d
 Seed = Annotated[int | None, option("--seed", help="Seed of weights, splits, shuffling, augmentation and dropout (default 0).")]
 DeviceFlag = Annotated[str | None, option("--device", help="auto, cpu, cuda, cuda:N or mps (default auto).", panel=MACHINE)]
 Workers = Annotated[int | None, option("--workers", help="Image-reading worker processes (default 0: images are read once and kept in memory).", panel=MACHINE)]
-FeatureCache = Annotated[str | None, option("--feature-cache", help="Frozen-backbone features in memory, on disk (the user cache) or off (default memory).", panel=MACHINE)]
+FeatureCache = Annotated[str | None, option("--feature-cache", help="Frozen-backbone features in memory, on disk (the user cache's features/ folder: never pruned, delete it at will) or off (default memory).", panel=MACHINE)]
 Amp = Annotated[bool | None, option("--amp/--no-amp", help="Mixed precision on CUDA (default on).", panel=MACHINE)]
 ConfigFile = Annotated[Path | None, input_option("--config", help="YAML file with any training settings; flags override it.")]
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import warnings
@@ -239,8 +240,9 @@ class ImageIndex:
             stamp = hashlib.sha256(
                 json.dumps([str(root.resolve()), _INDEX_VERSION, [(str(p), p.stat().st_mtime_ns) for p in files]]).encode()
             ).hexdigest()[:20]
+        root_key = hashlib.sha256(str(root.resolve()).encode()).hexdigest()[:12]
         folder = cache_dir("index", keeps=_INDEX_KEPT)
-        cached = folder / f"cbis-{stamp}.json" if folder else None
+        cached = folder / f"cbis-{root_key}-{stamp}.json" if folder else None
         if cached is not None and cached.is_file():
             try:
                 records = json.loads(cached.read_text(encoding="utf-8"))
@@ -254,6 +256,8 @@ class ImageIndex:
                 write_text(cached, json.dumps(records))
             except OutputError as exc:  # a full disk, say: the index is still good for this run
                 warn_uncached(exc, _INDEX_KEPT)
+            else:
+                _drop_older_indexes(cached, root_key)
         return cls(records)
 
     def _candidates(self, parts: list[str]) -> list[dict]:
@@ -285,6 +289,16 @@ class ImageIndex:
         crops = [r for r in files if film_pixels is None or int(r["pixels"]) < film_pixels / 2]
         masks = [r for r in files if film_pixels is not None and int(r["pixels"]) >= film_pixels / 2]
         return (str(crops[0]["path"]) if crops else None), (str(masks[-1]["path"]) if masks else None)
+
+
+def _drop_older_indexes(kept: Path, root_key: str) -> None:
+    """Delete the indexes beside ``kept`` of the same root (earlier file lists: never read again) and those named
+    as before the root was in the name (``cbis-<stamp>.json``, never read either). Another process may be deleting
+    them too, or have just written one: a file gone already is fine, and a deleted one is only made again."""
+    for index in kept.parent.glob("cbis-*.json"):
+        if index != kept and (index.name.startswith(f"cbis-{root_key}-") or index.name.count("-") == 1):
+            with contextlib.suppress(OSError):
+                index.unlink()
 
 
 def _scan(files: Iterable[Path], root: Path) -> Iterable[dict[str, str | int]]:

@@ -113,13 +113,19 @@ def _resize(pixels: np.ndarray, size: int | tuple[int, int]) -> np.ndarray:
 
 
 def to_canvas(pixels: np.ndarray, canvas: tuple[int, int]) -> np.ndarray:
-    """Pixels min-max scaled and stretched to ``canvas`` (height, width)."""
-    height, width = canvas
+    """Pixels min-max scaled and stretched to ``canvas`` (height, width); ``pixels`` are not changed.
+
+    Stretched first, then scaled: the scaling works on the canvas, not on a full-size copy of the film
+    (bilinear weights sum to one, so the order changes the result by float rounding only).
+    """
     low, high = float(pixels.min()), float(pixels.max())
-    scaled = pixels if (low, high) == (0.0, 1.0) else (pixels - low) / max(high - low, 1e-6)  # already min-max scaled
-    if scaled.shape != (height, width):
-        scaled = _resize(scaled, (height, width))
-    return scaled.astype(np.float32, copy=False)
+    stretched = pixels if pixels.shape == tuple(canvas) else _resize(pixels, canvas)
+    if (low, high) == (0.0, 1.0):  # already min-max scaled
+        return stretched.astype(np.float32, copy=False)
+    scaled = stretched.astype(np.float32)  # a copy of the canvas (Pillow's array is read-only)
+    scaled -= low
+    scaled /= max(high - low, 1e-6)
+    return scaled
 
 
 def region_in_model_space(region: Region, shape: tuple[int, int], flipped: bool, canvas: tuple[int, int] | None) -> Region:

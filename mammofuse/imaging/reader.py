@@ -38,6 +38,8 @@ PILLOW_FORMATS = ("PNG", "JPEG", "TIFF", "PPM")
 BITS_ALLOCATED = (8, 16, 32)
 """The DICOM BitsAllocated values read: the byte-aligned sizes of grayscale pixel data."""
 UNDEFINED_LENGTH = 0xFFFFFFFF
+BLOCK_PIXELS = 2**20
+"""Pixels a full-image step works on at a time (pydicom's LUTs, mirroring): 1 MP of float64 is 8 MB, whatever the image."""
 _PYDICOM_EOF = "End of file reached before delimiter"  # pydicom's warning on a file cut inside its data
 _CBIS_PATIENT = re.compile(r"(?P<patient>P_\d+)_(?P<side>LEFT|RIGHT)_(?P<view>CC|MLO|ML|LM|XCCL|AT)", re.I)
 _CBIS_SHORT = re.compile(r"^(?P<number>\d{5})_(?P<side>LEFT|RIGHT)_(?P<view>CC|MLO)$", re.I)  # 00001_LEFT_CC.jpg
@@ -95,14 +97,24 @@ def read_mammogram(path: str | Path, canonical: bool = True) -> Mammogram:
     if failure is not None:
         raise failure
     info.warnings.extend(remarks)
-    if not np.isfinite(pixels).all():
+    low, high = float(pixels.min()), float(pixels.max())  # NaN if any pixel is
+    if not (np.isfinite(low) and np.isfinite(high)):
         raise InputFileError(path, "pixel values include NaN or infinity")
-    if pixels.max() <= pixels.min():
+    if high <= low:
         raise InputFileError(path, "image is blank (all pixels equal)")
+    pixels = np.ascontiguousarray(pixels, dtype=np.float32)
     if canonical and _breast_on_right(pixels):
-        pixels = pixels[:, ::-1].copy()
+        _mirror(pixels)
         info.flipped = True
-    return Mammogram(np.ascontiguousarray(pixels, dtype=np.float32), info)
+    return Mammogram(pixels, info)
+
+
+def _mirror(pixels: np.ndarray) -> None:
+    """Mirror ``pixels`` left to right in place, a block of rows at a time (no full-size copy)."""
+    step = max(1, BLOCK_PIXELS // max(pixels.shape[1], 1))
+    for top in range(0, pixels.shape[0], step):
+        block = pixels[top : top + step]
+        block[...] = block[:, ::-1]  # numpy buffers an overlapping source
 
 
 def check_header(path: str | Path) -> None:
@@ -198,7 +210,11 @@ def _breast_on_right(pixels: np.ndarray) -> bool:
 
 
 def _rescale(values: np.ndarray, low: float, high: float) -> np.ndarray:
-    return np.clip((values - low) / max(high - low, 1e-6), 0.0, 1.0).astype(np.float32)
+    """``values`` (float32, changed in place: no full-size temporary) scaled from [low, high] to [0, 1], clipped."""
+    assert values.dtype == np.float32, values.dtype
+    values -= low
+    values /= max(high - low, 1e-6)
+    return np.clip(values, 0.0, 1.0, out=values)
 
 
 def _dicom_header(path: Path, defer_pixels: bool = False) -> tuple[Any, MammogramInfo]:
@@ -253,6 +269,7 @@ def _read_dicom(path: Path) -> tuple[np.ndarray, MammogramInfo]:
         raise InputFileError(path, _decode_problem(ds, exc)) from None
     if raw.ndim != 2:
         raise InputFileError(path, f"expected one 2D grayscale image, pixel data has shape {raw.shape}")
+    del ds.PixelData  # the encoded bytes and pydicom's copy of the array: not needed from here on
     try:
         pixels = _dicom_to_unit(ds, raw, apply_modality_lut, apply_voi_lut)
     except (ValueError, TypeError, ZeroDivisionError, IndexError, KeyError) as exc:
@@ -350,16 +367,31 @@ def _dicom_to_unit(ds: Any, raw: np.ndarray, modality_lut: Any, voi_lut: Any) ->
     if padding is not None:
         low, high = sorted((padding, ds.get("PixelPaddingRangeLimit", padding)))
         pad_mask = (raw >= low) & (raw <= high)
-    values = modality_lut(raw, ds).astype(np.float32)
-    if any(k in ds for k in ("VOILUTSequence", "WindowCenter")):
-        values = voi_lut(values, ds, prefer_lut=True).astype(np.float32)
-    valid = values[~pad_mask] if pad_mask is not None and (~pad_mask).any() else values
-    pixels = _rescale(values, float(valid.min()), float(valid.max()))
+    values = _lut_values(ds, raw, modality_lut, voi_lut)
+    if pad_mask is not None and not pad_mask.all():
+        valid = np.logical_not(pad_mask, out=pad_mask)  # in the mask's own memory, turned back below
+        low, high = float(values.min(where=valid, initial=np.inf)), float(values.max(where=valid, initial=-np.inf))
+        pad_mask = np.logical_not(valid, out=valid)
+    else:
+        low, high = float(values.min()), float(values.max())
+    pixels = _rescale(values, low, high)
     if str(ds.get("PhotometricInterpretation", "")).upper() == "MONOCHROME1":
-        pixels = 1.0 - pixels
+        np.subtract(1.0, pixels, out=pixels)
     if pad_mask is not None:
         pixels[pad_mask] = 0.0
     return pixels
+
+
+def _lut_values(ds: Any, raw: np.ndarray, modality_lut: Any, voi_lut: Any) -> np.ndarray:
+    """float32 values of the stored ones after the modality LUT and the file's window, a block of rows at a time
+    (both LUTs map each pixel on its own, so the blocks give what the whole image would)."""
+    windowed = any(k in ds for k in ("VOILUTSequence", "WindowCenter"))
+    values = np.empty(raw.shape, dtype=np.float32)
+    step = max(1, BLOCK_PIXELS // max(raw.shape[1], 1))
+    for top in range(0, raw.shape[0], step):
+        block = modality_lut(raw[top : top + step], ds).astype(np.float32)
+        values[top : top + step] = voi_lut(block, ds, prefer_lut=True) if windowed else block
+    return values
 
 
 def _dicom_info(ds: Any, path: Path, rows: int, columns: int, bits_stored: int, photometric: str) -> MammogramInfo:

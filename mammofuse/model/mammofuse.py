@@ -89,6 +89,7 @@ class MammoFuse(nn.Module):
         self.name = "model"  # how outputs name it; from_pretrained sets the registered name, Hub id or folder
         d = config.proj_dim
         self.backbone: nn.Module | None = None
+        self._feature_shapes: dict[tuple[int, ...], tuple[int, ...]] = {}  # backbone output shape by input shape
         if config.uses_image:
             self.backbone, channels = image_backbone(config.backbone, pretrained)
             self.image_proj = nn.Conv2d(channels, d, kernel_size=1)
@@ -232,7 +233,7 @@ class MammoFuse(nn.Module):
 
     def _image_tokens(self, image: torch.Tensor | None, features: torch.Tensor | None, present: torch.Tensor, radiomics: torch.Tensor | None) -> torch.Tensor:
         if features is None:
-            features = self.image_features(image)
+            features = self._present_features(image, present)
         tokens = self.image_proj(features).flatten(2).transpose(1, 2)  # (B, h*w, d)
         if self.config.radiomics:
             if radiomics is None:
@@ -241,6 +242,26 @@ class MammoFuse(nn.Module):
             standard = (radiomics.to(tokens.dtype) - self.radiomics_mean) / std  # models trained before the floor have 1e-6
             tokens = torch.cat([tokens, self.radiomics_proj(standard)[:, None]], dim=1)
         return torch.where(present[:, None, None], tokens, self.missing_image.expand_as(tokens))
+
+    def _present_features(self, image: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
+        """:meth:`image_features` of a batch; in eval mode only the rows with an image go through the backbone, the
+        others get zeros (their tokens become the missing-image token). In training every row does: DDP expects every
+        parameter to take part in each step, and the trainer keeps image-less rows out itself where it can."""
+        if self.training or bool(present.all()):
+            return self.image_features(image)
+        if not bool(present.any()):
+            return image.new_zeros((len(present), *self._feature_shape(image)))
+        computed = self.image_features(image[present])
+        return computed.new_zeros((len(present), *computed.shape[1:])).index_put((present,), computed)
+
+    def _feature_shape(self, image: torch.Tensor) -> tuple[int, ...]:
+        """(C, h, w) of the backbone's output for images shaped as ``image``'s, from one zero image once per shape
+        (in eval mode: no BatchNorm statistic moves)."""
+        key = tuple(image.shape[1:])
+        if key not in self._feature_shapes:
+            with torch.no_grad():
+                self._feature_shapes[key] = tuple(self.image_features(image.new_zeros((1, *key))).shape[1:])
+        return self._feature_shapes[key]
 
     def _modality_dropout(self, present: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """With probability p drop one whole modality per case (image or clinical, evenly)."""
