@@ -18,6 +18,7 @@ from mammofuse.cli import (
     schema_cmd,
     train_cmd,
 )
+from mammofuse.interrupts import handle_stop_signals
 
 _display_type_rich = typer.core.TyperOption.display_type_rich
 
@@ -67,5 +68,6 @@ models_cmd.register(app)
 
 
 def main() -> None:
-    """Console-script entry point."""
+    """Console-script entry point: SIGTERM stops a command the way Ctrl-C does."""
+    handle_stop_signals()
     app()

@@ -221,15 +221,13 @@ class _Trainer:
                     kwargs["features"] = torch.stack([self.features[split][i] for i in idx]).to(self.device)
                 yield idx, kwargs, table.labels[idx].to(self.device)
             return
-        from torch.utils.data import DataLoader
-
         from mammofuse.inference import model_inputs
+        from mammofuse.interrupts import loader_batches
 
-        loader = DataLoader(
+        for batch in loader_batches(
             self.datasets[split], batch_sampler=batches, num_workers=self.settings.workers,
             generator=torch.Generator().manual_seed(self.settings.seed),
-        )
-        for batch in loader:
+        ):
             idx = batch["index"].tolist()
             for i, ok, error in zip(idx, batch["image_present"].tolist(), batch["error"]):
                 table.present[i] = bool(ok)
