@@ -53,7 +53,7 @@ def loader_batches(dataset: Any, **options: Any) -> Iterator[Any]:
     if not loader.num_workers:
         yield from loader
         return
-    with _held(STOP_SIGNALS):
+    with held_back():
         batches = iter(loader)  # forks the readers
     try:
         yield from batches
@@ -62,7 +62,7 @@ def loader_batches(dataset: Any, **options: Any) -> Iterator[Any]:
 
 
 @contextmanager
-def _held(signals: Iterable[int]) -> Iterator[None]:
+def held_back(signals: Iterable[int] = STOP_SIGNALS) -> Iterator[None]:
     """Hold ``signals`` back in the block (the main thread's, where Python runs handlers; elsewhere a no-op), then deliver them.
 
     The handlers are swapped, not the signal mask: the kernel gives a signal to any thread that does not
