@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import typer
 import typer.core
 
@@ -18,6 +20,7 @@ from mammofuse.cli import (
     schema_cmd,
     train_cmd,
 )
+from mammofuse.cli.common import OUTPUT_ERROR, fail
 from mammofuse.interrupts import handle_stop_signals
 
 _display_type_rich = typer.core.TyperOption.display_type_rich
@@ -68,6 +71,10 @@ models_cmd.register(app)
 
 
 def main() -> None:
-    """Console-script entry point: SIGTERM stops a command the way Ctrl-C does."""
+    """Console-script entry point: SIGTERM stops a command the way Ctrl-C does, and help or the version that cannot be
+    written (stdout on a full disk) is one line and exit 3, as a command's output is."""
     handle_stop_signals()
-    app()
+    try:
+        app()
+    except OSError as exc:  # Typer's --help and --version run before any command, outside `guarded`
+        sys.exit(fail(exc.strerror or str(exc), OUTPUT_ERROR).exit_code)
