@@ -16,11 +16,12 @@ from __future__ import annotations
 import os
 import stat
 import tempfile
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Iterable, Iterator, Mapping
 
 from mammofuse.errors import MammofuseError, OutputError
+from mammofuse.interrupts import held_back
 
 TMP_SUFFIX = ".tmp"
 
@@ -102,6 +103,16 @@ def write_bytes(path: str | Path, data: bytes, follow_symlink: bool = False) -> 
     """Write bytes atomically; ``follow_symlink``: see :func:`atomic_path`."""
     with atomic_path(path, follow_symlink) as tmp:
         tmp.write_bytes(data)
+
+
+def write_together(files: Mapping[Path, bytes]) -> None:
+    """Write ``files`` atomically and as one: each to a temporary beside it, then every one moved into place in a row,
+    Ctrl-C and SIGTERM held back meanwhile, so that none is replaced when writing another fails or a run is stopped."""
+    with ExitStack() as replacements:
+        for path, data in files.items():
+            replacements.enter_context(atomic_path(path)).write_bytes(data)
+        with held_back():
+            replacements.close()
 
 
 def check_writable(path: str | Path) -> None:

@@ -32,6 +32,14 @@ class OutputError(MammofuseError):
         self.problem = problem
 
 
+class ResumeMismatch(MammofuseError):
+    """An interrupted training run that cannot be continued as asked; ``difference`` says what differs (settings, data...)."""
+
+    def __init__(self, message: str, difference: str) -> None:
+        super().__init__(message)
+        self.difference = difference
+
+
 @contextmanager
 def reading(path: object) -> Iterator[None]:
     """An ``OSError`` met while finding or reading the input ``path`` (a name too long, no permission...) as a

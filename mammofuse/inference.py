@@ -8,7 +8,7 @@ from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from mammofuse.clinical import load_schema
 from mammofuse.data.sample import Sample
@@ -25,6 +25,7 @@ from mammofuse.imaging.preprocess import (
 )
 from mammofuse.imaging.radiomics import N_RADIOMICS, radiomics_features
 from mammofuse.imaging.reader import Mammogram, check_header, image_shape, read_mammogram
+from mammofuse.interrupts import loader_batches
 from mammofuse.results import sigmoid
 
 NO_REGION = "no lesion region given: this model looks at lesion crops, so the image was not used"
@@ -287,7 +288,7 @@ def iter_scores(
     was_training = model.training
     model.eval()
     try:
-        for batch in DataLoader(dataset, batch_size=batch_size, num_workers=workers):
+        for batch in loader_batches(dataset, batch_size=batch_size, num_workers=workers):
             with torch.inference_mode():
                 logits = model(**model_inputs(batch, model.device)).logits.float().cpu().numpy()
             used = had_input(model, batch["image_present"], batch["clinical_mask"])

@@ -281,6 +281,24 @@ def test_ablate_command_end_to_end_with_the_real_trainer(mini_mias, tmp_path):
     assert "at each fold's threshold (Youden's J on the pooled held-out predictions of the other folds)" in card
 
 
+def test_a_fold_stopped_midway_and_run_with_other_settings_names_the_way_out_not_resume(mini_mias, tmp_path):
+    """Was: "resume (--resume): settings differ ...", though ablate has no --resume and resumes its folds itself."""
+    from mammofuse.data import load_dataset
+
+    class CtrlCAfterTheFirstEpoch(TrainCallback):
+        def on_epoch_end(self, row, improved) -> None:
+            raise KeyboardInterrupt
+
+    samples, arms = load_dataset("mini-mias", mini_mias), plan_arms(["clinical"])
+    with pytest.raises(KeyboardInterrupt):
+        run_ablation(samples, arms, _settings(epochs=2), tmp_path, folds=2, n_boot=0, callbacks=[CtrlCAfterTheFirstEpoch()])
+    with pytest.raises(MammofuseError) as error:
+        run_ablation(samples, arms, _settings(epochs=3), tmp_path, folds=2, n_boot=0)
+    model = tmp_path / "arms" / "clinical" / "fold-1" / "model"
+    assert str(error.value) == (f"{model} holds an interrupted training of other settings (epochs 2 -> 3) (arm clinical, fold 1); "
+                                "use a new --out or delete that folder")
+
+
 def test_ablate_keeps_fold_models_without_patient_digests_when_asked(mini_mias, tmp_path):
     from mammofuse.model import load_model
 

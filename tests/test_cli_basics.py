@@ -36,6 +36,16 @@ def test_version():
     assert result.exit_code == 0 and __version__ in result.output
 
 
+@pytest.mark.parametrize("args", [["--help"], ["--version"], [], ["schema", "--help"], ["schema"]])
+def test_help_and_version_on_a_full_disk_are_one_line_and_exit_3_as_a_commands_output(args):
+    """Was: Typer's --help and --version, run before any command, ended in an OSError traceback and exit 1."""
+    if not Path("/dev/full").exists():
+        pytest.skip("no /dev/full here")
+    with open("/dev/full", "w") as full:
+        result = subprocess.run([sys.executable, "-m", "mammofuse", *args], stdout=full, stderr=subprocess.PIPE, text=True, timeout=120)
+    assert (result.returncode, result.stderr) == (3, "error: No space left on device\n")
+
+
 def test_inspect_json_on_the_real_dicoms(real_dicoms):
     result = runner.invoke(app, ["inspect", *map(str, real_dicoms.values()), "--format", "json"])
     assert result.exit_code == 0, result.output

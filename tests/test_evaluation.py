@@ -272,6 +272,28 @@ def test_plots_from_the_command(clean_model, mini_mias, tmp_path):
         assert (tmp_path / "figs" / name).stat().st_size > 10_000
 
 
+def test_a_rerun_stopped_among_its_figures_leaves_no_report_and_no_earlier_figure(clean_model, mini_mias, tmp_path, monkeypatch):
+    """Was: the earlier report kept beside this run's first figures and the earlier run's others."""
+    from mammofuse.evaluation import plots
+
+    figures, report = tmp_path / "figs", tmp_path / "report.json"
+    args = ["evaluate", "--model", str(clean_model), "--dataset", "mini-mias", "--data", str(mini_mias), "--split", "all", "--bootstrap", "0",
+            "--plots", str(figures), "--output", str(report)]
+    assert runner.invoke(app, args).exit_code == 0
+    earlier = {p.relative_to(figures): p.read_bytes() for p in figures.rglob("*.png")}
+    assert len(earlier) == 12 and report.exists()
+
+    def ctrl_c(*args: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(plots, "calibration_figure", ctrl_c)  # Ctrl-C once this run's ROC and PR curves are written
+    result = runner.invoke(app, [*args, "--abnormality", "mass"])
+    assert result.exit_code == 130 and result.output.endswith("\nerror: interrupted\n")
+    left = {p.relative_to(figures): p.read_bytes() for p in figures.rglob("*.png")}
+    assert not report.exists() and set(left) == {Path("roc.png"), Path("pr.png")}
+    assert all(left[name] != earlier[name] for name in left)  # this run's own: masses only
+
+
 def test_image_model_without_images_is_one_usage_error_and_a_case_without_one_fails_alone(tmp_path, cbis_csv, dicom_root):
     import dataclasses
 

@@ -650,6 +650,27 @@ def test_a_method_that_fails_is_a_note_and_the_others_are_written(tiny_models: d
     assert {p.name for p in tmp_path.iterdir()} == {"shap_clinical.png", "shap_clinical.json", "report.html", "explanation.json"}
 
 
+def test_a_rerun_stopped_midway_leaves_no_index_of_the_earlier_run(tiny_models: dict[str, Path], real_dicoms: dict[str, Path], tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """Was: the earlier run's explanation.json and report.html kept, describing other findings, beside this run's Grad-CAM."""
+    from mammofuse.explainers.methods import METHODS
+
+    args = (str(real_dicoms["P_00173_lcc"]), "--model", str(tiny_models["cross"]), "--methods", "gradcam,shap", "--out", str(tmp_path))
+    assert explain_cli(*args, "--margin", "spiculated")[0] == 0
+    folder = tmp_path / "1-130"
+    earlier = {p.name: p.stat().st_ino for p in folder.iterdir()}
+    assert {"explanation.json", "report.html", "gradcam.png"} <= set(earlier)
+
+    def ctrl_c(case: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(METHODS["shap"], "run", ctrl_c)  # Ctrl-C once Grad-CAM has written this run's files
+    code, _, err = explain_cli(*args, "--margin", "circumscribed", "--density", "4")
+    assert (code, err) == (130, "error: interrupted\n")
+    assert (folder / "gradcam.png").stat().st_ino != earlier["gradcam.png"]  # replaced: written by this run
+    assert not {"explanation.json", "report.html"} & {p.name for p in folder.iterdir()}
+
+
 @pytest.mark.parametrize(("methods", "problem"), [
     ("shap", "an earlier output cannot be removed: Is a directory"),  # a stale output's name
     ("gradcam,shap", "it is a folder"),  # a method's own output

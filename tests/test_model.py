@@ -196,6 +196,48 @@ def test_saving_again_replaces_a_card_of_another_model_but_keeps_the_owners(tmp_
     assert (tmp_path / "README.md").read_text() == "# My model\n\nMy notes.\n"  # a card someone wrote is theirs: kept
 
 
+@pytest.mark.parametrize("stop", ["ctrl-c", "disk full"])
+def test_a_save_stopped_midway_leaves_the_earlier_model_or_the_new_one_never_a_mix(stop: str, tmp_path, monkeypatch) -> None:
+    """Was: training stopped between the two writes left epoch 2's weights with epoch 1's config (threshold, provenance)."""
+    import os
+    import signal
+    from pathlib import Path
+    from typing import Callable
+
+    import mammofuse.atomic as atomic
+
+    first, second = make_model("concat"), make_model("concat")
+    save_model(first, tmp_path)
+    with torch.no_grad():
+        next(second.parameters()).add_(1.0)
+    second.config.threshold = 0.7
+    replace = os.replace
+
+    def ctrl_c_after(source: str, target: str) -> None:
+        replace(source, target)
+        os.kill(os.getpid(), signal.SIGINT)  # between this file and the next one
+
+    def disk_full_at_config(write: Callable[..., int]) -> Callable[..., int]:
+        def writing(path: Path, data: object, *args: object, **kwargs: object) -> int:
+            if path.name.startswith(".config.json."):
+                raise OSError(28, "No space left on device")
+            return write(path, data, *args, **kwargs)
+        return writing
+
+    if stop == "ctrl-c":
+        monkeypatch.setattr(atomic.os, "replace", ctrl_c_after)
+    else:
+        monkeypatch.setattr(Path, "write_bytes", disk_full_at_config(Path.write_bytes))
+        monkeypatch.setattr(Path, "write_text", disk_full_at_config(Path.write_text))
+    with pytest.raises(KeyboardInterrupt if stop == "ctrl-c" else MammofuseError):
+        save_model(second, tmp_path)
+    monkeypatch.undo()
+    loaded = load_model(tmp_path)
+    now = loaded.config.threshold, torch.equal(next(loaded.parameters()), next(second.parameters()))
+    assert now == ((0.7, True) if stop == "ctrl-c" else (first.config.threshold, False))
+    assert not list(tmp_path.glob(".*.tmp"))
+
+
 def test_a_radiomics_feature_constant_in_training_is_centred_not_blown_up() -> None:
     """Every training lesion had a size, so 'size known' had std 1e-6: a case without one scored at z = -1,000,000."""
     from mammofuse.imaging.radiomics import N_RADIOMICS

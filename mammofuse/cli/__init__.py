@@ -21,7 +21,9 @@ from mammofuse.cli import (
     schema_cmd,
     train_cmd,
 )
-from mammofuse.cli.output import console
+from mammofuse.cli.common import OUTPUT_ERROR, fail
+from mammofuse.cli.output import console, stdout_closed
+from mammofuse.interrupts import handle_stop_signals
 
 app = typer.Typer(
     name="mammofuse",
@@ -62,8 +64,16 @@ models_cmd.register(app)
 
 
 def main() -> None:
-    """Console-script entry point. Records on stdout carry a file name's undecodable bytes as they were, as in an
-    ``--output`` file, whatever the locale's error handler (what people read is escaped, see ``common.clean``)."""
+    """Console-script entry point. SIGTERM stops a command the way Ctrl-C does. Records on stdout carry a file name's
+    undecodable bytes as they were, as in an ``--output`` file, whatever the locale's error handler (what people read is
+    escaped, see ``common.clean``). Help or the version that cannot be written (stdout on a full disk) is one line and
+    exit 3, as a command's output is; a closed stdout ends silently (141)."""
+    handle_stop_signals()
     if isinstance(sys.stdout, io.TextIOWrapper):
         sys.stdout.reconfigure(errors="surrogateescape")
-    app()
+    try:
+        app()
+    except BrokenPipeError:
+        stdout_closed()
+    except OSError as exc:  # Typer's --help and --version run before any command, outside `guarded`
+        sys.exit(fail(exc.strerror or str(exc), OUTPUT_ERROR).exit_code)

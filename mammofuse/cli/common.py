@@ -19,6 +19,7 @@ from rich.text import Text
 
 from mammofuse.cli.output import err_console, stdout_closed
 from mammofuse.errors import MammofuseError, OutputError
+from mammofuse.interrupts import interrupted_status
 from mammofuse.jsontext import json_text
 from mammofuse.validation import MAX_AWAY_PATCHES, MAX_BATCH_SIZE  # noqa: F401 (the commands' bounds, with those of the API)
 
@@ -201,7 +202,7 @@ def guarded(func: F) -> F:
 
     ``MammofuseError``: 2 (3 for an output that cannot be written); any other ``OSError`` (disk
     full, permissions) is an output's, since inputs raise theirs as ``MammofuseError``
-    (:func:`mammofuse.errors.reading`): 3; Ctrl-C: 130; a closed stdout (``| head``): 141, silently;
+    (:func:`mammofuse.errors.reading`): 3; Ctrl-C: 130, SIGTERM: 143; a closed stdout (``| head``): 141, silently;
     anything else is a bug: 4. Warnings print as one-line notes. ``MAMMOFUSE_DEBUG=1`` shows the traceback as well.
     """
 
@@ -219,14 +220,16 @@ def guarded(func: F) -> F:
             raise _fail_with_trace(str(exc), OUTPUT_ERROR) from None
         except MammofuseError as exc:
             raise _fail_with_trace(str(exc), USAGE_ERROR) from None
-        except KeyboardInterrupt:
-            raise fail("interrupted", 130) from None
+        except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (mammofuse.interrupts)
+            raise fail("interrupted", interrupted_status(exc) or 130) from None
         except BrokenPipeError:
             stdout_closed()
         except OSError as exc:
             where = f"{exc.filename}: " if exc.filename else ""
             raise _fail_with_trace(f"{where}{exc.strerror or exc}", OUTPUT_ERROR) from None
         except Exception as exc:  # a bug: still one line, the traceback on request
+            if status := interrupted_status(exc):  # unless a Ctrl-C came first, which C code may turn into another error
+                raise fail("interrupted", status) from None
             raise _fail_with_trace(f"internal error ({type(exc).__name__}: {exc}); {DEBUG_VARIABLE}=1 shows the traceback", INTERNAL_ERROR) from None
 
     return wrapper

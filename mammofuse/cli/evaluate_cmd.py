@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -56,7 +57,7 @@ def evaluate(
     split: Annotated[str, typer.Option("--split", help="Dataset split to evaluate: test (CBIS-DDSM official), train, or all (mini-MIAS, manifests).")] = "test",
     fmt: Format = ReportFormat.TABLE,
     output: Annotated[Path | None, output_file_option("--output", "-o", help="Write the JSON report to this file (atomically): besides the tables on stdout, or with --format json instead of stdout (- is stdout: the tables, or the JSON with --format json).")] = None,
-    plots: Annotated[Path | None, output_option("--plots", help="Write ROC, PR, reliability and confusion-matrix PNGs here.")] = None,
+    plots: Annotated[Path | None, output_option("--plots", help="Write ROC, PR, reliability and confusion-matrix PNGs here (an earlier run's figures there, and its --output report, are removed first).")] = None,
     bootstrap: Annotated[int, typer.Option("--bootstrap", min=0, max=MAX_BOOTSTRAP, help="Patient-bootstrap resamples for the AUC interval (0: none).")] = 1000,
     seed: Annotated[int, typer.Option("--seed", min=0, max=MAX_SEED, help="Bootstrap seed.")] = 0,
     fail_under: Annotated[str | None, typer.Option("--fail-under", help="CI gate, e.g. auc=0.85,recall=0.9 (also auc_low: the CI's lower bound); exit 1 when missed.")] = None,
@@ -131,6 +132,8 @@ def evaluate(
         err_console.print(f"[yellow]failed:[/] {safe(item['id'])}: {safe(item['error'])}", highlight=False, soft_wrap=True)
     _remarks(result)
 
+    if plots is not None:
+        _remove_earlier_run(plots, output)
     if plots is not None and result["n"]:
         from mammofuse.evaluation.plots import evaluation_figures
 
@@ -158,6 +161,21 @@ def evaluate(
         code = SOME_FAILED
     if code:
         raise typer.Exit(code)
+
+
+def _remove_earlier_run(plots: Path, output: Path | None) -> None:
+    """Delete an earlier evaluation's figures in ``plots`` and its report at ``output`` before this run's first figure: a run
+    stopped midway leaves no report beside figures it did not describe, and none of this run's figures beside an earlier one's."""
+    from mammofuse.atomic import is_stream
+    from mammofuse.errors import OutputError
+    from mammofuse.evaluation.plots import remove_evaluation_figures
+
+    if output is not None and not is_stream(output):
+        try:
+            Path(os.path.realpath(output)).unlink(missing_ok=True)  # a symlink's target: the report is written there
+        except OSError as exc:
+            raise OutputError(output, f"the earlier report cannot be removed: {exc.strerror or exc}") from exc
+    remove_evaluation_figures(plots)
 
 
 def _kinds(samples: list[Any], evaluation: Any) -> list[str | None]:

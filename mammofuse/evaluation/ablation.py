@@ -27,7 +27,7 @@ import numpy as np
 
 from mammofuse.atomic import write_text
 from mammofuse.data.sample import Sample, case_digest, patient_digest
-from mammofuse.errors import MammofuseError
+from mammofuse.errors import MammofuseError, ResumeMismatch
 from mammofuse.evaluation.ablation_results import (
     RESULT_FORMAT,
     RESULT_NAME,
@@ -209,7 +209,11 @@ def run_fold(
     resume = has_checkpoint(model_dir)  # the trainer's exact-resume checkpoint of an interrupted fold
     if model_dir.exists() and not resume:
         shutil.rmtree(model_dir)  # interrupted before its first checkpoint: nothing to resume
-    trained = trainer(settings, train_s, val_s, model_dir, resume=resume, callbacks=callbacks)
+    try:
+        trained = trainer(settings, train_s, val_s, model_dir, resume=resume, callbacks=callbacks)
+    except ResumeMismatch as exc:  # the trainer's message speaks of --resume, which ablate takes no part of
+        raise MammofuseError(f"{model_dir} holds an interrupted training of {exc.difference} (arm {arm.name}, fold {fold + 1}); "
+                             "use a new --out or delete that folder") from None
     model = MammoFuse.from_pretrained(getattr(trained, "out", model_dir))
     rates = list(missing_rates) if arm.is_fusion else [0.0]
     scores: dict[str, list[float | None]] = {}

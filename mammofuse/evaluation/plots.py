@@ -14,6 +14,7 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 
 from mammofuse.atomic import atomic_path
+from mammofuse.errors import OutputError
 
 DPI = 300
 _STYLE = {
@@ -116,18 +117,36 @@ def confusion_figure(result: dict[str, Any], path: Path, title: str) -> Path:
     return _save(fig, path)
 
 
+ROC, PR, CALIBRATION, CONFUSION = EVALUATION_FIGURES = ("roc.png", "pr.png", "calibration.png", "confusion.png")
+
+
 def evaluation_figures(labels: Sequence[int], probs: Sequence[float], result: dict[str, Any], folder: str | Path, title: str = "") -> list[Path]:
     """ROC, PR, reliability and confusion-matrix PNGs in ``folder``; curves that are undefined (one class) are skipped."""
     folder = Path(folder)
     y, p = np.asarray(labels, dtype=int), np.asarray(probs, dtype=float)
     written = []
     if result.get("auc") is not None:
-        written.append(roc_figure(y, p, result, folder / "roc.png", title or "ROC curve"))
-        written.append(pr_figure(y, p, result, folder / "pr.png", title or "Precision-recall curve"))
+        written.append(roc_figure(y, p, result, folder / ROC, title or "ROC curve"))
+        written.append(pr_figure(y, p, result, folder / PR, title or "Precision-recall curve"))
     if len(y):
-        written.append(calibration_figure(y, p, result, folder / "calibration.png", title or "Reliability diagram"))
-        written.append(confusion_figure(result, folder / "confusion.png", title or "Confusion matrix"))
+        written.append(calibration_figure(y, p, result, folder / CALIBRATION, title or "Reliability diagram"))
+        written.append(confusion_figure(result, folder / CONFUSION, title or "Confusion matrix"))
     return written
+
+
+def remove_evaluation_figures(folder: str | Path, subsets: Sequence[str] = ("mass", "calc")) -> None:
+    """Delete the figures of an earlier evaluation from ``folder`` and its ``subsets`` folders (other files are left alone).
+
+    Raises:
+        OutputError: one cannot be removed (a folder by its name, no permission).
+    """
+    for sub in ("", *subsets):
+        for name in EVALUATION_FIGURES:
+            path = Path(folder) / sub / name
+            try:
+                path.unlink(missing_ok=True)
+            except OSError as exc:
+                raise OutputError(path, f"an earlier figure cannot be removed: {exc.strerror or exc}") from exc
 
 
 def ablation_figure(arms: dict[str, dict[str, Any]], path: str | Path, title: str = "Ablation") -> Path:

@@ -6,7 +6,9 @@ its own files atomically (``mammofuse.atomic``); ``report.html`` gathers them an
 that does not apply to the model or the case (Grad-CAM for a clinical-only model, attention
 for a model without cross-attention) is skipped with a note, not an error; one that fails is
 noted too, and the others' outputs are still written; an output that cannot be written is an
-:class:`~mammofuse.errors.OutputError`.
+:class:`~mammofuse.errors.OutputError`. A run into the folder of an earlier one removes that run's
+``report.html`` and ``explanation.json`` before its first output and writes its own last, so that a
+run stopped midway leaves no index describing files it did not write.
 
 Example:
     >>> from mammofuse import MammoFuse  # doctest: +SKIP
@@ -128,6 +130,7 @@ def _explain(
             continue
         if on_step:
             on_step(method.name)
+        _remove_earlier(folder, (SUMMARY, REPORT))  # before the first new output: one run stopped midway leaves no index of other files
         step_started = time.perf_counter()
         try:
             output = method.run(case)
@@ -145,9 +148,9 @@ def _explain(
     if not sections:
         raise MammofuseError(f"{inputs.source}: nothing to explain: {'; '.join(result.notes)}")
 
-    write_text(folder / REPORT, render_report(_report(result, inputs, schema, decoded, sections)))
     result.outputs.update(summary=folder / SUMMARY, report=folder / REPORT)
     _remove_stale(folder, result.outputs.values())
+    write_text(folder / REPORT, render_report(_report(result, inputs, schema, decoded, sections)))
     result.seconds["total"] = time.perf_counter() - started
     write_text(folder / SUMMARY, json_text(result.to_dict(), indent=2) + "\n")  # last: it lists every other output
     return result
@@ -198,12 +201,16 @@ def _report(result: Explanation, inputs: CaseInputs, schema: ClinicalSchema, dec
 def _remove_stale(folder: Path, written: Iterable[Path]) -> None:
     """Delete outputs of an earlier run into the same folder that this run did not write (so the folder matches its report)."""
     keep = {Path(p).name for p in written}
-    for name in OUTPUT_FILES:
-        if name not in keep:
-            try:
-                (folder / name).unlink(missing_ok=True)
-            except OSError as exc:  # a folder by that name, no permission
-                raise OutputError(folder / name, f"an earlier output cannot be removed: {exc.strerror or exc}") from exc
+    _remove_earlier(folder, [name for name in OUTPUT_FILES if name not in keep])
+
+
+def _remove_earlier(folder: Path, names: Iterable[str]) -> None:
+    """Delete these outputs of an earlier run from ``folder`` (those that are there)."""
+    for name in names:
+        try:
+            (folder / name).unlink(missing_ok=True)
+        except OSError as exc:  # a folder by that name, no permission
+            raise OutputError(folder / name, f"an earlier output cannot be removed: {exc.strerror or exc}") from exc
 
 
 def _facts(inputs: CaseInputs, include_identifiers: bool) -> list[tuple[str, str]]:

@@ -10,7 +10,7 @@ from typing import Any
 import torch
 
 from mammofuse import RESEARCH_NOTICE
-from mammofuse.atomic import write_bytes, write_text
+from mammofuse.atomic import write_text, write_together
 from mammofuse.clinical import load_schema
 from mammofuse.errors import MammofuseError
 from mammofuse.hub import (  # the file names live with model resolution (torch-free)
@@ -24,7 +24,8 @@ from mammofuse.model.mammofuse import MammoFuse
 
 
 def save_model(model: MammoFuse, folder: str | Path) -> Path:
-    """Write weights, config and a minimal model card atomically into ``folder``; returns it.
+    """Write weights and config atomically and together (:func:`~mammofuse.atomic.write_together`), and a minimal
+    model card, into ``folder``; returns it.
 
     A card that is there already is kept while it can still describe the model: a user's own card, or
     a card mammofuse wrote for this same config. A minimal card, and a training card of another config
@@ -38,8 +39,8 @@ def save_model(model: MammoFuse, folder: str | Path) -> Path:
     card = folder / CARD_NAME
     stale = not card.exists() or _is_minimal_card(card) or (_is_mammofuse_card(card) and _text(folder / CONFIG_NAME) != config)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    write_bytes(folder / WEIGHTS_NAME, save(state, metadata={"format": "pt"}))
-    write_text(folder / CONFIG_NAME, config)
+    # together: a run stopped between the two would pair these weights with another save's threshold and provenance
+    write_together({folder / WEIGHTS_NAME: save(state, metadata={"format": "pt"}), folder / CONFIG_NAME: config.encode()})
     if stale:
         write_text(card, _minimal_card(model.config))
     return folder

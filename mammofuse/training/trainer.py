@@ -31,7 +31,7 @@ from torch import nn
 from mammofuse.atomic import write_text
 from mammofuse.clinical.schema import load_schema
 from mammofuse.data.sample import Sample, patient_digest
-from mammofuse.errors import MammofuseError
+from mammofuse.errors import MammofuseError, ResumeMismatch
 from mammofuse.evaluation.leakage import pretrained_patients, withheld_patients
 from mammofuse.evaluation.metrics import auc_or_none, youden_threshold
 from mammofuse.imaging.radiomics import RADIOMICS_MIN_STD
@@ -221,15 +221,13 @@ class _Trainer:
                     kwargs["features"] = torch.stack([self.features[split][i] for i in idx]).to(self.device)
                 yield idx, kwargs, table.labels[idx].to(self.device)
             return
-        from torch.utils.data import DataLoader
-
         from mammofuse.inference import model_inputs
+        from mammofuse.interrupts import loader_batches
 
-        loader = DataLoader(
+        for batch in loader_batches(
             self.datasets[split], batch_sampler=batches, num_workers=self.settings.workers,
             generator=torch.Generator().manual_seed(self.settings.seed),
-        )
-        for batch in loader:
+        ):
             idx = batch["index"].tolist()
             for i, ok, error in zip(idx, batch["image_present"].tolist(), batch["error"]):
                 table.present[i] = bool(ok)
@@ -486,12 +484,14 @@ class _Trainer:
         changed = sorted(k for k in now if k not in allowed and saved.get(k) != now[k])
         if changed:
             detail = ", ".join(f"{k} {saved.get(k)!r} -> {now[k]!r}" for k in changed)
-            raise MammofuseError(f"resume (--resume): settings differ from the run in {self.out} ({detail}); only {', '.join(sorted(allowed))} may change")
+            raise ResumeMismatch(f"resume (--resume): settings differ from the run in {self.out} ({detail}); only {', '.join(sorted(allowed))} may change",
+                                 f"other settings ({detail})")
         if scalars["data"] != _data_digest(self.samples["train"], self.samples["val"]):
-            raise MammofuseError(f"resume (--resume): the training/validation samples differ from the run in {self.out}")
+            raise ResumeMismatch(f"resume (--resume): the training/validation samples differ from the run in {self.out}", "other training/validation samples")
         if (processes := scalars.get("processes", 1)) != self.dist.world:
-            raise MammofuseError(f"resume (--resume): the run in {self.out} trained in {processes} process(es), this one has {self.dist.world}; "
-                                 "each process takes --batch-size cases a step, so resume with the same number (torchrun --nproc-per-node)")
+            raise ResumeMismatch(f"resume (--resume): the run in {self.out} trained in {processes} process(es), this one has {self.dist.world}; "
+                                 "each process takes --batch-size cases a step, so resume with the same number (torchrun --nproc-per-node)",
+                                 f"{processes} training process(es), not {self.dist.world}")
         model_state = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
         self.model.load_state_dict(model_state, strict=True)
         epoch = int(scalars["epoch"])
