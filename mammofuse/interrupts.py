@@ -2,8 +2,8 @@
 
 The command line takes SIGTERM the way it takes Ctrl-C, so that clean-up runs (atomic writes remove
 their temporaries). A terminal's Ctrl-C (and ``kill -- -PGID``) signals the whole process group, the
-DataLoader's image-reading processes included: those leave at once and quietly, so that the
-interruption is the main process's alone to report (never "worker exited unexpectedly"). While they
+DataLoader's image-reading processes included: those ignore Ctrl-C and leave quietly on SIGTERM,
+so that the interruption is the main process's alone to report (never "worker exited unexpectedly"). While they
 are forked the main process holds both signals back: one landing in the fork's bookkeeping would be
 swallowed there (the run would go on) or would leave a half-built loader that cannot be shut down.
 """
@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 import threading
 from contextlib import contextmanager
-from types import FrameType
+from types import FrameType, TracebackType
 from typing import Any, Iterable, Iterator
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -45,8 +46,8 @@ def interrupted_status(exc: BaseException) -> int | None:
 
 def loader_batches(dataset: Any, **options: Any) -> Iterator[Any]:
     """The batches of a ``torch.utils.data.DataLoader(dataset, **options)``; its reader processes
-    (``num_workers``) are started with Ctrl-C and SIGTERM held back, leave quietly on either, and are
-    shut down however the loop ends."""
+    (``num_workers``) are started with Ctrl-C and SIGTERM held back, ignore Ctrl-C, and are shut down
+    however the loop ends."""
     from torch.utils.data import DataLoader
 
     loader = DataLoader(dataset, worker_init_fn=_reader_process, **options)
@@ -63,30 +64,48 @@ def loader_batches(dataset: Any, **options: Any) -> Iterator[Any]:
 
 @contextmanager
 def held_back(signals: Iterable[int] = STOP_SIGNALS) -> Iterator[None]:
-    """Hold ``signals`` back in the block (the main thread's, where Python runs handlers; elsewhere a no-op), then deliver them.
+    """Hold ``signals`` back in the block, then deliver them (in the main thread, where Python runs handlers; elsewhere a no-op).
 
-    The handlers are swapped, not the signal mask: the kernel gives a signal to any thread that does not
-    block it (torch runs several), and Python raises it in the main thread all the same.
+    Their handlers are swapped for ones that note them, since the kernel gives a signal to any thread that does not block
+    it (torch runs several) and Python raises it in the main thread all the same; they are also blocked in this thread,
+    so that a process forked in the block starts with them blocked (a reader unblocks them once it is ready for them).
     """
     if threading.current_thread() is not threading.main_thread():
         yield
         return
     caught: list[int] = []
     previous = {s: signal.signal(s, lambda signum, frame: caught.append(signum)) for s in signals}
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, signals)
     try:
         yield
     finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         for s, handler in previous.items():
-            signal.signal(s, handler)
+            signal.signal(s, handler)  # runs the noting handler first, for one that came while blocked
         for s in dict.fromkeys(caught):
             signal.raise_signal(s)  # to the handler it was meant for
 
 
 def _reader_process(worker_id: int) -> None:
-    """A reader process's start (it was forked with the stop signals held back): from now on they end it, quietly."""
-    for signum in STOP_SIGNALS:
-        signal.signal(signum, _leave)
+    """A reader process's start (forked with the stop signals held back and blocked): Ctrl-C ignored, SIGTERM a quiet exit.
+
+    A reader that left on Ctrl-C could leave in the middle of handing a batch over (the main process then fails on a
+    closed connection); it finishes its batch and ends when the main process shuts the loader down. SIGTERM is also
+    how that shutdown stops a reader that does not end (and how a job manager stops the group); until now it was
+    blocked, for torch's own handler would have let one from anyone but the main process kill the reader.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, _leave)
+    sys.excepthook = _quiet_when_cut_off
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
 
 
 def _leave(signum: int, frame: FrameType | None) -> None:
     os._exit(0)  # the main process reports the interruption; an exit status 0 keeps torch from calling it a crash
+
+
+def _quiet_when_cut_off(kind: type[BaseException], value: BaseException, trace: TracebackType | None) -> None:
+    """A reader's report of an error in a helper thread, but for a connection the main process cut: interrupted while
+    it took a batch's shared memory from the thread that hands it over, it is reporting that itself."""
+    if not issubclass(kind, ConnectionError):
+        sys.__excepthook__(kind, value, trace)

@@ -84,6 +84,51 @@ def test_ctrl_c_while_the_readers_are_forked_is_one_line_and_130(tiny_model: Pat
     assert _finish(process) == (130, INTERRUPTED)
 
 
+# SIGTERM to the group (a job manager) while a reader starts, once torch has set its own SIGTERM handler, which lets
+# one from any process but the command kill the reader ("DataLoader worker is killed by signal: Terminated").
+SIGTERM_WHILE_A_READER_STARTS = """
+    import os, signal
+    from torch.utils.data._utils import signal_handling
+
+    set_handlers = signal_handling._set_worker_signal_handlers
+
+    def sigterm_after(*args):
+        set_handlers(*args)
+        if not os.environ.get("SIGTERM_SENT"):
+            os.environ["SIGTERM_SENT"] = "1"
+            os.killpg(0, signal.SIGTERM)
+
+    signal_handling._set_worker_signal_handlers = sigterm_after
+"""
+
+
+def test_sigterm_while_a_reader_starts_is_one_line_and_143(tiny_model: Path, mini_mias: Path, tmp_path: Path) -> None:
+    process = _start(_predict(tiny_model, mini_mias, tmp_path / "scores.jsonl"), SIGTERM_WHILE_A_READER_STARTS, tmp_path)
+    assert _finish(process) == (143, INTERRUPTED)
+
+
+# Ctrl-C while the command takes a batch's shared memory from a reader: it drops the connection that reader's
+# hand-over thread is serving (which printed a ConnectionResetError traceback after the command's line).
+CTRL_C_WHILE_TAKING_A_BATCH = """
+    import os, signal
+    import multiprocessing.connection as connection
+
+    COMMAND, answer = os.getpid(), connection.answer_challenge
+
+    def ctrl_c_first(conn, authkey):
+        if os.getpid() == COMMAND:
+            os.kill(COMMAND, signal.SIGINT)
+        return answer(conn, authkey)
+
+    connection.answer_challenge = ctrl_c_first
+"""
+
+
+def test_ctrl_c_while_a_batch_is_handed_over_is_one_line_and_130(tiny_model: Path, mini_mias: Path, tmp_path: Path) -> None:
+    process = _start(_predict(tiny_model, mini_mias, tmp_path / "scores.jsonl"), CTRL_C_WHILE_TAKING_A_BATCH, tmp_path)
+    assert _finish(process) == (130, INTERRUPTED)
+
+
 # dataclasses and namedtuple build their methods by running strings: a Ctrl-C while a command imports one is raised inside
 # such a string, and CPython then ends `python -m` by SIGINT, whatever exit status the command chose.
 CTRL_C_IN_STRING_CODE = """
