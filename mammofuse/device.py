@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING
 
 from mammofuse.errors import MammofuseError
@@ -15,8 +16,6 @@ CHOICES = "auto, cpu, cuda, cuda:N or mps"
 def usable_cpus() -> int:
     """The CPUs this process may run on: its affinity (``taskset``, a Slurm allocation, a container's cpuset) where the
     system has one, else all of the machine's."""
-    import os
-
     try:
         return max(1, len(os.sched_getaffinity(0)))
     except (AttributeError, OSError):  # macOS and Windows have no affinity call

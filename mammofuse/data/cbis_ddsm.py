@@ -237,10 +237,11 @@ class ImageIndex:
             if not root.is_dir():
                 raise MammofuseError(f"{root}: images folder not found")
             files = sorted(p for p in files_under(root) if p.name.endswith(".dcm") and p.is_file())
+            resolved = str(root.resolve())
             stamp = hashlib.sha256(
-                json.dumps([str(root.resolve()), _INDEX_VERSION, [(str(p), p.stat().st_mtime_ns) for p in files]]).encode()
+                json.dumps([resolved, _INDEX_VERSION, [(str(p), p.stat().st_mtime_ns) for p in files]]).encode()
             ).hexdigest()[:20]
-        root_key = hashlib.sha256(str(root.resolve()).encode()).hexdigest()[:12]
+        root_key = hashlib.sha256(resolved.encode()).hexdigest()[:12]
         folder = cache_dir("index", keeps=_INDEX_KEPT)
         cached = folder / f"cbis-{root_key}-{stamp}.json" if folder else None
         if cached is not None and cached.is_file():
