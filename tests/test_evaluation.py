@@ -426,3 +426,28 @@ def test_report_remarks_of_an_auc_too_good_and_a_model_without_patient_digests()
     assert remarks[0].text.startswith("2 of the split's 9 CSV rows are left out") and remarks[1].text == "a model note"
     assert remarks[2].text == "the model records no training-patient digests; patient overlap cannot be checked"
     assert remarks[3].text.startswith("AUC >= 0.97 is far above") and remarks[3].details == LEAKAGE_CHECKLIST
+
+
+def test_platt_recovers_the_map_and_recalibrates_folds_from_the_other_folds() -> None:
+    """Scores squeezed towards 0.5 (true logit = 2 x the score's) are found under-confident and mended out of fold."""
+    from mammofuse.evaluation.calibration import calibration_summary, fit_platt
+    from mammofuse.results import sigmoid
+
+    rng = np.random.default_rng(0)
+    true_logit = rng.normal(0, 2, 4000)
+    labels = (rng.random(4000) < sigmoid(true_logit)).astype(int)
+    squeezed = sigmoid(true_logit / 2)
+    fitted = fit_platt(labels, squeezed)
+    assert fitted.slope == pytest.approx(2.0, abs=0.15) and fitted.intercept == pytest.approx(0.0, abs=0.1)
+    summary = calibration_summary([(labels[k::4], squeezed[k::4]) for k in range(4)])
+    assert summary["slope"] == pytest.approx(fitted.slope)
+    assert summary["ece"] > 0.05 and summary["ece_recalibrated"] < summary["ece"] / 2
+    assert summary["brier_recalibrated"] < summary["brier"]
+    assert calibration_summary([(labels, squeezed)]) is None  # one fold: nothing to fit the others on
+
+
+def test_scores_that_rank_backwards_get_no_calibration() -> None:
+    from mammofuse.evaluation.calibration import fit_platt
+
+    with pytest.raises(MammofuseError, match="backwards"):
+        fit_platt([0, 0, 1, 1, 0, 1], [0.9, 0.8, 0.2, 0.1, 0.7, 0.3])

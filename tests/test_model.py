@@ -89,6 +89,40 @@ def test_modality_dropout_only_in_training_mode() -> None:
     assert any(not torch.allclose(t, reference) for t in trains)
 
 
+@pytest.mark.parametrize("fusion", ["late", "cross", "image", "clinical"])
+def test_calibration_maps_the_logits_of_complete_cases_in_eval_mode_only(fusion: str) -> None:
+    """Fitted on cases with every modality, the map leaves cases scored on one modality, and training, as they were."""
+    model = make_model(fusion)
+    calibrated = make_model(fusion, calibration={"slope": 1.5, "intercept": -0.25})
+    calibrated.load_state_dict(model.state_dict())
+    batch = make_batch()  # row 3 has no finding
+    present = torch.tensor([True, False, True, True])
+    with torch.no_grad():
+        raw = model(**batch, image_present=present).logits
+        mapped = calibrated(**batch, image_present=present).logits
+        calibrated.train()
+        torch.manual_seed(0)
+        trained = calibrated(**batch, image_present=present).logits
+        model.train()
+        torch.manual_seed(0)
+        assert torch.equal(trained, model(**batch, image_present=present).logits)
+    has_finding = batch["clinical_mask"].any(dim=1)
+    complete = {"image": present, "clinical": has_finding}.get(fusion, present & has_finding)
+    assert torch.allclose(mapped[complete], raw[complete] * 1.5 - 0.25) and torch.equal(mapped[~complete], raw[~complete])
+
+
+@pytest.mark.parametrize("calibration", [{"slope": -1.0, "intercept": 0.0}, {"slope": 1.0}, {"slope": 1.0, "intercept": 0.0, "x": 1.0},
+                                         {"slope": "1", "intercept": 0.0}])
+def test_a_calibration_that_is_no_increasing_map_is_refused(calibration: dict) -> None:
+    with pytest.raises(MammofuseError, match="calibration"):
+        ModelConfig(fusion="clinical", calibration=calibration)
+
+
+def test_an_uncalibrated_config_writes_no_calibration_key() -> None:
+    assert "calibration" not in ModelConfig(fusion="clinical").to_dict()
+    assert ModelConfig(fusion="clinical", calibration={"slope": 2.0, "intercept": 0.5}).to_dict()["calibration"] == {"slope": 2.0, "intercept": 0.5}
+
+
 @pytest.mark.parametrize("fusion", FUSIONS)
 def test_save_and_load_give_identical_outputs(fusion: str, tmp_path) -> None:
     model, batch = make_model(fusion), make_batch()

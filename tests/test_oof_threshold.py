@@ -32,8 +32,10 @@ def _train(mini_mias: Path, out: Path, *extra: str):
                                "--device", "cpu", "--val-fraction", "0", "--out", str(out), *extra])
 
 
-def test_the_threshold_is_youden_on_the_pooled_out_of_fold_predictions(mini_mias, cv, tmp_path):
+def test_the_calibration_and_threshold_come_from_the_pooled_out_of_fold_predictions(mini_mias, cv, tmp_path):
     from mammofuse.data import load_dataset
+    from mammofuse.evaluation.calibration import fit_platt
+    from mammofuse.evaluation.evaluate import score_samples
     from mammofuse.evaluation.metrics import youden_threshold
     from mammofuse.model import load_model
 
@@ -42,21 +44,32 @@ def test_the_threshold_is_youden_on_the_pooled_out_of_fold_predictions(mini_mias
         record = json.loads(path.read_text())
         labels += record["labels"]
         probs += record["scores"]["0"]
-    expected = youden_threshold(np.array(labels), np.array(probs))
-    assert expected != 0.5
+    calibration = fit_platt(labels, probs)
+    expected = youden_threshold(np.array(labels), calibration.apply(probs))
+    assert expected != 0.5 and calibration.slope != pytest.approx(1.0, abs=0.01)
 
     result = _train(mini_mias, tmp_path / "final", "--threshold-from", str(cv))
     assert result.exit_code == 0, result.output
     assert f"threshold {expected:.3f} (out-of-fold, {cv})" in " ".join(result.output.split())
-    config = load_model(tmp_path / "final").config
+    model = load_model(tmp_path / "final")
+    config = model.config
     assert config.threshold == pytest.approx(expected)
-    cases = len(load_dataset("mini-mias", mini_mias))
-    assert config.provenance["threshold_from"] == {"value": expected, "arm_folder": str(cv / "arms" / "clinical"), "folds": 3, "cases": cases}
-    assert config.provenance["n_val"] == 0 and config.provenance["n_train"] == cases
+    assert config.calibration == pytest.approx(calibration.as_dict())
+    cases = load_dataset("mini-mias", mini_mias)
+    assert config.provenance["threshold_from"] == {"value": expected, "arm_folder": str(cv / "arms" / "clinical"), "folds": 3,
+                                                   "cases": len(cases), "calibration": calibration.as_dict()}
+    assert config.provenance["n_val"] == 0 and config.provenance["n_train"] == len(cases)
     card = " ".join((tmp_path / "final" / "README.md").read_text().split())
-    assert f"Decision threshold {expected:.3f} (probability of malignancy), Youden's J on the pooled out-of-fold predictions" in card
-    assert f"(3-fold cross-validation of this recipe on these {cases} cases)" in card
+    assert f"Decision threshold {expected:.3f}: Youden's J on the pooled out-of-fold predictions" in card
+    assert f"(3-fold cross-validation of this recipe on these {len(cases)} cases), recalibrated;" in card
+    assert f"logit x {calibration.slope:.3f} " in card
     assert "no validation part: every patient trained" in card and "Metrics (validation)" not in card
+
+    # the model scores through the map: the same network without it gives the raw scores
+    scored, _ = score_samples(model, cases[:20])
+    config.calibration = None
+    raw, _ = score_samples(model, cases[:20])
+    assert np.allclose(scored, calibration.apply(raw), atol=1e-6) and not np.allclose(scored, raw, atol=1e-3)
 
     arm = _train(mini_mias, tmp_path / "arm", "--threshold-from", str(cv / "arms" / "clinical"))  # one arm's folder does too
     assert arm.exit_code == 0, arm.output

@@ -19,6 +19,7 @@ import numpy as np
 from mammofuse import RESEARCH_NOTICE
 from mammofuse.atomic import write_text
 from mammofuse.errors import MammofuseError
+from mammofuse.evaluation.calibration import calibration_summary
 from mammofuse.evaluation.metrics import (
     METRIC_NAMES,
     auc_or_none,
@@ -134,6 +135,8 @@ class ArmSummary:
         settings: the arm's training settings.
         vs_best_single: multimodal arms: pooled AUC minus that of the better single-modality arm, with a paired
             patient-bootstrap interval (``arm``, ``difference``, ``ci``, ``p_a_not_better``).
+        calibration: of the pooled held-out predictions, and after Platt recalibration by the other folds
+            (:func:`mammofuse.evaluation.calibration.calibration_summary`; None with one fold).
     """
 
     folds: int
@@ -149,6 +152,7 @@ class ArmSummary:
     missing_clinical: dict[str, Any] | None = None
     settings: dict[str, Any] | None = None
     vs_best_single: dict[str, Any] | None = None
+    calibration: dict[str, float] | None = None
 
     @property
     def auc(self) -> float | None:
@@ -175,7 +179,7 @@ class ArmSummary:
         out: dict[str, Any] = {"folds": self.folds, "n": self.n, **self.metrics, "auc_folds": self.auc_folds, "auc_pooled": self.auc_pooled,
                                "auc_ci": list(self.auc_ci) if self.auc_ci else None, "seconds": self.seconds, "subsets": self.subsets,
                                "controls": self.controls, "per_fold": self.per_fold}
-        for name in ("missing_clinical", "settings", "vs_best_single"):
+        for name in ("missing_clinical", "settings", "vs_best_single", "calibration"):
             if getattr(self, name) is not None:
                 out[name] = getattr(self, name)
         return out
@@ -359,6 +363,7 @@ def summarize_arm(results: Sequence[FoldResult], missing_rates: Sequence[float],
         controls=control_aucs(results),
         per_fold=per_fold,
         missing_clinical=missing,
+        calibration=calibration_summary([r.scored()[:2] for r in results]),
     )
 
 

@@ -1,10 +1,11 @@
-"""A final model's decision threshold from the out-of-fold predictions of its recipe's cross-validation.
+"""A final model's calibration and decision threshold from the out-of-fold predictions of its recipe's cross-validation.
 
-``mammofuse ablate`` scores every training case once, by a model that never saw it. Youden's J on
-those pooled predictions (hundreds of cases) is the threshold a model trained on *all* of those
-cases (``train --val-fraction 0 --threshold-from RUN``) takes, instead of 0.5 or a validation
-part of a few dozen cases. The run must have cross-validated the same recipe on exactly the
-cases the model trains on, so the threshold never comes from other data.
+``mammofuse ablate`` scores every training case once, by a model that never saw it. A model trained
+on *all* of those cases (``train --val-fraction 0 --threshold-from RUN``) takes the Platt map of
+those pooled predictions (hundreds of cases) as its calibration, and Youden's J on them, recalibrated,
+as its threshold, instead of 0.5 or a validation part of a few dozen cases. The run must have
+cross-validated the same recipe on exactly the cases the model trains on, so neither comes from
+other data.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import numpy as np
 from mammofuse.errors import MammofuseError, reading
 from mammofuse.evaluation.ablation import NOT_FINGERPRINTED
 from mammofuse.evaluation.ablation_results import RESULT_NAME, read_arm
+from mammofuse.evaluation.calibration import Calibration, fit_platt
 from mammofuse.evaluation.metrics import youden_threshold
 from mammofuse.fusion import Fusion
 
@@ -32,12 +34,14 @@ _NOT_RECIPE = NOT_FINGERPRINTED | {"val_fraction", "seed", "patience", "dataset"
 
 @dataclass(frozen=True)
 class OofThreshold:
-    """A threshold and where it came from (recorded in the model's provenance and card)."""
+    """A threshold (on the recalibrated scale), the calibration, and where they came from (recorded in the model's
+    provenance and card; the calibration also goes into its config, which applies it)."""
 
     value: float
     arm_folder: str
     folds: int
     cases: int
+    calibration: Calibration
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -83,4 +87,9 @@ def oof_threshold(path: str | Path, settings: TrainSettings, cases: Sequence[Sam
         probs += p
     if len(set(labels)) < 2:
         raise MammofuseError(f"{folder}: the scored out-of-fold cases hold one class; no threshold can be chosen")
-    return OofThreshold(youden_threshold(np.array(labels), np.array(probs)), str(folder), len(folds), len(labels))
+    try:
+        calibration = fit_platt(labels, probs)
+    except MammofuseError as exc:
+        raise MammofuseError(f"{folder}: {exc}") from None
+    threshold = youden_threshold(np.array(labels), calibration.apply(probs))
+    return OofThreshold(threshold, str(folder), len(folds), len(labels), calibration)

@@ -29,6 +29,7 @@ RULES: dict[str, Rule] = {
     "field_sizes": Rule(list),
     "preprocessing": Rule(dict),
     "threshold": Rule(float, 0, 1),
+    "calibration": Rule(dict, optional=True),
     "provenance": Rule(dict),
 }
 RECIPE_RULES: dict[str, Rule] = {
@@ -54,9 +55,11 @@ OOF_RULES: dict[str, Rule] = {"arm_folder": Rule(str), "folds": Rule(int, 0), "c
 
 @dataclass
 class ModelConfig:
-    """Architecture, preprocessing recipe, vocabulary, threshold and provenance.
+    """Architecture, preprocessing recipe, vocabulary, threshold, calibration and provenance.
 
-    Kept to JSON-friendly values so ``config.json`` round-trips exactly.
+    Kept to JSON-friendly values so ``config.json`` round-trips exactly. ``calibration``: the Platt map
+    (``slope``, ``intercept``) the model applies to the logits of cases that have every modality it uses, in eval
+    mode (:mod:`mammofuse.evaluation.calibration`); None: scores as trained.
     """
 
     fusion: str = "cross"
@@ -71,6 +74,7 @@ class ModelConfig:
     field_sizes: list[int] = field(default_factory=lambda: list(load_schema(DEFAULT_VOCABULARY).field_sizes))
     preprocessing: dict[str, Any] = field(default_factory=lambda: PreprocessRecipe().as_dict())
     threshold: float = 0.5
+    calibration: dict[str, float] | None = None
     provenance: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -85,6 +89,10 @@ class ModelConfig:
                                        and canvas[0] * canvas[1] <= MAX_PIXELS):  # no larger an image than the reader reads
             raise MammofuseError(f"preprocessing.canvas must be [height, width] in pixels, {MAX_PIXELS / 1e6:.0f} MP at most, not {canvas!r}"[:160])
         check_provenance(self.provenance)
+        if self.calibration is not None:
+            from mammofuse.evaluation.calibration import Calibration
+
+            self.calibration = Calibration.from_dict(self.calibration).as_dict()
         if not all(isinstance(n, int) and not isinstance(n, bool) and 0 < n <= 1000 for n in self.field_sizes):
             raise MammofuseError(f"field_sizes must be positive integers, not {self.field_sizes!r}"[:160])
         if self.uses_image and self.backbone not in BACKBONES:
@@ -110,7 +118,10 @@ class ModelConfig:
         return PreprocessRecipe.from_dict(self.preprocessing)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"format": CONFIG_FORMAT, **asdict(self)}
+        data = asdict(self)
+        if data["calibration"] is None:  # left out, so that an uncalibrated model's config.json reads as before
+            del data["calibration"]
+        return {"format": CONFIG_FORMAT, **data}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "ModelConfig":

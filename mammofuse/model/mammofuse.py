@@ -9,6 +9,9 @@ Fusion variants (``ModelConfig.fusion``):
     late      an image head and a clinical head, each supervised on its own (``branch_logits``);
               the case's logit is their mean, or the one branch whose modality is present
 
+A model whose config has a ``calibration`` (fitted on out-of-fold predictions, ``train --threshold-from``)
+maps the logit of each case that has every modality it uses through it, in eval mode.
+
 Absent clinical fields are masked out of attention and pooling; a case with no field
 present falls back to the image path (attention contributes zero, never NaN). A missing
 image is replaced by a learned token, so clinical-only cases still get a prediction.
@@ -207,6 +210,7 @@ class MammoFuse(nn.Module):
         elif fusion is Fusion.LATE:
             late = self._late(image_tokens, clinical_tokens, clinical_mask, present)
             late.findings_logits, late.findings_rows = out.findings_logits, out.findings_rows
+            late.logits = self._calibrated(late.logits, present, clinical_mask)
             return late
         elif fusion is Fusion.CONCAT:
             pooled = torch.cat([image_tokens.mean(dim=1), masked_mean(clinical_tokens, clinical_mask)], dim=1)
@@ -218,8 +222,21 @@ class MammoFuse(nn.Module):
                 back, out.clinical_to_image = self.clinical_to_image(clinical_tokens, image_tokens, all_valid)
                 out.clinical_to_image = out.clinical_to_image * clinical_mask[:, :, None]
                 pooled = torch.cat([pooled, masked_mean(back, clinical_mask)], dim=1)
-        out.logits = self.head(pooled).squeeze(-1)
+        out.logits = self._calibrated(self.head(pooled).squeeze(-1), present, clinical_mask)
         return out
+
+    def _calibrated(self, logits: torch.Tensor, present: torch.Tensor, clinical_mask: torch.Tensor) -> torch.Tensor:
+        """``logits`` through ``config.calibration`` where the case has every modality the model uses, in eval mode
+        only: the map was fitted on such cases' scores, and training sees the network's own logits."""
+        calibration = self.config.calibration
+        if calibration is None or self.training:
+            return logits
+        complete = torch.ones_like(present)
+        if self.config.uses_image:
+            complete = complete & present
+        if self.config.uses_clinical:
+            complete = complete & clinical_mask.any(dim=1)
+        return torch.where(complete, logits * calibration["slope"] + calibration["intercept"], logits)
 
     def _late(self, image_tokens: torch.Tensor, clinical_tokens: torch.Tensor, mask: torch.Tensor, present: torch.Tensor) -> FusionOutput:
         image_logit = self.head(image_tokens.mean(dim=1)).squeeze(-1)

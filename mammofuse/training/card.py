@@ -23,6 +23,11 @@ def _fmt(value: Any, digits: int = 3) -> str:
     return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
 
 
+def _signed(value: Any) -> str:
+    """``+ 0.073`` or ``- 0.073``: a term added to an expression."""
+    return "+ n/a" if not isinstance(value, float) else f"{'-' if value < 0 else '+'} {abs(value):.3f}"
+
+
 def _initialisation(pretrained: str | None) -> str:
     if pretrained == "imagenet":
         return "ImageNet-initialised"
@@ -36,8 +41,13 @@ def _initialisation(pretrained: str | None) -> str:
 def threshold_source(provenance: Mapping[str, Any]) -> str:
     """Where a model's stored decision threshold came from, as its provenance records it (the card and ``evaluate`` say it)."""
     if oof := provenance.get("threshold_from"):
-        return (f"Youden's J on the pooled out-of-fold predictions of `{oof['arm_folder']}` "
-                f"({oof['folds']}-fold cross-validation of this recipe on these {oof['cases']} cases)")
+        source = (f"the pooled out-of-fold predictions of `{oof['arm_folder']}` "
+                  f"({oof['folds']}-fold cross-validation of this recipe on these {oof['cases']} cases)")
+        if not isinstance(calibration := oof.get("calibration"), dict):  # a model trained before calibration
+            return f"Youden's J on {source}"
+        return (f"Youden's J on {source}, recalibrated; the scores of cases with every modality the model uses are "
+                f"recalibrated by the Platt map fitted on those predictions (logit x {_fmt(calibration.get('slope'))} "
+                f"{_signed(calibration.get('intercept'))})")
     if "n_val" not in provenance:
         return "unknown: the model records no training provenance"
     return "chosen on validation by Youden's J" if provenance["n_val"] else "not tuned: no validation part (val_fraction 0)"
@@ -75,7 +85,7 @@ def model_card(settings: TrainSettings, provenance: dict[str, Any], history: Seq
         f"- Shared token dimension {s.proj_dim}"
         + (f"; modality dropout {s.modality_dropout} during training" if Fusion(s.fusion).joint_head else "")
         + ("; late fusion: image and clinical heads each trained on their own, their logits averaged" if s.fusion == Fusion.LATE else ""),
-        f"- Decision threshold {_fmt(best.threshold)} (probability of malignancy), " + threshold_source(provenance),
+        f"- Decision threshold {_fmt(best.threshold)}: " + threshold_source(provenance),
         *([geometry] if s.uses_image else []),
         "",
         "## Data and split",
@@ -168,6 +178,10 @@ def add_cross_validation(folder: Path, report: dict[str, Any], arm: str) -> None
         what = ("lesion masked out (filled from adjacent tissue)" if name == "masked" else
                 "a same-size patch away from every lesion" + (f" (mean over {patches} patches per case)" if patches > 1 else ""))
         lines.append(f"- Shortcut control, {what}: AUC {_fmt(c['auc'])} (plain {_fmt(c['auc_plain_same_cases'])} on the same {c['n']} cases)")
+    if cal := a.get("calibration"):
+        lines.append(f"- Calibration of the pooled out-of-fold scores: slope {_fmt(cal['slope'])} (1: calibrated; above 1: "
+                     f"under-confident), Brier {_fmt(cal['brier'])}, ECE {_fmt(cal['ece'])}; recalibrated by the Platt map of the "
+                     f"other folds: Brier {_fmt(cal['brier_recalibrated'])}, ECE {_fmt(cal['ece_recalibrated'])}")
     missing = a.get("missing_clinical", {})
     if "1" in missing:
         lines.append(f"- Clinical findings removed at inference for every case: AUC {_fmt(missing['1']['auc'])}")

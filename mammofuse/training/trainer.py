@@ -108,6 +108,8 @@ class _Trainer:
         self.recipe = settings.recipe(common_canvas(self.samples["train"] + self.samples["val"]))
         self.model = build_model(settings, self.recipe, self.device)
         config = self.model.config
+        if self.oof:  # from the start, so that validation scores on the threshold's scale (training sees raw logits)
+            config.calibration = self.oof.calibration.as_dict()
         self.uses_image = config.uses_image
         self.tables = {split: InputTables.build(self.samples[split], config.vocabulary, self.uses_image) for split in SPLITS}
         self.datasets = self._image_datasets() if self.uses_image else {}
