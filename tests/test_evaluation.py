@@ -370,6 +370,8 @@ def test_a_lesion_crop_model_given_no_regions_says_its_images_were_not_used(cbis
     assert model["threshold_source"].startswith("Youden's J on the pooled out-of-fold predictions")  # as the model card says
     masked = runner.invoke(app, [*args, "--control", "masked"], env={"COLUMNS": "300"})
     assert "late model on cbis-ddsm (test), control: lesion masked out" in " ".join(masked.stdout.split())  # the title wraps
+    assert masked.exit_code == 1 and "10 of 10 cases have no lesion region: the 'masked' control needs the lesion region, so each of them fails" \
+        in " ".join(masked.stderr.split())  # not scored on their findings as if controlled
 
 
 def test_a_whole_breast_model_refuses_the_away_control_in_one_line(tmp_path, mini_mias):
