@@ -14,7 +14,7 @@ devices=()
 while [[ $# -gt 0 && "$1" != "--" ]]; do devices+=("$1"); shift; done
 [[ $# -gt 0 ]] && shift
 [[ ${#devices[@]} -gt 0 ]] || devices=(cpu)
-for device in "${devices[@]}"; do
+for device in ${devices[@]+"${devices[@]}"}; do  # the guard: bash before 4.4 calls an empty array unbound under set -u
   out="$OUT/${device//:/-}"
   rm -rf "$out"; mkdir -p "$OUT"
   ${MAMMOFUSE:-mammofuse} train --dataset cbis-ddsm --data "$SHARED/cbis-ddsm" --images "$SHARED/cbis-ddsm-mass-800/train" \

@@ -19,7 +19,8 @@ model=${3:-default}
 findings=()
 [ -n "${4:-}" ] && findings=(--clinical "$4")
 
-mammofuse predict "$studies" --recursive --model "$model" "${findings[@]}" --format csv --output "$out"
+# ${a[@]+"${a[@]}"}: an empty array is "unbound" under set -u in bash before 4.4 (macOS's /bin/bash is 3.2)
+mammofuse predict "$studies" --recursive --model "$model" ${findings[@]+"${findings[@]}"} --format csv --output "$out"
 status=$?
 case $status in
   0) echo "all files scored: $out" ;;

@@ -383,6 +383,7 @@ ROI_HINT = "Give --roi ROW,COL,RADIUS (roi= in Python, or roi_row, roi_col, roi_
 
 def model_notes(
     model: MammoFuse, samples: Sequence[Sample], findings_given: bool, hint: str = ROI_HINT, unit: str = "files", explaining: bool = False,
+    control: str | None = None,
 ) -> list[str]:
     """Remarks on what ``model`` makes of these cases: findings or images it does not use, lesion regions it lacks.
 
@@ -390,6 +391,7 @@ def model_notes(
     the missing regions; ``unit`` names the samples (``files``, ``cases``). ``explaining``: the cases are to be
     explained, not scored: a lesion-crop model that needs a region cannot explain a case without one (it fails
     rather than being scored on its findings), so the notes say that and leave those cases out of the rest.
+    ``control``: the cases are scored on that shortcut control, which a case without a region fails likewise.
     """
     name, config = model.name, model.config
     schema = load_schema(config.vocabulary)
@@ -408,7 +410,9 @@ def model_notes(
         notes.append(f"model {name} is clinical-only: images are not read")
     elif config.recipe.input == "roi":
         without = sum(s.has_image and not _has_region(s) for s in samples)
-        if not config.recipe.needs_region():
+        if control:
+            how = f"the {control!r} control needs the lesion region, so each of them fails"
+        elif not config.recipe.needs_region():
             how = "each that can be read is scored on its whole breast instead"
         elif explaining:
             how = "explaining needs the lesion's region, so each of them fails"
@@ -416,7 +420,7 @@ def model_notes(
             how = "their image is not used: each that can be read is scored on its clinical findings alone"
         if without:
             notes.append(f"model {name} looks at lesion crops, and {without} of {len(samples)} {unit} have no lesion region: {how}. {hint}")
-    fails = explaining and config.uses_image and config.recipe.needs_region()  # a case without a region is not explained
+    fails = config.uses_image and (explaining and config.recipe.needs_region() or control is not None)  # a case without a region is not scored
     density_only = sum(not _image_used(config, s) and fields == {"density"}
                        for s, fields in zip(samples, given) if not (fails and s.has_image and not _has_region(s)))
     if config.uses_clinical and density_only:

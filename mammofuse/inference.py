@@ -33,6 +33,11 @@ NOTHING_TO_SCORE = "nothing to score: the model got neither an image it uses nor
 OFF_BREAST = "the lesion circle lies mostly on background, outside the breast: check it (row first, then column, in the file's own pixels)"
 
 
+def control_needs_region(control: str) -> str:
+    """The error of a case a shortcut control cannot be made for: it has no lesion region."""
+    return f"the {control!r} control needs the lesion region"
+
+
 def load_input(
     sample: Sample, recipe: PreprocessRecipe, radiomics: bool = False, control: str | None = None, avoid: Sequence[Region] = (),
     draw: int = 0,
@@ -60,7 +65,7 @@ def load_input(
         pixels, region = model_space(mammogram, recipe, sample.region)
         if control is not None:
             if region is None:
-                raise MammofuseError(f"the {control!r} control needs the lesion region")
+                raise MammofuseError(control_needs_region(control))
             others = [region_in_model_space(r, mammogram.pixels.shape, mammogram.info.flipped, recipe.canvas) for r in avoid]
             if control == "masked":
                 for lesion in dict.fromkeys([region, *others]) if recipe.input == "full" else [region]:
@@ -157,7 +162,8 @@ class LesionDataset(Dataset):
 
     A sample whose image fails, for whatever reason, gets ``error`` set instead of raising, so
     batch work goes on past a bad file. A ``roi`` recipe that skips cases without a region leaves
-    their image out (``image_present`` False, a note in ``note``). ``cache`` keeps each prepared
+    their image out (``image_present`` False, a note in ``note``); under a shortcut ``control`` such a
+    case fails (it has no lesion to replace). ``cache`` keeps each prepared
     image in memory (preparation is deterministic).
     """
 
@@ -190,6 +196,8 @@ class LesionDataset(Dataset):
         try:
             if self.recipe.needs_region() and sample.region is None and not (sample.roi_path or sample.roi_mask_path):
                 check_header(sample.image_path)  # not used, but a file that is no mammogram is reported
+                if self.control:  # scored on its findings alone, its "control" score would be its plain score
+                    return (*empty, control_needs_region(self.control), "")
                 return (*empty, "", NO_REGION)
             avoid = lesion_regions(self._films.get(sample.image_id or "", []), self.recipe.canvas) if self.control else []
             image, extra = load_input(sample, self.recipe, self.radiomics, self.control, avoid, self.draw)

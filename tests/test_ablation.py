@@ -77,6 +77,8 @@ def _settings(**kw):
 def test_arms_multiply_only_the_factors_that_vary():
     names = [a.name for a in plan_arms(["image", "clinical", "cross"], [True, False], [100])]
     assert names == ["image", "clinical", "cross", "cross-md_off"]
+    late = plan_arms(["late"], [True, False], [100])  # no joint head: modality dropout would train it twice alike
+    assert [(a.name, a.modality_dropout) for a in late] == [("late", 0.3)]  # the value its finished folds were made with
     arms = plan_arms(["co"], [True], [50, 100, 200], dropout_p=0.4)
     assert [(a.name, a.proj_dim, a.modality_dropout) for a in arms] == [("co-d50", 50, 0.4), ("co", 100, 0.4), ("co-d200", 200, 0.4)]
     with pytest.raises(MammofuseError, match="unknown variant"):

@@ -354,6 +354,28 @@ def test_a_card_says_what_its_validation_part_chose() -> None:
     assert _validation_caveat(False, True, "last").startswith("- No validation part")
 
 
+def test_a_card_gives_the_fine_tune_learning_rates_the_schedule_uses() -> None:
+    """finetune_lr scales the run's cosine, which has decayed by the time the backbone unfreezes: the card said
+    "fine-tuned at 0.0001" where epoch 11 of 20 ran at 5.05e-05."""
+    from mammofuse.training.card import model_card
+    from mammofuse.training.schedule import lr_factor
+    from mammofuse.training.settings import TrainSettings
+    from mammofuse.training.state import BestEpoch
+
+    def training_line(**kw: int) -> str:
+        card = model_card(TrainSettings(epochs=20, pretrained="default", **kw), {"n_val": 0, "n_train": 9, "n_train_patients": 9}, [], BestEpoch())
+        return next(line for line in card.splitlines() if line.startswith("- 0 epochs run of 20 asked"))
+
+    settings = TrainSettings(epochs=20, freeze_epochs=10, pretrained="default")
+    first, last = (settings.lr * lr_factor(epoch, settings) for epoch in (10, 19))
+    assert f"{first:.3g}, {last:.3g}" == "5.05e-05, 1e-06"  # the schedule, unchanged (published results depend on it)
+    assert training_line(freeze_epochs=10).endswith(
+        "; backbone frozen for the first 10 (heads at up to lr 0.001), then fine-tuned at up to 5.05e-05, "
+        "following the cosine schedule from epoch 11: lr 5.05e-05 → 1e-06")
+    assert training_line(freeze_epochs=20).endswith("; backbone frozen throughout (heads at up to lr 0.001)")
+    assert training_line().endswith("; peak lr 0.001")  # the default recipe has no frozen phase
+
+
 def test_a_lesion_crop_model_given_no_regions_says_its_images_were_not_used(cbis_csv, dicom_root):
     from mammofuse.hub import resolve_model
 
@@ -370,6 +392,8 @@ def test_a_lesion_crop_model_given_no_regions_says_its_images_were_not_used(cbis
     assert model["threshold_source"].startswith("Youden's J on the pooled out-of-fold predictions")  # as the model card says
     masked = runner.invoke(app, [*args, "--control", "masked"], env={"COLUMNS": "300"})
     assert "late model on cbis-ddsm (test), control: lesion masked out" in " ".join(masked.stdout.split())  # the title wraps
+    assert masked.exit_code == 1 and "10 of 10 cases have no lesion region: the 'masked' control needs the lesion region, so each of them fails" \
+        in " ".join(masked.stderr.split())  # not scored on their findings as if controlled
 
 
 def test_a_whole_breast_model_refuses_the_away_control_in_one_line(tmp_path, mini_mias):

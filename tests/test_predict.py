@@ -174,6 +174,20 @@ def test_clinical_csv_relative_paths_regions_and_unmatched_notes(real_dicoms: di
     assert any("match no file" in n and "elsewhere.dcm" in n for n in notes)
 
 
+def test_roi_gives_the_circle_of_every_file_without_one_in_clinical_as_readme_and_help_say(real_dicoms: dict[str, Path], tmp_path: Path) -> None:
+    """The README said --roi covered only the files without a --clinical row; a row without a circle gets it too."""
+    from mammofuse.cli.common import Roi
+
+    circled, uncircled, unlisted = real_dicoms["P_00173_lcc"], real_dicoms["P_00173_rcc"], real_dicoms["P_00173_lmlo"]
+    table = _write_csv(tmp_path / "c.csv", [{"path": circled.name, "density": "2", "roi_row": "100", "roi_col": "200", "roi_radius": "30"},
+                                            {"path": uncircled.name, "density": "2", "roi_row": "", "roi_col": "", "roi_radius": ""}])
+    cases = cases_from_inputs([circled, uncircled, unlisted], False, {}, table, region=(1.0, 2.0, 3.0))
+    assert [c.region for c in cases] == [(100.0, 200.0, 30.0), (1.0, 2.0, 3.0), (1.0, 2.0, 3.0)]
+    assert "for every file without one in --clinical" in Roi.__metadata__[0].help
+    readme = " ".join((Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8").split())
+    assert "`--roi ROW,COL,RADIUS` gives one for every file without one in `--clinical` (no row, or a row without a circle;" in readme
+
+
 def test_clinical_csv_errors_name_the_line(real_dicoms: dict[str, Path], tmp_path: Path) -> None:
     lcc = real_dicoms["P_00173_lcc"]
     bad = _write_csv(tmp_path / "bad.csv", [{"path": lcc.name, "mass margins": "CIRCUMSCRIBED"}, {"path": "x", "mass margins": "wobbly"}])

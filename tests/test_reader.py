@@ -85,6 +85,19 @@ def test_bits_stored_sets_the_scale(tmp_path):
     assert ten_bit[0, 0] == pytest.approx(1.0)
 
 
+def test_a_dicom_is_scaled_from_its_darkest_to_its_brightest_pixel_as_the_readme_says(tmp_path):
+    """The README said the reader "scales by `BitsStored`"; it min-max scales the values that are not padding."""
+    from pathlib import Path
+
+    pixels = np.full((16, 16), 100, np.uint16)
+    pixels[:, :8] = 1023
+    pixels[:, -2:] = 4095  # padding
+    m = read_mammogram(write_dicom(tmp_path / "m.dcm", pixels, BitsStored=16, HighBit=15, PixelPaddingValue=4095), canonical=False).pixels
+    assert m[0, 0] == pytest.approx(1.0) and m[0, 8] == pytest.approx(0.0)  # not 1023 / 65535 and 100 / 65535
+    readme = " ".join((Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8").split())
+    assert "scales by `BitsStored`" not in readme and "min-max scales the result to [0, 1] from its darkest to its brightest pixel that is not padding" in readme
+
+
 def test_pixel_padding_becomes_background(tmp_path):
     pixels = breast_phantom()
     pixels[:, -6:] = 4095  # padding value would otherwise look like dense tissue

@@ -400,3 +400,30 @@ def test_stretching_to_the_canvas_copies_no_full_size_image() -> None:
     assert canvas.shape == (400, 300) and canvas.dtype == np.float32 and np.abs(canvas - expected).max() < 1e-6
     assert np.array_equal(pixels, kept)  # the caller's pixels are not changed
     assert peak / pixels.size < 1, f"{peak / pixels.size:.1f} bytes per pixel"
+
+
+def test_a_shortcut_control_fails_a_case_without_a_lesion_region_instead_of_scoring_its_findings(tmp_path):
+    import torch
+    from PIL import Image
+
+    from mammofuse.data.sample import Sample
+    from mammofuse.evaluation.evaluate import score_samples
+    from mammofuse.imaging.preprocess import PreprocessRecipe
+    from mammofuse.inference import NO_REGION, predict_proba
+    from mammofuse.model import MammoFuse, ModelConfig, load_model, save_model
+
+    path = tmp_path / "film.png"
+    Image.fromarray(np.random.default_rng(0).integers(60, 255, (256, 256), dtype=np.uint8)).save(path)
+    torch.manual_seed(0)
+    recipe = PreprocessRecipe(image_size=32, input="roi", without_region="skip")  # the bundled default's rule
+    model = load_model(save_model(MammoFuse(ModelConfig(backbone="resnet18", fusion="late", proj_dim=16, num_heads=2,
+                                                        preprocessing=recipe.as_dict())), tmp_path / "model"))
+    samples = [Sample(id=f"c{i}", patient_id=f"p{i}", label=i % 2, clinical={"density": "2"}, image_path=str(path),
+                      region=(80.0 + 60 * i, 128.0, 12.0) if i < 2 else None, image_id="film") for i in range(3)]
+    notes: list[str] = []
+    plain, errors = predict_proba(model, samples, notes=notes)
+    assert errors == ["", "", ""] and notes == ["", "", NO_REGION] and np.isfinite(plain).all()  # findings only, said so
+    for control in ("masked", "away"):
+        probs, errors = score_samples(model, samples, control=control)
+        assert errors == ["", "", f"the {control!r} control needs the lesion region"]  # not its plain score, counted as controlled
+        assert np.isfinite(probs[:2]).all() and np.isnan(probs[2])

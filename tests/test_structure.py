@@ -1,8 +1,10 @@
-"""Guards that keep the package's structure: no import cycle, hub apart from the model, Rich only in the CLI."""
+"""Guards that keep the package's structure: no import cycle, hub apart from the model, Rich only in the CLI; shell
+scripts that run on macOS's bash 3.2."""
 
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "mammofuse"
@@ -111,3 +113,15 @@ def test_the_front_door_exports() -> None:
     import mammofuse.explainers  # noqa: F401
 
     assert mammofuse.explain is mammofuse.api.explain and mammofuse.predict is mammofuse.api.predict
+
+
+def test_shell_scripts_expand_an_array_that_may_be_empty_only_guarded() -> None:
+    """``"${a[@]}"`` of an empty array aborts a ``set -u`` script on bash before 4.4 (macOS's /bin/bash is 3.2):
+    examples/score_folder.sh did without FINDINGS.csv. Such an array is expanded as ``${a[@]+"${a[@]}"}``."""
+    scripts = [p for folder in ("examples", "benchmarks") for p in sorted((PACKAGE.parent / folder).glob("*.sh"))]
+    assert scripts
+    for script in scripts:
+        text = script.read_text(encoding="utf-8")
+        for name in re.findall(r"\b(\w+)=\(\)", text):  # an array that starts empty
+            bare = text.replace(f'${{{name}[@]+"${{{name}[@]}}"}}', "")
+            assert f'"${{{name}[@]}}"' not in bare, f"{script.name}: guard the expansion of {name}"

@@ -73,7 +73,7 @@ def ablate(
     folds: Annotated[int, typer.Option("--folds", min=2, help="Patient-grouped stratified folds (--protocol cv).")] = 5,
     split: Annotated[str | None, typer.Option("--split", help="Only this dataset split goes into the folds (e.g. train: CV inside CBIS-DDSM's official training set).")] = None,
     missing_rates: Annotated[str, typer.Option("--missing-rates", help="Shares of held-out cases whose clinical findings are removed at inference (fusion arms).")] = "0,0.3,0.5,1.0",
-    modality_dropout: Annotated[str, typer.Option("--modality-dropout", help="on, off, or on,off (fusion arms; 'on' uses --dropout-p).")] = "on",
+    modality_dropout: Annotated[str, typer.Option("--modality-dropout", help="on, off, or on,off (the joint-head arms concat, cross, co; 'on' uses --dropout-p).")] = "on",
     dropout_p: Annotated[float, typer.Option("--dropout-p", min=0.0, max=0.99, help="Modality dropout probability when on.")] = 0.3,
     proj_dims: Annotated[str, typer.Option("--proj-dims", "--proj-dim", help="Comma-separated shared token sizes d, e.g. 50,100,200.")] = "100",
     image_init: Annotated[Path | None, typer.Option("--image-init", help="Folder of an image arm run on the same folds with --keep-models (OUT/arms/image): fusion arms start their image branch from its fold models (staged training).")] = None,

@@ -37,7 +37,7 @@ Epochs = Annotated[int | None, option("--epochs", help="Total epochs (default 20
 FreezeEpochs = Annotated[int | None, option("--freeze-epochs", help="First epochs with a pretrained backbone frozen (default 0; needs pretrained weights, as cnn4 has by default).")]
 BatchSize = Annotated[int | None, option("--batch-size", help="Samples per step (per process under torchrun) (default 32).")]
 Lr = Annotated[float | None, option("--lr", help="Peak learning rate (default 1e-3).")]
-FinetuneLr = Annotated[float | None, option("--finetune-lr", help="Learning rate after a frozen phase (default 1e-4).")]
+FinetuneLr = Annotated[float | None, option("--finetune-lr", help="Peak learning rate after a frozen phase, scaled by the run's schedule from where it then stands (default 1e-4).")]
 Schedule = Annotated[str | None, option("--schedule", help="cosine, onecycle or step (default cosine).")]
 WarmupEpochs = Annotated[int | None, option("--warmup-epochs", help="Warm-up epochs of the cosine schedule (default 1).")]
 Augment = Annotated[bool | None, option("--augment/--no-augment", help="Flip, rotate, scale and intensity-jitter training images (default on).")]

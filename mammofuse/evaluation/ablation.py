@@ -77,7 +77,9 @@ def plan_arms(
     proj_dims: Sequence[int] = (100,),
     dropout_p: float = 0.3,
 ) -> list[Arm]:
-    """The arms to run. Modality dropout only exists for fusion variants, so it multiplies only those.
+    """The arms to run. Modality dropout only acts on a joint head (``concat``, ``cross``, ``co``), so it
+    multiplies only those; ``late`` is one arm, recording ``dropout_p`` as ``train --fusion late`` does
+    (unused: its branches train apart), so its finished folds stay valid.
 
     Names carry a suffix only where an arm differs from the default model (modality dropout on,
     d = 100): ``cross``, ``cross-md_off``, ``cross-d50``; so adding factors later reuses finished arms.
@@ -89,10 +91,11 @@ def plan_arms(
         raise MammofuseError("no variants to run")
     arms = []
     for variant in dict.fromkeys(variants):
-        for md in dict.fromkeys(modality_dropout) if Fusion(variant).is_multimodal else (False,):
+        fusion = Fusion(variant)
+        for md in dict.fromkeys(modality_dropout) if fusion.joint_head else (fusion.is_multimodal,):
             for dim in dict.fromkeys(proj_dims):
                 name = variant
-                if Fusion(variant).is_multimodal and not md:
+                if fusion.joint_head and not md:
                     name += "-md_off"
                 if dim != DEFAULT_PROJ_DIM:
                     name += f"-d{dim}"

@@ -184,7 +184,7 @@ def evaluate_model(
         **({"away_patches": away_patches} if control == "away" else {}),
         "model": {"fusion": config.fusion, "backbone": config.backbone if config.uses_image else None,
                   "threshold_source": threshold_source(provenance), "trained_on": provenance.get("dataset"),
-                  "notes": model_notes(model, samples, True, REGION_HINT, "cases")},
+                  "notes": model_notes(model, samples, True, REGION_HINT, "cases", control=control)},
         **metrics,
         "bootstrap": {"resamples": n_boot, "unit": "patient", "seed": seed, "level": 0.95},
         "failed": failed,

@@ -10,6 +10,7 @@ from mammofuse import RESEARCH_NOTICE
 from mammofuse.atomic import write_text
 from mammofuse.fusion import Fusion
 from mammofuse.hub import CARD_METADATA, staged_model_folder
+from mammofuse.training.schedule import lr_factor
 from mammofuse.training.settings import TrainSettings
 
 if TYPE_CHECKING:
@@ -51,6 +52,21 @@ def threshold_source(provenance: Mapping[str, Any]) -> str:
     if "n_val" not in provenance:
         return "unknown: the model records no training provenance"
     return "chosen on validation by Youden's J" if provenance["n_val"] else "not tuned: no validation part (val_fraction 0)"
+
+
+def _learning_rates(s: TrainSettings) -> str:
+    """The card's words on the learning rate, read off the schedule itself: after a frozen phase ``finetune_lr``
+    scales the run's schedule from where it then stands, so the fine-tune phase starts below it."""
+    freeze = s.freeze_epochs if s.uses_image else 0
+    if not freeze:
+        return f"; peak lr {s.lr}"
+    rates = [s.lr * lr_factor(epoch, s) for epoch in range(s.epochs)]
+    frozen, tuned = rates[:freeze], rates[freeze:]
+    heads = f"heads at up to lr {max(frozen):.3g}"
+    if not tuned:
+        return f"; backbone frozen throughout ({heads})"
+    return (f"; backbone frozen for the first {freeze} ({heads}), then fine-tuned at up to {max(tuned):.3g}, following the "
+            f"{s.schedule} schedule from epoch {freeze + 1}: lr {tuned[0]:.3g} → {tuned[-1]:.3g}")
 
 
 def model_card(settings: TrainSettings, provenance: dict[str, Any], history: Sequence[EpochRow], best: BestEpoch) -> str:
@@ -103,8 +119,7 @@ def model_card(settings: TrainSettings, provenance: dict[str, Any], history: Seq
         "",
         f"- {len(history)} epochs run of {s.epochs} asked; kept: "
         + ("the last epoch (fixed epoch count)" if s.selection == "last" else f"the best validation epoch (early stopping patience {s.patience})")
-        + (f"; backbone frozen for the first {s.freeze_epochs} (heads at lr {s.lr}), then fine-tuned at {s.finetune_lr}"
-           if s.uses_image and s.freeze_epochs else f"; peak lr {s.lr}"),
+        + _learning_rates(s),
         f"- AdamW (weight decay {s.weight_decay}), batch size {s.batch_size}, {s.schedule} learning-rate schedule, "
         + ("flip/rotation/scale/intensity augmentation, " if s.augment and s.uses_image else "")
         + "gradient clipping, class-weighted loss (pos_weight = benign/malignant)"

@@ -88,7 +88,9 @@ class TrainSettings:
             with pretrained weights: a randomly initialised backbone is never frozen.
         batch_size: samples per optimiser step (per process under torchrun).
         lr: peak learning rate (of the heads only, while a pretrained backbone is frozen).
-        finetune_lr: learning rate of the whole model after a frozen phase.
+        finetune_lr: peak learning rate of the whole model after a frozen phase: it scales the run's
+            schedule as ``lr`` does, so fine-tuning starts where the schedule then stands (20 epochs,
+            10 frozen: 0.505 x finetune_lr at epoch 11); the model card gives the rates used.
         schedule: ``cosine`` (linear warm-up, then cosine to 1% over the run), ``onecycle``
             (30% rise, then cosine) or ``step`` (x0.9 per epoch within each phase).
         warmup_epochs: warm-up epochs of the cosine schedule.
