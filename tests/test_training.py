@@ -417,6 +417,54 @@ def test_resume_refuses_changed_settings_and_fresh_runs_refuse_an_existing_run(t
     assert len(_run(replace(settings, epochs=2), data, tmp_path, resume=True).history) == 2
 
 
+def clinical_manifest(path: Path, flip: bool = False) -> Path:
+    """60 clinical-only manifest rows (ids are row numbers); ``flip`` turns every label over."""
+    rows = ["path,label,patient_id,density,shape,margin"]
+    for n, s in enumerate(synthetic_clinical(60, 3)):
+        rows.append(f",{s.label ^ flip},p{n // 2},{s.clinical['density']},oval,{s.clinical['margin'].lower()}")
+    path.write_text("\n".join(rows) + "\n")
+    return path
+
+
+def test_resume_refuses_other_data_under_the_same_ids(tmp_path: Path) -> None:
+    """Only the ids were digested: a manifest's ids are its row numbers, so relabelled rows resumed as the same data (exit 0)."""
+    from typer.testing import CliRunner
+
+    from mammofuse.cli import app
+
+    runner = CliRunner()
+    out = ["--dataset", "manifest", "--out", str(tmp_path / "run")]
+    first = runner.invoke(app, ["train", *out, "--data", str(clinical_manifest(tmp_path / "m1.csv")), "--fusion", "clinical",
+                                "--schedule", "step", "--epochs", "1"])
+    assert first.exit_code == 0, first.output
+    flipped = runner.invoke(app, ["train", *out, "--data", str(clinical_manifest(tmp_path / "m2.csv", flip=True)), "--epochs", "2", "--resume"])
+    assert flipped.exit_code == 2, flipped.output
+    assert "the training/validation samples differ from the run in" in flipped.output
+    same = runner.invoke(app, ["train", *out, "--data", str(clinical_manifest(tmp_path / "m3.csv")), "--epochs", "2", "--resume"])
+    assert same.exit_code == 0, same.output
+
+
+def test_a_checkpoint_of_an_older_mammofuse_is_refused_in_one_line(tmp_path: Path) -> None:
+    """Format 1 digested ids only (and older ones lack later settings, e.g. aux_findings): they cannot be compared."""
+    from typer.testing import CliRunner
+
+    from mammofuse.cli import app
+
+    settings = TrainSettings(fusion="clinical", epochs=1, proj_dim=16, schedule="step")
+    data = (synthetic_clinical(40, 1), synthetic_clinical(20, 2))
+    _run(settings, data, tmp_path)
+    state_file = tmp_path / "last" / "checkpoint.json"
+    state = json.loads(state_file.read_text())
+    state["settings"].pop("aux_findings")  # as before --aux-findings
+    state_file.write_text(json.dumps({**state, "format": 1}))
+    older = f"{state_file}: a checkpoint of an older mammofuse (format 1, now 2), which this one cannot resume: train again (delete {tmp_path / 'last'}, or choose another --out)"
+    with pytest.raises(MammofuseError) as info:
+        _run(replace(settings, epochs=2), data, tmp_path, resume=True)
+    assert str(info.value) == older
+    result = CliRunner().invoke(app, ["train", "--data", str(tmp_path), "--out", str(tmp_path), "--epochs", "2", "--aux-findings", "0", "--resume"])
+    assert result.exit_code == 2 and " ".join(result.output.split()) == " ".join(f"error: {older}".split())
+
+
 @pytest.mark.parametrize(("edit", "message"), [
     (lambda state: [], "a checkpoint is a JSON object, not list"),
     (lambda state: None, "a checkpoint is a JSON object, not NoneType"),

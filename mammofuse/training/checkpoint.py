@@ -21,11 +21,11 @@ import numpy as np
 import torch
 
 from mammofuse.atomic import remove_stale_temporaries, write_bytes, write_text
-from mammofuse.errors import MammofuseError
+from mammofuse.errors import MammofuseError, ResumeMismatch
 
 LAST_DIR = "last"
 STATE_NAME = "checkpoint.json"
-FORMAT = 1
+FORMAT = 2  # 2: the data digest covers each case's data, not only its id
 
 
 def rng_state() -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -53,8 +53,12 @@ def _state(out: Path) -> dict[str, Any]:
         raise MammofuseError(f"{path}: not valid JSON ({exc})") from None
     if not isinstance(scalars, dict):
         raise MammofuseError(f"{path}: a checkpoint is a JSON object, not {type(scalars).__name__}; delete {folder} and train again")
-    if scalars.get("format") != FORMAT:
-        raise MammofuseError(f"{path}: checkpoint format {scalars.get('format')} is not supported (needs {FORMAT})")
+    version = scalars.get("format")
+    if isinstance(version, int) and not isinstance(version, bool) and 0 < version < FORMAT:
+        raise ResumeMismatch(f"{path}: a checkpoint of an older mammofuse (format {version}, now {FORMAT}), which this one cannot resume: "
+                             f"train again (delete {folder}, or choose another --out)", "an older mammofuse version")
+    if version != FORMAT:
+        raise MammofuseError(f"{path}: checkpoint format {version!r} is not supported by this mammofuse (needs {FORMAT}); delete {folder} and train again")
     if not isinstance(scalars.get("tensors"), str):
         raise MammofuseError(f"{path}: names no tensor file (\"tensors\"); delete {folder} and train again")
     return scalars

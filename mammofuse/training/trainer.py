@@ -30,7 +30,7 @@ from torch import nn
 
 from mammofuse.atomic import write_text
 from mammofuse.clinical.schema import load_schema
-from mammofuse.data.sample import Sample, patient_digest
+from mammofuse.data.sample import Sample, case_digest, patient_digest
 from mammofuse.errors import MammofuseError, ResumeMismatch
 from mammofuse.evaluation.leakage import pretrained_patients, withheld_patients
 from mammofuse.evaluation.metrics import auc_or_none, youden_threshold
@@ -504,9 +504,11 @@ class _Trainer:
 
 
 def _data_digest(train_samples: Sequence[Sample], val_samples: Sequence[Sample]) -> str:
+    """The training and validation cases in order, each by its data (:func:`case_digest`: label, patient, findings,
+    region, image), not only its id: a manifest's ids are its row numbers, so ids alone miss relabelled cases."""
     import hashlib
 
-    text = json.dumps([[s.id for s in train_samples], [s.id for s in val_samples]])
+    text = json.dumps([[case_digest(s) for s in train_samples], [case_digest(s) for s in val_samples]])
     return hashlib.sha256(text.encode()).hexdigest()
 
 
