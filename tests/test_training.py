@@ -463,6 +463,10 @@ def test_a_checkpoint_of_an_older_mammofuse_is_refused_in_one_line(tmp_path: Pat
     assert str(info.value) == older
     result = CliRunner().invoke(app, ["train", "--data", str(tmp_path), "--out", str(tmp_path), "--epochs", "2", "--aux-findings", "0", "--resume"])
     assert result.exit_code == 2 and " ".join(result.output.split()) == " ".join(f"error: {older}".split())
+    state_file.write_text(json.dumps(state))  # this format, a setting missing: it used to compare as None, never equal
+    with pytest.raises(MammofuseError, match=r"checkpoint.json records no aux_findings setting \(written by another mammofuse version\?\), so the run cannot "
+                                             r"be continued as it was: train again$"):
+        _run(replace(settings, epochs=2, aux_findings=0.0), data, tmp_path, resume=True)
 
 
 @pytest.mark.parametrize(("edit", "message"), [

@@ -480,6 +480,10 @@ class _Trainer:
         """Continue from a checkpoint: same settings and samples, then weights, optimiser, schedule, RNGs."""
         saved = scalars["settings"]
         now = self.settings.as_dict()
+        if unknown := sorted(now.keys() - saved.keys()):  # a setting added since: what the run used is not known
+            raise ResumeMismatch(f"resume (--resume): {self.out / ckpt.LAST_DIR / ckpt.STATE_NAME} records no {', '.join(unknown)} setting "
+                                 "(written by another mammofuse version?), so the run cannot be continued as it was: train again",
+                                 f"settings this mammofuse cannot compare ({', '.join(unknown)})")
         allowed = resumable_changes(self.settings)
         changed = sorted(k for k in now if k not in allowed and saved.get(k) != now[k])
         if changed:
