@@ -417,6 +417,23 @@ def test_resume_refuses_changed_settings_and_fresh_runs_refuse_an_existing_run(t
     assert len(_run(replace(settings, epochs=2), data, tmp_path, resume=True).history) == 2
 
 
+@pytest.mark.parametrize("selection", ["last", "best"])
+def test_resume_that_changes_patient_digests_rewrites_the_kept_models_config(selection: str, tmp_path: Path) -> None:
+    """The card said "config.json lists no patient digests" while config.json kept them: only a newly kept epoch rewrote it."""
+    settings = TrainSettings(fusion="clinical", epochs=1, proj_dim=16, schedule="step", selection=selection)
+    data = (synthetic_clinical(40, 1), synthetic_clinical(20, 2))
+    _run(settings, data, tmp_path)
+    provenance = lambda: json.loads((tmp_path / "config.json").read_text())["provenance"]  # noqa: E731
+    digests = {k: provenance()[k] for k in ("train_patients", "val_patients")}
+    weights = (tmp_path / "model.safetensors").read_bytes()
+    _run(replace(settings, patient_digests=False), data, tmp_path, resume=True)  # finished: nothing to train, no epoch kept
+    assert not {"train_patients", "val_patients"} & set(provenance()) and provenance()["settings"]["patient_digests"] is False
+    assert "lists no patient digests" in (tmp_path / "README.md").read_text()
+    assert load_model(tmp_path).config.provenance == provenance() and (tmp_path / "model.safetensors").read_bytes() == weights
+    _run(settings, data, tmp_path, resume=True)
+    assert {k: provenance()[k] for k in digests} == digests and provenance()["settings"]["patient_digests"] is True
+
+
 def clinical_manifest(path: Path, flip: bool = False) -> Path:
     """60 clinical-only manifest rows (ids are row numbers); ``flip`` turns every label over."""
     rows = ["path,label,patient_id,density,shape,margin"]

@@ -58,6 +58,7 @@ if TYPE_CHECKING:
 HISTORY_NAME = "history.jsonl"
 SETTINGS_NAME = "train_config.yaml"
 SPLITS = ("train", "val")
+DIGEST_KEYS = ("train_patients", "val_patients", "init_patients", "init_patients_unknown")  # provenance under patient_digests
 BREAST_FIELDS = ("density",)  # findings of the breast, not the lesion: not an aux_findings target
 
 
@@ -331,6 +332,8 @@ class _Trainer:
     def run(self, resume: bool) -> TrainResult:
         if resume:
             self._resume()
+            if self.dist.main:
+                self._sync_patient_digests()
         elif ckpt.has_checkpoint(self.out):
             raise MammofuseError(f"{self.out} already holds a training run: add --resume to continue it, or choose another --out")
         if self.dist.main:
@@ -447,6 +450,25 @@ class _Trainer:
             **({"init_patients": sorted(seen)} if (seen := pretrained_patients(self.settings.pretrained)) else {}),
             **({"init_patients_unknown": True} if withheld_patients(self.settings.pretrained) else {}),
         }
+
+    def _sync_patient_digests(self) -> None:
+        """Add or remove the kept model's patient digests when ``--resume`` changed ``patient_digests``: its
+        config.json is rewritten only when a later epoch is kept, which a finished run or ``selection: best`` may never do."""
+        from mammofuse.hub import CONFIG_NAME
+        from mammofuse.model.io import config_text, read_config
+
+        if not (self.out / CONFIG_NAME).is_file():
+            return
+        config = read_config(self.out)
+        if ("train_patients" in config.provenance) == self.settings.patient_digests:
+            return
+        provenance = {k: v for k, v in config.provenance.items() if k not in DIGEST_KEYS}
+        if self.settings.patient_digests:
+            provenance.update(self._patient_digests())
+        if isinstance(provenance.get("settings"), dict):
+            provenance["settings"] = {**provenance["settings"], "patient_digests": self.settings.patient_digests}
+        config.provenance = provenance
+        write_text(self.out / CONFIG_NAME, config_text(config))
 
     def _save_best(self) -> None:
         from mammofuse.model import save_model
