@@ -560,6 +560,25 @@ def test_settings_reject_unknown_keys_and_bad_values(tmp_path: Path) -> None:
         TrainSettings(val_fraction=0, selection="best")
 
 
+@pytest.mark.parametrize(("text", "canvas"), [("none", None), ("None", None), ("auto", "auto"), ("800x800", [800, 800]), ("600, 400", [600, 400])])
+def test_canvas_is_spelled_alike_in_yaml_the_library_and_the_flag(text: str, canvas, tmp_path: Path) -> None:
+    """YAML `canvas: none` was refused by a message saying none is allowed, and `canvas: 800x800` although --canvas took it."""
+    from mammofuse.cli.train_options import settings_values
+    from mammofuse.training import load_settings
+
+    path = tmp_path / "train.yaml"
+    path.write_text(f"canvas: {text}\n")
+    assert load_settings(path).canvas == TrainSettings(canvas=text).canvas == canvas
+    assert TrainSettings.from_dict(settings_values(None, {"canvas": text})).canvas == canvas
+    assert yaml.safe_load(TrainSettings(canvas=text).to_yaml())["canvas"] == canvas
+
+
+def test_a_canvas_setting_that_is_none_of_its_spellings_is_named() -> None:
+    for bad in ("800y800", "8x8", [800], "x800"):
+        with pytest.raises(MammofuseError, match=r"^canvas must be auto, none, HEIGHTxWIDTH or \[height, width\] in pixels \(32 to 8192\), not "):
+            TrainSettings(canvas=bad)
+
+
 def test_the_shipped_example_settings_load_and_the_readme_names_them() -> None:
     from mammofuse.training import load_settings
 

@@ -82,7 +82,8 @@ class TrainSettings:
             ``skip`` (leave the image out).
         canvas: [height, width] images are min-max scaled and stretched to before cropping, so
             that other files (e.g. full-resolution DICOMs) are brought into the training images'
-            geometry; ``auto``: the training images' size when they all share one, else None.
+            geometry (also given as ``"800x800"``); ``auto``: the training images' size when they all
+            share one, else None; None (``none``): the files' own pixels.
         epochs: total epochs (the last one, also when resuming).
         freeze_epochs: first epochs with the backbone frozen (heads only, features cached); only
             with pretrained weights: a randomly initialised backbone is never frozen.
@@ -176,6 +177,7 @@ class TrainSettings:
 
         for name, value in check_all(asdict(self), RULES, text_numbers=True).items():  # from YAML
             setattr(self, name, value)
+        self.canvas = _canvas(self.canvas)
         for name in ("pretrained", "threshold_from"):  # an unset shell variable must not quietly mean none or the current folder
             if getattr(self, name) is not None and not getattr(self, name).strip():
                 raise MammofuseError(f"{name} is empty (an unset shell variable?): name it, or leave it out")
@@ -195,7 +197,7 @@ class TrainSettings:
             not isinstance(self.canvas, (list, tuple)) or len(self.canvas) != 2
             or not all(isinstance(v, int) and not isinstance(v, bool) and 32 <= v <= 8192 for v in self.canvas)
         ):
-            raise MammofuseError(f"canvas must be auto, none or [height, width] in pixels (32 to 8192), not {self.canvas!r}")
+            raise MammofuseError(f"canvas must be auto, none, HEIGHTxWIDTH or [height, width] in pixels (32 to 8192), not {self.canvas!r}")
 
     @property
     def uses_image(self) -> bool:
@@ -290,6 +292,20 @@ def _loader() -> type:
             return super().construct_mapping(node, deep=deep)
 
     return NoAliasSafeLoader
+
+
+def _canvas(value: Any) -> Any:
+    """``canvas`` as the flag, YAML and the library may spell it (``auto``, ``none``, ``800x800``, ``800,800``, a tuple)
+    as "auto", None or [height, width]; anything else as it is, for :meth:`TrainSettings.validate` to refuse."""
+    if isinstance(value, tuple):
+        return list(value)
+    if not isinstance(value, str):
+        return value
+    text = value.strip().lower()
+    if text in ("auto", "none"):
+        return None if text == "none" else "auto"
+    parts = text.replace(",", "x").split("x")
+    return [int(p) for p in parts] if len(parts) == 2 and all(p.strip().isdigit() for p in parts) else value
 
 
 def _choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
