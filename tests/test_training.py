@@ -434,6 +434,36 @@ def test_resume_that_changes_patient_digests_rewrites_the_kept_models_config(sel
     assert {k: provenance()[k] for k in digests} == digests and provenance()["settings"]["patient_digests"] is True
 
 
+def test_a_run_with_relative_paths_resumes_from_another_folder(mias_split, tmp_path: Path, monkeypatch) -> None:
+    """A relative --pretrained was looked up from the new folder ("bb.safetensors: no such file"), and the same file
+    given by its absolute path was "settings differ (pretrained 'bb.safetensors' -> '/abs/bb.safetensors')"."""
+    from typer.testing import CliRunner
+
+    from mammofuse.backbones import backbone_path
+    from mammofuse.cli import app
+
+    start, elsewhere = tmp_path / "start", tmp_path / "elsewhere"
+    for folder in (start, elsewhere):
+        folder.mkdir()
+    for name in ("bb.safetensors", "other.safetensors"):
+        shutil.copy(backbone_path("cbis-texture-cnn4"), start / name)
+    manifest = str(write_manifest([*mias_split[0], *mias_split[1]], tmp_path / "m.csv"))
+    runner, run = CliRunner(), ["--data", manifest, "--out", str(tmp_path / "run")]
+    monkeypatch.chdir(start)
+    first = runner.invoke(app, ["train", "--dataset", "manifest", *run, "--fusion", "image", "--image-size", "32", "--batch-size", "8",
+                                "--pretrained", "bb.safetensors", "--schedule", "step", "--epochs", "1"])
+    assert first.exit_code == 0, first.output
+    assert load_model(tmp_path / "run").config.provenance["settings"]["pretrained"] == "bb.safetensors"  # as given, not this machine's path
+    monkeypatch.chdir(elsewhere)
+    again = runner.invoke(app, ["train", *run, "--epochs", "2", "--resume"])
+    assert again.exit_code == 0, again.output
+    absolute = runner.invoke(app, ["train", *run, "--epochs", "3", "--pretrained", str(start / "bb.safetensors"), "--resume"])
+    assert absolute.exit_code == 0, absolute.output
+    other = runner.invoke(app, ["train", *run, "--epochs", "4", "--pretrained", str(start / "other.safetensors"), "--resume"])
+    assert other.exit_code == 2 and "settings differ" in other.output and "other.safetensors" in other.output, other.output
+    assert len((tmp_path / "run" / "history.jsonl").read_text().splitlines()) == 3
+
+
 def clinical_manifest(path: Path, flip: bool = False) -> Path:
     """60 clinical-only manifest rows (ids are row numbers); ``flip`` turns every label over."""
     rows = ["path,label,patient_id,density,shape,margin"]

@@ -2,7 +2,7 @@
 
 Tensors (model, optimiser moments, RNG states) go to ``last/epoch-NNNN.safetensors``;
 scalars (epoch, best score, history, optimiser hyper-parameters, scheduler, Python and
-NumPy RNG) to ``last/checkpoint.json``, which names its tensor file. Both are written
+NumPy RNG, the working folder relative paths in the settings start from) to ``last/checkpoint.json``, which names its tensor file. Both are written
 atomically and the JSON last, so a crash at any moment leaves the previous checkpoint
 whole; older tensor files are deleted only after the new JSON is in place. Tensors are
 serialised in memory and written through :mod:`mammofuse.atomic` (safetensors' own file
@@ -25,7 +25,7 @@ from mammofuse.errors import MammofuseError, ResumeMismatch
 
 LAST_DIR = "last"
 STATE_NAME = "checkpoint.json"
-FORMAT = 2  # 2: the data digest covers each case's data, not only its id
+FORMAT = 2  # 2: the data digest covers each case's data, not only its id; the working folder is recorded
 
 
 def rng_state() -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -126,11 +126,15 @@ def has_checkpoint(out: Path) -> bool:
 
 
 def saved_settings(out: Path) -> dict[str, Any]:
-    """The training settings of the run in ``out`` (its ``last/`` checkpoint), which ``--resume`` continues."""
-    settings = _state(out).get("settings")
+    """The training settings of the run in ``out`` (its ``last/`` checkpoint), which ``--resume`` continues; relative
+    paths in them (``pretrained``, ``threshold_from``) name the same files from the current folder."""
+    from mammofuse.training.settings import rebase_paths
+
+    state = _state(out)
+    settings, workdir = state.get("settings"), state.get("workdir")
     if not isinstance(settings, dict):
         raise MammofuseError(f"{Path(out) / LAST_DIR / STATE_NAME}: records no settings; delete {Path(out) / LAST_DIR} and train again")
-    return settings
+    return rebase_paths(settings, workdir) if isinstance(workdir, str) else settings  # without one, resuming finds it damaged
 
 
 def load_checkpoint(out: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -54,8 +55,30 @@ RULES: dict[str, Rule] = {
     "patient_digests": Rule(bool),
 }
 
+# Settings that may name a file or folder, relative to the working folder the run started in.
+PATH_SETTINGS = ("pretrained", "threshold_from")
+
 # Settings that may change between a run and its ``--resume`` without changing the result's meaning.
 RESUMABLE_CHANGES = frozenset({"epochs", "patience", "device", "workers", "feature_cache", "amp", "patient_digests"})
+
+
+def setting_path(value: str | None, workdir: str | Path) -> str | None:
+    """What a :data:`PATH_SETTINGS` value names when given in ``workdir``: an absolute path, or a registered name
+    (backbone or model), ``imagenet`` or None as it is."""
+    from mammofuse.backbones import BACKBONES
+    from mammofuse.hub import REGISTRY
+
+    if value is None or value == "imagenet" or value in BACKBONES or value in REGISTRY:
+        return value
+    return os.path.abspath(os.path.join(workdir, os.path.expanduser(value)))
+
+
+def rebase_paths(values: dict[str, Any], workdir: str | Path) -> dict[str, Any]:
+    """Settings given in ``workdir``, their relative paths made absolute when the current folder is another one
+    (kept as given otherwise: a model's provenance records what its trainer wrote)."""
+    if os.path.abspath(workdir) == os.getcwd():
+        return values
+    return {**values, **{k: setting_path(values[k], workdir) for k in PATH_SETTINGS if k in values}}
 
 
 def resumable_changes(settings: "TrainSettings") -> frozenset[str]:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,7 +50,7 @@ from mammofuse.training.build import (
 from mammofuse.training.callbacks import EpochRow, Reporter, TrainCallback
 from mammofuse.training.features import extract_features
 from mammofuse.training.schedule import chunks, epoch_batches
-from mammofuse.training.settings import TrainSettings, resumable_changes
+from mammofuse.training.settings import PATH_SETTINGS, TrainSettings, resumable_changes, setting_path
 from mammofuse.training.state import BestEpoch, RunState
 
 if TYPE_CHECKING:
@@ -484,6 +485,7 @@ class _Trainer:
             "settings": self.settings.as_dict(),
             "data": _data_digest(self.samples["train"], self.samples["val"]),
             "processes": self.dist.world,  # each process takes batch_size cases a step: another count trains otherwise
+            "workdir": os.getcwd(),  # where relative paths in the settings start
             **self.state.to_json(),
             **optim_scalars,
             "rng": rng_scalars,
@@ -507,7 +509,10 @@ class _Trainer:
                                  "(written by another mammofuse version?), so the run cannot be continued as it was: train again",
                                  f"settings this mammofuse cannot compare ({', '.join(unknown)})")
         allowed = resumable_changes(self.settings)
-        changed = sorted(k for k in now if k not in allowed and saved.get(k) != now[k])
+        # Paths compare by the files they name, each from the folder its run was started in.
+        named = {**saved, **{k: setting_path(saved[k], scalars["workdir"]) for k in PATH_SETTINGS}}
+        named_now = {**now, **{k: setting_path(now[k], os.getcwd()) for k in PATH_SETTINGS}}
+        changed = sorted(k for k in now if k not in allowed and named[k] != named_now[k])
         if changed:
             detail = ", ".join(f"{k} {saved.get(k)!r} -> {now[k]!r}" for k in changed)
             raise ResumeMismatch(f"resume (--resume): settings differ from the run in {self.out} ({detail}); only {', '.join(sorted(allowed))} may change",
