@@ -315,6 +315,26 @@ def test_ablate_keeps_fold_models_without_patient_digests_when_asked(mini_mias, 
         assert not {"train_patients", "val_patients", "init_patients"} & set(provenance)
 
 
+def test_ablate_takes_proj_dim_and_modality_dropout_from_its_config_unless_flags_say_otherwise(mini_mias, tmp_path, monkeypatch):
+    """--proj-dims and --dropout-p defaulted to 100 and 0.3 and silently replaced the --config's values."""
+    import mammofuse.evaluation.ablation as ablation
+
+    planned: list[list[tuple[str, float, int]]] = []
+
+    def stop(samples, arms, settings, *args, **kwargs):
+        planned.append([(a.name, a.modality_dropout, a.proj_dim) for a in arms])
+        raise MammofuseError("planned")
+
+    monkeypatch.setattr(ablation, "run_ablation", stop)
+    config = tmp_path / "ablate.yaml"
+    config.write_text("proj_dim: 32\nmodality_dropout: 0.1\n")
+    base = ["ablate", "--dataset", "mini-mias", "--data", str(mini_mias), "--out", str(tmp_path / "out"), "--variants", "clinical,cross",
+            "--config", str(config)]
+    for extra in ([], ["--proj-dims", "64", "--dropout-p", "0.2"]):
+        assert runner.invoke(app, [*base, *extra]).exit_code == 2
+    assert planned == [[("clinical-d32", 0.0, 32), ("cross-d32", 0.1, 32)], [("clinical-d64", 0.0, 64), ("cross-d64", 0.2, 64)]]
+
+
 def test_ablate_usage_errors(mini_mias, tmp_path):
     base = ["ablate", "--dataset", "mini-mias", "--data", str(mini_mias), "--out", str(tmp_path)]
     bad_variant = runner.invoke(app, [*base, "--variants", "clinical,early"])

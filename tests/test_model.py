@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 import torch
@@ -161,6 +162,30 @@ def test_unknown_preprocessing_key_is_refused(tmp_path) -> None:
         load_model(tmp_path)
     with pytest.raises(MammofuseError, match=r"preprocessing has unknown keys \['clahe'\]"):
         PreprocessRecipe.from_dict({**PreprocessRecipe().as_dict(), "clahe": True})
+
+
+@pytest.mark.parametrize("key", ["threshold", "backbone", "num_heads", "vocabulary", "preprocessing", "preprocessing.mean", "preprocessing.image_size"])
+def test_a_config_missing_a_key_every_model_has_is_refused(key: str, tmp_path) -> None:
+    """Defaults filled in silently: without preprocessing the bundled model scored 0.149 instead of 0.307, without threshold 0.5."""
+    save_model(make_model("cross"), tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    parent, _, name = key.rpartition(".")
+    (config[parent] if parent else config).pop(name)
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    with pytest.raises(MammofuseError, match=rf"^{re.escape(str(tmp_path / 'config.json'))}: missing key '{re.escape(key)}', which every mammofuse"):
+        load_model(tmp_path)
+
+
+def test_a_config_without_the_keys_added_later_loads_as_older_models_scored(tmp_path) -> None:
+    save_model(make_model("cross"), tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    for key in ("radiomics", "aux_findings"):
+        config.pop(key)
+    for key in ("canvas", "without_region"):
+        config["preprocessing"].pop(key)
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    loaded = load_model(tmp_path).config
+    assert loaded.recipe.canvas is None and loaded.recipe.without_region == "breast" and not loaded.radiomics and not loaded.aux_findings
 
 
 def test_every_config_the_package_writes_loads() -> None:

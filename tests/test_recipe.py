@@ -156,6 +156,21 @@ def test_a_backbone_file_with_nan_or_integer_weights_is_refused_naming_it(change
         load_backbone(module, str(tmp_path / "bad.safetensors"), "cnn4")
 
 
+def test_a_backbone_file_under_the_home_folder_may_be_named_with_a_tilde(tmp_path, monkeypatch):
+    """A trained model folder expanded ~ but a .safetensors backbone did not ("~/bb.safetensors: no such file")."""
+    import shutil
+
+    from mammofuse.backbones import backbone_path
+    from mammofuse.model.encoders import image_backbone
+    from mammofuse.training.pretrain import load_backbone, weights_file_digest
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    shutil.copy(backbone_path("cbis-texture-cnn4"), tmp_path / "bb.safetensors")
+    module, _ = image_backbone("cnn4")
+    assert load_backbone(module, "~/bb.safetensors", "cnn4")["format"] == "mammofuse-backbone-1"
+    assert weights_file_digest("~/bb.safetensors") == weights_file_digest(str(tmp_path / "bb.safetensors")) is not None
+
+
 def test_pretrained_backbone_round_trip_and_wrong_architecture(tmp_path):
     from PIL import Image
 

@@ -417,6 +417,105 @@ def test_resume_refuses_changed_settings_and_fresh_runs_refuse_an_existing_run(t
     assert len(_run(replace(settings, epochs=2), data, tmp_path, resume=True).history) == 2
 
 
+@pytest.mark.parametrize("selection", ["last", "best"])
+def test_resume_that_changes_patient_digests_rewrites_the_kept_models_config(selection: str, tmp_path: Path) -> None:
+    """The card said "config.json lists no patient digests" while config.json kept them: only a newly kept epoch rewrote it."""
+    settings = TrainSettings(fusion="clinical", epochs=1, proj_dim=16, schedule="step", selection=selection)
+    data = (synthetic_clinical(40, 1), synthetic_clinical(20, 2))
+    _run(settings, data, tmp_path)
+    provenance = lambda: json.loads((tmp_path / "config.json").read_text())["provenance"]  # noqa: E731
+    digests = {k: provenance()[k] for k in ("train_patients", "val_patients")}
+    weights = (tmp_path / "model.safetensors").read_bytes()
+    _run(replace(settings, patient_digests=False), data, tmp_path, resume=True)  # finished: nothing to train, no epoch kept
+    assert not {"train_patients", "val_patients"} & set(provenance()) and provenance()["settings"]["patient_digests"] is False
+    assert "lists no patient digests" in (tmp_path / "README.md").read_text()
+    assert load_model(tmp_path).config.provenance == provenance() and (tmp_path / "model.safetensors").read_bytes() == weights
+    _run(settings, data, tmp_path, resume=True)
+    assert {k: provenance()[k] for k in digests} == digests and provenance()["settings"]["patient_digests"] is True
+
+
+def test_a_run_with_relative_paths_resumes_from_another_folder(mias_split, tmp_path: Path, monkeypatch) -> None:
+    """A relative --pretrained was looked up from the new folder ("bb.safetensors: no such file"), and the same file
+    given by its absolute path was "settings differ (pretrained 'bb.safetensors' -> '/abs/bb.safetensors')"."""
+    from typer.testing import CliRunner
+
+    from mammofuse.backbones import backbone_path
+    from mammofuse.cli import app
+
+    start, elsewhere = tmp_path / "start", tmp_path / "elsewhere"
+    for folder in (start, elsewhere):
+        folder.mkdir()
+    for name in ("bb.safetensors", "other.safetensors"):
+        shutil.copy(backbone_path("cbis-texture-cnn4"), start / name)
+    manifest = str(write_manifest([*mias_split[0], *mias_split[1]], tmp_path / "m.csv"))
+    runner, run = CliRunner(), ["--data", manifest, "--out", str(tmp_path / "run")]
+    monkeypatch.chdir(start)
+    first = runner.invoke(app, ["train", "--dataset", "manifest", *run, "--fusion", "image", "--image-size", "32", "--batch-size", "8",
+                                "--pretrained", "bb.safetensors", "--schedule", "step", "--epochs", "1"])
+    assert first.exit_code == 0, first.output
+    assert load_model(tmp_path / "run").config.provenance["settings"]["pretrained"] == "bb.safetensors"  # as given, not this machine's path
+    monkeypatch.chdir(elsewhere)
+    again = runner.invoke(app, ["train", *run, "--epochs", "2", "--resume"])
+    assert again.exit_code == 0, again.output
+    absolute = runner.invoke(app, ["train", *run, "--epochs", "3", "--pretrained", str(start / "bb.safetensors"), "--resume"])
+    assert absolute.exit_code == 0, absolute.output
+    other = runner.invoke(app, ["train", *run, "--epochs", "4", "--pretrained", str(start / "other.safetensors"), "--resume"])
+    assert other.exit_code == 2 and "settings differ" in other.output and "other.safetensors" in other.output, other.output
+    assert len((tmp_path / "run" / "history.jsonl").read_text().splitlines()) == 3
+
+
+def clinical_manifest(path: Path, flip: bool = False) -> Path:
+    """60 clinical-only manifest rows (ids are row numbers); ``flip`` turns every label over."""
+    rows = ["path,label,patient_id,density,shape,margin"]
+    for n, s in enumerate(synthetic_clinical(60, 3)):
+        rows.append(f",{s.label ^ flip},p{n // 2},{s.clinical['density']},oval,{s.clinical['margin'].lower()}")
+    path.write_text("\n".join(rows) + "\n")
+    return path
+
+
+def test_resume_refuses_other_data_under_the_same_ids(tmp_path: Path) -> None:
+    """Only the ids were digested: a manifest's ids are its row numbers, so relabelled rows resumed as the same data (exit 0)."""
+    from typer.testing import CliRunner
+
+    from mammofuse.cli import app
+
+    runner = CliRunner()
+    out = ["--dataset", "manifest", "--out", str(tmp_path / "run")]
+    first = runner.invoke(app, ["train", *out, "--data", str(clinical_manifest(tmp_path / "m1.csv")), "--fusion", "clinical",
+                                "--schedule", "step", "--epochs", "1"])
+    assert first.exit_code == 0, first.output
+    flipped = runner.invoke(app, ["train", *out, "--data", str(clinical_manifest(tmp_path / "m2.csv", flip=True)), "--epochs", "2", "--resume"])
+    assert flipped.exit_code == 2, flipped.output
+    assert "the training/validation samples differ from the run in" in flipped.output
+    same = runner.invoke(app, ["train", *out, "--data", str(clinical_manifest(tmp_path / "m3.csv")), "--epochs", "2", "--resume"])
+    assert same.exit_code == 0, same.output
+
+
+def test_a_checkpoint_of_an_older_mammofuse_is_refused_in_one_line(tmp_path: Path) -> None:
+    """Format 1 digested ids only (and older ones lack later settings, e.g. aux_findings): they cannot be compared."""
+    from typer.testing import CliRunner
+
+    from mammofuse.cli import app
+
+    settings = TrainSettings(fusion="clinical", epochs=1, proj_dim=16, schedule="step")
+    data = (synthetic_clinical(40, 1), synthetic_clinical(20, 2))
+    _run(settings, data, tmp_path)
+    state_file = tmp_path / "last" / "checkpoint.json"
+    state = json.loads(state_file.read_text())
+    state["settings"].pop("aux_findings")  # as before --aux-findings
+    state_file.write_text(json.dumps({**state, "format": 1}))
+    older = f"{state_file}: a checkpoint of an older mammofuse (format 1, now 2), which this one cannot resume: train again (delete {tmp_path / 'last'}, or choose another --out)"
+    with pytest.raises(MammofuseError) as info:
+        _run(replace(settings, epochs=2), data, tmp_path, resume=True)
+    assert str(info.value) == older
+    result = CliRunner().invoke(app, ["train", "--data", str(tmp_path), "--out", str(tmp_path), "--epochs", "2", "--aux-findings", "0", "--resume"])
+    assert result.exit_code == 2 and " ".join(result.output.split()) == " ".join(f"error: {older}".split())
+    state_file.write_text(json.dumps(state))  # this format, a setting missing: it used to compare as None, never equal
+    with pytest.raises(MammofuseError, match=r"checkpoint.json records no aux_findings setting \(written by another mammofuse version\?\), so the run cannot "
+                                             r"be continued as it was: train again$"):
+        _run(replace(settings, epochs=2, aux_findings=0.0), data, tmp_path, resume=True)
+
+
 @pytest.mark.parametrize(("edit", "message"), [
     (lambda state: [], "a checkpoint is a JSON object, not list"),
     (lambda state: None, "a checkpoint is a JSON object, not NoneType"),
@@ -489,6 +588,25 @@ def test_settings_reject_unknown_keys_and_bad_values(tmp_path: Path) -> None:
         TrainSettings(val_fraction=0.005)
     with pytest.raises(MammofuseError, match="selection best needs a validation part"):
         TrainSettings(val_fraction=0, selection="best")
+
+
+@pytest.mark.parametrize(("text", "canvas"), [("none", None), ("None", None), ("auto", "auto"), ("800x800", [800, 800]), ("600, 400", [600, 400])])
+def test_canvas_is_spelled_alike_in_yaml_the_library_and_the_flag(text: str, canvas, tmp_path: Path) -> None:
+    """YAML `canvas: none` was refused by a message saying none is allowed, and `canvas: 800x800` although --canvas took it."""
+    from mammofuse.cli.train_options import settings_values
+    from mammofuse.training import load_settings
+
+    path = tmp_path / "train.yaml"
+    path.write_text(f"canvas: {text}\n")
+    assert load_settings(path).canvas == TrainSettings(canvas=text).canvas == canvas
+    assert TrainSettings.from_dict(settings_values(None, {"canvas": text})).canvas == canvas
+    assert yaml.safe_load(TrainSettings(canvas=text).to_yaml())["canvas"] == canvas
+
+
+def test_a_canvas_setting_that_is_none_of_its_spellings_is_named() -> None:
+    for bad in ("800y800", "8x8", [800], "x800"):
+        with pytest.raises(MammofuseError, match=r"^canvas must be auto, none, HEIGHTxWIDTH or \[height, width\] in pixels \(32 to 8192\), not "):
+            TrainSettings(canvas=bad)
 
 
 def test_the_shipped_example_settings_load_and_the_readme_names_them() -> None:

@@ -74,8 +74,8 @@ def ablate(
     split: Annotated[str | None, typer.Option("--split", help="Only this dataset split goes into the folds (e.g. train: CV inside CBIS-DDSM's official training set).")] = None,
     missing_rates: Annotated[str, typer.Option("--missing-rates", help="Shares of held-out cases whose clinical findings are removed at inference (fusion arms).")] = "0,0.3,0.5,1.0",
     modality_dropout: Annotated[str, typer.Option("--modality-dropout", help="on, off, or on,off (the joint-head arms concat, cross, co; 'on' uses --dropout-p).")] = "on",
-    dropout_p: Annotated[float, typer.Option("--dropout-p", min=0.0, max=0.99, help="Modality dropout probability when on.")] = 0.3,
-    proj_dims: Annotated[str, typer.Option("--proj-dims", "--proj-dim", help="Comma-separated shared token sizes d, e.g. 50,100,200.")] = "100",
+    dropout_p: Annotated[float | None, typer.Option("--dropout-p", min=0.0, max=0.99, show_default=False, help="Modality dropout probability when on (default: --config's modality_dropout, else 0.3).")] = None,
+    proj_dims: Annotated[str | None, typer.Option("--proj-dims", "--proj-dim", show_default=False, help="Comma-separated shared token sizes d, e.g. 50,100,200 (default: --config's proj_dim, else 100).")] = None,
     image_init: Annotated[Path | None, typer.Option("--image-init", help="Folder of an image arm run on the same folds with --keep-models (OUT/arms/image): fusion arms start their image branch from its fold models (staged training).")] = None,
     threshold_from: Annotated[str, typer.Option("--threshold-from", help="Each fold's decision threshold: oof (Youden's J on the other folds' held-out predictions: hundreds of cases) or validation (its own validation part).")] = "oof",
     controls: Annotated[bool, typer.Option("--controls/--no-controls", help="Also score image arms on the shortcut controls: lesion masked out (with --input full: every lesion of the film), and a patch away from the lesion (lesion-crop arms).")] = True,
@@ -114,7 +114,7 @@ def ablate(
 ) -> None:
     """Train and evaluate every ablation arm on the same patient-grouped folds (or the official split) and seeds.
 
-    Writes OUT/ablation.json, OUT/ablation.md and OUT/ablation.png; each finished (arm, fold) is kept in OUT/arms/ and reused when the command runs again with the same --out. Arms that need images are skipped when the dataset has none (e.g. CBIS-DDSM CSVs without --images). Fusion arms are also scored with the clinical findings removed from --missing-rates of the held-out cases; image arms on the shortcut controls. Training settings not given come from --config, else the defaults of `mammofuse train`, except --val-fraction: 0 with k-fold CV (each fold trains on all its training patients) unless --threshold-from validation or --selection best needs a validation part. Progress goes to stderr.
+    Writes OUT/ablation.json, OUT/ablation.md and OUT/ablation.png; each finished (arm, fold) is kept in OUT/arms/ and reused when the command runs again with the same --out. Arms that need images are skipped when the dataset has none (e.g. CBIS-DDSM CSVs without --images). Fusion arms are also scored with the clinical findings removed from --missing-rates of the held-out cases; image arms on the shortcut controls. Training settings not given come from --config (its proj_dim and modality_dropout are the defaults of --proj-dims and --dropout-p), else the defaults of `mammofuse train`, except --val-fraction: 0 with k-fold CV (each fold trains on all its training patients) unless --threshold-from validation or --selection best needs a validation part. Progress goes to stderr.
 
     Examples:
 
@@ -133,7 +133,6 @@ def ablate(
     check_choice("--protocol", protocol, ("auto", "official", "cv"))
     check_choice("--threshold-from", threshold_from, ("oof", "validation"))
     check_writable_folder(out)
-    arms = plan_arms([v.strip() for v in variants.split(",") if v.strip()], _switches(modality_dropout), _ints(proj_dims, "--proj-dims"), dropout_p)
     rates = _floats(missing_rates, "--missing-rates")
 
     from mammofuse.data import load_dataset
@@ -142,6 +141,9 @@ def ablate(
     flags = {k: v for k, v in locals().items() if k in _TRAINING_FLAGS}
     values = {**o.settings_values(config, flags), "dataset": dataset}
     settings = TrainSettings.from_dict(values, source=str(config) if config else "ablate flags")  # bad settings fail before data loads
+    dims = _ints(proj_dims, "--proj-dims") if proj_dims is not None else [settings.proj_dim]  # --config's, else the default
+    arms = plan_arms([v.strip() for v in variants.split(",") if v.strip()], _switches(modality_dropout), dims,
+                     settings.modality_dropout if dropout_p is None else dropout_p)
     samples = load_dataset(dataset, data, images, abnormality)
     if split is not None:
         from mammofuse.evaluation.evaluate import select_split

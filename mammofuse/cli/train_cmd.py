@@ -43,7 +43,7 @@ def command(
     abnormality: Abnormality = "all",
     split: Annotated[str | None, typer.Option("--split", help="Which split trains (validation is carved from it by patient). Default: train when the dataset has one, else all.")] = None,
     config: o.ConfigFile = None,
-    resume: Annotated[bool, typer.Option("--resume", help="Continue the interrupted run in --out, exactly as if never stopped, with its settings (a flag not given again keeps the run's value): only --patience, --device, --workers, "
+    resume: Annotated[bool, typer.Option("--resume", help="Continue the interrupted run in --out, exactly as if never stopped, with its settings (a flag not given again keeps the run's value; its relative paths are taken from the folder it started in): only --patience, --device, --workers, "
                                                    "--feature-cache, --amp and --patient-digests may differ (--epochs too with --schedule step: cosine and one-cycle span the run).")] = False,
     fusion: Annotated[str | None, o.option("--fusion", help=f"{Fusion.help()} (default cross).")] = None,
     backbone: o.Backbone = None,

@@ -55,21 +55,6 @@ Amp = Annotated[bool | None, option("--amp/--no-amp", help="Mixed precision on C
 ConfigFile = Annotated[Path | None, input_option("--config", help="YAML file with any training settings; flags override it.")]
 
 
-def parse_canvas(text: str | None) -> list[int] | str | None:
-    """``auto`` / ``none`` / ``800x800`` (or ``800,800``) as the ``canvas`` setting; None when not given."""
-    from mammofuse.errors import MammofuseError
-
-    if text is None:
-        return None
-    value = text.strip().lower()
-    if value in ("auto", "none"):
-        return value if value == "auto" else "none"
-    parts = value.replace(",", "x").split("x")
-    if len(parts) != 2 or not all(p.strip().isdigit() for p in parts):
-        raise MammofuseError(f"--canvas: expected auto, none or HEIGHTxWIDTH (e.g. 800x800), got {text!r}")
-    return [int(p) for p in parts]
-
-
 def settings_values(config: Path | None, flags: dict[str, Any]) -> dict[str, Any]:
     """The settings mapping: ``--config`` YAML, then every flag that was given."""
     from mammofuse.training.settings import read_settings_yaml
@@ -78,9 +63,5 @@ def settings_values(config: Path | None, flags: dict[str, Any]) -> dict[str, Any
     flags = dict(flags)
     if "input_mode" in flags:
         flags["input"] = flags.pop("input_mode")
-    if "canvas" in flags:
-        flags["canvas"] = parse_canvas(flags["canvas"])
-    values.update({k: v for k, v in flags.items() if v is not None})
-    if values.get("canvas") == "none":
-        values["canvas"] = None
+    values.update({k: v for k, v in flags.items() if v is not None})  # canvas text (800x800, none) becomes a setting in TrainSettings
     return values

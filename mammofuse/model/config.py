@@ -49,6 +49,11 @@ PROVENANCE_RULES: dict[str, Rule] = {
     "threshold_from": Rule(dict, optional=True),
     "init_patients_unknown": Rule(bool, optional=True),
 }
+# Keys every config.json mammofuse wrote has held, which decide the scores: a default for a missing one (threshold 0.5,
+# the resnet50 backbone, the library's recipe) would score otherwise than training did. Keys added later
+# (radiomics, aux_findings, preprocessing.canvas and .without_region) default to what older models did.
+REQUIRED = ("fusion", "backbone", "proj_dim", "num_heads", "vocabulary", "field_sizes", "preprocessing", "threshold")
+REQUIRED_RECIPE = ("image_size", "input", "roi_context", "roi_min_size", "mean", "std")
 PROVENANCE_STRING_LISTS = ("abnormality", "train_patients", "val_patients", "init_patients")
 OOF_RULES: dict[str, Rule] = {"arm_folder": Rule(str), "folds": Rule(int, 0), "cases": Rule(int, 0)}
 
@@ -134,6 +139,11 @@ class ModelConfig:
             raise MammofuseError(f"not a mammofuse model config (no 'fusion' key; it has {sorted(map(str, data))[:5]}): made by another tool?")
         if unknown:
             raise MammofuseError(f"config has unknown keys {sorted(map(str, unknown))[:5]}: made by a newer mammofuse?")
+        recipe = data.get("preprocessing")
+        missing = [k for k in REQUIRED if k not in data] + [f"preprocessing.{k}" for k in REQUIRED_RECIPE if isinstance(recipe, dict) and k not in recipe]
+        if missing:
+            raise MammofuseError(f"missing key {missing[0]!r}, which every mammofuse model's config has (a default would not score "
+                                 "as the model was trained): damaged or edited?")
         return cls(**{k: v for k, v in data.items() if k != "format"})
 
 

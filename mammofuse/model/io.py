@@ -35,7 +35,7 @@ def save_model(model: MammoFuse, folder: str | Path) -> Path:
     from safetensors.torch import save
 
     folder = Path(folder)
-    config = json.dumps(model.config.to_dict(), indent=2, sort_keys=True) + "\n"
+    config = config_text(model.config)
     card = folder / CARD_NAME
     stale = not card.exists() or _is_minimal_card(card) or (_is_mammofuse_card(card) and _text(folder / CONFIG_NAME) != config)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
@@ -44,6 +44,11 @@ def save_model(model: MammoFuse, folder: str | Path) -> Path:
     if stale:
         write_text(card, _minimal_card(model.config))
     return folder
+
+
+def config_text(config: ModelConfig) -> str:
+    """The text of ``config.json`` for ``config``."""
+    return json.dumps(config.to_dict(), indent=2, sort_keys=True) + "\n"
 
 
 _LOAD_LINE = "- Load with `mammofuse.MammoFuse.from_pretrained(...)` or `mammofuse predict --model ...`\n"

@@ -2,7 +2,7 @@
 
 Tensors (model, optimiser moments, RNG states) go to ``last/epoch-NNNN.safetensors``;
 scalars (epoch, best score, history, optimiser hyper-parameters, scheduler, Python and
-NumPy RNG) to ``last/checkpoint.json``, which names its tensor file. Both are written
+NumPy RNG, the working folder relative paths in the settings start from) to ``last/checkpoint.json``, which names its tensor file. Both are written
 atomically and the JSON last, so a crash at any moment leaves the previous checkpoint
 whole; older tensor files are deleted only after the new JSON is in place. Tensors are
 serialised in memory and written through :mod:`mammofuse.atomic` (safetensors' own file
@@ -21,11 +21,11 @@ import numpy as np
 import torch
 
 from mammofuse.atomic import remove_stale_temporaries, write_bytes, write_text
-from mammofuse.errors import MammofuseError
+from mammofuse.errors import MammofuseError, ResumeMismatch
 
 LAST_DIR = "last"
 STATE_NAME = "checkpoint.json"
-FORMAT = 1
+FORMAT = 2  # 2: the data digest covers each case's data, not only its id; the working folder is recorded
 
 
 def rng_state() -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -53,8 +53,12 @@ def _state(out: Path) -> dict[str, Any]:
         raise MammofuseError(f"{path}: not valid JSON ({exc})") from None
     if not isinstance(scalars, dict):
         raise MammofuseError(f"{path}: a checkpoint is a JSON object, not {type(scalars).__name__}; delete {folder} and train again")
-    if scalars.get("format") != FORMAT:
-        raise MammofuseError(f"{path}: checkpoint format {scalars.get('format')} is not supported (needs {FORMAT})")
+    version = scalars.get("format")
+    if isinstance(version, int) and not isinstance(version, bool) and 0 < version < FORMAT:
+        raise ResumeMismatch(f"{path}: a checkpoint of an older mammofuse (format {version}, now {FORMAT}), which this one cannot resume: "
+                             f"train again (delete {folder}, or choose another --out)", "an older mammofuse version")
+    if version != FORMAT:
+        raise MammofuseError(f"{path}: checkpoint format {version!r} is not supported by this mammofuse (needs {FORMAT}); delete {folder} and train again")
     if not isinstance(scalars.get("tensors"), str):
         raise MammofuseError(f"{path}: names no tensor file (\"tensors\"); delete {folder} and train again")
     return scalars
@@ -122,11 +126,15 @@ def has_checkpoint(out: Path) -> bool:
 
 
 def saved_settings(out: Path) -> dict[str, Any]:
-    """The training settings of the run in ``out`` (its ``last/`` checkpoint), which ``--resume`` continues."""
-    settings = _state(out).get("settings")
+    """The training settings of the run in ``out`` (its ``last/`` checkpoint), which ``--resume`` continues; relative
+    paths in them (``pretrained``, ``threshold_from``) name the same files from the current folder."""
+    from mammofuse.training.settings import rebase_paths
+
+    state = _state(out)
+    settings, workdir = state.get("settings"), state.get("workdir")
     if not isinstance(settings, dict):
         raise MammofuseError(f"{Path(out) / LAST_DIR / STATE_NAME}: records no settings; delete {Path(out) / LAST_DIR} and train again")
-    return settings
+    return rebase_paths(settings, workdir) if isinstance(workdir, str) else settings  # without one, resuming finds it damaged
 
 
 def load_checkpoint(out: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:

@@ -67,11 +67,16 @@ def weights_file_digest(spec: str | None) -> str | None:
     if spec in (None, "imagenet"):
         return None
     folder = staged_model_folder(spec)
-    path = folder / WEIGHTS_NAME if folder else backbone_path(spec) or Path(spec)
+    path = folder / WEIGHTS_NAME if folder else _backbone_file(spec)
     if not path.is_file():
         return None
     stat = path.stat()
     return _file_digest(str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+
+
+def _backbone_file(spec: str) -> Path:
+    """The file of a backbone ``pretrained`` names: a registered backbone's, else the path itself (``~`` expanded)."""
+    return backbone_path(spec) or Path(spec).expanduser()
 
 
 @lru_cache(maxsize=64)
@@ -97,7 +102,7 @@ def load_backbone(module: nn.Module, spec: str, backbone: str) -> dict[str, str]
     if (folder := staged_model_folder(spec)) is not None:
         module.load_state_dict(_model_backbone(spec, folder, backbone), strict=True)
         return {"format": "mammofuse-model", "backbone": backbone, "source": spec}
-    path = backbone_path(spec) or Path(spec)
+    path = _backbone_file(spec)
     if not path.is_file():
         what = "a registered backbone missing from this installation" if spec in BACKBONES else "no such file, model folder or registered name"
         raise MammofuseError(

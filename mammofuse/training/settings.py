@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -54,8 +55,30 @@ RULES: dict[str, Rule] = {
     "patient_digests": Rule(bool),
 }
 
+# Settings that may name a file or folder, relative to the working folder the run started in.
+PATH_SETTINGS = ("pretrained", "threshold_from")
+
 # Settings that may change between a run and its ``--resume`` without changing the result's meaning.
 RESUMABLE_CHANGES = frozenset({"epochs", "patience", "device", "workers", "feature_cache", "amp", "patient_digests"})
+
+
+def setting_path(value: str | None, workdir: str | Path) -> str | None:
+    """What a :data:`PATH_SETTINGS` value names when given in ``workdir``: an absolute path, or a registered name
+    (backbone or model), ``imagenet`` or None as it is."""
+    from mammofuse.backbones import BACKBONES
+    from mammofuse.hub import REGISTRY
+
+    if value is None or value == "imagenet" or value in BACKBONES or value in REGISTRY:
+        return value
+    return os.path.abspath(os.path.join(workdir, os.path.expanduser(value)))
+
+
+def rebase_paths(values: dict[str, Any], workdir: str | Path) -> dict[str, Any]:
+    """Settings given in ``workdir``, their relative paths made absolute when the current folder is another one
+    (kept as given otherwise: a model's provenance records what its trainer wrote)."""
+    if os.path.abspath(workdir) == os.getcwd():
+        return values
+    return {**values, **{k: setting_path(values[k], workdir) for k in PATH_SETTINGS if k in values}}
 
 
 def resumable_changes(settings: "TrainSettings") -> frozenset[str]:
@@ -82,7 +105,8 @@ class TrainSettings:
             ``skip`` (leave the image out).
         canvas: [height, width] images are min-max scaled and stretched to before cropping, so
             that other files (e.g. full-resolution DICOMs) are brought into the training images'
-            geometry; ``auto``: the training images' size when they all share one, else None.
+            geometry (also given as ``"800x800"``); ``auto``: the training images' size when they all
+            share one, else None; None (``none``): the files' own pixels.
         epochs: total epochs (the last one, also when resuming).
         freeze_epochs: first epochs with the backbone frozen (heads only, features cached); only
             with pretrained weights: a randomly initialised backbone is never frozen.
@@ -178,6 +202,7 @@ class TrainSettings:
 
         for name, value in check_all(asdict(self), RULES, text_numbers=True).items():  # from YAML
             setattr(self, name, value)
+        self.canvas = _canvas(self.canvas)
         for name in ("pretrained", "threshold_from"):  # an unset shell variable must not quietly mean none or the current folder
             if getattr(self, name) is not None and not getattr(self, name).strip():
                 raise MammofuseError(f"{name} is empty (an unset shell variable?): name it, or leave it out")
@@ -197,7 +222,7 @@ class TrainSettings:
             not isinstance(self.canvas, (list, tuple)) or len(self.canvas) != 2
             or not all(isinstance(v, int) and not isinstance(v, bool) and 32 <= v <= 8192 for v in self.canvas)
         ):
-            raise MammofuseError(f"canvas must be auto, none or [height, width] in pixels (32 to 8192), not {self.canvas!r}")
+            raise MammofuseError(f"canvas must be auto, none, HEIGHTxWIDTH or [height, width] in pixels (32 to 8192), not {self.canvas!r}")
 
     @property
     def uses_image(self) -> bool:
@@ -292,6 +317,20 @@ def _loader() -> type:
             return super().construct_mapping(node, deep=deep)
 
     return NoAliasSafeLoader
+
+
+def _canvas(value: Any) -> Any:
+    """``canvas`` as the flag, YAML and the library may spell it (``auto``, ``none``, ``800x800``, ``800,800``, a tuple)
+    as "auto", None or [height, width]; anything else as it is, for :meth:`TrainSettings.validate` to refuse."""
+    if isinstance(value, tuple):
+        return list(value)
+    if not isinstance(value, str):
+        return value
+    text = value.strip().lower()
+    if text in ("auto", "none"):
+        return None if text == "none" else "auto"
+    parts = text.replace(",", "x").split("x")
+    return [int(p) for p in parts] if len(parts) == 2 and all(p.strip().isdigit() for p in parts) else value
 
 
 def _choice(name: str, value: Any, choices: tuple[str, ...]) -> None:

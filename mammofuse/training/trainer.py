@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,7 +31,7 @@ from torch import nn
 
 from mammofuse.atomic import write_text
 from mammofuse.clinical.schema import load_schema
-from mammofuse.data.sample import Sample, patient_digest
+from mammofuse.data.sample import Sample, case_digest, patient_digest
 from mammofuse.errors import MammofuseError, ResumeMismatch
 from mammofuse.evaluation.leakage import pretrained_patients, withheld_patients
 from mammofuse.evaluation.metrics import auc_or_none, youden_threshold
@@ -49,7 +50,7 @@ from mammofuse.training.build import (
 from mammofuse.training.callbacks import EpochRow, Reporter, TrainCallback
 from mammofuse.training.features import extract_features
 from mammofuse.training.schedule import chunks, epoch_batches
-from mammofuse.training.settings import TrainSettings, resumable_changes
+from mammofuse.training.settings import PATH_SETTINGS, TrainSettings, resumable_changes, setting_path
 from mammofuse.training.state import BestEpoch, RunState
 
 if TYPE_CHECKING:
@@ -58,6 +59,7 @@ if TYPE_CHECKING:
 HISTORY_NAME = "history.jsonl"
 SETTINGS_NAME = "train_config.yaml"
 SPLITS = ("train", "val")
+DIGEST_KEYS = ("train_patients", "val_patients", "init_patients", "init_patients_unknown")  # provenance under patient_digests
 BREAST_FIELDS = ("density",)  # findings of the breast, not the lesion: not an aux_findings target
 
 
@@ -333,6 +335,8 @@ class _Trainer:
     def run(self, resume: bool) -> TrainResult:
         if resume:
             self._resume()
+            if self.dist.main:
+                self._sync_patient_digests()
         elif ckpt.has_checkpoint(self.out):
             raise MammofuseError(f"{self.out} already holds a training run: add --resume to continue it, or choose another --out")
         if self.dist.main:
@@ -450,6 +454,25 @@ class _Trainer:
             **({"init_patients_unknown": True} if withheld_patients(self.settings.pretrained) else {}),
         }
 
+    def _sync_patient_digests(self) -> None:
+        """Add or remove the kept model's patient digests when ``--resume`` changed ``patient_digests``: its
+        config.json is rewritten only when a later epoch is kept, which a finished run or ``selection: best`` may never do."""
+        from mammofuse.hub import CONFIG_NAME
+        from mammofuse.model.io import config_text, read_config
+
+        if not (self.out / CONFIG_NAME).is_file():
+            return
+        config = read_config(self.out)
+        if ("train_patients" in config.provenance) == self.settings.patient_digests:
+            return
+        provenance = {k: v for k, v in config.provenance.items() if k not in DIGEST_KEYS}
+        if self.settings.patient_digests:
+            provenance.update(self._patient_digests())
+        if isinstance(provenance.get("settings"), dict):
+            provenance["settings"] = {**provenance["settings"], "patient_digests": self.settings.patient_digests}
+        config.provenance = provenance
+        write_text(self.out / CONFIG_NAME, config_text(config))
+
     def _save_best(self) -> None:
         from mammofuse.model import save_model
 
@@ -464,6 +487,7 @@ class _Trainer:
             "settings": self.settings.as_dict(),
             "data": _data_digest(self.samples["train"], self.samples["val"]),
             "processes": self.dist.world,  # each process takes batch_size cases a step: another count trains otherwise
+            "workdir": os.getcwd(),  # where relative paths in the settings start
             **self.state.to_json(),
             **optim_scalars,
             "rng": rng_scalars,
@@ -482,8 +506,15 @@ class _Trainer:
         """Continue from a checkpoint: same settings and samples, then weights, optimiser, schedule, RNGs."""
         saved = scalars["settings"]
         now = self.settings.as_dict()
+        if unknown := sorted(now.keys() - saved.keys()):  # a setting added since: what the run used is not known
+            raise ResumeMismatch(f"resume (--resume): {self.out / ckpt.LAST_DIR / ckpt.STATE_NAME} records no {', '.join(unknown)} setting "
+                                 "(written by another mammofuse version?), so the run cannot be continued as it was: train again",
+                                 f"settings this mammofuse cannot compare ({', '.join(unknown)})")
         allowed = resumable_changes(self.settings)
-        changed = sorted(k for k in now if k not in allowed and saved.get(k) != now[k])
+        # Paths compare by the files they name, each from the folder its run was started in.
+        named = {**saved, **{k: setting_path(saved[k], scalars["workdir"]) for k in PATH_SETTINGS}}
+        named_now = {**now, **{k: setting_path(now[k], os.getcwd()) for k in PATH_SETTINGS}}
+        changed = sorted(k for k in now if k not in allowed and named[k] != named_now[k])
         if changed:
             detail = ", ".join(f"{k} {saved.get(k)!r} -> {now[k]!r}" for k in changed)
             raise ResumeMismatch(f"resume (--resume): settings differ from the run in {self.out} ({detail}); only {', '.join(sorted(allowed))} may change",
@@ -506,9 +537,11 @@ class _Trainer:
 
 
 def _data_digest(train_samples: Sequence[Sample], val_samples: Sequence[Sample]) -> str:
+    """The training and validation cases in order, each by its data (:func:`case_digest`: label, patient, findings,
+    region, image), not only its id: a manifest's ids are its row numbers, so ids alone miss relabelled cases."""
     import hashlib
 
-    text = json.dumps([[s.id for s in train_samples], [s.id for s in val_samples]])
+    text = json.dumps([[case_digest(s) for s in train_samples], [case_digest(s) for s in val_samples]])
     return hashlib.sha256(text.encode()).hexdigest()
 
 
