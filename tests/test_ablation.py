@@ -19,6 +19,7 @@ from mammofuse.errors import MammofuseError
 from mammofuse.evaluation import AblationResult, ArmSummary, FoldResult
 from mammofuse.evaluation.ablation import drop_clinical, make_folds, plan_arms, run_ablation
 from mammofuse.evaluation.ablation_results import fold_thresholds, markdown_table, summarize_arm, summarize_arms
+from mammofuse.evaluation.calibration import calibration_summary
 from mammofuse.jsontext import json_text
 from mammofuse.training import TrainCallback
 
@@ -423,10 +424,15 @@ def test_summaries_match_the_dict_code_they_replace():
     for name, summary in variants.items():
         summary.settings = folds[name][0].settings
     report = AblationResult(variants, expected["skipped"], expected["protocol"], folds=folds)
-    assert report.to_dict() == expected
-    assert json.dumps(report.to_dict()) == json.dumps(expected)  # the same key order as well
+    got = report.to_dict()
+    calibration = {name: arm.pop("calibration") for name, arm in got["variants"].items()}  # added since, from the folds' predictions
+    assert all(calibration[name] == calibration_summary([r.scored()[:2] for r in folds[name]]) for name in folds)
+    assert got == expected
+    assert json.dumps(got) == json.dumps(expected)  # the same key order as well
     assert markdown_table(report) == SUMMARIES["markdown"]
     concat = variants["concat"]
     assert (concat.auc, concat.auc_sd, concat.sensitivity, concat.specificity) == tuple(expected["variants"]["concat"][k] for k in ("auc", "auc_sd", "sensitivity", "specificity"))
     assert concat.vs_best_single["arm"] == "clinical" and variants["clinical"].vs_best_single is None
-    assert summarize_arm(folds["concat"], [0.0, 0.5, 1.0], n_boot=0, seed=0, threshold="validation").to_dict() == SUMMARIES["concat_validation"]
+    validation = summarize_arm(folds["concat"], [0.0, 0.5, 1.0], n_boot=0, seed=0, threshold="validation").to_dict()
+    assert validation.pop("calibration") == calibration["concat"]  # the threshold's source changes no score
+    assert validation == SUMMARIES["concat_validation"]
