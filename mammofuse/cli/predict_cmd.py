@@ -51,6 +51,7 @@ from mammofuse.device import usable_cpus
 from mammofuse.errors import MammofuseError
 
 if TYPE_CHECKING:
+    from mammofuse.model import MammoFuse
     from mammofuse.results import Prediction
     from mammofuse.scoring import RayEngine
 
@@ -166,7 +167,7 @@ def predict(
             err_console.print(RESEARCH_NOTICE, style="dim", highlight=False, soft_wrap=True)
         failed = [(r.path, r.error.message) for r in records if r.error is not None]
         for r in records:
-            if remarks := _own_remarks(r.note):
+            if remarks := _own_remarks(r.note, net):
                 note(f"{r.path}: {remarks}")
     for path, error in failed:
         err_console.print(f"[red]failed:[/] {safe(path)}: {safe(error)}", highlight=False, soft_wrap=True)
@@ -174,12 +175,15 @@ def predict(
         raise typer.Exit(SOME_FAILED)
 
 
-def _own_remarks(record_note: str | None) -> str:
-    """The remarks of a record's note but the one the notes on the run as a whole already made (a missing region)."""
+def _own_remarks(record_note: str | None, model: MammoFuse) -> str:
+    """The remarks of a record's note but those the notes on the run as a whole already made (a missing region,
+    a model that never saw calcifications, the density alone)."""
+    from mammofuse.cases import DENSITY_ONLY, calcification_remark
     from mammofuse.inference import NO_REGION
     from mammofuse.results import NOTE_SEPARATOR
 
-    return NOTE_SEPARATOR.join(r for r in (record_note or "").split(NOTE_SEPARATOR) if r != NO_REGION)
+    summarised = {NO_REGION, DENSITY_ONLY, calcification_remark(model)}
+    return NOTE_SEPARATOR.join(r for r in (record_note or "").split(NOTE_SEPARATOR) if r not in summarised)
 
 
 def _ray_engine(engine: str, address: str | None, gpus_per_worker: float, device: str, workers: int | None, batch_size: int) -> RayEngine | None:
