@@ -379,6 +379,8 @@ def score_cases(
 
 
 ROI_HINT = "Give --roi ROW,COL,RADIUS (roi= in Python, or roi_row, roi_col, roi_radius columns in --clinical)"
+DENSITY_ONLY = ("scored on the breast density alone, which describes the breast, not a lesion: not an assessment of a lesion "
+                "(give the lesion's findings)")
 
 
 def model_notes(
@@ -392,6 +394,7 @@ def model_notes(
     explained, not scored: a lesion-crop model that needs a region cannot explain a case without one (it fails
     rather than being scored on its findings), so the notes say that and leave those cases out of the rest.
     ``control``: the cases are scored on that shortcut control, which a case without a region fails likewise.
+    The calcification and density remarks are made of each case's record too (:func:`case_remarks`).
     """
     name, config = model.name, model.config
     schema = load_schema(config.vocabulary)
@@ -399,12 +402,14 @@ def model_notes(
     notes = []
     if not config.uses_clinical and findings_given:
         notes.append(f"model {name} is image-only (fusion {config.fusion}): clinical findings are not used")
-    trained_on = config.provenance.get("abnormality") or []
-    calcifications = sum(bool(fields & set(CALCIFICATION_FIELDS)) for fields in given)
-    if trained_on and "calc" not in trained_on and calcifications:
+    trained_on = _lesions_trained_on(config)
+    calcifications = sum(_is_calcification(s, fields) for s, fields in zip(samples, given))
+    if trained_on and calcifications:
+        by_findings = sum(bool(fields & set(CALCIFICATION_FIELDS)) for fields in given)
+        which = "given calcification findings" if by_findings == calcifications else "that are calcifications (by their findings or their dataset)"
         notes.append(
-            f"model {name} was trained on {', '.join(trained_on)} lesions only and never saw calcifications: its score is not meaningful "
-            f"for the {calcifications} of {len(samples)} {unit} given calcification findings"
+            f"model {name} was trained on {trained_on} lesions only and never saw calcifications: its score is not meaningful "
+            f"for the {calcifications} of {len(samples)} {unit} {which}"
         )
     if not config.uses_image:
         notes.append(f"model {name} is clinical-only: images are not read")
@@ -421,15 +426,51 @@ def model_notes(
         if without:
             notes.append(f"model {name} looks at lesion crops, and {without} of {len(samples)} {unit} have no lesion region: {how}. {hint}")
     fails = config.uses_image and (explaining and config.recipe.needs_region() or control is not None)  # a case without a region is not scored
-    density_only = sum(not _image_used(config, s) and fields == {"density"}
-                       for s, fields in zip(samples, given) if not (fails and s.has_image and not _has_region(s)))
-    if config.uses_clinical and density_only:
+    density_only = sum(_density_only(config, s, fields) for s, fields in zip(samples, given) if not (fails and s.has_image and not _has_region(s)))
+    if density_only:
         notes.append(
             f"{density_only} of {len(samples)} {unit} give the model only the breast density, which describes the breast, not a lesion: "
             "a score from it is what the model learnt for lesions in breasts of that density, not an assessment of a lesion. "
             "Give the lesion's findings (--shape, --margin...)"
         )
     return notes
+
+
+def case_remarks(model: MammoFuse, sample: Sample) -> list[str]:
+    """The remarks of :func:`model_notes` that concern this one case, for its record's ``note``: a score of a
+    calcification by a model that never saw one, a score of the breast density alone."""
+    config = model.config
+    fields = set(load_schema(config.vocabulary).normalise(sample.clinical))
+    remarks = []
+    if _is_calcification(sample, fields) and (remark := calcification_remark(model)):
+        remarks.append(remark)
+    if _density_only(config, sample, fields):
+        remarks.append(DENSITY_ONLY)
+    return remarks
+
+
+def calcification_remark(model: MammoFuse) -> str | None:
+    """A record's remark on a calcification scored by ``model``, None when its provenance does not say it never saw one."""
+    trained_on = _lesions_trained_on(model.config)
+    if not trained_on:
+        return None
+    return f"model {model.name} was trained on {trained_on} lesions only and never saw calcifications: this score is not meaningful for a calcification"
+
+
+def _lesions_trained_on(config: Any) -> str:
+    """The lesion kinds a model was trained on, where its provenance names them and calcifications are not among them; '' otherwise."""
+    trained_on = config.provenance.get("abnormality") or []
+    return "" if "calc" in trained_on else ", ".join(trained_on)
+
+
+def _is_calcification(sample: Sample, fields: set[str]) -> bool:
+    """Whether a case is a calcification: given calcification findings, or so labelled by its dataset (mini-MIAS CALC has none)."""
+    return bool(fields & set(CALCIFICATION_FIELDS)) or sample.abnormality == "calc"
+
+
+def _density_only(config: Any, sample: Sample, fields: set[str]) -> bool:
+    """Whether a model of ``config`` scores ``sample`` on the breast density alone (no lesion finding, no image used)."""
+    return config.uses_clinical and fields == {"density"} and not _image_used(config, sample)
 
 
 def _has_region(sample: Sample) -> bool:

@@ -24,9 +24,9 @@ from mammofuse.imaging.preprocess import (
     region_in_model_space,
 )
 from mammofuse.imaging.radiomics import N_RADIOMICS, radiomics_features
-from mammofuse.imaging.reader import Mammogram, check_header, image_shape, read_mammogram
+from mammofuse.imaging.reader import Mammogram, check_header, image_shape, read_mammogram, remarks_kept
 from mammofuse.interrupts import loader_batches
-from mammofuse.results import sigmoid
+from mammofuse.results import joined_note, sigmoid
 
 NO_REGION = "no lesion region given: this model looks at lesion crops, so the image was not used"
 NOTHING_TO_SCORE = "nothing to score: the model got neither an image it uses nor a clinical finding it reads"
@@ -187,28 +187,39 @@ class LesionDataset(Dataset):
         return len(self.samples)
 
     def _prepare(self, index: int) -> tuple[np.ndarray, np.ndarray, bool, str, str]:
-        """(image, radiomics, image read, error, note): the error is the problem alone (the record names the file)."""
+        """(image, radiomics, image read, error, note): the error is the problem alone (the record names the file); the
+        note holds the reader's remarks on the file too, for a file that fails as well."""
         sample = self.samples[index]
         size = self.recipe.image_size
         empty = (np.zeros((1, size, size), np.float32), np.zeros(N_RADIOMICS if self.radiomics else 0, np.float32), False)
         if not (self.use_images and sample.has_image):
             return (*empty, "", "")
+        remarks: list[str] = []
         try:
-            if self.recipe.needs_region() and sample.region is None and not (sample.roi_path or sample.roi_mask_path):
-                check_header(sample.image_path)  # not used, but a file that is no mammogram is reported
-                if self.control:  # scored on its findings alone, its "control" score would be its plain score
-                    return (*empty, control_needs_region(self.control), "")
-                return (*empty, "", NO_REGION)
-            avoid = lesion_regions(self._films.get(sample.image_id or "", []), self.recipe.canvas) if self.control else []
-            image, extra = load_input(sample, self.recipe, self.radiomics, self.control, avoid, self.draw)
+            with remarks_kept() as remarks:
+                loaded = self._load(sample)
         except InputFileError as exc:
-            return (*empty, exc.problem, "")
+            return (*empty, exc.problem, joined_note(*remarks))
         except MammofuseError as exc:
-            return (*empty, str(exc), "")
+            return (*empty, str(exc), joined_note(*remarks))
         except Exception as exc:  # any failure is this file's, never the batch's
-            return (*empty, f"cannot read ({type(exc).__name__}: {exc})", "")
+            return (*empty, f"cannot read ({type(exc).__name__}: {exc})", joined_note(*remarks))
+        if loaded is None:
+            if self.control:  # scored on its findings alone, its "control" score would be its plain score
+                return (*empty, control_needs_region(self.control), joined_note(*remarks))
+            return (*empty, "", joined_note(NO_REGION, *remarks))
+        image, extra = loaded
         off = self.recipe.input == "roi" and sample.region is not None and self.control is None and on_background(image, self.recipe)
-        return image, extra, True, "", OFF_BREAST if off else ""
+        return image, extra, True, "", joined_note(OFF_BREAST if off else "", *remarks)
+
+    def _load(self, sample: Sample) -> tuple[np.ndarray, np.ndarray] | None:
+        """The image input and radiomics of a sample; None when the recipe needs a lesion region the sample lacks
+        (the file's header is still checked: a file that is no mammogram is reported)."""
+        if self.recipe.needs_region() and sample.region is None and not (sample.roi_path or sample.roi_mask_path):
+            check_header(sample.image_path)
+            return None
+        avoid = lesion_regions(self._films.get(sample.image_id or "", []), self.recipe.canvas) if self.control else []
+        return load_input(sample, self.recipe, self.radiomics, self.control, avoid, self.draw)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         if self._cache is not None and index in self._cache:

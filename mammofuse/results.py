@@ -25,6 +25,12 @@ def sigmoid(logits: "np.ndarray | float") -> "np.ndarray":
 
 
 DECIMALS = 6  # what records show of a probability and a threshold
+NOTE_SEPARATOR = "; "
+
+
+def joined_note(*remarks: str) -> str:
+    """A record's ``note``: its remarks, each once, in order, joined by :data:`NOTE_SEPARATOR` ('' when none)."""
+    return NOTE_SEPARATOR.join(dict.fromkeys(r for r in remarks if r))
 
 
 def decide(probability: float, threshold: float) -> str:

@@ -187,7 +187,7 @@ def test_every_remark_of_the_package_is_a_mammofuse_warning(tmp_path: Path) -> N
     from mammofuse.imaging.reader import ReaderWarning
 
     assert issubclass(ReaderWarning, mammofuse.MammofuseWarning) and issubclass(DatasetWarning, mammofuse.MammofuseWarning)
-    path = write_dicom(tmp_path / "ct.dcm", breast_phantom(), Modality="CT")
+    path = write_dicom(tmp_path / "cr.dcm", breast_phantom(), Modality="CR")
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         warnings.filterwarnings("ignore", category=mammofuse.MammofuseWarning)
@@ -195,9 +195,9 @@ def test_every_remark_of_the_package_is_a_mammofuse_warning(tmp_path: Path) -> N
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         mammofuse.predict(path, density=2, roi=(32, 8, 6))
-    assert any("modality is CT, not MG" in str(w.message) and issubclass(w.category, mammofuse.MammofuseWarning) for w in caught)
+    assert any("modality is CR, not MG" in str(w.message) and issubclass(w.category, mammofuse.MammofuseWarning) for w in caught)
     cli = CliRunner().invoke(app, ["predict", str(path), "--density", "2", "--roi", "32,8,6", "--format", "json"])
-    assert cli.exit_code == 0 and f"note: {path}: modality is CT, not MG (mammography)" in " ".join(cli.stderr.split())
+    assert cli.exit_code == 0 and f"note: {path}: modality is CR, not MG (mammography)" in " ".join(cli.stderr.split())
 
 
 def test_errors_from_python_name_the_argument_as_well_as_the_flag(real_dicoms, cbis_csv, tmp_path: Path) -> None:

@@ -248,6 +248,19 @@ def test_mini_mias_has_mass_and_calc_subsets(clean_model, mini_mias):
     assert REQUIRED_KEYS - {"subsets"} <= set(report["subsets"]["calc"])
 
 
+def test_a_mass_model_evaluated_on_calcifications_says_its_score_means_nothing_for_them(mini_mias):
+    """`evaluate --model default --dataset mini-mias` scored its 30 calcifications without a remark: MIAS gives them no
+    calcification findings, only its CALC class, and the check looked at the findings alone."""
+    from mammofuse import MammoFuse, load_dataset
+    from mammofuse.cases import model_notes
+
+    cases = load_dataset("mini-mias", mini_mias)
+    notes = model_notes(MammoFuse.from_pretrained("default"), cases, True, unit="cases")
+    assert sum(c.abnormality == "calc" for c in cases) == 30
+    assert ("model default was trained on mass lesions only and never saw calcifications: its score is not meaningful for the 30 of "
+            "123 cases that are calcifications (by their findings or their dataset)") in notes
+
+
 def test_fail_under_exit_codes(clean_model, cbis_csv):
     assert _evaluate(clean_model, cbis_csv, "--fail-under", "accuracy=0.0").exit_code == 0
     missed = _evaluate(clean_model, cbis_csv, "--fail-under", "accuracy=1.01")

@@ -381,15 +381,19 @@ def test_predict_over_pydicoms_own_test_files(tiny_roi_model: Path) -> None:
     files = sorted(p for p in folder.iterdir() if p.suffix == ".dcm")
     assert sorted(Path(r["path"]) for r in records) == files
     by_name = {Path(r["path"]).name: r for r in records}
-    for name in ("CT_small.dcm", "MR_small.dcm", "MR_small_RLE.dcm", "MR_small_bigendian.dcm", "JPEG2000.dcm"):
-        assert by_name[name]["error"] is None, by_name[name]
+    decoded = {"CT_small.dcm": "CT", "MR_small.dcm": "MR", "MR_small_RLE.dcm": "MR", "MR_small_bigendian.dcm": "MR", "JPEG2000.dcm": "NM"}
+    for name, modality in decoded.items():  # no mammograms: refused, where inspect reads them (below)
+        assert by_name[name]["error"] == f"modality is {modality}, not MG (mammography)", by_name[name]
+    inspected = {Path(r["path"]).name: r for r in json.loads(run("inspect", str(folder), "--format", "json").stdout)}
+    for name, modality in decoded.items():
+        assert inspected[name]["error"] is None and inspected[name]["modality"] == modality, inspected[name]
     assert "colour" in by_name["SC_rgb_rle.dcm"]["error"]
     assert "NumberOfFrames is '1A'" in by_name["badVR.dcm"]["error"]
     assert "multi-frame" in by_name["rtdose.dcm"]["error"]
     assert "no pixel data" in by_name["rtplan.dcm"]["error"]
-    for name in ("JPEGLSNearLossless_16.dcm", "MR_small_jpeg_ls_lossless.dcm"):
-        error = by_name[name]["error"]
-        assert error is None or "mammofuse[codecs]" in error  # scored with the codecs extra, else named
+    assert by_name["MR_small_jpeg_ls_lossless.dcm"]["error"] == "modality is MR, not MG (mammography)"
+    for error in (by_name["JPEGLSNearLossless_16.dcm"]["error"], inspected["MR_small_jpeg_ls_lossless.dcm"]["error"]):
+        assert error is None or "mammofuse[codecs]" in error  # read with the codecs extra, else named
     assert all(r["error"] for r in records if r["probability"] is None)
 
 

@@ -286,24 +286,45 @@ def test_bundled_default_model_scores_a_real_dicom(real_dicoms: dict[str, Path])
     assert record["model"] == "default" and record["error"] is None and np.isfinite(record["probability"])
 
 
+CALCIFICATION_REMARK = "model default was trained on mass lesions only and never saw calcifications: this score is not meaningful for a calcification"
+
+
 def test_calcification_findings_for_a_mass_model_get_a_note(tiny_model: Path, real_dicoms: dict[str, Path]) -> None:
     scan = str(real_dicoms["P_00173_lcc"])
-    code, _, err = predict(scan, "--calc-type", "pleomorphic", "--density", "2", "-f", "json")  # the bundled default: masses only
+    code, out, err = predict(scan, "--calc-type", "pleomorphic", "--density", "2", "-f", "json")  # the bundled default: masses only
     assert code == 0 and "note: model default was trained on mass lesions only and never saw calcifications" in err
     assert "not meaningful for the 1 of 1 files given calcification findings" in " ".join(err.split())
+    assert CALCIFICATION_REMARK in json.loads(out)[0]["note"]
+    assert CALCIFICATION_REMARK not in " ".join(err.split())  # the run's one note says it on stderr, not once per file
     code, _, err = predict(scan, "--margin", "spiculated", "--density", "2", "-f", "json")
     assert code == 0 and "calcifications" not in err
     code, _, err = predict(scan, "--model", str(tiny_model), "--calc-distribution", "clustered", "-f", "json")  # trained on unknown lesions
     assert code == 0 and "calcifications" not in err
 
 
+def test_a_calcification_scored_by_a_mass_model_says_so_in_its_csv_record(real_dicoms: dict[str, Path], tmp_path: Path) -> None:
+    """`--calc-type vascular` alone scored 0.672 'malignant' with an empty note: only stderr said the score meant nothing."""
+    calc, mass = real_dicoms["P_00173_lcc"], real_dicoms["P_00173_lmlo"]
+    findings = tmp_path / "findings.csv"
+    findings.write_text(f"path,calc_type,shape,margin\n{calc},vascular,,\n{mass},,oval,circumscribed\n", encoding="utf-8")
+    code, out, err = predict(str(calc), str(mass), "--clinical", str(findings), "--format", "csv")
+    assert code == 0, err
+    rows = {Path(r["path"]).name: r for r in csv.DictReader(out.splitlines())}
+    assert rows[calc.name]["probability"] and rows[calc.name]["note"].endswith(CALCIFICATION_REMARK)
+    assert "calcification" not in rows[mass.name]["note"]
+    assert "not meaningful for the 1 of 2 files given calcification findings" in " ".join(err.split())
+
+
 def test_the_breast_density_alone_gets_a_note_that_it_describes_no_lesion(real_dicoms: dict[str, Path]) -> None:
+    from mammofuse.cases import DENSITY_ONLY
+
     scan = str(real_dicoms["P_00173_lcc"])
-    code, _, err = predict(scan, "--density", "2", "-f", "json")  # the bundled default, no region: density is all it scores
+    code, out, err = predict(scan, "--density", "2", "-f", "json")  # the bundled default, no region: density is all it scores
     assert code == 0 and "1 of 1 files give the model only the breast density" in " ".join(err.split())
+    assert DENSITY_ONLY in json.loads(out)[0]["note"]
     for more in (["--margin", "spiculated"], ["--roi", "2400,1145,100"]):  # a finding of the lesion, or its image
-        code, _, err = predict(scan, "--density", "2", *more, "-f", "json")
-        assert code == 0 and "only the breast density" not in err, more
+        code, out, err = predict(scan, "--density", "2", *more, "-f", "json")
+        assert code == 0 and "only the breast density" not in err and DENSITY_ONLY not in (json.loads(out)[0]["note"] or ""), more
 
 
 def test_a_lesion_circle_on_background_gets_a_note(real_dicoms: dict[str, Path]) -> None:

@@ -178,11 +178,11 @@ def test_broken_rle_data_is_not_blamed_on_codecs(tmp_path):
     assert "codecs" not in str(info.value)
 
 
-def test_non_mammography_modality_warns(tmp_path):
-    path = write_dicom(tmp_path / "ct.dcm", breast_phantom(), Modality="CT")
-    with pytest.warns(UserWarning, match="not MG"):
+def test_a_modality_that_may_not_be_mammography_warns(tmp_path):
+    path = write_dicom(tmp_path / "cr.dcm", breast_phantom(), Modality="CR")
+    with pytest.warns(UserWarning, match="cr.dcm: modality is CR, not MG"):
         info = read_mammogram(path).info
-    assert info.warnings
+    assert info.warnings == ["modality is CR, not MG (mammography): read as a mammogram"]
 
 
 def test_laterality_falls_back_to_the_cbis_patient_id(tmp_path):

@@ -1,5 +1,7 @@
 """The clinical vocabulary: 36 values, multi-hot compounds, presence mask, helpful errors."""
 
+import re
+
 import numpy as np
 import pytest
 
@@ -109,3 +111,35 @@ def test_predict_refuses_a_negative_or_compound_density_in_python_and_the_cli(re
         mammofuse.predict(real_dicoms["P_00173_lcc"], density=-2, roi=(2400, 1145, 100))
     result = CliRunner().invoke(app, ["predict", str(real_dicoms["P_00173_lcc"]), "--density", "1-4"])
     assert result.exit_code == 2 and "breast density takes one value, not '1-4'" in result.stderr
+
+
+@pytest.mark.parametrize(("field", "raw", "expected"), [
+    ("shape", "focal asymmetry", ("FOCAL_ASYMMETRIC_DENSITY",)),
+    ("shape", "Global-Asymmetry", ("ASYMMETRIC_BREAST_TISSUE",)),
+    ("calc_type", "large rod-like", ("LARGE_RODLIKE",)),  # was "unknown calcification type 'large rod'"
+    ("calc_type", "large rod like", ("LARGE_RODLIKE",)),
+    ("calc_type", "LARGE_RODLIKE-ROUND_AND_REGULAR", ("LARGE_RODLIKE", "ROUND_AND_REGULAR")),  # as CBIS-DDSM spells it
+])
+def test_bi_rads_names_of_cbis_ddsm_values_are_accepted(field, raw, expected):
+    assert schema.normalise_value(field, raw) == expected
+
+
+@pytest.mark.parametrize(("raw", "shown"), [("asymmetry", "asymmetry"), ("Asymmetry", "Asymmetry"), ("irregular-asymmetry", "asymmetry")])
+def test_a_bare_asymmetry_is_refused_with_the_asymmetries_the_vocabulary_codes(raw, shown):
+    """BI-RADS 'asymmetry' (one view) is a finding of its own: it was read as focal asymmetric density, silently."""
+    hint = "give focal_asymmetric_density (focal asymmetry) or asymmetric_breast_tissue (global asymmetry)"
+    with pytest.raises(ClinicalValueError, match=f"^mass shape '{shown}' is ambiguous: this vocabulary has no value for it; {re.escape(hint)}$"):
+        schema.normalise_value("shape", raw)
+
+
+def test_an_unknown_term_of_a_compound_is_shown_in_the_value_typed():
+    with pytest.raises(ClinicalValueError, match=r"^unknown calcification type 'large rod' in 'large rod-lik', whose - , ; / \| separate combined "
+                                                  r"values \(valid: .*\); did you mean large_rodlike\?$"):
+        schema.normalise_value("calc_type", "large rod-lik")
+
+
+def test_the_two_lucent_centre_calcifications_of_cbis_ddsm_stay_two_codes():
+    """Both spellings are CBIS-DDSM categories (93 and 18 training rows): merging them would change the encoding."""
+    values = schema.field("calc_type").values
+    assert "LUCENT_CENTER" in values and "LUCENT_CENTERED" in values
+    assert schema.normalise_value("calc_type", "lucent centred") == ("LUCENT_CENTERED",)

@@ -36,6 +36,8 @@ def inspect(
 ) -> None:
     """Show size, bit depth, photometry, laterality and view of mammograms as read.
 
+    A DICOM of another modality than MG (which predict refuses where it is no mammogram: CT, MR, US...), FOR PROCESSING data and spot or magnification views are read, with a warning.
+
     Exit status: 0 all read, 1 some files failed (each reported), 2 usage error, 3 output not writable, 4 internal error (a bug: please report it), 141 stdout closed before all was written (| head).
 
     Examples:
@@ -72,7 +74,7 @@ def _inspect(path: Path) -> dict[str, Any]:
     try:
         with warnings.catch_warnings():  # the record carries them
             warnings.simplefilter("ignore")
-            info = read_mammogram(path).info
+            info = read_mammogram(path, any_modality=True).info
     except InputFileError as exc:
         return {"path": str(path), "error": exc.problem}
     except Exception as exc:  # any reader failure belongs to this file only

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -50,6 +51,7 @@ from mammofuse.device import usable_cpus
 from mammofuse.errors import MammofuseError
 
 if TYPE_CHECKING:
+    from mammofuse.model import MammoFuse
     from mammofuse.results import Prediction
     from mammofuse.scoring import RayEngine
 
@@ -82,7 +84,7 @@ def predict(
 ) -> None:
     """Score each mammogram: probability of malignancy and a benign/malignant call.
 
-    Clinical flags apply to every file; missing findings are allowed and shown as null. jsonl and csv records are written as files are scored; with --resume, a run that was interrupted goes on where it stopped. Exit status: 0 all scored, 1 some files failed (the rest are scored; files scored before --resume count), 2 usage error, 3 output not writable (checked before scoring), 4 internal error (a bug: please report it), 141 stdout closed before all was written (| head).
+    Clinical flags apply to every file; missing findings are allowed and shown as null. A DICOM of another modality (CT, MR, US...) fails; remarks on a file (its header, a score that means little) go into its record's note. jsonl and csv records are written as files are scored; with --resume, a run that was interrupted goes on where it stopped. Exit status: 0 all scored, 1 some files failed (the rest are scored; files scored before --resume count), 2 usage error, 3 output not writable (checked before scoring), 4 internal error (a bug: please report it), 141 stdout closed before all was written (| head).
 
     Examples:
 
@@ -115,7 +117,7 @@ def predict(
 
     from mammofuse.api import as_model
     from mammofuse.cases import list_cases, model_notes
-    from mammofuse.inference import NO_REGION
+    from mammofuse.imaging.reader import ReaderWarning
     from mammofuse.scoring import LocalEngine, ScoringRun, Shard
 
     part = Shard.parse(shard) if shard is not None else None
@@ -142,11 +144,12 @@ def predict(
             batches = -(-pending // batch_size)  # a worker reads whole batches: one batch cannot overlap
             workers = 0 if batches < 2 else min(4, usable_cpus(), batches)
 
-        with progress("scoring", pending, minimum=2) as advance:
+        with progress("scoring", pending, minimum=2) as advance, warnings.catch_warnings():
             scorer = ray or LocalEngine(batch_size=batch_size, workers=workers)
             if fmt in STREAM_FORMATS:
                 summary = run.write(output, fmt, scorer, on_batch=advance)
             else:
+                warnings.filterwarnings("ignore", category=ReaderWarning)  # each file's, in its record's note: shown below
                 records = run.collect(scorer, on_batch=advance)
 
     if fmt in STREAM_FORMATS:
@@ -164,12 +167,23 @@ def predict(
             err_console.print(RESEARCH_NOTICE, style="dim", highlight=False, soft_wrap=True)
         failed = [(r.path, r.error.message) for r in records if r.error is not None]
         for r in records:
-            if r.note and r.note != NO_REGION:  # the missing regions have their one note above
-                note(f"{r.path}: {r.note}")
+            if remarks := _own_remarks(r.note, net):
+                note(f"{r.path}: {remarks}")
     for path, error in failed:
         err_console.print(f"[red]failed:[/] {safe(path)}: {safe(error)}", highlight=False, soft_wrap=True)
     if failed:
         raise typer.Exit(SOME_FAILED)
+
+
+def _own_remarks(record_note: str | None, model: MammoFuse) -> str:
+    """The remarks of a record's note but those the notes on the run as a whole already made (a missing region,
+    a model that never saw calcifications, the density alone)."""
+    from mammofuse.cases import DENSITY_ONLY, calcification_remark
+    from mammofuse.inference import NO_REGION
+    from mammofuse.results import NOTE_SEPARATOR
+
+    summarised = {NO_REGION, DENSITY_ONLY, calcification_remark(model)}
+    return NOTE_SEPARATOR.join(r for r in (record_note or "").split(NOTE_SEPARATOR) if r not in summarised)
 
 
 def _ray_engine(engine: str, address: str | None, gpus_per_worker: float, device: str, workers: int | None, batch_size: int) -> RayEngine | None:

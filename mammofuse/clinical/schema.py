@@ -29,7 +29,8 @@ class ClinicalValueError(MammofuseError, ValueError):
 @dataclass(frozen=True)
 class ClinicalField:
     """One clinical field (e.g. mass margins) and its allowed values; ``compound``: a finding may combine several
-    (``PUNCTATE-PLEOMORPHIC``), as the vocabulary's ``compound: false`` says breast density may not."""
+    (``PUNCTATE-PLEOMORPHIC``), as the vocabulary's ``compound: false`` says breast density may not; ``ambiguous``:
+    input refused with the values it could mean (BI-RADS ``asymmetry``, which CBIS-DDSM does not code)."""
 
     name: str
     label: str
@@ -37,6 +38,7 @@ class ClinicalField:
     csv_columns: tuple[str, ...] = ()
     synonyms: Mapping[str, str] = field(default_factory=dict)
     compound: bool = True
+    ambiguous: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
     @property
     def size(self) -> int:
@@ -111,8 +113,9 @@ class ClinicalSchema:
         if isinstance(raw, (int, np.integer)) or re.fullmatch(r"\d+(\.0+)?", text):
             text = str(int(float(text)))
         whole = _canonical(text.replace("-", "_"))
+        self._refuse_ambiguous(f, whole, text)
         whole = f.synonyms.get(whole, whole)
-        if whole in f.values:  # "ill-defined" is one term, not two
+        if whole in f.values:  # "ill-defined" and "large rod-like" are one term, not two
             return (whole,)
         parts = re.split(r"[-,;/|]", text)
         whole_terms = all(part.strip() for part in parts)
@@ -127,19 +130,30 @@ class ClinicalSchema:
             term = _canonical(part)
             if term in self.missing_tokens:
                 continue
+            self._refuse_ambiguous(f, term, part.strip())
             term = f.synonyms.get(term, term)
             if term not in f.values:
-                raise ClinicalValueError(self._unknown_message(f, part.strip()))
+                raise ClinicalValueError(self._unknown_message(f, part.strip(), text))
             if term not in terms:
                 terms.append(term)
         return tuple(terms)
 
     @staticmethod
-    def _unknown_message(f: ClinicalField, raw: str) -> str:
+    def _refuse_ambiguous(f: ClinicalField, term: str, raw: str) -> None:
+        """Raise ClinicalValueError, naming the values it could mean, for a term the vocabulary calls ambiguous."""
+        if term not in f.ambiguous:
+            return
+        choices = [c.lower() + "".join(f" ({s.lower().replace('_', ' ')})" for s, v in f.synonyms.items() if v == c) for c in f.ambiguous[term]]
+        raise ClinicalValueError(f"{f.label} {raw!r} is ambiguous: this vocabulary has no value for it; give {' or '.join(choices)}")
+
+    @staticmethod
+    def _unknown_message(f: ClinicalField, raw: str, typed: str | None = None) -> str:
+        """The error for an unknown value ``raw``: the valid values and the closest one; ``typed``, the whole value it was a term of."""
         candidates = list(f.values) + list(f.synonyms)
         close = difflib.get_close_matches(_canonical(raw), candidates, n=1, cutoff=0.4)
         hint = f"; did you mean {f.synonyms.get(close[0], close[0]).lower()}?" if close else ""
-        return f"unknown {f.label} {raw!r} (valid: {ClinicalSchema._valid(f)}){hint}"
+        within = f" in {typed!r}, whose - , ; / | separate combined values" if typed is not None and typed != raw else ""
+        return f"unknown {f.label} {raw!r}{within} (valid: {ClinicalSchema._valid(f)}){hint}"
 
     @staticmethod
     def _valid(f: ClinicalField) -> str:
@@ -211,6 +225,7 @@ def load_schema(vocabulary: str = DEFAULT_VOCABULARY) -> ClinicalSchema:
             csv_columns=tuple(f.get("csv_columns", ())),
             synonyms={_canonical(str(k)): str(v) for k, v in (f.get("synonyms") or {}).items()},
             compound=bool(f.get("compound", True)),
+            ambiguous={_canonical(str(k)): tuple(str(c) for c in v) for k, v in (f.get("ambiguous") or {}).items()},
         )
         for f in spec["fields"]
     )

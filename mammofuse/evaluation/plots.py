@@ -2,7 +2,8 @@
 
 Drawn with matplotlib's object-oriented API (``Figure`` and ``savefig``): no pyplot, no display,
 and the global backend is left alone, so notebooks keep theirs. Every figure is written
-atomically as a 300 dpi PNG. Curves come from scikit-learn, the same definitions as ``metrics``.
+atomically as a 300 dpi PNG, with the research-use notice below it and in its text. Curves come
+from scikit-learn, the same definitions as ``metrics``.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import numpy as np
 
 from mammofuse.atomic import atomic_path
 from mammofuse.errors import OutputError
+from mammofuse.figure_notice import PNG_METADATA, add_notice
 
 DPI = 300
 _STYLE = {
@@ -35,8 +37,10 @@ def _figure(**kwargs: Any) -> Iterator[Any]:
 
 
 def _save(fig: Any, path: Path) -> Path:
+    """``fig`` written atomically at ``path``, with the research-use notice below it and in the PNG's text."""
+    add_notice(fig)
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=DPI, format="png", bbox_inches="tight", pad_inches=0.05)
+        fig.savefig(tmp, dpi=DPI, format="png", bbox_inches="tight", pad_inches=0.05, metadata=PNG_METADATA)
     return path
 
 

@@ -122,21 +122,24 @@ def upsample(cam: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     return torch.nn.functional.interpolate(tensor, size=shape, mode="bilinear", align_corners=False)[0, 0].numpy()
 
 
-def plot_gradcam(cam: np.ndarray, view: np.ndarray, layer: str) -> bytes:
-    """PNG: the view, and the map (normalised to its maximum) over it."""
-    from mammofuse.explainers.render import (
-        figure_png,
-        new_figure,
-        overlay_axes,
-        view_figsize,
-    )
+def plot_gradcam(cam: np.ndarray, view: np.ndarray, layer: str, mirrored: str | None = None) -> bytes:
+    """PNG of :func:`gradcam_figure`."""
+    from mammofuse.explainers.render import figure_png
+
+    return figure_png(gradcam_figure(cam, view, layer, mirrored))
+
+
+def gradcam_figure(cam: np.ndarray, view: np.ndarray, layer: str, mirrored: str | None = None) -> Any:
+    """The view, and the map (normalised to its maximum) over it, named as the model's attention; ``mirrored``: how
+    the view is mirrored (:func:`~mammofuse.explainers.render.mirror_label`), said over it."""
+    from mammofuse.explainers.render import new_figure, overlay_axes, view_figsize
 
     peak = float(cam.max())
     heat = upsample(cam / peak if peak > 0 else cam, view.shape)
     fig, axes = new_figure(view_figsize(view, 2), ncols=2)
     overlay_axes(axes[0], view)
-    axes[0].set_title("region the model saw", fontsize=10)
+    axes[0].set_title("region the model saw" + (f"\n{mirrored}" if mirrored else ""), fontsize=10)
     shown = overlay_axes(axes[1], view, heat)
-    axes[1].set_title(f"Grad-CAM at {layer}\nevidence for malignancy", fontsize=10)
+    axes[1].set_title(f"Grad-CAM at {layer}: evidence for malignancy\nmodel attention, not a lesion localisation", fontsize=10)
     fig.colorbar(shown, ax=axes[1], fraction=0.046, pad=0.02, label="relative strength")
-    return figure_png(fig)
+    return fig

@@ -7,6 +7,8 @@ from typing import Any
 
 import numpy as np
 
+from mammofuse.figure_notice import PNG_METADATA, add_notice
+
 
 def new_figure(figsize: tuple[float, float], ncols: int = 1, nrows: int = 1) -> tuple[Any, Any]:
     """A figure on its own Agg canvas (thread-safe, never opens a window) and its axes."""
@@ -20,9 +22,10 @@ def new_figure(figsize: tuple[float, float], ncols: int = 1, nrows: int = 1) -> 
 
 
 def figure_png(fig: Any) -> bytes:
-    """A Matplotlib figure as PNG bytes (100 dpi)."""
+    """A Matplotlib figure as PNG bytes (100 dpi), with the research-use notice below it and in its text."""
+    add_notice(fig)
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=100)
+    fig.savefig(buffer, format="png", dpi=100, bbox_inches="tight", pad_inches=0.05, metadata=PNG_METADATA)
     return buffer.getvalue()
 
 
@@ -40,3 +43,11 @@ def view_figsize(view: np.ndarray, panels: int, height: float = 8.0, min_panel: 
     """Figure size for ``panels`` side-by-side copies of ``view`` at ``height`` inches (titles fit)."""
     aspect = view.shape[1] / view.shape[0]
     return (min(24.0, panels * max(height * aspect, min_panel) + 1.2), height + 0.8)
+
+
+def mirror_label(flipped: bool, laterality: str | None) -> str | None:
+    """What a panel of a view says of its orientation: the reader mirrors an image so that the breast lies on
+    the left; None when this one was not mirrored."""
+    if not flipped:
+        return None
+    return "mirrored: right breast shown as left" if laterality == "R" else "mirrored left to right (breast turned to the left)"

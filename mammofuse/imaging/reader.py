@@ -6,8 +6,10 @@ and PGM/PPM through Pillow (no other Pillow plugin is tried), 8- or 16-bit (a fl
 within [0, 1] as unit intensities, one beyond on the integer scale of its values). Sizes are checked
 from the header before any pixel is decoded: at most :data:`MAX_PIXELS` pixels per image.
 Warnings raised while reading (pydicom's included) are kept in ``info.warnings`` and re-issued
-once each as ``"<file>: <warning>"``, for a file that then fails too. A truncated file, an empty
-one or one that is no regular file is an error that says so.
+once each as a :class:`ReaderWarning` ``"<file>: <remark>"``, for a file that then fails too. A DICOM
+of another imaging modality (CT, MR, US...) is refused, and a header that describes no full-field
+mammogram for presentation gets a remark (:mod:`mammofuse.imaging.presentation`). A truncated file,
+an empty one or one that is no regular file is an error that says so.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from mammofuse.errors import InputFileError, MammofuseWarning
+from mammofuse.imaging.presentation import header_remarks, not_mammography
 
 DICOM_SUFFIXES = frozenset({".dcm", ".dicom", ""})
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".tif", ".tiff", ".pgm", ".ppm", ".pnm"}) | DICOM_SUFFIXES
@@ -72,30 +75,23 @@ class Mammogram:
     info: MammogramInfo
 
 
-def read_mammogram(path: str | Path, canonical: bool = True) -> Mammogram:
+def read_mammogram(path: str | Path, canonical: bool = True, *, any_modality: bool = False) -> Mammogram:
     """Read a DICOM or image file.
 
     Args:
         path: the file.
         canonical: flip horizontally so the breast lies on the left.
+        any_modality: read a DICOM of another imaging modality than mammography too, with a remark
+            (``inspect``'s reading), instead of refusing it.
 
     Raises:
-        InputFileError: unreadable, colour, multi-frame or empty image; the message names the file.
+        InputFileError: unreadable, colour, multi-frame or empty image, or a DICOM of another modality
+            (CT, MR, US...); the message names the file.
     """
     path = Path(path)
     check_file(path)
-    failure = None
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        try:
-            pixels, info = _read_dicom(path) if is_dicom(path) else _read_image(path)
-        except InputFileError as exc:  # a file that fails still gets its remarks
-            failure = exc
-    remarks = list(dict.fromkeys(str(w.message) for w in caught))
-    for message in remarks:
-        warnings.warn(f"{path}: {message}", ReaderWarning, stacklevel=2)
-    if failure is not None:
-        raise failure
+    with _remarks_on(path) as remarks:
+        pixels, info = _read_dicom(path, any_modality) if is_dicom(path) else _read_image(path)
     info.warnings.extend(remarks)
     low, high = float(pixels.min()), float(pixels.max())  # NaN if any pixel is
     if not (np.isfinite(low) and np.isfinite(high)):
@@ -118,15 +114,15 @@ def _mirror(pixels: np.ndarray) -> None:
 
 
 def check_header(path: str | Path) -> None:
-    """Raise InputFileError unless the file's header describes one 2D grayscale image of an accepted size.
+    """Raise InputFileError unless the file's header describes one 2D grayscale image of an accepted size, and a
+    DICOM's modality may be mammography; the remarks on it are issued as :class:`ReaderWarning`.
 
     No pixel is decoded: the check of a file whose image is not used (a lesion-crop model given no
     region), so that a file that is no mammogram is still reported rather than scored.
     """
     path = Path(path)
     check_file(path)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # remarks on a file whose pixels are not used
+    with _remarks_on(path):
         if is_dicom(path):
             _dicom_header(path, defer_pixels=True)
         else:
@@ -147,7 +143,45 @@ def check_file(path: Path) -> None:
 
 
 class ReaderWarning(MammofuseWarning):
-    """Something odd but readable in a file (a non-MG modality, a pydicom remark); names the file."""
+    """Something odd but readable in a file (a modality that may not be MG, a pydicom remark): ``"<file>: <remark>"``."""
+
+    def __init__(self, path: str | Path, remark: str) -> None:
+        super().__init__(f"{path}: {remark}")
+        self.path = str(path)
+        self.remark = remark
+
+
+@contextmanager
+def _remarks_on(path: Path) -> Iterator[list[str]]:
+    """The warnings raised in the block, as remarks on ``path``: kept in the list yielded (once each) and re-issued
+    as :class:`ReaderWarning`, for a file that then fails too."""
+    remarks: list[str] = []
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            try:
+                yield remarks
+            finally:
+                remarks.extend(dict.fromkeys(str(w.message) for w in caught))
+    finally:
+        for remark in remarks:
+            warnings.warn(ReaderWarning(path, remark), stacklevel=4)
+
+
+@contextmanager
+def remarks_kept() -> Iterator[list[str]]:
+    """The remarks (:class:`ReaderWarning`) on the files read in the block, in the list yielded; every warning
+    raised in the block is passed on as well."""
+    remarks: list[str] = []
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", ReaderWarning)  # other warnings meet the filters they would have met
+            yield remarks
+    finally:
+        for w in caught:
+            if isinstance(w.message, ReaderWarning):
+                remarks.append(w.message.remark)
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno, source=w.source)
 
 
 def _check_size(path: Path, rows: int, columns: int) -> None:
@@ -217,8 +251,9 @@ def _rescale(values: np.ndarray, low: float, high: float) -> np.ndarray:
     return np.clip(values, 0.0, 1.0, out=values)
 
 
-def _dicom_header(path: Path, defer_pixels: bool = False) -> tuple[Any, MammogramInfo]:
-    """The dataset of a DICOM file whose header describes one 2D grayscale image of an accepted size.
+def _dicom_header(path: Path, defer_pixels: bool = False, any_modality: bool = False) -> tuple[Any, MammogramInfo]:
+    """The dataset of a DICOM file whose header describes one 2D grayscale image of an accepted size, of a modality
+    that may be mammography (any, with a remark, when ``any_modality``); the header's remarks are issued as warnings.
 
     ``defer_pixels`` leaves the pixel data on disk (pydicom reads it if asked for).
     """
@@ -254,15 +289,20 @@ def _dicom_header(path: Path, defer_pixels: bool = False) -> tuple[Any, Mammogra
         raise InputFileError(path, f"DICOM BitsAllocated {bits_allocated} is not supported (8, 16 or 32)")
     if not 1 <= bits_stored <= 32:
         raise InputFileError(path, f"DICOM BitsStored is {bits_stored}, not 1 to 32")
-    return ds, _dicom_info(ds, path, rows, columns, bits_stored, photometric)
+    info = _dicom_info(ds, path, rows, columns, bits_stored, photometric)
+    if problem := not_mammography(info.modality):
+        if not any_modality:
+            raise InputFileError(path, problem)
+        warnings.warn(problem, stacklevel=2)
+    for remark in header_remarks(ds, info.modality):
+        warnings.warn(remark, stacklevel=2)
+    return ds, info
 
 
-def _read_dicom(path: Path) -> tuple[np.ndarray, MammogramInfo]:
+def _read_dicom(path: Path, any_modality: bool = False) -> tuple[np.ndarray, MammogramInfo]:
     from pydicom.pixels import apply_modality_lut, apply_voi_lut
 
-    ds, info = _dicom_header(path)
-    if info.modality and info.modality != "MG":
-        warnings.warn(f"modality is {info.modality}, not MG (mammography)", ReaderWarning, stacklevel=2)
+    ds, info = _dicom_header(path, any_modality=any_modality)
     try:
         raw = ds.pixel_array
     except Exception as exc:  # pydicom raises several types for missing codecs and broken data

@@ -5,8 +5,9 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Protocol, Sequence
 
+from mammofuse.cases import case_remarks
 from mammofuse.data.sample import Sample
-from mammofuse.results import DECIMALS, ErrorKind, Prediction, ScoringError, decide
+from mammofuse.results import DECIMALS, ErrorKind, Prediction, ScoringError, decide, joined_note
 
 if TYPE_CHECKING:  # torch stays out of import time
     from mammofuse.clinical.schema import ClinicalSchema
@@ -79,7 +80,7 @@ def scored_batches(
             return
         for scored in engine.run(model, samples):
             yield [
-                (i, prediction_of(samples[i], float(p), error, note, cut, name, schema))
+                (i, prediction_of(samples[i], float(p), error, note, cut, name, schema, case_remarks(model, samples[i])))
                 for i, p, error, note in zip(scored.indices, scored.probabilities, scored.errors, scored.notes)
             ]
             if on_batch:
@@ -88,11 +89,14 @@ def scored_batches(
     return batches()
 
 
-def prediction_of(sample: Sample, probability: float, error: str, note: str, cut: float, model_name: str, schema: ClinicalSchema) -> Prediction:
+def prediction_of(
+    sample: Sample, probability: float, error: str, note: str, cut: float, model_name: str, schema: ClinicalSchema,
+    score_remarks: Sequence[str] = (),
+) -> Prediction:
     """The record of one scored sample: a probability and a decision, or nulls and its error.
 
     The record holds both numbers to 6 decimals, and the decision is taken on those, so a reader
-    of the record can check it.
+    of the record can check it. ``score_remarks`` (on what the score means) join the ``note`` of a scored sample.
     """
     ok = not error and not math.isnan(probability)
     path = sample.image_path or sample.id
@@ -106,6 +110,6 @@ def prediction_of(sample: Sample, probability: float, error: str, note: str, cut
         model=model_name,
         clinical=used,
         region=tuple(sample.region) if sample.region else None,
-        note=note or None,
+        note=joined_note(note, *(score_remarks if ok else ())) or None,
         error=None if ok else ScoringError(ErrorKind.INPUT if error else ErrorKind.NOT_SCORED, error or "not scored"),
     )

@@ -33,17 +33,20 @@ class GradCAMMethod(ExplanationMethod):
 
         from mammofuse.atomic import write_bytes
         from mammofuse.explainers.gradcam import grad_cam, plot_gradcam
+        from mammofuse.explainers.render import mirror_label
 
         inputs, layer = case.inputs, case.options.layer
         cam = grad_cam(case.model, inputs.image, inputs.clinical, inputs.mask, layer, **inputs.extra())
         raw = io.BytesIO()
         np.save(raw, cam.astype(np.float32))
-        png = plot_gradcam(cam, inputs.view, layer)
+        info = inputs.info
+        png = plot_gradcam(cam, inputs.view, layer, mirror_label(info.flipped, info.laterality) if info else None)
         paths = self.paths(case.folder)
         write_bytes(paths["gradcam_npy"], raw.getvalue())
         write_bytes(paths["gradcam"], png)
         text = (
-            f"Where the image features at {layer} pushed the malignancy score up (clinical findings held fixed). "
+            f"Where the image features at {layer} pushed the malignancy score up (clinical findings held fixed): "
+            "the model's attention, not a localisation of the lesion. "
             f"Raw map {cam.shape[0]} x {cam.shape[1]} in gradcam.npy, normalised to its maximum here."
         )
         notes = []

@@ -1,0 +1,64 @@
+"""What a DICOM header says an image is: its modality, and whether it is a full-field image for presentation.
+
+The models were trained on full-field mammograms for presentation (CBIS-DDSM, modality ``MG``). A file of
+another imaging modality (CT, MR, US...) is no mammogram and is refused; a header that leaves the question
+open (computed or digital radiography, ``OT``, no modality) or describes another kind of mammogram (raw
+FOR PROCESSING data, a spot compression or magnification view) gets a remark, which reaches the record's note.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+MAMMOGRAPHY = "MG"
+PROJECTION_MODALITIES = frozenset({"CR", "DX", "RG", "OT", "SC"})
+"""Modalities a mammogram may carry besides MG, read with a remark: computed, digital and film radiography (older
+and general-purpose systems write them for mammograms), OT (other) and SC (secondary capture, e.g. a scanned film).
+Any other modality (CT, MR, US, PT, NM, XA...) names an examination that is no mammogram."""
+FOR_PROCESSING_CLASSES = frozenset({
+    "1.2.840.10008.5.1.4.1.1.1.2.1",  # Digital Mammography X-Ray Image Storage - For Processing
+    "1.2.840.10008.5.1.4.1.1.1.1.1",  # Digital X-Ray Image Storage - For Processing
+})
+SPOT_OR_MAGNIFICATION = {
+    "399055006": "spot compression", "R-102D7": "spot compression",  # SNOMED CT and the retired SNOMED RT code (CID 4015)
+    "399163009": "magnification", "R-102D6": "magnification",
+}
+TRAINED_ON = "the model was trained on full-field mammograms for presentation"
+
+
+def not_mammography(modality: str | None) -> str | None:
+    """Why a file of this DICOM modality is no mammogram to score; None for MG, the projection modalities and none given."""
+    if not modality or modality.strip().upper() in {MAMMOGRAPHY, *PROJECTION_MODALITIES}:
+        return None
+    return f"modality is {modality}, not MG (mammography)"
+
+
+def header_remarks(ds: Any, modality: str | None) -> list[str]:
+    """Remarks on a mammogram's header that a score of it should carry: a modality that may not be mammography,
+    raw FOR PROCESSING data, a spot compression or magnification view."""
+    remarks = []
+    if not modality:
+        remarks.append("the DICOM header gives no modality: read as a mammogram (MG)")
+    elif modality.strip().upper() in PROJECTION_MODALITIES:
+        remarks.append(f"modality is {modality}, not MG (mammography): read as a mammogram")
+    intent = str(ds.get("PresentationIntentType", "") or "").upper()
+    if intent == "FOR PROCESSING" or str(ds.get("SOPClassUID", "")) in FOR_PROCESSING_CLASSES:
+        remarks.append(f"a FOR PROCESSING image (the detector's data before the vendor's processing): {TRAINED_ON}")
+    views = sorted(set(_view_modifiers(ds)))
+    if views:
+        remarks.append(f"a {' and '.join(views)} view: {TRAINED_ON}, not spot compression or magnification views")
+    return remarks
+
+
+def _view_modifiers(ds: Any) -> list[str]:
+    """The spot compression and magnification modifiers of the view, by code or by meaning (in the View Code Sequence's
+    items, where the mammography IOD puts them, or at the top level)."""
+    items = [*ds.get("ViewModifierCodeSequence", [])]
+    for view in ds.get("ViewCodeSequence", []):
+        items.extend(view.get("ViewModifierCodeSequence", []))
+    found = []
+    for item in items:
+        code, meaning = str(item.get("CodeValue", "")).strip(), str(item.get("CodeMeaning", "")).lower()
+        found += [SPOT_OR_MAGNIFICATION[code]] if code in SPOT_OR_MAGNIFICATION else []
+        found += ["spot compression"] * ("spot" in meaning) + ["magnification"] * ("magnif" in meaning)
+    return found

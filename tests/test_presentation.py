@@ -1,0 +1,109 @@
+"""What a DICOM header says the image is: another modality is refused, other kinds of mammogram are scored with a note."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+from pathlib import Path
+
+import pytest
+from dicom_factory import breast_phantom, write_dicom
+from pydicom.dataset import Dataset
+from typer.testing import CliRunner
+
+from mammofuse.cli import app
+from mammofuse.errors import InputFileError
+from mammofuse.imaging.reader import ReaderWarning, check_header, read_mammogram
+
+runner = CliRunner()
+ROI = "32,8,6"  # inside the phantom's breast
+
+
+def run(*args: str) -> tuple[int, str, str]:
+    result = runner.invoke(app, list(args), env={"COLUMNS": "250"})
+    if result.exception and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    return result.exit_code, result.stdout, " ".join(result.stderr.split())
+
+
+def csv_records(text: str) -> dict[str, dict[str, str]]:
+    return {Path(r["path"]).name: r for r in csv.DictReader(io.StringIO(text))}
+
+
+def code(value: str, scheme: str, meaning: str) -> Dataset:
+    item = Dataset()
+    item.CodeValue, item.CodingSchemeDesignator, item.CodeMeaning = value, scheme, meaning
+    return item
+
+
+def view(*modifiers: Dataset) -> list[Dataset]:
+    """A View Code Sequence (cranio-caudal) whose item holds ``modifiers``, as the mammography IOD nests them."""
+    item = code("399162004", "SCT", "cranio-caudal")
+    item.ViewModifierCodeSequence = list(modifiers)
+    return [item]
+
+
+@pytest.mark.parametrize("modality", ["CT", "US", "MR", "PT"])
+def test_a_dicom_of_another_modality_is_refused_rather_than_scored(modality: str, tmp_path: Path) -> None:
+    """A CT slice given no --roi got its findings' score, exit 0 and no remark; given one, a note on stderr only."""
+    scan = write_dicom(tmp_path / "scan.dcm", breast_phantom(), Modality=modality)
+    for read in (read_mammogram, check_header):
+        with pytest.raises(InputFileError, match=f"scan.dcm: modality is {modality}, not MG \\(mammography\\)$"):
+            read(scan)
+    for region in ([], ["--roi", ROI]):  # the header alone (a lesion-crop model without region), or the pixels too
+        status, out, err = run("predict", str(scan), *region, "--density", "2", "--shape", "lobulated", "--margin", "circumscribed", "-f", "csv")
+        record = csv_records(out)["scan.dcm"]
+        assert status == 1 and record["probability"] == "" and record["error"] == f"modality is {modality}, not MG (mammography)", region
+        assert f"failed: {scan}: modality is {modality}, not MG (mammography)" in err
+
+
+def test_inspect_reports_another_modality_as_a_warning(tmp_path: Path) -> None:
+    scan = write_dicom(tmp_path / "ct.dcm", breast_phantom(), Modality="CT")
+    status, out, _ = run("inspect", str(scan), "-f", "json")
+    record = json.loads(out)[0]
+    assert status == 0 and record["error"] is None and record["modality"] == "CT"
+    assert record["warnings"] == ["modality is CT, not MG (mammography)"]
+
+
+@pytest.mark.parametrize(("modality", "remark"), [
+    ("CR", "modality is CR, not MG (mammography): read as a mammogram"),
+    ("DX", "modality is DX, not MG (mammography): read as a mammogram"),
+    ("OT", "modality is OT, not MG (mammography): read as a mammogram"),
+    ("", "the DICOM header gives no modality: read as a mammogram (MG)"),
+])
+def test_a_modality_that_may_be_mammography_is_scored_with_a_note_in_its_record(modality: str, remark: str, tmp_path: Path) -> None:
+    scan = write_dicom(tmp_path / "scan.dcm", breast_phantom(), Modality=modality)
+    with pytest.warns(ReaderWarning, match=re.escape(f"scan.dcm: {remark}")):
+        assert read_mammogram(scan).info.warnings == [remark]
+    for region in ([], ["--roi", ROI]):
+        status, out, err = run("predict", str(scan), *region, "--density", "2", "--margin", "spiculated", "-f", "csv")
+        record = csv_records(out)["scan.dcm"]
+        assert status == 0 and record["probability"] and remark in record["note"], region
+        assert f"note: {scan}: {remark}" in err
+    status, out, err = run("predict", str(scan), "--roi", ROI, "--density", "2", "--margin", "spiculated", "-f", "json")
+    assert status == 0 and json.loads(out)[0]["note"] == remark
+    assert err.count(remark) == 1  # the record's note, shown once: not also as the reader's warning
+
+
+@pytest.mark.parametrize(("attributes", "remark"), [
+    ({"PresentationIntentType": "FOR PROCESSING"}, "a FOR PROCESSING image"),
+    ({"SOPClassUID": "1.2.840.10008.5.1.4.1.1.1.2.1"}, "a FOR PROCESSING image"),  # Digital Mammography - For Processing
+    ({"ViewCodeSequence": view(code("399163009", "SCT", "Magnification"))}, "a magnification view"),
+    ({"ViewCodeSequence": view(code("R-102D7", "SRT", "Spot Compression"))}, "a spot compression view"),
+    ({"ViewModifierCodeSequence": [code("99LOCAL", "99X", "spot magnification")]}, "a magnification and spot compression view"),
+])
+def test_raw_data_and_spot_or_magnification_views_are_scored_with_a_note(attributes: dict, remark: str, tmp_path: Path) -> None:
+    scan = write_dicom(tmp_path / "scan.dcm", breast_phantom(), **attributes)
+    status, out, err = run("predict", str(scan), "--roi", ROI, "--density", "2", "--margin", "spiculated", "-f", "csv")
+    note = csv_records(out)["scan.dcm"]["note"]
+    assert status == 0 and note.startswith(remark) and "the model was trained on full-field mammograms for presentation" in note
+    status, out, _ = run("inspect", str(scan), "-f", "json")
+    assert status == 0 and json.loads(out)[0]["warnings"] == [note]
+
+
+def test_a_full_field_mammogram_for_presentation_gets_no_remark(tmp_path: Path) -> None:
+    scan = write_dicom(tmp_path / "scan.dcm", breast_phantom(), PresentationIntentType="FOR PRESENTATION",
+                       ViewCodeSequence=view(code("399161006", "SCT", "Cleavage")))
+    assert read_mammogram(scan).info.warnings == []
