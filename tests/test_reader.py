@@ -161,6 +161,19 @@ def test_jpeg_lossless_dicom_without_codec_names_the_extra(tmp_path):
     assert "j.dcm" in str(info.value)
 
 
+def test_twelve_bit_jpeg_extended_without_libjpeg_names_the_extra():
+    """Pillow is registered for JPEG Extended but decodes 8 bits only: a 12-bit file needs the codecs extra."""
+    from importlib.util import find_spec
+
+    from pydicom.data import get_testdata_file
+
+    if find_spec("libjpeg") is not None:
+        pytest.skip("the codecs extra is installed")
+    path = get_testdata_file("JPGExtended.dcm")  # 12-bit JPEG Extended, shipped inside pydicom
+    with pytest.raises(InputFileError, match=r"JPEG Extended.*pip install -U 'mammofuse\[codecs\]'"):
+        read_mammogram(path, any_modality=True)
+
+
 @pytest.mark.parametrize("syntax", [ExplicitVRLittleEndian, RLELossless])
 @pytest.mark.parametrize("bits", [12, 1, 64])
 def test_unsupported_bits_allocated_is_named_not_blamed_on_codecs(tmp_path, syntax, bits):

@@ -322,20 +322,27 @@ def _decode_problem(ds: Any, exc: Exception) -> str:
     syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
     name = getattr(syntax, "name", str(syntax))
     detail = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}".rstrip(": ")
-    if _needs_codec(syntax):
-        return f"cannot decode pixel data ({name}): install the codecs extra, pip install 'mammofuse[codecs]' ({detail})"
+    if _needs_codec(syntax, ds.get("BitsStored")):
+        return f"cannot decode pixel data ({name}): install or upgrade the codecs extra, pip install -U 'mammofuse[codecs]' ({detail})"
     return f"cannot decode pixel data ({name}: {detail})"
 
 
-def _needs_codec(syntax: Any) -> bool:
-    """Whether the codecs extra is missing and would decode ``syntax``: a compression no installed plugin
-    decodes (RLE and JPEG Baseline need none)."""
+JPEG_EXTENDED = "1.2.840.10008.1.2.4.51"  # 12-bit JPEG, which Pillow (registered for it) cannot decode
+
+
+def _needs_codec(syntax: Any, bits_stored: Any) -> bool:
+    """Whether the codecs extra would decode ``syntax``: a compression no installed plugin decodes (RLE and JPEG
+    Baseline need none; a too old pylibjpeg plugin is as good as none), or JPEG Extended above 8 bits without libjpeg."""
     from importlib.util import find_spec
 
     from pydicom.pixels import get_decoder
 
     try:
-        return bool(syntax.is_compressed) and not get_decoder(syntax).is_available and find_spec("pylibjpeg") is None
+        if not syntax.is_compressed:
+            return False
+        if syntax == JPEG_EXTENDED and isinstance(bits_stored, int) and bits_stored > 8 and find_spec("libjpeg") is None:
+            return True
+        return not get_decoder(syntax).is_available
     except (AttributeError, ValueError, NotImplementedError):  # no syntax, or one pydicom does not know
         return False
 
