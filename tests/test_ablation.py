@@ -251,6 +251,45 @@ def test_the_away_control_is_rescored_on_more_patches_from_kept_models_never_ret
                      controls=CONTROLS, away_patches=3)
 
 
+def test_missing_rates_and_controls_asked_later_are_scored_from_kept_models_or_refused(mini_mias, tmp_path):
+    """Was: a finished fold was reused without the newly asked missing rates and controls, and nothing was said."""
+    from mammofuse.data import load_dataset
+    from mammofuse.imaging.controls import CONTROLS
+
+    samples, arms = [s for s in load_dataset("mini-mias", mini_mias) if s.region][:24], plan_arms(["late"])
+
+    def ablate(out, trainer, rates, controls, **kw):
+        return run_ablation(samples, arms, _settings(), tmp_path / out, folds=2, n_boot=0, trainer=trainer, missing_rates=rates,
+                            controls=controls, **kw)
+
+    fresh = ablate("fresh", CountingTrainer(), (0.0, 0.5), CONTROLS)
+    trainer = CountingTrainer()  # the same seeds as the fresh run's: the same fold models
+    ablate("kept", trainer, (0.0,), (), keep_models=True)
+    completed = ablate("kept", trainer, (0.0, 0.5), CONTROLS)
+    assert len(trainer.calls) == 2, "completed from the kept models, never retrained"
+    timeless = lambda report: [dataclasses.replace(r, seconds=0) for r in report.folds["late"]]  # noqa: E731
+    assert timeless(completed) == timeless(fresh) and completed.variants["late"].controls == fresh.variants["late"].controls
+    assert completed.variants["late"].missing_clinical == fresh.variants["late"].missing_clinical
+    stored = json.loads((tmp_path / "kept" / "arms" / "late" / "fold-1" / "result.json").read_text())
+    assert set(stored["scores"]) == {"0", "0.5"} and set(stored["controls"]) == set(CONTROLS)
+
+    ablate("plain", trainer, (0.0,), ())
+    result = tmp_path / "plain" / "arms" / "late" / "fold-1" / "result.json"
+    with pytest.raises(MammofuseError, match=rf"^{result}: this finished fold lacks scores with the clinical findings of 0.5 .*"
+                                             r"drop 0.5 from --missing-rates to reuse it as it is, or use a new --out with --keep-models, or delete"):
+        ablate("plain", trainer, (0.0, 0.5), ())
+    with pytest.raises(MammofuseError, match=r"lacks the masked, away control\(s\).*: pass --no-controls to reuse"):
+        ablate("plain", trainer, (0.0,), CONTROLS)
+    with pytest.raises(MammofuseError, match=r"lacks scores .* of 0.5 .* and the masked, away control\(s\).*"
+                                             r": drop 0.5 from --missing-rates and pass --no-controls to reuse"):
+        ablate("plain", trainer, (0.0, 0.5), CONTROLS)
+    assert len(trainer.calls) == 4 and ablate("plain", trainer, (0.0,), ()).folds  # the same request still reuses
+
+    fewer = ablate("fresh", trainer, (0.0,), ())  # a fold holding more than asked is reused, and reports what was asked
+    assert len(trainer.calls) == 4 and fewer.variants["late"].controls == {} and fewer.variants["late"].missing_clinical is None
+    assert fewer.protocol["controls"].startswith("none")
+
+
 def _refuse_non_finite(constant: str) -> None:
     raise ValueError(f"{constant} is not JSON")
 

@@ -238,6 +238,36 @@ def test_pretrain_cli_reports_in_words_warns_on_a_negative_r2_and_follows_the_um
     assert "16 patches from 4 images; 4 patches of 1 images held out" in result.stdout
 
 
+def test_pretraining_twice_writes_the_same_bytes_however_long_it_took(tmp_path, monkeypatch):
+    """Was: each epoch's wall-clock seconds and safetensors' per-process metadata order were in the file, so
+    ``ablate`` (which fingerprints the file) refused a backbone re-created by the very same command."""
+    import types
+
+    from safetensors import safe_open
+    from typer.testing import CliRunner
+
+    from mammofuse.cli import app
+    from mammofuse.training import pretrain
+
+    _tiny_manifest(tmp_path)
+    args = ["pretrain", "--dataset", "manifest", "--data", str(tmp_path), "--split", "all", "--image-size", "32",
+            "--patches-per-image", "4", "--epochs", "2", "--batch-size", "8", "--out"]
+    first = CliRunner().invoke(app, [*args, str(tmp_path / "a.safetensors")])
+    ticks = iter(range(0, 10**6, 7))  # a machine where every epoch takes 7 s
+    monkeypatch.setattr(pretrain, "time", types.SimpleNamespace(perf_counter=lambda: float(next(ticks))))
+    second = CliRunner().invoke(app, [*args, str(tmp_path / "b.safetensors")])
+    assert first.exit_code == second.exit_code == 0, first.output + second.output
+    assert (tmp_path / "a.safetensors").read_bytes() == (tmp_path / "b.safetensors").read_bytes()
+    assert "2 epoch(s) in 14 s" in second.stdout  # the timings are reported, not stored
+    data = (tmp_path / "a.safetensors").read_bytes()
+    meta = json.loads(data[8 : 8 + int.from_bytes(data[:8], "little")])["__metadata__"]
+    assert list(meta) == sorted(meta) == ["backbone", "format", "image_size", "report", "task"]
+    history = json.loads(meta["report"])["history"]
+    assert [set(row) for row in history] == [{"epoch", "train_mse", "holdout_r2"}] * 2
+    with safe_open(str(tmp_path / "a.safetensors"), "pt") as fh:
+        assert fh.metadata()["format"] == "mammofuse-backbone-1"
+
+
 def _tiny_manifest(folder):
     from PIL import Image
 

@@ -81,7 +81,7 @@ def ablate(
     controls: Annotated[bool, typer.Option("--controls/--no-controls", help="Also score image arms on the shortcut controls: lesion masked out (with --input full: every lesion of the film), and a patch away from the lesion (lesion-crop arms).")] = True,
     away_patches: AwayPatches = 1,
     bootstrap: Annotated[int, typer.Option("--bootstrap", min=0, max=MAX_BOOTSTRAP, help="Patient-bootstrap resamples for the pooled AUC interval.")] = 1000,
-    keep_models: Annotated[bool, typer.Option("--keep-models", help="Keep each fold's trained weights (default: keep only results).")] = False,
+    keep_models: Annotated[bool, typer.Option("--keep-models", help="Keep each fold's trained weights (default: keep only results): a later run on the same --out scores the missing rates and controls it adds from them.")] = False,
     config: o.ConfigFile = None,
     backbone: o.Backbone = None,
     image_size: o.ImageSize = None,
@@ -114,7 +114,7 @@ def ablate(
 ) -> None:
     """Train and evaluate every ablation arm on the same patient-grouped folds (or the official split) and seeds.
 
-    Writes OUT/ablation.json, OUT/ablation.md and OUT/ablation.png; each finished (arm, fold) is kept in OUT/arms/ and reused when the command runs again with the same --out. Arms that need images are skipped when the dataset has none (e.g. CBIS-DDSM CSVs without --images). Fusion arms are also scored with the clinical findings removed from --missing-rates of the held-out cases; image arms on the shortcut controls. Training settings not given come from --config (its proj_dim and modality_dropout are the defaults of --proj-dims and --dropout-p), else the defaults of `mammofuse train`, except --val-fraction: 0 with k-fold CV (each fold trains on all its training patients) unless --threshold-from validation or --selection best needs a validation part. Progress goes to stderr.
+    Writes OUT/ablation.json, OUT/ablation.md and OUT/ablation.png; each finished (arm, fold) is kept in OUT/arms/ and reused when the command runs again with the same --out (a --missing-rates share or control it lacks is scored from its kept model, see --keep-models; without one the run stops). Arms that need images are skipped when the dataset has none (e.g. CBIS-DDSM CSVs without --images). Fusion arms are also scored with the clinical findings removed from --missing-rates of the held-out cases; image arms on the shortcut controls. Training settings not given come from --config (its proj_dim and modality_dropout are the defaults of --proj-dims and --dropout-p), else the defaults of `mammofuse train`, except --val-fraction: 0 with k-fold CV (each fold trains on all its training patients) unless --threshold-from validation or --selection best needs a validation part. Progress goes to stderr.
 
     Examples:
 

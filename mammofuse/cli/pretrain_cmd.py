@@ -92,8 +92,9 @@ def pretrain(
     if r2 < 0:
         err_console.print(f"[bold yellow]warning:[/] held-out R^2 {r2:.3f}: the backbone predicts texture statistics worse than their mean; "
                           "pretrain longer (--epochs) or on more images before training from it", highlight=False, soft_wrap=True)
+    seconds = sum(row["seconds"] for row in report["history"])  # not in the file: the same training writes the same bytes
     console.print(f"{report['patches']} patches from {report['images']} images; {report['holdout_patches']} patches of "
-                  f"{report['holdout_images']} images held out: held-out R^2 {r2:.3f}\n"
+                  f"{report['holdout_images']} images held out: held-out R^2 {r2:.3f}; {epochs} epoch(s) in {seconds:.0f} s\n"
                   f"wrote {safe(out)}", highlight=False, soft_wrap=True)
 
 

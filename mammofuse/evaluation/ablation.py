@@ -171,37 +171,23 @@ def run_fold(
 ) -> tuple[FoldResult, bool]:
     """Train and score one (arm, fold), or load its finished result. Returns (result, was_cached).
 
-    Image arms are also scored on each shortcut control in ``controls`` (``away`` on ``away_patches``
-    patches per case); a finished result that lacks one, or scored ``away`` on another number of
-    patches, is completed from its kept model (``keep_models``), never by retraining.
+    Fusion arms are scored at each share of cases without clinical findings in ``missing_rates``; image
+    arms also on each shortcut control in ``controls`` (``away`` on ``away_patches`` patches per case).
+    A finished result is completed by :func:`_reuse`, never by retraining.
     """
     from mammofuse.data.splits import train_val_split
-    from mammofuse.evaluation.evaluate import score_samples
     from mammofuse.imaging.controls import controls_for
     from mammofuse.model import MammoFuse
 
     key = _fingerprint(settings.as_dict(), train_part, test_part)
     result_path = folder / RESULT_NAME
     model_dir = folder / "model"
+    rates = _rates_for(arm, missing_rates)
     wanted = controls_for(settings.input, controls) if arm.needs_images else []
     if result_path.is_file():
         record = _stored_record(result_path)
         if record.get("fingerprint") == key:
-            result = read_result(record, result_path)
-            stale = "away" in wanted and "away" in result.controls and result.away_patches != away_patches
-            missing = [c for c in wanted if c not in result.controls or (c == "away" and stale)]
-            if missing and (model_dir / "model.safetensors").is_file():
-                model = MammoFuse.from_pretrained(model_dir)
-                scored = _score_controls(model, test_part, missing, away_patches)
-                patches = away_patches if "away" in missing else result.away_patches
-                result = dataclasses.replace(result, controls={**result.controls, **scored}, away_patches=patches)
-                write_text(result_path, json_text(result.to_dict(), indent=1) + "\n")
-            elif stale:
-                raise MammofuseError(
-                    f"{result_path}: its away control averages {result.away_patches} patch(es) per case, not {away_patches}, "
-                    f"and its model was not kept: pass --away-patches {result.away_patches}, or use a new --out"
-                )
-            return result, True
+            return _reuse(read_result(record, result_path), result_path, test_part, rates, wanted, away_patches, settings.seed), True
         if record:
             raise MammofuseError(
                 f"{result_path} holds a result of different settings or data (arm {arm.name}, fold {fold + 1}); "
@@ -218,14 +204,7 @@ def run_fold(
         raise MammofuseError(f"{model_dir} holds an interrupted training of {exc.difference} (arm {arm.name}, fold {fold + 1}); "
                              "use a new --out or delete that folder") from None
     model = MammoFuse.from_pretrained(getattr(trained, "out", model_dir))
-    rates = list(missing_rates) if arm.is_fusion else [0.0]
-    scores: dict[str, list[float | None]] = {}
-    errors_seen: dict[str, str] = {}
-    for rate in dict.fromkeys([0.0, *rates]):
-        subset = drop_clinical(test_part, rate, (settings.seed, fold, int(round(rate * 1000))))
-        probs, errors = score_samples(model, subset)
-        scores[rate_key(rate)] = [float(p) if np.isfinite(p) else None for p in probs]
-        errors_seen.update({s.id: e for s, e in zip(subset, errors) if e})
+    scores, errors_seen = _score_rates(model, test_part, rates, settings.seed, fold)
     result = FoldResult(
         fingerprint=key,
         arm=arm.name,
@@ -250,6 +229,76 @@ def run_fold(
     if not keep_models:
         shutil.rmtree(model_dir, ignore_errors=True)
     return result, False
+
+
+def _rates_for(arm: Arm, missing_rates: Sequence[float]) -> list[float]:
+    """The missing-clinical shares an arm is scored at: 0 always, the others for fusion arms only."""
+    return list(dict.fromkeys([0.0, *(missing_rates if arm.is_fusion else ())]))
+
+
+def _score_rates(model: Any, samples: Sequence[Sample], rates: Sequence[float], seed: int, fold: int,
+                 ) -> tuple[dict[str, list[float | None]], dict[str, str]]:
+    """Held-out probabilities per missing-clinical share (None where a case cannot be scored), and case id -> error."""
+    from mammofuse.evaluation.evaluate import score_samples
+
+    scores: dict[str, list[float | None]] = {}
+    errors_seen: dict[str, str] = {}
+    for rate in rates:
+        subset = drop_clinical(samples, rate, (seed, fold, int(round(rate * 1000))))
+        probs, errors = score_samples(model, subset)
+        scores[rate_key(rate)] = [float(p) if np.isfinite(p) else None for p in probs]
+        errors_seen.update({s.id: e for s, e in zip(subset, errors) if e})
+    return scores, errors_seen
+
+
+def _reuse(result: FoldResult, result_path: Path, test_part: Sequence[Sample], rates: Sequence[float],
+           wanted: Sequence[str], away_patches: int, seed: int) -> FoldResult:
+    """A finished fold's result as this run asks for it: only the requested missing rates and controls.
+
+    What it lacks (a missing rate, a control, or ``away`` on another number of patches) is scored from the
+    fold's kept model (``--keep-models``) and stored; without that model it is a MammofuseError naming the
+    ways out, so a run never reports less than it was asked for.
+    """
+    from mammofuse.model import MammoFuse
+
+    stale = "away" in wanted and "away" in result.controls and result.away_patches != away_patches
+    lacking_rates = [r for r in rates if rate_key(r) not in result.scores]
+    lacking_controls = [c for c in wanted if c not in result.controls or (c == "away" and stale)]
+    model_file = result_path.parent / "model" / "model.safetensors"
+    if (lacking_rates or lacking_controls) and not model_file.is_file():
+        absent = [c for c in lacking_controls if c not in result.controls]
+        raise _incomplete(result_path, lacking_rates, absent, result.away_patches if stale else None, away_patches)
+    if lacking_rates or lacking_controls:
+        model = MammoFuse.from_pretrained(model_file.parent)
+        scores, errors = _score_rates(model, test_part, lacking_rates, seed, result.fold)
+        controls = _score_controls(model, test_part, lacking_controls, away_patches)
+        result = dataclasses.replace(
+            result, scores={**result.scores, **scores}, controls={**result.controls, **controls}, errors={**result.errors, **errors},
+            away_patches=away_patches if "away" in lacking_controls else result.away_patches,
+        )
+        write_text(result_path, json_text(result.to_dict(), indent=1) + "\n")
+    return dataclasses.replace(result, scores={rate_key(r): result.scores[rate_key(r)] for r in rates},
+                               controls={c: result.controls[c] for c in wanted})
+
+
+def _incomplete(result_path: Path, rates: Sequence[float], controls: Sequence[str], stored_patches: int | None,
+                away_patches: int) -> MammofuseError:
+    """Why a finished fold cannot give what was asked without its model, and the ways out."""
+    lacks, asks = [], []
+    if rates:
+        shares = ", ".join(f"{r:g}" for r in rates)
+        lacks.append(f"scores with the clinical findings of {shares} of the cases removed")
+        asks.append(f"drop {shares} from --missing-rates")
+    if controls:
+        lacks.append(f"the {', '.join(controls)} control(s)")
+    if stored_patches is not None:
+        lacks.append(f"the away control on {away_patches} patch(es) per case (it averages {stored_patches} patch(es) per case, not {away_patches})")
+    if controls or stored_patches is not None:
+        asks.append("pass --no-controls" if controls else f"pass --away-patches {stored_patches}")
+    return MammofuseError(
+        f"{result_path}: this finished fold lacks {' and '.join(lacks)}, and its model was not kept to score them: "
+        f"{' and '.join(asks)} to reuse it as it is, or use a new --out with --keep-models, or delete {result_path.parent} to train it again"
+    )
 
 
 def _image_init_model(folder: Path, fold: int, test_part: Sequence[Sample]) -> Path:
@@ -396,7 +445,8 @@ def run_ablation(
                            f"{base_settings.val_fraction:g} of each fold's training patients carved out (with selection 'best', the epoch is chosen there)"),
             "threshold": ("Youden's J on the pooled held-out predictions of the other folds" if threshold == "oof" and len(fold_pairs) > 1
                           else "Youden's J on each fold's validation part"),
-            "controls": "image arms also scored with the lesion masked out (filled from adjacent tissue) and on a same-size patch away from every lesion "
+            "controls": "none: image arms were not scored on shortcut controls" if not controls else
+                        "image arms also scored with the lesion masked out (filled from adjacent tissue) and on a same-size patch away from every lesion "
                         + ("(one patch per case, fixed by its id; on a small set its AUC moves with that draw: see --away-patches)" if away_patches == 1
                            else f"(the mean logit over {away_patches} patches per case, each fixed by its id)"),
             "away_patches": away_patches,

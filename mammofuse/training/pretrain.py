@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from mammofuse.atomic import atomic_path
+from mammofuse.atomic import write_bytes
 from mammofuse.backbones import BACKBONES, backbone_path
 from mammofuse.errors import MammofuseError
 from mammofuse.hub import REGISTRY, WEIGHTS_NAME, staged_model_folder
@@ -257,14 +257,35 @@ def _check_converging(loss: float, epoch: int, lr: float) -> None:
 
 
 def save_backbone(backbone: nn.Module, path: Path, settings: PretrainSettings, report: dict) -> Path:
-    """Write the backbone's weights as safetensors (atomically), with what made them as metadata."""
-    from safetensors.torch import save_file
+    """Write the backbone's weights as safetensors (atomically), with what made them as metadata.
+
+    The same training writes the same bytes (``ablate`` fingerprints the file): the metadata keys are
+    sorted and the report's wall-clock timings (each epoch's ``seconds``) are left out.
+    """
+    from safetensors.torch import save
 
     state = {k: v.detach().cpu().contiguous() for k, v in backbone.state_dict().items()}
     meta = {
         "format": BACKBONE_FORMAT, "backbone": settings.backbone, "task": "texture-statistics regression",
-        "image_size": str(settings.image_size), "report": json.dumps(report),
+        "image_size": str(settings.image_size), "report": json.dumps(_without_timings(report)),
     }
-    with atomic_path(path, follow_symlink=True) as tmp:
-        save_file(state, str(tmp), metadata=meta)
+    write_bytes(path, _sorted_metadata(save(state, metadata=meta)), follow_symlink=True)
     return path
+
+
+def _without_timings(report: dict) -> dict:
+    """``report`` without the wall-clock seconds of each epoch, which differ between runs of the same training."""
+    if "history" not in report:
+        return report
+    return {**report, "history": [{k: v for k, v in row.items() if k != "seconds"} for row in report["history"]]}
+
+
+def _sorted_metadata(data: bytes) -> bytes:
+    """safetensors bytes with the header's metadata in sorted key order: safetensors writes it in hash order,
+    which differs between processes. The tensors, and so their offsets, are untouched."""
+    size = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8 : 8 + size])
+    header["__metadata__"] = dict(sorted(header["__metadata__"].items()))
+    text = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode()
+    text += b" " * (-len(text) % 8)  # safetensors pads the header so that the tensors start 8-byte aligned
+    return len(text).to_bytes(8, "little") + text + data[8 + size :]
