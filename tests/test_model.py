@@ -347,3 +347,10 @@ def test_training_still_runs_the_backbone_on_every_row() -> None:
     rows = _backbone_rows(model)
     model(**batch, image_present=torch.zeros(4, dtype=torch.bool)).logits.sum().backward()
     assert rows == [4] and model.backbone.conv1.weight.grad is not None
+
+
+def test_a_config_built_with_part_of_a_recipe_saves_one_that_loads(tmp_path) -> None:
+    """config.json must hold every key of the recipe; one built in code from a few is saved with the rest spelled out."""
+    folder = save_model(MammoFuse(ModelConfig(fusion="image", backbone="cnn4", preprocessing={"image_size": 32})), tmp_path / "m")
+    config = load_model(folder).config
+    assert config.preprocessing == {**PreprocessRecipe().as_dict(), "image_size": 32}

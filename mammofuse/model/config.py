@@ -88,7 +88,8 @@ class ModelConfig:
         unknown = set(self.preprocessing) - set(RECIPE_RULES)
         if unknown:  # a newer mammofuse's preprocessing step, which this one would silently skip
             raise MammofuseError(f"preprocessing has unknown keys {sorted(map(str, unknown))[:5]}: made by a newer mammofuse?")
-        self.preprocessing = {k: checked(f"preprocessing.{k}", v, RECIPE_RULES[k]) for k, v in self.preprocessing.items()}
+        given = {k: checked(f"preprocessing.{k}", v, RECIPE_RULES[k]) for k, v in self.preprocessing.items()}
+        self.preprocessing = {**PreprocessRecipe().as_dict(), **given}  # every key spelled out: a saved config.json loads
         canvas = self.preprocessing.get("canvas")
         if canvas is not None and not (len(canvas) == 2 and all(isinstance(v, int) and not isinstance(v, bool) and 8 <= v <= 16384 for v in canvas)
                                        and canvas[0] * canvas[1] <= MAX_PIXELS):  # no larger an image than the reader reads
