@@ -64,6 +64,9 @@ def test_the_calibration_and_threshold_come_from_the_pooled_out_of_fold_predicti
     assert f"(3-fold cross-validation of this recipe on these {len(cases)} cases), recalibrated;" in card
     assert f"logit x {calibration.slope:.3f} " in card
     assert "no validation part: every patient trained" in card and "Metrics (validation)" not in card
+    malignant = sum(int(c.label) for c in cases)
+    assert config.provenance["n_train_malignant"] == malignant
+    assert f"conditional on the training cases' mix, {malignant / len(cases):.0%} of them malignant ({malignant} of {len(cases)} lesions)" in card
 
     # the model scores through the map: the same network without it gives the raw scores
     scored, _ = score_samples(model, cases[:20])

@@ -141,12 +141,22 @@ def model_card(settings: TrainSettings, provenance: dict[str, Any], history: Seq
         _validation_caveat(has_val, bool(provenance.get("threshold_from")), s.selection)
         + "report a held-out test set or patient-grouped cross-validation (`mammofuse ablate`) instead.",
         "- Small public research datasets (scanned film, one population); performance elsewhere is unknown.",
+        *_case_mix(provenance),
         "- Clinical findings are radiologists' descriptors; BI-RADS assessment and subtlety are never inputs.",
     ]
     if s.uses_image and s.pretrained != "imagenet":
         start = "random weights" if s.pretrained is None else "weights learned here without labels, not ImageNet's"
         lines.append(f"- The image encoder started from {start}: expect lower AUC than papers using ImageNet initialisation.")
     return "\n".join(lines) + "\n"
+
+
+def _case_mix(provenance: Mapping[str, Any]) -> list[str]:
+    """The caveat that a score is conditional on the training cases' share of malignancy (none where unrecorded)."""
+    malignant, n = provenance.get("n_train_malignant"), provenance.get("n_train")
+    if not isinstance(malignant, int) or not isinstance(n, int) or not n:
+        return []
+    return [f"- Its probabilities are conditional on the training cases' mix, {malignant / n:.0%} of them malignant ({malignant} of {n} "
+            "lesions): where malignancy is rarer, as in screening, the same score means a lower risk."]
 
 
 def _validation_caveat(has_val: bool, threshold_from_cv: bool, selection: str) -> str:

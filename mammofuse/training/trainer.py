@@ -431,6 +431,7 @@ class _Trainer:
         return {
             "dataset": self.settings.dataset,
             "n_train": len(self.samples["train"]),
+            "n_train_malignant": sum(int(s.label) for s in self.samples["train"]),  # the case mix scores are conditional on
             "abnormality": sorted({s.abnormality for s in self.samples["train"] if s.abnormality}),  # lesion types trained on; [] unknown
             "n_val": len(self.samples["val"]),
             "val_auc": None if math.isnan(best.val_auc) else round(float(best.val_auc), 6),
