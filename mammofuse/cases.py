@@ -478,6 +478,14 @@ def _has_region(sample: Sample) -> bool:
     return sample.region is not None or bool(sample.roi_path or sample.roi_mask_path)
 
 
+def uses_every_modality(config: Any, sample: Sample) -> bool:
+    """Whether a model of ``config`` scores ``sample`` on every modality it uses (its image, and a finding): the cases
+    a calibration map applies to (:meth:`mammofuse.model.MammoFuse.forward`)."""
+    image = not config.uses_image or _image_used(config, sample)
+    findings = not config.uses_clinical or bool(load_schema(config.vocabulary).normalise(sample.clinical))
+    return image and findings
+
+
 def _image_used(config: Any, sample: Sample) -> bool:
     """Whether a model of ``config`` scores ``sample``'s image (a lesion-crop model that skips cases without a region does not)."""
     return config.uses_image and sample.has_image and not (config.recipe.needs_region() and not _has_region(sample))

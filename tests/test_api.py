@@ -228,3 +228,13 @@ def test_an_empty_path_is_refused_not_read_as_the_current_folder(images, tmp_pat
     (tmp_path / "scan.dcm").write_bytes(b"")
     with pytest.raises(mammofuse.MammofuseError, match=r"^images(\[\d\])? is an empty path"):
         mammofuse.predict(images, density=2)
+
+
+def test_an_explanation_carries_the_remark_a_prediction_record_carries(real_dicoms, tmp_path: Path) -> None:
+    """A calcification explained by the masses-only default: the remark predict puts in its record, in the explanation's notes."""
+    kwargs = {"roi": (2400, 1145, 100), "density": 2, "calc_type": "vascular"}
+    prediction = mammofuse.predict(real_dicoms["P_00173_lcc"], **kwargs)
+    explanation = mammofuse.explain(real_dicoms["P_00173_lcc"], tmp_path, methods=["shap"], **kwargs)
+    assert "never saw calcifications" in prediction.note
+    assert [n for n in explanation.notes if "never saw calcifications" in n] == [n for n in prediction.note.split("; ") if "never saw" in n]
+    assert explanation.probability == pytest.approx(prediction.probability, abs=1e-6)

@@ -86,6 +86,7 @@ def test_a_threshold_from_another_recipe_other_cases_or_no_cross_validation_is_r
     from mammofuse.data import load_dataset
     from mammofuse.evaluation.ablation import plan_arms, run_ablation
     from mammofuse.evaluation.oof import oof_threshold
+    from mammofuse.model import ModelConfig
     from mammofuse.training import TrainSettings
 
     other = _train(mini_mias, tmp_path / "other", "--threshold-from", str(cv), "--lr", "0.01")
@@ -96,13 +97,14 @@ def test_a_threshold_from_another_recipe_other_cases_or_no_cross_validation_is_r
     assert not (tmp_path / "other").exists() or not any((tmp_path / "other").iterdir())
 
     settings = TrainSettings(fusion="clinical", epochs=2, device="cpu", dataset="mini-mias")
+    config = ModelConfig(fusion="clinical")
     ids = load_dataset("mini-mias", mini_mias)
-    assert oof_threshold(cv, settings, ids).folds == 3
+    assert oof_threshold(cv, settings, ids, config).folds == 3
     with pytest.raises(MammofuseError, match=rf"held out {len(ids)} cases, this run trains {len(ids) - 1} \(1 not trained here, 0 never"):
-        oof_threshold(cv, settings, ids[:-1])
+        oof_threshold(cv, settings, ids[:-1], config)
     relabelled = [dataclasses.replace(ids[0], label=1 - ids[0].label), *ids[1:]]  # the same case ids, other data
     with pytest.raises(MammofuseError, match=r"\(1 not trained here, 1 never held out there, counting a case whose label or patient"):
-        oof_threshold(cv, settings, relabelled)
+        oof_threshold(cv, settings, relabelled, config)
     old = tmp_path / "old"  # a run made before a setting existed: that setting had another default then
     shutil.copytree(cv / "arms" / "clinical", old)
     for result in old.glob("fold-*/result.json"):
@@ -110,13 +112,39 @@ def test_a_threshold_from_another_recipe_other_cases_or_no_cross_validation_is_r
         del record["settings"]["aux_findings"]
         result.write_text(json.dumps(record))
     with pytest.raises(MammofuseError, match=r"another recipe \(aux_findings not recorded there\)"):
-        oof_threshold(old, settings, ids)
+        oof_threshold(old, settings, ids, config)
     one = tmp_path / "one" / "fold-1"
     shutil.copytree(cv / "arms" / "clinical" / "fold-1", one)
     with pytest.raises(MammofuseError, match="1 fold; out-of-fold predictions need a k-fold cross-validation"):
-        oof_threshold(one.parent, settings, ids)
+        oof_threshold(one.parent, settings, ids, config)
     (one / "result.json").write_text("{not json")
     with pytest.raises(MammofuseError, match="result.json: not a readable fold result"):
-        oof_threshold(one.parent, settings, ids)
+        oof_threshold(one.parent, settings, ids, config)
     with pytest.raises(MammofuseError, match="threshold_from is for `train`"):
         run_ablation([], plan_arms(["clinical"]), TrainSettings(threshold_from=str(cv)), tmp_path / "ablate")
+
+
+def test_the_map_is_fitted_on_the_cases_it_applies_to_and_the_threshold_on_the_scores_as_given(mini_mias, cv):
+    """A case without findings is scored raw by a calibrated clinical model: it is left out of the fit, not of the threshold."""
+    from mammofuse.data import load_dataset
+    from mammofuse.evaluation.calibration import fit_platt
+    from mammofuse.evaluation.metrics import youden_threshold
+    from mammofuse.evaluation.oof import oof_threshold
+    from mammofuse.model import ModelConfig
+    from mammofuse.training import TrainSettings
+
+    cases = load_dataset("mini-mias", mini_mias)
+    bare = {c.id for c in cases[::3]}
+    cases = [dataclasses.replace(c, clinical={}) if c.id in bare else c for c in cases]
+    labels, probs, ids = [], [], []
+    for path in sorted((cv / "arms" / "clinical").glob("fold-*/result.json")):
+        record = json.loads(path.read_text())
+        labels += record["labels"]
+        probs += record["scores"]["0"]
+        ids += record["ids"]
+    complete = np.array([i not in bare for i in ids])
+    labels, probs = np.array(labels), np.array(probs)
+    expected = fit_platt(labels[complete], probs[complete])
+    found = oof_threshold(cv, TrainSettings(fusion="clinical", epochs=2, device="cpu", dataset="mini-mias"), cases, ModelConfig(fusion="clinical"))
+    assert found.calibration == expected and expected != fit_platt(labels, probs)
+    assert found.value == youden_threshold(labels, np.where(complete, expected.apply(probs), probs))

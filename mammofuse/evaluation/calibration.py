@@ -5,7 +5,7 @@ bundled default's cross-validation a score of 0.31 went with about 0.2 observed 
 (calibration slope 1.55). Logistic regression of the label on the score's logit (Platt scaling,
 ``sklearn.linear_model.LogisticRegression`` without penalty) fitted on predictions of cases no
 model saw in training maps the logit ``z`` to ``slope * z + intercept``. It keeps the ranking
-(AUC) and every decision (the threshold moves with the scores); only the printed numbers change.
+(AUC), and the decisions where it applies (the threshold is chosen on the recalibrated scores).
 """
 
 from __future__ import annotations

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
+from mammofuse.cases import uses_every_modality
 from mammofuse.errors import MammofuseError, reading
 from mammofuse.evaluation.ablation import NOT_FINGERPRINTED
 from mammofuse.evaluation.ablation_results import RESULT_NAME, read_arm
@@ -25,6 +26,7 @@ from mammofuse.fusion import Fusion
 
 if TYPE_CHECKING:
     from mammofuse.data.sample import Sample
+    from mammofuse.model import ModelConfig
     from mammofuse.training.settings import TrainSettings
 
 # Settings that may differ between the cross-validation and the final model without changing the recipe
@@ -57,10 +59,15 @@ def arm_folder(path: Path, fusion: str) -> Path:
                          "of a `mammofuse ablate` run)")
 
 
-def oof_threshold(path: str | Path, settings: TrainSettings, cases: Sequence[Sample]) -> OofThreshold:
-    """Youden's J on the pooled held-out predictions of the cross-validation in ``path`` of ``settings``'
-    recipe, which must have held out exactly ``cases`` (the cases the final model trains on: ids, labels
-    and patients)."""
+def oof_threshold(path: str | Path, settings: TrainSettings, cases: Sequence[Sample], config: ModelConfig) -> OofThreshold:
+    """The calibration and threshold of a model of ``config`` from the pooled held-out predictions of the
+    cross-validation in ``path`` of ``settings``' recipe, which must have held out exactly ``cases`` (the cases
+    the final model trains on: ids, labels and patients).
+
+    The Platt map is fitted on the cases with every modality the model uses (those it will apply to); the
+    threshold is Youden's J on the predictions as the model will give them: recalibrated where it applies, as
+    they are elsewhere.
+    """
     folder = arm_folder(Path(path), settings.fusion)
     folds = read_arm(folder)
     if len(folds) < 2:
@@ -80,16 +87,20 @@ def oof_threshold(path: str | Path, settings: TrainSettings, cases: Sequence[Sam
             f"{len(wanted - held_out)} never held out there, counting a case whose label or patient changed as both); "
             "the threshold must come from a cross-validation of exactly these cases"
         )
-    labels, probs = [], []
+    labels, probs, ids = [], [], []
     for fold in folds:
         y, p, _ = fold.scored()
         labels += y
         probs += p
+        ids += [i for i, score in zip(fold.ids, fold.scores["0"]) if score is not None]  # the cases of fold.scored()
     if len(set(labels)) < 2:
         raise MammofuseError(f"{folder}: the scored out-of-fold cases hold one class; no threshold can be chosen")
+    every_modality = {s.id for s in cases if uses_every_modality(config, s)}
+    complete = np.array([i in every_modality for i in ids], dtype=bool)
+    labels, probs = np.array(labels), np.array(probs, dtype=np.float64)
     try:
-        calibration = fit_platt(labels, probs)
+        calibration = fit_platt(labels[complete], probs[complete])
     except MammofuseError as exc:
-        raise MammofuseError(f"{folder}: {exc}") from None
-    threshold = youden_threshold(np.array(labels), calibration.apply(probs))
+        raise MammofuseError(f"{folder}: its out-of-fold cases with every modality the model uses: {exc}") from None
+    threshold = youden_threshold(labels, np.where(complete, calibration.apply(probs), probs))
     return OofThreshold(threshold, str(folder), len(folds), len(labels), calibration)

@@ -29,6 +29,7 @@ from typing import Callable, Iterable, Sequence
 import torch
 
 from mammofuse.atomic import check_not_input, write_text
+from mammofuse.cases import case_remarks
 from mammofuse.clinical import load_schema
 from mammofuse.clinical.schema import ClinicalSchema
 from mammofuse.data.sample import Sample
@@ -120,6 +121,7 @@ def _explain(
     )
     if inputs.image is not None and inputs.lesion_radius is not None and config.recipe.input == "roi" and on_background(inputs.image[0].cpu().numpy(), config.recipe):
         result.notes.append(OFF_BREAST)
+    result.notes.extend(case_remarks(model, sample))  # as predict's record: a calcification to a masses-only model, density alone
     result.seconds["read_and_predict"] = time.perf_counter() - started
     case = CaseContext(model=model, inputs=inputs, schema=schema, decoded=decoded, folder=folder, options=options)
     sections: list[ReportSection] = []

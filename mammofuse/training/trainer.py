@@ -100,18 +100,17 @@ class _Trainer:
         self.settings, self.out = settings, Path(out)
         self.samples = {"train": list(train_samples), "val": list(val_samples)}
         check_samples(settings, self.samples["train"], self.samples["val"])
-        self.oof: OofThreshold | None = None
-        if settings.threshold_from:
-            from mammofuse.evaluation.oof import oof_threshold  # here: the ablation module imports the trainer
-
-            self.oof = oof_threshold(settings.threshold_from, settings, [s for split in SPLITS for s in self.samples[split]])
         self.device, self.dist = join_run(settings.device)
         self.report = Reporter(callbacks if self.dist.main else ())
         self.recipe = settings.recipe(common_canvas(self.samples["train"] + self.samples["val"]))
         self.model = build_model(settings, self.recipe, self.device)
         config = self.model.config
-        if self.oof:  # from the start, so that validation scores on the threshold's scale (training sees raw logits)
-            config.calibration = self.oof.calibration.as_dict()
+        self.oof: OofThreshold | None = None
+        if settings.threshold_from:
+            from mammofuse.evaluation.oof import oof_threshold  # here: the ablation module imports the trainer
+
+            self.oof = oof_threshold(settings.threshold_from, settings, [s for split in SPLITS for s in self.samples[split]], config)
+            config.calibration = self.oof.calibration.as_dict()  # from the start: validation scores as the model will (training sees raw logits)
         self.uses_image = config.uses_image
         self.tables = {split: InputTables.build(self.samples[split], config.vocabulary, self.uses_image) for split in SPLITS}
         self.datasets = self._image_datasets() if self.uses_image else {}
