@@ -354,3 +354,11 @@ def test_a_config_built_with_part_of_a_recipe_saves_one_that_loads(tmp_path) -> 
     folder = save_model(MammoFuse(ModelConfig(fusion="image", backbone="cnn4", preprocessing={"image_size": 32})), tmp_path / "m")
     config = load_model(folder).config
     assert config.preprocessing == {**PreprocessRecipe().as_dict(), "image_size": 32}
+
+
+def test_a_config_with_an_integer_too_long_to_read_is_named_not_an_internal_error(tmp_path) -> None:
+    folder = save_model(make_model("clinical"), tmp_path / "m")
+    text = (folder / "config.json").read_text().replace('"proj_dim": 16', '"proj_dim": 1' + "0" * 5000)
+    (folder / "config.json").write_text(text)
+    with pytest.raises(MammofuseError, match=r"config.json: not valid JSON \(ValueError: Exceeds the limit"):
+        load_model(folder)

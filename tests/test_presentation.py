@@ -107,3 +107,35 @@ def test_a_full_field_mammogram_for_presentation_gets_no_remark(tmp_path: Path) 
     scan = write_dicom(tmp_path / "scan.dcm", breast_phantom(), PresentationIntentType="FOR PRESENTATION",
                        ViewCodeSequence=view(code("399161006", "SCT", "Cleavage")))
     assert read_mammogram(scan).info.warnings == []
+
+
+def test_a_damaged_or_multi_valued_header_attribute_is_read_as_the_standard_means_it(tmp_path: Path) -> None:
+    """A view sequence stored as text made the file unreadable ('str' has no .get); a second value hid FOR PROCESSING
+    and turned Modality into its list's text."""
+    from pydicom.dataelem import DataElement
+
+    from mammofuse.imaging.presentation import header_remarks, not_mammography
+
+    path = write_dicom(tmp_path / "view.dcm", breast_phantom(), Modality="MG")
+    import pydicom
+
+    ds = pydicom.dcmread(path)
+    ds.add(DataElement(0x00540220, "LO", "L CC"))  # ViewCodeSequence as text
+    ds.PresentationIntentType = ["FOR PROCESSING", "X"]
+    ds.Modality = ["MG", "DX"]
+    ds.save_as(path)
+    mammogram = read_mammogram(path)
+    assert mammogram.info.modality == "MG"
+    assert [r for r in mammogram.info.warnings if "FOR PROCESSING" in r]
+    assert header_remarks(pydicom.dcmread(path, stop_before_pixels=True), "MG")
+    assert not_mammography("X" * 500) == "modality is " + "X" * 32 + "..., not MG (mammography)"
+
+
+def test_an_explanation_carries_the_files_remark_once(tmp_path: Path) -> None:
+    """explain reads a file twice (the model's input, the view shown): its remark reached stderr twice and explanation.json never."""
+    scan = write_dicom(tmp_path / "scan.dcm", breast_phantom(), PresentationIntentType="FOR PROCESSING")
+    status, _, err = run("explain", str(scan), "--roi", ROI, "--density", "2", "--margin", "spiculated", "--methods", "shap",
+                         "--out", str(tmp_path / "out"))
+    assert status == 0 and err.count("a FOR PROCESSING image") == 1
+    notes = json.loads(next((tmp_path / "out").rglob("explanation.json")).read_text())["notes"]
+    assert [n for n in notes if n.startswith("a FOR PROCESSING image")]

@@ -143,3 +143,10 @@ def test_the_two_lucent_centre_calcifications_of_cbis_ddsm_stay_two_codes():
     values = schema.field("calc_type").values
     assert "LUCENT_CENTER" in values and "LUCENT_CENTERED" in values
     assert schema.normalise_value("calc_type", "lucent centred") == ("LUCENT_CENTERED",)
+
+
+@pytest.mark.parametrize("typed, expected", [("round\u2013oval", ("ROUND", "OVAL")), ("architectural\u2011distortion", ("ARCHITECTURAL_DISTORTION",)),
+                                             ("ir\u00adregular", ("IRREGULAR",))])
+def test_typographic_dashes_read_as_hyphens(typed, expected):
+    """A word processor's en dash or non-breaking hyphen was an unknown term; a soft hyphen too."""
+    assert load_schema("cbis-ddsm-v1").normalise({"shape": typed})["shape"] == expected

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Callable
 
@@ -81,6 +82,7 @@ def explain(
     from mammofuse.explainers import ExplainOptions, check_options, explain_case, output_folders
     from mammofuse.explainers.options import chosen_methods
     from mammofuse.explainers.runner import OUTPUT_FILES
+    from mammofuse.imaging.reader import ReaderWarning
 
     options = ExplainOptions(methods=chosen_methods(methods), lime_samples=lime_samples, seed=seed, layer=layer, include_identifiers=include_identifiers)
     check_writable_folder(out)
@@ -91,7 +93,8 @@ def explain(
     failed: list[str] = []
     folders = output_folders([s.image_path or s.id for s in samples], out)
     check_not_input((f / name for f in folders for name in OUTPUT_FILES), [clinical, *(s.image_path for s in samples)], "--out")
-    with status("explaining") as show:
+    with status("explaining") as show, warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=ReaderWarning)  # each file's, in its notes: shown below
         for i, (sample, target) in enumerate(zip(samples, folders), start=1):
             try:
                 results.append(explain_case(net, sample, target, options, model_name=name, on_step=_announcer(show, f"{i}/{len(samples)} {Path(sample.id).name}")))

@@ -45,6 +45,10 @@ class ClinicalField:
         return len(self.values)
 
 
+DASHES = str.maketrans({**dict.fromkeys("\u2010\u2011\u2012\u2013\u2014\u2212", "-"), "\u00ad": None, "\u200b": None})
+"""Typographic dashes (a word processor's en dash in "round–oval") read as hyphens; soft hyphens and zero-width spaces dropped."""
+
+
 def _canonical(text: str) -> str:
     """Upper case, spaces and hyphens within one term folded to underscores."""
     return re.sub(r"[\s_]+", "_", text.strip().upper())
@@ -107,7 +111,7 @@ class ClinicalSchema:
         f = self.field(field_name)
         if raw is None or (isinstance(raw, float) and np.isnan(raw)):
             return ()
-        text = str(raw).strip()
+        text = str(raw).translate(DASHES).strip()
         if _canonical(text) in self.missing_tokens:
             return ()
         if isinstance(raw, (int, np.integer)) or re.fullmatch(r"\d+(\.0+)?", text):

@@ -39,6 +39,7 @@ from mammofuse.explainers.inputs import IDENTIFYING_TAGS, CaseInputs, prepare_in
 from mammofuse.explainers.methods import METHODS, CaseContext
 from mammofuse.explainers.options import DEFAULT_LAYER, DEFAULT_LIME_SAMPLES, ExplainOptions, chosen_methods
 from mammofuse.explainers.report import ReportData, ReportSection, render_report
+from mammofuse.imaging.reader import remarks_kept
 from mammofuse.inference import OFF_BREAST, on_background
 from mammofuse.jsontext import json_text
 from mammofuse.model import MammoFuse
@@ -105,7 +106,8 @@ def _explain(
     config = model.config
     device = model.device
     started = time.perf_counter()
-    inputs = prepare_inputs(model, sample, device)
+    with remarks_kept() as remarks:  # the file is read twice: for the model and for the view shown
+        inputs = prepare_inputs(model, sample, device)
     with torch.no_grad():
         logit = float(model(inputs.image, inputs.clinical, inputs.mask, **inputs.extra()).logits[0])
     probability = float(sigmoid(logit))
@@ -121,7 +123,7 @@ def _explain(
     )
     if inputs.image is not None and inputs.lesion_radius is not None and config.recipe.input == "roi" and on_background(inputs.image[0].cpu().numpy(), config.recipe):
         result.notes.append(OFF_BREAST)
-    result.notes.extend(case_remarks(model, sample))  # as predict's record: a calcification to a masses-only model, density alone
+    result.notes.extend([*remarks, *case_remarks(model, sample)])  # as predict's record: the file's, a calcification..., density alone
     result.seconds["read_and_predict"] = time.perf_counter() - started
     case = CaseContext(model=model, inputs=inputs, schema=schema, decoded=decoded, folder=folder, options=options)
     sections: list[ReportSection] = []
@@ -233,7 +235,6 @@ def _facts(inputs: CaseInputs, include_identifiers: bool) -> list[tuple[str, str
             facts.append((name, str(value)))
     if info.flipped:
         facts.append(("orientation", "flipped so the breast lies on the left"))
-    facts.extend(("warning", w) for w in info.warnings)
     return facts
 
 

@@ -30,7 +30,15 @@ def not_mammography(modality: str | None) -> str | None:
     """Why a file of this DICOM modality is no mammogram to score; None for MG, the projection modalities and none given."""
     if not modality or modality.strip().upper() in {MAMMOGRAPHY, *PROJECTION_MODALITIES}:
         return None
-    return f"modality is {modality}, not MG (mammography)"
+    shown = modality if len(modality) <= 32 else modality[:32] + "..."
+    return f"modality is {shown}, not MG (mammography)"
+
+
+def single_value(value: Any) -> str:
+    """An attribute of one value (VM 1) as text: the first of several a file gives anyway."""
+    from pydicom.multival import MultiValue
+
+    return str(value[0] if isinstance(value, MultiValue) and len(value) else value or "")
 
 
 def header_remarks(ds: Any, modality: str | None) -> list[str]:
@@ -41,8 +49,8 @@ def header_remarks(ds: Any, modality: str | None) -> list[str]:
         remarks.append("the DICOM header gives no modality: read as a mammogram (MG)")
     elif modality.strip().upper() in PROJECTION_MODALITIES:
         remarks.append(f"modality is {modality}, not MG (mammography): read as a mammogram")
-    intent = str(ds.get("PresentationIntentType", "") or "").upper()
-    if intent == "FOR PROCESSING" or str(ds.get("SOPClassUID", "")) in FOR_PROCESSING_CLASSES:
+    intent = single_value(ds.get("PresentationIntentType")).strip().upper()
+    if intent == "FOR PROCESSING" or single_value(ds.get("SOPClassUID")).strip() in FOR_PROCESSING_CLASSES:
         remarks.append(f"a FOR PROCESSING image (the detector's data before the vendor's processing): {TRAINED_ON}")
     views = sorted(set(_view_modifiers(ds)))
     if views:
@@ -53,12 +61,20 @@ def header_remarks(ds: Any, modality: str | None) -> list[str]:
 def _view_modifiers(ds: Any) -> list[str]:
     """The spot compression and magnification modifiers of the view, by code or by meaning (in the View Code Sequence's
     items, where the mammography IOD puts them, or at the top level)."""
-    items = [*ds.get("ViewModifierCodeSequence", [])]
-    for view in ds.get("ViewCodeSequence", []):
-        items.extend(view.get("ViewModifierCodeSequence", []))
+    items = _items(ds.get("ViewModifierCodeSequence"))
+    for view in _items(ds.get("ViewCodeSequence")):
+        items.extend(_items(view.get("ViewModifierCodeSequence")))
     found = []
     for item in items:
         code, meaning = str(item.get("CodeValue", "")).strip(), str(item.get("CodeMeaning", "")).lower()
         found += [SPOT_OR_MAGNIFICATION[code]] if code in SPOT_OR_MAGNIFICATION else []
         found += ["spot compression"] * ("spot" in meaning) + ["magnification"] * ("magnif" in meaning)
     return found
+
+
+def _items(value: Any) -> list[Any]:
+    """The items of a sequence attribute; none where a damaged file gives it another type (text, a number)."""
+    from pydicom.dataset import Dataset
+    from pydicom.sequence import Sequence
+
+    return [item for item in value if isinstance(item, Dataset)] if isinstance(value, Sequence) else []

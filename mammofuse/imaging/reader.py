@@ -27,7 +27,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from mammofuse.errors import InputFileError, MammofuseWarning
-from mammofuse.imaging.presentation import header_remarks, not_mammography
+from mammofuse.imaging.presentation import header_remarks, not_mammography, single_value
 
 DICOM_SUFFIXES = frozenset({".dcm", ".dicom", ""})
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".tif", ".tiff", ".pgm", ".ppm", ".pnm"}) | DICOM_SUFFIXES
@@ -170,16 +170,20 @@ def _remarks_on(path: Path) -> Iterator[list[str]]:
 
 @contextmanager
 def remarks_kept() -> Iterator[list[str]]:
-    """The remarks (:class:`ReaderWarning`) on the files read in the block, in the list yielded; every warning
-    raised in the block is passed on as well."""
+    """The remarks (:class:`ReaderWarning`) on the files read in the block, in the list yielded and passed on, once
+    each (a file read twice, as explaining does, is remarked on once); every other warning is passed on as it was."""
     remarks: list[str] = []
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", ReaderWarning)  # other warnings meet the filters they would have met
             yield remarks
     finally:
+        seen: set[str] = set()
         for w in caught:
             if isinstance(w.message, ReaderWarning):
+                if str(w.message) in seen:
+                    continue
+                seen.add(str(w.message))
                 remarks.append(w.message.remark)
             warnings.warn_explicit(w.message, w.category, w.filename, w.lineno, source=w.source)
 
@@ -450,7 +454,7 @@ def _dicom_info(ds: Any, path: Path, rows: int, columns: int, bits_stored: int, 
         columns=columns,
         bits_stored=bits_stored,
         photometric=photometric,
-        modality=str(ds.get("Modality", "")) or None,
+        modality=single_value(ds.get("Modality")) or None,
         patient_id=str(ds.get("PatientID", "")) or None,
         sop_uid=str(ds.get("SOPInstanceUID", "")) or None,
     )

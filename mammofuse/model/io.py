@@ -107,7 +107,7 @@ def read_config(folder: str | Path) -> ModelConfig:
         data: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise MammofuseError(f"{path}: not found (a model folder holds {WEIGHTS_NAME} and {CONFIG_NAME})") from None
-    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError, UnicodeDecodeError, an integer of over 4,300 digits
         raise MammofuseError(f"{path}: not valid JSON ({type(exc).__name__}: {str(exc)[:100]})") from None
     except OSError as exc:
         raise MammofuseError(f"{path}: cannot read ({exc.strerror or exc})") from None
