@@ -19,7 +19,7 @@ import numpy as np
 from mammofuse.cases import uses_every_modality
 from mammofuse.errors import MammofuseError, reading
 from mammofuse.evaluation.ablation import NOT_FINGERPRINTED
-from mammofuse.evaluation.ablation_results import RESULT_NAME, read_arm
+from mammofuse.evaluation.ablation_results import RESULT_NAME, rate_key, read_arm
 from mammofuse.evaluation.calibration import Calibration, fit_platt
 from mammofuse.evaluation.metrics import youden_threshold
 from mammofuse.fusion import Fusion
@@ -87,12 +87,8 @@ def oof_threshold(path: str | Path, settings: TrainSettings, cases: Sequence[Sam
             f"{len(wanted - held_out)} never held out there, counting a case whose label or patient changed as both); "
             "the threshold must come from a cross-validation of exactly these cases"
         )
-    labels, probs, ids = [], [], []
-    for fold in folds:
-        y, p, _ = fold.scored()
-        labels += y
-        probs += p
-        ids += [i for i, score in zip(fold.ids, fold.scores["0"]) if score is not None]  # the cases of fold.scored()
+    scored = [(i, y, p) for f in folds for i, y, p in zip(f.ids, f.labels, f.scores[rate_key(0.0)]) if p is not None]
+    ids, labels, probs = (list(column) for column in zip(*scored)) if scored else ([], [], [])
     if len(set(labels)) < 2:
         raise MammofuseError(f"{folder}: the scored out-of-fold cases hold one class; no threshold can be chosen")
     every_modality = {s.id for s in cases if uses_every_modality(config, s)}
