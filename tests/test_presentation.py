@@ -139,3 +139,14 @@ def test_an_explanation_carries_the_files_remark_once(tmp_path: Path) -> None:
     assert status == 0 and err.count("a FOR PROCESSING image") == 1
     notes = json.loads(next((tmp_path / "out").rglob("explanation.json")).read_text())["notes"]
     assert [n for n in notes if n.startswith("a FOR PROCESSING image")]
+
+
+def test_a_file_that_fails_to_explain_keeps_its_remark(tmp_path: Path) -> None:
+    """A file whose explanation failed lost its reader's remarks: they were held for notes no result carried."""
+    from dicom_factory import JPEGLosslessSV1
+
+    scan = write_dicom(tmp_path / "scan.dcm", breast_phantom(), PresentationIntentType="FOR PROCESSING", TransferSyntaxUID=JPEGLosslessSV1)
+    status, _, err = run("explain", str(scan), "--roi", ROI, "--density", "2", "--margin", "spiculated", "--methods", "shap",
+                         "--out", str(tmp_path / "out"))
+    assert status == 1 and f"failed: {scan}" in err
+    assert err.count("a FOR PROCESSING image") == 1, err

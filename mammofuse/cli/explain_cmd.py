@@ -82,7 +82,7 @@ def explain(
     from mammofuse.explainers import ExplainOptions, check_options, explain_case, output_folders
     from mammofuse.explainers.options import chosen_methods
     from mammofuse.explainers.runner import OUTPUT_FILES
-    from mammofuse.imaging.reader import ReaderWarning
+    from mammofuse.imaging.reader import ReaderWarning, remarks_kept
 
     options = ExplainOptions(methods=chosen_methods(methods), lime_samples=lime_samples, seed=seed, layer=layer, include_identifiers=include_identifiers)
     check_writable_folder(out)
@@ -96,14 +96,20 @@ def explain(
     with status("explaining") as show, warnings.catch_warnings():
         warnings.filterwarnings("ignore", category=ReaderWarning)  # each file's, in its notes: shown below
         for i, (sample, target) in enumerate(zip(samples, folders), start=1):
-            try:
-                results.append(explain_case(net, sample, target, options, model_name=name, on_step=_announcer(show, f"{i}/{len(samples)} {Path(sample.id).name}")))
-            except OutputError:
-                raise  # the next file could not be written either
-            except Exception as exc:  # any failure belongs to this file only
+            error: Exception | None = None
+            with remarks_kept() as remarks:  # a failed file's remarks go with its error; a result carries them in its notes
+                try:
+                    results.append(explain_case(net, sample, target, options, model_name=name, on_step=_announcer(show, f"{i}/{len(samples)} {Path(sample.id).name}")))
+                except OutputError:
+                    raise  # the next file could not be written either
+                except Exception as exc:  # any failure belongs to this file only
+                    error = exc
+            if error is not None:
                 failed.append(sample.id)
-                message = str(exc) if isinstance(exc, MammofuseError) else f"{sample.id}: {type(exc).__name__}: {exc}"
+                message = str(error) if isinstance(error, MammofuseError) else f"{sample.id}: {type(error).__name__}: {error}"
                 err_console.print(f"[red]failed:[/] {safe(message)}", highlight=False, soft_wrap=True)
+                for remark in remarks:
+                    note(f"{sample.id}: {remark}")
     _summary(results, name)
     if failed:
         raise typer.Exit(SOME_FAILED)

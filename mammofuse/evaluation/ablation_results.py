@@ -378,7 +378,8 @@ def summarize_arms(
 
 
 def markdown_table(report: AblationResult) -> str:
-    """The ablation as a Markdown table (AUC mean ± SD over folds, pooled CI, threshold metrics, missing-clinical AUC)."""
+    """The ablation as a Markdown table (AUC mean ± SD over folds, pooled CI, threshold metrics, calibration,
+    missing-clinical AUC, paired difference to the best single modality, shortcut controls)."""
     rates = [r for r in report.protocol["missing_rates"] if r > 0]
 
     def num(value: float | None, sd: float | None = None) -> str:
@@ -387,6 +388,7 @@ def markdown_table(report: AblationResult) -> str:
         return f"{value:.3f}" + (f" ± {sd:.3f}" if sd is not None else "")
 
     head = ["arm", "AUC (mean ± SD)", "pooled AUC [95% CI]", "PR-AUC", "accuracy", "F1", "sensitivity", "specificity", "Brier", "ECE"]
+    head += ["calibration slope; pooled ECE → after Platt by the other folds"]
     head += [f"AUC, {r:.0%} clinical missing" for r in rates]
     head += ["pooled AUC − best single modality [paired 95% CI]", "AUC: lesion masked / patch away (plain, same cases)"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -395,6 +397,8 @@ def markdown_table(report: AblationResult) -> str:
         pooled = "n/a" if a.auc_pooled is None else f"{a.auc_pooled:.3f}" + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "")
         row = [name, num(a.auc, a.auc_sd), pooled]
         row += [num(a.metrics[m], a.metrics[f"{m}_sd"]) for m in ("pr_auc", "accuracy", "f1", "sensitivity", "specificity", "brier", "ece")]
+        cal = a.calibration
+        row += [f"{cal['slope']:.2f}; {cal['ece']:.3f} → {cal['ece_recalibrated']:.3f}" if cal else "—"]
         missing = a.missing_clinical or {}
         row += [num(missing[f"{r:g}"]["auc"], missing[f"{r:g}"]["auc_sd"]) if f"{r:g}" in missing else "—" for r in rates]
         vs = a.vs_best_single
