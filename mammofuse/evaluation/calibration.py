@@ -1,7 +1,7 @@
 """Platt recalibration of a model's scores from out-of-fold predictions.
 
 A late-fusion model averages two branches' logits, which pulls its scores towards 0.5: on the
-bundled default's cross-validation a score of 0.31 went with about 0.2 observed malignancy
+bundled default's cross-validation 17% of its scores 0.3-0.4 were malignant, and 91% of those 0.7-0.8
 (calibration slope 1.55). Logistic regression of the label on the score's logit (Platt scaling,
 ``sklearn.linear_model.LogisticRegression`` without penalty) fitted on predictions of cases no
 model saw in training maps the logit ``z`` to ``slope * z + intercept``. It keeps the ranking
