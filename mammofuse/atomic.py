@@ -157,19 +157,26 @@ def check_not_input(outputs: Iterable[Path | None], inputs: Iterable[str | Path 
     """
     existing: dict[tuple[int, int], Path] = {}
     for output in filter(None, outputs):
-        try:
-            found = os.stat(output)
-        except OSError:
+        found = _stat(output)
+        if found is None:
             continue  # not there yet: no input can be it
         if stat.S_ISREG(found.st_mode):
             existing[found.st_dev, found.st_ino] = output
     if not existing:
         return
     for path in filter(None, inputs):
-        try:
-            found = os.stat(path)
-        except OSError:
+        found = _stat(path)
+        if found is None:
             continue
         output = existing.get((found.st_dev, found.st_ino))
         if output is not None:
             raise MammofuseError(f"{flag} {output} is also an input ({path}): writing it would destroy that file; name another one")
+
+
+def _stat(path: str | Path) -> os.stat_result | None:
+    """``os.stat(path)``, or None where no file is there: missing, unreachable, or a name no file can have (a NUL byte,
+    a character the file-system encoding cannot represent)."""
+    try:
+        return os.stat(path)
+    except (OSError, ValueError):  # ValueError: a NUL byte; UnicodeEncodeError (a ValueError): not in the encoding
+        return None

@@ -482,6 +482,33 @@ def test_an_output_that_is_an_input_is_a_usage_error_before_it_is_written(comman
     assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before
 
 
+
+def test_evaluate_again_over_its_output_with_a_manifest_path_holding_a_nul_fails_only_that_case(corpus: dict[str, Path],
+                                                                                                tiny_roi_model: Path, tmp_path: Path) -> None:
+    """The second run, with the output there, was "internal error (ValueError: embedded null byte)", exit 4."""
+    shutil.copy(corpus["good_png"], tmp_path / "a.png")
+    shutil.copy(corpus["good_png"], tmp_path / "b.png")
+    manifest = tmp_path / "manifest.csv"
+    manifest.write_text("path,label,patient_id,density\nscan\x001.dcm,1,P1,3\na.png,0,P2,2\nb.png,1,P3,3\n")
+    output = tmp_path / "metrics.json"
+    for _ in range(2):
+        result = run("evaluate", "--model", str(tiny_roi_model), "--dataset", "manifest", "--data", str(manifest), "--split", "all",
+                     "--bootstrap", "0", "-o", str(output))
+        assert result.exit_code == 1 and "failed: row2: cannot read" in result.stderr, result.output
+        assert output.is_file()
+
+
+@pytest.mark.parametrize("name", ["scan\x00.dcm", "scan\ud800.dcm"])  # a NUL; a character the file-system encoding cannot represent
+def test_a_path_no_file_can_have_is_neither_an_output_nor_an_input_of_another(name: str, tmp_path: Path) -> None:
+    """os.stat raised ValueError (UnicodeEncodeError for '\u2013' under a Latin-1 locale): an internal error."""
+    from mammofuse.atomic import check_not_input
+
+    output = tmp_path / "metrics.json"
+    output.write_text("{}")
+    check_not_input([output, tmp_path / name], [tmp_path / name, tmp_path / "a.dcm"])
+    with pytest.raises(MammofuseError, match="is also an input"):
+        check_not_input([tmp_path / name, output], [tmp_path / name, output])
+
 LONG_NAME = "a" * 300  # longer than the 255 bytes a file name may have: the OS answers "File name too long"
 
 
