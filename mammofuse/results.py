@@ -5,6 +5,7 @@ Torch- and numpy-free at import: records serialise to the JSON that ``mammofuse 
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
@@ -31,6 +32,16 @@ NOTE_SEPARATOR = "; "
 def joined_note(*remarks: str) -> str:
     """A record's ``note``: its remarks, each once, in order, joined by :data:`NOTE_SEPARATOR` ('' when none)."""
     return NOTE_SEPARATOR.join(dict.fromkeys(r for r in remarks if r))
+
+
+def record_path(path: str | os.PathLike[str]) -> str:
+    """A file's path as records carry it, the same under any locale: its bytes read as UTF-8, a byte that is not UTF-8
+    held as a surrogate (``\\udce9``), so that records written as UTF-8 with ``surrogateescape`` hold the name's bytes as
+    they are. A path the file-system encoding cannot represent (text, not a name read from disk) is kept as it is."""
+    try:
+        return os.fsencode(path).decode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        return os.fspath(path)
 
 
 def decide(probability: float, threshold: float) -> str:
@@ -103,7 +114,7 @@ class Prediction:
         """The JSON record (``prediction`` is the decision; ``error`` its message; ``notice`` the research-use notice,
         so that a record copied out of its file still carries it)."""
         record: dict[str, Any] = {
-            "path": self.path,
+            "path": record_path(self.path),
             "probability": self.probability,
             "prediction": self.decision,
             "threshold": self.threshold,

@@ -130,6 +130,58 @@ def test_a_file_name_that_is_not_utf8_survives_inspect_output_and_explain(latin_
     assert "caf\\xe9.png" in result.stdout
 
 
+
+@pytest.fixture(scope="module")
+def names(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Phantoms named in UTF-8 (``caf\\xc3\\xa9.png``), with a byte that is not UTF-8 (``x\\xff.png``), and in ASCII."""
+    folder = tmp_path_factory.mktemp("names")
+    image = Image.fromarray(breast_phantom(bits=8).astype(np.uint8))
+    for name in (b"caf\xc3\xa9.png", b"x\xff.png", b"ok.png"):
+        with open(os.path.join(os.fsencode(folder), name), "wb") as fh:
+            image.save(fh, format="PNG")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def latin1(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """The environment of a Latin-1 locale (built with localedef when the system has none)."""
+    folder = tmp_path_factory.mktemp("locales")
+    made = subprocess.run(["localedef", "-i", "en_US", "-f", "ISO-8859-1", str(folder / "en_US.ISO-8859-1")], capture_output=True)
+    if made.returncode not in (0, 1):  # 1: made, with warnings
+        pytest.skip(f"no Latin-1 locale can be made here: {made.stderr.decode(errors='replace')}")
+    return {"LOCPATH": str(folder), "LC_ALL": "en_US.ISO-8859-1", "LANG": None}
+
+
+@pytest.mark.parametrize("other", ["ascii", "latin1"])
+def test_records_carry_a_names_bytes_and_resume_finds_its_file_under_any_locale(other: str, tiny: Path, names: Path, tmp_path: Path,
+                                                                                request: pytest.FixtureRequest) -> None:
+    """Under a Latin-1 locale --output wrote caf\\xc3\\xa9 as c3 83 c2 a9 and \\xff as c3 bf; under it or ASCII, JSON held
+    the name decoded by the locale, and --resume scored again, and recorded twice, the files written under UTF-8."""
+    utf8 = environment(LC_ALL="C.UTF-8")
+    changes = {"LC_ALL": "C", "PYTHONUTF8": "0"} if other == "ascii" else request.getfixturevalue("latin1")
+    env = environment(**changes)
+    probe = subprocess.run([sys.executable, "-c", "import sys; print(sys.getfilesystemencoding())"], capture_output=True, text=True, env=env)
+    assert probe.stdout.strip() in ("ascii", "iso8859-1"), probe  # the locale took effect
+
+    def predict(*args: object, env: dict[str, str]) -> subprocess.CompletedProcess[bytes]:
+        done = subprocess.run(mammofuse("predict", names, "--model", tiny, *args), capture_output=True, env=env, timeout=180)
+        assert done.returncode == 0, done.stderr
+        return done
+
+    out = tmp_path / "scores.csv"
+    predict("-o", out, env=utf8)
+    resumed = predict("-o", out, "--resume", env=env)
+    assert b"3 files, 3 of them in" in resumed.stderr
+    wanted = sorted(os.fsencode(names) + b"/" + n for n in (b"caf\xc3\xa9.png", b"ok.png", b"x\xff.png"))
+    assert sorted(line.split(b",")[0] for line in out.read_bytes().splitlines()[1:]) == wanted
+    predict("-o", tmp_path / "again.csv", env=env)
+    lines = sorted(out.read_bytes().splitlines())
+    assert sorted((tmp_path / "again.csv").read_bytes().splitlines()) == lines == sorted(predict("-f", "csv", env=env).stdout.splitlines())
+    listed = subprocess.run(mammofuse("inspect", names, "-f", "csv"), capture_output=True, env=env, timeout=180)
+    assert sorted(line.split(b",")[0] for line in listed.stdout.splitlines()[1:]) == wanted, listed.stderr
+    predict("-o", tmp_path / "scores.json", env=env)
+    assert sorted(r["path"] for r in json.loads((tmp_path / "scores.json").read_text())) == [p.decode("utf-8", "surrogateescape") for p in wanted]
+
 @pytest.fixture
 def home_under_a_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """HOME under a regular file (no cache can be made there), with no MAMMOFUSE_CACHE or XDG_CACHE_HOME."""

@@ -64,10 +64,11 @@ models_cmd.register(app)
 
 
 def main() -> None:
-    """Console-script entry point. SIGTERM stops a command the way Ctrl-C does. Records on stdout carry a file name's
-    undecodable bytes as they were, as in an ``--output`` file, whatever the locale's error handler (what people read is
-    escaped, see ``common.clean``). Help or the version that cannot be written (stdout on a full disk) is one line and
-    exit 3, as a command's output is; a closed stdout ends silently (141)."""
+    """Console-script entry point. SIGTERM stops a command the way Ctrl-C does. Records go to stdout as UTF-8 bytes, as
+    to an ``--output`` file (``common.emit``); other text on stdout holding a file name's undecodable byte writes it back
+    whatever the locale's error handler (what people read is escaped, see ``common.clean``). Help or the version that
+    cannot be written (stdout on a full disk) is one line and exit 3, as a command's output is; a closed stdout ends
+    silently (141)."""
     handle_stop_signals()
     if isinstance(sys.stdout, io.TextIOWrapper):
         sys.stdout.reconfigure(errors="surrogateescape")

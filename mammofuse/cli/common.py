@@ -319,10 +319,14 @@ def dataset_files(data: Path, images: list[Path] | None, samples: Iterable[Any])
 
 
 def emit(text: str, output: Path | None) -> None:
-    """Machine-readable output to stdout, or atomically to ``output``."""
+    """Machine-readable output to stdout, or atomically to ``output``: UTF-8 either way, whatever the locale, a file
+    name's bytes as they are."""
     if output is None:
-        sys.stdout.write(text)
-        sys.stdout.flush()
+        from mammofuse.scoring.sink import encoded, stdout_bytes
+
+        stdout = stdout_bytes()
+        stdout.write(encoded(text))
+        stdout.flush()
     else:
         from mammofuse.atomic import write_text
 

@@ -47,6 +47,7 @@ def inspect(
         mammofuse inspect studies/ --recursive --format json
     """
     from mammofuse.cases import find_image_files
+    from mammofuse.results import record_path
 
     fmt = output_format(fmt, output)
     check_output(output)
@@ -57,7 +58,7 @@ def inspect(
     if fmt == "table":
         _table(records, output)
     else:
-        emit(render_records(records, fmt), output)
+        emit(render_records([{**r, "path": record_path(r["path"])} for r in records], fmt), output)
     for r in failed:
         err_console.print(f"[red]failed:[/] {safe(r['path'])}: {safe(r['error'])}", highlight=False, soft_wrap=True)
     if failed:

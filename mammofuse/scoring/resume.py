@@ -1,6 +1,7 @@
 """``--resume``: what an interrupted run already wrote, so that only the rest is scored.
 
-A record counts as done when its path, size and modification time match a file of this run. A
+A record counts as done when its path, size and modification time match a file of this run (the path as records
+carry it, :func:`~mammofuse.results.record_path`: the same file under any locale). A
 record scored with other inputs than this run gives its file (model and its weights, threshold,
 clinical findings, lesion region, the fields ``--aggregate`` adds) is refused rather than mixed in. The output is
 repaired before anything is appended: a record torn by a ``kill -9`` at the end of the
@@ -20,6 +21,7 @@ from typing import Any, BinaryIO, Callable, Iterator, Sequence
 
 from mammofuse.cases import ListedFile
 from mammofuse.errors import MammofuseError
+from mammofuse.results import record_path
 from mammofuse.scoring.sink import RecordLayout, cell_text
 
 Span = tuple[int, int]
@@ -70,7 +72,7 @@ def resume_output(
     resumed = Resumed()
     if not output.is_file():
         return resumed
-    position = {f.path: i for i, f in enumerate(files)}
+    position = {record_path(f.path): i for i, f in enumerate(files)}
     drops: list[Span] = []
     spans: dict[int, Span] = {}
     cut: int | None = None
@@ -92,7 +94,7 @@ def resume_output(
                 resumed.done[index] = math.nan if probability is None else probability
                 spans[index] = record.span
                 if error is not None:
-                    resumed.failed.append((path, error))
+                    resumed.failed.append((files[index].path, error))
     resumed.dropped = len(drops)
     if per_breast:
         unfinished = {f.breast for i, f in enumerate(files) if i not in resumed.done} - {None}

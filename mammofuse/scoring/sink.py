@@ -3,6 +3,8 @@
 A ``kill -9`` (or a crash) therefore loses at most the batches in flight and, at worst, leaves one
 torn record at the end of the file, which :mod:`mammofuse.scoring.resume` drops. Each record
 carries the file's size and modification time: with its path, the key ``--resume`` matches on.
+Records are UTF-8 on stdout as in a file, whatever the locale, a file name's bytes as they are (see
+:func:`~mammofuse.results.record_path`).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import sys
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Iterator, Sequence, TextIO
+from typing import TYPE_CHECKING, Any, BinaryIO, Iterable, Iterator, Sequence
 
 from mammofuse.atomic import is_stream
 from mammofuse.errors import MammofuseError, OutputError
@@ -86,6 +88,18 @@ def csv_text(columns: Sequence[str], rows: Iterable[dict[str, Any]], header: boo
     return "".join(lines)
 
 
+def encoded(text: str) -> bytes:
+    """Records' text as written, to a file or stdout alike: UTF-8, a file name's undecodable bytes (held as surrogates)
+    written back as they were."""
+    return text.encode("utf-8", "surrogateescape")
+
+
+def stdout_bytes() -> BinaryIO:
+    """stdout for records' bytes (what was written to it as text flushed first)."""
+    sys.stdout.flush()
+    return sys.stdout.buffer
+
+
 def csv_columns(record: dict[str, Any]) -> list[str]:
     """The CSV columns of a record: its flattened keys, ``error`` last."""
     columns = [k for k in flat_row(record) if k != "error"]
@@ -112,9 +126,9 @@ class RecordLayout:
 
 
 class RecordWriter:
-    """Writes records to a text stream in one format; each :meth:`write` is whole records, flushed, and fsynced for a file."""
+    """Writes records to a byte stream in one format; each :meth:`write` is whole records, flushed, and fsynced for a file."""
 
-    def __init__(self, stream: TextIO, fmt: str, layout: RecordLayout, output: Path | None = None) -> None:
+    def __init__(self, stream: BinaryIO, fmt: str, layout: RecordLayout, output: Path | None = None) -> None:
         if fmt not in STREAM_FORMATS:
             raise MammofuseError(f"records stream as {' or '.join(STREAM_FORMATS)}, not {fmt!r}")
         self.stream, self.fmt, self.layout, self.output = stream, fmt, layout, output
@@ -135,7 +149,7 @@ class RecordWriter:
 
     def _put(self, text: str) -> None:
         try:
-            self.stream.write(text)
+            self.stream.write(encoded(text))
             self.stream.flush()
             if self._sync:
                 os.fsync(self.stream.fileno())
@@ -155,12 +169,12 @@ def record_writer(output: Path | None, fmt: str, layout: RecordLayout, append: b
         OutputError: the file cannot be opened or written.
     """
     if output is None:
-        writer = RecordWriter(sys.stdout, fmt, layout)
+        writer = RecordWriter(stdout_bytes(), fmt, layout)
         writer.header()
         yield writer
         return
     try:
-        fh = open(output, "a" if append else "w", encoding="utf-8", errors="surrogateescape", newline="")
+        fh = open(output, "ab" if append else "wb")
     except OSError as exc:
         raise OutputError(output, exc.strerror or str(exc)) from exc
     try:
