@@ -37,6 +37,7 @@ from mammofuse.explainers.inputs import (
     prepare_inputs,
 )
 from mammofuse.explainers.lime_explain import lime_clinical, lime_image
+from mammofuse.explainers.runner import MAX_FOLDER_BYTES
 from mammofuse.explainers.shap_clinical import clinical_shapley
 from mammofuse.imaging.preprocess import PreprocessRecipe
 from mammofuse.inference import load_input
@@ -519,8 +520,54 @@ def test_runner_gives_the_same_lime_with_the_same_seed(tiny_models: dict[str, Pa
 
 def test_output_folders_are_unique_and_safe(tmp_path: Path) -> None:
     folders = output_folders(["a/scan.dcm", "b/scan.dcm", "c/<x y>.png", "../..dcm"], tmp_path)
-    assert [f.name for f in folders] == ["scan", "scan_2", "x_y", "case"]
-    assert all(f.parent == tmp_path for f in folders)
+    assert [re.sub("-[0-9a-f]{10}$", "-#", f.name) for f in folders] == ["scan-#", "scan-#", "x_y", "case"]
+    assert len(set(folders)) == 4 and all(f.parent == tmp_path for f in folders)
+
+
+def test_output_folders_keep_unicode_names_and_tell_alike_ones_apart_by_path_not_order(tmp_path: Path) -> None:
+    """Non-Latin names were all `case`, `case_2`...; café, cafè and caf were caf, caf_2, caf_3 in the order given."""
+    sources = ["sl/東京.dcm", "sl/大阪.dcm", "café.dcm", "cafè.dcm", "caf.dcm", "a/scan.dcm", "b/Scan.dcm", "x\u202ey\x1b.dcm",
+               "a\udce9.dcm", "..\u200f.dcm", "é" * 300 + ".dcm"]
+    folders = output_folders(sources, tmp_path)
+    assert dict(zip(sources, folders)) == dict(zip(sources[::-1], output_folders(sources[::-1], tmp_path)))
+    names = [f.name for f in folders]
+    assert names[:5] == ["東京", "大阪", "café", "cafè", "caf"]
+    assert re.fullmatch("scan-[0-9a-f]{10}", names[5]) and re.fullmatch("Scan-[0-9a-f]{10}", names[6])  # alike on macOS
+    assert names[7:10] == ["x_y", "a", "case"]  # no bidi, control or undecodable character; never '..'
+    assert names[10] == "é" * (MAX_FOLDER_BYTES // 2) and output_folders(["a/../sl/東京.dcm"], tmp_path) == [tmp_path / "東京"]
+
+
+def test_a_folder_holding_another_files_explanation_gets_this_files_own(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`explain sl/東京.dcm` overwrote out/case, 大阪's explanation, in silence."""
+    monkeypatch.chdir(tmp_path)
+    for name in ("sl/東京.dcm", "other/東京.dcm"):
+        Path(name).parent.mkdir()
+        Path(name).write_bytes(b"")
+    out = tmp_path / "out"
+    (out / "東京").mkdir(parents=True)
+    (out / "東京" / "explanation.json").write_text(json.dumps({"source": "sl/東京.dcm"}))
+    notes: list[str] = []
+    assert output_folders(["sl/東京.dcm"], out, notes) == output_folders(["./sl/東京.dcm"], out, notes) == [out / "東京"]
+    (moved,) = output_folders(["other/東京.dcm"], out, notes)
+    assert re.fullmatch("東京-[0-9a-f]{10}", moved.name) and output_folders([str(tmp_path / "other" / "東京.dcm")], out) == [moved]
+    assert notes == [f"{out / '東京'} holds the explanation of sl/東京.dcm: that of other/東京.dcm goes to {moved}"]
+
+
+def test_explaining_one_file_again_leaves_the_others_explanations_alone(tiny_models: dict[str, Path], tmp_path: Path) -> None:
+    from PIL import Image
+
+    studies = tmp_path / "sl"
+    studies.mkdir()
+    for name in ("東京.png", "大阪.png"):
+        Image.fromarray((np.random.default_rng(0).random((64, 64)) * 255).astype(np.uint8)).save(studies / name)
+    args = ("--model", str(tiny_models["clinical"]), "--margin", "spiculated", "--methods", "shap", "--out", str(tmp_path / "out"))
+    assert explain_cli(str(studies), *args)[0] == 0
+    before = {p.name: (p / "explanation.json").read_bytes() for p in (tmp_path / "out").iterdir()}
+    assert sorted(before) == ["大阪", "東京"]
+    assert explain_cli(str(studies / "東京.png"), *args)[0] == 0
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["大阪", "東京"]
+    assert (tmp_path / "out" / "大阪" / "explanation.json").read_bytes() == before["大阪"]
+    assert json.loads((tmp_path / "out" / "東京" / "explanation.json").read_text())["source"] == str(studies / "東京.png")
 
 
 def test_clinical_csv_gives_each_file_its_own_findings(tiny_models: dict[str, Path], real_dicoms: dict[str, Path], tmp_path: Path) -> None:

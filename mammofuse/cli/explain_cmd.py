@@ -63,7 +63,7 @@ def explain(
 ) -> None:
     """Explain each prediction: Grad-CAM, SHAP and LIME for the clinical fields, image LIME, attention maps.
 
-    Writes OUT/<file>/report.html (self-contained; the DICOM header's patient identifiers and dates only with --include-identifiers) plus gradcam.png/.npy, shap_clinical.png/.json, lime_clinical.html, lime_image.html, attention.png (cross/co models) and explanation.json. Methods that do not apply to the model are skipped with a note. Folders holding an explanation.json (explain's own outputs) are not searched for inputs, so --out may lie inside a folder explained again. Exit status: 0 all explained, 1 some files failed or got no explanation (the rest are explained), 2 usage error (including --methods of which none applies to the model), 3 --out not writable, 4 internal error (a bug: please report it).
+    Writes OUT/<file>/report.html (self-contained; the DICOM header's patient identifiers and dates only with --include-identifiers) plus gradcam.png/.npy, shap_clinical.png/.json, lime_clinical.html, lime_image.html, attention.png (cross/co models) and explanation.json. <file> is the file's name (letters and digits of any script); files of one name, and a file whose folder holds another's explanation.json, get a digest of their path added (OUT/scan-1f3a9c04b2), so that none overwrites another's. Methods that do not apply to the model are skipped with a note. Folders holding an explanation.json (explain's own outputs) are not searched for inputs, so --out may lie inside a folder explained again. Exit status: 0 all explained, 1 some files failed or got no explanation (the rest are explained), 2 usage error (including --methods of which none applies to the model), 3 --out not writable, 4 internal error (a bug: please report it).
 
     Examples:
 
@@ -91,7 +91,10 @@ def explain(
 
     results: list[Explanation] = []
     failed: list[str] = []
-    folders = output_folders([s.image_path or s.id for s in samples], out)
+    moved: list[str] = []
+    folders = output_folders([s.image_path or s.id for s in samples], out, notes=moved)
+    for message in moved:
+        note(message)
     check_not_input((f / name for f in folders for name in OUTPUT_FILES), [clinical, *(s.image_path for s in samples)], "--out")
     with status("explaining") as show, warnings.catch_warnings():
         warnings.filterwarnings("ignore", category=ReaderWarning)  # each file's, in its notes: shown below

@@ -9,6 +9,7 @@ from typing import Any
 from mammofuse import RESEARCH_NOTICE
 from mammofuse.explainers.methods import Contribution
 from mammofuse.explainers.options import ExplainOptions
+from mammofuse.results import record_path
 
 
 @dataclass
@@ -66,9 +67,10 @@ class Explanation:
         return f"{self.model or 'model'} ({self.fusion} fusion" + (f", {self.backbone})" if self.backbone else ")")
 
     def to_dict(self) -> dict[str, Any]:
-        """The JSON-ready record: output files by name relative to ``folder``, seconds to the millisecond, the notice."""
+        """The JSON-ready record: ``source`` as records carry a path (:func:`~mammofuse.results.record_path`), output files
+        by name relative to ``folder``, seconds to the millisecond, the notice."""
         return {
-            "source": self.source,
+            "source": record_path(self.source),
             "probability": self.probability,
             "logit": self.logit,
             "threshold": self.threshold,

@@ -21,8 +21,12 @@ Example:
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
 import re
 import time
+import unicodedata
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
@@ -43,11 +47,14 @@ from mammofuse.imaging.reader import remarks_kept
 from mammofuse.inference import OFF_BREAST, on_background
 from mammofuse.jsontext import json_text
 from mammofuse.model import MammoFuse
-from mammofuse.results import decide, sigmoid
+from mammofuse.results import decide, record_path, sigmoid
 
 SUMMARY, REPORT = "explanation.json", "report.html"
 OUTPUT_FILES = (*(file for m in METHODS.values() for file in m.outputs.values()), REPORT, SUMMARY)
 """Every file a run may write into a case's folder (a later run removes those it did not write)."""
+MAX_FOLDER_BYTES = 120
+"""The longest folder name :func:`output_folders` gives a file's stem, in bytes of UTF-8: with the digest that may
+follow it, well within the 255 bytes a file system allows a name."""
 
 
 def check_options(model: MammoFuse, options: ExplainOptions) -> None:
@@ -238,15 +245,69 @@ def _facts(inputs: CaseInputs, include_identifiers: bool) -> list[tuple[str, str
     return facts
 
 
-def output_folders(sources: Sequence[str], out: Path) -> list[Path]:
-    """One folder per input under ``out``, named by the file's stem (made unique, filesystem-safe)."""
+def output_folders(sources: Sequence[str], out: Path, notes: list[str] | None = None) -> list[Path]:
+    """One folder per input under ``out``, named by the file's stem (:func:`folder_name`).
+
+    A name that several files of the run would have (``a/scan.dcm``, ``b/scan.dcm``), or whose folder holds the
+    ``explanation.json`` of another file, gets a digest of the file's path (``scan-1f3a9c04b2``): each file the same
+    folder whatever the order of the inputs, and no other file's explanation overwritten. ``notes`` gets a line for
+    each file sent away from another file's folder.
+    """
+    names = [folder_name(source) for source in sources]
+    files_by_name: dict[str, set[str]] = {}
+    for source, name in zip(sources, names):
+        files_by_name.setdefault(_fold(name), set()).add(_path_key(source))
     folders: list[Path] = []
-    used: set[str] = set()
-    for source in sources:
-        stem = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(source).stem).strip("._") or "case"
-        name, n = stem, 2
-        while name in used:
-            name, n = f"{stem}_{n}", n + 1
-        used.add(name)
-        folders.append(out / name)
+    for source, name in zip(sources, names):
+        shared = len(files_by_name[_fold(name)]) > 1
+        other = None if shared else _other_source(out / name, source)
+        folder = out / f"{name}-{_digest(source)}" if shared or other is not None else out / name
+        if other is not None and notes is not None:
+            notes.append(f"{out / name} holds the explanation of {other}: that of {source} goes to {folder}")
+        folders.append(folder)
     return folders
+
+
+def folder_name(source: str) -> str:
+    """A file's folder name: its stem with Unicode letters, marks, digits and ``._-`` kept and each run of anything else
+    (separators, spaces, control and bidirectional characters, a name's undecodable bytes) made one ``_``, cut to
+    :data:`MAX_FOLDER_BYTES` of UTF-8, no ``.`` or ``_`` at either end; ``case`` when nothing is left."""
+    kept = "".join(c if c in "._-" or unicodedata.category(c)[0] in "LMN" else "\0" for c in Path(source).stem)
+    stem = re.sub("\0+", "_", kept).encode("utf-8")[:MAX_FOLDER_BYTES].decode("utf-8", "ignore")
+    return stem.strip("._") or "case"
+
+
+def _fold(name: str) -> str:
+    """What a case-insensitive, normalising file system (macOS) makes of a name: folder names alike there collide."""
+    return unicodedata.normalize("NFC", name).casefold()
+
+
+def _path_key(source: str) -> str:
+    """A file's absolute path as records carry it: the same for any spelling of the path, under any locale."""
+    return record_path(os.path.abspath(source))
+
+
+def _digest(source: str) -> str:
+    """A short digest of a file's path (:func:`_path_key`), to tell apart the folders of files of one name."""
+    return hashlib.blake2b(_path_key(source).encode("utf-8", "surrogatepass"), digest_size=5).hexdigest()
+
+
+def _other_source(folder: Path, source: str) -> str | None:
+    """The file whose explanation ``folder`` holds, where it is not ``source`` (None: no explanation there, one that is
+    not explain's, or this file's, by its path as recorded or as a path to the same file)."""
+    summary = folder / SUMMARY
+    try:
+        recorded = json.loads(summary.read_bytes()).get("source") if summary.is_file() else None
+    except (OSError, ValueError, RecursionError, AttributeError):  # unreadable, or not an explanation.json
+        return None
+    if not isinstance(recorded, str) or recorded == record_path(source) or _same_file(recorded, source):
+        return None
+    return recorded
+
+
+def _same_file(recorded: str, source: str) -> bool:
+    """Whether a path recorded in an ``explanation.json`` (:func:`~mammofuse.results.record_path`) is ``source``'s file."""
+    try:
+        return os.path.samefile(recorded.encode("utf-8", "surrogateescape"), source)
+    except (OSError, ValueError):  # gone, or no path a file can have
+        return False
