@@ -537,6 +537,20 @@ def test_output_folders_keep_unicode_names_and_tell_alike_ones_apart_by_path_not
     assert names[10] == "é" * (MAX_FOLDER_BYTES // 2) and output_folders(["a/../sl/東京.dcm"], tmp_path) == [tmp_path / "東京"]
 
 
+def test_output_folders_are_the_same_bytes_under_any_locale(tmp_path: Path) -> None:
+    """Under a Latin-1 or ASCII locale the name's UTF-8 bytes were read as other characters: 東京 became `case`."""
+    import os
+    import subprocess
+    import sys
+
+    script = ("import os, sys; from pathlib import Path; from mammofuse.explainers.runner import output_folders; "
+              "names = [os.fsdecode(n) for n in (b'sl/\\xe6\\x9d\\xb1\\xe4\\xba\\xac.dcm', b'caf\\xc3\\xa9.dcm', b'x\\xff.dcm')]; "
+              "sys.stdout.buffer.write(b'/'.join(os.fsencode(f.name) for f in output_folders(names, Path('out'))))")
+    env = {**os.environ, "LC_ALL": "C", "PYTHONUTF8": "0", "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, env=env, cwd=tmp_path, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "東京/café/x".encode()
+
 def test_a_folder_holding_another_files_explanation_gets_this_files_own(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """`explain sl/東京.dcm` overwrote out/case, 大阪's explanation, in silence."""
     monkeypatch.chdir(tmp_path)

@@ -251,19 +251,20 @@ def output_folders(sources: Sequence[str], out: Path, notes: list[str] | None = 
     A name that several files of the run would have (``a/scan.dcm``, ``b/scan.dcm``), or whose folder holds the
     ``explanation.json`` of another file, gets a digest of the file's path (``scan-1f3a9c04b2``): each file the same
     folder whatever the order of the inputs, and no other file's explanation overwritten. ``notes`` gets a line for
-    each file sent away from another file's folder.
+    each file sent away from another file's folder. A folder's name is the same bytes (UTF-8) under any locale.
     """
-    names = [folder_name(source) for source in sources]
+    names = [folder_name(record_path(source)) for source in sources]
     files_by_name: dict[str, set[str]] = {}
     for source, name in zip(sources, names):
         files_by_name.setdefault(_fold(name), set()).add(_path_key(source))
     folders: list[Path] = []
     for source, name in zip(sources, names):
         shared = len(files_by_name[_fold(name)]) > 1
-        other = None if shared else _other_source(out / name, source)
-        folder = out / f"{name}-{_digest(source)}" if shared or other is not None else out / name
+        plain = out / _on_disk(name)
+        other = None if shared else _other_source(plain, source)
+        folder = out / _on_disk(f"{name}-{_digest(source)}") if shared or other is not None else plain
         if other is not None and notes is not None:
-            notes.append(f"{out / name} holds the explanation of {other}: that of {source} goes to {folder}")
+            notes.append(f"{plain} holds the explanation of {other}: that of {source} goes to {folder}")
         folders.append(folder)
     return folders
 
@@ -275,6 +276,11 @@ def folder_name(source: str) -> str:
     kept = "".join(c if c in "._-" or unicodedata.category(c)[0] in "LMN" else "\0" for c in Path(source).stem)
     stem = re.sub("\0+", "_", kept).encode("utf-8")[:MAX_FOLDER_BYTES].decode("utf-8", "ignore")
     return stem.strip("._") or "case"
+
+
+def _on_disk(name: str) -> str:
+    """A folder name as the file system's text for its UTF-8 bytes (the locale's encoding may be another)."""
+    return os.fsdecode(name.encode("utf-8"))
 
 
 def _fold(name: str) -> str:
