@@ -294,3 +294,12 @@ def test_a_streamed_output_in_use_by_another_process_is_refused_and_left_as_it_i
     assert second.returncode == 3 and second.stderr.splitlines()[-1] == f"error: {output}: cannot write (in use by another mammofuse process)"
     assert output.read_bytes() == written
     assert sorted(p.name for p in tmp_path.iterdir()) == ["scores.jsonl"]  # the lock is gone with its holder
+
+
+
+@pytest.mark.parametrize("args", [["schema"], ["inspect", "{studies}"]])
+def test_a_reference_table_folds_its_cells_rather_than_cut_them(args: list[str], studies: Path) -> None:
+    """At 80 columns, schema cut the aliases it accepts ("distortion=architectur…"), inspect its headers and values."""
+    done = subprocess.run(mammofuse(*(a.format(studies=studies) for a in args)), capture_output=True, text=True, env=environment(COLUMNS="80"), timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "…" not in done.stdout, done.stdout

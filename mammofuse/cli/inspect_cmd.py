@@ -86,9 +86,8 @@ def _table(records: list[dict], output: Path | None) -> None:
     from rich.table import Table
 
     table = Table()
-    table.add_column("file", overflow="fold")
-    for name in ("size", "bits", "photometric", "modality", "side", "view", "patient", "note"):
-        table.add_column(name)
+    for name in ("file", "size", "bits", "photometric", "modality", "side", "view", "patient", "note"):  # values folded, never cut
+        table.add_column(name, overflow="fold")
     for r in records:
         if r.get("error"):
             table.add_row(cell(r["path"]), "", "", "", "", "", "", "", cell(r["error"], "red"))
