@@ -297,6 +297,17 @@ def test_a_streamed_output_in_use_by_another_process_is_refused_and_left_as_it_i
 
 
 
+@pytest.mark.parametrize("columns", ["0", "5"])
+def test_a_console_width_of_zero_or_a_few_columns_counts_as_unknown(columns: str) -> None:
+    """COLUMNS=0 printed nothing through Rich: no error (an exit 2 with an empty stderr), no table, no help."""
+    env = environment(COLUMNS=columns)
+    error = subprocess.run(mammofuse("schema", "--vocabulary", "nope"), capture_output=True, text=True, env=env, timeout=60)
+    assert error.returncode == 2 and error.stderr.startswith("error: "), error.stderr
+    for args in (["--help"], ["schema"]):
+        shown = subprocess.run(mammofuse(*args), capture_output=True, text=True, env=env, timeout=60)
+        assert shown.returncode == 0 and max(map(len, shown.stdout.splitlines())) == 80, shown.stdout
+
+
 @pytest.mark.parametrize("args", [["schema"], ["inspect", "{studies}"]])
 def test_a_reference_table_folds_its_cells_rather_than_cut_them(args: list[str], studies: Path) -> None:
     """At 80 columns, schema cut the aliases it accepts ("distortion=architectur…"), inspect its headers and values."""

@@ -20,9 +20,24 @@ if TYPE_CHECKING:
 STDOUT_CLOSED = 141
 """The exit status when the reader of stdout went away (``| head -1``): 128 + SIGPIPE, as for a program the signal ended."""
 
+MIN_WIDTH = 20
+"""A console narrower than this (``COLUMNS=0``) would print nothing, errors included, or a word per line: its width is
+taken as unknown, :data:`DEFAULT_WIDTH`."""
+DEFAULT_WIDTH = 80
+
+
+def console_width(variable: str = "COLUMNS") -> int | None:
+    """The width the environment ``variable`` sets for a console, :data:`DEFAULT_WIDTH` for one under
+    :data:`MIN_WIDTH`; None when it sets none (the terminal's width is used, else 80)."""
+    text = os.environ.get(variable, "")
+    if not text.isdigit():
+        return None
+    return int(text) if int(text) >= MIN_WIDTH else DEFAULT_WIDTH
+
+
 # emoji=False: a ":name:" in untrusted text (a file named bad:-1:x.dcm) stays text, never an emoji
-console = Console(highlight=False, emoji=False)  # results for people: stdout
-err_console = Console(stderr=True, highlight=False, emoji=False)  # progress, notes, errors: stderr
+console = Console(width=console_width(), highlight=False, emoji=False)  # results for people: stdout
+err_console = Console(stderr=True, width=console_width(), highlight=False, emoji=False)  # progress, notes, errors: stderr
 
 
 def stdout_closed() -> NoReturn:
