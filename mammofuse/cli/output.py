@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING, Callable, Iterator, NoReturn
 
 from rich.console import Console
 
+from mammofuse.cli.streams import to_null_device
+
 if TYPE_CHECKING:
     from rich.console import RenderableType
 
@@ -45,13 +47,7 @@ def stdout_closed() -> NoReturn:
 
     stdout then points at the null device, so that flushing it at exit cannot fail again ("Exception ignored").
     """
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    try:
-        os.dup2(devnull, sys.stdout.fileno())
-    except (OSError, ValueError):  # a stdout without a descriptor (a test's): nothing is flushed to a pipe at exit
-        pass
-    finally:
-        os.close(devnull)
+    to_null_device(sys.stdout)
     raise SystemExit(STDOUT_CLOSED)
 
 
@@ -102,7 +98,7 @@ def status(description: str) -> Iterator[Callable[[str], None]]:
     from rich.live import Live
     from rich.spinner import Spinner
 
-    spinner = Spinner("dots", description)
+    spinner = Spinner("dots" if err_console.encoding.startswith("utf") else "line", description)  # "line" is ASCII
     with Live(spinner, console=err_console, transient=True, refresh_per_second=12.5, redirect_stdout=False, redirect_stderr=False):
         yield lambda text: spinner.update(text=text)
 
