@@ -1,6 +1,7 @@
 """The command line: fast start-up, version, inspect, schema, data summary, one-line errors."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -36,13 +37,16 @@ def test_version():
     assert result.exit_code == 0 and __version__ in result.output
 
 
-@pytest.mark.parametrize("args", [["--help"], ["--version"], [], ["schema", "--help"], ["schema"]])
-def test_help_and_version_on_a_full_disk_are_one_line_and_exit_3_as_a_commands_output(args):
-    """Was: Typer's --help and --version, run before any command, ended in an OSError traceback and exit 1."""
+@pytest.mark.parametrize("buffered", [True, False], ids=["buffered", "unbuffered"])
+@pytest.mark.parametrize("args", [["--help"], ["--version"], [], ["schema", "--help"], ["schema"], ["schema", "-f", "json"]])
+def test_help_and_version_on_a_full_disk_are_one_line_and_exit_3_as_a_commands_output(args, buffered):
+    """Was: Typer's --help and --version, run before any command, ended in an OSError traceback and exit 1; then, with
+    stdout buffered (no PYTHONUNBUFFERED), in "Exception ignored" and exit 120, Python's flush at exit failing again."""
     if not Path("/dev/full").exists():
         pytest.skip("no /dev/full here")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"} | ({} if buffered else {"PYTHONUNBUFFERED": "1"})
     with open("/dev/full", "w") as full:
-        result = subprocess.run([sys.executable, "-m", "mammofuse", *args], stdout=full, stderr=subprocess.PIPE, text=True, timeout=120)
+        result = subprocess.run([sys.executable, "-m", "mammofuse", *args], stdout=full, stderr=subprocess.PIPE, text=True, env=env, timeout=120)
     assert (result.returncode, result.stderr) == (3, "error: No space left on device\n")
 
 

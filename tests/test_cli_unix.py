@@ -346,3 +346,113 @@ def test_a_streamed_output_in_use_by_another_process_is_refused_and_left_as_it_i
     assert second.returncode == 3 and second.stderr.splitlines()[-1] == f"error: {output}: cannot write (in use by another mammofuse process)"
     assert output.read_bytes() == written
     assert sorted(p.name for p in tmp_path.iterdir()) == ["scores.jsonl"]  # the lock is gone with its holder
+
+
+def test_text_an_encoding_cannot_show_falls_back_and_a_file_name_keeps_its_bytes() -> None:
+    """'…', '±' and dashes on a Latin-1 or ASCII stdout were an "internal error (UnicodeEncodeError)", exit 4."""
+    from mammofuse.cli.streams import FALLBACK
+
+    text = "AUC ± SD — 0.8… → café \udce9"
+    assert text.encode("ascii", FALLBACK) == b"AUC +/- SD - 0.8... -> caf\\xe9 \xe9"
+    assert text.encode("latin-1", FALLBACK) == b"AUC \xb1 SD - 0.8... -> caf\xe9 \xe9"
+    assert text.encode("utf-8", FALLBACK) == text[:-1].encode() + b"\xe9"
+
+
+def test_a_cell_whose_look_alike_starts_a_formula_is_guarded_in_csv() -> None:
+    """A finding '—1+cmd' would reach an ASCII stdout as '-1+cmd', a cell that a spreadsheet runs."""
+    from mammofuse.cli.streams import LOOK_ALIKES
+    from mammofuse.scoring.sink import FORMULA_START, cell_text, csv_cell
+
+    formulas = [char for char, look_alike in LOOK_ALIKES.items() if look_alike.startswith(FORMULA_START)]
+    assert formulas and all(csv_cell(f"{char}1+cmd") == f"'{char}1+cmd" for char in formulas)
+    assert all(cell_text(csv_cell(f"{char}1")) == f"{char}1" for char in formulas)
+
+
+@pytest.fixture(scope="module")
+def utf8_name(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A phantom whose file name is UTF-8, neither ASCII nor Latin-1 (``café — copy.png``)."""
+    name = tmp_path_factory.mktemp("utf8") / "café — copy.png"
+    Image.fromarray(breast_phantom(bits=8).astype(np.uint8)).save(name)
+    return name
+
+
+@pytest.mark.parametrize(("args", "env"), [
+    (["inspect", "{name}"], {"PYTHONIOENCODING": "ascii"}),
+    (["inspect", "{name}"], {"PYTHONIOENCODING": "latin-1"}),
+    (["train", "--help"], {"LC_ALL": "C", "PYTHONUTF8": "0", "COLUMNS": "30"}),
+    (["predict", "{name}", "--model", "{tiny}", "-f", "csv"], {"PYTHONIOENCODING": "ascii"}),
+], ids=["ascii", "latin-1", "help", "records"])
+def test_a_stdout_that_is_not_utf8_shows_what_it_can(args: list[str], env: dict[str, str], tiny: Path, utf8_name: Path) -> None:
+    """Each exited 4 (a traceback for help) once Rich cut a cell with '…', or a file name held 'é' or '—'."""
+    command = mammofuse(*(a.format(name=utf8_name, tiny=tiny) for a in args))
+    done = subprocess.run(command, capture_output=True, env=environment(**env), timeout=180)
+    assert done.returncode == 0, done.stderr.decode(errors="replace")
+    assert done.stdout.strip() and b"error" not in done.stderr, done.stderr.decode(errors="replace")
+    if args[0] == "predict":
+        assert b"caf\\xe9 - copy.png," in done.stdout.splitlines()[1]
+
+
+@pytest.mark.parametrize("columns", ["0", "5"])
+def test_a_console_width_of_zero_or_a_few_columns_counts_as_unknown(columns: str) -> None:
+    """COLUMNS=0 printed nothing through Rich: no error (an exit 2 with an empty stderr), no table, no help."""
+    env = environment(COLUMNS=columns)
+    error = subprocess.run(mammofuse("schema", "--vocabulary", "nope"), capture_output=True, text=True, env=env, timeout=60)
+    assert error.returncode == 2 and error.stderr.startswith("error: "), error.stderr
+    for args in (["--help"], ["schema"]):
+        shown = subprocess.run(mammofuse(*args), capture_output=True, text=True, env=env, timeout=60)
+        assert shown.returncode == 0 and max(map(len, shown.stdout.splitlines())) == 80, shown.stdout
+
+
+@pytest.mark.parametrize("args", [["schema"], ["schema", "-f", "json"], ["--help"], ["predict", "{studies}", "--model", "{tiny}", "-f", "json"]],
+                         ids=["table", "json", "help", "records"])
+def test_a_stdout_closed_from_the_start_is_an_output_error(args: list[str], tiny: Path, studies: Path) -> None:
+    """``>&-``: an exit 4 "internal error (AttributeError ...)", or 0 with the table lost."""
+    command = mammofuse(*(a.format(studies=studies, tiny=tiny) for a in args))
+    done = subprocess.run(["sh", "-c", 'exec "$@" >&-', "sh", *command], capture_output=True, text=True, env=environment(), timeout=180)
+    assert done.returncode == 3 and done.stderr.splitlines() == ["error: stdout is closed"], done.stderr
+
+
+def test_a_stdout_closed_from_the_start_is_not_needed_for_an_output_file(studies: Path, tmp_path: Path) -> None:
+    output = tmp_path / "files.json"
+    command = mammofuse("inspect", studies, "-o", output)
+    done = subprocess.run(["sh", "-c", 'exec "$@" >&-', "sh", *command], capture_output=True, text=True, env=environment(), timeout=180)
+    assert done.returncode == 0, done.stderr
+    assert len(json.loads(output.read_text())) == 3
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="no /dev/full")
+@pytest.mark.parametrize("args", [["schema", "-o", "{out}"], ["predict", "{studies}", "--model", "{tiny}", "--density", "2", "-f", "json"]],
+                         ids=["wrote-note", "notes"])
+def test_a_stderr_that_cannot_be_written_costs_the_notes_not_the_work(args: list[str], tiny: Path, studies: Path, tmp_path: Path) -> None:
+    """``2>/dev/full``: the first note failed (exit 1, "lost sys.stderr"), and the records never reached stdout."""
+    output = tmp_path / "schema.json"
+    command = mammofuse(*(a.format(studies=studies, tiny=tiny, out=output) for a in args))
+    with open("/dev/full", "w") as full:
+        done = subprocess.run(command, stdout=subprocess.PIPE, stderr=full, env=environment(), timeout=180)
+    assert done.returncode == 0
+    assert json.loads(done.stdout if args[0] == "predict" else output.read_text())
+
+
+def test_a_reader_gone_in_the_middle_of_a_long_unbuffered_write_ends_with_141(tmp_path: Path, studies: Path) -> None:
+    """Under PYTHONUNBUFFERED the write was cut short at the pipe's 64 KiB, silently: exit 0, as if all was written."""
+    folder = tmp_path
+    for level in range(6):  # long paths make long records: 200 files give some 300 kB of JSON
+        folder = folder / f"{level}{'x' * 240}"
+    folder.mkdir(parents=True)
+    for i in range(200):
+        os.link(studies / "a.png", folder / f"{i}.png")
+    process = subprocess.Popen(mammofuse("inspect", folder, "-f", "json"), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               env=environment(PYTHONUNBUFFERED="1"))
+    assert process.stdout.readline() == b"[\n"
+    process.stdout.close()  # while the command is blocked in the middle of its one write
+    _, stderr = process.communicate(timeout=180)
+    assert process.returncode == 141, stderr.decode()
+    assert not stderr
+
+
+@pytest.mark.parametrize("args", [["schema"], ["inspect", "{studies}"]])
+def test_a_reference_table_folds_its_cells_rather_than_cut_them(args: list[str], studies: Path) -> None:
+    """At 80 columns, schema cut the aliases it accepts ("distortion=architectur…"), inspect its headers and values."""
+    done = subprocess.run(mammofuse(*(a.format(studies=studies) for a in args)), capture_output=True, text=True, env=environment(COLUMNS="80"), timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "…" not in done.stdout, done.stdout

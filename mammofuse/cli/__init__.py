@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import sys
 
 import typer
@@ -19,6 +18,7 @@ from mammofuse.cli import (
     predict_cmd,
     pretrain_cmd,
     schema_cmd,
+    streams,
     train_cmd,
 )
 from mammofuse.cli.common import OUTPUT_ERROR, fail
@@ -64,17 +64,20 @@ models_cmd.register(app)
 
 
 def main() -> None:
-    """Console-script entry point. SIGTERM stops a command the way Ctrl-C does. Records go to stdout as UTF-8 bytes, as
-    to an ``--output`` file (``common.emit``); other text on stdout holding a file name's undecodable byte writes it back
-    whatever the locale's error handler (what people read is escaped, see ``common.clean``). Help or the version that
-    cannot be written (stdout on a full disk) is one line and exit 3, as a command's output is; a closed stdout ends
+    """Console-script entry point. SIGTERM stops a command the way Ctrl-C does. stdout and stderr are prepared
+    (:mod:`mammofuse.cli.streams`): records go to stdout as UTF-8 bytes, as to an ``--output`` file (``common.emit``);
+    other text on stdout holding a file name's undecodable byte writes it back (what people read is escaped, see
+    ``common.clean``), and text the locale's encoding cannot show falls back to look-alikes; stderr is best effort.
+    Help or the version that cannot be written (stdout on a full disk, or closed: ``>&-``) is one line and exit 3, as
+    a command's output is; a reader of stdout gone (``| head``) ends it
     silently (141)."""
     handle_stop_signals()
-    if isinstance(sys.stdout, io.TextIOWrapper):
-        sys.stdout.reconfigure(errors="surrogateescape")
+    streams.prepare()
     try:
         app()
     except BrokenPipeError:
         stdout_closed()
     except OSError as exc:  # Typer's --help and --version run before any command, outside `guarded`
         sys.exit(fail(exc.strerror or str(exc), OUTPUT_ERROR).exit_code)
+    finally:
+        streams.settle_stdout()

@@ -18,6 +18,7 @@ from rich.markup import escape
 from rich.text import Text
 
 from mammofuse.cli.output import err_console, stdout_closed
+from mammofuse.cli.streams import ClosedStdout, closed_stdout_error
 from mammofuse.errors import MammofuseError, OutputError
 from mammofuse.interrupts import interrupted_status
 from mammofuse.jsontext import json_text
@@ -202,8 +203,9 @@ def guarded(func: F) -> F:
 
     ``MammofuseError``: 2 (3 for an output that cannot be written); any other ``OSError`` (disk
     full, permissions) is an output's, since inputs raise theirs as ``MammofuseError``
-    (:func:`mammofuse.errors.reading`): 3; Ctrl-C: 130, SIGTERM: 143; a closed stdout (``| head``): 141, silently;
-    anything else is a bug: 4. Warnings print as one-line notes. ``MAMMOFUSE_DEBUG=1`` shows the traceback as well.
+    (:func:`mammofuse.errors.reading`), a stdout closed from the start (``>&-``) included: 3; Ctrl-C: 130, SIGTERM: 143;
+    stdout's reader gone (``| head``): 141, silently; anything else is a bug: 4. Warnings print as one-line notes.
+    ``MAMMOFUSE_DEBUG=1`` shows the traceback as well.
     """
 
     @functools.wraps(func)
@@ -301,7 +303,9 @@ def render_records(records: Sequence[dict[str, Any]], fmt: str) -> str:
 
 
 def check_output(output: Path | None) -> None:
-    """Fail before any work when ``--output`` cannot be written."""
+    """Fail before any work when ``--output``, or stdout when there is none, cannot be written."""
+    if output is None and isinstance(sys.stdout, ClosedStdout):
+        raise closed_stdout_error()
     if output is not None:
         from mammofuse.atomic import check_writable
 

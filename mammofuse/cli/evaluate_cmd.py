@@ -71,7 +71,7 @@ def evaluate(
 
     Metrics at the model's stored threshold (chosen at training time on validation or out-of-fold predictions): ROC-AUC with a 95% bootstrap interval over patients, PR-AUC, accuracy, F1, precision, recall, specificity, Brier score and ECE, overall and for masses and calcifications separately. Warns loudly when evaluated patients were in the model's training or validation data, and prints the leakage checklist for any AUC >= 0.97. Cases whose image fails are reported and left out.
 
-    Exit status: 0 done; 1 a --fail-under bound was missed, or more than --max-failed cases failed; 2 usage error; 3 --output or --plots not writable; 4 internal error (a bug: please report it); 141 stdout closed before all was written (| head).
+    Exit status: 0 done; 1 a --fail-under bound was missed, or more than --max-failed cases failed; 2 usage error; 3 --output or --plots not writable, or stdout closed (>&-); 4 internal error (a bug: please report it); 141 stdout's reader went away before all was written (| head).
 
     Examples:
 

@@ -10,6 +10,8 @@ from rich.console import RenderableType
 from rich.table import Table
 from rich.text import Text
 
+from mammofuse.cli.output import console_width
+
 
 class HelpTable(Table):
     """Typer's table of options, whose rows are (a required mark,) option names, their type and their description:
@@ -31,7 +33,8 @@ def folding_columns(items: list[RenderableType]) -> Columns:
 
 
 def adapt() -> None:
-    """Lay out Typer's help tables so."""
+    """Lay out Typer's help tables so, as wide as the CLI's consoles (:func:`mammofuse.cli.output.console_width`)."""
     from typer import rich_utils
 
     rich_utils.Table, rich_utils.Columns = HelpTable, folding_columns  # type: ignore[misc, assignment]
+    rich_utils.MAX_WIDTH = console_width("TERMINAL_WIDTH") or console_width()

@@ -38,7 +38,7 @@ def inspect(
 
     A DICOM of another modality than MG (which predict refuses where it is no mammogram: CT, MR, US...), FOR PROCESSING data and spot or magnification views are read, with a warning.
 
-    Exit status: 0 all read, 1 some files failed (each reported), 2 usage error, 3 output not writable, 4 internal error (a bug: please report it), 141 stdout closed before all was written (| head).
+    Exit status: 0 all read, 1 some files failed (each reported), 2 usage error, 3 output not writable (stdout closed: >&-), 4 internal error (a bug: please report it), 141 stdout's reader went away before all was written (| head).
 
     Examples:
 
@@ -87,9 +87,8 @@ def _table(records: list[dict], output: Path | None) -> None:
     from rich.table import Table
 
     table = Table()
-    table.add_column("file", overflow="fold")
-    for name in ("size", "bits", "photometric", "modality", "side", "view", "patient", "note"):
-        table.add_column(name)
+    for name in ("file", "size", "bits", "photometric", "modality", "side", "view", "patient", "note"):  # values folded, never cut
+        table.add_column(name, overflow="fold")
     for r in records:
         if r.get("error"):
             table.add_row(cell(r["path"]), "", "", "", "", "", "", "", cell(r["error"], "red"))

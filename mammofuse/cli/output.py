@@ -14,15 +14,32 @@ from typing import TYPE_CHECKING, Callable, Iterator, NoReturn
 
 from rich.console import Console
 
+from mammofuse.cli.streams import to_null_device
+
 if TYPE_CHECKING:
     from rich.console import RenderableType
 
 STDOUT_CLOSED = 141
 """The exit status when the reader of stdout went away (``| head -1``): 128 + SIGPIPE, as for a program the signal ended."""
 
+MIN_WIDTH = 20
+"""A console narrower than this (``COLUMNS=0``) would print nothing, errors included, or a word per line: its width is
+taken as unknown, :data:`DEFAULT_WIDTH`."""
+DEFAULT_WIDTH = 80
+
+
+def console_width(variable: str = "COLUMNS") -> int | None:
+    """The width the environment ``variable`` sets for a console, :data:`DEFAULT_WIDTH` for one under
+    :data:`MIN_WIDTH`; None when it sets none (the terminal's width is used, else 80)."""
+    text = os.environ.get(variable, "")
+    if not text.isdigit():
+        return None
+    return int(text) if int(text) >= MIN_WIDTH else DEFAULT_WIDTH
+
+
 # emoji=False: a ":name:" in untrusted text (a file named bad:-1:x.dcm) stays text, never an emoji
-console = Console(highlight=False, emoji=False)  # results for people: stdout
-err_console = Console(stderr=True, highlight=False, emoji=False)  # progress, notes, errors: stderr
+console = Console(width=console_width(), highlight=False, emoji=False)  # results for people: stdout
+err_console = Console(stderr=True, width=console_width(), highlight=False, emoji=False)  # progress, notes, errors: stderr
 
 
 def stdout_closed() -> NoReturn:
@@ -30,13 +47,7 @@ def stdout_closed() -> NoReturn:
 
     stdout then points at the null device, so that flushing it at exit cannot fail again ("Exception ignored").
     """
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    try:
-        os.dup2(devnull, sys.stdout.fileno())
-    except (OSError, ValueError):  # a stdout without a descriptor (a test's): nothing is flushed to a pipe at exit
-        pass
-    finally:
-        os.close(devnull)
+    to_null_device(sys.stdout)
     raise SystemExit(STDOUT_CLOSED)
 
 
@@ -87,7 +98,7 @@ def status(description: str) -> Iterator[Callable[[str], None]]:
     from rich.live import Live
     from rich.spinner import Spinner
 
-    spinner = Spinner("dots", description)
+    spinner = Spinner("dots" if err_console.encoding.startswith("utf") else "line", description)  # "line" is ASCII
     with Live(spinner, console=err_console, transient=True, refresh_per_second=12.5, redirect_stdout=False, redirect_stderr=False):
         yield lambda text: spinner.update(text=text)
 

@@ -84,7 +84,7 @@ def predict(
 ) -> None:
     """Score each mammogram: probability of malignancy and a benign/malignant call.
 
-    A model trained with --threshold-from (the bundled default) recalibrates its scores of files scored on image and findings (see its card). Clinical flags apply to every file; missing findings are allowed and shown as null. A DICOM of another modality (CT, MR, US...) fails; remarks on a file (its header, a score that means little) go into its record's note. jsonl and csv records are written as files are scored; with --resume, a run that was interrupted goes on where it stopped. Exit status: 0 all scored, 1 some files failed (the rest are scored; files scored before --resume count), 2 usage error, 3 output not writable (checked before scoring), 4 internal error (a bug: please report it), 141 stdout closed before all was written (| head).
+    A model trained with --threshold-from (the bundled default) recalibrates its scores of files scored on image and findings (see its card). Clinical flags apply to every file; missing findings are allowed and shown as null. A DICOM of another modality (CT, MR, US...) fails; remarks on a file (its header, a score that means little) go into its record's note. jsonl and csv records are written as files are scored; with --resume, a run that was interrupted goes on where it stopped. Exit status: 0 all scored, 1 some files failed (the rest are scored; files scored before --resume count), 2 usage error, 3 output not writable, stdout closed (>&-) included (checked before scoring), 4 internal error (a bug: please report it), 141 stdout's reader went away before all was written (| head).
 
     Examples:
 

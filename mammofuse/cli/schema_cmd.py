@@ -32,10 +32,13 @@ def schema(
 def _table(spec: dict[str, Any]) -> Any:
     from rich.table import Table
 
-    table = Table("flag", "field", "values", "also accepted", title=f"{spec['vocabulary']} ({spec['dim']} values)",
+    table = Table(title=f"{spec['vocabulary']} ({spec['dim']} values)",
                   caption=f"Compound values join terms with '-' ({COMPOUND_EXAMPLE}), except in "
                           f"{', '.join('--' + f['name'].replace('_', '-') for f in spec['fields'] if not f['compound'])}. "
                           "BI-RADS assessment and subtlety are never model inputs (label leakage).", caption_justify="left")
+    table.add_column("flag", no_wrap=True)
+    for name in ("field", "values", "also accepted"):  # a reference of accepted values: folded, never cut
+        table.add_column(name, overflow="fold")
     for f in spec["fields"]:
         table.add_row(
             "--" + f["name"].replace("_", "-"), f["label"], ", ".join(v.lower() for v in f["values"]),
