@@ -25,8 +25,8 @@ LOOK_ALIKES = {
     "\u2026": "...", "\u00b1": "+/-", "\u2010": "-", "\u2011": "-", "\u2013": "-", "\u2014": "-", "\u2212": "-",
     "\u2192": "->", "\u2190": "<-", "\u00d7": "x", "\u2264": "<=", "\u2265": ">=", "\u2022": "*", "\u00a0": " ",
 }
-"""What a stream writes for characters it cannot: none has a quote or separator of CSV; those that start like a formula
-are guarded in CSV (:data:`mammofuse.scoring.sink.FORMULA_LOOK_ALIKES`)."""
+"""What a stream writes for characters it cannot (people's text only: records go out as UTF-8 bytes,
+:func:`mammofuse.cli.common.emit`)."""
 
 
 def _fall_back(error: UnicodeError) -> tuple[str | bytes, int]:

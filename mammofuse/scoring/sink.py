@@ -31,10 +31,7 @@ if TYPE_CHECKING:
 STREAM_FORMATS = ("jsonl", "csv")
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 """First characters that make a spreadsheet run a cell as a formula: such cells get a ``'`` in CSV."""
-FORMULA_LOOK_ALIKES = ("\u00b1", "\u2010", "\u2011", "\u2013", "\u2014", "\u2192", "\u2212")
-"""First characters that a stdout unable to show them writes as a formula's (``±`` as ``+/-``, dashes as ``-``, ``→`` as
-``->``: :mod:`mammofuse.cli.streams`): such cells get a ``'`` in CSV too."""
-GUARDED_START = (*FORMULA_START, *FORMULA_LOOK_ALIKES, "'")
+GUARDED_START = (*FORMULA_START, "'")
 """First characters that get a ``'`` in CSV: a formula's, and the ``'`` itself, so that reading a cell back is exact."""
 
 
