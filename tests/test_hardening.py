@@ -454,6 +454,22 @@ def test_unwritable_output_is_exit_3_before_any_work(where: str, corpus: dict[st
         assert run(*command).exit_code == 3, command
 
 
+def test_a_read_only_output_folder_is_named_not_its_probe(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """It said `ro/.mammofuse-write-test: cannot write (Read-only file system)`, naming a file the user never gave."""
+    import errno
+    import tempfile
+
+    def read_only(*args: object, **kwargs: object) -> None:
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS))
+
+    monkeypatch.setattr(tempfile, "mkstemp", read_only)  # as on a read-only mount, which root's permissions do not make
+    folder = tmp_path / "ro"
+    for command in (["train", "--dataset", "manifest", "--data", str(tmp_path / "m.csv"), "--out", str(folder)],
+                    ["ablate", "--dataset", "manifest", "--data", str(tmp_path / "m.csv"), "--out", str(folder)]):
+        result = run(*command)
+        assert result.exit_code == 3 and result.stderr == f"error: {folder}: cannot write (Read-only file system)\n", result.output
+
+
 @pytest.mark.parametrize("command", [
     ["predict", "scan.dcm", "--density", "2", "-f", "json", "-o", "scan.dcm"],
     ["predict", ".", "--density", "2", "-f", "jsonl", "-o", "scan.dcm"],  # a stream: it truncated the file before scoring

@@ -8,7 +8,6 @@ carries the file's size and modification time: with its path, the key ``--resume
 from __future__ import annotations
 
 import csv
-import fcntl
 import io
 import json
 import os
@@ -19,7 +18,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Iterator, Sequence, TextIO
 
-from mammofuse.atomic import is_stream
 from mammofuse.errors import MammofuseError, OutputError
 
 if TYPE_CHECKING:
@@ -177,39 +175,3 @@ def record_writer(output: Path | None, fmt: str, layout: RecordLayout, append: b
     except OSError as exc:
         raise OutputError(output, exc.strerror or str(exc)) from exc
 
-
-@contextmanager
-def output_lock(output: Path | None) -> Iterator[None]:
-    """Hold the streamed output ``output`` for this process alone, from its ``--resume`` to its last record: another run
-    writing the same file (two ``--shard`` jobs given one ``-o``) fails at once, rather than both mixing and losing records.
-
-    The lock is an exclusive ``flock`` on ``.NAME.lock`` beside the file, removed at the end (resuming may replace the
-    file itself). stdout and streams (a FIFO, ``/dev/stdout``) are not locked; None locks nothing.
-
-    Raises:
-        OutputError: another process holds the output, or the lock cannot be made.
-    """
-    if output is None or is_stream(output):
-        yield
-        return
-    target = Path(os.path.realpath(output))  # any path to the file, a symlink's included, takes the same lock
-    lock = target.with_name(f".{target.name}.lock")
-    try:
-        fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o666)  # a link planted there is refused, never followed
-    except OSError as exc:
-        raise OutputError(output, exc.strerror or str(exc)) from exc
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            held = os.path.samestat(os.fstat(fd), os.stat(lock))
-        except OSError:  # held by another process; or removed by its holder as this one opened it
-            held = False
-        if not held:
-            raise OutputError(output, "in use by another mammofuse process")
-        try:
-            yield
-        finally:
-            with suppress(FileNotFoundError):
-                os.unlink(lock)  # while still locked: a process that opened it meanwhile sees it gone
-    finally:
-        os.close(fd)
