@@ -1075,11 +1075,11 @@ def test_torch_is_new_enough_that_weights_only_loading_runs_no_code() -> None:
 # --- leftovers ----------------------------------------------------------------------------------
 
 
-def test_weights_follow_the_umask_and_resume_removes_stale_temporaries(tmp_path: Path) -> None:
+def test_weights_follow_the_umask_and_the_next_run_removes_stale_temporaries(tmp_path: Path) -> None:
     import torch
 
     from mammofuse.model import MammoFuse, ModelConfig, save_model
-    from mammofuse.training.checkpoint import load_checkpoint, save_checkpoint
+    from mammofuse.training.checkpoint import load_checkpoint, remove_temporaries, save_checkpoint
 
     old = os.umask(0o027)
     try:
@@ -1091,6 +1091,7 @@ def test_weights_follow_the_umask_and_resume_removes_stale_temporaries(tmp_path:
     assert (tmp_path / "run" / "last" / "epoch-0001.safetensors").stat().st_mode & 0o777 == 0o640
     orphan = tmp_path / "run" / "last" / ".epoch-0002.safetensors.k3j9.tmp"  # left by a kill -9
     orphan.write_bytes(b"x" * 100)
+    remove_temporaries(tmp_path / "run")  # by the run holding the folder (a train run, rank 0 under torchrun)
     tensors, scalars = load_checkpoint(tmp_path / "run")
     assert scalars["epoch"] == 1 and not orphan.exists()
 
