@@ -10,6 +10,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -569,6 +570,45 @@ def test_cache_key_follows_recipe_and_weights(mias_split) -> None:
     with torch.no_grad():
         net.layer4[1].bn2.running_mean += 1
     assert state_digest(net) != before
+
+
+def _rewritten_keeping_size_and_mtime(path: Path, data: bytes, in_place: bool) -> None:
+    """Write ``data`` (as long as the file) to ``path``, in place (``cp -p``) or as a new file (``tar -x``), and set
+    its modification time back; after a clock tick, so that the change time can differ."""
+    before = path.stat()
+    assert len(data) == before.st_size
+    time.sleep(0.05)
+    if in_place:
+        with path.open("r+b") as fh:
+            fh.write(data)
+    else:
+        path.with_suffix(".new").write_bytes(data)
+        os.replace(path.with_suffix(".new"), path)
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert (path.stat().st_size, path.stat().st_mtime_ns) == (before.st_size, before.st_mtime_ns)
+
+
+@pytest.mark.parametrize("in_place", [True, False], ids=["in place", "replaced"])
+def test_a_file_given_new_bytes_of_the_same_size_and_mtime_is_a_cache_miss(in_place: bool, tmp_path: Path) -> None:
+    """The feature cache keyed on path, size and mtime: after `cp -p` of other pixels, training reused the old features
+    (weights bit-identical to the old data's); a backbone file rewritten so kept its digest within a run."""
+    from mammofuse.imaging.preprocess import PreprocessRecipe
+    from mammofuse.training.features import sample_key
+    from mammofuse.training.pretrain import weights_file_digest
+
+    image = tmp_path / "a.png"
+    image.write_bytes(b"old pixels")
+    sample = Sample(id="1", patient_id="p", label=1, image_path=str(image))
+    key = sample_key(sample, PreprocessRecipe())
+    weights = tmp_path / "bb.safetensors"
+    shutil.copy(write_backbone(tmp_path / "written.safetensors", "cnn4"), weights)
+    digest = weights_file_digest(str(weights))
+    _rewritten_keeping_size_and_mtime(image, b"new pixels", in_place)
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 1  # one bit of the last weight
+    _rewritten_keeping_size_and_mtime(weights, bytes(data), in_place)
+    assert sample_key(sample, PreprocessRecipe()) != key
+    assert weights_file_digest(str(weights)) != digest
 
 
 def test_settings_reject_unknown_keys_and_bad_values(tmp_path: Path) -> None:
