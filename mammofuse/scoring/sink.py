@@ -150,7 +150,8 @@ def record_writer(output: Path | None, fmt: str, layout: RecordLayout, append: b
     A symlink's target is written; a FIFO or device (``/dev/stdout``) is written as a stream, header first.
 
     Raises:
-        OutputError: the file cannot be opened or written.
+        OutputError: the file cannot be opened or written, or ``output`` no longer names it at the end (the file or
+            its folder removed, or the file replaced, meanwhile: the records went to a file no one can read).
     """
     if output is None:
         writer = RecordWriter(sys.stdout, fmt, layout)
@@ -166,6 +167,7 @@ def record_writer(output: Path | None, fmt: str, layout: RecordLayout, append: b
         if not append or not fh.seekable() or fh.tell() == 0:
             writer.header()
         yield writer
+        _check_in_place(output, fh)
     except BaseException:
         with suppress(OSError):  # closing flushes again what could not be written: the first error is the one to report
             fh.close()
@@ -175,3 +177,15 @@ def record_writer(output: Path | None, fmt: str, layout: RecordLayout, append: b
     except OSError as exc:
         raise OutputError(output, exc.strerror or str(exc)) from exc
 
+
+def _check_in_place(output: Path, fh: TextIO) -> None:
+    """Raise OutputError when ``output`` no longer names the regular file ``fh`` writes (a stream is not checked)."""
+    written = os.fstat(fh.fileno())
+    if not stat.S_ISREG(written.st_mode):
+        return
+    try:
+        there = os.stat(output)
+    except OSError:
+        there = None
+    if there is None or not os.path.samestat(there, written):
+        raise OutputError(output, "removed or replaced while it was written")
