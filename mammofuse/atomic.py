@@ -13,10 +13,11 @@ they are: an output folder is the user's own). Every failure to write
 
 from __future__ import annotations
 
+import fcntl
 import os
 import stat
 import tempfile
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager, suppress
 from pathlib import Path
 from typing import Iterable, Iterator, Mapping
 
@@ -24,6 +25,8 @@ from mammofuse.errors import MammofuseError, OutputError
 from mammofuse.interrupts import held_back
 
 TMP_SUFFIX = ".tmp"
+FOLDER_LOCK = ".mammofuse.lock"
+IN_USE = "in use by another mammofuse process"
 
 
 @contextmanager
@@ -129,13 +132,81 @@ def check_writable(path: str | Path) -> None:
 
 
 def check_writable_folder(folder: str | Path) -> None:
-    """Fail now when files cannot be written inside ``folder`` (created if missing)."""
+    """Fail now, naming ``folder``, when files cannot be written inside it (created if missing)."""
     folder = Path(folder)
+    _make_folder(folder)
+    try:
+        check_writable(folder / ".mammofuse-write-test")
+    except OutputError as exc:
+        raise OutputError(folder, exc.problem) from exc
+
+
+def _make_folder(folder: Path) -> None:
+    """Create ``folder`` and its parents if missing; an OutputError naming it when that fails."""
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise OutputError(folder, "it is a file" if folder.is_file() else _reason(exc)) from exc
-    check_writable(folder / ".mammofuse-write-test")
+
+
+@contextmanager
+def output_lock(output: Path | None) -> Iterator[None]:
+    """Hold the output file ``output`` for this process alone while it is written: another run writing the same file
+    (two ``--shard`` jobs given one ``-o``) fails at once, rather than both mixing and losing records.
+
+    The lock is ``.NAME.lock`` beside the file (resuming may replace the file itself); any path to the file, a
+    symlink's included, takes the same lock. stdout and streams (a FIFO, ``/dev/stdout``) are not locked; None locks
+    nothing.
+
+    Raises:
+        OutputError: another process holds the output, or the lock cannot be made.
+    """
+    if output is None or is_stream(output):
+        yield
+        return
+    target = Path(os.path.realpath(output))
+    with _exclusive(target.with_name(f".{target.name}.lock"), output):
+        yield
+
+
+@contextmanager
+def folder_lock(folder: str | Path) -> Iterator[None]:
+    """Hold the output folder ``folder`` (created if missing) for this process alone, for a whole run: another run
+    given the same folder (a job submitted twice) fails at once, rather than both writing, resuming or deleting
+    each other's files. The lock is ``.mammofuse.lock`` inside the folder.
+
+    Raises:
+        OutputError: naming ``folder``: another process holds it, or it or its lock cannot be made.
+    """
+    folder = Path(folder)
+    _make_folder(folder)
+    with _exclusive(Path(os.path.realpath(folder)) / FOLDER_LOCK, folder):
+        yield
+
+
+@contextmanager
+def _exclusive(lock: Path, output: str | Path) -> Iterator[None]:
+    """An exclusive ``flock`` on the file ``lock``, for ``output``; the file is removed at the end, while still locked,
+    so that a process that opened it meanwhile sees it gone. The lock goes with its process (``kill -9`` included)."""
+    try:
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o666)  # a link planted there is refused, never followed
+    except OSError as exc:
+        raise OutputError(output, exc.strerror or str(exc)) from exc
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            held = os.path.samestat(os.fstat(fd), os.stat(lock))
+        except OSError:  # held by another process; or removed by its holder as this one opened it
+            held = False
+        if not held:
+            raise OutputError(output, IN_USE)
+        try:
+            yield
+        finally:
+            with suppress(FileNotFoundError):
+                os.unlink(lock)
+    finally:
+        os.close(fd)
 
 
 def remove_stale_temporaries(folder: str | Path) -> list[Path]:

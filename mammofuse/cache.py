@@ -16,6 +16,24 @@ from mammofuse.errors import MammofuseWarning, OutputError
 CACHE_VARIABLE = "MAMMOFUSE_CACHE"
 
 
+def file_identity(path: str | os.PathLike[str]) -> tuple[int, int, int, int, int] | None:
+    """What a cache entry keys a file on: (device, inode, size, modification time, change time), times in ns; None
+    when it cannot be stat'ed.
+
+    New bytes written in place change the change time (ctime), which ``touch``, ``cp -p`` and ``tar -x`` cannot set
+    back, and a file replaced (``cp``, ``tar -x``, a move) is a new inode with a new ctime: either is a miss, even
+    with the same size and modification time. Not seen: a rewrite within one tick of the kernel's clock (file times
+    advance by milliseconds, whatever their nanosecond field) of the file's previous change, and a network file
+    system's attributes cached from before another machine wrote the file. A file renamed, linked or chmod-ed is a
+    miss too (its ctime changes): computed again, never served stale.
+    """
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns
+
+
 def cache_root() -> Path:
     """``$MAMMOFUSE_CACHE``, else ``$XDG_CACHE_HOME/mammofuse``, else ``~/.cache/mammofuse``; an empty or relative
     ``XDG_CACHE_HOME`` is ignored, as the XDG Base Directory specification says (it would be the working folder)."""

@@ -490,3 +490,20 @@ def test_summaries_match_the_dict_code_they_replace():
     validation = summarize_arm(folds["concat"], [0.0, 0.5, 1.0], n_boot=0, seed=0, threshold="validation").to_dict()
     assert validation.pop("calibration") == calibration["concat"]  # the threshold's source changes no score
     assert validation == SUMMARIES["concat_validation"]
+
+
+def test_an_ablation_into_a_folder_another_run_holds_is_refused_and_the_folder_left_alone(mini_mias, tmp_path):
+    """A resubmitted job on the same --out resumed, scored and deleted the first one's folds: a wrong AUC with exit 0."""
+    from mammofuse.atomic import folder_lock
+    from mammofuse.data import load_dataset
+
+    out = tmp_path / "ab"
+    trainer = CountingTrainer()
+    with folder_lock(out):  # as another ablate (or train) run holds it while it works
+        result = runner.invoke(app, ["ablate", "--dataset", "mini-mias", "--data", str(mini_mias), "--out", str(out), "--variants", "clinical",
+                                     "--folds", "2", "--epochs", "1", "--device", "cpu", "--bootstrap", "0"])
+        with pytest.raises(MammofuseError, match="in use by another mammofuse process"):
+            run_ablation(load_dataset("mini-mias", mini_mias), plan_arms(["clinical"]), _settings(), out, folds=2, n_boot=0, trainer=trainer)
+        assert sorted(p.name for p in out.iterdir()) == [".mammofuse.lock"]
+    assert result.exit_code == 3 and result.stderr.splitlines()[-1] == f"error: {out}: cannot write (in use by another mammofuse process)", result.output
+    assert trainer.calls == [] and list(out.iterdir()) == []  # nothing written; the lock goes with its holder

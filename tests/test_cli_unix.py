@@ -334,7 +334,7 @@ def test_a_usage_error_that_typer_finds_is_one_line(args: list[str], message: st
 @pytest.mark.parametrize("resume", [False, True], ids=["new", "resumed"])
 def test_a_streamed_output_in_use_by_another_process_is_refused_and_left_as_it_is(resume: bool, tiny: Path, studies: Path, tmp_path: Path) -> None:
     """Two runs given one -o (two --shard jobs, say) both exited 0, the file holding records mixed, lost or twice."""
-    from mammofuse.scoring.sink import output_lock
+    from mammofuse.atomic import output_lock
 
     output = tmp_path / "scores.jsonl"
     command = mammofuse("predict", studies, "--model", tiny, "-o", output, *(["--resume"] if resume else []))

@@ -276,3 +276,27 @@ def test_the_cbis_ddsm_index_cache_keeps_one_index_per_images_folder(tmp_path, m
         kept = sorted(index.glob("cbis-*.json"))
         assert len(kept) == 2 and other in kept and legacy not in kept, kept
     assert ImageIndex.build(roots[0]).pixels and len(list(index.glob("cbis-*.json"))) == 2  # read back, not written again
+
+
+def test_a_dicom_rewritten_with_the_same_size_and_mtime_is_indexed_again(tmp_path, monkeypatch):
+    """The index was keyed on each file's mtime alone: a DICOM replaced by another of the same dimensions (`cp -p`,
+    `tar -x`) kept the old one's patient and series."""
+    import time
+
+    from pydicom import dcmread
+
+    monkeypatch.setenv("MAMMOFUSE_CACHE", str(tmp_path / "cache"))
+    root = tmp_path / "tcia"
+    dicom = root / "Mass-Training_P_00001_LEFT_CC" / "1-1.dcm"
+    dicom.parent.mkdir(parents=True)
+    write_dicom(dicom, breast_phantom(), PatientID="PATIENT_A")
+    assert "PATIENT_A" in ImageIndex.build(root).by_folder
+    before = dicom.stat()
+    ds = dcmread(dicom)
+    ds.PatientID = "PATIENT_B"
+    time.sleep(0.05)  # a clock tick, so that the change time can differ
+    ds.save_as(dicom)  # in place, as `cp -p` writes
+    os.utime(dicom, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert (dicom.stat().st_size, dicom.stat().st_mtime_ns) == (before.st_size, before.st_mtime_ns)
+    index = ImageIndex.build(root).by_folder
+    assert "PATIENT_B" in index and "PATIENT_A" not in index

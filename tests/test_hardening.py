@@ -454,6 +454,22 @@ def test_unwritable_output_is_exit_3_before_any_work(where: str, corpus: dict[st
         assert run(*command).exit_code == 3, command
 
 
+def test_a_read_only_output_folder_is_named_not_its_probe(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """It said `ro/.mammofuse-write-test: cannot write (Read-only file system)`, naming a file the user never gave."""
+    import errno
+    import tempfile
+
+    def read_only(*args: object, **kwargs: object) -> None:
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS))
+
+    monkeypatch.setattr(tempfile, "mkstemp", read_only)  # as on a read-only mount, which root's permissions do not make
+    folder = tmp_path / "ro"
+    for command in (["train", "--dataset", "manifest", "--data", str(tmp_path / "m.csv"), "--out", str(folder)],
+                    ["ablate", "--dataset", "manifest", "--data", str(tmp_path / "m.csv"), "--out", str(folder)]):
+        result = run(*command)
+        assert result.exit_code == 3 and result.stderr == f"error: {folder}: cannot write (Read-only file system)\n", result.output
+
+
 @pytest.mark.parametrize("command", [
     ["predict", "scan.dcm", "--density", "2", "-f", "json", "-o", "scan.dcm"],
     ["predict", ".", "--density", "2", "-f", "jsonl", "-o", "scan.dcm"],  # a stream: it truncated the file before scoring
@@ -1086,11 +1102,11 @@ def test_torch_is_new_enough_that_weights_only_loading_runs_no_code() -> None:
 # --- leftovers ----------------------------------------------------------------------------------
 
 
-def test_weights_follow_the_umask_and_resume_removes_stale_temporaries(tmp_path: Path) -> None:
+def test_weights_follow_the_umask_and_the_next_run_removes_stale_temporaries(tmp_path: Path) -> None:
     import torch
 
     from mammofuse.model import MammoFuse, ModelConfig, save_model
-    from mammofuse.training.checkpoint import load_checkpoint, save_checkpoint
+    from mammofuse.training.checkpoint import load_checkpoint, remove_temporaries, save_checkpoint
 
     old = os.umask(0o027)
     try:
@@ -1102,6 +1118,7 @@ def test_weights_follow_the_umask_and_resume_removes_stale_temporaries(tmp_path:
     assert (tmp_path / "run" / "last" / "epoch-0001.safetensors").stat().st_mode & 0o777 == 0o640
     orphan = tmp_path / "run" / "last" / ".epoch-0002.safetensors.k3j9.tmp"  # left by a kill -9
     orphan.write_bytes(b"x" * 100)
+    remove_temporaries(tmp_path / "run")  # by the run holding the folder (a train run, rank 0 under torchrun)
     tensors, scalars = load_checkpoint(tmp_path / "run")
     assert scalars["epoch"] == 1 and not orphan.exists()
 

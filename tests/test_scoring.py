@@ -275,6 +275,28 @@ def test_records_holding_nan_are_never_written_as_json(tmp_path: Path) -> None:
     assert out.read_text() == ""
 
 
+@pytest.mark.parametrize("how", ["folder removed", "file replaced"])
+def test_an_output_removed_or_replaced_while_it_streams_is_an_error_not_wrote(how: str, tmp_path: Path) -> None:
+    """With its folder deleted mid-run, predict said `wrote dd/p.jsonl`, `300 scored`, exit 0: the records went to an unlinked file."""
+    from mammofuse.errors import OutputError
+    from mammofuse.scoring.sink import RecordLayout, record_writer
+
+    record = {"path": "a.dcm", "probability": 0.25, "model": "m", "threshold": 0.5, "error": None, "weights_digest": "0123456789abcdef"}
+    out = tmp_path / "dd" / "scores.jsonl"
+    out.parent.mkdir()
+    with pytest.raises(OutputError) as info, record_writer(out, "jsonl", RecordLayout.of(record)) as writer:
+        writer.write([record])
+        if how == "folder removed":
+            shutil.rmtree(out.parent)
+        else:
+            out.with_name("other").write_text("")
+            os.replace(out.with_name("other"), out)
+        writer.write([record])
+    assert str(info.value) == f"{out}: cannot write (removed or replaced while it was written)"
+    with record_writer(tmp_path / "kept.jsonl", "jsonl", RecordLayout.of(record)) as writer:  # left in place: no error
+        writer.write([record])
+
+
 def test_a_resume_that_repairs_the_output_keeps_its_permissions(tiny_model: Path, real_dicoms: dict[str, Path], tmp_path: Path) -> None:
     files = tmp_path / "files"
     files.mkdir()

@@ -10,6 +10,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -571,6 +572,45 @@ def test_cache_key_follows_recipe_and_weights(mias_split) -> None:
     assert state_digest(net) != before
 
 
+def _rewritten_keeping_size_and_mtime(path: Path, data: bytes, in_place: bool) -> None:
+    """Write ``data`` (as long as the file) to ``path``, in place (``cp -p``) or as a new file (``tar -x``), and set
+    its modification time back; after a clock tick, so that the change time can differ."""
+    before = path.stat()
+    assert len(data) == before.st_size
+    time.sleep(0.05)
+    if in_place:
+        with path.open("r+b") as fh:
+            fh.write(data)
+    else:
+        path.with_suffix(".new").write_bytes(data)
+        os.replace(path.with_suffix(".new"), path)
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert (path.stat().st_size, path.stat().st_mtime_ns) == (before.st_size, before.st_mtime_ns)
+
+
+@pytest.mark.parametrize("in_place", [True, False], ids=["in place", "replaced"])
+def test_a_file_given_new_bytes_of_the_same_size_and_mtime_is_a_cache_miss(in_place: bool, tmp_path: Path) -> None:
+    """The feature cache keyed on path, size and mtime: after `cp -p` of other pixels, training reused the old features
+    (weights bit-identical to the old data's); a backbone file rewritten so kept its digest within a run."""
+    from mammofuse.imaging.preprocess import PreprocessRecipe
+    from mammofuse.training.features import sample_key
+    from mammofuse.training.pretrain import weights_file_digest
+
+    image = tmp_path / "a.png"
+    image.write_bytes(b"old pixels")
+    sample = Sample(id="1", patient_id="p", label=1, image_path=str(image))
+    key = sample_key(sample, PreprocessRecipe())
+    weights = tmp_path / "bb.safetensors"
+    shutil.copy(write_backbone(tmp_path / "written.safetensors", "cnn4"), weights)
+    digest = weights_file_digest(str(weights))
+    _rewritten_keeping_size_and_mtime(image, b"new pixels", in_place)
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 1  # one bit of the last weight
+    _rewritten_keeping_size_and_mtime(weights, bytes(data), in_place)
+    assert sample_key(sample, PreprocessRecipe()) != key
+    assert weights_file_digest(str(weights)) != digest
+
+
 def test_settings_reject_unknown_keys_and_bad_values(tmp_path: Path) -> None:
     from mammofuse.training import load_settings
 
@@ -739,3 +779,59 @@ def test_torchrun_two_process_gloo_run(mini_mias: Path, tmp_path: Path) -> None:
     assert done.stdout.count("validation AUC") == 1  # rank 0 alone reports
     assert f"warning: {len(broken)} image(s) could not be read" in done.stdout + done.stderr  # every process's share counted
     assert len(broken) == 2
+
+
+@pytest.mark.parametrize("resume", [False, True], ids=["new", "resumed"])
+def test_a_training_into_a_folder_another_run_holds_is_refused_and_the_folder_left_alone(resume: bool, tmp_path: Path) -> None:
+    """Two runs given one --out both printed `wrote`, leaving one's config.json beside the other's train_config.yaml."""
+    from typer.testing import CliRunner
+
+    from mammofuse.atomic import folder_lock
+    from mammofuse.cli import app
+
+    runner, out = CliRunner(), tmp_path / "run"
+    command = ["train", "--dataset", "manifest", "--out", str(out), "--data", str(clinical_manifest(tmp_path / "m.csv")), "--fusion", "clinical",
+               "--schedule", "step", "--epochs", "1"]
+    if resume:
+        assert runner.invoke(app, command).exit_code == 0
+        command = [*command[:-1], "2", "--resume"]
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    with folder_lock(out):  # as another mammofuse process holds it while it trains
+        second = runner.invoke(app, command)
+    assert second.exit_code == 3 and second.stderr.splitlines()[-1] == f"error: {out}: cannot write (in use by another mammofuse process)", second.output
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+
+
+class _Rank:
+    """A torchrun rank without a process group: ``gather`` returns what rank 0 would send."""
+
+    def __init__(self, rank: int, rank0_sends: object = None) -> None:
+        self.main, self.rank0_sends = rank == 0, rank0_sends
+
+    def gather(self, obj: object) -> list[object]:
+        return [obj if self.main else self.rank0_sends]
+
+
+def test_under_torchrun_rank_0_alone_holds_the_folder_and_every_rank_learns_it_is_refused(tmp_path: Path) -> None:
+    """Every rank clearing the folder's temporaries deleted rank 0's files in flight; a refused rank 0 must not leave the others waiting."""
+    from mammofuse.atomic import folder_lock
+    from mammofuse.errors import OutputError
+    from mammofuse.training.trainer import _Trainer
+
+    orphan = tmp_path / ".train_config.yaml.k3j9.tmp"  # rank 0 writing it, or a kill -9 left it
+    orphan.write_text("x")
+    trainer = _Trainer.__new__(_Trainer)
+    trainer.out = tmp_path
+    with folder_lock(tmp_path):  # rank 0 holds it
+        trainer.dist = _Rank(1)
+        with trainer._holding_out():
+            assert orphan.exists()
+        trainer.dist = _Rank(1, rank0_sends="in use by another mammofuse process")
+        with pytest.raises(OutputError, match=f"^{re.escape(str(tmp_path))}: cannot write \\(in use by another mammofuse process\\)$"):
+            with trainer._holding_out():
+                pass
+    trainer.dist = _Rank(0)
+    with trainer._holding_out():
+        assert not orphan.exists()
+        with pytest.raises(OutputError, match="in use by another mammofuse process"), folder_lock(tmp_path):
+            pass

@@ -102,7 +102,8 @@ def predict(
 
         mammofuse predict 1-130.dcm --roi 2400,1145,100 --density 2 --shape lobulated --margin circumscribed
     """
-    from mammofuse.scoring.sink import STREAM_FORMATS, output_lock
+    from mammofuse.atomic import output_lock
+    from mammofuse.scoring.sink import STREAM_FORMATS
     from mammofuse.validation import Rule, checked
 
     threshold = checked("--threshold", threshold, Rule(float, 0, 1, optional=True))

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
 
 from mammofuse.atomic import write_text
-from mammofuse.cache import cache_dir, warn_uncached
+from mammofuse.cache import cache_dir, file_identity, warn_uncached
 from mammofuse.clinical import load_schema
 from mammofuse.data.cbis_images import Box, ImageFolder, box_region
 from mammofuse.data.sample import Sample
@@ -239,7 +239,7 @@ class ImageIndex:
             files = sorted(p for p in files_under(root) if p.name.endswith(".dcm") and p.is_file())
             resolved = str(root.resolve())
             stamp = hashlib.sha256(
-                json.dumps([resolved, _INDEX_VERSION, [(str(p), p.stat().st_mtime_ns) for p in files]]).encode()
+                json.dumps([resolved, _INDEX_VERSION, [(str(p), file_identity(p)) for p in files]]).encode()
             ).hexdigest()[:20]
         root_key = hashlib.sha256(resolved.encode()).hexdigest()[:12]
         folder = cache_dir("index", keeps=_INDEX_KEPT)

@@ -25,7 +25,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from mammofuse.atomic import write_text
+from mammofuse.atomic import folder_lock, write_text
 from mammofuse.data.sample import Sample, case_digest, patient_digest
 from mammofuse.errors import MammofuseError, ResumeMismatch
 from mammofuse.evaluation.ablation_results import (
@@ -352,7 +352,8 @@ def run_ablation(
         samples: the dataset (every split; ``folds=None`` uses its official train/test split).
         arms: from :func:`plan_arms`.
         base_settings: a ``TrainSettings``; each arm replaces ``fusion``, ``modality_dropout``, ``proj_dim``.
-        out: output folder (created); finished (arm, fold) results in it are reused.
+        out: output folder (created); finished (arm, fold) results in it are reused. The run holds it throughout:
+            another process given the same folder is refused (OutputError).
         trainer: ``train(settings, train, val, out, resume=..., callbacks=...)``; defaults to
             :func:`mammofuse.training.train`.
         callbacks: receive each fold's training and the ablation's own notes (``on_log``).
@@ -409,54 +410,55 @@ def run_ablation(
         if shared:  # only possible with a dataset's own split: k-fold splits are grouped by patient
             log(f"WARNING: {len(shared)} patient(s) are on both sides of the split (e.g. {sorted(shared)[0]}); "
                 "their held-out results are optimistic")
-    total = len(runnable) * len(fold_pairs)
-    done = 0
-    all_folds: dict[str, list[FoldResult]] = {}
-    arm_settings: dict[str, dict[str, Any]] = {}
-    for arm in runnable:
-        settings = dataclasses.replace(base_settings, fusion=arm.fusion, modality_dropout=arm.modality_dropout, proj_dim=arm.proj_dim, dataset=dataset or base_settings.dataset)
-        results = []
-        for k, (train_part, test_part) in enumerate(fold_pairs):
-            fold_settings = settings
-            if image_init and arm.is_fusion:
-                fold_settings = dataclasses.replace(settings, pretrained=str(_image_init_model(Path(image_init), k, test_part)))
-            done += 1
-            where = f"[{done}/{total}] {arm.name} fold {k + 1}/{len(fold_pairs)}"
-            carved = f" ({settings.val_fraction:g} of their patients carved out for validation)" if settings.val_fraction else ""
-            log(f"{where}: training on {len(train_part)} cases{carved}, testing on {len(test_part)}")
-            result, cached = run_fold(arm, k, train_part, test_part, fold_settings, out / "arms" / arm.name / f"fold-{k + 1}",
-                                      missing_rates, trainer, keep_models, callbacks, controls, away_patches)
-            log(f"{where}: {_fold_line(result, cached)}")
-            results.append(result)
-        all_folds[arm.name] = results
-        arm_settings[arm.name] = settings.as_dict()
-    variants = summarize_arms(all_folds, missing_rates, n_boot, base_settings.seed, threshold)
-    for name, summary in variants.items():
-        summary.settings = arm_settings[name]
-    report = AblationResult(
-        variants=variants,
-        skipped=skipped,
-        protocol={
-            "dataset": dataset,
-            "cases": len(samples),
-            "patients": len({s.patient_id for s in samples}),
-            "split": "official train/test" if folds is None else f"{folds}-fold patient-grouped stratified CV",
-            "validation": ("none: every training patient of a fold trains (val_fraction 0)" if not base_settings.val_fraction else
-                           f"{base_settings.val_fraction:g} of each fold's training patients carved out (with selection 'best', the epoch is chosen there)"),
-            "threshold": ("Youden's J on the pooled held-out predictions of the other folds" if threshold == "oof" and len(fold_pairs) > 1
-                          else "Youden's J on each fold's validation part"),
-            "controls": "none: image arms were not scored on shortcut controls" if not controls else
-                        "image arms also scored with the lesion masked out (filled from adjacent tissue) and on a same-size patch away from every lesion "
-                        + ("(one patch per case, fixed by its id; on a small set its AUC moves with that draw: see --away-patches)" if away_patches == 1
-                           else f"(the mean logit over {away_patches} patches per case, each fixed by its id)"),
-            "away_patches": away_patches,
-            "missing_rates": [float(r) for r in missing_rates],
-            "missing_clinical": "clinical findings removed at inference from a seeded random share of held-out cases (same cases for every arm)",
-            "seed": base_settings.seed,
-            "image_weights": None if not any(a.needs_images for a in runnable) else (base_settings.pretrained or "random initialisation (no ImageNet weights)"),
-            "auc": "mean over folds (SD over folds); auc_ci is the patient-bootstrap 95% CI of the pooled out-of-fold AUC",
-        },
-        folds=all_folds,
-    )
-    write_report(report, out)
+    with folder_lock(out):  # one run at a time: another would resume, score or delete this one's folds
+        total = len(runnable) * len(fold_pairs)
+        done = 0
+        all_folds: dict[str, list[FoldResult]] = {}
+        arm_settings: dict[str, dict[str, Any]] = {}
+        for arm in runnable:
+            settings = dataclasses.replace(base_settings, fusion=arm.fusion, modality_dropout=arm.modality_dropout, proj_dim=arm.proj_dim, dataset=dataset or base_settings.dataset)
+            results = []
+            for k, (train_part, test_part) in enumerate(fold_pairs):
+                fold_settings = settings
+                if image_init and arm.is_fusion:
+                    fold_settings = dataclasses.replace(settings, pretrained=str(_image_init_model(Path(image_init), k, test_part)))
+                done += 1
+                where = f"[{done}/{total}] {arm.name} fold {k + 1}/{len(fold_pairs)}"
+                carved = f" ({settings.val_fraction:g} of their patients carved out for validation)" if settings.val_fraction else ""
+                log(f"{where}: training on {len(train_part)} cases{carved}, testing on {len(test_part)}")
+                result, cached = run_fold(arm, k, train_part, test_part, fold_settings, out / "arms" / arm.name / f"fold-{k + 1}",
+                                          missing_rates, trainer, keep_models, callbacks, controls, away_patches)
+                log(f"{where}: {_fold_line(result, cached)}")
+                results.append(result)
+            all_folds[arm.name] = results
+            arm_settings[arm.name] = settings.as_dict()
+        variants = summarize_arms(all_folds, missing_rates, n_boot, base_settings.seed, threshold)
+        for name, summary in variants.items():
+            summary.settings = arm_settings[name]
+        report = AblationResult(
+            variants=variants,
+            skipped=skipped,
+            protocol={
+                "dataset": dataset,
+                "cases": len(samples),
+                "patients": len({s.patient_id for s in samples}),
+                "split": "official train/test" if folds is None else f"{folds}-fold patient-grouped stratified CV",
+                "validation": ("none: every training patient of a fold trains (val_fraction 0)" if not base_settings.val_fraction else
+                               f"{base_settings.val_fraction:g} of each fold's training patients carved out (with selection 'best', the epoch is chosen there)"),
+                "threshold": ("Youden's J on the pooled held-out predictions of the other folds" if threshold == "oof" and len(fold_pairs) > 1
+                              else "Youden's J on each fold's validation part"),
+                "controls": "none: image arms were not scored on shortcut controls" if not controls else
+                            "image arms also scored with the lesion masked out (filled from adjacent tissue) and on a same-size patch away from every lesion "
+                            + ("(one patch per case, fixed by its id; on a small set its AUC moves with that draw: see --away-patches)" if away_patches == 1
+                               else f"(the mean logit over {away_patches} patches per case, each fixed by its id)"),
+                "away_patches": away_patches,
+                "missing_rates": [float(r) for r in missing_rates],
+                "missing_clinical": "clinical findings removed at inference from a seeded random share of held-out cases (same cases for every arm)",
+                "seed": base_settings.seed,
+                "image_weights": None if not any(a.needs_images for a in runnable) else (base_settings.pretrained or "random initialisation (no ImageNet weights)"),
+                "auc": "mean over folds (SD over folds); auc_ci is the patient-bootstrap 95% CI of the pooled out-of-fold AUC",
+            },
+            folds=all_folds,
+        )
+        write_report(report, out)
     return report

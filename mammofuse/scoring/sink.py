@@ -10,7 +10,6 @@ Records are UTF-8 on stdout as in a file, whatever the locale, a file name's byt
 from __future__ import annotations
 
 import csv
-import fcntl
 import io
 import json
 import os
@@ -21,7 +20,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, Iterable, Iterator, Sequence
 
-from mammofuse.atomic import is_stream
 from mammofuse.errors import MammofuseError, OutputError
 
 if TYPE_CHECKING:
@@ -166,7 +164,8 @@ def record_writer(output: Path | None, fmt: str, layout: RecordLayout, append: b
     A symlink's target is written; a FIFO or device (``/dev/stdout``) is written as a stream, header first.
 
     Raises:
-        OutputError: the file cannot be opened or written.
+        OutputError: the file cannot be opened or written, or ``output`` no longer names it at the end (the file or
+            its folder removed, or the file replaced, meanwhile: the records went to a file no one can read).
     """
     if output is None:
         writer = RecordWriter(stdout_bytes(), fmt, layout)
@@ -182,6 +181,7 @@ def record_writer(output: Path | None, fmt: str, layout: RecordLayout, append: b
         if not append or not fh.seekable() or fh.tell() == 0:
             writer.header()
         yield writer
+        _check_in_place(output, fh)
     except BaseException:
         with suppress(OSError):  # closing flushes again what could not be written: the first error is the one to report
             fh.close()
@@ -192,38 +192,14 @@ def record_writer(output: Path | None, fmt: str, layout: RecordLayout, append: b
         raise OutputError(output, exc.strerror or str(exc)) from exc
 
 
-@contextmanager
-def output_lock(output: Path | None) -> Iterator[None]:
-    """Hold the streamed output ``output`` for this process alone, from its ``--resume`` to its last record: another run
-    writing the same file (two ``--shard`` jobs given one ``-o``) fails at once, rather than both mixing and losing records.
-
-    The lock is an exclusive ``flock`` on ``.NAME.lock`` beside the file, removed at the end (resuming may replace the
-    file itself). stdout and streams (a FIFO, ``/dev/stdout``) are not locked; None locks nothing.
-
-    Raises:
-        OutputError: another process holds the output, or the lock cannot be made.
-    """
-    if output is None or is_stream(output):
-        yield
+def _check_in_place(output: Path, fh: BinaryIO) -> None:
+    """Raise OutputError when ``output`` no longer names the regular file ``fh`` writes (a stream is not checked)."""
+    written = os.fstat(fh.fileno())
+    if not stat.S_ISREG(written.st_mode):
         return
-    target = Path(os.path.realpath(output))  # any path to the file, a symlink's included, takes the same lock
-    lock = target.with_name(f".{target.name}.lock")
     try:
-        fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o666)  # a link planted there is refused, never followed
-    except OSError as exc:
-        raise OutputError(output, exc.strerror or str(exc)) from exc
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            held = os.path.samestat(os.fstat(fd), os.stat(lock))
-        except OSError:  # held by another process; or removed by its holder as this one opened it
-            held = False
-        if not held:
-            raise OutputError(output, "in use by another mammofuse process")
-        try:
-            yield
-        finally:
-            with suppress(FileNotFoundError):
-                os.unlink(lock)  # while still locked: a process that opened it meanwhile sees it gone
-    finally:
-        os.close(fd)
+        there = os.stat(output)
+    except OSError:
+        there = None
+    if there is None or not os.path.samestat(there, written):
+        raise OutputError(output, "removed or replaced while it was written")

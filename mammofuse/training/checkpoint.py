@@ -7,7 +7,7 @@ atomically and the JSON last, so a crash at any moment leaves the previous check
 whole; older tensor files are deleted only after the new JSON is in place. Tensors are
 serialised in memory and written through :mod:`mammofuse.atomic` (safetensors' own file
 writer keeps a temporary of its own and makes files mode 0600); temporaries that a killed
-run left behind are removed on resume.
+run left behind are removed by :func:`remove_temporaries` when the next run holds the folder.
 """
 
 from __future__ import annotations
@@ -125,6 +125,13 @@ def has_checkpoint(out: Path) -> bool:
     return (Path(out) / LAST_DIR / STATE_NAME).is_file()
 
 
+def remove_temporaries(out: Path) -> None:
+    """Delete the temporaries a killed run left in ``out`` and its ``last/``: only by the process holding ``out``
+    (:func:`~mammofuse.atomic.folder_lock`), as another's would be files it is writing."""
+    for folder in (Path(out), Path(out) / LAST_DIR):
+        remove_stale_temporaries(folder)
+
+
 def saved_settings(out: Path) -> dict[str, Any]:
     """The training settings of the run in ``out`` (its ``last/`` checkpoint), which ``--resume`` continues; relative
     paths in them (``pretrained``, ``threshold_from``) name the same files from the current folder."""
@@ -143,8 +150,6 @@ def load_checkpoint(out: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]
     from safetensors.torch import load_file
 
     folder = Path(out) / LAST_DIR
-    for stale in (folder, Path(out)):
-        remove_stale_temporaries(stale)
     scalars = _state(out)
     try:
         tensors = load_file(str(folder / scalars["tensors"]))

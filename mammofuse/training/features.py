@@ -2,9 +2,11 @@
 
 A frozen backbone runs in eval mode (BatchNorm uses its running statistics) and the
 training pipeline has no random augmentation, so one feature map per sample is exact for
-every frozen epoch. Entries are keyed by the image file (path, size, mtime), the lesion
-region, the preprocessing recipe and a hash of the backbone weights; a change to any of
-them is a different key, never a stale hit.
+every frozen epoch. Entries are keyed by each file read (its path and
+:func:`~mammofuse.cache.file_identity`: device, inode, size, modification and change times), the lesion
+region, the preprocessing recipe and a hash of the backbone weights; a change to any of them is a different
+key. A file given new bytes is a new key even when its size and modification time are kept (``cp -p``,
+``tar -x``, same-size DICOMs); what :func:`~mammofuse.cache.file_identity` cannot see is its limit.
 
 Features are always computed in the same order and batch size (sample order, chunks of
 ``batch_size``), so a resumed run sees bit-identical features to an uninterrupted one.
@@ -21,6 +23,7 @@ from typing import Callable, Sequence
 import torch
 from torch import nn
 
+from mammofuse.cache import file_identity
 from mammofuse.data.sample import Sample
 from mammofuse.imaging.preprocess import PreprocessRecipe
 from mammofuse.model.io import state_digest
@@ -29,13 +32,10 @@ CACHE_VERSION = 1
 
 
 def _file_identity(path: str | None) -> list[object] | None:
+    """A file's part of a sample's key: its absolute path and :func:`~mammofuse.cache.file_identity`."""
     if path is None:
         return None
-    try:
-        st = os.stat(path)
-    except OSError:
-        return [os.path.abspath(path), None, None]
-    return [os.path.abspath(path), st.st_size, st.st_mtime_ns]
+    return [os.path.abspath(path), file_identity(path)]
 
 
 def sample_key(sample: Sample, recipe: PreprocessRecipe) -> str:

@@ -27,6 +27,7 @@ from torch import nn
 
 from mammofuse.atomic import write_bytes
 from mammofuse.backbones import BACKBONES, backbone_path
+from mammofuse.cache import file_identity
 from mammofuse.errors import MammofuseError
 from mammofuse.hub import REGISTRY, WEIGHTS_NAME, staged_model_folder
 from mammofuse.imaging.preprocess import Region
@@ -70,8 +71,7 @@ def weights_file_digest(spec: str | None) -> str | None:
     path = folder / WEIGHTS_NAME if folder else _backbone_file(spec)
     if not path.is_file():
         return None
-    stat = path.stat()
-    return _file_digest(str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    return _file_digest(str(path.resolve()), file_identity(path))
 
 
 def _backbone_file(spec: str) -> Path:
@@ -80,8 +80,8 @@ def _backbone_file(spec: str) -> Path:
 
 
 @lru_cache(maxsize=64)
-def _file_digest(path: str, size: int, mtime_ns: int) -> str:
-    """The file's SHA-256; ``size`` and ``mtime_ns`` only key the cache."""
+def _file_digest(path: str, identity: tuple[int, ...] | None) -> str:
+    """The file's SHA-256; ``identity`` (:func:`~mammofuse.cache.file_identity`) only keys the cache."""
     with open(path, "rb") as fh:
         return hashlib.file_digest(fh, "sha256").hexdigest()
 

@@ -21,6 +21,7 @@ import json
 import math
 import os
 import time
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator, Sequence
@@ -29,10 +30,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from mammofuse.atomic import write_text
+from mammofuse.atomic import folder_lock, write_text
 from mammofuse.clinical.schema import load_schema
 from mammofuse.data.sample import Sample, case_digest, patient_digest
-from mammofuse.errors import MammofuseError, ResumeMismatch
+from mammofuse.errors import MammofuseError, OutputError, ResumeMismatch
 from mammofuse.evaluation.leakage import pretrained_patients, withheld_patients
 from mammofuse.evaluation.metrics import auc_or_none, youden_threshold
 from mammofuse.imaging.radiomics import RADIOMICS_MIN_STD
@@ -332,6 +333,31 @@ class _Trainer:
         return loss, auc_or_none(labels.numpy(), probs), probs
 
     def run(self, resume: bool) -> TrainResult:
+        """Train (or, with ``resume``, continue) the run, holding ``out`` throughout."""
+        with self._holding_out():
+            return self._run(resume)
+
+    @contextmanager
+    def _holding_out(self) -> Iterator[None]:
+        """Hold ``out`` for this run alone (:func:`~mammofuse.atomic.folder_lock`) and clear what a killed run left there.
+
+        Only rank 0, which writes, takes the lock; every rank learns whether it could, so that under torchrun all fail
+        alike when another process holds the folder, rather than the others waiting for rank 0.
+        """
+        with ExitStack() as held:
+            problem = None
+            if self.dist.main:
+                try:
+                    held.enter_context(folder_lock(self.out))
+                    ckpt.remove_temporaries(self.out)
+                except OutputError as exc:
+                    problem = exc.problem
+            problem = self.dist.gather(problem)[0]
+            if problem is not None:
+                raise OutputError(self.out, problem)
+            yield
+
+    def _run(self, resume: bool) -> TrainResult:
         if resume:
             self._resume()
             if self.dist.main:
@@ -559,7 +585,8 @@ def train(
     ``mammofuse.model.load_model``), ``last/`` (the exact-resume checkpoint), ``history.jsonl``,
     ``train_config.yaml`` and a model card ``README.md``. Progress, per-epoch figures and notes
     go to ``callbacks`` (:class:`~mammofuse.training.callbacks.TrainCallback`); with none the run
-    is silent. Under torchrun every rank calls this; rank 0 writes and reports.
+    is silent. Under torchrun every rank calls this; rank 0 writes and reports. The run holds ``out``
+    throughout: another process given the same folder (a ``train`` or ``ablate`` still running there) is refused.
 
     Example:
         >>> from mammofuse.data import load_dataset, train_val_split
@@ -567,6 +594,9 @@ def train(
         >>> tr, va = train_val_split(samples, 0.2, seed=0)
         >>> settings = TrainSettings(fusion="cross", backbone="resnet18", image_size=64, epochs=2)
         >>> result = train(settings, tr, va, Path("runs/mias"))  # doctest: +SKIP
+
+    Raises:
+        OutputError: ``out`` cannot be written, or another mammofuse process holds it.
     """
     settings.validate()
     return _Trainer(settings, train_samples, val_samples, Path(out), callbacks).run(resume)
