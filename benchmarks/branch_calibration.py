@@ -48,7 +48,7 @@ def main() -> None:
     samples = {s.id: s for s in load_dataset("cbis-ddsm", args.shared / "cbis-ddsm", [args.shared / "cbis-ddsm-mass-800" / "train"], "mass")}
     folds: dict[str, list[tuple[list[int], list[float]]]] = {way: [] for way in WAYS}
     for result in read_arm(args.run / "arms" / args.arm):
-        model_dir = args.run / "arms" / args.arm / f"fold-{result.fold}" / "model"
+        model_dir = args.run / "arms" / args.arm / f"fold-{result.fold + 1}" / "model"
         if not model_dir.is_dir():
             raise SystemExit(f"{model_dir}: no kept model (run ablate with --keep-models)")
         net = as_model(model_dir, device="cpu")
@@ -56,9 +56,9 @@ def main() -> None:
         for way, change in WAYS.items():
             probs, errors = score_samples(net, [change(s) for s in part])
             if any(errors):
-                raise SystemExit(f"fold {result.fold}, {way}: {next(e for e in errors if e)}")
+                raise SystemExit(f"fold {result.fold + 1}, {way}: {next(e for e in errors if e)}")
             if way == "image and findings" and not np.array_equal(probs, np.asarray(result.scores["0"], dtype=probs.dtype)):
-                raise SystemExit(f"fold {result.fold}: the kept model's scores differ from the run's stored ones")
+                raise SystemExit(f"fold {result.fold + 1}: the kept model's scores differ from the run's stored ones")
             folds[way].append((result.labels, [float(p) for p in probs]))
 
     print("| how the case is scored | AUC | slope | intercept | Brier | ECE | Brier, recalibrated out of fold | ECE, recalibrated out of fold |")
