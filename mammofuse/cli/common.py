@@ -89,7 +89,7 @@ Recursive = Annotated[bool, typer.Option("--recursive", "-r", help="Descend into
 Device = Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:N or mps.")]
 AwayPatches = Annotated[int, typer.Option("--away-patches", min=1, max=MAX_AWAY_PATCHES, help="The away control scores each case on this many patches away from its lesion and averages them (logits): one patch's AUC moves with where it fell, by up to 0.14 on a hundred cases. 8 or more for small datasets.")]
 Output = Annotated[Path | None, output_file_option("--output", "-o", help="Write to this file (atomically) instead of stdout (- is stdout).")]
-Roi = Annotated[str | None, typer.Option("--roi", help="Lesion circle ROW,COL,RADIUS in the file's pixels, for every file without one in --clinical.", rich_help_panel="Clinical findings")]
+Roi = Annotated[str | None, typer.Option("--roi", help="Lesion circle ROW,COL,RADIUS in the file's pixels, for every file without one in --clinical: the centre of the lesion's bounding box and half its longer side, as the models were trained (the crop is 1.5x that diameter; a larger circle takes in more surrounding tissue and changes the score).", rich_help_panel="Clinical findings")]
 DatasetName = Annotated[str, typer.Option("--dataset", help="cbis-ddsm, mini-mias or manifest.")]
 DataDir = Annotated[Path, input_option("--data", help="Folder with the dataset's CSVs / Info.txt, or a manifest CSV.")]
 ImageDirs = Annotated[
