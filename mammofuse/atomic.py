@@ -13,15 +13,17 @@ they are: an output folder is the user's own). Every failure to write
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 import stat
 import tempfile
+import warnings
 from contextlib import ExitStack, contextmanager, suppress
 from pathlib import Path
 from typing import Iterable, Iterator, Mapping
 
-from mammofuse.errors import MammofuseError, OutputError
+from mammofuse.errors import MammofuseError, MammofuseWarning, OutputError
 from mammofuse.interrupts import held_back
 
 TMP_SUFFIX = ".tmp"
@@ -187,7 +189,8 @@ def folder_lock(folder: str | Path) -> Iterator[None]:
 @contextmanager
 def _exclusive(lock: Path, output: str | Path) -> Iterator[None]:
     """An exclusive ``flock`` on the file ``lock``, for ``output``; the file is removed at the end, while still locked,
-    so that a process that opened it meanwhile sees it gone. The lock goes with its process (``kill -9`` included)."""
+    so that a process that opened it meanwhile sees it gone. The lock goes with its process (``kill -9`` included).
+    A file system without ``flock`` (some network ones) runs unlocked, with a warning."""
     try:
         fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o666)  # a link planted there is refused, never followed
     except OSError as exc:
@@ -195,11 +198,14 @@ def _exclusive(lock: Path, output: str | Path) -> Iterator[None]:
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            held = os.path.samestat(os.fstat(fd), os.stat(lock))
-        except OSError:  # held by another process; or removed by its holder as this one opened it
-            held = False
-        if not held:
-            raise OutputError(output, IN_USE)
+        except OSError as exc:
+            if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                raise OutputError(output, IN_USE) from None
+            warnings.warn(MammofuseWarning(f"{output}: not locked ({exc.strerror or exc}): another mammofuse run given it "
+                                           "at the same time would not be refused"), stacklevel=3)
+        else:
+            if not _is_file(fd, lock):  # removed by its holder as this process opened it: that run has the output
+                raise OutputError(output, IN_USE)
         try:
             yield
         finally:
@@ -207,6 +213,14 @@ def _exclusive(lock: Path, output: str | Path) -> Iterator[None]:
                 os.unlink(lock)
     finally:
         os.close(fd)
+
+
+def _is_file(fd: int, path: Path) -> bool:
+    """Whether ``path`` still names the file open as ``fd``."""
+    try:
+        return os.path.samestat(os.fstat(fd), os.stat(path))
+    except OSError:
+        return False
 
 
 def remove_stale_temporaries(folder: str | Path) -> list[Path]:

@@ -44,6 +44,15 @@ def record_path(path: str | os.PathLike[str]) -> str:
         return os.fspath(path)
 
 
+def path_digest(path: str | os.PathLike[str]) -> str:
+    """A short digest of a file's absolute path as records carry it: the same for any spelling of the path from any
+    working folder, under any locale (it names ``explain``'s folders apart and records whose file an explanation is)."""
+    import hashlib
+
+    key = record_path(os.path.abspath(path))
+    return hashlib.blake2b(key.encode("utf-8", "surrogatepass"), digest_size=5).hexdigest()
+
+
 def decide(probability: float, threshold: float) -> str:
     """The decision rule of every command: ``malignant`` when the probability reaches the threshold, both to the
     :data:`DECIMALS` records show (so that a record's decision can be checked from its own numbers), else ``benign``."""

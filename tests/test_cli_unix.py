@@ -393,13 +393,19 @@ def test_a_console_width_of_zero_or_a_few_columns_counts_as_unknown(columns: str
         assert shown.returncode == 0 and max(map(len, shown.stdout.splitlines())) == 80, shown.stdout
 
 
-@pytest.mark.parametrize("args", [["schema"], ["schema", "-f", "json"], ["--help"], ["predict", "{studies}", "--model", "{tiny}", "-f", "json"]],
-                         ids=["table", "json", "help", "records"])
-def test_a_stdout_closed_from_the_start_is_an_output_error(args: list[str], tiny: Path, studies: Path) -> None:
-    """``>&-``: an exit 4 "internal error (AttributeError ...)", or 0 with the table lost."""
-    command = mammofuse(*(a.format(studies=studies, tiny=tiny) for a in args))
+@pytest.mark.parametrize("args", [
+    ["schema"], ["schema", "-f", "json"], ["--help"], ["predict", "{studies}", "--model", "{tiny}", "-f", "json"],
+    ["inspect", "{studies}", "-f", "csv", "-o", "/dev/stdout"],
+    ["explain", "{studies}", "--model", "{tiny}", "--methods", "gradcam", "--out", "{out}"],
+], ids=["table", "json", "help", "records", "dev-stdout", "summary"])
+def test_a_stdout_closed_from_the_start_is_an_output_error(args: list[str], tiny: Path, studies: Path, tmp_path: Path) -> None:
+    """``>&-``: an exit 4 "internal error (AttributeError ...)", or 0 with the table lost; ``-o /dev/stdout`` wrote to the
+    null device holding fd 1 and said "wrote"; ``explain`` (and train, ablate, evaluate, pretrain) failed after all its
+    work, on its summary."""
+    command = mammofuse(*(a.format(studies=studies, tiny=tiny, out=tmp_path / "out") for a in args))
     done = subprocess.run(["sh", "-c", 'exec "$@" >&-', "sh", *command], capture_output=True, text=True, env=environment(), timeout=180)
     assert done.returncode == 3 and done.stderr.splitlines() == ["error: stdout is closed"], done.stderr
+    assert not (tmp_path / "out").exists()  # before any work
 
 
 def test_a_stdout_closed_from_the_start_is_not_needed_for_an_output_file(studies: Path, tmp_path: Path) -> None:

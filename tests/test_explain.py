@@ -567,6 +567,29 @@ def test_a_folder_holding_another_files_explanation_gets_this_files_own(tmp_path
     assert notes == [f"{out / '東京'} holds the explanation of sl/東京.dcm: that of other/東京.dcm goes to {moved}"]
 
 
+def test_a_file_of_the_same_relative_path_from_another_working_folder_is_another_file(
+    tiny_models: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`cd x && explain scan.png`, then `cd y && explain scan.png` into one --out: the second overwrote the first's
+    explanation, since the recorded source 'scan.png' read as the same path."""
+    from PIL import Image
+
+    for folder, seed in (("x", 0), ("y", 1)):
+        (tmp_path / folder).mkdir()
+        Image.fromarray((np.random.default_rng(seed).random((64, 64)) * 255).astype(np.uint8)).save(tmp_path / folder / "scan.png")
+    args = ("--model", str(tiny_models["clinical"]), "--margin", "spiculated", "--methods", "shap", "--out", str(tmp_path / "out"))
+    monkeypatch.chdir(tmp_path / "x")
+    assert explain_cli("scan.png", *args)[0] == 0
+    assert explain_cli("scan.png", *args)[0] == 0  # the same file again: its own folder
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["scan"]
+    first = (tmp_path / "out" / "scan" / "explanation.json").read_bytes()
+    monkeypatch.chdir(tmp_path / "y")
+    assert explain_cli("scan.png", *args)[0] == 0
+    (moved,) = [p for p in (tmp_path / "out").iterdir() if p.name != "scan"]
+    assert re.fullmatch("scan-[0-9a-f]{10}", moved.name)
+    assert (tmp_path / "out" / "scan" / "explanation.json").read_bytes() == first
+
+
 def test_explaining_one_file_again_leaves_the_others_explanations_alone(tiny_models: dict[str, Path], tmp_path: Path) -> None:
     from PIL import Image
 

@@ -4,6 +4,7 @@ terminal raw, and nothing read from a file is trusted before it is checked."""
 from __future__ import annotations
 
 import csv
+import errno
 import json
 import os
 import re
@@ -1121,6 +1122,29 @@ def test_weights_follow_the_umask_and_the_next_run_removes_stale_temporaries(tmp
     remove_temporaries(tmp_path / "run")  # by the run holding the folder (a train run, rank 0 under torchrun)
     tensors, scalars = load_checkpoint(tmp_path / "run")
     assert scalars["epoch"] == 1 and not orphan.exists()
+
+
+@pytest.mark.parametrize(("code", "in_use"), [(errno.ENOSYS, False), (errno.ENOLCK, False), (errno.EWOULDBLOCK, True)])
+def test_only_a_held_lock_is_in_use_and_a_file_system_without_locks_runs_unlocked(code: int, in_use: bool, tmp_path: Path,
+                                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every flock error read as 'in use by another mammofuse process', so no train or ablate ran where flock is unsupported."""
+    import fcntl
+
+    from mammofuse.atomic import FOLDER_LOCK, folder_lock
+    from mammofuse.errors import MammofuseWarning, OutputError
+
+    def flock(fd: int, operation: int) -> None:
+        raise OSError(code, os.strerror(code))
+
+    monkeypatch.setattr(fcntl, "flock", flock)
+    if in_use:
+        with pytest.raises(OutputError, match="in use by another mammofuse process"), folder_lock(tmp_path / "out"):
+            pass
+        return
+    with pytest.warns(MammofuseWarning, match=f"out: not locked \\({re.escape(os.strerror(code))}\\)"), folder_lock(tmp_path / "out"):
+        (tmp_path / "out" / "written").touch()
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["written"]  # the run went on; no lock file left
+    assert FOLDER_LOCK not in os.listdir(tmp_path / "out")
 
 
 # --- smaller ----------------------------------------------------------------------------------

@@ -824,14 +824,16 @@ def test_under_torchrun_rank_0_alone_holds_the_folder_and_every_rank_learns_it_i
     trainer.out = tmp_path
     with folder_lock(tmp_path):  # rank 0 holds it
         trainer.dist = _Rank(1)
-        with trainer._holding_out():
+        with trainer._holding_out(resume=True):
             assert orphan.exists()
         trainer.dist = _Rank(1, rank0_sends="in use by another mammofuse process")
         with pytest.raises(OutputError, match=f"^{re.escape(str(tmp_path))}: cannot write \\(in use by another mammofuse process\\)$"):
-            with trainer._holding_out():
+            with trainer._holding_out(resume=True):
                 pass
     trainer.dist = _Rank(0)
-    with trainer._holding_out():
+    with trainer._holding_out(resume=False):
+        assert orphan.exists()  # a fresh run leaves files it did not write alone
+    with trainer._holding_out(resume=True):
         assert not orphan.exists()
         with pytest.raises(OutputError, match="in use by another mammofuse process"), folder_lock(tmp_path):
             pass

@@ -18,6 +18,7 @@ from mammofuse.cli.common import (
     ImageDirs,
     ReportFormat,
     check_choice,
+    check_stdout,
     clean,
     emit,
     err_console,
@@ -132,6 +133,7 @@ def ablate(
 
     check_choice("--protocol", protocol, ("auto", "official", "cv"))
     check_choice("--threshold-from", threshold_from, ("oof", "validation"))
+    check_stdout()  # the summary goes there
     check_writable_folder(out)
     rates = _floats(missing_rates, "--missing-rates")
 

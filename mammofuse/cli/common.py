@@ -302,14 +302,23 @@ def render_records(records: Sequence[dict[str, Any]], fmt: str) -> str:
     raise MammofuseError(f"unknown format {fmt!r}")
 
 
+STDOUT_PATHS = frozenset({"/dev/stdout", "/dev/fd/1", "/proc/self/fd/1"})
+
+
 def check_output(output: Path | None) -> None:
-    """Fail before any work when ``--output``, or stdout when there is none, cannot be written."""
-    if output is None and isinstance(sys.stdout, ClosedStdout):
-        raise closed_stdout_error()
+    """Fail before any work when ``--output``, or stdout when there is none (or it names stdout), cannot be written."""
+    if output is None or str(output) in STDOUT_PATHS:
+        check_stdout()
     if output is not None:
         from mammofuse.atomic import check_writable
 
         check_writable(output)
+
+
+def check_stdout() -> None:
+    """Fail before any work when stdout, where a command's records, tables or summary go, is closed (``>&-``)."""
+    if isinstance(sys.stdout, ClosedStdout):
+        raise closed_stdout_error()
 
 
 def dataset_files(data: Path, images: list[Path] | None, samples: Iterable[Any]) -> Iterator[Path | str | None]:

@@ -24,6 +24,7 @@ from mammofuse.cli.common import (
     ReportFormat,
     check_choice,
     check_output,
+    check_stdout,
     dataset_files,
     emit,
     err_console,
@@ -91,6 +92,7 @@ def evaluate(
     if away_patches > 1 and control != "away":
         raise MammofuseError("--away-patches is for --control away")
     output_format(RecordFormat.JSON, output)  # --output always receives the JSON report
+    check_stdout()  # the summary goes there
     check_output(output)
     if plots is not None:
         from mammofuse.atomic import check_writable_folder

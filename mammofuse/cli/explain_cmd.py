@@ -25,6 +25,7 @@ from mammofuse.cli.common import (
     Shape,
     cases_and_model,
     cell,
+    check_stdout,
     clinical_flags,
     err_console,
     guarded,
@@ -63,7 +64,7 @@ def explain(
 ) -> None:
     """Explain each prediction: Grad-CAM, SHAP and LIME for the clinical fields, image LIME, attention maps.
 
-    Writes OUT/<file>/report.html (self-contained; the DICOM header's patient identifiers and dates only with --include-identifiers) plus gradcam.png/.npy, shap_clinical.png/.json, lime_clinical.html, lime_image.html, attention.png (cross/co models) and explanation.json. <file> is the file's name (letters and digits of any script); files of one name, and a file whose folder holds another's explanation.json, get a digest of their path added (OUT/scan-1f3a9c04b2), so that none overwrites another's. Methods that do not apply to the model are skipped with a note. Folders holding an explanation.json (explain's own outputs) are not searched for inputs, so --out may lie inside a folder explained again. Exit status: 0 all explained, 1 some files failed or got no explanation (the rest are explained), 2 usage error (including --methods of which none applies to the model), 3 --out not writable, 4 internal error (a bug: please report it).
+    Writes OUT/<file>/report.html (self-contained; the DICOM header's patient identifiers and dates only with --include-identifiers) plus gradcam.png/.npy, shap_clinical.png/.json, lime_clinical.html, lime_image.html, attention.png (cross/co models) and explanation.json. <file> is the file's name (letters and digits of any script); files of one name, and a file whose folder holds another's explanation.json, get a digest of their path added (OUT/scan-1f3a9c04b2), so that none overwrites another's. Methods that do not apply to the model are skipped with a note. Folders holding an explanation.json (explain's own outputs) are not searched for inputs, so --out may lie inside a folder explained again. Exit status: 0 all explained, 1 some files failed or got no explanation (the rest are explained), 2 usage error (including --methods of which none applies to the model), 3 --out not writable (or in use by another process), or stdout closed (>&-), 4 internal error (a bug: please report it).
 
     Examples:
 
@@ -85,6 +86,7 @@ def explain(
     from mammofuse.imaging.reader import ReaderWarning, remarks_kept
 
     options = ExplainOptions(methods=chosen_methods(methods), lime_samples=lime_samples, seed=seed, layer=layer, include_identifiers=include_identifiers)
+    check_stdout()  # the summary goes there
     check_writable_folder(out)
     samples, net, name, _ = cases_and_model(paths, recursive, flags, clinical, model, device, parse_roi(roi))
     check_options(net, options)  # a wrong --layer is a usage error before any work

@@ -7,7 +7,20 @@ from typing import Annotated
 
 import typer
 
-from mammofuse.cli.common import MAX_BATCH_SIZE, Abnormality, DataDir, DatasetName, ImageDirs, check_output, clean, err_console, guarded, output_option, safe
+from mammofuse.cli.common import (
+    MAX_BATCH_SIZE,
+    Abnormality,
+    DataDir,
+    DatasetName,
+    ImageDirs,
+    check_output,
+    check_stdout,
+    clean,
+    err_console,
+    guarded,
+    output_option,
+    safe,
+)
 from mammofuse.cli.output import console
 from mammofuse.validation import MAX_SEED, MIN_IMAGE_SIZE
 
@@ -56,6 +69,7 @@ def pretrain(
         raise MammofuseError(f"--backbone must be one of {', '.join(BACKBONES)}, not {backbone!r}")
     if split == "test":
         raise MammofuseError("--split test: pretraining never uses test images")
+    check_stdout()  # the summary goes there
     check_output(out)
     if out.suffix.lower() != ".safetensors":
         raise MammofuseError(f"--out {out}: the backbone is written as safetensors; name the file .safetensors")

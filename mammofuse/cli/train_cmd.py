@@ -8,7 +8,7 @@ from typing import Annotated, Any
 import typer
 
 from mammofuse.cli import train_options as o
-from mammofuse.cli.common import Abnormality, ImageDirs, guarded, input_option, output_option, safe
+from mammofuse.cli.common import Abnormality, ImageDirs, check_stdout, guarded, input_option, output_option, safe
 from mammofuse.cli.output import console
 from mammofuse.fusion import Fusion
 
@@ -106,6 +106,7 @@ def _train(
         raise MammofuseError("--data is required (the dataset's folder or manifest CSV)")
     from mammofuse.atomic import check_writable_folder
 
+    check_stdout()  # the summary goes there
     check_writable_folder(out)
     train_samples, val_samples, used_split = load_training_samples(settings, data, images, split, abnormality)
 

@@ -9,7 +9,7 @@ from typing import Any
 from mammofuse import RESEARCH_NOTICE
 from mammofuse.explainers.methods import Contribution
 from mammofuse.explainers.options import ExplainOptions
-from mammofuse.results import record_path
+from mammofuse.results import path_digest, record_path
 
 
 @dataclass
@@ -67,10 +67,12 @@ class Explanation:
         return f"{self.model or 'model'} ({self.fusion} fusion" + (f", {self.backbone})" if self.backbone else ")")
 
     def to_dict(self) -> dict[str, Any]:
-        """The JSON-ready record: ``source`` as records carry a path (:func:`~mammofuse.results.record_path`), output files
+        """The JSON-ready record: ``source`` as records carry a path (:func:`~mammofuse.results.record_path`) and
+        ``source_digest``, its file's (:func:`~mammofuse.results.path_digest`, whatever the working folder), output files
         by name relative to ``folder``, seconds to the millisecond, the notice."""
         return {
             "source": record_path(self.source),
+            "source_digest": path_digest(self.source),
             "probability": self.probability,
             "logit": self.logit,
             "threshold": self.threshold,

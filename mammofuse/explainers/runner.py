@@ -21,7 +21,6 @@ Example:
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -47,7 +46,7 @@ from mammofuse.imaging.reader import remarks_kept
 from mammofuse.inference import OFF_BREAST, on_background
 from mammofuse.jsontext import json_text
 from mammofuse.model import MammoFuse
-from mammofuse.results import decide, record_path, sigmoid
+from mammofuse.results import decide, path_digest, record_path, sigmoid
 
 SUMMARY, REPORT = "explanation.json", "report.html"
 OUTPUT_FILES = (*(file for m in METHODS.values() for file in m.outputs.values()), REPORT, SUMMARY)
@@ -256,13 +255,13 @@ def output_folders(sources: Sequence[str], out: Path, notes: list[str] | None = 
     names = [folder_name(record_path(source)) for source in sources]
     files_by_name: dict[str, set[str]] = {}
     for source, name in zip(sources, names):
-        files_by_name.setdefault(_fold(name), set()).add(_path_key(source))
+        files_by_name.setdefault(_fold(name), set()).add(path_digest(source))
     folders: list[Path] = []
     for source, name in zip(sources, names):
         shared = len(files_by_name[_fold(name)]) > 1
         plain = out / _on_disk(name)
         other = None if shared else _other_source(plain, source)
-        folder = out / _on_disk(f"{name}-{_digest(source)}") if shared or other is not None else plain
+        folder = out / _on_disk(f"{name}-{path_digest(source)}") if shared or other is not None else plain
         if other is not None and notes is not None:
             notes.append(f"{plain} holds the explanation of {other}: that of {source} goes to {folder}")
         folders.append(folder)
@@ -288,31 +287,25 @@ def _fold(name: str) -> str:
     return unicodedata.normalize("NFC", name).casefold()
 
 
-def _path_key(source: str) -> str:
-    """A file's absolute path as records carry it: the same for any spelling of the path, under any locale."""
-    return record_path(os.path.abspath(source))
-
-
-def _digest(source: str) -> str:
-    """A short digest of a file's path (:func:`_path_key`), to tell apart the folders of files of one name."""
-    return hashlib.blake2b(_path_key(source).encode("utf-8", "surrogatepass"), digest_size=5).hexdigest()
-
-
 def _other_source(folder: Path, source: str) -> str | None:
     """The file whose explanation ``folder`` holds, where it is not ``source`` (None: no explanation there, one that is
-    not explain's, or this file's, by its path as recorded or as a path to the same file)."""
+    not explain's, or this file's: the same :func:`~mammofuse.results.path_digest`, from whatever working folder)."""
     summary = folder / SUMMARY
     try:
-        recorded = json.loads(summary.read_bytes()).get("source") if summary.is_file() else None
-    except (OSError, ValueError, RecursionError, AttributeError):  # unreadable, or not an explanation.json
+        recorded = json.loads(summary.read_bytes()) if summary.is_file() else None
+    except (OSError, ValueError, RecursionError):  # unreadable, or not an explanation.json
         return None
-    if not isinstance(recorded, str) or recorded == record_path(source) or _same_file(recorded, source):
+    if not isinstance(recorded, dict) or not isinstance(recorded.get("source"), str):
         return None
-    return recorded
+    digest = recorded.get("source_digest")
+    if digest == path_digest(source) or digest is None and _same_file(recorded["source"], source):
+        return None
+    return recorded["source"]
 
 
 def _same_file(recorded: str, source: str) -> bool:
-    """Whether a path recorded in an ``explanation.json`` (:func:`~mammofuse.results.record_path`) is ``source``'s file."""
+    """Whether a path recorded by an older ``explanation.json`` (no ``source_digest``; resolved from this working
+    folder) is ``source``'s file."""
     try:
         return os.path.samefile(recorded.encode("utf-8", "surrogateescape"), source)
     except (OSError, ValueError):  # gone, or no path a file can have

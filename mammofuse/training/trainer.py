@@ -334,12 +334,13 @@ class _Trainer:
 
     def run(self, resume: bool) -> TrainResult:
         """Train (or, with ``resume``, continue) the run, holding ``out`` throughout."""
-        with self._holding_out():
+        with self._holding_out(resume):
             return self._run(resume)
 
     @contextmanager
-    def _holding_out(self) -> Iterator[None]:
-        """Hold ``out`` for this run alone (:func:`~mammofuse.atomic.folder_lock`) and clear what a killed run left there.
+    def _holding_out(self, resume: bool) -> Iterator[None]:
+        """Hold ``out`` for this run alone (:func:`~mammofuse.atomic.folder_lock`); when resuming, clear the temporaries
+        the interrupted run left there (a fresh run leaves files it did not write alone).
 
         Only rank 0, which writes, takes the lock; every rank learns whether it could, so that under torchrun all fail
         alike when another process holds the folder, rather than the others waiting for rank 0.
@@ -349,7 +350,8 @@ class _Trainer:
             if self.dist.main:
                 try:
                     held.enter_context(folder_lock(self.out))
-                    ckpt.remove_temporaries(self.out)
+                    if resume:
+                        ckpt.remove_temporaries(self.out)
                 except OutputError as exc:
                     problem = exc.problem
             problem = self.dist.gather(problem)[0]
