@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
 
 from mammofuse.clinical import load_schema
 from mammofuse.clinical.schema import (
+    BREAST_FIELDS,
     DEFAULT_VOCABULARY,
     ClinicalSchema,
     ClinicalValueError,
@@ -381,6 +382,8 @@ def score_cases(
 ROI_HINT = "Give --roi ROW,COL,RADIUS (roi= in Python, or roi_row, roi_col, roi_radius columns in --clinical)"
 DENSITY_ONLY = ("scored on the breast density alone, which describes the breast, not a lesion: not an assessment of a lesion "
                 "(give the lesion's findings)")
+NO_LESION_FINDING = ("no finding of the lesion given: scored on its image (and the breast density, where given) alone, not on "
+                     "image and findings together as the model is meant to (give the lesion's findings)")
 
 
 def model_notes(
@@ -433,12 +436,20 @@ def model_notes(
             "a score from it is what the model learnt for lesions in breasts of that density, not an assessment of a lesion. "
             "Give the lesion's findings (--shape, --margin...)"
         )
+    if image_alone := sum(_no_lesion_finding(config, s, fields) for s, fields in zip(samples, given)):
+        raw = ", and not recalibrated: the model's calibration was fitted on scores of both" if config.calibration else ""
+        notes.append(
+            f"{image_alone} of {len(samples)} {unit} give no finding of the lesion: each is scored on its image (and the breast density, "
+            f"where given) alone, not on image and findings together as model {name} is meant to{raw}. "
+            "Give the lesion's findings (--shape, --margin...)"
+        )
     return notes
 
 
 def case_remarks(model: MammoFuse, sample: Sample) -> list[str]:
     """The remarks of :func:`model_notes` that concern this one case, for its record's ``note``: a score of a
-    calcification by a model that never saw one, a score of the breast density alone."""
+    calcification by a model that never saw one, a score of the breast density alone, a fusion model's score of the
+    image without a finding of the lesion."""
     config = model.config
     fields = set(load_schema(config.vocabulary).normalise(sample.clinical))
     remarks = []
@@ -446,6 +457,8 @@ def case_remarks(model: MammoFuse, sample: Sample) -> list[str]:
         remarks.append(remark)
     if _density_only(config, sample, fields):
         remarks.append(DENSITY_ONLY)
+    if _no_lesion_finding(config, sample, fields):
+        remarks.append(NO_LESION_FINDING)
     return remarks
 
 
@@ -473,16 +486,21 @@ def _density_only(config: Any, sample: Sample, fields: set[str]) -> bool:
     return config.uses_clinical and fields == {"density"} and not _image_used(config, sample)
 
 
+def _no_lesion_finding(config: Any, sample: Sample, fields: set[str]) -> bool:
+    """Whether a fusion model of ``config`` scores ``sample``'s image without any finding of the lesion (the density at most)."""
+    return config.uses_clinical and not fields - BREAST_FIELDS and _image_used(config, sample)
+
+
 def _has_region(sample: Sample) -> bool:
     """Whether ``sample`` gives its lesion's region (a circle, or a CBIS-DDSM crop or mask file)."""
     return sample.region is not None or bool(sample.roi_path or sample.roi_mask_path)
 
 
 def uses_every_modality(config: Any, sample: Sample) -> bool:
-    """Whether a model of ``config`` scores ``sample`` on every modality it uses (its image, and a finding): the cases
-    a calibration map applies to (:meth:`mammofuse.model.MammoFuse.forward`)."""
+    """Whether a model of ``config`` scores ``sample`` on every modality it uses (its image, and a finding of the lesion:
+    the breast density alone is none): the cases a calibration map is fitted on and applies to (:meth:`mammofuse.model.MammoFuse.forward`)."""
     image = not config.uses_image or _image_used(config, sample)
-    findings = not config.uses_clinical or bool(load_schema(config.vocabulary).normalise(sample.clinical))
+    findings = not config.uses_clinical or bool(set(load_schema(config.vocabulary).normalise(sample.clinical)) - BREAST_FIELDS)
     return image and findings
 
 

@@ -327,9 +327,23 @@ def test_the_breast_density_alone_gets_a_note_that_it_describes_no_lesion(real_d
         assert code == 0 and "only the breast density" not in err and DENSITY_ONLY not in (json.loads(out)[0]["note"] or ""), more
 
 
+def test_an_image_scored_without_a_finding_of_the_lesion_gets_a_note(real_dicoms: dict[str, Path]) -> None:
+    """`--roi` alone scored 0.618 'malignant' with a null note: the reverse, findings without a region, is always remarked."""
+    from mammofuse.cases import NO_LESION_FINDING
+
+    scan = str(real_dicoms["P_00173_lcc"])
+    for density in ([], ["--density", "2"]):  # the bundled default, a fusion model: the image, and the breast density at most
+        code, out, err = predict(scan, "--roi", "2400,1145,100", *density, "-f", "json")
+        err = " ".join(err.split())
+        assert code == 0 and "1 of 1 files give no finding of the lesion" in err and "not recalibrated" in err, density
+        assert json.loads(out)[0]["note"] == NO_LESION_FINDING and NO_LESION_FINDING not in err  # the run's note says it once
+    code, out, err = predict(scan, "--roi", "2400,1145,100", "--density", "2", "--shape", "lobulated", "-f", "json")
+    assert code == 0 and "finding of the lesion" not in err and json.loads(out)[0]["note"] is None
+
+
 def test_a_lesion_circle_on_background_gets_a_note(real_dicoms: dict[str, Path]) -> None:
     scan = str(real_dicoms["P_00173_lcc"])  # its mass lies at row 2400, column 1145
-    code, out, err = predict(scan, "--density", "2", "--roi", "2400,1145,100", "-f", "json")
+    code, out, err = predict(scan, "--density", "2", "--shape", "lobulated", "--roi", "2400,1145,100", "-f", "json")
     assert code == 0 and json.loads(out)[0]["note"] is None and "background" not in err
     code, out, err = predict(scan, "--density", "2", "--roi", "1145,2400,100", "-f", "json")  # row and column swapped
     assert code == 0 and json.loads(out)[0]["note"].startswith("the lesion circle lies mostly on background")

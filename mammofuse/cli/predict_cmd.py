@@ -178,12 +178,12 @@ def predict(
 
 def _own_remarks(record_note: str | None, model: MammoFuse) -> str:
     """The remarks of a record's note but those the notes on the run as a whole already made (a missing region,
-    a model that never saw calcifications, the density alone)."""
-    from mammofuse.cases import DENSITY_ONLY, calcification_remark
+    a model that never saw calcifications, the density alone, no finding of the lesion)."""
+    from mammofuse.cases import DENSITY_ONLY, NO_LESION_FINDING, calcification_remark
     from mammofuse.inference import NO_REGION
     from mammofuse.results import NOTE_SEPARATOR
 
-    summarised = {NO_REGION, DENSITY_ONLY, calcification_remark(model)}
+    summarised = {NO_REGION, DENSITY_ONLY, NO_LESION_FINDING, calcification_remark(model)}
     return NOTE_SEPARATOR.join(r for r in (record_note or "").split(NOTE_SEPARATOR) if r not in summarised)
 
 
