@@ -36,6 +36,7 @@ from mammofuse.tabular import csv_columns, csv_records, delimiter_hint
 from mammofuse.validation import REGION_COLUMNS, region_cells
 
 if TYPE_CHECKING:  # torch stays out of import time
+    from mammofuse.imaging.reader import MammogramInfo
     from mammofuse.model import MammoFuse
     from mammofuse.scoring.shard import Shard
 
@@ -239,12 +240,14 @@ def _row(
 @dataclass(frozen=True, slots=True)
 class ListedFile:
     """A file to score: its case, what identifies this version of it (size and modification time, the
-    ``--resume`` key) and, when asked, its breast (``patient/L|R``, None when unknown)."""
+    ``--resume`` key) and, when asked, its breast (``patient/L|R``, None when unknown) and what identifies its
+    image (its SOPInstanceUID, else the file itself: one image under two names counts once in its breast's score)."""
 
     sample: Sample
     size: int
     mtime_ns: int
     breast: str | None = None
+    image: str | None = None
 
     @property
     def path(self) -> str:
@@ -313,8 +316,8 @@ def list_cases(
             image_id=file.name,
         )
         size, mtime_ns = _identity(file)
-        breast = breast_of_file(str(file), header, patient_id) if breasts else None
-        listed.append((ListedFile(sample, size, mtime_ns, breast), row is not None))
+        breast, image = (breast_of_file(str(file), header, patient_id), _image_of(file, header)) if breasts else (None, None)
+        listed.append((ListedFile(sample, size, mtime_ns, breast, image), row is not None))
     if shard is not None and breasts:
         listed = [(f, matched) for f, matched in listed if shard.holds(f.breast or f.path)]
     unknown = sum(f.breast is None for f, _ in listed) if breasts else 0
@@ -347,6 +350,47 @@ def _identity(file: Path) -> tuple[int, int]:
     except OSError:
         return -1, -1
     return stat.st_size, stat.st_mtime_ns
+
+
+def _image_of(file: Path, header: MammogramInfo | None) -> str:
+    """What identifies the image ``file`` holds: its SOPInstanceUID, else the file (device and inode, a link's target's)."""
+    if header is not None and header.sop_uid:
+        return header.sop_uid
+    try:
+        stat = file.stat()
+    except OSError:  # gone since it was listed: it fails when read
+        return os.path.normpath(file.absolute())
+    return f"{stat.st_dev}:{stat.st_ino}"
+
+
+def breast_notes(model: MammoFuse, files: Sequence[ListedFile]) -> list[str]:
+    """Remarks on the breast scores of ``files`` (listed with ``breasts``), made before any file is read: an image given
+    under several names, which counts once in its breast's mean, and breasts whose mean averages views scored with
+    their image and views scored on their findings alone, two scales."""
+    notes = []
+    names: dict[tuple[str, str], list[str]] = {}
+    for f in files:
+        if f.breast is not None and f.image is not None:
+            names.setdefault((f.breast, f.image), []).append(f.path)
+    if repeated := [" = ".join(paths) for paths in names.values() if len(paths) > 1]:
+        notes.append(f"{len(repeated)} image{'s are' if len(repeated) > 1 else ' is'} given under several names (one SOPInstanceUID or "
+                     f"one file): each counts once in its breast's score: {_first_names(repeated, 3)}")
+    scales: dict[str, set[str]] = {}
+    for f in files:
+        if f.breast is not None and (scale := _scale(model.config, f.sample)):
+            scales.setdefault(f.breast, set()).add(scale)
+    if mixed := sorted(breast for breast, found in scales.items() if len(found) > 1):
+        notes.append(f"{len(mixed)} of {len(scales)} breasts average views scored with their image and views scored on their findings "
+                     f"alone (no lesion region), scores on two scales: {_first_names(mixed, 3)}. Give each view its lesion circle "
+                     "(roi_row, roi_col, roi_radius columns in --clinical, or clinical_csv= in Python)")
+    return notes
+
+
+def _scale(config: Any, sample: Sample) -> str | None:
+    """What a model of ``config`` scores ``sample`` on: ``image`` (with any findings), ``findings`` alone, or None (nothing: it fails)."""
+    if _image_used(config, sample):
+        return "image"
+    return "findings" if config.uses_clinical and load_schema(config.vocabulary).normalise(sample.clinical) else None
 
 
 def cases_from_inputs(

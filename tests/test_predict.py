@@ -367,6 +367,17 @@ def test_files_of_no_known_breast_get_a_note_when_aggregating(tiny_model: Path, 
     assert code == 0 and [r["breast"] for r in json.loads(out)] == ["P_00173/L", "P_00173/L"]
 
 
+def test_a_breast_mean_of_a_view_with_its_image_and_one_on_findings_alone_gets_a_note(real_dicoms: dict[str, Path], tmp_path: Path) -> None:
+    """A circle for the CC only: the breast's mean averaged a recalibrated fusion score and a raw findings score unremarked."""
+    cc, mlo = real_dicoms["P_00173_lcc"], real_dicoms["P_00173_lmlo"]
+    findings = tmp_path / "findings.csv"
+    findings.write_text(f"path,roi_row,roi_col,roi_radius\n{cc},2400,1145,100\n{mlo},,,\n", encoding="utf-8")
+    code, out, err = predict(str(cc), str(mlo), "--clinical", str(findings), "--shape", "lobulated", "--aggregate", "breast", "-f", "json")
+    assert code == 0 and [r["breast_views"] for r in json.loads(out)] == [2, 2], err
+    assert ("1 of 1 breasts average views scored with their image and views scored on their findings alone (no lesion region), "
+            "scores on two scales: P_00173/L") in " ".join(err.split())
+
+
 def test_unavailable_device_and_bad_format_are_usage_errors(tiny_model: Path, real_dicoms: dict[str, Path]) -> None:
     import torch
 

@@ -117,7 +117,7 @@ def predict(
     region = parse_roi(roi)
 
     from mammofuse.api import as_model
-    from mammofuse.cases import list_cases, model_notes
+    from mammofuse.cases import breast_notes, list_cases, model_notes
     from mammofuse.imaging.reader import ReaderWarning
     from mammofuse.scoring import LocalEngine, ScoringRun, Shard
 
@@ -138,7 +138,8 @@ def predict(
                              "so that a breast's records carry one breast score")
             if resumed.foreign:
                 notes.append(f"{resumed.foreign} records of {output} are for files not in this run: kept")
-        for message in notes + model_notes(net, [f.sample for f in files], bool(flags or clinical)):
+        breast_remarks = breast_notes(net, files) if aggregate == "breast" else []
+        for message in notes + model_notes(net, [f.sample for f in files], bool(flags or clinical)) + breast_remarks:
             note(message)
         pending = len(run.pending)
         if workers is None:
@@ -209,11 +210,12 @@ def _table(records: list[Prediction], output: Path | None) -> None:
     errors = any(r.error for r in records)
     table = Table(caption=_caption(records), caption_justify="left")
     table.add_column("file", overflow="fold")
-    for name in ("probability", "prediction", *(["breast", "breast prob."] if breast else []), "clinical", *(["error"] if errors else [])):
+    for name in ("probability", "prediction", *(["breast", "breast prob.", "views"] if breast else []), "clinical", *(["error"] if errors else [])):
         table.add_column(name)
     for r in records:
         given = ", ".join(f"{k}={v}" for k, v in r.clinical.items() if v) or "none"
-        extra = [cell(r.breast or "?"), "" if r.breast_probability is None else f"{r.breast_probability:.3f}"] if breast else []
+        extra = [cell(r.breast or "?"), "" if r.breast_probability is None else f"{r.breast_probability:.3f}",
+                 "" if r.breast_views is None else str(r.breast_views)] if breast else []
         if r.error:
             table.add_row(cell(r.path), "", "[red]failed[/]", *extra, cell(given), cell(r.error, "red"))
         else:
