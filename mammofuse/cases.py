@@ -167,14 +167,18 @@ class ClinicalTable:
         for how, index, value in lookups:
             found = self._index[index].get(value, []) if value is not None else []
             if len(found) > 1:
-                lines = ", ".join(str(r.line) for r in found[:5])
-                raise MammofuseError(
-                    f"{file}: matches lines {lines} of {self.path} by {how}; "
-                    f"give each file's full path (or a SOPInstanceUID column) to tell them apart"
-                )
+                raise MammofuseError(self._ambiguity(file, how, found))
             if found:
                 return found[0]
         return None
+
+    def _ambiguity(self, file: Path, how: str, rows: list[ClinicalRow]) -> str:
+        """Why ``rows`` cannot be told apart for ``file``: by a name, a full path or UID would; by its path or UID, nothing would."""
+        lines = ", ".join(str(r.line) for r in rows[:5])
+        if how in ("path", "SOPInstanceUID"):  # the rows name this one image: no column of the CSV can tell them apart
+            return (f"{file}: lines {lines} of {self.path} all give this file's {how}: give one row per image (a view with "
+                    "several lesions is scored one lesion per run, or per CSV)")
+        return f"{file}: matches lines {lines} of {self.path} by {how}; give each file's full path (or a SOPInstanceUID column) to tell them apart"
 
     def _candidates(self, key: str) -> list[Path]:
         try:
