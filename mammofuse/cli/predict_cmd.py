@@ -68,7 +68,7 @@ def predict(
     clinical: ClinicalCsv = None,
     roi: Roi = None,
     recursive: Recursive = False,
-    aggregate: Annotated[str, typer.Option("--aggregate", help="view: a score per file; breast: also the mean score of each breast's files (patient and laterality from the DICOM header or file name).")] = "view",
+    aggregate: Annotated[str, typer.Option("--aggregate", help="view: a score per file; breast: also the mean score of each breast's views, an image under several names once, and how many views it averages (patient and laterality from the DICOM header or file name).")] = "view",
     fmt: RecordFormatOption = None,
     output: Annotated[Path | None, output_file_option("--output", "-o", help="Write to this file instead of stdout (- is stdout): jsonl and csv record by record as files are scored (see --resume), table and json atomically at the end.")] = None,
     threshold: Annotated[float | None, typer.Option("--threshold", help="Decision threshold on the probability, in [0, 1] \\[default: the model's own].", show_default=False)] = None,
