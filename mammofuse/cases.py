@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
 
 from mammofuse.clinical import load_schema
 from mammofuse.clinical.schema import (
+    BREAST_FIELDS,
     DEFAULT_VOCABULARY,
     ClinicalSchema,
     ClinicalValueError,
@@ -35,6 +36,7 @@ from mammofuse.tabular import csv_columns, csv_records, delimiter_hint
 from mammofuse.validation import REGION_COLUMNS, region_cells
 
 if TYPE_CHECKING:  # torch stays out of import time
+    from mammofuse.imaging.reader import MammogramInfo
     from mammofuse.model import MammoFuse
     from mammofuse.scoring.shard import Shard
 
@@ -165,14 +167,18 @@ class ClinicalTable:
         for how, index, value in lookups:
             found = self._index[index].get(value, []) if value is not None else []
             if len(found) > 1:
-                lines = ", ".join(str(r.line) for r in found[:5])
-                raise MammofuseError(
-                    f"{file}: matches lines {lines} of {self.path} by {how}; "
-                    f"give each file's full path (or a SOPInstanceUID column) to tell them apart"
-                )
+                raise MammofuseError(self._ambiguity(file, how, found))
             if found:
                 return found[0]
         return None
+
+    def _ambiguity(self, file: Path, how: str, rows: list[ClinicalRow]) -> str:
+        """Why ``rows`` cannot be told apart for ``file``: by a name, a full path or UID would; by its path or UID, nothing would."""
+        lines = ", ".join(str(r.line) for r in rows[:5])
+        if how in ("path", "SOPInstanceUID"):  # the rows name this one image: no column of the CSV can tell them apart
+            return (f"{file}: lines {lines} of {self.path} all give this file's {how}: give one row per image (a view with "
+                    "several lesions is scored one lesion per run, or per CSV)")
+        return f"{file}: matches lines {lines} of {self.path} by {how}; give each file's full path (or a SOPInstanceUID column) to tell them apart"
 
     def _candidates(self, key: str) -> list[Path]:
         try:
@@ -238,12 +244,14 @@ def _row(
 @dataclass(frozen=True, slots=True)
 class ListedFile:
     """A file to score: its case, what identifies this version of it (size and modification time, the
-    ``--resume`` key) and, when asked, its breast (``patient/L|R``, None when unknown)."""
+    ``--resume`` key) and, when asked, its breast (``patient/L|R``, None when unknown) and what identifies its
+    image (its SOPInstanceUID, else the file itself: one image under two names counts once in its breast's score)."""
 
     sample: Sample
     size: int
     mtime_ns: int
     breast: str | None = None
+    image: str | None = None
 
     @property
     def path(self) -> str:
@@ -312,8 +320,8 @@ def list_cases(
             image_id=file.name,
         )
         size, mtime_ns = _identity(file)
-        breast = breast_of_file(str(file), header, patient_id) if breasts else None
-        listed.append((ListedFile(sample, size, mtime_ns, breast), row is not None))
+        breast, image = (breast_of_file(str(file), header, patient_id), _image_of(file, header)) if breasts else (None, None)
+        listed.append((ListedFile(sample, size, mtime_ns, breast, image), row is not None))
     if shard is not None and breasts:
         listed = [(f, matched) for f, matched in listed if shard.holds(f.breast or f.path)]
     unknown = sum(f.breast is None for f, _ in listed) if breasts else 0
@@ -346,6 +354,47 @@ def _identity(file: Path) -> tuple[int, int]:
     except OSError:
         return -1, -1
     return stat.st_size, stat.st_mtime_ns
+
+
+def _image_of(file: Path, header: MammogramInfo | None) -> str:
+    """What identifies the image ``file`` holds: its SOPInstanceUID, else the file (device and inode, a link's target's)."""
+    if header is not None and header.sop_uid:
+        return header.sop_uid
+    try:
+        stat = file.stat()
+    except OSError:  # gone since it was listed: it fails when read
+        return os.path.normpath(file.absolute())
+    return f"{stat.st_dev}:{stat.st_ino}"
+
+
+def breast_notes(model: MammoFuse, files: Sequence[ListedFile]) -> list[str]:
+    """Remarks on the breast scores of ``files`` (listed with ``breasts``), made before any file is read: an image given
+    under several names, which counts once in its breast's mean, and breasts whose mean averages views scored with
+    their image and views scored on their findings alone, two scales."""
+    notes = []
+    names: dict[tuple[str, str], list[str]] = {}
+    for f in files:
+        if f.breast is not None and f.image is not None:
+            names.setdefault((f.breast, f.image), []).append(f.path)
+    if repeated := [" = ".join(paths) for paths in names.values() if len(paths) > 1]:
+        notes.append(f"{len(repeated)} image{'s are' if len(repeated) > 1 else ' is'} given under several names (one SOPInstanceUID or "
+                     f"one file): each counts once in its breast's score: {_first_names(repeated, 3)}")
+    scales: dict[str, set[str]] = {}
+    for f in files:
+        if f.breast is not None and (scale := _scale(model.config, f.sample)):
+            scales.setdefault(f.breast, set()).add(scale)
+    if mixed := sorted(breast for breast, found in scales.items() if len(found) > 1):
+        notes.append(f"{len(mixed)} of {len(scales)} breasts average views scored with their image and views scored on their findings "
+                     f"alone (no lesion region), scores on two scales: {_first_names(mixed, 3)}. Give each view its lesion circle "
+                     "(roi_row, roi_col, roi_radius columns in --clinical, or clinical_csv= in Python)")
+    return notes
+
+
+def _scale(config: Any, sample: Sample) -> str | None:
+    """What a model of ``config`` scores ``sample`` on: ``image`` (with any findings), ``findings`` alone, or None (nothing: it fails)."""
+    if _image_used(config, sample):
+        return "image"
+    return "findings" if config.uses_clinical and load_schema(config.vocabulary).normalise(sample.clinical) else None
 
 
 def cases_from_inputs(
@@ -381,6 +430,8 @@ def score_cases(
 ROI_HINT = "Give --roi ROW,COL,RADIUS (roi= in Python, or roi_row, roi_col, roi_radius columns in --clinical)"
 DENSITY_ONLY = ("scored on the breast density alone, which describes the breast, not a lesion: not an assessment of a lesion "
                 "(give the lesion's findings)")
+NO_LESION_FINDING = ("no finding of the lesion given: scored on its image (and the breast density, where given) alone, not on "
+                     "image and findings together as the model is meant to (give the lesion's findings)")
 
 
 def model_notes(
@@ -433,12 +484,20 @@ def model_notes(
             "a score from it is what the model learnt for lesions in breasts of that density, not an assessment of a lesion. "
             "Give the lesion's findings (--shape, --margin...)"
         )
+    if image_alone := sum(_no_lesion_finding(config, s, fields) for s, fields in zip(samples, given)):
+        raw = ", and not recalibrated: the model's calibration was fitted on scores of both" if config.calibration else ""
+        notes.append(
+            f"{image_alone} of {len(samples)} {unit} give no finding of the lesion: each is scored on its image (and the breast density, "
+            f"where given) alone, not on image and findings together as model {name} is meant to{raw}. "
+            "Give the lesion's findings (--shape, --margin...)"
+        )
     return notes
 
 
 def case_remarks(model: MammoFuse, sample: Sample) -> list[str]:
     """The remarks of :func:`model_notes` that concern this one case, for its record's ``note``: a score of a
-    calcification by a model that never saw one, a score of the breast density alone."""
+    calcification by a model that never saw one, a score of the breast density alone, a fusion model's score of the
+    image without a finding of the lesion."""
     config = model.config
     fields = set(load_schema(config.vocabulary).normalise(sample.clinical))
     remarks = []
@@ -446,6 +505,8 @@ def case_remarks(model: MammoFuse, sample: Sample) -> list[str]:
         remarks.append(remark)
     if _density_only(config, sample, fields):
         remarks.append(DENSITY_ONLY)
+    if _no_lesion_finding(config, sample, fields):
+        remarks.append(NO_LESION_FINDING)
     return remarks
 
 
@@ -473,16 +534,21 @@ def _density_only(config: Any, sample: Sample, fields: set[str]) -> bool:
     return config.uses_clinical and fields == {"density"} and not _image_used(config, sample)
 
 
+def _no_lesion_finding(config: Any, sample: Sample, fields: set[str]) -> bool:
+    """Whether a fusion model of ``config`` scores ``sample``'s image without any finding of the lesion (the density at most)."""
+    return config.uses_clinical and not fields - BREAST_FIELDS and _image_used(config, sample)
+
+
 def _has_region(sample: Sample) -> bool:
     """Whether ``sample`` gives its lesion's region (a circle, or a CBIS-DDSM crop or mask file)."""
     return sample.region is not None or bool(sample.roi_path or sample.roi_mask_path)
 
 
 def uses_every_modality(config: Any, sample: Sample) -> bool:
-    """Whether a model of ``config`` scores ``sample`` on every modality it uses (its image, and a finding): the cases
-    a calibration map applies to (:meth:`mammofuse.model.MammoFuse.forward`)."""
+    """Whether a model of ``config`` scores ``sample`` on every modality it uses (its image, and a finding of the lesion:
+    the breast density alone is none): the cases a calibration map is fitted on and applies to (:meth:`mammofuse.model.MammoFuse.forward`)."""
     image = not config.uses_image or _image_used(config, sample)
-    findings = not config.uses_clinical or bool(load_schema(config.vocabulary).normalise(sample.clinical))
+    findings = not config.uses_clinical or bool(set(load_schema(config.vocabulary).normalise(sample.clinical)) - BREAST_FIELDS)
     return image and findings
 
 

@@ -97,9 +97,10 @@ class Prediction:
         region: the lesion circle (row, column, radius) in the file's pixels, if one was given.
         note: a remark, e.g. that a lesion-crop model had no region and scored the findings only.
         error: why the file has no score, or None.
-        per_breast: views were combined per breast (the record then carries the next two).
+        per_breast: views were combined per breast (the record then carries the next three).
         breast: ``patient/L|R``, or None when the laterality is unknown.
-        breast_probability: the mean probability over that breast's scored views.
+        breast_probability: the mean probability over that breast's scored views (an image under several names once).
+        breast_views: how many views that mean averages (0 when none was scored; None without a breast).
     """
 
     path: str
@@ -114,6 +115,7 @@ class Prediction:
     per_breast: bool = False
     breast: str | None = None
     breast_probability: float | None = None
+    breast_views: int | None = None
 
     @property
     def ok(self) -> bool:
@@ -137,4 +139,5 @@ class Prediction:
         if self.per_breast:
             record["breast"] = self.breast
             record["breast_probability"] = self.breast_probability
+            record["breast_views"] = self.breast_views
         return record

@@ -22,7 +22,7 @@ def test_predict_a_folder_per_breast_matches_the_cli(real_dicoms, tmp_path: Path
         warnings.simplefilter("always")
         records = mammofuse.predict([folder, broken], per_breast=True, roi=(1000, 1000, 150), density=2, margin="circumscribed")
     assert [Path(r.path).name for r in records] == sorted(p.name for p in folder.iterdir()) + ["broken.dcm"]
-    assert all(r.per_breast and r.breast for r in records[:-1]) and records[-1].error.kind is ErrorKind.INPUT
+    assert all(r.per_breast and r.breast and r.breast_views == 2 for r in records[:-1]) and records[-1].error.kind is ErrorKind.INPUT
     remarks = [str(w.message) for w in caught if issubclass(w.category, mammofuse.MammofuseWarning)]
     assert remarks == ["1 of 5 files have no known breast (no patient and laterality in the DICOM header or file name): "
                        "they get no breast score"]  # the broken file; a region for every file, so no other remark

@@ -208,6 +208,19 @@ def test_clinical_csv_errors_name_the_line(real_dicoms: dict[str, Path], tmp_pat
         cases_from_inputs([lcc], False, {}, nokey)
 
 
+def test_two_rows_of_one_image_say_one_row_per_image_not_give_a_full_path(real_dicoms: dict[str, Path], tmp_path: Path) -> None:
+    """Two rows of a view with two lesions, by its full path: the error asked for full paths, which they already were."""
+    lcc = real_dicoms["P_00173_lcc"]
+    by_path = _write_csv(tmp_path / "d2.csv", [{"path": str(lcc), "shape": "oval"}, {"path": str(lcc), "shape": "round"}])
+    by_uid = _write_csv(tmp_path / "uids.csv", [{"SOPInstanceUID": CBIS_UID_LCC_BENIGN, "shape": "oval"},
+                                                {"SOPInstanceUID": CBIS_UID_LCC_BENIGN, "shape": "round"}])
+    for table, how in ((by_path, "path"), (by_uid, "SOPInstanceUID")):
+        code, out, err = predict(str(lcc), "--clinical", str(table), "-f", "json")
+        err = " ".join(err.split())
+        assert code == 2 and not out and f"lines 2, 3 of {table} all give this file's {how}: give one row per image" in err, how
+        assert "one lesion per run, or per CSV" in err and "full path" not in err
+
+
 def test_clinical_csv_refuses_a_region_that_is_not_finite(tiny_model: Path, real_dicoms: dict[str, Path], tmp_path: Path) -> None:
     lcc = real_dicoms["P_00173_lcc"]
     for row, col, radius, named in (("nan", "200", "30", "roi_row 'nan'"), ("100", "inf", "-Infinity", "roi_col 'inf' and roi_radius '-Infinity'")):
@@ -327,9 +340,23 @@ def test_the_breast_density_alone_gets_a_note_that_it_describes_no_lesion(real_d
         assert code == 0 and "only the breast density" not in err and DENSITY_ONLY not in (json.loads(out)[0]["note"] or ""), more
 
 
+def test_an_image_scored_without_a_finding_of_the_lesion_gets_a_note(real_dicoms: dict[str, Path]) -> None:
+    """`--roi` alone scored 0.618 'malignant' with a null note: the reverse, findings without a region, is always remarked."""
+    from mammofuse.cases import NO_LESION_FINDING
+
+    scan = str(real_dicoms["P_00173_lcc"])
+    for density in ([], ["--density", "2"]):  # the bundled default, a fusion model: the image, and the breast density at most
+        code, out, err = predict(scan, "--roi", "2400,1145,100", *density, "-f", "json")
+        err = " ".join(err.split())
+        assert code == 0 and "1 of 1 files give no finding of the lesion" in err and "not recalibrated" in err, density
+        assert json.loads(out)[0]["note"] == NO_LESION_FINDING and NO_LESION_FINDING not in err  # the run's note says it once
+    code, out, err = predict(scan, "--roi", "2400,1145,100", "--density", "2", "--shape", "lobulated", "-f", "json")
+    assert code == 0 and "finding of the lesion" not in err and json.loads(out)[0]["note"] is None
+
+
 def test_a_lesion_circle_on_background_gets_a_note(real_dicoms: dict[str, Path]) -> None:
     scan = str(real_dicoms["P_00173_lcc"])  # its mass lies at row 2400, column 1145
-    code, out, err = predict(scan, "--density", "2", "--roi", "2400,1145,100", "-f", "json")
+    code, out, err = predict(scan, "--density", "2", "--shape", "lobulated", "--roi", "2400,1145,100", "-f", "json")
     assert code == 0 and json.loads(out)[0]["note"] is None and "background" not in err
     code, out, err = predict(scan, "--density", "2", "--roi", "1145,2400,100", "-f", "json")  # row and column swapped
     assert code == 0 and json.loads(out)[0]["note"].startswith("the lesion circle lies mostly on background")
@@ -351,6 +378,17 @@ def test_files_of_no_known_breast_get_a_note_when_aggregating(tiny_model: Path, 
     film.rename(short)
     code, out, _ = predict(scan, str(short), "--model", str(tiny_model), "--aggregate", "breast", "-f", "json")
     assert code == 0 and [r["breast"] for r in json.loads(out)] == ["P_00173/L", "P_00173/L"]
+
+
+def test_a_breast_mean_of_a_view_with_its_image_and_one_on_findings_alone_gets_a_note(real_dicoms: dict[str, Path], tmp_path: Path) -> None:
+    """A circle for the CC only: the breast's mean averaged a recalibrated fusion score and a raw findings score unremarked."""
+    cc, mlo = real_dicoms["P_00173_lcc"], real_dicoms["P_00173_lmlo"]
+    findings = tmp_path / "findings.csv"
+    findings.write_text(f"path,roi_row,roi_col,roi_radius\n{cc},2400,1145,100\n{mlo},,,\n", encoding="utf-8")
+    code, out, err = predict(str(cc), str(mlo), "--clinical", str(findings), "--shape", "lobulated", "--aggregate", "breast", "-f", "json")
+    assert code == 0 and [r["breast_views"] for r in json.loads(out)] == [2, 2], err
+    assert ("1 of 1 breasts average views scored with their image and views scored on their findings alone (no lesion region), "
+            "scores on two scales: P_00173/L") in " ".join(err.split())
 
 
 def test_unavailable_device_and_bad_format_are_usage_errors(tiny_model: Path, real_dicoms: dict[str, Path]) -> None:

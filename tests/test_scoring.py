@@ -111,6 +111,7 @@ def test_ray_and_local_engines_give_the_same_records(local_ray, tiny_model: Path
         breast = r.pop("breast")
         assert (breast is None) == (r["error"] is not None)  # the broken files have no header, hence no breast
         assert r.pop("breast_probability") == (None if breast is None else pytest.approx(means[breast], abs=1e-5))
+        assert r.pop("breast_views") == (None if breast is None else 2)
     assert_same_records(by_path(records), reference)
 
 
@@ -466,6 +467,52 @@ def test_resume_scores_a_breast_with_a_new_view_together_so_its_records_agree(ti
     mean = sum(r["probability"] for r in records) / 2
     assert {r["breast"] for r in records} == {"P_00173/L"}
     assert [r["breast_probability"] for r in records] == [pytest.approx(mean, abs=1e-6)] * 2
+
+
+def read_records(path: Path, fmt: str) -> list[dict]:
+    """The records of a json, jsonl or csv output, by their file's name."""
+    if fmt == "csv":
+        return [{**r, "path": Path(r["path"]).name} for r in csv.DictReader(path.open(encoding="utf-8"))]
+    records = json.loads(path.read_text()) if fmt == "json" else jsonl(path)
+    return [{**r, "path": Path(r["path"]).name} for r in records]
+
+
+@pytest.mark.parametrize("fmt", ["json", "csv"])
+def test_an_image_under_several_names_counts_once_in_its_breast_and_records_say_how_many_views(
+        fmt: str, tiny_model: Path, real_dicoms: dict[str, Path], tmp_path: Path) -> None:
+    """A CC view under three names and its MLO: the breast's mean counted the CC three times and said nothing of it."""
+    files = tmp_path / "files"
+    files.mkdir()
+    shutil.copy(real_dicoms["P_00173_lcc"], files / "cc.dcm")
+    shutil.copy(real_dicoms["P_00173_lcc"], files / "cc-copy.dcm")  # one SOPInstanceUID
+    (files / "cc-link.dcm").symlink_to(files / "cc.dcm")
+    shutil.copy(real_dicoms["P_00173_lmlo"], files / "mlo.dcm")
+    out = tmp_path / f"scores.{fmt}"
+    code, _, err = predict(str(files), "--model", str(tiny_model), "--aggregate", "breast", "-f", fmt, "-o", str(out))
+    assert code == 0, err
+    assert "1 image is given under several names (one SOPInstanceUID or one file): each counts once in its breast's score" in " ".join(err.split())
+    records = {r["path"]: r for r in read_records(out, fmt)}
+    mean = (float(records["cc.dcm"]["probability"]) + float(records["mlo.dcm"]["probability"])) / 2
+    assert all(float(r["breast_probability"]) == pytest.approx(mean, abs=1e-6) and int(r["breast_views"]) == 2 for r in records.values())
+    if fmt == "csv":  # a resumed run scores the breast again, the same way
+        lines = out.read_text(encoding="utf-8").splitlines(keepends=True)
+        out.write_text("".join(lines[:-1]), encoding="utf-8")
+        code, _, err = predict(str(files), "--model", str(tiny_model), "--aggregate", "breast", "-o", str(out), "--resume")
+        assert code == 0, err
+        assert {r["path"]: r for r in read_records(out, fmt)} == records
+
+
+def test_a_breast_whose_other_view_failed_says_its_score_averages_one_view(tiny_model: Path, tmp_path: Path) -> None:
+    """A breast of two views, one unreadable: its score was the survivor's with nothing to tell it from a mean of two."""
+    from dicom_factory import JPEGLosslessSV1, breast_phantom, write_dicom
+
+    write_dicom(tmp_path / "cc.dcm", breast_phantom(), ImageLaterality="L")
+    write_dicom(tmp_path / "mlo.dcm", breast_phantom(), ImageLaterality="L", TransferSyntaxUID=JPEGLosslessSV1)  # no codec reads it
+    code, out, err = predict(str(tmp_path), "--model", str(tiny_model), "--aggregate", "breast", "-f", "json")
+    records = {Path(r["path"]).name: r for r in json.loads(out)}
+    assert code == 1 and records["mlo.dcm"]["error"] and records["cc.dcm"]["error"] is None, err
+    assert {r["breast"] for r in records.values()} == {"SYNTH_001/L"}
+    assert [(r["breast_probability"], r["breast_views"]) for r in records.values()] == [(records["cc.dcm"]["probability"], 1)] * 2
 
 
 def test_resume_refuses_records_of_other_weights_under_the_same_model_name(tiny_model: Path, real_dicoms: dict[str, Path], tmp_path: Path) -> None:

@@ -68,7 +68,7 @@ def predict(
     clinical: ClinicalCsv = None,
     roi: Roi = None,
     recursive: Recursive = False,
-    aggregate: Annotated[str, typer.Option("--aggregate", help="view: a score per file; breast: also the mean score of each breast's files (patient and laterality from the DICOM header or file name).")] = "view",
+    aggregate: Annotated[str, typer.Option("--aggregate", help="view: a score per file; breast: also the mean score of each breast's views, an image under several names once, and how many views it averages (patient and laterality from the DICOM header or file name).")] = "view",
     fmt: RecordFormatOption = None,
     output: Annotated[Path | None, output_file_option("--output", "-o", help="Write to this file instead of stdout (- is stdout): jsonl and csv record by record as files are scored (see --resume), table and json atomically at the end.")] = None,
     threshold: Annotated[float | None, typer.Option("--threshold", help="Decision threshold on the probability, in [0, 1] \\[default: the model's own].", show_default=False)] = None,
@@ -117,7 +117,7 @@ def predict(
     region = parse_roi(roi)
 
     from mammofuse.api import as_model
-    from mammofuse.cases import list_cases, model_notes
+    from mammofuse.cases import breast_notes, list_cases, model_notes
     from mammofuse.imaging.reader import ReaderWarning
     from mammofuse.scoring import LocalEngine, ScoringRun, Shard
 
@@ -138,7 +138,8 @@ def predict(
                              "so that a breast's records carry one breast score")
             if resumed.foreign:
                 notes.append(f"{resumed.foreign} records of {output} are for files not in this run: kept")
-        for message in notes + model_notes(net, [f.sample for f in files], bool(flags or clinical)):
+        breast_remarks = breast_notes(net, files) if aggregate == "breast" else []
+        for message in notes + model_notes(net, [f.sample for f in files], bool(flags or clinical)) + breast_remarks:
             note(message)
         pending = len(run.pending)
         if workers is None:
@@ -178,12 +179,12 @@ def predict(
 
 def _own_remarks(record_note: str | None, model: MammoFuse) -> str:
     """The remarks of a record's note but those the notes on the run as a whole already made (a missing region,
-    a model that never saw calcifications, the density alone)."""
-    from mammofuse.cases import DENSITY_ONLY, calcification_remark
+    a model that never saw calcifications, the density alone, no finding of the lesion)."""
+    from mammofuse.cases import DENSITY_ONLY, NO_LESION_FINDING, calcification_remark
     from mammofuse.inference import NO_REGION
     from mammofuse.results import NOTE_SEPARATOR
 
-    summarised = {NO_REGION, DENSITY_ONLY, calcification_remark(model)}
+    summarised = {NO_REGION, DENSITY_ONLY, NO_LESION_FINDING, calcification_remark(model)}
     return NOTE_SEPARATOR.join(r for r in (record_note or "").split(NOTE_SEPARATOR) if r not in summarised)
 
 
@@ -209,11 +210,12 @@ def _table(records: list[Prediction], output: Path | None) -> None:
     errors = any(r.error for r in records)
     table = Table(caption=_caption(records), caption_justify="left")
     table.add_column("file", overflow="fold")
-    for name in ("probability", "prediction", *(["breast", "breast prob."] if breast else []), "clinical", *(["error"] if errors else [])):
+    for name in ("probability", "prediction", *(["breast", "breast prob.", "views"] if breast else []), "clinical", *(["error"] if errors else [])):
         table.add_column(name)
     for r in records:
         given = ", ".join(f"{k}={v}" for k, v in r.clinical.items() if v) or "none"
-        extra = [cell(r.breast or "?"), "" if r.breast_probability is None else f"{r.breast_probability:.3f}"] if breast else []
+        extra = [cell(r.breast or "?"), "" if r.breast_probability is None else f"{r.breast_probability:.3f}",
+                 "" if r.breast_views is None else str(r.breast_views)] if breast else []
         if r.error:
             table.add_row(cell(r.path), "", "[red]failed[/]", *extra, cell(given), cell(r.error, "red"))
         else:

@@ -20,6 +20,8 @@ import yaml
 from mammofuse.errors import MammofuseError
 
 DEFAULT_VOCABULARY = "cbis-ddsm-v1"
+BREAST_FIELDS = frozenset({"density"})
+"""Findings of the breast, not of its lesion: no aux_findings target, and no lesion finding (:meth:`ClinicalSchema.lesion_fields`)."""
 
 
 class ClinicalValueError(MammofuseError, ValueError):
@@ -86,6 +88,11 @@ class ClinicalSchema:
     @property
     def field_sizes(self) -> tuple[int, ...]:
         return tuple(f.size for f in self.fields)
+
+    @property
+    def lesion_fields(self) -> tuple[bool, ...]:
+        """Per field, in order, whether it describes the lesion rather than the breast (:data:`BREAST_FIELDS`)."""
+        return tuple(name not in BREAST_FIELDS for name in self.field_names)
 
     def slices(self) -> dict[str, slice]:
         """Each field's block in the encoded vector."""

@@ -9,7 +9,7 @@ a mini-MIAS film's number (one view per breast there, so a breast is one film).
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, Hashable, Sequence
 
 import numpy as np
 
@@ -45,15 +45,24 @@ def breast_of_file(path: str, header: MammogramInfo | None, patient_id: str = ""
     return f"{patient}/{side}" if patient and side else None
 
 
-def aggregate(keys: Sequence[str | None], probs: Sequence[float], labels: Sequence[int] | None = None) -> dict[str, dict]:
-    """Per breast key: mean probability, number of cases and (when labels are given) any-malignant label."""
-    groups: dict[str, list[int]] = {}
+def aggregate(
+    keys: Sequence[str | None], probs: Sequence[float], labels: Sequence[int] | None = None, images: Sequence[str | None] | None = None,
+) -> dict[str, dict]:
+    """Per breast key: mean probability, number of cases, of images (``views``) and (when labels are given) any-malignant label.
+
+    With ``images`` (what identifies each case's image), the cases of one image (one file under two names) are averaged
+    first, so that each image counts once in the mean; without, each case is its own image.
+    """
+    groups: dict[str, dict[Hashable, list[int]]] = {}
     for i, key in enumerate(keys):
         if key is not None and np.isfinite(probs[i]):
-            groups.setdefault(key, []).append(i)
+            image = i if images is None or images[i] is None else images[i]
+            groups.setdefault(key, {}).setdefault(image, []).append(i)
     out = {}
-    for key, rows in groups.items():
-        entry = {"probability": float(np.mean([probs[i] for i in rows])), "cases": len(rows)}
+    for key, views in groups.items():
+        rows = [i for view in views.values() for i in view]
+        entry = {"probability": float(np.mean([np.mean([probs[i] for i in view]) for view in views.values()])), "cases": len(rows),
+                 "views": len(views)}
         if labels is not None:
             entry["label"] = int(max(labels[i] for i in rows))
         out[key] = entry

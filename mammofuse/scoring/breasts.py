@@ -12,14 +12,15 @@ from mammofuse.scoring.predictions import IndexedPredictions
 class BreastGroups:
     """Holds each breast's predictions until its last file is scored, then releases them with the breast's score.
 
-    A breast's score is the mean probability of its scored files (those scored by an earlier run
-    included, from ``done``); a file without a known breast is released at once.
+    A breast's score is the mean probability of its scored images (files scored by an earlier run
+    included, from ``done``; an image under several names counted once), and ``breast_views`` how many
+    images that mean averages; a file without a known breast is released at once.
     """
 
     def __init__(self, files: Sequence[ListedFile], pending: Sequence[int], done: Mapping[int, float]) -> None:
         self._files = files
         self._waiting: dict[str, int] = {}
-        self._probabilities: dict[str, list[float]] = {}
+        self._scored: dict[str, list[tuple[str | None, float]]] = {}  # (image, probability) of each file of a breast
         self._held: dict[str, IndexedPredictions] = {}
         for i in pending:
             if files[i].breast is not None:
@@ -27,7 +28,7 @@ class BreastGroups:
         for i, probability in done.items():
             breast = files[i].breast
             if breast in self._waiting:
-                self._probabilities.setdefault(breast, []).append(probability)
+                self._scored.setdefault(breast, []).append((files[i].image, probability))
 
     def release(self, batch: IndexedPredictions) -> IndexedPredictions:
         """The predictions that are ready: those of this batch without a breast, and every breast now complete."""
@@ -41,13 +42,15 @@ class BreastGroups:
                 ready.append((i, prediction))
                 continue
             self._held.setdefault(breast, []).append((i, prediction))
-            self._probabilities.setdefault(breast, []).append(math.nan if prediction.probability is None else prediction.probability)
+            probability = math.nan if prediction.probability is None else prediction.probability
+            self._scored.setdefault(breast, []).append((self._files[i].image, probability))
             self._waiting[breast] -= 1
             if self._waiting[breast] == 0:
                 del self._waiting[breast]
-                scores = self._probabilities.pop(breast)
-                mean = aggregate([breast] * len(scores), scores).get(breast)
+                images, scores = zip(*self._scored.pop(breast))
+                mean = aggregate([breast] * len(scores), scores, images=images).get(breast)
                 for j, held in self._held.pop(breast):
                     held.breast_probability = round(mean["probability"], 6) if mean else None
+                    held.breast_views = mean["views"] if mean else 0
                     ready.append((j, held))
         return ready

@@ -61,7 +61,6 @@ HISTORY_NAME = "history.jsonl"
 SETTINGS_NAME = "train_config.yaml"
 SPLITS = ("train", "val")
 DIGEST_KEYS = ("train_patients", "val_patients", "init_patients", "init_patients_unknown")  # provenance under patient_digests
-BREAST_FIELDS = ("density",)  # findings of the breast, not the lesion: not an aux_findings target
 
 
 @dataclass
@@ -119,9 +118,9 @@ class _Trainer:
             self._standardise_radiomics()
         self.optim = Optimisation.build(self.model, settings, self.tables["train"].labels, self.device)
         if config.aux_findings:  # each clinical dimension's field, and whether it describes the lesion
-            names = load_schema(config.vocabulary).field_names
+            describes_lesion = load_schema(config.vocabulary).lesion_fields
             fields = [i for i, size in enumerate(config.field_sizes) for _ in range(size)]
-            lesion = [float(names[i] not in BREAST_FIELDS) for i in fields]
+            lesion = [float(describes_lesion[i]) for i in fields]
             self.finding_dims = (torch.tensor(fields, device=self.device), torch.tensor(lesion, device=self.device))
         self.cache = feature_cache(settings, config)
         self.state = RunState()
