@@ -485,10 +485,9 @@ def model_notes(
             "Give the lesion's findings (--shape, --margin...)"
         )
     if image_alone := sum(_no_lesion_finding(config, s, fields) for s, fields in zip(samples, given)):
-        raw = ", and not recalibrated: the model's calibration was fitted on scores of both" if config.calibration else ""
         notes.append(
             f"{image_alone} of {len(samples)} {unit} give no finding of the lesion: each is scored on its image (and the breast density, "
-            f"where given) alone, not on image and findings together as model {name} is meant to{raw}. "
+            f"where given) alone, not on image and findings together as model {name} is meant to. "
             "Give the lesion's findings (--shape, --margin...)"
         )
     return notes
@@ -545,10 +544,11 @@ def _has_region(sample: Sample) -> bool:
 
 
 def uses_every_modality(config: Any, sample: Sample) -> bool:
-    """Whether a model of ``config`` scores ``sample`` on every modality it uses (its image, and a finding of the lesion:
-    the breast density alone is none): the cases a calibration map is fitted on and applies to (:meth:`mammofuse.model.MammoFuse.forward`)."""
+    """Whether a model of ``config`` scores ``sample`` on every modality it uses (its image, and a finding, the breast
+    density included: a late-fusion score of both is a mean of two branches' logits, what the map corrects): the cases a
+    calibration map is fitted on and applies to (:meth:`mammofuse.model.MammoFuse.forward`)."""
     image = not config.uses_image or _image_used(config, sample)
-    findings = not config.uses_clinical or bool(set(load_schema(config.vocabulary).normalise(sample.clinical)) - BREAST_FIELDS)
+    findings = not config.uses_clinical or bool(load_schema(config.vocabulary).normalise(sample.clinical))
     return image and findings
 
 

@@ -113,8 +113,9 @@ def test_calibration_maps_the_logits_of_complete_cases_in_eval_mode_only(fusion:
     assert torch.allclose(mapped[complete], raw[complete] * 1.5 - 0.25) and torch.equal(mapped[~complete], raw[~complete])
 
 
-def test_the_breast_density_alone_is_no_finding_for_the_calibration_in_the_model_and_its_fit() -> None:
-    """An image with the density alone was mapped through a calibration fitted on images with findings of the lesion."""
+def test_the_model_maps_the_cases_its_calibration_is_fitted_on() -> None:
+    """The map is fitted on the cases :func:`uses_every_modality` names (the density alone counts as a finding: a late
+    fusion's score of an image and the density is still a mean of two logits) and the network maps those, no others."""
     from mammofuse.cases import uses_every_modality
     from mammofuse.clinical import load_schema
     from mammofuse.data.sample import Sample
@@ -123,13 +124,13 @@ def test_the_breast_density_alone_is_no_finding_for_the_calibration_in_the_model
     calibrated = make_model("late", calibration={"slope": 1.5, "intercept": -0.25})
     calibrated.load_state_dict(model.state_dict())
     cases = [Sample(id=str(i), patient_id="", label=-1, clinical=clinical, image_path="a.dcm")
-             for i, clinical in enumerate([{"density": "2"}, {"density": "2", "shape": "oval"}, {"margin": "spiculated"}])]
+             for i, clinical in enumerate([{}, {"density": "2"}, {"density": "2", "shape": "oval"}, {"margin": "spiculated"}])]
     vectors, masks = zip(*(load_schema().encode(c.clinical) for c in cases))
-    inputs = {"image": make_batch(3)["image"], "clinical": torch.from_numpy(np.stack(vectors)), "clinical_mask": torch.from_numpy(np.stack(masks))}
+    inputs = {"image": make_batch(4)["image"], "clinical": torch.from_numpy(np.stack(vectors)), "clinical_mask": torch.from_numpy(np.stack(masks))}
     with torch.no_grad():
         raw, mapped = model(**inputs).logits, calibrated(**inputs).logits
     complete = torch.tensor([uses_every_modality(calibrated.config, c) for c in cases])  # the cases its map is fitted on
-    assert complete.tolist() == [False, True, True]
+    assert complete.tolist() == [False, True, True, True]
     assert torch.equal(mapped[~complete], raw[~complete]) and torch.allclose(mapped[complete], raw[complete] * 1.5 - 0.25)
 
 

@@ -63,8 +63,8 @@ class ModelConfig:
     """Architecture, preprocessing recipe, vocabulary, threshold, calibration and provenance.
 
     Kept to JSON-friendly values so ``config.json`` round-trips exactly. ``calibration``: the Platt map
-    (``slope``, ``intercept``) the model applies to the logits of cases that have every modality it uses (its image,
-    a finding of the lesion), in eval mode (:mod:`mammofuse.evaluation.calibration`); None: scores as trained.
+    (``slope``, ``intercept``) the model applies to the logits of cases that have every modality it uses, in eval
+    mode (:mod:`mammofuse.evaluation.calibration`); None: scores as trained.
     """
 
     fusion: str = "cross"

@@ -10,8 +10,7 @@ Fusion variants (``ModelConfig.fusion``):
               the case's logit is their mean, or the one branch whose modality is present
 
 A model whose config has a ``calibration`` (fitted on out-of-fold predictions, ``train --threshold-from``)
-maps the logit of each case that has every modality it uses (its image, a finding of the lesion: the breast
-density alone is none) through it, in eval mode.
+maps the logit of each case that has every modality it uses through it, in eval mode.
 
 Absent clinical fields are masked out of attention and pooling; a case with no field
 present falls back to the image path (attention contributes zero, never NaN). A missing
@@ -33,7 +32,6 @@ from typing import TYPE_CHECKING, Any, Sequence, overload
 import torch
 from torch import nn
 
-from mammofuse.clinical import load_schema
 from mammofuse.fusion import Fusion
 from mammofuse.imaging.radiomics import RADIOMICS_MIN_STD
 from mammofuse.model.config import ModelConfig
@@ -228,9 +226,9 @@ class MammoFuse(nn.Module):
         return out
 
     def _calibrated(self, logits: torch.Tensor, present: torch.Tensor, clinical_mask: torch.Tensor) -> torch.Tensor:
-        """``logits`` through ``config.calibration`` where the case has every modality the model uses (its image, a
-        finding of the lesion), in eval mode only: the map was fitted on such cases' scores
-        (:func:`mammofuse.cases.uses_every_modality`), and training sees the network's own logits."""
+        """``logits`` through ``config.calibration`` where the case has every modality the model uses (its image, any
+        finding), in eval mode only: the map was fitted on such cases' scores (:func:`mammofuse.cases.uses_every_modality`),
+        and training sees the network's own logits."""
         calibration = self.config.calibration
         if calibration is None or self.training:
             return logits
@@ -238,8 +236,7 @@ class MammoFuse(nn.Module):
         if self.config.uses_image:
             complete = complete & present
         if self.config.uses_clinical:
-            lesion = torch.tensor(load_schema(self.config.vocabulary).lesion_fields, device=clinical_mask.device)
-            complete = complete & (clinical_mask & lesion).any(dim=1)
+            complete = complete & clinical_mask.any(dim=1)
         return torch.where(complete, logits * calibration["slope"] + calibration["intercept"], logits)
 
     def _late(self, image_tokens: torch.Tensor, clinical_tokens: torch.Tensor, mask: torch.Tensor, present: torch.Tensor) -> FusionOutput:

@@ -46,8 +46,7 @@ def threshold_source(provenance: Mapping[str, Any]) -> str:
                   f"({oof['folds']}-fold cross-validation of this recipe on these {oof['cases']} cases)")
         if not isinstance(calibration := oof.get("calibration"), dict):  # a model trained before calibration
             return f"Youden's J on {source}"
-        return (f"Youden's J on {source}, recalibrated; the scores of cases with every modality the model uses (a finding of the "
-                f"lesion among them; the breast density alone is none) are "
+        return (f"Youden's J on {source}, recalibrated; the scores of cases with every modality the model uses are "
                 f"recalibrated by the Platt map fitted on those predictions (logit x {_fmt(calibration.get('slope'))} "
                 f"{_signed(calibration.get('intercept'))})")
     if "n_val" not in provenance:
