@@ -45,7 +45,7 @@ def _finish(process: subprocess.Popen[str]) -> tuple[int, str]:
 
 def _predict(tiny_model: Path, mini_mias: Path, output: Path) -> list[str]:
     """Scoring the 322 mammograms of mini-MIAS in small batches: seconds of work for two readers."""
-    return ["predict", str(mini_mias / "images"), "--model", str(tiny_model), "--density", "2", "--workers", "2", "--batch-size", "2", "-o", str(output)]
+    return ["predict", str(mini_mias / "images"), "--model", str(tiny_model), "--density", "2", "--margin", "spiculated", "--workers", "2", "--batch-size", "2", "-o", str(output)]
 
 
 @pytest.mark.parametrize(("signum", "delay", "status"), [(signal.SIGINT, 0.0, 130), (signal.SIGINT, 0.5, 130), (signal.SIGTERM, 0.2, 143)])
@@ -142,7 +142,7 @@ CTRL_C_IN_STRING_CODE = """
 
 
 def test_python_m_exits_130_after_a_ctrl_c_inside_code_run_from_a_string(tmp_path: Path) -> None:
-    process = _start(["predict", str(tmp_path), "--density", "2"], CTRL_C_IN_STRING_CODE, tmp_path)
+    process = _start(["predict", str(tmp_path), "--density", "2", "--margin", "spiculated"], CTRL_C_IN_STRING_CODE, tmp_path)
     assert _finish(process) == (130, INTERRUPTED)
 
 

@@ -163,7 +163,7 @@ def test_an_unreachable_ray_cluster_is_a_one_line_error_in_seconds(tiny_model: P
     for resolved_by_ray in (None, "auto", "local", "no-port"):
         check_reachable(resolved_by_ray)
     # a process of its own (this module's Ray may be running, and a running Ray is used as it is), as a user runs it
-    command = [sys.executable, "-m", "mammofuse", "predict", str(real_dicoms["P_00173_lcc"]), "--model", str(tiny_model), "--engine", "ray"]
+    command = [sys.executable, "-m", "mammofuse", "predict", str(real_dicoms["P_00173_lcc"]), "--model", str(tiny_model), "--margin", "spiculated", "--engine", "ray"]
     job = subprocess.run(command, env={**os.environ, "RAY_ADDRESS": f"127.0.0.1:{port}"}, capture_output=True, text=True, timeout=120)
     assert job.returncode == 2 and job.stderr.strip() == f"error: RAY_ADDRESS 127.0.0.1:{port}: cannot reach 127.0.0.1:{port} (connection refused)"
 
