@@ -592,6 +592,22 @@ def test_a_file_of_the_same_relative_path_from_another_working_folder_is_another
     assert (tmp_path / "out" / "scan" / "explanation.json").read_bytes() == first
 
 
+def test_a_second_explain_into_a_held_out_folder_is_refused_and_writes_nothing(tiny_models: dict[str, Path], tmp_path: Path) -> None:
+    """Two explain runs into one --out named and wrote the same folders at once (and removed each other's outputs)."""
+    from PIL import Image
+
+    from mammofuse.atomic import folder_lock
+
+    Image.fromarray((np.random.default_rng(0).random((64, 64)) * 255).astype(np.uint8)).save(tmp_path / "scan.png")
+    out = tmp_path / "out"
+    args = ("--model", str(tiny_models["clinical"]), "--margin", "spiculated", "--methods", "shap", "--out", str(out))
+    with folder_lock(out):  # another run holds it
+        code, _, err = explain_cli(str(tmp_path / "scan.png"), *args)
+    assert code == 3 and err.splitlines()[-1] == f"error: {out}: cannot write (in use by another mammofuse process)", err
+    assert not any(out.iterdir())
+    assert explain_cli(str(tmp_path / "scan.png"), *args)[0] == 0 and sorted(p.name for p in out.iterdir()) == ["scan"]  # no lock left
+
+
 def test_explaining_one_file_again_leaves_the_others_explanations_alone(tiny_models: dict[str, Path], tmp_path: Path) -> None:
     from PIL import Image
 

@@ -39,7 +39,9 @@ from mammofuse.explainers import DEFAULT_LAYER, DEFAULT_LIME_SAMPLES, default_se
 from mammofuse.validation import MAX_LIME_SAMPLES, MAX_SEED
 
 if TYPE_CHECKING:
-    from mammofuse.explainers import Explanation
+    from mammofuse.data import Sample
+    from mammofuse.explainers import ExplainOptions, Explanation
+    from mammofuse.model import MammoFuse
 
 
 @guarded
@@ -78,12 +80,10 @@ def explain(
     """
     flags = clinical_flags(density, shape, margin, calc_type, calc_distribution)
 
-    from mammofuse.atomic import check_writable_folder
-    from mammofuse.errors import MammofuseError, OutputError
-    from mammofuse.explainers import ExplainOptions, check_options, explain_case, output_folders
+    from mammofuse.atomic import check_writable_folder, folder_lock
+    from mammofuse.explainers import ExplainOptions, check_options, output_folders
     from mammofuse.explainers.options import chosen_methods
     from mammofuse.explainers.runner import OUTPUT_FILES
-    from mammofuse.imaging.reader import ReaderWarning, remarks_kept
 
     options = ExplainOptions(methods=chosen_methods(methods), lime_samples=lime_samples, seed=seed, layer=layer, include_identifiers=include_identifiers)
     check_stdout()  # the summary goes there
@@ -91,13 +91,27 @@ def explain(
     samples, net, name, _ = cases_and_model(paths, recursive, flags, clinical, model, device, parse_roi(roi))
     check_options(net, options)  # a wrong --layer is a usage error before any work
 
+    with folder_lock(out):  # one run at a time: another would name, write and remove files in the same folders
+        moved: list[str] = []
+        folders = output_folders([s.image_path or s.id for s in samples], out, notes=moved)
+        for message in moved:
+            note(message)
+        check_not_input((f / name for f in folders for name in OUTPUT_FILES), [clinical, *(s.image_path for s in samples)], "--out")
+        results, failed = _explain_each(net, samples, folders, options, name)
+    _summary(results, name)
+    if failed:
+        raise typer.Exit(SOME_FAILED)
+
+
+def _explain_each(net: MammoFuse, samples: list[Sample], folders: list[Path], options: ExplainOptions, name: str) -> tuple[list[Explanation], list[str]]:
+    """Explain each case into its folder: the explanations, and the ids of the cases that failed (each reported, with
+    its file's remarks, and the rest explained)."""
+    from mammofuse.errors import MammofuseError, OutputError
+    from mammofuse.explainers import explain_case
+    from mammofuse.imaging.reader import ReaderWarning, remarks_kept
+
     results: list[Explanation] = []
     failed: list[str] = []
-    moved: list[str] = []
-    folders = output_folders([s.image_path or s.id for s in samples], out, notes=moved)
-    for message in moved:
-        note(message)
-    check_not_input((f / name for f in folders for name in OUTPUT_FILES), [clinical, *(s.image_path for s in samples)], "--out")
     with status("explaining") as show, warnings.catch_warnings():
         warnings.filterwarnings("ignore", category=ReaderWarning)  # each file's, in its notes: shown below
         for i, (sample, target) in enumerate(zip(samples, folders), start=1):
@@ -115,9 +129,7 @@ def explain(
                 err_console.print(f"[red]failed:[/] {safe(message)}", highlight=False, soft_wrap=True)
                 for remark in remarks:
                     note(f"{sample.id}: {remark}")
-    _summary(results, name)
-    if failed:
-        raise typer.Exit(SOME_FAILED)
+    return results, failed
 
 
 def _announcer(show: Callable[[str], None], case: str) -> Callable[[str], None]:
