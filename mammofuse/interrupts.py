@@ -23,9 +23,17 @@ _received: list[int] = []  # the stop signals this process's handlers took, firs
 
 
 def handle_stop_signals() -> None:
-    """Make Ctrl-C and SIGTERM raise KeyboardInterrupt in the main thread, each noted for :func:`interrupted_status`."""
+    """Make Ctrl-C and SIGTERM raise KeyboardInterrupt in the main thread, each noted for :func:`interrupted_status`; the
+    KeyboardInterrupt that a stop raises in a finalizer (a DataLoader's ``__del__`` joining its readers) is not printed
+    as "Exception ignored": the interruption is reported once, in one line."""
     for signum in STOP_SIGNALS:
         signal.signal(signum, _stop)
+    sys.unraisablehook = _unraisable
+
+
+def _unraisable(unraisable: Any) -> None:
+    if not (_received and issubclass(unraisable.exc_type, KeyboardInterrupt)):
+        sys.__unraisablehook__(unraisable)
 
 
 def _stop(signum: int, frame: FrameType | None) -> None:
