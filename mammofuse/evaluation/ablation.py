@@ -367,18 +367,61 @@ def run_ablation(
     Returns:
         Each arm's summary and fold results; its ``to_dict()`` is the ``ablation.json`` content.
     """
+    _check_settings(base_settings, threshold, folds, missing_rates)
+    if trainer is None:
+        from mammofuse.training import train as trainer
+    log = Reporter(callbacks).log
+    out = Path(out)
+    runnable, skipped, samples = _runnable_arms(arms, samples, log)
+    _check_pretrained(base_settings, runnable, samples, log)
+    fold_pairs = make_folds(samples, folds, base_settings.seed)
+    for train_part, test_part in fold_pairs:
+        shared = {s.patient_id for s in train_part} & {s.patient_id for s in test_part}
+        if shared:  # only possible with a dataset's own split: k-fold splits are grouped by patient
+            log(f"WARNING: {len(shared)} patient(s) are on both sides of the split (e.g. {sorted(shared)[0]}); "
+                "their held-out results are optimistic")
+    with folder_lock(out):  # one run at a time: another would resume, score or delete this one's folds
+        all_folds: dict[str, list[FoldResult]] = {arm.name: [] for arm in runnable}
+        arm_settings: dict[str, dict[str, Any]] = {}
+        total, done = len(runnable) * len(fold_pairs), 0
+        for arm in runnable:
+            settings = dataclasses.replace(base_settings, fusion=arm.fusion, modality_dropout=arm.modality_dropout, proj_dim=arm.proj_dim, dataset=dataset or base_settings.dataset)
+            arm_settings[arm.name] = settings.as_dict()
+            for k, (train_part, test_part) in enumerate(fold_pairs):
+                fold_settings = settings
+                if image_init and arm.is_fusion:
+                    fold_settings = dataclasses.replace(settings, pretrained=str(_image_init_model(Path(image_init), k, test_part)))
+                done += 1
+                where = f"[{done}/{total}] {arm.name} fold {k + 1}/{len(fold_pairs)}"
+                carved = f" ({settings.val_fraction:g} of their patients carved out for validation)" if settings.val_fraction else ""
+                log(f"{where}: training on {len(train_part)} cases{carved}, testing on {len(test_part)}")
+                result, cached = run_fold(arm, k, train_part, test_part, fold_settings, out / "arms" / arm.name / f"fold-{k + 1}",
+                                          missing_rates, trainer, keep_models, callbacks, controls, away_patches)
+                log(f"{where}: {_fold_line(result, cached)}")
+                all_folds[arm.name].append(result)
+        variants = summarize_arms(all_folds, missing_rates, n_boot, base_settings.seed, threshold)
+        for name, summary in variants.items():
+            summary.settings = arm_settings[name]
+        protocol = _protocol(base_settings, samples, runnable, dataset, folds, len(fold_pairs), threshold, controls, away_patches, missing_rates)
+        report = AblationResult(variants=variants, skipped=skipped, protocol=protocol, folds=all_folds)
+        write_report(report, out)
+    return report
+
+
+def _check_settings(base_settings: Any, threshold: str, folds: int | None, missing_rates: Sequence[float]) -> None:
+    """Refuse settings that ablate cannot honour, before any data is touched."""
     if not base_settings.val_fraction and (threshold == "validation" or folds is None):
         why = "--threshold-from validation" if threshold == "validation" else "the official split (one fold: no other folds to take a threshold from)"
         raise MammofuseError(f"{why} needs a validation part: set --val-fraction (e.g. 0.2)")
     if base_settings.threshold_from:
         raise MammofuseError("threshold_from is for `train`: ablate takes each fold's threshold from its own folds (--threshold-from oof|validation)")
-    if trainer is None:
-        from mammofuse.training import train as trainer
-    log = Reporter(callbacks).log
-    out = Path(out)
     for rate in missing_rates:
         if not 0.0 <= rate <= 1.0:
             raise MammofuseError(f"missing rates must be within [0, 1], not {rate:g}")
+
+
+def _runnable_arms(arms: Sequence[Arm], samples: Sequence[Sample], log: Callable[[str], None]) -> tuple[list[Arm], dict[str, str], Sequence[Sample]]:
+    """The arms that can run, why the others are skipped, and the cases every arm uses (all with an image where one arm needs it)."""
     skipped: dict[str, str] = {}
     runnable = list(arms)
     with_images = [s for s in samples if s.has_image]
@@ -396,69 +439,43 @@ def run_ablation(
             samples = with_images
     if not runnable:
         raise MammofuseError("every requested arm needs images and this dataset has none here")
-    if any(a.needs_images for a in runnable) and (seen := pretrained_patients(base_settings.pretrained)):
+    return runnable, skipped, samples
+
+
+def _check_pretrained(base_settings: Any, runnable: Sequence[Arm], samples: Sequence[Sample], log: Callable[[str], None]) -> None:
+    """Refuse pretrained weights that saw these patients; warn where that cannot be checked."""
+    if not any(a.needs_images for a in runnable):
+        return
+    if seen := pretrained_patients(base_settings.pretrained):
         overlap = len(seen & {patient_digest(s.patient_id) for s in samples})
         if overlap:
             raise MammofuseError(f"pretrained (--pretrained) {base_settings.pretrained}: {overlap} of these patients trained that model, so its "
                                  "image branch has seen held-out labels in every fold; start from weights trained on other patients")
-    if any(a.needs_images for a in runnable) and withheld_patients(base_settings.pretrained):
+    if withheld_patients(base_settings.pretrained):
         log(f"WARNING: pretrained (--pretrained) {base_settings.pretrained} was trained without patient digests: whether its "
             "patients are among these cannot be checked; if they are, every image arm's held-out results are optimistic")
-    fold_pairs = make_folds(samples, folds, base_settings.seed)
-    for train_part, test_part in fold_pairs:
-        shared = {s.patient_id for s in train_part} & {s.patient_id for s in test_part}
-        if shared:  # only possible with a dataset's own split: k-fold splits are grouped by patient
-            log(f"WARNING: {len(shared)} patient(s) are on both sides of the split (e.g. {sorted(shared)[0]}); "
-                "their held-out results are optimistic")
-    with folder_lock(out):  # one run at a time: another would resume, score or delete this one's folds
-        total = len(runnable) * len(fold_pairs)
-        done = 0
-        all_folds: dict[str, list[FoldResult]] = {}
-        arm_settings: dict[str, dict[str, Any]] = {}
-        for arm in runnable:
-            settings = dataclasses.replace(base_settings, fusion=arm.fusion, modality_dropout=arm.modality_dropout, proj_dim=arm.proj_dim, dataset=dataset or base_settings.dataset)
-            results = []
-            for k, (train_part, test_part) in enumerate(fold_pairs):
-                fold_settings = settings
-                if image_init and arm.is_fusion:
-                    fold_settings = dataclasses.replace(settings, pretrained=str(_image_init_model(Path(image_init), k, test_part)))
-                done += 1
-                where = f"[{done}/{total}] {arm.name} fold {k + 1}/{len(fold_pairs)}"
-                carved = f" ({settings.val_fraction:g} of their patients carved out for validation)" if settings.val_fraction else ""
-                log(f"{where}: training on {len(train_part)} cases{carved}, testing on {len(test_part)}")
-                result, cached = run_fold(arm, k, train_part, test_part, fold_settings, out / "arms" / arm.name / f"fold-{k + 1}",
-                                          missing_rates, trainer, keep_models, callbacks, controls, away_patches)
-                log(f"{where}: {_fold_line(result, cached)}")
-                results.append(result)
-            all_folds[arm.name] = results
-            arm_settings[arm.name] = settings.as_dict()
-        variants = summarize_arms(all_folds, missing_rates, n_boot, base_settings.seed, threshold)
-        for name, summary in variants.items():
-            summary.settings = arm_settings[name]
-        report = AblationResult(
-            variants=variants,
-            skipped=skipped,
-            protocol={
-                "dataset": dataset,
-                "cases": len(samples),
-                "patients": len({s.patient_id for s in samples}),
-                "split": "official train/test" if folds is None else f"{folds}-fold patient-grouped stratified CV",
-                "validation": ("none: every training patient of a fold trains (val_fraction 0)" if not base_settings.val_fraction else
-                               f"{base_settings.val_fraction:g} of each fold's training patients carved out (with selection 'best', the epoch is chosen there)"),
-                "threshold": ("Youden's J on the pooled held-out predictions of the other folds" if threshold == "oof" and len(fold_pairs) > 1
-                              else "Youden's J on each fold's validation part"),
-                "controls": "none: image arms were not scored on shortcut controls" if not controls else
-                            "image arms also scored with the lesion masked out (filled from adjacent tissue) and on a same-size patch away from every lesion "
-                            + ("(one patch per case, fixed by its id; on a small set its AUC moves with that draw: see --away-patches)" if away_patches == 1
-                               else f"(the mean logit over {away_patches} patches per case, each fixed by its id)"),
-                "away_patches": away_patches,
-                "missing_rates": [float(r) for r in missing_rates],
-                "missing_clinical": "clinical findings removed at inference from a seeded random share of held-out cases (same cases for every arm)",
-                "seed": base_settings.seed,
-                "image_weights": None if not any(a.needs_images for a in runnable) else (base_settings.pretrained or "random initialisation (no ImageNet weights)"),
-                "auc": "mean over folds (SD over folds); auc_ci is the patient-bootstrap 95% CI of the pooled out-of-fold AUC",
-            },
-            folds=all_folds,
-        )
-        write_report(report, out)
-    return report
+
+
+def _protocol(base_settings: Any, samples: Sequence[Sample], runnable: Sequence[Arm], dataset: str, folds: int | None, n_folds: int,
+              threshold: str, controls: Sequence[str], away_patches: int, missing_rates: Sequence[float]) -> dict[str, Any]:
+    """The ``protocol`` block of ``ablation.json``: how the numbers were made, in words a reader can check."""
+    return {
+        "dataset": dataset,
+        "cases": len(samples),
+        "patients": len({s.patient_id for s in samples}),
+        "split": "official train/test" if folds is None else f"{folds}-fold patient-grouped stratified CV",
+        "validation": ("none: every training patient of a fold trains (val_fraction 0)" if not base_settings.val_fraction else
+                       f"{base_settings.val_fraction:g} of each fold's training patients carved out (with selection 'best', the epoch is chosen there)"),
+        "threshold": ("Youden's J on the pooled held-out predictions of the other folds" if threshold == "oof" and n_folds > 1
+                      else "Youden's J on each fold's validation part"),
+        "controls": "none: image arms were not scored on shortcut controls" if not controls else
+                    "image arms also scored with the lesion masked out (filled from adjacent tissue) and on a same-size patch away from every lesion "
+                    + ("(one patch per case, fixed by its id; on a small set its AUC moves with that draw: see --away-patches)" if away_patches == 1
+                       else f"(the mean logit over {away_patches} patches per case, each fixed by its id)"),
+        "away_patches": away_patches,
+        "missing_rates": [float(r) for r in missing_rates],
+        "missing_clinical": "clinical findings removed at inference from a seeded random share of held-out cases (same cases for every arm)",
+        "seed": base_settings.seed,
+        "image_weights": None if not any(a.needs_images for a in runnable) else (base_settings.pretrained or "random initialisation (no ImageNet weights)"),
+        "auc": "mean over folds (SD over folds); auc_ci is the patient-bootstrap 95% CI of the pooled out-of-fold AUC",
+    }
