@@ -307,6 +307,21 @@ def test_a_rerun_stopped_among_its_figures_leaves_no_report_and_no_earlier_figur
     assert all(left[name] != earlier[name] for name in left)  # this run's own: masses only
 
 
+def test_a_second_evaluate_into_held_plots_is_refused_and_removes_nothing(clean_model, mini_mias, tmp_path):
+    """Was: a second run given the same --plots removed the first's figures and report while that one wrote them."""
+    from mammofuse.atomic import folder_lock
+
+    figures, report = tmp_path / "figs", tmp_path / "report.json"
+    args = ["evaluate", "--model", str(clean_model), "--dataset", "mini-mias", "--data", str(mini_mias), "--split", "all", "--bootstrap", "0",
+            "--plots", str(figures), "--output", str(report)]
+    assert runner.invoke(app, args).exit_code == 0
+    earlier = {p: p.read_bytes() for p in [report, *figures.rglob("*.png")]}
+    with folder_lock(figures):  # another evaluate holds it while it writes
+        result = runner.invoke(app, args)
+    assert result.exit_code == 3 and result.stderr.splitlines()[-1] == f"error: {figures}: cannot write (in use by another mammofuse process)"
+    assert {p: p.read_bytes() for p in [report, *figures.rglob("*.png")]} == earlier
+
+
 def test_image_model_without_images_is_one_usage_error_and_a_case_without_one_fails_alone(tmp_path, cbis_csv, dicom_root):
     import dataclasses
 

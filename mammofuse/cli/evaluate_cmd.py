@@ -58,7 +58,7 @@ def evaluate(
     split: Annotated[str, typer.Option("--split", help="Dataset split to evaluate: test (CBIS-DDSM official), train, or all (mini-MIAS, manifests).")] = "test",
     fmt: Format = ReportFormat.TABLE,
     output: Annotated[Path | None, output_file_option("--output", "-o", help="Write the JSON report to this file (atomically): besides the tables on stdout, or with --format json instead of stdout (- is stdout: the tables, or the JSON with --format json).")] = None,
-    plots: Annotated[Path | None, output_option("--plots", help="Write ROC, PR, reliability and confusion-matrix PNGs here (an earlier run's figures there, and its --output report, are removed first).")] = None,
+    plots: Annotated[Path | None, output_option("--plots", help="Write ROC, PR, reliability and confusion-matrix PNGs here (an earlier run's figures there, and its --output report, are removed first; the folder is held for the run: another run given it fails).")] = None,
     bootstrap: Annotated[int, typer.Option("--bootstrap", min=0, max=MAX_BOOTSTRAP, help="Patient-bootstrap resamples for the AUC interval (0: none).")] = 1000,
     seed: Annotated[int, typer.Option("--seed", min=0, max=MAX_SEED, help="Bootstrap seed.")] = 0,
     fail_under: Annotated[str | None, typer.Option("--fail-under", help="CI gate, e.g. auc=0.85,recall=0.9 (also auc_low: the CI's lower bound); exit 1 when missed.")] = None,
@@ -72,7 +72,7 @@ def evaluate(
 
     Metrics at the model's stored threshold (chosen at training time on validation or out-of-fold predictions): ROC-AUC with a 95% bootstrap interval over patients, PR-AUC, accuracy, F1, precision, recall, specificity, Brier score and ECE, overall and for masses and calcifications separately. Warns loudly when evaluated patients were in the model's training or validation data, and prints the leakage checklist for any AUC >= 0.97. Cases whose image fails are reported and left out.
 
-    Exit status: 0 done; 1 a --fail-under bound was missed, or more than --max-failed cases failed; 2 usage error; 3 --output or --plots not writable, or stdout closed (>&-); 4 internal error (a bug: please report it); 141 stdout's reader went away before all was written (| head).
+    Exit status: 0 done; 1 a --fail-under bound was missed, or more than --max-failed cases failed; 2 usage error; 3 --output or --plots not writable (or --plots in use by another run), or stdout closed (>&-); 4 internal error (a bug: please report it); 141 stdout's reader went away before all was written (| head).
 
     Examples:
 
@@ -102,67 +102,72 @@ def evaluate(
         check_choice("--compare", compare, ("paper",))
     bounds = parse_bounds(fail_under) if fail_under is not None else {}
 
-    from mammofuse.api import as_model
-    from mammofuse.data import load_dataset
-    from mammofuse.evaluation.evaluate import evaluate_model, select_split
+    from contextlib import nullcontext
 
-    matching: dict[str, Any] = {}
-    every = load_dataset(dataset, data, images, abnormality, matching)
-    check_not_input([output], dataset_files(data, images, every))
-    samples = select_split(every, split)
-    rows = matching.get("rows", {}).get(split)
-    loaded = as_model(model, device)
-    if control is not None:
-        from mammofuse.imaging.controls import AWAY_NEEDS_ROI, controls_for
+    from mammofuse.atomic import folder_lock
 
-        if not controls_for(loaded.config.recipe.input, [control]):
-            raise MammofuseError(f"--control away: {AWAY_NEEDS_ROI}")
-    with progress("scoring", len(samples) * (away_patches if control == "away" else 1)) as advance:
-        evaluation = evaluate_model(
-            loaded, samples, n_boot=bootstrap, seed=seed, batch_size=batch_size, workers=workers,
-            on_batch=advance, describe={"dataset": dataset, "split": split, "model_spec": loaded.name, "control": control,
-                                        **({"rows": rows} if rows else {})},
-            control=control, away_patches=away_patches, per_breast=aggregate == "breast",
-        )
-    result = evaluation.report
-    if compare:
-        from mammofuse.evaluation.reference import comparison
+    with folder_lock(plots) if plots is not None else nullcontext():  # another run given the same --plots fails at once
+        from mammofuse.api import as_model
+        from mammofuse.data import load_dataset
+        from mammofuse.evaluation.evaluate import evaluate_model, select_split
 
-        result["comparison"] = comparison(result)
+        matching: dict[str, Any] = {}
+        every = load_dataset(dataset, data, images, abnormality, matching)
+        check_not_input([output], dataset_files(data, images, every))
+        samples = select_split(every, split)
+        rows = matching.get("rows", {}).get(split)
+        loaded = as_model(model, device)
+        if control is not None:
+            from mammofuse.imaging.controls import AWAY_NEEDS_ROI, controls_for
 
-    for item in evaluation.failed:
-        err_console.print(f"[yellow]failed:[/] {safe(item['id'])}: {safe(item['error'])}", highlight=False, soft_wrap=True)
-    _remarks(result)
+            if not controls_for(loaded.config.recipe.input, [control]):
+                raise MammofuseError(f"--control away: {AWAY_NEEDS_ROI}")
+        with progress("scoring", len(samples) * (away_patches if control == "away" else 1)) as advance:
+            evaluation = evaluate_model(
+                loaded, samples, n_boot=bootstrap, seed=seed, batch_size=batch_size, workers=workers,
+                on_batch=advance, describe={"dataset": dataset, "split": split, "model_spec": loaded.name, "control": control,
+                                            **({"rows": rows} if rows else {})},
+                control=control, away_patches=away_patches, per_breast=aggregate == "breast",
+            )
+        result = evaluation.report
+        if compare:
+            from mammofuse.evaluation.reference import comparison
 
-    if plots is not None:
-        _remove_earlier_run(plots, output)
-    if plots is not None and result["n"]:
-        from mammofuse.evaluation.plots import evaluation_figures
+            result["comparison"] = comparison(result)
 
-        title = f"{result['model']['fusion']} on {dataset} {split}" + (f", control {control}" if control else "")
-        written = evaluation_figures(evaluation.labels, evaluation.probs, result, plots, title)
-        for kind, sub in result["subsets"].items():
-            keep = [i for i, s in enumerate(_kinds(samples, evaluation)) if s == kind]
-            written += evaluation_figures(evaluation.labels[keep], evaluation.probs[keep], sub, plots / kind, f"{title} ({kind})")
-        err_console.print(f"wrote {len(written)} figures to {safe(plots)}", highlight=False, soft_wrap=True)
+        for item in evaluation.failed:
+            err_console.print(f"[yellow]failed:[/] {safe(item['id'])}: {safe(item['error'])}", highlight=False, soft_wrap=True)
+        _remarks(result)
 
-    if fmt == "json":
-        emit(json_text(result, indent=2) + "\n", output)
-    else:
-        _tables(result)
-        if output is not None:
+        if plots is not None:
+            _remove_earlier_run(plots, output)
+        if plots is not None and result["n"]:
+            from mammofuse.evaluation.plots import evaluation_figures
+
+            title = f"{result['model']['fusion']} on {dataset} {split}" + (f", control {control}" if control else "")
+            written = evaluation_figures(evaluation.labels, evaluation.probs, result, plots, title)
+            for kind, sub in result["subsets"].items():
+                keep = [i for i, s in enumerate(_kinds(samples, evaluation)) if s == kind]
+                written += evaluation_figures(evaluation.labels[keep], evaluation.probs[keep], sub, plots / kind, f"{title} ({kind})")
+            err_console.print(f"wrote {len(written)} figures to {safe(plots)}", highlight=False, soft_wrap=True)
+
+        if fmt == "json":
             emit(json_text(result, indent=2) + "\n", output)
+        else:
+            _tables(result)
+            if output is not None:
+                emit(json_text(result, indent=2) + "\n", output)
 
-    code = 0
-    if len(evaluation.failed) > max_failed:
-        err_console.print(f"[red]{len(evaluation.failed)} case(s) failed and were left out (allowed: {max_failed})[/]", highlight=False, soft_wrap=True)
-        code = SOME_FAILED
-    problems = check_bounds(result, bounds) if bounds else []
-    if problems:
-        err_console.print(f"[bold red]fail-under:[/] {'; '.join(problems)}", highlight=False, soft_wrap=True)
-        code = SOME_FAILED
-    if code:
-        raise typer.Exit(code)
+        code = 0
+        if len(evaluation.failed) > max_failed:
+            err_console.print(f"[red]{len(evaluation.failed)} case(s) failed and were left out (allowed: {max_failed})[/]", highlight=False, soft_wrap=True)
+            code = SOME_FAILED
+        problems = check_bounds(result, bounds) if bounds else []
+        if problems:
+            err_console.print(f"[bold red]fail-under:[/] {'; '.join(problems)}", highlight=False, soft_wrap=True)
+            code = SOME_FAILED
+        if code:
+            raise typer.Exit(code)
 
 
 def _remove_earlier_run(plots: Path, output: Path | None) -> None:
