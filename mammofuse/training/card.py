@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 from mammofuse import RESEARCH_NOTICE
 from mammofuse.atomic import write_text
 from mammofuse.fusion import Fusion
-from mammofuse.hub import CARD_METADATA, staged_model_folder
+from mammofuse.hub import CARD_METADATA, CARD_NAME, staged_model_folder
 from mammofuse.training.schedule import lr_factor
 from mammofuse.training.settings import TrainSettings
 
@@ -71,15 +71,43 @@ def _learning_rates(s: TrainSettings) -> str:
 
 def model_card(settings: TrainSettings, provenance: dict[str, Any], history: Sequence[EpochRow], best: BestEpoch) -> str:
     """Markdown: data, split, fusion, metrics, caveats and the research-use notice."""
-    s = settings
     has_val = bool(provenance["n_val"])
-    recipe = provenance.get("recipe", {})
+    lines = [
+        CARD_METADATA,  # YAML front matter: the Hub files the folder under mammofuse and these tags
+        f"# mammofuse model: {settings.fusion} fusion on {settings.dataset or 'custom data'}",
+        "",
+        f"**{RESEARCH_NOTICE}** Not validated for clinical use; do not use it to make decisions about patients.",
+        *_model_section(settings, provenance, best),
+        *_data_section(settings, provenance, has_val),
+        *_training_section(settings, history),
+        *_metrics_section(history, best, has_val),
+        *_caveats_section(settings, provenance, has_val),
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _model_section(s: TrainSettings, provenance: Mapping[str, Any], best: BestEpoch) -> list[str]:
+    """What the model is: fusion, image encoder, token size, threshold and the geometry of its input."""
     crop = f"lesion crop ({s.roi_context:g}x the lesion's diameter)" if s.input == "roi" else "whole-breast crop"
     image = f"{s.backbone}, {s.image_size}x{s.image_size} {crop}, " + _initialisation(s.pretrained) + (
         ", plus a radiomics token (texture statistics and lesion size)" if s.radiomics else "") + (
         f"; in training the image branch also learned to name each lesion's findings (shape, margin...; loss weight {s.aux_findings:g})"
         if s.aux_findings else "")
-    canvas = recipe.get("canvas")
+    return [
+        "",
+        "## Model",
+        "",
+        f"- Fusion: `{s.fusion}`" + ("" if not s.uses_image else f"; image encoder {image}"),
+        f"- Shared token dimension {s.proj_dim}"
+        + (f"; modality dropout {s.modality_dropout} during training" if Fusion(s.fusion).joint_head else "")
+        + ("; late fusion: image and clinical heads each trained on their own, their logits averaged" if s.fusion == Fusion.LATE else ""),
+        f"- Decision threshold {_fmt(best.threshold)}: " + threshold_source(provenance),
+        *([_geometry(s, provenance.get("recipe", {}).get("canvas"))] if s.uses_image else []),
+    ]
+
+
+def _geometry(s: TrainSettings, canvas: Sequence[int] | None) -> str:
+    """How a file's pixels reach the image branch, and what happens without a lesion region."""
     geometry = (
         f"- Geometry: every image is min-max scaled and stretched to {canvas[0]}x{canvas[1]} before cropping, as the "
         "training images were; a full-resolution DICOM is brought onto that canvas and a given lesion region mapped with it"
@@ -89,20 +117,12 @@ def model_card(settings: TrainSettings, provenance: dict[str, Any], history: Seq
         without = ("the image is left out and the clinical findings are scored (a warning says so)" if s.without_region == "skip"
                    else "the whole breast is scored instead (a warning says so)")
         geometry += f"\n- Without a lesion region (`--roi`, or roi columns in `--clinical`): {without}"
-    lines = [
-        CARD_METADATA,  # YAML front matter: the Hub files the folder under mammofuse and these tags
-        f"# mammofuse model: {s.fusion} fusion on {s.dataset or 'custom data'}",
-        "",
-        f"**{RESEARCH_NOTICE}** Not validated for clinical use; do not use it to make decisions about patients.",
-        "",
-        "## Model",
-        "",
-        f"- Fusion: `{s.fusion}`" + ("" if not s.uses_image else f"; image encoder {image}"),
-        f"- Shared token dimension {s.proj_dim}"
-        + (f"; modality dropout {s.modality_dropout} during training" if Fusion(s.fusion).joint_head else "")
-        + ("; late fusion: image and clinical heads each trained on their own, their logits averaged" if s.fusion == Fusion.LATE else ""),
-        f"- Decision threshold {_fmt(best.threshold)}: " + threshold_source(provenance),
-        *([geometry] if s.uses_image else []),
+    return geometry
+
+
+def _data_section(s: TrainSettings, provenance: Mapping[str, Any], has_val: bool) -> list[str]:
+    """The training data, its split and whether patient overlap can be checked."""
+    return [
         "",
         "## Data and split",
         "",
@@ -114,6 +134,12 @@ def model_card(settings: TrainSettings, provenance: dict[str, Any], history: Seq
         (f"- `config.json` lists digests of the {'training and validation' if has_val else 'training'} patients (pseudonymous: "
          "whoever holds a patient's id can test whether the patient trained this model)" if s.patient_digests
          else "- `config.json` lists no patient digests (`--no-patient-digests`): patient overlap cannot be checked"),
+    ]
+
+
+def _training_section(s: TrainSettings, history: Sequence[EpochRow]) -> list[str]:
+    """Epochs, selection, optimiser, schedule, augmentation, loss and seed."""
+    return [
         "",
         "## Training",
         "",
@@ -126,6 +152,12 @@ def model_card(settings: TrainSettings, provenance: dict[str, Any], history: Seq
         + (f" plus {s.aux_findings:g} x the image branch's findings loss (counted in the train loss below, not in the validation loss)"
            if s.aux_findings and s.uses_image else ""),
         f"- Seed {s.seed}; full settings in `train_config.yaml`, per-epoch figures in `history.jsonl`",
+    ]
+
+
+def _metrics_section(history: Sequence[EpochRow], best: BestEpoch, has_val: bool) -> list[str]:
+    """The kept epoch and every epoch's losses and validation AUC."""
+    return [
         "",
         "## Metrics (validation)" if has_val else "## Training loss",
         "",
@@ -135,6 +167,12 @@ def model_card(settings: TrainSettings, provenance: dict[str, Any], history: Seq
         "| epoch | frozen | train loss | val loss | val AUC |",
         "|---|---|---|---|---|",
         *(f"| {r['epoch']} | {'yes' if r['frozen'] else 'no'} | {_fmt(r['train_loss'])} | {_fmt(r['val_loss'])} | {_fmt(r['val_auc'])} |" for r in history),
+    ]
+
+
+def _caveats_section(s: TrainSettings, provenance: Mapping[str, Any], has_val: bool) -> list[str]:
+    """What the card's numbers cannot say: validation optimism, data, case mix, inputs, initialisation."""
+    lines = [
         "",
         "## Caveats",
         "",
@@ -147,7 +185,7 @@ def model_card(settings: TrainSettings, provenance: dict[str, Any], history: Seq
     if s.uses_image and s.pretrained != "imagenet":
         start = "random weights" if s.pretrained is None else "weights learned here without labels, not ImageNet's"
         lines.append(f"- The image encoder started from {start}: expect lower AUC than papers using ImageNet initialisation.")
-    return "\n".join(lines) + "\n"
+    return lines
 
 
 def _case_mix(provenance: Mapping[str, Any]) -> list[str]:
@@ -171,7 +209,7 @@ def _validation_caveat(has_val: bool, threshold_from_cv: bool, selection: str) -
 
 def write_model_card(out: Path, settings: TrainSettings, provenance: dict[str, Any], history: Sequence[EpochRow], best: BestEpoch) -> None:
     """Write the model card (:func:`model_card`) to ``out/README.md``, atomically."""
-    write_text(Path(out) / "README.md", model_card(settings, provenance, history, best))
+    write_text(Path(out) / CARD_NAME, model_card(settings, provenance, history, best))
 
 
 VALIDATION_THRESHOLD = "Youden's J on each fold's validation part"  # what reports older than --threshold-from used
@@ -210,5 +248,5 @@ def add_cross_validation(folder: Path, report: dict[str, Any], arm: str) -> None
     missing = a.get("missing_clinical", {})
     if "1" in missing:
         lines.append(f"- Clinical findings removed at inference for every case: AUC {_fmt(missing['1']['auc'])}")
-    card = Path(folder) / "README.md"
+    card = Path(folder) / CARD_NAME
     write_text(card, card.read_text(encoding="utf-8") + "\n".join(lines) + "\n")
