@@ -50,8 +50,6 @@ def load_input(
     the film (in the file's own pixels), which the away patch keeps clear of and a whole-breast
     model's ``masked`` control fills.
     """
-    from mammofuse.imaging.controls import AWAY_NEEDS_ROI, away_key, away_region, mask_lesion
-
     sample = with_mask_region(sample, recipe)
     if recipe.input == "roi" and sample.roi_path and sample.region is None and control is None:
         crop = crop_for_model(read_mammogram(sample.roi_path), replace(recipe, input="full", canvas=None))
@@ -64,20 +62,29 @@ def load_input(
             check_region(mammogram, sample.region)
         pixels, region = model_space(mammogram, recipe, sample.region)
         if control is not None:
-            if region is None:
-                raise MammofuseError(control_needs_region(control))
             others = [region_in_model_space(r, mammogram.pixels.shape, mammogram.info.flipped, recipe.canvas) for r in avoid]
-            if control == "masked":
-                for lesion in dict.fromkeys([region, *others]) if recipe.input == "full" else [region]:
-                    pixels = mask_lesion(pixels, lesion)
-            elif recipe.input == "full":
-                raise MammofuseError(AWAY_NEEDS_ROI)
-            else:
-                region = away_region(pixels, region, others, away_key(sample.id, draw))
+            pixels, region = _apply_control(pixels, region, others, recipe, control, sample.id, draw)
         crop = crop_pixels(pixels, recipe, region)
     image = normalise(crop, recipe)
     extra = radiomics_features(image[0] * recipe.std + recipe.mean, region[2] if region else None) if radiomics else np.zeros(0, np.float32)
     return image, extra
+
+
+def _apply_control(pixels: np.ndarray, region: Region | None, others: Sequence[Region], recipe: PreprocessRecipe, control: str,
+                   case_id: str, draw: int) -> tuple[np.ndarray, Region]:
+    """The model-space pixels and crop region of a shortcut control: ``masked`` fills the lesion (every lesion of the
+    film, ``others``, for a whole-breast model); ``away`` moves the crop to a patch clear of them, fixed by the case and draw."""
+    from mammofuse.imaging.controls import AWAY_NEEDS_ROI, away_key, away_region, mask_lesion
+
+    if region is None:
+        raise MammofuseError(control_needs_region(control))
+    if control == "masked":
+        for lesion in dict.fromkeys([region, *others]) if recipe.input == "full" else [region]:
+            pixels = mask_lesion(pixels, lesion)
+        return pixels, region
+    if recipe.input == "full":
+        raise MammofuseError(AWAY_NEEDS_ROI)
+    return pixels, away_region(pixels, region, others, away_key(case_id, draw))
 
 
 def with_mask_region(sample: Sample, recipe: PreprocessRecipe) -> Sample:
