@@ -97,16 +97,22 @@ def resume_output(
                     resumed.failed.append((files[index].path, error))
     resumed.dropped = len(drops)
     if per_breast:
-        unfinished = {f.breast for i, f in enumerate(files) if i not in resumed.done} - {None}
-        reopened = [i for i in resumed.done if files[i].breast in unfinished]
-        for i in reopened:
-            del resumed.done[i]
-            drops.append(spans[i])
-        paths = {files[i].path for i in reopened}
-        resumed.failed = [(path, error) for path, error in resumed.failed if path not in paths]
-        resumed.reopened = len(reopened)
+        drops += _reopen_unfinished_breasts(resumed, files, spans)
     _repair(output, sorted(drops), cut)
     return resumed
+
+
+def _reopen_unfinished_breasts(resumed: Resumed, files: Sequence[ListedFile], spans: dict[int, Span]) -> list[Span]:
+    """Take the records of every breast with a file still to score out of ``resumed`` (its files are scored together
+    again, so that all its records carry one breast score); returns their spans, to be removed from the output."""
+    unfinished = {f.breast for i, f in enumerate(files) if i not in resumed.done} - {None}
+    reopened = [i for i in resumed.done if files[i].breast in unfinished]
+    for i in reopened:
+        del resumed.done[i]
+    paths = {files[i].path for i in reopened}
+    resumed.failed = [(path, error) for path, error in resumed.failed if path not in paths]
+    resumed.reopened = len(reopened)
+    return [spans[i] for i in reopened]
 
 
 def _starts_a_record(fh: BinaryIO, span: Span) -> bool:
