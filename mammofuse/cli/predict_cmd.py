@@ -54,6 +54,7 @@ if TYPE_CHECKING:
     from mammofuse.model import MammoFuse
     from mammofuse.results import Prediction
     from mammofuse.scoring import RayEngine
+    from mammofuse.scoring.resume import Resumed
 
 
 @guarded
@@ -130,24 +131,13 @@ def predict(
     run = ScoringRun(net, files, threshold=threshold, per_breast=aggregate == "breast")
     with output_lock(output if fmt in STREAM_FORMATS else None):  # one writer at a time, from the resume on
         if resume:
-            resumed = run.resume(output, fmt)
-            if resumed.dropped:
-                notes.append(f"{resumed.dropped} records of {output} were dropped: their files changed since (or were scored twice); they are scored again")
-            if resumed.reopened:
-                notes.append(f"{resumed.reopened} records of {output} are scored again with the other files of their breast, "
-                             "so that a breast's records carry one breast score")
-            if resumed.foreign:
-                notes.append(f"{resumed.foreign} records of {output} are for files not in this run: kept")
+            notes += _resume_notes(run.resume(output, fmt), output)
         breast_remarks = breast_notes(net, files) if aggregate == "breast" else []
         for message in notes + model_notes(net, [f.sample for f in files], bool(flags or clinical)) + breast_remarks:
             note(message)
         pending = len(run.pending)
-        if workers is None:
-            batches = -(-pending // batch_size)  # a worker reads whole batches: one batch cannot overlap
-            workers = 0 if batches < 2 else min(4, usable_cpus(), batches)
-
         with progress("scoring", pending, minimum=2) as advance, warnings.catch_warnings():
-            scorer = ray or LocalEngine(batch_size=batch_size, workers=workers)
+            scorer = ray or LocalEngine(batch_size=batch_size, workers=_reader_workers(pending, batch_size) if workers is None else workers)
             if fmt in STREAM_FORMATS:
                 summary = run.write(output, fmt, scorer, on_batch=advance)
             else:
@@ -175,6 +165,25 @@ def predict(
         err_console.print(f"[red]failed:[/] {safe(path)}: {safe(error)}", highlight=False, soft_wrap=True)
     if failed:
         raise typer.Exit(SOME_FAILED)
+
+
+def _resume_notes(resumed: Resumed, output: Path) -> list[str]:
+    """What ``--resume`` found in ``output`` and does about it, for the notes on stderr."""
+    notes = []
+    if resumed.dropped:
+        notes.append(f"{resumed.dropped} records of {output} were dropped: their files changed since (or were scored twice); they are scored again")
+    if resumed.reopened:
+        notes.append(f"{resumed.reopened} records of {output} are scored again with the other files of their breast, "
+                     "so that a breast's records carry one breast score")
+    if resumed.foreign:
+        notes.append(f"{resumed.foreign} records of {output} are for files not in this run: kept")
+    return notes
+
+
+def _reader_workers(pending: int, batch_size: int) -> int:
+    """Reader processes for ``pending`` files: none for one batch (a worker reads whole batches), else up to 4 CPUs' worth."""
+    batches = -(-pending // batch_size)
+    return 0 if batches < 2 else min(4, usable_cpus(), batches)
 
 
 def _own_remarks(record_note: str | None, model: MammoFuse) -> str:
