@@ -13,6 +13,7 @@ from typing import Any, Iterable, Iterator, Sequence
 from mammofuse.atomic import write_text
 from mammofuse.cache import cache_dir, file_identity, warn_uncached
 from mammofuse.clinical import load_schema
+from mammofuse.clinical.schema import DEFAULT_VOCABULARY
 from mammofuse.data.cbis_images import Box, ImageFolder, box_region
 from mammofuse.data.sample import Sample
 from mammofuse.errors import MammofuseError, MammofuseWarning, OutputError, reading
@@ -96,7 +97,6 @@ ABNORMALITIES = ("mass", "calc", "all")
 def load_cbis_ddsm(
     data: str | Path,
     images: str | Path | Sequence[str | Path] | None = None,
-    vocabulary: str = "cbis-ddsm-v1",
     abnormality: str = "all",
     report: dict[str, Any] | None = None,
 ) -> list[Sample]:
@@ -117,7 +117,7 @@ def load_cbis_ddsm(
     if not found:
         raise MammofuseError(f"{data}: no CBIS-DDSM case-description CSVs here (expected e.g. {next(iter(CSV_SPLITS))})")
     found = [f for f in found if abnormality in ("all", f[2])]
-    schema = load_schema(vocabulary)
+    schema = load_schema(DEFAULT_VOCABULARY)
     columns = {f.name: [_key(c) for c in f.csv_columns] for f in schema.fields}
     locator = _Locator(_roots(images))
     per_split: dict[str, Counter[str]] = {}
