@@ -40,7 +40,8 @@ def load_mini_mias(data: str | Path) -> list[Sample]:
         raise MammofuseError(f"{data}: no Info.txt here (expected the mini-MIAS folder with Info.txt and images/)")
     mapping = load_schema(DEFAULT_VOCABULARY).extra["mini_mias"]
     images = data / "images" if (data / "images").is_dir() else data
-    samples, seen = [], {}
+    samples: list[Sample] = []
+    seen: dict[str, int] = {}
     with reading(info):  # no permission
         lines = info.read_text(encoding="latin-1").splitlines()
     for n, line in enumerate(lines, start=1):
