@@ -12,7 +12,6 @@ ignores) are issued as :class:`MammofuseWarning`; the CLI prints them as ``note:
 
 from __future__ import annotations
 
-import math
 import os
 import sys
 import warnings
@@ -22,7 +21,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence, overload
 
 from mammofuse.errors import MammofuseError, MammofuseWarning
 from mammofuse.explainers.options import DEFAULT_LAYER, DEFAULT_LIME_SAMPLES
-from mammofuse.validation import MAX_AWAY_PATCHES, MAX_BATCH_SIZE, MAX_BOOTSTRAP, MAX_SEED, Rule, checked
+from mammofuse.validation import MAX_AWAY_PATCHES, MAX_BATCH_SIZE, MAX_BOOTSTRAP, MAX_SEED, Rule, check_region, checked, shown
 
 if TYPE_CHECKING:
     from mammofuse.cases import ListedFile
@@ -33,7 +32,7 @@ if TYPE_CHECKING:
     from mammofuse.results import Prediction
 
 PathLike = str | Path
-ROI_FORM = "roi must be the lesion circle (row, column, radius) in the file's pixels: three finite numbers, row and column >= 0, radius > 0"
+ROI_FORM = "roi must be the lesion circle (row, column, radius) in the file's pixels: three numbers"
 
 
 def as_model(model: MammoFuse | str | Path | None, device: str = "auto") -> MammoFuse:
@@ -131,27 +130,20 @@ def as_region(roi: Any) -> tuple[float, float, float] | None:
     """``roi`` (a tuple, list or array of three numbers) as the lesion circle (row, column, radius); None stays None.
 
     Raises:
-        MammofuseError: not three finite numbers, a negative row or column, a radius that is not positive.
+        MammofuseError: not three numbers, or a circle :func:`~mammofuse.validation.check_region` refuses.
     """
     if roi is None:
         return None
     values = list(roi) if isinstance(roi, Iterable) and not isinstance(roi, (str, bytes, Mapping)) else []
-    if len(values) != 3 or not all(isinstance(v, Real) and not isinstance(v, bool) and math.isfinite(v) for v in values):
-        raise MammofuseError(f"{ROI_FORM}; not {_shown(roi)}")
-    row, col, radius = (float(v) for v in values)
-    if row < 0 or col < 0 or radius <= 0:
-        raise MammofuseError(f"{ROI_FORM}; not {_shown(roi)}")
-    return row, col, radius
+    if len(values) != 3 or not all(isinstance(v, Real) and not isinstance(v, bool) for v in values):
+        raise MammofuseError(f"{ROI_FORM}; not {shown(roi)}")
+    row, col, radius = values
+    return check_region(row, col, radius, "roi", ("row", "column", "radius"))
 
 
 def _type_name(value: Any) -> str:
     kind = type(value)
     return kind.__name__ if kind.__module__ == "builtins" else f"{kind.__module__}.{kind.__qualname__}"
-
-
-def _shown(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def _caller_level() -> int:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from numbers import Integral, Real
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence, cast
 
 from mammofuse.errors import MammofuseError
 
@@ -70,7 +70,7 @@ def checked(name: str, value: Any, rule: Rule, text_numbers: bool = False) -> An
         return None
     coerced = _coerce(value, rule.kind, text_numbers)
     if coerced is None or not _within(coerced, rule):
-        raise MammofuseError(f"{name} must be {rule.describe()}, not {_show(value)}")
+        raise MammofuseError(f"{name} must be {rule.describe()}, not {shown(value)}")
     return coerced
 
 
@@ -107,20 +107,47 @@ def _within(value: Any, rule: Rule) -> bool:
     return True
 
 
-def _show(value: Any) -> str:
+def shown(value: Any) -> str:
+    """``repr(value)``, cut to 60 characters."""
     text = repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
 
 
 REGION_COLUMNS = ("roi_row", "roi_col", "roi_radius")
+MAX_REGION_TEXT = "1e6"  # a lesion circle's row, column and radius stay below this many pixels: no image is that large
+MAX_REGION_PIXELS = float(MAX_REGION_TEXT)
+
+
+def region_rule(names: Sequence[str] = REGION_COLUMNS) -> str:
+    """What a lesion circle's three parts, called ``names`` (row, column, radius), must hold."""
+    row, col, radius = names
+    return f"{row}, {col} and {radius} must be finite numbers of pixels, {row} and {col} in [0, {MAX_REGION_TEXT}), {radius} in (0, {MAX_REGION_TEXT})"
+
+
+def check_region(row: Any, col: Any, radius: Any, where: str, names: Sequence[str] = REGION_COLUMNS) -> tuple[float, float, float]:
+    """The lesion circle (row, column, radius) as floats, from numbers or their text (a CSV cell, a flag's part).
+
+    One rule for every source (see :func:`region_rule`): the centre is counted from the image's top-left corner,
+    so a negative row or column is outside the image.
+
+    Raises:
+        MammofuseError: ``{where}: {each bad part and its value}: {the rule}``, the parts called ``names``.
+    """
+    values = (row, col, radius)
+    numbers = [_pixels(value) for value in values]
+    bad = [f"{name} {_given(value)}" for name, value, number, low_open in zip(names, values, numbers, (False, False, True))
+           if number is None or number < 0 or (low_open and number == 0)]
+    if bad:
+        raise MammofuseError(f"{where}: {' and '.join(bad)}: {region_rule(names)}")
+    return cast("tuple[float, float, float]", tuple(numbers))  # none is None past the check
 
 
 def region_cells(values: Mapping[str, str], where: str) -> tuple[float, float, float] | None:
     """The lesion circle of a CSV row's ``roi_row``, ``roi_col`` and ``roi_radius`` cells (None when all three are empty).
 
     Raises:
-        MammofuseError: naming ``where`` (file and line), for a circle with only some of its cells, a value
-            that is not a finite number, or a radius that is not positive.
+        MammofuseError: naming ``where`` (file and line), for a circle with only some of its cells, or one that
+            :func:`check_region` refuses.
     """
     given = [c for c in REGION_COLUMNS if values.get(c)]
     if not given:
@@ -129,13 +156,25 @@ def region_cells(values: Mapping[str, str], where: str) -> tuple[float, float, f
         empty = [c for c in REGION_COLUMNS if c not in given]
         raise MammofuseError(f"{where}: {' and '.join(empty)} {'is' if len(empty) == 1 else 'are'} empty: "
                              "a lesion circle needs roi_row, roi_col and roi_radius (or none of them)")
-    try:
-        row, col, radius = (float(values[c]) for c in REGION_COLUMNS)
-    except ValueError:
-        raise MammofuseError(f"{where}: roi_row, roi_col and roi_radius must be numbers") from None
-    not_finite = [f"{c} {values[c].strip()[:20]!r}" for c, v in zip(REGION_COLUMNS, (row, col, radius)) if not math.isfinite(v)]
-    if not_finite:
-        raise MammofuseError(f"{where}: {' and '.join(not_finite)}: roi_row, roi_col and roi_radius must be finite numbers of pixels")
-    if radius <= 0:
-        raise MammofuseError(f"{where}: roi_radius {values['roi_radius'].strip()[:20]!r} must be more than 0 pixels")
-    return row, col, radius
+    return check_region(values["roi_row"], values["roi_col"], values["roi_radius"], where)
+
+
+def _pixels(value: Any) -> float | None:
+    """``value`` (a number, or its text) as a float when it is finite and below MAX_REGION_PIXELS in size, else None."""
+    if isinstance(value, str):
+        try:
+            number = float(value)
+        except ValueError:
+            return None
+    elif isinstance(value, Real) and not isinstance(value, bool):
+        number = float(value)
+    else:
+        return None
+    return number if math.isfinite(number) and abs(number) < MAX_REGION_PIXELS else None
+
+
+def _given(value: Any) -> str:
+    """A circle's part as given: text quoted (its first 20 characters), a number as written (-5.0, not np.float64(-5.0))."""
+    if isinstance(value, str):
+        return repr(value.strip()[:20])
+    return str(value)[:20] if isinstance(value, Real) else shown(value)

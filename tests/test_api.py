@@ -51,10 +51,16 @@ def test_a_folder_of_sub_folders_says_how_to_descend_in_python_too(dicom_root: P
         assert len(mammofuse.predict(dicom_root, recursive=True, density=2, margin="circumscribed")) == 8
 
 
-@pytest.mark.parametrize("roi", [(2400, 1145), (2400, 1145, 100, 1), (float("nan"), 1145, 100), (2400, 1145, -5), "2400,1145,100", ("2400", "1145", "100")])
-def test_a_malformed_roi_is_a_usage_error_naming_roi(real_dicoms, roi) -> None:
+@pytest.mark.parametrize(("roi", "message"), [
+    *[(roi, r"^roi must be the lesion circle \(row, column, radius\) in the file's pixels: three numbers; not ")
+      for roi in [(2400, 1145), (2400, 1145, 100, 1), "2400,1145,100", ("2400", "1145", "100")]],
+    ((float("nan"), 1145, 100), r"^roi: row nan: row, column and radius must be finite numbers of pixels"),
+    ((2400, 1145, -5), r"^roi: radius -5: .* radius in \(0, 1e6\)$"),
+    ((2400, -1, 100), r"^roi: column -1: .* row and column in \[0, 1e6\)"),
+])
+def test_a_malformed_roi_is_a_usage_error_naming_roi(real_dicoms, roi, message: str) -> None:
     """Not a per-file 'cannot read (ValueError: not enough values to unpack...)' record: the argument is wrong for every file."""
-    with pytest.raises(mammofuse.MammofuseError, match=r"^roi must be the lesion circle \(row, column, radius\)"):
+    with pytest.raises(mammofuse.MammofuseError, match=message):
         mammofuse.predict(real_dicoms["P_00173_lcc"], density=2, roi=roi)
 
 

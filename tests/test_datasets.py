@@ -214,11 +214,14 @@ def test_manifest_reads_a_lesion_circle(tmp_path):
 @pytest.mark.parametrize(("circle", "message"), [
     ("10,20,", r"manifest.csv:2: roi_radius is empty: a lesion circle needs roi_row, roi_col and roi_radius \(or none of them\)"),
     (",,5", r"manifest.csv:2: roi_row and roi_col are empty"),  # a partial circle was dropped without a word
-    ("10,x,5", r"manifest.csv:2: roi_row, roi_col and roi_radius must be numbers"),
+    ("10,x,5", r"manifest.csv:2: roi_col 'x': roi_row, roi_col and roi_radius must be finite numbers of pixels"),
     ("nan,20,5", r"manifest.csv:2: roi_row 'nan': roi_row, roi_col and roi_radius must be finite"),
     ("10,20,inf", r"manifest.csv:2: roi_radius 'inf': .* must be finite"),
-    ("10,20,0", r"manifest.csv:2: roi_radius '0' must be more than 0 pixels"),
-    ("10,20,-4", r"manifest.csv:2: roi_radius '-4' must be more than 0 pixels"),
+    ("10,20,0", r"manifest.csv:2: roi_radius '0': .* roi_radius in \(0, 1e6\)$"),
+    ("10,20,-4", r"manifest.csv:2: roi_radius '-4': .* roi_radius in \(0, 1e6\)$"),
+    ("-5,20,4", r"manifest.csv:2: roi_row '-5': .* roi_row and roi_col in \[0, 1e6\)"),  # was taken: a centre above the image
+    ("5,-0.5,4", r"manifest.csv:2: roi_col '-0.5': .* roi_row and roi_col in \[0, 1e6\)"),
+    ("5,20,1e6", r"manifest.csv:2: roi_radius '1e6': .* roi_radius in \(0, 1e6\)$"),  # as --roi caps it
 ])
 def test_manifest_refuses_a_partial_or_bad_lesion_circle(tmp_path, circle, message):
     (tmp_path / "manifest.csv").write_text(f"path,label,patient_id,roi_row,roi_col,roi_radius\na.png,1,p1,{circle}\n")

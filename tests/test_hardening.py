@@ -308,10 +308,11 @@ def test_pretrain_and_train_show_hostile_file_names_without_escape_sequences(tmp
     assert "run\\x1b[31m[red]" in trained.stdout
 
 
-@pytest.mark.parametrize("radius", ["0", "-3", "nan", "inf"])
+@pytest.mark.parametrize("radius", ["0", "-3", "nan", "inf", "1e6", "1e308"])
 def test_a_lesion_radius_that_cannot_be_one_is_refused_with_its_line(corpus: dict[str, Path], tiny_roi_model: Path, tmp_path: Path,
                                                                      radius: str) -> None:
-    """Known bad before any image is read: the table is refused at its line (a radius larger than the image fails its file)."""
+    """Known bad before any image is read (1e6 pixels and more: larger than any image): the table is refused at its line
+    (a radius larger than this image fails its file)."""
     table = tmp_path / "findings.csv"
     table.write_text(f"path,roi_row,roi_col,roi_radius\ngood.dcm,30,10,{radius}\n")
     result = run("predict", str(corpus["good_dicom"]), "--clinical", str(table), "--model", str(tiny_roi_model), "--format", "json")
@@ -325,24 +326,26 @@ def test_lesion_circles_outside_the_image_fail_only_their_file_and_nan_ones_the_
     for name in ("far.dcm", "wide.dcm", "fine.dcm"):
         shutil.copy(corpus["good_dicom"], folder / name)
     table = tmp_path / "findings.csv"
-    table.write_text("path,roi_row,roi_col,roi_radius\nfar.dcm,1e7,10,5\nwide.dcm,30,1e7,5\nfine.dcm,30,10,5\n")
+    table.write_text("path,roi_row,roi_col,roi_radius\nfar.dcm,1e5,10,5\nwide.dcm,30,48,5\nfine.dcm,30,10,5\n")
     result = run("predict", str(folder), "--clinical", str(table), "--model", str(tiny_roi_model), "--format", "json")
     assert result.exit_code == 1, result.output
     records = _records(result)
     assert records["fine.dcm"]["error"] is None
     assert "not inside the 64x48 image" in records["far.dcm"]["error"] and "not inside" in records["wide.dcm"]["error"]
-    table.write_text("path,roi_row,roi_col,roi_radius\nfar.dcm,nan,10,5\nfine.dcm,30,10,5\n")  # known bad before any image is read
-    result = run("predict", str(folder), "--clinical", str(table), "--model", str(tiny_roi_model), "--format", "json")
-    assert result.exit_code == 2 and "findings.csv:2: roi_row 'nan'" in result.output and result.stdout == ""
+    for row in ("nan", "-1", "1e7"):  # known bad before any image is read: no image has such a row
+        table.write_text(f"path,roi_row,roi_col,roi_radius\nfar.dcm,{row},10,5\nfine.dcm,30,10,5\n")
+        result = run("predict", str(folder), "--clinical", str(table), "--model", str(tiny_roi_model), "--format", "json")
+        assert result.exit_code == 2 and f"findings.csv:2: roi_row '{row}'" in result.output and result.stdout == "", row
 
 
 @pytest.mark.parametrize(("radius", "problem"), [
-    ("1e308", "roi_radius=1e+308 is larger than the 64x48 image"),
-    ("1e6", "roi_radius=1e+06 is larger than the 64x48 image"),
+    ("65", "roi_radius=65 is larger than the 64x48 image"),
+    ("999999", "roi_radius=999999 is larger than the 64x48 image"),
 ])
 def test_a_bad_lesion_radius_fails_its_file_naming_the_radius(corpus: dict[str, Path], tiny_roi_model: Path, tmp_path: Path,
                                                              radius: str, problem: str) -> None:
-    """roi_radius=1e308 gave 'cannot read (OverflowError ...)', 1e6 a MemoryError, and 0 'not inside the image'."""
+    """roi_radius=1e308 gave 'cannot read (OverflowError ...)', 1e6 a MemoryError (both now refused with the table's line),
+    and 0 'not inside the image'."""
     table = tmp_path / "findings.csv"
     table.write_text(f"path,roi_row,roi_col,roi_radius\ngood.dcm,30,10,{radius}\n")
     result = run("predict", str(corpus["good_dicom"]), "--clinical", str(table), "--model", str(tiny_roi_model), "--format", "json")
@@ -960,14 +963,52 @@ def test_scoring_refuses_a_threshold_outside_0_1(threshold: float, corpus: dict[
 @pytest.mark.parametrize(("flag", "value", "message"), [
     ("--threshold", "nan", "--threshold must be a number in [0, 1], not nan"),
     ("--threshold", "1.5", "--threshold must be a number in [0, 1], not 1.5"),
-    ("--roi", "-10,100,20", "--roi -10,100,20: ROW and COL must be >= 0"),
-    ("--roi", "10,x,20", "--roi 10,x,20: COL must be a number of pixels, not 'x'"),
-    ("--roi", "10,10,0", "--roi 10,10,0: RADIUS must be > 0"),
+    ("--roi", "-10,100,20", "--roi: ROW '-10': ROW, COL and RADIUS must be finite numbers of pixels, ROW and COL in [0, 1e6)"),
+    ("--roi", "10,x,20", "--roi: COL 'x': ROW, COL and RADIUS must be finite numbers of pixels"),
+    ("--roi", "10,10,0", "--roi: RADIUS '0': "),
     ("--roi", "10,10", "--roi: expected ROW,COL,RADIUS in pixels, got '10,10'"),
 ])
 def test_bad_threshold_or_roi_says_which_part_is_wrong(flag: str, value: str, message: str, corpus: dict[str, Path]) -> None:
     result = run("predict", str(corpus["good_png"]), flag, value)
     assert result.exit_code == 2 and result.stderr.startswith(f"error: {message}"), result.output
+
+
+@pytest.mark.parametrize("circle", [(-10, 100, 20), (10, -0.5, 20), (10, 10, 0), (10, 10, -3), (1e6, 10, 20), (10, 10, 2e6),
+                                    (float("nan"), 10, 20), (10, float("inf"), 20)])
+def test_the_flag_the_api_and_a_csv_refuse_the_same_lesion_circles_in_the_same_words(circle: tuple[float, float, float]) -> None:
+    """roi= and --roi refused a negative row that a CSV's roi_row took; only --roi refused 1e6 and more."""
+    from mammofuse.api import as_region
+    from mammofuse.cli.common import parse_roi
+    from mammofuse.validation import REGION_COLUMNS, region_cells
+
+    text = ",".join(map(str, circle))
+    refusals = []
+    for refuse in (lambda: as_region(circle), lambda: parse_roi(text), lambda: region_cells(dict(zip(REGION_COLUMNS, text.split(","))), "m.csv:2")):
+        with pytest.raises(MammofuseError) as caught:
+            refuse()
+        refusals.append(str(caught.value))
+    api, flag, row = refusals
+    assert api.startswith("roi: ") and flag.startswith("--roi: ") and row.startswith("m.csv:2: ")
+    flag_words = {"ROW": "row", "COL": "column", "RADIUS": "radius", "'": ""}
+    row_words = {"roi_row": "row", "roi_col": "column", "roi_radius": "radius", "'": ""}
+    as_api = [api.removeprefix("roi: "), _renamed(flag.removeprefix("--roi: "), flag_words), _renamed(row.removeprefix("m.csv:2: "), row_words)]
+    assert as_api[0] == as_api[1] == as_api[2], refusals
+
+
+def _renamed(text: str, words: dict[str, str]) -> str:
+    for old, new in words.items():
+        text = text.replace(old, new)
+    return text
+
+
+def test_a_manifest_row_with_a_negative_roi_row_is_refused_in_one_line_naming_file_and_row(tmp_path: Path) -> None:
+    """region_cells took a centre above the image (roi_row -5) that --roi and roi= refused."""
+    manifest = tmp_path / "manifest.csv"
+    manifest.write_text("path,label,patient_id,roi_row,roi_col,roi_radius\na.png,1,P1,10,20,5\nb.png,0,P2,-5,20,5\n")
+    result = run("data", "summary", "--dataset", "manifest", "--data", str(manifest))
+    assert result.exit_code == 2, result.output
+    assert result.stderr.splitlines() == [f"error: {manifest}:3: roi_row '-5': roi_row, roi_col and roi_radius must be finite numbers of "
+                                          "pixels, roi_row and roi_col in [0, 1e6), roi_radius in (0, 1e6)"], result.stderr
 
 
 HUGE = "99999999999999999999"

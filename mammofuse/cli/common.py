@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import math
 import os
 import re
 import sys
@@ -22,7 +21,7 @@ from mammofuse.cli.streams import ClosedStdout, closed_stdout_error
 from mammofuse.errors import MammofuseError, OutputError
 from mammofuse.interrupts import interrupted_status
 from mammofuse.jsontext import json_text
-from mammofuse.validation import MAX_AWAY_PATCHES, MAX_BATCH_SIZE  # noqa: F401 (the commands' bounds, with those of the API)
+from mammofuse.validation import MAX_AWAY_PATCHES, MAX_BATCH_SIZE, check_region  # noqa: F401 (the commands' bounds, with those of the API)
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -361,24 +360,11 @@ def parse_roi(text: str | None) -> tuple[float, float, float] | None:
     """``--roi ROW,COL,RADIUS`` (the lesion circle in the file's pixels) as numbers; None when not given."""
     if text is None:
         return None
-    parts = [p.strip() for p in text.split(",")]
+    parts = text.split(",")
     if len(parts) != 3:
         raise MammofuseError(f"--roi: expected ROW,COL,RADIUS in pixels, got {text!r}")
-    values = []
-    for name, part in zip(("ROW", "COL", "RADIUS"), parts):
-        try:
-            value = float(part)
-        except ValueError:
-            value = math.nan
-        if not (math.isfinite(value) and abs(value) < 1e6):
-            raise MammofuseError(f"--roi {text}: {name} must be a number of pixels, not {part!r}")
-        values.append(value)
-    row, col, radius = values
-    if row < 0 or col < 0:
-        raise MammofuseError(f"--roi {text}: ROW and COL must be >= 0 (pixels from the image's top-left corner)")
-    if radius <= 0:
-        raise MammofuseError(f"--roi {text}: RADIUS must be > 0")
-    return row, col, radius
+    row, col, radius = parts
+    return check_region(row, col, radius, "--roi", ("ROW", "COL", "RADIUS"))
 
 
 def cases_and_model(

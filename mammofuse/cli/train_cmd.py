@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -11,6 +11,10 @@ from mammofuse.cli import train_options as o
 from mammofuse.cli.common import Abnormality, ImageDirs, check_stdout, guarded, input_option, output_option, safe
 from mammofuse.cli.output import console
 from mammofuse.fusion import Fusion
+
+if TYPE_CHECKING:  # not imported at start-up: the CLI stays light
+    from mammofuse.data.sample import Sample
+    from mammofuse.training.settings import TrainSettings
 
 EPILOG = """[bold]Examples[/]
 
@@ -137,10 +141,16 @@ def _train(
 
 
 def load_training_samples(
-    settings: Any, data: Path, images: list[Path] | None, split: str | None, abnormality: str = "all",
-) -> tuple[list, list, str]:
-    """The dataset's training split (``train`` when it has one, else all), split into train/validation by patient."""
+    settings: TrainSettings, data: Path, images: list[Path] | None, split: str | None, abnormality: str = "all",
+) -> tuple[list[Sample], list[Sample], str]:
+    """The dataset's training split (``train`` when it has one, else all), split into train/validation by patient:
+    (train, validation, the split used).
+
+    Raises:
+        MammofuseError: an unknown ``--split``, or fewer patients than ``--val-fraction`` needs (naming both).
+    """
     from mammofuse.data import load_dataset, train_val_split
+    from mammofuse.data.splits import validation_folds
     from mammofuse.errors import MammofuseError
 
     samples = load_dataset(settings.dataset, data, images, abnormality)
@@ -151,14 +161,11 @@ def load_training_samples(
         if split not in splits:
             raise MammofuseError(f"--split {split}: {settings.dataset} has {', '.join(splits)}")
         samples = [s for s in samples if s.split == split]
-    folds = max(2, round(1 / settings.val_fraction)) if settings.val_fraction else 1  # train_val_split keeps one of this many patient folds
+    folds = validation_folds(settings.val_fraction)
     patients = len({s.patient_id for s in samples})
-    if patients < folds:
+    if patients < folds:  # splits says so too, but without the flag to change
         raise MammofuseError(f"{settings.dataset} ({split}): {patients} patient(s); --val-fraction {settings.val_fraction} needs at least {folds}")
-    try:
-        train_samples, val_samples = train_val_split(samples, settings.val_fraction, settings.seed)
-    except ValueError as exc:
-        raise MammofuseError(f"{settings.dataset} ({split}): cannot split by patient ({exc})") from None
+    train_samples, val_samples = train_val_split(samples, settings.val_fraction, settings.seed)
     return train_samples, val_samples, split
 
 

@@ -13,6 +13,7 @@ from typing import Any, Iterable, Iterator, Sequence
 from mammofuse.atomic import write_text
 from mammofuse.cache import cache_dir, file_identity, warn_uncached
 from mammofuse.clinical import load_schema
+from mammofuse.clinical.schema import DEFAULT_VOCABULARY
 from mammofuse.data.cbis_images import Box, ImageFolder, box_region
 from mammofuse.data.sample import Sample
 from mammofuse.errors import MammofuseError, MammofuseWarning, OutputError, reading
@@ -96,7 +97,6 @@ ABNORMALITIES = ("mass", "calc", "all")
 def load_cbis_ddsm(
     data: str | Path,
     images: str | Path | Sequence[str | Path] | None = None,
-    vocabulary: str = "cbis-ddsm-v1",
     abnormality: str = "all",
     report: dict[str, Any] | None = None,
 ) -> list[Sample]:
@@ -117,7 +117,7 @@ def load_cbis_ddsm(
     if not found:
         raise MammofuseError(f"{data}: no CBIS-DDSM case-description CSVs here (expected e.g. {next(iter(CSV_SPLITS))})")
     found = [f for f in found if abnormality in ("all", f[2])]
-    schema = load_schema(vocabulary)
+    schema = load_schema(DEFAULT_VOCABULARY)
     columns = {f.name: [_key(c) for c in f.csv_columns] for f in schema.fields}
     locator = _Locator(_roots(images))
     per_split: dict[str, Counter[str]] = {}
@@ -187,7 +187,7 @@ class _Locator:
 
 
 def _film_samples(
-    film: str, rows: list[dict[str, str]], split: str, kind: str, locator: _Locator,
+    film: str, rows: Sequence[CaseRow], split: str, kind: str, locator: _Locator,
     columns: dict[str, list[str]], counts: Counter[str], csv_path: Path,
 ) -> list[Sample]:
     """The samples of one film's CSV rows, with lesion regions from its boxes where they map."""
@@ -219,12 +219,15 @@ def _film_samples(
     return [sample(f"box{k + 1}", rows[0], labels[0], dict(shared), box_region(box)) for k, box in enumerate(boxes)]
 
 
+IndexRecord = dict[str, str | int]  # one DICOM of an ImageIndex: path, study, series, patient_id, folder, pixels
+
+
 class ImageIndex:
     """DICOMs under a download root, found by UIDs and the first path component, cached per user."""
 
-    def __init__(self, records: list[dict[str, str | int]]) -> None:
-        self.by_series: dict[tuple[str, str], list[dict]] = {}
-        self.by_folder: dict[str, list[dict]] = {}
+    def __init__(self, records: list[IndexRecord]) -> None:
+        self.by_series: dict[tuple[str, str], list[IndexRecord]] = {}
+        self.by_folder: dict[str, list[IndexRecord]] = {}
         self.pixels = {str(rec["path"]): int(rec["pixels"]) for rec in records}
         for rec in records:
             self.by_series.setdefault((str(rec["study"]), str(rec["series"])), []).append(rec)
@@ -261,7 +264,7 @@ class ImageIndex:
                 _drop_older_indexes(cached, root_key)
         return cls(records)
 
-    def _candidates(self, parts: list[str]) -> list[dict]:
+    def _candidates(self, parts: list[str]) -> list[IndexRecord]:
         if len(parts) >= 3 and (parts[1], parts[2]) in self.by_series:
             return self.by_series[(parts[1], parts[2])]
         return self.by_folder.get(parts[0], []) if parts else []
@@ -302,7 +305,7 @@ def _drop_older_indexes(kept: Path, root_key: str) -> None:
                 index.unlink()
 
 
-def _scan(files: Iterable[Path], root: Path) -> Iterable[dict[str, str | int]]:
+def _scan(files: Iterable[Path], root: Path) -> Iterable[IndexRecord]:
     for path in files:
         try:
             ds = read_dicom(path, stop_before_pixels=True, specific_tags=[

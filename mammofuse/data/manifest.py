@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 
 from mammofuse.clinical import load_schema
-from mammofuse.clinical.schema import ClinicalSchema, ClinicalValueError
+from mammofuse.clinical.schema import DEFAULT_VOCABULARY, ClinicalSchema, ClinicalValueError
 from mammofuse.data.sample import Sample
 from mammofuse.errors import MammofuseError
 from mammofuse.tabular import csv_records
@@ -17,7 +17,7 @@ _REQUIRED = ("path", "label", "patient_id")
 _ABNORMALITIES = {"mass": "mass", "calc": "calc", "calcification": "calc"}
 
 
-def load_manifest(data: str | Path, vocabulary: str = "cbis-ddsm-v1") -> list[Sample]:
+def load_manifest(data: str | Path) -> list[Sample]:
     """Rows of ``data`` (a CSV file, or a folder holding ``manifest.csv``); paths are relative to the CSV.
 
     Optional columns: ``split``, ``abnormality``, ``roi_row``/``roi_col``/``roi_radius`` (lesion circle).
@@ -31,7 +31,7 @@ def load_manifest(data: str | Path, vocabulary: str = "cbis-ddsm-v1") -> list[Sa
         path = path / "manifest.csv"
     if not path.is_file():
         raise MammofuseError(f"{path}: manifest CSV not found")
-    schema = load_schema(vocabulary)
+    schema = load_schema(DEFAULT_VOCABULARY)
     aliases = {c.lower(): f.name for f in schema.fields for c in (f.name, *f.csv_columns)}
     samples = []
     owners: dict[str, tuple[str, int]] = {}  # image (absolute, normalised) -> (patient, first line): one image is one patient's

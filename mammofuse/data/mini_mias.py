@@ -6,6 +6,7 @@ import re
 from pathlib import Path
 
 from mammofuse.clinical import load_schema
+from mammofuse.clinical.schema import DEFAULT_VOCABULARY
 from mammofuse.data.sample import Sample
 from mammofuse.errors import MammofuseError, reading
 
@@ -31,15 +32,16 @@ def side_of(refnum: str) -> str:
     return "R" if int(refnum[3:]) % 2 else "L"
 
 
-def load_mini_mias(data: str | Path, include_normal: bool = False, vocabulary: str = "cbis-ddsm-v1") -> list[Sample]:
-    """One sample per abnormality row of ``Info.txt`` (normal films only when asked, labelled 0)."""
+def load_mini_mias(data: str | Path) -> list[Sample]:
+    """One sample per abnormality row of ``Info.txt`` with a severity (B or M); normal films are left out."""
     data = Path(data)
     info = data / "Info.txt"
     if not info.is_file():
         raise MammofuseError(f"{data}: no Info.txt here (expected the mini-MIAS folder with Info.txt and images/)")
-    mapping = load_schema(vocabulary).extra["mini_mias"]
+    mapping = load_schema(DEFAULT_VOCABULARY).extra["mini_mias"]
     images = data / "images" if (data / "images").is_dir() else data
-    samples, seen = [], {}
+    samples: list[Sample] = []
+    seen: dict[str, int] = {}
     with reading(info):  # no permission
         lines = info.read_text(encoding="latin-1").splitlines()
     for n, line in enumerate(lines, start=1):
@@ -49,10 +51,8 @@ def load_mini_mias(data: str | Path, include_normal: bool = False, vocabulary: s
         refnum, tissue, klass = parts[0], parts[1], parts[2]
         if not _REFNUM.fullmatch(refnum):
             raise MammofuseError(f"{info}:{n}: film {refnum[:40]!r} is not 'mdb' and its number (e.g. mdb001)")
-        if klass == "NORM" and not include_normal:
-            continue
         severity = parts[3] if len(parts) > 3 and parts[3] in {"B", "M"} else None
-        if klass != "NORM" and severity is None:
+        if klass == "NORM" or severity is None:
             continue
         region = None
         if len(parts) >= 7 and all(p.isdigit() for p in parts[4:7]):
@@ -69,7 +69,7 @@ def load_mini_mias(data: str | Path, include_normal: bool = False, vocabulary: s
                 image_path=_find_image(images, refnum),
                 region=region,
                 image_id=refnum,
-                abnormality="calc" if klass == "CALC" else ("mass" if klass != "NORM" else None),
+                abnormality="calc" if klass == "CALC" else "mass",
                 split="all",
             )
         )

@@ -26,16 +26,18 @@ def _folds(samples: Sequence[Sample], k: int, seed: int) -> list[tuple[list[int]
         raise MammofuseError(f"cannot make {k} patient-grouped folds ({exc})") from None
 
 
-def train_val_split(samples: Sequence[Sample], val_fraction: float = 0.2, seed: int = 0) -> tuple[list[Sample], list[Sample]]:
-    """Carve validation out of training, grouped by patient and stratified by label (none when ``val_fraction`` is 0).
+def validation_folds(val_fraction: float) -> int:
+    """The patient folds :func:`train_val_split` makes to keep one as validation: ``round(1 / val_fraction)``, at
+    least 2 (0.3 gives a third, anything above 0.5 a half); 1 when ``val_fraction`` is 0 (no validation part)."""
+    return max(2, round(1 / val_fraction)) if val_fraction else 1
 
-    The validation part is one of ``round(1 / val_fraction)`` (at least 2) folds: 0.3 gives a third, anything
-    above 0.5 a half.
-    """
+
+def train_val_split(samples: Sequence[Sample], val_fraction: float = 0.2, seed: int = 0) -> tuple[list[Sample], list[Sample]]:
+    """Carve validation out of training, grouped by patient and stratified by label (none when ``val_fraction`` is 0):
+    one of :func:`validation_folds` patient folds."""
     if not val_fraction:
         return list(samples), []
-    k = max(2, round(1 / val_fraction))
-    train_idx, val_idx = _folds(samples, k, seed)[0]
+    train_idx, val_idx = _folds(samples, validation_folds(val_fraction), seed)[0]
     return [samples[i] for i in train_idx], [samples[i] for i in val_idx]
 
 
