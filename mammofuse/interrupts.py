@@ -109,6 +109,14 @@ def _reader_process(worker_id: int) -> None:
 
 
 def _leave(signum: int, frame: FrameType | None) -> None:
+    """A reader's quiet exit. ``os._exit`` skips the clean-up of a normal exit, which removes the folder (``pymp-*``,
+    holding the socket that passes batches' file descriptors) multiprocessing made for this process: it is removed here."""
+    import multiprocessing
+    import shutil
+
+    folder = multiprocessing.current_process()._config.get("tempdir")  # set once multiprocessing made it (no public getter)
+    if folder:
+        shutil.rmtree(folder, ignore_errors=True)
     os._exit(0)  # the main process reports the interruption; an exit status 0 keeps torch from calling it a crash
 
 

@@ -50,8 +50,11 @@ def _predict(tiny_model: Path, mini_mias: Path, output: Path) -> list[str]:
 
 @pytest.mark.parametrize(("signum", "delay", "status"), [(signal.SIGINT, 0.0, 130), (signal.SIGINT, 0.5, 130), (signal.SIGTERM, 0.2, 143)])
 def test_a_signal_to_the_group_while_readers_run_is_one_line_and_its_exit_status(signum: int, delay: float, status: int, tiny_model: Path,
-                                                                                  mini_mias: Path, tmp_path: Path) -> None:
-    output = tmp_path / "scores.jsonl"
+                                                                                  mini_mias: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Also: a reader that left on SIGTERM kept its multiprocessing folder (``pymp-*``) in the temporary folder."""
+    output, temporary = tmp_path / "scores.jsonl", tmp_path / "tmp"
+    temporary.mkdir()
+    monkeypatch.setenv("TMPDIR", str(temporary))
     process = _start(_predict(tiny_model, mini_mias, output))
     deadline = time.monotonic() + 120
     while not (output.exists() and output.stat().st_size):  # the first records: the readers are at work
@@ -60,6 +63,7 @@ def test_a_signal_to_the_group_while_readers_run_is_one_line_and_its_exit_status
     time.sleep(delay)
     os.killpg(process.pid, signum)
     assert _finish(process) == (status, INTERRUPTED)
+    assert not list(temporary.iterdir())
 
 
 # Ctrl-C pressed while DataLoader forks its first reader: the signal reaches the command (and the new reader) in the middle of
