@@ -18,6 +18,7 @@ import fcntl
 import os
 import stat
 import tempfile
+import time
 import warnings
 from contextlib import ExitStack, contextmanager, suppress
 from pathlib import Path
@@ -223,13 +224,22 @@ def _is_file(fd: int, path: Path) -> bool:
         return False
 
 
-def remove_stale_temporaries(folder: str | Path) -> list[Path]:
-    """Delete temporaries that an interrupted atomic write (``kill -9``) left in ``folder``."""
+def remove_stale_temporaries(folder: str | Path, depth: int = 0, older_than_s: float = 0.0) -> list[Path]:
+    """Delete temporaries that an interrupted atomic write (``kill -9``) left in ``folder``, and in its sub-folders
+    ``depth`` levels down (links to folders are not followed). ``older_than_s``: only those unchanged for that long, in
+    a folder that other processes may be writing meanwhile (a cache)."""
     removed = []
+    now = time.time()
     for tmp in Path(folder).glob(f".*{TMP_SUFFIX}"):
-        if tmp.is_file():
-            tmp.unlink(missing_ok=True)
-            removed.append(tmp)
+        with suppress(OSError):
+            if tmp.is_file() and now - tmp.stat().st_mtime >= older_than_s:
+                tmp.unlink(missing_ok=True)
+                removed.append(tmp)
+    if depth > 0:
+        with suppress(OSError):
+            for sub in Path(folder).iterdir():
+                if sub.is_dir() and not sub.is_symlink():
+                    removed += remove_stale_temporaries(sub, depth - 1, older_than_s)
     return removed
 
 

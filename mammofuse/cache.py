@@ -10,10 +10,11 @@ import os
 import warnings
 from pathlib import Path
 
-from mammofuse.atomic import check_writable_folder
+from mammofuse.atomic import check_writable_folder, remove_stale_temporaries
 from mammofuse.errors import MammofuseWarning, OutputError
 
 CACHE_VARIABLE = "MAMMOFUSE_CACHE"
+STALE_AFTER_S = 3600.0  # an entry's temporary unchanged this long was left by a killed run (a write takes seconds)
 
 
 def file_identity(path: str | os.PathLike[str]) -> tuple[int, int, int, int, int] | None:
@@ -46,13 +47,15 @@ def cache_root() -> Path:
 
 def cache_dir(*parts: str, keeps: str) -> Path | None:
     """The cache folder ``parts`` under :func:`cache_root`, created; None, after a warning, when it cannot be
-    created or written. ``keeps``: what the folder would hold, named in the warning."""
+    created or written. ``keeps``: what the folder would hold, named in the warning. The temporaries of entries that
+    a killed run was writing (over an hour old; other runs may be writing theirs now) are removed from it."""
     path = cache_root().joinpath(*parts)
     try:
         check_writable_folder(path)
     except OutputError as exc:
         warn_uncached(exc, keeps)
         return None
+    remove_stale_temporaries(path, depth=2, older_than_s=STALE_AFTER_S)  # entries lie up to two folders down
     return path
 
 

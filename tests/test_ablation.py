@@ -492,6 +492,21 @@ def test_summaries_match_the_dict_code_they_replace():
     assert validation == SUMMARIES["concat_validation"]
 
 
+def test_an_ablation_removes_the_temporaries_a_killed_run_left_in_its_report_and_fold_folders(mini_mias, tmp_path):
+    """Was: a kill -9 between an atomic write and its rename left a hidden .tmp in OUT (or a fold's folder) for good."""
+    from mammofuse.data import load_dataset
+
+    out = tmp_path / "ab"
+    fold = out / "arms" / "clinical" / "fold-1"
+    fold.mkdir(parents=True)
+    left = [out / ".ablation.png.k3j2_x9a.tmp", fold / ".result.json.abcd1234.tmp"]
+    for tmp in left:
+        tmp.write_bytes(b"half")
+    (out / "notes.tmp").write_text("a user's own file")
+    run_ablation(load_dataset("mini-mias", mini_mias), plan_arms(["clinical"]), _settings(), out, folds=2, n_boot=0, trainer=CountingTrainer())
+    assert not any(tmp.exists() for tmp in left) and (out / "notes.tmp").exists()
+
+
 def test_an_ablation_into_a_folder_another_run_holds_is_refused_and_the_folder_left_alone(mini_mias, tmp_path):
     """A resubmitted job on the same --out resumed, scored and deleted the first one's folds: a wrong AUC with exit 0."""
     from mammofuse.atomic import folder_lock

@@ -1238,3 +1238,19 @@ def test_flag_bounds_match_the_training_settings_rules() -> None:
     assert (MAX_SEED, MAX_BATCH_SIZE, MAX_WORKERS) == (RULES["seed"].high, RULES["batch_size"].high, RULES["workers"].high)
     assert (pretrain_cmd.MAX_PATCH_SIDE, pretrain_cmd.MAX_EPOCHS, pretrain_cmd.MAX_LR) == (
         RULES["image_size"].high, RULES["epochs"].high, RULES["lr"].high)
+
+
+def test_the_cache_removes_a_killed_runs_entry_temporaries_once_they_are_an_hour_old(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Was: a kill -9 between a cache entry's write and its rename left its .tmp in the per-user cache for good."""
+    from mammofuse.cache import cache_dir
+
+    monkeypatch.setenv("MAMMOFUSE_CACHE", str(tmp_path / "cache"))
+    entries = tmp_path / "cache" / "features" / "0123456789abcdef01234567" / "aa"
+    entries.mkdir(parents=True)
+    old, young = entries / ".aa47.safetensors._k5rubnh.tmp", entries / ".aa48.safetensors.x2f9_q1m.tmp"
+    for tmp in (old, young):
+        tmp.write_bytes(b"half an entry")
+    two_hours_ago = time.time() - 7200
+    os.utime(old, (two_hours_ago, two_hours_ago))
+    assert cache_dir("features", keeps="features") == tmp_path / "cache" / "features"
+    assert not old.exists() and young.exists()  # a young one may be another run's write in progress

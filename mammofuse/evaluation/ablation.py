@@ -25,7 +25,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from mammofuse.atomic import folder_lock, write_text
+from mammofuse.atomic import folder_lock, remove_stale_temporaries, write_text
 from mammofuse.data.sample import Sample, case_digest, patient_digest
 from mammofuse.errors import MammofuseError, ResumeMismatch
 from mammofuse.evaluation.ablation_results import (
@@ -381,6 +381,7 @@ def run_ablation(
             log(f"WARNING: {len(shared)} patient(s) are on both sides of the split (e.g. {sorted(shared)[0]}); "
                 "their held-out results are optimistic")
     with folder_lock(out):  # one run at a time: another would resume, score or delete this one's folds
+        remove_stale_temporaries(out, depth=3)  # of a killed run's report and fold results (OUT/arms/ARM/fold-K)
         all_folds: dict[str, list[FoldResult]] = {arm.name: [] for arm in runnable}
         arm_settings: dict[str, dict[str, Any]] = {}
         total, done = len(runnable) * len(fold_pairs), 0
