@@ -20,7 +20,7 @@ import stat
 import tempfile
 import time
 import warnings
-from contextlib import ExitStack, contextmanager, suppress
+from contextlib import ExitStack, contextmanager, nullcontext, suppress
 from pathlib import Path
 from typing import Iterable, Iterator, Mapping
 
@@ -122,26 +122,46 @@ def write_together(files: Mapping[Path, bytes]) -> None:
 
 
 def check_writable(path: str | Path) -> None:
-    """Fail now, before any work, when ``path`` could not be written (an existing file is kept)."""
+    """Fail now, before any work, when ``path`` could not be written (an existing file is kept; folders made for the
+    test are removed again, so a run that fails later leaves none: its writes make them)."""
     path = Path(path)
     if is_stream(path):
         if not os.access(path, os.W_OK):
             raise OutputError(path, "permission denied")
         return
+    target = Path(os.path.realpath(path))
     try:
-        os.unlink(_temporary_beside(Path(os.path.realpath(path))))
+        with _removed_if_left_empty(target.parent):
+            os.unlink(_temporary_beside(target))
     except OSError as exc:
         raise OutputError(path, _reason(exc)) from exc
 
 
-def check_writable_folder(folder: str | Path) -> None:
-    """Fail now, naming ``folder``, when files cannot be written inside it (created if missing)."""
+def check_writable_folder(folder: str | Path, keep: bool = False) -> None:
+    """Fail now, naming ``folder``, when files cannot be written inside it; the folders made for the test are removed
+    again unless ``keep`` (as :func:`check_writable`)."""
     folder = Path(folder)
-    _make_folder(folder)
+    with nullcontext() if keep else _removed_if_left_empty(folder):
+        _make_folder(folder)
+        try:
+            check_writable(folder / ".mammofuse-write-test")
+        except OutputError as exc:
+            raise OutputError(folder, exc.problem) from exc
+
+
+@contextmanager
+def _removed_if_left_empty(folder: Path) -> Iterator[None]:
+    """Remove, at the end of the block, ``folder`` and those of its parents that are missing now, where still empty."""
+    missing = []
+    while not os.path.lexists(folder) and folder != folder.parent:
+        missing.append(folder)
+        folder = folder.parent
     try:
-        check_writable(folder / ".mammofuse-write-test")
-    except OutputError as exc:
-        raise OutputError(folder, exc.problem) from exc
+        yield
+    finally:
+        for made in missing:  # the deepest first
+            with suppress(OSError):
+                made.rmdir()
 
 
 def _make_folder(folder: Path) -> None:
@@ -168,13 +188,14 @@ def output_lock(output: Path | None) -> Iterator[None]:
         yield
         return
     target = Path(os.path.realpath(output))
+    _make_folder(target.parent)
     with _exclusive(target.with_name(f".{target.name}.lock"), output):
         yield
 
 
 @contextmanager
 def folder_lock(folder: str | Path) -> Iterator[None]:
-    """Hold the output folder ``folder`` (created if missing) for this process alone, for a whole run: another run
+    """Hold the output folder ``folder`` (created if missing; removed again if the run left it empty) for this process alone, for a whole run: another run
     given the same folder (a job submitted twice) fails at once, rather than both writing, resuming or deleting
     each other's files. The lock is ``.mammofuse.lock`` inside the folder.
 
@@ -182,9 +203,10 @@ def folder_lock(folder: str | Path) -> Iterator[None]:
         OutputError: naming ``folder``: another process holds it, or it or its lock cannot be made.
     """
     folder = Path(folder)
-    _make_folder(folder)
-    with _exclusive(Path(os.path.realpath(folder)) / FOLDER_LOCK, folder):
-        yield
+    with _removed_if_left_empty(folder):  # a run that wrote nothing in it (failed, say) leaves no folder it made
+        _make_folder(folder)
+        with _exclusive(Path(os.path.realpath(folder)) / FOLDER_LOCK, folder):
+            yield
 
 
 @contextmanager

@@ -51,7 +51,7 @@ def cache_dir(*parts: str, keeps: str) -> Path | None:
     a killed run was writing (over an hour old; other runs may be writing theirs now) are removed from it."""
     path = cache_root().joinpath(*parts)
     try:
-        check_writable_folder(path)
+        check_writable_folder(path, keep=True)
     except OutputError as exc:
         warn_uncached(exc, keeps)
         return None

@@ -1254,3 +1254,17 @@ def test_the_cache_removes_a_killed_runs_entry_temporaries_once_they_are_an_hour
     os.utime(old, (two_hours_ago, two_hours_ago))
     assert cache_dir("features", keeps="features") == tmp_path / "cache" / "features"
     assert not old.exists() and young.exists()  # a young one may be another run's write in progress
+
+
+@pytest.mark.parametrize("args", [
+    ["predict", "{missing}", "-f", "jsonl", "-o", "{out}/a/x.jsonl"],
+    ["train", "--dataset", "mini-mias", "--data", "{missing}", "--out", "{out}/run"],
+    ["evaluate", "--dataset", "mini-mias", "--data", "{missing}", "--plots", "{out}/plots"],
+    ["ablate", "--dataset", "mini-mias", "--data", "{missing}", "--out", "{out}/ab"],
+    ["explain", "{missing}", "--out", "{out}/ex"],
+])
+def test_a_run_that_fails_on_its_input_leaves_no_output_folder(args: list[str], tmp_path: Path) -> None:
+    """Was: the check that an output can be written (and an output folder's lock) made its folders, left behind empty."""
+    result = runner.invoke(app, [a.format(missing=tmp_path / "missing", out=tmp_path / "nd") for a in args])
+    assert result.exit_code == 2 and "missing" in result.stderr.splitlines()[-1], result.output
+    assert not (tmp_path / "nd").exists()
