@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from mammofuse.atomic import write_bytes
-from mammofuse.backbones import BACKBONES, backbone_path
+from mammofuse.backbones import REGISTERED_BACKBONES, backbone_path
 from mammofuse.cache import file_identity
 from mammofuse.errors import MammofuseError
 from mammofuse.hub import REGISTRY, WEIGHTS_NAME, staged_model_folder
@@ -104,9 +104,9 @@ def load_backbone(module: nn.Module, spec: str, backbone: str) -> dict[str, str]
         return {"format": "mammofuse-model", "backbone": backbone, "source": spec}
     path = _backbone_file(spec)
     if not path.is_file():
-        what = "a registered backbone missing from this installation" if spec in BACKBONES else "no such file, model folder or registered name"
+        what = "a registered backbone missing from this installation" if spec in REGISTERED_BACKBONES else "no such file, model folder or registered name"
         raise MammofuseError(
-            f"pretrained (--pretrained) {spec}: {what} (backbones: {', '.join(BACKBONES)}; models: {', '.join(REGISTRY)}; or 'imagenet', 'auto', 'none')"
+            f"pretrained (--pretrained) {spec}: {what} (backbones: {', '.join(REGISTERED_BACKBONES)}; models: {', '.join(REGISTRY)}; or 'imagenet', 'auto', 'none')"
         )
     try:
         with safe_open(str(path), framework="pt") as fh:
