@@ -127,7 +127,6 @@ class _Trainer:
         self.features: dict[str, dict[int, torch.Tensor]] = {}
         self.wrapped: nn.Module = self.model
         self.wrapped_frozen: bool | None = None
-        self._feature_shape: tuple[int, ...] | None = None
         self.unreadable: dict[str, str] = {}  # "split:index" -> why its image could not be read
         self.warned = 0
         self.images_checked = False
@@ -194,7 +193,7 @@ class _Trainer:
         mine = self.dist.shard(range(len(samples)))  # validation only ever needs this rank's share
         with self.report.phase(f"caching {split} features", len(mine)) as advance:
             feats, present = extract_features(
-                self.model.backbone, samples, mine, lambda i: self._load_image(split, i), self.recipe,
+                self.model, samples, mine, lambda i: self._load_image(split, i), self.recipe,
                 self.cache, self.settings.batch_size, self.device, on_step=advance,
             )
         if split == "train" and self.dist.enabled:  # each rank computed a share; every rank needs all
@@ -259,17 +258,9 @@ class _Trainer:
             yield idx, kwargs, batch["label"].to(self.device)
 
     def _present_features(self, image: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
-        """Backbone features of the rows with an image; zeros for the others (never looked at)."""
-        if self._feature_shape is None:
-            from mammofuse.training.features import feature_shape
-
-            self._feature_shape = feature_shape(self.model.backbone, self.settings.image_size, self.device)
-        features = torch.zeros((len(present), *self._feature_shape), device=self.device)
-        if bool(present.any()):
-            with self.optim.autocast():
-                computed = self.model.backbone(image[present]).float()
-            features = features.index_put((present,), computed)
-        return features
+        """:meth:`MammoFuse.present_features` under the run's autocast, in float32."""
+        with self.optim.autocast():
+            return self.model.present_features(image, present).float()
 
     # ------------------------------------------------------------------ epochs
     def _train_epoch(self, epoch: int, frozen: bool) -> float:
