@@ -33,7 +33,7 @@ import torch
 from torch import nn
 
 from mammofuse.fusion import Fusion
-from mammofuse.imaging.radiomics import RADIOMICS_MIN_STD
+from mammofuse.imaging.radiomics import N_RADIOMICS, RADIOMICS_MIN_STD
 from mammofuse.model.config import ModelConfig
 from mammofuse.model.encoders import ClinicalTokens, image_backbone
 
@@ -98,8 +98,6 @@ class MammoFuse(nn.Module):
             self.image_proj = nn.Conv2d(channels, d, kernel_size=1)
             self.missing_image = nn.Parameter(torch.zeros(1, 1, d))
             if config.radiomics:
-                from mammofuse.imaging.radiomics import N_RADIOMICS
-
                 self.register_buffer("radiomics_mean", torch.zeros(N_RADIOMICS))
                 self.register_buffer("radiomics_std", torch.ones(N_RADIOMICS))
                 self.radiomics_proj = nn.Sequential(nn.Linear(N_RADIOMICS, d), nn.GELU(), nn.Linear(d, d))

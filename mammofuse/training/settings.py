@@ -7,8 +7,9 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mammofuse.backbones import default_backbone
+from mammofuse.backbones import REGISTERED_BACKBONES, default_backbone
 from mammofuse.errors import MammofuseError, reading
+from mammofuse.hub import REGISTRY
 from mammofuse.validation import MAX_SEED, MIN_IMAGE_SIZE, Rule, check_all
 
 if TYPE_CHECKING:
@@ -65,9 +66,6 @@ RESUMABLE_CHANGES = frozenset({"epochs", "patience", "device", "workers", "featu
 def setting_path(value: str | None, workdir: str | Path) -> str | None:
     """What a :data:`PATH_SETTINGS` value names when given in ``workdir``: an absolute path, or a registered name
     (backbone or model), ``imagenet`` or None as it is."""
-    from mammofuse.backbones import REGISTERED_BACKBONES
-    from mammofuse.hub import REGISTRY
-
     if value is None or value == "imagenet" or value in REGISTERED_BACKBONES or value in REGISTRY:
         return value
     return os.path.abspath(os.path.join(workdir, os.path.expanduser(value)))
