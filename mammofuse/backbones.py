@@ -29,7 +29,7 @@ class RegisteredBackbone:
     description: str
 
 
-BACKBONES: dict[str, RegisteredBackbone] = {
+REGISTERED_BACKBONES: dict[str, RegisteredBackbone] = {
     "cbis-texture-cnn4": RegisteredBackbone(
         name="cbis-texture-cnn4",
         file="cbis-texture-cnn4.safetensors",
@@ -49,7 +49,7 @@ def _file(entry: RegisteredBackbone) -> Path:
 
 def backbone_path(name: str) -> Path | None:
     """The file of a registered backbone, or None when ``name`` is not registered."""
-    entry = BACKBONES.get(name)
+    entry = REGISTERED_BACKBONES.get(name)
     return _file(entry) if entry else None
 
 
@@ -61,7 +61,7 @@ def default_backbone(architecture: str) -> str | None:
 def registered_backbones() -> list[dict[str, Any]]:
     """The registered backbones with their file's facts (for ``mammofuse models``)."""
     out = []
-    for entry in BACKBONES.values():
+    for entry in REGISTERED_BACKBONES.values():
         path = _file(entry)
         available = path.is_file()
         out.append({

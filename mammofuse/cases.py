@@ -29,7 +29,8 @@ from mammofuse.clinical.schema import (
 )
 from mammofuse.data.sample import Sample
 from mammofuse.errors import MammofuseError, reading
-from mammofuse.imaging.reader import IMAGE_SUFFIXES, is_dicom_image_file
+from mammofuse.evaluation.aggregate import breast_of_file
+from mammofuse.imaging.reader import IMAGE_SUFFIXES, is_dicom_image_file, read_header
 from mammofuse.listing import files_under
 from mammofuse.results import Prediction
 from mammofuse.tabular import csv_columns, csv_records, delimiter_hint
@@ -294,9 +295,6 @@ def list_cases(
         MammofuseError: missing paths, nothing to score, unknown clinical values (with the valid
             ones), an unreadable or ambiguous CSV.
     """
-    from mammofuse.evaluation.aggregate import breast_of_file
-    from mammofuse.imaging.reader import read_header
-
     schema = load_schema(vocabulary)
     schema.normalise(clinical)
     files = find_image_files(paths, recursive, notes, skip_folders_with)

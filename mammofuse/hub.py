@@ -31,7 +31,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Iterator, Literal
 
-from mammofuse.backbones import BACKBONES
+from mammofuse.backbones import REGISTERED_BACKBONES
 from mammofuse.errors import MammofuseError, reading
 
 WEIGHTS_NAME = "model.safetensors"
@@ -133,7 +133,7 @@ def staged_model_folder(spec: str | None) -> Path | None:
     """The trained model whose image branch ``--pretrained spec`` starts from (staged training):
     a registered model's folder (``default``) or a local folder holding ``config.json``; None for
     anything else (keywords, registered backbones, ``.safetensors`` files)."""
-    if not spec or spec in BACKBONES:
+    if not spec or spec in REGISTERED_BACKBONES:
         return None
     if spec in REGISTRY:
         return _package_folder(REGISTRY[spec])

@@ -363,7 +363,7 @@ def test_reference_points_on_the_held_out_test_split_are_not_claimed_as_measured
 
 
 def test_threshold_source_is_where_the_stored_threshold_came_from():
-    from mammofuse.training.card import threshold_source
+    from mammofuse.provenance import threshold_source
 
     oof = {"arm_folder": "runs/cv/arms/late", "folds": 5, "cases": 1304, "value": 0.51}
     assert threshold_source({"n_val": 0, "threshold_from": oof}).startswith("Youden's J on the pooled out-of-fold predictions of `runs/cv/arms/late`")

@@ -431,7 +431,7 @@ def test_stretching_to_the_canvas_copies_no_full_size_image() -> None:
     canvas; it is stretched first now, and the canvas scaled: the same values up to float rounding."""
     import tracemalloc
 
-    from mammofuse.imaging.preprocess import _resize, to_canvas
+    from mammofuse.imaging.preprocess import resize, to_canvas
 
     pixels = np.random.default_rng(0).uniform(0.2, 0.7, (1500, 1200)).astype(np.float32)
     kept = pixels.copy()
@@ -441,7 +441,7 @@ def test_stretching_to_the_canvas_copies_no_full_size_image() -> None:
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
-    expected = _resize((pixels - pixels.min()) / (pixels.max() - pixels.min()), (400, 300))
+    expected = resize((pixels - pixels.min()) / (pixels.max() - pixels.min()), (400, 300))
     assert canvas.shape == (400, 300) and canvas.dtype == np.float32 and np.abs(canvas - expected).max() < 1e-6
     assert np.array_equal(pixels, kept)  # the caller's pixels are not changed
     assert peak / pixels.size < 1, f"{peak / pixels.size:.1f} bytes per pixel"

@@ -61,12 +61,12 @@ def pretrain(
     from mammofuse.data.sample import Sample
     from mammofuse.errors import MammofuseError
     from mammofuse.inference import lesion_regions
-    from mammofuse.model.config import BACKBONES
+    from mammofuse.model.config import ARCHITECTURES
     from mammofuse.training.build import common_canvas
     from mammofuse.training.pretrain import PretrainSettings, build_patch_set, pretrain_backbone, save_backbone
 
-    if backbone not in BACKBONES:
-        raise MammofuseError(f"--backbone must be one of {', '.join(BACKBONES)}, not {backbone!r}")
+    if backbone not in ARCHITECTURES:
+        raise MammofuseError(f"--backbone must be one of {', '.join(ARCHITECTURES)}, not {backbone!r}")
     if split == "test":
         raise MammofuseError("--split test: pretraining never uses test images")
     check_stdout()  # the summary goes there

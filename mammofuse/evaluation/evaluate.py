@@ -21,7 +21,7 @@ from mammofuse.evaluation.leakage import (
     patient_overlap,
 )
 from mammofuse.evaluation.metrics import evaluate_predictions
-from mammofuse.training.card import threshold_source
+from mammofuse.provenance import threshold_source
 
 REGION_HINT = "The dataset gives them none (CBIS-DDSM: ROI masks in a TCIA tree, or COCO boxes beside the images)"
 

@@ -103,7 +103,7 @@ def _square_crop(pixels: np.ndarray, row: float, col: float, side: int) -> np.nd
     return out
 
 
-def _resize(pixels: np.ndarray, size: int | tuple[int, int]) -> np.ndarray:
+def resize(pixels: np.ndarray, size: int | tuple[int, int]) -> np.ndarray:
     """Bilinear resize to ``size`` (a square side, or (height, width))."""
     from PIL import Image
 
@@ -119,7 +119,7 @@ def to_canvas(pixels: np.ndarray, canvas: tuple[int, int]) -> np.ndarray:
     (bilinear weights sum to one, so the order changes the result by float rounding only).
     """
     low, high = float(pixels.min()), float(pixels.max())
-    stretched = pixels if pixels.shape == tuple(canvas) else _resize(pixels, canvas)
+    stretched = pixels if pixels.shape == tuple(canvas) else resize(pixels, canvas)
     if (low, high) == (0.0, 1.0):  # already min-max scaled
         return stretched.astype(np.float32, copy=False)
     scaled = stretched.astype(np.float32)  # a copy of the canvas (Pillow's array is read-only)
@@ -193,7 +193,7 @@ def crop_pixels(pixels: np.ndarray, recipe: PreprocessRecipe, region: Region | N
 
 def normalise(crop: np.ndarray, recipe: PreprocessRecipe) -> np.ndarray:
     """A crop resized to the model input (1, S, S) float32, normalised with the recipe's mean and std."""
-    crop = _resize(crop, recipe.image_size)
+    crop = resize(crop, recipe.image_size)
     return ((crop - recipe.mean) / recipe.std)[None].astype(np.float32)
 
 

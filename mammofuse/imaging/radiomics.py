@@ -41,7 +41,7 @@ def texture_features(crop: np.ndarray) -> np.ndarray:
         float(flat.mean()), std,
         float(stats.skew(flat)) if std > 1e-8 else 0.0,
         float(stats.kurtosis(flat)) if std > 1e-8 else 0.0,
-        float(-(hist[hist > 0] * np.log2(hist[hist > 0])).sum()),
+        float(stats.entropy(hist, base=2)),
         *np.percentile(flat, (10, 50, 90)).tolist(),
     ]
     return np.concatenate([*texture, np.asarray(first)]).astype(np.float32)

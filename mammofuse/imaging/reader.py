@@ -304,8 +304,6 @@ def _dicom_header(path: Path, defer_pixels: bool = False, any_modality: bool = F
 
 
 def _read_dicom(path: Path, any_modality: bool = False) -> tuple[np.ndarray, MammogramInfo]:
-    from pydicom.pixels import apply_modality_lut, apply_voi_lut
-
     ds, info = _dicom_header(path, any_modality=any_modality)
     try:
         raw = ds.pixel_array
@@ -315,7 +313,7 @@ def _read_dicom(path: Path, any_modality: bool = False) -> tuple[np.ndarray, Mam
         raise InputFileError(path, f"expected one 2D grayscale image, pixel data has shape {raw.shape}")
     del ds.PixelData  # the encoded bytes and pydicom's copy of the array: not needed from here on
     try:
-        pixels = _dicom_to_unit(ds, raw, apply_modality_lut, apply_voi_lut)
+        pixels = _dicom_to_unit(ds, raw)
     except (ValueError, TypeError, ZeroDivisionError, IndexError, KeyError) as exc:
         raise InputFileError(path, f"cannot apply the DICOM LUTs or window ({type(exc).__name__}: {exc})") from None
     return pixels, info
@@ -407,7 +405,7 @@ def _truncated(detail: str) -> str:
     return f"DICOM file is truncated: {detail} (an incomplete download or copy?)"
 
 
-def _dicom_to_unit(ds: Any, raw: np.ndarray, modality_lut: Any, voi_lut: Any) -> np.ndarray:
+def _dicom_to_unit(ds: Any, raw: np.ndarray) -> np.ndarray:
     """Stored values -> [0, 1] with 1 = dense, honouring padding (a value or a range), LUTs and MONOCHROME1.
 
     The scale runs from the darkest to the brightest pixel that is not padding, after the modality
@@ -418,7 +416,7 @@ def _dicom_to_unit(ds: Any, raw: np.ndarray, modality_lut: Any, voi_lut: Any) ->
     if padding is not None:
         low, high = sorted((padding, ds.get("PixelPaddingRangeLimit", padding)))
         pad_mask = (raw >= low) & (raw <= high)
-    values = _lut_values(ds, raw, modality_lut, voi_lut)
+    values = _lut_values(ds, raw)
     if pad_mask is not None and not pad_mask.all():
         valid = np.logical_not(pad_mask, out=pad_mask)  # in the mask's own memory, turned back below
         low, high = float(values.min(where=valid, initial=np.inf)), float(values.max(where=valid, initial=-np.inf))
@@ -433,15 +431,17 @@ def _dicom_to_unit(ds: Any, raw: np.ndarray, modality_lut: Any, voi_lut: Any) ->
     return pixels
 
 
-def _lut_values(ds: Any, raw: np.ndarray, modality_lut: Any, voi_lut: Any) -> np.ndarray:
+def _lut_values(ds: Any, raw: np.ndarray) -> np.ndarray:
     """float32 values of the stored ones after the modality LUT and the file's window, a block of rows at a time
     (both LUTs map each pixel on its own, so the blocks give what the whole image would)."""
+    from pydicom.pixels import apply_modality_lut, apply_voi_lut
+
     windowed = any(k in ds for k in ("VOILUTSequence", "WindowCenter"))
     values = np.empty(raw.shape, dtype=np.float32)
     step = max(1, BLOCK_PIXELS // max(raw.shape[1], 1))
     for top in range(0, raw.shape[0], step):
-        block = modality_lut(raw[top : top + step], ds).astype(np.float32)
-        values[top : top + step] = voi_lut(block, ds, prefer_lut=True) if windowed else block
+        block = apply_modality_lut(raw[top : top + step], ds).astype(np.float32)
+        values[top : top + step] = apply_voi_lut(block, ds, prefer_lut=True) if windowed else block
     return values
 
 

@@ -12,7 +12,7 @@ from mammofuse.imaging.preprocess import PreprocessRecipe
 from mammofuse.imaging.reader import MAX_PIXELS
 from mammofuse.validation import MIN_IMAGE_SIZE, Rule, check_all, checked
 
-BACKBONES = ("cnn4", "resnet18", "resnet34", "resnet50")
+ARCHITECTURES = ("cnn4", "resnet18", "resnet34", "resnet50")
 CONFIG_FORMAT = 1
 
 # What a config.json may hold: it can come from anyone's Hub repository.
@@ -101,8 +101,8 @@ class ModelConfig:
             self.calibration = Calibration.from_dict(self.calibration).as_dict()
         if not all(isinstance(n, int) and not isinstance(n, bool) and 0 < n <= 1000 for n in self.field_sizes):
             raise MammofuseError(f"field_sizes must be positive integers, not {self.field_sizes!r}"[:160])
-        if self.uses_image and self.backbone not in BACKBONES:
-            raise MammofuseError(f"unknown backbone {self.backbone!r}; choose from {', '.join(BACKBONES)}")
+        if self.uses_image and self.backbone not in ARCHITECTURES:
+            raise MammofuseError(f"unknown backbone {self.backbone!r}; choose from {', '.join(ARCHITECTURES)}")
         if self.proj_dim % self.num_heads:
             raise MammofuseError(f"proj_dim {self.proj_dim} must be divisible by num_heads {self.num_heads}")
 

@@ -33,7 +33,7 @@ import torch
 from torch import nn
 
 from mammofuse.fusion import Fusion
-from mammofuse.imaging.radiomics import RADIOMICS_MIN_STD
+from mammofuse.imaging.radiomics import N_RADIOMICS, RADIOMICS_MIN_STD
 from mammofuse.model.config import ModelConfig
 from mammofuse.model.encoders import ClinicalTokens, image_backbone
 
@@ -98,8 +98,6 @@ class MammoFuse(nn.Module):
             self.image_proj = nn.Conv2d(channels, d, kernel_size=1)
             self.missing_image = nn.Parameter(torch.zeros(1, 1, d))
             if config.radiomics:
-                from mammofuse.imaging.radiomics import N_RADIOMICS
-
                 self.register_buffer("radiomics_mean", torch.zeros(N_RADIOMICS))
                 self.register_buffer("radiomics_std", torch.ones(N_RADIOMICS))
                 self.radiomics_proj = nn.Sequential(nn.Linear(N_RADIOMICS, d), nn.GELU(), nn.Linear(d, d))
@@ -251,7 +249,9 @@ class MammoFuse(nn.Module):
 
     def _image_tokens(self, image: torch.Tensor | None, features: torch.Tensor | None, present: torch.Tensor, radiomics: torch.Tensor | None) -> torch.Tensor:
         if features is None:
-            features = self._present_features(image, present)
+            # In eval mode only the rows with an image go through the backbone. In training every row does: DDP expects
+            # every parameter to take part in each step, and the trainer keeps image-less rows out itself where it can.
+            features = self.image_features(image) if self.training or bool(present.all()) else self.present_features(image, present)
         tokens = self.image_proj(features).flatten(2).transpose(1, 2)  # (B, h*w, d)
         if self.config.radiomics:
             if radiomics is None:
@@ -261,24 +261,28 @@ class MammoFuse(nn.Module):
             tokens = torch.cat([tokens, self.radiomics_proj(standard)[:, None]], dim=1)
         return torch.where(present[:, None, None], tokens, self.missing_image.expand_as(tokens))
 
-    def _present_features(self, image: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
-        """:meth:`image_features` of a batch; in eval mode only the rows with an image go through the backbone, the
-        others get zeros (their tokens become the missing-image token). In training every row does: DDP expects every
-        parameter to take part in each step, and the trainer keeps image-less rows out itself where it can."""
-        if self.training or bool(present.all()):
-            return self.image_features(image)
+    def present_features(self, image: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
+        """:meth:`image_features` of the rows of ``image`` that have an image (``present``, (B,) bool); zeros for the
+        others, which never reach the backbone (their tokens become the missing-image token)."""
         if not bool(present.any()):
-            return image.new_zeros((len(present), *self._feature_shape(image)))
+            return image.new_zeros((len(present), *self.feature_shape(image.shape[1:])))
         computed = self.image_features(image[present])
         return computed.new_zeros((len(present), *computed.shape[1:])).index_put((present,), computed)
 
-    def _feature_shape(self, image: torch.Tensor) -> tuple[int, ...]:
-        """(C, h, w) of the backbone's output for images shaped as ``image``'s, from one zero image once per shape
-        (in eval mode: no BatchNorm statistic moves)."""
-        key = tuple(image.shape[1:])
+    @torch.no_grad()
+    def feature_shape(self, image_shape: Sequence[int]) -> tuple[int, ...]:
+        """(C, h, w) of the backbone's output for images shaped ``image_shape`` (1, H, W), from one zero image once per
+        shape, the backbone in eval mode meanwhile (no BatchNorm statistic moves)."""
+        key = tuple(image_shape)
         if key not in self._feature_shapes:
-            with torch.no_grad():
-                self._feature_shapes[key] = tuple(self.image_features(image.new_zeros((1, *key))).shape[1:])
+            assert self.backbone is not None, "this fusion has no image branch"
+            weight = next(self.backbone.parameters())
+            was_training = self.backbone.training
+            self.backbone.eval()
+            try:
+                self._feature_shapes[key] = tuple(self.backbone(weight.new_zeros((1, *key))).shape[1:])
+            finally:
+                self.backbone.train(was_training)
         return self._feature_shapes[key]
 
     def _modality_dropout(self, present: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

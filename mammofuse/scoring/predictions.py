@@ -6,8 +6,10 @@ import math
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Protocol, Sequence
 
 from mammofuse.cases import case_remarks
+from mammofuse.clinical import load_schema
 from mammofuse.data.sample import Sample
 from mammofuse.results import DECIMALS, ErrorKind, Prediction, ScoringError, decide, joined_note
+from mammofuse.validation import Rule, checked
 
 if TYPE_CHECKING:  # torch stays out of import time
     from mammofuse.clinical.schema import ClinicalSchema
@@ -66,9 +68,7 @@ def scored_batches(
     model_name: str | None = None,
 ) -> Iterator[IndexedPredictions]:
     """:func:`score_files` batch by batch, each prediction with its sample's position; the threshold is checked now."""
-    from mammofuse.clinical import load_schema
     from mammofuse.scoring.local import LocalEngine
-    from mammofuse.validation import Rule, checked
 
     cut = checked("threshold", model.config.threshold if threshold is None else threshold, Rule(float, 0, 1))
     schema = load_schema(model.config.vocabulary)

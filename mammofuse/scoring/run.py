@@ -9,11 +9,13 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
 from mammofuse.cases import ListedFile
+from mammofuse.clinical import load_schema
 from mammofuse.data.sample import Sample
 from mammofuse.results import Prediction
 from mammofuse.scoring.predictions import Engine, IndexedPredictions, prediction_of, scored_batches
 from mammofuse.scoring.resume import Inputs, Resumed, resume_output
 from mammofuse.scoring.sink import RecordLayout, file_record, record_writer
+from mammofuse.validation import Rule, checked
 
 
 @dataclass
@@ -47,9 +49,6 @@ class ScoringRun:
     def __init__(
         self, model: Any, files: Sequence[ListedFile], *, threshold: float | None = None, per_breast: bool = False, model_name: str | None = None,
     ) -> None:
-        from mammofuse.clinical import load_schema
-        from mammofuse.validation import Rule, checked
-
         self.model, self.files, self.threshold, self.per_breast = model, files, threshold, per_breast
         self.model_name = model_name or model.name
         self.resumed = Resumed()

@@ -12,9 +12,14 @@ import numpy as np
 import torch
 from torch import nn
 
+from mammofuse.cache import cache_dir
+from mammofuse.clinical import load_schema
 from mammofuse.data.sample import Sample
 from mammofuse.device import resolve_device
 from mammofuse.errors import MammofuseError
+from mammofuse.imaging.reader import image_shape
+from mammofuse.model import MammoFuse, ModelConfig
+from mammofuse.training import checkpoint as ckpt
 from mammofuse.training.distributed import Distributed, env_local_rank
 from mammofuse.training.features import FeatureCache
 from mammofuse.training.schedule import lr_factor
@@ -22,7 +27,6 @@ from mammofuse.training.settings import TrainSettings
 
 if TYPE_CHECKING:
     from mammofuse.imaging.preprocess import PreprocessRecipe
-    from mammofuse.model import MammoFuse, ModelConfig
 
 GRAD_CLIP = 1.0  # max global gradient norm
 
@@ -53,8 +57,6 @@ def join_run(device: str) -> tuple[torch.device, Distributed]:
 
 def common_canvas(samples: Sequence[Sample]) -> tuple[int, int] | None:
     """The one (rows, columns) shared by every image file of ``samples`` (headers only), else None."""
-    from mammofuse.imaging.reader import image_shape
-
     shapes = {image_shape(p) for p in {s.image_path for s in samples if s.image_path}}
     return shapes.pop() if len(shapes) == 1 and None not in shapes else None
 
@@ -68,8 +70,6 @@ def seed_everything(seed: int) -> None:
 
 def build_model(settings: TrainSettings, recipe: PreprocessRecipe, device: torch.device) -> MammoFuse:
     """A freshly seeded model with the pretrained weights ``settings`` ask for, on ``device``."""
-    from mammofuse.model import MammoFuse, ModelConfig
-
     config = ModelConfig(
         fusion=settings.fusion, backbone=settings.backbone, proj_dim=settings.proj_dim,
         modality_dropout=float(settings.modality_dropout), preprocessing=recipe.as_dict(),
@@ -96,8 +96,6 @@ class InputTables:
 
     @classmethod
     def build(cls, samples: Sequence[Sample], vocabulary: str, uses_image: bool) -> InputTables:
-        from mammofuse.clinical import load_schema
-
         schema = load_schema(vocabulary)
         encoded = [schema.encode(s.clinical) for s in samples]
         return cls(
@@ -153,8 +151,6 @@ class Optimisation:
 
     def state(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
         """(tensors, JSON scalars) of the optimiser, schedule and scaler, for the checkpoint."""
-        from mammofuse.training import checkpoint as ckpt
-
         tensors, optimizer = ckpt.optimizer_state(self.optimizer)
         scheduler = self.scheduler.state_dict()
         scheduler.pop("lr_lambdas", None)  # a closure: rebuilt from the settings
@@ -162,8 +158,6 @@ class Optimisation:
         return tensors, {"optimizer": optimizer, "scheduler": scheduler, "scaler": scaler}
 
     def load_state(self, tensors: dict[str, torch.Tensor], scalars: dict[str, Any]) -> None:
-        from mammofuse.training import checkpoint as ckpt
-
         ckpt.load_optimizer_state(self.optimizer, tensors, scalars["optimizer"])
         self.scheduler.load_state_dict({**scalars["scheduler"], "lr_lambdas": [None]})
         if self.scaler is not None and scalars.get("scaler"):
@@ -175,7 +169,5 @@ def feature_cache(settings: TrainSettings, config: ModelConfig) -> FeatureCache 
     # Cached features are exact only while every input is fixed: no augmentation, no radiomics token.
     if settings.feature_cache == "off" or not config.uses_image or settings.augment or config.radiomics:
         return None
-    from mammofuse.cache import cache_dir
-
     folder = cache_dir("features", keeps="the frozen backbone's features") if settings.feature_cache == "disk" else None
     return FeatureCache("disk" if folder else "memory", folder)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
@@ -10,23 +9,13 @@ from mammofuse import RESEARCH_NOTICE
 from mammofuse.atomic import write_text
 from mammofuse.fusion import Fusion
 from mammofuse.hub import CARD_METADATA, CARD_NAME, staged_model_folder
+from mammofuse.provenance import fmt, threshold_source
 from mammofuse.training.schedule import lr_factor
 from mammofuse.training.settings import TrainSettings
 
 if TYPE_CHECKING:
     from mammofuse.training.callbacks import EpochRow
     from mammofuse.training.state import BestEpoch
-
-
-def _fmt(value: Any, digits: int = 3) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "n/a"
-    return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
-
-
-def _signed(value: Any) -> str:
-    """``+ 0.073`` or ``- 0.073``: a term added to an expression."""
-    return "+ n/a" if not isinstance(value, float) else f"{'-' if value < 0 else '+'} {abs(value):.3f}"
 
 
 def _initialisation(pretrained: str | None) -> str:
@@ -37,21 +26,6 @@ def _initialisation(pretrained: str | None) -> str:
     if pretrained:
         return f"initialised from the self-supervised backbone `{Path(pretrained).name}` (texture statistics of unlabelled tissue patches)"
     return "randomly initialised"
-
-
-def threshold_source(provenance: Mapping[str, Any]) -> str:
-    """Where a model's stored decision threshold came from, as its provenance records it (the card and ``evaluate`` say it)."""
-    if oof := provenance.get("threshold_from"):
-        source = (f"the pooled out-of-fold predictions of `{oof['arm_folder']}` "
-                  f"({oof['folds']}-fold cross-validation of this recipe on these {oof['cases']} cases)")
-        if not isinstance(calibration := oof.get("calibration"), dict):  # a model trained before calibration
-            return f"Youden's J on {source}"
-        return (f"Youden's J on {source}, recalibrated; the scores of cases with every modality the model uses are "
-                f"recalibrated by the Platt map fitted on those predictions (logit x {_fmt(calibration.get('slope'))} "
-                f"{_signed(calibration.get('intercept'))})")
-    if "n_val" not in provenance:
-        return "unknown: the model records no training provenance"
-    return "chosen on validation by Youden's J" if provenance["n_val"] else "not tuned: no validation part (val_fraction 0)"
 
 
 def _learning_rates(s: TrainSettings) -> str:
@@ -101,7 +75,7 @@ def _model_section(s: TrainSettings, provenance: Mapping[str, Any], best: BestEp
         f"- Shared token dimension {s.proj_dim}"
         + (f"; modality dropout {s.modality_dropout} during training" if Fusion(s.fusion).joint_head else "")
         + ("; late fusion: image and clinical heads each trained on their own, their logits averaged" if s.fusion == Fusion.LATE else ""),
-        f"- Decision threshold {_fmt(best.threshold)}: " + threshold_source(provenance),
+        f"- Decision threshold {fmt(best.threshold)}: " + threshold_source(provenance),
         *([_geometry(s, provenance.get("recipe", {}).get("canvas"))] if s.uses_image else []),
     ]
 
@@ -161,12 +135,12 @@ def _metrics_section(history: Sequence[EpochRow], best: BestEpoch, has_val: bool
         "",
         "## Metrics (validation)" if has_val else "## Training loss",
         "",
-        f"- Kept epoch {best.epoch}: ROC AUC {_fmt(best.val_auc)}" if has_val
+        f"- Kept epoch {best.epoch}: ROC AUC {fmt(best.val_auc)}" if has_val
         else f"- Kept epoch {best.epoch}; no validation part, so no metric here",
         "",
         "| epoch | frozen | train loss | val loss | val AUC |",
         "|---|---|---|---|---|",
-        *(f"| {r['epoch']} | {'yes' if r['frozen'] else 'no'} | {_fmt(r['train_loss'])} | {_fmt(r['val_loss'])} | {_fmt(r['val_auc'])} |" for r in history),
+        *(f"| {r['epoch']} | {'yes' if r['frozen'] else 'no'} | {fmt(r['train_loss'])} | {fmt(r['val_loss'])} | {fmt(r['val_auc'])} |" for r in history),
     ]
 
 
@@ -225,9 +199,9 @@ def add_cross_validation(folder: Path, report: dict[str, Any], arm: str) -> None
         "## Cross-validated performance (the same recipe, `mammofuse ablate`)",
         "",
         f"- `{p['dataset']}`: {p['cases']} cases, {p['patients']} patients, {p['split']}",
-        f"- ROC AUC {_fmt(a['auc'])} ± {_fmt(a.get('auc_sd'))} over folds; pooled out-of-fold AUC {_fmt(a.get('auc_pooled'))}"
+        f"- ROC AUC {fmt(a['auc'])} ± {fmt(a.get('auc_sd'))} over folds; pooled out-of-fold AUC {fmt(a.get('auc_pooled'))}"
         + (f" [95% CI {ci[0]:.3f}, {ci[1]:.3f}] (patient bootstrap)" if ci else ""),
-        f"- Sensitivity {_fmt(a['sensitivity'])}, specificity {_fmt(a['specificity'])} at each fold's threshold "
+        f"- Sensitivity {fmt(a['sensitivity'])}, specificity {fmt(a['specificity'])} at each fold's threshold "
         f"({p.get('threshold', VALIDATION_THRESHOLD)})",
     ]
     if p.get("image_weights"):
@@ -240,13 +214,13 @@ def add_cross_validation(folder: Path, report: dict[str, Any], arm: str) -> None
     for name, c in a.get("controls", {}).items():
         what = ("lesion masked out (filled from adjacent tissue)" if name == "masked" else
                 "a same-size patch away from every lesion" + (f" (mean over {patches} patches per case)" if patches > 1 else ""))
-        lines.append(f"- Shortcut control, {what}: AUC {_fmt(c['auc'])} (plain {_fmt(c['auc_plain_same_cases'])} on the same {c['n']} cases)")
+        lines.append(f"- Shortcut control, {what}: AUC {fmt(c['auc'])} (plain {fmt(c['auc_plain_same_cases'])} on the same {c['n']} cases)")
     if cal := a.get("calibration"):
-        lines.append(f"- Calibration of the pooled out-of-fold scores: slope {_fmt(cal['slope'])} (1: calibrated; above 1: "
-                     f"under-confident), Brier {_fmt(cal['brier'])}, ECE {_fmt(cal['ece'])}; recalibrated by the Platt map of the "
-                     f"other folds: Brier {_fmt(cal['brier_recalibrated'])}, ECE {_fmt(cal['ece_recalibrated'])}")
+        lines.append(f"- Calibration of the pooled out-of-fold scores: slope {fmt(cal['slope'])} (1: calibrated; above 1: "
+                     f"under-confident), Brier {fmt(cal['brier'])}, ECE {fmt(cal['ece'])}; recalibrated by the Platt map of the "
+                     f"other folds: Brier {fmt(cal['brier_recalibrated'])}, ECE {fmt(cal['ece_recalibrated'])}")
     missing = a.get("missing_clinical", {})
     if "1" in missing:
-        lines.append(f"- Clinical findings removed at inference for every case: AUC {_fmt(missing['1']['auc'])}")
+        lines.append(f"- Clinical findings removed at inference for every case: AUC {fmt(missing['1']['auc'])}")
     card = Path(folder) / CARD_NAME
     write_text(card, card.read_text(encoding="utf-8") + "\n".join(lines) + "\n")

@@ -18,15 +18,17 @@ import hashlib
 import json
 import os
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import torch
-from torch import nn
 
 from mammofuse.cache import file_identity
 from mammofuse.data.sample import Sample
 from mammofuse.imaging.preprocess import PreprocessRecipe
 from mammofuse.model.io import state_digest
+
+if TYPE_CHECKING:
+    from mammofuse.model.mammofuse import MammoFuse
 
 CACHE_VERSION = 1
 
@@ -100,7 +102,7 @@ class FeatureCache:
 
 @torch.no_grad()
 def extract_features(
-    backbone: nn.Module,
+    model: MammoFuse,
     samples: Sequence[Sample],
     indices: Sequence[int],
     load: Callable[[int], tuple[torch.Tensor, bool]],
@@ -110,13 +112,14 @@ def extract_features(
     device: torch.device,
     on_step: Callable[[int], None] | None = None,
 ) -> tuple[dict[int, torch.Tensor], dict[int, bool]]:
-    """Features (C, h, w) and image-present flags for ``indices``, reading the cache first.
+    """Features (C, h, w) of ``model``'s backbone and image-present flags for ``indices``, reading the cache first.
 
     ``load(i)`` returns sample i's input image (1, S, S) and whether it was read. The backbone
     never runs for a sample without a readable image: it gets zero features (the model swaps in
     its learned missing-image token anyway). Misses are computed in order, in chunks of
     ``batch_size``, so the same samples always give bit-identical features.
     """
+    backbone = model.backbone
     backbone.eval()
     weights = state_digest(backbone)
     out: dict[int, torch.Tensor] = {}
@@ -153,20 +156,9 @@ def extract_features(
         if on_step:
             on_step(len(chunk))
     if absent:
-        blank = torch.zeros(feature_shape(backbone, recipe.image_size, device))
+        blank = torch.zeros(model.feature_shape((1, recipe.image_size, recipe.image_size)))
         for i in absent:
             out[i], present[i] = blank, False
         if on_step:
             on_step(sum(not samples[i].has_image for i in absent))
     return out, present
-
-
-@torch.no_grad()
-def feature_shape(backbone: nn.Module, image_size: int, device: torch.device) -> tuple[int, ...]:
-    """(C, h, w) of the backbone's output, from one zero image in eval mode (no BatchNorm update)."""
-    was_training = backbone.training
-    backbone.eval()
-    try:
-        return tuple(backbone(torch.zeros(1, 1, image_size, image_size, device=device)).shape[1:])
-    finally:
-        backbone.train(was_training)

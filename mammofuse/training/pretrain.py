@@ -26,11 +26,16 @@ import torch
 from torch import nn
 
 from mammofuse.atomic import write_bytes
-from mammofuse.backbones import BACKBONES, backbone_path
+from mammofuse.backbones import REGISTERED_BACKBONES, backbone_path
 from mammofuse.cache import file_identity
 from mammofuse.errors import MammofuseError
 from mammofuse.hub import REGISTRY, WEIGHTS_NAME, staged_model_folder
-from mammofuse.imaging.preprocess import Region
+from mammofuse.imaging.augment import augment_batch
+from mammofuse.imaging.preprocess import PreprocessRecipe, Region, region_in_model_space, resize, to_canvas
+from mammofuse.imaging.radiomics import texture_features
+from mammofuse.imaging.reader import read_mammogram
+from mammofuse.model import MammoFuse
+from mammofuse.model.encoders import image_backbone
 from mammofuse.model.io import check_weights
 
 BACKBONE_FORMAT = "mammofuse-backbone-1"
@@ -54,8 +59,6 @@ class PretrainSettings:
 
 def _model_backbone(spec: str, folder: Path, backbone: str) -> dict[str, torch.Tensor]:
     """The image backbone's weights of a trained mammofuse model (e.g. an image-only model)."""
-    from mammofuse.model import MammoFuse
-
     model = MammoFuse.from_pretrained(folder)
     if model.backbone is None or model.config.backbone != backbone:
         raise MammofuseError(f"pretrained (--pretrained) {spec}: a {model.config.fusion} model with backbone {model.config.backbone}, not a {backbone} image branch")
@@ -104,9 +107,9 @@ def load_backbone(module: nn.Module, spec: str, backbone: str) -> dict[str, str]
         return {"format": "mammofuse-model", "backbone": backbone, "source": spec}
     path = _backbone_file(spec)
     if not path.is_file():
-        what = "a registered backbone missing from this installation" if spec in BACKBONES else "no such file, model folder or registered name"
+        what = "a registered backbone missing from this installation" if spec in REGISTERED_BACKBONES else "no such file, model folder or registered name"
         raise MammofuseError(
-            f"pretrained (--pretrained) {spec}: {what} (backbones: {', '.join(BACKBONES)}; models: {', '.join(REGISTRY)}; or 'imagenet', 'auto', 'none')"
+            f"pretrained (--pretrained) {spec}: {what} (backbones: {', '.join(REGISTERED_BACKBONES)}; models: {', '.join(REGISTRY)}; or 'imagenet', 'auto', 'none')"
         )
     try:
         with safe_open(str(path), framework="pt") as fh:
@@ -153,10 +156,6 @@ def build_patch_set(
     images: Sequence[str], avoid: dict[str, list[Region]], settings: PretrainSettings, on_image: Callable[[], None] | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
     """(inputs (N, 1, S, S) in [0, 1], texture targets (N, F), image index per patch, errors)."""
-    from mammofuse.imaging.preprocess import _resize, region_in_model_space, to_canvas
-    from mammofuse.imaging.radiomics import texture_features
-    from mammofuse.imaging.reader import read_mammogram
-
     rng = np.random.default_rng(settings.seed)
     inputs, targets, owners, errors = [], [], [], []
     for k, path in enumerate(images):
@@ -170,7 +169,7 @@ def build_patch_set(
         if settings.canvas:
             pixels = to_canvas(pixels, settings.canvas)
         for patch in draw_patches(pixels, settings.patches_per_image, settings.patch_sides, regions, rng):
-            small = _resize(patch, settings.image_size)
+            small = resize(patch, settings.image_size)
             inputs.append(small[None])
             targets.append(texture_features(small))
             owners.append(k)
@@ -199,10 +198,6 @@ def pretrain_backbone(
 
     A share ``holdout`` of the images (all their patches) is kept out to report R^2 per epoch.
     """
-    from mammofuse.imaging.augment import augment_batch
-    from mammofuse.imaging.preprocess import PreprocessRecipe
-    from mammofuse.model.encoders import image_backbone
-
     torch.manual_seed(settings.seed)
     rng = np.random.default_rng(settings.seed)
     images = np.unique(owners)

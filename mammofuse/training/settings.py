@@ -7,8 +7,9 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mammofuse.backbones import default_backbone
+from mammofuse.backbones import REGISTERED_BACKBONES, default_backbone
 from mammofuse.errors import MammofuseError, reading
+from mammofuse.hub import REGISTRY
 from mammofuse.validation import MAX_SEED, MIN_IMAGE_SIZE, Rule, check_all
 
 if TYPE_CHECKING:
@@ -65,10 +66,7 @@ RESUMABLE_CHANGES = frozenset({"epochs", "patience", "device", "workers", "featu
 def setting_path(value: str | None, workdir: str | Path) -> str | None:
     """What a :data:`PATH_SETTINGS` value names when given in ``workdir``: an absolute path, or a registered name
     (backbone or model), ``imagenet`` or None as it is."""
-    from mammofuse.backbones import BACKBONES
-    from mammofuse.hub import REGISTRY
-
-    if value is None or value == "imagenet" or value in BACKBONES or value in REGISTRY:
+    if value is None or value == "imagenet" or value in REGISTERED_BACKBONES or value in REGISTRY:
         return value
     return os.path.abspath(os.path.join(workdir, os.path.expanduser(value)))
 
@@ -198,7 +196,7 @@ class TrainSettings:
         """Check (and normalise) every setting against :data:`RULES`; raise MammofuseError naming the first bad one."""
         from mammofuse.device import resolve_device
         from mammofuse.fusion import FUSIONS
-        from mammofuse.model.config import BACKBONES
+        from mammofuse.model.config import ARCHITECTURES
 
         for name, value in check_all(asdict(self), RULES, text_numbers=True).items():  # from YAML
             setattr(self, name, value)
@@ -211,7 +209,7 @@ class TrainSettings:
         _choice("fusion", self.fusion, FUSIONS)
         resolve_device(self.device)
         if self.uses_image:
-            _choice("backbone", self.backbone, BACKBONES)
+            _choice("backbone", self.backbone, ARCHITECTURES)
         if self.freeze_epochs and not self.pretrained and self.uses_image:
             raise MammofuseError("freeze_epochs needs pretrained weights: a randomly initialised backbone is never frozen")
         if 0 < self.val_fraction < 0.01:

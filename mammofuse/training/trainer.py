@@ -17,6 +17,7 @@ run of 4 epochs and a run of 2 epochs resumed to 4 give identical weights.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -30,13 +31,20 @@ import numpy as np
 import torch
 from torch import nn
 
+from mammofuse import __version__
 from mammofuse.atomic import folder_lock, write_text
 from mammofuse.clinical.schema import load_schema
 from mammofuse.data.sample import Sample, case_digest, patient_digest
 from mammofuse.errors import MammofuseError, OutputError, ResumeMismatch
 from mammofuse.evaluation.leakage import pretrained_patients, withheld_patients
 from mammofuse.evaluation.metrics import auc_or_none, youden_threshold
+from mammofuse.hub import CONFIG_NAME
+from mammofuse.imaging.augment import augment_batch
 from mammofuse.imaging.radiomics import RADIOMICS_MIN_STD
+from mammofuse.inference import LesionDataset, model_inputs
+from mammofuse.interrupts import loader_batches
+from mammofuse.model import save_model
+from mammofuse.model.io import config_text, read_config
 from mammofuse.results import sigmoid
 from mammofuse.training import checkpoint as ckpt
 from mammofuse.training.build import (
@@ -127,7 +135,6 @@ class _Trainer:
         self.features: dict[str, dict[int, torch.Tensor]] = {}
         self.wrapped: nn.Module = self.model
         self.wrapped_frozen: bool | None = None
-        self._feature_shape: tuple[int, ...] | None = None
         self.unreadable: dict[str, str] = {}  # "split:index" -> why its image could not be read
         self.warned = 0
         self.images_checked = False
@@ -155,8 +162,6 @@ class _Trainer:
     # ------------------------------------------------------------------ inputs
     def _image_datasets(self) -> dict[str, Any]:
         """Image readers of each split (kept in memory when read in this process)."""
-        from mammofuse.inference import LesionDataset
-
         config = self.model.config
         return {
             split: LesionDataset(
@@ -194,7 +199,7 @@ class _Trainer:
         mine = self.dist.shard(range(len(samples)))  # validation only ever needs this rank's share
         with self.report.phase(f"caching {split} features", len(mine)) as advance:
             feats, present = extract_features(
-                self.model.backbone, samples, mine, lambda i: self._load_image(split, i), self.recipe,
+                self.model, samples, mine, lambda i: self._load_image(split, i), self.recipe,
                 self.cache, self.settings.batch_size, self.device, on_step=advance,
             )
         if split == "train" and self.dist.enabled:  # each rank computed a share; every rank needs all
@@ -211,22 +216,28 @@ class _Trainer:
 
     def _batches(self, split: str, batches: list[list[int]], frozen: bool) -> Iterator[tuple[list[int], dict[str, torch.Tensor], torch.Tensor]]:
         """(indices, model kwargs, labels) per batch; images are read only when needed."""
-        table = self.tables[split]
         if not self.uses_image or (frozen and self.cache is not None):
-            for idx in batches:
-                kwargs = {
-                    "image": None,
-                    "clinical": table.clinical[idx].to(self.device),
-                    "clinical_mask": table.mask[idx].to(self.device),
-                    "image_present": table.present[idx].to(self.device),
-                }
-                if self.uses_image:
-                    kwargs["features"] = torch.stack([self.features[split][i] for i in idx]).to(self.device)
-                yield idx, kwargs, table.labels[idx].to(self.device)
-            return
-        from mammofuse.inference import model_inputs
-        from mammofuse.interrupts import loader_batches
+            return self._cached_batches(split, batches)
+        return self._loader_batches(split, batches, frozen)
 
+    def _cached_batches(self, split: str, batches: list[list[int]]) -> Iterator[tuple[list[int], dict[str, torch.Tensor], torch.Tensor]]:
+        """Batches from the input tables, with the cached backbone features of a model that uses images: no image is read."""
+        table = self.tables[split]
+        for idx in batches:
+            kwargs = {
+                "image": None,
+                "clinical": table.clinical[idx].to(self.device),
+                "clinical_mask": table.mask[idx].to(self.device),
+                "image_present": table.present[idx].to(self.device),
+            }
+            if self.uses_image:
+                kwargs["features"] = torch.stack([self.features[split][i] for i in idx]).to(self.device)
+            yield idx, kwargs, table.labels[idx].to(self.device)
+
+    def _loader_batches(self, split: str, batches: list[list[int]], frozen: bool) -> Iterator[tuple[list[int], dict[str, torch.Tensor], torch.Tensor]]:
+        """Batches read by the data loader (augmented in training); the rows without an image are kept out of the
+        backbone where that is possible."""
+        table = self.tables[split]
         for batch in loader_batches(
             self.datasets[split], batch_sampler=batches, num_workers=self.settings.workers,
             generator=torch.Generator().manual_seed(self.settings.seed),
@@ -238,8 +249,6 @@ class _Trainer:
                     self._unreadable(split, i, error)
             kwargs = model_inputs(batch, self.device)
             if self.settings.augment and split == "train":
-                from mammofuse.imaging.augment import augment_batch
-
                 kwargs["image"] = augment_batch(kwargs["image"])
             present = kwargs["image_present"]
             n_present = int(present.sum())
@@ -259,17 +268,9 @@ class _Trainer:
             yield idx, kwargs, batch["label"].to(self.device)
 
     def _present_features(self, image: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
-        """Backbone features of the rows with an image; zeros for the others (never looked at)."""
-        if self._feature_shape is None:
-            from mammofuse.training.features import feature_shape
-
-            self._feature_shape = feature_shape(self.model.backbone, self.settings.image_size, self.device)
-        features = torch.zeros((len(present), *self._feature_shape), device=self.device)
-        if bool(present.any()):
-            with self.optim.autocast():
-                computed = self.model.backbone(image[present]).float()
-            features = features.index_put((present,), computed)
-        return features
+        """:meth:`MammoFuse.present_features` under the run's autocast, in float32."""
+        with self.optim.autocast():
+            return self.model.present_features(image, present).float()
 
     # ------------------------------------------------------------------ epochs
     def _train_epoch(self, epoch: int, frozen: bool) -> float:
@@ -451,8 +452,6 @@ class _Trainer:
 
     # ------------------------------------------------------------------ outputs
     def _provenance(self) -> dict[str, Any]:
-        from mammofuse import __version__
-
         best = self.state.best
         return {
             "dataset": self.settings.dataset,
@@ -484,9 +483,6 @@ class _Trainer:
     def _sync_patient_digests(self) -> None:
         """Add or remove the kept model's patient digests when ``--resume`` changed ``patient_digests``: its
         config.json is rewritten only when a later epoch is kept, which a finished run or ``selection: best`` may never do."""
-        from mammofuse.hub import CONFIG_NAME
-        from mammofuse.model.io import config_text, read_config
-
         if not (self.out / CONFIG_NAME).is_file():
             return
         config = read_config(self.out)
@@ -501,8 +497,6 @@ class _Trainer:
         write_text(self.out / CONFIG_NAME, config_text(config))
 
     def _save_best(self) -> None:
-        from mammofuse.model import save_model
-
         self.model.config.threshold = float(self.state.best.threshold)
         self.model.config.provenance = self._provenance()
         save_model(self.model, self.out)
@@ -566,8 +560,6 @@ class _Trainer:
 def _data_digest(train_samples: Sequence[Sample], val_samples: Sequence[Sample]) -> str:
     """The training and validation cases in order, each by its data (:func:`case_digest`: label, patient, findings,
     region, image), not only its id: a manifest's ids are its row numbers, so ids alone miss relabelled cases."""
-    import hashlib
-
     text = json.dumps([[case_digest(s) for s in train_samples], [case_digest(s) for s in val_samples]])
     return hashlib.sha256(text.encode()).hexdigest()
 
