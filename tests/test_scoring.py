@@ -321,7 +321,7 @@ def test_resume_refuses_an_output_of_another_model_threshold_or_layout(tiny_mode
     code, _, err = predict(scan, "--model", str(tiny_model), "-o", str(out), "--resume", "--aggregate", "breast")
     assert code == 2 and "missing breast, breast_probability" in err
     code, _, err = predict(scan, "--model", str(tiny_model), "-o", str(out), "--resume")
-    assert code == 0 and "1 files, 1 of them in" in err.replace("\n", " ")
+    assert code == 0 and "1 file, 1 of them in" in err.replace("\n", " ")
     assert len(jsonl(out)) == 1
     code, _, err = predict(scan, "--model", str(tiny_model), "--resume", "--format", "json")
     assert code == 2 and "--resume continues an --output file" in err

@@ -83,7 +83,7 @@ CalcType = Annotated[str | None, typer.Option("--calc-type", help="Calcification
 CalcDistribution = Annotated[str | None, typer.Option("--calc-distribution", help="Calcification distribution, e.g. clustered.", rich_help_panel="Clinical findings")]
 InputPaths = Annotated[list[Path], typer.Argument(metavar="PATHS", parser=_given_path, help="DICOM or image files, or folders of them.", show_default=False)]
 ModelSpec = Annotated[str, typer.Option("--model", "-m", help="Registered name (see `mammofuse models`), model folder, or Hub id owner/name\\[@revision].")]
-ClinicalCsv = Annotated[Path | None, input_option("--clinical", help="CSV of findings per file: a path (or file name, stem, SOPInstanceUID) column and clinical fields; its values win over the flags.", rich_help_panel="Clinical findings")]
+ClinicalCsv = Annotated[Path | None, input_option("--clinical", help="CSV of findings per file: a path (or file name, stem, SOPInstanceUID) column and clinical fields; its values win over the flags. predict scores the rows of one file (named by path or SOPInstanceUID), each with its own roi_row, roi_col, roi_radius, as its lesions.", rich_help_panel="Clinical findings")]
 Recursive = Annotated[bool, typer.Option("--recursive", "-r", help="Descend into sub-folders.")]
 Device = Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:N or mps.")]
 AwayPatches = Annotated[int, typer.Option("--away-patches", min=1, max=MAX_AWAY_PATCHES, help="The away control scores each case on this many patches away from its lesion and averages them (logits): one patch's AUC moves with where it fell, by up to 0.14 on a hundred cases. 8 or more for small datasets.")]

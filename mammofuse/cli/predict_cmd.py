@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Sequence
 
 import typer
 
@@ -51,6 +51,7 @@ from mammofuse.device import usable_cpus
 from mammofuse.errors import MammofuseError
 
 if TYPE_CHECKING:
+    from mammofuse.cases import ListedFile
     from mammofuse.model import MammoFuse
     from mammofuse.results import Prediction
     from mammofuse.scoring import RayEngine
@@ -150,7 +151,7 @@ def predict(
         err_console.print(RESEARCH_NOTICE, style="dim", highlight=False, soft_wrap=True)
         failed = summary.failed
         before = f", {summary.before} of them in {safe(output)} before this run" if resume else ""
-        err_console.print(f"{summary.files} files{before}: {summary.files - len(failed)} scored, {len(failed)} failed", highlight=False, soft_wrap=True)
+        err_console.print(f"{_counted(summary.files, files)}{before}: {summary.files - len(failed)} scored, {len(failed)} failed", highlight=False, soft_wrap=True)
     else:
         if fmt == "table":
             _table(records, output)
@@ -161,10 +162,16 @@ def predict(
         for r in records:
             if remarks := _own_remarks(r.note, net):
                 note(f"{r.path}: {remarks}")
-    for path, error in failed:
+    for path, error in dict.fromkeys(failed):  # a file's lesions fail alike: once
         err_console.print(f"[red]failed:[/] {safe(path)}: {safe(error)}", highlight=False, soft_wrap=True)
     if failed:
         raise typer.Exit(SOME_FAILED)
+
+
+def _counted(cases: int, files: Sequence[ListedFile]) -> str:
+    """``N files``, or ``N cases of M files`` where the clinical CSV gives some file several lesions."""
+    paths = len({f.path for f in files})
+    return f"{cases} file{'s' * (cases != 1)}" if cases == paths else f"{cases} cases of {paths} file{'s' * (paths != 1)}"
 
 
 def _resume_notes(resumed: Resumed, output: Path) -> list[str]:
@@ -217,20 +224,23 @@ def _table(records: list[Prediction], output: Path | None) -> None:
 
     breast = bool(records) and records[0].per_breast
     errors = any(r.error for r in records)
+    lesions = len({r.path for r in records}) < len(records)  # a file scored once per lesion: its rows told apart by region
     table = Table(caption=_caption(records), caption_justify="left")
     table.add_column("file", overflow="fold")
-    for name in ("probability", "prediction", *(["breast", "breast prob.", "views"] if breast else []), "clinical", *(["error"] if errors else [])):
+    for name in (*(["lesion"] if lesions else []), "probability", "prediction", *(["breast", "breast prob.", "views"] if breast else []),
+                 "clinical", *(["error"] if errors else [])):
         table.add_column(name)
     for r in records:
         given = ", ".join(f"{k}={v}" for k, v in r.clinical.items() if v) or "none"
+        first = [cell(r.path), *([",".join(f"{v:g}" for v in r.region) if r.region else ""] if lesions else [])]
         extra = [cell(r.breast or "?"), "" if r.breast_probability is None else f"{r.breast_probability:.3f}",
                  "" if r.breast_views is None else str(r.breast_views)] if breast else []
         if r.error:
-            table.add_row(cell(r.path), "", "[red]failed[/]", *extra, cell(given), cell(r.error, "red"))
+            table.add_row(*first, "", "[red]failed[/]", *extra, cell(given), cell(r.error, "red"))
         else:
             style = "bold red" if r.decision == MALIGNANT else "green"
             digits = shown_digits(r.probability, r.threshold)
-            table.add_row(cell(r.path), f"{r.probability:.{digits}f}", f"[{style}]{r.decision}[/]", *extra, cell(given), *([""] if errors else []))
+            table.add_row(*first, f"{r.probability:.{digits}f}", f"[{style}]{r.decision}[/]", *extra, cell(given), *([""] if errors else []))
     show(table, output)
 
 

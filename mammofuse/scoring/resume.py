@@ -1,7 +1,8 @@
 """``--resume``: what an interrupted run already wrote, so that only the rest is scored.
 
 A record counts as done when its path, size and modification time match a file of this run (the path as records
-carry it, :func:`~mammofuse.results.record_path`: the same file under any locale). A
+carry it, :func:`~mammofuse.results.record_path`: the same file under any locale), and, for a file with several
+lesions, its region one of them. A
 record scored with other inputs than this run gives its file (model and its weights, threshold,
 clinical findings, lesion region, the fields ``--aggregate`` adds) is refused rather than mixed in. The output is
 repaired before anything is appended: a record torn by a ``kill -9`` at the end of the
@@ -72,7 +73,9 @@ def resume_output(
     resumed = Resumed()
     if not output.is_file():
         return resumed
-    position = {record_path(f.path): i for i, f in enumerate(files)}
+    positions: dict[str, list[int]] = {}  # a file's cases: one, or one per lesion
+    for i, f in enumerate(files):
+        positions.setdefault(record_path(f.path), []).append(i)
     drops: list[Span] = []
     spans: dict[int, Span] = {}
     cut: int | None = None
@@ -83,14 +86,16 @@ def resume_output(
                     raise MammofuseError(f"{output}:{record.line}: not a JSON record (written by something else?); cannot --resume it")
                 cut = record.span[0]
                 break
-            path, size, mtime_ns, probability, error = _checked(record.values, f"{output}:{record.line}", layout)
-            index = position.get(path)
+            where = f"{output}:{record.line}"
+            path, size, mtime_ns, probability, error = _checked(record.values, where, layout)
+            recorded = _recorded_inputs(record.values, where)
+            index = _case_of(positions.get(path), recorded, files, inputs, f"{where}: {path}")
             if index is None:
                 resumed.foreign += 1
             elif index in resumed.done or (size, mtime_ns) != (files[index].size, files[index].mtime_ns):
                 drops.append(record.span)
             else:
-                _check_inputs(_recorded_inputs(record.values, f"{output}:{record.line}"), inputs(files[index]), f"{output}:{record.line}: {path}")
+                _check_inputs(recorded, inputs(files[index]), f"{where}: {path}")
                 resumed.done[index] = math.nan if probability is None else probability
                 spans[index] = record.span
                 if error is not None:
@@ -100,6 +105,27 @@ def resume_output(
         drops += _reopen_unfinished_breasts(resumed, files, spans)
     _repair(output, sorted(drops), cut)
     return resumed
+
+
+def _case_of(
+    cases: list[int] | None, recorded: Inputs, files: Sequence[ListedFile], inputs: Callable[[ListedFile], Inputs], where: str,
+) -> int | None:
+    """The position of the case a record is of: its file's one case, or the lesion with the record's region (None: a
+    file not in this run).
+
+    Raises:
+        MammofuseError: the file has several lesions in this run and none has the record's region.
+    """
+    if not cases:
+        return None
+    if len(cases) == 1:
+        return cases[0]
+    for i in cases:
+        if inputs(files[i])[1] == recorded[1]:
+            return i
+    given = "; ".join(_region_text(inputs(files[i])[1]) for i in cases[:3])
+    raise MammofuseError(f"{where} was scored at {_region_text(recorded[1])}, but this run gives this file {len(cases)} lesions, "
+                         f"none there ({given}); resume with the same --clinical findings, or write to another --output")
 
 
 def _reopen_unfinished_breasts(resumed: Resumed, files: Sequence[ListedFile], spans: dict[int, Span]) -> list[Span]:
