@@ -82,7 +82,7 @@ def _listed(
     inputs: PathLike | Sequence[PathLike], model: MammoFuse, findings: Mapping[str, Any] | None, clinical_csv: PathLike | None,
     roi: tuple[float, float, float] | None, recursive: bool, per_breast: bool = False, explaining: bool = False,
 ) -> list[ListedFile]:
-    from mammofuse.cases import breast_notes, list_cases, model_notes
+    from mammofuse.cases import breast_notes, list_cases, model_notes, unit_of
 
     paths = as_paths(inputs, "images")
     flags = {k: str(v) for k, v in (findings or {}).items() if v is not None}
@@ -95,7 +95,7 @@ def _listed(
         outputs = SUMMARY  # explain's own output folders hold it: their figures are no mammograms to explain
     files = list_cases(paths, recursive, flags, csv, vocabulary=model.config.vocabulary, notes=notes, region=as_region(roi), breasts=per_breast,
                        skip_folders_with=outputs, lesions=not explaining)
-    notes += model_notes(model, [f.sample for f in files], bool(flags or clinical_csv), explaining=explaining)
+    notes += model_notes(model, [f.sample for f in files], bool(flags or clinical_csv), unit=unit_of(files), explaining=explaining)
     if per_breast:
         notes += breast_notes(model, files)
     for message in notes:

@@ -364,6 +364,11 @@ def list_cases(
     return [f for f, _ in listed]
 
 
+def unit_of(files: Sequence[ListedFile]) -> str:
+    """What the listed cases are, for notes that count them: ``files``, or ``cases`` where a file has several lesions."""
+    return "files" if len({f.path for f in files}) == len(files) else "cases"
+
+
 def _first_names(names: Sequence[str], shown: int = 10) -> str:
     """The first ``shown`` of ``names`` comma-separated, and how many more there are: a very wide CSV's are a screenful."""
     more = f" and {len(names) - shown} more" if len(names) > shown else ""

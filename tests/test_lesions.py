@@ -136,3 +136,11 @@ def test_explain_and_one_file_in_python_refuse_several_lesions(roi_model: Path, 
         mammofuse.predict(lcc, str(roi_model), clinical_csv=table)
     predictions = mammofuse.predict([lcc], str(roi_model), clinical_csv=table)
     assert [p.region for p in predictions] == [tuple(circle(FIRST)), tuple(circle(SECOND))]
+
+
+def test_notes_count_a_files_lesions_as_cases(roi_model: Path, real_dicoms: dict[str, Path], tmp_path: Path) -> None:
+    lcc = real_dicoms["P_00173_lcc"]
+    circles = [{c: lesion[c] for c in ("roi_row", "roi_col", "roi_radius")} for lesion in (FIRST, SECOND)]
+    table = write_csv(tmp_path / "circles.csv", [{"path": str(lcc), **c} for c in circles])
+    code, out, err = run("predict", str(lcc), "--model", str(roi_model), "--clinical", str(table), "-f", "json")
+    assert code == 0 and "2 of 2 cases give no finding of the lesion" in err, err

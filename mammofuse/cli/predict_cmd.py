@@ -119,7 +119,7 @@ def predict(
     region = parse_roi(roi)
 
     from mammofuse.api import as_model
-    from mammofuse.cases import breast_notes, list_cases, model_notes
+    from mammofuse.cases import breast_notes, list_cases, model_notes, unit_of
     from mammofuse.imaging.reader import ReaderWarning
     from mammofuse.scoring import LocalEngine, ScoringRun, Shard
 
@@ -134,7 +134,7 @@ def predict(
         if resume:
             notes += _resume_notes(run.resume(output, fmt), output)
         breast_remarks = breast_notes(net, files) if aggregate == "breast" else []
-        for message in notes + model_notes(net, [f.sample for f in files], bool(flags or clinical)) + breast_remarks:
+        for message in notes + model_notes(net, [f.sample for f in files], bool(flags or clinical), unit=unit_of(files)) + breast_remarks:
             note(message)
         pending = len(run.pending)
         with progress("scoring", pending, minimum=2) as advance, warnings.catch_warnings():
