@@ -1,6 +1,6 @@
 """``python -m mammofuse``: the ``mammofuse`` command."""
 
-from mammofuse.cli import main
+from mammofuse.entry import main
 
 try:
     main()

@@ -42,6 +42,9 @@ def as_model(model: MammoFuse | str | Path | None, device: str = "auto") -> Mamm
     Raises:
         TypeError: ``model`` is none of these (a number, another module).
     """
+    from mammofuse.interrupts import load_torch
+
+    load_torch()  # a Ctrl-C now waits for torch to finish loading, then stops the call
     from mammofuse.model import MammoFuse
 
     if isinstance(model, MammoFuse):

@@ -94,6 +94,17 @@ def held_back(signals: Iterable[int] = STOP_SIGNALS) -> Iterator[None]:
             signal.raise_signal(s)  # to the handler it was meant for
 
 
+def load_torch() -> None:
+    """Import torch and torchvision (once) with Ctrl-C and SIGTERM held back until they are loaded: a stop signal
+    landing inside their import leaves them half-initialised, and the process then aborts at exit (SIGABRT) instead of
+    ending with 130 (143). A command calls this before its first use of torch; the signal is then raised after it."""
+    if "torchvision" in sys.modules:
+        return
+    with held_back():
+        import torch  # noqa: F401
+        import torchvision  # noqa: F401
+
+
 def _reader_process(worker_id: int) -> None:
     """A reader process's start (forked with the stop signals held back and blocked): Ctrl-C ignored, SIGTERM a quiet exit.
 

@@ -23,7 +23,7 @@ from mammofuse.cli import (
 )
 from mammofuse.cli.common import OUTPUT_ERROR, fail
 from mammofuse.cli.output import console, stdout_closed
-from mammofuse.interrupts import handle_stop_signals
+from mammofuse.interrupts import handle_stop_signals, interrupted_status
 
 app = typer.Typer(
     name="mammofuse",
@@ -75,6 +75,8 @@ def main() -> None:
     streams.prepare()
     try:
         app()
+    except KeyboardInterrupt as exc:  # Ctrl-C (SIGTERM) while Typer builds the command line, before Click's own handling
+        sys.exit(fail("interrupted", interrupted_status(exc) or 130).exit_code)
     except BrokenPipeError:
         stdout_closed()
     except OSError as exc:  # Typer's --help and --version run before any command, outside `guarded`

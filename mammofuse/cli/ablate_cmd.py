@@ -126,6 +126,9 @@ def ablate(
         mammofuse ablate --dataset mini-mias --data ../shared/data/mini-mias --out runs/mias-ablation
     """
     from mammofuse.atomic import check_writable_folder
+    from mammofuse.interrupts import load_torch
+
+    load_torch()
     from mammofuse.cli.train_progress import TrainProgress
     from mammofuse.errors import MammofuseError
     from mammofuse.evaluation.ablation import plan_arms, run_ablation

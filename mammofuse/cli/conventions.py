@@ -1,15 +1,18 @@
-"""Typer held to the project's conventions: a usage error is one line, no type is shown beside a flag, and help
-wraps at any width rather than cut option names and defaults (:mod:`mammofuse.cli.help_layout`)."""
+"""Typer held to the project's conventions: a usage error is one line, so is a Ctrl-C while the command line is
+parsed, no type is shown beside a flag, and help wraps at any width rather than cut option names and defaults
+(:mod:`mammofuse.cli.help_layout`)."""
 
 from __future__ import annotations
 
 import sys
-from typing import Any, Callable, NoReturn
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator, NoReturn
 
 import typer
 import typer.core
 
 from mammofuse.cli.common import CLICK_EXCEPTION, fail
+from mammofuse.interrupts import interrupted_status
 
 _display_type_rich = typer.core.TyperOption.display_type_rich
 
@@ -45,6 +48,24 @@ class MammofuseGroup(typer.core.TyperGroup):
             fail("aborted", 1)
             sys.exit(1)
         sys.exit(code if isinstance(code, int) else 0)  # Typer returns an Exit's code, or the command's value (None)
+
+    def make_context(self, *args: Any, **kwargs: Any) -> Any:
+        with _interruption_reported():
+            return super().make_context(*args, **kwargs)
+
+    def invoke(self, ctx: Any) -> Any:
+        with _interruption_reported():  # a subcommand's parsing; its own run is `guarded`
+            return super().invoke(ctx)
+
+
+@contextmanager
+def _interruption_reported() -> Iterator[None]:
+    """Ctrl-C (SIGTERM) outside a command's `guarded` run is one line and 130 (143), as inside it: Typer would end
+    silently with 130 either way."""
+    try:
+        yield
+    except KeyboardInterrupt as exc:
+        raise fail("interrupted", interrupted_status(exc) or 130) from None
 
 
 def _usage_error(exc: Any) -> NoReturn:

@@ -57,6 +57,9 @@ def pretrain(
 
         mammofuse train --dataset cbis-ddsm --data ../shared/data/cbis-ddsm --images ../shared/data/cbis-ddsm-mass-800/train --abnormality mass --pretrained backbones/cbis-texture.safetensors --out runs/pretrained
     """
+    from mammofuse.interrupts import load_torch
+
+    load_torch()
     from mammofuse.data import load_dataset
     from mammofuse.data.sample import Sample
     from mammofuse.errors import MammofuseError

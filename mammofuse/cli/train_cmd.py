@@ -95,6 +95,9 @@ def _train(
 ) -> None:
     from mammofuse import RESEARCH_NOTICE
     from mammofuse.errors import MammofuseError
+    from mammofuse.interrupts import load_torch
+
+    load_torch()
     from mammofuse.training import checkpoint as ckpt
     from mammofuse.training.settings import TrainSettings
 
