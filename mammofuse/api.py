@@ -76,7 +76,8 @@ def cases(
         roi: a lesion circle (row, column, radius) in the files' pixels for files without one.
         recursive: descend into sub-folders.
         explaining: the cases are to be explained, not scored (the remarks say what explaining does without a region);
-            folders holding an ``explanation.json`` (explain's own outputs) are not searched.
+            folders holding an ``explanation.json`` (explain's own outputs) are not searched, and a file with several
+            lesions in ``clinical_csv`` is an error (explain takes one lesion per file).
     """
     return [f.sample for f in _listed(inputs, model, findings, clinical_csv, roi, recursive, explaining=explaining)]
 
@@ -200,7 +201,7 @@ def predict(
 
     Raises:
         MammofuseError: a missing path, an unknown model, an unknown clinical value, an invalid ``roi``,
-            ``threshold`` or ``batch_size``.
+            ``threshold`` or ``batch_size``; one file (not in a list) that ``clinical_csv`` gives several lesions.
         TypeError: ``images`` is neither a path nor a list of paths (e.g. an image already in memory), or ``model``
             is neither a model nor a spec.
     """
@@ -258,6 +259,9 @@ def explain(
         OutputError: an output in ``out`` cannot be written (a folder by its name, read-only, disk full).
         TypeError: ``image`` or ``out`` is not a path.
     """
+    from mammofuse.interrupts import load_torch
+
+    load_torch()  # before the explainers, which import it
     from mammofuse.explainers import explain_file
 
     path, folder = as_path(image, "image"), as_path(out, "out")

@@ -183,8 +183,9 @@ class ClinicalTable:
         UID; a name may be several images'), each with a lesion circle of its own, where ``lesions`` are taken."""
         lines = ", ".join(str(r.line) for r in rows[:5])
         if how not in ("path", "SOPInstanceUID"):
+            several = ", or to give one image several lesions" if lesions else ""
             raise MammofuseError(f"{file}: matches lines {lines} of {self.path} by {how}; give each file's full path (or a "
-                                 "SOPInstanceUID column) to tell them apart, or to give one image several lesions")
+                                 f"SOPInstanceUID column) to tell them apart{several}")
         if not lesions:
             raise MammofuseError(f"{file}: lines {lines} of {self.path} all give this file's {how}: explain takes one lesion "
                                  "per image; give it one row (a CSV per lesion, or --roi)")
@@ -192,6 +193,10 @@ class ClinicalTable:
             raise MammofuseError(f"{file}: lines {lines} of {self.path} all give this file's {how}, and line {without[0].line} "
                                  "gives no lesion circle: the rows of one image are its lesions, each with its own "
                                  "roi_row, roi_col and roi_radius")
+        if len({r.patient_id for r in rows}) > 1:
+            other = next(r for r in rows if r.patient_id != rows[0].patient_id)
+            raise MammofuseError(f"{file}: lines {rows[0].line} and {other.line} of {self.path} give this file's lesions "
+                                 f"different patient_id ({rows[0].patient_id or 'none'}, {other.patient_id or 'none'}): one image is one patient's")
         seen: dict[tuple[float, float, float], int] = {}
         for row in rows:
             if row.region in seen:
@@ -364,9 +369,14 @@ def list_cases(
     return [f for f, _ in listed]
 
 
+def several_lesions(items: Sequence[ListedFile] | Sequence[Prediction]) -> bool:
+    """Whether some file comes more than once among ``items`` (listed files or their predictions): once per lesion."""
+    return len({item.path for item in items}) < len(items)
+
+
 def unit_of(files: Sequence[ListedFile]) -> str:
     """What the listed cases are, for notes that count them: ``files``, or ``cases`` where a file has several lesions."""
-    return "files" if len({f.path for f in files}) == len(files) else "cases"
+    return "cases" if several_lesions(files) else "files"
 
 
 def _first_names(names: Sequence[str], shown: int = 10) -> str:

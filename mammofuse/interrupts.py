@@ -78,7 +78,8 @@ def held_back(signals: Iterable[int] = STOP_SIGNALS) -> Iterator[None]:
     it (torch runs several) and Python raises it in the main thread all the same; they are also blocked in this thread,
     so that a process forked in the block starts with them blocked (a reader unblocks them once it is ready for them).
     """
-    if threading.current_thread() is not threading.main_thread():
+    signals = [s for s in signals if signal.getsignal(s) is not None]  # None: a handler not installed from Python (embedded)
+    if threading.current_thread() is not threading.main_thread() or not signals:
         yield
         return
     caught: list[int] = []

@@ -255,3 +255,28 @@ def test_a_ctrl_c_inside_torchs_import_waits_for_torch_to_load_then_stops(tmp_pa
     """
     done = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0 and done.stdout == "held_back True 3.0\n", done.stderr
+
+
+# At exit, whether torch and torchvision had finished loading (a half-loaded torch is what aborted).
+LOADED_AT_EXIT = """
+    import atexit
+
+    @atexit.register
+    def loaded():
+        with open({report!r}, "w") as fh:
+            fh.write(str(all(m in sys.modules for m in ("torch.functional", "torchvision"))))
+"""
+
+
+@pytest.mark.parametrize("args", [["predict", "{image}", "--margin", "spiculated"], ["explain", "{image}", "--out", "{out}", "--methods", "gradcam"],
+                                  ["train", "--dataset", "mini-mias", "--out", "{out}"], ["ablate", "--dataset", "mini-mias", "--data", "{data}", "--out", "{out}"],
+                                  ["pretrain", "--dataset", "mini-mias", "--data", "{data}", "--out", "{out}/b.safetensors"]], ids=lambda args: args[0])
+def test_every_command_that_uses_torch_loads_it_whole_before_a_ctrl_c_stops_it(args: list[str], tmp_path: Path) -> None:
+    """explain imported torch with its explainers, before the signals were held back for it."""
+    hook = (SIGNAL_WHEN.replace("{module!r}", "'torch.functional'").replace("{signum}", str(int(signal.SIGINT)))
+            + LOADED_AT_EXIT.replace("{report!r}", repr(str(tmp_path / "loaded"))))
+    image = tmp_path / "scan.png"
+    image.write_bytes(b"")  # never read: the command stops while torch loads
+    process = _start([a.format(image=image, out=tmp_path / "out", data=tmp_path) for a in args], hook, tmp_path)
+    assert _finish(process) == (130, INTERRUPTED)
+    assert (tmp_path / "loaded").read_text() == "True"

@@ -144,3 +144,50 @@ def test_notes_count_a_files_lesions_as_cases(roi_model: Path, real_dicoms: dict
     table = write_csv(tmp_path / "circles.csv", [{"path": str(lcc), **c} for c in circles])
     code, out, err = run("predict", str(lcc), "--model", str(roi_model), "--clinical", str(table), "-f", "json")
     assert code == 0 and "2 of 2 cases give no finding of the lesion" in err, err
+
+
+@pytest.mark.parametrize("kept", [FIRST, SECOND])
+def test_resume_refuses_a_lesion_no_longer_given_whatever_the_order_of_its_records(kept: dict[str, str], roi_model: Path,
+                                                                                 real_dicoms: dict[str, Path], tmp_path: Path) -> None:
+    """Before: with the first lesion kept, the second's record was dropped as "scored twice" (and not scored again);
+    with the second kept, the run failed on the first's."""
+    lcc = real_dicoms["P_00173_lcc"]
+    both = write_csv(tmp_path / "both.csv", [{"path": str(lcc), **FIRST}, {"path": str(lcc), **SECOND}])
+    out = tmp_path / "scores.jsonl"
+    assert run("predict", str(lcc), "--model", str(roi_model), "--clinical", str(both), "-o", str(out))[0] == 0
+    written = out.read_bytes()
+    one = write_csv(tmp_path / "one.csv", [{"path": str(lcc), **kept}])
+    code, _, err = run("predict", str(lcc), "--model", str(roi_model), "--clinical", str(one), "-o", str(out), "--resume")
+    assert code == 2 and "was scored with" in err and "resume with the same clinical flags" in err, err
+    assert out.read_bytes() == written
+
+
+def test_the_lesions_of_one_image_are_one_patients(real_dicoms: dict[str, Path], tmp_path: Path) -> None:
+    lcc = real_dicoms["P_00173_lcc"]
+    table = write_csv(tmp_path / "patients.csv", [{"path": str(lcc), "patient_id": "P_A", **FIRST}, {"path": str(lcc), "patient_id": "P_B", **SECOND}])
+    with pytest.raises(MammofuseError, match=r"lines 2 and 3 of .* give this file's lesions different patient_id \(P_A, P_B\)"):
+        cases_from_inputs([lcc], False, {}, table)
+
+
+def test_explain_is_not_told_to_give_one_image_several_lesions(roi_model: Path, real_dicoms: dict[str, Path], tmp_path: Path) -> None:
+    from mammofuse.api import cases
+    from mammofuse.model import load_model
+
+    lcc = real_dicoms["P_00173_lcc"]
+    table = write_csv(tmp_path / "names.csv", [{"path": lcc.name, **FIRST}, {"path": lcc.name, **SECOND}])
+    with pytest.raises(MammofuseError) as refused:
+        cases([lcc], load_model(roi_model), None, table, explaining=True)
+    assert "by file name; give each file's full path" in str(refused.value) and "several lesions" not in str(refused.value)
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "json"])
+def test_a_files_remark_is_one_note_however_many_lesions(fmt: str, roi_model: Path, real_dicoms: dict[str, Path], tmp_path: Path) -> None:
+    import pydicom
+
+    scan = pydicom.dcmread(real_dicoms["P_00173_lcc"])
+    scan.Modality = "CR"
+    cr = tmp_path / "cr.dcm"
+    scan.save_as(cr)
+    table = write_csv(tmp_path / "lesions.csv", [{"path": str(cr), **FIRST}, {"path": str(cr), **SECOND}])
+    code, _, err = run("predict", str(cr), "--model", str(roi_model), "--clinical", str(table), "-f", fmt)
+    assert code == 0 and err.count("modality is CR, not MG") == 1, err

@@ -72,8 +72,8 @@ def main() -> None:
     a command's output is; a reader of stdout gone (``| head``) ends it
     silently (141)."""
     handle_stop_signals()
-    streams.prepare()
     try:
+        streams.prepare()
         app()
     except KeyboardInterrupt as exc:  # Ctrl-C (SIGTERM) while Typer builds the command line, before Click's own handling
         sys.exit(fail("interrupted", interrupted_status(exc) or 130).exit_code)

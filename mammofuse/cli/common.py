@@ -187,8 +187,17 @@ def fail(message: str, code: int = USAGE_ERROR) -> typer.Exit:
     return typer.Exit(code)
 
 
-def _show_warning_as_note(message: Warning | str, category: type[Warning], *args: Any, **kwargs: Any) -> None:
-    note(str(message))
+def _notes_once() -> Callable[..., None]:
+    """A ``warnings.showwarning`` that prints each warning as a note, once a run: a file's remark is raised again for each
+    of its lesions, read in turn."""
+    shown: set[str] = set()
+
+    def show_warning_as_note(message: Warning | str, category: type[Warning], *args: Any, **kwargs: Any) -> None:
+        if str(message) not in shown:
+            shown.add(str(message))
+            note(str(message))
+
+    return show_warning_as_note
 
 
 # Typer's own exits and usage errors pass through `guarded` to Typer. Click's exception base is named through
@@ -211,7 +220,7 @@ def guarded(func: F) -> F:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             with warnings.catch_warnings():
-                warnings.showwarning = _show_warning_as_note
+                warnings.showwarning = _notes_once()
                 return func(*args, **kwargs)
         except _TYPER_FLOW:
             raise

@@ -81,6 +81,9 @@ def explain(
     flags = clinical_flags(density, shape, margin, calc_type, calc_distribution)
 
     from mammofuse.atomic import check_writable_folder, folder_lock
+    from mammofuse.interrupts import load_torch
+
+    load_torch()  # before the explainers, which import it
     from mammofuse.explainers import ExplainOptions, check_options, output_folders
     from mammofuse.explainers.options import chosen_methods
     from mammofuse.explainers.runner import OUTPUT_FILES

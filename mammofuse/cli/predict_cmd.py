@@ -70,7 +70,7 @@ def predict(
     clinical: ClinicalCsv = None,
     roi: Roi = None,
     recursive: Recursive = False,
-    aggregate: Annotated[str, typer.Option("--aggregate", help="view: a score per file; breast: also the mean score of each breast's views, an image under several names once, and how many views it averages (patient and laterality from the DICOM header or file name).")] = "view",
+    aggregate: Annotated[str, typer.Option("--aggregate", help="view: a score per file (per lesion, where --clinical gives a file several); breast: also the mean score of each breast's views, an image under several names once, and how many views it averages (patient and laterality from the DICOM header or file name).")] = "view",
     fmt: RecordFormatOption = None,
     output: Annotated[Path | None, output_file_option("--output", "-o", help="Write to this file instead of stdout (- is stdout): jsonl and csv record by record as files are scored (see --resume), table and json atomically at the end.")] = None,
     threshold: Annotated[float | None, typer.Option("--threshold", help="Decision threshold on the probability, in [0, 1] \\[default: the model's own].", show_default=False)] = None,
@@ -159,18 +159,18 @@ def predict(
             emit(render_records([r.to_dict() for r in records], fmt), output)
             err_console.print(RESEARCH_NOTICE, style="dim", highlight=False, soft_wrap=True)
         failed = [(r.path, r.error.message) for r in records if r.error is not None]
-        for r in records:
-            if remarks := _own_remarks(r.note, net):
-                note(f"{r.path}: {remarks}")
+        for path, remarks in dict.fromkeys((r.path, _own_remarks(r.note, net)) for r in records):  # a file's lesions: once
+            if remarks:
+                note(f"{path}: {remarks}")
     for path, error in dict.fromkeys(failed):  # a file's lesions fail alike: once
         err_console.print(f"[red]failed:[/] {safe(path)}: {safe(error)}", highlight=False, soft_wrap=True)
     if failed:
         raise typer.Exit(SOME_FAILED)
 
 
-def _counted(cases: int, files: Sequence[ListedFile]) -> str:
+def _counted(cases: int, listed: Sequence[ListedFile]) -> str:
     """``N files``, or ``N cases of M files`` where the clinical CSV gives some file several lesions."""
-    paths = len({f.path for f in files})
+    paths = len({f.path for f in listed})
     return f"{cases} file{'s' * (cases != 1)}" if cases == paths else f"{cases} cases of {paths} file{'s' * (paths != 1)}"
 
 
@@ -220,11 +220,12 @@ def _ray_engine(engine: str, address: str | None, gpus_per_worker: float, device
 def _table(records: list[Prediction], output: Path | None) -> None:
     from rich.table import Table
 
+    from mammofuse.cases import several_lesions
     from mammofuse.results import MALIGNANT, shown_digits
 
     breast = bool(records) and records[0].per_breast
     errors = any(r.error for r in records)
-    lesions = len({r.path for r in records}) < len(records)  # a file scored once per lesion: its rows told apart by region
+    lesions = several_lesions(records)  # its rows told apart by region
     table = Table(caption=_caption(records), caption_justify="left")
     table.add_column("file", overflow="fold")
     for name in (*(["lesion"] if lesions else []), "probability", "prediction", *(["breast", "breast prob.", "views"] if breast else []),

@@ -88,14 +88,18 @@ def resume_output(
                 break
             where = f"{output}:{record.line}"
             path, size, mtime_ns, probability, error = _checked(record.values, where, layout)
-            recorded = _recorded_inputs(record.values, where)
-            index = _case_of(positions.get(path), recorded, files, inputs, f"{where}: {path}")
-            if index is None:
+            cases = positions.get(path)
+            if cases is None:
                 resumed.foreign += 1
-            elif index in resumed.done or (size, mtime_ns) != (files[index].size, files[index].mtime_ns):
+            elif (size, mtime_ns) != (files[cases[0]].size, files[cases[0]].mtime_ns):  # the file changed since
                 drops.append(record.span)
             else:
-                _check_inputs(recorded, inputs(files[index]), f"{where}: {path}")
+                recorded = _recorded_inputs(record.values, where)
+                index = _case_of(cases, recorded, files, inputs, f"{where}: {path}")
+                _check_inputs(recorded, inputs(files[index]), f"{where}: {path}")  # before "scored twice": another lesion's record
+                if index in resumed.done:
+                    drops.append(record.span)
+                    continue
                 resumed.done[index] = math.nan if probability is None else probability
                 spans[index] = record.span
                 if error is not None:
@@ -107,17 +111,13 @@ def resume_output(
     return resumed
 
 
-def _case_of(
-    cases: list[int] | None, recorded: Inputs, files: Sequence[ListedFile], inputs: Callable[[ListedFile], Inputs], where: str,
-) -> int | None:
-    """The position of the case a record is of: its file's one case, or the lesion with the record's region (None: a
-    file not in this run).
+def _case_of(cases: list[int], recorded: Inputs, files: Sequence[ListedFile], inputs: Callable[[ListedFile], Inputs], where: str) -> int:
+    """The position of the case a record of one of ``cases`` (a file's) is of: the file's one case, or its lesion with
+    the record's region.
 
     Raises:
         MammofuseError: the file has several lesions in this run and none has the record's region.
     """
-    if not cases:
-        return None
     if len(cases) == 1:
         return cases[0]
     for i in cases:

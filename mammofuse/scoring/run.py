@@ -23,7 +23,7 @@ class Summary:
     """How a run's files ended, those an earlier run scored included.
 
     Attributes:
-        files: the files of this run.
+        files: the cases of this run: its files, a file counted once per lesion where the clinical CSV gives it several.
         before: of those, already in the output (``--resume``).
         failed: (path, error) of every file that failed, earlier ones included.
         foreign: records in the output for files not in this run (kept).
