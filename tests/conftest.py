@@ -7,6 +7,12 @@ from pathlib import Path
 
 import pytest
 
+# One intra-op torch thread in the tests' own process, as every child process the tests start already has
+# (OMP_NUM_THREADS=1): the tensors here are tiny, and on a small machine shared with other work two spinning
+# OpenMP threads made each forward and backward several times slower. Set before anything imports torch;
+# a value given by whoever runs the tests is kept.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("MAMMOFUSE_SHARED_DATA", ROOT.parent / "shared" / "data"))
 MINI_MIAS = SHARED_DATA / "mini-mias"
