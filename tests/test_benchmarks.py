@@ -34,10 +34,14 @@ def test_bench_explain_runs_every_method_of_the_default() -> None:
     assert {"gradcam", "shap", "lime_clinical", "lime_image"} <= set(report["median_seconds"])
 
 
-def test_train_speed_reads_lesions_per_second_from_the_history(cbis_800: Path, tmp_path: Path) -> None:
-    shared = str(cbis_800.parents[1])
-    out = _run("train_speed.sh", "cpu", EPOCHS="2", OUT=str(tmp_path), SHARED=shared, PATH=str(Path(sys.executable).parent) + ":" + os.environ["PATH"])
-    assert out.startswith("cpu: 1304 lesions, first epoch") and out.rstrip().endswith("lesions/s")
+def test_train_speed_reads_lesions_per_second_from_the_history(cbis_800: Path, cbis_subset: Path, tmp_path: Path) -> None:
+    shared = tmp_path / "shared"  # the CSV rows of the first 60 training films, with the real 800 px images
+    shared.mkdir()
+    (shared / "cbis-ddsm").symlink_to(cbis_subset)
+    (shared / cbis_800.parent.name).symlink_to(cbis_800.parent)
+    out = _run("train_speed.sh", "cpu", EPOCHS="2", OUT=str(tmp_path), SHARED=str(shared), PATH=str(Path(sys.executable).parent) + ":" + os.environ["PATH"])
+    lesions = json.loads((tmp_path / "cpu" / "config.json").read_text())["provenance"]["n_train"]
+    assert lesions > 50 and out.startswith(f"cpu: {lesions} lesions, first epoch") and out.rstrip().endswith("lesions/s")
 
 
 def mias_subset(mini_mias: Path, folder: Path, lesions: int = 40) -> Path:
