@@ -105,7 +105,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="default", help="Registered name, folder or Hub id.")
     parser.add_argument("--copies", type=int, default=4, help="Times the eight DICOMs are repeated (4 -> 32 files).")
-    parser.add_argument("--rounds", type=int, default=3, help="Alternating rounds of predict path and bare loop.")
+    parser.add_argument("--rounds", type=int, default=3, help="Alternating rounds of predict path and bare loop; also the repeats of "
+                        "each whole-process measure (--help, one DICOM, the in-process call; the PNG: one fewer, at least one).")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--workers", type=int, default=None, help="Default: what mammofuse predict picks.")
     args = parser.parse_args()
@@ -141,15 +142,15 @@ def main() -> None:
         spec = ["--model", args.model, "--density", "2", "--format", "json", "-o", str(Path(tmp) / "out.json")]
         dicom_roi = ["--roi", ",".join(map(str, DICOM_ROI))] if roi else []
         png_roi = ["--roi", ",".join(map(str, PNG_ROI))] if roi else []
-        help_wall = min(run_process([*exe, "--help"])[0] for _ in range(3))
-        one_runs = [run_process([*exe, "predict", str(one), *spec, *dicom_roi]) for _ in range(3)]
-        png_runs = [run_process([*exe, "predict", str(png), *spec, *png_roi]) for _ in range(2)]
+        help_wall = min(run_process([*exe, "--help"])[0] for _ in range(args.rounds))
+        one_runs = [run_process([*exe, "predict", str(one), *spec, *dicom_roi]) for _ in range(args.rounds)]
+        png_runs = [run_process([*exe, "predict", str(png), *spec, *png_roi]) for _ in range(max(1, args.rounds - 1))]
         all_runs = [run_process([*exe, "predict", str(folder), *spec, *dicom_roi])]
         assert all(code == 0 for _, code, _ in one_runs + png_runs + all_runs), "predict failed"
         from mammofuse.cases import cases_from_inputs, score_cases
 
         single = []
-        for _ in range(3):  # the same one-file work inside a warm process: the rest of the wall time is start-up
+        for _ in range(args.rounds):  # the same one-file work inside a warm process: the rest of the wall time is start-up
             start = time.perf_counter()
             score_cases(model, cases_from_inputs([one], False, {"density": "2"}, None, region=roi), "bench", workers=0)
             single.append(time.perf_counter() - start)

@@ -225,6 +225,11 @@ class LesionDataset(Dataset):
         if self.recipe.needs_region() and sample.region is None and not (sample.roi_path or sample.roi_mask_path):
             check_header(sample.image_path)
             return None
+        if self.control and sample.region is None and not sample.roi_mask_path:
+            # No lesion region, so no control can be made: say so without decoding the image (a full-field DICOM
+            # takes a second), after the header check, so a file that is no mammogram is still reported as such.
+            check_header(sample.image_path)
+            raise MammofuseError(control_needs_region(self.control))
         avoid = lesion_regions(self._films.get(sample.image_id or "", []), self.recipe.canvas) if self.control else []
         return load_input(sample, self.recipe, self.radiomics, self.control, avoid, self.draw)
 

@@ -7,6 +7,12 @@ from pathlib import Path
 
 import pytest
 
+# One intra-op torch thread in the tests' own process, as every child process the tests start already has
+# (OMP_NUM_THREADS=1): the tensors here are tiny, and on a small machine shared with other work two spinning
+# OpenMP threads made each forward and backward several times slower. Set before anything imports torch;
+# a value given by whoever runs the tests is kept.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("MAMMOFUSE_SHARED_DATA", ROOT.parent / "shared" / "data"))
 MINI_MIAS = SHARED_DATA / "mini-mias"
@@ -84,15 +90,19 @@ def cbis_subset(cbis_csv: Path, tmp_path_factory: pytest.TempPathFactory) -> Pat
     return out
 
 
-def make_tiny_model(folder: Path, fusion: str = "cross", input_mode: str = "full") -> Path:
-    """A random-weight model, ResNet-18 at 32 px, threshold 0.5, saved the project's way: fast and real."""
+def make_tiny_model(folder: Path, fusion: str = "cross", input_mode: str = "full", backbone: str = "resnet18") -> Path:
+    """A random-weight model, ResNet-18 (or ``backbone``) at 32 px, threshold 0.5, saved the project's way: fast and real.
+
+    ``cnn4`` (the bundled default's backbone) suits tests that run ``mammofuse`` in new processes: it does not
+    import torchvision, which costs each process seconds.
+    """
     import torch
 
     from mammofuse.imaging.preprocess import PreprocessRecipe
     from mammofuse.model import MammoFuse, ModelConfig, save_model
 
     torch.manual_seed(0)
-    config = ModelConfig(backbone="resnet18", fusion=fusion, proj_dim=16, num_heads=2,
+    config = ModelConfig(backbone=backbone, fusion=fusion, proj_dim=16, num_heads=2,
                          preprocessing=PreprocessRecipe(image_size=32, input=input_mode).as_dict())
     return save_model(MammoFuse(config), folder)
 

@@ -38,7 +38,8 @@ def environment(**changes: str | None) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_tiny_model(tmp_path_factory.mktemp("tiny-unix") / "model")
+    """A tiny cnn4 model: these tests run `mammofuse` in new processes, and cnn4 spares each one the import of torchvision."""
+    return make_tiny_model(tmp_path_factory.mktemp("tiny-unix") / "model", backbone="cnn4")
 
 
 @pytest.fixture(scope="module")

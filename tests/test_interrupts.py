@@ -13,9 +13,16 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import make_tiny_model
 
 ROOT = Path(__file__).resolve().parents[1]
 INTERRUPTED = "error: interrupted\n"
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """This module's tiny model is cnn4: each command it interrupts then starts without importing torchvision (seconds)."""
+    return make_tiny_model(tmp_path_factory.mktemp("tiny-interrupts") / "model", backbone="cnn4")
 
 
 def _start(args: list[str], hook: str = "", folder: Path | None = None) -> subprocess.Popen[str]:

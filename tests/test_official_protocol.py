@@ -22,6 +22,7 @@ def official_run(tmp_path_factory, cbis_subset, cbis_800, dicom_root) -> Path:
     result = runner.invoke(app, [
         "ablate", "--dataset", "cbis-ddsm", "--data", str(cbis_subset), "--images", str(cbis_800), "--images", str(dicom_root),
         "--abnormality", "mass", "--protocol", "official", "--variants", "image,clinical,cross,late", "--bootstrap", "20",
+        "--missing-rates", "0,1",  # each share rescores every test DICOM (0.4 s each); one share beside 0 checks the path
         "--keep-models", "--out", str(out), "--format", "json", *FAST,
     ])
     assert result.exit_code == 0, result.output
@@ -36,6 +37,7 @@ def test_ablate_official_protocol_trains_on_train_and_tests_on_the_real_test_dic
         assert report["variants"][arm]["n"] == 10, arm  # every test row scored, from its DICOM
         assert report["variants"][arm]["auc"] is not None
     assert report["variants"]["cross"]["vs_best_single"]["arm"] in ("image", "clinical")
+    assert set(report["variants"]["late"]["missing_clinical"]) == {"0", "1"}  # the DICOM test rows scored without their findings too
     assert "| image |" in (official_run / "ablation.md").read_text()
     assert (official_run / "ablation.png").stat().st_size > 1000
 
@@ -103,7 +105,7 @@ def test_staged_fusion_starts_from_the_image_arms_fold_models(official_run, tmp_
 
     out = tmp_path / "staged"
     args = ["ablate", "--dataset", "cbis-ddsm", "--data", str(cbis_subset), "--images", str(cbis_800), "--images", str(dicom_root),
-            "--abnormality", "mass", "--protocol", "official", "--variants", "cross", "--bootstrap", "0", "--keep-models",
+            "--abnormality", "mass", "--protocol", "official", "--variants", "cross", "--missing-rates", "0", "--bootstrap", "0", "--keep-models",
             "--image-init", str(official_run / "arms" / "image"), "--out", str(out), "--epochs", "1", "--image-size", "32",
             "--without-region", "breast", "--lr", "1e-12"]
     result = runner.invoke(app, args)

@@ -384,6 +384,29 @@ def test_a_whole_breast_models_masked_control_fills_every_lesion_of_the_film_and
     assert controls_for("full", ["masked", "away"]) == ["masked"] and controls_for("roi", ["masked", "away"]) == ["masked", "away"]
 
 
+@pytest.mark.parametrize("input_mode", ["full", "roi"])
+def test_a_control_of_a_case_without_a_region_fails_without_decoding_its_image(input_mode, tmp_path, monkeypatch):
+    """Each such case's full-field DICOM was decoded (a second or so) only to fail; a file that is no image still says so."""
+    import mammofuse.inference as inference
+    from mammofuse.data.sample import Sample
+    from mammofuse.imaging.preprocess import PreprocessRecipe
+
+    _film_with_two_lesions(tmp_path / "film.png")
+    (tmp_path / "broken.png").write_bytes(b"not an image")
+    decoded = []
+    real = inference.read_mammogram
+    monkeypatch.setattr(inference, "read_mammogram", lambda *a, **k: decoded.append(a[0]) or real(*a, **k))
+    samples = [Sample(id=name, patient_id="p0", label=1, image_path=str(tmp_path / f"{name}.png")) for name in ("film", "broken")]
+    recipe = PreprocessRecipe(image_size=32, input=input_mode, without_region="breast")
+    for control in ("masked", "away"):
+        dataset = inference.LesionDataset(samples, recipe, "cbis-ddsm-v1", control=control)
+        film, broken = dataset[0], dataset[1]
+        assert film["error"] == f"the {control!r} control needs the lesion region"
+        assert broken["error"] and "control" not in broken["error"]  # the header check still reports a file that is no image
+    assert decoded == []
+    assert inference.LesionDataset(samples, recipe, "cbis-ddsm-v1")[0]["error"] == "" and decoded  # scored plainly, it is read
+
+
 def test_the_away_control_averages_the_logits_of_several_patches_per_case(tmp_path):
     from conftest import make_tiny_model
     from PIL import Image

@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import make_tiny_model
 from typer.testing import CliRunner
 
 from mammofuse.cli import app
@@ -53,6 +54,12 @@ def assert_same_records(got: dict[str, dict], want: dict[str, dict]) -> None:
             x, y = a.pop(field, None), b.pop(field, None)
             assert (x is None) == (y is None) and (x is None or x == pytest.approx(y, abs=1e-5)), (path, field, x, y)
         assert a == b, path
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """This module's tiny model is cnn4: its new processes and Ray workers then skip importing torchvision (seconds each)."""
+    return make_tiny_model(tmp_path_factory.mktemp("tiny-scoring") / "model", backbone="cnn4")
 
 
 @pytest.fixture(scope="module")
