@@ -10,6 +10,7 @@ swallowed there (the run would go on) or would leave a half-built loader that ca
 
 from __future__ import annotations
 
+import importlib
 import os
 import signal
 import sys
@@ -95,15 +96,17 @@ def held_back(signals: Iterable[int] = STOP_SIGNALS) -> Iterator[None]:
             signal.raise_signal(s)  # to the handler it was meant for
 
 
-def load_torch() -> None:
-    """Import torch and torchvision (once) with Ctrl-C and SIGTERM held back until they are loaded: a stop signal
-    landing inside their import leaves them half-initialised, and the process then aborts at exit (SIGABRT) instead of
-    ending with 130 (143). A command calls this before its first use of torch; the signal is then raised after it."""
-    if "torchvision" in sys.modules:
+def load_torch(*, vision: bool = False) -> None:
+    """Import torch (and torchvision, with ``vision``) once, with Ctrl-C and SIGTERM held back until it is loaded: a stop
+    signal landing inside the import leaves it half-initialised, and the process then aborts at exit (SIGABRT) instead
+    of ending with 130 (143). Called before the first use of torch (of torchvision: a ResNet); the signal is raised after.
+    torchvision is only loaded where it is used: its import costs a second or more, and a cnn4 model needs none."""
+    names = ("torch", "torchvision") if vision else ("torch",)
+    if all(name in sys.modules for name in names):
         return
     with held_back():
-        import torch  # noqa: F401
-        import torchvision  # noqa: F401
+        for name in names:
+            importlib.import_module(name)
 
 
 def _reader_process(worker_id: int) -> None:

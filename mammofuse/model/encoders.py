@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from mammofuse.errors import MammofuseError
+from mammofuse.interrupts import load_torch
 
 _WEIGHTS = {"resnet18": "ResNet18_Weights", "resnet34": "ResNet34_Weights", "resnet50": "ResNet50_Weights"}
 
@@ -27,6 +28,7 @@ def resnet_backbone(name: str, pretrained: str | None = None) -> tuple[nn.Module
     ``pretrained="imagenet"`` loads torchvision's ImageNet weights from a local file only (see
     :func:`imagenet_state_dict`); nothing is downloaded and nothing is unpickled.
     """
+    load_torch(vision=True)  # held back from a Ctrl-C while it loads; the import below finds it loaded
     import torchvision
 
     if pretrained not in (None, "imagenet"):
@@ -83,6 +85,7 @@ def imagenet_state_dict(name: str) -> tuple[Path, dict[str, torch.Tensor]]:
     the same tensors as ``<that stem>.safetensors`` (preferred). torchvision's loader would unpickle
     the cached file with ``weights_only=False``, so a planted file could run code: it is not used.
     """
+    load_torch(vision=True)  # held back from a Ctrl-C while it loads; the import below finds it loaded
     import torchvision
 
     url = getattr(torchvision.models, _WEIGHTS[name]).DEFAULT.url
