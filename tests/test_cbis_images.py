@@ -54,8 +54,8 @@ def test_real_folder_matches_every_image_and_pins_the_box_rules(cbis_csv, cbis_8
     assert all(s.abnormality == "mass" for s in samples)
 
 
-def _folder(tmp_path: Path, names: list[str], boxes: dict[str, list[list[float]]], category: str = "Mass") -> Path:
-    folder = tmp_path / "images"
+def _folder(tmp_path: Path, names: list[str], boxes: dict[str, list[list[float]]], category: str = "Mass", name: str = "images") -> Path:
+    folder = tmp_path / name
     folder.mkdir()
     images, annotations = [], []
     for k, name in enumerate(names):
@@ -67,15 +67,16 @@ def _folder(tmp_path: Path, names: list[str], boxes: dict[str, list[list[float]]
     return folder
 
 
-def _csv(tmp_path: Path, rows: list[tuple[str, str, str, str, str, str]]) -> Path:
+def _csv(tmp_path: Path, rows: list[tuple[str, str, str, str, str, str]], split: str = "train") -> Path:
     data = tmp_path / "csv"
-    data.mkdir()
+    data.mkdir(exist_ok=True)
+    folder = {"train": "Mass-Training", "test": "Mass-Test"}[split]
     head = "patient_id,breast_density,left or right breast,image view,abnormality id,abnormality type,mass shape,mass margins,pathology,image file path\n"
     body = "".join(
-        f"{p},{d},{side},{view},{aid},mass,{shape},OVAL,{path_},Mass-Training_{p}_{side}_{view}/1.2/1.3/000000.dcm\n"
+        f"{p},{d},{side},{view},{aid},mass,{shape},OVAL,{path_},{folder}_{p}_{side}_{view}/1.2/1.3/000000.dcm\n"
         for p, side, view, aid, shape, path_, d in [(r[0], r[1], r[2], r[3], r[4], r[5], "2") for r in rows]
     )
-    (data / "mass_case_description_train_set.csv").write_text(head + body)
+    (data / f"mass_case_description_{split}_set.csv").write_text(head + body)
     return data
 
 
@@ -114,6 +115,24 @@ def test_images_may_be_given_twice_and_a_folder_without_boxes_gives_no_region(tm
     assert load_dataset("cbis-ddsm", data, [first, second], "calc") == []
     with pytest.raises(MammofuseError, match="--abnormality"):
         load_dataset("cbis-ddsm", data, [first], "masses")
+
+
+def test_a_short_key_in_the_training_and_the_test_folder_takes_the_file_of_its_split(tmp_path):
+    """A patient's breast and view in both splits: each film is matched in its split's folder, whatever the order."""
+    data = _csv(tmp_path, [("P_00001", "LEFT", "CC", "1", "ROUND", "BENIGN"), ("P_00002", "LEFT", "MLO", "1", "ROUND", "BENIGN")])
+    _csv(tmp_path, [("P_00001", "LEFT", "CC", "1", "OVAL", "MALIGNANT"), ("P_00003", "RIGHT", "CC", "1", "OVAL", "MALIGNANT")], split="test")
+    train = _folder(tmp_path, ["00001_LEFT_CC.png", "00002_LEFT_MLO.png"], {"00001_LEFT_CC.png": [[1, 1, 5, 5]], "00002_LEFT_MLO.png": [[1, 1, 5, 5]]}, name="a")
+    test = _folder(tmp_path, ["00001_LEFT_CC.png", "00003_RIGHT_CC.png"], {"00001_LEFT_CC.png": [[30, 30, 9, 9]], "00003_RIGHT_CC.png": [[1, 1, 5, 5]]}, name="b")
+    for folders in ([train, test], [test, train]):
+        samples = {s.id: s for s in load_dataset("cbis-ddsm", data, folders, "mass")}
+        assert Path(samples["Mass-Training_P_00001_LEFT_CC_1"].image_path).parent == train
+        assert Path(samples["Mass-Test_P_00001_LEFT_CC_1"].image_path).parent == test
+        assert samples["Mass-Test_P_00001_LEFT_CC_1"].region == pytest.approx(box_region((30, 30, 9, 9)))
+    (train / "00002_LEFT_MLO.png").unlink()  # neither folder is known to be of one split: refused, naming both files
+    (test / "00003_RIGHT_CC.png").unlink()
+    with pytest.raises(MammofuseError, match=r"^Mass-Training_P_00001_LEFT_CC: .*a/00001_LEFT_CC.png and .*b/00001_LEFT_CC.png both hold it by short key"):
+        load_dataset("cbis-ddsm", data, [train, test], "mass")
+    assert len(load_dataset("cbis-ddsm", data, [train, train / ".." / "a"], "mass")) == 4  # one folder given twice is one folder
 
 
 _IMAGE = '{"id": 0, "file_name": "00001_LEFT_CC.png"}'

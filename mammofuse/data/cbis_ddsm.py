@@ -8,13 +8,13 @@ import json
 import warnings
 from collections import Counter
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from mammofuse.atomic import write_text
 from mammofuse.cache import cache_dir, file_identity, warn_uncached
 from mammofuse.clinical import load_schema
 from mammofuse.clinical.schema import DEFAULT_VOCABULARY
-from mammofuse.data.cbis_images import Box, ImageFolder, box_region
+from mammofuse.data.cbis_images import Box, FolderImage, ImageFolder, ShortKey, box_region
 from mammofuse.data.sample import Sample
 from mammofuse.errors import MammofuseError, MammofuseWarning, OutputError, reading
 from mammofuse.imaging.preprocess import Region
@@ -121,7 +121,7 @@ def load_cbis_ddsm(
     columns = {f.name: [_key(c) for c in f.csv_columns] for f in schema.fields}
     locator = _Locator(_roots(images))
     per_split: dict[str, Counter[str]] = {}
-    samples: list[Sample] = []
+    tables: list[tuple[Path, str, str, dict[str, list[CaseRow]]]] = []
     for path, split, kind in found:
         counts = per_split.setdefault(split, Counter())
         films: dict[str, list[CaseRow]] = {}
@@ -130,12 +130,26 @@ def load_cbis_ddsm(
             film = parts[0] if parts else f"{kind.capitalize()}-{split}_{row['patient_id']}_{row['left_or_right_breast']}_{row['image_view']}"
             films.setdefault(film, []).append(row)
             counts["rows"] += 1
+        tables.append((path, split, kind, films))
+    locator.learn_splits((short_key(rows[0]), split) for _, split, _, films in tables for rows in films.values())
+    samples: list[Sample] = []
+    for path, split, kind, films in tables:
         for film, rows in films.items():
-            samples.extend(_film_samples(film, rows, split, kind, locator, columns, counts, path))
+            samples.extend(_film_samples(film, rows, split, kind, locator, columns, per_split[split], path))
     if report is not None:
         report.update(locator.report(sum(per_split.values(), Counter())))
         report["rows"] = {split: {k: c[k] for k in ("rows", "left_out", "ambiguous")} for split, c in per_split.items()}
     return samples
+
+
+def short_key(row: dict[str, str]) -> ShortKey:
+    """(patient, breast, view) of a CSV row, as a short image key names its file."""
+    return row["patient_id"], row.get("left_or_right_breast", "").upper(), row.get("image_view", "").upper()
+
+
+def _narrowed(found: list[tuple[ImageFolder, FolderImage]], keep: Callable[[ImageFolder, FolderImage], bool]) -> list[tuple[ImageFolder, FolderImage]]:
+    """The matches that ``keep`` keeps, or all of them where it keeps none (it then tells nothing apart)."""
+    return [f for f in found if keep(*f)] or found
 
 
 def _roots(images: str | Path | Sequence[str | Path] | None) -> list[Path]:
@@ -150,30 +164,60 @@ class _Locator:
     def __init__(self, roots: list[Path]) -> None:
         self.folders: list[ImageFolder] = []
         self.trees: list[ImageIndex] = []
-        for root in roots:
+        self.split_of: dict[Path, str | None] = {}
+        for root in dict.fromkeys(roots):
             with reading(root):  # a name too long, a folder that cannot be listed
                 if not root.is_dir():
                     raise MammofuseError(f"{root}: images folder not found")
+                if any(root.samefile(f.root) for f in self.folders):
+                    continue  # one folder given twice
                 folder = ImageFolder.scan(root)
             if folder is not None:
                 self.folders.append(folder)
             else:
                 self.trees.append(ImageIndex.build(root))
 
-    def find(self, film: str, row: dict[str, str], kind: str) -> tuple[str | None, list[Box] | None, ImageIndex | None]:
-        """(image path, lesion boxes of ``kind`` or None when unannotated, the DICOM tree it came from)."""
-        side, view = row.get("left_or_right_breast", ""), row.get("image_view", "")
+    def learn_splits(self, films: Iterable[tuple[ShortKey, str]]) -> None:
+        """Which split each keyed folder holds: the one most of its short keys belong to alone.
+
+        A short key (``00016_LEFT_CC``) does not say its split, and one patient's breast and view may
+        be in both; when training and test folders both hold it, a film takes the file of its split's folder.
+        """
+        splits: dict[ShortKey, set[str]] = {}
+        for key, split in films:
+            splits.setdefault(key, set()).add(split)
         for folder in self.folders:
-            image = folder.find(film, row["patient_id"], side, view)
-            if image is not None:
-                image.used = True
-                return str(image.path), image.boxes_for(kind), None
+            votes = Counter(min(s) for key in folder.short_keys if len(s := splits.get(key, set())) == 1).most_common(2)
+            self.split_of[folder.root] = votes[0][0] if votes and (len(votes) == 1 or votes[0][1] > votes[1][1]) else None
+
+    def find(self, film: str, row: dict[str, str], kind: str, split: str) -> tuple[str | None, list[Box] | None, ImageIndex | None]:
+        """(image path, lesion boxes of ``kind`` or None when unannotated, the DICOM tree it came from)."""
+        image = next((i for folder in self.folders if (i := folder.by_film(film)) is not None), None)
+        if image is None:
+            image = self._by_key(film, short_key(row), kind, split)
+        if image is not None:
+            image.used = True
+            return str(image.path), image.boxes_for(kind), None
         image_parts = _path_parts(row.get("image_file_path", "")) or [film]
         for tree in self.trees:
             path = tree.full_image(image_parts)
             if path:
                 return path, None, tree
         return None, None, None
+
+    def _by_key(self, film: str, key: ShortKey, kind: str, split: str) -> FolderImage | None:
+        """The file of ``film`` by short key; where several folders hold one, that of the film's split and lesion type."""
+        found = [(folder, image) for folder in self.folders if (image := folder.by_key(key)) is not None]
+        if len(found) > 1:
+            found = _narrowed(found, lambda folder, image: self.split_of.get(folder.root) == split)
+            found = _narrowed(found, lambda folder, image: image.boxes_for(kind) is not None)
+        if len(found) > 1:
+            files = " and ".join(str(image.path) for _, image in found)
+            raise MammofuseError(
+                f"{film}: {files} both hold it by short key (patient, breast, view), which does not say its split or lesion "
+                f"type; give only the folder of its split, or name the files by full key ({film}{found[0][1].path.suffix})"
+            )
+        return found[0][1] if found else None
 
     def report(self, counts: Counter[str]) -> dict[str, Any]:
         """How films matched files and lesions regions; both None when no images folder was given."""
@@ -191,7 +235,7 @@ def _film_samples(
     columns: dict[str, list[str]], counts: Counter[str], csv_path: Path,
 ) -> list[Sample]:
     """The samples of one film's CSV rows, with lesion regions from its boxes where they map."""
-    image_path, boxes, tree = locator.find(film, rows[0], kind)
+    image_path, boxes, tree = locator.find(film, rows[0], kind, split)
     counts["films"] += 1
     counts["films_found"] += image_path is not None
     labels = [pathology_label(r, csv_path) for r in rows]

@@ -14,6 +14,7 @@ import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterable
 
 from mammofuse.errors import MammofuseError, reading
 from mammofuse.imaging.reader import IMAGE_SUFFIXES
@@ -26,6 +27,8 @@ _KEY = re.compile(
 
 Box = tuple[float, float, float, float]
 """A lesion box (x, y, width, height) in the file's pixels."""
+ShortKey = tuple[str, str, str]
+"""(patient, breast, view) of a short image key: ``("P_00016", "LEFT", "CC")``."""
 
 
 @dataclass
@@ -66,14 +69,14 @@ def parse_key(stem: str) -> tuple[str, str, str, str | None] | None:
 class ImageFolder:
     """Files of one folder indexed by image key, with their COCO boxes."""
 
-    def __init__(self, root: Path, images: list[FolderImage], keys: dict[tuple[str, str, str], list[FolderImage]], films: dict[str, FolderImage]) -> None:
+    def __init__(self, root: Path, images: list[FolderImage], keys: dict[ShortKey, list[FolderImage]], films: dict[str, FolderImage]) -> None:
         self.root, self.images, self._keys, self._films = root, images, keys, films
 
     @classmethod
     def scan(cls, root: Path) -> "ImageFolder | None":
         """The folder's keyed images, or None when no file in it is named by an image key."""
         images: list[FolderImage] = []
-        keys: dict[tuple[str, str, str], list[FolderImage]] = {}
+        keys: dict[ShortKey, list[FolderImage]] = {}
         films: dict[str, FolderImage] = {}
         by_name: dict[str, FolderImage] = {}
         for path in sorted(root.iterdir()):
@@ -95,11 +98,18 @@ class ImageFolder:
             _read_boxes(coco, by_name)
         return cls(root, images, keys, films)
 
-    def find(self, film: str, patient: str, side: str, view: str) -> FolderImage | None:
-        """The file of a CSV film: by its full key, else by (patient, breast, view)."""
-        if film in self._films:
-            return self._films[film]
-        found = self._keys.get((patient, side.upper(), view.upper()), [])
+    @property
+    def short_keys(self) -> Iterable[ShortKey]:
+        """The (patient, breast, view) of each file named by a short key."""
+        return self._keys.keys()
+
+    def by_film(self, film: str) -> FolderImage | None:
+        """The file named by a CSV film's full key (``Mass-Test_P_00016_LEFT_CC``)."""
+        return self._films.get(film)
+
+    def by_key(self, key: ShortKey) -> FolderImage | None:
+        """The file named by a short key (``00016_LEFT_CC``), which does not say its split or lesion type."""
+        found = self._keys.get(key, [])
         return found[0] if found else None
 
 
