@@ -27,11 +27,12 @@ def test_real_folder_matches_every_image_and_pins_the_box_rules(cbis_csv, cbis_8
     samples = load_dataset("cbis-ddsm", cbis_csv, [cbis_800], "mass", report)
     summary = summarize("cbis-ddsm", samples, report)
     assert report["images"] == {"matched": 1231, "missing": 8, "unused_files": 0}  # the 8 missing are Mass-Test films
-    assert report["lesions"] == {"matched": 1173, "ambiguous": 131, "left_out": 14, "without_region": 0}
+    assert report["lesions"] == {"matched": 1173, "ambiguous": 131, "left_out": 14, "mixed_pathology": 14, "box_count": 0, "without_region": 0}
     assert summary["splits"]["train"]["lesions"] == 1173 + 131
-    assert report["rows"] == {"train": {"rows": 1318, "left_out": 14, "ambiguous": 131}, "test": {"rows": 10, "left_out": 0, "ambiguous": 0}}
+    assert report["rows"] == {"train": {"rows": 1318, "left_out": 14, "mixed_pathology": 14, "box_count": 0, "ambiguous": 131},
+                              "test": {"rows": 10, "left_out": 0, "mixed_pathology": 0, "box_count": 0, "ambiguous": 0}}
     assert rows_notes(report["rows"]["train"]) == [
-        "14 of the split's 1318 CSV rows are left out: their film holds lesions of both pathologies, whose boxes cannot be told apart",
+        "14 of the split's 1318 CSV rows are left out: 14 on films holding lesions of both pathologies, whose boxes cannot be told apart",
         "131 of the split's 1318 CSV rows lie on films with several lesions of one pathology: each box is scored as a case with the "
         "findings its film's rows share",
     ]
@@ -95,7 +96,7 @@ def test_mixed_pathology_and_box_count_mismatch_are_left_out(tmp_path):
     })
     report: dict = {}
     samples = load_dataset("cbis-ddsm", data, [folder], "mass", report)
-    assert report["lesions"] == {"matched": 0, "ambiguous": 2, "left_out": 3, "without_region": 0}
+    assert report["lesions"] == {"matched": 0, "ambiguous": 2, "left_out": 3, "mixed_pathology": 2, "box_count": 1, "without_region": 0}
     assert [s.id for s in samples] == ["Mass-Training_P_00003_RIGHT_MLO_box1", "Mass-Training_P_00003_RIGHT_MLO_box2"]
     assert all(s.label == 1 for s in samples)
     assert samples[0].clinical == {"density": "2", "margin": "OVAL"}  # shape differs between the rows: dropped
@@ -111,8 +112,9 @@ def test_images_may_be_given_twice_and_a_folder_without_boxes_gives_no_region(tm
     report: dict = {}
     samples = load_dataset("cbis-ddsm", data, [first, second], "all", report)
     assert {Path(s.image_path).parent.name for s in samples} == {"images", "other"}
-    assert report["lesions"] == {"matched": 1, "ambiguous": 0, "left_out": 0, "without_region": 1}
-    assert load_dataset("cbis-ddsm", data, [first, second], "calc") == []
+    assert report["lesions"] == {"matched": 1, "ambiguous": 0, "left_out": 0, "mixed_pathology": 0, "box_count": 0, "without_region": 1}
+    with pytest.raises(MammofuseError, match=r"csv: no calc case-description CSV here \(it has mass_case_description_train_set.csv\); choose another --abnormality$"):
+        load_dataset("cbis-ddsm", data, [first, second], "calc")
     with pytest.raises(MammofuseError, match="--abnormality"):
         load_dataset("cbis-ddsm", data, [first], "masses")
 

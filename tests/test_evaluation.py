@@ -336,8 +336,13 @@ def test_image_model_without_images_is_one_usage_error_and_a_case_without_one_fa
     samples = [s for s in load_dataset("cbis-ddsm", cbis_csv, [dicom_root]) if s.split == "test"]
     samples[0] = dataclasses.replace(samples[0], image_path=None)
     metrics = evaluate_model(MammoFuse.from_pretrained(folder), samples, n_boot=0)
-    assert metrics.failed == [{"id": samples[0].id, "error": "no image file found for this case (pass --images for CBIS-DDSM)"}]
-    assert metrics.n == 9
+    assert metrics.failed == [{"id": samples[0].id, "error": f"no image file found for this case ({samples[0].image_id}): it is in none "
+                               "of the folders given with --images, or none was given"}]
+    assert metrics.n == 9 and metrics.report["leakage"]["patients"] == metrics.patients == 2
+    gone = samples[0].patient_id  # every case of one patient fails: that patient was not evaluated, and the leakage check says so
+    metrics = evaluate_model(MammoFuse.from_pretrained(folder), [dataclasses.replace(s, image_path=None) if s.patient_id == gone else s
+                                                                  for s in samples], n_boot=0)
+    assert metrics.report["leakage"]["patients"] == metrics.patients == 1
 
 
 def test_usage_errors_are_one_line(clean_model, cbis_csv):
@@ -471,11 +476,13 @@ def test_report_remarks_of_an_auc_too_good_and_a_model_without_patient_digests()
     from mammofuse.evaluation.evaluate import report_remarks
     from mammofuse.evaluation.leakage import LEAKAGE_CHECKLIST
 
-    report = {"model": {"notes": ["a model note"]}, "rows": {"rows": 9, "left_out": 2, "ambiguous": 0},
+    report = {"model": {"notes": ["a model note"]}, "rows": {"rows": 9, "left_out": 3, "mixed_pathology": 2, "box_count": 1, "ambiguous": 0},
               "leakage": patient_overlap(["P_1"], {}), "suspicious_auc": True}
     remarks = report_remarks(report)
     assert [r.kind for r in remarks] == ["note", "note", "note", "suspicious_auc"]
-    assert remarks[0].text.startswith("2 of the split's 9 CSV rows are left out") and remarks[1].text == "a model note"
+    assert remarks[0].text == ("3 of the split's 9 CSV rows are left out: 2 on films holding lesions of both pathologies, whose boxes cannot be "
+                               "told apart; 1 on films whose boxes in the COCO file are not as many as their rows")
+    assert remarks[1].text == "a model note"
     assert remarks[2].text == "the model records no training-patient digests; patient overlap cannot be checked"
     assert remarks[3].text.startswith("AUC >= 0.97 is far above") and remarks[3].details == LEAKAGE_CHECKLIST
 

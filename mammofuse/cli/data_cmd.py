@@ -63,7 +63,8 @@ def _table(result: dict[str, Any], title: str) -> Any:
         caption = (
             f"images: {images_['matched']} matched, {images_['missing']} not found, {images_['unused_files']} files unused; "
             f"lesions: {lesions['matched']} matched to a box, {lesions['ambiguous']} boxes on multi-lesion images, "
-            f"{lesions['left_out']} left out (mixed pathology or box count), {lesions['without_region']} without a region"
+            f"{lesions['left_out']} left out ({lesions['mixed_pathology']} mixed pathology, {lesions['box_count']} box count), "
+            f"{lesions['without_region']} without a region"
         )
     table = Table("split", "lesions", "malignant", "benign", "patients", "images", title=title, caption=caption, caption_justify="left")
     for split, c in result["splits"].items():

@@ -32,6 +32,8 @@ _INDEX_VERSION = 1
 _INDEX_KEPT = "the index of the CBIS-DDSM images"
 REQUIRED_COLUMNS = ("patient_id", "left_or_right_breast", "image_view", "pathology")
 PATHOLOGY_LABELS = {"MALIGNANT": 1, "BENIGN": 0, "BENIGN_WITHOUT_CALLBACK": 0}
+LEFT_OUT = ("left_out", "mixed_pathology", "box_count")
+"""Counts of CSV rows left out: all, and why (their film holds lesions of both pathologies; its boxes and rows differ in number)."""
 DENSITY_COLUMN = "breast_density"
 UNRECORDED_DENSITIES = frozenset({"0"})  # not a BI-RADS value; two official Calc-Test rows have it
 
@@ -116,7 +118,10 @@ def load_cbis_ddsm(
     found = [(data / name, split, kind) for name, (split, kind) in CSV_SPLITS.items() if (data / name).is_file()]
     if not found:
         raise MammofuseError(f"{data}: no CBIS-DDSM case-description CSVs here (expected e.g. {next(iter(CSV_SPLITS))})")
-    found = [f for f in found if abnormality in ("all", f[2])]
+    if not (chosen := [f for f in found if abnormality in ("all", f[2])]):
+        have = ", ".join(path.name for path, _, _ in found)
+        raise MammofuseError(f"{data}: no {abnormality} case-description CSV here (it has {have}); choose another --abnormality")
+    found = chosen
     schema = load_schema(DEFAULT_VOCABULARY)
     columns = {f.name: [_key(c) for c in f.csv_columns] for f in schema.fields}
     locator = _Locator(_roots(images))
@@ -138,7 +143,7 @@ def load_cbis_ddsm(
             samples.extend(_film_samples(film, rows, split, kind, locator, columns, per_split[split], path))
     if report is not None:
         report.update(locator.report(sum(per_split.values(), Counter())))
-        report["rows"] = {split: {k: c[k] for k in ("rows", "left_out", "ambiguous")} for split, c in per_split.items()}
+        report["rows"] = {split: {k: c[k] for k in ("rows", *LEFT_OUT, "ambiguous")} for split, c in per_split.items()}
     return samples
 
 
@@ -226,7 +231,7 @@ class _Locator:
         unused = sum(not image.used for folder in self.folders for image in folder.images)
         return {
             "images": {"matched": counts["films_found"], "missing": counts["films"] - counts["films_found"], "unused_files": unused},
-            "lesions": {k: counts[k] for k in ("matched", "ambiguous", "left_out", "without_region")},
+            "lesions": {k: counts[k] for k in ("matched", "ambiguous", *LEFT_OUT, "without_region")},
         }
 
 
@@ -252,8 +257,9 @@ def _film_samples(
     if image_path is None or boxes is None:
         counts["without_region"] += len(rows) if image_path else 0
         return [sample(r.get("abnormality_id", "1"), r, label, clinical, None) for r, label, clinical in zip(rows, labels, findings)]
-    if len(boxes) != len(rows) or len(set(labels)) > 1:
-        counts["left_out"] += len(rows)  # boxes cannot be told apart, or do not match the rows
+    if len(set(labels)) > 1 or len(boxes) != len(rows):  # boxes cannot be told apart, or do not match the rows
+        counts["left_out"] += len(rows)
+        counts["mixed_pathology" if len(set(labels)) > 1 else "box_count"] += len(rows)
         return []
     if len(rows) == 1:
         counts["matched"] += 1

@@ -73,8 +73,11 @@ def rows_notes(rows: dict[str, int] | None) -> list[str]:
         return []
     notes = []
     if rows["left_out"]:
-        notes.append(f"{rows['left_out']} of the split's {rows['rows']} CSV rows are left out: their film holds lesions of both "
-                     "pathologies, whose boxes cannot be told apart")
+        why = [f"{rows[key]} {text}" for key, text in (
+            ("mixed_pathology", "on films holding lesions of both pathologies, whose boxes cannot be told apart"),
+            ("box_count", "on films whose boxes in the COCO file are not as many as their rows"),
+        ) if rows.get(key)]
+        notes.append(f"{rows['left_out']} of the split's {rows['rows']} CSV rows are left out: {'; '.join(why)}")
     if rows["ambiguous"]:
         notes.append(f"{rows['ambiguous']} of the split's {rows['rows']} CSV rows lie on films with several lesions of one pathology: "
                      "each box is scored as a case with the findings its film's rows share")
@@ -136,7 +139,8 @@ def score_samples(
     if model.config.uses_image:
         for i, s in enumerate(samples):
             if not s.has_image and errors[i] in ("", NOTHING_TO_SCORE):  # say why
-                errors[i] = "no image file found for this case (pass --images for CBIS-DDSM)"
+                film = f" ({s.image_id})" if s.image_id else ""
+                errors[i] = f"no image file found for this case{film}: it is in none of the folders given with --images, or none was given"
                 probs[i] = np.nan
     return probs, errors
 
@@ -188,7 +192,7 @@ def evaluate_model(
         **metrics,
         "bootstrap": {"resamples": n_boot, "unit": "patient", "seed": seed, "level": 0.95},
         "failed": failed,
-        "leakage": patient_overlap({s.patient_id for s in samples}, provenance),
+        "leakage": patient_overlap(set(patients), provenance),  # the patients evaluated: not those whose every case failed
         "suspicious_auc": False,
         "notice": RESEARCH_NOTICE,
     }
