@@ -538,9 +538,35 @@ def test_resume_from_a_damaged_checkpoint_is_one_line_naming_it(edit, message: s
     assert "\n" not in str(info.value)
 
 
-def test_feature_cache_matches_uncached_frozen_epochs(mias_split, tiny, tmp_path: Path) -> None:
+def _mixed_precision_on_the_cpu(monkeypatch) -> None:
+    """Train under bfloat16 autocast on the CPU, as ``--amp`` does on a GPU (no GPU here): the same ops run in bfloat16."""
+    from mammofuse.training.build import Optimisation
+
+    monkeypatch.setattr(Optimisation, "autocast", lambda self: torch.autocast("cpu", dtype=torch.bfloat16))
+
+
+def test_under_mixed_precision_the_threshold_is_still_a_probability_scoring_gives(mias_split, tiny, tmp_path: Path, monkeypatch) -> None:
+    """Validation scored under the run's autocast gave a threshold and AUC of bfloat16 logits, not of what predict gives."""
+    from mammofuse.evaluation.metrics import youden_threshold
+
+    _mixed_precision_on_the_cpu(monkeypatch)
+    train_samples, val_samples = mias_split
+    result = train(replace(tiny, fusion="concat", epochs=2, selection="best"), train_samples, val_samples, tmp_path)
+    probs = probabilities(tmp_path, val_samples)
+    labels = np.array([s.label for s in val_samples])
+    assert load_model(tmp_path).config.threshold == youden_threshold(labels, probs)
+    from sklearn.metrics import roc_auc_score
+
+    assert roc_auc_score(labels, probs) == pytest.approx(result.best_val_auc, abs=1e-6)
+
+
+@pytest.mark.parametrize("mixed_precision", [False, True])
+def test_feature_cache_matches_uncached_frozen_epochs(mixed_precision: bool, mias_split, tiny, tmp_path: Path, monkeypatch) -> None:
+    """Also under mixed precision: the uncached frozen backbone ran in bfloat16 where the cache holds float32 features."""
     from mammofuse.cache import cache_root
 
+    if mixed_precision:
+        _mixed_precision_on_the_cpu(monkeypatch)
     settings = replace(tiny, fusion="cross", epochs=2, freeze_epochs=2, augment=False)  # the cache needs fixed inputs
     off = _run(replace(settings, feature_cache="off"), mias_split, tmp_path / "off")
     disk = _run(replace(settings, feature_cache="disk"), mias_split, tmp_path / "disk")
@@ -708,6 +734,54 @@ def test_cli_errors_are_one_line(cbis_csv: Path, tmp_path: Path, args: list[str]
     result = CliRunner().invoke(app, ["train", "--dataset", "cbis-ddsm", "--data", str(cbis_csv), "--out", str(tmp_path / "x"), *args])
     assert result.exit_code == 2
     assert message in result.output and "Traceback" not in result.output
+
+
+class _Reduced(Exception):
+    pass
+
+
+def test_ranks_sum_on_their_own_device(monkeypatch) -> None:
+    """NCCL reduces only GPU tensors: the epoch's loss sum was a CPU tensor, so every torchrun run on GPUs failed."""
+    import torch.distributed as dist
+
+    from mammofuse.training.distributed import Distributed
+
+    def all_reduce(tensor: torch.Tensor) -> None:
+        raise _Reduced(tensor.device)
+
+    monkeypatch.setattr(dist, "all_reduce", all_reduce)
+    with pytest.raises(_Reduced) as reduced:
+        Distributed(rank=0, world=2, device=torch.device("meta")).sum(1.0, 2.0)
+    assert reduced.value.args == (torch.device("meta"),)
+
+
+def test_mixed_precision_is_bfloat16_only_where_the_gpu_computes_in_it(monkeypatch) -> None:
+    """A T4 or V100 emulates bfloat16: is_bf16_supported() said yes there, so float16 with its scaler never ran."""
+    from mammofuse.training.build import amp_dtype
+
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: including_emulation)  # a pre-Ampere GPU
+    assert amp_dtype(torch.device("cuda", 0)) == torch.float16 and amp_dtype(torch.device("cpu")) is None
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: True)
+    assert amp_dtype(torch.device("cuda", 0)) == torch.bfloat16
+
+
+def test_a_gpu_random_state_is_saved_and_restored_for_the_runs_own_gpu(monkeypatch) -> None:
+    """A checkpoint held one state per visible GPU, and resuming where fewer were visible said it was damaged."""
+    from mammofuse.training import checkpoint as ckpt
+
+    states = {1: torch.tensor([1], dtype=torch.uint8)}
+    monkeypatch.setattr(torch.cuda, "get_rng_state", lambda device: states[device.index])
+    monkeypatch.setattr(torch.cuda, "set_rng_state", lambda state, device: states.__setitem__(device.index, state))
+    tensors, scalars = ckpt.rng_state(torch.device("cuda", 1))
+    assert [k for k in tensors if k.startswith("rng.cuda")] == ["rng.cuda"]
+    assert "rng.cuda" not in ckpt.rng_state(torch.device("cpu"))[0]
+    states[1] = torch.tensor([9], dtype=torch.uint8)
+    ckpt.set_rng_state(tensors, scalars, torch.device("cuda", 1))
+    assert states[1].tolist() == [1]
+    older = {**tensors, "rng.cuda.0": torch.tensor([5], dtype=torch.uint8), "rng.cuda.1": torch.tensor([6], dtype=torch.uint8)}
+    del older["rng.cuda"]  # a checkpoint of 0.1, made where two GPUs were visible, resumed on GPU 1 of this machine
+    ckpt.set_rng_state(older, scalars, torch.device("cuda", 1))
+    assert states[1].tolist() == [6]
 
 
 @pytest.mark.parametrize("variables", [{"RANK": "abc"}, {"WORLD_SIZE": "abc"}, {"LOCAL_RANK": "x"}, {"WORLD_SIZE": "2", "RANK": "-1"}])

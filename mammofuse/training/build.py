@@ -49,7 +49,7 @@ def check_samples(settings: TrainSettings, train_samples: Sequence[Sample], val_
 def join_run(device: str) -> tuple[torch.device, Distributed]:
     """This process's device (under torchrun, its local-rank GPU) and its place in the process group."""
     resolved = resolve_device(device, env_local_rank())
-    dist = Distributed.from_env(resolved.type)
+    dist = Distributed.from_env(resolved)
     if resolved.type == "cuda":
         torch.cuda.set_device(resolved)
     return resolved, dist
@@ -106,6 +106,15 @@ class InputTables:
         )
 
 
+def amp_dtype(device: torch.device) -> torch.dtype | None:
+    """The mixed-precision type of ``device``: bfloat16 on a GPU that computes in it (Ampere and later), else float16
+    (with a gradient scaler); None off CUDA. ``is_bf16_supported()`` alone also says yes where bfloat16 is only
+    emulated (T4, V100), which would train slower than float16."""
+    if device.type != "cuda":
+        return None
+    return torch.bfloat16 if torch.cuda.is_bf16_supported(including_emulation=False) else torch.float16
+
+
 @dataclass
 class Optimisation:
     """How the weights move: class-weighted loss, AdamW, the per-epoch schedule, mixed precision on CUDA."""
@@ -123,9 +132,7 @@ class Optimisation:
         criterion = nn.BCEWithLogitsLoss(pos_weight=torch.tensor((len(labels) - pos) / max(pos, 1.0), device=device))
         optimizer = torch.optim.AdamW(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda e: lr_factor(e, settings))
-        dtype = None
-        if device.type == "cuda" and settings.amp:
-            dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        dtype = amp_dtype(device) if settings.amp else None
         scaler = torch.amp.GradScaler("cuda") if dtype == torch.float16 else None
         return cls(criterion, optimizer, scheduler, dtype, scaler)
 

@@ -28,12 +28,15 @@ STATE_NAME = "checkpoint.json"
 FORMAT = 2  # 2: the data digest covers each case's data, not only its id; the working folder is recorded
 
 
-def rng_state() -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """(tensors, scalars) capturing torch (CPU and CUDA), NumPy and Python RNGs."""
+def rng_state(device: torch.device) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """(tensors, scalars) capturing the torch (CPU, and the run's GPU where ``device`` is one), NumPy and Python RNGs.
+
+    Under torchrun every rank seeds alike and draws alike (its shard is padded to the same batches), so the state rank 0
+    saves is every rank's, each on its own GPU.
+    """
     tensors = {"rng.torch": torch.get_rng_state()}
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        for i, s in enumerate(torch.cuda.get_rng_state_all()):
-            tensors[f"rng.cuda.{i}"] = s
+    if device.type == "cuda":
+        tensors["rng.cuda"] = torch.cuda.get_rng_state(device)
     kind, keys, pos, has_gauss, gauss = np.random.get_state()
     tensors["rng.numpy"] = torch.from_numpy(np.asarray(keys, dtype=np.int64))
     py_version, py_state, py_gauss = random.getstate()
@@ -64,12 +67,15 @@ def _state(out: Path) -> dict[str, Any]:
     return scalars
 
 
-def set_rng_state(tensors: dict[str, torch.Tensor], scalars: dict[str, Any]) -> None:
-    """Restore the torch (CPU and CUDA), NumPy and Python RNGs from what :func:`rng_state` captured."""
+def set_rng_state(tensors: dict[str, torch.Tensor], scalars: dict[str, Any], device: torch.device) -> None:
+    """Restore the torch (CPU, and on ``device`` where it is a GPU), NumPy and Python RNGs from what :func:`rng_state` captured.
+
+    A GPU state goes to this run's GPU, whatever GPUs the machine has (checkpoints before 0.2 hold one per visible GPU,
+    ``rng.cuda.<index>``: that of this run's index is taken).
+    """
     torch.set_rng_state(tensors["rng.torch"])
-    cuda = [tensors[k] for k in sorted(k for k in tensors if k.startswith("rng.cuda."))]
-    if cuda and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(cuda)
+    if device.type == "cuda" and (state := tensors.get("rng.cuda", tensors.get(f"rng.cuda.{device.index or 0}"))) is not None:
+        torch.cuda.set_rng_state(state, device)
     kind, pos, has_gauss, gauss = scalars["numpy"]
     np.random.set_state((kind, tensors["rng.numpy"].numpy().astype(np.uint32), pos, has_gauss, gauss))
     version, state, py_gauss = scalars["python"]

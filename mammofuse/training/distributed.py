@@ -7,7 +7,7 @@ and LOCAL_RANK; with one process (plain ``mammofuse train``) everything here is 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 import torch
@@ -23,6 +23,7 @@ class Distributed:
     world: int = 1
     local_rank: int = 0
     owns_group: bool = False  # we created the process group, so we tear it down
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))  # where collectives take their tensors
 
     @property
     def main(self) -> bool:
@@ -33,8 +34,8 @@ class Distributed:
         return self.world > 1
 
     @classmethod
-    def from_env(cls, device_type: str) -> "Distributed":
-        """Join the process group torchrun describes (gloo on CPU, nccl on CUDA)."""
+    def from_env(cls, device: torch.device) -> "Distributed":
+        """Join the process group torchrun describes (gloo on CPU, nccl on CUDA) from this process's ``device``."""
         import torch.distributed as dist
 
         world = env_int("WORLD_SIZE", 1)
@@ -42,13 +43,13 @@ class Distributed:
             return cls()
         rank, local_rank = env_int("RANK", 0), env_local_rank()
         if dist.is_initialized():
-            return cls(dist.get_rank(), dist.get_world_size(), local_rank, owns_group=False)
-        backend = "nccl" if device_type == "cuda" else "gloo"
+            return cls(dist.get_rank(), dist.get_world_size(), local_rank, owns_group=False, device=device)
+        backend = "nccl" if device.type == "cuda" else "gloo"
         try:
             dist.init_process_group(backend=backend)
         except (RuntimeError, ValueError) as exc:
             raise MammofuseError(f"cannot join the torchrun process group ({backend}): {exc}") from None
-        return cls(rank, world, local_rank, owns_group=True)
+        return cls(rank, world, local_rank, owns_group=True, device=device)
 
     def shard(self, items: Sequence[int]) -> list[int]:
         """This rank's share of ``items`` (interleaved, no padding)."""
@@ -65,14 +66,14 @@ class Distributed:
         return out
 
     def sum(self, *values: float) -> list[float]:
-        """Element-wise sums of ``values`` over ranks."""
+        """Element-wise sums of ``values`` over ranks, reduced on this process's device (NCCL reduces only CUDA tensors)."""
         if not self.enabled:
             return list(values)
         import torch.distributed as dist
 
-        t = torch.tensor(values, dtype=torch.float64)
+        t = torch.tensor(values, dtype=torch.float64, device=self.device)
         dist.all_reduce(t)
-        return t.tolist()
+        return t.cpu().tolist()
 
     def sync_buffers(self, module: torch.nn.Module) -> None:
         """Give every rank rank 0's buffers (BatchNorm running statistics). DDP syncs them only when a

@@ -252,9 +252,9 @@ class _Trainer:
                 kwargs["image"] = augment_batch(kwargs["image"])
             present = kwargs["image_present"]
             n_present = int(present.sum())
-            if frozen:  # cache off: the frozen backbone still runs in eval mode, without gradients
-                with torch.no_grad():
-                    kwargs["features"] = self._present_features(kwargs.pop("image"), present)
+            if frozen:  # cache off: the frozen backbone still runs in eval mode, without gradients, in float32 as
+                with torch.no_grad():  # extract_features computes the cached features, so --feature-cache changes no number
+                    kwargs["features"] = self.model.present_features(kwargs.pop("image"), present).float()
                 kwargs["image"] = None
             elif n_present < len(idx) and (
                 n_present >= 2 or not self.model.training or (n_present == 0 and not self.dist.enabled)
@@ -263,14 +263,10 @@ class _Trainer:
                 # batch statistics (and cost a forward pass each). A training batch with a single
                 # image goes through whole (BatchNorm needs two samples), and so does an image-less
                 # one under DDP, which expects every parameter to take part in each step.
-                kwargs["features"] = self._present_features(kwargs.pop("image"), present)
+                with self.optim.autocast():  # as the rest of the training forward runs
+                    kwargs["features"] = self.model.present_features(kwargs.pop("image"), present).float()
                 kwargs["image"] = None
             yield idx, kwargs, batch["label"].to(self.device)
-
-    def _present_features(self, image: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
-        """:meth:`MammoFuse.present_features` under the run's autocast, in float32."""
-        with self.optim.autocast():
-            return self.model.present_features(image, present).float()
 
     # ------------------------------------------------------------------ epochs
     def _train_epoch(self, epoch: int, frozen: bool) -> float:
@@ -322,8 +318,9 @@ class _Trainer:
         mine = self.dist.shard(range(n))
         pairs: list[tuple[int, float]] = []
         for idx, kwargs, _ in self._batches("val", chunks(mine, self.settings.batch_size), frozen):
-            with self.optim.autocast():
-                logits = self.model(**kwargs).logits.float().cpu().tolist()
+            # In float32, without the run's mixed precision: as predict and evaluate score, so that the threshold and the
+            # validation AUC are those of the probabilities the saved model gives.
+            logits = self.model(**kwargs).logits.float().cpu().tolist()
             pairs.extend(zip(idx, logits))
         merged = dict(p for part in self.dist.gather(pairs) for p in part)
         logits = torch.tensor([merged[i] for i in range(n)], dtype=torch.float32)
@@ -503,7 +500,7 @@ class _Trainer:
 
     def _save_checkpoint(self) -> None:
         optim_tensors, optim_scalars = self.optim.state()
-        rng_tensors, rng_scalars = ckpt.rng_state()
+        rng_tensors, rng_scalars = ckpt.rng_state(self.device)
         scalars = {
             "settings": self.settings.as_dict(),
             "data": _data_digest(self.samples["train"], self.samples["val"]),
@@ -554,7 +551,7 @@ class _Trainer:
         self.optim.load_state(tensors, scalars)
         self.state = RunState.from_json(epoch, scalars)
         self.state.check_patience(self.settings.selection, self.settings.patience)  # a larger --patience reopens a stopped run
-        ckpt.set_rng_state(tensors, scalars["rng"])
+        ckpt.set_rng_state(tensors, scalars["rng"], self.device)
 
 
 def _data_digest(train_samples: Sequence[Sample], val_samples: Sequence[Sample]) -> str:
