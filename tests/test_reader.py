@@ -1,14 +1,17 @@
 """Reading mammograms: the eight real CBIS-DDSM DICOMs, image files, and synthetic edge cases."""
 
+import re
+
 import numpy as np
 import pytest
 from dicom_factory import JPEGBaseline8Bit, JPEGLosslessSV1, breast_phantom, write_dicom
 from PIL import Image
-from pydicom.uid import ExplicitVRLittleEndian, RLELossless
+from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian, RLELossless
 
 from mammofuse.errors import InputFileError
 from mammofuse.imaging import read_mammogram
 from mammofuse.imaging.preprocess import PreprocessRecipe, breast_bbox, preprocess
+from mammofuse.imaging.reader import check_header
 
 # (rows, columns, laterality, view) read from the files' own headers with pydicom
 TRUE_GEOMETRY = {
@@ -139,6 +142,26 @@ def test_colour_and_multiframe_dicoms_are_refused_with_the_file_named(tmp_path, 
     with pytest.raises(InputFileError, match=message) as info:
         read_mammogram(path)
     assert str(path) in str(info.value)
+
+
+@pytest.mark.parametrize("syntax", [ExplicitVRLittleEndian, DeflatedExplicitVRLittleEndian])
+@pytest.mark.parametrize(("columns", "expected"), [(46, 5888), (50, 6400)])
+def test_native_pixel_data_the_header_does_not_describe_is_refused(tmp_path, columns, expected, syntax):
+    """Columns 2864 rewritten as 2800 gave pydicom's 'excess padding' warning and a sheared image, scored."""
+    path = write_dicom(tmp_path / "shear.dcm", breast_phantom(64, 48), Columns=columns, TransferSyntaxUID=syntax)
+    message = (f"shear.dcm: DICOM pixel data holds 6144 bytes where Rows x Columns (64 x {columns}, 16-bit) make {expected}: "
+               "the header does not describe its pixels")
+    for read in (read_mammogram, check_header):
+        with pytest.raises(InputFileError, match=re.escape(message) + "$"):
+            read(path)
+    (tmp_path / "cut.dcm").write_bytes(path.read_bytes()[:-100])
+    with pytest.raises(InputFileError, match="cut.dcm: DICOM file is truncated: "):
+        read_mammogram(tmp_path / "cut.dcm")
+
+
+def test_native_pixel_data_of_an_odd_size_reads_with_its_pad_byte(tmp_path):
+    path = write_dicom(tmp_path / "odd.dcm", breast_phantom(63, 47, bits=8), BitsAllocated=8, BitsStored=8, HighBit=7)
+    assert read_mammogram(path).pixels.shape == (63, 47)
 
 
 def test_jpeg_baseline_dicom_decodes_without_extras(tmp_path):

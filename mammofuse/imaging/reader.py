@@ -293,6 +293,7 @@ def _dicom_header(path: Path, defer_pixels: bool = False, any_modality: bool = F
         raise InputFileError(path, f"DICOM BitsAllocated {bits_allocated} is not supported (8, 16 or 32)")
     if not 1 <= bits_stored <= 32:
         raise InputFileError(path, f"DICOM BitsStored is {bits_stored}, not 1 to 32")
+    _check_native_length(ds, path, rows, columns, bits_allocated)
     info = _dicom_info(ds, path, rows, columns, bits_stored, photometric)
     if problem := not_mammography(info.modality):
         if not any_modality:
@@ -358,6 +359,29 @@ def _check_pixel_data_length(ds: Any, path: Path) -> None:
     there = (len(ds.buffer.getbuffer()) if ds.buffer is not None else path.stat().st_size) - start  # a buffer: the inflated file
     if there < length:
         raise InputFileError(path, _truncated(f"{max(there, 0)} of the {length} bytes of its pixel data are there"))
+
+
+def _check_native_length(ds: Any, path: Path, rows: int, columns: int, bits_allocated: int) -> None:
+    """Raise InputFileError when native (uncompressed) pixel data holds other than the one grayscale frame its header
+    describes: Rows x Columns x BitsAllocated/8 bytes, plus a pad byte when that is odd (PS3.5 8.1.1). pydicom only
+    warns of a longer value and reads a sheared image; encapsulated (compressed) data is not checked."""
+    length = getattr(ds.get_item("PixelData"), "length", None)
+    if length is None or length == UNDEFINED_LENGTH or not _is_native(ds):
+        return
+    expected = rows * columns * bits_allocated // 8
+    if length not in (expected, expected + expected % 2):
+        raise InputFileError(path, f"DICOM pixel data holds {length} bytes where Rows x Columns ({rows} x {columns}, {bits_allocated}-bit) "
+                                   f"make {expected}: the header does not describe its pixels")
+
+
+def _is_native(ds: Any) -> bool:
+    """Whether the dataset's transfer syntax stores pixel data uncompressed (a deflated one is read inflated); False for
+    an unknown one."""
+    syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+    try:
+        return syntax is not None and not syntax.is_compressed
+    except (AttributeError, ValueError):  # not a UID, or not a transfer syntax
+        return False
 
 
 def read_dicom(path: Path, **options: Any) -> Any:
