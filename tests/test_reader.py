@@ -164,6 +164,40 @@ def test_native_pixel_data_of_an_odd_size_reads_with_its_pad_byte(tmp_path):
     assert read_mammogram(path).pixels.shape == (63, 47)
 
 
+def test_a_dicom_cut_before_its_pixel_data_says_it_is_truncated(tmp_path):
+    """head -c 600 of a real film (a cut between two elements) and cuts inside an element were 'DICOM file has no pixel data'."""
+    import pydicom
+
+    path = write_dicom(tmp_path / "full.dcm", breast_phantom())
+    ds, data = pydicom.dcmread(path), path.read_bytes()
+    cuts = {
+        "before the dataset": ds.get_item("SOPClassUID").value_tell - 8,
+        "inside a value": ds.get_item("Modality").value_tell + 1,
+        "between two elements": ds.get_item("Columns").value_tell + 2,
+        "inside a header": ds.get_item("PixelData").value_tell - 6,
+    }
+    message = "DICOM file is truncated: it ends within its header, before any pixel data (an incomplete download or copy?)"
+    for where, size in cuts.items():
+        (tmp_path / f"{where}.dcm").write_bytes(data[:size])
+        for read in (read_mammogram, check_header):
+            with pytest.raises(InputFileError, match=re.escape(f"{where}.dcm: {message}") + "$"):
+                read(tmp_path / f"{where}.dcm")
+
+
+def test_a_complete_dicom_that_holds_no_image_has_no_pixel_data(tmp_path):
+    import pydicom
+
+    ds = pydicom.dcmread(write_dicom(tmp_path / "sr.dcm", breast_phantom()))
+    del ds.PixelData
+    ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.88.11"  # Basic Text SR
+    ds.save_as(tmp_path / "sr.dcm")
+    with pytest.raises(InputFileError, match=re.escape("sr.dcm: DICOM file has no pixel data") + "$"):
+        read_mammogram(tmp_path / "sr.dcm")
+    (tmp_path / "cut.dcm").write_bytes((tmp_path / "sr.dcm").read_bytes()[:-1])
+    with pytest.raises(InputFileError, match="cut.dcm: DICOM file is truncated: it ends within its header"):
+        read_mammogram(tmp_path / "cut.dcm")
+
+
 def test_jpeg_baseline_dicom_decodes_without_extras(tmp_path):
     path = write_dicom(tmp_path / "j.dcm", breast_phantom(bits=8), TransferSyntaxUID=JPEGBaseline8Bit,
                        BitsAllocated=8, BitsStored=8, HighBit=7)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import io
 import re
 import stat
+import struct
 import warnings
 import zlib
 from contextlib import contextmanager
@@ -272,7 +273,7 @@ def _dicom_header(path: Path, defer_pixels: bool = False, any_modality: bool = F
                 raise InputFileError(path, _truncated("it ends before its data does"))
             warnings.warn(remark.message, stacklevel=2)
         if "PixelData" not in ds:
-            raise InputFileError(path, "DICOM file has no pixel data")
+            raise InputFileError(path, _truncated("it ends within its header, before any pixel data") if _cut_short(ds, path) else "DICOM file has no pixel data")
         _check_pixel_data_length(ds, path)
         samples = _header_int(ds, path, "SamplesPerPixel", 1)
         photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).upper()
@@ -282,6 +283,8 @@ def _dicom_header(path: Path, defer_pixels: bool = False, any_modality: bool = F
         bits_stored = _header_int(ds, path, "BitsStored", bits_allocated)
     except InvalidDicomError:
         raise InputFileError(path, "not a DICOM file (no DICM header)") from None
+    except struct.error:  # pydicom unpacking a tag's length the file ends before
+        raise InputFileError(path, _truncated("it ends within its header, before any pixel data")) from None
     except (OSError, ValueError, EOFError, KeyError, TypeError, AttributeError) as exc:
         raise InputFileError(path, f"not a readable DICOM file ({exc})") from None
     if samples != 1 or not photometric.startswith("MONOCHROME"):
@@ -356,9 +359,50 @@ def _check_pixel_data_length(ds: Any, path: Path) -> None:
     length, start = getattr(element, "length", None), getattr(element, "value_tell", None)
     if length is None or start is None or length == UNDEFINED_LENGTH:  # encapsulated: pydicom warns at the end of the file
         return
-    there = (len(ds.buffer.getbuffer()) if ds.buffer is not None else path.stat().st_size) - start  # a buffer: the inflated file
+    there = _data_size(ds, path) - start
     if there < length:
         raise InputFileError(path, _truncated(f"{max(there, 0)} of the {length} bytes of its pixel data are there"))
+
+
+def _cut_short(ds: Any, path: Path) -> bool:
+    """Whether a dataset without Pixel Data was read from a file cut short, rather than from a complete DICOM that holds no
+    image (a structured report, a presentation state, a DICOMDIR).
+
+    The rule: the file ends inside an element (:func:`_ends_inside_an_element`), or its SOP class is an image storage
+    class, the dataset's or else the file meta's (there when the dataset is cut before its own): every image IOD
+    requires Pixel Data, and a file cut exactly between two elements ends as a complete one does.
+    """
+    return _ends_inside_an_element(ds, path) or _is_image_class(ds)
+
+
+def _is_image_class(ds: Any) -> bool:
+    """Whether the dataset's SOP class is an image storage class ('... Image Storage' in pydicom's registry)."""
+    from pydicom.uid import UID
+
+    meta = getattr(ds, "file_meta", None) or {}
+    sop_class = single_value(ds.get("SOPClassUID")) or single_value(meta.get("MediaStorageSOPClassUID"))
+    return "Image Storage" in UID(sop_class.strip()).name
+
+
+def _ends_inside_an_element(ds: Any, path: Path) -> bool:
+    """Whether the file ends inside an element, as one cut short does: pydicom silently keeps a last element whose value
+    the file holds only part of, and drops the start of an element's header after it. A complete file ends where its
+    last element does; a dataset with no element after the file meta is cut short too. (A last element of undefined
+    length is taken as complete: pydicom warns when the file ends before its delimiter.)
+    """
+    tags = list(ds.keys())
+    if not tags:
+        return True
+    element = ds.get_item(max(tags))
+    length, start = getattr(element, "length", None), getattr(element, "value_tell", None)
+    if length is None or start is None or length == UNDEFINED_LENGTH:
+        return False
+    return start + length != _data_size(ds, path)
+
+
+def _data_size(ds: Any, path: Path) -> int:
+    """The size of the data the dataset was read from: the file, or the buffer of a deflated one inflated."""
+    return len(ds.buffer.getbuffer()) if ds.buffer is not None else path.stat().st_size
 
 
 def _check_native_length(ds: Any, path: Path, rows: int, columns: int, bits_allocated: int) -> None:
