@@ -81,6 +81,21 @@ def test_voi_window_is_applied(tmp_path):
     assert abs(plain[31, 6] - 2000 / 4095) < 0.05
 
 
+@pytest.mark.parametrize(("bits", "entries", "levels"), [(8, np.arange(4096) // 16, 256), (16, np.arange(4096) * 16, 4096)])
+def test_a_voi_lut_maps_every_input_value_without_a_warning(tmp_path, bits, entries, levels):
+    """pydicom indexed an 8-bit LUT with uint8: inputs wrapped modulo 256 into a banded image; and every file with a VOI LUT
+    got the remark that it was applied to float input."""
+    from pydicom.dataset import Dataset
+
+    pixels = np.arange(4096, dtype=np.uint16).reshape(64, 64)  # every 12-bit value
+    lut = Dataset()
+    lut.LUTDescriptor, lut.LUTData = [4096, 0, bits], entries.astype("<u2").tobytes()  # linear, 12 bits to 8 or 16
+    lut["LUTData"].VR = "OW"
+    m = read_mammogram(write_dicom(tmp_path / "lut.dcm", pixels, VOILUTSequence=[lut]), canonical=False)
+    np.testing.assert_allclose(m.pixels, (pixels // (4096 // levels)) / (levels - 1), atol=1e-6)  # the image without the LUT, in its levels
+    assert m.info.warnings == []
+
+
 def test_bits_stored_sets_the_scale(tmp_path):
     pixels = np.full((16, 16), 100, np.uint16)
     pixels[:, :8] = 1023

@@ -505,12 +505,32 @@ def _lut_values(ds: Any, raw: np.ndarray) -> np.ndarray:
     from pydicom.pixels import apply_modality_lut, apply_voi_lut
 
     windowed = any(k in ds for k in ("VOILUTSequence", "WindowCenter"))
+    lut_range = _voi_lut_range(ds)
     values = np.empty(raw.shape, dtype=np.float32)
     step = max(1, BLOCK_PIXELS // max(raw.shape[1], 1))
     for top in range(0, raw.shape[0], step):
-        block = apply_modality_lut(raw[top : top + step], ds).astype(np.float32)
+        block = apply_modality_lut(raw[top : top + step], ds)
+        block = np.clip(np.rint(block), *lut_range).astype(np.int32) if lut_range else block.astype(np.float32)
         values[top : top + step] = apply_voi_lut(block, ds, prefer_lut=True) if windowed else block
     return values
+
+
+def _voi_lut_range(ds: Any) -> tuple[int, int] | None:
+    """The first and last input value of the VOI LUT that ``apply_voi_lut`` applies (the VOI LUT Sequence's first item,
+    when it has a descriptor and data); None when the file has none.
+
+    Its input is given as integers within that range, which the LUT maps as it maps values beyond (to its first or last
+    entry, PS3.3 C.11.2.1.1), so that pydicom neither warns of float input nor wraps a value in its index array. 8-bit
+    entries are read as 16-bit on this dataset: pydicom indexes them with uint8, wrapping inputs modulo 256; the entries
+    are the same numbers, one to a 16-bit word as pydicom unpacks them, and the output is scaled to [0, 1] anyway.
+    """
+    items = ds.get("VOILUTSequence")
+    if not items or items[0].get("LUTDescriptor") is None or items[0].get("LUTData") is None:
+        return None
+    entries, first, bits = items[0].LUTDescriptor
+    if bits == 8:
+        items[0].LUTDescriptor = [entries, first, 16]
+    return first, first + (entries or 2**16) - 1
 
 
 def _dicom_info(ds: Any, path: Path, rows: int, columns: int, bits_stored: int, photometric: str) -> MammogramInfo:
