@@ -90,6 +90,8 @@ def test_a_modality_that_may_be_mammography_is_scored_with_a_note_in_its_record(
 @pytest.mark.parametrize(("attributes", "remark"), [
     ({"PresentationIntentType": "FOR PROCESSING"}, "a FOR PROCESSING image"),
     ({"SOPClassUID": "1.2.840.10008.5.1.4.1.1.1.2.1"}, "a FOR PROCESSING image"),  # Digital Mammography - For Processing
+    ({"SOPClassUID": "1.2.840.10008.5.1.4.1.1.13.1.5", "NumberOfFrames": 1}, "a FOR PROCESSING image"),  # Breast Projection - For Processing
+    ({"SOPClassUID": "1.2.840.10008.5.1.4.1.1.13.1.3", "NumberOfFrames": 1}, "a breast tomosynthesis slice"),
     ({"ViewCodeSequence": view(code("399163009", "SCT", "Magnification"))}, "a magnification view"),
     ({"ViewCodeSequence": view(code("R-102D7", "SRT", "Spot Compression"))}, "a spot compression view"),
     ({"ViewModifierCodeSequence": [code("99LOCAL", "99X", "spot magnification")]}, "a magnification and spot compression view"),
@@ -107,6 +109,8 @@ def test_a_full_field_mammogram_for_presentation_gets_no_remark(tmp_path: Path) 
     scan = write_dicom(tmp_path / "scan.dcm", breast_phantom(), PresentationIntentType="FOR PRESENTATION",
                        ViewCodeSequence=view(code("399161006", "SCT", "Cleavage")))
     assert read_mammogram(scan).info.warnings == []
+    projection = write_dicom(tmp_path / "projection.dcm", breast_phantom(), SOPClassUID="1.2.840.10008.5.1.4.1.1.13.1.4", NumberOfFrames=1)
+    assert read_mammogram(projection).info.warnings == []  # Breast Projection X-Ray - For Presentation: a 2D projection
 
 
 def test_a_damaged_or_multi_valued_header_attribute_is_read_as_the_standard_means_it(tmp_path: Path) -> None:

@@ -3,7 +3,8 @@
 The models were trained on full-field mammograms for presentation (CBIS-DDSM, modality ``MG``). A file of
 another imaging modality (CT, MR, US...) is no mammogram and is refused; a header that leaves the question
 open (computed or digital radiography, ``OT``, no modality) or describes another kind of mammogram (raw
-FOR PROCESSING data, a spot compression or magnification view) gets a remark, which reaches the record's note.
+FOR PROCESSING data, a breast tomosynthesis slice, a spot compression or magnification view) gets a remark, which
+reaches the record's note.
 """
 
 from __future__ import annotations
@@ -18,7 +19,10 @@ Any other modality (CT, MR, US, PT, NM, XA...) names an examination that is no m
 FOR_PROCESSING_CLASSES = frozenset({
     "1.2.840.10008.5.1.4.1.1.1.2.1",  # Digital Mammography X-Ray Image Storage - For Processing
     "1.2.840.10008.5.1.4.1.1.1.1.1",  # Digital X-Ray Image Storage - For Processing
+    "1.2.840.10008.5.1.4.1.1.13.1.5",  # Breast Projection X-Ray Image Storage - For Processing
 })
+TOMOSYNTHESIS_CLASS = "1.2.840.10008.5.1.4.1.1.13.1.3"
+"""Breast Tomosynthesis Image Storage: one frame of it (more are refused as multi-frame) is a slice of a 3D reconstruction."""
 SPOT_OR_MAGNIFICATION = {
     "399055006": "spot compression", "R-102D7": "spot compression",  # SNOMED CT and the retired SNOMED RT code (CID 4015)
     "399163009": "magnification", "R-102D6": "magnification",
@@ -43,15 +47,18 @@ def single_value(value: Any) -> str:
 
 def header_remarks(ds: Any, modality: str | None) -> list[str]:
     """Remarks on a mammogram's header that a score of it should carry: a modality that may not be mammography,
-    raw FOR PROCESSING data, a spot compression or magnification view."""
+    raw FOR PROCESSING data, a breast tomosynthesis slice, a spot compression or magnification view."""
     remarks = []
     if not modality:
         remarks.append("the DICOM header gives no modality: read as a mammogram (MG)")
     elif modality.strip().upper() in PROJECTION_MODALITIES:
         remarks.append(f"modality is {modality}, not MG (mammography): read as a mammogram")
     intent = single_value(ds.get("PresentationIntentType")).strip().upper()
-    if intent == "FOR PROCESSING" or single_value(ds.get("SOPClassUID")).strip() in FOR_PROCESSING_CLASSES:
+    sop_class = single_value(ds.get("SOPClassUID")).strip()
+    if intent == "FOR PROCESSING" or sop_class in FOR_PROCESSING_CLASSES:
         remarks.append(f"a FOR PROCESSING image (the detector's data before the vendor's processing): {TRAINED_ON}")
+    if sop_class == TOMOSYNTHESIS_CLASS:
+        remarks.append(f"a breast tomosynthesis slice (one slice of a 3D reconstruction, not a projection mammogram): {TRAINED_ON}")
     views = sorted(set(_view_modifiers(ds)))
     if views:
         remarks.append(f"a {' and '.join(views)} view: {TRAINED_ON}, not spot compression or magnification views")
