@@ -248,7 +248,7 @@ def explain(
         lime_samples: perturbed samples for each LIME explanation (10 to 100,000).
         seed: seeds LIME's sampling: the same seed writes the same explanation.
         layer: the Grad-CAM layer, a dotted module name (e.g. ``backbone.layer3``).
-        include_identifiers: show the DICOM header's patient identifiers and dates in the report (left out by default).
+        include_identifiers: show the DICOM header's patient identifiers, dates and free-text descriptions in the report (left out by default).
         device: as in :func:`predict`.
         **findings: findings by vocabulary field.
 

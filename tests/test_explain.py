@@ -400,13 +400,15 @@ def test_report_leaves_patient_identifiers_out_unless_asked(tiny_models: dict[st
     from dicom_factory import breast_phantom, write_dicom
 
     identifiers = {"PatientName": "Doe^Jane", "PatientID": "MRN-4711", "PatientBirthDate": "19610203",
-                   "AccessionNumber": "ACC-99", "StudyDate": "20240517"}
+                   "AccessionNumber": "ACC-99", "StudyDate": "20240517",
+                   "StudyDescription": "MAMMO DOE JANE", "SeriesDescription": "L CC JANE D."}  # free text (PS3.15 Annex E)
     dicom = write_dicom(tmp_path / "scan.dcm", breast_phantom(96, 64), Manufacturer="ACME Imaging", **identifiers)
     args = [str(dicom), "--model", str(tiny_models["cross"]), "--margin", "spiculated", "--methods", "shap"]
     assert explain_cli(*args, "--out", str(tmp_path / "plain"))[0] == 0
     report = (tmp_path / "plain" / "scan" / "report.html").read_text()
     assert not [value for value in identifiers.values() if value in report]
     assert "ACME Imaging" in report and "MG" in report and "--include-identifiers" in report
+    assert "StudyDescription, SeriesDescription (--include-identifiers shows them)" in report
     assert explain_cli(*args, "--out", str(tmp_path / "full"), "--include-identifiers")[0] == 0
     report = (tmp_path / "full" / "scan" / "report.html").read_text()
     assert all(html.escape(value) in report for value in identifiers.values())

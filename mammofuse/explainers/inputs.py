@@ -150,9 +150,11 @@ def display_view(crop: np.ndarray, pixel: tuple[float, float] = (1.0, 1.0), side
     return np.clip(np.asarray(image.resize(size, Image.Resampling.BILINEAR), dtype=np.float32), 0.0, 1.0)
 
 
-IDENTIFYING_TAGS = ("PatientName", "PatientID", "PatientBirthDate", "OtherPatientIDs", "AccessionNumber", "StudyDate", "SeriesDate", "AcquisitionDate")
-"""Direct identifiers and dates: the report leaves them out unless asked (``include_identifiers``)."""
-HEADER_TAGS = (*IDENTIFYING_TAGS, "Manufacturer", "StudyDescription", "SeriesDescription")
+IDENTIFYING_TAGS = ("PatientName", "PatientID", "PatientBirthDate", "OtherPatientIDs", "AccessionNumber", "StudyDate", "SeriesDate", "AcquisitionDate",
+                    "StudyDescription", "SeriesDescription")
+"""Direct identifiers, dates and free text that may hold them (PS3.15 Annex E removes them all): the report leaves them out
+unless asked (``include_identifiers``)."""
+HEADER_TAGS = (*IDENTIFYING_TAGS, "Manufacturer")
 
 
 def dicom_header(path: Path) -> dict[str, str]:

@@ -43,7 +43,7 @@ class ExplainOptions:
         lime_samples: perturbed samples for each LIME explanation (image and clinical).
         seed: seeds LIME (the other methods are deterministic).
         layer: the Grad-CAM layer, a dotted module name.
-        include_identifiers: show the DICOM header's patient identifiers and dates in the report (left out by default).
+        include_identifiers: show the DICOM header's patient identifiers, dates and free-text descriptions in the report (left out by default).
 
     Raises:
         MammofuseError: an unknown method, a setting out of its bounds (10 to 100,000 LIME samples, a 32-bit seed).

@@ -224,7 +224,7 @@ def _remove_earlier(folder: Path, names: Iterable[str]) -> None:
 
 
 def _facts(inputs: CaseInputs, include_identifiers: bool) -> list[tuple[str, str]]:
-    """The report's file facts; the header's identifiers and dates only when ``include_identifiers``."""
+    """The report's file facts; the header's identifiers, dates and free text only when ``include_identifiers``."""
     info = inputs.info
     if info is None:
         return [("file", inputs.source), ("image", "not read: the model is clinical-only")]
