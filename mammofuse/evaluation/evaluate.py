@@ -77,7 +77,7 @@ def rows_notes(rows: dict[str, int] | None) -> list[str]:
             ("mixed_pathology", "on films holding lesions of both pathologies, whose boxes cannot be told apart"),
             ("box_count", "on films whose boxes in the COCO file are not as many as their rows"),
         ) if rows.get(key)]
-        notes.append(f"{rows['left_out']} of the split's {rows['rows']} CSV rows are left out: {'; '.join(why)}")
+        notes.append(f"{rows['left_out']} of the split's {rows['rows']} CSV rows are left out" + (f": {'; '.join(why)}" if why else ""))
     if rows["ambiguous"]:
         notes.append(f"{rows['ambiguous']} of the split's {rows['rows']} CSV rows lie on films with several lesions of one pathology: "
                      "each box is scored as a case with the findings its film's rows share")
