@@ -19,6 +19,7 @@ from mammofuse.imaging.preprocess import (
     Region,
     crop_for_model,
     crop_pixels,
+    lesion_side,
     model_space,
     normalise,
     region_in_model_space,
@@ -84,7 +85,7 @@ def _apply_control(pixels: np.ndarray, region: Region | None, others: Sequence[R
         return pixels, region
     if recipe.input == "full":
         raise MammofuseError(AWAY_NEEDS_ROI)
-    return pixels, away_region(pixels, region, others, away_key(case_id, draw))
+    return pixels, away_region(pixels, region, others, away_key(case_id, draw), lesion_side(region[2], recipe) / 2)
 
 
 def with_mask_region(sample: Sample, recipe: PreprocessRecipe) -> Sample:

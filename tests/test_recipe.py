@@ -332,6 +332,24 @@ def test_masking_control_changes_only_the_lesion_square_and_away_patch_avoids_le
         away_region(np.zeros((200, 200), np.float32), (100.0, 100.0, 10.0), [], "x")
 
 
+def test_the_away_crop_never_reaches_a_lesion_and_keeps_every_draw_that_did_not():
+    """A small lesion's crop is wider than the centre rule allowed for: 1 mini-MIAS away crop in 240 held half a lesion."""
+    from mammofuse.imaging.controls import away_region
+
+    pixels = np.full((200, 200), 0.5, np.float32)
+    lesion, half = (100.0, 100.0, 5.0), 32.0  # a 64 px crop around a lesion of radius 5
+
+    def reaches(patch: tuple[float, float, float]) -> bool:
+        return float(np.hypot(max(abs(patch[0] - 100) - half, 0), max(abs(patch[1] - 100) - half, 0))) <= lesion[2]
+
+    moved = 0
+    for k in range(200):
+        first_rule, patch = away_region(pixels, lesion, [], f"c{k}"), away_region(pixels, lesion, [], f"c{k}", crop_half=half)
+        assert not reaches(patch) and (patch == first_rule) != reaches(first_rule)
+        moved += reaches(first_rule)
+    assert 5 < moved < 60
+
+
 def _film_with_two_lesions(path) -> tuple[tuple[float, float, float], tuple[float, float, float]]:
     """A 256x256 PNG whose breast lies on the right (the reader flips it), tissue 0.5 with two bright lesions."""
     from PIL import Image
@@ -353,7 +371,7 @@ def test_the_away_patch_avoids_the_films_other_lesions_where_the_film_was_flippe
     first, second = _film_with_two_lesions(tmp_path / "film.png")
     seen = []
     real = controls.away_region
-    monkeypatch.setattr(controls, "away_region", lambda p, r, avoid, key: seen.append((r, list(avoid))) or real(p, r, avoid, key))
+    monkeypatch.setattr(controls, "away_region", lambda p, r, avoid, key, half: seen.append((r, list(avoid))) or real(p, r, avoid, key, half))
     sample = Sample(id="c0", patient_id="p0", label=1, image_path=str(tmp_path / "film.png"), region=first, image_id="film")
     load_input(sample, PreprocessRecipe(image_size=32), control="away", avoid=[first, second])
     region, avoid = seen[0]

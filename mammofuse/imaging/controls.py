@@ -62,10 +62,16 @@ def away_key(case_id: str, draw: int = 0) -> str:
     return case_id if draw == 0 else f"{case_id}#draw{draw}"
 
 
-def away_region(pixels: np.ndarray, region: Region, avoid: Sequence[Region], key: str) -> Region:
+NO_AWAY_PATCH = "no breast tissue away from the lesion for the 'away' control"
+
+
+def away_region(pixels: np.ndarray, region: Region, avoid: Sequence[Region], key: str, crop_half: float = 0.0) -> Region:
     """A region of the same radius inside the breast, clear of every lesion in ``avoid``.
 
-    The choice is a pure function of ``key`` (e.g. the sample id), so reruns score the same patch.
+    A candidate centre lies at more than twice the two radii from each lesion's centre, and the crop the model reads
+    there (``crop_half`` on each side of it) does not reach into any lesion's circle. The choice is a pure function of
+    ``key`` (e.g. the sample id), so reruns score the same patch: a draw whose crop would reach a lesion is drawn
+    again from the same stream, so the patch of every other key is the one the first rule alone gave.
 
     Raises:
         MammofuseError: when the breast has no such patch.
@@ -79,16 +85,20 @@ def away_region(pixels: np.ndarray, region: Region, avoid: Sequence[Region], key
     rows = np.arange(half, height - half, step)
     cols = np.arange(half, width - half, step)
     if len(rows) == 0 or len(cols) == 0:
-        raise MammofuseError("no breast tissue away from the lesion for the 'away' control")
+        raise MammofuseError(NO_AWAY_PATCH)
     rr, cc = np.meshgrid(rows, cols, indexing="ij")
     top, bottom, left, right = rr - half, rr + half, cc - half, cc + half
     share = (integral[bottom, right] - integral[top, right] - integral[bottom, left] + integral[top, left]) / float((2 * half) ** 2)
     ok = share >= 0.9
+    clear = np.ones_like(ok)
     for lr, lc, lrad in [region, *avoid]:
         ok &= np.hypot(rr - lr, cc - lc) > 2 * (radius + lrad)
+        clear &= np.hypot(np.maximum(np.abs(rr - lr) - crop_half, 0), np.maximum(np.abs(cc - lc) - crop_half, 0)) > lrad
     candidates = np.flatnonzero(ok)
-    if len(candidates) == 0:
-        raise MammofuseError("no breast tissue away from the lesion for the 'away' control")
+    if not clear.flat[candidates].any():
+        raise MammofuseError(NO_AWAY_PATCH)
     seed = int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "little")
-    pick = candidates[np.random.default_rng(seed).integers(len(candidates))]
+    draws = np.random.default_rng(seed)
+    while not clear.flat[pick := candidates[draws.integers(len(candidates))]]:
+        pass
     return (float(rr.flat[pick]), float(cc.flat[pick]), float(radius))

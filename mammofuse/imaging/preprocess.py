@@ -157,17 +157,18 @@ def model_space(mammogram: Mammogram, recipe: PreprocessRecipe, region: Region |
 def lesion_crop(pixels: np.ndarray, region: Region, recipe: PreprocessRecipe) -> np.ndarray:
     """The square around a lesion that ``roi`` models look at."""
     row, col, radius = region
-    return _square_crop(pixels, row, col, _lesion_side(radius, recipe))
+    return _square_crop(pixels, row, col, lesion_side(radius, recipe))
 
 
-def _lesion_side(radius: float, recipe: PreprocessRecipe) -> int:
+def lesion_side(radius: float, recipe: PreprocessRecipe) -> int:
+    """The side of the square a lesion crop of ``radius`` takes (before resizing to the input size)."""
     return max(recipe.roi_min_size, int(round(2 * radius * recipe.roi_context)))
 
 
 def crop_box(pixels: np.ndarray, recipe: PreprocessRecipe, region: Region | None) -> tuple[int, int, int, int]:
     """(top, bottom, left, right) of :func:`crop_pixels`' window in ``pixels`` (a lesion square may reach past the edges)."""
     if recipe.input == "roi" and region is not None:
-        side = _lesion_side(region[2], recipe)
+        side = lesion_side(region[2], recipe)
         top, left = int(round(region[0])) - side // 2, int(round(region[1])) - side // 2
         return top, top + side, left, left + side
     return breast_bbox(pixels)
