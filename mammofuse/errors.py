@@ -14,6 +14,10 @@ class MammofuseWarning(UserWarning):
     """A remark about how inputs were used or read (shown as ``note:`` by the CLI); every warning of the package is one."""
 
 
+class DatasetWarning(MammofuseWarning):
+    """A dataset value or column treated other than as given (e.g. breast density 0, a column not read); names the file."""
+
+
 class InputFileError(MammofuseError):
     """A file that cannot be read as a mammogram; the message names the file."""
 

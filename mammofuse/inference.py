@@ -223,7 +223,7 @@ class LesionDataset(Dataset):
     def _load(self, sample: Sample) -> tuple[np.ndarray, np.ndarray] | None:
         """The image input and radiomics of a sample; None when the recipe needs a lesion region the sample lacks
         (the file's header is still checked: a file that is no mammogram is reported)."""
-        if self.recipe.needs_region() and sample.region is None and not (sample.roi_path or sample.roi_mask_path):
+        if self.recipe.needs_region() and not sample.has_lesion_region:
             check_header(sample.image_path)
             return None
         if self.control and sample.region is None and not sample.roi_mask_path:

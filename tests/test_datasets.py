@@ -10,7 +10,8 @@ from dicom_factory import breast_phantom, write_dicom
 
 from mammofuse.data import kfold_splits, load_dataset, summarize, train_val_split
 from mammofuse.data.cbis_ddsm import ImageIndex
-from mammofuse.errors import MammofuseError
+from mammofuse.data.sample import Sample
+from mammofuse.errors import DatasetWarning, MammofuseError
 from mammofuse.imaging import read_mammogram
 
 
@@ -204,6 +205,79 @@ def test_manifest_refuses_an_image_given_to_two_patients_under_another_spelling(
     (tmp_path / "m.csv").write_text(f"path,label,patient_id\na.png,1,P1\n{other},0,P2\n")
     with pytest.raises(MammofuseError, match=f"m.csv:3: image '{re.escape(other)}' belongs to patient 'P1' on line 2, not 'P2'"):
         load_dataset("manifest", tmp_path / "m.csv")
+
+
+def test_manifest_refuses_an_image_given_to_two_patients_through_a_link(tmp_path):
+    """The check compared absolute paths, so a symbolic link to an image under another patient got through."""
+    (tmp_path / "a.png").write_bytes(b"")
+    (tmp_path / "link.png").symlink_to(tmp_path / "a.png")
+    (tmp_path / "m.csv").write_text("path,label,patient_id\na.png,1,P1\nlink.png,0,P2\n")
+    with pytest.raises(MammofuseError, match=r"m.csv:3: image 'link.png' belongs to patient 'P1' on line 2, not 'P2'"):
+        load_dataset("manifest", tmp_path / "m.csv")
+
+
+def test_manifest_refuses_a_lesion_given_twice_and_warns_of_a_repeated_row(tmp_path):
+    """Both loaded without a word; the same image and circle with two labels trained on both."""
+    head = "path,label,patient_id,margin,roi_row,roi_col,roi_radius\n"
+    (tmp_path / "m.csv").write_text(head + "a.png,1,P1,spiculated,10,20,5\nb.png,0,P2,,,,\na.png,0,P1,,10,20,5\n")
+    with pytest.raises(MammofuseError, match=r"m.csv:4: the lesion of line 2 again \(the same image and circle\): give each lesion once$"):
+        load_dataset("manifest", tmp_path / "m.csv")
+    (tmp_path / "m.csv").write_text(head + "a.png,1,P1,spiculated,,,\nb.png,0,P2,,,,\na.png,1,P1,spiculated,,,\n,0,P3,,,,\n,0,P3,,,,\n")
+    with pytest.warns(DatasetWarning, match=r"m.csv: line\(s\) 4 \(of 2\), 6 \(of 5\) repeat an earlier row: each counts as a case of its own"):
+        assert len(load_dataset("manifest", tmp_path / "m.csv")) == 5
+
+
+def test_manifest_names_the_columns_it_does_not_read(tmp_path):
+    """A misspelt finding (``densty``) was dropped without a word."""
+    (tmp_path / "m.csv").write_text("path,label,patient_id,densty,margins,Assessment,notes\na.png,1,P1,2,spiculated,5,x\nb.png,0,P2,3,oval,2,y\n")
+    with pytest.warns(DatasetWarning) as caught:
+        samples = load_dataset("manifest", tmp_path / "m.csv")
+    assert [str(w.message) for w in caught] == [f"{tmp_path / 'm.csv'}: column(s) not read: densty (did you mean density?), "
+                                                "margins (did you mean margin?), assessment (never an input: it would give the label away), notes"]
+    assert samples[0].clinical == {}
+
+
+def test_manifest_splits_are_read_in_any_case_and_train_never_takes_a_test_split_by_default(tmp_path):
+    """``Train``/``Test`` were not the train split, so train took every row, the test rows too."""
+    from mammofuse.cli.train_cmd import load_training_samples
+    from mammofuse.evaluation.evaluate import select_split
+    from mammofuse.training import TrainSettings
+
+    rows = "".join(f"a{i}.png,{i % 2},P{i},{split}\n" for i, split in enumerate(["Train", "TRAIN ", "train"] * 4 + ["Test", "Dev"] * 3))
+    (tmp_path / "m.csv").write_text("path,label,patient_id,split\n" + rows)
+    samples = load_dataset("manifest", tmp_path / "m.csv")
+    assert sorted({s.split for s in samples}) == ["dev", "test", "train"]
+    assert len(select_split(samples, "Test")) == 3
+    settings = TrainSettings(dataset="manifest", fusion="clinical", val_fraction=0.25)
+    train, val, split = load_training_samples(settings, tmp_path / "m.csv", None, None)
+    assert split == "train" and len(train) + len(val) == 12
+    (tmp_path / "m.csv").write_text("path,label,patient_id,split\n" + re.sub("(?i)train", "Tune", rows))
+    with pytest.raises(MammofuseError, match=r"m.csv: its splits are dev, test, tune, none of them 'train': choose one with --split"):
+        load_training_samples(settings, tmp_path / "m.csv", None, None)
+
+
+def test_a_dataset_without_cases_or_without_the_chosen_lesion_type_says_so(tmp_path):
+    """An empty manifest or one without the --abnormality asked for said '0 patient(s)' or 'no test split'."""
+    (tmp_path / "m.csv").write_text("path,label,patient_id,abnormality\n")
+    with pytest.raises(MammofuseError, match=r"m.csv: no cases in this manifest data$"):
+        load_dataset("manifest", tmp_path / "m.csv")
+    (tmp_path / "m.csv").write_text("path,label,patient_id,abnormality\na.png,1,P1,mass\nb.png,0,P2,\n")
+    with pytest.raises(MammofuseError, match=r"m.csv: none of its 2 cases is a calc lesion \(their abnormality: mass, none given\)"):
+        load_dataset("manifest", tmp_path / "m.csv", abnormality="calc")
+
+
+def test_summary_counts_the_image_files_found(tmp_path):
+    (tmp_path / "a.png").write_bytes(b"")
+    (tmp_path / "m.csv").write_text("path,label,patient_id\na.png,1,P1\nmissing.png,0,P2\n")
+    assert summarize("manifest", load_dataset("manifest", tmp_path / "m.csv"))["splits"]["all"]["images"] == 1
+
+
+def test_too_few_cases_of_a_class_for_the_folds_is_said_in_counts():
+    """scikit-learn's 'n_splits=5 cannot be greater than the number of members in each class' came through as it was."""
+    samples = [Sample(id=f"c{i}", patient_id=f"P{i}", label=int(i < 3)) for i in range(20)]
+    with pytest.raises(MammofuseError, match=r"^5 patient-grouped stratified folds need at least 5 cases of each class; the data has 3 "
+                                             r"malignant and 17 benign: make fewer folds"):
+        kfold_splits(samples, 5, 0)
 
 
 def test_manifest_reads_a_lesion_circle(tmp_path):

@@ -336,7 +336,7 @@ def test_image_model_without_images_is_one_usage_error_and_a_case_without_one_fa
     samples = [s for s in load_dataset("cbis-ddsm", cbis_csv, [dicom_root]) if s.split == "test"]
     samples[0] = dataclasses.replace(samples[0], image_path=None)
     metrics = evaluate_model(MammoFuse.from_pretrained(folder), samples, n_boot=0)
-    assert metrics.failed == [{"id": samples[0].id, "error": f"no image file found for this case ({samples[0].image_id}): it is in none "
+    assert metrics.failed == [{"id": samples[0].id, "path": None, "error": f"no image file found for this case ({samples[0].image_id}): it is in none "
                                "of the folders given with --images, or none was given"}]
     assert metrics.n == 9 and metrics.report["leakage"]["patients"] == metrics.patients == 2
     gone = samples[0].patient_id  # every case of one patient fails: that patient was not evaluated, and the leakage check says so

@@ -514,7 +514,7 @@ def test_evaluate_again_over_its_output_with_a_manifest_path_holding_a_nul_fails
     for _ in range(2):
         result = run("evaluate", "--model", str(tiny_roi_model), "--dataset", "manifest", "--data", str(manifest), "--split", "all",
                      "--bootstrap", "0", "-o", str(output))
-        assert result.exit_code == 1 and "failed: row2: cannot read" in result.stderr, result.output
+        assert result.exit_code == 1 and f"failed: row2 ({tmp_path}/scan\\x001.dcm): cannot read" in result.stderr, result.output  # names the file
         assert output.is_file()
 
 

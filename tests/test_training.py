@@ -257,6 +257,22 @@ def test_callbacks_see_phases_then_epoch_rows_in_order(mias_split, tiny, tmp_pat
     assert not recorder.of("log")
 
 
+def test_a_model_whose_inputs_no_training_case_gives_is_refused_and_cases_without_a_region_are_counted(mias_split, tiny, tmp_path: Path) -> None:
+    """A lesion-crop model trained on cases without regions, and a findings model on cases without findings, were
+    written without a word: neither had read anything of what it was made for."""
+    train_samples, val_samples = mias_split
+    with pytest.raises(MammofuseError, match=r"^--fusion clinical reads the clinical findings, and no training sample gives one"):
+        train(replace(tiny, fusion="clinical"), [replace(s, clinical={}) for s in train_samples], val_samples, tmp_path / "a")
+    with pytest.raises(MammofuseError, match=r"^--input roi crops each lesion, and none of the 16 training cases with an image gives its "
+                                             r"lesion region \(roi_row, roi_col, roi_radius in a manifest\): give the regions"):
+        train(replace(tiny, fusion="image"), [replace(s, region=None) for s in train_samples], val_samples, tmp_path / "b")
+    recorder = Recorder()
+    some = [replace(s, region=None) if i % 4 == 0 else s for i, s in enumerate(train_samples)]
+    train(replace(tiny, fusion="image"), some, val_samples, tmp_path / "c", callbacks=[recorder])
+    assert [m for _, m in recorder.of("log")] == [
+        "warning: 4 of the 16 train cases with an image give no lesion region: a lesion-crop model leaves their image out"]
+
+
 def test_train_without_callbacks_prints_nothing(tmp_path: Path, capfd) -> None:
     settings = TrainSettings(fusion="clinical", epochs=2, proj_dim=16)
     train(settings, synthetic_clinical(40, 1), synthetic_clinical(20, 2), tmp_path)

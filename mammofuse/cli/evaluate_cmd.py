@@ -136,7 +136,8 @@ def evaluate(
             result["comparison"] = comparison(result)
 
         for item in evaluation.failed:
-            err_console.print(f"[yellow]failed:[/] {safe(item['id'])}: {safe(item['error'])}", highlight=False, soft_wrap=True)
+            where = f" ({safe(item['path'])})" if item["path"] else ""
+            err_console.print(f"[yellow]failed:[/] {safe(item['id'])}{where}: {safe(item['error'])}", highlight=False, soft_wrap=True)
         _remarks(result)
 
         if plots is not None:

@@ -70,13 +70,17 @@ def pretrain(
 
     if backbone not in ARCHITECTURES:
         raise MammofuseError(f"--backbone must be one of {', '.join(ARCHITECTURES)}, not {backbone!r}")
+    split = split.lower()
     if split == "test":
         raise MammofuseError("--split test: pretraining never uses test images")
     check_stdout()  # the summary goes there
     check_output(out)
     if out.suffix.lower() != ".safetensors":
         raise MammofuseError(f"--out {out}: the backbone is written as safetensors; name the file .safetensors")
-    samples = [s for s in load_dataset(dataset, data, images, abnormality) if split == "all" or s.split == split]
+    every = load_dataset(dataset, data, images, abnormality)
+    if split == "all" and any(s.split == "test" for s in every):
+        raise MammofuseError(f"--split all: {data} has a test split, and pretraining never uses test images; choose --split train")
+    samples = [s for s in every if split == "all" or s.split == split]
     files = sorted({s.image_path for s in samples if s.image_path})
     if not files:
         raise MammofuseError(f"{data}: no images in the {split} split (pass --images for CBIS-DDSM)")

@@ -159,7 +159,10 @@ def load_training_samples(
     samples = load_dataset(settings.dataset, data, images, abnormality)
     splits = sorted({s.split for s in samples})
     if split is None:
+        if "train" not in splits and splits != ["all"]:  # never train on a test split by default
+            raise MammofuseError(f"{data}: its splits are {', '.join(splits)}, none of them 'train': choose one with --split (all: every case)")
         split = "train" if "train" in splits else "all"
+    split = split.lower()
     if split != "all":
         if split not in splits:
             raise MammofuseError(f"--split {split}: {settings.dataset} has {', '.join(splits)}")

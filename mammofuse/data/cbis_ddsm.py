@@ -16,7 +16,7 @@ from mammofuse.clinical import load_schema
 from mammofuse.clinical.schema import DEFAULT_VOCABULARY
 from mammofuse.data.cbis_images import Box, FolderImage, ImageFolder, ShortKey, box_region
 from mammofuse.data.sample import Sample
-from mammofuse.errors import MammofuseError, MammofuseWarning, OutputError, reading
+from mammofuse.errors import DatasetWarning, MammofuseError, OutputError, reading
 from mammofuse.imaging.preprocess import Region
 from mammofuse.imaging.reader import read_dicom
 from mammofuse.listing import files_under
@@ -36,10 +36,6 @@ LEFT_OUT = ("left_out", "mixed_pathology", "box_count")
 """Counts of CSV rows left out: all, and why (their film holds lesions of both pathologies; its boxes and rows differ in number)."""
 DENSITY_COLUMN = "breast_density"
 UNRECORDED_DENSITIES = frozenset({"0"})  # not a BI-RADS value; two official Calc-Test rows have it
-
-
-class DatasetWarning(MammofuseWarning):
-    """A dataset value treated as not recorded (e.g. breast density 0); names the file and lines."""
 
 
 class CaseRow(dict[str, str]):

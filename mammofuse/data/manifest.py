@@ -2,29 +2,35 @@
 
 from __future__ import annotations
 
+import difflib
 import os
+import warnings
 from pathlib import Path
 
 from mammofuse.clinical import load_schema
 from mammofuse.clinical.schema import DEFAULT_VOCABULARY, ClinicalSchema, ClinicalValueError
 from mammofuse.data.sample import Sample
-from mammofuse.errors import MammofuseError
-from mammofuse.tabular import csv_records
-from mammofuse.validation import region_cells
+from mammofuse.errors import DatasetWarning, MammofuseError
+from mammofuse.tabular import csv_columns, csv_records
+from mammofuse.validation import REGION_COLUMNS, region_cells
 
 _LABELS = {"1": 1, "0": 0, "malignant": 1, "benign": 0, "benign_without_callback": 0}
 _REQUIRED = ("path", "label", "patient_id")
 _ABNORMALITIES = {"mass": "mass", "calc": "calc", "calcification": "calc"}
+_COLUMNS = (*_REQUIRED, "split", "abnormality", *REGION_COLUMNS)
+_LEAKING = frozenset({"assessment", "subtlety"})  # the protocol's rule: never inputs
 
 
 def load_manifest(data: str | Path) -> list[Sample]:
     """Rows of ``data`` (a CSV file, or a folder holding ``manifest.csv``); paths are relative to the CSV.
 
-    Optional columns: ``split``, ``abnormality``, ``roi_row``/``roi_col``/``roi_radius`` (lesion circle).
+    Optional columns: ``split`` (any case: read in lower case), ``abnormality``, ``roi_row``/``roi_col``/``roi_radius``
+    (lesion circle). A column that is none of these nor a clinical field of the schema gets a :class:`DatasetWarning`.
 
     Raises:
         MammofuseError: no such CSV, a missing column, or (naming the file and line) a short row, an empty
-            label or patient_id, an image given to two patients, or a bad label, abnormality, clinical value or circle.
+            label or patient_id, an image given to two patients (by any path to it), a lesion (image and circle) given
+            twice, or a bad label, abnormality, clinical value or circle. A row repeated cell for cell gets a warning.
     """
     path = Path(data)
     if path.is_dir():
@@ -33,16 +39,28 @@ def load_manifest(data: str | Path) -> list[Sample]:
         raise MammofuseError(f"{path}: manifest CSV not found")
     schema = load_schema(DEFAULT_VOCABULARY)
     aliases = {c.lower(): f.name for f in schema.fields for c in (f.name, *f.csv_columns)}
+    key = lambda c: c.strip().lower()  # noqa: E731
+    if unread := _unread_columns(csv_columns(path, key), aliases):
+        warnings.warn(f"{path}: column(s) not read: {unread}", DatasetWarning, stacklevel=2)
     samples = []
-    owners: dict[str, tuple[str, int]] = {}  # image (absolute, normalised) -> (patient, first line): one image is one patient's
-    for n, row in csv_records(path, _REQUIRED, key=lambda c: c.strip().lower(), meaning=aliases):
+    owners: dict[str, tuple[str, int]] = {}  # image (its real path: links resolved) -> (patient, first line): one image is one patient's
+    rows: dict[tuple[tuple[str, str], ...], int] = {}  # a row's cells -> the line that gave them first
+    repeats: list[str] = []
+    lesions: dict[tuple[str, tuple[float, float, float]], int] = {}  # (real image path, circle) -> the line that gave it first
+    for n, row in csv_records(path, _REQUIRED, key=key, meaning=aliases):
         _check_required(row, path, n)
         image_path = (path.parent / row["path"]).as_posix() if row["path"] else None
+        region = region_cells(row, f"{path}:{n}")
+        if (first := rows.setdefault(tuple(sorted(row.items())), n)) != n:
+            repeats.append(f"{n} (of {first})")
         if image_path:
-            patient, line = owners.setdefault(os.path.abspath(image_path), (row["patient_id"], n))
+            real = _real_path(image_path)
+            patient, line = owners.setdefault(real, (row["patient_id"], n))
             if patient != row["patient_id"]:
                 raise MammofuseError(f"{path}:{n}: image {row['path'][:80]!r} belongs to patient {patient!r} on line {line}, not "
                                      f"{row['patient_id'][:40]!r}: patient-grouped splits could put it on both sides")
+            if region is not None and (first := lesions.setdefault((real, region), n)) != n:
+                raise MammofuseError(f"{path}:{n}: the lesion of line {first} again (the same image and circle): give each lesion once")
         label = _LABELS.get(row["label"].lower())
         if label is None:
             raise MammofuseError(f"{path}:{n}: label {row['label']!r} is not 0/1/benign/malignant")
@@ -53,13 +71,37 @@ def load_manifest(data: str | Path) -> list[Sample]:
                 label=label,
                 clinical=_clinical(row, aliases, schema, path, n),
                 image_path=image_path,
-                region=region_cells(row, f"{path}:{n}"),
+                region=region,
                 image_id=row["path"] or None,
                 abnormality=_abnormality(row, path, n),
-                split=row.get("split") or "all",
+                split=(row.get("split") or "all").lower(),
             )
         )
+    if repeats:
+        warnings.warn(f"{path}: line(s) {', '.join(repeats[:10])}{' ...' if len(repeats) > 10 else ''} repeat an earlier row: each counts "
+                      "as a case of its own (two lesions alike, or one given twice?)", DatasetWarning, stacklevel=2)
     return samples
+
+
+def _real_path(path: str) -> str:
+    """``path`` with its links resolved; made absolute as written where no file can have it (a NUL in it): reading fails later."""
+    try:
+        return os.path.realpath(path)
+    except (ValueError, OSError):
+        return os.path.abspath(path)
+
+
+def _unread_columns(columns: list[str], aliases: dict[str, str]) -> str:
+    """The columns a manifest has that nothing reads, each with why or what it may have meant; empty when none."""
+    known = sorted({*aliases, *_COLUMNS})
+    unread = []
+    for column in (c for c in columns if c and c not in aliases and c not in _COLUMNS):
+        if column in _LEAKING:
+            unread.append(f"{column} (never an input: it would give the label away)")
+        else:
+            close = difflib.get_close_matches(column, known, n=1)
+            unread.append(f"{column}" + (f" (did you mean {close[0]}?)" if close else ""))
+    return ", ".join(unread)
 
 
 def _check_required(row: dict[str, str], path: Path, n: int) -> None:

@@ -36,11 +36,18 @@ def load_dataset(
         if not Path(data).exists():
             raise MammofuseError(f"{data}: data folder not found")
     samples = DATASETS[name](data, images or None, abnormality, report)
-    return [s for s in samples if abnormality == "all" or s.abnormality == abnormality]
+    if not samples:
+        raise MammofuseError(f"{data}: no cases in this {name} data")
+    chosen = [s for s in samples if abnormality == "all" or s.abnormality == abnormality]
+    if not chosen:
+        kinds = ", ".join(sorted({s.abnormality or "none given" for s in samples}))
+        raise MammofuseError(f"{data}: none of its {len(samples)} cases is a {abnormality} lesion (their abnormality: {kinds}); "
+                             "choose another abnormality (--abnormality)")
+    return chosen
 
 
 def summarize(name: str, samples: list[Sample], report: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Counts per split: lesions, malignant, benign, patients, images (films with a file found).
+    """Counts per split: lesions, malignant, benign, patients, images (image files found).
 
     ``report`` (from :func:`load_dataset`) adds how image files were matched to rows.
     """
@@ -53,6 +60,14 @@ def summarize(name: str, samples: list[Sample], report: dict[str, Any] | None = 
             "malignant": malignant,
             "benign": len(part) - malignant,
             "patients": len({s.patient_id for s in part}),
-            "images": len({s.image_path for s in part if s.image_path}),
+            "images": len({s.image_path for s in part if s.image_path and _is_file(s.image_path)}),
         }
     return {"dataset": name, "splits": splits, **({"matching": report} if report else {})}
+
+
+def _is_file(path: str) -> bool:
+    """Whether ``path`` names a file; False where no file can have that name (a NUL, a name too long)."""
+    try:
+        return Path(path).is_file()
+    except (OSError, ValueError):
+        return False

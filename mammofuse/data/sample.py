@@ -42,6 +42,11 @@ class Sample:
     def has_image(self) -> bool:
         return self.image_path is not None or self.roi_path is not None
 
+    @property
+    def has_lesion_region(self) -> bool:
+        """Whether the sample says where its lesion is: a region, or a TCIA ROI crop or mask file."""
+        return self.region is not None or bool(self.roi_path or self.roi_mask_path)
+
 
 def patient_digest(patient_id: str) -> str:
     """A short digest of a patient id: models record these, not the ids, to flag overlap (pseudonymous, not anonymous:

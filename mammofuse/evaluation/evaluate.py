@@ -37,7 +37,7 @@ class Metrics:
         n, patients: scored cases and their patients.
         report: everything, JSON-ready, as ``mammofuse evaluate --format json`` writes it.
         labels, probs, patient_ids: the scored cases (for plots and further analysis).
-        failed: cases left out, each ``{"id", "error"}``.
+        failed: cases left out, each ``{"id", "path"`` (its image file, None without one) ``, "error"}``.
     """
 
     auc: float | None
@@ -59,8 +59,8 @@ class Metrics:
 
 
 def select_split(samples: Sequence[Sample], split: str) -> list[Sample]:
-    """The samples of one dataset split (``all`` for datasets without an official split, e.g. mini-MIAS)."""
-    chosen = [s for s in samples if s.split == split]
+    """The samples of one dataset split (``all`` for datasets without an official split, e.g. mini-MIAS); any case."""
+    chosen = [s for s in samples if s.split == split.lower()]
     if not chosen:
         have = ", ".join(sorted({s.split for s in samples})) or "none"
         raise MammofuseError(f"the data has no {split!r} split (it has: {have}); choose one with split (--split)")
@@ -176,7 +176,7 @@ def evaluate_model(
     probs, errors = score_samples(model, samples, batch_size, workers, on_batch, control, away_patches)
     ok = [i for i, e in enumerate(errors) if not e and np.isfinite(probs[i])]
     ok_set = set(ok)
-    failed = [{"id": samples[i].id, "error": errors[i] or "no score"} for i in range(len(samples)) if i not in ok_set]
+    failed = [{"id": samples[i].id, "path": samples[i].image_path, "error": errors[i] or "no score"} for i in range(len(samples)) if i not in ok_set]
     kept = [samples[i] for i in ok]
     labels = np.array([s.label for s in kept], dtype=int)
     scores = probs[ok]

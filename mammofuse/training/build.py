@@ -44,6 +44,20 @@ def check_samples(settings: TrainSettings, train_samples: Sequence[Sample], val_
             f"--fusion {settings.fusion} needs images but no training sample has one "
             "(pass --images for CBIS-DDSM, or use --fusion clinical)"
         )
+    if settings.fusion == "clinical" and not any(s.clinical for s in train_samples):
+        raise MammofuseError("--fusion clinical reads the clinical findings, and no training sample gives one (density, shape, margin...: "
+                             "`mammofuse schema` lists them): give them, or train on the images (--fusion image)")
+    imaged = [s for s in train_samples if s.has_image]
+    if settings.uses_image and imaged and crops_lesions(settings) and not any(s.has_lesion_region for s in imaged):
+        raise MammofuseError(
+            f"--input roi crops each lesion, and none of the {len(imaged)} training cases with an image gives its lesion region "
+            "(roi_row, roi_col, roi_radius in a manifest): give the regions, or crop the whole breast (--input full, or --without-region breast)"
+        )
+
+
+def crops_lesions(settings: TrainSettings) -> bool:
+    """Whether the model reads lesion crops and leaves out the image of a case without a lesion region."""
+    return settings.input == "roi" and settings.without_region == "skip"
 
 
 def join_run(device: str) -> tuple[torch.device, Distributed]:

@@ -53,6 +53,7 @@ from mammofuse.training.build import (
     build_model,
     check_samples,
     common_canvas,
+    crops_lesions,
     feature_cache,
     join_run,
 )
@@ -366,6 +367,7 @@ class _Trainer:
         if self.dist.main:
             write_text(self.out / SETTINGS_NAME, self.settings.to_yaml())
         self.report.train_start(self.settings)
+        self._warn_regionless()
         if resume and (self.state.stopped or self.state.epoch >= self.settings.epochs):
             self.report.log(f"nothing to train: the run in {self.out} is at epoch {self.state.epoch} ({self._why_done()})")
         while self.state.epoch < self.settings.epochs and not self.state.stopped:
@@ -425,6 +427,16 @@ class _Trainer:
                 f"(e.g. {example})"
             )
             self.warned = len(unreadable)
+
+    def _warn_regionless(self) -> None:
+        """Say how many cases with an image a lesion-crop model trains or validates on their findings alone, for want of a region."""
+        if not (self.uses_image and crops_lesions(self.settings)):
+            return
+        for split in SPLITS:
+            imaged = [s for s in self.samples[split] if s.has_image]
+            if missing := sum(not s.has_lesion_region for s in imaged):
+                self.report.log(f"warning: {missing} of the {len(imaged)} {split} cases with an image give no lesion region: "
+                                "a lesion-crop model leaves their image out")
 
     def _check_converging(self, epoch: int, loss: float) -> None:
         """Raise MammofuseError, before the epoch is saved, when its training loss is no longer a finite number:
