@@ -153,9 +153,7 @@ def ablate(
     if split is not None:
         from mammofuse.evaluation.evaluate import select_split
 
-        samples = select_split(samples, split)
-    if not samples:
-        raise MammofuseError(f"{data}: no samples")
+        samples = select_split(samples, split)  # load_dataset and select_split refuse to give no case
     has_official = {"train", "test"} <= {s.split for s in samples}
     if protocol == "official" and not has_official:
         raise MammofuseError(f"--protocol official: the data has no official train and test split here (splits: {', '.join(sorted({s.split for s in samples}))}); use --protocol cv")
