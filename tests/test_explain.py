@@ -693,13 +693,38 @@ def test_the_documented_roi_of_the_shipped_1_130_lies_on_its_mass(real_dicoms: d
 
 def test_a_second_run_into_the_same_folder_leaves_only_its_own_outputs(tiny_models: dict[str, Path], real_dicoms: dict[str, Path], tmp_path: Path) -> None:
     dicom = str(real_dicoms["P_00173_lmlo"])
-    common = ["--model", str(tiny_models["cross"]), "--margin", "spiculated", "--out", str(tmp_path), "--lime-samples", "10"]
+    common = ["--model", str(tiny_models["cross"]), "--margin", "spiculated", "--density", "2", "--out", str(tmp_path), "--lime-samples", "10"]
     assert explain_cli(dicom, *common)[0] == 0
     assert (tmp_path / "1-131" / "attention.png").is_file()
     (tmp_path / "1-131" / "notes.txt").write_text("the user's own file")
     assert explain_cli(dicom, *common, "--methods", "shap")[0] == 0
     names = {p.name for p in (tmp_path / "1-131").iterdir()}
     assert names == {"shap_clinical.png", "shap_clinical.json", "report.html", "explanation.json", "notes.txt"}
+
+
+def test_what_a_method_cannot_show_is_said_not_drawn(tiny_models: dict[str, Path], real_dicoms: dict[str, Path], tmp_path: Path) -> None:
+    """A ResNet's layer4 on a 32 px input is one cell, which was drawn as full-strength evidence over the whole crop; one
+    finding gave an attention panel of 1 everywhere; LIME's fit was not given in the report."""
+    import warnings
+
+    from mammofuse import explain
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        one = explain(real_dicoms["P_00173_lcc"], tmp_path / "a", tiny_models["cross"], lime_samples=20, margin="spiculated")
+        co = explain(real_dicoms["P_00173_lcc"], tmp_path / "b", tiny_models["co"], methods="attention", margin="spiculated")
+    assert np.load(one.outputs["gradcam_npy"]).shape == (1, 1)
+    assert any(n.startswith("Grad-CAM at backbone.layer4 is a 1 x 1 map of one value: no location at this layer") for n in one.notes)
+    assert any(n.startswith("attention skipped: one clinical finding given, so every image region's attention went to it") for n in one.notes)
+    assert "attention" not in one.outputs and "attention" in co.outputs  # co still draws the finding's attention to the image
+    report = one.outputs["report"].read_text(encoding="utf-8")
+    assert re.search(r"over the label-encoded clinical fields .*local model R\u00b2 \d\.\d{3}", report)
+    from mammofuse.explainers.lime_explain import fit_notes
+
+    assert fit_notes("image LIME", 0.23) == ["image LIME's local linear model fits the model's scores poorly here (R\u00b2 0.23, below 0.5): "
+                                             "read its weights with care"] and fit_notes("image LIME", 0.5) == []
+    fits = [float(r) for r in re.findall(r"local model R\u00b2 (-?\d+\.\d{3})", report)]
+    assert len(fits) == 2 and sum("LIME's local linear model fits the model's scores poorly here" in n for n in one.notes) == sum(r < 0.5 for r in fits)
 
 
 def test_one_method_may_be_given_as_a_string(real_dicoms: dict[str, Path], tmp_path: Path) -> None:

@@ -224,7 +224,8 @@ def test_the_front_door_explains_one_file_with_findings(real_dicoms: dict[str, P
 
     model = tiny_model("cross")
     model.name = "tiny"
-    result = explain(real_dicoms["P_00820_rcc"], tmp_path, model, methods=["gradcam", "attention"], density=3, margin="spiculated")
+    result = explain(real_dicoms["P_00820_rcc"], tmp_path, model, methods=["gradcam", "attention"], layer="backbone.layer3", density=3,
+                     margin="spiculated")  # layer4 of a 32 px input is one cell, which a note would call no location
     assert isinstance(result, Explanation) and result.model == "tiny"
     assert result.clinical["margin"] == "spiculated" and result.clinical["shape"] is None
     assert list(result.outputs) == ["gradcam", "gradcam_npy", "attention", "summary", "report"]

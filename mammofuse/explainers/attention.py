@@ -57,7 +57,8 @@ def attention_maps(model: MammoFuse, inputs: CaseInputs, scorer: FixedImageScore
 
 
 def plot_attention(maps: AttentionMaps, view: np.ndarray, labels: list[str], values: list[str | None]) -> bytes:
-    """PNG: a panel per present field over the view; a second row for ``co`` models."""
+    """PNG: a panel per present field over the view; a second row for ``co`` models. With one field, the first row (every
+    region's attention over the fields, which is 1 for a lone field) is left out."""
     from mammofuse.explainers.gradcam import upsample
     from mammofuse.explainers.render import (
         figure_png,
@@ -66,7 +67,7 @@ def plot_attention(maps: AttentionMaps, view: np.ndarray, labels: list[str], val
         view_figsize,
     )
 
-    rows = [("image regions \u2192 field", maps.image_to_clinical)]
+    rows = [("image regions \u2192 field", maps.image_to_clinical)] if len(maps.fields) > 1 else []
     if maps.clinical_to_image is not None:
         rows.append(("field \u2192 image regions", maps.clinical_to_image))
     n = len(maps.fields)

@@ -129,17 +129,26 @@ def plot_gradcam(cam: np.ndarray, view: np.ndarray, layer: str, mirrored: str | 
     return figure_png(gradcam_figure(cam, view, layer, mirrored))
 
 
+def is_flat(cam: np.ndarray) -> bool:
+    """Whether a Grad-CAM map holds one value everywhere (one cell, or a layer too coarse for the input): no location."""
+    return bool(cam.max() == cam.min())
+
+
 def gradcam_figure(cam: np.ndarray, view: np.ndarray, layer: str, mirrored: str | None = None) -> Any:
-    """The view, and the map (normalised to its maximum) over it, named as the model's attention; ``mirrored``: how
-    the view is mirrored (:func:`~mammofuse.explainers.render.mirror_label`), said over it."""
+    """The view, and the map (normalised to its maximum) over it, named as the regions whose features raised the score;
+    a map of one value everywhere is not drawn (it has no location). ``mirrored``: how the view is mirrored
+    (:func:`~mammofuse.explainers.render.mirror_label`), said over it."""
     from mammofuse.explainers.render import new_figure, overlay_axes, view_figsize
 
     peak = float(cam.max())
-    heat = upsample(cam / peak if peak > 0 else cam, view.shape)
+    flat = is_flat(cam)
+    heat = upsample(np.zeros_like(cam) if flat else cam / peak if peak > 0 else cam, view.shape)
     fig, axes = new_figure(view_figsize(view, 2), ncols=2)
     overlay_axes(axes[0], view)
     axes[0].set_title("region the model saw" + (f"\n{mirrored}" if mirrored else ""), fontsize=10)
     shown = overlay_axes(axes[1], view, heat)
-    axes[1].set_title(f"Grad-CAM at {layer}: evidence for malignancy\nmodel attention, not a lesion localisation", fontsize=10)
+    second = (f"one value everywhere ({cam.shape[0]} x {cam.shape[1]} map): no location at this layer" if flat
+              else "where its features raised the score, not a lesion localisation")
+    axes[1].set_title(f"Grad-CAM at {layer}: evidence for malignancy\n{second}", fontsize=10)
     fig.colorbar(shown, ax=axes[1], fraction=0.046, pad=0.02, label="relative strength")
     return fig

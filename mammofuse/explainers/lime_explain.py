@@ -32,6 +32,15 @@ CLASS_NAMES = ["benign", "malignant"]
 ABSENT = "(absent)"
 SEGMENT_SIDE = 112
 N_SEGMENTS = 40
+LOW_FIT = 0.5
+"""Below this R² of LIME's local linear model on its samples, its weights describe the model's scores poorly."""
+
+
+def fit_notes(method: str, score: float) -> list[str]:
+    """A note when a LIME explanation's local model fits the scores it explains poorly (R² below :data:`LOW_FIT`)."""
+    if score >= LOW_FIT:
+        return []
+    return [f"{method}'s local linear model fits the model's scores poorly here (R² {score:.2f}, below {LOW_FIT}): read its weights with care"]
 
 
 @dataclass

@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING
 
 from mammofuse.explainers.methods.base import CaseContext, ExplanationMethod, MethodResult
 from mammofuse.explainers.report import ReportSection
+from mammofuse.fusion import Fusion
 
 if TYPE_CHECKING:
     from mammofuse.model import MammoFuse
@@ -22,7 +23,12 @@ class AttentionMethod(ExplanationMethod):
         return None if model.config.kind.uses_attention else f"{model.config.fusion!r} fusion has no cross-attention"
 
     def applies_to_case(self, case: CaseContext) -> str | None:
-        return None if case.inputs.mask.any() else "no clinical finding given, so the image had nothing to attend to"
+        given = int(case.inputs.mask.sum())
+        if not given:
+            return "no clinical finding given, so the image had nothing to attend to"
+        if given == 1 and case.model.config.fusion != Fusion.CO:  # co-attention still draws the finding's attention to the image
+            return "one clinical finding given, so every image region's attention went to it (a softmax over one): nothing to draw"
+        return None
 
     def run(self, case: CaseContext) -> MethodResult:
         from mammofuse.atomic import write_bytes
@@ -36,4 +42,7 @@ class AttentionMethod(ExplanationMethod):
         text = "How strongly each image region attended to each clinical field given (heads averaged); absent fields are masked out."
         if maps.clinical_to_image is not None:
             text += " Second row: how strongly each field attended to each region (co-attention)."
+        if len(maps.fields) == 1:
+            text = ("How strongly the one clinical field given attended to each image region (co-attention; heads averaged). Every "
+                    "region's attention over the findings went to it (a softmax over one), so that row is not drawn.")
         return MethodResult(paths, ReportSection("Cross-attention", text, png=png, files=list(self.outputs.values())))

@@ -32,7 +32,7 @@ class GradCAMMethod(ExplanationMethod):
         import numpy as np
 
         from mammofuse.atomic import write_bytes
-        from mammofuse.explainers.gradcam import grad_cam, plot_gradcam
+        from mammofuse.explainers.gradcam import grad_cam, is_flat, plot_gradcam
         from mammofuse.explainers.render import mirror_label
 
         inputs, layer = case.inputs, case.options.layer
@@ -46,11 +46,15 @@ class GradCAMMethod(ExplanationMethod):
         write_bytes(paths["gradcam"], png)
         text = (
             f"Where the image features at {layer} pushed the malignancy score up (clinical findings held fixed): "
-            "the model's attention, not a localisation of the lesion. "
+            "regions whose features raised the score, not a localisation of the lesion. "
             f"Raw map {cam.shape[0]} x {cam.shape[1]} in gradcam.npy, normalised to its maximum here."
         )
         notes = []
         if cam.max() <= 0:
             text += " The map is zero everywhere: no region of this layer raised the score."
             notes.append("Grad-CAM is zero everywhere: no positive evidence at this layer")
+        elif is_flat(cam):
+            text += " The map holds one value everywhere, so it shows no location and is not drawn."
+            notes.append(f"Grad-CAM at {layer} is a {cam.shape[0]} x {cam.shape[1]} map of one value: no location at this layer "
+                         "for this input size; explain at an earlier layer (--layer, e.g. backbone.layer3 for a ResNet)")
         return MethodResult(paths, ReportSection("Grad-CAM (image)", text, png=png, files=list(self.outputs.values())), notes)

@@ -25,7 +25,7 @@ class ImageLimeMethod(ExplanationMethod):
     def run(self, case: CaseContext) -> MethodResult:
         from mammofuse.atomic import write_text
         from mammofuse.explainers.inputs import FixedClinicalScorer
-        from mammofuse.explainers.lime_explain import lime_image, lime_image_html, plot_lime_image
+        from mammofuse.explainers.lime_explain import fit_notes, lime_image, lime_image_html, plot_lime_image
 
         inputs, seed = case.inputs, case.options.seed
         explained = lime_image(FixedClinicalScorer(case.model, inputs), inputs.image[0, 0].cpu().numpy(), case.options.lime_samples, seed)
@@ -37,4 +37,4 @@ class ImageLimeMethod(ExplanationMethod):
             f"Superpixels that raised (red) or lowered (blue) P(malignant) when switched off and on; clinical findings fixed. "
             f"{explained.num_samples} samples, seed {seed}, local model R\u00b2 {explained.score:.3f}.",
             png=png, files=list(self.outputs.values()),
-        ))
+        ), fit_notes("image LIME", explained.score))

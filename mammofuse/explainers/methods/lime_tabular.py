@@ -25,7 +25,7 @@ class ClinicalLimeMethod(ExplanationMethod):
 
     def run(self, case: CaseContext) -> MethodResult:
         from mammofuse.atomic import write_text
-        from mammofuse.explainers.lime_explain import lime_clinical, lime_clinical_html
+        from mammofuse.explainers.lime_explain import fit_notes, lime_clinical, lime_clinical_html
 
         samples, seed = case.options.lime_samples, case.options.seed
         tabular = lime_clinical(case.image_scorer, case.schema, case.inputs.sample.clinical, samples, seed)
@@ -33,6 +33,7 @@ class ClinicalLimeMethod(ExplanationMethod):
         write_text(paths["lime_clinical"], lime_clinical_html(tabular, samples, seed, case.inputs.source))
         return MethodResult(paths, ReportSection(
             "LIME (clinical fields)",
-            f"LIME's local linear model over the label-encoded clinical fields (image fixed); {samples} samples, seed {seed}.",
+            f"LIME's local linear model over the label-encoded clinical fields (image fixed); {samples} samples, seed {seed}, "
+            f"local model R\u00b2 {tabular.score:.3f}.",
             frame_html=tabular.html, table=[(n, f"{w:+.4f}") for n, w in tabular.weights], files=list(self.outputs.values()),
-        ))
+        ), fit_notes("clinical LIME", tabular.score))
