@@ -301,7 +301,8 @@ def test_pretrain_and_train_show_hostile_file_names_without_escape_sequences(tmp
     (tmp_path / "manifest.csv").write_text("\n".join([*rows, "bad\x1b[31m.png,1,p0,2"]) + "\n")
     data = ("--dataset", "manifest", "--data", str(tmp_path / "manifest.csv"), "--image-size", "32", "--epochs", "1")
     pretrained = run("pretrain", *data, "--split", "all", "--patches-per-image", "2", "--out", str(tmp_path / "bb.safetensors"))
-    trained = run("train", *data, "--fusion", "concat", "--proj-dim", "16", "--pretrained", "none", "--out", str(tmp_path / "run\x1b[31m[red]"))
+    trained = run("train", *data, "--fusion", "concat", "--proj-dim", "16", "--pretrained", "none", "--input", "full",
+                  "--out", str(tmp_path / "run\x1b[31m[red]"))
     for result, line in ((pretrained, "skipped: "), (trained, "could not be read")):
         assert result.exit_code == 0, result.output
         assert "\x1b" not in result.output and "bad\\x1b[31m.png" in next(x for x in result.stderr.splitlines() if line in x)

@@ -237,7 +237,8 @@ def test_train_cli_with_no_readable_image_is_a_usage_error(tmp_path: Path) -> No
         (tmp_path / f"{k}.png").write_bytes(b"not a png")
     (tmp_path / "manifest.csv").write_text("\n".join(rows) + "\n")
     result = CliRunner().invoke(app, ["train", "--dataset", "manifest", "--data", str(tmp_path / "manifest.csv"), "--out", str(tmp_path / "run"),
-                                      "--fusion", "concat", "--image-size", "32", "--proj-dim", "16", "--epochs", "1", "--pretrained", "none"])
+                                      "--fusion", "concat", "--image-size", "32", "--proj-dim", "16", "--epochs", "1", "--pretrained", "none",
+                                      "--input", "full"])
     assert result.exit_code == 2, result.output
     assert "error: none of the 8 training images could be read" in result.stderr and "Traceback" not in result.output
 

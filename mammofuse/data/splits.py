@@ -20,8 +20,8 @@ def _folds(samples: Sequence[Sample], k: int, seed: int) -> list[tuple[list[int]
     if patients < k:
         raise MammofuseError(f"{k} patient-grouped folds need at least {k} patients; the data has {patients}")
     malignant = int(labels.sum())
-    if min(malignant, len(labels) - malignant) < k:
-        raise MammofuseError(f"{k} patient-grouped stratified folds need at least {k} cases of each class; the data has {malignant} "
+    if max(malignant, len(labels) - malignant) < k:  # scikit-learn's own rule; fewer of one class only makes uneven folds
+        raise MammofuseError(f"{k} patient-grouped stratified folds need at least {k} cases of one class; the data has {malignant} "
                              f"malignant and {len(labels) - malignant} benign: make fewer folds (--folds, or a larger --val-fraction)")
     splitter = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
     try:
