@@ -85,7 +85,7 @@ def test_the_notice_is_a_footer_below_the_figure_content() -> None:
     assert footer.get_window_extent(renderer).y1 < ax.xaxis.label.get_window_extent(renderer).y0  # nothing drawn over it
 
 
-def test_grad_cam_names_its_map_model_attention_and_says_when_the_view_is_mirrored() -> None:
+def test_grad_cam_names_what_its_map_shows_and_says_when_the_view_is_mirrored() -> None:
     from mammofuse.explainers.gradcam import gradcam_figure
     from mammofuse.explainers.render import mirror_label
 
@@ -93,7 +93,9 @@ def test_grad_cam_names_its_map_model_attention_and_says_when_the_view_is_mirror
     right = gradcam_figure(cam, view, "backbone.layer4", mirror_label(True, "R"))
     titles = [ax.get_title() for ax in right.axes[:2]]
     assert titles[0] == "region the model saw\nmirrored: right breast shown as left"
-    assert titles[1].endswith("\nmodel attention, not a lesion localisation")
+    assert titles[1] == "Grad-CAM at backbone.layer4: evidence for malignancy\nwhere its features raised the score, not a lesion localisation"
+    flat = gradcam_figure(np.full((1, 1), 0.2, np.float32), view, "backbone.layer4").axes[1].get_title()
+    assert flat.endswith("\none value everywhere (1 x 1 map): no location at this layer")
     left = gradcam_figure(cam, view, "backbone.layer4", mirror_label(False, "L"))
     assert left.axes[0].get_title() == "region the model saw"
     assert mirror_label(True, None) == "mirrored left to right (breast turned to the left)"
