@@ -96,6 +96,8 @@ def test_grad_cam_names_what_its_map_shows_and_says_when_the_view_is_mirrored() 
     assert titles[1] == "Grad-CAM at backbone.layer4: evidence for malignancy\nwhere its features raised the score, not a lesion localisation"
     flat = gradcam_figure(np.full((1, 1), 0.2, np.float32), view, "backbone.layer4").axes[1].get_title()
     assert flat.endswith("\none value everywhere (1 x 1 map): no location at this layer")
+    zero = gradcam_figure(np.zeros((4, 4), np.float32), view, "backbone.layer4").axes[1].get_title()
+    assert zero.endswith("\nzero everywhere: no region at this layer raised the score")
     left = gradcam_figure(cam, view, "backbone.layer4", mirror_label(False, "L"))
     assert left.axes[0].get_title() == "region the model saw"
     assert mirror_label(True, None) == "mirrored left to right (breast turned to the left)"

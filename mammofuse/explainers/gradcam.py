@@ -141,14 +141,18 @@ def gradcam_figure(cam: np.ndarray, view: np.ndarray, layer: str, mirrored: str 
     from mammofuse.explainers.render import new_figure, overlay_axes, view_figsize
 
     peak = float(cam.max())
-    flat = is_flat(cam)
-    heat = upsample(np.zeros_like(cam) if flat else cam / peak if peak > 0 else cam, view.shape)
+    flat = is_flat(cam)  # a map of zeros too: nothing to draw
+    heat = upsample(np.zeros_like(cam) if flat else cam / peak, view.shape)
     fig, axes = new_figure(view_figsize(view, 2), ncols=2)
     overlay_axes(axes[0], view)
     axes[0].set_title("region the model saw" + (f"\n{mirrored}" if mirrored else ""), fontsize=10)
     shown = overlay_axes(axes[1], view, heat)
-    second = (f"one value everywhere ({cam.shape[0]} x {cam.shape[1]} map): no location at this layer" if flat
-              else "where its features raised the score, not a lesion localisation")
+    if peak <= 0:
+        second = "zero everywhere: no region at this layer raised the score"
+    elif flat:
+        second = f"one value everywhere ({cam.shape[0]} x {cam.shape[1]} map): no location at this layer"
+    else:
+        second = "where its features raised the score, not a lesion localisation"
     axes[1].set_title(f"Grad-CAM at {layer}: evidence for malignancy\n{second}", fontsize=10)
     fig.colorbar(shown, ax=axes[1], fraction=0.046, pad=0.02, label="relative strength")
     return fig

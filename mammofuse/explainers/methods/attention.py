@@ -39,10 +39,11 @@ class AttentionMethod(ExplanationMethod):
         png = plot_attention(maps, case.inputs.view, [f.label for f in fields], [case.decoded[f.name] for f in fields])
         paths = self.paths(case.folder)
         write_bytes(paths["attention"], png)
-        text = "How strongly each image region attended to each clinical field given (heads averaged); absent fields are masked out."
-        if maps.clinical_to_image is not None:
-            text += " Second row: how strongly each field attended to each region (co-attention)."
-        if len(maps.fields) == 1:
+        if len(maps.fields) == 1:  # a co model's (applies_to_case leaves a cross model out)
             text = ("How strongly the one clinical field given attended to each image region (co-attention; heads averaged). Every "
                     "region's attention over the findings went to it (a softmax over one), so that row is not drawn.")
+        else:
+            text = "How strongly each image region attended to each clinical field given (heads averaged); absent fields are masked out."
+            if maps.clinical_to_image is not None:
+                text += " Second row: how strongly each field attended to each region (co-attention)."
         return MethodResult(paths, ReportSection("Cross-attention", text, png=png, files=list(self.outputs.values())))
