@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, replace
 from functools import lru_cache
 from typing import Any, Callable, Iterator, Sequence
@@ -20,12 +21,12 @@ from mammofuse.imaging.preprocess import (
     crop_for_model,
     crop_pixels,
     lesion_side,
-    model_space,
     normalise,
     region_in_model_space,
+    to_canvas,
 )
 from mammofuse.imaging.radiomics import N_RADIOMICS, radiomics_features
-from mammofuse.imaging.reader import Mammogram, check_header, image_shape, read_mammogram, remarks_kept
+from mammofuse.imaging.reader import Mammogram, ReaderWarning, check_header, image_shape, read_mammogram, remarks_kept
 from mammofuse.interrupts import loader_batches
 from mammofuse.results import joined_note, sigmoid
 
@@ -41,7 +42,7 @@ def control_needs_region(control: str) -> str:
 
 def load_input(
     sample: Sample, recipe: PreprocessRecipe, radiomics: bool = False, control: str | None = None, avoid: Sequence[Region] = (),
-    draw: int = 0,
+    draw: int = 0, films: FilmReader | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """The preprocessed (1, S, S) input of a sample and its radiomics vector (empty unless asked).
 
@@ -49,26 +50,54 @@ def load_input(
     (``masked`` or ``away``, see :mod:`mammofuse.imaging.controls`) replaces the lesion first;
     ``draw`` picks which of the case's away patches; ``avoid`` holds the regions of every lesion of
     the film (in the file's own pixels), which the away patch keeps clear of and a whole-breast
-    model's ``masked`` control fills.
+    model's ``masked`` control fills. ``films`` reads the film (one kept from the lesion before).
     """
     sample = with_mask_region(sample, recipe)
     if recipe.input == "roi" and sample.roi_path and sample.region is None and control is None:
-        crop = crop_for_model(read_mammogram(sample.roi_path), replace(recipe, input="full", canvas=None))
-        region = None
-    else:
-        if sample.image_path is None:
-            raise MammofuseError(f"{sample.id}: no image")
-        mammogram = read_mammogram(sample.image_path)
-        if sample.region is not None:
-            check_region(mammogram, sample.region)
-        pixels, region = model_space(mammogram, recipe, sample.region)
-        if control is not None:
-            others = [region_in_model_space(r, mammogram.pixels.shape, mammogram.info.flipped, recipe.canvas) for r in avoid]
-            pixels, region = _apply_control(pixels, region, others, recipe, control, sample.id, draw)
-        crop = crop_pixels(pixels, recipe, region)
+        return model_input(crop_for_model(read_mammogram(sample.roi_path), replace(recipe, input="full", canvas=None)), recipe, None, radiomics)
+    if sample.image_path is None:
+        raise MammofuseError(f"{sample.id}: no image")
+    mammogram, pixels = (films or FilmReader()).read(sample.image_path, recipe.canvas)
+    region = None
+    if sample.region is not None:
+        check_region(mammogram, sample.region)
+        region = region_in_model_space(sample.region, mammogram.pixels.shape, mammogram.info.flipped, recipe.canvas)
+    if control is not None:
+        others = [region_in_model_space(r, mammogram.pixels.shape, mammogram.info.flipped, recipe.canvas) for r in avoid]
+        pixels, region = _apply_control(pixels, region, others, recipe, control, sample.id, draw)
+    return model_input(crop_pixels(pixels, recipe, region), recipe, region, radiomics)
+
+
+def model_input(crop: np.ndarray, recipe: PreprocessRecipe, region: Region | None, radiomics: bool) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`load_input`'s result from the crop the model looks at and the lesion region in model space."""
     image = normalise(crop, recipe)
     extra = radiomics_features(image[0] * recipe.std + recipe.mean, region[2] if region else None) if radiomics else np.zeros(0, np.float32)
     return image, extra
+
+
+class FilmReader:
+    """Reads films into model space (the canvas, if any), keeping the last one while :attr:`keep` is set, so that
+    the lesions of one film, scored one after the other, decode it once. A kept film is read-only, and its
+    reader's remarks are issued again on each reuse (every lesion's record carries them)."""
+
+    def __init__(self) -> None:
+        self.keep = False
+        self._kept: tuple[str, tuple[int, int] | None, Mammogram, np.ndarray] | None = None
+
+    def read(self, path: str, canvas: tuple[int, int] | None) -> tuple[Mammogram, np.ndarray]:
+        """The film at ``path`` and its pixels in model space."""
+        kept, self._kept = self._kept, None  # a film not asked for again is freed before the next one is decoded
+        if kept is not None and kept[:2] == (path, canvas):
+            mammogram, pixels = kept[2], kept[3]
+            for remark in mammogram.info.warnings:
+                warnings.warn(ReaderWarning(path, remark), stacklevel=2)
+        else:
+            mammogram = read_mammogram(path)
+            pixels = to_canvas(mammogram.pixels, canvas) if canvas else mammogram.pixels
+        if self.keep:
+            mammogram.pixels.flags.writeable = pixels.flags.writeable = False
+            self._kept = (path, canvas, mammogram, pixels)
+        return mammogram, pixels
 
 
 def _apply_control(pixels: np.ndarray, region: Region | None, others: Sequence[Region], recipe: PreprocessRecipe, control: str,
@@ -186,6 +215,7 @@ class LesionDataset(Dataset):
         self.radiomics, self.control, self.draw = radiomics, control, draw
         self._cache: dict[int, tuple[np.ndarray, np.ndarray, bool, str, str]] | None = {} if cache else None
         self._encoded = [self.schema.encode(s.clinical) for s in self.samples]
+        self._reader = FilmReader()
         self._films: dict[str, list[Sample]] = {}
         for s in self.samples:
             if s.image_id:
@@ -203,6 +233,8 @@ class LesionDataset(Dataset):
         if not (self.use_images and sample.has_image):
             return (*empty, "", "")
         remarks: list[str] = []
+        following = self.samples[index + 1] if index + 1 < len(self.samples) else None
+        self._reader.keep = following is not None and following.image_path == sample.image_path
         try:
             with remarks_kept() as remarks:
                 loaded = self._load(sample)
@@ -232,7 +264,7 @@ class LesionDataset(Dataset):
             check_header(sample.image_path)
             raise MammofuseError(control_needs_region(self.control))
         avoid = lesion_regions(self._films.get(sample.image_id or "", []), self.recipe.canvas) if self.control else []
-        return load_input(sample, self.recipe, self.radiomics, self.control, avoid, self.draw)
+        return load_input(sample, self.recipe, self.radiomics, self.control, avoid, self.draw, self._reader)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         if self._cache is not None and index in self._cache:

@@ -323,10 +323,19 @@ def test_image_lime_is_reproducible_with_a_seed() -> None:
 # --- the runner and the CLI on real DICOMs ---------------------------------------------------
 
 
-def test_inputs_are_exactly_what_predict_feeds_the_model(real_dicoms: dict[str, Path]) -> None:
+def test_inputs_are_exactly_what_predict_feeds_the_model(real_dicoms: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    from mammofuse import inference
+    from mammofuse.explainers import inputs as module
+    from mammofuse.imaging.reader import read_mammogram
+
     model = make_model("cross", size=48)
     sample = Sample(id="x", patient_id="", label=-1, clinical=CLINICAL, image_path=str(real_dicoms["P_00820_lcc"]))
+    reads = []
+    for reader in (module, inference):
+        monkeypatch.setattr(reader, "read_mammogram", lambda path: reads.append(path) or read_mammogram(path))
     inputs = prepare_inputs(model, sample)
+    monkeypatch.undo()
+    assert reads == [sample.image_path]  # the file is decoded once
     np.testing.assert_array_equal(inputs.image[0].numpy(), load_input(sample, model.config.recipe)[0])
     assert inputs.view.ndim == 2 and max(inputs.view.shape) == 768
     assert inputs.header["PatientID"] == "Mass-Test_P_00820_LEFT_CC"

@@ -6,6 +6,7 @@ import csv
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 from conftest import make_tiny_model
 from typer.testing import CliRunner
@@ -191,3 +192,31 @@ def test_a_files_remark_is_one_note_however_many_lesions(fmt: str, roi_model: Pa
     table = write_csv(tmp_path / "lesions.csv", [{"path": str(cr), **FIRST}, {"path": str(cr), **SECOND}])
     code, _, err = run("predict", str(cr), "--model", str(roi_model), "--clinical", str(table), "-f", fmt)
     assert code == 0 and err.count("modality is CR, not MG") == 1, err
+
+
+@pytest.mark.parametrize("canvas", [None, (800, 800)])
+def test_the_lesions_of_one_film_decode_it_once(canvas: tuple[int, int] | None, real_dicoms: dict[str, Path], tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    import pydicom
+
+    from mammofuse import inference
+    from mammofuse.data.sample import Sample
+    from mammofuse.imaging.preprocess import PreprocessRecipe
+
+    scan = pydicom.dcmread(real_dicoms["P_00173_lcc"])
+    scan.Modality = "CR"  # a remark every lesion's record carries
+    film = tmp_path / "cr.dcm"
+    scan.save_as(film)
+    recipe = PreprocessRecipe(image_size=32, input="roi", canvas=canvas)
+    regions = [tuple(circle(FIRST)), tuple(circle(SECOND)), tuple(circle(FIRST))]
+    samples = [Sample(f"l{i}", "p", 0, image_path=str(film), region=r, image_id="f") for i, r in enumerate(regions)]
+    samples.append(Sample("other", "q", 0, image_path=str(real_dicoms["P_00173_lcc"]), region=regions[0], image_id="g"))
+    reads = []
+    monkeypatch.setattr(inference, "read_mammogram", lambda path: reads.append(path) or mammofuse.imaging.reader.read_mammogram(path))
+    dataset = inference.LesionDataset(samples, recipe, "cbis-ddsm-v1")
+    items = [dataset[i] for i in range(len(samples))]
+    assert reads == [str(film), str(real_dicoms["P_00173_lcc"])]
+    assert all("modality is CR, not MG" in item["note"] for item in items[:3]) and "modality is CR" not in items[3]["note"]
+    for sample, item in zip(samples, items):
+        assert item["error"] == "" and np.array_equal(item["image"].numpy(), inference.load_input(sample, recipe)[0])
+    assert not dataset._reader._kept  # the last lesion of a film lets it go

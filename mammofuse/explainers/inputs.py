@@ -91,7 +91,7 @@ def prepare_inputs(model: MammoFuse, sample: Sample, device: str | torch.device 
     Raises:
         MammofuseError: unreadable file (the message names it) or unknown clinical value.
     """
-    from mammofuse.inference import NOTHING_TO_SCORE, load_input, with_mask_region
+    from mammofuse.inference import NOTHING_TO_SCORE, check_region, model_input, with_mask_region
 
     config = model.config
     vector, mask = load_schema(config.vocabulary).encode(sample.clinical)
@@ -107,15 +107,18 @@ def prepare_inputs(model: MammoFuse, sample: Sample, device: str | torch.device 
             "give its region (--roi ROW,COL,RADIUS, roi= in Python, or roi_row, roi_col, roi_radius columns in --clinical)"
         )
     mammogram, recipe, region = model_view(sample, config.recipe)
+    if region is not None:
+        check_region(mammogram, region)
     shape, flipped = mammogram.pixels.shape, mammogram.info.flipped
     pixels, model_region = model_space(mammogram, recipe, region)
-    array, extra = load_input(sample, config.recipe, config.radiomics)
+    crop = crop_pixels(pixels, recipe, model_region)
+    array, extra = model_input(crop, recipe, model_region, config.radiomics)
     return CaseInputs(
         sample=sample,
         image=torch.from_numpy(array)[None].to(device),
         clinical=clinical,
         mask=present,
-        view=display_view(crop_pixels(pixels, recipe, model_region), film_pixel(shape, recipe.canvas)),
+        view=display_view(crop, film_pixel(shape, recipe.canvas)),
         view_box=film_box(crop_box(pixels, recipe, model_region), shape, recipe.canvas, flipped),
         info=mammogram.info,
         header=dicom_header(Path(mammogram.info.path)) if mammogram.info.format == "dicom" else {},
