@@ -228,6 +228,33 @@ def test_ablate_refuses_image_weights_trained_on_its_own_patients(mini_mias, tmp
     assert [c[0] for c in trainer.calls] == ["clinical"] * 2 + ["image"] * 2
 
 
+def test_ablate_says_whose_films_a_pretrained_backbone_has_seen(mini_mias, tmp_path):
+    from mammofuse.data import load_dataset
+    from mammofuse.data.sample import patient_digest
+    from mammofuse.model.encoders import image_backbone
+    from mammofuse.training.pretrain import PretrainSettings, save_backbone
+
+    samples = load_dataset("mini-mias", mini_mias)[:24]
+    seen = {samples[3].patient_id, samples[5].patient_id, "someone else"}
+    backbone = save_backbone(image_backbone("resnet18")[0], tmp_path / "seen.safetensors", PretrainSettings(backbone="resnet18"), {},
+                             patients=[patient_digest(p) for p in seen])
+    unrecorded = save_backbone(image_backbone("resnet18")[0], tmp_path / "old.safetensors", PretrainSettings(backbone="resnet18"), {})
+    patients = len({s.patient_id for s in samples})
+    protocols = {}
+    for name, weights in (("seen", backbone), ("old", unrecorded)):
+        notes = Notes()
+        report = run_ablation(samples, plan_arms(["image"]), _settings(pretrained=str(weights)), tmp_path / name, folds=2, n_boot=0,
+                              trainer=CountingTrainer(), callbacks=[notes], controls=())
+        protocols[name] = report.protocol["image_weights_pretraining"]
+        assert any(f"pretrained without labels on the films of 2 of these {patients} patients" in m for m in notes.messages) == (name == "seen")
+    assert protocols["seen"].startswith(f"self-supervised (no labels, lesions avoided) on the films of 2 of these {patients} patients")
+    assert protocols["old"] is None  # a file that records no patients: nothing to say
+    others = [s for s in samples if s.patient_id not in seen]
+    report = run_ablation(others, plan_arms(["image"]), _settings(pretrained=str(backbone)), tmp_path / "others", folds=2, n_boot=0,
+                          trainer=CountingTrainer(), controls=())
+    assert report.protocol["image_weights_pretraining"].startswith("self-supervised on the films of none of these")
+
+
 def test_the_away_control_is_rescored_on_more_patches_from_kept_models_never_retrained(mini_mias, tmp_path):
     from mammofuse.data import load_dataset
     from mammofuse.imaging.controls import CONTROLS

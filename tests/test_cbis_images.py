@@ -312,3 +312,13 @@ def test_tcia_crop_and_mask_are_told_apart_by_size_not_by_the_csv_column(tmp_pat
     assert sample.image_path == str(root / film / "1.2" / "1.2.3" / "000000.dcm")
     assert sample.roi_mask_path == str(root / f"{film}_1" / "9.8" / series["mask"][1] / names["mask"])
     assert sample.roi_path == (None if layout == "mask alone" else str(root / f"{film}_1" / "9.8" / "9.8.1" / "000000.dcm"))
+
+
+def test_the_shipped_backbone_records_the_patients_whose_films_it_was_pretrained_on(cbis_csv: Path, cbis_800: Path) -> None:
+    """``ablate`` says whose held-out films a backbone has seen from this record: the shipped one's is the Mass-Training patients'."""
+    from mammofuse.data import load_dataset
+    from mammofuse.data.sample import patient_digest
+    from mammofuse.training.pretrain import pretraining_patients
+
+    training = [s for s in load_dataset("cbis-ddsm", cbis_csv, [cbis_800], "mass") if s.split == "train" and s.image_path]
+    assert pretraining_patients("cbis-texture-cnn4") == {patient_digest(s.patient_id) for s in training}

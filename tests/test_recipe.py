@@ -247,6 +247,7 @@ def test_pretraining_twice_writes_the_same_bytes_however_long_it_took(tmp_path, 
     from typer.testing import CliRunner
 
     from mammofuse.cli import app
+    from mammofuse.data.sample import patient_digest
     from mammofuse.training import pretrain
 
     _tiny_manifest(tmp_path)
@@ -261,7 +262,8 @@ def test_pretraining_twice_writes_the_same_bytes_however_long_it_took(tmp_path, 
     assert "2 epoch(s) in 14 s" in second.stdout  # the timings are reported, not stored
     data = (tmp_path / "a.safetensors").read_bytes()
     meta = json.loads(data[8 : 8 + int.from_bytes(data[:8], "little")])["__metadata__"]
-    assert list(meta) == sorted(meta) == ["backbone", "format", "image_size", "report", "task"]
+    assert list(meta) == sorted(meta) == ["backbone", "format", "image_size", "patients", "report", "task"]
+    assert json.loads(meta["patients"]) == sorted(patient_digest(f"p{k}") for k in range(4))  # whose films it has seen
     history = json.loads(meta["report"])["history"]
     assert [set(row) for row in history] == [{"epoch", "train_mse", "holdout_r2"}] * 2
     with safe_open(str(tmp_path / "a.safetensors"), "pt") as fh:

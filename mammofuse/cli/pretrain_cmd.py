@@ -61,7 +61,7 @@ def pretrain(
 
     load_torch()
     from mammofuse.data import load_dataset
-    from mammofuse.data.sample import Sample
+    from mammofuse.data.sample import Sample, patient_digest
     from mammofuse.errors import MammofuseError
     from mammofuse.inference import lesion_regions
     from mammofuse.model.config import ARCHITECTURES
@@ -108,7 +108,7 @@ def pretrain(
             highlight=False, markup=False, soft_wrap=True),
     )
     report.update({"dataset": dataset, "split": split, "abnormality": abnormality, "canvas": settings.canvas, "skipped_files": len(errors)})
-    save_backbone(backbone_module, out, settings, report)
+    save_backbone(backbone_module, out, settings, report, patients=(patient_digest(s.patient_id) for s in samples if s.image_path))
     r2 = report["history"][-1]["holdout_r2"]
     if r2 < 0:
         err_console.print(f"[bold yellow]warning:[/] held-out R^2 {r2:.3f}: the backbone predicts texture statistics worse than their mean; "

@@ -455,6 +455,30 @@ def _check_pretrained(base_settings: Any, runnable: Sequence[Arm], samples: Sequ
     if withheld_patients(base_settings.pretrained):
         log(f"WARNING: pretrained (--pretrained) {base_settings.pretrained} was trained without patient digests: whether its "
             "patients are among these cannot be checked; if they are, every image arm's held-out results are optimistic")
+    if seen_films := _pretraining_overlap(base_settings.pretrained, samples):
+        log(f"note: pretrained (--pretrained) {base_settings.pretrained} was pretrained without labels on the films of {seen_films} of these "
+            f"{len({s.patient_id for s in samples})} patients: held-out films it has seen are scored, so the image arms' held-out AUCs "
+            "include what seeing them adds (ablation.json: protocol.image_weights_pretraining)")
+
+
+def _pretraining_overlap(spec: str | None, samples: Sequence[Sample]) -> int | None:
+    """How many of the samples' patients a pretrained backbone's films came from (None where it records no patients)."""
+    from mammofuse.training.pretrain import pretraining_patients
+
+    seen = pretraining_patients(spec)
+    return None if seen is None else len(seen & {patient_digest(s.patient_id) for s in samples})
+
+
+def _pretraining_note(spec: str | None, samples: Sequence[Sample]) -> str | None:
+    """The protocol's words on whose films the image weights were pretrained on (None: no pretrained backbone)."""
+    overlap = _pretraining_overlap(spec, samples)
+    if overlap is None:
+        return None
+    patients = len({s.patient_id for s in samples})
+    if not overlap:
+        return f"self-supervised on the films of none of these {patients} patients"
+    return (f"self-supervised (no labels, lesions avoided) on the films of {overlap} of these {patients} patients: held-out folds hold films "
+            "it has seen, a transductive step that an evaluation on unseen patients lacks")
 
 
 def _protocol(base_settings: Any, samples: Sequence[Sample], runnable: Sequence[Arm], dataset: str, folds: int | None, n_folds: int,
@@ -478,5 +502,6 @@ def _protocol(base_settings: Any, samples: Sequence[Sample], runnable: Sequence[
         "missing_clinical": "clinical findings removed at inference from a seeded random share of held-out cases (same cases for every arm)",
         "seed": base_settings.seed,
         "image_weights": None if not any(a.needs_images for a in runnable) else (base_settings.pretrained or "random initialisation (no ImageNet weights)"),
+        "image_weights_pretraining": _pretraining_note(base_settings.pretrained, samples) if any(a.needs_images for a in runnable) else None,
         "auc": "mean over folds (SD over folds); auc_ci is the patient-bootstrap 95% CI of the pooled out-of-fold AUC",
     }

@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Iterable, Sequence
 
 import numpy as np
 import torch
@@ -127,6 +127,23 @@ def load_backbone(module: nn.Module, spec: str, backbone: str) -> dict[str, str]
     except RuntimeError as exc:
         raise MammofuseError(f"{path}: weights do not fit the {backbone} backbone ({str(exc).splitlines()[0]})") from None
     return meta
+
+
+def pretraining_patients(spec: str | None) -> set[str] | None:
+    """The patient digests a ``mammofuse pretrain`` backbone (a registered name or a file) records: the patients
+    whose films its patches came from (no labels). None for anything else, and for a file that records none."""
+    from safetensors import SafetensorError, safe_open
+
+    if spec in (None, "imagenet") or staged_model_folder(spec) is not None:
+        return None
+    path = _backbone_file(spec)
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            meta = dict(fh.metadata() or {})
+        patients = json.loads(meta["patients"]) if meta.get("format") == BACKBONE_FORMAT and "patients" in meta else None
+    except (SafetensorError, OSError, ValueError):
+        return None  # loading the weights reports what is wrong with the file
+    return {str(p) for p in patients} if isinstance(patients, list) else None
 
 
 def draw_patches(
@@ -251,9 +268,11 @@ def _check_converging(loss: float, epoch: int, lr: float) -> None:
         raise MammofuseError(f"pretraining diverged in epoch {epoch} (training loss {loss}); nothing was written: lower --lr (now {lr:g})")
 
 
-def save_backbone(backbone: nn.Module, path: Path, settings: PretrainSettings, report: dict) -> Path:
+def save_backbone(backbone: nn.Module, path: Path, settings: PretrainSettings, report: dict, patients: Iterable[str] = ()) -> Path:
     """Write the backbone's weights as safetensors (atomically), with what made them as metadata.
 
+    ``patients``: the digests (:func:`~mammofuse.data.sample.patient_digest`) of the patients whose films
+    patches were drawn from, recorded so that ``ablate`` can say whose held-out films the backbone has seen.
     The same training writes the same bytes (``ablate`` fingerprints the file): the metadata keys are
     sorted and the report's wall-clock timings (each epoch's ``seconds``) are left out.
     """
@@ -264,6 +283,8 @@ def save_backbone(backbone: nn.Module, path: Path, settings: PretrainSettings, r
         "format": BACKBONE_FORMAT, "backbone": settings.backbone, "task": "texture-statistics regression",
         "image_size": str(settings.image_size), "report": json.dumps(_without_timings(report)),
     }
+    if patients:
+        meta["patients"] = json.dumps(sorted(set(patients)))
     write_bytes(path, _sorted_metadata(save(state, metadata=meta)), follow_symlink=True)
     return path
 
