@@ -283,8 +283,8 @@ def save_backbone(backbone: nn.Module, path: Path, settings: PretrainSettings, r
         "format": BACKBONE_FORMAT, "backbone": settings.backbone, "task": "texture-statistics regression",
         "image_size": str(settings.image_size), "report": json.dumps(_without_timings(report)),
     }
-    if patients:
-        meta["patients"] = json.dumps(sorted(set(patients)))
+    if digests := sorted(set(patients)):
+        meta["patients"] = json.dumps(digests)
     write_bytes(path, _sorted_metadata(save(state, metadata=meta)), follow_symlink=True)
     return path
 
