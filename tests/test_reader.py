@@ -9,9 +9,9 @@ from PIL import Image
 from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian, RLELossless
 
 from mammofuse.errors import InputFileError
-from mammofuse.imaging import read_mammogram
+from mammofuse.imaging import read_mammogram, reader
 from mammofuse.imaging.preprocess import PreprocessRecipe, breast_bbox, preprocess
-from mammofuse.imaging.reader import check_header
+from mammofuse.imaging.reader import check_header, image_shape
 
 # (rows, columns, laterality, view) read from the files' own headers with pydicom
 TRUE_GEOMETRY = {
@@ -429,3 +429,36 @@ def test_rle_is_decoded_in_c_to_the_same_pixels_as_pydicoms_own_decoder(real_dic
     assert "pylibjpeg" in RLELosslessDecoder.available_plugins
     path = real_dicoms["P_00173_lcc"]
     assert np.array_equal(pixel_array(path, decoding_plugin="pylibjpeg"), pixel_array(path, decoding_plugin="pydicom"))
+
+
+def _gradient() -> np.ndarray:
+    """An 8-bit picture that is no symmetric of itself and fills 0 to 255: 64 rows, 48 columns."""
+    yy, xx = np.mgrid[:64, :48]
+    return (255 * (yy * 48 + xx * xx) / (63 * 48 + 47 * 47)).round().astype(np.uint8)
+
+
+@pytest.mark.filterwarnings("ignore::mammofuse.imaging.reader.ReaderWarning")  # the remark, read from the record
+@pytest.mark.parametrize("suffix", [".png", ".tif", ".jpg"])
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_an_exif_orientation_is_not_applied_in_any_format_and_is_remarked_on(tmp_path, suffix, orientation):
+    """JPEG and PNG were read as stored and TIFF turned (Pillow applies its Orientation), so a lesion circle fell
+    elsewhere by format, silently; a non-square uncompressed TIFF with Orientation 5-8 was read sheared."""
+    stored = _gradient()
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    path = tmp_path / f"o{suffix}"
+    Image.fromarray(stored).save(path, exif=exif, **({"quality": 95} if suffix == ".jpg" else {}))
+    read = read_mammogram(path, canonical=False)
+    assert read.pixels.shape == (read.info.rows, read.info.columns) == image_shape(path) == stored.shape
+    error = np.abs(read.pixels - stored / 255)
+    assert (error.mean() < 0.01) if suffix == ".jpg" else (error.max() < 1e-6)
+    remark = [r for r in read.info.warnings if "Orientation" in r]
+    assert remark == ([] if orientation == 1 else [f"EXIF Orientation {orientation} (a viewer shows the image {reader.ORIENTATIONS[orientation][1]}) "
+                                                   "is not applied: the pixels are read as stored, and a lesion circle is given in them"])
+
+
+def test_decoded_pixels_of_another_size_than_the_header_gives_are_refused(tmp_path, monkeypatch):
+    Image.fromarray(_gradient()).save(tmp_path / "g.png")
+    monkeypatch.setattr(reader, "_stored_pixels", lambda image: image.transpose(Image.Transpose.TRANSPOSE))  # a decoder's mistake
+    with pytest.raises(InputFileError, match=re.escape("g.png: decoded pixels are 48x64 where the header gives 64x48")):
+        read_mammogram(tmp_path / "g.png")

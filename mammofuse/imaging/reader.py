@@ -3,7 +3,8 @@
 DICOM goes through pydicom (uncompressed and RLE natively, JPEG-family syntaxes with the
 ``codecs`` extra; a deflated one inflated to at most :data:`MAX_INFLATED_BYTES`); PNG, JPEG, TIFF
 and PGM/PPM through Pillow (no other Pillow plugin is tried), 8- or 16-bit (a floating-point TIFF
-within [0, 1] as unit intensities, one beyond on the integer scale of its values). Sizes are checked
+within [0, 1] as unit intensities, one beyond on the integer scale of its values), their pixels as stored (an EXIF
+Orientation is not applied, with a remark). Sizes are checked
 from the header before any pixel is decoded: at most :data:`MAX_PIXELS` pixels per image.
 Warnings raised while reading (pydicom's included) are kept in ``info.warnings`` and re-issued
 once each as a :class:`ReaderWarning` ``"<file>: <remark>"``, for a file that then fails too. A DICOM
@@ -39,11 +40,19 @@ MAX_INFLATED_BYTES = 4 * MAX_PIXELS + 64 * 2**20
 """The most a deflated DICOM's dataset may inflate to: the largest image at 32 bits per pixel, plus 64 MiB of header."""
 PILLOW_FORMATS = ("PNG", "JPEG", "TIFF", "PPM")
 """The Pillow plugins an image file is opened with (PPM reads PGM): PostScript, for one, would run Ghostscript."""
+COLOUR_MODES = frozenset({"RGB", "RGBA", "P", "LA", "CMYK", "YCbCr", "LAB", "HSV"})
+"""Pillow modes read as grayscale when every pixel is gray (alpha dropped), refused as colour otherwise."""
+ORIENTATIONS = {2: ("FLIP_LEFT_RIGHT", "mirrored"), 3: ("ROTATE_180", "turned 180 degrees"), 4: ("FLIP_TOP_BOTTOM", "upside down"),
+                5: ("TRANSPOSE", "transposed"), 6: ("ROTATE_90", "turned 90 degrees clockwise"), 7: ("TRANSVERSE", "transversed"),
+                8: ("ROTATE_270", "turned 90 degrees anticlockwise")}
+"""EXIF Orientation values other than 1: the Pillow transpose that undoes what a viewer (and Pillow's TIFF loader) does
+with the stored pixels, and what that is. The reader keeps the pixels as stored."""
 BITS_ALLOCATED = (8, 16, 32)
 """The DICOM BitsAllocated values read: the byte-aligned sizes of grayscale pixel data."""
 UNDEFINED_LENGTH = 0xFFFFFFFF
 BLOCK_PIXELS = 2**20
 """Pixels a full-image step works on at a time (pydicom's LUTs, mirroring): 1 MP of float64 is 8 MB, whatever the image."""
+_ORIENTATION, _WIDTH, _LENGTH = 274, 256, 257  # TIFF tags
 _PYDICOM_EOF = "End of file reached before delimiter"  # pydicom's warning on a file cut inside its data
 _CBIS_PATIENT = re.compile(r"(?P<patient>P_\d+)_(?P<side>LEFT|RIGHT)_(?P<view>CC|MLO|ML|LM|XCCL|AT)", re.I)
 _CBIS_SHORT = re.compile(r"^(?P<number>\d{5})_(?P<side>LEFT|RIGHT)_(?P<view>CC|MLO)$", re.I)  # 00001_LEFT_CC.jpg
@@ -564,12 +573,16 @@ def _laterality_and_view(ds: Any, patient_id: str | None) -> tuple[str | None, s
 @contextmanager
 def _opened_image(path: Path) -> Iterator[Any]:
     """A Pillow image whose header describes one frame of an accepted size; any failure, inside the
-    ``with`` block too, is an InputFileError naming the file."""
+    ``with`` block too, is an InputFileError naming the file.
+
+    Opened from a file handle, not the path: Pillow memory-maps a path's uncompressed TIFF, and reads a non-square one
+    with Orientation 5 to 8 sheared.
+    """
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(path, formats=PILLOW_FORMATS) as image:
-            _check_size(path, image.height, image.width)  # from the header, before decoding
+        with path.open("rb") as fh, Image.open(fh, formats=PILLOW_FORMATS) as image:
+            _check_size(path, *_stored_size(image))  # from the header, before decoding
             if getattr(image, "n_frames", 1) > 1:
                 raise InputFileError(path, f"multi-frame image ({image.n_frames} frames): expected one 2D mammogram")
             yield image
@@ -581,16 +594,26 @@ def _opened_image(path: Path) -> Iterator[Any]:
         raise InputFileError(path, f"not a readable image ({exc})") from None
 
 
+def _stored_size(image: Any) -> tuple[int, int]:
+    """(rows, columns) of the pixels as stored: a TIFF's from its tags (Pillow gives it turned by its Orientation)."""
+    if image.format == "TIFF":
+        return int(image.tag_v2[_LENGTH]), int(image.tag_v2[_WIDTH])
+    return image.height, image.width
+
+
 def _read_image(path: Path) -> tuple[np.ndarray, MammogramInfo]:
     with _opened_image(path) as image:
-        mode = image.mode
         fmt = (image.format or path.suffix.lstrip(".")).lower()  # before convert(), whose image has no format
-        if mode in {"RGB", "RGBA", "P", "LA", "CMYK", "YCbCr", "LAB", "HSV"}:  # gray in every pixel: read as grayscale, alpha dropped
+        rows, columns = _stored_size(image)
+        image = _stored_pixels(image)
+        mode = image.mode
+        if mode in COLOUR_MODES:  # gray in every pixel: read as grayscale, alpha dropped
             if not _is_gray(np.asarray(image.convert("RGB"))):
                 raise InputFileError(path, f"colour image (mode {mode}): mammograms are grayscale")
             image = image.convert("L")
-            mode = "L"
         array = np.asarray(image)
+    if array.shape[:2] != (rows, columns):
+        raise InputFileError(path, f"decoded pixels are {array.shape[0]}x{array.shape[1]} where the header gives {rows}x{columns}")
     if array.ndim != 2:
         raise InputFileError(path, f"expected a grayscale image, got shape {array.shape}")
     if array.dtype.kind == "f" and not np.isfinite(array).all():
@@ -613,6 +636,31 @@ def _read_image(path: Path) -> tuple[np.ndarray, MammogramInfo]:
     if named:
         info.laterality, info.view = named[1:]
     return pixels, info
+
+
+def _stored_pixels(image: Any) -> Any:
+    """The image decoded, its pixels as stored, with a remark on an EXIF Orientation other than 1: that is not applied
+    (a lesion circle is given in stored pixels, as a DICOM's are), and undone where Pillow's TIFF loader applies it."""
+    from PIL import Image
+
+    tiff_orientation = image.tag_v2.get(_ORIENTATION, 1) if image.format == "TIFF" else None  # the loader drops the tag
+    image.load()
+    orientation = _exif_orientation(image) if tiff_orientation is None else tiff_orientation
+    if orientation not in ORIENTATIONS:
+        return image
+    undo, shown = ORIENTATIONS[orientation]
+    warnings.warn(f"EXIF Orientation {orientation} (a viewer shows the image {shown}) is not applied: the pixels are read "
+                  "as stored, and a lesion circle is given in them", stacklevel=2)
+    turned = tiff_orientation is not None and _ORIENTATION not in image.tag_v2
+    return image.transpose(getattr(Image.Transpose, undo)) if turned else image
+
+
+def _exif_orientation(image: Any) -> Any:
+    """The EXIF Orientation of a decoded image (a PNG's EXIF may follow its pixels); 1 when it has none or its EXIF is unreadable."""
+    try:
+        return image.getexif().get(_ORIENTATION, 1)
+    except (SyntaxError, ValueError, struct.error):
+        return 1
 
 
 def _cbis_name(path: Path) -> tuple[str, str, str] | None:
@@ -662,8 +710,8 @@ def image_shape(path: str | Path) -> tuple[int, int] | None:
             return int(ds.Rows), int(ds.Columns)
         from PIL import Image
 
-        with Image.open(path, formats=PILLOW_FORMATS) as image:
-            return image.height, image.width
+        with path.open("rb") as fh, Image.open(fh, formats=PILLOW_FORMATS) as image:
+            return _stored_size(image)
     except Exception:  # any unreadable file: its error surfaces when its pixels are read
         return None
 
