@@ -5,6 +5,7 @@ import re
 import numpy as np
 import pytest
 from dicom_factory import JPEGBaseline8Bit, JPEGLosslessSV1, breast_phantom, write_dicom
+from image_factory import write_tiff
 from PIL import Image
 from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian, RLELossless
 
@@ -462,3 +463,14 @@ def test_decoded_pixels_of_another_size_than_the_header_gives_are_refused(tmp_pa
     monkeypatch.setattr(reader, "_stored_pixels", lambda image: image.transpose(Image.Transpose.TRANSPOSE))  # a decoder's mistake
     with pytest.raises(InputFileError, match=re.escape("g.png: decoded pixels are 48x64 where the header gives 64x48")):
         read_mammogram(tmp_path / "g.png")
+
+
+def test_a_white_is_zero_tiff_reads_as_the_same_picture_black_is_zero_at_every_depth(tmp_path):
+    """Pillow inverts WhiteIsZero of 8 bits and fewer only: a 16-bit or float one was read as a negative."""
+    picture = _gradient()
+    Image.fromarray(picture).save(tmp_path / "plain.png")
+    expected = read_mammogram(tmp_path / "plain.png", canonical=False).pixels
+    negatives = {"w8.tif": 255 - picture, "w16.tif": 65535 - picture.astype(np.uint16) * 257, "wf.tif": 1 - picture.astype(np.float32) / 255}
+    reads = {name: read_mammogram(write_tiff(tmp_path / name, negative, photometric=0), canonical=False) for name, negative in negatives.items()}
+    assert {name: float(np.abs(read.pixels - expected).max()) < 1e-6 for name, read in reads.items()} == dict.fromkeys(negatives, True)
+    assert {read.info.photometric for read in reads.values()} == {"MONOCHROME1"}

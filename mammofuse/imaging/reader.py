@@ -4,7 +4,7 @@ DICOM goes through pydicom (uncompressed and RLE natively, JPEG-family syntaxes 
 ``codecs`` extra; a deflated one inflated to at most :data:`MAX_INFLATED_BYTES`); PNG, JPEG, TIFF
 and PGM/PPM through Pillow (no other Pillow plugin is tried), 8- or 16-bit (a floating-point TIFF
 within [0, 1] as unit intensities, one beyond on the integer scale of its values), their pixels as stored (an EXIF
-Orientation is not applied, with a remark). Sizes are checked
+Orientation is not applied, with a remark) and a TIFF stored WhiteIsZero inverted. Sizes are checked
 from the header before any pixel is decoded: at most :data:`MAX_PIXELS` pixels per image.
 Warnings raised while reading (pydicom's included) are kept in ``info.warnings`` and re-issued
 once each as a :class:`ReaderWarning` ``"<file>: <remark>"``, for a file that then fails too. A DICOM
@@ -52,7 +52,7 @@ BITS_ALLOCATED = (8, 16, 32)
 UNDEFINED_LENGTH = 0xFFFFFFFF
 BLOCK_PIXELS = 2**20
 """Pixels a full-image step works on at a time (pydicom's LUTs, mirroring): 1 MP of float64 is 8 MB, whatever the image."""
-_ORIENTATION, _WIDTH, _LENGTH = 274, 256, 257  # TIFF tags
+_ORIENTATION, _WIDTH, _LENGTH, _BITS_PER_SAMPLE, _PHOTOMETRIC = 274, 256, 257, 258, 262  # TIFF tags
 _PYDICOM_EOF = "End of file reached before delimiter"  # pydicom's warning on a file cut inside its data
 _CBIS_PATIENT = re.compile(r"(?P<patient>P_\d+)_(?P<side>LEFT|RIGHT)_(?P<view>CC|MLO|ML|LM|XCCL|AT)", re.I)
 _CBIS_SHORT = re.compile(r"^(?P<number>\d{5})_(?P<side>LEFT|RIGHT)_(?P<view>CC|MLO)$", re.I)  # 00001_LEFT_CC.jpg
@@ -601,10 +601,19 @@ def _stored_size(image: Any) -> tuple[int, int]:
     return image.height, image.width
 
 
+def _header_bits(path: Path, image: Any) -> int:
+    """Bits a sample from the header: a TIFF's largest BitsPerSample; 8 for other formats."""
+    if image.format == "TIFF":
+        return max(image.tag_v2.get(_BITS_PER_SAMPLE, (1,)))
+    return 8
+
+
 def _read_image(path: Path) -> tuple[np.ndarray, MammogramInfo]:
     with _opened_image(path) as image:
         fmt = (image.format or path.suffix.lstrip(".")).lower()  # before convert(), whose image has no format
         rows, columns = _stored_size(image)
+        white_is_zero = image.format == "TIFF" and image.tag_v2.get(_PHOTOMETRIC) == 0
+        inverted_here = white_is_zero and _header_bits(path, image) > 8  # Pillow inverts 8 bits and fewer itself
         image = _stored_pixels(image)
         mode = image.mode
         if mode in COLOUR_MODES:  # gray in every pixel: read as grayscale, alpha dropped
@@ -628,9 +637,11 @@ def _read_image(path: Path) -> tuple[np.ndarray, MammogramInfo]:
         pixels = _rescale(np.arange(2 ** (8 * array.dtype.itemsize), dtype=np.float32), 0.0, full_scale)[array]
     else:
         pixels = _rescale(array.astype(np.float32), 0.0, full_scale)
+    if inverted_here:  # as MONOCHROME1 is
+        np.subtract(1.0, pixels, out=pixels)
     info = MammogramInfo(
         path=str(path), format=fmt, rows=array.shape[0], columns=array.shape[1],
-        bits_stored=bits, photometric="MONOCHROME2",
+        bits_stored=bits, photometric="MONOCHROME1" if white_is_zero else "MONOCHROME2",
     )
     named = _cbis_name(path)
     if named:
