@@ -572,7 +572,7 @@ def _laterality_and_view(ds: Any, patient_id: str | None) -> tuple[str | None, s
 
 @contextmanager
 def _opened_image(path: Path) -> Iterator[Any]:
-    """A Pillow image whose header describes one frame of an accepted size; any failure, inside the
+    """A Pillow image whose header describes one frame of an accepted size and depth; any failure, inside the
     ``with`` block too, is an InputFileError naming the file.
 
     Opened from a file handle, not the path: Pillow memory-maps a path's uncompressed TIFF, and reads a non-square one
@@ -585,6 +585,7 @@ def _opened_image(path: Path) -> Iterator[Any]:
             _check_size(path, *_stored_size(image))  # from the header, before decoding
             if getattr(image, "n_frames", 1) > 1:
                 raise InputFileError(path, f"multi-frame image ({image.n_frames} frames): expected one 2D mammogram")
+            _check_sample_bits(path, image)
             yield image
     except InputFileError:
         raise
@@ -601,11 +602,30 @@ def _stored_size(image: Any) -> tuple[int, int]:
     return image.height, image.width
 
 
+def _check_sample_bits(path: Path, image: Any) -> None:
+    """Raise InputFileError for a colour or gray+alpha image of more than 8 bits a sample: Pillow decodes it to 8."""
+    bits = _header_bits(path, image)
+    if image.mode in COLOUR_MODES and bits > 8:
+        kind = "gray+alpha" if _is_gray_with_alpha(path, image) else "colour"
+        raise InputFileError(path, f"{bits}-bit {kind} image: Pillow reads only its high 8 bits; save it as 16-bit grayscale")
+
+
 def _header_bits(path: Path, image: Any) -> int:
-    """Bits a sample from the header: a TIFF's largest BitsPerSample; 8 for other formats."""
+    """Bits a sample from the header: a PNG's IHDR bit depth, a TIFF's largest BitsPerSample; 8 for other formats."""
+    if image.format == "PNG":
+        return _head(path, 25)[24]  # the bit depth byte: 8-byte signature, chunk length and type, width, height
     if image.format == "TIFF":
         return max(image.tag_v2.get(_BITS_PER_SAMPLE, (1,)))
     return 8
+
+
+def _is_gray_with_alpha(path: Path, image: Any) -> bool:
+    """Whether the header describes gray samples with alpha: a PNG's colour type 4, a TIFF's gray photometry, mode LA."""
+    if image.format == "PNG":
+        return _head(path, 26)[25] == 4  # the colour type byte follows the bit depth
+    if image.format == "TIFF":
+        return image.tag_v2.get(_PHOTOMETRIC) in (0, 1)
+    return image.mode == "LA"
 
 
 def _read_image(path: Path) -> tuple[np.ndarray, MammogramInfo]:
