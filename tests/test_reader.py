@@ -1,6 +1,7 @@
 """Reading mammograms: the eight real CBIS-DDSM DICOMs, image files, and synthetic edge cases."""
 
 import re
+import warnings
 
 import numpy as np
 import pytest
@@ -487,3 +488,15 @@ def test_16_bit_colour_or_gray_alpha_is_refused_not_cut_to_its_high_8_bits(tmp_p
     for read in (read_mammogram, check_header):
         with pytest.raises(InputFileError, match=re.escape(f"{path}: 16-bit {kind}: Pillow reads only its high 8 bits; save it as 16-bit grayscale")):
             read(path)
+
+
+@pytest.mark.parametrize("side", [12_000, 20_000], ids=["pillow-warns", "pillow-refuses"])
+def test_every_image_over_80_mp_gets_the_readers_own_message_and_no_pillow_note(tmp_path, side):
+    """Pillow's check came first: its note (over 89 MP) went into the record, its error (over 179 MP) was the message."""
+    path = write_png(tmp_path / "big.png", np.zeros((1, 1), np.uint16), 0, size=(side, side))
+    for read in (read_mammogram, check_header):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            with pytest.raises(InputFileError, match=re.escape(f"big.png: image is {side}x{side} = {side**2 / 1e6:.0f} MP, over the 80 MP limit")):
+                read(path)
+        assert not caught, [str(w.message) for w in caught]

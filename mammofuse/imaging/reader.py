@@ -581,7 +581,7 @@ def _opened_image(path: Path) -> Iterator[Any]:
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with path.open("rb") as fh, Image.open(fh, formats=PILLOW_FORMATS) as image:
+        with path.open("rb") as fh, _pillow_image(fh) as image:
             _check_size(path, *_stored_size(image))  # from the header, before decoding
             if getattr(image, "n_frames", 1) > 1:
                 raise InputFileError(path, f"multi-frame image ({image.n_frames} frames): expected one 2D mammogram")
@@ -593,6 +593,24 @@ def _opened_image(path: Path) -> Iterator[Any]:
         raise InputFileError(path, "not a PNG, JPEG, TIFF or PGM/PPM image (the image formats read)") from None
     except (Image.DecompressionBombError, OSError, ValueError, SyntaxError) as exc:
         raise InputFileError(path, f"not a readable image ({exc})") from None
+
+
+def _pillow_image(fh: Any) -> Any:
+    """``Image.open(fh, formats=PILLOW_FORMATS)`` without Pillow's decompression bomb check, which warns from 89 MP
+    and fails from 179 MP before :data:`MAX_PIXELS`, stricter, is checked from the same header; no global is changed."""
+    from PIL import Image, JpegImagePlugin, PngImagePlugin, PpmImagePlugin, TiffImagePlugin  # noqa: F401 (registers each)
+
+    prefix = fh.read(16)
+    for name in PILLOW_FORMATS:
+        factory, accept = Image.OPEN[name]
+        accepted = accept(prefix) if accept else True
+        if accepted and not isinstance(accepted, str):  # a string is Pillow's note on a file it does not accept
+            fh.seek(0)
+            try:
+                return factory(fh, "")
+            except (SyntaxError, IndexError, TypeError, struct.error):  # what Image.open takes as "not this format"
+                continue
+    raise Image.UnidentifiedImageError("cannot identify image file")
 
 
 def _stored_size(image: Any) -> tuple[int, int]:
@@ -739,9 +757,7 @@ def image_shape(path: str | Path) -> tuple[int, int] | None:
         if is_dicom(path):
             ds = read_dicom(path, stop_before_pixels=True, specific_tags=["Rows", "Columns"])
             return int(ds.Rows), int(ds.Columns)
-        from PIL import Image
-
-        with path.open("rb") as fh, Image.open(fh, formats=PILLOW_FORMATS) as image:
+        with path.open("rb") as fh, _pillow_image(fh) as image:
             return _stored_size(image)
     except Exception:  # any unreadable file: its error surfaces when its pixels are read
         return None
