@@ -500,3 +500,22 @@ def test_every_image_over_80_mp_gets_the_readers_own_message_and_no_pillow_note(
             with pytest.raises(InputFileError, match=re.escape(f"big.png: image is {side}x{side} = {side**2 / 1e6:.0f} MP, over the 80 MP limit")):
                 read(path)
         assert not caught, [str(w.message) for w in caught]
+
+
+@pytest.mark.parametrize(("pixels", "photometric", "byteorder", "samples"),
+                         [(np.float16, 1, "<", "16-bit floating-point, little-endian, BlackIsZero"),
+                          (np.float64, 1, ">", "64-bit floating-point, big-endian, BlackIsZero"),
+                          (np.uint16, 0, ">", "16-bit unsigned-integer, big-endian, WhiteIsZero"),
+                          (np.uint32, 0, "<", "32-bit unsigned-integer, little-endian, WhiteIsZero")])
+def test_a_tiff_of_samples_pillow_does_not_decode_says_so_and_names_them(tmp_path, pixels, photometric, byteorder, samples):
+    """It was called no image of a format read at all."""
+    path = write_tiff(tmp_path / "scan.tif", breast_phantom().astype(pixels), photometric, byteorder)
+    for read in (read_mammogram, check_header):
+        with pytest.raises(InputFileError, match=re.escape(f"scan.tif: TIFF whose samples Pillow does not decode ({samples}): save it as 8- or 16-bit grayscale")):
+            read(path)
+
+
+def test_a_tiff_whose_tags_cannot_be_read_is_still_named_a_tiff(tmp_path):
+    (tmp_path / "scan.tif").write_bytes(b"MM\0*\xff\xff\xff\x00 broken")
+    with pytest.raises(InputFileError, match=re.escape("scan.tif: TIFF whose samples Pillow does not decode (its tags are unreadable)")):
+        read_mammogram(tmp_path / "scan.tif")

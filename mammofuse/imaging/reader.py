@@ -52,7 +52,8 @@ BITS_ALLOCATED = (8, 16, 32)
 UNDEFINED_LENGTH = 0xFFFFFFFF
 BLOCK_PIXELS = 2**20
 """Pixels a full-image step works on at a time (pydicom's LUTs, mirroring): 1 MP of float64 is 8 MB, whatever the image."""
-_ORIENTATION, _WIDTH, _LENGTH, _BITS_PER_SAMPLE, _PHOTOMETRIC = 274, 256, 257, 258, 262  # TIFF tags
+_TIFF_MAGIC = (b"II*\0", b"MM\0*", b"II+\0", b"MM\0+")  # classic and BigTIFF, little- and big-endian
+_ORIENTATION, _WIDTH, _LENGTH, _BITS_PER_SAMPLE, _PHOTOMETRIC, _SAMPLES_PER_PIXEL, _SAMPLE_FORMAT = 274, 256, 257, 258, 262, 277, 339  # TIFF tags
 _PYDICOM_EOF = "End of file reached before delimiter"  # pydicom's warning on a file cut inside its data
 _CBIS_PATIENT = re.compile(r"(?P<patient>P_\d+)_(?P<side>LEFT|RIGHT)_(?P<view>CC|MLO|ML|LM|XCCL|AT)", re.I)
 _CBIS_SHORT = re.compile(r"^(?P<number>\d{5})_(?P<side>LEFT|RIGHT)_(?P<view>CC|MLO)$", re.I)  # 00001_LEFT_CC.jpg
@@ -590,7 +591,7 @@ def _opened_image(path: Path) -> Iterator[Any]:
     except InputFileError:
         raise
     except UnidentifiedImageError:
-        raise InputFileError(path, "not a PNG, JPEG, TIFF or PGM/PPM image (the image formats read)") from None
+        raise InputFileError(path, _unidentified(path)) from None
     except (Image.DecompressionBombError, OSError, ValueError, SyntaxError) as exc:
         raise InputFileError(path, f"not a readable image ({exc})") from None
 
@@ -644,6 +645,40 @@ def _is_gray_with_alpha(path: Path, image: Any) -> bool:
     if image.format == "TIFF":
         return image.tag_v2.get(_PHOTOMETRIC) in (0, 1)
     return image.mode == "LA"
+
+
+def _unidentified(path: Path) -> str:
+    """Why Pillow found no image to read in a file: a TIFF's samples it does not decode (named, where its tags are
+    readable), or a format that is not read."""
+    head = _head(path, 16)
+    if not head.startswith(_TIFF_MAGIC):
+        return "not a PNG, JPEG, TIFF or PGM/PPM image (the image formats read)"
+    samples = _tiff_samples(path, head) or "its tags are unreadable"
+    return f"TIFF whose samples Pillow does not decode ({samples}): save it as 8- or 16-bit grayscale"
+
+
+def _tiff_samples(path: Path, head: bytes) -> str | None:
+    """What the samples of a TIFF's first image are (``16-bit unsigned-integer, big-endian, WhiteIsZero``), from its
+    tags; None when they cannot be read."""
+    from PIL import TiffImagePlugin
+
+    try:
+        with path.open("rb") as fh, warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # Pillow's note on a short tag: the values it read are named all the same
+            tags = TiffImagePlugin.ImageFileDirectory_v2(head[:16] if head[2] == 43 else head[:8])  # BigTIFF's is 16 bytes
+            fh.seek(tags.next)
+            tags.load(fh)
+    except (OSError, SyntaxError, ValueError, struct.error):
+        return None
+    if _WIDTH not in tags:  # no image's tags where the header points
+        return None
+    bits = "/".join(map(str, dict.fromkeys(tags.get(_BITS_PER_SAMPLE, (1,)))))
+    kind = {1: "unsigned-integer", 2: "signed-integer", 3: "floating-point"}.get(tags.get(_SAMPLE_FORMAT, (1,))[0], "undefined")
+    photometric = {0: "WhiteIsZero", 1: "BlackIsZero", 2: "RGB", 3: "palette", 5: "CMYK", 6: "YCbCr"}.get(tags.get(_PHOTOMETRIC))
+    samples = tags.get(_SAMPLES_PER_PIXEL, 1)
+    details = [f"{bits}-bit {kind}", *([f"{samples} a pixel"] if samples != 1 else []),
+               "big-endian" if head.startswith(b"MM") else "little-endian", *([photometric] if photometric else [])]
+    return ", ".join(details)
 
 
 def _read_image(path: Path) -> tuple[np.ndarray, MammogramInfo]:
