@@ -1,17 +1,19 @@
 """Reading mammograms: the eight real CBIS-DDSM DICOMs, image files, and synthetic edge cases."""
 
 import re
+import warnings
 
 import numpy as np
 import pytest
 from dicom_factory import JPEGBaseline8Bit, JPEGLosslessSV1, breast_phantom, write_dicom
+from image_factory import write_png, write_tiff
 from PIL import Image
 from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian, RLELossless
 
 from mammofuse.errors import InputFileError
-from mammofuse.imaging import read_mammogram
+from mammofuse.imaging import read_mammogram, reader
 from mammofuse.imaging.preprocess import PreprocessRecipe, breast_bbox, preprocess
-from mammofuse.imaging.reader import check_header
+from mammofuse.imaging.reader import check_header, image_shape
 
 # (rows, columns, laterality, view) read from the files' own headers with pydicom
 TRUE_GEOMETRY = {
@@ -429,3 +431,91 @@ def test_rle_is_decoded_in_c_to_the_same_pixels_as_pydicoms_own_decoder(real_dic
     assert "pylibjpeg" in RLELosslessDecoder.available_plugins
     path = real_dicoms["P_00173_lcc"]
     assert np.array_equal(pixel_array(path, decoding_plugin="pylibjpeg"), pixel_array(path, decoding_plugin="pydicom"))
+
+
+def _gradient() -> np.ndarray:
+    """An 8-bit picture that is no symmetric of itself and fills 0 to 255: 64 rows, 48 columns."""
+    yy, xx = np.mgrid[:64, :48]
+    return (255 * (yy * 48 + xx * xx) / (63 * 48 + 47 * 47)).round().astype(np.uint8)
+
+
+@pytest.mark.filterwarnings("ignore::mammofuse.imaging.reader.ReaderWarning")  # the remark, read from the record
+@pytest.mark.parametrize("suffix", [".png", ".tif", ".jpg"])
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_an_exif_orientation_is_not_applied_in_any_format_and_is_remarked_on(tmp_path, suffix, orientation):
+    """JPEG and PNG were read as stored and TIFF turned (Pillow applies its Orientation), so a lesion circle fell
+    elsewhere by format, silently; a non-square uncompressed TIFF with Orientation 5-8 was read sheared."""
+    stored = _gradient()
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    path = tmp_path / f"o{suffix}"
+    Image.fromarray(stored).save(path, exif=exif, **({"quality": 95} if suffix == ".jpg" else {}))
+    read = read_mammogram(path, canonical=False)
+    assert read.pixels.shape == (read.info.rows, read.info.columns) == image_shape(path) == stored.shape
+    error = np.abs(read.pixels - stored / 255)
+    assert (error.mean() < 0.01) if suffix == ".jpg" else (error.max() < 1e-6)
+    remark = [r for r in read.info.warnings if "Orientation" in r]
+    assert remark == ([] if orientation == 1 else [f"EXIF Orientation {orientation} (a viewer shows the image {reader.ORIENTATIONS[orientation][1]}) "
+                                                   "is not applied: the pixels are read as stored, and a lesion circle is given in them"])
+
+
+def test_decoded_pixels_of_another_size_than_the_header_gives_are_refused(tmp_path, monkeypatch):
+    Image.fromarray(_gradient()).save(tmp_path / "g.png")
+    monkeypatch.setattr(reader, "_stored_pixels", lambda image: image.transpose(Image.Transpose.TRANSPOSE))  # a decoder's mistake
+    with pytest.raises(InputFileError, match=re.escape("g.png: decoded pixels are 48x64 where the header gives 64x48")):
+        read_mammogram(tmp_path / "g.png")
+
+
+def test_a_white_is_zero_tiff_reads_as_the_same_picture_black_is_zero_at_every_depth(tmp_path):
+    """Pillow inverts WhiteIsZero of 8 bits and fewer only: a 16-bit or float one was read as a negative."""
+    picture = _gradient()
+    Image.fromarray(picture).save(tmp_path / "plain.png")
+    expected = read_mammogram(tmp_path / "plain.png", canonical=False).pixels
+    negatives = {"w8.tif": 255 - picture, "w16.tif": 65535 - picture.astype(np.uint16) * 257, "wf.tif": 1 - picture.astype(np.float32) / 255}
+    reads = {name: read_mammogram(write_tiff(tmp_path / name, negative, photometric=0), canonical=False) for name, negative in negatives.items()}
+    assert {name: float(np.abs(read.pixels - expected).max()) < 1e-6 for name, read in reads.items()} == dict.fromkeys(negatives, True)
+    assert {read.info.photometric for read in reads.values()} == {"MONOCHROME1"}
+
+
+@pytest.mark.parametrize(("writer", "kind"), [(lambda p, a: write_png(p / "rgb.png", np.dstack([a] * 3), 2), "colour image"),
+                                              (lambda p, a: write_png(p / "rgba.png", np.dstack([a] * 4), 6), "colour image"),
+                                              (lambda p, a: write_png(p / "la.png", np.dstack([a] * 2), 4), "gray+alpha image"),
+                                              (lambda p, a: write_tiff(p / "rgb.tif", np.dstack([a] * 3), photometric=2), "colour image")],
+                         ids=["png-rgb", "png-rgba", "png-gray-alpha", "tiff-rgb"])
+def test_16_bit_colour_or_gray_alpha_is_refused_not_cut_to_its_high_8_bits(tmp_path, writer, kind):
+    """Pillow reads 8 bits of each sample of such an image: a 12-bit gray one in RGB48 was scored on its top 4 bits."""
+    path = writer(tmp_path, breast_phantom(bits=12))
+    for read in (read_mammogram, check_header):
+        with pytest.raises(InputFileError, match=re.escape(f"{path}: 16-bit {kind}: Pillow reads only its high 8 bits; save it as 16-bit grayscale")):
+            read(path)
+
+
+@pytest.mark.parametrize("side", [12_000, 20_000], ids=["pillow-warns", "pillow-refuses"])
+def test_every_image_over_80_mp_gets_the_readers_own_message_and_no_pillow_note(tmp_path, side):
+    """Pillow's check came first: its note (over 89 MP) went into the record, its error (over 179 MP) was the message."""
+    path = write_png(tmp_path / "big.png", np.zeros((1, 1), np.uint16), 0, size=(side, side))
+    for read in (read_mammogram, check_header):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            with pytest.raises(InputFileError, match=re.escape(f"big.png: image is {side}x{side} = {side**2 / 1e6:.0f} MP, over the 80 MP limit")):
+                read(path)
+        assert not caught, [str(w.message) for w in caught]
+
+
+@pytest.mark.parametrize(("pixels", "photometric", "byteorder", "samples"),
+                         [(np.float16, 1, "<", "16-bit floating-point, little-endian, BlackIsZero"),
+                          (np.float64, 1, ">", "64-bit floating-point, big-endian, BlackIsZero"),
+                          (np.uint16, 0, ">", "16-bit unsigned-integer, big-endian, WhiteIsZero"),
+                          (np.uint32, 0, "<", "32-bit unsigned-integer, little-endian, WhiteIsZero")])
+def test_a_tiff_of_samples_pillow_does_not_decode_says_so_and_names_them(tmp_path, pixels, photometric, byteorder, samples):
+    """It was called no image of a format read at all."""
+    path = write_tiff(tmp_path / "scan.tif", breast_phantom().astype(pixels), photometric, byteorder)
+    for read in (read_mammogram, check_header):
+        with pytest.raises(InputFileError, match=re.escape(f"scan.tif: TIFF whose samples Pillow does not decode ({samples}): save it as 8- or 16-bit grayscale")):
+            read(path)
+
+
+def test_a_tiff_whose_tags_cannot_be_read_is_still_named_a_tiff(tmp_path):
+    (tmp_path / "scan.tif").write_bytes(b"MM\0*\xff\xff\xff\x00 broken")
+    with pytest.raises(InputFileError, match=re.escape("scan.tif: TIFF whose samples Pillow does not decode (its tags are unreadable)")):
+        read_mammogram(tmp_path / "scan.tif")

@@ -3,7 +3,8 @@
 DICOM goes through pydicom (uncompressed and RLE natively, JPEG-family syntaxes with the
 ``codecs`` extra; a deflated one inflated to at most :data:`MAX_INFLATED_BYTES`); PNG, JPEG, TIFF
 and PGM/PPM through Pillow (no other Pillow plugin is tried), 8- or 16-bit (a floating-point TIFF
-within [0, 1] as unit intensities, one beyond on the integer scale of its values). Sizes are checked
+within [0, 1] as unit intensities, one beyond on the integer scale of its values), their pixels as stored (an EXIF
+Orientation is not applied, with a remark) and a TIFF stored WhiteIsZero inverted. Sizes are checked
 from the header before any pixel is decoded: at most :data:`MAX_PIXELS` pixels per image.
 Warnings raised while reading (pydicom's included) are kept in ``info.warnings`` and re-issued
 once each as a :class:`ReaderWarning` ``"<file>: <remark>"``, for a file that then fails too. A DICOM
@@ -39,11 +40,20 @@ MAX_INFLATED_BYTES = 4 * MAX_PIXELS + 64 * 2**20
 """The most a deflated DICOM's dataset may inflate to: the largest image at 32 bits per pixel, plus 64 MiB of header."""
 PILLOW_FORMATS = ("PNG", "JPEG", "TIFF", "PPM")
 """The Pillow plugins an image file is opened with (PPM reads PGM): PostScript, for one, would run Ghostscript."""
+COLOUR_MODES = frozenset({"RGB", "RGBA", "P", "LA", "CMYK", "YCbCr", "LAB", "HSV"})
+"""Pillow modes read as grayscale when every pixel is gray (alpha dropped), refused as colour otherwise."""
+ORIENTATIONS = {2: ("FLIP_LEFT_RIGHT", "mirrored"), 3: ("ROTATE_180", "turned 180 degrees"), 4: ("FLIP_TOP_BOTTOM", "upside down"),
+                5: ("TRANSPOSE", "transposed"), 6: ("ROTATE_90", "turned 90 degrees clockwise"), 7: ("TRANSVERSE", "transversed"),
+                8: ("ROTATE_270", "turned 90 degrees anticlockwise")}
+"""EXIF Orientation values other than 1: the Pillow transpose that undoes what a viewer (and Pillow's TIFF loader) does
+with the stored pixels, and what that is. The reader keeps the pixels as stored."""
 BITS_ALLOCATED = (8, 16, 32)
 """The DICOM BitsAllocated values read: the byte-aligned sizes of grayscale pixel data."""
 UNDEFINED_LENGTH = 0xFFFFFFFF
 BLOCK_PIXELS = 2**20
 """Pixels a full-image step works on at a time (pydicom's LUTs, mirroring): 1 MP of float64 is 8 MB, whatever the image."""
+_TIFF_MAGIC = (b"II*\0", b"MM\0*", b"II+\0", b"MM\0+")  # classic and BigTIFF, little- and big-endian
+_ORIENTATION, _WIDTH, _LENGTH, _BITS_PER_SAMPLE, _PHOTOMETRIC, _SAMPLES_PER_PIXEL, _SAMPLE_FORMAT = 274, 256, 257, 258, 262, 277, 339  # TIFF tags
 _PYDICOM_EOF = "End of file reached before delimiter"  # pydicom's warning on a file cut inside its data
 _CBIS_PATIENT = re.compile(r"(?P<patient>P_\d+)_(?P<side>LEFT|RIGHT)_(?P<view>CC|MLO|ML|LM|XCCL|AT)", re.I)
 _CBIS_SHORT = re.compile(r"^(?P<number>\d{5})_(?P<side>LEFT|RIGHT)_(?P<view>CC|MLO)$", re.I)  # 00001_LEFT_CC.jpg
@@ -563,34 +573,129 @@ def _laterality_and_view(ds: Any, patient_id: str | None) -> tuple[str | None, s
 
 @contextmanager
 def _opened_image(path: Path) -> Iterator[Any]:
-    """A Pillow image whose header describes one frame of an accepted size; any failure, inside the
-    ``with`` block too, is an InputFileError naming the file."""
+    """A Pillow image whose header describes one frame of an accepted size and depth; any failure, inside the
+    ``with`` block too, is an InputFileError naming the file.
+
+    Opened from a file handle, not the path: Pillow memory-maps a path's uncompressed TIFF, and reads a non-square one
+    with Orientation 5 to 8 sheared.
+    """
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(path, formats=PILLOW_FORMATS) as image:
-            _check_size(path, image.height, image.width)  # from the header, before decoding
+        with path.open("rb") as fh, _pillow_image(fh) as image:
+            _check_size(path, *_stored_size(image))  # from the header, before decoding
             if getattr(image, "n_frames", 1) > 1:
                 raise InputFileError(path, f"multi-frame image ({image.n_frames} frames): expected one 2D mammogram")
+            _check_sample_bits(path, image)
             yield image
     except InputFileError:
         raise
     except UnidentifiedImageError:
-        raise InputFileError(path, "not a PNG, JPEG, TIFF or PGM/PPM image (the image formats read)") from None
+        raise InputFileError(path, _unidentified(path)) from None
     except (Image.DecompressionBombError, OSError, ValueError, SyntaxError) as exc:
         raise InputFileError(path, f"not a readable image ({exc})") from None
 
 
+def _pillow_image(fh: Any) -> Any:
+    """``Image.open(fh, formats=PILLOW_FORMATS)`` without Pillow's decompression bomb check, which warns from 89 MP
+    and fails from 179 MP before :data:`MAX_PIXELS`, stricter, is checked from the same header; no global is changed."""
+    from PIL import Image, JpegImagePlugin, PngImagePlugin, PpmImagePlugin, TiffImagePlugin  # noqa: F401 (registers each)
+
+    prefix = fh.read(16)
+    for name in PILLOW_FORMATS:
+        factory, accept = Image.OPEN[name]
+        accepted = accept(prefix) if accept else True
+        if accepted and not isinstance(accepted, str):  # a string is Pillow's note on a file it does not accept
+            fh.seek(0)
+            try:
+                return factory(fh, "")
+            except (SyntaxError, IndexError, TypeError, struct.error):  # what Image.open takes as "not this format"
+                continue
+    raise Image.UnidentifiedImageError("cannot identify image file")
+
+
+def _stored_size(image: Any) -> tuple[int, int]:
+    """(rows, columns) of the pixels as stored: a TIFF's from its tags (Pillow gives it turned by its Orientation)."""
+    if image.format == "TIFF":
+        return int(image.tag_v2[_LENGTH]), int(image.tag_v2[_WIDTH])
+    return image.height, image.width
+
+
+def _check_sample_bits(path: Path, image: Any) -> None:
+    """Raise InputFileError for a colour or gray+alpha image of more than 8 bits a sample: Pillow decodes it to 8."""
+    bits = _header_bits(path, image)
+    if image.mode in COLOUR_MODES and bits > 8:
+        kind = "gray+alpha" if _is_gray_with_alpha(path, image) else "colour"
+        raise InputFileError(path, f"{bits}-bit {kind} image: Pillow reads only its high 8 bits; save it as 16-bit grayscale")
+
+
+def _header_bits(path: Path, image: Any) -> int:
+    """Bits a sample from the header: a PNG's IHDR bit depth, a TIFF's largest BitsPerSample; 8 for other formats."""
+    if image.format == "PNG":
+        return _head(path, 25)[24]  # the bit depth byte: 8-byte signature, chunk length and type, width, height
+    if image.format == "TIFF":
+        return max(image.tag_v2.get(_BITS_PER_SAMPLE, (1,)))
+    return 8
+
+
+def _is_gray_with_alpha(path: Path, image: Any) -> bool:
+    """Whether the header describes gray samples with alpha: a PNG's colour type 4, a TIFF's gray photometry, mode LA."""
+    if image.format == "PNG":
+        return _head(path, 26)[25] == 4  # the colour type byte follows the bit depth
+    if image.format == "TIFF":
+        return image.tag_v2.get(_PHOTOMETRIC) in (0, 1)
+    return image.mode == "LA"
+
+
+def _unidentified(path: Path) -> str:
+    """Why Pillow found no image to read in a file: a TIFF's samples it does not decode (named, where its tags are
+    readable), or a format that is not read."""
+    head = _head(path, 16)
+    if not head.startswith(_TIFF_MAGIC):
+        return "not a PNG, JPEG, TIFF or PGM/PPM image (the image formats read)"
+    samples = _tiff_samples(path, head) or "its tags are unreadable"
+    return f"TIFF whose samples Pillow does not decode ({samples}): save it as 8- or 16-bit grayscale"
+
+
+def _tiff_samples(path: Path, head: bytes) -> str | None:
+    """What the samples of a TIFF's first image are (``16-bit unsigned-integer, big-endian, WhiteIsZero``), from its
+    tags; None when they cannot be read."""
+    from PIL import TiffImagePlugin
+
+    try:
+        with path.open("rb") as fh, warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # Pillow's note on a short tag: the values it read are named all the same
+            tags = TiffImagePlugin.ImageFileDirectory_v2(head[:16] if head[2] == 43 else head[:8])  # BigTIFF's is 16 bytes
+            fh.seek(tags.next)
+            tags.load(fh)
+    except (OSError, SyntaxError, ValueError, struct.error):
+        return None
+    if _WIDTH not in tags:  # no image's tags where the header points
+        return None
+    bits = "/".join(map(str, dict.fromkeys(tags.get(_BITS_PER_SAMPLE, (1,)))))
+    kind = {1: "unsigned-integer", 2: "signed-integer", 3: "floating-point"}.get(tags.get(_SAMPLE_FORMAT, (1,))[0], "undefined")
+    photometric = {0: "WhiteIsZero", 1: "BlackIsZero", 2: "RGB", 3: "palette", 5: "CMYK", 6: "YCbCr"}.get(tags.get(_PHOTOMETRIC))
+    samples = tags.get(_SAMPLES_PER_PIXEL, 1)
+    details = [f"{bits}-bit {kind}", *([f"{samples} a pixel"] if samples != 1 else []),
+               "big-endian" if head.startswith(b"MM") else "little-endian", *([photometric] if photometric else [])]
+    return ", ".join(details)
+
+
 def _read_image(path: Path) -> tuple[np.ndarray, MammogramInfo]:
     with _opened_image(path) as image:
-        mode = image.mode
         fmt = (image.format or path.suffix.lstrip(".")).lower()  # before convert(), whose image has no format
-        if mode in {"RGB", "RGBA", "P", "LA", "CMYK", "YCbCr", "LAB", "HSV"}:  # gray in every pixel: read as grayscale, alpha dropped
+        rows, columns = _stored_size(image)
+        white_is_zero = image.format == "TIFF" and image.tag_v2.get(_PHOTOMETRIC) == 0
+        inverted_here = white_is_zero and _header_bits(path, image) > 8  # Pillow inverts 8 bits and fewer itself
+        image = _stored_pixels(image)
+        mode = image.mode
+        if mode in COLOUR_MODES:  # gray in every pixel: read as grayscale, alpha dropped
             if not _is_gray(np.asarray(image.convert("RGB"))):
                 raise InputFileError(path, f"colour image (mode {mode}): mammograms are grayscale")
             image = image.convert("L")
-            mode = "L"
         array = np.asarray(image)
+    if array.shape[:2] != (rows, columns):
+        raise InputFileError(path, f"decoded pixels are {array.shape[0]}x{array.shape[1]} where the header gives {rows}x{columns}")
     if array.ndim != 2:
         raise InputFileError(path, f"expected a grayscale image, got shape {array.shape}")
     if array.dtype.kind == "f" and not np.isfinite(array).all():
@@ -605,14 +710,41 @@ def _read_image(path: Path) -> tuple[np.ndarray, MammogramInfo]:
         pixels = _rescale(np.arange(2 ** (8 * array.dtype.itemsize), dtype=np.float32), 0.0, full_scale)[array]
     else:
         pixels = _rescale(array.astype(np.float32), 0.0, full_scale)
+    if inverted_here:  # as MONOCHROME1 is
+        np.subtract(1.0, pixels, out=pixels)
     info = MammogramInfo(
         path=str(path), format=fmt, rows=array.shape[0], columns=array.shape[1],
-        bits_stored=bits, photometric="MONOCHROME2",
+        bits_stored=bits, photometric="MONOCHROME1" if white_is_zero else "MONOCHROME2",
     )
     named = _cbis_name(path)
     if named:
         info.laterality, info.view = named[1:]
     return pixels, info
+
+
+def _stored_pixels(image: Any) -> Any:
+    """The image decoded, its pixels as stored, with a remark on an EXIF Orientation other than 1: that is not applied
+    (a lesion circle is given in stored pixels, as a DICOM's are), and undone where Pillow's TIFF loader applies it."""
+    from PIL import Image
+
+    tiff_orientation = image.tag_v2.get(_ORIENTATION, 1) if image.format == "TIFF" else None  # the loader drops the tag
+    image.load()
+    orientation = _exif_orientation(image) if tiff_orientation is None else tiff_orientation
+    if orientation not in ORIENTATIONS:
+        return image
+    undo, shown = ORIENTATIONS[orientation]
+    warnings.warn(f"EXIF Orientation {orientation} (a viewer shows the image {shown}) is not applied: the pixels are read "
+                  "as stored, and a lesion circle is given in them", stacklevel=2)
+    turned = tiff_orientation is not None and _ORIENTATION not in image.tag_v2
+    return image.transpose(getattr(Image.Transpose, undo)) if turned else image
+
+
+def _exif_orientation(image: Any) -> Any:
+    """The EXIF Orientation of a decoded image (a PNG's EXIF may follow its pixels); 1 when it has none or its EXIF is unreadable."""
+    try:
+        return image.getexif().get(_ORIENTATION, 1)
+    except (SyntaxError, ValueError, struct.error):
+        return 1
 
 
 def _cbis_name(path: Path) -> tuple[str, str, str] | None:
@@ -660,10 +792,8 @@ def image_shape(path: str | Path) -> tuple[int, int] | None:
         if is_dicom(path):
             ds = read_dicom(path, stop_before_pixels=True, specific_tags=["Rows", "Columns"])
             return int(ds.Rows), int(ds.Columns)
-        from PIL import Image
-
-        with Image.open(path, formats=PILLOW_FORMATS) as image:
-            return image.height, image.width
+        with path.open("rb") as fh, _pillow_image(fh) as image:
+            return _stored_size(image)
     except Exception:  # any unreadable file: its error surfaces when its pixels are read
         return None
 

@@ -1,0 +1,50 @@
+"""Image files written byte by byte, in layouts Pillow does not write (16-bit colour PNG, WhiteIsZero or float16 TIFF),
+for reader edge cases (never as model evidence)."""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+
+
+def write_png(path: Path, pixels: np.ndarray, colour_type: int, *, size: tuple[int, int] | None = None) -> Path:
+    """A 16-bit PNG of ``pixels`` (rows, columns[, samples]) of the given IHDR colour type (0 gray, 2 RGB, 4 gray+alpha,
+    6 RGBA); ``size`` (width, height) writes that header over ``pixels`` instead (a file whose pixels are never decoded)."""
+    width, height = size or (pixels.shape[1], pixels.shape[0])
+    rows = pixels.reshape(pixels.shape[0], -1).astype(">u2")
+    raw = b"".join(b"\0" + row.tobytes() for row in rows)
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 16, colour_type, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+    return path
+
+
+def write_tiff(path: Path, pixels: np.ndarray, photometric: int = 1, byteorder: str = "<") -> Path:
+    """An uncompressed one-strip TIFF of ``pixels`` (rows, columns[, samples]) as they are: their dtype (unsigned, signed
+    or float, any size) in either byte order, with the PhotometricInterpretation given (0 WhiteIsZero, 1 BlackIsZero,
+    2 RGB); a second sample of a gray image is alpha."""
+    rows, columns = pixels.shape[:2]
+    samples = pixels.shape[2] if pixels.ndim == 3 else 1
+    data = pixels.astype(pixels.dtype.newbyteorder(byteorder)).tobytes()
+    sample_format = {"u": 1, "i": 2, "f": 3}[pixels.dtype.kind]
+    ifd_offset = 8 + len(data) + len(data) % 2
+    tags = [(256, 4, [columns]), (257, 4, [rows]), (258, 3, [8 * pixels.dtype.itemsize] * samples), (259, 3, [1]),
+            (262, 3, [photometric]), (273, 4, [8]), (277, 3, [samples]), (278, 4, [rows]), (279, 4, [len(data)]),
+            (339, 3, [sample_format] * samples)] + ([(338, 3, [2])] if samples == 2 else [])
+    values_offset = ifd_offset + 2 + 12 * len(tags) + 4
+    entries, values = b"", b""
+    for tag, kind, value in sorted(tags):
+        packed = struct.pack(f"{byteorder}{len(value)}{'H' if kind == 3 else 'I'}", *value)
+        if len(packed) > 4:
+            packed, values = struct.pack(f"{byteorder}I", values_offset + len(values)), values + packed
+        entries += struct.pack(f"{byteorder}HHI", tag, kind, len(value)) + packed.ljust(4, b"\0")
+    magic = b"II*\0" if byteorder == "<" else b"MM\0*"
+    ifd = struct.pack(f"{byteorder}H", len(tags)) + entries + struct.pack(f"{byteorder}I", 0)
+    path.write_bytes(magic + struct.pack(f"{byteorder}I", ifd_offset) + data + b"\0" * (len(data) % 2) + ifd + values)
+    return path
