@@ -349,6 +349,9 @@ def test_usage_errors_are_one_line(clean_model, cbis_csv):
     result = _evaluate(clean_model, cbis_csv, "--split", "validation")
     assert result.exit_code == 2 and "no 'validation' split" in result.output
     assert _evaluate(clean_model, cbis_csv, "--compare", "vo2021").exit_code == 2
+    for fmt in ([], ["-f", "table"], ["-f", "json"]):
+        csv_output = _evaluate(clean_model, cbis_csv, *fmt, "-o", "ev.csv")
+        assert csv_output.exit_code == 2 and "evaluate writes its report as JSON: name --output .json" in csv_output.output, fmt
 
 
 def test_compare_paper_tables_go_to_stdout_and_say_when_the_sample_is_too_small(clean_model, cbis_csv, tmp_path):
