@@ -1206,7 +1206,7 @@ def test_fewer_patients_than_folds_is_one_line() -> None:
 def test_fail_under_refuses_nan() -> None:
     from mammofuse.evaluation.evaluate import parse_bounds
 
-    with pytest.raises(MammofuseError, match="auc needs a finite number"):
+    with pytest.raises(MammofuseError, match="auc needs a number from 0 to 1"):
         parse_bounds("auc=nan")
 
 
