@@ -378,3 +378,14 @@ def test_a_dicom_rewritten_with_the_same_size_and_mtime_is_indexed_again(tmp_pat
     assert (dicom.stat().st_size, dicom.stat().st_mtime_ns) == (before.st_size, before.st_mtime_ns)
     index = ImageIndex.build(root).by_folder
     assert "PATIENT_B" in index and "PATIENT_A" not in index
+
+
+def test_an_images_file_is_said_to_be_a_file_not_a_missing_folder(cbis_csv, tmp_path):
+    """Was "images folder not found" for a file that is there."""
+    (tmp_path / "a.png").write_bytes(b"x")
+    with pytest.raises(MammofuseError, match=f"^{re.escape(str(tmp_path / 'a.png'))}: is a file, not an images folder"):
+        load_dataset("cbis-ddsm", cbis_csv, images=tmp_path / "a.png", abnormality="mass")
+    with pytest.raises(MammofuseError, match="images folder not found"):
+        load_dataset("cbis-ddsm", cbis_csv, images=tmp_path / "absent", abnormality="mass")
+    with pytest.raises(MammofuseError, match=f"^{re.escape(str(tmp_path / 'a.png'))}: is a file, not an images folder"):
+        ImageIndex.build(tmp_path / "a.png")
