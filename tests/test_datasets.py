@@ -127,6 +127,17 @@ def test_manifest(tmp_path):
     assert samples[1].image_path is None
 
 
+def test_a_manifest_separated_by_semicolons_is_refused_without_a_note_on_its_columns(tmp_path):
+    """Was "column(s) not read: path;label;patient_id (did you mean patient_id?)" before the error."""
+    import warnings
+
+    (tmp_path / "manifest.csv").write_text("path;label;patient_id\na.png;1;p1\n")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(MammofuseError, match="the header seems to use semicolons"):
+            load_dataset("manifest", tmp_path)
+
+
 def test_manifest_rejects_bad_labels(tmp_path):
     (tmp_path / "manifest.csv").write_text("path,label,patient_id\na.png,maybe,p1\n")
     with pytest.raises(MammofuseError, match="manifest.csv:2"):
