@@ -256,17 +256,20 @@ def explain(
         MammofuseError: a folder or a file that cannot be explained, an ``out`` where explaining would overwrite or
             remove ``image`` (before anything is written), an invalid ``roi``, an unknown method, layer or model, no
             method, ``lime_samples`` or ``seed`` out of bounds.
-        OutputError: an output in ``out`` cannot be written (a folder by its name, read-only, disk full).
+        OutputError: ``out`` is a file or under one (before any work), or an output in ``out`` cannot be written (a folder
+            by its name, read-only, disk full).
         TypeError: ``image`` or ``out`` is not a path.
     """
     from mammofuse.interrupts import load_torch
 
     load_torch()  # before the explainers, which import it
+    from mammofuse.atomic import check_writable_folder
     from mammofuse.explainers import explain_file
 
     path, folder = as_path(image, "image"), as_path(out, "out")
     if path.is_dir():
         raise MammofuseError(f"{path}: explain takes one file, not a folder: explain each file in turn")
+    check_writable_folder(folder)
     net = as_model(model, device)
     (sample,) = cases(path, net, findings, None, roi, explaining=True)
     return explain_file(net, sample, folder, methods, lime_samples=lime_samples, seed=seed, layer=layer, include_identifiers=include_identifiers)

@@ -416,6 +416,21 @@ def test_ablate_usage_errors(mini_mias, tmp_path):
     assert runner.invoke(app, [*base, "--modality-dropout", "maybe"]).exit_code == 2
 
 
+@pytest.mark.parametrize("result", [None, "{bad"])
+def test_image_init_from_an_unfinished_or_damaged_image_fold_is_a_usage_error(mini_mias, tmp_path, result):
+    import mammofuse
+
+    fold = tmp_path / "image" / "fold-1"
+    (fold / "model").mkdir(parents=True)
+    (fold / "model" / "model.safetensors").write_bytes((Path(mammofuse.__file__).parent / "weights" / "default" / "model.safetensors").read_bytes())
+    if result is not None:
+        (fold / "result.json").write_text(result)
+    out = runner.invoke(app, ["ablate", "--dataset", "mini-mias", "--data", str(mini_mias), "--variants", "cross", "--folds", "2",
+                              "--epochs", "1", "--image-size", "32", "--image-init", str(tmp_path / "image"), "--out", str(tmp_path / "ab")])
+    assert out.exit_code == 2, out.output
+    assert "fold 1 is unfinished or damaged" in out.output and f"delete {fold}" in out.output
+
+
 def _fold(k: int, labels: list[int], scores: list[float | None], threshold: float = 0.9) -> FoldResult:
     n = len(labels)
     return FoldResult(fingerprint="f", arm="clinical", fold=k, settings={}, train_patients=[], val_patients=[], ids=[f"c{k}-{i}" for i in range(n)],

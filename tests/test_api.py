@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import warnings
 from pathlib import Path
 
@@ -11,6 +12,7 @@ from typer.testing import CliRunner
 
 import mammofuse
 from mammofuse.cli import app
+from mammofuse.errors import OutputError
 from mammofuse.results import ErrorKind
 
 
@@ -117,6 +119,15 @@ def test_model_predict_takes_a_list_as_mammofuse_predict_does(real_dicoms) -> No
         warnings.simplefilter("ignore")
         records = model.predict(files, density=2, margin="circumscribed")
     assert [r.path for r in records] == [str(f) for f in files]
+
+
+def test_explain_into_a_file_or_under_one_says_so_as_the_cli_does(real_dicoms, tmp_path: Path) -> None:
+    """Was: "somefile.txt/explanation.json: cannot write (an earlier output cannot be removed: Not a directory)"."""
+    (tmp_path / "somefile.txt").write_text("x")
+    for out, problem in ((tmp_path / "somefile.txt", "it is a file"), (tmp_path / "somefile.txt" / "out", "a part of its folder path is a file")):
+        with pytest.raises(OutputError, match=f"^{re.escape(str(out))}: cannot write \\({problem}\\)$"):
+            mammofuse.explain(real_dicoms["P_00173_lcc"], out, "missing-model-not-loaded", roi=(2400, 1145, 100), density=2)
+    assert (tmp_path / "somefile.txt").read_text() == "x"
 
 
 def test_explain_takes_one_file_and_says_so_for_a_folder(real_dicoms, tmp_path: Path) -> None:

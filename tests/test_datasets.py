@@ -114,6 +114,32 @@ def test_mini_mias_lesion_centre_lies_on_breast_tissue(mini_mias, refnum):
     assert not np.isclose(flipped.mean(), patch.mean())
 
 
+def test_mini_mias_warns_of_rows_and_values_it_cannot_use_once_per_kind_naming_their_lines(mini_mias, tmp_path):
+    """A bad severity dropped the row, and an unknown code or coordinates left the case without them, without a word."""
+    import warnings
+
+    rows = ["mdb001 G CIRC B 535 425 197", "mdb002 G CIRC X 535 425 197", "mdb003 Q SPIC M 1 2 3", "mdb004 G BLOB B 1 2 3",
+            "mdb005 G CIRC B a b c", "mdb006 G CALC M *NOTE 3*", "mdb007 F CIRC B", "mdb008 G NORM",
+            *(f"mdb{n:03d} G CIRC Z" for n in range(10, 22))]
+    (tmp_path / "Info.txt").write_text("header\n" + "\n".join(rows) + "\n")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        samples = {s.id: s for s in load_dataset("mini-mias", tmp_path)}
+    info = tmp_path / "Info.txt"
+    assert [str(w.message) for w in caught] == [
+        f"{info}: line(s) 3, 10, 11, 12, 13, 14, 15, 16, 17, 18 ... (13 in all): severity not B or M: row(s) left out",
+        f"{info}: line(s) 4: background tissue not F, G, D: density not recorded",
+        f"{info}: line(s) 5: abnormality class not CIRC, SPIC, MISC, ARCH, ASYM, CALC, NORM: its findings not recorded",
+        f"{info}: line(s) 6: coordinates not three whole numbers (x, y, radius): no lesion circle",
+    ]
+    assert all(issubclass(w.category, DatasetWarning) for w in caught)
+    assert sorted(samples) == ["mdb001_1", "mdb003_1", "mdb004_1", "mdb005_1", "mdb006_1", "mdb007_1"]
+    assert samples["mdb003_1"].clinical == {"margin": "SPICULATED"} and samples["mdb005_1"].region is None
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the real Info.txt: its *NOTE 3* rows and the one without coordinates are no problem
+        assert len(load_dataset("mini-mias", mini_mias)) == 123
+
+
 def test_manifest(tmp_path):
     (tmp_path / "a.png").write_bytes(b"")
     (tmp_path / "manifest.csv").write_text(
@@ -125,6 +151,17 @@ def test_manifest(tmp_path):
     assert [s.label for s in samples] == [1, 0]
     assert samples[0].clinical == {"density": "3", "margin": "SPICULATED"}
     assert samples[1].image_path is None
+
+
+def test_a_manifest_separated_by_semicolons_is_refused_without_a_note_on_its_columns(tmp_path):
+    """Was "column(s) not read: path;label;patient_id (did you mean patient_id?)" before the error."""
+    import warnings
+
+    (tmp_path / "manifest.csv").write_text("path;label;patient_id\na.png;1;p1\n")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(MammofuseError, match="the header seems to use semicolons"):
+            load_dataset("manifest", tmp_path)
 
 
 def test_manifest_rejects_bad_labels(tmp_path):
@@ -378,3 +415,14 @@ def test_a_dicom_rewritten_with_the_same_size_and_mtime_is_indexed_again(tmp_pat
     assert (dicom.stat().st_size, dicom.stat().st_mtime_ns) == (before.st_size, before.st_mtime_ns)
     index = ImageIndex.build(root).by_folder
     assert "PATIENT_B" in index and "PATIENT_A" not in index
+
+
+def test_an_images_file_is_said_to_be_a_file_not_a_missing_folder(cbis_csv, tmp_path):
+    """Was "images folder not found" for a file that is there."""
+    (tmp_path / "a.png").write_bytes(b"x")
+    with pytest.raises(MammofuseError, match=f"^{re.escape(str(tmp_path / 'a.png'))}: is a file, not an images folder"):
+        load_dataset("cbis-ddsm", cbis_csv, images=tmp_path / "a.png", abnormality="mass")
+    with pytest.raises(MammofuseError, match="images folder not found"):
+        load_dataset("cbis-ddsm", cbis_csv, images=tmp_path / "absent", abnormality="mass")
+    with pytest.raises(MammofuseError, match=f"^{re.escape(str(tmp_path / 'a.png'))}: is a file, not an images folder"):
+        ImageIndex.build(tmp_path / "a.png")

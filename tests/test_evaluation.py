@@ -155,6 +155,10 @@ def test_fail_under_parsing_and_checking():
     for bad in ("auroc=0.8", "auc", "auc=high", "brier=0.2", ""):
         with pytest.raises(MammofuseError):
             parse_bounds(bad)
+    assert parse_bounds("auc=0,recall=1") == {"auc": 0.0, "recall": 1.0}
+    for out_of_range in ("auc=85", "auc=-5", "recall=1.01", "f1=inf"):  # every gated metric lies in [0, 1]
+        with pytest.raises(MammofuseError, match=f"--fail-under: {out_of_range.split('=')[0]} needs a number from 0 to 1"):
+            parse_bounds(out_of_range)
     result = {"auc": 0.80, "recall": 0.95, "precision": None, "auc_ci": [0.7, 0.9]}
     assert check_bounds(result, {"auc": 0.75, "recall": 0.9}) == []
     assert check_bounds(result, {"auc": 0.85}) == ["auc 0.8000 < 0.85"]
@@ -263,8 +267,10 @@ def test_a_mass_model_evaluated_on_calcifications_says_its_score_means_nothing_f
 
 def test_fail_under_exit_codes(clean_model, cbis_csv):
     assert _evaluate(clean_model, cbis_csv, "--fail-under", "accuracy=0.0").exit_code == 0
-    missed = _evaluate(clean_model, cbis_csv, "--fail-under", "accuracy=1.01")
+    missed = _evaluate(clean_model, cbis_csv, "--fail-under", "accuracy=1")
     assert missed.exit_code == 1 and "fail-under: accuracy" in missed.output
+    out_of_range = _evaluate(clean_model, cbis_csv, "--fail-under", "auc=85")
+    assert out_of_range.exit_code == 2 and "auc needs a number from 0 to 1" in out_of_range.output
     unknown = _evaluate(clean_model, cbis_csv, "--fail-under", "auroc=0.8")
     assert unknown.exit_code == 2 and "unknown metric 'auroc'" in unknown.output
     assert "Traceback" not in unknown.output
@@ -349,6 +355,9 @@ def test_usage_errors_are_one_line(clean_model, cbis_csv):
     result = _evaluate(clean_model, cbis_csv, "--split", "validation")
     assert result.exit_code == 2 and "no 'validation' split" in result.output
     assert _evaluate(clean_model, cbis_csv, "--compare", "vo2021").exit_code == 2
+    for fmt in ([], ["-f", "table"], ["-f", "json"]):
+        csv_output = _evaluate(clean_model, cbis_csv, *fmt, "-o", "ev.csv")
+        assert csv_output.exit_code == 2 and "evaluate writes its report as JSON: name --output .json" in csv_output.output, fmt
 
 
 def test_compare_paper_tables_go_to_stdout_and_say_when_the_sample_is_too_small(clean_model, cbis_csv, tmp_path):

@@ -572,6 +572,12 @@ def test_a_config_threshold_run_or_images_folder_the_os_refuses_is_a_usage_error
         assert result.stderr.splitlines()[-1] == f"error: {named}: cannot read ({problem})", result.stderr  # train says what it trains first
 
 
+def test_a_config_that_is_a_folder_says_so(tmp_path: Path) -> None:
+    """Was "not a UTF-8 text file (IsADirectoryError)"."""
+    result = run("train", "--config", str(tmp_path), "--out", str(tmp_path / "out"))
+    assert result.exit_code == 2 and result.stderr == f"error: {tmp_path}: is a folder, not a YAML file\n", result.stderr
+
+
 @pytest.mark.parametrize("dataset", ["mini-mias", "cbis-ddsm"])
 def test_a_dataset_file_that_cannot_be_opened_is_a_usage_error_naming_it(dataset: str, corpus: dict[str, Path], tmp_path: Path,
                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
@@ -1205,7 +1211,7 @@ def test_fewer_patients_than_folds_is_one_line() -> None:
 def test_fail_under_refuses_nan() -> None:
     from mammofuse.evaluation.evaluate import parse_bounds
 
-    with pytest.raises(MammofuseError, match="auc needs a finite number"):
+    with pytest.raises(MammofuseError, match="auc needs a number from 0 to 1"):
         parse_bounds("auc=nan")
 
 

@@ -360,6 +360,19 @@ def test_resume_from_the_cli_continues_with_the_runs_own_settings(mini_mias: Pat
     assert other.exit_code == 2 and "settings differ" in other.output and "lr 0.01" in " ".join(other.output.split())
 
 
+def test_resume_without_a_run_says_nothing_to_resume_before_reading_data(tmp_path: Path) -> None:
+    """Without --dataset it used to say "--dataset is required", though --resume takes the dataset from the run."""
+    from typer.testing import CliRunner
+
+    from mammofuse.cli import app
+
+    (tmp_path / "finished").mkdir()  # a finished run whose last/ was removed
+    for out in (tmp_path / "nonexistent", tmp_path / "finished"):
+        result = CliRunner().invoke(app, ["train", "--data", str(tmp_path / "no-data"), "--out", str(out), "--resume"])
+        assert result.exit_code == 2, result.output
+        assert f"{out}: nothing to resume (no last/checkpoint.json)" in result.output
+
+
 def test_resume_is_exact(mias_split, tiny, tmp_path: Path, monkeypatch) -> None:
     """4 epochs straight vs a run stopped after epoch 2 and resumed to 4: across the frozen -> fine-tune switch,
     with augmentation and a cosine schedule over the whole run."""

@@ -12,6 +12,7 @@ from mammofuse.atomic import check_not_input
 from mammofuse.cli.common import (
     MAX_BATCH_SIZE,
     MAX_WORKERS,
+    RECORD_FORMATS,
     SOME_FAILED,
     Abnormality,
     AwayPatches,
@@ -20,7 +21,6 @@ from mammofuse.cli.common import (
     Device,
     Format,
     ImageDirs,
-    RecordFormat,
     ReportFormat,
     check_choice,
     check_output,
@@ -31,7 +31,6 @@ from mammofuse.cli.common import (
     guarded,
     note,
     output_file_option,
-    output_format,
     output_option,
     safe,
 )
@@ -91,7 +90,7 @@ def evaluate(
         check_choice("--control", control, ("masked", "away"))
     if away_patches > 1 and control != "away":
         raise MammofuseError("--away-patches is for --control away")
-    output_format(RecordFormat.JSON, output)  # --output always receives the JSON report
+    _check_report_suffix(output)
     check_stdout()  # the summary goes there
     check_output(output)
     if plots is not None:
@@ -203,6 +202,13 @@ def _remarks(result: dict[str, Any]) -> None:
         else:
             title, style = _PANELS[remark.kind]
             err_console.print(Panel("\n".join(remark.details) or remark.text, title=title, border_style=style), highlight=False)
+
+
+def _check_report_suffix(output: Path | None) -> None:
+    """Refuse an ``--output`` named for another machine-readable format: it always receives the JSON report, whatever --format."""
+    suffix = output.suffix.lower().lstrip(".") if output else ""
+    if suffix in RECORD_FORMATS and suffix != "json":
+        raise MammofuseError(f"--output {output} looks like {suffix}, but evaluate writes its report as JSON: name --output .json")
 
 
 def _fmt(value: float | None) -> str:

@@ -102,7 +102,7 @@ def _train(
     from mammofuse.training.settings import TrainSettings
 
     values = o.settings_values(config, flags)
-    if resume and ckpt.has_checkpoint(out):  # what is not given again is the run's own setting
+    if resume:  # what is not given again is the run's own setting
         values = {**ckpt.saved_settings(out), **values}
     if dataset:
         values["dataset"] = dataset

@@ -159,6 +159,15 @@ def _roots(images: str | Path | Sequence[str | Path] | None) -> list[Path]:
     return [Path(images)] if isinstance(images, (str, Path)) else [Path(p) for p in images]
 
 
+def _check_images_folder(root: Path) -> None:
+    """Fail, naming ``root``, unless it is a folder (a file given as the images folder is said to be one)."""
+    if root.is_dir():
+        return
+    if root.exists():
+        raise MammofuseError(f"{root}: is a file, not an images folder (give the folder that holds the images)")
+    raise MammofuseError(f"{root}: images folder not found")
+
+
 class _Locator:
     """Finds a film's file in the given folders: keyed image folders first, then DICOM trees."""
 
@@ -168,8 +177,7 @@ class _Locator:
         self.split_of: dict[Path, str | None] = {}
         for root in dict.fromkeys(roots):
             with reading(root):  # a name too long, a folder that cannot be listed
-                if not root.is_dir():
-                    raise MammofuseError(f"{root}: images folder not found")
+                _check_images_folder(root)
                 if any(root.samefile(f.root) for f in self.folders):
                     continue  # one folder given twice
                 folder = ImageFolder.scan(root)
@@ -283,8 +291,7 @@ class ImageIndex:
     @classmethod
     def build(cls, root: Path) -> "ImageIndex":
         with reading(root):
-            if not root.is_dir():
-                raise MammofuseError(f"{root}: images folder not found")
+            _check_images_folder(root)
             files = sorted(p for p in files_under(root) if p.name.endswith(".dcm") and p.is_file())
             resolved = str(root.resolve())
             stamp = hashlib.sha256(

@@ -11,7 +11,7 @@ from mammofuse.clinical import load_schema
 from mammofuse.clinical.schema import DEFAULT_VOCABULARY, ClinicalSchema, ClinicalValueError
 from mammofuse.data.sample import Sample
 from mammofuse.errors import DatasetWarning, MammofuseError
-from mammofuse.tabular import csv_columns, csv_records
+from mammofuse.tabular import csv_columns, csv_records, delimiter_hint
 from mammofuse.validation import REGION_COLUMNS, region_cells
 
 _LABELS = {"1": 1, "0": 0, "malignant": 1, "benign": 0, "benign_without_callback": 0}
@@ -40,7 +40,9 @@ def load_manifest(data: str | Path) -> list[Sample]:
     schema = load_schema(DEFAULT_VOCABULARY)
     aliases = {c.lower(): f.name for f in schema.fields for c in (f.name, *f.csv_columns)}
     key = lambda c: c.strip().lower()  # noqa: E731
-    if unread := _unread_columns(csv_columns(path, key), aliases):
+    columns = csv_columns(path, key)
+    other_delimiter = delimiter_hint(columns) and not set(_REQUIRED) <= set(columns)  # refused below, saying so: no note first
+    if not other_delimiter and (unread := _unread_columns(columns, aliases)):
         warnings.warn(f"{path}: column(s) not read: {unread}", DatasetWarning, stacklevel=2)
     samples = []
     owners: dict[str, tuple[str, int]] = {}  # image (its real path: links resolved) -> (patient, first line): one image is one patient's

@@ -306,10 +306,21 @@ def _image_init_model(folder: Path, fold: int, test_part: Sequence[Sample]) -> P
     source = folder / f"fold-{fold + 1}"
     if not (source / "model" / "model.safetensors").is_file():
         raise MammofuseError(f"image_init (--image-init) {folder}: no kept model in {source} (run the image arm with --keep-models)")
-    path = source / RESULT_NAME
-    if read_result(json.loads(path.read_text(encoding="utf-8")), path).ids != [s.id for s in test_part]:
+    if _image_fold_result(folder, fold).ids != [s.id for s in test_part]:
         raise MammofuseError(f"image_init (--image-init) {folder}: fold {fold + 1} held out other cases (other data, folds or seed): its model saw this fold's test cases")
     return source / "model"
+
+
+def _image_fold_result(folder: Path, fold: int) -> FoldResult:
+    """The result of fold ``fold`` of an image arm's folder; an unfinished or damaged one is a usage error."""
+    path = folder / f"fold-{fold + 1}" / RESULT_NAME
+    try:
+        return read_result(json.loads(path.read_text(encoding="utf-8")), path)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, MammofuseError):
+        raise MammofuseError(
+            f"image_init (--image-init) {folder}: fold {fold + 1} is unfinished or damaged (no readable {RESULT_NAME}): "
+            f"finish that run (the same ablate command on its --out) or delete {path.parent}"
+        ) from None
 
 
 def _score_controls(model: Any, samples: Sequence[Sample], controls: Sequence[str], away_patches: int = 1) -> dict[str, list[float | None]]:

@@ -227,7 +227,8 @@ FAIL_UNDER_METRICS = ("auc", "auc_low", "pr_auc", "accuracy", "f1", "precision",
 
 
 def parse_bounds(text: str) -> dict[str, float]:
-    """``"auc=0.85,recall=0.9"`` -> {"auc": 0.85, "recall": 0.9}; unknown names are a MammofuseError."""
+    """``"auc=0.85,recall=0.9"`` -> {"auc": 0.85, "recall": 0.9}; unknown names and bounds outside [0, 1] (where no
+    gated metric can lie) are a MammofuseError."""
     bounds: dict[str, float] = {}
     for part in filter(None, (p.strip() for p in text.split(","))):
         name, sep, value = part.partition("=")
@@ -240,8 +241,8 @@ def parse_bounds(text: str) -> dict[str, float]:
             bound = float(value)
         except ValueError:
             raise MammofuseError(f"--fail-under: {name} needs a number, got {value!r}") from None
-        if not np.isfinite(bound):  # nothing is ever below nan: the gate would always pass
-            raise MammofuseError(f"--fail-under: {name} needs a finite number, got {value.strip()!r}")
+        if not 0 <= bound <= 1:  # nan too: nothing is ever below it; every gated metric lies in [0, 1]
+            raise MammofuseError(f"--fail-under: {name} needs a number from 0 to 1, got {value.strip()!r}")
         bounds[name] = bound
     if not bounds:
         raise MammofuseError("--fail-under: no bounds given (e.g. auc=0.85,recall=0.9)")

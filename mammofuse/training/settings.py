@@ -272,7 +272,9 @@ def read_settings_yaml(path: str | Path) -> dict[str, Any]:
             data = yaml.load(path.read_text(encoding="utf-8"), Loader=_loader())  # noqa: S506 (a SafeLoader)
         except FileNotFoundError:
             raise MammofuseError(f"{path}: config file not found") from None
-        except (UnicodeDecodeError, IsADirectoryError) as exc:
+        except IsADirectoryError:
+            raise MammofuseError(f"{path}: is a folder, not a YAML file") from None
+        except UnicodeDecodeError as exc:
             raise MammofuseError(f"{path}: not a UTF-8 text file ({type(exc).__name__})") from None
         except yaml.YAMLError as exc:
             raise MammofuseError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
