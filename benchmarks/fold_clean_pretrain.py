@@ -64,7 +64,7 @@ def main() -> None:
     labels, patients = result.labels, result.patients
     summary = {
         "fold": args.fold, "fold_seed": args.seed, "train_cases": len(train_part), "held_out_cases": len(test_part),
-        "pretraining_films": len(films), "held_out_films_in_shipped_pretraining": len(held_films),
+        "fold_clean_pretraining_films": len(films), "held_out_films": len(held_films),
         "auc_shipped": round(roc_auc_score(labels, probs["shipped"]), 4), "auc_fold_clean": round(roc_auc_score(labels, probs["fold-clean"]), 4),
         "shipped_minus_clean": paired_auc_difference(labels, probs["shipped"], probs["fold-clean"], patients, n_boot=args.bootstrap, seed=0),
     }

@@ -459,6 +459,22 @@ def test_an_exif_orientation_is_not_applied_in_any_format_and_is_remarked_on(tmp
                                                    "is not applied: the pixels are read as stored, and a lesion circle is given in them"])
 
 
+@pytest.mark.filterwarnings("ignore::mammofuse.imaging.reader.ReaderWarning")
+@pytest.mark.parametrize("orientation", [3, 6])
+def test_a_tiff_orientation_given_only_in_its_xmp_is_not_applied_either(tmp_path, orientation):
+    """Pillow 12 and later take a TIFF's Orientation from its XMP packet too, and turn the pixels by it while loading:
+    they were read turned (3) or refused as decoded at another size (6)."""
+    stored = _gradient()
+    xmp = ('<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
+           f'<rdf:Description xmlns:tiff="http://ns.adobe.com/tiff/1.0/" tiff:Orientation="{orientation}"/></rdf:RDF></x:xmpmeta>')
+    Image.fromarray(stored).save(tmp_path / "x.tif", tiffinfo={700: xmp.encode()})
+    read = read_mammogram(tmp_path / "x.tif", canonical=False)
+    assert read.pixels.shape == image_shape(tmp_path / "x.tif") == stored.shape
+    assert np.abs(read.pixels - stored / 255).max() < 1e-6
+    if Image.open(tmp_path / "x.tif").getexif().get(0x0112) == orientation:  # this Pillow reads the XMP's Orientation
+        assert any(f"EXIF Orientation {orientation}" in r for r in read.info.warnings)
+
+
 def test_decoded_pixels_of_another_size_than_the_header_gives_are_refused(tmp_path, monkeypatch):
     Image.fromarray(_gradient()).save(tmp_path / "g.png")
     monkeypatch.setattr(reader, "_stored_pixels", lambda image: image.transpose(Image.Transpose.TRANSPOSE))  # a decoder's mistake

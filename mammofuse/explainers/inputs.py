@@ -1,7 +1,7 @@
 """One case made ready for explaining: the model's exact inputs, the view it saw, the file's header.
 
 Every method explains the same thing ``predict`` scores, so the tensors are built by
-:func:`mammofuse.inference.load_input` itself, and the region the model saw is drawn at the
+:func:`mammofuse.inference.model_input`, as ``load_input`` builds them, from the file decoded once, and the region the model saw is drawn at the
 film's proportions for the overlays (a model with a canvas sees it stretched). A clinical-only
 model's case reads no pixels, as ``predict`` reads none for it.
 """

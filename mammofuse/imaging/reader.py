@@ -724,23 +724,28 @@ def _read_image(path: Path) -> tuple[np.ndarray, MammogramInfo]:
 
 def _stored_pixels(image: Any) -> Any:
     """The image decoded, its pixels as stored, with a remark on an EXIF Orientation other than 1: that is not applied
-    (a lesion circle is given in stored pixels, as a DICOM's are), and undone where Pillow's TIFF loader applies it."""
+    (a lesion circle is given in stored pixels, as a DICOM's are). Pillow's TIFF loader turns the pixels by the
+    Orientation it finds (in the tag, or from Pillow 12 in the XMP packet) and then drops it from the EXIF: a TIFF's is
+    read before decoding, and the turn undone where it was dropped. A PNG's EXIF may follow its pixels: read after."""
     from PIL import Image
 
-    tiff_orientation = image.tag_v2.get(_ORIENTATION, 1) if image.format == "TIFF" else None  # the loader drops the tag
+    tiff = image.format == "TIFF"
+    orientation = _exif_orientation(image) if tiff else None
     image.load()
-    orientation = _exif_orientation(image) if tiff_orientation is None else tiff_orientation
+    if orientation is None:
+        orientation = _exif_orientation(image)
     if orientation not in ORIENTATIONS:
         return image
     undo, shown = ORIENTATIONS[orientation]
     warnings.warn(f"EXIF Orientation {orientation} (a viewer shows the image {shown}) is not applied: the pixels are read "
                   "as stored, and a lesion circle is given in them", stacklevel=2)
-    turned = tiff_orientation is not None and _ORIENTATION not in image.tag_v2
+    turned = tiff and _exif_orientation(image) != orientation
     return image.transpose(getattr(Image.Transpose, undo)) if turned else image
 
 
 def _exif_orientation(image: Any) -> Any:
-    """The EXIF Orientation of a decoded image (a PNG's EXIF may follow its pixels); 1 when it has none or its EXIF is unreadable."""
+    """The EXIF Orientation of an image (Pillow's EXIF, with what it reads of the XMP packet); 1 when it has none or its
+    EXIF is unreadable."""
     try:
         return image.getexif().get(_ORIENTATION, 1)
     except (SyntaxError, ValueError, struct.error):
