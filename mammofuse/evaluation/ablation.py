@@ -466,8 +466,8 @@ def _check_pretrained(base_settings: Any, runnable: Sequence[Arm], samples: Sequ
     if withheld_patients(base_settings.pretrained):
         log(f"WARNING: pretrained (--pretrained) {base_settings.pretrained} was trained without patient digests: whether its "
             "patients are among these cannot be checked; if they are, every image arm's held-out results are optimistic")
-    if seen_films := _pretraining_overlap(base_settings.pretrained, samples):
-        log(f"note: pretrained (--pretrained) {base_settings.pretrained} was pretrained without labels on the films of {seen_films} of these "
+    if seen_patients := _pretraining_overlap(base_settings.pretrained, samples):
+        log(f"note: pretrained (--pretrained) {base_settings.pretrained} was pretrained without labels on the films of {seen_patients} of these "
             f"{len({s.patient_id for s in samples})} patients: held-out films it has seen are scored, so the image arms' held-out AUCs "
             "include what seeing them adds (ablation.json: protocol.image_weights_pretraining)")
 
