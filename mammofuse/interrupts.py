@@ -137,6 +137,7 @@ def _leave(signum: int, frame: FrameType | None) -> None:
 
 def _quiet_when_cut_off(kind: type[BaseException], value: BaseException, trace: TracebackType | None) -> None:
     """A reader's report of an error in a helper thread, but for a connection the main process cut: interrupted while
-    it took a batch's shared memory from the thread that hands it over, it is reporting that itself."""
-    if not issubclass(kind, ConnectionError):
+    it took a batch's shared memory from the thread that hands it over, it is reporting that itself. Cut during the
+    connection's handshake, the thread meets the end of the stream (EOFError) rather than a reset."""
+    if not issubclass(kind, (ConnectionError, EOFError)):
         sys.__excepthook__(kind, value, trace)

@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 
@@ -287,3 +289,27 @@ def test_every_command_that_uses_torch_loads_it_whole_before_a_ctrl_c_stops_it(a
     process = _start([a.format(image=image, out=tmp_path / "out", data=tmp_path) for a in args], hook, tmp_path)
     assert _finish(process) == (130, INTERRUPTED)
     assert (tmp_path / "loaded").read_text() == "True"
+
+
+def test_a_reader_is_quiet_about_a_connection_the_main_process_cut_in_its_handshake(capsys: pytest.CaptureFixture[str]) -> None:
+    """The thread that hands a batch's shared memory over (multiprocessing's resource_sharer) reports its errors with
+    ``sys.excepthook``; a main process interrupted while it connects leaves it an EOFError in the handshake."""
+    from multiprocessing import connection
+
+    from mammofuse.interrupts import _quiet_when_cut_off
+
+    def main_process_stopped_in_the_handshake(address: str) -> None:
+        with socket.socket(socket.AF_UNIX) as client:  # multiprocessing's default family on Linux
+            client.connect(address)
+            with connection.Connection(client.detach()) as channel:
+                connection.answer_challenge(channel, b"reader")  # and gone before it delivers its own challenge
+
+    with connection.Listener(authkey=b"reader") as listener:
+        client = threading.Thread(target=main_process_stopped_in_the_handshake, args=(listener.address,))
+        client.start()
+        with pytest.raises(EOFError) as cut:
+            listener.accept()
+        client.join()
+    _quiet_when_cut_off(cut.type, cut.value, cut.tb)
+    _quiet_when_cut_off(ValueError, ValueError("a reader's own error"), None)
+    assert capsys.readouterr().err.splitlines() == ["ValueError: a reader's own error"]
