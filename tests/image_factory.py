@@ -1,4 +1,4 @@
-"""Image files written byte by byte, in layouts Pillow does not write (16-bit colour PNG, WhiteIsZero or float16 TIFF),
+"""Image files written byte by byte, in layouts Pillow does not write (16-bit colour PNG or PPM, WhiteIsZero or float16 TIFF),
 for reader edge cases (never as model evidence)."""
 
 from __future__ import annotations
@@ -22,6 +22,18 @@ def write_png(path: Path, pixels: np.ndarray, colour_type: int, *, size: tuple[i
 
     header = struct.pack(">IIBBBBB", width, height, 16, colour_type, 0, 0, 0)
     path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+    return path
+
+
+def write_ppm(path: Path, pixels: np.ndarray, maxval: int = 65535, *, plain: bool = False) -> Path:
+    """A PPM of RGB ``pixels`` (rows, columns, 3) with the given maxval: binary (P6, two bytes a sample above 255) or plain
+    text (P3)."""
+    header = f"{'P3' if plain else 'P6'}\n{pixels.shape[1]} {pixels.shape[0]}\n{maxval}\n".encode()
+    if plain:
+        data = " ".join(map(str, pixels.ravel().tolist())).encode() + b"\n"
+    else:
+        data = pixels.astype(">u2" if maxval > 255 else "u1").tobytes()
+    path.write_bytes(header + data)
     return path
 
 

@@ -6,7 +6,7 @@ import warnings
 import numpy as np
 import pytest
 from dicom_factory import JPEGBaseline8Bit, JPEGLosslessSV1, breast_phantom, write_dicom
-from image_factory import write_png, write_tiff
+from image_factory import write_png, write_ppm, write_tiff
 from PIL import Image
 from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian, RLELossless
 
@@ -496,8 +496,10 @@ def test_a_white_is_zero_tiff_reads_as_the_same_picture_black_is_zero_at_every_d
 @pytest.mark.parametrize(("writer", "kind"), [(lambda p, a: write_png(p / "rgb.png", np.dstack([a] * 3), 2), "colour image"),
                                               (lambda p, a: write_png(p / "rgba.png", np.dstack([a] * 4), 6), "colour image"),
                                               (lambda p, a: write_png(p / "la.png", np.dstack([a] * 2), 4), "gray+alpha image"),
-                                              (lambda p, a: write_tiff(p / "rgb.tif", np.dstack([a] * 3), photometric=2), "colour image")],
-                         ids=["png-rgb", "png-rgba", "png-gray-alpha", "tiff-rgb"])
+                                              (lambda p, a: write_tiff(p / "rgb.tif", np.dstack([a] * 3), photometric=2), "colour image"),
+                                              (lambda p, a: write_ppm(p / "rgb.ppm", np.dstack([a] * 3)), "colour image"),
+                                              (lambda p, a: write_ppm(p / "rgb-text.ppm", np.dstack([a] * 3), plain=True), "colour image")],
+                         ids=["png-rgb", "png-rgba", "png-gray-alpha", "tiff-rgb", "ppm-rgb", "ppm-plain-rgb"])
 def test_16_bit_colour_or_gray_alpha_is_refused_not_cut_to_its_high_8_bits(tmp_path, writer, kind):
     """Pillow reads 8 bits of each sample of such an image: a 12-bit gray one in RGB48 was scored on its top 4 bits."""
     path = writer(tmp_path, breast_phantom(bits=12))

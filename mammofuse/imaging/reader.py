@@ -52,6 +52,7 @@ BITS_ALLOCATED = (8, 16, 32)
 UNDEFINED_LENGTH = 0xFFFFFFFF
 BLOCK_PIXELS = 2**20
 """Pixels a full-image step works on at a time (pydicom's LUTs, mirroring): 1 MP of float64 is 8 MB, whatever the image."""
+_PPM_SCALED = ("ppm", "ppm_plain")  # Pillow's PGM/PPM decoders that scale samples by the header's maxval (others: 8 bits)
 _TIFF_MAGIC = (b"II*\0", b"MM\0*", b"II+\0", b"MM\0+")  # classic and BigTIFF, little- and big-endian
 _ORIENTATION, _WIDTH, _LENGTH, _BITS_PER_SAMPLE, _PHOTOMETRIC, _SAMPLES_PER_PIXEL, _SAMPLE_FORMAT = 274, 256, 257, 258, 262, 277, 339  # TIFF tags
 _PYDICOM_EOF = "End of file reached before delimiter"  # pydicom's warning on a file cut inside its data
@@ -630,11 +631,14 @@ def _check_sample_bits(path: Path, image: Any) -> None:
 
 
 def _header_bits(path: Path, image: Any) -> int:
-    """Bits a sample from the header: a PNG's IHDR bit depth, a TIFF's largest BitsPerSample; 8 for other formats."""
+    """Bits a sample from the header: a PNG's IHDR bit depth, a TIFF's largest BitsPerSample, the bits of a PGM/PPM's
+    maxval; 8 for JPEG."""
     if image.format == "PNG":
         return _head(path, 25)[24]  # the bit depth byte: 8-byte signature, chunk length and type, width, height
     if image.format == "TIFF":
         return max(image.tag_v2.get(_BITS_PER_SAMPLE, (1,)))
+    if image.format == "PPM" and image.tile[0][0] in _PPM_SCALED:
+        return int(image.tile[0][3][1]).bit_length()  # the decoder's arguments: (raw mode, maxval)
     return 8
 
 
