@@ -37,26 +37,28 @@ def write_ppm(path: Path, pixels: np.ndarray, maxval: int = 65535, *, plain: boo
     return path
 
 
-def write_tiff(path: Path, pixels: np.ndarray, photometric: int = 1, byteorder: str = "<") -> Path:
+def write_tiff(path: Path, pixels: np.ndarray, photometric: int = 1, byteorder: str = "<", *, big: bool = False) -> Path:
     """An uncompressed one-strip TIFF of ``pixels`` (rows, columns[, samples]) as they are: their dtype (unsigned, signed
     or float, any size) in either byte order, with the PhotometricInterpretation given (0 WhiteIsZero, 1 BlackIsZero,
-    2 RGB); a second sample of a gray image is alpha."""
+    2 RGB); a second sample of a gray image is alpha. ``big``: a BigTIFF (8-byte offsets)."""
     rows, columns = pixels.shape[:2]
     samples = pixels.shape[2] if pixels.ndim == 3 else 1
     data = pixels.astype(pixels.dtype.newbyteorder(byteorder)).tobytes()
     sample_format = {"u": 1, "i": 2, "f": 3}[pixels.dtype.kind]
-    ifd_offset = 8 + len(data) + len(data) % 2
+    start, offset, count, slot = (16, "Q", "Q", 8) if big else (8, "I", "H", 4)  # header bytes; an offset, a tag count, a value
+    ifd_offset = start + len(data) + len(data) % 2
     tags = [(256, 4, [columns]), (257, 4, [rows]), (258, 3, [8 * pixels.dtype.itemsize] * samples), (259, 3, [1]),
-            (262, 3, [photometric]), (273, 4, [8]), (277, 3, [samples]), (278, 4, [rows]), (279, 4, [len(data)]),
+            (262, 3, [photometric]), (273, 4, [start]), (277, 3, [samples]), (278, 4, [rows]), (279, 4, [len(data)]),
             (339, 3, [sample_format] * samples)] + ([(338, 3, [2])] if samples == 2 else [])
-    values_offset = ifd_offset + 2 + 12 * len(tags) + 4
+    values_offset = ifd_offset + struct.calcsize(count) + (4 + 2 * slot) * len(tags) + struct.calcsize(offset)
     entries, values = b"", b""
     for tag, kind, value in sorted(tags):
         packed = struct.pack(f"{byteorder}{len(value)}{'H' if kind == 3 else 'I'}", *value)
-        if len(packed) > 4:
-            packed, values = struct.pack(f"{byteorder}I", values_offset + len(values)), values + packed
-        entries += struct.pack(f"{byteorder}HHI", tag, kind, len(value)) + packed.ljust(4, b"\0")
-    magic = b"II*\0" if byteorder == "<" else b"MM\0*"
-    ifd = struct.pack(f"{byteorder}H", len(tags)) + entries + struct.pack(f"{byteorder}I", 0)
-    path.write_bytes(magic + struct.pack(f"{byteorder}I", ifd_offset) + data + b"\0" * (len(data) % 2) + ifd + values)
+        if len(packed) > slot:
+            packed, values = struct.pack(f"{byteorder}{offset}", values_offset + len(values)), values + packed
+        entries += struct.pack(f"{byteorder}HH{offset}", tag, kind, len(value)) + packed.ljust(slot, b"\0")
+    magic = (b"II" if byteorder == "<" else b"MM") + struct.pack(f"{byteorder}H", 43 if big else 42)
+    header = magic + (struct.pack(f"{byteorder}HHQ", 8, 0, ifd_offset) if big else struct.pack(f"{byteorder}I", ifd_offset))
+    ifd = struct.pack(f"{byteorder}{count}", len(tags)) + entries + struct.pack(f"{byteorder}{offset}", 0)
+    path.write_bytes(header + data + b"\0" * (len(data) % 2) + ifd + values)
     return path

@@ -533,6 +533,20 @@ def test_a_tiff_of_samples_pillow_does_not_decode_says_so_and_names_them(tmp_pat
             read(path)
 
 
+def test_a_little_endian_bigtiff_is_read_and_a_big_endian_one_pillow_cannot_read_is_named(tmp_path):
+    """Pillow reads no big-endian BigTIFF: it was called a TIFF whose samples are not decoded, its tags unreadable."""
+    pixels = breast_phantom(bits=12).astype(np.uint16)
+    plain = read_mammogram(write_tiff(tmp_path / "classic.tif", pixels), canonical=False).pixels
+    assert np.array_equal(read_mammogram(write_tiff(tmp_path / "big.tif", pixels, big=True), canonical=False).pixels, plain)
+    path = write_tiff(tmp_path / "scan.tif", pixels, byteorder=">", big=True)
+    for read in (read_mammogram, check_header):
+        with warnings.catch_warnings(record=True) as caught, pytest.raises(
+                InputFileError, match=re.escape("scan.tif: big-endian BigTIFF, which Pillow does not read: save it as a little-endian or classic TIFF")):
+            warnings.simplefilter("always")
+            read(path)
+        assert not caught, [str(w.message) for w in caught]  # Pillow's note on "corrupt EXIF data" as it failed
+
+
 def test_a_tiff_whose_tags_cannot_be_read_is_still_named_a_tiff(tmp_path):
     (tmp_path / "scan.tif").write_bytes(b"MM\0*\xff\xff\xff\x00 broken")
     with pytest.raises(InputFileError, match=re.escape("scan.tif: TIFF whose samples Pillow does not decode (its tags are unreadable)")):

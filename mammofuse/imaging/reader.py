@@ -54,6 +54,7 @@ BLOCK_PIXELS = 2**20
 """Pixels a full-image step works on at a time (pydicom's LUTs, mirroring): 1 MP of float64 is 8 MB, whatever the image."""
 _PPM_SCALED = ("ppm", "ppm_plain")  # Pillow's PGM/PPM decoders that scale samples by the header's maxval (others: 8 bits)
 _TIFF_MAGIC = (b"II*\0", b"MM\0*", b"II+\0", b"MM\0+")  # classic and BigTIFF, little- and big-endian
+_BIG_ENDIAN_BIGTIFF = b"MM\0+"
 _ORIENTATION, _WIDTH, _LENGTH, _BITS_PER_SAMPLE, _PHOTOMETRIC, _SAMPLES_PER_PIXEL, _SAMPLE_FORMAT = 274, 256, 257, 258, 262, 277, 339  # TIFF tags
 _PYDICOM_EOF = "End of file reached before delimiter"  # pydicom's warning on a file cut inside its data
 _CBIS_PATIENT = re.compile(r"(?P<patient>P_\d+)_(?P<side>LEFT|RIGHT)_(?P<view>CC|MLO|ML|LM|XCCL|AT)", re.I)
@@ -604,6 +605,8 @@ def _pillow_image(fh: Any) -> Any:
 
     prefix = fh.read(16)
     for name in PILLOW_FORMATS:
+        if name == "TIFF" and prefix.startswith(_BIG_ENDIAN_BIGTIFF):
+            continue  # Pillow reads none: it fails on one, noting "corrupt EXIF data" as it goes
         factory, accept = Image.OPEN[name]
         accepted = accept(prefix) if accept else True
         if accepted and not isinstance(accepted, str):  # a string is Pillow's note on a file it does not accept
@@ -657,6 +660,8 @@ def _unidentified(path: Path) -> str:
     head = _head(path, 16)
     if not head.startswith(_TIFF_MAGIC):
         return "not a PNG, JPEG, TIFF or PGM/PPM image (the image formats read)"
+    if head.startswith(_BIG_ENDIAN_BIGTIFF):
+        return "big-endian BigTIFF, which Pillow does not read: save it as a little-endian or classic TIFF"
     samples = _tiff_samples(path, head) or "its tags are unreadable"
     return f"TIFF whose samples Pillow does not decode ({samples}): save it as 8- or 16-bit grayscale"
 
