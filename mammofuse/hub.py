@@ -71,6 +71,8 @@ class RegisteredModel:
     description: str
 
 
+_DEFAULT_PORTS = {"http": 80, "https": 443, "socks5": 1080, "socks5h": 1080, "socks4": 1080}  # the Hub's or a proxy's scheme
+
 REGISTRY: dict[str, RegisteredModel] = {
     DEFAULT_MODEL: RegisteredModel(
         name=DEFAULT_MODEL,
@@ -86,7 +88,7 @@ class ResolvedModel:
 
     Attributes:
         folder: local folder holding ``config.json`` and ``model.safetensors``.
-        name: how outputs name the model: the registered name, ``owner/name@commit``, or the folder.
+        name: how outputs name the model: the registered name, ``owner/name@commit``, or the folder's absolute path.
         source: ``bundled`` (shipped in the package), ``local`` (a folder) or ``hub``.
         revision: the Hub commit the files come from (``hub`` only).
     """
@@ -169,12 +171,13 @@ def resolve_model(spec: str | Path | None) -> ResolvedModel:
     with reading(local):  # a name too long, a folder that cannot be searched
         if local.exists():
             folder = _local_folder(local)
-            return ResolvedModel(folder, str(folder), "local")
-        if local.parts and Path(local.parts[0]).is_dir():
+            # Named by its absolute path: ./default is not the bundled default, nor runs/x from two folders one model.
+            return ResolvedModel(folder, os.path.abspath(folder), "local")
+        if local.parts and Path(local.parts[0]).is_dir() and "@" not in spec:
             # runs/clinicl: a mistyped folder under an existing one, not a Hub id to look up
             raise MammofuseError(
                 f"{spec}: no such model folder (in {local.parent}) and not a registered name ({', '.join(REGISTRY)}); "
-                f"for a Hub repository whose owner is also a local folder name, run from another folder"
+                f"for a Hub repository whose owner is also a local folder name, give its revision ({spec}@main)"
             )
     match = _HUB_ID.match(spec)
     if match and not spec.startswith((".", "/", "~")) and not spec.endswith((".json", ".safetensors")):
@@ -184,6 +187,9 @@ def resolve_model(spec: str | Path | None) -> ResolvedModel:
             raise MammofuseError(f"{exc}; nor is {spec} a local model folder (from {Path.cwd()})") from None
         return ResolvedModel(folder, f"{match['repo']}@{folder.name}", "hub", revision=folder.name)
     names = ", ".join(REGISTRY)
+    if spec in REGISTERED_BACKBONES:
+        raise MammofuseError(f"{spec} is a pretrained backbone, which train --pretrained starts from, not a model: give a registered model ({names}), "
+                             "a model folder or a Hub id owner/name")
     raise MammofuseError(
         f"unknown model {spec!r}: not a registered name ({names}), an existing model folder, "
         f"or a Hugging Face Hub id owner/name (optionally @revision)"
@@ -195,7 +201,7 @@ def _local_folder(path: Path) -> Path:
     if not (folder / CONFIG_NAME).is_file():
         raise MammofuseError(f"{path}: not a model folder (expected {CONFIG_NAME} and {WEIGHTS_NAME} in {folder})")
     if path.is_file() and path.name not in (CONFIG_NAME, WEIGHTS_NAME):
-        raise MammofuseError(f"{path}: models are read from {WEIGHTS_NAME} + {CONFIG_NAME} only (no pickle files)")
+        raise MammofuseError(f"{path}: a model is read from the {WEIGHTS_NAME} and {CONFIG_NAME} of its folder, not from {path.name}")
     if not (folder / WEIGHTS_NAME).is_file():
         raise MammofuseError(f"{folder}: {WEIGHTS_NAME} not found beside {CONFIG_NAME}")
     return folder
@@ -264,21 +270,42 @@ def _hub_endpoint() -> str | None:
 
 
 def _reachable(endpoint: str | None, timeout: float = 3.0) -> bool:
-    """Whether a TCP connection to the Hub endpoint opens (proxies set: assume yes, let the client decide)."""
+    """Whether a TCP connection opens to the Hub endpoint, or to the proxy the environment sets for it (one that answers
+    is left to decide: the client asks it)."""
     import socket
     from urllib.parse import urlsplit
 
-    from huggingface_hub import constants
-
-    if any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy")):
+    proxy = _proxy_for(endpoint)
+    if proxy and "://" not in proxy:  # host:port, which clients take as http
+        proxy = f"http://{proxy}"
+    url = urlsplit(proxy or _endpoint_url(endpoint))
+    try:
+        port = url.port or _DEFAULT_PORTS.get(url.scheme, 80)
+    except ValueError:  # a proxy's port that is no number: the client reports it
         return True
-    url = urlsplit(endpoint or constants.ENDPOINT)
-    port = url.port or (443 if url.scheme == "https" else 80)
     try:
         with socket.create_connection((url.hostname or "", port), timeout=timeout):
             return True
     except OSError:
         return False
+
+
+def _endpoint_url(endpoint: str | None) -> str:
+    from huggingface_hub import constants
+
+    return endpoint or constants.ENDPOINT
+
+
+def _proxy_for(endpoint: str | None) -> str | None:
+    """The proxy that ``HTTPS_PROXY``, ``HTTP_PROXY`` or ``ALL_PROXY`` (less ``NO_PROXY``) sets for the Hub endpoint, if any."""
+    from urllib.parse import urlsplit
+    from urllib.request import getproxies, proxy_bypass
+
+    url = urlsplit(_endpoint_url(endpoint))
+    if proxy_bypass(url.hostname or ""):
+        return None
+    proxies = getproxies()
+    return proxies.get(url.scheme) or proxies.get("all")
 
 
 def _download(repo: str, filename: str, revision: str | None, where: str, kwargs: dict[str, Any]) -> str:
@@ -309,8 +336,11 @@ def _download(repo: str, filename: str, revision: str | None, where: str, kwargs
                 f"{where}: {filename} is not in the Hugging Face cache and HF_HUB_OFFLINE is set; "
                 f"download it once online, or use a local model folder"
             ) from None
+        proxy = _proxy_for(kwargs.get("endpoint"))
+        through = f" through the proxy {proxy}" if proxy else ""
         endpoint = kwargs.get("endpoint") or "the Hugging Face Hub"
-        raise MammofuseError(f"{where}: cannot reach {endpoint} and {filename} is not cached; check the network or HF_ENDPOINT") from None
+        raise MammofuseError(f"{where}: cannot reach {endpoint}{through} and {filename} is not cached; "
+                             f"check the network{', the proxy variables (HTTPS_PROXY...)' if proxy else ''} or HF_ENDPOINT") from None
     except EntryNotFoundError:
         raise MammofuseError(f"{where}: the repository has no {filename}; not a mammofuse model (needs {CONFIG_NAME} + {WEIGHTS_NAME})") from None
     except HFValidationError as exc:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -294,6 +295,63 @@ def test_unreachable_hub_answers_fast(tmp_path: Path, monkeypatch: pytest.Monkey
     with pytest.raises(MammofuseError, match=r"cannot reach .*; nor is owner/tiny a local model folder"):
         resolve_model("owner/tiny")  # runs/cross before it was trained reads like a Hub id
     assert time.perf_counter() - start < 10  # no 25-second retry loop
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_a_dead_proxy_answers_fast_and_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A proxy variable used to skip the quick check: 25 seconds of silent retries through a proxy that is not there."""
+    import time
+
+    proxy = f"http://127.0.0.1:{_closed_port()}"
+    monkeypatch.setenv("HF_ENDPOINT", "http://hub.invalid")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
+    for variable in ("NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy", "HTTPS_PROXY", "https_proxy", "http_proxy"):
+        monkeypatch.delenv(variable, raising=False)
+    monkeypatch.setenv("HTTP_PROXY", proxy)
+    _set_offline(monkeypatch, False)
+    start = time.perf_counter()
+    with pytest.raises(MammofuseError, match=re.escape(f"cannot reach http://hub.invalid through the proxy {proxy} and config.json is not cached; "
+                                                       "check the network, the proxy variables (HTTPS_PROXY...) or HF_ENDPOINT")):
+        resolve_model("owner/tiny")
+    assert time.perf_counter() - start < 10
+
+
+def test_a_hub_that_no_proxy_exempts_is_reached_directly(hub: StandInHub, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{_closed_port()}")  # the stand-in Hub is on 127.0.0.1, in NO_PROXY
+    assert resolve_model("owner/tiny@v1").revision == COMMIT_V1
+
+
+def test_a_hub_id_with_a_revision_is_looked_up_though_its_owner_is_a_local_folder(hub: StandInHub, tmp_path: Path,
+                                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "work" / "owner").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path / "work")
+    assert resolve_model("owner/tiny@v1").revision == COMMIT_V1
+    with pytest.raises(MammofuseError, match=re.escape("owner/tiny: no such model folder (in owner) and not a registered name (default); "
+                                                       "for a Hub repository whose owner is also a local folder name, give its revision (owner/tiny@main)")):
+        resolve_model("owner/tiny")
+
+
+def test_a_local_model_is_named_by_its_absolute_path(models: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """By the path as typed, ./default was named default, the bundled model's name, and one folder had many names."""
+    import shutil
+
+    shutil.copytree(models["v1"], tmp_path / "default")
+    (tmp_path / "sub").mkdir()
+    monkeypatch.chdir(tmp_path)
+    names = {resolve_model(spec).name for spec in ("./default", "default/config.json", str(tmp_path / "sub" / ".." / "default"))}
+    monkeypatch.chdir(tmp_path / "sub")
+    names.add(resolve_model("../default").name)
+    assert names == {str(tmp_path / "default")}
+
+
+def test_a_backbone_given_as_a_model_says_what_it_is() -> None:
+    with pytest.raises(MammofuseError, match="cbis-texture-cnn4 is a pretrained backbone, which train --pretrained starts from, not a model"):
+        resolve_model("cbis-texture-cnn4")
 
 
 BAD_ENDPOINTS = [("http://localhost:99999", r"not a valid URL \(Port out of range"), ("http://[::1", r"not a valid URL \(Invalid IPv6 URL\)"),
