@@ -61,5 +61,5 @@ def cache_dir(*parts: str, keeps: str) -> Path | None:
 
 def warn_uncached(error: OutputError, keeps: str) -> None:
     """Warn that the cache could not be written (``error``), so ``keeps`` lives in memory for this run only."""
-    warnings.warn(f"{error.path}: cannot write the cache ({error.problem}): {keeps} is kept in memory for this run only; "
+    warnings.warn(f"{error.path}: cannot write the cache ({error.problem}): this run keeps {keeps} in memory only; "
                   f"set {CACHE_VARIABLE} to a writable folder", MammofuseWarning, stacklevel=3)

@@ -609,6 +609,30 @@ def test_feature_cache_matches_uncached_frozen_epochs(mixed_precision: bool, mia
     assert [h["train_loss"] for h in again.history] == [h["train_loss"] for h in disk.history]
 
 
+def test_a_feature_cache_that_fills_the_disk_keeps_the_rest_in_memory(mias_split, tiny, tmp_path: Path, monkeypatch) -> None:
+    """A full disk under the cache ended the run (exit 3) at the first entry it could not write."""
+    from mammofuse import atomic
+    from mammofuse.errors import MammofuseWarning, OutputError
+
+    write_bytes, written = atomic.write_bytes, []
+
+    def disk_fills_after_three(path: Path, data: bytes) -> None:
+        if "features" in path.parts and len(written) == 3:
+            raise OutputError(path, "No space left on device")
+        written.append(path)
+        write_bytes(path, data)
+
+    settings = replace(tiny, fusion="cross", epochs=2, freeze_epochs=2, augment=False)
+    off = _run(replace(settings, feature_cache="off"), mias_split, tmp_path / "off")
+    monkeypatch.setattr(atomic, "write_bytes", disk_fills_after_three)
+    with pytest.warns(MammofuseWarning, match="cannot write the cache .No space left on device.: this run keeps the frozen backbone's features in memory only") as caught:
+        full = _run(replace(settings, feature_cache="disk"), mias_split, tmp_path / "full")
+    assert len([w for w in caught if "cannot write the cache" in str(w.message)]) == 1
+    assert len(written) == 3
+    for a, b in zip(off.history, full.history, strict=True):
+        assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-4)
+
+
 def test_cache_key_follows_recipe_and_weights(mias_split) -> None:
     from mammofuse.imaging.preprocess import PreprocessRecipe
     from mammofuse.model.encoders import resnet_backbone

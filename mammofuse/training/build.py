@@ -21,7 +21,7 @@ from mammofuse.imaging.reader import image_shape
 from mammofuse.model import MammoFuse, ModelConfig
 from mammofuse.training import checkpoint as ckpt
 from mammofuse.training.distributed import Distributed, env_local_rank
-from mammofuse.training.features import FeatureCache
+from mammofuse.training.features import FEATURES_KEPT, FeatureCache
 from mammofuse.training.schedule import lr_factor
 from mammofuse.training.settings import TrainSettings
 
@@ -190,5 +190,5 @@ def feature_cache(settings: TrainSettings, config: ModelConfig) -> FeatureCache 
     # Cached features are exact only while every input is fixed: no augmentation, no radiomics token.
     if settings.feature_cache == "off" or not config.uses_image or settings.augment or config.radiomics:
         return None
-    folder = cache_dir("features", keeps="the frozen backbone's features") if settings.feature_cache == "disk" else None
+    folder = cache_dir("features", keeps=FEATURES_KEPT) if settings.feature_cache == "disk" else None
     return FeatureCache("disk" if folder else "memory", folder)

@@ -24,6 +24,7 @@ import torch
 
 from mammofuse.cache import file_identity
 from mammofuse.data.sample import Sample
+from mammofuse.errors import OutputError
 from mammofuse.imaging.preprocess import PreprocessRecipe
 from mammofuse.model.io import state_digest
 
@@ -31,6 +32,8 @@ if TYPE_CHECKING:
     from mammofuse.model.mammofuse import MammoFuse
 
 CACHE_VERSION = 1
+FEATURES_KEPT = "the frozen backbone's features"
+"""What a feature cache keeps, as warnings name it."""
 
 
 def _file_identity(path: str | None) -> list[object] | None:
@@ -58,7 +61,8 @@ class FeatureCache:
 
     Args:
         mode: ``memory`` (a dict of tensors) or ``disk`` (one safetensors file per sample under
-            ``folder``, shared between runs that use the same backbone weights and recipe).
+            ``folder``, shared between runs that use the same backbone weights and recipe). A disk cache that
+            cannot be written (a full disk) keeps the rest of the run's features in memory, after a warning.
         folder: the disk cache root (``cache_dir("features")`` by default).
     """
 
@@ -67,14 +71,16 @@ class FeatureCache:
         self.mode = mode
         self.folder = folder
         self._memory: dict[str, torch.Tensor] = {}
+        self._writable = mode == "disk"
 
     def _path(self, weights: str, key: str) -> Path:
         assert self.folder is not None
         return self.folder / weights[:24] / key[:2] / f"{key}.safetensors"
 
     def get(self, weights: str, key: str) -> torch.Tensor | None:
-        if self.mode == "memory":
-            return self._memory.get(f"{weights}:{key}")
+        kept = self._memory.get(f"{weights}:{key}")
+        if kept is not None or self.mode == "memory":
+            return kept
         path = self._path(weights, key)
         if not path.is_file():
             return None
@@ -87,14 +93,19 @@ class FeatureCache:
 
     def put(self, weights: str, key: str, features: torch.Tensor) -> None:
         features = features.detach().cpu().contiguous()
-        if self.mode == "memory":
-            self._memory[f"{weights}:{key}"] = features
-            return
-        from safetensors.torch import save
+        if self._writable:
+            from safetensors.torch import save
 
-        from mammofuse.atomic import write_bytes
+            from mammofuse.atomic import write_bytes
+            from mammofuse.cache import warn_uncached
 
-        write_bytes(self._path(weights, key), save({"features": features}))
+            try:
+                write_bytes(self._path(weights, key), save({"features": features}))
+                return
+            except OutputError as exc:  # a full disk: a cache must not end the run
+                warn_uncached(exc, FEATURES_KEPT)
+                self._writable = False
+        self._memory[f"{weights}:{key}"] = features
 
     def clear_memory(self) -> None:
         self._memory.clear()
