@@ -27,6 +27,10 @@ class InputFileError(MammofuseError):
         self.problem = problem
 
 
+STDOUT = "stdout"
+"""How an :class:`OutputError` names standard output, which has no file name (``> full-disk/out.csv``)."""
+
+
 class OutputError(MammofuseError):
     """An output that cannot be written (a folder, read-only, disk full...); the message names it."""
 

@@ -726,6 +726,16 @@ def test_a_full_disk_under_a_streamed_output_names_the_output(fmt: str, corpus: 
     assert result.exit_code == 3 and result.stderr.splitlines()[-1] == f"error: {full}: cannot write (No space left on device)", result.output
 
 
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="no /dev/full here")
+@pytest.mark.parametrize("fmt", ["jsonl", "csv", "json"])
+def test_records_to_stdout_on_a_full_disk_name_stdout(fmt: str, corpus: dict[str, Path], tiny_roi_model: Path) -> None:
+    """``> full-disk/scores.csv`` said only "error: No space left on device"."""
+    command = [sys.executable, "-m", "mammofuse", "predict", str(corpus["good_png"]), "--model", str(tiny_roi_model), "-f", fmt]
+    with open("/dev/full", "w") as full:
+        result = subprocess.run(command, stdout=full, stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=120)
+    assert result.returncode == 3 and result.stderr.splitlines()[-1] == "error: stdout: cannot write (No space left on device)", result.stderr
+
+
 def test_a_device_and_a_piped_dev_stdout_are_written_in_place(null_device: Path, corpus: dict[str, Path], tiny_roi_model: Path) -> None:
     for fmt in ("json", "csv"):
         result = run("inspect", str(corpus["good_png"]), "--format", fmt, "--output", str(null_device))

@@ -23,6 +23,7 @@ from mammofuse.cli import (
 )
 from mammofuse.cli.common import OUTPUT_ERROR, fail
 from mammofuse.cli.output import console, stdout_closed
+from mammofuse.errors import STDOUT, OutputError
 from mammofuse.interrupts import handle_stop_signals, interrupted_status
 
 app = typer.Typer(
@@ -80,6 +81,6 @@ def main() -> None:
     except BrokenPipeError:
         stdout_closed()
     except OSError as exc:  # Typer's --help and --version run before any command, outside `guarded`
-        sys.exit(fail(exc.strerror or str(exc), OUTPUT_ERROR).exit_code)
+        sys.exit(fail(str(OutputError(STDOUT, exc.strerror or str(exc))), OUTPUT_ERROR).exit_code)
     finally:
         streams.settle_stdout()

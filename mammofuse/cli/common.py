@@ -343,11 +343,9 @@ def emit(text: str, output: Path | None) -> None:
     """Machine-readable output to stdout, or atomically to ``output``: UTF-8 either way, whatever the locale, a file
     name's bytes as they are."""
     if output is None:
-        from mammofuse.scoring.sink import encoded, stdout_bytes
+        from mammofuse.scoring.sink import encoded, write_stdout
 
-        stdout = stdout_bytes()
-        stdout.write(encoded(text))
-        stdout.flush()
+        write_stdout(encoded(text))
     else:
         from mammofuse.atomic import write_text
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, Iterable, Iterator, Sequence
 
-from mammofuse.errors import MammofuseError, OutputError
+from mammofuse.errors import STDOUT, MammofuseError, OutputError
 
 if TYPE_CHECKING:
     from mammofuse.cases import ListedFile
@@ -92,6 +92,20 @@ def encoded(text: str) -> bytes:
     return text.encode("utf-8", "surrogateescape")
 
 
+def write_stdout(data: bytes) -> None:
+    """Write ``data`` to stdout and flush it.
+
+    Raises:
+        OutputError: it cannot be written (a full disk behind ``>``); a closed pipe's BrokenPipeError is its cause.
+    """
+    stdout = stdout_bytes()
+    try:
+        stdout.write(data)
+        stdout.flush()
+    except OSError as exc:
+        raise OutputError(STDOUT, exc.strerror or str(exc)) from exc
+
+
 def stdout_bytes() -> BinaryIO:
     """stdout for records' bytes (what was written to it as text flushed first)."""
     sys.stdout.flush()
@@ -152,9 +166,7 @@ class RecordWriter:
             if self._sync:
                 os.fsync(self.stream.fileno())
         except OSError as exc:
-            if self.output is None:
-                raise
-            raise OutputError(self.output, exc.strerror or str(exc)) from exc
+            raise OutputError(self.output or STDOUT, exc.strerror or str(exc)) from exc
 
 
 @contextmanager
