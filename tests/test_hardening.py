@@ -15,6 +15,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import pytest
@@ -724,6 +725,25 @@ def test_a_full_disk_under_a_streamed_output_names_the_output(fmt: str, corpus: 
         pytest.skip("no mknod here")
     result = run("predict", str(corpus["good_png"]), "--density", "2", "--format", fmt, "--output", str(full))
     assert result.exit_code == 3 and result.stderr.splitlines()[-1] == f"error: {full}: cannot write (No space left on device)", result.output
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "csv"])
+def test_a_run_whose_engine_cannot_start_leaves_an_earlier_output_as_it_was(fmt: str, corpus: dict[str, Path], tiny_roi_model: Path,
+                                                                            tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The output was opened (emptied) before the readers started: a full /dev/shm destroyed the last run's scores."""
+    from mammofuse.scoring import run as scoring_run
+
+    output = tmp_path / f"scores.{fmt}"
+    assert run("predict", str(corpus["good_png"]), "--model", str(tiny_roi_model), "-f", fmt, "-o", str(output)).exit_code == 0
+    earlier = output.read_bytes()
+
+    def readers_cannot_start(*args: object, **kwargs: object) -> Iterator[object]:
+        raise OSError(errno.ENOSPC, "No space left on device")
+        yield  # a generator, as scored_batches is
+
+    monkeypatch.setattr(scoring_run, "scored_batches", readers_cannot_start)
+    result = run("predict", str(corpus["good_png"]), "--model", str(tiny_roi_model), "-f", fmt, "-o", str(output))
+    assert result.exit_code == 3 and output.read_bytes() == earlier, result.output
 
 
 @pytest.mark.skipif(not Path("/dev/full").exists(), reason="no /dev/full here")

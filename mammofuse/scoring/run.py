@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import math
+from contextlib import closing
 from dataclasses import dataclass, field
 from functools import cached_property
+from itertools import chain
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
@@ -112,12 +114,15 @@ class ScoringRun:
     def write(self, output: Path | None, fmt: str, engine: Engine | None = None, on_batch: Callable[[int], None] | None = None) -> Summary:
         """Score the pending files into ``output`` (stdout when None) as ``jsonl`` or ``csv``, records as they are ready.
 
-        Appends to the output taken by :meth:`resume`; otherwise writes a new one.
+        Appends to the output taken by :meth:`resume`; otherwise writes a new one, once the first records are ready: a run
+        whose engine cannot start (its readers, Ray) leaves a file of an earlier run as it was.
         """
         summary = Summary(len(self.files), len(self.resumed.done), list(self.resumed.failed), self.resumed.foreign, self.resumed.dropped)
-        with record_writer(output, fmt, self.layout, append=self._append) as writer:
-            for batch in self.batches(engine, on_batch):
-                writer.write([file_record(p, self.files[i], self.weights) for i, p in batch])
-                summary.failed.extend((p.path, p.error.message) for _, p in batch if p.error is not None)
+        with closing(self.batches(engine, on_batch)) as batches:
+            first = next(batches, None)
+            with record_writer(output, fmt, self.layout, append=self._append) as writer:
+                for batch in chain([first] if first else [], batches):
+                    writer.write([file_record(p, self.files[i], self.weights) for i, p in batch])
+                    summary.failed.extend((p.path, p.error.message) for _, p in batch if p.error is not None)
         return summary
 
