@@ -113,9 +113,10 @@ def write_bytes(path: str | Path, data: bytes, follow_symlink: bool = False) -> 
 
 def write_together(files: Mapping[Path, bytes]) -> None:
     """Write ``files`` atomically and as one: each to a temporary beside it, then every one moved into place in a row,
-    Ctrl-C and SIGTERM held back meanwhile, so that none is replaced when writing another fails or a run is stopped."""
+    in the order given (the file that names the others last), Ctrl-C and SIGTERM held back meanwhile, so that none is
+    replaced when writing another fails or a run is stopped."""
     with ExitStack() as replacements:
-        for path, data in files.items():
+        for path, data in reversed(list(files.items())):  # an ExitStack moves the last one entered first
             replacements.enter_context(atomic_path(path)).write_bytes(data)
         with held_back():
             replacements.close()

@@ -534,6 +534,35 @@ def test_summaries_match_the_dict_code_they_replace():
     assert validation == SUMMARIES["concat_validation"]
 
 
+def test_a_report_whose_figure_cannot_be_written_leaves_the_previous_three_files_as_they_were(tmp_path, monkeypatch):
+    """With a full disk at the figure, ablation.json and ablation.md described the new run and ablation.png the previous one."""
+    import errno
+    import tempfile
+
+    import mammofuse.atomic as atomic
+    from mammofuse.errors import OutputError
+    from mammofuse.evaluation.ablation_results import write_report
+
+    folds = {arm: [FoldResult.from_dict(r) for r in records] for arm, records in SUMMARIES["folds"].items()}
+    protocol = SUMMARIES["report"]["protocol"]
+    variants = summarize_arms(folds, protocol["missing_rates"], n_boot=0, seed=0, threshold="oof")
+    write_report(AblationResult(variants, {}, protocol, folds=folds), tmp_path)
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    make = tempfile.mkstemp
+
+    def disk_full_at_the_figure(*args: object, prefix: str, **kwargs: object) -> tuple[int, str]:
+        if prefix == ".ablation.png.":
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return make(*args, prefix=prefix, **kwargs)
+
+    monkeypatch.setattr(atomic.tempfile, "mkstemp", disk_full_at_the_figure)
+    fewer = {name: variants[name] for name in ("clinical", "concat")}
+    with pytest.raises(OutputError, match=r"ablation.png: cannot write \(No space left on device\)$"):
+        write_report(AblationResult(fewer, {}, protocol, folds=folds), tmp_path)
+    assert sorted(before) == ["ablation.json", "ablation.md", "ablation.png"]
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+
+
 def test_an_ablation_removes_the_temporaries_a_killed_run_left_in_its_report_and_fold_folders(mini_mias, tmp_path):
     """Was: a kill -9 between an atomic write and its rename left a hidden .tmp in OUT (or a fold's folder) for good."""
     from mammofuse.data import load_dataset

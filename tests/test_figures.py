@@ -27,12 +27,12 @@ def notebook_backend() -> Iterator[str]:
 
 
 def test_evaluation_figures_keep_the_backend(notebook_backend: str, tmp_path: Path) -> None:
-    from mammofuse.evaluation.plots import ablation_figure, evaluation_figures
+    from mammofuse.evaluation.plots import ablation_png, evaluation_figures
 
     result = evaluate_predictions(LABELS, PROBS, [f"p{i}" for i in range(10)], 0.5, n_boot=20)
     written = evaluation_figures(LABELS, PROBS, result, tmp_path, "test")
-    written.append(ablation_figure({"image": {"auc": 0.6, "auc_sd": 0.05, "auc_folds": [0.55, 0.65]}}, tmp_path / "ablation.png"))
-    assert len(written) == 5 and all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in written)
+    pngs = [p.read_bytes() for p in written] + [ablation_png({"image": {"auc": 0.6, "auc_sd": 0.05, "auc_folds": [0.55, 0.65]}})]
+    assert len(pngs) == 5 and all(png[:8] == b"\x89PNG\r\n\x1a\n" for png in pngs)
     assert matplotlib.get_backend() == notebook_backend
 
 
@@ -56,17 +56,17 @@ def _notice_of(png: bytes) -> str | None:
 def test_every_figure_carries_the_research_use_notice_in_its_text(tmp_path: Path) -> None:
     """gradcam.png, shap_clinical.png and evaluate --plots' PNGs showed no notice, unlike every record and report."""
     from mammofuse import RESEARCH_NOTICE
-    from mammofuse.evaluation.plots import ablation_figure, evaluation_figures
+    from mammofuse.evaluation.plots import ablation_png, evaluation_figures
     from mammofuse.explainers.gradcam import plot_gradcam
     from mammofuse.explainers.shap_clinical import ClinicalShapley, plot_shapley
 
     result = evaluate_predictions(LABELS, PROBS, [f"p{i}" for i in range(10)], 0.5, n_boot=20)
     written = evaluation_figures(LABELS, PROBS, result, tmp_path, "test")
-    written.append(ablation_figure({"image": {"auc": 0.6, "auc_sd": 0.05, "auc_folds": [0.55, 0.65]}}, tmp_path / "ablation.png"))
     shapley = ClinicalShapley(fields=["density", "margin"], labels=["breast density", "mass margins"], values=["2", None],
                               logit=np.array([0.3, 0.0]), logit_expected=0.0, logit_output=0.3, probability=np.array([0.07, 0.0]),
                               expected_value=0.5, output=0.57)
     pngs = [p.read_bytes() for p in written] + [
+        ablation_png({"image": {"auc": 0.6, "auc_sd": 0.05, "auc_folds": [0.55, 0.65]}}),
         plot_gradcam(np.eye(4, dtype=np.float32), np.full((48, 32), 0.5, dtype=np.float32), "backbone.layer4"), plot_shapley(shapley),
     ]
     assert [_notice_of(png) for png in pngs] == [RESEARCH_NOTICE] * 7

@@ -1183,13 +1183,14 @@ def test_torch_is_new_enough_that_weights_only_loading_runs_no_code() -> None:
 def test_weights_follow_the_umask_and_the_next_run_removes_stale_temporaries(tmp_path: Path) -> None:
     import torch
 
+    from mammofuse.atomic import write_together
     from mammofuse.model import MammoFuse, ModelConfig, save_model
-    from mammofuse.training.checkpoint import load_checkpoint, remove_temporaries, save_checkpoint
+    from mammofuse.training.checkpoint import checkpoint_files, load_checkpoint, remove_temporaries
 
     old = os.umask(0o027)
     try:
         folder = save_model(MammoFuse(ModelConfig(fusion="clinical", proj_dim=8, num_heads=2)), tmp_path / "run")
-        save_checkpoint(tmp_path / "run", 1, {"w": torch.zeros(2)}, {}, {})
+        write_together(checkpoint_files(tmp_path / "run", 1, {"w": torch.zeros(2)}, {}, {}))
     finally:
         os.umask(old)
     assert (folder / "model.safetensors").stat().st_mode & 0o777 == 0o640

@@ -428,6 +428,96 @@ def test_a_diverged_epoch_stops_the_run_unsaved_and_resume_stays_exact(tmp_path:
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
+def _files(out: Path) -> dict[Path, bytes]:
+    """Every file under ``out`` with its bytes, temporaries included."""
+    return {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+
+
+def _disk_full_at(monkeypatch: pytest.MonkeyPatch, name: str) -> None:
+    """Writing the temporary of the file ``name`` fails as on a full disk."""
+    import errno
+    from typing import Callable
+
+    def failing(write: Callable[..., int]) -> Callable[..., int]:
+        def writing(path: Path, data: object, *args: object, **kwargs: object) -> int:
+            if path.name.startswith(f".{name}."):
+                raise OSError(errno.ENOSPC, "No space left on device")
+            return write(path, data, *args, **kwargs)
+        return writing
+
+    monkeypatch.setattr(Path, "write_bytes", failing(Path.write_bytes))
+    monkeypatch.setattr(Path, "write_text", failing(Path.write_text))
+
+
+@pytest.mark.parametrize("failing", ["epoch-0002.safetensors", "checkpoint.json", "history.jsonl", "model.safetensors"])
+def test_an_epoch_that_cannot_be_written_leaves_the_previous_one_whole_and_resumable(failing: str, tmp_path: Path, monkeypatch) -> None:
+    """A full disk at the checkpoint left epoch 2's model, config and a minimal card beside epoch 1's history and
+    checkpoint; one at checkpoint.json left an orphan epoch-0002.safetensors."""
+    from safetensors.torch import load_file
+
+    from mammofuse.errors import OutputError
+
+    settings = TrainSettings(fusion="clinical", epochs=2, proj_dim=16, schedule="step", selection="last")
+    data = (synthetic_clinical(40, 1), synthetic_clinical(20, 2))
+    _run(settings, data, tmp_path / "straight")
+    out = tmp_path / "resumed"
+    _run(replace(settings, epochs=1), data, out)
+    before = {p: b for p, b in _files(out).items() if p.name != "train_config.yaml"}  # the resumed run's settings: written first
+    _disk_full_at(monkeypatch, failing)
+    with pytest.raises(OutputError, match=r": cannot write \(No space left on device\)$"):
+        _run(settings, data, out, resume=True)
+    monkeypatch.undo()
+    assert {p: b for p, b in _files(out).items() if p.name != "train_config.yaml"} == before
+    assert _run(settings, data, out, resume=True).best_epoch == 2
+    a, b = (load_file(str(tmp_path / d / "last" / "epoch-0002.safetensors")) for d in ("straight", "resumed"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_the_checkpoint_json_goes_in_after_the_rest_of_the_epoch(tmp_path: Path, monkeypatch) -> None:
+    """The JSON was moved in before the tensor file it names: a run killed between them could not be resumed."""
+    import mammofuse.atomic as atomic
+
+    moved: list[str] = []
+    replace_file = os.replace
+
+    def recording(source: str, target: str) -> None:
+        moved.append(Path(target).name)
+        replace_file(source, target)
+
+    monkeypatch.setattr(atomic.os, "replace", recording)
+    _run(TrainSettings(fusion="clinical", epochs=1, proj_dim=16, schedule="step"), (synthetic_clinical(40, 1), synthetic_clinical(20, 2)), tmp_path)
+    epoch = moved[:moved.index("checkpoint.json") + 1]
+    assert epoch[-1] == "checkpoint.json" and {"epoch-0001.safetensors", "model.safetensors", "config.json", "history.jsonl"} <= set(epoch)
+
+
+def test_train_refuses_a_last_folder_it_cannot_write_before_training(tmp_path: Path, monkeypatch) -> None:
+    """A read-only last/ was found only at the end of the first epoch, after training it."""
+    import errno
+    import tempfile
+
+    from typer.testing import CliRunner
+
+    import mammofuse.atomic as atomic
+    from mammofuse.cli import app
+
+    runner, out = CliRunner(), tmp_path / "run"
+    command = ["train", "--dataset", "manifest", "--out", str(out), "--data", str(clinical_manifest(tmp_path / "m.csv")), "--fusion", "clinical",
+               "--schedule", "step", "--epochs", "1"]
+    assert runner.invoke(app, command).exit_code == 0
+    before = _files(out)
+    make = tempfile.mkstemp
+
+    def read_only_last(*args: object, dir: str, **kwargs: object) -> tuple[int, str]:
+        if Path(dir) == out / "last":
+            raise OSError(errno.EROFS, "Read-only file system")
+        return make(*args, dir=dir, **kwargs)
+
+    monkeypatch.setattr(atomic.tempfile, "mkstemp", read_only_last)
+    second = runner.invoke(app, [*command[:-1], "2", "--resume"])
+    assert second.exit_code == 3 and second.stderr.splitlines()[-1] == f"error: {out / 'last'}: cannot write (Read-only file system)", second.output
+    assert "training clinical" not in second.stderr and _files(out) == before
+
+
 def test_resume_refuses_changed_settings_and_fresh_runs_refuse_an_existing_run(tmp_path: Path) -> None:
     settings = TrainSettings(fusion="clinical", epochs=1, proj_dim=16, schedule="step")  # step: the epoch count may grow
     data = (synthetic_clinical(40, 1), synthetic_clinical(20, 2))

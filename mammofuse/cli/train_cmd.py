@@ -115,6 +115,8 @@ def _train(
 
     check_stdout()  # the summary goes there
     check_writable_folder(out)
+    if (out / ckpt.LAST_DIR).exists():  # each epoch writes its checkpoint there
+        check_writable_folder(out / ckpt.LAST_DIR)
     train_samples, val_samples, used_split = load_training_samples(settings, data, images, split, abnormality)
 
     from mammofuse.training import train

@@ -17,7 +17,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from mammofuse import RESEARCH_NOTICE
-from mammofuse.atomic import write_text
+from mammofuse.atomic import write_together
 from mammofuse.errors import MammofuseError
 from mammofuse.evaluation.calibration import calibration_summary
 from mammofuse.evaluation.metrics import (
@@ -416,11 +416,13 @@ def markdown_table(report: AblationResult) -> str:
 
 
 def write_report(report: AblationResult, out: Path) -> None:
-    """``ablation.json``, ``ablation.md`` and ``ablation.png`` in ``out`` (each written atomically)."""
-    from mammofuse.evaluation.plots import ablation_figure
+    """``ablation.json``, ``ablation.md`` and ``ablation.png`` in ``out``, written together
+    (:func:`~mammofuse.atomic.write_together`): when one cannot be, none changes."""
+    from mammofuse.evaluation.plots import ablation_png
 
     data = report.to_dict()
-    write_text(out / "ablation.json", json_text(data, indent=2) + "\n")
-    write_text(out / "ablation.md", markdown_table(report))
+    texts = {"ablation.json": json_text(data, indent=2) + "\n", "ablation.md": markdown_table(report)}
+    files = {out / name: text.encode("utf-8", "surrogateescape") for name, text in texts.items()}  # as write_text does
     if report.variants:
-        ablation_figure(data["variants"], out / "ablation.png", title=f"Ablation: {report.protocol['dataset'] or 'dataset'}")
+        files[out / "ablation.png"] = ablation_png(data["variants"], title=f"Ablation: {report.protocol['dataset'] or 'dataset'}")
+    write_together(files)

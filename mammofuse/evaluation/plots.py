@@ -1,20 +1,21 @@
 """Figures a reader would put in a paper: ROC, precision-recall, reliability, confusion matrix, ablation bars.
 
 Drawn with matplotlib's object-oriented API (``Figure`` and ``savefig``): no pyplot, no display,
-and the global backend is left alone, so notebooks keep theirs. Every figure is written
-atomically as a 300 dpi PNG, with the research-use notice below it and in its text. Curves come
-from scikit-learn, the same definitions as ``metrics``.
+and the global backend is left alone, so notebooks keep theirs. Every figure is a 300 dpi PNG, written
+atomically (the ablation chart's bytes are returned, for ``ablate`` to write with its other results), with
+the research-use notice below it and in its text. Curves come from scikit-learn, the same definitions as ``metrics``.
 """
 
 from __future__ import annotations
 
+import io
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 import numpy as np
 
-from mammofuse.atomic import atomic_path
+from mammofuse.atomic import write_bytes
 from mammofuse.errors import OutputError
 from mammofuse.figure_notice import PNG_METADATA, add_notice
 
@@ -37,11 +38,17 @@ def _figure(**kwargs: Any) -> Iterator[Any]:
 
 
 def _save(fig: Any, path: Path) -> Path:
-    """``fig`` written atomically at ``path``, with the research-use notice below it and in the PNG's text."""
-    add_notice(fig)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=DPI, format="png", bbox_inches="tight", pad_inches=0.05, metadata=PNG_METADATA)
+    """``fig`` written atomically at ``path`` (:func:`_png`)."""
+    write_bytes(path, _png(fig))
     return path
+
+
+def _png(fig: Any) -> bytes:
+    """``fig`` as PNG bytes, with the research-use notice below it and in the PNG's text."""
+    add_notice(fig)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, dpi=DPI, format="png", bbox_inches="tight", pad_inches=0.05, metadata=PNG_METADATA)
+    return buffer.getvalue()
 
 
 def _fmt_ci(ci: Sequence[float] | None) -> str:
@@ -153,8 +160,9 @@ def remove_evaluation_figures(folder: str | Path, subsets: Sequence[str] = ("mas
                 raise OutputError(path, f"an earlier figure cannot be removed: {exc.strerror or exc}") from exc
 
 
-def ablation_figure(arms: dict[str, dict[str, Any]], path: str | Path, title: str = "Ablation") -> Path:
-    """Bar chart of mean fold AUC per arm with error bars (fold SD) and each fold's AUC as a dot; chance at 0.5."""
+def ablation_png(arms: dict[str, dict[str, Any]], title: str = "Ablation") -> bytes:
+    """Bar chart of mean fold AUC per arm with error bars (fold SD) and each fold's AUC as a dot; chance at 0.5, as PNG
+    bytes (``ablate`` writes them together with its other results)."""
     names = [n for n, a in arms.items() if a.get("auc") is not None]
     means = [arms[n]["auc"] for n in names]
     errors = [arms[n].get("auc_sd") or 0.0 for n in names]
@@ -169,4 +177,4 @@ def ablation_figure(arms: dict[str, dict[str, Any]], path: str | Path, title: st
         ax.set_xticks(range(len(names)), names, rotation=30, ha="right")
         ax.set(ylim=(0, 1), ylabel="ROC-AUC (mean ± SD over folds)", title=title)
         ax.legend(loc="upper right", frameon=False)
-    return _save(fig, Path(path))
+    return _png(fig)

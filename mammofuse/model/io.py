@@ -10,7 +10,7 @@ from typing import Any
 import torch
 
 from mammofuse import RESEARCH_NOTICE
-from mammofuse.atomic import write_text, write_together
+from mammofuse.atomic import write_together
 from mammofuse.clinical import load_schema
 from mammofuse.errors import MammofuseError
 from mammofuse.hub import (  # the file names live with model resolution (torch-free)
@@ -24,8 +24,15 @@ from mammofuse.model.mammofuse import MammoFuse
 
 
 def save_model(model: MammoFuse, folder: str | Path) -> Path:
-    """Write weights and config atomically and together (:func:`~mammofuse.atomic.write_together`), and a minimal
-    model card, into ``folder``; returns it.
+    """Write weights, config and, where needed, a minimal model card (:func:`model_files`) into ``folder``, atomically
+    and together (:func:`~mammofuse.atomic.write_together`); returns it."""
+    folder = Path(folder)
+    write_together(model_files(model, folder))
+    return folder
+
+
+def model_files(model: MammoFuse, folder: Path) -> dict[Path, bytes]:
+    """The files :func:`save_model` writes into ``folder``: weights, config and a minimal model card where needed.
 
     A card that is there already is kept while it can still describe the model: a user's own card, or
     a card mammofuse wrote for this same config. A minimal card, and a training card of another config
@@ -34,16 +41,15 @@ def save_model(model: MammoFuse, folder: str | Path) -> Path:
     """
     from safetensors.torch import save
 
-    folder = Path(folder)
     config = config_text(model.config)
     card = folder / CARD_NAME
     stale = not card.exists() or _is_minimal_card(card) or (_is_mammofuse_card(card) and _text(folder / CONFIG_NAME) != config)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    # together: a run stopped between the two would pair these weights with another save's threshold and provenance
-    write_together({folder / WEIGHTS_NAME: save(state, metadata={"format": "pt"}), folder / CONFIG_NAME: config.encode()})
+    # together: a run stopped between them would pair these weights with another save's threshold and provenance
+    files = {folder / WEIGHTS_NAME: save(state, metadata={"format": "pt"}), folder / CONFIG_NAME: config.encode()}
     if stale:
-        write_text(card, _minimal_card(model.config))
-    return folder
+        files[card] = _minimal_card(model.config).encode()
+    return files
 
 
 def config_text(config: ModelConfig) -> str:

@@ -2,9 +2,10 @@
 
 Tensors (model, optimiser moments, RNG states) go to ``last/epoch-NNNN.safetensors``;
 scalars (epoch, best score, history, optimiser hyper-parameters, scheduler, Python and
-NumPy RNG, the working folder relative paths in the settings start from) to ``last/checkpoint.json``, which names its tensor file. Both are written
-atomically and the JSON last, so a crash at any moment leaves the previous checkpoint
-whole; older tensor files are deleted only after the new JSON is in place. Tensors are
+NumPy RNG, the working folder relative paths in the settings start from) to ``last/checkpoint.json``, which names its tensor file. Both are
+staged first and moved in together, the JSON last, with the rest of the epoch's files
+(:func:`~mammofuse.atomic.write_together`), so a failed write or a crash at any moment leaves the previous
+checkpoint whole; older tensor files are deleted only after the new JSON is in place. Tensors are
 serialised in memory and written through :mod:`mammofuse.atomic` (safetensors' own file
 writer keeps a temporary of its own and makes files mode 0600); temporaries that a killed
 run left behind are removed by :func:`remove_temporaries` when the next run holds the folder.
@@ -20,7 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from mammofuse.atomic import remove_stale_temporaries, write_bytes, write_text
+from mammofuse.atomic import remove_stale_temporaries
 from mammofuse.errors import MammofuseError, ResumeMismatch
 
 LAST_DIR = "last"
@@ -109,21 +110,30 @@ def load_optimizer_state(optimizer: torch.optim.Optimizer, tensors: dict[str, to
     optimizer.load_state_dict({"state": state, "param_groups": groups})
 
 
-def save_checkpoint(out: Path, epoch: int, model_state: dict[str, torch.Tensor], extra_tensors: dict[str, torch.Tensor], scalars: dict[str, Any]) -> Path:
-    """Write ``out/last`` for ``epoch``; returns the JSON path."""
+def checkpoint_files(out: Path, epoch: int, model_state: dict[str, torch.Tensor], extra_tensors: dict[str, torch.Tensor],
+                     scalars: dict[str, Any]) -> dict[Path, bytes]:
+    """The files of ``out/last`` for ``epoch``, the tensor file first and the JSON that names it last, to be written
+    together (:func:`~mammofuse.atomic.write_together`), then :func:`remove_older_tensors`."""
     from safetensors.torch import save
 
     folder = Path(out) / LAST_DIR
-    name = f"epoch-{epoch:04d}.safetensors"
+    name = _tensor_name(epoch)
     tensors = {f"model.{k}": v for k, v in model_state.items()}
     tensors.update(extra_tensors)
     tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
-    write_bytes(folder / name, save(tensors, metadata={"format": "mammofuse-checkpoint"}))
-    write_text(folder / STATE_NAME, json.dumps({"format": FORMAT, "epoch": epoch, "tensors": name, **scalars}, indent=1) + "\n")
-    for old in folder.glob("epoch-*.safetensors"):
-        if old.name != name:
+    state = json.dumps({"format": FORMAT, "epoch": epoch, "tensors": name, **scalars}, indent=1) + "\n"
+    return {folder / name: save(tensors, metadata={"format": "mammofuse-checkpoint"}), folder / STATE_NAME: state.encode()}
+
+
+def remove_older_tensors(out: Path, epoch: int) -> None:
+    """Delete the tensor files of ``out/last`` other than that of ``epoch``, once its JSON names it."""
+    for old in (Path(out) / LAST_DIR).glob("epoch-*.safetensors"):
+        if old.name != _tensor_name(epoch):
             old.unlink(missing_ok=True)
-    return folder / STATE_NAME
+
+
+def _tensor_name(epoch: int) -> str:
+    return f"epoch-{epoch:04d}.safetensors"
 
 
 def has_checkpoint(out: Path) -> bool:

@@ -32,7 +32,7 @@ import torch
 from torch import nn
 
 from mammofuse import __version__
-from mammofuse.atomic import folder_lock, write_text
+from mammofuse.atomic import folder_lock, write_text, write_together
 from mammofuse.clinical.schema import load_schema
 from mammofuse.data.sample import Sample, case_digest, patient_digest
 from mammofuse.errors import MammofuseError, OutputError, ResumeMismatch
@@ -43,8 +43,7 @@ from mammofuse.imaging.augment import augment_batch
 from mammofuse.imaging.radiomics import RADIOMICS_MIN_STD
 from mammofuse.inference import LesionDataset, model_inputs
 from mammofuse.interrupts import loader_batches
-from mammofuse.model import save_model
-from mammofuse.model.io import config_text, read_config
+from mammofuse.model.io import config_text, model_files, read_config
 from mammofuse.results import sigmoid
 from mammofuse.training import checkpoint as ckpt
 from mammofuse.training.build import (
@@ -414,10 +413,7 @@ class _Trainer:
         }
         self.state.record(row, best, self.settings.selection, self.settings.patience)
         if self.dist.main:
-            if improved:
-                self._save_best()
-            self._save_checkpoint()
-            write_text(self.out / HISTORY_NAME, "".join(json.dumps(r) + "\n" for r in self.state.history))
+            self._save_epoch(improved)
         self.report.epoch_end(row, improved)
         unreadable = {k: v for part in self.dist.gather(self.unreadable) for k, v in part.items()}  # every process's share
         if len(unreadable) > self.warned:
@@ -505,12 +501,24 @@ class _Trainer:
         config.provenance = provenance
         write_text(self.out / CONFIG_NAME, config_text(config))
 
-    def _save_best(self) -> None:
+    def _save_epoch(self, improved: bool) -> None:
+        """Write the epoch's files as one (:func:`~mammofuse.atomic.write_together`): the model where it is kept, the
+        history and the checkpoint, whose JSON goes in last; when one cannot be written, the previous epoch's stay."""
+        files = self._model_files() if improved else {}
+        history = "".join(json.dumps(r) + "\n" for r in self.state.history)
+        files[self.out / HISTORY_NAME] = history.encode()
+        files.update(self._checkpoint_files())
+        write_together(files)
+        ckpt.remove_older_tensors(self.out, self.state.epoch)
+
+    def _model_files(self) -> dict[Path, bytes]:
+        """The kept model's files, its threshold and provenance those of this epoch."""
         self.model.config.threshold = float(self.state.best.threshold)
         self.model.config.provenance = self._provenance()
-        save_model(self.model, self.out)
+        return model_files(self.model, self.out)
 
-    def _save_checkpoint(self) -> None:
+    def _checkpoint_files(self) -> dict[Path, bytes]:
+        """The ``last/`` checkpoint of this epoch: everything an exact ``--resume`` needs."""
         optim_tensors, optim_scalars = self.optim.state()
         rng_tensors, rng_scalars = ckpt.rng_state(self.device)
         scalars = {
@@ -522,7 +530,7 @@ class _Trainer:
             **optim_scalars,
             "rng": rng_scalars,
         }
-        ckpt.save_checkpoint(self.out, self.state.epoch, self.model.state_dict(), {**optim_tensors, **rng_tensors}, scalars)
+        return ckpt.checkpoint_files(self.out, self.state.epoch, self.model.state_dict(), {**optim_tensors, **rng_tensors}, scalars)
 
     def _resume(self) -> None:
         tensors, scalars = ckpt.load_checkpoint(self.out)
