@@ -714,6 +714,7 @@ def test_a_feature_cache_that_fills_the_disk_keeps_the_rest_in_memory(mias_split
 
     settings = replace(tiny, fusion="cross", epochs=2, freeze_epochs=2, augment=False)
     off = _run(replace(settings, feature_cache="off"), mias_split, tmp_path / "off")
+    monkeypatch.setenv("MAMMOFUSE_CACHE", str(tmp_path / "cache"))  # empty: another test's entries would all be hits
     monkeypatch.setattr(atomic, "write_bytes", disk_fills_after_three)
     with pytest.warns(MammofuseWarning, match="cannot write the cache .No space left on device.: this run keeps the frozen backbone's features in memory only") as caught:
         full = _run(replace(settings, feature_cache="disk"), mias_split, tmp_path / "full")
