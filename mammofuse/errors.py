@@ -32,10 +32,11 @@ STDOUT = "stdout"
 
 
 class OutputError(MammofuseError):
-    """An output that cannot be written (a folder, read-only, disk full...); the message names it."""
+    """An output that cannot be written (a folder, read-only, disk full...), or a folder a run works in (shared memory,
+    a local Ray's temporary folder) that cannot take what it writes there; the message names it."""
 
-    def __init__(self, path: object, problem: str) -> None:
-        super().__init__(f"{path}: cannot write ({problem})")
+    def __init__(self, path: object, problem: str, message: str | None = None) -> None:
+        super().__init__(message or f"{path}: cannot write ({problem})")
         self.path = path
         self.problem = problem
 

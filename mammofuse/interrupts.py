@@ -56,17 +56,23 @@ def interrupted_status(exc: BaseException) -> int | None:
 def loader_batches(dataset: Any, **options: Any) -> Iterator[Any]:
     """The batches of a ``torch.utils.data.DataLoader(dataset, **options)``; its reader processes
     (``num_workers``) are started with Ctrl-C and SIGTERM held back, ignore Ctrl-C, and are shut down
-    however the loop ends."""
+    however the loop ends. A shared memory they cannot hand batches over in (read-only, full) is an
+    :class:`~mammofuse.errors.OutputError` naming it (:mod:`mammofuse.shared_memory`)."""
+    import torch.multiprocessing
     from torch.utils.data import DataLoader
+
+    from mammofuse.shared_memory import batch_handover, check_shared_memory
 
     loader = DataLoader(dataset, worker_init_fn=_reader_process, **options)
     if not loader.num_workers:
         yield from loader
         return
+    check_shared_memory(loader.multiprocessing_context or torch.multiprocessing)  # the context torch's loader uses
     with held_back():
         batches = iter(loader)  # forks the readers
     try:
-        yield from batches
+        with batch_handover():
+            yield from batches
     finally:
         del batches  # its readers are shut down now, however the loop ended, not when a traceback lets go of it
 

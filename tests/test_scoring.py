@@ -16,6 +16,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from conftest import make_tiny_model
@@ -173,6 +174,31 @@ def test_an_unreachable_ray_cluster_is_a_one_line_error_in_seconds(tiny_model: P
     command = [sys.executable, "-m", "mammofuse", "predict", str(real_dicoms["P_00173_lcc"]), "--model", str(tiny_model), "--margin", "spiculated", "--engine", "ray"]
     job = subprocess.run(command, env={**os.environ, "RAY_ADDRESS": f"127.0.0.1:{port}"}, capture_output=True, text=True, timeout=120)
     assert job.returncode == 2 and job.stderr.strip() == f"error: RAY_ADDRESS 127.0.0.1:{port}: cannot reach 127.0.0.1:{port} (connection refused)"
+
+
+def test_a_local_ray_on_a_full_disk_is_a_one_line_error_before_any_work(tiny_model: Path, real_dicoms: dict[str, Path], tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ray, started in a folder with no room, waits 30 s for its processes and then blames the connection."""
+    ray = pytest.importorskip("ray", reason='Ray is not installed (pip install "mammofuse[ray]")')
+    from mammofuse.scoring.ray_engine import local_ray_folder
+
+    asked: list[str] = []
+
+    def ten_mb_free(path: str) -> SimpleNamespace:
+        asked.append(path)
+        return SimpleNamespace(total=2**30, used=2**30 - 10 * 2**20, free=10 * 2**20)
+
+    monkeypatch.setenv("RAY_TMPDIR", str(tmp_path / "ray-tmp"))
+    assert local_ray_folder() == str(tmp_path / "ray-tmp" / "ray")  # Ray's own variable comes first
+    monkeypatch.delenv("RAY_TMPDIR")
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)  # whatever Ray this module's other tests started
+    monkeypatch.setattr(shutil, "disk_usage", ten_mb_free)
+    code, _, err = predict(str(real_dicoms["P_00173_lcc"]), "--model", str(tiny_model), "--margin", "spiculated", "--engine", "ray")
+    assert code == 3 and err == (f"error: cannot start a local Ray in {tmp_path}/ray: no space left on device (10 MB free); "
+                                 "free some there, or set RAY_TMPDIR to a folder with room\n")
+    assert asked == [str(tmp_path)]  # the folder Ray would make its own in
 
 
 def test_ray_workers_get_absolute_paths_and_errors_name_the_files_as_given(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

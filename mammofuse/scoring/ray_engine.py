@@ -18,16 +18,19 @@ import logging
 import math
 import os
 import pickle
+import shutil
 import socket
+import sys
 import tempfile
 from contextlib import chdir, contextmanager
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 import numpy as np
 
 from mammofuse.data.sample import Sample
-from mammofuse.errors import MammofuseError
+from mammofuse.errors import MammofuseError, OutputError
 
 if TYPE_CHECKING:
     from mammofuse.inference import ScoredBatch
@@ -36,6 +39,9 @@ RAY_MISSING = 'the Ray engine needs Ray: pip install "mammofuse[ray]"'
 _INPUTS = ("image", "image_present", "radiomics", "clinical", "clinical_mask")
 _PATHS = ("image_path", "roi_path", "roi_mask_path")
 CONNECT_TIMEOUT_S = 5.0
+# The room a local Ray is refused under, at once: its session (logs, sockets) takes about 300 KB a run, its workers' logs
+# more; started in a folder with no room, Ray waits 30 s for its processes and then blames the connection
+LOCAL_RAY_MIN_FREE_MB = 50
 
 
 def import_ray() -> Any:
@@ -54,7 +60,8 @@ class RayEngine:
 
     Attributes:
         address: an existing cluster (``auto``, ``ray://host:10001``, ``host:6379``); None: a local
-            one, shut down when the run ends. A Ray already initialised in this process is used as it is.
+            one, shut down when the run ends (refused here when :func:`local_ray_folder` has no room or cannot be
+            written). A Ray already initialised in this process is used as it is.
         workers: scoring actors (default: one per GPU with ``gpus_per_worker``, else one per CPU of the cluster).
         gpus_per_worker: GPUs each actor holds (fractions share a GPU); 0 scores on CPUs.
         batch_size: images per decoding task and per forward pass.
@@ -66,7 +73,9 @@ class RayEngine:
     batch_size: int = 16
 
     def __post_init__(self) -> None:
-        import_ray()  # fail before any work when Ray is missing
+        ray = import_ray()  # fail before any work when Ray is missing, or when a local Ray cannot start
+        if not ray.is_initialized() and (self.address or os.environ.get("RAY_ADDRESS")) in (None, "", "local"):
+            check_local_ray_folder(local_ray_folder())
 
     def run(self, model: Any, samples: Sequence[Sample]) -> Iterator[ScoredBatch]:
         """Scores as batches finish, in any order."""
@@ -159,6 +168,35 @@ def check_reachable(address: str | None, source: str = "--ray-address", timeout:
     except OSError as exc:
         reason = "timed out" if isinstance(exc, TimeoutError) else exc.strerror or str(exc)
         raise MammofuseError(f"{source} {address}: cannot reach {host}:{port} ({reason.lower()})") from None
+
+
+def local_ray_folder() -> str:
+    """The folder a local Ray keeps its sessions in, by Ray's rule: ``$RAY_TMPDIR/ray``, else on Linux ``$TMPDIR/ray``,
+    else ``/tmp/ray`` (on Linux and macOS) or the system's temporary folder's ``ray``."""
+    if "RAY_TMPDIR" in os.environ:
+        return os.path.join(os.environ["RAY_TMPDIR"], "ray")
+    if sys.platform.startswith("linux") and "TMPDIR" in os.environ:
+        return os.path.join(os.environ["TMPDIR"], "ray")
+    if sys.platform.startswith(("linux", "darwin")):
+        return "/tmp/ray"
+    return os.path.join(tempfile.gettempdir(), "ray")
+
+
+def check_local_ray_folder(folder: str) -> None:
+    """Fail at once when a local Ray cannot start in ``folder``: it has under :data:`LOCAL_RAY_MIN_FREE_MB` free, or
+    cannot be written (checked in the folder it would be made in, while it does not exist)."""
+    existing = next(p for p in (folder, *(str(p) for p in Path(folder).parents)) if os.path.isdir(p))
+    try:
+        free_mb = shutil.disk_usage(existing).free / 2**20
+        if free_mb < LOCAL_RAY_MIN_FREE_MB:
+            raise _no_local_ray(folder, f"no space left on device ({free_mb:.0f} MB free); free some there, or set RAY_TMPDIR to a folder with room")
+        tempfile.TemporaryFile(dir=existing).close()
+    except OSError as exc:
+        raise _no_local_ray(folder, f"{(exc.strerror or str(exc)).lower()}; set RAY_TMPDIR to a folder you can write") from None
+
+
+def _no_local_ray(folder: str, problem: str) -> OutputError:
+    return OutputError(folder, problem, f"cannot start a local Ray in {folder}: {problem}")
 
 
 @contextmanager
