@@ -52,6 +52,10 @@ class OofThreshold:
 def arm_folder(path: Path, fusion: str) -> Path:
     """``path`` itself when it holds fold results, else the ``fusion`` arm of the ``ablate`` run in ``path``."""
     with reading(path):  # a name too long, a file where a folder should be
+        try:
+            path.stat()  # Path.glob says nothing of such errors (from Python 3.13)
+        except (FileNotFoundError, NotADirectoryError):
+            pass  # no results there, said below
         for folder in (path, path / "arms" / fusion):
             if any(folder.glob(f"fold-*/{RESULT_NAME}")):
                 return folder
