@@ -123,20 +123,33 @@ def _reader_process(worker_id: int) -> None:
     how that shutdown stops a reader that does not end (and how a job manager stops the group); until now it was
     blocked, for torch's own handler would have let one from anyone but the main process kill the reader.
     """
+    global _given_folder
+    _given_folder = _multiprocessing_folder()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, _leave)
     sys.excepthook = _quiet_when_cut_off
     signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
 
 
+_given_folder: str | None = None  # a reader's multiprocessing folder at its start: its parent's, which is not its own to remove
+
+
+def _multiprocessing_folder() -> str | None:
+    """The folder (``pymp-*``) multiprocessing made for this process, or that it was started with; None before there is one."""
+    import multiprocessing
+
+    return multiprocessing.current_process()._config.get("tempdir")  # no public getter
+
+
 def _leave(signum: int, frame: FrameType | None) -> None:
     """A reader's quiet exit. ``os._exit`` skips the clean-up of a normal exit, which removes the folder (``pymp-*``,
-    holding the socket that passes batches' file descriptors) multiprocessing made for this process: it is removed here."""
-    import multiprocessing
+    holding the socket that passes batches' file descriptors) multiprocessing made for this process: it is removed here,
+    unless it is the one the reader was started with (a forkserver's children, Python 3.14's default, are given the
+    command's), which the command removes."""
     import shutil
 
-    folder = multiprocessing.current_process()._config.get("tempdir")  # set once multiprocessing made it (no public getter)
-    if folder:
+    folder = _multiprocessing_folder()
+    if folder and folder != _given_folder:
         shutil.rmtree(folder, ignore_errors=True)
     os._exit(0)  # the main process reports the interruption; an exit status 0 keeps torch from calling it a crash
 

@@ -75,6 +75,31 @@ def test_a_signal_to_the_group_while_readers_run_is_one_line_and_its_exit_status
     assert not list(temporary.iterdir())
 
 
+FORKSERVER = """
+    import multiprocessing
+
+    multiprocessing.set_start_method("forkserver")  # Python 3.14's default on Linux
+"""
+
+
+@pytest.mark.parametrize(("signum", "status"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_a_signal_to_readers_a_forkserver_started_is_one_line_and_leaves_no_temporary(signum: int, status: int, tiny_model: Path, mini_mias: Path,
+                                                                                      tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A reader that left on SIGTERM removed the multiprocessing folder it was given, the command's own (the forkserver's
+    socket is in it), and the command's clean-up then printed a traceback."""
+    output, temporary = tmp_path / "scores.jsonl", tmp_path / "tmp"
+    temporary.mkdir()
+    monkeypatch.setenv("TMPDIR", str(temporary))
+    process = _start(_predict(tiny_model, mini_mias, output), FORKSERVER, tmp_path)
+    deadline = time.monotonic() + 120
+    while not (output.exists() and output.stat().st_size):
+        assert process.poll() is None and time.monotonic() < deadline, _finish(process)
+        time.sleep(0.02)
+    os.killpg(process.pid, signum)
+    assert _finish(process) == (status, INTERRUPTED)
+    assert not list(temporary.iterdir())
+
+
 # Ctrl-C pressed while DataLoader forks its first reader: the signal reaches the command (and the new reader) in the middle of
 # the fork's own bookkeeping, the moment that was swallowed there (the run went on to the end) or left a half-built loader.
 CTRL_C_WHILE_FORKING = """
