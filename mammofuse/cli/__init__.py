@@ -81,6 +81,7 @@ def main() -> None:
     except BrokenPipeError:
         stdout_closed()
     except OSError as exc:  # Typer's --help and --version run before any command, outside `guarded`
-        sys.exit(fail(str(OutputError(STDOUT, exc.strerror or str(exc))), OUTPUT_ERROR).exit_code)
+        problem = exc.strerror or str(exc)
+        sys.exit(fail(problem if problem == streams.STDOUT_IS_CLOSED else str(OutputError(STDOUT, problem)), OUTPUT_ERROR).exit_code)
     finally:
         streams.settle_stdout()
