@@ -271,13 +271,16 @@ def _hub_endpoint() -> str | None:
 
 def _reachable(endpoint: str | None, timeout: float = 3.0) -> bool:
     """Whether a TCP connection opens to the Hub endpoint, or to the proxy the environment sets for it (one that answers
-    is left to decide: the client asks it)."""
+    is left to decide: the client asks it). With ``NO_PROXY`` set too, the route is the client's to choose by its own
+    rules for it (not urllib's): assumed reachable."""
     import socket
     from urllib.parse import urlsplit
+    from urllib.request import getproxies
 
+    proxies = getproxies()
+    if "no" in proxies and set(proxies) - {"no"}:
+        return True
     proxy = _proxy_for(endpoint)
-    if proxy and "://" not in proxy:  # host:port, which clients take as http
-        proxy = f"http://{proxy}"
     url = urlsplit(proxy or _endpoint_url(endpoint))
     try:
         port = url.port or _DEFAULT_PORTS.get(url.scheme, 80)
@@ -297,15 +300,22 @@ def _endpoint_url(endpoint: str | None) -> str:
 
 
 def _proxy_for(endpoint: str | None) -> str | None:
-    """The proxy that ``HTTPS_PROXY``, ``HTTP_PROXY`` or ``ALL_PROXY`` (less ``NO_PROXY``) sets for the Hub endpoint, if any."""
+    """The proxy that ``HTTPS_PROXY``, ``HTTP_PROXY`` or ``ALL_PROXY`` sets for the Hub endpoint (``host:port`` as
+    ``http://host:port``, as clients take it); None where none is set, or ``NO_PROXY`` is (see :func:`_reachable`)."""
     from urllib.parse import urlsplit
-    from urllib.request import getproxies, proxy_bypass
+    from urllib.request import getproxies
 
-    url = urlsplit(_endpoint_url(endpoint))
-    if proxy_bypass(url.hostname or ""):
-        return None
     proxies = getproxies()
-    return proxies.get(url.scheme) or proxies.get("all")
+    proxy = None if "no" in proxies else proxies.get(urlsplit(_endpoint_url(endpoint)).scheme) or proxies.get("all")
+    return proxy if not proxy or "://" in proxy else f"http://{proxy}"
+
+
+def _without_credentials(url: str) -> str:
+    """``url`` with no user name or password (a proxy's, for a message)."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    return parts._replace(netloc=parts.netloc.rpartition("@")[2]).geturl()
 
 
 def _download(repo: str, filename: str, revision: str | None, where: str, kwargs: dict[str, Any]) -> str:
@@ -337,7 +347,7 @@ def _download(repo: str, filename: str, revision: str | None, where: str, kwargs
                 f"download it once online, or use a local model folder"
             ) from None
         proxy = _proxy_for(kwargs.get("endpoint"))
-        through = f" through the proxy {proxy}" if proxy else ""
+        through = f" through the proxy {_without_credentials(proxy)}" if proxy else ""
         endpoint = kwargs.get("endpoint") or "the Hugging Face Hub"
         raise MammofuseError(f"{where}: cannot reach {endpoint}{through} and {filename} is not cached; "
                              f"check the network{', the proxy variables (HTTPS_PROXY...)' if proxy else ''} or HF_ENDPOINT") from None

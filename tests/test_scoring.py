@@ -548,6 +548,22 @@ def test_a_breast_whose_other_view_failed_says_its_score_averages_one_view(tiny_
     assert [(r["breast_probability"], r["breast_views"]) for r in records.values()] == [(records["cc.dcm"]["probability"], 1)] * 2
 
 
+def test_resume_continues_records_that_name_a_local_model_by_its_path_as_typed(tiny_model: Path, real_dicoms: dict[str, Path], tmp_path: Path,
+                                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """mammofuse 0.1 recorded ``--model ../model`` as typed; now a local model is named by its absolute path."""
+    shutil.copytree(tiny_model, tmp_path / "model")
+    (tmp_path / "work").mkdir()
+    monkeypatch.chdir(tmp_path / "work")
+    out = tmp_path / "scores.jsonl"
+    assert predict(str(real_dicoms["P_00173_lcc"]), "--model", "../model", "-o", str(out))[0] == 0
+    records = jsonl(out)
+    assert records[0]["model"] == str(tmp_path / "model")
+    out.write_text("".join(json.dumps({**r, "model": "../model"}) + "\n" for r in records))  # as 0.1 wrote it
+    code, _, err = predict(str(real_dicoms["P_00173_lcc"]), str(real_dicoms["P_00173_lmlo"]), "--model", "../model", "-o", str(out), "--resume")
+    assert code == 0, err
+    assert [r["model"] for r in jsonl(out)] == ["../model", str(tmp_path / "model")]
+
+
 def test_resume_refuses_records_of_other_weights_under_the_same_model_name(tiny_model: Path, real_dicoms: dict[str, Path], tmp_path: Path) -> None:
     from safetensors.torch import load_file, save_file
 

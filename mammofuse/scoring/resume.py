@@ -228,7 +228,7 @@ def _checked(values: dict[str, Any], where: str, layout: RecordLayout) -> tuple[
         size, mtime_ns = int(values["file_size"]), int(values["file_mtime_ns"])
     except (TypeError, ValueError, OverflowError) as exc:  # OverflowError: a size or time of Infinity
         raise MammofuseError(f"{where}: not a record of mammofuse predict ({exc}); cannot --resume it") from None
-    if values["model"] != layout.model or not math.isclose(threshold, layout.threshold, abs_tol=1e-9):
+    if not _same_model(str(values["model"]), layout.model) or not math.isclose(threshold, layout.threshold, abs_tol=1e-9):
         raise MammofuseError(f"{where}: scored by model {values['model']} at threshold {threshold:g}, but this run uses model "
                              f"{layout.model} at threshold {layout.threshold:g}; resume with the same --model and --threshold, "
                              "or write to another --output")
@@ -236,6 +236,12 @@ def _checked(values: dict[str, Any], where: str, layout: RecordLayout) -> tuple[
         raise MammofuseError(f"{where}: scored by other weights of model {layout.model} (digest {values['weights_digest']}, now "
                              f"{layout.weights}): the model changed since; write to another --output")
     return str(values["path"]), size, mtime_ns, probability, values["error"] or None
+
+
+def _same_model(recorded: str, name: str) -> bool:
+    """Whether a record's model is this run's: the same name, or the same local folder as typed when it was written
+    (mammofuse 0.1 named a local model by its path as given; the weights' digest is compared after)."""
+    return recorded == name or (os.path.isabs(name) and os.path.abspath(recorded) == name)
 
 
 def _recorded_inputs(values: dict[str, Any], where: str) -> Inputs:
