@@ -957,6 +957,24 @@ def write_manifest(samples: list[Sample], path: Path, drop_image_every: int = 0)
     return path
 
 
+def test_a_rank_other_than_0_leaves_out_alone(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each rank checked that --out could be written, making it and removing it again when empty: under rank 0, which had
+    just made it, so that rank 0 failed with "cannot write (No such file or directory)" (seen once in CI)."""
+    from typer.testing import CliRunner
+
+    from mammofuse import atomic
+    from mammofuse.cli import app
+
+    def touched(folder: Path) -> None:
+        raise AssertionError(f"rank 1 made {folder}")
+
+    monkeypatch.setattr(atomic, "_make_folder", touched)
+    monkeypatch.setenv("RANK", "1")
+    result = CliRunner().invoke(app, ["train", "--dataset", "mini-mias", "--data", str(tmp_path / "no-data"), "--out", str(tmp_path / "ddp")])
+    assert result.exit_code == 2 and "no-data: data folder not found" in result.stderr, result.output
+    assert not (tmp_path / "ddp").exists()
+
+
 @pytest.mark.slow
 def test_torchrun_two_process_gloo_run(mini_mias: Path, tmp_path: Path) -> None:
     """Two CPU processes with DistributedDataParallel (a quarter of the cases image-less);

@@ -112,17 +112,18 @@ def _train(
     if data is None:
         raise MammofuseError("--data is required (the dataset's folder or manifest CSV)")
     from mammofuse.atomic import check_writable_folder
-
-    check_stdout()  # the summary goes there
-    check_writable_folder(out)
-    if (out / ckpt.LAST_DIR).exists():  # each epoch writes its checkpoint there
-        check_writable_folder(out / ckpt.LAST_DIR)
-    train_samples, val_samples, used_split = load_training_samples(settings, data, images, split, abnormality)
-
-    from mammofuse.training import train
     from mammofuse.training.distributed import env_int
 
     main = env_int("RANK", 0) == 0
+    if main:  # under torchrun, rank 0 alone writes; another rank's check made and removed --out under rank 0's
+        check_stdout()  # the summary goes there
+        check_writable_folder(out)
+        if (out / ckpt.LAST_DIR).exists():  # each epoch writes its checkpoint there
+            check_writable_folder(out / ckpt.LAST_DIR)
+    train_samples, val_samples, used_split = load_training_samples(settings, data, images, split, abnormality)
+
+    from mammofuse.training import train
+
     if main:
         from mammofuse.cli.common import err_console
 
