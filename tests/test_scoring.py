@@ -23,7 +23,7 @@ from conftest import make_tiny_model
 from typer.testing import CliRunner
 
 from mammofuse.cli import app
-from mammofuse.errors import MammofuseError
+from mammofuse.errors import MammofuseError, OutputError
 from mammofuse.scoring import Shard
 
 runner = CliRunner()
@@ -199,6 +199,30 @@ def test_a_local_ray_on_a_full_disk_is_a_one_line_error_before_any_work(tiny_mod
     assert code == 3 and err == (f"error: cannot start a local Ray in {tmp_path}/ray: no space left on device (10 MB free); "
                                  "free some there, or set RAY_TMPDIR to a folder with room\n")
     assert asked == [str(tmp_path)]  # the folder Ray would make its own in
+
+
+def test_a_local_ray_in_a_folder_too_long_for_its_sockets_is_a_one_line_error_naming_the_fix(
+        tiny_model: Path, real_dicoms: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Was Ray's own "validate_socket_filename failed: AF_UNIX path length cannot exceed 107 bytes: ...", once started."""
+    ray = pytest.importorskip("ray", reason='Ray is not installed (pip install "mammofuse[ray]")')
+    long_folder = tmp_path / ("x" * 90)
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.setenv("RAY_TMPDIR", str(long_folder))
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    code, _, err = predict(str(real_dicoms["P_00173_lcc"]), "--model", str(tiny_model), "--margin", "spiculated", "--engine", "ray")
+    assert code == 3 and err.startswith(f"error: cannot start a local Ray in {long_folder}/ray: its socket paths would be "), err
+    assert err.endswith("bytes, over the 107 a Unix socket takes; set RAY_TMPDIR to a shorter folder (such as /tmp)\n")
+    assert not long_folder.exists()
+
+
+def test_a_local_ray_in_a_folder_that_cannot_be_made_is_a_one_line_error(tmp_path: Path) -> None:
+    from mammofuse.scoring.ray_engine import check_local_ray_folder
+
+    (tmp_path / "a-file").write_text("")
+    with pytest.raises(OutputError) as caught:
+        check_local_ray_folder(str(tmp_path / "a-file" / "ray"))
+    assert str(caught.value) == (f"cannot start a local Ray in {tmp_path}/a-file/ray: a part of its folder path is a file; "
+                                 "set RAY_TMPDIR to a folder you can write")
 
 
 def test_ray_workers_get_absolute_paths_and_errors_name_the_files_as_given(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

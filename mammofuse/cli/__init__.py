@@ -80,7 +80,9 @@ def main() -> None:
         sys.exit(fail("interrupted", interrupted_status(exc) or 130).exit_code)
     except BrokenPipeError:
         stdout_closed()
-    except OSError as exc:  # Typer's --help and --version run before any command, outside `guarded`
+    except OutputError as exc:  # --version (through `console`), run before any command, outside `guarded`
+        sys.exit(fail(str(exc), OUTPUT_ERROR).exit_code)
+    except OSError as exc:  # Typer's --help, run before any command, outside `guarded`
         problem = exc.strerror or str(exc)
         sys.exit(fail(problem if problem == streams.STDOUT_IS_CLOSED else str(OutputError(STDOUT, problem)), OUTPUT_ERROR).exit_code)
     finally:

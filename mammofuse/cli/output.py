@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING, Callable, Iterator, NoReturn
 
 from rich.console import Console
 
-from mammofuse.cli.streams import to_null_device
+from mammofuse.cli.streams import STDOUT_IS_CLOSED, to_null_device
+from mammofuse.errors import STDOUT, OutputError
 
 if TYPE_CHECKING:
     from rich.console import RenderableType
@@ -37,8 +38,47 @@ def console_width(variable: str = "COLUMNS") -> int | None:
     return int(text) if int(text) >= MIN_WIDTH else DEFAULT_WIDTH
 
 
+class _Stdout(io.TextIOBase):
+    """The file of :data:`console`: ``sys.stdout`` as it is when written (a prepared one, a test's). A write that fails
+    names stdout (a full disk: "stdout: cannot write (...)", exit 3), as records' writes do; a reader gone
+    (BrokenPipeError) is left to Rich's hook, a stdout closed from the start (``>&-``) to its own message."""
+
+    @property
+    def encoding(self) -> str:  # type: ignore[override]
+        return getattr(sys.stdout, "encoding", None) or "utf-8"
+
+    def writable(self) -> bool:
+        return True
+
+    def isatty(self) -> bool:
+        return sys.stdout is not None and sys.stdout.isatty()  # None: started with stdout closed, before streams.prepare
+
+    def fileno(self) -> int:
+        return sys.stdout.fileno()
+
+    def write(self, text: str) -> int:
+        with _naming_stdout():
+            return sys.stdout.write(text)
+
+    def flush(self) -> None:
+        with _naming_stdout():
+            sys.stdout.flush()
+
+
+@contextmanager
+def _naming_stdout() -> Iterator[None]:
+    try:
+        yield
+    except BrokenPipeError:
+        raise
+    except OSError as exc:
+        if exc.strerror == STDOUT_IS_CLOSED:
+            raise
+        raise OutputError(STDOUT, exc.strerror or str(exc)) from exc
+
+
 # emoji=False: a ":name:" in untrusted text (a file named bad:-1:x.dcm) stays text, never an emoji
-console = Console(width=console_width(), highlight=False, emoji=False)  # results for people: stdout
+console = Console(file=_Stdout(), width=console_width(), highlight=False, emoji=False)  # results for people: stdout
 err_console = Console(stderr=True, width=console_width(), highlight=False, emoji=False)  # progress, notes, errors: stderr
 
 

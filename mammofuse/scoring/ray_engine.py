@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 import numpy as np
 
+from mammofuse.atomic import check_writable_folder
 from mammofuse.data.sample import Sample
 from mammofuse.errors import MammofuseError, OutputError
 
@@ -42,6 +43,8 @@ CONNECT_TIMEOUT_S = 5.0
 # The room a local Ray is refused under, at once: its session (logs, sockets) takes about 300 KB a run, its workers' logs
 # more; started in a folder with no room, Ray waits 30 s for its processes and then blames the connection
 LOCAL_RAY_MIN_FREE_MB = 50
+UNIX_SOCKET_PATH_MAX = 103 if sys.platform == "darwin" else 107
+"""The longest path a Unix socket takes (``sun_path`` with its closing NUL: 108 bytes on Linux, 104 on macOS)."""
 
 
 def import_ray() -> Any:
@@ -183,16 +186,24 @@ def local_ray_folder() -> str:
 
 
 def check_local_ray_folder(folder: str) -> None:
-    """Fail at once when a local Ray cannot start in ``folder``: it has under :data:`LOCAL_RAY_MIN_FREE_MB` free, or
-    cannot be written (checked in the folder it would be made in, while it does not exist)."""
+    """Fail at once when a local Ray cannot start in ``folder``: it has under :data:`LOCAL_RAY_MIN_FREE_MB` free, cannot
+    be written, or is too long a path for the Unix sockets Ray makes in it (:data:`UNIX_SOCKET_PATH_MAX`)."""
     existing = next(p for p in (folder, *(str(p) for p in Path(folder).parents)) if os.path.isdir(p))
     try:
         free_mb = shutil.disk_usage(existing).free / 2**20
-        if free_mb < LOCAL_RAY_MIN_FREE_MB:
-            raise _no_local_ray(folder, f"no space left on device ({free_mb:.0f} MB free); free some there, or set RAY_TMPDIR to a folder with room")
-        tempfile.TemporaryFile(dir=existing).close()
     except OSError as exc:
         raise _no_local_ray(folder, f"{(exc.strerror or str(exc)).lower()}; set RAY_TMPDIR to a folder you can write") from None
+    if free_mb < LOCAL_RAY_MIN_FREE_MB:
+        raise _no_local_ray(folder, f"no space left on device ({free_mb:.0f} MB free); free some there, or set RAY_TMPDIR to a folder with room")
+    try:
+        check_writable_folder(folder)
+    except OutputError as exc:
+        raise _no_local_ray(folder, f"{exc.problem.lower()}; set RAY_TMPDIR to a folder you can write") from None
+    session = f"session_2000-01-01_00-00-00_000000_{os.getpid()}"  # Ray's: date, time, microseconds, the driver's pid
+    length = len(os.fsencode(os.path.join(folder, session, "sockets", "plasma_store")))  # its longest socket path
+    if length > UNIX_SOCKET_PATH_MAX:
+        raise _no_local_ray(folder, f"its socket paths would be {length} bytes, over the {UNIX_SOCKET_PATH_MAX} a Unix socket "
+                                    "takes; set RAY_TMPDIR to a shorter folder (such as /tmp)")
 
 
 def _no_local_ray(folder: str, problem: str) -> OutputError:
