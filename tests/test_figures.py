@@ -103,6 +103,59 @@ def test_grad_cam_names_what_its_map_shows_and_says_when_the_view_is_mirrored() 
     assert mirror_label(True, None) == "mirrored left to right (breast turned to the left)"
 
 
+def _lightness_rises(cmap: object) -> bool:
+    """The colour map's relative luminance (sRGB, linearised) never falls from its low end to its high end."""
+    rgb = cmap(np.linspace(0.0, 1.0, 256))[:, :3]
+    linear = np.where(rgb <= 0.04045, rgb / 12.92, ((rgb + 0.055) / 1.055) ** 2.4)
+    return bool(np.all(np.diff(linear @ [0.2126, 0.7152, 0.0722]) >= -1e-4))
+
+
+def test_grad_cam_draws_its_map_in_colours_whose_lightness_rises_with_the_value() -> None:
+    """Was jet, whose cyan (0.4) looks brighter than its red (0.9): false bands in greyscale and to colour-blind readers."""
+    from mammofuse.explainers.gradcam import gradcam_figure
+
+    figure = gradcam_figure(np.eye(4, dtype=np.float32), np.full((48, 32), 0.5, dtype=np.float32), "backbone.layer4")
+    heat = figure.axes[1].get_images()[-1]
+    assert _lightness_rises(heat.get_cmap()) and not _lightness_rises(matplotlib.colormaps["jet"])
+
+
+def test_image_lime_numbers_on_its_figure_the_superpixels_its_table_lists(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The page listed superpixels "17", "22"... by numbers the figure did not show."""
+    from mammofuse.explainers import render
+    from mammofuse.explainers.lime_explain import ImageLime, lime_image_html, plot_lime_image, strongest_superpixels
+
+    segments = np.repeat(np.repeat(np.arange(16).reshape(4, 4), 8, axis=0), 8, axis=1)  # 16 blocks of 8 x 8
+    weights = np.linspace(-0.5, 0.3, 16)
+    weights[15] = 0.46
+    result = ImageLime(segments=segments, weights=weights, score=0.9, num_samples=10)
+    figures: list[object] = []
+    monkeypatch.setattr(render, "figure_png", lambda fig: figures.append(fig) or b"png")
+    plot_lime_image(result, np.full((64, 64), 0.5, dtype=np.float32))
+    listed = strongest_superpixels(result)
+    assert listed[:3] == [0, 15, 1]  # |-0.5|, |0.46|, |-0.447|...
+    numbered = {text.get_text(): text.get_position() for text in figures[0].axes[1].texts}
+    assert list(numbered) == [str(i) for i in listed]
+    for segment in listed:  # each number lies inside its block, drawn at twice the size
+        row, col = divmod(segment, 4)
+        assert 16 * col <= numbered[str(segment)][0] < 16 * (col + 1) and 16 * row <= numbered[str(segment)][1] < 16 * (row + 1)
+    page = lime_image_html(b"png", result, 0, "scan.dcm")
+    rows = [page.index(f"<tr><td>{i}</td><td>{weights[i]:+.4f}</td></tr>") for i in listed]
+    assert rows == sorted(rows) and page.count("<tr><td>") == len(listed)
+
+
+def test_evaluation_figures_state_the_threshold_to_the_tables_three_decimals(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """A tuned 0.499 was drawn as "threshold 0.50", which reads as the default 0.5."""
+    from mammofuse.evaluation import plots
+
+    figures: list[object] = []
+    monkeypatch.setattr(plots, "_save", lambda fig, path: figures.append(fig) or path)
+    result = evaluate_predictions(LABELS, PROBS, [f"p{i}" for i in range(10)], 0.498731, n_boot=20)
+    plots.roc_figure(np.array(LABELS), np.array(PROBS), result, tmp_path / "roc.png", "test")
+    plots.confusion_figure(result, tmp_path / "confusion.png", "test")
+    legend = [text.get_text() for text in figures[0].axes[0].get_legend().get_texts()]
+    assert "threshold 0.499" in legend and figures[1].axes[0].get_xlabel() == "Predicted (threshold 0.499)"
+
+
 def test_explain_labels_a_right_breast_mirrored(real_dicoms: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import warnings
 

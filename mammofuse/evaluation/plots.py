@@ -66,7 +66,7 @@ def roc_figure(labels: np.ndarray, probs: np.ndarray, result: dict[str, Any], pa
         ax.plot([0, 1], [0, 1], ls="--", lw=0.8, color="0.6", label="chance")
         if result.get("specificity") is not None and result.get("recall") is not None:
             ax.plot(1 - result["specificity"], result["recall"], "o", color="#c00000", ms=5,
-                    label=f"threshold {result['threshold']:.2f}")
+                    label=f"threshold {result['threshold']:.3f}")
         ax.set(xlim=(0, 1), ylim=(0, 1.01), xlabel="1 - specificity (false-positive rate)",
                ylabel="Sensitivity (true-positive rate)", title=title)
         ax.set_aspect("equal")
@@ -122,7 +122,7 @@ def confusion_figure(result: dict[str, Any], path: Path, title: str) -> Path:
                     color="white" if dark else "black", fontsize=8)
         ax.set_xticks([0, 1], ["benign", "malignant"])
         ax.set_yticks([0, 1], ["benign", "malignant"])
-        ax.set(xlabel=f"Predicted (threshold {result['threshold']:.2f})", ylabel="True", title=title)
+        ax.set(xlabel=f"Predicted (threshold {result['threshold']:.3f})", ylabel="True", title=title)
         for side in ("top", "right"):
             ax.spines[side].set_visible(True)
     return _save(fig, path)

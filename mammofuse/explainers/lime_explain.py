@@ -215,9 +215,15 @@ def _quiet_image_explainer() -> type:
     return QuietLimeImageExplainer
 
 
+def strongest_superpixels(result: ImageLime, count: int = 10) -> list[int]:
+    """The ``count`` superpixels of largest absolute weight, strongest first: those the page lists and the figure numbers."""
+    return [int(i) for i in np.argsort(-np.abs(result.weights), kind="stable")[:count]]
+
+
 def plot_lime_image(result: ImageLime, view: np.ndarray) -> bytes:
     """PNG: the view, and the superpixels that raised (red) or lowered (blue) the probability."""
     import torch
+    from matplotlib import patheffects
     from matplotlib.colors import ListedColormap
     from skimage.segmentation import find_boundaries
 
@@ -237,15 +243,21 @@ def plot_lime_image(result: ImageLime, view: np.ndarray) -> bytes:
     shown = overlay_axes(axes[1], view, np.ma.masked_where(np.abs(heat) < 0.05, heat), cmap="RdBu_r", alpha=0.55, vmin=-1.0, vmax=1.0)
     edges = find_boundaries(labels, mode="inner")
     axes[1].imshow(np.ma.masked_where(~edges, edges), cmap=ListedColormap(["#f1c40f"]), alpha=0.7, interpolation="nearest")
-    axes[1].set_title("LIME superpixels\nred raised, blue lowered P(malignant)", fontsize=10)
+    for segment in strongest_superpixels(result):  # numbered as in the page's table
+        rows, cols = np.nonzero(labels == segment)
+        if not rows.size:  # too small to survive the resize to the view
+            continue
+        at = np.argmin((rows - rows.mean()) ** 2 + (cols - cols.mean()) ** 2)  # a pixel of it nearest its centre
+        axes[1].text(cols[at], rows[at], str(segment), color="white", fontsize=7, ha="center", va="center",
+                     path_effects=[patheffects.withStroke(linewidth=2, foreground="black")])
+    axes[1].set_title("LIME superpixels, the strongest numbered\nred raised, blue lowered P(malignant)", fontsize=10)
     fig.colorbar(shown, ax=axes[1], fraction=0.046, pad=0.02, label=f"relative weight (max |w| = {span:.3g})")
     return figure_png(fig)
 
 
 def lime_image_html(png: bytes, result: ImageLime, seed: int, source: str) -> str:
     """A small self-contained page around the image-LIME PNG (LIME has no HTML for images)."""
-    order = np.argsort(-np.abs(result.weights))[:10]
-    rows = "".join(f"<tr><td>{int(i)}</td><td>{result.weights[i]:+.4f}</td></tr>" for i in order)
+    rows = "".join(f"<tr><td>{i}</td><td>{result.weights[i]:+.4f}</td></tr>" for i in strongest_superpixels(result))
     encoded = base64.b64encode(png).decode("ascii")
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
@@ -258,7 +270,7 @@ def lime_image_html(png: bytes, result: ImageLime, seed: int, source: str) -> st
 <p>Superpixels of the model input that raised (red) or lowered (blue) the predicted probability of malignancy,
 clinical findings held fixed. {result.num_samples} perturbed images, seed {seed}, local model R&sup2; {result.score:.3f}.</p>
 <img alt="image LIME superpixels" src="data:image/png;base64,{encoded}">
-<h2>Strongest superpixels</h2>
+<h2>Strongest superpixels (numbered on the figure)</h2>
 <table><tr><th>superpixel</th><th>weight</th></tr>{rows}</table>
 <p><em>{escape(RESEARCH_NOTICE)}</em></p>
 </body></html>

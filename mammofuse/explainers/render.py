@@ -29,8 +29,10 @@ def figure_png(fig: Any) -> bytes:
     return buffer.getvalue()
 
 
-def overlay_axes(ax: Any, view: np.ndarray, heat: np.ndarray | None = None, cmap: str = "jet", alpha: float = 0.45, vmin: float = 0.0, vmax: float = 1.0) -> Any:
-    """Draw the grayscale view and, optionally, a heat map over it; returns the heat image."""
+def overlay_axes(ax: Any, view: np.ndarray, heat: np.ndarray | None = None, cmap: str = "inferno", alpha: float = 0.45, vmin: float = 0.0, vmax: float = 1.0) -> Any:
+    """Draw the grayscale view and, optionally, a heat map over it; returns the heat image. The default colour map's
+    lightness rises with the value (unlike jet's, whose cyan looks brighter than its red), so the map reads alike in
+    greyscale and to colour-blind readers."""
     ax.imshow(view, cmap="gray", vmin=0.0, vmax=1.0, interpolation="bilinear")
     ax.set_xticks([])
     ax.set_yticks([])
