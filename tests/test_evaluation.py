@@ -418,6 +418,32 @@ def test_a_card_gives_the_fine_tune_learning_rates_the_schedule_uses() -> None:
     assert training_line().endswith("; peak lr 0.001")  # the default recipe has no frozen phase
 
 
+def test_a_card_says_where_its_image_encoder_started_and_names_only_files_a_model_folder_holds(tmp_path: Path) -> None:
+    """Was "started from weights learned here without labels" for any start but random weights, a backbone learned on
+    other films and a supervised model's branch (staged training) included; and it pointed to `train_config.yaml` and
+    `history.jsonl`, which neither the bundled model nor a published one holds."""
+    import re
+
+    from mammofuse.hub import resolve_model
+    from mammofuse.training.card import model_card
+    from mammofuse.training.settings import TrainSettings
+    from mammofuse.training.state import BestEpoch
+
+    (tmp_path / "config.json").write_text("{}")
+
+    def caveat(pretrained: str | None) -> str:
+        card = model_card(TrainSettings(pretrained=pretrained), {"n_val": 0, "n_train": 9, "n_train_patients": 9}, [], BestEpoch())
+        return next(line for line in card.splitlines() if line.startswith("- The image encoder"))
+
+    assert caveat(None).startswith("- The image encoder was randomly initialised, not ImageNet-initialised")
+    assert caveat("cbis-texture-cnn4").startswith("- The image encoder was initialised from the self-supervised backbone `cbis-texture-cnn4`")
+    assert caveat(str(tmp_path)).startswith(f"- The image encoder was initialised from the image branch of the trained model `{tmp_path.name}`")
+    assert not any("here without labels" in caveat(start) for start in (None, "cbis-texture-cnn4", str(tmp_path)))
+    bundled = resolve_model("default").folder
+    named = set(re.findall(r"`([^`/ ]+\.(?:json|jsonl|yaml|safetensors))`", (bundled / "README.md").read_text()))
+    assert named and all((bundled / name).is_file() for name in named), named
+
+
 def test_a_lesion_crop_model_given_no_regions_says_its_images_were_not_used(cbis_csv, dicom_root):
     from mammofuse.hub import resolve_model
 

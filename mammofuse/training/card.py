@@ -125,7 +125,7 @@ def _training_section(s: TrainSettings, history: Sequence[EpochRow]) -> list[str
         + "gradient clipping, class-weighted loss (pos_weight = benign/malignant)"
         + (f" plus {s.aux_findings:g} x the image branch's findings loss (counted in the train loss below, not in the validation loss)"
            if s.aux_findings and s.uses_image else ""),
-        f"- Seed {s.seed}; full settings in `train_config.yaml`, per-epoch figures in `history.jsonl`",
+        f"- Seed {s.seed}; every setting in `config.json` (`provenance.settings`), every epoch in the table below",
     ]
 
 
@@ -157,8 +157,8 @@ def _caveats_section(s: TrainSettings, provenance: Mapping[str, Any], has_val: b
         "- Clinical findings are radiologists' descriptors; BI-RADS assessment and subtlety are never inputs.",
     ]
     if s.uses_image and s.pretrained != "imagenet":
-        start = "random weights" if s.pretrained is None else "weights learned here without labels, not ImageNet's"
-        lines.append(f"- The image encoder started from {start}: expect lower AUC than papers using ImageNet initialisation.")
+        lines.append(f"- The image encoder was {_initialisation(s.pretrained)}, not ImageNet-initialised: "
+                     "expect lower AUC than papers using ImageNet initialisation.")
     return lines
 
 
