@@ -1,9 +1,9 @@
 """Cases to score: files and folders given on the command line, with their clinical findings.
 
 Clinical findings come from flags that apply to every file and, optionally, a CSV with one
-row per file, or per lesion. A row is matched to a file by its ``path`` column (a path relative to the CSV's
-folder or the working folder, a file name, or a file stem) or by a ``SOPInstanceUID`` column
-(read from the DICOM header). Where both give a field, the file's own row wins over the flags.
+row per file, or per lesion (predict's own CSV output is one). A row is matched to a file by its ``path`` column (a path
+relative to the CSV's folder or the working folder, a file name, or a file stem; as written, else without the spaces
+around it) or by a ``SOPInstanceUID`` column (read from the DICOM header). Where both give a field, the file's own row wins over the flags.
 Rows that name one file by its path or SOPInstanceUID, each with its own lesion circle, are that
 image's lesions: each is a case of its own.
 
@@ -35,7 +35,7 @@ from mammofuse.evaluation.aggregate import breast_of_file
 from mammofuse.imaging.reader import IMAGE_SUFFIXES, is_dicom_image_file, read_header
 from mammofuse.listing import files_under
 from mammofuse.results import Prediction
-from mammofuse.tabular import csv_columns, csv_records, delimiter_hint
+from mammofuse.tabular import cell_text, csv_columns, csv_records, delimiter_hint
 from mammofuse.validation import REGION_COLUMNS, region_cells
 
 if TYPE_CHECKING:  # torch stays out of import time
@@ -132,6 +132,10 @@ class ClinicalRow:
     used: bool = False
 
 
+Index = dict[str, dict[Any, list[ClinicalRow]]]
+"""Rows of a clinical CSV by what a file can match them by (``path``, ``file name``, ``SOPInstanceUID``), then its value."""
+
+
 @dataclass
 class ClinicalTable:
     """A clinical CSV, indexed once so that matching a file to its row costs a lookup, not a scan."""
@@ -139,24 +143,32 @@ class ClinicalTable:
     path: Path
     rows: list[ClinicalRow]
     ignored_columns: list[str] = field(default_factory=list)
-    _index: dict[str, dict[Any, list[ClinicalRow]]] = field(init=False, repr=False)
+    _indexes: tuple[Index, Index] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        self._index = {"path": {}, "file name": {}, "SOPInstanceUID": {}}
-        for row in self.rows:
-            if row.key:
-                for candidate in dict.fromkeys(self._candidates(row.key)):
-                    self._index["path"].setdefault(candidate, []).append(row)
-                self._index["file name"].setdefault(row.key, []).append(row)
-            for uid in {row.uid, row.key} - {None, ""}:
-                self._index["SOPInstanceUID"].setdefault(uid, []).append(row)
+        as_written = self._indexed((row.key, row) for row in self.rows)
+        stripped = self._indexed((key, row) for row in self.rows if (key := row.key.strip()) != row.key)
+        self._indexes = (as_written, stripped)
+
+    def _indexed(self, keyed: Iterable[tuple[str, ClinicalRow]]) -> Index:
+        """The rows by each thing a file can match them by, each row under ``key`` (its path cell, or that stripped)."""
+        index: Index = {"path": {}, "file name": {}, "SOPInstanceUID": {}}
+        for key, row in keyed:
+            if key:
+                for candidate in dict.fromkeys(self._candidates(key)):
+                    index["path"].setdefault(candidate, []).append(row)
+                index["file name"].setdefault(key, []).append(row)
+            for uid in {row.uid, key} - {None, ""}:
+                index["SOPInstanceUID"].setdefault(uid, []).append(row)
+        return index
 
     @property
     def wants_uids(self) -> bool:
         return any(r.uid for r in self.rows)
 
     def match(self, file: Path, uid: str | None = None, lesions: bool = True) -> list[ClinicalRow]:
-        """The rows for ``file``: by resolved path, then file name, then stem, then SOPInstanceUID (none: no row).
+        """The rows for ``file``: by resolved path, then file name, then stem, then SOPInstanceUID (none: no row); each
+        by the path cell as written, then without the spaces around it (a hand-written ``scan.dcm , 3``).
 
         Several rows naming this one image (by its path or SOPInstanceUID) are its lesions when ``lesions`` and each
         gives its own lesion circle.
@@ -171,11 +183,12 @@ class ClinicalTable:
             ("SOPInstanceUID", "SOPInstanceUID", uid),
         )
         for how, index, value in lookups:
-            found = self._index[index].get(value, []) if value is not None else []
-            if len(found) > 1:
-                self._check_lesions(file, how, found, lesions)
-            if found:
-                return found
+            for indexed in self._indexes:
+                found = indexed[index].get(value, []) if value is not None else []
+                if len(found) > 1:
+                    self._check_lesions(file, how, found, lesions)
+                if found:
+                    return found
         return []
 
     def _check_lesions(self, file: Path, how: str, rows: list[ClinicalRow], lesions: bool) -> None:
@@ -220,6 +233,8 @@ def read_clinical_csv(path: Path, vocabulary: str = DEFAULT_VOCABULARY) -> Clini
     Columns: ``path`` (or ``file``/``filename``) and/or ``SOPInstanceUID``; any schema field
     (``density``, ``breast_density``, ``mass shape``, ...); optional ``patient_id`` and the lesion
     circle ``roi_row``, ``roi_col``, ``roi_radius`` in the file's pixels. Other columns are ignored.
+    A CSV that predict wrote reads back as written: a cell's formula guard (:func:`~mammofuse.tabular.cell_text`) is
+    removed, and the path cell is kept whole, spaces included.
     """
     path = Path(path)
     with reading(path):  # a name too long, no permission
@@ -243,7 +258,7 @@ def read_clinical_csv(path: Path, vocabulary: str = DEFAULT_VOCABULARY) -> Clini
         raise MammofuseError(f"{path}: has no {' or '.join(missing)} column: a lesion circle needs roi_row, roi_col and roi_radius")
     known = set(PATH_COLUMNS) | set(UID_COLUMNS) | set(REGION_COLUMNS) | {"patient_id"} | set(aliases)
     ignored = [c for c in columns if c not in known]
-    records = csv_records(path, key=_column_key, meaning=aliases)
+    records = csv_records(path, key=_column_key, meaning=aliases, as_written=(key_column,) if key_column else ())
     rows = [_row(n, values, key_column, uid_column, aliases, schema, path) for n, values in records]
     return ClinicalTable(path, rows, ignored)
 
@@ -252,6 +267,7 @@ def _row(
     n: int, values: dict[str, str], key_column: str | None, uid_column: str | None, aliases: dict[str, str],
     schema: ClinicalSchema, path: Path,
 ) -> ClinicalRow:
+    values = {k: cell_text(v) for k, v in values.items()}
     clinical = {aliases[k]: v for k, v in values.items() if k in aliases and v}
     try:
         schema.normalise(clinical)
@@ -259,9 +275,10 @@ def _row(
         raise ClinicalValueError(f"{path}:{n}: {exc}") from None
     region = region_cells(values, f"{path}:{n}")
     key = values.get(key_column, "") if key_column else ""
+    key = key if key.strip() else ""  # a blank cell names no file
     uid = values.get(uid_column, "") if uid_column else ""
-    if not uid and _UID.match(key):
-        uid = key
+    if not uid and _UID.match(key.strip()):
+        uid = key.strip()
     return ClinicalRow(line=n, key=key, clinical=clinical, region=region, patient_id=values.get("patient_id", ""), uid=uid or None)
 
 

@@ -1,7 +1,8 @@
 """Reading CSV files a user or a dataset provides: one clear error per problem, one pass, lean.
 
 Every failure names the file (and the line where it has one): not UTF-8, not CSV, another
-delimiter, required columns missing, a row with more cells than the header.
+delimiter, required columns missing, a row with more cells than the header. The formula guard of the CSV cells mammofuse
+writes (:func:`csv_cell`) is here too, with its inverse (:func:`cell_text`), for whatever reads them back.
 """
 
 from __future__ import annotations
@@ -10,12 +11,30 @@ import csv
 from collections import Counter
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Iterator, Mapping, TextIO
+from typing import Any, Callable, Collection, Iterator, Mapping, TextIO
 
 from mammofuse.errors import MammofuseError
 
 Record = tuple[int, dict[str, str]]
 """(first line of the record in the file, its cells keyed by normalised column name)."""
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+"""First characters that make a spreadsheet run a cell as a formula: such cells get a ``'`` in CSV."""
+GUARDED_START = (*FORMULA_START, "'")
+"""First characters that get a ``'`` in CSV: a formula's, and the ``'`` itself, so that reading a cell back is exact."""
+
+
+def csv_cell(value: Any) -> Any:
+    """A value as a CSV cell, with a ``'`` before text a spreadsheet would run as a formula, and before a ``'``."""
+    if isinstance(value, list):
+        value = "; ".join(str(v) for v in value)
+    if isinstance(value, str) and value.startswith(GUARDED_START):
+        return "'" + value
+    return value
+
+
+def cell_text(cell: str) -> str:
+    """The text of a CSV cell written by :func:`csv_cell` (its guard removed): the exact inverse of it."""
+    return cell[1:] if cell.startswith("'") and cell[1:].startswith(GUARDED_START) else cell
 
 
 def csv_columns(path: Path, key: Callable[[str], str] = str.strip) -> list[str]:
@@ -33,6 +52,7 @@ def csv_columns(path: Path, key: Callable[[str], str] = str.strip) -> list[str]:
 
 def csv_records(
     path: Path, required: tuple[str, ...] = (), key: Callable[[str], str] = str.strip, meaning: Mapping[str, str] | None = None,
+    as_written: Collection[str] = (),
 ) -> Iterator[Record]:
     """Yield the records of a CSV, one at a time, with column names passed through ``key`` and cells stripped.
 
@@ -42,6 +62,7 @@ def csv_records(
         key: how a column name is normalised.
         meaning: what a normalised column name stands for, where several do for one thing (a clinical
             field's aliases): two columns for one thing are an error, as one column named twice is.
+        as_written: normalised column names whose cells are kept as written, spaces around them included (file names).
 
     Raises:
         MammofuseError: missing file, not UTF-8, malformed CSV, a column named twice, two columns for one
@@ -63,7 +84,7 @@ def csv_records(
                     f"{path}: line {line} has {len(cells)} cells, the header has {len(columns)}; quote a value that holds a comma"
                 )
             if any(c.strip() for c in cells):
-                yield line, {name: cell.strip() for name, cell in zip(columns, cells) if name}
+                yield line, {name: cell if name in as_written else cell.strip() for name, cell in zip(columns, cells) if name}
             line = reader.line_num + 1
 
 

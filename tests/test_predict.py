@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from mammofuse.cases import cases_from_inputs, find_image_files
+from mammofuse.cases import cases_from_inputs, find_image_files, read_clinical_csv
 from mammofuse.cli import app
 from mammofuse.errors import MammofuseError
 
@@ -172,6 +172,15 @@ def test_clinical_csv_relative_paths_regions_and_unmatched_notes(real_dicoms: di
     (case,) = cases_from_inputs([scans], False, {}, table, notes=notes)
     assert case.image_path == str(local) and case.clinical == {"density": "c"} and case.region == (100.0, 200.0, 30.0)
     assert any("match no file" in n and "elsewhere.dcm" in n for n in notes)
+
+
+def test_a_clinical_path_matches_as_written_then_without_the_spaces_around_it(tmp_path: Path) -> None:
+    """Was: every path cell was stripped, so the row of a file named `` a.png`` was read as ``a.png``'s, and the two rows
+    of ``a.png`` were refused as ambiguous. A hand-written ``scan.dcm , 3`` still names ``scan.dcm``."""
+    table = tmp_path / "findings.csv"
+    table.write_text("path,density\n a.png,1\na.png,2\nscan.dcm , 3\n")
+    clinical = read_clinical_csv(table)
+    assert [[row.line for row in clinical.match(tmp_path / name)] for name in (" a.png", "a.png", "scan.dcm")] == [[2], [3], [4]]
 
 
 def test_roi_gives_the_circle_of_every_file_without_one_in_clinical_as_readme_and_help_say(real_dicoms: dict[str, Path], tmp_path: Path) -> None:

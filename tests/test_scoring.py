@@ -280,8 +280,28 @@ def test_resume_rescores_changed_files_and_keeps_csv_whole(tiny_model: Path, rea
     assert "3 files, 2 of them in" in err.replace("\n", " ")
 
 
+def test_clinical_reads_back_the_csv_predict_wrote_whatever_its_file_names_start_with(tiny_model: Path, real_dicoms: dict[str, Path],
+                                                                                     tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Was: a name that predict's CSV writes with a formula guard (``''quoted``, ``'=HYPERLINK(...)``), or that starts with a
+    space, matched no row of that CSV in --clinical: the file was scored on the flags instead, with one note at most."""
+    monkeypatch.chdir(tmp_path)  # relative paths: the record's path is the name itself
+    names = ["'quoted.dcm", '=HYPERLINK("x","y").dcm', " =space.dcm", "plain.dcm"]
+    for name, view in zip(names, ("P_00173_lcc", "P_00173_rcc", "P_00820_lcc", "P_00820_rcc")):
+        Path(name).symlink_to(real_dicoms[view])  # four images: a path is matched resolved
+    assert predict(*names, "--model", str(tiny_model), "--density", "2", "--margin", "spiculated", "-o", "findings.csv")[0] == 0
+    written = [row["path"] for row in csv.DictReader(open("findings.csv", newline=""))]
+    assert sorted(written) == sorted(["''quoted.dcm", '\'=HYPERLINK("x","y").dcm', " =space.dcm", "plain.dcm"])
+
+    code, out, err = predict(*names, "--model", str(tiny_model), "--density", "4", "--clinical", "findings.csv", "-f", "jsonl")
+    assert code == 0, err
+    records = [json.loads(line) for line in out.splitlines()]
+    assert sorted(r["path"] for r in records) == sorted(names)
+    assert [r["clinical"]["density"] for r in records] == ["2"] * len(names), err  # each file's row, not the flag
+    assert "no row" not in err and "match no file" not in err
+
+
 def test_csv_cells_read_back_exactly_whatever_they_start_with() -> None:
-    from mammofuse.scoring.sink import cell_text, csv_cell
+    from mammofuse.tabular import cell_text, csv_cell
 
     for text in ("'-scans/a1.png", "''=x", "'plain", "'", "=cmd", "-1", "\rx", "plain", ""):
         assert cell_text(csv_cell(text)) == text, text

@@ -23,7 +23,8 @@ from typing import Any, BinaryIO, Callable, Iterator, Sequence
 from mammofuse.cases import ListedFile
 from mammofuse.errors import MammofuseError
 from mammofuse.results import record_path
-from mammofuse.scoring.sink import RecordLayout, cell_text
+from mammofuse.scoring.sink import RecordLayout
+from mammofuse.tabular import cell_text
 
 Span = tuple[int, int]
 """A byte range [start, end) of the output."""

@@ -21,16 +21,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, Iterable, Iterator, Sequence
 
 from mammofuse.errors import STDOUT, MammofuseError, OutputError
+from mammofuse.tabular import csv_cell
 
 if TYPE_CHECKING:
     from mammofuse.cases import ListedFile
     from mammofuse.results import Prediction
 
 STREAM_FORMATS = ("jsonl", "csv")
-FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
-"""First characters that make a spreadsheet run a cell as a formula: such cells get a ``'`` in CSV."""
-GUARDED_START = (*FORMULA_START, "'")
-"""First characters that get a ``'`` in CSV: a formula's, and the ``'`` itself, so that reading a cell back is exact."""
 
 
 def file_record(prediction: Prediction, file: ListedFile, weights: str) -> dict[str, Any]:
@@ -53,20 +50,6 @@ def flat_row(record: dict[str, Any]) -> dict[str, Any]:
         else:
             row[key] = csv_cell(value)
     return row
-
-
-def csv_cell(value: Any) -> Any:
-    """A value as a CSV cell, with a ``'`` before text a spreadsheet would run as a formula, and before a ``'``."""
-    if isinstance(value, list):
-        value = "; ".join(str(v) for v in value)
-    if isinstance(value, str) and value.startswith(GUARDED_START):
-        return "'" + value
-    return value
-
-
-def cell_text(cell: str) -> str:
-    """The text of a CSV cell written by :func:`csv_cell` (its guard removed): the exact inverse of it."""
-    return cell[1:] if cell.startswith("'") and cell[1:].startswith(GUARDED_START) else cell
 
 
 def csv_text(columns: Sequence[str], rows: Iterable[dict[str, Any]], header: bool = False) -> str:
