@@ -1,7 +1,8 @@
 """Reading CSV files a user or a dataset provides: one clear error per problem, one pass, lean.
 
 Every failure names the file (and the line where it has one): not UTF-8, not CSV, another
-delimiter, required columns missing, a row with more cells than the header. The formula guard of the CSV cells mammofuse
+delimiter, required columns missing, a row with more cells than the header. A first line ``sep=,``
+(which Excel writes to name the delimiter) is skipped. The formula guard of the CSV cells mammofuse
 writes (:func:`csv_cell`) is here too, with its inverse (:func:`cell_text`), for whatever reads them back.
 """
 
@@ -10,13 +11,16 @@ from __future__ import annotations
 import csv
 from collections import Counter
 from contextlib import contextmanager
+from itertools import chain
 from pathlib import Path
-from typing import Any, Callable, Collection, Iterator, Mapping, TextIO
+from typing import Any, Callable, Collection, Iterable, Iterator, Mapping, TextIO
 
 from mammofuse.errors import MammofuseError
 
 Record = tuple[int, dict[str, str]]
 """(first line of the record in the file, its cells keyed by normalised column name)."""
+SEP_LINE = "sep=,"
+"""A first line that names the delimiter (Excel writes it when asked): no header, skipped."""
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 """First characters that make a spreadsheet run a cell as a formula: such cells get a ``'`` in CSV."""
 GUARDED_START = (*FORMULA_START, "'")
@@ -44,7 +48,7 @@ def csv_columns(path: Path, key: Callable[[str], str] = str.strip) -> list[str]:
         MammofuseError: missing file, not UTF-8, malformed or empty CSV.
     """
     with _open(path) as fh:
-        header = next(csv.reader(fh), None)
+        header = next(csv.reader(_lines(fh)[0]), None)
     if header is None:
         raise MammofuseError(f"{path}: empty file (expected a CSV with a header row)")
     return [key(c) for c in header]
@@ -73,11 +77,13 @@ def csv_records(
     _check_unique(path, columns, meaning or {})
     missing = [c for c in required if c not in columns]
     if missing:
-        raise MammofuseError(f"{path}: missing column(s) {', '.join(missing)}{delimiter_hint(columns)}")
+        header = csv_columns(path, str)  # as written: a key may strip a tab (``sep=\t``)
+        raise MammofuseError(f"{path}: missing column(s) {', '.join(missing)}{delimiter_hint(header)}")
     with _open(path) as fh:
-        reader = csv.reader(fh)
+        lines, skipped = _lines(fh)
+        reader = csv.reader(lines)
         next(reader)
-        line = reader.line_num + 1
+        line = skipped + reader.line_num + 1
         for cells in reader:
             if any(c.strip() for c in cells[len(columns):]):
                 raise MammofuseError(
@@ -85,7 +91,7 @@ def csv_records(
                 )
             if any(c.strip() for c in cells):
                 yield line, {name: cell if name in as_written else cell.strip() for name, cell in zip(columns, cells) if name}
-            line = reader.line_num + 1
+            line = skipped + reader.line_num + 1
 
 
 def _check_unique(path: Path, columns: list[str], meaning: Mapping[str, str]) -> None:
@@ -108,6 +114,14 @@ def delimiter_hint(columns: list[str]) -> str:
         if delimiter in text:
             return f" (the header seems to use {name}; columns must be separated by commas)"
     return ""
+
+
+def _lines(fh: TextIO) -> tuple[Iterable[str], int]:
+    """The lines of an open CSV without a first line ``sep=,``, and how many lines that leaves out (1 or 0)."""
+    first = fh.readline()
+    if first.rstrip("\r\n") == SEP_LINE:
+        return fh, 1
+    return chain([first], fh), 0
 
 
 @contextmanager

@@ -14,6 +14,7 @@ import subprocess
 import sys
 import threading
 import time
+import warnings
 from pathlib import Path
 from typing import Iterator
 
@@ -774,6 +775,8 @@ def test_a_device_and_a_piped_dev_stdout_are_written_in_place(null_device: Path,
     [
         (b"path;density\nscan.dcm;2\n", "seems to use semicolons"),
         (b"path\tdensity\nscan.dcm\t2\n", "seems to use tabs"),  # was no hint: the column key made the tab a _
+        (b"sep=;\r\npath;density\r\nscan.dcm;2\r\n", "seems to use semicolons"),  # Excel's line naming the delimiter
+        (b"sep=\t\npath\tdensity\nscan.dcm\t2\n", "seems to use tabs"),
         (b"density,shape\n2,oval\n", "needs a 'path'"),
         ("path,density\nsc\u00e4n.dcm,2\n".encode("latin-1"), "not UTF-8"),
         (b"path,density,Density\ngood.png,2,4\n", "column(s) 'density' appear more than once"),  # was: the last one silently won
@@ -787,6 +790,43 @@ def test_bad_clinical_csv_is_one_line_naming_the_file(content: bytes, message: s
     result = run("predict", str(corpus["good_png"]), "--clinical", str(table))
     assert result.exit_code == 2 and "Traceback" not in result.output
     assert f"{table}: " in result.stderr and message in result.stderr
+
+
+@pytest.mark.parametrize("start", ["sep=,\r\n", "sep=,\n", "\ufeffsep=,\r\n"])
+def test_a_first_line_naming_the_comma_as_delimiter_is_skipped(start: str, tmp_path: Path) -> None:
+    """Was: ``error: sep.csv: needs a 'path' ... column`` for a CSV that has one, after the ``sep=,`` line Excel writes when
+    asked to name the delimiter (and a manifest or CBIS-DDSM CSV was refused likewise)."""
+    from mammofuse.cases import read_clinical_csv
+    from mammofuse.data import load_dataset
+    from mammofuse.tabular import csv_records
+
+    table = tmp_path / "sep.csv"
+    table.write_bytes(f"{start}path,label,patient_id,density\r\na.png,1,p1,2\r\n".encode())
+    assert list(csv_records(table, ("path",))) == [(3, {"path": "a.png", "label": "1", "patient_id": "p1", "density": "2"})]
+    assert [row.clinical for row in read_clinical_csv(table).rows] == [{"density": "2"}]
+    assert [sample.clinical for sample in load_dataset("manifest", table)] == [{"density": "2"}]
+    cbis = tmp_path / "cbis" / "mass_case_description_test_set.csv"
+    cbis.parent.mkdir()
+    _cbis_rows(cbis)
+    cbis.write_bytes(start.encode() + cbis.read_bytes())
+    assert [sample.clinical["density"] for sample in load_dataset("cbis-ddsm", cbis.parent)] == ["2"]
+
+
+@pytest.mark.parametrize(("start", "delimiter", "name"), [("sep=;\r\n", ";", "semicolons"), ("sep=\t\n", "\t", "tabs")])
+def test_a_dataset_csv_naming_another_delimiter_is_refused_with_the_hint(start: str, delimiter: str, name: str, tmp_path: Path) -> None:
+    """Was, for ``sep=\\t``: no hint, as the column key stripped the tab, and a manifest warned of a column ``sep=`` first."""
+    from mammofuse.data import load_dataset
+
+    manifest = tmp_path / "manifest.csv"
+    manifest.write_text(start + delimiter.join(["path", "label", "patient_id"]) + "\n")
+    cbis = tmp_path / "cbis" / "mass_case_description_test_set.csv"
+    cbis.parent.mkdir()
+    cbis.write_text(start + delimiter.join(["patient_id", "left or right breast", "image view", "pathology"]) + "\n")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for dataset, data, table in (("manifest", manifest, manifest), ("cbis-ddsm", cbis.parent, cbis)):
+            with pytest.raises(MammofuseError, match=f"^{re.escape(str(table))}: missing column.*seems to use {name}"):
+                load_dataset(dataset, data)
 
 
 class _CountedName(str):

@@ -40,8 +40,9 @@ def load_manifest(data: str | Path) -> list[Sample]:
     schema = load_schema(DEFAULT_VOCABULARY)
     aliases = {c.lower(): f.name for f in schema.fields for c in (f.name, *f.csv_columns)}
     key = lambda c: c.strip().lower()  # noqa: E731
-    columns = csv_columns(path, key)
-    other_delimiter = delimiter_hint(columns) and not set(_REQUIRED) <= set(columns)  # refused below, saying so: no note first
+    header = csv_columns(path, str)
+    columns = [key(c) for c in header]
+    other_delimiter = delimiter_hint(header) and not set(_REQUIRED) <= set(columns)  # refused below, saying so: no note first
     if not other_delimiter and (unread := _unread_columns(columns, aliases)):
         warnings.warn(f"{path}: column(s) not read: {unread}", DatasetWarning, stacklevel=2)
     samples = []
