@@ -636,7 +636,7 @@ def test_resume_leaves_a_one_line_file_of_another_tool_alone(tiny_model: Path, r
 
 @pytest.mark.parametrize(("change", "message"), [
     (lambda line: re.sub(rb'"file_size": \d+', b'"file_size": Infinity', line), "1: not a record of mammofuse predict (cannot convert float infinity"),
-    (lambda line: re.sub(rb'"file_mtime_ns": \d+', b'"file_mtime_ns": -Infinity', line), "1: not a record of mammofuse predict (cannot convert"),
+    (lambda line: re.sub(rb'"file_mtime_ns": "\d+"', b'"file_mtime_ns": -Infinity', line), "1: not a record of mammofuse predict (cannot convert"),
     (lambda line: b"[" * 100_000 + b"]" * 100_000 + b"\n" + line, "1: not a JSON record (written by something else?)"),
 ])
 def test_resume_refuses_a_record_of_infinite_size_or_nested_too_deeply(change, message: str, tiny_model: Path, real_dicoms: dict[str, Path],
@@ -649,6 +649,24 @@ def test_resume_refuses_a_record_of_infinite_size_or_nested_too_deeply(change, m
     code, _, err = predict(scan, str(real_dicoms["P_00173_lmlo"]), "--model", str(tiny_model), "-o", str(out), "--resume")
     assert code == 2 and f"scores.jsonl:{message}" in err and err.count("\n") == 1, err
     assert out.read_bytes() == before
+
+
+def test_a_record_gives_its_modification_time_as_a_string_which_jq_keeps(tiny_model: Path, real_dicoms: dict[str, Path], tmp_path: Path) -> None:
+    """Was: ``file_mtime_ns`` was a 19-digit JSON integer, above 2**53, which jq and JavaScript round: an output passed
+    through ``jq -c .`` and resumed had every file scored again. Records of earlier versions, with the integer, still resume."""
+    scans = [Path(shutil.copy(real_dicoms[view], tmp_path / f"{view}.dcm")) for view in ("P_00173_lcc", "P_00173_lmlo")]
+    for scan in scans:
+        os.utime(scan, ns=(1_796_647_564_922_277_494, 1_796_647_564_922_277_494))  # no double holds it
+    out = tmp_path / "scores.jsonl"
+    assert predict(str(scans[0]), "--model", str(tiny_model), "-o", str(out))[0] == 0
+    [record] = jsonl(out)
+    assert record["file_mtime_ns"] == "1796647564922277494"
+    as_jq_writes = json.loads(out.read_text(), parse_int=lambda digits: int(float(digits)))  # each number a double
+    for written in (as_jq_writes, {**record, "file_mtime_ns": 1_796_647_564_922_277_494}):  # through jq; as earlier versions wrote it
+        out.write_text(json.dumps(written, separators=(",", ":")) + "\n")
+        code, _, err = predict(*map(str, scans), "--model", str(tiny_model), "-o", str(out), "--resume")
+        assert code == 0 and "scored again" not in err, err
+        assert [r["path"] for r in jsonl(out)] == list(map(str, scans))
 
 
 def test_a_record_decides_on_the_numbers_it_shows() -> None:

@@ -226,7 +226,7 @@ def _checked(values: dict[str, Any], where: str, layout: RecordLayout) -> tuple[
     try:
         threshold = float(values["threshold"])
         probability = None if values["probability"] in (None, "") else float(values["probability"])
-        size, mtime_ns = int(values["file_size"]), int(values["file_mtime_ns"])
+        size, mtime_ns = int(values["file_size"]), int(values["file_mtime_ns"])  # a string: an integer in earlier versions' JSONL
     except (TypeError, ValueError, OverflowError) as exc:  # OverflowError: a size or time of Infinity
         raise MammofuseError(f"{where}: not a record of mammofuse predict ({exc}); cannot --resume it") from None
     if not _same_model(str(values["model"]), layout.model) or not math.isclose(threshold, layout.threshold, abs_tol=1e-9):

@@ -32,8 +32,12 @@ STREAM_FORMATS = ("jsonl", "csv")
 
 def file_record(prediction: Prediction, file: ListedFile, weights: str) -> dict[str, Any]:
     """The record written for a file: the prediction's JSON record, the file's size and modification time, and the
-    digest of the model's weights (``--resume`` checks all three)."""
-    return {**prediction.to_dict(), "file_size": file.size, "file_mtime_ns": file.mtime_ns, "weights_digest": weights}
+    digest of the model's weights (``--resume`` checks all three).
+
+    The modification time is a decimal string: in nanoseconds it is above 2**53, which JSON readers that take every
+    number as a double (jq, JavaScript) would round.
+    """
+    return {**prediction.to_dict(), "file_size": file.size, "file_mtime_ns": str(file.mtime_ns), "weights_digest": weights}
 
 
 def json_record(record: Any, indent: int | None = None) -> str:
