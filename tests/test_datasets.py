@@ -34,6 +34,26 @@ def test_cbis_ddsm_quirks_are_handled(cbis_csv):
     assert bwc > 0 and sum(s.label for s in calc) == 544
 
 
+def test_cbis_ddsm_warns_once_of_columns_it_does_not_read(cbis_csv, tmp_path):
+    """Was: ``mass.shape`` and ``mass.margins`` for the official ``mass shape`` and ``mass margins`` were left out without a
+    word, and every mass was scored on its breast density alone (AUC 1.0 -> 0.06 on the ten test rows)."""
+    import warnings
+
+    renamed = tmp_path / "mass_case_description_test_set.csv"
+    renamed.write_bytes((cbis_csv / renamed.name).read_bytes().replace(b"mass shape,mass margins", b"mass.shape,mass.margins", 1))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        samples = load_dataset("cbis-ddsm", tmp_path)
+    assert [str(w.message) for w in caught] == [
+        f"{renamed}: column(s) not read: mass.shape (did you mean mass_shape?), mass.margins (did you mean mass_margins?); "
+        "no mass_shape or mass_margins column: its lesions have no finding but the breast density"
+    ]
+    assert len(samples) == 10 and all(set(s.clinical) == {"density"} for s in samples)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the official CSVs' columns left alone (abnormality type, assessment, subtlety) are no problem
+        assert len(load_dataset("cbis-ddsm", cbis_csv)) == 2874
+
+
 @pytest.mark.parametrize("damage", ['{"broken', "{}", "[1]", '[{"path": "x"}]', '[{"path": "x", "pixels": "many"}]', "[" * 100_000, b"\xff"])
 def test_a_damaged_cbis_ddsm_index_cache_is_made_again(damage, cbis_csv, dicom_root, tmp_path, monkeypatch):
     """A truncated cache file crashed every later load with JSONDecodeError or KeyError (exit 4)."""

@@ -15,12 +15,13 @@ from mammofuse.cache import cache_dir, file_identity, warn_uncached
 from mammofuse.clinical import load_schema
 from mammofuse.clinical.schema import DEFAULT_VOCABULARY
 from mammofuse.data.cbis_images import Box, FolderImage, ImageFolder, ShortKey, box_region
+from mammofuse.data.manifest import unread_columns
 from mammofuse.data.sample import Sample
 from mammofuse.errors import DatasetWarning, MammofuseError, OutputError, reading
 from mammofuse.imaging.preprocess import Region
 from mammofuse.imaging.reader import read_dicom
 from mammofuse.listing import files_under
-from mammofuse.tabular import csv_records
+from mammofuse.tabular import csv_columns, csv_records
 
 CSV_SPLITS = {
     "mass_case_description_train_set.csv": ("train", "mass"),
@@ -31,6 +32,11 @@ CSV_SPLITS = {
 _INDEX_VERSION = 1
 _INDEX_KEPT = "the index of the CBIS-DDSM images"
 REQUIRED_COLUMNS = ("patient_id", "left_or_right_breast", "image_view", "pathology")
+FILE_COLUMNS = ("abnormality_id", "image_file_path", "cropped_image_file_path", "roi_mask_file_path")
+LEFT_ALONE = ("abnormality_type", "assessment", "subtlety")
+"""Official columns that are not read: the lesion type is the file's; BI-RADS assessment and subtlety give the label away."""
+LESION_FIELDS = {"mass": ("shape", "margin"), "calc": ("calc_type", "calc_distribution")}
+"""The clinical fields that describe a lesion of each type (the breast density describes the breast)."""
 PATHOLOGY_LABELS = {"MALIGNANT": 1, "BENIGN": 0, "BENIGN_WITHOUT_CALLBACK": 0}
 LEFT_OUT = ("left_out", "mixed_pathology", "box_count")
 """Counts of CSV rows left out: all, and why (their film holds lesions of both pathologies; its boxes and rows differ in number)."""
@@ -106,7 +112,9 @@ def load_cbis_ddsm(
     image has one lesion of that kind; where it has several of one pathology, each box is a sample
     with that label and the findings all its rows share; mixed-pathology images are left out.
     ``report``, if given, receives the matching counts (``mammofuse data summary`` shows them) and, per
-    split, the CSV rows and how many of them were left out or became per-box samples (``rows``).
+    split, the CSV rows and how many of them were left out or became per-box samples (``rows``). A CSV with columns
+    that are not read (a clinical field spelt otherwise), or with no column for a finding of its lesions, gets one
+    :class:`DatasetWarning` naming them.
     """
     if abnormality not in ABNORMALITIES:
         raise MammofuseError(f"abnormality must be one of {', '.join(ABNORMALITIES)}, not {abnormality!r}")
@@ -131,6 +139,7 @@ def load_cbis_ddsm(
             film = parts[0] if parts else f"{kind.capitalize()}-{split}_{row['patient_id']}_{row['left_or_right_breast']}_{row['image_view']}"
             films.setdefault(film, []).append(row)
             counts["rows"] += 1
+        _warn_of_columns(path, kind, columns)
         tables.append((path, split, kind, films))
     locator.learn_splits((short_key(rows[0]), split) for _, split, _, films in tables for rows in films.values())
     samples: list[Sample] = []
@@ -141,6 +150,20 @@ def load_cbis_ddsm(
         report.update(locator.report(sum(per_split.values(), Counter())))
         report["rows"] = {split: {k: c[k] for k in ("rows", *LEFT_OUT, "ambiguous")} for split, c in per_split.items()}
     return samples
+
+
+def _warn_of_columns(path: Path, kind: str, columns: dict[str, list[str]]) -> None:
+    """One DatasetWarning for a case-description CSV (of ``kind`` lesions) with columns that are not read (a clinical
+    field spelt otherwise: ``mass.shape``), naming them with what each may have meant, or with no column that gives a
+    finding of its lesions, which are then read with the breast density at most."""
+    header = csv_columns(path, _key)
+    read = {*REQUIRED_COLUMNS, *FILE_COLUMNS, *LEFT_ALONE, *(c for names in columns.values() for c in names)}
+    problems = [f"column(s) not read: {unread}"] if (unread := unread_columns(header, read)) else []
+    if not any(c in header for name in LESION_FIELDS[kind] for c in columns[name]):
+        lesion_columns = " or ".join(columns[name][0] for name in LESION_FIELDS[kind])
+        problems.append(f"no {lesion_columns} column: its lesions have no finding but the breast density")
+    if problems:
+        warnings.warn(f"{path}: {'; '.join(problems)}", DatasetWarning, stacklevel=3)
 
 
 def short_key(row: dict[str, str]) -> ShortKey:

@@ -6,6 +6,7 @@ import difflib
 import os
 import warnings
 from pathlib import Path
+from typing import Collection, Sequence
 
 from mammofuse.clinical import load_schema
 from mammofuse.clinical.schema import DEFAULT_VOCABULARY, ClinicalSchema, ClinicalValueError
@@ -43,7 +44,7 @@ def load_manifest(data: str | Path) -> list[Sample]:
     header = csv_columns(path, str)
     columns = [key(c) for c in header]
     other_delimiter = delimiter_hint(header) and not set(_REQUIRED) <= set(columns)  # refused below, saying so: no note first
-    if not other_delimiter and (unread := _unread_columns(columns, aliases)):
+    if not other_delimiter and (unread := unread_columns(columns, {*aliases, *_COLUMNS})):
         warnings.warn(f"{path}: column(s) not read: {unread}", DatasetWarning, stacklevel=2)
     samples = []
     owners: dict[str, tuple[str, int]] = {}  # image (its real path: links resolved) -> (patient, first line): one image is one patient's
@@ -94,11 +95,12 @@ def _real_path(path: str) -> str:
         return os.path.abspath(path)
 
 
-def _unread_columns(columns: list[str], aliases: dict[str, str]) -> str:
-    """The columns a manifest has that nothing reads, each with why or what it may have meant; empty when none."""
-    known = sorted({*aliases, *_COLUMNS})
+def unread_columns(columns: Sequence[str], read: Collection[str]) -> str:
+    """The ``columns`` of a dataset's CSV that are none of the ``read`` ones, each with why (a column that gives the label
+    away) or what it may have meant (the closest ``read`` one); empty when none."""
+    known = sorted(read)
     unread = []
-    for column in (c for c in columns if c and c not in aliases and c not in _COLUMNS):
+    for column in (c for c in columns if c and c not in read):
         if column in _LEAKING:
             unread.append(f"{column} (never an input: it would give the label away)")
         else:
