@@ -18,6 +18,17 @@ def _signed(value: Any) -> str:
     return "+ n/a" if not isinstance(value, float) else f"{'-' if value < 0 else '+'} {abs(value):.3f}"
 
 
+UNTUNED_ONE_CLASS = "not tuned (validation part of one class)"
+
+
+def validation_class(provenance: Mapping[str, Any]) -> str | None:
+    """``benign`` or ``malignant`` when the validation part held cases of that class alone, else None (none, both, or not recorded)."""
+    n, malignant = provenance.get("n_val"), provenance.get("n_val_malignant")
+    if not isinstance(n, int) or not isinstance(malignant, int) or not n or 0 < malignant < n:
+        return None
+    return "malignant" if malignant else "benign"
+
+
 def threshold_source(provenance: Mapping[str, Any]) -> str:
     """Where a model's stored decision threshold came from, as its provenance records it (the card and ``evaluate`` say it)."""
     if oof := provenance.get("threshold_from"):
@@ -30,4 +41,8 @@ def threshold_source(provenance: Mapping[str, Any]) -> str:
                 f"{_signed(calibration.get('intercept'))})")
     if "n_val" not in provenance:
         return "unknown: the model records no training provenance"
-    return "chosen on validation by Youden's J" if provenance["n_val"] else "not tuned: no validation part (val_fraction 0)"
+    if not provenance["n_val"]:
+        return "not tuned: no validation part (val_fraction 0)"
+    if only := validation_class(provenance):
+        return f"{UNTUNED_ONE_CLASS}: its {provenance['n_val']} cases are all {only}, so Youden's J is undefined and 0.5 stands"
+    return "chosen on validation by Youden's J"

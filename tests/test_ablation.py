@@ -97,6 +97,24 @@ def test_dropping_clinical_data_is_seeded_and_exact(mini_mias):
     assert all(not s.clinical for s in drop_clinical(samples, 1.0, (0, 0, 1000)))
 
 
+@pytest.mark.parametrize("threshold", ["validation", "oof"])
+def test_the_protocol_names_the_folds_whose_validation_part_is_of_one_class(threshold: str, tmp_path: Path) -> None:
+    """Was: a fold whose validation part held one class kept threshold 0.5 and chose its epoch by the validation loss,
+    and the protocol still said "Youden's J on each fold's validation part"."""
+    from mammofuse.data.sample import Sample
+
+    samples = [Sample(id=f"c{i}", patient_id=f"p{i}", label=int(i < 2), clinical={"margin": "SPICULATED" if i < 2 else "CIRCUMSCRIBED"})
+               for i in range(10)]
+    report = run_ablation(samples, plan_arms(["clinical"]), _settings(val_fraction=0.5), tmp_path, folds=2, n_boot=0,
+                          trainer=CountingTrainer(), threshold=threshold)
+    protocol = report.protocol
+    assert "by the validation loss in folds 1, 2, whose validation part is of one class" in protocol["validation"]
+    if threshold == "validation":
+        assert protocol["threshold"] == "Youden's J on each fold's validation part; not tuned (validation part of one class) in folds 1, 2: 0.5"
+    else:
+        assert protocol["threshold"] == "Youden's J on the pooled held-out predictions of the other folds"
+
+
 def test_second_run_reuses_finished_arms_and_image_arms_are_skipped_without_images(cbis_csv, tmp_path):
     from mammofuse.data import load_dataset
 

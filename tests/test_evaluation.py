@@ -382,6 +382,8 @@ def test_threshold_source_is_where_the_stored_threshold_came_from():
     oof = {"arm_folder": "runs/cv/arms/late", "folds": 5, "cases": 1304, "value": 0.51}
     assert threshold_source({"n_val": 0, "threshold_from": oof}).startswith("Youden's J on the pooled out-of-fold predictions of `runs/cv/arms/late`")
     assert threshold_source({"n_val": 262}) == "chosen on validation by Youden's J"
+    assert threshold_source({"n_val": 262, "n_val_malignant": 80}) == "chosen on validation by Youden's J"
+    assert threshold_source({"n_val": 3, "n_val_malignant": 3}).startswith("not tuned (validation part of one class): its 3 cases are all malignant")
     assert threshold_source({"n_val": 0}).startswith("not tuned")
     assert threshold_source({}).startswith("unknown")
 
@@ -390,10 +392,10 @@ def test_a_card_says_what_its_validation_part_chose() -> None:
     """With --threshold-from, the card said both that cross-validation and that the validation AUC chose the threshold."""
     from mammofuse.training.card import _validation_caveat
 
-    assert _validation_caveat(True, False, "last").startswith("- The validation AUC chose the threshold, so it is optimistic")
-    assert _validation_caveat(True, True, "best").startswith("- The validation AUC chose the epoch, so")
-    assert "chose nothing (the threshold came from cross-validation" in _validation_caveat(True, True, "last")
-    assert _validation_caveat(False, True, "last").startswith("- No validation part")
+    assert _validation_caveat(True, False, "last", None).startswith("- The validation AUC chose the threshold, so it is optimistic")
+    assert _validation_caveat(True, True, "best", None).startswith("- The validation AUC chose the epoch, so")
+    assert "chose nothing (the threshold came from cross-validation" in _validation_caveat(True, True, "last", None)
+    assert _validation_caveat(False, True, "last", None).startswith("- No validation part")
 
 
 def test_a_card_gives_the_fine_tune_learning_rates_the_schedule_uses() -> None:

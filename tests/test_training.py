@@ -165,6 +165,25 @@ def test_without_a_validation_part_every_patient_trains_and_the_threshold_is_not
         train(replace(tiny, selection="best"), train_samples, [], tmp_path / "best")
 
 
+def test_a_validation_part_of_one_class_is_said_to_leave_the_threshold_untuned(tmp_path: Path) -> None:
+    """Was: a validation part of benign cases alone kept threshold 0.5 and the epoch of least validation loss silently,
+    and the card (and evaluate's threshold_source) said the threshold was chosen on validation by Youden's J."""
+    from mammofuse.provenance import threshold_source
+
+    notes = Recorder()
+    benign = [s for s in synthetic_clinical(20, 2) if not s.label]
+    train(TrainSettings(fusion="clinical", epochs=2, proj_dim=16, selection="best"), synthetic_clinical(40, 1), benign, tmp_path,
+          callbacks=[notes])
+    assert [e[1] for e in notes.of("log")] == ["warning: the validation part has only benign cases (no AUC): the threshold is 0.5, "
+                                              "not tuned; --selection best chooses the epoch by validation loss"]
+    config = load_model(tmp_path).config
+    assert config.threshold == 0.5 and config.provenance["n_val_malignant"] == 0
+    assert threshold_source(config.provenance).startswith("not tuned (validation part of one class)")
+    card = (tmp_path / "README.md").read_text()
+    assert "- Decision threshold 0.500: not tuned (validation part of one class)" in card and "by Youden's J" not in card
+    assert "- The validation part holds only benign cases, so it gives no AUC: the threshold is 0.5, not tuned, its loss chose the epoch" in card
+
+
 class Recorder(TrainCallback):
     """Keeps every report of a run, in order."""
 

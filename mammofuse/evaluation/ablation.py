@@ -41,6 +41,7 @@ from mammofuse.evaluation.ablation_results import (
 from mammofuse.evaluation.leakage import pretrained_patients, withheld_patients
 from mammofuse.fusion import FUSIONS, Fusion
 from mammofuse.jsontext import json_text
+from mammofuse.provenance import UNTUNED_ONE_CLASS
 from mammofuse.training.callbacks import Reporter, TrainCallback
 from mammofuse.training.checkpoint import has_checkpoint
 
@@ -415,6 +416,7 @@ def run_ablation(
         for name, summary in variants.items():
             summary.settings = arm_settings[name]
         protocol = _protocol(base_settings, samples, runnable, dataset, folds, len(fold_pairs), threshold, controls, away_patches, missing_rates)
+        protocol.update(_one_class_validation(base_settings, fold_pairs, threshold))
         report = AblationResult(variants=variants, skipped=skipped, protocol=protocol, folds=all_folds)
         write_report(report, out)
     return report
@@ -490,6 +492,25 @@ def _pretraining_note(spec: str | None, samples: Sequence[Sample]) -> str | None
         return f"self-supervised on the films of none of these {patients} patients"
     return (f"self-supervised (no labels, lesions avoided) on the films of {overlap} of these {patients} patients: held-out folds hold films "
             "it has seen, a transductive step that an evaluation on unseen patients lacks")
+
+
+def _one_class_validation(settings: Any, fold_pairs: Sequence[tuple[Sequence[Sample], Sequence[Sample]]], threshold: str) -> dict[str, str]:
+    """The protocol's ``validation`` and ``threshold`` words where some folds' validation parts (carved as :func:`run_fold`
+    carves them) hold one class: no AUC there, so the threshold is 0.5 and ``selection: best`` chooses by the loss."""
+    from mammofuse.data.splits import train_val_split
+
+    if not settings.val_fraction:
+        return {}
+    one_class = [str(k + 1) for k, (train_part, _) in enumerate(fold_pairs)
+                 if len({s.label for s in train_val_split(list(train_part), settings.val_fraction, seed=settings.seed)[1]}) == 1]
+    if not one_class:
+        return {}
+    where = f"fold{'s' if len(one_class) > 1 else ''} {', '.join(one_class)}"
+    words = {"validation": f"{settings.val_fraction:g} of each fold's training patients carved out (with selection 'best', the epoch is "
+                           f"chosen there: by the validation loss in {where}, whose validation part is of one class)"}
+    if threshold == "validation" or len(fold_pairs) == 1:
+        words["threshold"] = f"Youden's J on each fold's validation part; {UNTUNED_ONE_CLASS} in {where}: 0.5"
+    return words
 
 
 def _protocol(base_settings: Any, samples: Sequence[Sample], runnable: Sequence[Arm], dataset: str, folds: int | None, n_folds: int,

@@ -9,7 +9,7 @@ from mammofuse import RESEARCH_NOTICE
 from mammofuse.atomic import write_text
 from mammofuse.fusion import Fusion
 from mammofuse.hub import CARD_METADATA, CARD_NAME, staged_model_folder
-from mammofuse.provenance import fmt, threshold_source
+from mammofuse.provenance import fmt, threshold_source, validation_class
 from mammofuse.training.schedule import lr_factor
 from mammofuse.training.settings import TrainSettings
 
@@ -150,7 +150,7 @@ def _caveats_section(s: TrainSettings, provenance: Mapping[str, Any], has_val: b
         "",
         "## Caveats",
         "",
-        _validation_caveat(has_val, bool(provenance.get("threshold_from")), s.selection)
+        _validation_caveat(has_val, bool(provenance.get("threshold_from")), s.selection, validation_class(provenance))
         + "report a held-out test set or patient-grouped cross-validation (`mammofuse ablate`) instead.",
         "- Small public research datasets (scanned film, one population); performance elsewhere is unknown.",
         *_case_mix(provenance),
@@ -171,10 +171,15 @@ def _case_mix(provenance: Mapping[str, Any]) -> list[str]:
             "lesions): where malignancy is rarer, as in screening, the same score means a lower risk."]
 
 
-def _validation_caveat(has_val: bool, threshold_from_cv: bool, selection: str) -> str:
-    """The card's first caveat: what the validation part chose, so how far its AUC can be trusted."""
+def _validation_caveat(has_val: bool, threshold_from_cv: bool, selection: str, only: str | None) -> str:
+    """The card's first caveat: what the validation part chose, so how far its AUC can be trusted; ``only``: the one
+    class a validation part held, which gives no AUC to choose by."""
     if not has_val:
         return "- No validation part: no metric here; "
+    if only:
+        threshold = "the threshold came from cross-validation" if threshold_from_cv else "the threshold is 0.5, not tuned"
+        chose = "its loss chose the epoch" if selection == "best" else "the epoch is the last"
+        return f"- The validation part holds only {only} cases, so it gives no AUC: {threshold}, {chose}; "
     chose = [*([] if threshold_from_cv else ["the threshold"]), *(["the epoch"] if selection == "best" else [])]
     if not chose:
         return "- The validation part chose nothing (the threshold came from cross-validation, the epoch is the last), but it is small: "

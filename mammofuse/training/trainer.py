@@ -367,6 +367,7 @@ class _Trainer:
             write_text(self.out / SETTINGS_NAME, self.settings.to_yaml())
         self.report.train_start(self.settings)
         self._warn_regionless()
+        self._warn_one_class_validation()
         if resume and (self.state.stopped or self.state.epoch >= self.settings.epochs):
             self.report.log(f"nothing to train: the run in {self.out} is at epoch {self.state.epoch} ({self._why_done()})")
         while self.state.epoch < self.settings.epochs and not self.state.stopped:
@@ -434,6 +435,18 @@ class _Trainer:
                 self.report.log(f"warning: {missing} of the {len(imaged)} {split} cases with an image give no lesion region: "
                                 "a lesion-crop model leaves their image out")
 
+    def _warn_one_class_validation(self) -> None:
+        """Say what a validation part of one class cannot choose: the threshold (0.5 stands) and, for ``selection: best``,
+        the epoch by its AUC (the validation loss chooses it)."""
+        labels = {int(s.label) for s in self.samples["val"]}
+        if len(labels) != 1:
+            return
+        lost = [*([] if self.oof else ["the threshold is 0.5, not tuned"]),
+                *(["--selection best chooses the epoch by validation loss"] if self.settings.selection == "best" else [])]
+        if lost:
+            only = "malignant" if labels == {1} else "benign"
+            self.report.log(f"warning: the validation part has only {only} cases (no AUC): {'; '.join(lost)}")
+
     def _check_converging(self, epoch: int, loss: float) -> None:
         """Raise MammofuseError, before the epoch is saved, when its training loss is no longer a finite number:
         the weights are lost (the model and checkpoint of the epoch before stay as they were)."""
@@ -464,6 +477,7 @@ class _Trainer:
             "n_train_malignant": sum(int(s.label) for s in self.samples["train"]),  # the case mix scores are conditional on
             "abnormality": sorted({s.abnormality for s in self.samples["train"] if s.abnormality}),  # lesion types trained on; [] unknown
             "n_val": len(self.samples["val"]),
+            "n_val_malignant": sum(int(s.label) for s in self.samples["val"]),  # one class: the threshold is not tuned
             "val_auc": None if math.isnan(best.val_auc) else round(float(best.val_auc), 6),
             "best_epoch": int(best.epoch),
             "seed": self.settings.seed,
