@@ -11,7 +11,7 @@ from safetensors.torch import load_file
 
 from mammofuse.data import load_dataset, train_val_split
 from mammofuse.model import MammoFuse, ModelConfig, load_model
-from mammofuse.training import TrainSettings, train
+from mammofuse.training import TrainCallback, TrainSettings, train
 from mammofuse.training.trainer import findings_loss
 
 
@@ -65,3 +65,30 @@ def test_training_with_aux_findings_moves_the_image_branch_and_saves_a_loadable_
     card = (tmp_path / "aux" / "README.md").read_text()
     assert "learned to name each lesion's findings" in card and "counted in the train loss below, not in the validation loss" in card
     assert "name each lesion's findings" not in (tmp_path / "plain" / "README.md").read_text()
+
+
+class _Notes(TrainCallback):
+    """Keeps the run's one-line notes."""
+
+    def __init__(self) -> None:
+        self.messages: list[str] = []
+
+    def on_log(self, message: str) -> None:
+        self.messages.append(message)
+
+
+def test_without_a_lesion_finding_to_learn_the_findings_loss_is_said_to_be_off(mini_mias: Path, tmp_path: Path) -> None:
+    """Was: with no training case giving a lesion finding (mini-MIAS calcifications, a manifest of density alone) the findings
+    loss was 0 throughout, without a word, and the card said the image branch learned to name each lesion's findings."""
+    samples = [replace(s, clinical={"density": s.clinical["density"]}) for s in load_dataset("mini-mias", mini_mias)[:24]]
+    settings = TrainSettings(fusion="image", backbone="cnn4", image_size=32, epochs=1, batch_size=8, proj_dim=16,
+                             dataset="mini-mias", pretrained="none", augment=False, aux_findings=5.0)
+    notes = _Notes()
+    train(settings, *train_val_split(samples, val_fraction=0.3, seed=0), tmp_path, callbacks=[notes])
+    assert "note: no training case with an image has a lesion finding (shape, margin, calcification...), so the findings loss " \
+           "(--aux-findings) is off" in notes.messages
+    config = load_model(tmp_path).config
+    assert config.provenance["aux_findings_targets"] == 0 and config.provenance["settings"]["aux_findings"] == 5.0  # --resume compares those
+    card = (tmp_path / "README.md").read_text()
+    assert "no findings loss: `aux_findings` 5 asked for one, but no training case with an image gave a lesion finding" in card
+    assert "learned to name each lesion's findings" not in card and "findings loss (counted in the train loss" not in card

@@ -53,7 +53,7 @@ def model_card(settings: TrainSettings, provenance: dict[str, Any], history: Seq
         f"**{RESEARCH_NOTICE}** Not validated for clinical use; do not use it to make decisions about patients.",
         *_model_section(settings, provenance, best),
         *_data_section(settings, provenance, has_val),
-        *_training_section(settings, history),
+        *_training_section(settings, provenance, history),
         *_metrics_section(history, best, has_val),
         *_caveats_section(settings, provenance, has_val),
     ]
@@ -64,9 +64,7 @@ def _model_section(s: TrainSettings, provenance: Mapping[str, Any], best: BestEp
     """What the model is: fusion, image encoder, token size, threshold and the geometry of its input."""
     crop = f"lesion crop ({s.roi_context:g}x the lesion's diameter)" if s.input == "roi" else "whole-breast crop"
     image = f"{s.backbone}, {s.image_size}x{s.image_size} {crop}, " + _initialisation(s.pretrained) + (
-        ", plus a radiomics token (texture statistics and lesion size)" if s.radiomics else "") + (
-        f"; in training the image branch also learned to name each lesion's findings (shape, margin...; loss weight {s.aux_findings:g})"
-        if s.aux_findings else "")
+        ", plus a radiomics token (texture statistics and lesion size)" if s.radiomics else "") + _findings_words(s, provenance)
     return [
         "",
         "## Model",
@@ -78,6 +76,20 @@ def _model_section(s: TrainSettings, provenance: Mapping[str, Any], best: BestEp
         f"- Decision threshold {fmt(best.threshold)}: " + threshold_source(provenance),
         *([_geometry(s, provenance.get("recipe", {}).get("canvas"))] if s.uses_image else []),
     ]
+
+
+def _findings_trained(s: TrainSettings, provenance: Mapping[str, Any]) -> bool:
+    """Whether the image branch learned the findings: ``aux_findings`` asked for it and some training case gave a lesion finding."""
+    return bool(s.aux_findings) and provenance.get("aux_findings_targets") != 0
+
+
+def _findings_words(s: TrainSettings, provenance: Mapping[str, Any]) -> str:
+    """The image encoder's words on the findings loss (``aux_findings``): learned, off for want of a target, or not asked for."""
+    if _findings_trained(s, provenance):
+        return f"; in training the image branch also learned to name each lesion's findings (shape, margin...; loss weight {s.aux_findings:g})"
+    if s.aux_findings:
+        return f"; no findings loss: `aux_findings` {s.aux_findings:g} asked for one, but no training case with an image gave a lesion finding"
+    return ""
 
 
 def _geometry(s: TrainSettings, canvas: Sequence[int] | None) -> str:
@@ -111,7 +123,7 @@ def _data_section(s: TrainSettings, provenance: Mapping[str, Any], has_val: bool
     ]
 
 
-def _training_section(s: TrainSettings, history: Sequence[EpochRow]) -> list[str]:
+def _training_section(s: TrainSettings, provenance: Mapping[str, Any], history: Sequence[EpochRow]) -> list[str]:
     """Epochs, selection, optimiser, schedule, augmentation, loss and seed."""
     return [
         "",
@@ -124,7 +136,7 @@ def _training_section(s: TrainSettings, history: Sequence[EpochRow]) -> list[str
         + ("flip/rotation/scale/intensity augmentation, " if s.augment and s.uses_image else "")
         + "gradient clipping, class-weighted loss (pos_weight = benign/malignant)"
         + (f" plus {s.aux_findings:g} x the image branch's findings loss (counted in the train loss below, not in the validation loss)"
-           if s.aux_findings and s.uses_image else ""),
+           if _findings_trained(s, provenance) and s.uses_image else ""),
         f"- Seed {s.seed}; every setting in `config.json` (`provenance.settings`), every epoch in the table below",
     ]
 

@@ -125,8 +125,10 @@ class _Trainer:
         if config.radiomics:
             self._standardise_radiomics()
         self.optim = Optimisation.build(self.model, settings, self.tables["train"].labels, self.device)
+        self.findings_targets: int | None = None  # training cases the findings loss can learn from (aux_findings)
         if config.aux_findings:  # each clinical dimension's field, and whether it describes the lesion
             describes_lesion = load_schema(config.vocabulary).lesion_fields
+            self.findings_targets = self._cases_with_lesion_findings(describes_lesion)
             fields = [i for i, size in enumerate(config.field_sizes) for _ in range(size)]
             lesion = [float(describes_lesion[i]) for i in fields]
             self.finding_dims = (torch.tensor(fields, device=self.device), torch.tensor(lesion, device=self.device))
@@ -138,6 +140,12 @@ class _Trainer:
         self.unreadable: dict[str, str] = {}  # "split:index" -> why its image could not be read
         self.warned = 0
         self.images_checked = False
+
+    def _cases_with_lesion_findings(self, describes_lesion: Sequence[bool]) -> int:
+        """How many training cases give an image and a finding of their lesion: the targets of the findings loss."""
+        table = self.tables["train"]
+        has_image = torch.tensor([s.has_image for s in self.samples["train"]])
+        return int((table.mask[:, torch.tensor(describes_lesion)].any(dim=1) & has_image).sum())
 
     # ------------------------------------------------------------------ phases
     def frozen(self, epoch: int) -> bool:
@@ -368,6 +376,9 @@ class _Trainer:
         self.report.train_start(self.settings)
         self._warn_regionless()
         self._warn_one_class_validation()
+        if self.findings_targets == 0:
+            self.report.log("note: no training case with an image has a lesion finding (shape, margin, calcification...), "
+                            "so the findings loss (--aux-findings) is off")
         if resume and (self.state.stopped or self.state.epoch >= self.settings.epochs):
             self.report.log(f"nothing to train: the run in {self.out} is at epoch {self.state.epoch} ({self._why_done()})")
         while self.state.epoch < self.settings.epochs and not self.state.stopped:
@@ -488,6 +499,7 @@ class _Trainer:
             "n_val_patients": len({s.patient_id for s in self.samples["val"]}),
             **(self._patient_digests() if self.settings.patient_digests else {}),
             **({"threshold_from": self.oof.as_dict()} if self.oof else {}),
+            **({"aux_findings_targets": self.findings_targets} if self.findings_targets is not None else {}),  # 0: the findings loss was off
         }
 
     def _patient_digests(self) -> dict[str, list[str] | bool]:
