@@ -420,6 +420,16 @@ def test_a_card_gives_the_fine_tune_learning_rates_the_schedule_uses() -> None:
     assert training_line().endswith("; peak lr 0.001")  # the default recipe has no frozen phase
 
 
+def test_a_card_gives_the_peak_learning_rate_a_warm_up_longer_than_the_run_reaches() -> None:
+    """Was: with --warmup-epochs 5 and --epochs 2 the run trained at 1.67e-04 then 3.33e-04, and the card said "peak lr 0.001"."""
+    from mammofuse.training.card import model_card
+    from mammofuse.training.settings import TrainSettings
+    from mammofuse.training.state import BestEpoch
+
+    card = model_card(TrainSettings(epochs=2, warmup_epochs=5), {"n_val": 0, "n_train": 9, "n_train_patients": 9}, [], BestEpoch())
+    assert next(line for line in card.splitlines() if line.startswith("- 0 epochs run of 2 asked")).endswith("; peak lr 0.000333")
+
+
 def test_a_card_says_where_its_image_encoder_started_and_names_only_files_a_model_folder_holds(tmp_path: Path) -> None:
     """Was "started from weights learned here without labels" for any start but random weights, a backbone learned on
     other films and a supervised model's branch (staged training) included; and it pointed to `train_config.yaml` and

@@ -29,12 +29,13 @@ def _initialisation(pretrained: str | None) -> str:
 
 
 def _learning_rates(s: TrainSettings) -> str:
-    """The card's words on the learning rate, read off the schedule itself: after a frozen phase ``finetune_lr``
-    scales the run's schedule from where it then stands, so the fine-tune phase starts below it."""
+    """The card's words on the learning rate, read off the schedule itself: a warm-up of ``epochs`` or more never
+    reaches ``lr``; after a frozen phase ``finetune_lr`` scales the run's schedule from where it then stands, so the
+    fine-tune phase starts below it."""
     freeze = s.freeze_epochs if s.uses_image else 0
-    if not freeze:
-        return f"; peak lr {s.lr}"
     rates = [s.lr * lr_factor(epoch, s) for epoch in range(s.epochs)]
+    if not freeze:  # a warm-up as long as the run never reaches lr
+        return f"; peak lr {max(rates):.3g}"
     frozen, tuned = rates[:freeze], rates[freeze:]
     heads = f"heads at up to lr {max(frozen):.3g}"
     if not tuned:
