@@ -801,6 +801,17 @@ def test_a_file_given_new_bytes_of_the_same_size_and_mtime_is_a_cache_miss(in_pl
     assert weights_file_digest(str(weights)) != digest
 
 
+def test_batch_size_1_is_refused_only_where_a_resnet_map_is_1x1() -> None:
+    """Was: a ResNet at image_size 32 with batch_size 1 failed in its first step with an internal error (BatchNorm on one value)."""
+    from mammofuse.model.encoders import image_backbone
+
+    with pytest.raises(MammofuseError, match=r"^batch_size 1 cannot train resnet50 at image_size 32: its last map is 1x1"):
+        TrainSettings(backbone="resnet50", image_size=32, batch_size=1)
+    for fine in ({"backbone": "resnet18", "image_size": 33}, {"backbone": "cnn4", "image_size": 32}, {"fusion": "clinical", "image_size": 32}):
+        TrainSettings(batch_size=1, **fine)
+    image_backbone("resnet18")[0].train()(torch.zeros(1, 1, 33, 33))  # one image trains where the map is 2x2
+
+
 def test_settings_reject_unknown_keys_and_bad_values(tmp_path: Path) -> None:
     from mammofuse.training import load_settings
 
@@ -886,6 +897,9 @@ def test_a_settings_error_from_a_config_file_and_flags_names_both(tmp_path: Path
         (["--split", "validation"], "--split validation"),
         (["--split", "test", "--fusion", "clinical"], "needs at least 5"),
         (["--seed", "99999999999"], "seed must be an integer in [0, 4294967295], not 99999999999"),
+        (["--fusion", "image", "--backbone", "resnet18", "--image-size", "32", "--batch-size", "1"],  # was: an internal error (exit 4)
+         "batch_size 1 cannot train resnet18 at image_size 32: its last map is 1x1, one value per channel for BatchNorm; "
+         "use batch_size 2 or more, or image_size 33 or more"),
         pytest.param(["--fusion", "clinical", "--device", "cuda:0"], "device cuda:0: CUDA is not available",
                      marks=pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")),
     ],

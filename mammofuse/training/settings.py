@@ -56,6 +56,8 @@ RULES: dict[str, Rule] = {
     "patient_digests": Rule(bool),
 }
 
+RESNET_STRIDE = 32  # a ResNet's last map is image_size / 32 a side, rounded up
+
 # Settings that may name a file or folder, relative to the working folder the run started in.
 PATH_SETTINGS = ("pretrained", "threshold_from")
 
@@ -210,6 +212,9 @@ class TrainSettings:
         resolve_device(self.device)
         if self.uses_image:
             _choice("backbone", self.backbone, ARCHITECTURES)
+        if self.uses_image and self.batch_size == 1 and self.backbone.startswith("resnet") and self.image_size <= RESNET_STRIDE:
+            raise MammofuseError(f"batch_size 1 cannot train {self.backbone} at image_size {self.image_size}: its last map is 1x1, one value per "
+                                 f"channel for BatchNorm; use batch_size 2 or more, or image_size {RESNET_STRIDE + 1} or more")
         if self.freeze_epochs and not self.pretrained and self.uses_image:
             raise MammofuseError("freeze_epochs needs pretrained weights: a randomly initialised backbone is never frozen")
         if 0 < self.val_fraction < 0.01:
