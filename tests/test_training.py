@@ -447,6 +447,24 @@ def test_a_diverged_epoch_stops_the_run_unsaved_and_resume_stays_exact(tmp_path:
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_a_loss_climbing_far_above_the_first_epochs_is_warned_of_once(tmp_path: Path, monkeypatch) -> None:
+    """Was: a run at --lr 10 whose loss climbed 0.66 -> 493 -> 401685, finite, was saved as normal without a word."""
+    from mammofuse.training.trainer import _Trainer
+
+    settings = TrainSettings(fusion="clinical", epochs=3, proj_dim=16)
+    data = (synthetic_clinical(40, 1), synthetic_clinical(20, 2))
+    notes = Recorder()
+    train(settings, *data, tmp_path / "plain", callbacks=[notes])
+    assert not notes.of("log")
+    loss = _Trainer._loss
+    monkeypatch.setattr(_Trainer, "_loss", lambda self, *args: loss(self, *args) * (1.0 if self.state.epoch == 0 else 100.0))
+    notes = Recorder()
+    train(settings, *data, tmp_path / "diverging", callbacks=[notes])
+    [(_, message)] = notes.of("log")
+    assert re.fullmatch(r"warning: training loss \S+ in epoch 2 is over 10x the first epoch's \(\S+\): the run is diverging; "
+                        r"train again with a lower --lr \(now 0.001\)", message)
+
+
 def _files(out: Path) -> dict[Path, bytes]:
     """Every file under ``out`` with its bytes, temporaries included."""
     return {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}

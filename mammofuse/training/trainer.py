@@ -68,6 +68,7 @@ if TYPE_CHECKING:
 HISTORY_NAME = "history.jsonl"
 SETTINGS_NAME = "train_config.yaml"
 SPLITS = ("train", "val")
+DIVERGING_RATIO = 10  # an epoch's training loss this many times the first epoch's is a run diverging
 DIGEST_KEYS = ("train_patients", "val_patients", "init_patients", "init_patients_unknown")  # provenance under patient_digests
 
 
@@ -139,6 +140,7 @@ class _Trainer:
         self.wrapped_frozen: bool | None = None
         self.unreadable: dict[str, str] = {}  # "split:index" -> why its image could not be read
         self.warned = 0
+        self.diverging_warned = False
         self.images_checked = False
 
     def _cases_with_lesion_findings(self, describes_lesion: Sequence[bool]) -> int:
@@ -410,6 +412,7 @@ class _Trainer:
             self._check_some_train_image_read()
             self.images_checked = True
         self._check_converging(epoch, train_loss)
+        self._warn_diverging(epoch, train_loss)
         self.optim.scheduler.step()
         val_loss, val_auc, probs = self._validate(frozen)
         score = val_auc if val_auc is not None else -val_loss
@@ -463,9 +466,25 @@ class _Trainer:
         the weights are lost (the model and checkpoint of the epoch before stay as they were)."""
         if math.isfinite(loss):
             return
-        settings = self.settings
-        flag, lr = ("--finetune-lr", settings.finetune_lr) if self.uses_image and 0 < settings.freeze_epochs < epoch else ("--lr", settings.lr)
+        flag, lr = self._lr_flag(epoch)
         raise MammofuseError(f"training diverged in epoch {epoch} (training loss {loss}); epoch {epoch} was not saved: lower {flag} (now {lr:g})")
+
+    def _warn_diverging(self, epoch: int, loss: float) -> None:
+        """Warn, once a run, when an epoch's training loss is over :data:`DIVERGING_RATIO` times the first epoch's: the
+        weights are finite but have left what the data teaches (every score drifts to 0 or 1)."""
+        if self.diverging_warned or not self.state.history:
+            return
+        first = self.state.history[0]["train_loss"]
+        if loss > DIVERGING_RATIO * first:
+            flag, lr = self._lr_flag(epoch)
+            self.report.log(f"warning: training loss {loss:.3g} in epoch {epoch} is over {DIVERGING_RATIO}x the first epoch's ({first:.3g}): "
+                            f"the run is diverging; train again with a lower {flag} (now {lr:g})")
+            self.diverging_warned = True
+
+    def _lr_flag(self, epoch: int) -> tuple[str, float]:
+        """The flag of the learning rate ``epoch`` trains at, and its value."""
+        settings = self.settings
+        return ("--finetune-lr", settings.finetune_lr) if self.uses_image and 0 < settings.freeze_epochs < epoch else ("--lr", settings.lr)
 
     def _check_some_train_image_read(self) -> None:
         """Raise MammofuseError, before anything is saved, when the model uses images and not one training
