@@ -338,6 +338,16 @@ def test_too_few_cases_of_a_class_for_the_folds_is_said_in_counts():
     assert len(kfold_splits(samples + [Sample(id="c7", patient_id="P7", label=0)], 5, 0)) == 5  # 5 benign: uneven folds, as before
 
 
+def test_too_few_cases_of_a_class_for_a_validation_part_asks_for_what_the_val_fraction_can_give() -> None:
+    """Was: --val-fraction 0.5 on two patients said "make fewer folds (--folds, or a larger --val-fraction)": 0.5 is the
+    largest, and train has no --folds."""
+    two = [Sample(id=f"c{i}", patient_id=f"P{i}", label=i) for i in range(2)]
+    with pytest.raises(MammofuseError, match=r"the data has 1 malignant and 1 benign: give more cases, or --val-fraction 0 \(no validation part\)$"):
+        train_val_split(two, 0.5, 0)
+    with pytest.raises(MammofuseError, match=r"the data has 1 malignant and 4 benign: give a larger --val-fraction \(0.5 at most\)$"):
+        train_val_split([*two, *(Sample(id=f"c{i}", patient_id=f"P{i}", label=0) for i in range(2, 5))], 0.2, 0)
+
+
 def test_manifest_reads_a_lesion_circle(tmp_path):
     (tmp_path / "manifest.csv").write_text("path,label,patient_id,roi_row,roi_col,roi_radius\na.png,1,p1,10,20.5,3\nb.png,0,p2,,,\n")
     assert [s.region for s in load_dataset("manifest", tmp_path)] == [(10.0, 20.5, 3.0), None]

@@ -10,8 +10,8 @@ from mammofuse.data.sample import Sample
 from mammofuse.errors import MammofuseError
 
 
-def _folds(samples: Sequence[Sample], k: int, seed: int) -> list[tuple[list[int], list[int]]]:
-    """Patient-grouped stratified folds; too few patients is a one-line MammofuseError."""
+def _folds(samples: Sequence[Sample], k: int, seed: int, fewer: str) -> list[tuple[list[int], list[int]]]:
+    """Patient-grouped stratified folds; too few patients is a one-line MammofuseError; ``fewer``: how to ask for fewer folds."""
     from sklearn.model_selection import StratifiedGroupKFold
 
     labels = np.array([s.label for s in samples])
@@ -22,7 +22,7 @@ def _folds(samples: Sequence[Sample], k: int, seed: int) -> list[tuple[list[int]
     malignant = int(labels.sum())
     if max(malignant, len(labels) - malignant) < k:  # scikit-learn's own rule; fewer of one class only makes uneven folds
         raise MammofuseError(f"{k} patient-grouped stratified folds need at least {k} cases of one class; the data has {malignant} "
-                             f"malignant and {len(labels) - malignant} benign: make fewer folds (--folds, or a larger --val-fraction)")
+                             f"malignant and {len(labels) - malignant} benign: {fewer}")
     splitter = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
     try:
         return [(list(a), list(b)) for a, b in splitter.split(np.zeros(len(samples)), labels, groups)]
@@ -41,10 +41,12 @@ def train_val_split(samples: Sequence[Sample], val_fraction: float = 0.2, seed: 
     one of :func:`validation_folds` patient folds."""
     if not val_fraction:
         return list(samples), []
-    train_idx, val_idx = _folds(samples, validation_folds(val_fraction), seed)[0]
+    k = validation_folds(val_fraction)
+    fewer = "give a larger --val-fraction (0.5 at most)" if k > 2 else "give more cases, or --val-fraction 0 (no validation part)"
+    train_idx, val_idx = _folds(samples, k, seed, fewer)[0]
     return [samples[i] for i in train_idx], [samples[i] for i in val_idx]
 
 
 def kfold_splits(samples: Sequence[Sample], k: int = 5, seed: int = 0) -> list[tuple[list[Sample], list[Sample]]]:
     """k patient-grouped, stratified folds as (train, held-out) pairs."""
-    return [([samples[i] for i in a], [samples[i] for i in b]) for a, b in _folds(samples, k, seed)]
+    return [([samples[i] for i in a], [samples[i] for i in b]) for a, b in _folds(samples, k, seed, "make fewer folds (--folds)")]
