@@ -270,6 +270,32 @@ def test_pretraining_twice_writes_the_same_bytes_however_long_it_took(tmp_path, 
         assert fh.metadata()["format"] == "mammofuse-backbone-1"
 
 
+def test_pretrain_takes_every_image_of_data_without_splits_by_default_as_train_does(tmp_path):
+    """Was: the default --split train found no rows in a manifest without a split column (or mini-MIAS), and
+    failed with "no images in the train split (pass --images for CBIS-DDSM)"."""
+    from typer.testing import CliRunner
+
+    from mammofuse.cli import app
+
+    _tiny_manifest(tmp_path)
+    result = CliRunner().invoke(app, ["pretrain", "--dataset", "manifest", "--data", str(tmp_path), "--image-size", "32",
+                                      "--patches-per-image", "2", "--epochs", "1", "--batch-size", "4", "--out", str(tmp_path / "bb.safetensors")])
+    assert result.exit_code == 0, result.output
+    assert "8 patches from 4 images" in result.stdout and (tmp_path / "bb.safetensors").is_file()
+
+
+def test_pretrain_says_pass_images_only_for_cbis_ddsm(tmp_path):
+    """Was: a manifest of rows without images was told to "pass --images for CBIS-DDSM"."""
+    from typer.testing import CliRunner
+
+    from mammofuse.cli import app
+
+    (tmp_path / "manifest.csv").write_text("path,label,patient_id\n,0,p0\n,1,p1\n")
+    result = CliRunner().invoke(app, ["pretrain", "--dataset", "manifest", "--data", str(tmp_path), "--out", str(tmp_path / "bb.safetensors")])
+    assert result.exit_code == 2, result.output
+    assert "no images in the all split" in result.output and "CBIS-DDSM" not in result.output
+
+
 def _tiny_manifest(folder):
     from PIL import Image
 
