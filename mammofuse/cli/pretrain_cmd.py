@@ -111,7 +111,7 @@ def pretrain(
     report.update({"dataset": dataset, "split": split, "abnormality": abnormality, "canvas": settings.canvas, "skipped_files": len(errors)})
     save_backbone(backbone_module, out, settings, report, patients=(patient_digest(s.patient_id) for s in samples if s.image_path))
     r2 = report["history"][-1]["holdout_r2"]
-    if r2 < 0:
+    if not r2 >= 0:  # negative, or NaN
         err_console.print(f"[bold yellow]warning:[/] held-out R^2 {r2:.3f}: the backbone predicts texture statistics worse than their mean; "
                           "pretrain longer (--epochs) or on more images before training from it", highlight=False, soft_wrap=True)
     seconds = sum(row["seconds"] for row in report["history"])  # not in the file: the same training writes the same bytes
