@@ -34,6 +34,7 @@ from mammofuse.errors import MammofuseError, reading
 from mammofuse.evaluation.aggregate import breast_of_file
 from mammofuse.imaging.reader import IMAGE_SUFFIXES, is_dicom_image_file, read_header
 from mammofuse.listing import files_under
+from mammofuse.provenance import unfinished_remark
 from mammofuse.results import Prediction
 from mammofuse.tabular import cell_text, csv_columns, csv_records, delimiter_hint
 from mammofuse.validation import REGION_COLUMNS, region_cells
@@ -505,7 +506,7 @@ def model_notes(
     name, config = model.name, model.config
     schema = load_schema(config.vocabulary)
     given = [set(schema.normalise(s.clinical)) for s in samples]  # "NA" and empty cells are findings not given
-    notes = []
+    notes = [f"model {name}: {remark}"] if (remark := unfinished_remark(config.provenance)) else []
     if not config.uses_clinical and findings_given:
         notes.append(f"model {name} is image-only (fusion {config.fusion}): clinical findings are not used")
     trained_on = _lesions_trained_on(config)

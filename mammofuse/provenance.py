@@ -29,6 +29,18 @@ def validation_class(provenance: Mapping[str, Any]) -> str | None:
     return "malignant" if malignant else "benign"
 
 
+UNFINISHED = "unfinished"  # provenance key of a model whose training has not finished: {"epochs_run": N, "epochs": M}
+
+
+def unfinished_remark(provenance: Mapping[str, Any]) -> str | None:
+    """``trained N of M epochs (...)`` where the provenance marks the model's training unfinished (a run interrupted,
+    whose kept model is of an epoch before the last); None for a finished run."""
+    mark = provenance.get(UNFINISHED)
+    if not isinstance(mark, dict):
+        return None
+    return f"trained {mark.get('epochs_run')} of {mark.get('epochs')} epochs (an interrupted run: continue it with train --resume)"
+
+
 def threshold_source(provenance: Mapping[str, Any]) -> str:
     """Where a model's stored decision threshold came from, as its provenance records it (the card and ``evaluate`` say it)."""
     if oof := provenance.get("threshold_from"):

@@ -477,6 +477,40 @@ def test_out_of_fold_thresholds_never_look_at_the_folds_own_cases():
     assert fold_thresholds(results[:1], "oof") == [0.9]  # one fold (official split): its validation threshold
 
 
+def test_fold_means_over_fewer_folds_than_all_say_how_many(tmp_path, monkeypatch):
+    """Was: three of five held-out parts were all benign, and the AUC read 0.250 ± 0.000 as if over five folds, without a word."""
+    import io
+
+    from rich.console import Console
+
+    from mammofuse.cli import ablate_cmd
+    from mammofuse.training.card import add_cross_validation
+
+    both, benign = ([0, 1, 0, 1], [0.6, 0.4, 0.7, 0.3]), ([0, 0], [0.2, 0.8])
+    results = [dataclasses.replace(_fold(k, *parts), settings={"fusion": "clinical"}) for k, parts in enumerate([both, benign, benign, benign, both])]
+    with pytest.warns(UserWarning, match=r"fold-mean AUC covers only the folds whose held-out part has both classes \(clinical 2 of 5\)"):
+        variants = summarize_arms({"clinical": results}, [0.0], n_boot=0, seed=0)
+    arm = variants["clinical"]
+    assert arm.to_dict()["folds_averaged"] == {"auc": 2, "pr_auc": 2, "recall": 2, "sensitivity": 2}
+    protocol = {**SUMMARIES["report"]["protocol"], "missing_rates": [0.0]}
+    report = AblationResult(variants, {}, protocol, folds={"clinical": results})
+    row = markdown_table(report).split("\n")[2].split(" | ")
+    assert row[1] == f"{arm.auc:.3f} ± {arm.auc_sd:.3f} (2 of 5 folds)" and row[4] == f"{arm.metrics['accuracy']:.3f} ± {arm.metrics['accuracy_sd']:.3f}"
+    out = io.StringIO()
+    monkeypatch.setattr(ablate_cmd, "console", Console(file=out, width=300))
+    ablate_cmd._table(report)
+    assert f"{arm.auc:.2f} ± {arm.auc_sd:.2f} (2 of 5 folds)" in out.getvalue()
+    (tmp_path / "README.md").write_text("# card\n")
+    add_cross_validation(tmp_path, report.to_dict(), "clinical")
+    assert f"ROC AUC {arm.auc:.3f} ± {arm.auc_sd:.3f} over 2 of 5 folds;" in (tmp_path / "README.md").read_text()
+
+
+def test_fold_means_over_every_fold_carry_no_count():
+    results = [_fold(k, [0, 1, 0, 1], [0.6, 0.4, 0.7, 0.3]) for k in range(3)]
+    arm = summarize_arm(results, [0.0], n_boot=0, seed=0)
+    assert arm.folds_averaged is None and "folds_averaged" not in arm.to_dict()
+
+
 def test_reading_and_summarising_finished_runs_does_not_import_torch():
     code = "import sys, mammofuse.evaluation.ablation_results; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import replace
 
 import numpy as np
@@ -201,7 +202,7 @@ def test_pretrained_backbone_round_trip_and_wrong_architecture(tmp_path):
         load_backbone(fresh, str(tmp_path / "nope.safetensors"), "cnn4")
 
 
-@pytest.mark.parametrize("r2", [-0.25, 0.5])
+@pytest.mark.parametrize("r2", [-0.25, 0.5, float("nan")])
 def test_pretrain_cli_reports_in_words_warns_on_a_negative_r2_and_follows_the_umask(r2, tmp_path, monkeypatch):
     import os
 
@@ -233,7 +234,7 @@ def test_pretrain_cli_reports_in_words_warns_on_a_negative_r2_and_follows_the_um
     assert result.exit_code == 0, result.output
     assert (tmp_path / "bb.safetensors").stat().st_mode & 0o777 == 0o640
     assert f"held-out R^2 {r2:.3f}" in result.stdout and "wrote " in result.stdout and "{" not in result.stdout
-    assert ("worse than their mean" in result.stderr) == (r2 < 0)
+    assert ("worse than their mean" in result.stderr) == (not r2 >= 0)
     assert "note: 1 readable image(s) gave no patch" in result.stderr
     assert "16 patches from 4 images; 4 patches of 1 images held out" in result.stdout
 
@@ -268,6 +269,32 @@ def test_pretraining_twice_writes_the_same_bytes_however_long_it_took(tmp_path, 
     assert [set(row) for row in history] == [{"epoch", "train_mse", "holdout_r2"}] * 2
     with safe_open(str(tmp_path / "a.safetensors"), "pt") as fh:
         assert fh.metadata()["format"] == "mammofuse-backbone-1"
+
+
+def test_pretrain_takes_every_image_of_data_without_splits_by_default_as_train_does(tmp_path):
+    """Was: the default --split train found no rows in a manifest without a split column (or mini-MIAS), and
+    failed with "no images in the train split (pass --images for CBIS-DDSM)"."""
+    from typer.testing import CliRunner
+
+    from mammofuse.cli import app
+
+    _tiny_manifest(tmp_path)
+    result = CliRunner().invoke(app, ["pretrain", "--dataset", "manifest", "--data", str(tmp_path), "--image-size", "32",
+                                      "--patches-per-image", "2", "--epochs", "1", "--batch-size", "4", "--out", str(tmp_path / "bb.safetensors")])
+    assert result.exit_code == 0, result.output
+    assert "8 patches from 4 images" in result.stdout and (tmp_path / "bb.safetensors").is_file()
+
+
+def test_pretrain_says_pass_images_only_for_cbis_ddsm(tmp_path):
+    """Was: a manifest of rows without images was told to "pass --images for CBIS-DDSM"."""
+    from typer.testing import CliRunner
+
+    from mammofuse.cli import app
+
+    (tmp_path / "manifest.csv").write_text("path,label,patient_id\n,0,p0\n,1,p1\n")
+    result = CliRunner().invoke(app, ["pretrain", "--dataset", "manifest", "--data", str(tmp_path), "--out", str(tmp_path / "bb.safetensors")])
+    assert result.exit_code == 2, result.output
+    assert "no images in the all split" in result.output and "CBIS-DDSM" not in result.output
 
 
 def _tiny_manifest(folder):
@@ -316,6 +343,57 @@ def test_pretraining_that_diverges_fails_instead_of_writing_nan_weights():
     settings = PretrainSettings(image_size=32, canvas=None, epochs=1, batch_size=4, lr=float("inf"))
     with pytest.raises(MammofuseError, match="diverged in epoch 1.*lower --lr"):
         pretrain_backbone(inputs, targets, owners, settings)
+
+
+@pytest.mark.parametrize(("owners", "got"), [
+    ([0, 0, 0], "1 image(s) gave 3 patch(es), 0 to train on"),  # the only image is held out
+    ([0, 1], "2 image(s) gave 2 patch(es), 1 to train on"),  # a lone training patch makes no batch
+])
+def test_pretraining_with_no_training_step_is_refused_before_training(owners, got, monkeypatch):
+    """Was: no optimiser step ran, yet the untrained backbone was returned (train MSE 0.000, held-out R^2 NaN) and written."""
+    from mammofuse.training import pretrain
+
+    monkeypatch.setattr(pretrain, "image_backbone", lambda name: pytest.fail("a backbone built for a training that cannot run"))
+    rng = np.random.default_rng(0)
+    inputs = rng.random((len(owners), 1, 32, 32), dtype=np.float32)
+    targets = rng.standard_normal((len(owners), 3)).astype(np.float32)
+    settings = pretrain.PretrainSettings(image_size=32, canvas=None, epochs=1, batch_size=4)
+    with pytest.raises(MammofuseError, match=re.escape(f"needs at least 2 patches to train on besides the 1 image(s) held out to measure it; {got}")):
+        pretrain.pretrain_backbone(inputs, targets, np.asarray(owners), settings)
+
+
+def test_pretrain_cli_refuses_a_single_image_and_writes_nothing(tmp_path):
+    """Was: exit 0 and a backbone file of untrained weights whose metadata held "holdout_r2": NaN (invalid JSON)."""
+    from typer.testing import CliRunner
+
+    from mammofuse.cli import app
+
+    _tiny_manifest(tmp_path)
+    lines = (tmp_path / "manifest.csv").read_text().splitlines()
+    (tmp_path / "manifest.csv").write_text("\n".join(lines[:2]) + "\n")
+    result = CliRunner().invoke(app, ["pretrain", "--dataset", "manifest", "--data", str(tmp_path), "--image-size", "32",
+                                      "--patches-per-image", "2", "--epochs", "1", "--out", str(tmp_path / "bb.safetensors")])
+    assert result.exit_code == 2, result.output
+    assert "error: pretraining needs at least 2 patches to train on" in result.stderr and "nan" not in result.output.lower()
+    assert not (tmp_path / "bb.safetensors").exists()
+
+
+def test_pretraining_whose_held_out_predictions_are_not_finite_fails_instead_of_writing_nan(monkeypatch):
+    """Was: a finite training loss passed, and a held-out R^2 of NaN went into the file's metadata."""
+    from mammofuse.training import pretrain
+
+    class Blind(torch.nn.Conv2d):
+        def forward(self, x):
+            out = super().forward(x)
+            return out if self.training else out * float("nan")
+
+    monkeypatch.setattr(pretrain, "image_backbone", lambda name: (Blind(1, 4, 3), 4))
+    rng = np.random.default_rng(0)
+    inputs = rng.random((12, 1, 32, 32), dtype=np.float32)
+    targets = rng.standard_normal((12, 3)).astype(np.float32)
+    settings = pretrain.PretrainSettings(image_size=32, canvas=None, epochs=1, batch_size=4)
+    with pytest.raises(MammofuseError, match="diverged in epoch 1 .*held-out error nan"):
+        pretrain.pretrain_backbone(inputs, targets, np.repeat(np.arange(4), 3), settings)
 
 
 def test_masking_control_changes_only_the_lesion_square_and_away_patch_avoids_lesions():

@@ -465,6 +465,50 @@ def test_a_loss_climbing_far_above_the_first_epochs_is_warned_of_once(tmp_path: 
                         r"train again with a lower --lr \(now 0.001\)", message)
 
 
+@pytest.mark.parametrize("selection", ["best", "last"])
+def test_an_interrupted_runs_model_says_it_is_unfinished_until_the_run_finishes(selection: str, tmp_path: Path, monkeypatch) -> None:
+    """Was: a run stopped at epoch 2 of 4 left a model that predict scored with without a word, and a card with its
+    threshold and nothing about the epochs it lacked."""
+    from PIL import Image
+    from typer.testing import CliRunner
+
+    from mammofuse.cli import app
+    from mammofuse.training.trainer import _Trainer
+
+    settings = TrainSettings(fusion="clinical", epochs=4, proj_dim=16, schedule="step", selection=selection)
+    data = (synthetic_clinical(40, 1), synthetic_clinical(20, 2))
+    one_epoch = _Trainer._one_epoch
+
+    def stop_after_two(self, epoch: int) -> None:
+        if epoch == 3:
+            raise KeyboardInterrupt
+        one_epoch(self, epoch)
+
+    monkeypatch.setattr(_Trainer, "_one_epoch", stop_after_two)
+    with pytest.raises(KeyboardInterrupt):
+        _run(settings, data, tmp_path)
+    monkeypatch.undo()
+    provenance = lambda: json.loads((tmp_path / "config.json").read_text())["provenance"]  # noqa: E731
+    assert provenance()["unfinished"] == {"epochs_run": 2, "epochs": 4}
+    remark = "trained 2 of 4 epochs (an interrupted run: continue it with train --resume)"
+    assert f"- Unfinished: {remark}" in (tmp_path / "README.md").read_text()
+    Image.fromarray(np.full((64, 64), 128, np.uint8)).save(tmp_path / "case.png")
+    predict = ["predict", str(tmp_path / "case.png"), "--model", str(tmp_path), "--density", "3", "--margin", "spiculated", "--format", "json"]
+    scored = CliRunner().invoke(app, predict)
+    assert scored.exit_code == 0, scored.output
+    assert f": {remark}" in scored.stderr and scored.stderr.count(remark) == 1
+    _run(settings, data, tmp_path, resume=True)
+    assert "unfinished" not in provenance() and "Unfinished" not in (tmp_path / "README.md").read_text()
+    assert remark not in CliRunner().invoke(app, predict).stderr
+
+
+def test_a_model_config_with_a_malformed_unfinished_mark_is_refused_in_one_line() -> None:
+    from mammofuse.model.config import check_provenance
+
+    with pytest.raises(MammofuseError, match=r"provenance.unfinished.epochs_run"):
+        check_provenance({"unfinished": {"epochs_run": "two", "epochs": 4}})
+
+
 def _files(out: Path) -> dict[Path, bytes]:
     """Every file under ``out`` with its bytes, temporaries included."""
     return {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}

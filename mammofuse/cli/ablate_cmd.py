@@ -182,6 +182,8 @@ _TRAINING_FLAGS = frozenset({
 def _table(report: AblationResult) -> None:
     from rich.table import Table
 
+    from mammofuse.evaluation.ablation_results import folds_covered, partial_means
+
     p = report.protocol
     rates = [r for r in p["missing_rates"] if r > 0]
     table = Table(title=f"Ablation: {p['dataset']} ({p['split']})", caption=(f"image weights: {p['image_weights']}. " if p["image_weights"] else "") + report.notice)
@@ -189,15 +191,17 @@ def _table(report: AblationResult) -> None:
     for col in ("AUC mean ± SD", "pooled AUC [95% CI]", "sens. / spec.", "AUC, clinical missing " + " / ".join(f"{r:.0%}" for r in rates)):
         table.add_column(col, justify="right")
 
-    def num(v: float | None, sd: float | None = None) -> str:
-        return "n/a" if v is None else f"{v:.2f}" + (f" ± {sd:.2f}" if sd is not None else "")
+    def num(v: float | None, sd: float | None = None, count: int | None = None, folds: int = 0) -> str:
+        return "n/a" if v is None else f"{v:.2f}" + (f" ± {sd:.2f}" if sd is not None else "") + partial_means(count, folds)
 
     for name, a in report.variants.items():
         ci = a.auc_ci
         pooled = num(a.auc_pooled) + (f" [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else "")
         missing = a.missing_clinical or {}
-        lost = " / ".join(num(missing[f"{r:g}"]["auc"]) if f"{r:g}" in missing else "—" for r in rates)
-        table.add_row(name, num(a.auc, a.auc_sd), pooled, f"{num(a.sensitivity)} / {num(a.specificity)}", lost)
+        lost = " / ".join(num(missing[f"{r:g}"]["auc"], None, folds_covered(missing[f"{r:g}"]["auc_folds"]), a.folds) if f"{r:g}" in missing else "—" for r in rates)
+        averaged = a.folds_averaged or {}
+        rates_shown = f"{num(a.sensitivity, None, averaged.get('sensitivity'), a.folds)} / {num(a.specificity, None, averaged.get('specificity'), a.folds)}"
+        table.add_row(name, num(a.auc, a.auc_sd, averaged.get("auc"), a.folds), pooled, rates_shown, lost)
     for name, why in report.skipped.items():
         table.add_row(name, f"skipped: {why}")
     console.print(table)

@@ -38,7 +38,7 @@ def pretrain(
     out: Annotated[Path, output_option("--out", help="The backbone file to write (.safetensors).")],
     images: ImageDirs = None,
     abnormality: Abnormality = "all",
-    split: Annotated[str, typer.Option("--split", help="Whose images are used: train (never the test split) or all (datasets without one).")] = "train",
+    split: Annotated[str | None, typer.Option("--split", help="Whose images are used (never the test split). Default: train when the dataset has one, else all.")] = None,
     backbone: Annotated[str, typer.Option("--backbone", help="cnn4, resnet18, resnet34 or resnet50.")] = "cnn4",
     image_size: Annotated[int, typer.Option("--image-size", min=MIN_IMAGE_SIZE, max=MAX_PATCH_SIDE, help="Patch side given to the backbone.")] = 64,
     patches: Annotated[int, typer.Option("--patches-per-image", min=1, max=MAX_PATCHES_PER_IMAGE, help="Random tissue patches drawn per image.")] = 8,
@@ -62,6 +62,7 @@ def pretrain(
     load_torch()
     from mammofuse.data import load_dataset
     from mammofuse.data.sample import Sample, patient_digest
+    from mammofuse.data.splits import training_split
     from mammofuse.errors import MammofuseError
     from mammofuse.inference import lesion_regions
     from mammofuse.model.config import ARCHITECTURES
@@ -70,20 +71,20 @@ def pretrain(
 
     if backbone not in ARCHITECTURES:
         raise MammofuseError(f"--backbone must be one of {', '.join(ARCHITECTURES)}, not {backbone!r}")
-    split = split.lower()
-    if split == "test":
+    if split and split.lower() == "test":
         raise MammofuseError("--split test: pretraining never uses test images")
     check_stdout()  # the summary goes there
     check_output(out)
     if out.suffix.lower() != ".safetensors":
         raise MammofuseError(f"--out {out}: the backbone is written as safetensors; name the file .safetensors")
     every = load_dataset(dataset, data, images, abnormality)
+    samples, split = training_split(every, split, data, dataset)
     if split == "all" and any(s.split == "test" for s in every):
         raise MammofuseError(f"--split all: {data} has a test split, and pretraining never uses test images; choose --split train")
-    samples = [s for s in every if split == "all" or s.split == split]
     files = sorted({s.image_path for s in samples if s.image_path})
     if not files:
-        raise MammofuseError(f"{data}: no images in the {split} split (pass --images for CBIS-DDSM)")
+        hint = " (pass --images for CBIS-DDSM)" if dataset == "cbis-ddsm" and not images else ""
+        raise MammofuseError(f"{data}: no images in the {split} split{hint}")
     settings = PretrainSettings(
         backbone=backbone, image_size=image_size, canvas=common_canvas(samples), patches_per_image=patches,
         epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
@@ -110,7 +111,7 @@ def pretrain(
     report.update({"dataset": dataset, "split": split, "abnormality": abnormality, "canvas": settings.canvas, "skipped_files": len(errors)})
     save_backbone(backbone_module, out, settings, report, patients=(patient_digest(s.patient_id) for s in samples if s.image_path))
     r2 = report["history"][-1]["holdout_r2"]
-    if r2 < 0:
+    if not r2 >= 0:  # negative, or NaN
         err_console.print(f"[bold yellow]warning:[/] held-out R^2 {r2:.3f}: the backbone predicts texture statistics worse than their mean; "
                           "pretrain longer (--epochs) or on more images before training from it", highlight=False, soft_wrap=True)
     seconds = sum(row["seconds"] for row in report["history"])  # not in the file: the same training writes the same bytes

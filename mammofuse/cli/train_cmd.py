@@ -156,20 +156,10 @@ def load_training_samples(
         MammofuseError: an unknown ``--split``, or fewer patients than ``--val-fraction`` needs (naming both).
     """
     from mammofuse.data import load_dataset, train_val_split
-    from mammofuse.data.splits import validation_folds
+    from mammofuse.data.splits import training_split, validation_folds
     from mammofuse.errors import MammofuseError
 
-    samples = load_dataset(settings.dataset, data, images, abnormality)
-    splits = sorted({s.split for s in samples})
-    if split is None:
-        if "train" not in splits and splits != ["all"]:  # never train on a test split by default
-            raise MammofuseError(f"{data}: its splits are {', '.join(splits)}, none of them 'train': choose one with --split (all: every case)")
-        split = "train" if "train" in splits else "all"
-    split = split.lower()
-    if split != "all":
-        if split not in splits:
-            raise MammofuseError(f"--split {split}: {settings.dataset} has {', '.join(splits)}")
-        samples = [s for s in samples if s.split == split]
+    samples, split = training_split(load_dataset(settings.dataset, data, images, abnormality), split, data, settings.dataset)
     folds = validation_folds(settings.val_fraction)
     patients = len({s.patient_id for s in samples})
     if patients < folds:  # splits says so too, but without the flag to change

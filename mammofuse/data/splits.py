@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np
@@ -50,3 +51,23 @@ def train_val_split(samples: Sequence[Sample], val_fraction: float = 0.2, seed: 
 def kfold_splits(samples: Sequence[Sample], k: int = 5, seed: int = 0) -> list[tuple[list[Sample], list[Sample]]]:
     """k patient-grouped, stratified folds as (train, held-out) pairs."""
     return [([samples[i] for i in a], [samples[i] for i in b]) for a, b in _folds(samples, k, seed, "make fewer folds (--folds)")]
+
+
+def training_split(samples: Sequence[Sample], split: str | None, data: Path, dataset: str) -> tuple[list[Sample], str]:
+    """The samples of the split that trains, and its name: ``split`` (any case; ``all``: every sample), or by default
+    ``train`` where the data has one and every sample where it has no splits (never a test split by default).
+
+    Raises:
+        MammofuseError: no default (splits, none of them ``train``), or a ``split`` the data does not have.
+    """
+    splits = sorted({s.split for s in samples})
+    if split is None:
+        if "train" not in splits and splits != ["all"]:
+            raise MammofuseError(f"{data}: its splits are {', '.join(splits)}, none of them 'train': choose one with --split (all: every case)")
+        split = "train" if "train" in splits else "all"
+    split = split.lower()
+    if split == "all":
+        return list(samples), split
+    if split not in splits:
+        raise MammofuseError(f"--split {split}: {dataset} has {', '.join(splits)}")
+    return [s for s in samples if s.split == split], split

@@ -10,6 +10,7 @@ benchmarks re-read finished runs cheaply.
 from __future__ import annotations
 
 import json
+import warnings
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Sequence
@@ -137,6 +138,8 @@ class ArmSummary:
             patient-bootstrap interval (``arm``, ``difference``, ``ci``, ``p_a_not_better``).
         calibration: of the pooled held-out predictions, and after Platt recalibration by the other folds
             (:func:`mammofuse.evaluation.calibration.calibration_summary`; None with one fold).
+        folds_averaged: each metric whose mean covers fewer folds than all, and how many it covers (a held-out
+            part of one class has no AUC); None when every mean covers every fold.
     """
 
     folds: int
@@ -153,6 +156,7 @@ class ArmSummary:
     settings: dict[str, Any] | None = None
     vs_best_single: dict[str, Any] | None = None
     calibration: dict[str, float] | None = None
+    folds_averaged: dict[str, int] | None = None
 
     @property
     def auc(self) -> float | None:
@@ -179,7 +183,7 @@ class ArmSummary:
         out: dict[str, Any] = {"folds": self.folds, "n": self.n, **self.metrics, "auc_folds": self.auc_folds, "auc_pooled": self.auc_pooled,
                                "auc_ci": list(self.auc_ci) if self.auc_ci else None, "seconds": self.seconds, "subsets": self.subsets,
                                "controls": self.controls, "per_fold": self.per_fold}
-        for name in ("missing_clinical", "settings", "vs_best_single", "calibration"):
+        for name in ("missing_clinical", "settings", "vs_best_single", "calibration", "folds_averaged"):
             if getattr(self, name) is not None:
                 out[name] = getattr(self, name)
         return out
@@ -308,6 +312,16 @@ def _mean_sd(values: Sequence[float | None]) -> tuple[float | None, float | None
     return float(np.mean(vals)), (float(np.std(vals, ddof=1)) if len(vals) > 1 else None)
 
 
+def folds_covered(values: Sequence[float | None]) -> int:
+    """How many of the folds' values a mean over them covers: those that are not None."""
+    return sum(v is not None for v in values)
+
+
+def partial_means(count: int | None, folds: int) -> str:
+    """`` (k of N folds)`` after a mean that covers ``count`` of the ``folds`` only; empty when it covers all (None)."""
+    return f" ({count} of {folds} folds)" if count is not None and count < folds else ""
+
+
 def fold_thresholds(results: Sequence[FoldResult], source: str) -> list[float]:
     """Each fold's decision threshold: from its own validation part (``validation``), or Youden's J on the
     pooled held-out predictions of the *other* folds (``oof``: hundreds of cases instead of a validation
@@ -343,6 +357,7 @@ def summarize_arm(results: Sequence[FoldResult], missing_rates: Sequence[float],
     metrics: dict[str, float | None] = {}
     for name in METRIC_NAMES:
         metrics[name], metrics[f"{name}_sd"] = _mean_sd([m[name] for m in per_fold])
+    averaged = {name: count for name in METRIC_NAMES if 0 < (count := folds_covered([m[name] for m in per_fold])) < len(per_fold)}
     pooled = auc_or_none(np.array(pooled_y), np.array(pooled_p)) if pooled_y else None
     missing = None
     if results and len(results[0].scores) > 1:
@@ -364,6 +379,7 @@ def summarize_arm(results: Sequence[FoldResult], missing_rates: Sequence[float],
         per_fold=per_fold,
         missing_clinical=missing,
         calibration=calibration_summary([r.scored()[:2] for r in results]),
+        folds_averaged=averaged or None,
     )
 
 
@@ -372,6 +388,9 @@ def summarize_arms(
 ) -> dict[str, ArmSummary]:
     """:func:`summarize_arm` of every arm (name -> its fold results), multimodal arms compared with the best single one."""
     variants = {name: summarize_arm(results, missing_rates, n_boot, seed, threshold) for name, results in folds.items()}
+    if partial := [f"{name} {s.folds_averaged['auc']} of {s.folds}" for name, s in variants.items() if s.folds_averaged and "auc" in s.folds_averaged]:
+        warnings.warn(f"fold-mean AUC covers only the folds whose held-out part has both classes ({', '.join(partial)}); the pooled AUC covers every case",
+                      stacklevel=2)
     for name, comparison in _compare_with_best_single(variants, folds, n_boot, seed).items():
         variants[name].vs_best_single = comparison
     return variants
@@ -382,10 +401,10 @@ def markdown_table(report: AblationResult) -> str:
     missing-clinical AUC, paired difference to the best single modality, shortcut controls)."""
     rates = [r for r in report.protocol["missing_rates"] if r > 0]
 
-    def num(value: float | None, sd: float | None = None) -> str:
+    def num(value: float | None, sd: float | None = None, count: int | None = None, folds: int = 0) -> str:
         if value is None:
             return "n/a"
-        return f"{value:.3f}" + (f" ± {sd:.3f}" if sd is not None else "")
+        return f"{value:.3f}" + (f" ± {sd:.3f}" if sd is not None else "") + partial_means(count, folds)
 
     head = ["arm", "AUC (mean ± SD)", "pooled AUC [95% CI]", "PR-AUC", "accuracy", "F1", "sensitivity", "specificity", "Brier", "ECE"]
     head += ["calibration slope; pooled ECE → after Platt by the other folds"]
@@ -395,12 +414,14 @@ def markdown_table(report: AblationResult) -> str:
     for name, a in report.variants.items():
         ci = a.auc_ci
         pooled = "n/a" if a.auc_pooled is None else f"{a.auc_pooled:.3f}" + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "")
-        row = [name, num(a.auc, a.auc_sd), pooled]
-        row += [num(a.metrics[m], a.metrics[f"{m}_sd"]) for m in ("pr_auc", "accuracy", "f1", "sensitivity", "specificity", "brier", "ece")]
+        averaged = a.folds_averaged or {}
+        row = [name, num(a.auc, a.auc_sd, averaged.get("auc"), a.folds), pooled]
+        row += [num(a.metrics[m], a.metrics[f"{m}_sd"], averaged.get(m), a.folds) for m in ("pr_auc", "accuracy", "f1", "sensitivity", "specificity", "brier", "ece")]
         cal = a.calibration
         row += [f"{cal['slope']:.2f}; {cal['ece']:.3f} → {cal['ece_recalibrated']:.3f}" if cal else "—"]
         missing = a.missing_clinical or {}
-        row += [num(missing[f"{r:g}"]["auc"], missing[f"{r:g}"]["auc_sd"]) if f"{r:g}" in missing else "—" for r in rates]
+        row += [num(missing[f"{r:g}"]["auc"], missing[f"{r:g}"]["auc_sd"], folds_covered(missing[f"{r:g}"]["auc_folds"]), a.folds)
+                if f"{r:g}" in missing else "—" for r in rates]
         vs = a.vs_best_single
         row += [f"{vs['difference']:+.3f} vs {vs['arm']}" + (f" [{vs['ci'][0]:+.3f}, {vs['ci'][1]:+.3f}]" if vs["ci"] else "") if vs else "—"]
         ctl = a.controls

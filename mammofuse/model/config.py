@@ -48,6 +48,7 @@ PROVENANCE_RULES: dict[str, Rule] = {
     "n_val": Rule(int, 0, optional=True),
     "threshold_from": Rule(dict, optional=True),
     "init_patients_unknown": Rule(bool, optional=True),
+    "unfinished": Rule(dict, optional=True),
 }
 # Keys every config.json mammofuse wrote has held, which decide the scores: a default for a missing one (threshold 0.5,
 # the resnet50 backbone, the library's recipe) would score otherwise than training did. Keys added later
@@ -56,6 +57,7 @@ REQUIRED = ("fusion", "backbone", "proj_dim", "num_heads", "vocabulary", "field_
 REQUIRED_RECIPE = ("image_size", "input", "roi_context", "roi_min_size", "mean", "std")
 PROVENANCE_STRING_LISTS = ("abnormality", "train_patients", "val_patients", "init_patients")
 OOF_RULES: dict[str, Rule] = {"arm_folder": Rule(str), "folds": Rule(int, 0), "cases": Rule(int, 0)}
+UNFINISHED_RULES: dict[str, Rule] = {"epochs_run": Rule(int, 0), "epochs": Rule(int, 1)}
 
 
 @dataclass
@@ -162,7 +164,7 @@ def check_provenance(provenance: Any) -> None:
         value = provenance.get(key)
         if value is not None and not (isinstance(value, list) and all(isinstance(v, str) for v in value)):
             raise MammofuseError(f"provenance.{key} must be a list of strings, not {value!r}"[:160])
-    oof = provenance.get("threshold_from")
-    if oof is not None:
-        for key, rule in OOF_RULES.items():
-            checked(f"provenance.threshold_from.{key}", oof.get(key), rule)
+    for name, rules in (("threshold_from", OOF_RULES), ("unfinished", UNFINISHED_RULES)):
+        if (part := provenance.get(name)) is not None:
+            for key, rule in rules.items():
+                checked(f"provenance.{name}.{key}", part.get(key), rule)

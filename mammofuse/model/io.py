@@ -21,6 +21,7 @@ from mammofuse.hub import (  # the file names live with model resolution (torch-
 )
 from mammofuse.model.config import ModelConfig
 from mammofuse.model.mammofuse import MammoFuse
+from mammofuse.provenance import unfinished_remark
 
 
 def save_model(model: MammoFuse, folder: str | Path) -> Path:
@@ -41,14 +42,19 @@ def model_files(model: MammoFuse, folder: Path) -> dict[Path, bytes]:
     """
     from safetensors.torch import save
 
-    config = config_text(model.config)
-    card = folder / CARD_NAME
-    stale = not card.exists() or _is_minimal_card(card) or (_is_mammofuse_card(card) and _text(folder / CONFIG_NAME) != config)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     # together: a run stopped between them would pair these weights with another save's threshold and provenance
-    files = {folder / WEIGHTS_NAME: save(state, metadata={"format": "pt"}), folder / CONFIG_NAME: config.encode()}
+    return {folder / WEIGHTS_NAME: save(state, metadata={"format": "pt"}), **config_files(model.config, folder)}
+
+
+def config_files(config: ModelConfig, folder: Path) -> dict[Path, bytes]:
+    """``config.json`` of ``config`` and, where the card there cannot describe it (:func:`model_files`), a minimal card."""
+    text = config_text(config)
+    card = folder / CARD_NAME
+    stale = not card.exists() or _is_minimal_card(card) or (_is_mammofuse_card(card) and _text(folder / CONFIG_NAME) != text)
+    files = {folder / CONFIG_NAME: text.encode()}
     if stale:
-        files[card] = _minimal_card(model.config).encode()
+        files[card] = _minimal_card(config).encode()
     return files
 
 
@@ -61,7 +67,7 @@ _LOAD_LINE = "- Load with `mammofuse.MammoFuse.from_pretrained(...)` or `mammofu
 # What _minimal_card writes, whatever the model: a training card (same title, then " on DATASET") does not match.
 _MINIMAL_CARD = re.compile(
     re.escape(f"{CARD_METADATA}\n# mammofuse model: ") + r"\w+ fusion\n\n"
-    + re.escape(f"**{RESEARCH_NOTICE}** Not validated for clinical use.\n\n") + r"- [^\n]*\n" + re.escape(_LOAD_LINE)
+    + re.escape(f"**{RESEARCH_NOTICE}** Not validated for clinical use.\n\n") + r"(- [^\n]*\n){1,2}" + re.escape(_LOAD_LINE)
 )
 
 
@@ -88,9 +94,10 @@ def _text(path: Path) -> str | None:
 
 def _minimal_card(config: ModelConfig) -> str:
     image = f"{config.backbone} image encoder, " if config.uses_image else ""
+    unfinished = f"- Unfinished: {remark}\n" if (remark := unfinished_remark(config.provenance)) else ""
     return (
         f"{CARD_METADATA}\n# mammofuse model: {config.fusion} fusion\n\n**{RESEARCH_NOTICE}** Not validated for clinical use.\n\n"
-        f"- {image}clinical vocabulary `{config.vocabulary}`, decision threshold {config.threshold:.3f}\n{_LOAD_LINE}"
+        f"- {image}clinical vocabulary `{config.vocabulary}`, decision threshold {config.threshold:.3f}\n{unfinished}{_LOAD_LINE}"
     )
 
 

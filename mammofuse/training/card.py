@@ -207,6 +207,12 @@ def write_model_card(out: Path, settings: TrainSettings, provenance: dict[str, A
 VALIDATION_THRESHOLD = "Youden's J on each fold's validation part"  # what reports older than --threshold-from used
 
 
+def _folds_covered(arm: Mapping[str, Any]) -> str:
+    """The folds an ablate arm's mean AUC covers: ``folds``, or ``2 of 5 folds`` where some held-out parts had one class."""
+    covered = (arm.get("folds_averaged") or {}).get("auc")
+    return f"{covered} of {arm['folds']} folds" if covered else "folds"
+
+
 def add_cross_validation(folder: Path, report: dict[str, Any], arm: str) -> None:
     """Append the cross-validated results of ``arm`` (an ``ablate`` report of the same recipe) to the card."""
     a = report["variants"][arm]
@@ -217,7 +223,7 @@ def add_cross_validation(folder: Path, report: dict[str, Any], arm: str) -> None
         "## Cross-validated performance (the same recipe, `mammofuse ablate`)",
         "",
         f"- `{p['dataset']}`: {p['cases']} cases, {p['patients']} patients, {p['split']}",
-        f"- ROC AUC {fmt(a['auc'])} ± {fmt(a.get('auc_sd'))} over folds; pooled out-of-fold AUC {fmt(a.get('auc_pooled'))}"
+        f"- ROC AUC {fmt(a['auc'])} ± {fmt(a.get('auc_sd'))} over {_folds_covered(a)}; pooled out-of-fold AUC {fmt(a.get('auc_pooled'))}"
         + (f" [95% CI {ci[0]:.3f}, {ci[1]:.3f}] (patient bootstrap)" if ci else ""),
         f"- Sensitivity {fmt(a['sensitivity'])}, specificity {fmt(a['specificity'])} at each fold's threshold "
         f"({p.get('threshold', VALIDATION_THRESHOLD)})",

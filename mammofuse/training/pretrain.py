@@ -220,6 +220,8 @@ def pretrain_backbone(
     images = np.unique(owners)
     held = set(rng.choice(images, size=max(1, int(round(settings.holdout * len(images)))), replace=False).tolist())
     test = np.array([o in held for o in owners])
+    train_idx = np.flatnonzero(~test)
+    _check_trainable(len(train_idx), len(held), len(images), len(owners))
     mean, std = targets[~test].mean(0), targets[~test].std(0) + 1e-6
     y = torch.from_numpy((targets - mean) / std)
     recipe = PreprocessRecipe()
@@ -227,7 +229,6 @@ def pretrain_backbone(
     backbone, channels = image_backbone(settings.backbone)
     model = _Regressor(backbone, channels, targets.shape[1])
     optimiser = torch.optim.AdamW(model.parameters(), lr=settings.lr, weight_decay=1e-4)
-    train_idx = np.flatnonzero(~test)
     steps = settings.epochs * math.ceil(len(train_idx) / settings.batch_size)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=settings.lr, total_steps=max(steps, 1))
     history = []
@@ -250,8 +251,8 @@ def pretrain_backbone(
         model.eval()
         with torch.no_grad():
             pred = torch.cat([model(x[test][i : i + 256]) for i in range(0, int(test.sum()), 256)])
-        _check_converging(total, epoch, settings.lr)
         residual = float(((pred - y[test]) ** 2).mean())
+        _check_converging(total, residual, epoch, settings.lr)
         row = {"epoch": epoch, "train_mse": round(total / max(len(order), 1), 4), "holdout_r2": round(1.0 - residual, 4),
                "seconds": round(time.perf_counter() - start, 1)}
         history.append(row)
@@ -262,10 +263,19 @@ def pretrain_backbone(
     return backbone, report
 
 
-def _check_converging(loss: float, epoch: int, lr: float) -> None:
-    """Raise MammofuseError when the training loss is no longer a finite number: the weights are lost."""
-    if not math.isfinite(loss):
-        raise MammofuseError(f"pretraining diverged in epoch {epoch} (training loss {loss}); nothing was written: lower --lr (now {lr:g})")
+def _check_trainable(training_patches: int, held_images: int, images: int, patches: int) -> None:
+    """Raise MammofuseError when no training step can run: a step takes a batch of at least 2 patches of images
+    other than those held out."""
+    if training_patches < 2:
+        raise MammofuseError(f"pretraining needs at least 2 patches to train on besides the {held_images} image(s) held out to measure it; "
+                             f"{images} image(s) gave {patches} patch(es), {training_patches} to train on: add images or raise --patches-per-image")
+
+
+def _check_converging(loss: float, residual: float, epoch: int, lr: float) -> None:
+    """Raise MammofuseError when the training loss or the held-out error is no longer a finite number: the weights are lost."""
+    if not (math.isfinite(loss) and math.isfinite(residual)):
+        raise MammofuseError(f"pretraining diverged in epoch {epoch} (training loss {loss}, held-out error {residual}); nothing was written: "
+                             f"lower --lr (now {lr:g})")
 
 
 def save_backbone(backbone: nn.Module, path: Path, settings: PretrainSettings, report: dict, patients: Iterable[str] = ()) -> Path:

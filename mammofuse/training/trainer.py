@@ -43,7 +43,8 @@ from mammofuse.imaging.augment import augment_batch
 from mammofuse.imaging.radiomics import RADIOMICS_MIN_STD
 from mammofuse.inference import LesionDataset, model_inputs
 from mammofuse.interrupts import loader_batches
-from mammofuse.model.io import config_text, model_files, read_config
+from mammofuse.model.io import config_files, config_text, model_files, read_config
+from mammofuse.provenance import UNFINISHED
 from mammofuse.results import sigmoid
 from mammofuse.training import checkpoint as ckpt
 from mammofuse.training.build import (
@@ -519,7 +520,14 @@ class _Trainer:
             **(self._patient_digests() if self.settings.patient_digests else {}),
             **({"threshold_from": self.oof.as_dict()} if self.oof else {}),
             **({"aux_findings_targets": self.findings_targets} if self.findings_targets is not None else {}),  # 0: the findings loss was off
+            **self._unfinished(),
         }
+
+    def _unfinished(self) -> dict[str, dict[str, int]]:
+        """The provenance mark of a run that has epochs left to train (none once it reached --epochs or stopped early)."""
+        if self.state.stopped or self.state.epoch >= self.settings.epochs:
+            return {}
+        return {UNFINISHED: {"epochs_run": self.state.epoch, "epochs": self.settings.epochs}}
 
     def _patient_digests(self) -> dict[str, list[str] | bool]:
         """The digests of the training, validation and ``--pretrained`` model's patients (``evaluate``'s overlap check)."""
@@ -549,7 +557,7 @@ class _Trainer:
     def _save_epoch(self, improved: bool) -> None:
         """Write the epoch's files as one (:func:`~mammofuse.atomic.write_together`): the model where it is kept, the
         history and the checkpoint, whose JSON goes in last; when one cannot be written, the previous epoch's stay."""
-        files = self._model_files() if improved else {}
+        files = self._model_files() if improved else self._kept_config_files()
         history = "".join(json.dumps(r) + "\n" for r in self.state.history)
         files[self.out / HISTORY_NAME] = history.encode()
         files.update(self._checkpoint_files())
@@ -561,6 +569,14 @@ class _Trainer:
         self.model.config.threshold = float(self.state.best.threshold)
         self.model.config.provenance = self._provenance()
         return model_files(self.model, self.out)
+
+    def _kept_config_files(self) -> dict[Path, bytes]:
+        """The config of the model an earlier epoch kept, with this epoch's unfinished mark (or none, the run done)."""
+        if not (self.out / CONFIG_NAME).is_file():
+            return {}
+        config = read_config(self.out)
+        config.provenance = {**{k: v for k, v in config.provenance.items() if k != UNFINISHED}, **self._unfinished()}
+        return config_files(config, self.out)
 
     def _checkpoint_files(self) -> dict[Path, bytes]:
         """The ``last/`` checkpoint of this epoch: everything an exact ``--resume`` needs."""
