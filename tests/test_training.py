@@ -392,26 +392,32 @@ def test_resume_without_a_run_says_nothing_to_resume_before_reading_data(tmp_pat
         assert f"{out}: nothing to resume (no last/checkpoint.json)" in result.output
 
 
+def _interrupted_after_two_epochs(settings: TrainSettings, data: tuple[list[Sample], list[Sample]], out: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Train ``settings`` into ``out`` as a run that Ctrl-C stops when epoch 3 begins."""
+    from mammofuse.training.trainer import _Trainer
+
+    one_epoch = _Trainer._one_epoch
+
+    def stop_after_two(self: _Trainer, epoch: int) -> None:
+        if epoch == 3:
+            raise KeyboardInterrupt
+        one_epoch(self, epoch)
+
+    with monkeypatch.context() as patched:
+        patched.setattr(_Trainer, "_one_epoch", stop_after_two)
+        with pytest.raises(KeyboardInterrupt):
+            _run(settings, data, out)
+
+
 def test_resume_is_exact(mias_split, tiny, tmp_path: Path, monkeypatch) -> None:
     """4 epochs straight vs a run stopped after epoch 2 and resumed to 4: across the frozen -> fine-tune switch,
     with augmentation and a cosine schedule over the whole run."""
     from safetensors.torch import load_file
 
-    from mammofuse.training.trainer import _Trainer
 
     settings = replace(tiny, fusion="co", epochs=4, freeze_epochs=1)
     _run(settings, mias_split, tmp_path / "straight")
-    one_epoch = _Trainer._one_epoch
-
-    def stop_after_two(self, epoch: int) -> None:
-        if epoch == 3:
-            raise KeyboardInterrupt
-        one_epoch(self, epoch)
-
-    monkeypatch.setattr(_Trainer, "_one_epoch", stop_after_two)
-    with pytest.raises(KeyboardInterrupt):
-        _run(settings, mias_split, tmp_path / "resumed")
-    monkeypatch.setattr(_Trainer, "_one_epoch", one_epoch)
+    _interrupted_after_two_epochs(settings, mias_split, tmp_path / "resumed", monkeypatch)
     halfway = load_file(str(tmp_path / "resumed" / "last" / "epoch-0002.safetensors"))
     result = _run(settings, mias_split, tmp_path / "resumed", resume=True)
     assert [h["epoch"] for h in result.history] == [1, 2, 3, 4]
@@ -473,21 +479,10 @@ def test_an_interrupted_runs_model_says_it_is_unfinished_until_the_run_finishes(
     from typer.testing import CliRunner
 
     from mammofuse.cli import app
-    from mammofuse.training.trainer import _Trainer
 
     settings = TrainSettings(fusion="clinical", epochs=4, proj_dim=16, schedule="step", selection=selection)
     data = (synthetic_clinical(40, 1), synthetic_clinical(20, 2))
-    one_epoch = _Trainer._one_epoch
-
-    def stop_after_two(self, epoch: int) -> None:
-        if epoch == 3:
-            raise KeyboardInterrupt
-        one_epoch(self, epoch)
-
-    monkeypatch.setattr(_Trainer, "_one_epoch", stop_after_two)
-    with pytest.raises(KeyboardInterrupt):
-        _run(settings, data, tmp_path)
-    monkeypatch.undo()
+    _interrupted_after_two_epochs(settings, data, tmp_path, monkeypatch)
     provenance = lambda: json.loads((tmp_path / "config.json").read_text())["provenance"]  # noqa: E731
     assert provenance()["unfinished"] == {"epochs_run": 2, "epochs": 4}
     remark = "trained 2 of 4 epochs (an interrupted run: continue it with train --resume)"
