@@ -2,7 +2,7 @@
 
 Clinical findings come from flags that apply to every file and, optionally, a CSV with one
 row per file, or per lesion (predict's own CSV output is one). A row is matched to a file by its ``path`` column (a path
-relative to the CSV's folder or the working folder, a file name, or a file stem; as written, else without the spaces
+relative to the CSV's folder or the working folder, a file name, or a file stem; as written or without the spaces
 around it) or by a ``SOPInstanceUID`` column (read from the DICOM header). Where both give a field, the file's own row wins over the flags.
 Rows that name one file by its path or SOPInstanceUID, each with its own lesion circle, are that
 image's lesions: each is a case of its own.
@@ -169,7 +169,7 @@ class ClinicalTable:
 
     def match(self, file: Path, uid: str | None = None, lesions: bool = True) -> list[ClinicalRow]:
         """The rows for ``file``: by resolved path, then file name, then stem, then SOPInstanceUID (none: no row); each
-        by the path cell as written, then without the spaces around it (a hand-written ``scan.dcm , 3``).
+        by the path cell as written or without the spaces around it (a hand-written ``scan.dcm , 3``), together.
 
         Several rows naming this one image (by its path or SOPInstanceUID) are its lesions when ``lesions`` and each
         gives its own lesion circle.
@@ -184,12 +184,11 @@ class ClinicalTable:
             ("SOPInstanceUID", "SOPInstanceUID", uid),
         )
         for how, index, value in lookups:
-            for indexed in self._indexes:
-                found = indexed[index].get(value, []) if value is not None else []
-                if len(found) > 1:
-                    self._check_lesions(file, how, found, lesions)
-                if found:
-                    return found
+            found = [row for indexed in self._indexes for row in indexed[index].get(value, [])] if value is not None else []
+            if len(found) > 1:
+                self._check_lesions(file, how, found, lesions)
+            if found:
+                return found
         return []
 
     def _check_lesions(self, file: Path, how: str, rows: list[ClinicalRow], lesions: bool) -> None:

@@ -174,13 +174,24 @@ def test_clinical_csv_relative_paths_regions_and_unmatched_notes(real_dicoms: di
     assert any("match no file" in n and "elsewhere.dcm" in n for n in notes)
 
 
-def test_a_clinical_path_matches_as_written_then_without_the_spaces_around_it(tmp_path: Path) -> None:
-    """Was: every path cell was stripped, so the row of a file named `` a.png`` was read as ``a.png``'s, and the two rows
-    of ``a.png`` were refused as ambiguous. A hand-written ``scan.dcm , 3`` still names ``scan.dcm``."""
+def test_a_clinical_path_matches_as_written_or_without_the_spaces_around_it(tmp_path: Path) -> None:
+    """Was: every path cell was stripped, so the row of a file named `` a.png`` was read as ``a.png``'s. A hand-written
+    ``scan.dcm , 3`` still names ``scan.dcm``; rows naming one file either way are its rows together (lesions, or
+    ambiguous), never one of them dropped as matching no file."""
     table = tmp_path / "findings.csv"
-    table.write_text("path,density\n a.png,1\na.png,2\nscan.dcm , 3\n")
+    table.write_text("path,density,roi_row,roi_col,roi_radius\n a.png,1,,,\nscan.dcm , 3,,,\nb.png,2,10,10,5\nb.png ,3,20,20,5\n")
     clinical = read_clinical_csv(table)
-    assert [[row.line for row in clinical.match(tmp_path / name)] for name in (" a.png", "a.png", "scan.dcm")] == [[2], [3], [4]]
+    assert [[row.line for row in clinical.match(tmp_path / name)] for name in (" a.png", "scan.dcm")] == [[2], [3]]
+    assert [row.line for row in clinical.match(tmp_path / "b.png", lesions=True)] == [4, 5]  # two lesions of b.png
+    with pytest.raises(MammofuseError, match="lines 2, 3 of .*ambiguous.csv all give this file.s path"):
+        read_clinical_csv(_ambiguous(tmp_path)).match(tmp_path / "a.png")
+
+
+def _ambiguous(tmp_path: Path) -> Path:
+    """Rows ``a.png`` and `` a.png`` without lesion circles: both name ``a.png``."""
+    table = tmp_path / "ambiguous.csv"
+    table.write_text("path,density\na.png,1\n a.png,2\n")
+    return table
 
 
 def test_roi_gives_the_circle_of_every_file_without_one_in_clinical_as_readme_and_help_say(real_dicoms: dict[str, Path], tmp_path: Path) -> None:

@@ -285,6 +285,20 @@ def test_pretrain_takes_every_image_of_data_without_splits_by_default_as_train_d
     assert "8 patches from 4 images" in result.stdout and (tmp_path / "bb.safetensors").is_file()
 
 
+def test_pretrain_on_data_of_a_test_split_alone_says_there_is_nothing_it_may_use(tmp_path):
+    """Was: "choose one with --split (all: every case)", and --split all then: "pretraining never uses test images"."""
+    from typer.testing import CliRunner
+
+    from mammofuse.cli import app
+
+    _tiny_manifest(tmp_path)
+    header, *rows = (tmp_path / "manifest.csv").read_text().splitlines()
+    (tmp_path / "manifest.csv").write_text("\n".join([f"{header},split", *(f"{row},test" for row in rows)]) + "\n")
+    result = CliRunner().invoke(app, ["pretrain", "--dataset", "manifest", "--data", str(tmp_path), "--out", str(tmp_path / "bb.safetensors")])
+    assert result.exit_code == 2, result.output
+    assert result.stderr == f"error: {tmp_path}: no train split to pretrain on (its splits are test), and pretraining never uses test images\n"
+
+
 def test_pretrain_says_pass_images_only_for_cbis_ddsm(tmp_path):
     """Was: a manifest of rows without images was told to "pass --images for CBIS-DDSM"."""
     from typer.testing import CliRunner
@@ -346,8 +360,8 @@ def test_pretraining_that_diverges_fails_instead_of_writing_nan_weights():
 
 
 @pytest.mark.parametrize(("owners", "got"), [
-    ([0, 0, 0], "1 image(s) gave 3 patch(es), 0 to train on"),  # the only image is held out
-    ([0, 1], "2 image(s) gave 2 patch(es), 1 to train on"),  # a lone training patch makes no batch
+    ([0, 0, 0], "1 image(s) gave 3 patch(es), 0 to train on: add images (every one is held out)"),  # more patches cannot help
+    ([0, 1], "2 image(s) gave 2 patch(es), 1 to train on: add images or raise --patches-per-image"),  # a lone training patch makes no batch
 ])
 def test_pretraining_with_no_training_step_is_refused_before_training(owners, got, monkeypatch):
     """Was: no optimiser step ran, yet the untrained backbone was returned (train MSE 0.000, held-out R^2 NaN) and written."""

@@ -78,6 +78,9 @@ def pretrain(
     if out.suffix.lower() != ".safetensors":
         raise MammofuseError(f"--out {out}: the backbone is written as safetensors; name the file .safetensors")
     every = load_dataset(dataset, data, images, abnormality)
+    splits = sorted({s.split for s in every})
+    if split is None and "train" not in splits and "test" in splits:  # training_split would offer --split all
+        raise MammofuseError(f"{data}: no train split to pretrain on (its splits are {', '.join(splits)}), and pretraining never uses test images")
     samples, split = training_split(every, split, data, dataset)
     if split == "all" and any(s.split == "test" for s in every):
         raise MammofuseError(f"--split all: {data} has a test split, and pretraining never uses test images; choose --split train")

@@ -267,8 +267,9 @@ def _check_trainable(training_patches: int, held_images: int, images: int, patch
     """Raise MammofuseError when no training step can run: a step takes a batch of at least 2 patches of images
     other than those held out."""
     if training_patches < 2:
+        remedy = "add images or raise --patches-per-image" if images > held_images else "add images (every one is held out)"
         raise MammofuseError(f"pretraining needs at least 2 patches to train on besides the {held_images} image(s) held out to measure it; "
-                             f"{images} image(s) gave {patches} patch(es), {training_patches} to train on: add images or raise --patches-per-image")
+                             f"{images} image(s) gave {patches} patch(es), {training_patches} to train on: {remedy}")
 
 
 def _check_converging(loss: float, residual: float, epoch: int, lr: float) -> None:
