@@ -469,6 +469,12 @@ def test_a_loss_climbing_far_above_the_first_epochs_is_warned_of_once(tmp_path: 
     [(_, message)] = notes.of("log")
     assert re.fullmatch(r"warning: training loss \S+ in epoch 2 is over 10x the first epoch's \(\S+\): the run is diverging; "
                         r"train again with a lower --lr \(now 0.001\)", message)
+    monkeypatch.setattr(_Trainer, "_loss", lambda self, *args: loss(self, *args) * 1e6)  # diverging from the first epoch
+    notes = Recorder()
+    train(settings, *data, tmp_path / "diverged", callbacks=[notes])
+    [(_, message)] = notes.of("log")
+    assert re.fullmatch(r"warning: training loss \S+ in epoch 1 is over 10x a constant guess's \(1.39\): the run is diverging; "
+                        r"train again with a lower --lr \(now 0.001\)", message)
 
 
 @pytest.mark.parametrize("selection", ["best", "last"])

@@ -471,14 +471,18 @@ class _Trainer:
         raise MammofuseError(f"training diverged in epoch {epoch} (training loss {loss}); epoch {epoch} was not saved: lower {flag} (now {lr:g})")
 
     def _warn_diverging(self, epoch: int, loss: float) -> None:
-        """Warn, once a run, when an epoch's training loss is over :data:`DIVERGING_RATIO` times the first epoch's: the
-        weights are finite but have left what the data teaches (every score drifts to 0 or 1)."""
-        if self.diverging_warned or not self.state.history:
+        """Warn, once a run, when an epoch's training loss is over :data:`DIVERGING_RATIO` times the first epoch's, or
+        times what a constant guess scores (the bound that holds in a first epoch already diverging): the weights are
+        finite but have left what the data teaches (every score drifts to 0 or 1)."""
+        if self.diverging_warned:
             return
-        first = self.state.history[0]["train_loss"]
-        if loss > DIVERGING_RATIO * first:
+        # logit 0: ln 2 per case, at most twice that with the class weights, plus the findings loss's ln 2
+        guess = math.log(2) * (2 + (self.settings.aux_findings if self.uses_image else 0))
+        first = self.state.history[0]["train_loss"] if self.state.history else math.inf
+        reference, what = (first, "the first epoch's") if first <= guess else (guess, "a constant guess's")
+        if loss > DIVERGING_RATIO * reference:
             flag, lr = self._lr_flag(epoch)
-            self.report.log(f"warning: training loss {loss:.3g} in epoch {epoch} is over {DIVERGING_RATIO}x the first epoch's ({first:.3g}): "
+            self.report.log(f"warning: training loss {loss:.3g} in epoch {epoch} is over {DIVERGING_RATIO}x {what} ({reference:.3g}): "
                             f"the run is diverging; train again with a lower {flag} (now {lr:g})")
             self.diverging_warned = True
 
