@@ -1,6 +1,7 @@
 """Atomic file writes: a reader sees the old file or the whole new one, never a part.
 
-A file replaced keeps its permissions, a new one follows the umask. A file the user named
+A file replaced keeps its permissions, a new one follows the umask; a file this user may not write (mode 444) is
+refused, never replaced, as ``cp`` refuses it. A file the user named
 (``--output FILE``) is written with ``follow_symlink``: a symlink is kept and its target written, and
 a target that is not a regular file (``/dev/null``, a FIFO, a terminal, ``/dev/stdout``) cannot be
 replaced and its reader wants the bytes: it is written directly. Without it (the files a command
@@ -70,10 +71,22 @@ def is_stream(path: str | Path) -> bool:
 def _temporary_beside(path: Path) -> str:
     if path.is_dir() and not path.is_symlink():
         raise IsADirectoryError(21, "it is a folder")
+    if _read_only(path):
+        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(path))
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TMP_SUFFIX, dir=path.parent)
     os.close(fd)
     return tmp
+
+
+def _read_only(path: Path) -> bool:
+    """Whether ``path`` is a file this user may not write (mode 444), which its folder would let be replaced. Root may
+    write any file, so replaces it; a symlink there is not looked through."""
+    try:
+        regular = stat.S_ISREG(os.lstat(path).st_mode)
+    except OSError:
+        return False
+    return regular and not os.access(path, os.W_OK)
 
 
 def _reason(exc: OSError) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from contextlib import contextmanager
 from typing import Iterator
 
@@ -57,4 +58,23 @@ def reading(path: object) -> Iterator[None]:
     try:
         yield
     except OSError as exc:
-        raise MammofuseError(f"{path}: cannot read ({exc.strerror or exc})") from None
+        raise unreadable(path, exc) from None
+
+
+def unreadable(path: object, exc: OSError) -> MammofuseError:
+    """The one-line error for an input ``path`` that ``exc`` kept from being read."""
+    return MammofuseError(f"{path}: cannot read ({exc.strerror or exc})")
+
+
+def check_openable(path: str | os.PathLike[str]) -> None:
+    """Open ``path`` for reading and close it again, before a library that misreports a file it cannot open is given
+    it (safetensors says "No such file or directory" where permission is denied): a missing file raises
+    ``FileNotFoundError``, any other ``OSError`` is a :func:`reading` error naming it. A FIFO is opened without
+    waiting for a writer."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except FileNotFoundError:
+        raise
+    except OSError as exc:
+        raise unreadable(path, exc) from None
+    os.close(fd)

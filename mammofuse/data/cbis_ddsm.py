@@ -119,7 +119,8 @@ def load_cbis_ddsm(
     if abnormality not in ABNORMALITIES:
         raise MammofuseError(f"abnormality must be one of {', '.join(ABNORMALITIES)}, not {abnormality!r}")
     data = Path(data)
-    found = [(data / name, split, kind) for name, (split, kind) in CSV_SPLITS.items() if (data / name).is_file()]
+    with reading(data):  # a folder that cannot be searched
+        found = [(data / name, split, kind) for name, (split, kind) in CSV_SPLITS.items() if (data / name).is_file()]
     if not found:
         raise MammofuseError(f"{data}: no CBIS-DDSM case-description CSVs here (expected e.g. {next(iter(CSV_SPLITS))})")
     if not (chosen := [f for f in found if abnormality in ("all", f[2])]):

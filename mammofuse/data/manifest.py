@@ -11,7 +11,7 @@ from typing import Collection, Sequence
 from mammofuse.clinical import load_schema
 from mammofuse.clinical.schema import DEFAULT_VOCABULARY, ClinicalSchema, ClinicalValueError
 from mammofuse.data.sample import Sample
-from mammofuse.errors import DatasetWarning, MammofuseError
+from mammofuse.errors import DatasetWarning, MammofuseError, reading
 from mammofuse.tabular import csv_columns, csv_records, delimiter_hint
 from mammofuse.validation import REGION_COLUMNS, region_cells
 
@@ -36,7 +36,9 @@ def load_manifest(data: str | Path) -> list[Sample]:
     path = Path(data)
     if path.is_dir():
         path = path / "manifest.csv"
-    if not path.is_file():
+    with reading(path):  # a folder that cannot be searched
+        found = path.is_file()
+    if not found:
         raise MammofuseError(f"{path}: manifest CSV not found")
     schema = load_schema(DEFAULT_VOCABULARY)
     aliases = {c.lower(): f.name for f in schema.fields for c in (f.name, *f.csv_columns)}

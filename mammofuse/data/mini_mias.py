@@ -24,8 +24,9 @@ _BAD_CIRCLE = "coordinates not three whole numbers (x, y, radius): no lesion cir
 def _find_image(images: Path, refnum: str) -> str | None:
     for suffix in (".png", ".pgm", ".PNG", ".PGM"):
         candidate = images / f"{refnum}{suffix}"
-        if candidate.is_file():
-            return str(candidate)
+        with reading(candidate):  # a folder that cannot be searched
+            if candidate.is_file():
+                return str(candidate)
     return None
 
 
@@ -48,7 +49,9 @@ def load_mini_mias(data: str | Path) -> list[Sample]:
     """
     data = Path(data)
     info = data / "Info.txt"
-    if not info.is_file():
+    with reading(info):  # a folder that cannot be searched
+        found = info.is_file()
+    if not found:
         raise MammofuseError(f"{data}: no Info.txt here (expected the mini-MIAS folder with Info.txt and images/)")
     mapping = load_schema(DEFAULT_VOCABULARY).extra["mini_mias"]
     images = data / "images" if (data / "images").is_dir() else data

@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from mammofuse.errors import MammofuseError
+from mammofuse.errors import MammofuseError, check_openable, reading
 from mammofuse.interrupts import load_torch
 
 _WEIGHTS = {"resnet18": "ResNet18_Weights", "resnet34": "ResNet34_Weights", "resnet50": "ResNet50_Weights"}
@@ -92,20 +92,22 @@ def imagenet_state_dict(name: str) -> tuple[Path, dict[str, torch.Tensor]]:
     folder = Path(torch.hub.get_dir()) / "checkpoints"
     stem = Path(url.rsplit("/", 1)[-1]).stem
     safetensors_file, torch_file = folder / f"{stem}.safetensors", folder / f"{stem}.pth"
+    with reading(folder):  # a folder that cannot be searched
+        path = next((p for p in (safetensors_file, torch_file) if p.is_file()), None)
+    if path is None:
+        raise MammofuseError(
+            f"ImageNet weights for {name} are not on this machine: put {torch_file.name} (from {url}) or "
+            f"{safetensors_file.name} in {folder}, or train without --pretrained"
+        )
+    check_openable(path)
     try:
-        if safetensors_file.is_file():
+        if path == safetensors_file:
             from safetensors.torch import load_file
 
-            return safetensors_file, load_file(str(safetensors_file))
-        if torch_file.is_file():
-            return torch_file, torch.load(torch_file, map_location="cpu", weights_only=True)
+            return path, load_file(str(path))
+        return path, torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # weights_only refuses anything but tensors; safetensors its own format
-        path = safetensors_file if safetensors_file.is_file() else torch_file
         raise MammofuseError(f"{path}: refused as ImageNet weights ({type(exc).__name__}: {str(exc).splitlines()[0][:120]})") from None
-    raise MammofuseError(
-        f"ImageNet weights for {name} are not on this machine: put {torch_file.name} (from {url}) or "
-        f"{safetensors_file.name} in {folder}, or train without --pretrained"
-    )
 
 
 class ClinicalTokens(nn.Module):

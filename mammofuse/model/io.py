@@ -12,7 +12,7 @@ import torch
 from mammofuse import RESEARCH_NOTICE
 from mammofuse.atomic import write_together
 from mammofuse.clinical import load_schema
-from mammofuse.errors import MammofuseError
+from mammofuse.errors import MammofuseError, check_openable
 from mammofuse.hub import (  # the file names live with model resolution (torch-free)
     CARD_METADATA,
     CARD_NAME,
@@ -143,6 +143,7 @@ def load_model(folder: str | Path, device: str | torch.device = "cpu") -> MammoF
     config = read_config(folder)
     model = MammoFuse(config)
     try:
+        check_openable(folder / WEIGHTS_NAME)
         state = load_file(str(folder / WEIGHTS_NAME), device="cpu")
     except FileNotFoundError:
         raise MammofuseError(f"{folder / WEIGHTS_NAME}: not found") from None

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from mammofuse.atomic import remove_stale_temporaries
-from mammofuse.errors import MammofuseError, ResumeMismatch
+from mammofuse.errors import MammofuseError, ResumeMismatch, check_openable, reading, unreadable
 
 LAST_DIR = "last"
 STATE_NAME = "checkpoint.json"
@@ -55,6 +55,8 @@ def _state(out: Path) -> dict[str, Any]:
         raise MammofuseError(f"{out}: nothing to resume (no {LAST_DIR}/{STATE_NAME}); run without --resume") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise MammofuseError(f"{path}: not valid JSON ({exc})") from None
+    except OSError as exc:  # no permission
+        raise unreadable(path, exc) from None
     if not isinstance(scalars, dict):
         raise MammofuseError(f"{path}: a checkpoint is a JSON object, not {type(scalars).__name__}; delete {folder} and train again")
     version = scalars.get("format")
@@ -138,7 +140,9 @@ def _tensor_name(epoch: int) -> str:
 
 def has_checkpoint(out: Path) -> bool:
     """Whether ``out`` holds a ``last/`` checkpoint to resume from."""
-    return (Path(out) / LAST_DIR / STATE_NAME).is_file()
+    path = Path(out) / LAST_DIR / STATE_NAME
+    with reading(path):  # a last/ that cannot be searched
+        return path.is_file()
 
 
 def remove_temporaries(out: Path) -> None:
@@ -168,6 +172,7 @@ def load_checkpoint(out: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]
     folder = Path(out) / LAST_DIR
     scalars = _state(out)
     try:
+        check_openable(folder / scalars["tensors"])
         tensors = load_file(str(folder / scalars["tensors"]))
     except (FileNotFoundError, SafetensorError, OSError) as exc:
         raise MammofuseError(f"{folder / scalars['tensors']}: cannot read the checkpoint tensors ({exc})") from None

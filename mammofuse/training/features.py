@@ -81,14 +81,11 @@ class FeatureCache:
         kept = self._memory.get(f"{weights}:{key}")
         if kept is not None or self.mode == "memory":
             return kept
-        path = self._path(weights, key)
-        if not path.is_file():
-            return None
         from safetensors.torch import load_file
 
         try:
-            return load_file(str(path))["features"]
-        except Exception:  # a torn or foreign file is just a miss
+            return load_file(str(self._path(weights, key)))["features"]
+        except Exception:  # missing, unreadable (another user's folder), torn or foreign: a miss, written again by put
             return None
 
     def put(self, weights: str, key: str, features: torch.Tensor) -> None:

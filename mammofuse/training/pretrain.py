@@ -28,7 +28,7 @@ from torch import nn
 from mammofuse.atomic import write_bytes
 from mammofuse.backbones import REGISTERED_BACKBONES, backbone_path
 from mammofuse.cache import file_identity
-from mammofuse.errors import MammofuseError
+from mammofuse.errors import MammofuseError, check_openable, reading
 from mammofuse.hub import REGISTRY, WEIGHTS_NAME, staged_model_folder
 from mammofuse.imaging.augment import augment_batch
 from mammofuse.imaging.preprocess import PreprocessRecipe, Region, region_in_model_space, resize, to_canvas
@@ -72,9 +72,10 @@ def weights_file_digest(spec: str | None) -> str | None:
         return None
     folder = staged_model_folder(spec)
     path = folder / WEIGHTS_NAME if folder else _backbone_file(spec)
-    if not path.is_file():
-        return None
-    return _file_digest(str(path.resolve()), file_identity(path))
+    with reading(path):  # no permission
+        if not path.is_file():
+            return None
+        return _file_digest(str(path.resolve()), file_identity(path))
 
 
 def _backbone_file(spec: str) -> Path:
@@ -106,12 +107,15 @@ def load_backbone(module: nn.Module, spec: str, backbone: str) -> dict[str, str]
         module.load_state_dict(_model_backbone(spec, folder, backbone), strict=True)
         return {"format": "mammofuse-model", "backbone": backbone, "source": spec}
     path = _backbone_file(spec)
-    if not path.is_file():
+    with reading(path):  # a folder on the way that cannot be searched
+        found = path.is_file()
+    if not found:
         what = "a registered backbone missing from this installation" if spec in REGISTERED_BACKBONES else "no such file, model folder or registered name"
         raise MammofuseError(
             f"pretrained (--pretrained) {spec}: {what} (backbones: {', '.join(REGISTERED_BACKBONES)}; models: {', '.join(REGISTRY)}; or 'imagenet', 'auto', 'none')"
         )
     try:
+        check_openable(path)
         with safe_open(str(path), framework="pt") as fh:
             meta = dict(fh.metadata() or {})
         state = load_file(str(path))
