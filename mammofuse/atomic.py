@@ -81,12 +81,13 @@ def _temporary_beside(path: Path) -> str:
 
 def _read_only(path: Path) -> bool:
     """Whether ``path`` is a file this user may not write (mode 444), which its folder would let be replaced. Root may
-    write any file, so replaces it; a symlink there is not looked through."""
+    write any file, so replaces it; a symlink there is not looked through; on a read-only file system the temporary
+    file's creation says so instead."""
     try:
         regular = stat.S_ISREG(os.lstat(path).st_mode)
+        return regular and not os.access(path, os.W_OK) and not os.statvfs(path).f_flag & os.ST_RDONLY
     except OSError:
         return False
-    return regular and not os.access(path, os.W_OK)
 
 
 def _reason(exc: OSError) -> str:
