@@ -64,6 +64,7 @@ def cases(
     roi: tuple[float, float, float] | None = None,
     recursive: bool = False,
     explaining: bool = False,
+    unread: list[tuple[str, str]] | None = None,
 ) -> list[Sample]:
     """One case per image file (folders listed), or per lesion of it (``clinical_csv``), with the findings that apply;
     remarks as warnings.
@@ -78,13 +79,16 @@ def cases(
         explaining: the cases are to be explained, not scored (the remarks say what explaining does without a region);
             folders holding an ``explanation.json`` (explain's own outputs) are not searched, and a file with several
             lesions in ``clinical_csv`` is an error (explain takes one lesion per file).
+        unread: receives (path, problem) of each sub-folder that cannot be listed (no permission, say), instead of a
+            warning each.
     """
-    return [f.sample for f in _listed(inputs, model, findings, clinical_csv, roi, recursive, explaining=explaining)]
+    return [f.sample for f in _listed(inputs, model, findings, clinical_csv, roi, recursive, explaining=explaining, unread=unread)]
 
 
 def _listed(
     inputs: PathLike | Sequence[PathLike], model: MammoFuse, findings: Mapping[str, Any] | None, clinical_csv: PathLike | None,
     roi: tuple[float, float, float] | None, recursive: bool, per_breast: bool = False, explaining: bool = False,
+    unread: list[tuple[str, str]] | None = None,
 ) -> list[ListedFile]:
     from mammofuse.cases import breast_notes, list_cases, model_notes, unit_of
 
@@ -93,12 +97,15 @@ def _listed(
     notes: list[str] = []
     csv = as_path(clinical_csv, "clinical_csv") if clinical_csv is not None else None
     outputs: str | None = None
+    folders: list[tuple[str, str]] = [] if unread is None else unread
     if explaining:
         from mammofuse.explainers.runner import SUMMARY
 
         outputs = SUMMARY  # explain's own output folders hold it: their figures are no mammograms to explain
     files = list_cases(paths, recursive, flags, csv, vocabulary=model.config.vocabulary, notes=notes, region=as_region(roi), breasts=per_breast,
-                       skip_folders_with=outputs, lesions=not explaining)
+                       skip_folders_with=outputs, lesions=not explaining, unread=folders)
+    if unread is None:
+        notes += [f"{path}: {problem}" for path, problem in folders]
     notes += model_notes(model, [f.sample for f in files], bool(flags or clinical_csv), unit=unit_of(files), explaining=explaining)
     if per_breast:
         notes += breast_notes(model, files)
@@ -197,7 +204,8 @@ def predict(
         batch_size: images per forward pass.
         **findings: findings by vocabulary field, e.g. ``density=3, shape="irregular", margin="spiculated"``.
 
-    A file that cannot be scored gives a Prediction with ``error`` set; it never raises.
+    A file that cannot be scored gives a Prediction with ``error`` set; it never raises. A sub-folder that cannot be
+    listed (no permission, say) is left out with a warning naming it.
 
     Raises:
         MammofuseError: a missing path, an unknown model, an unknown clinical value, an invalid ``roi``,

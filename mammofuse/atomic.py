@@ -197,14 +197,17 @@ def output_lock(output: Path | None) -> Iterator[None]:
     nothing.
 
     Raises:
-        OutputError: another process holds the output, or the lock cannot be made.
+        OutputError: another process holds the output, or the lock cannot be made (naming the output), or is there but
+            can be neither written nor read (naming the lock: another user's, say). One that can be read (another
+            user's, left by their run) is taken read-only.
     """
     if output is None or is_stream(output):
         yield
         return
     target = Path(os.path.realpath(output))
     _make_folder(target.parent)
-    with _exclusive(target.with_name(f".{target.name}.lock"), output):
+    lock = target.with_name(f".{target.name}.lock")
+    with _exclusive(lock, output, Path(output).with_name(lock.name) if target == Path(os.path.abspath(output)) else lock):
         yield
 
 
@@ -215,24 +218,22 @@ def folder_lock(folder: str | Path) -> Iterator[None]:
     each other's files. The lock is ``.mammofuse.lock`` inside the folder.
 
     Raises:
-        OutputError: naming ``folder``: another process holds it, or it or its lock cannot be made.
+        OutputError: naming ``folder``: another process holds it, or it or its lock cannot be made; naming the lock:
+            it is there but can be neither written nor read (another user's, say; one that can be read is taken read-only).
     """
     folder = Path(folder)
     with _removed_if_left_empty(folder):  # a run that wrote nothing in it (failed, say) leaves no folder it made
         _make_folder(folder)
-        with _exclusive(Path(os.path.realpath(folder)) / FOLDER_LOCK, folder):
+        with _exclusive(Path(os.path.realpath(folder)) / FOLDER_LOCK, folder, folder / FOLDER_LOCK):
             yield
 
 
 @contextmanager
-def _exclusive(lock: Path, output: str | Path) -> Iterator[None]:
-    """An exclusive ``flock`` on the file ``lock``, for ``output``; the file is removed at the end, while still locked,
-    so that a process that opened it meanwhile sees it gone. The lock goes with its process (``kill -9`` included).
-    A file system without ``flock`` (some network ones) runs unlocked, with a warning."""
-    try:
-        fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o666)  # a link planted there is refused, never followed
-    except OSError as exc:
-        raise OutputError(output, exc.strerror or str(exc)) from exc
+def _exclusive(lock: Path, output: str | Path, shown: Path) -> Iterator[None]:
+    """An exclusive ``flock`` on the file ``lock`` (``shown`` in messages), for ``output``; the file is removed at the
+    end, while still locked, so that a process that opened it meanwhile sees it gone. The lock goes with its process
+    (``kill -9`` included). A file system without ``flock`` (some network ones) runs unlocked, with a warning."""
+    fd = _open_lock(lock, output, shown)
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -247,10 +248,41 @@ def _exclusive(lock: Path, output: str | Path) -> Iterator[None]:
         try:
             yield
         finally:
-            with suppress(FileNotFoundError):
+            with suppress(FileNotFoundError, PermissionError):  # another user's, in a folder with the sticky bit (/tmp)
                 os.unlink(lock)
     finally:
         os.close(fd)
+
+
+def _open_lock(lock: Path, output: str | Path, shown: Path) -> int:
+    """A descriptor of the file ``lock``, made if missing; read-only where it cannot be written (another user's, left
+    by their run: ``flock`` takes a read-only file as well, so that their run, if live, is still seen).
+
+    Raises:
+        OutputError: naming ``output`` where the lock cannot be made there, or ``shown`` where it is there but cannot
+            be opened at all.
+    """
+    try:
+        return os.open(lock, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o666)  # a link planted there is refused, never followed
+    except PermissionError as exc:
+        refused = exc
+    except OSError as exc:
+        raise OutputError(output, exc.strerror or str(exc)) from exc
+    try:
+        return os.open(lock, os.O_RDONLY | os.O_NOFOLLOW)
+    except FileNotFoundError:  # no lock there: the folder cannot take one
+        raise OutputError(output, refused.strerror or str(refused)) from refused
+    except OSError as exc:
+        raise OutputError(shown, exc.strerror or str(exc),
+                          f"{shown}: cannot open the lock ({exc.strerror or exc}{_whose(lock)})") from exc
+
+
+def _whose(lock: Path) -> str:
+    """What to do about a lock file that cannot be opened, by its owner: the remark after the reason."""
+    with suppress(OSError):
+        if os.lstat(lock).st_uid != os.geteuid():
+            return ": another user's; in use by their run, or left by it: remove it"
+    return ": remove it if no mammofuse run uses it"
 
 
 def _is_file(fd: int, path: Path) -> bool:

@@ -57,6 +57,7 @@ def _column_key(name: str) -> str:
 
 def find_image_files(
     paths: Iterable[Path], recursive: bool = False, notes: list[str] | None = None, skip_folders_with: str | None = None,
+    unread: list[tuple[str, str]] | None = None,
 ) -> list[Path]:
     """Files given, plus mammogram-looking files inside given folders (sorted, each once).
 
@@ -68,8 +69,12 @@ def find_image_files(
     holding a file of that name is not searched, given or found (explain's own output folders), with a
     remark; a file named is always kept.
 
+    A sub-folder that cannot be listed (no permission, say) is left out, as (path, problem) in ``unread`` when given,
+    else an error. An extensionless file that cannot be read is kept: it fails when read, as a file named would.
+
     Raises:
-        MammofuseError: no path given, a path that does not exist or cannot be read, or nothing to score at all.
+        MammofuseError: no path given, a path that does not exist or cannot be read (a sub-folder too, without
+            ``unread``), or nothing to score at all.
     """
     paths = list(paths)
     if not paths:
@@ -77,8 +82,17 @@ def find_image_files(
     files: list[Path] = []
     skipped: list[Path] = []
 
+    def unlisted(folder: Path, exc: OSError) -> None:
+        problem = f"cannot read the folder ({exc.strerror or exc}): its files are left out"
+        if unread is None:
+            raise MammofuseError(f"{folder}: {problem}")
+        unread.append((str(folder), problem))
+
     def skip(folder: Path) -> bool:
-        marked = skip_folders_with is not None and (folder / skip_folders_with).is_file()
+        try:
+            marked = skip_folders_with is not None and (folder / skip_folders_with).is_file()
+        except OSError:  # a folder that cannot be entered: said when it is listed
+            return False
         if marked:
             skipped.append(folder)
         return marked
@@ -89,7 +103,7 @@ def find_image_files(
             if path.is_dir():
                 if skip(path):
                     continue
-                found = files_under(path, skip) if recursive else path.iterdir()
+                found = files_under(path, skip, unlisted) if recursive else path.iterdir()
                 files.extend(sorted(p for p in found if _looks_like_image(p)))
             elif path.exists():
                 files.append(path)
@@ -107,6 +121,8 @@ def find_image_files(
     if not unique:
         given = ", ".join(str(p) for p in paths)
         hint = "" if recursive else " (use --recursive, recursive=True in Python, to look in sub-folders)"
+        if unread:
+            hint = f"; {len(unread)} folder{'s' * (len(unread) > 1)} could not be read: {_first_names([p for p, _ in unread], 3)}"
         raise MammofuseError(f"no mammogram files found in {given}{hint}")
     return unique
 
@@ -117,7 +133,16 @@ def _looks_like_image(path: Path) -> bool:
     suffix = path.suffix.lower()
     if suffix:
         return suffix in IMAGE_SUFFIXES
-    return is_dicom_image_file(path)
+    return is_dicom_image_file(path) or (path.name.upper() != "DICOMDIR" and not _readable(path))
+
+
+def _readable(path: Path) -> bool:
+    """Whether the file opens for reading: one that does not may be a DICOM all the same, which fails when read."""
+    try:
+        path.open("rb").close()
+    except OSError:
+        return False
+    return True
 
 
 @dataclass
@@ -312,6 +337,7 @@ def list_cases(
     shard: Shard | None = None,
     skip_folders_with: str | None = None,
     lesions: bool = True,
+    unread: list[tuple[str, str]] | None = None,
 ) -> list[ListedFile]:
     """The files to score, each with its clinical findings, size and modification time; no pixel is decoded.
 
@@ -335,6 +361,7 @@ def list_cases(
             breast with ``breasts`` so that the views of a breast stay together.
         skip_folders_with: leave out folders holding a file of this name (see :func:`find_image_files`).
         lesions: take several rows of one image as its lesions (else they are an error).
+        unread: receives (path, problem) of each sub-folder that cannot be listed (see :func:`find_image_files`).
 
     Raises:
         MammofuseError: missing paths, nothing to score, unknown clinical values (with the valid
@@ -342,7 +369,7 @@ def list_cases(
     """
     schema = load_schema(vocabulary)
     schema.normalise(clinical)
-    files = find_image_files(paths, recursive, notes, skip_folders_with)
+    files = find_image_files(paths, recursive, notes, skip_folders_with, unread)
     table = read_clinical_csv(clinical_csv, vocabulary) if clinical_csv else None
     if shard is not None and not breasts:
         files = [f for f in files if shard.holds(str(f))]

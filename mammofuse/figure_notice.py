@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import os
 from typing import Any
 
 from mammofuse import RESEARCH_NOTICE
@@ -9,6 +11,20 @@ from mammofuse import RESEARCH_NOTICE
 PNG_METADATA = {"Disclaimer": RESEARCH_NOTICE}
 """``savefig(metadata=...)`` of every PNG: a text chunk a reader of the file (not only of the picture) finds."""
 GAP_INCHES = 0.05
+_CONFIG_DIR_REMARKS = ("mkdir -p failed for path ", "%s is not a writable directory", "Matplotlib created a temporary cache directory")
+"""How matplotlib's remarks on a config folder it cannot write begin (logged as it is first imported)."""
+
+
+def quiet_matplotlib() -> None:
+    """Leave out matplotlib's remarks on a config folder it cannot write (a read-only or missing HOME): it takes a
+    temporary one, and the figures are the same. Kept where the user set ``MPLCONFIGDIR``: that folder is theirs to fix.
+    Call it before matplotlib is first imported (``shap`` imports it)."""
+    if not os.environ.get("MPLCONFIGDIR"):
+        logging.getLogger("matplotlib").addFilter(_not_a_config_dir_remark)
+
+
+def _not_a_config_dir_remark(record: logging.LogRecord) -> bool:
+    return not str(record.msg).startswith(_CONFIG_DIR_REMARKS)
 
 
 def add_notice(fig: Any) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Callable
 
 import pytest
 
@@ -25,6 +26,29 @@ def _private_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest
     """Caches go to a temporary folder, never beside the data or in the user's home."""
     monkeypatch.setenv("MAMMOFUSE_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+
+@pytest.fixture
+def refuse_listing(monkeypatch: pytest.MonkeyPatch) -> Callable[..., None]:
+    """Make the folders given fail as folders of mode 000 do: ``os.scandir`` of one, and ``os.stat`` of a path in one
+    (the tests may run as root, where no mode denies it)."""
+    scandir, stat = os.scandir, os.stat
+
+    def refuse(*refused: Path) -> None:
+        def refused_scandir(path: os.PathLike[str] | str) -> object:
+            if Path(path) in refused:
+                raise PermissionError(13, "Permission denied", str(path))
+            return scandir(path)
+
+        def refused_stat(path: os.PathLike[str] | str, *args: object, **kwargs: object) -> os.stat_result:
+            if Path(path).parent in refused:
+                raise PermissionError(13, "Permission denied", str(path))
+            return stat(path, *args, **kwargs)
+
+        monkeypatch.setattr(os, "scandir", refused_scandir)
+        monkeypatch.setattr(os, "stat", refused_stat)
+
+    return refuse
 
 
 @pytest.fixture(scope="session")

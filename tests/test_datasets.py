@@ -423,6 +423,23 @@ def test_the_cbis_ddsm_index_cache_keeps_one_index_per_images_folder(tmp_path, m
     assert ImageIndex.build(roots[0]).pixels and len(list(index.glob("cbis-*.json"))) == 2  # read back, not written again
 
 
+def test_the_image_index_warns_once_of_the_folders_it_cannot_list(tmp_path, monkeypatch, refuse_listing):
+    """Was: a sub-folder of a DICOM tree that cannot be listed was left out without a word, its films not found."""
+    monkeypatch.setenv("MAMMOFUSE_CACHE", str(tmp_path / "cache"))
+    root = tmp_path / "tcia"
+    for name in ("Mass-Training_P_00001_LEFT_CC", "closed-a", "closed-b"):
+        (root / name).mkdir(parents=True)
+    write_dicom(root / "Mass-Training_P_00001_LEFT_CC" / "1-1.dcm", breast_phantom())
+    refuse_listing(root / "closed-a", root / "closed-b")
+    with pytest.warns(DatasetWarning) as caught:
+        assert len(ImageIndex.build(root).pixels) == 1
+    assert [str(w.message) for w in caught] == [f"{root}: 2 folders under it cannot be read, their images left out: "
+                                                f"{root / 'closed-a'} (Permission denied), {root / 'closed-b'} (Permission denied)"]
+    refuse_listing(root)
+    with pytest.raises(MammofuseError, match=f"^{re.escape(str(root))}: cannot read .Permission denied.$"):
+        ImageIndex.build(root)
+
+
 def test_a_dicom_rewritten_with_the_same_size_and_mtime_is_indexed_again(tmp_path, monkeypatch):
     """The index was keyed on each file's mtime alone: a DICOM replaced by another of the same dimensions (`cp -p`,
     `tar -x`) kept the old one's patient and series."""

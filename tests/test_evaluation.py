@@ -291,6 +291,41 @@ def test_plots_from_the_command(clean_model, mini_mias, tmp_path):
         assert (tmp_path / "figs" / name).stat().st_size > 10_000
 
 
+def test_plots_say_nothing_of_a_home_matplotlib_cannot_write(clean_model, mini_mias, tmp_path):
+    """Was: two raw matplotlib lines on stderr (``mkdir -p failed for path ...``, ``Matplotlib created a temporary cache
+    directory...``) where HOME cannot be written; a HOME that is a file fails the same way, for root too."""
+    import os
+    import subprocess
+    import sys
+
+    (tmp_path / "home").write_text("")
+    env = {k: v for k, v in os.environ.items() if k not in ("MPLCONFIGDIR", "XDG_CONFIG_HOME", "XDG_CACHE_HOME")}
+    args = ["evaluate", "--model", str(clean_model), "--dataset", "mini-mias", "--data", str(mini_mias), "--split", "all",
+            "--bootstrap", "0", "--plots", str(tmp_path / "figs")]
+    result = subprocess.run([sys.executable, "-m", "mammofuse", *args], env={**env, "HOME": str(tmp_path / "home")},
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0 and (tmp_path / "figs" / "roc.png").is_file(), result.stderr
+    assert "atplotlib" not in result.stderr and "mkdir -p" not in result.stderr, result.stderr
+
+
+def test_a_matplotlib_config_folder_the_user_set_keeps_its_remarks(monkeypatch) -> None:
+    """The remarks on a config folder the user chose (``MPLCONFIGDIR``) stay theirs to see; those on the default go."""
+    import logging
+
+    from mammofuse.figure_notice import _not_a_config_dir_remark, quiet_matplotlib
+
+    logger = logging.getLogger("matplotlib")
+    monkeypatch.setattr(logger, "filters", [])
+    monkeypatch.setenv("MPLCONFIGDIR", "/nowhere")
+    quiet_matplotlib()
+    assert logger.filters == []
+    monkeypatch.delenv("MPLCONFIGDIR")
+    quiet_matplotlib()
+    assert logger.filters == [_not_a_config_dir_remark]
+    remark = logging.LogRecord("matplotlib", logging.WARNING, __file__, 1, "mkdir -p failed for path %s: %s", ("x", "y"), None)
+    assert not logger.filter(remark)
+
+
 def test_a_rerun_stopped_among_its_figures_leaves_no_report_and_no_earlier_figure(clean_model, mini_mias, tmp_path, monkeypatch):
     """Was: the earlier report kept beside this run's first figures and the earlier run's others."""
     from mammofuse.evaluation import plots

@@ -1265,6 +1265,61 @@ def test_only_a_held_lock_is_in_use_and_a_file_system_without_locks_runs_unlocke
     assert FOLDER_LOCK not in os.listdir(tmp_path / "out")
 
 
+def _refuse_writing(monkeypatch: pytest.MonkeyPatch, lock: Path, reading: bool = True) -> None:
+    """``os.open`` of ``lock`` for writing (and for reading too, unless ``reading``) fails as for another user's file
+    of mode 644 (600) does (the tests may run as root, where no mode denies it)."""
+    original = os.open
+
+    def refused(path: str | os.PathLike[str], flags: int, *args: object, **kwargs: object) -> int:
+        if Path(path) == lock and (flags & os.O_RDWR or not reading):
+            raise PermissionError(errno.EACCES, "Permission denied", str(path))
+        return original(path, flags, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", refused)
+
+
+def test_another_users_lock_that_can_be_read_is_taken_read_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Was: ``run: cannot write (Permission denied)``, the lock never named, the folder and its output the user's own."""
+    import fcntl
+
+    from mammofuse.atomic import FOLDER_LOCK, folder_lock, output_lock
+    from mammofuse.errors import OutputError
+
+    (tmp_path / "run").mkdir()
+    for lock, held in ((tmp_path / "run" / FOLDER_LOCK, lambda: folder_lock(tmp_path / "run")),
+                       (tmp_path / ".s.jsonl.lock", lambda: output_lock(tmp_path / "s.jsonl"))):
+        lock.touch()
+        _refuse_writing(monkeypatch, lock)
+        with held():
+            (tmp_path / "run" / "written").touch()
+        assert not lock.exists()  # a stale one: removed as the user's own are
+        lock.touch()
+        with lock.open("rb") as other:  # their run, live
+            fcntl.flock(other.fileno(), fcntl.LOCK_EX)
+            with pytest.raises(OutputError, match="in use by another mammofuse process"), held():
+                pass
+    _refuse_writing(monkeypatch, tmp_path / "new" / FOLDER_LOCK)  # no lock there: the folder takes none
+    with pytest.raises(OutputError, match=f"^{re.escape(str(tmp_path / 'new'))}: cannot write .Permission denied.$"), folder_lock(tmp_path / "new"):
+        pass
+
+
+def test_a_lock_that_can_be_neither_written_nor_read_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Was: ``run: cannot write (Permission denied)`` for another user's lock of mode 600 left in the user's folder."""
+    from mammofuse.atomic import FOLDER_LOCK, folder_lock
+    from mammofuse.errors import OutputError
+
+    (tmp_path / "run").mkdir()
+    lock = tmp_path / "run" / FOLDER_LOCK
+    lock.touch()
+    _refuse_writing(monkeypatch, lock, reading=False)
+    monkeypatch.setattr(os, "geteuid", lambda: os.lstat(lock).st_uid + 1)  # the lock is another user's
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(OutputError) as refused, folder_lock(Path("run")):
+        pass
+    assert str(refused.value) == ("run/.mammofuse.lock: cannot open the lock (Permission denied: another user's; in use by their run, "
+                                  "or left by it: remove it)")
+
+
 # --- smaller ----------------------------------------------------------------------------------
 
 

@@ -6,6 +6,7 @@ import csv
 import json
 import os
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pytest
@@ -276,6 +277,96 @@ def test_a_folder_tree_deeper_than_the_recursion_limit_is_listed(tmp_path: Path)
         (leaf / "scan.png").unlink()
         (tree / "loop").unlink()
         os.removedirs(leaf)  # shutil.rmtree, and so pytest's clean-up, recurses too
+
+
+def test_a_sub_folder_that_cannot_be_listed_fails_on_its_own(tiny_model: Path, real_dicoms: dict[str, Path], tmp_path: Path,
+                                                             refuse_listing: Callable[..., None]) -> None:
+    """Was: skipped silently, its images lost: ``1 file: 1 scored, 0 failed``, exit 0."""
+    import shutil
+
+    tree = tmp_path / "tree"
+    (tree / "sub").mkdir(parents=True)
+    shutil.copy(real_dicoms["P_00173_lcc"], tree / "a.dcm")
+    refuse_listing(tree / "sub")
+    code, out, err = predict(str(tree), "-r", "--model", str(tiny_model), "--density", "2", "-f", "jsonl")
+    assert code == 1, err
+    assert [json.loads(line)["error"] for line in out.splitlines()] == [None]
+    assert f"failed: {tree / 'sub'}: cannot read the folder (Permission denied): its files are left out" in err
+    unread: list[tuple[str, str]] = []
+    assert find_image_files([tree], recursive=True, unread=unread) == [tree / "a.dcm"] and len(unread) == 1
+    with pytest.raises(MammofuseError, match="sub: cannot read the folder .Permission denied."):
+        find_image_files([tree], recursive=True)
+    unread.clear()
+    assert find_image_files([tree], recursive=True, unread=unread, skip_folders_with="explanation.json") == [tree / "a.dcm"]
+    assert unread == [(str(tree / "sub"), "cannot read the folder (Permission denied): its files are left out")]
+
+
+def test_a_tree_whose_only_folders_cannot_be_listed_names_them(tmp_path: Path, refuse_listing: Callable[..., None]) -> None:
+    """Was: ``no mammogram files found in tree``, the folders not named; the tree itself: not said to be unreadable."""
+    (tmp_path / "sub").mkdir()
+    refuse_listing(tmp_path / "sub")
+    with pytest.raises(MammofuseError, match="; 1 folder could not be read: .*sub$"):
+        find_image_files([tmp_path], recursive=True, unread=[])
+    refuse_listing(tmp_path)
+    code, _, err = predict(str(tmp_path), "-r", "--density", "2")
+    assert code == 2 and err.strip() == f"error: {tmp_path}: cannot read (Permission denied)"
+
+
+def test_inspect_and_the_api_report_a_sub_folder_that_cannot_be_listed(tiny_model: Path, real_dicoms: dict[str, Path], tmp_path: Path,
+                                                                       refuse_listing: Callable[..., None]) -> None:
+    """Was: inspect exited 0 and ``mammofuse.predict`` returned without a word, the folder's images left out."""
+    import shutil
+
+    import mammofuse
+    from mammofuse.errors import MammofuseWarning
+
+    (tmp_path / "sub").mkdir()
+    shutil.copy(real_dicoms["P_00173_lcc"], tmp_path / "a.dcm")
+    refuse_listing(tmp_path / "sub")
+    result = runner.invoke(app, ["inspect", str(tmp_path), "-r", "-f", "json"])
+    assert result.exit_code == 1 and len(json.loads(result.stdout)) == 1
+    assert f"failed: {tmp_path / 'sub'}: cannot read the folder (Permission denied)" in result.stderr
+    with pytest.warns(MammofuseWarning, match="sub: cannot read the folder .Permission denied."):
+        assert len(mammofuse.predict([tmp_path], str(tiny_model), recursive=True, density=2, shape="oval", margin="circumscribed")) == 1
+
+
+def test_an_extensionless_file_that_cannot_be_opened_is_kept(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Was: dropped silently (its DICOM marker unread); kept, it fails when read, as an unreadable ``.dcm`` does."""
+    (tmp_path / "000001").write_bytes(b"")
+    (tmp_path / "README").write_text("not an image")
+    original = Path.open
+
+    def refused(self: Path, *args: object, **kwargs: object) -> object:
+        if self.name == "000001":
+            raise PermissionError(13, "Permission denied", str(self))
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "open", refused)
+    assert find_image_files([tmp_path]) == [tmp_path / "000001"]
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads any folder or file: the monkeypatched tests above stand in")
+def test_folders_and_files_without_read_permission_are_reported(tiny_model: Path, real_dicoms: dict[str, Path], tmp_path: Path) -> None:
+    """Was: a folder of mode 000 or 300 and an extensionless file of mode 000 left out without a word, exit 0."""
+    import shutil
+
+    tree = tmp_path / "tree"
+    for name in ("closed", "blind"):
+        (tree / name).mkdir(parents=True)
+        shutil.copy(real_dicoms["P_00173_lcc"], tree / name / "a.dcm")
+    shutil.copy(real_dicoms["P_00173_rcc"], tree / "000001")
+    (tree / "closed").chmod(0o000)
+    (tree / "blind").chmod(0o300)
+    (tree / "000001").chmod(0o000)
+    try:
+        code, _, err = predict(str(tree), "-r", "--model", str(tiny_model), "--density", "2", "-f", "jsonl")
+    finally:
+        for name in ("closed", "blind"):
+            (tree / name).chmod(0o700)
+    assert code == 1, err
+    for name in ("closed", "blind"):
+        assert f"failed: {tree / name}: cannot read the folder (Permission denied)" in err
+    assert f"failed: {tree / '000001'}: " in err  # as any file that cannot be opened
 
 
 def test_a_file_given_twice_is_scored_once_with_a_note(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

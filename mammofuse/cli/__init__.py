@@ -24,6 +24,7 @@ from mammofuse.cli import (
 from mammofuse.cli.common import OUTPUT_ERROR, fail
 from mammofuse.cli.output import console, stdout_closed
 from mammofuse.errors import STDOUT, OutputError
+from mammofuse.figure_notice import quiet_matplotlib
 from mammofuse.interrupts import handle_stop_signals, interrupted_status
 
 app = typer.Typer(
@@ -71,8 +72,9 @@ def main() -> None:
     ``common.clean``), and text the locale's encoding cannot show falls back to look-alikes; stderr is best effort.
     Help or the version that cannot be written (stdout on a full disk, or closed: ``>&-``) is one line and exit 3, as
     a command's output is; a reader of stdout gone (``| head``) ends it
-    silently (141)."""
+    silently (141). Matplotlib's remarks on a config folder it cannot write are left out (:func:`quiet_matplotlib`)."""
     handle_stop_signals()
+    quiet_matplotlib()
     try:
         streams.prepare()
         app()

@@ -376,11 +376,12 @@ def parse_roi(text: str | None) -> tuple[float, float, float] | None:
 
 def cases_and_model(
     paths: list[Path], recursive: bool, flags: dict[str, str], clinical_csv: Path | None, model: str, device: str,
-    region: tuple[float, float, float] | None = None,
+    region: tuple[float, float, float] | None = None, unread: list[tuple[str, str]] | None = None,
 ) -> tuple[list[Any], Any, str, Any]:
-    """The cases ``explain`` explains: (cases, model, model name, torch device); remarks become notes."""
+    """The cases ``explain`` explains: (cases, model, model name, torch device); remarks become notes, and the
+    sub-folders that cannot be listed go into ``unread`` (see :func:`mammofuse.cases.find_image_files`)."""
     from mammofuse.api import as_model, cases
 
     net = as_model(model, device)
-    samples = cases(paths, net, flags, clinical_csv, region, recursive, explaining=True)
+    samples = cases(paths, net, flags, clinical_csv, region, recursive, explaining=True, unread=unread)
     return samples, net, net.name, net.device

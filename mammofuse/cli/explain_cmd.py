@@ -66,7 +66,7 @@ def explain(
 ) -> None:
     """Explain each prediction: Grad-CAM, SHAP and LIME for the clinical fields, image LIME, attention maps.
 
-    Writes OUT/<file>/report.html (self-contained; the DICOM header's patient identifiers, dates and free-text descriptions only with --include-identifiers) plus gradcam.png/.npy, shap_clinical.png/.json, lime_clinical.html, lime_image.html, attention.png (cross/co models) and explanation.json. <file> is the file's name (letters and digits of any script); files of one name, and a file whose folder holds another's explanation.json, get a digest of their path added (OUT/scan-1f3a9c04b2), so that none overwrites another's. Methods that do not apply to the model are skipped with a note. Folders holding an explanation.json (explain's own outputs) are not searched for inputs, so --out may lie inside a folder explained again. Exit status: 0 all explained, 1 some files failed or got no explanation (the rest are explained), 2 usage error (including --methods of which none applies to the model), 3 --out not writable (or in use by another process), or stdout closed (>&-), 4 internal error (a bug: please report it).
+    Writes OUT/<file>/report.html (self-contained; the DICOM header's patient identifiers, dates and free-text descriptions only with --include-identifiers) plus gradcam.png/.npy, shap_clinical.png/.json, lime_clinical.html, lime_image.html, attention.png (cross/co models) and explanation.json. <file> is the file's name (letters and digits of any script); files of one name, and a file whose folder holds another's explanation.json, get a digest of their path added (OUT/scan-1f3a9c04b2), so that none overwrites another's. Methods that do not apply to the model are skipped with a note. Folders holding an explanation.json (explain's own outputs) are not searched for inputs, so --out may lie inside a folder explained again. Exit status: 0 all explained, 1 some files failed or got no explanation, or a sub-folder could not be read (the rest are explained), 2 usage error (including --methods of which none applies to the model), 3 --out not writable (or in use by another process), or stdout closed (>&-), 4 internal error (a bug: please report it).
 
     Examples:
 
@@ -91,7 +91,8 @@ def explain(
     options = ExplainOptions(methods=chosen_methods(methods), lime_samples=lime_samples, seed=seed, layer=layer, include_identifiers=include_identifiers)
     check_stdout()  # the summary goes there
     check_writable_folder(out)
-    samples, net, name, _ = cases_and_model(paths, recursive, flags, clinical, model, device, parse_roi(roi))
+    unread: list[tuple[str, str]] = []
+    samples, net, name, _ = cases_and_model(paths, recursive, flags, clinical, model, device, parse_roi(roi), unread)
     check_options(net, options)  # a wrong --layer is a usage error before any work
 
     with folder_lock(out):  # one run at a time: another would name, write and remove files in the same folders
@@ -102,7 +103,9 @@ def explain(
         check_not_input((f / name for f in folders for name in OUTPUT_FILES), [clinical, *(s.image_path for s in samples)], "--out")
         results, failed = _explain_each(net, samples, folders, options, name)
     _summary(results, name)
-    if failed:
+    for path, problem in unread:
+        err_console.print(f"[red]failed:[/] {safe(path)}: {safe(problem)}", highlight=False, soft_wrap=True)
+    if failed or unread:
         raise typer.Exit(SOME_FAILED)
 
 

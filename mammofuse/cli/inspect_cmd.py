@@ -38,7 +38,7 @@ def inspect(
 
     A DICOM of another modality than MG (which predict refuses where it is no mammogram: CT, MR, US...), FOR PROCESSING data and spot or magnification views are read, with a warning.
 
-    Exit status: 0 all read, 1 some files failed (each reported), 2 usage error, 3 output not writable (stdout closed: >&-), 4 internal error (a bug: please report it), 141 stdout's reader went away before all was written (| head).
+    Exit status: 0 all read, 1 some files failed or a sub-folder could not be read (each reported), 2 usage error, 3 output not writable (stdout closed: >&-), 4 internal error (a bug: please report it), 141 stdout's reader went away before all was written (| head).
 
     Examples:
 
@@ -51,7 +51,8 @@ def inspect(
 
     fmt = output_format(fmt, output)
     check_output(output)
-    files = find_image_files(paths, recursive)
+    unread: list[tuple[str, str]] = []
+    files = find_image_files(paths, recursive, unread=unread)
     check_not_input([output], files)
     records = [_inspect(path) for path in files]
     failed = [r for r in records if r.get("error")]
@@ -59,9 +60,9 @@ def inspect(
         _table(records, output)
     else:
         emit(render_records([{**r, "path": record_path(r["path"])} for r in records], fmt), output)
-    for r in failed:
-        err_console.print(f"[red]failed:[/] {safe(r['path'])}: {safe(r['error'])}", highlight=False, soft_wrap=True)
-    if failed:
+    for path, error in [(r["path"], r["error"]) for r in failed] + unread:
+        err_console.print(f"[red]failed:[/] {safe(path)}: {safe(error)}", highlight=False, soft_wrap=True)
+    if failed or unread:
         raise typer.Exit(SOME_FAILED)
 
 

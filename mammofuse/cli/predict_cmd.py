@@ -86,7 +86,7 @@ def predict(
 ) -> None:
     """Score each mammogram: probability of malignancy and a benign/malignant call.
 
-    A model trained with --threshold-from (the bundled default) recalibrates its scores of files scored on image and findings (see its card). Clinical flags apply to every file; missing findings are allowed and shown as null. A DICOM of another modality (CT, MR, US...) fails; remarks on a file (its header, a score that means little) go into its record's note. jsonl and csv records are written as files are scored; with --resume, a run that was interrupted goes on where it stopped. Exit status: 0 all scored, 1 some files failed (the rest are scored; files scored before --resume count), 2 usage error, 3 output not writable, stdout closed (>&-) included (checked before scoring), 4 internal error (a bug: please report it), 141 stdout's reader went away before all was written (| head).
+    A model trained with --threshold-from (the bundled default) recalibrates its scores of files scored on image and findings (see its card). Clinical flags apply to every file; missing findings are allowed and shown as null. A DICOM of another modality (CT, MR, US...) fails; remarks on a file (its header, a score that means little) go into its record's note. jsonl and csv records are written as files are scored; with --resume, a run that was interrupted goes on where it stopped. Exit status: 0 all scored, 1 some files failed or a sub-folder could not be read (the rest are scored; files scored before --resume count), 2 usage error, 3 output not writable, stdout closed (>&-) included (checked before scoring), 4 internal error (a bug: please report it), 141 stdout's reader went away before all was written (| head).
 
     Examples:
 
@@ -126,8 +126,9 @@ def predict(
     part = Shard.parse(shard) if shard is not None else None
     net = as_model(model, "cpu" if ray else device)
     notes: list[str] = []
+    unread: list[tuple[str, str]] = []
     files = list_cases(paths, recursive, flags, clinical, vocabulary=net.config.vocabulary, notes=notes, region=region,
-                       breasts=aggregate == "breast", shard=part)
+                       breasts=aggregate == "breast", shard=part, unread=unread)
     check_not_input([output], [clinical, *(f.path for f in files)])
     run = ScoringRun(net, files, threshold=threshold, per_breast=aggregate == "breast")
     with output_lock(output if fmt in STREAM_FORMATS else None):  # one writer at a time, from the resume on
@@ -162,9 +163,9 @@ def predict(
         for path, remarks in dict.fromkeys((r.path, _own_remarks(r.note, net)) for r in records):  # a file's lesions: once
             if remarks:
                 note(f"{path}: {remarks}")
-    for path, error in dict.fromkeys(failed):  # a file's lesions fail alike: once
+    for path, error in dict.fromkeys([*failed, *unread]):  # a file's lesions fail alike: once
         err_console.print(f"[red]failed:[/] {safe(path)}: {safe(error)}", highlight=False, soft_wrap=True)
-    if failed:
+    if failed or unread:
         raise typer.Exit(SOME_FAILED)
 
 

@@ -192,6 +192,14 @@ def _check_images_folder(root: Path) -> None:
     raise MammofuseError(f"{root}: images folder not found")
 
 
+def _warn_unread(root: Path, unread: list[str]) -> None:
+    """One warning naming the folders under ``root`` that could not be listed (each with its reason)."""
+    unread = sorted(unread)
+    more = f" and {len(unread) - 3} more" if len(unread) > 3 else ""
+    warnings.warn(f"{root}: {len(unread)} folder{'s' * (len(unread) > 1)} under it cannot be read, their images left out: "
+                  f"{', '.join(unread[:3])}{more}", DatasetWarning, stacklevel=4)
+
+
 class _Locator:
     """Finds a film's file in the given folders: keyed image folders first, then DICOM trees."""
 
@@ -316,7 +324,11 @@ class ImageIndex:
     def build(cls, root: Path) -> "ImageIndex":
         with reading(root):
             _check_images_folder(root)
-            files = sorted(p for p in files_under(root) if p.name.endswith(".dcm") and p.is_file())
+            unread: list[str] = []
+            listed = files_under(root, unlisted=lambda folder, exc: unread.append(f"{folder} ({exc.strerror or exc})"))
+            files = sorted(p for p in listed if p.name.endswith(".dcm") and p.is_file())
+            if unread:
+                _warn_unread(root, unread)
             resolved = str(root.resolve())
             stamp = hashlib.sha256(
                 json.dumps([resolved, _INDEX_VERSION, [(str(p), file_identity(p)) for p in files]]).encode()
