@@ -14,6 +14,7 @@ import re
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
 import pytest
 import torch
 from typer.testing import CliRunner
@@ -236,3 +237,28 @@ def test_a_mode_444_output_is_kept(tmp_path: Path) -> None:
     output.chmod(0o444)
     result = runner.invoke(app, ["schema", "--output", str(output)])
     assert result.exit_code == 3 and output.read_text() == "kept\n", result.output
+
+
+@pytest.mark.parametrize("name", ["scan.png", "scan.dcm", "scan"])
+def test_an_image_that_cannot_be_opened_says_so_whatever_its_format(name: str, real_dicoms: dict[str, Path], tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """Was "not a readable image ([Errno 13] Permission denied: ...)", or "not a readable DICOM file (...)": a question
+    of the format, where the file could not be opened at all."""
+    import builtins
+    import io
+    import shutil
+
+    from PIL import Image
+
+    from mammofuse.errors import InputFileError
+    from mammofuse.imaging.reader import read_mammogram
+
+    image = tmp_path / name
+    if name.endswith(".png"):
+        Image.fromarray(np.full((64, 64), 128, np.uint8)).save(image)
+    else:
+        shutil.copy(real_dicoms["P_00173_lcc"], image)
+    for opener in (io, builtins):  # Path.open calls io.open; pydicom, the built-in open
+        _deny(monkeypatch, opener, "open", image)
+    with pytest.raises(InputFileError, match=_cannot_read(image)):
+        read_mammogram(image)

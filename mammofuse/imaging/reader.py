@@ -297,6 +297,8 @@ def _dicom_header(path: Path, defer_pixels: bool = False, any_modality: bool = F
         raise InputFileError(path, "not a DICOM file (no DICM header)") from None
     except struct.error:  # pydicom unpacking a tag's length the file ends before
         raise InputFileError(path, _truncated("it ends within its header, before any pixel data")) from None
+    except PermissionError as exc:
+        raise _cannot_read(path, exc) from None
     except (OSError, ValueError, EOFError, KeyError, TypeError, AttributeError) as exc:
         raise InputFileError(path, f"not a readable DICOM file ({exc})") from None
     if samples != 1 or not photometric.startswith("MONOCHROME"):
@@ -573,6 +575,11 @@ def _laterality_and_view(ds: Any, patient_id: str | None) -> tuple[str | None, s
     return (side if side in {"L", "R"} else None), view
 
 
+def _cannot_read(path: Path, exc: OSError) -> InputFileError:
+    """The error of a file that cannot be opened at all (no permission), whatever its format."""
+    return InputFileError(path, f"cannot read ({exc.strerror or exc})")
+
+
 @contextmanager
 def _opened_image(path: Path) -> Iterator[Any]:
     """A Pillow image whose header describes one frame of an accepted size and depth; any failure, inside the
@@ -584,7 +591,11 @@ def _opened_image(path: Path) -> Iterator[Any]:
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with path.open("rb") as fh, _pillow_image(fh) as image:
+        fh = path.open("rb")
+    except OSError as exc:  # no permission, say: not a question of the format
+        raise _cannot_read(path, exc) from None
+    try:
+        with fh, _pillow_image(fh) as image:
             _check_size(path, *_stored_size(image))  # from the header, before decoding
             if getattr(image, "n_frames", 1) > 1:
                 raise InputFileError(path, f"multi-frame image ({image.n_frames} frames): expected one 2D mammogram")
