@@ -21,6 +21,7 @@ from typing import Any, Iterable, Iterator
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 _received: list[int] = []  # the stop signals this process's handlers took, first first
+_said: list[bool] = []  # whether the stop they made has been reported
 
 
 def handle_stop_signals() -> None:
@@ -51,6 +52,19 @@ def interrupted_status(exc: BaseException) -> int | None:
     if _received:
         return 128 + _received[0]
     return 128 + signal.SIGINT if isinstance(exc, KeyboardInterrupt) else None
+
+
+def first_report() -> bool:
+    """Whether to report the interruption now: always for a KeyboardInterrupt raised in code, once a process for stop
+    signals. A SIGTERM to a process group reaches the command from its readers too: a second one, arriving as the first
+    is reported, raises KeyboardInterrupt again (so that a second Ctrl-C still breaks a clean-up that hangs), but is
+    not said twice."""
+    if not _received:
+        return True
+    if _said:
+        return False
+    _said.append(True)
+    return True
 
 
 def loader_batches(dataset: Any, **options: Any) -> Iterator[Any]:

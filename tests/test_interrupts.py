@@ -338,3 +338,18 @@ def test_a_reader_is_quiet_about_a_connection_the_main_process_cut_in_its_handsh
     _quiet_when_cut_off(cut.type, cut.value, cut.tb)
     _quiet_when_cut_off(ValueError, ValueError("a reader's own error"), None)
     assert capsys.readouterr().err.splitlines() == ["ValueError: a reader's own error"]
+
+
+def test_an_interruption_by_several_stop_signals_is_said_once(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """Was, once in about twenty CI runs: "error: interrupted" twice. A SIGTERM to the process group reaches the command
+    from each reader as well, and one arriving as the first is reported ended the command a second time."""
+    from mammofuse import interrupts
+    from mammofuse.cli.common import interrupted
+
+    monkeypatch.setattr(interrupts, "_received", [signal.SIGTERM, signal.SIGTERM])
+    monkeypatch.setattr(interrupts, "_said", [])
+    assert [interrupted(143).exit_code for _ in range(2)] == [143, 143]
+    assert capsys.readouterr().err.count("error: interrupted") == 1
+    monkeypatch.setattr(interrupts, "_received", [])  # a KeyboardInterrupt raised in code, as in-process tests do: said each time
+    interrupted(130), interrupted(130)
+    assert capsys.readouterr().err.count("error: interrupted") == 2

@@ -21,7 +21,7 @@ from mammofuse.cli import (
     streams,
     train_cmd,
 )
-from mammofuse.cli.common import OUTPUT_ERROR, fail
+from mammofuse.cli.common import OUTPUT_ERROR, fail, interrupted
 from mammofuse.cli.output import console, stdout_closed
 from mammofuse.errors import STDOUT, OutputError
 from mammofuse.figure_notice import quiet_matplotlib
@@ -79,7 +79,7 @@ def main() -> None:
         streams.prepare()
         app()
     except KeyboardInterrupt as exc:  # Ctrl-C (SIGTERM) while Typer builds the command line, before Click's own handling
-        sys.exit(fail("interrupted", interrupted_status(exc) or 130).exit_code)
+        sys.exit(interrupted(interrupted_status(exc) or 130).exit_code)
     except BrokenPipeError:
         stdout_closed()
     except OutputError as exc:  # --version (through `console`), run before any command, outside `guarded`

@@ -19,7 +19,7 @@ from rich.text import Text
 from mammofuse.cli.output import err_console, stdout_closed
 from mammofuse.cli.streams import ClosedStdout, closed_stdout_error
 from mammofuse.errors import MammofuseError, OutputError
-from mammofuse.interrupts import interrupted_status
+from mammofuse.interrupts import first_report, interrupted_status
 from mammofuse.jsontext import json_text
 from mammofuse.validation import MAX_AWAY_PATCHES, MAX_BATCH_SIZE, check_region  # noqa: F401 (the commands' bounds, with those of the API)
 
@@ -187,6 +187,12 @@ def fail(message: str, code: int = USAGE_ERROR) -> typer.Exit:
     return typer.Exit(code)
 
 
+def interrupted(status: int) -> typer.Exit:
+    """The Exit of a command Ctrl-C or SIGTERM ended, ``error: interrupted`` printed once however many signals came
+    (:func:`mammofuse.interrupts.first_report`)."""
+    return fail("interrupted", status) if first_report() else typer.Exit(status)
+
+
 def _notes_once() -> Callable[..., None]:
     """A ``warnings.showwarning`` that prints each warning as a note, once a run: a file's remark is raised again for each
     of its lesions, read in turn."""
@@ -231,7 +237,7 @@ def guarded(func: F) -> F:
         except MammofuseError as exc:
             raise _fail_with_trace(str(exc), USAGE_ERROR) from None
         except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (mammofuse.interrupts)
-            raise fail("interrupted", interrupted_status(exc) or 130) from None
+            raise interrupted(interrupted_status(exc) or 130) from None
         except BrokenPipeError:
             stdout_closed()
         except OSError as exc:
@@ -239,7 +245,7 @@ def guarded(func: F) -> F:
             raise _fail_with_trace(f"{where}{exc.strerror or exc}", OUTPUT_ERROR) from None
         except Exception as exc:  # a bug: still one line, the traceback on request
             if status := interrupted_status(exc):  # unless a Ctrl-C came first, which C code may turn into another error
-                raise fail("interrupted", status) from None
+                raise interrupted(status) from None
             raise _fail_with_trace(f"internal error ({type(exc).__name__}: {exc}); {DEBUG_VARIABLE}=1 shows the traceback", INTERNAL_ERROR) from None
 
     return wrapper

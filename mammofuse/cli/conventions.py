@@ -11,7 +11,7 @@ from typing import Any, Callable, Iterator, NoReturn
 import typer
 import typer.core
 
-from mammofuse.cli.common import CLICK_EXCEPTION, fail
+from mammofuse.cli.common import CLICK_EXCEPTION, fail, interrupted
 from mammofuse.interrupts import interrupted_status
 
 _display_type_rich = typer.core.TyperOption.display_type_rich
@@ -65,7 +65,7 @@ def _interruption_reported() -> Iterator[None]:
     try:
         yield
     except KeyboardInterrupt as exc:
-        raise fail("interrupted", interrupted_status(exc) or 130) from None
+        raise interrupted(interrupted_status(exc) or 130) from None
 
 
 def _usage_error(exc: Any) -> NoReturn:
