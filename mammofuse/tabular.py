@@ -9,6 +9,7 @@ writes (:func:`csv_cell`) is here too, with its inverse (:func:`cell_text`), for
 from __future__ import annotations
 
 import csv
+import difflib
 from collections import Counter
 from contextlib import contextmanager
 from itertools import chain
@@ -78,7 +79,7 @@ def csv_records(
     missing = [c for c in required if c not in columns]
     if missing:
         header = csv_columns(path, str)  # as written: a key may strip a tab (``sep=\t``)
-        raise MammofuseError(f"{path}: missing column(s) {', '.join(missing)}{delimiter_hint(header)}")
+        raise MammofuseError(f"{path}: missing column(s) {_with_guesses(missing, columns, required)}{delimiter_hint(header)}")
     with _open(path) as fh:
         lines, skipped = _lines(fh)
         reader = csv.reader(lines)
@@ -92,6 +93,16 @@ def csv_records(
             if any(c.strip() for c in cells):
                 yield line, {name: cell if name in as_written else cell.strip() for name, cell in zip(columns, cells) if name}
             line = skipped + reader.line_num + 1
+
+
+def _with_guesses(missing: list[str], columns: list[str], required: Collection[str]) -> str:
+    """The ``missing`` column names, each with the closest of the file's other ``columns`` it may be spelt as (``patient.id``)."""
+    others = [c for c in columns if c and c not in required]
+    named = []
+    for column in missing:
+        close = difflib.get_close_matches(column, others, n=1)
+        named.append(column + (f" (did you mean {close[0]}?)" if close else ""))
+    return ", ".join(named)
 
 
 def _check_unique(path: Path, columns: list[str], meaning: Mapping[str, str]) -> None:

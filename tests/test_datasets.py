@@ -54,6 +54,18 @@ def test_cbis_ddsm_warns_once_of_columns_it_does_not_read(cbis_csv, tmp_path):
         assert len(load_dataset("cbis-ddsm", cbis_csv)) == 2874
 
 
+def test_a_required_cbis_ddsm_column_spelt_otherwise_is_named_with_its_spelling(cbis_csv, tmp_path):
+    """Was "missing column(s) patient_id, left_or_right_breast" with no word of the ``patient.id`` and
+    ``left-or-right-breast`` columns the file has."""
+    renamed = tmp_path / "mass_case_description_test_set.csv"
+    header, rest = (cbis_csv / renamed.name).read_bytes().split(b"\n", 1)
+    renamed.write_bytes(header.replace(b"patient_id", b"patient.id").replace(b"left or right breast", b"left-or-right-breast") + b"\n" + rest)
+    with pytest.raises(MammofuseError) as raised:
+        load_dataset("cbis-ddsm", tmp_path)
+    assert str(raised.value) == (f"{renamed}: missing column(s) patient_id (did you mean patient.id?), "
+                                 "left_or_right_breast (did you mean left-or-right-breast?)")
+
+
 @pytest.mark.parametrize("damage", ['{"broken', "{}", "[1]", '[{"path": "x"}]', '[{"path": "x", "pixels": "many"}]', "[" * 100_000, b"\xff"])
 def test_a_damaged_cbis_ddsm_index_cache_is_made_again(damage, cbis_csv, dicom_root, tmp_path, monkeypatch):
     """A truncated cache file crashed every later load with JSONDecodeError or KeyError (exit 4)."""
