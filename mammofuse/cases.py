@@ -37,7 +37,7 @@ from mammofuse.listing import files_under
 from mammofuse.provenance import unfinished_remark
 from mammofuse.results import Prediction
 from mammofuse.tabular import cell_text, csv_columns, csv_records, delimiter_hint
-from mammofuse.validation import REGION_COLUMNS, region_cells
+from mammofuse.validation import REGION_COLUMNS, region_cells, region_text
 
 if TYPE_CHECKING:  # torch stays out of import time
     from mammofuse.imaging.reader import MammogramInfo
@@ -46,6 +46,8 @@ if TYPE_CHECKING:  # torch stays out of import time
 
 PATH_COLUMNS = ("path", "file", "filename", "file_name", "image", "image_path")
 UID_COLUMNS = ("sopinstanceuid", "sop_instance_uid", "sop_uid")
+REGION_TEXT_COLUMN = "region"
+"""predict's column for the lesion circle, ``ROW; COL; RADIUS``: read back where there are no ``roi_*`` columns."""
 CALCIFICATION_FIELDS = ("calc_type", "calc_distribution")
 _UID = re.compile(r"^\d+(\.\d+)+$")
 UNLABELLED = -1
@@ -259,7 +261,8 @@ def read_clinical_csv(path: Path, vocabulary: str = DEFAULT_VOCABULARY) -> Clini
     (``density``, ``breast_density``, ``mass shape``, ...); optional ``patient_id`` and the lesion
     circle ``roi_row``, ``roi_col``, ``roi_radius`` in the file's pixels. Other columns are ignored.
     A CSV that predict wrote reads back as written: a cell's formula guard (:func:`~mammofuse.tabular.cell_text`) is
-    removed, and the path cell is kept whole, spaces included.
+    removed, the path cell is kept whole, spaces included, and its ``region`` column (``ROW; COL; RADIUS``) gives
+    the lesion circle.
     """
     path = Path(path)
     with reading(path):  # a name too long, no permission
@@ -281,7 +284,9 @@ def read_clinical_csv(path: Path, vocabulary: str = DEFAULT_VOCABULARY) -> Clini
     missing = [c for c in REGION_COLUMNS if c not in columns]
     if missing and len(missing) < len(REGION_COLUMNS):
         raise MammofuseError(f"{path}: has no {' or '.join(missing)} column: a lesion circle needs roi_row, roi_col and roi_radius")
-    known = set(PATH_COLUMNS) | set(UID_COLUMNS) | set(REGION_COLUMNS) | {"patient_id"} | set(aliases)
+    if REGION_TEXT_COLUMN in columns and not missing:
+        raise MammofuseError(f"{path}: has both roi_row, roi_col, roi_radius and region columns: keep one way of giving the lesion circle")
+    known = set(PATH_COLUMNS) | set(UID_COLUMNS) | set(REGION_COLUMNS) | {REGION_TEXT_COLUMN, "patient_id"} | set(aliases)
     ignored = [c for c in columns if c not in known]
     records = csv_records(path, key=_column_key, meaning=aliases, as_written=(key_column,) if key_column else ())
     rows = [_row(n, values, key_column, uid_column, aliases, schema, path) for n, values in records]
@@ -299,6 +304,8 @@ def _row(
     except ClinicalValueError as exc:
         raise ClinicalValueError(f"{path}:{n}: {exc}") from None
     region = region_cells(values, f"{path}:{n}")
+    if region is None and values.get(REGION_TEXT_COLUMN):
+        region = region_text(values[REGION_TEXT_COLUMN], f"{path}:{n}")
     key = values.get(key_column, "") if key_column else ""
     key = key if key.strip() else ""  # a blank cell names no file
     uid = values.get(uid_column, "") if uid_column else ""

@@ -159,6 +159,18 @@ def region_cells(values: Mapping[str, str], where: str) -> tuple[float, float, f
     return check_region(values["roi_row"], values["roi_col"], values["roi_radius"], where)
 
 
+def region_text(text: str, where: str) -> tuple[float, float, float]:
+    """The lesion circle of predict's ``region`` cell, ``ROW; COL; RADIUS``.
+
+    Raises:
+        MammofuseError: naming ``where``, for a cell of another form, or a circle :func:`check_region` refuses.
+    """
+    parts = text.split(";")
+    if len(parts) != 3:
+        raise MammofuseError(f"{where}: region {shown(text)} is not ROW; COL; RADIUS (as predict writes it)")
+    return check_region(*parts, where, names=("region row", "region column", "region radius"))
+
+
 def _pixels(value: Any) -> float | None:
     """``value`` (a number, or its text) as a float when it is finite and below MAX_REGION_PIXELS in size, else None."""
     if isinstance(value, str):

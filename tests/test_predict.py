@@ -188,6 +188,15 @@ def test_a_clinical_path_matches_as_written_or_without_the_spaces_around_it(tmp_
         read_clinical_csv(_ambiguous(tmp_path)).match(tmp_path / "a.png")
 
 
+def test_a_clinical_csv_gives_the_lesion_circle_one_way(tmp_path: Path) -> None:
+    table = tmp_path / "findings.csv"
+    table.write_text("path,region\na.png,10; 20; 5\nb.png,\n")
+    assert [row.region for row in read_clinical_csv(table).rows] == [(10.0, 20.0, 5.0), None]
+    table.write_text("path,region,roi_row,roi_col,roi_radius\na.png,10; 20; 5,10,20,5\n")
+    with pytest.raises(MammofuseError, match="has both roi_row, roi_col, roi_radius and region columns"):
+        read_clinical_csv(table)
+
+
 def _ambiguous(tmp_path: Path) -> Path:
     """Rows ``a.png`` and `` a.png`` without lesion circles: both name ``a.png``."""
     table = tmp_path / "ambiguous.csv"

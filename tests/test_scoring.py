@@ -300,6 +300,23 @@ def test_clinical_reads_back_the_csv_predict_wrote_whatever_its_file_names_start
     assert "no row" not in err and "match no file" not in err
 
 
+def test_clinical_reads_back_the_lesion_circle_of_the_csv_predict_wrote(tiny_model: Path, real_dicoms: dict[str, Path], tmp_path: Path) -> None:
+    """Was: predict's ``region`` column (``ROW; COL; RADIUS``) was an ignored column in --clinical: its files were
+    scored without their circle (or on the flags' --roi)."""
+    scan = real_dicoms["P_00173_lcc"]
+    findings = tmp_path / "findings.csv"
+    assert predict(str(scan), "--model", str(tiny_model), "--roi", "1200,900,150", "-o", str(findings))[0] == 0
+    assert [row["region"] for row in csv.DictReader(open(findings, newline=""))] == ["1200.0; 900.0; 150.0"]
+
+    code, out, err = predict(str(scan), "--model", str(tiny_model), "--roi", "10,10,5", "--clinical", str(findings), "-f", "jsonl")
+    assert code == 0, err
+    ignored = next(line for line in err.splitlines() if "ignored columns" in line)
+    assert json.loads(out)["region"] == [1200.0, 900.0, 150.0] and "region" not in ignored
+    findings.write_text(findings.read_text().replace("1200.0; 900.0; 150.0", "1200.0; 900.0"))
+    code, _, err = predict(str(scan), "--model", str(tiny_model), "--clinical", str(findings))
+    assert code == 2 and f"{findings}:2: region '1200.0; 900.0' is not ROW; COL; RADIUS" in err
+
+
 def test_csv_cells_read_back_exactly_whatever_they_start_with() -> None:
     from mammofuse.tabular import cell_text, csv_cell
 
