@@ -511,6 +511,15 @@ def test_fold_means_over_every_fold_carry_no_count():
     assert arm.folds_averaged is None and "folds_averaged" not in arm.to_dict()
 
 
+def test_subset_means_say_which_folds_they_cover():
+    """Was: the mass and calc means of ablation.json covered only the folds with both classes of the type, without a word."""
+    both = dataclasses.replace(_fold(0, [0, 1, 0, 1], [0.2, 0.8, 0.3, 0.7]), abnormality=["mass", "mass", "calc", "calc"])
+    calc_benign = dataclasses.replace(_fold(1, [0, 1, 0, 0], [0.2, 0.8, 0.3, 0.7]), abnormality=["mass", "mass", "calc", "calc"])
+    subsets = summarize_arm([both, calc_benign, both], [0.0], n_boot=0, seed=0).subsets
+    assert subsets["mass"]["auc_folds"] == [1.0, 1.0, 1.0] and "folds_averaged" not in subsets["mass"]
+    assert subsets["calc"]["auc_folds"] == [1.0, None, 1.0] and subsets["calc"]["folds_averaged"] == {"auc": 2}
+
+
 def test_reading_and_summarising_finished_runs_does_not_import_torch():
     code = "import sys, mammofuse.evaluation.ablation_results; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
@@ -560,6 +569,8 @@ def test_summaries_match_the_dict_code_they_replace():
     got = report.to_dict()
     calibration = {name: arm.pop("calibration") for name, arm in got["variants"].items()}  # added since, from the folds' predictions
     assert all(calibration[name] == calibration_summary([r.scored()[:2] for r in folds[name]]) for name in folds)
+    for arm in got["variants"].values():  # each subset's fold AUCs: added since
+        assert all(len(subset.pop("auc_folds")) == arm["folds"] for subset in arm["subsets"].values())
     assert got == expected
     assert json.dumps(got) == json.dumps(expected)  # the same key order as well
     lines = markdown_table(report).split("\n")
@@ -583,6 +594,7 @@ def test_summaries_match_the_dict_code_they_replace():
     assert concat.vs_best_single["arm"] == "clinical" and variants["clinical"].vs_best_single is None
     validation = summarize_arm(folds["concat"], [0.0, 0.5, 1.0], n_boot=0, seed=0, threshold="validation").to_dict()
     assert validation.pop("calibration") == calibration["concat"]  # the threshold's source changes no score
+    assert all(len(subset.pop("auc_folds")) == concat.folds for subset in validation["subsets"].values())
     assert validation == SUMMARIES["concat_validation"]
 
 

@@ -288,7 +288,9 @@ def _compare_with_best_single(variants: dict[str, ArmSummary], folds: dict[str, 
 
 
 def _subsets(results: Sequence[FoldResult], n_boot: int, seed: int) -> dict[str, Any]:
-    """Per abnormality type (only when the data has masses and calcifications): fold-mean AUC and pooled AUC with CI."""
+    """Per abnormality type (only when the data has masses and calcifications): fold-mean AUC and pooled AUC with CI,
+    each fold's AUC (``auc_folds``, None where its held-out cases of the type lack a class) and, when the mean covers
+    fewer folds than all, how many (``folds_averaged``)."""
     if not {"mass", "calc"} <= {k for r in results for k in r.abnormality}:
         return {}
     out = {}
@@ -301,7 +303,9 @@ def _subsets(results: Sequence[FoldResult], n_boot: int, seed: int) -> dict[str,
         mean, sd = _mean_sd(aucs)
         pooled = auc_or_none(np.array(ys), np.array(ps)) if ys else None
         ci = bootstrap_auc(ys, ps, gs, n_boot, seed) if pooled is not None else None
-        out[kind] = {"n": len(ys), "auc": mean, "auc_sd": sd, "auc_pooled": pooled, "auc_ci": list(ci) if ci else None}
+        out[kind] = {"n": len(ys), "auc": mean, "auc_sd": sd, "auc_pooled": pooled, "auc_ci": list(ci) if ci else None, "auc_folds": aucs}
+        if 0 < (covered := folds_covered(aucs)) < len(aucs):
+            out[kind]["folds_averaged"] = {"auc": covered}
     return out
 
 
