@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence, overload
 
 from mammofuse.errors import MammofuseError, MammofuseWarning
 from mammofuse.explainers.options import DEFAULT_LAYER, DEFAULT_LIME_SAMPLES
+from mammofuse.serial import one_at_a_time
 from mammofuse.validation import MAX_AWAY_PATCHES, MAX_BATCH_SIZE, MAX_BOOTSTRAP, MAX_SEED, Rule, check_region, checked, shown
 
 if TYPE_CHECKING:
@@ -56,6 +57,7 @@ def as_model(model: MammoFuse | str | Path | None, device: str = "auto") -> Mamm
     raise TypeError(f"model must be a MammoFuse, a name or path (str or pathlib.Path), or None, not {_type_name(model)}")
 
 
+@one_at_a_time
 def cases(
     inputs: PathLike | Sequence[PathLike],
     model: MammoFuse,
@@ -174,6 +176,7 @@ def predict(images: PathLike, model: MammoFuse | str | Path | None = ..., **kwar
 def predict(images: Sequence[PathLike], model: MammoFuse | str | Path | None = ..., **kwargs: Any) -> list[Prediction]: ...
 
 
+@one_at_a_time
 def predict(
     images: PathLike | Sequence[PathLike],
     model: MammoFuse | str | Path | None = None,
@@ -230,6 +233,7 @@ def predict(
     return records
 
 
+@one_at_a_time
 def explain(
     image: PathLike,
     out: PathLike,
@@ -283,6 +287,7 @@ def explain(
     return explain_file(net, sample, folder, methods, lime_samples=lime_samples, seed=seed, layer=layer, include_identifiers=include_identifiers)
 
 
+@one_at_a_time
 def evaluate(
     model: MammoFuse | str | Path | None,
     dataset: str,

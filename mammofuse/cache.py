@@ -14,10 +14,12 @@ from mammofuse.atomic import check_writable_folder, remove_stale_temporaries
 from mammofuse.errors import MammofuseWarning, OutputError
 
 CACHE_VARIABLE = "MAMMOFUSE_CACHE"
+FileIdentity = tuple[int, int, int, int, int]
+"""(device, inode, size, modification time, change time) of a file: see :func:`file_identity`."""
 STALE_AFTER_S = 3600.0  # an entry's temporary unchanged this long was left by a killed run (a write takes seconds)
 
 
-def file_identity(path: str | os.PathLike[str]) -> tuple[int, int, int, int, int] | None:
+def file_identity(path: str | os.PathLike[str]) -> FileIdentity | None:
     """What a cache entry keys a file on: (device, inode, size, modification time, change time), times in ns; None
     when it cannot be stat'ed.
 

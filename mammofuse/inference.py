@@ -11,6 +11,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from mammofuse.cache import FileIdentity, file_identity
 from mammofuse.clinical import load_schema
 from mammofuse.data.sample import Sample
 from mammofuse.errors import InputFileError, MammofuseError
@@ -125,14 +126,24 @@ def with_mask_region(sample: Sample, recipe: PreprocessRecipe) -> Sample:
     return sample
 
 
-@lru_cache(maxsize=4096)
 def _image_shape(path: str | None) -> tuple[int, int] | None:
     """(rows, columns) of a sample's image from its header, for its ROI mask's region."""
-    return image_shape(path) if path else None
+    return _image_shape_of(path, file_identity(path)) if path else None
 
 
 @lru_cache(maxsize=4096)
+def _image_shape_of(path: str, identity: FileIdentity | None) -> tuple[int, int] | None:
+    """:func:`_image_shape` of this version of the file (``identity``: a file rewritten in place is read again)."""
+    return image_shape(path)
+
+
 def mask_region(path: str, canvas: tuple[int, int] | None = None, image: tuple[int, int] | None = None) -> Region:
+    """:func:`_mask_region_of` this version of the ROI mask file (one rewritten in place is read again)."""
+    return _mask_region_of(path, file_identity(path), canvas, image)
+
+
+@lru_cache(maxsize=4096)
+def _mask_region_of(path: str, identity: FileIdentity | None, canvas: tuple[int, int] | None, image: tuple[int, int] | None) -> Region:
     """The lesion circle (row, column, radius) covering the bounding box of a binary ROI mask file.
 
     ``image``: the (rows, columns) of the mask's image, when known. Some CBIS-DDSM masks were saved
@@ -351,8 +362,8 @@ def iter_scores(
     )
     was_training = model.training
     model.eval()
-    try:
-        for batch in loader_batches(dataset, batch_size=batch_size, num_workers=workers):
+    try:  # a generator of its own: scoring draws nothing from torch's global random stream
+        for batch in loader_batches(dataset, batch_size=batch_size, num_workers=workers, generator=torch.Generator()):
             with torch.inference_mode():
                 logits = model(**model_inputs(batch, model.device)).logits.float().cpu().numpy()
             used = had_input(model, batch["image_present"], batch["clinical_mask"])

@@ -255,3 +255,58 @@ def test_an_explanation_carries_the_remark_a_prediction_record_carries(real_dico
     assert "never saw calcifications" in prediction.note
     assert [n for n in explanation.notes if "never saw calcifications" in n] == [n for n in prediction.note.split("; ") if "never saw" in n]
     assert explanation.probability == pytest.approx(prediction.probability, abs=1e-6)
+
+
+@pytest.mark.parametrize("call", ["predict", "explain", "evaluate", "load_dataset"])
+def test_threads_sharing_the_library_take_their_turn(call: str, real_dicoms, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Was: two threads calling predict at once broke the process's warnings for good (``catch_warnings`` is not
+    thread-safe), ran Grad-CAM on each other's activations, and turned dropout back on mid-scoring."""
+    import threading
+
+    from mammofuse import api
+    from mammofuse.interrupts import load_torch
+
+    load_torch()  # loaded before: the second call then fails at once unless it waits for the first
+    entered, release = threading.Event(), threading.Event()
+    as_paths = api.as_paths
+
+    def held(value, name):  # the first thread's call waits inside predict until released
+        if threading.current_thread() is first:
+            entered.set()
+            release.wait(10)
+        return as_paths(value, name)
+
+    monkeypatch.setattr(api, "as_paths", held)
+    first = threading.Thread(target=mammofuse.predict, args=(real_dicoms["P_00820_lcc"],))
+    first.start()
+    assert entered.wait(10)
+    second_done = threading.Event()
+    calls = {"predict": lambda: mammofuse.predict(tmp_path / "scan.dcm", batch_size=0),
+             "explain": lambda: mammofuse.explain(tmp_path, tmp_path / "out"),
+             "evaluate": lambda: mammofuse.evaluate(None, "nonesuch", tmp_path),
+             "load_dataset": lambda: mammofuse.load_dataset("nonesuch", tmp_path)}
+
+    def second() -> None:
+        with pytest.raises(mammofuse.MammofuseError):
+            calls[call]()
+        second_done.set()
+
+    other = threading.Thread(target=second)
+    other.start()
+    assert not second_done.wait(0.5), f"{call} ran while another thread was in predict"
+    release.set()
+    first.join(60)
+    other.join(60)
+    assert second_done.is_set()
+
+
+def test_predict_draws_nothing_from_torchs_random_stream(real_dicoms) -> None:
+    """Was: each call's data loader drew its seed from torch's global generator, moving a caller's seeded stream."""
+    import torch
+
+    model = mammofuse.MammoFuse.from_pretrained("default")
+    torch.manual_seed(0)
+    expected = torch.rand(3)
+    torch.manual_seed(0)
+    model.predict(real_dicoms["P_00820_lcc"], density=2)
+    assert torch.equal(torch.rand(3), expected)

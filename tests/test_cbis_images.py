@@ -322,3 +322,18 @@ def test_the_shipped_backbone_records_the_patients_whose_films_it_was_pretrained
 
     training = [s for s in load_dataset("cbis-ddsm", cbis_csv, [cbis_800], "mass") if s.split == "train" and s.image_path]
     assert pretraining_patients("cbis-texture-cnn4") == {patient_digest(s.patient_id) for s in training}
+
+
+def test_a_mask_rewritten_in_place_is_read_again(tmp_path: Path) -> None:
+    """Was: a ROI mask's region was cached by its path for the life of the process (a notebook kept open)."""
+    import os
+
+    from mammofuse.inference import mask_region
+
+    path = tmp_path / "mask.png"
+    for top, stamp in ((10, 1_000_000_000), (60, 2_000_000_000)):
+        mask = np.zeros((100, 100), np.uint8)
+        mask[top:top + 10, 10:20] = 255
+        Image.fromarray(mask).save(path)
+        os.utime(path, ns=(stamp, stamp))
+        assert mask_region(str(path)) == pytest.approx((top + 5.0, 15.0, 5.0))

@@ -10,6 +10,7 @@ from mammofuse.data.manifest import load_manifest
 from mammofuse.data.mini_mias import load_mini_mias
 from mammofuse.data.sample import Sample
 from mammofuse.errors import MammofuseError, reading
+from mammofuse.serial import one_at_a_time
 
 Images = str | Path | Sequence[str | Path] | None
 
@@ -20,6 +21,7 @@ DATASETS: dict[str, Callable[..., list[Sample]]] = {
 }
 
 
+@one_at_a_time
 def load_dataset(
     name: str, data: str | Path, images: Images = None, abnormality: str = "all", report: dict[str, Any] | None = None,
 ) -> list[Sample]:

@@ -1,0 +1,30 @@
+"""One library call at a time in a process.
+
+Reading a file records the remarks it gives with :func:`warnings.catch_warnings`, which swaps the process's warning
+machinery and is not thread-safe; a model scores in eval mode and gets its own mode back after; Grad-CAM hooks a
+layer of the model. So the front door's calls (:func:`mammofuse.predict`, ``explain``, ``evaluate``,
+``load_dataset``) take one lock: threads sharing a model (a web server's) each wait for the call before theirs to
+end. The lock is re-entrant, so one call may make another.
+"""
+
+from __future__ import annotations
+
+import functools
+import threading
+from typing import Callable, ParamSpec, TypeVar
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+_LOCK = threading.RLock()
+
+
+def one_at_a_time(function: Callable[P, R]) -> Callable[P, R]:
+    """``function``, waiting while another thread is in any call so wrapped."""
+
+    @functools.wraps(function)
+    def serialised(*args: P.args, **kwargs: P.kwargs) -> R:
+        with _LOCK:
+            return function(*args, **kwargs)
+
+    return serialised
