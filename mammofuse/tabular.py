@@ -14,7 +14,7 @@ from collections import Counter
 from contextlib import contextmanager
 from itertools import chain
 from pathlib import Path
-from typing import Any, Callable, Collection, Iterable, Iterator, Mapping, TextIO
+from typing import Any, Callable, Collection, Iterable, Iterator, Mapping, Sequence, TextIO
 
 from mammofuse.errors import MammofuseError
 
@@ -98,11 +98,13 @@ def csv_records(
 def _with_guesses(missing: list[str], columns: list[str], required: Collection[str]) -> str:
     """The ``missing`` column names, each with the closest of the file's other ``columns`` it may be spelt as (``patient.id``)."""
     others = [c for c in columns if c and c not in required]
-    named = []
-    for column in missing:
-        close = difflib.get_close_matches(column, others, n=1)
-        named.append(column + (f" (did you mean {close[0]}?)" if close else ""))
-    return ", ".join(named)
+    return ", ".join(with_guess(column, others) for column in missing)
+
+
+def with_guess(column: str, names: Sequence[str]) -> str:
+    """``column``, with the closest of ``names`` it may have meant: ``densty (did you mean density?)``."""
+    close = difflib.get_close_matches(column, names, n=1)
+    return column + (f" (did you mean {close[0]}?)" if close else "")
 
 
 def _check_unique(path: Path, columns: list[str], meaning: Mapping[str, str]) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 import os
 import warnings
 from pathlib import Path
@@ -12,7 +11,7 @@ from mammofuse.clinical import load_schema
 from mammofuse.clinical.schema import DEFAULT_VOCABULARY, ClinicalSchema, ClinicalValueError
 from mammofuse.data.sample import Sample
 from mammofuse.errors import DatasetWarning, MammofuseError, reading
-from mammofuse.tabular import csv_columns, csv_records, delimiter_hint
+from mammofuse.tabular import csv_columns, csv_records, delimiter_hint, with_guess
 from mammofuse.validation import REGION_COLUMNS, region_cells
 
 _LABELS = {"1": 1, "0": 0, "malignant": 1, "benign": 0, "benign_without_callback": 0}
@@ -106,8 +105,7 @@ def unread_columns(columns: Sequence[str], read: Collection[str]) -> str:
         if column in _LEAKING:
             unread.append(f"{column} (never an input: it would give the label away)")
         else:
-            close = difflib.get_close_matches(column, known, n=1)
-            unread.append(f"{column}" + (f" (did you mean {close[0]}?)" if close else ""))
+            unread.append(with_guess(column, known))
     return ", ".join(unread)
 
 
