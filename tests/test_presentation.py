@@ -19,6 +19,9 @@ from mammofuse.imaging.reader import ReaderWarning, check_header, read_mammogram
 
 runner = CliRunner()
 ROI = "32,8,6"  # inside the phantom's breast
+TRAINED_ON = "the models were trained on digitised screen-film mammograms processed for presentation (CBIS-DDSM)"
+UNTESTED = "how they score a digital detector's images is untested"
+DIGITAL_MAMMOGRAPHY = "1.2.840.10008.5.1.4.1.1.1.2"  # Digital Mammography X-Ray Image Storage - For Presentation
 
 
 def run(*args: str) -> tuple[int, str, str]:
@@ -100,7 +103,7 @@ def test_raw_data_and_spot_or_magnification_views_are_scored_with_a_note(attribu
     scan = write_dicom(tmp_path / "scan.dcm", breast_phantom(), **attributes)
     status, out, err = run("predict", str(scan), "--roi", ROI, "--density", "2", "--margin", "spiculated", "-f", "csv")
     note = csv_records(out)["scan.dcm"]["note"]
-    assert status == 0 and note.startswith(remark) and "the model was trained on full-field mammograms for presentation" in note
+    assert status == 0 and note.startswith(remark) and TRAINED_ON in note
     status, out, _ = run("inspect", str(scan), "-f", "json")
     assert status == 0 and json.loads(out)[0]["warnings"] == [note]
 
@@ -108,9 +111,75 @@ def test_raw_data_and_spot_or_magnification_views_are_scored_with_a_note(attribu
 def test_a_full_field_mammogram_for_presentation_gets_no_remark(tmp_path: Path) -> None:
     scan = write_dicom(tmp_path / "scan.dcm", breast_phantom(), PresentationIntentType="FOR PRESENTATION",
                        ViewCodeSequence=view(code("399161006", "SCT", "Cleavage")))
-    assert read_mammogram(scan).info.warnings == []
-    projection = write_dicom(tmp_path / "projection.dcm", breast_phantom(), SOPClassUID="1.2.840.10008.5.1.4.1.1.13.1.4", NumberOfFrames=1)
-    assert read_mammogram(projection).info.warnings == []  # Breast Projection X-Ray - For Presentation: a 2D projection
+    assert read_mammogram(scan).info.warnings == []  # a Secondary Capture, as a scanned film is
+    film = write_dicom(tmp_path / "film.dcm", breast_phantom(), SOPClassUID=DIGITAL_MAMMOGRAPHY, DetectorType="FILM")
+    assert read_mammogram(film).info.warnings == []  # a scanned film/screen, whatever its SOP class
+
+
+@pytest.mark.parametrize(("attributes", "remarks"), [
+    ({"SOPClassUID": DIGITAL_MAMMOGRAPHY, "DetectorType": "SCINTILLATOR"},
+     ["a digital mammogram (SOP class Digital Mammography X-Ray Image Storage - For Presentation)"]),
+    ({"SOPClassUID": "1.2.840.10008.5.1.4.1.1.13.1.4", "NumberOfFrames": 1},  # a 2D projection, not a tomosynthesis slice
+     ["a digital mammogram (SOP class Breast Projection X-Ray Image Storage - For Presentation)"]),
+    ({"SOPClassUID": "1.2.840.10008.5.1.4.1.1.1.1", "Modality": "DX"},
+     ["modality is DX, not MG (mammography): read as a mammogram",
+      "a digital mammogram (SOP class Digital X-Ray Image Storage - For Presentation)"]),
+    ({"DetectorType": "DIRECT"}, ["a digital mammogram (detector type DIRECT)"]),  # a generic SOP class (Secondary Capture)
+    ({"DetectorType": ["storage", "X"]}, ["a digital mammogram (detector type STORAGE)"]),
+])
+def test_a_digital_mammogram_is_scored_with_a_note(attributes: dict, remarks: list[str], tmp_path: Path) -> None:
+    """A digital detector's mammogram was scored with no remark, although every model was trained on digitised film."""
+    import mammofuse
+    from mammofuse.errors import MammofuseWarning
+
+    scan = write_dicom(tmp_path / "scan.dcm", breast_phantom(), **attributes)
+    remarks = [*remarks[:-1], f"{remarks[-1]}: {TRAINED_ON}; {UNTESTED}"]
+    with pytest.warns(ReaderWarning, match=re.escape(f"scan.dcm: {remarks[-1]}")):
+        assert read_mammogram(scan).info.warnings == remarks
+    with pytest.warns(MammofuseWarning, match=re.escape(remarks[-1])):
+        prediction = mammofuse.predict(scan, roi=(32, 8, 6), density=2, margin="spiculated")
+    assert prediction.error is None and remarks[-1] in prediction.note
+    for region in ([], ["--roi", ROI]):
+        status, out, err = run("predict", str(scan), *region, "--density", "2", "--margin", "spiculated", "-f", "csv")
+        record = csv_records(out)["scan.dcm"]
+        assert status == 0 and record["probability"] and remarks[-1] in record["note"], region
+        assert f"note: {scan}: {remarks[-1]}" in err and err.count(UNTESTED) == 1
+    status, out, _ = run("inspect", str(scan), "-f", "json")
+    assert status == 0 and json.loads(out)[0]["warnings"] == remarks
+    status, _, err = run("explain", str(scan), "--roi", ROI, "--density", "2", "--margin", "spiculated", "--methods", "shap",
+                         "--out", str(tmp_path / "out"))
+    assert status == 0 and err.count(UNTESTED) == 1
+    notes = json.loads(next((tmp_path / "out").rglob("explanation.json")).read_text())["notes"]
+    assert [n for n in notes if remarks[-1] in n], notes
+
+
+@pytest.mark.parametrize(("attributes", "remark"), [
+    ({"SOPClassUID": "1.2.840.10008.5.1.4.1.1.1.2.1"}, "a FOR PROCESSING image"),  # digital too: one remark says what it is
+    ({"SOPClassUID": DIGITAL_MAMMOGRAPHY, "PresentationIntentType": "FOR PROCESSING"}, "a FOR PROCESSING image"),
+    ({"SOPClassUID": "1.2.840.10008.5.1.4.1.1.13.1.3", "NumberOfFrames": 1, "DetectorType": "DIRECT"}, "a breast tomosynthesis slice"),
+])
+def test_raw_data_and_tomosynthesis_from_a_digital_detector_get_one_remark(attributes: dict, remark: str, tmp_path: Path) -> None:
+    scan = write_dicom(tmp_path / "scan.dcm", breast_phantom(), **attributes)
+    warnings = read_mammogram(scan).info.warnings
+    assert len(warnings) == 1 and warnings[0].startswith(remark) and TRAINED_ON in warnings[0]
+
+
+def test_the_digital_remark_comes_from_the_header_not_the_pixels(real_dicoms: dict[str, Path], tmp_path: Path) -> None:
+    """CBIS-DDSM's scanned films (Secondary Capture images, as the models were trained on) and a PNG get no remark; the
+    same film's pixels under a Digital Mammography header get it."""
+    import pydicom
+    from PIL import Image
+
+    for name, path in real_dicoms.items():
+        assert read_mammogram(path).info.warnings == [], name
+    ds = pydicom.dcmread(real_dicoms["P_00173_lcc"])
+    assert ds.SOPClassUID == "1.2.840.10008.5.1.4.1.1.7" and ds.Modality == "MG"
+    ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = DIGITAL_MAMMOGRAPHY
+    ds.save_as(tmp_path / "digital.dcm")
+    assert read_mammogram(tmp_path / "digital.dcm").info.warnings == [
+        f"a digital mammogram (SOP class Digital Mammography X-Ray Image Storage - For Presentation): {TRAINED_ON}; {UNTESTED}"]
+    Image.fromarray((breast_phantom() >> 4).astype("uint8")).save(tmp_path / "scan.png")
+    assert read_mammogram(tmp_path / "scan.png").info.warnings == []
 
 
 def test_a_damaged_or_multi_valued_header_attribute_is_read_as_the_standard_means_it(tmp_path: Path) -> None:

@@ -1,10 +1,11 @@
-"""What a DICOM header says an image is: its modality, and whether it is a full-field image for presentation.
+"""What a DICOM header says an image is: its modality, and whether it is a mammogram like the training images.
 
-The models were trained on full-field mammograms for presentation (CBIS-DDSM, modality ``MG``). A file of
-another imaging modality (CT, MR, US...) is no mammogram and is refused; a header that leaves the question
-open (computed or digital radiography, ``OT``, no modality) or describes another kind of mammogram (raw
-FOR PROCESSING data, a breast tomosynthesis slice, a spot compression or magnification view) gets a remark, which
-reaches the record's note.
+The models were trained on digitised screen-film mammograms processed for presentation (CBIS-DDSM: scanned films,
+stored as Secondary Capture images of modality ``MG``). A file of another imaging modality (CT, MR, US...) is no
+mammogram and is refused; a header that leaves the question open (computed or digital radiography, ``OT``, no
+modality) or describes another kind of mammogram (raw FOR PROCESSING data, a breast tomosynthesis slice, a spot
+compression or magnification view, a digital mammogram from a digital detector) gets a remark, which reaches the
+record's note.
 """
 
 from __future__ import annotations
@@ -27,7 +28,16 @@ SPOT_OR_MAGNIFICATION = {
     "399055006": "spot compression", "R-102D7": "spot compression",  # SNOMED CT and the retired SNOMED RT code (CID 4015)
     "399163009": "magnification", "R-102D6": "magnification",
 }
-TRAINED_ON = "the model was trained on full-field mammograms for presentation"
+DIGITAL_CLASSES = {
+    "1.2.840.10008.5.1.4.1.1.1.2": "Digital Mammography X-Ray Image Storage - For Presentation",
+    "1.2.840.10008.5.1.4.1.1.1.1": "Digital X-Ray Image Storage - For Presentation",
+    "1.2.840.10008.5.1.4.1.1.13.1.4": "Breast Projection X-Ray Image Storage - For Presentation",
+}
+"""SOP classes of images from a digital detector, processed for presentation (a scanned film is a Secondary Capture)."""
+DIGITAL_DETECTORS = frozenset({"DIRECT", "SCINTILLATOR", "STORAGE"})
+"""Detector Type (0018,7004) values of a digital detector: X-ray photoconductor, phosphor, storage phosphor. The fourth
+value, FILM, is a scanned film/screen: a digitised film like the training images, whatever the SOP class."""
+TRAINED_ON = "the models were trained on digitised screen-film mammograms processed for presentation (CBIS-DDSM)"
 
 
 def not_mammography(modality: str | None) -> str | None:
@@ -47,7 +57,8 @@ def single_value(value: Any) -> str:
 
 def header_remarks(ds: Any, modality: str | None) -> list[str]:
     """Remarks on a mammogram's header that a score of it should carry: a modality that may not be mammography,
-    raw FOR PROCESSING data, a breast tomosynthesis slice, a spot compression or magnification view."""
+    raw FOR PROCESSING data, a breast tomosynthesis slice, a digital mammogram (one remark for these three: FOR
+    PROCESSING data and tomosynthesis slices come from a digital detector too), a spot compression or magnification view."""
     remarks = []
     if not modality:
         remarks.append("the DICOM header gives no modality: read as a mammogram (MG)")
@@ -55,14 +66,28 @@ def header_remarks(ds: Any, modality: str | None) -> list[str]:
         remarks.append(f"modality is {modality}, not MG (mammography): read as a mammogram")
     intent = single_value(ds.get("PresentationIntentType")).strip().upper()
     sop_class = single_value(ds.get("SOPClassUID")).strip()
-    if intent == "FOR PROCESSING" or sop_class in FOR_PROCESSING_CLASSES:
+    raw = intent == "FOR PROCESSING" or sop_class in FOR_PROCESSING_CLASSES
+    if raw:
         remarks.append(f"a FOR PROCESSING image (the detector's data before the vendor's processing): {TRAINED_ON}")
     if sop_class == TOMOSYNTHESIS_CLASS:
         remarks.append(f"a breast tomosynthesis slice (one slice of a 3D reconstruction, not a projection mammogram): {TRAINED_ON}")
+    elif not raw and (source := _digital_source(ds, sop_class)):
+        remarks.append(f"a digital mammogram ({source}): {TRAINED_ON}; how they score a digital detector's images is untested")
     views = sorted(set(_view_modifiers(ds)))
     if views:
         remarks.append(f"a {' and '.join(views)} view: {TRAINED_ON}, not spot compression or magnification views")
     return remarks
+
+
+def _digital_source(ds: Any, sop_class: str) -> str | None:
+    """What says a digital detector made the image: its SOP class, else its Detector Type; None for a scanned film
+    (Detector Type FILM) and a header that does not say (a Secondary Capture of a film, as CBIS-DDSM's)."""
+    detector = single_value(ds.get("DetectorType")).strip().upper()
+    if detector == "FILM":
+        return None
+    if sop_class in DIGITAL_CLASSES:
+        return f"SOP class {DIGITAL_CLASSES[sop_class]}"
+    return f"detector type {detector}" if detector in DIGITAL_DETECTORS else None
 
 
 def _view_modifiers(ds: Any) -> list[str]:

@@ -8,8 +8,9 @@ Orientation is not applied, with a remark) and a TIFF stored WhiteIsZero inverte
 from the header before any pixel is decoded: at most :data:`MAX_PIXELS` pixels per image.
 Warnings raised while reading (pydicom's included) are kept in ``info.warnings`` and re-issued
 once each as a :class:`ReaderWarning` ``"<file>: <remark>"``, for a file that then fails too. A DICOM
-of another imaging modality (CT, MR, US...) is refused, and a header that describes no full-field
-mammogram for presentation gets a remark (:mod:`mammofuse.imaging.presentation`). A truncated file,
+of another imaging modality (CT, MR, US...) is refused, and a header that describes another kind of image
+than the digitised film mammograms the models were trained on gets a remark
+(:mod:`mammofuse.imaging.presentation`). A truncated file,
 an empty one or one that is no regular file is an error that says so.
 """
 
