@@ -491,6 +491,100 @@ def test_a_card_says_where_its_image_encoder_started_and_names_only_files_a_mode
     assert named and all((bundled / name).is_file() for name in named), named
 
 
+def _card(dataset: str, fusion: str = "late", abnormality: tuple[str, ...] = ("mass",)) -> str:
+    from mammofuse.training.card import model_card
+    from mammofuse.training.settings import TrainSettings
+    from mammofuse.training.state import BestEpoch
+
+    provenance = {"n_val": 0, "n_train": 9, "n_train_patients": 9, "abnormality": list(abnormality)}
+    return model_card(TrainSettings(dataset=dataset, fusion=fusion, pretrained=None), provenance, [], BestEpoch())
+
+
+def test_a_cbis_ddsm_card_states_its_reference_standard_intended_use_and_data_provenance() -> None:
+    """Cards said nothing of how labels were established (BENIGN_WITHOUT_CALLBACK lesions are benign without a biopsy),
+    what the model is for and not for, where the films came from, or that a case is a lesion on one view."""
+    card = _card("cbis-ddsm")
+    assert "- Reference standard: malignant = pathology-proven; benign = pathology-proven, or not recalled (BENIGN_WITHOUT_CALLBACK: " \
+           "judged benign on the screening films alone, with no further films and no biopsy); Lee et al. 2017, *Scientific Data* 4:170177" in card
+    assert "- Task: telling benign from malignant a mass that a radiologist has already found, delimited (its lesion region) and " \
+           "described (its findings); research on multimodal fusion and its explanations\n- Users: researchers\n" in card
+    out_of_scope = next(line for line in card.splitlines() if line.startswith("- Out of scope: "))
+    assert out_of_scope == ("- Out of scope: screening or detection (finding lesions): the model scores a lesion it is given; calcifications: "
+                            "it trained on masses only; digital mammograms from modern detectors: its training images were digitised film; "
+                            "any clinical decision")
+    assert "Heath et al. 2001, *Proc. IWDM 2000*" in card and "no demographics" in card and "- Unit: a lesion on one view;" in card
+    assert card.index("## Intended use") < card.index("## Model")
+    assert "masses: it trained on calcifications only" in _card("cbis-ddsm", abnormality=("calc",))
+    both = _card("cbis-ddsm", abnormality=("calc", "mass"))
+    assert "a calcification or mass that" in both and "it trained on" not in both
+    clinical = _card("cbis-ddsm", fusion="clinical")
+    assert "has already found and described (its findings);" in clinical and "modern detectors" not in clinical  # no image: no film
+
+
+@pytest.mark.parametrize(("dataset", "fusion"), [("mini-mias", "late"), ("manifest", "image"), ("manifest", "clinical"), ("", "late")])
+def test_a_card_of_other_data_claims_no_cbis_ddsm_specifics(dataset: str, fusion: str) -> None:
+    card = _card(dataset, fusion, abnormality=())
+    assert not any(claim in card for claim in ("DDSM", "BENIGN_WITHOUT_CALLBACK", "Lee et al.", "Heath et al.", "pathology-proven",
+                                               "- Unit:", "calcifications: it trained"))
+    assert "- Reference standard: the labels as " in card and "how they were established is not recorded here" in card
+    assert "a lesion that a radiologist has already found" in card and card.count("any clinical decision") == 1
+    assert ("modern detectors" in card) == (dataset == "mini-mias")  # mini-MIAS is digitised film too; a manifest's images may not be
+
+
+def _ablation(arms: dict) -> dict:
+    arm = {"auc": 0.88, "auc_sd": 0.02, "auc_pooled": 0.88, "sensitivity": 0.8, "specificity": 0.8}
+    return {"protocol": {"dataset": "cbis-ddsm (train split)", "cases": 9, "patients": 9, "split": "5-fold"},
+            "variants": {name: {**arm, **extra} for name, extra in arms.items()}}
+
+
+def test_a_cross_validated_card_says_how_to_read_its_shortcut_controls(tmp_path: Path) -> None:
+    """A fusion model's controls (0.850) keep the findings: read alone they looked like a leak, where the findings alone score 0.859."""
+    from mammofuse.training.card import add_cross_validation
+
+    controls = {"masked": {"n": 9, "auc": 0.85, "auc_plain_same_cases": 0.88}, "away": {"n": 9, "auc": 0.851, "auc_plain_same_cases": 0.88}}
+
+    def card(report: dict, arm: str) -> str:
+        (tmp_path / "README.md").write_text("# card\n")
+        add_cross_validation(tmp_path, report, arm)
+        text = (tmp_path / "README.md").read_text()
+        lines = text.splitlines()
+        if "- How to read the controls: " in text:  # right after the control lines
+            at = next(i for i, line in enumerate(lines) if line.startswith("- How to read the controls: "))
+            assert lines[at - 1].startswith("- Shortcut control, ")
+        return text
+
+    both = card(_ablation({"late": {"controls": controls}, "clinical": {"auc_pooled": 0.859},
+                           "image": {"controls": {"masked": {**controls["masked"], "auc": 0.49}, "away": {**controls["away"], "auc": 0.51}}}}), "late")
+    assert "- How to read the controls: a fusion model keeps the findings when the lesion is hidden, so compare its controls with the " \
+           "findings alone, the `clinical` arm of this ablation: pooled AUC 0.859; the image arm's own controls (here masked 0.490, " \
+           "away 0.510) near 0.5 mean the image branch reads the lesion" in both
+    alone = card(_ablation({"cross-md_off": {"controls": controls}}), "cross-md_off")
+    assert "with the findings alone (the `clinical` arm: `mammofuse ablate --variants clinical`, same folds); the image arm's own " \
+           "controls (`mammofuse ablate --variants image`) near 0.5" in alone
+    image = card(_ablation({"image": {"controls": controls}}), "image")
+    assert "- How to read the controls: near 0.5 mean the image branch reads the lesion" in image and "fusion model" not in image
+    assert "How to read the controls" not in card(_ablation({"clinical": {}}), "clinical")
+
+
+def test_the_bundled_card_carries_what_the_card_writer_now_says_of_its_data_and_use() -> None:
+    """The bundled card is kept by hand: the intended-use, unit, reference-standard and provenance lines the card writer
+    gives its config must be in it word for word, with its flow of cases and the no-region branch's numbers."""
+    from mammofuse.hub import resolve_model
+    from mammofuse.training.card import model_card
+    from mammofuse.training.settings import TrainSettings
+    from mammofuse.training.state import BestEpoch
+
+    folder = resolve_model("default").folder
+    provenance = json.loads((folder / "config.json").read_text())["provenance"]
+    written = model_card(TrainSettings(**provenance["settings"]), provenance, [], BestEpoch()).splitlines()
+    start = written.index("## Intended use")
+    kept = [*written[start:start + 5], *(line for line in written if line.startswith(("- Unit:", "- Reference standard:", "- Data provenance:")))]
+    bundled = (folder / "README.md").read_text()
+    assert len(kept) == 8 and all(line in bundled.splitlines() for line in kept)
+    assert "1,318 lesion rows from 691 patients" in bundled and "104 of them (15%) benign without callback" in bundled
+    assert "ROC AUC 0.855, calibration slope 0.80" in bundled and "- How to read the controls: a fusion model" in bundled
+
+
 def test_a_lesion_crop_model_given_no_regions_says_its_images_were_not_used(cbis_csv, dicom_root):
     from mammofuse.hub import resolve_model
 

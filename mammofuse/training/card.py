@@ -52,6 +52,7 @@ def model_card(settings: TrainSettings, provenance: dict[str, Any], history: Seq
         f"# mammofuse model: {settings.fusion} fusion on {settings.dataset or 'custom data'}",
         "",
         f"**{RESEARCH_NOTICE}** Not validated for clinical use; do not use it to make decisions about patients.",
+        *_intended_use_section(settings, provenance),
         *_model_section(settings, provenance, best),
         *_data_section(settings, provenance, has_val),
         *_training_section(settings, provenance, history),
@@ -59,6 +60,47 @@ def model_card(settings: TrainSettings, provenance: dict[str, Any], history: Seq
         *_caveats_section(settings, provenance, has_val),
     ]
     return "\n".join(lines) + "\n"
+
+
+CBIS_DDSM = "cbis-ddsm"
+FILM_DATASETS = frozenset({CBIS_DDSM, "mini-mias"})
+"""Datasets of digitised screen-film mammograms: no image from a modern digital detector trained their models."""
+LEE_2017 = "Lee et al. 2017, *Scientific Data* 4:170177"
+HEATH_2001 = "Heath et al. 2001, *Proc. IWDM 2000*"
+LESION_WORDS = {"mass": ("mass", "masses"), "calc": ("calcification", "calcifications")}
+"""Each ``abnormality`` value in words, singular and plural."""
+
+
+def _lesion_kind(provenance: Mapping[str, Any], plural: bool = False) -> str:
+    """The lesion types the model trained on, in words (``provenance.abnormality``): ``mass``, ``mass or calcification``, ``lesion``."""
+    kinds = [LESION_WORDS[k][plural] if k in LESION_WORDS else k for k in provenance.get("abnormality") or []]
+    return (" and " if plural else " or ").join(kinds) or ("lesions" if plural else "lesion")
+
+
+def _intended_use_section(s: TrainSettings, provenance: Mapping[str, Any]) -> list[str]:
+    """What the model is for and what it is not for, from its fusion, input and the lesion types and dataset it trained on."""
+    fusion = Fusion(s.fusion)
+    given = [*(["delimited (its lesion region)"] if fusion.uses_image and s.input == "roi" else []),
+             *(["described (its findings)"] if fusion.uses_clinical else [])]
+    trained = set(provenance.get("abnormality") or [])
+    untrained = [plural for kind, (_, plural) in LESION_WORDS.items() if trained and kind not in trained]
+    out = [
+        "screening or detection (finding lesions): the model scores a lesion it is given",
+        *([f"{' and '.join(untrained)}: it trained on {_lesion_kind(provenance, plural=True)} only"] if untrained else []),
+        *(["digital mammograms from modern detectors: its training images were digitised film"]
+          if fusion.uses_image and s.dataset in FILM_DATASETS else []),
+        "any clinical decision",
+    ]
+    return [
+        "",
+        "## Intended use",
+        "",
+        f"- Task: telling benign from malignant a {_lesion_kind(provenance)} that a radiologist has already "
+        + ", ".join(["found", *given[:-1]]) + (f" and {given[-1]}" if given else "")
+        + "; research on multimodal fusion and its explanations",
+        "- Users: researchers",
+        "- Out of scope: " + "; ".join(out),
+    ]
 
 
 def _model_section(s: TrainSettings, provenance: Mapping[str, Any], best: BestEpoch) -> list[str]:
@@ -121,6 +163,24 @@ def _data_section(s: TrainSettings, provenance: Mapping[str, Any], has_val: bool
         (f"- `config.json` lists digests of the {'training and validation' if has_val else 'training'} patients (pseudonymous: "
          "whoever holds a patient's id can test whether the patient trained this model)" if s.patient_digests
          else "- `config.json` lists no patient digests (`--no-patient-digests`): patient overlap cannot be checked"),
+        *_reference_and_provenance(s),
+    ]
+
+
+def _reference_and_provenance(s: TrainSettings) -> list[str]:
+    """How the labels were established and where the data came from: CBIS-DDSM's, by its papers; otherwise not known here."""
+    if s.dataset != CBIS_DDSM:
+        return [f"- Reference standard: the labels as {f'`{s.dataset}`' if s.dataset else 'the training data'} gives them; "
+                "how they were established is not recorded here"]
+    return [
+        "- Unit: a lesion on one view; CBIS-DDSM describes each lesion once per film, so a lesion seen in the CC and the MLO view "
+        "counts twice (both views are one patient's, so they stay on one side of every split)",
+        "- Reference standard: malignant = pathology-proven; benign = pathology-proven, or not recalled (BENIGN_WITHOUT_CALLBACK: "
+        f"judged benign on the screening films alone, with no further films and no biopsy); {LEE_2017}",
+        "- Data provenance: DDSM screen-film mammograms from US sites (Massachusetts General Hospital, Wake Forest University, "
+        "Sacred Heart Hospital, Washington University in St Louis), assembled in the 1990s (completed 1999) and digitised with "
+        f"several film scanners (Howtek, Lumisys and DBA models; {HEATH_2001}), re-curated as CBIS-DDSM ({LEE_2017}). "
+        "CBIS-DDSM's case descriptions carry no demographics (not even age), so performance by subgroup is unknown",
     ]
 
 
@@ -213,6 +273,34 @@ def _folds_covered(arm: Mapping[str, Any]) -> str:
     return f"{covered} of {arm['folds']} folds" if covered else "folds"
 
 
+def _arm_fusion(arm: str) -> Fusion | None:
+    """The fusion of an ``ablate`` arm, named ``cross``, ``cross-md_off``, ``cross-d50``...; None where the name says none."""
+    try:
+        return Fusion(arm.split("-")[0])
+    except ValueError:
+        return None
+
+
+def _reading_the_controls(report: Mapping[str, Any], arm: str) -> list[str]:
+    """One sentence on how to read ``arm``'s shortcut controls: for a fusion arm they keep the findings, so they are
+    compared with the findings alone (the report's ``clinical`` arm, where it has one) and the image arm's own controls."""
+    if not report["variants"][arm].get("controls"):
+        return []
+    chance = "near 0.5 mean the image branch reads the lesion, not the tissue around it or the film"
+    fusion = _arm_fusion(arm)
+    if fusion is None or not fusion.is_multimodal:
+        return [f"- How to read the controls: {chance}"]
+    variants = report["variants"]
+    clinical = (variants.get("clinical") or {}).get("auc_pooled")
+    alone = (f"the findings alone, the `clinical` arm of this ablation: pooled AUC {fmt(clinical)}" if clinical is not None
+             else "the findings alone (the `clinical` arm: `mammofuse ablate --variants clinical`, same folds)")
+    image = [f"{name} {fmt(c['auc'])}" for name, c in (variants.get("image") or {}).get("controls", {}).items()]
+    own = (f"the image arm's own controls (here {', '.join(image)}) " if image
+           else "the image arm's own controls (`mammofuse ablate --variants image`) ")
+    return [f"- How to read the controls: a fusion model keeps the findings when the lesion is hidden, so compare its controls "
+            f"with {alone}; {own}{chance}"]
+
+
 def add_cross_validation(folder: Path, report: dict[str, Any], arm: str) -> None:
     """Append the cross-validated results of ``arm`` (an ``ablate`` report of the same recipe) to the card."""
     a = report["variants"][arm]
@@ -239,6 +327,7 @@ def add_cross_validation(folder: Path, report: dict[str, Any], arm: str) -> None
         what = ("lesion masked out (filled from adjacent tissue)" if name == "masked" else
                 "a same-size patch away from every lesion" + (f" (mean over {patches} patches per case)" if patches > 1 else ""))
         lines.append(f"- Shortcut control, {what}: AUC {fmt(c['auc'])} (plain {fmt(c['auc_plain_same_cases'])} on the same {c['n']} cases)")
+    lines.extend(_reading_the_controls(report, arm))
     if cal := a.get("calibration"):
         lines.append(f"- Calibration of the pooled out-of-fold scores: slope {fmt(cal['slope'])} (1: calibrated; above 1: "
                      f"under-confident), Brier {fmt(cal['brier'])}, ECE {fmt(cal['ece'])}; recalibrated by the Platt map of the "
