@@ -143,6 +143,7 @@ def test_second_run_reuses_finished_arms_and_image_arms_are_skipped_without_imag
     clinical = saved["variants"]["clinical"]
     assert {"auc", "auc_sd", "auc_ci", "auc_folds", "pr_auc", "f1", "sensitivity", "specificity", "brier", "ece"} <= set(clinical)
     assert len(clinical["auc_folds"]) == 3 and set(clinical["subsets"]) == {"mass", "calc"}
+    assert set(clinical["subgroups"]) == {"density", "view"} and sum(g["n"] for g in clinical["subgroups"]["view"].values()) == clinical["n"]
     assert (tmp_path / "ablation.md").read_text().startswith("| arm |")
     assert (tmp_path / "ablation.png").stat().st_size > 10_000
 

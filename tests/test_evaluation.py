@@ -686,3 +686,32 @@ def test_scores_that_rank_backwards_get_no_calibration() -> None:
 
     with pytest.raises(MammofuseError, match="backwards"):
         fit_platt([0, 0, 1, 1, 0, 1], [0.9, 0.8, 0.2, 0.1, 0.7, 0.3])
+
+
+def test_metrics_by_subgroup_call_each_case_at_its_own_threshold_and_count_the_unrecorded():
+    from mammofuse.evaluation.subgroups import NOT_RECORDED, subgroup_lines, subgroup_metrics
+
+    labels = [0, 1, 0, 1, 0, 1, 1, 0]
+    probs = [0.2, 0.9, 0.6, 0.7, 0.35, 0.4, 0.8, 0.3]
+    cuts = [0.5] * 4 + [0.3] * 4  # the last four were called at another fold's threshold
+    groups = [{"density": "1", "view": "CC"}] * 4 + [{"density": "4", "view": "CC"}] * 3 + [{"view": "CC"}]
+    out = subgroup_metrics(labels, probs, [f"p{i}" for i in range(8)], cuts, groups, n_boot=0, seed=0)
+    assert set(out) == {"density"}  # every case is CC: one group says nothing the whole does not
+    one, four = out["density"]["1"], out["density"]["4"]
+    assert (one["n"], one["positives"], one["auc"], one["sensitivity"], one["specificity"]) == (4, 2, 1.0, 1.0, 0.5)
+    assert (four["n"], four["auc"], four["sensitivity"], four["specificity"]) == (3, 1.0, 1.0, 0.0)  # the benign 0.35 >= 0.3: malignant
+    assert out["density"][NOT_RECORDED] == {"n": 1}
+    assert subgroup_lines(out) == ["breast density: 1: AUC 1.000 (n 4, 2 malignant); 4: AUC 1.000 (n 3, 2 malignant); not recorded: n 1"]
+
+
+def test_a_cross_validated_card_gives_the_arm_by_breast_density(tmp_path):
+    from mammofuse.training.card import add_cross_validation
+
+    (tmp_path / "README.md").write_text("# card\n")
+    group = {"n": 10, "positives": 5, "auc": 0.8, "auc_ci": [0.6, 0.95], "sensitivity": 0.8, "specificity": 0.6}
+    arm = {"auc": 0.8, "auc_sd": 0.1, "auc_pooled": 0.8, "sensitivity": 0.8, "specificity": 0.6, "folds": 5, "auc_folds": [0.8] * 5,
+           "subgroups": {"density": {"1": group, "4": {**group, "auc": 0.7}}}}
+    report = {"variants": {"clinical": arm}, "protocol": {"dataset": "cbis-ddsm", "cases": 20, "patients": 20, "split": "5-fold"}}
+    add_cross_validation(tmp_path, report, "clinical")
+    assert ("- By breast density: 1: AUC 0.800 [0.600, 0.950] (n 10, 5 malignant); 4: AUC 0.700 [0.600, 0.950] (n 10, 5 malignant) "
+            "(pooled out of fold, 95% CI by patient bootstrap)") in (tmp_path / "README.md").read_text()

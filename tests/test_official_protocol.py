@@ -60,6 +60,9 @@ def test_evaluate_two_image_folders_per_view_and_per_breast(official_run, cbis_s
     breast = report["per_breast"]
     assert breast["n"] == 4 and breast["positives"] == 1  # P_00173 L/R benign; P_00820: one breast with the malignant masses
     assert breast["cases_without_laterality"] == 0
+    density, view = report["subgroups"]["density"], report["subgroups"]["view"]  # the ten test rows: densities 2 and 3, CC and MLO
+    assert sum(g["n"] for g in density.values()) == sum(g["n"] for g in view.values()) == 10 and set(view) == {"CC", "MLO"}
+    assert all(set(g) >= {"n", "positives", "auc", "auc_ci", "sensitivity", "specificity"} for g in density.values())
 
 
 def test_predict_aggregates_the_views_of_a_breast_from_dicom_headers(official_run, dicom_root):

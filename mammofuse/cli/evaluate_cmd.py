@@ -218,6 +218,8 @@ def _fmt(value: float | None) -> str:
 def _tables(result: dict[str, Any]) -> None:
     from rich.table import Table
 
+    from mammofuse.evaluation.subgroups import subgroup_lines
+
     columns = {"all": result, **result["subsets"]}
     control = f", control: {_CONTROLS[result['control']]}" if result.get("control") else ""
     table = Table(title=f"{result['model']['fusion']} model on {result['dataset']} ({result['split']}){control}", caption=result["notice"])
@@ -234,6 +236,8 @@ def _tables(result: dict[str, Any]) -> None:
     table.add_row("Brier", *(_fmt(c["brier"]) for c in columns.values()))
     table.add_row("ECE", *(_fmt(c["ece"]) for c in columns.values()))
     console.print(table)
+    for line in subgroup_lines(result.get("subgroups", {})):
+        console.print(f"by {line}", highlight=False, soft_wrap=True)
     if "per_breast" in result:
         b = result["per_breast"]
         ci = f" [{b['auc_ci'][0]:.3f}, {b['auc_ci'][1]:.3f}]" if b.get("auc_ci") else ""

@@ -39,6 +39,7 @@ from mammofuse.evaluation.ablation_results import (
     write_report,
 )
 from mammofuse.evaluation.leakage import pretrained_patients, withheld_patients
+from mammofuse.evaluation.subgroups import case_subgroups
 from mammofuse.fusion import FUSIONS, Fusion
 from mammofuse.jsontext import json_text
 from mammofuse.provenance import UNTUNED_ONE_CLASS
@@ -412,7 +413,8 @@ def run_ablation(
                                           missing_rates, trainer, keep_models, callbacks, controls, away_patches)
                 log(f"{where}: {_fold_line(result, cached)}")
                 all_folds[arm.name].append(result)
-        variants = summarize_arms(all_folds, missing_rates, n_boot, base_settings.seed, threshold)
+        groups = {s.id: case_subgroups(s) for s in samples}
+        variants = summarize_arms(all_folds, missing_rates, n_boot, base_settings.seed, threshold, groups)
         for name, summary in variants.items():
             summary.settings = arm_settings[name]
         protocol = _protocol(base_settings, samples, runnable, dataset, folds, len(fold_pairs), threshold, controls, away_patches, missing_rates)

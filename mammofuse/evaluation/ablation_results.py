@@ -13,7 +13,7 @@ import json
 import warnings
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -140,6 +140,8 @@ class ArmSummary:
             (:func:`mammofuse.evaluation.calibration.calibration_summary`; None with one fold).
         folds_averaged: each metric whose mean covers fewer folds than all, and how many it covers (a held-out
             part of one class has no AUC); None when every mean covers every fold.
+        subgroups: the pooled held-out predictions by breast density and view, each case called at its fold's
+            threshold (:func:`mammofuse.evaluation.subgroups.subgroup_metrics`); None where the cases' groups are not known.
     """
 
     folds: int
@@ -157,6 +159,7 @@ class ArmSummary:
     vs_best_single: dict[str, Any] | None = None
     calibration: dict[str, float] | None = None
     folds_averaged: dict[str, int] | None = None
+    subgroups: dict[str, Any] | None = None
 
     @property
     def auc(self) -> float | None:
@@ -183,7 +186,7 @@ class ArmSummary:
         out: dict[str, Any] = {"folds": self.folds, "n": self.n, **self.metrics, "auc_folds": self.auc_folds, "auc_pooled": self.auc_pooled,
                                "auc_ci": list(self.auc_ci) if self.auc_ci else None, "seconds": self.seconds, "subsets": self.subsets,
                                "controls": self.controls, "per_fold": self.per_fold}
-        for name in ("missing_clinical", "settings", "vs_best_single", "calibration", "folds_averaged"):
+        for name in ("missing_clinical", "settings", "vs_best_single", "calibration", "folds_averaged", "subgroups"):
             if getattr(self, name) is not None:
                 out[name] = getattr(self, name)
         return out
@@ -341,10 +344,14 @@ def fold_thresholds(results: Sequence[FoldResult], source: str) -> list[float]:
     return out
 
 
-def summarize_arm(results: Sequence[FoldResult], missing_rates: Sequence[float], n_boot: int, seed: int, threshold: str = "oof") -> ArmSummary:
+def summarize_arm(
+    results: Sequence[FoldResult], missing_rates: Sequence[float], n_boot: int, seed: int, threshold: str = "oof",
+    groups: Mapping[str, Mapping[str, str]] | None = None,
+) -> ArmSummary:
     """Mean and SD over folds of every metric; pooled out-of-fold AUC with a patient-bootstrap CI; AUC per missing rate.
 
-    ``threshold``: where each fold's operating point comes from (:func:`fold_thresholds`).
+    ``threshold``: where each fold's operating point comes from (:func:`fold_thresholds`). ``groups``: each case's
+    subgroups by id (:func:`~mammofuse.evaluation.subgroups.case_subgroups`), for metrics by subgroup.
     """
     per_fold = []
     pooled_y: list[int] = []
@@ -384,14 +391,28 @@ def summarize_arm(results: Sequence[FoldResult], missing_rates: Sequence[float],
         missing_clinical=missing,
         calibration=calibration_summary([r.scored()[:2] for r in results]),
         folds_averaged=averaged or None,
+        subgroups=_by_subgroup(results, fold_thresholds(results, threshold), groups, n_boot, seed) if groups is not None else None,
     )
+
+
+def _by_subgroup(results: Sequence[FoldResult], cuts: Sequence[float], groups: Mapping[str, Mapping[str, str]], n_boot: int, seed: int) -> dict[str, Any]:
+    """:func:`~mammofuse.evaluation.subgroups.subgroup_metrics` of the pooled held-out predictions, each at its fold's threshold."""
+    from mammofuse.evaluation.subgroups import subgroup_metrics
+
+    rows = [(r.labels[i], prob, r.patients[i], cut, groups.get(r.ids[i], {}))
+            for r, cut in zip(results, cuts) for i, prob in enumerate(r.scores[rate_key(0.0)]) if prob is not None]
+    if not rows:
+        return {}
+    labels, probs, patients, thresholds, of = zip(*rows)
+    return subgroup_metrics(labels, probs, patients, thresholds, of, n_boot, seed)
 
 
 def summarize_arms(
     folds: dict[str, Sequence[FoldResult]], missing_rates: Sequence[float], n_boot: int, seed: int, threshold: str = "oof",
+    groups: Mapping[str, Mapping[str, str]] | None = None,
 ) -> dict[str, ArmSummary]:
     """:func:`summarize_arm` of every arm (name -> its fold results), multimodal arms compared with the best single one."""
-    variants = {name: summarize_arm(results, missing_rates, n_boot, seed, threshold) for name, results in folds.items()}
+    variants = {name: summarize_arm(results, missing_rates, n_boot, seed, threshold, groups) for name, results in folds.items()}
     if partial := [f"{name} {s.folds_averaged['auc']} of {s.folds}" for name, s in variants.items() if s.folds_averaged and "auc" in s.folds_averaged]:
         warnings.warn(f"fold-mean AUC covers only the folds whose held-out part has both classes ({', '.join(partial)}); the pooled AUC covers every case",
                       stacklevel=2)

@@ -21,6 +21,7 @@ from mammofuse.evaluation.leakage import (
     patient_overlap,
 )
 from mammofuse.evaluation.metrics import evaluate_predictions
+from mammofuse.evaluation.subgroups import case_subgroups, subgroup_metrics
 from mammofuse.provenance import threshold_source
 
 REGION_HINT = "The dataset gives them none (CBIS-DDSM: ROI masks in a TCIA tree, or COCO boxes beside the images)"
@@ -197,6 +198,7 @@ def evaluate_model(
         "notice": RESEARCH_NOTICE,
     }
     result["suspicious_auc"] = is_suspicious(result)
+    result["subgroups"] = subgroup_metrics(labels, scores, patients, [config.threshold] * len(kept), [case_subgroups(s) for s in kept], n_boot, seed)
     if per_breast:
         result["per_breast"] = _per_breast(kept, scores, config.threshold, n_boot, seed)
     ci = result.get("auc_ci")

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from mammofuse import RESEARCH_NOTICE
 from mammofuse.atomic import write_text
+from mammofuse.evaluation.subgroups import subgroup_lines
 from mammofuse.fusion import Fusion
 from mammofuse.hub import CARD_METADATA, CARD_NAME, staged_model_folder
 from mammofuse.provenance import fmt, threshold_source, validation_class
@@ -179,8 +180,8 @@ def _reference_and_provenance(s: TrainSettings) -> list[str]:
         f"judged benign on the screening films alone, with no further films and no biopsy); {LEE_2017}",
         "- Data provenance: DDSM screen-film mammograms from US sites (Massachusetts General Hospital, Wake Forest University, "
         "Sacred Heart Hospital, Washington University in St Louis), assembled in the 1990s (completed 1999) and digitised with "
-        f"several film scanners (Howtek, Lumisys and DBA models; {HEATH_2001}), re-curated as CBIS-DDSM ({LEE_2017}). "
-        "CBIS-DDSM's case descriptions carry no demographics (not even age), so performance by subgroup is unknown",
+        f"several film scanners ({HEATH_2001}), re-curated as CBIS-DDSM ({LEE_2017}). "
+        "CBIS-DDSM's case descriptions carry no demographics (not even age), so performance by age or ethnicity is unknown",
     ]
 
 
@@ -335,5 +336,6 @@ def add_cross_validation(folder: Path, report: dict[str, Any], arm: str) -> None
     missing = a.get("missing_clinical", {})
     if "1" in missing:
         lines.append(f"- Clinical findings removed at inference for every case: AUC {fmt(missing['1']['auc'])}")
+    lines.extend(f"- By {line} (pooled out of fold, 95% CI by patient bootstrap)" for line in subgroup_lines(a.get("subgroups") or {}))
     card = Path(folder) / CARD_NAME
     write_text(card, card.read_text(encoding="utf-8") + "\n".join(lines) + "\n")
