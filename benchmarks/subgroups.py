@@ -3,7 +3,8 @@ BI-RADS assessment on the same lesions (CBIS-DDSM).
 
 Re-reads the fold results (nothing is retrained), gives each case its groups from the dataset, and reports each
 arm's pooled held-out AUC per group with a patient-bootstrap interval, and sensitivity and specificity with each case
-called at its fold's threshold, as `ablate` now writes them in `ablation.json` (`subgroups`). For CBIS-DDSM, the
+called at its fold's threshold, as `ablate` now writes them in `ablation.json` (`subgroups`), and the specificity
+where the pooled ROC curve reaches a sensitivity of 0.90 and 0.95. For CBIS-DDSM, the
 assessment column of the case-description CSVs (BI-RADS 0-5, never a model input: it would give the label away) is
 the comparator a radiologist's reading gives: its AUC on the same cases, paired against each arm's (patient
 bootstrap), and its sensitivity and specificity read as "BI-RADS 4 or 5 is malignant".
@@ -60,6 +61,16 @@ def comparator(run: Path, arm: str, birads: dict[str, int], n_boot: int, seed: i
             f"sensitivity {sens:.3f}, specificity {spec:.3f}")
 
 
+def operating_points(run: Path, arm: str, sensitivities: tuple[float, ...] = (0.90, 0.95)) -> str:
+    """Specificity where the pooled out-of-fold ROC curve first reaches each sensitivity (a point on the curve, not
+    a threshold chosen without these cases)."""
+    from sklearn.metrics import roc_curve
+
+    y, p = zip(*[(label, prob) for r in read_arm(run / "arms" / arm) for label, prob in zip(r.labels, r.scores["0"]) if prob is not None])
+    fpr, tpr, _ = roc_curve(y, p)
+    return "; ".join(f"sensitivity {s:.2f}: specificity {1 - fpr[np.argmax(tpr >= s)]:.3f}" for s in sensitivities)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run", type=Path)
@@ -84,6 +95,7 @@ def main() -> None:
             for value, m in table.items():
                 if "sensitivity" in m:
                     print(f"  - {kind} {value}: sensitivity {m['sensitivity']:.3f}, specificity {m['specificity']:.3f}")
+        print(f"- pooled out-of-fold ROC curve: {operating_points(args.run, arm)}")
         if birads:
             print(f"- {comparator(args.run, arm, birads, args.bootstrap, seed)}")
 
