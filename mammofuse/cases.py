@@ -37,7 +37,7 @@ from mammofuse.listing import files_under
 from mammofuse.provenance import unfinished_remark
 from mammofuse.results import Prediction
 from mammofuse.tabular import cell_text, csv_columns, csv_records, delimiter_hint
-from mammofuse.validation import REGION_COLUMNS, region_cells, region_text
+from mammofuse.validation import REGION_COLUMNS, circle_of_text, region_cells
 
 if TYPE_CHECKING:  # torch stays out of import time
     from mammofuse.imaging.reader import MammogramInfo
@@ -47,7 +47,9 @@ if TYPE_CHECKING:  # torch stays out of import time
 PATH_COLUMNS = ("path", "file", "filename", "file_name", "image", "image_path")
 UID_COLUMNS = ("sopinstanceuid", "sop_instance_uid", "sop_uid")
 REGION_TEXT_COLUMN = "region"
-"""predict's column for the lesion circle, ``ROW; COL; RADIUS``: read back where there are no ``roi_*`` columns."""
+"""predict's column for the lesion circle, ``ROW; COL; RADIUS``: read back, in a CSV predict wrote (one with its
+:data:`PREDICT_COLUMNS`), where there are no ``roi_*`` columns. Another CSV's ``region`` (a quadrant) is not read."""
+PREDICT_COLUMNS = ("probability", "prediction", "threshold", "model")
 CALCIFICATION_FIELDS = ("calc_type", "calc_distribution")
 _UID = re.compile(r"^\d+(\.\d+)+$")
 UNLABELLED = -1
@@ -284,18 +286,19 @@ def read_clinical_csv(path: Path, vocabulary: str = DEFAULT_VOCABULARY) -> Clini
     missing = [c for c in REGION_COLUMNS if c not in columns]
     if missing and len(missing) < len(REGION_COLUMNS):
         raise MammofuseError(f"{path}: has no {' or '.join(missing)} column: a lesion circle needs roi_row, roi_col and roi_radius")
-    if REGION_TEXT_COLUMN in columns and not missing:
-        raise MammofuseError(f"{path}: has both roi_row, roi_col, roi_radius and region columns: keep one way of giving the lesion circle")
-    known = set(PATH_COLUMNS) | set(UID_COLUMNS) | set(REGION_COLUMNS) | {REGION_TEXT_COLUMN, "patient_id"} | set(aliases)
+    region_column = REGION_TEXT_COLUMN if REGION_TEXT_COLUMN in columns and all(c in columns for c in PREDICT_COLUMNS) else None
+    if region_column and not missing:
+        raise MammofuseError(f"{path}: has both roi_row, roi_col, roi_radius and predict's region column: keep one way of giving the lesion circle")
+    known = set(PATH_COLUMNS) | set(UID_COLUMNS) | set(REGION_COLUMNS) | {region_column, "patient_id"} | set(aliases)
     ignored = [c for c in columns if c not in known]
     records = csv_records(path, key=_column_key, meaning=aliases, as_written=(key_column,) if key_column else ())
-    rows = [_row(n, values, key_column, uid_column, aliases, schema, path) for n, values in records]
+    rows = [_row(n, values, key_column, uid_column, aliases, schema, path, region_column) for n, values in records]
     return ClinicalTable(path, rows, ignored)
 
 
 def _row(
     n: int, values: dict[str, str], key_column: str | None, uid_column: str | None, aliases: dict[str, str],
-    schema: ClinicalSchema, path: Path,
+    schema: ClinicalSchema, path: Path, region_column: str | None = None,
 ) -> ClinicalRow:
     values = {k: cell_text(v) for k, v in values.items()}
     clinical = {aliases[k]: v for k, v in values.items() if k in aliases and v}
@@ -304,8 +307,8 @@ def _row(
     except ClinicalValueError as exc:
         raise ClinicalValueError(f"{path}:{n}: {exc}") from None
     region = region_cells(values, f"{path}:{n}")
-    if region is None and values.get(REGION_TEXT_COLUMN):
-        region = region_text(values[REGION_TEXT_COLUMN], f"{path}:{n}")
+    if region is None and region_column and values.get(region_column):
+        region = circle_of_text(values[region_column], f"{path}:{n}")
     key = values.get(key_column, "") if key_column else ""
     key = key if key.strip() else ""  # a blank cell names no file
     uid = values.get(uid_column, "") if uid_column else ""

@@ -159,7 +159,7 @@ def region_cells(values: Mapping[str, str], where: str) -> tuple[float, float, f
     return check_region(values["roi_row"], values["roi_col"], values["roi_radius"], where)
 
 
-def region_text(text: str, where: str) -> tuple[float, float, float]:
+def circle_of_text(text: str, where: str) -> tuple[float, float, float]:
     """The lesion circle of predict's ``region`` cell, ``ROW; COL; RADIUS``.
 
     Raises:

@@ -189,12 +189,17 @@ def test_a_clinical_path_matches_as_written_or_without_the_spaces_around_it(tmp_
 
 
 def test_a_clinical_csv_gives_the_lesion_circle_one_way(tmp_path: Path) -> None:
+    """predict's own ``region`` column is its circle; another CSV's ``region`` (a quadrant) is left alone, as before."""
     table = tmp_path / "findings.csv"
-    table.write_text("path,region\na.png,10; 20; 5\nb.png,\n")
+    predicts = "probability,prediction,threshold,model"
+    table.write_text(f"path,region,{predicts}\na.png,10; 20; 5,0.9,malignant,0.5,default\nb.png,,,,,\n")
     assert [row.region for row in read_clinical_csv(table).rows] == [(10.0, 20.0, 5.0), None]
-    table.write_text("path,region,roi_row,roi_col,roi_radius\na.png,10; 20; 5,10,20,5\n")
-    with pytest.raises(MammofuseError, match="has both roi_row, roi_col, roi_radius and region columns"):
+    table.write_text(f"path,region,roi_row,roi_col,roi_radius,{predicts}\na.png,10; 20; 5,10,20,5,0.9,malignant,0.5,default\n")
+    with pytest.raises(MammofuseError, match="has both roi_row, roi_col, roi_radius and predict's region column"):
         read_clinical_csv(table)
+    table.write_text("path,region,density\na.png,upper outer quadrant,2\n")
+    clinical = read_clinical_csv(table)
+    assert clinical.rows[0].region is None and clinical.ignored_columns == ["region"]
 
 
 def _ambiguous(tmp_path: Path) -> Path:
