@@ -23,9 +23,10 @@ from pathlib import Path
 import numpy as np
 
 from mammofuse.data import load_dataset
-from mammofuse.evaluation.ablation_results import read_arm, summarize_arm
+from mammofuse.evaluation.ablation_results import fold_thresholds, read_arm, summarize_arm
 from mammofuse.evaluation.metrics import auc_or_none, paired_auc_difference
 from mammofuse.evaluation.subgroups import case_subgroups, subgroup_lines
+from mammofuse.results import MALIGNANT, decide
 
 
 def assessments(data: Path) -> dict[str, int]:
@@ -42,23 +43,28 @@ def assessments(data: Path) -> dict[str, int]:
     return out
 
 
-def comparator(run: Path, arm: str, birads: dict[str, int], n_boot: int, seed: int) -> str:
-    """The arm's pooled AUC against the BI-RADS assessment's, paired on the cases both have."""
-    cases = [(case, label, prob, patient) for r in read_arm(run / "arms" / arm)
+def comparator(run: Path, arm: str, birads: dict[str, int], threshold: str, n_boot: int, seed: int) -> str:
+    """The arm's pooled AUC against the BI-RADS assessment's, paired on the cases both have, and each one's
+    sensitivity and specificity there (the arm's cases called at their fold's threshold; the assessment's at 4)."""
+    results = read_arm(run / "arms" / arm)
+    cases = [(case, label, prob, patient, cut) for r, cut in zip(results, fold_thresholds(results, threshold))
              for case, label, patient, prob in zip(r.ids, r.labels, r.patients, r.scores["0"]) if prob is not None and case in birads]
     if not cases:
         return f"{arm}: no case has a BI-RADS assessment"
-    ids, y, p, who = (list(x) for x in zip(*cases))
+    ids, y, p, who, cuts = (list(x) for x in zip(*cases))
     b = np.array([birads[c] for c in ids], dtype=float)
     y_arr = np.array(y)
     diff = paired_auc_difference(y, p, list(b), who, n_boot, seed)
-    called = b >= 4
-    sens, spec = called[y_arr == 1].mean(), (~called[y_arr == 0]).mean()
     ci = diff.get("ci")
     interval = f" [{ci[0]:+.3f}, {ci[1]:+.3f}]" if ci else ""
+    model = np.array([decide(prob, cut) == MALIGNANT for prob, cut in zip(p, cuts)])
     return (f"{arm}: AUC {auc_or_none(y_arr, np.array(p)):.3f}, BI-RADS assessment {auc_or_none(y_arr, b):.3f} on the same {len(ids)} "
-            f"cases; {arm} − assessment {diff['difference']:+.3f}{interval} (paired, patients); assessment >= 4: "
-            f"sensitivity {sens:.3f}, specificity {spec:.3f}")
+            f"cases; {arm} − assessment {diff['difference']:+.3f}{interval} (paired, patients); there, {arm} at its folds' thresholds: "
+            f"{_rates(model, y_arr)}, the assessment read as 4 or 5 malignant: {_rates(b >= 4, y_arr)}")
+
+
+def _rates(called: np.ndarray, labels: np.ndarray) -> str:
+    return f"sensitivity {called[labels == 1].mean():.3f}, specificity {(~called[labels == 0]).mean():.3f}"
 
 
 def operating_points(run: Path, arm: str, sensitivities: tuple[float, ...] = (0.90, 0.95)) -> str:
@@ -97,7 +103,7 @@ def main() -> None:
                     print(f"  - {kind} {value}: sensitivity {m['sensitivity']:.3f}, specificity {m['specificity']:.3f}")
         print(f"- pooled out-of-fold ROC curve: {operating_points(args.run, arm)}")
         if birads:
-            print(f"- {comparator(args.run, arm, birads, args.bootstrap, seed)}")
+            print(f"- {comparator(args.run, arm, birads, threshold, args.bootstrap, seed)}")
 
 
 if __name__ == "__main__":

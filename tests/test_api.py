@@ -310,3 +310,40 @@ def test_predict_draws_nothing_from_torchs_random_stream(real_dicoms) -> None:
     torch.manual_seed(0)
     model.predict(real_dicoms["P_00820_lcc"], density=2)
     assert torch.equal(torch.rand(3), expected)
+
+
+def test_a_process_forked_while_another_thread_holds_the_lock_can_call_the_library(tmp_path: Path) -> None:
+    """Was: the child inherited the lock held by a thread it does not have, and waited for it forever."""
+    import os
+    import threading
+
+    from mammofuse.serial import one_at_a_time
+
+    held, release = threading.Event(), threading.Event()
+
+    @one_at_a_time
+    def call() -> None:
+        held.set()
+        release.wait(10)
+
+    holder = threading.Thread(target=call)
+    holder.start()
+    assert held.wait(10)
+    pid = os.fork()
+    if pid == 0:  # the child: a wrapped call must not wait for the parent's thread
+        one_at_a_time(lambda: None)()
+        os._exit(0)
+    try:
+        for _ in range(100):
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                break
+            threading.Event().wait(0.05)
+        else:
+            os.kill(pid, 9)
+            os.waitpid(pid, 0)
+            pytest.fail("the forked child waited for a lock its parent's thread held")
+        assert os.waitstatus_to_exitcode(status) == 0
+    finally:
+        release.set()
+        holder.join(10)

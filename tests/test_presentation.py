@@ -19,7 +19,7 @@ from mammofuse.imaging.reader import ReaderWarning, check_header, read_mammogram
 
 runner = CliRunner()
 ROI = "32,8,6"  # inside the phantom's breast
-TRAINED_ON = "the models were trained on digitised screen-film mammograms processed for presentation (CBIS-DDSM)"
+TRAINED_ON = "mammofuse's bundled models were trained on digitised screen-film mammograms processed for presentation (CBIS-DDSM)"
 UNTESTED = "how they score a digital detector's images is untested"
 DIGITAL_MAMMOGRAPHY = "1.2.840.10008.5.1.4.1.1.1.2"  # Digital Mammography X-Ray Image Storage - For Presentation
 

@@ -1,6 +1,6 @@
 """What a DICOM header says an image is: its modality, and whether it is a mammogram like the training images.
 
-The models were trained on digitised screen-film mammograms processed for presentation (CBIS-DDSM: scanned films,
+mammofuse's bundled models were trained on digitised screen-film mammograms processed for presentation (CBIS-DDSM: scanned films,
 stored as Secondary Capture images of modality ``MG``). A file of another imaging modality (CT, MR, US...) is no
 mammogram and is refused; a header that leaves the question open (computed or digital radiography, ``OT``, no
 modality) or describes another kind of mammogram (raw FOR PROCESSING data, a breast tomosynthesis slice, a spot
@@ -37,7 +37,7 @@ DIGITAL_CLASSES = {
 DIGITAL_DETECTORS = frozenset({"DIRECT", "SCINTILLATOR", "STORAGE"})
 """Detector Type (0018,7004) values of a digital detector: X-ray photoconductor, phosphor, storage phosphor. The fourth
 value, FILM, is a scanned film/screen: a digitised film like the training images, whatever the SOP class."""
-TRAINED_ON = "the models were trained on digitised screen-film mammograms processed for presentation (CBIS-DDSM)"
+TRAINED_ON = "mammofuse's bundled models were trained on digitised screen-film mammograms processed for presentation (CBIS-DDSM)"
 
 
 def not_mammography(modality: str | None) -> str | None:
