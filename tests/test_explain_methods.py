@@ -204,7 +204,8 @@ def test_explanation_to_dict_is_json_ready_and_is_what_explanation_json_holds(re
 def test_an_explanation_built_by_hand_serialises_paths_as_names_and_times_to_the_millisecond() -> None:
     result = Explanation(
         source="scan.dcm", folder=Path("out/scan"), probability=0.75, logit=1.0986, threshold=0.5, decision="malignant",
-        model="m", fusion="cross", backbone="resnet18", clinical={"margin": "SPICULATED", "density": None},
+        model="m", weights_digest="0123456789abcdef", fusion="cross", backbone="resnet18",
+        clinical={"margin": "SPICULATED", "density": None},
         options=ExplainOptions(methods=("shap",)), outputs={"shap_png": Path("out/scan/shap_clinical.png")},
         notes=["a note"], top_contributions=[Contribution("mass margins", "SPICULATED", 0.2)], seconds={"shap": 0.12345},
     )
@@ -213,7 +214,7 @@ def test_an_explanation_built_by_hand_serialises_paths_as_names_and_times_to_the
     assert record["outputs"] == {"shap_png": "shap_clinical.png"} and record["seconds"] == {"shap": 0.123}
     assert record["top_clinical_contributions"] == [{"field": "mass margins", "value": "SPICULATED", "shap": 0.2}]
     assert record["clinical"] == {"margin": "SPICULATED", "density": None} and "Research use only" in record["notice"]
-    assert result.model_description == "m (cross fusion, resnet18)"
+    assert result.model_description == "m (cross fusion, resnet18; weights 0123456789abcdef)"
 
 
 # --- the front door -------------------------------------------------------------------------

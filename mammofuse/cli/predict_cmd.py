@@ -157,7 +157,7 @@ def predict(
         if fmt == "table":
             _table(records, output)
         else:
-            emit(render_records([r.to_dict() for r in records], fmt), output)
+            emit(render_records([{**r.to_dict(), "weights_digest": run.weights} for r in records], fmt), output)
             err_console.print(RESEARCH_NOTICE, style="dim", highlight=False, soft_wrap=True)
         failed = [(r.path, r.error.message) for r in records if r.error is not None]
         for path, remarks in dict.fromkeys((r.path, _own_remarks(r.note, net)) for r in records):  # a file's lesions: once

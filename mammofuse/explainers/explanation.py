@@ -53,6 +53,7 @@ class Explanation:
     model: str
     fusion: str
     backbone: str | None
+    weights_digest: str
     clinical: dict[str, str | None]
     options: ExplainOptions
     outputs: dict[str, Path] = field(default_factory=dict)
@@ -63,8 +64,8 @@ class Explanation:
 
     @property
     def model_description(self) -> str:
-        """The model as the report names it: ``name (cross fusion, resnet50)``."""
-        return f"{self.model or 'model'} ({self.fusion} fusion" + (f", {self.backbone})" if self.backbone else ")")
+        """The model as the report names it: ``name (cross fusion, resnet50; weights 0123456789abcdef)``."""
+        return f"{self.model or 'model'} ({self.fusion} fusion" + (f", {self.backbone}" if self.backbone else "") + f"; weights {self.weights_digest})"
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON-ready record: ``source`` as records carry a path (:func:`~mammofuse.results.record_path`) and
@@ -78,6 +79,7 @@ class Explanation:
             "threshold": self.threshold,
             "decision": self.decision,
             "model": self.model,
+            "weights_digest": self.weights_digest,
             "fusion": self.fusion,
             "backbone": self.backbone,
             "clinical": dict(self.clinical),

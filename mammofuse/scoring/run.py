@@ -63,10 +63,10 @@ class ScoringRun:
 
     @cached_property
     def weights(self) -> str:
-        """The digest of the model's weights that streamed records carry (hashed only when records are streamed)."""
-        from mammofuse.model.io import state_digest
+        """The digest of the model's weights that records carry (hashed only when asked for)."""
+        from mammofuse.model.io import weights_digest
 
-        return state_digest(self.model)[:16]
+        return weights_digest(self.model)
 
     @cached_property
     def layout(self) -> RecordLayout:
