@@ -13,7 +13,6 @@ from typer.testing import CliRunner
 import mammofuse
 from mammofuse.cli import app
 from mammofuse.errors import OutputError
-from mammofuse.model.io import weights_digest
 from mammofuse.results import ErrorKind
 
 
@@ -31,7 +30,7 @@ def test_predict_a_folder_per_breast_matches_the_cli(real_dicoms, tmp_path: Path
                        "they get no breast score"]  # the broken file; a region for every file, so no other remark
     cli = CliRunner().invoke(app, ["predict", str(folder), str(broken), "--aggregate", "breast", "--density", "2",
                                    "--margin", "circumscribed", "--roi", "1000,1000,150", "--format", "json"])
-    digest = weights_digest(mammofuse.MammoFuse.from_pretrained("default"))
+    digest = mammofuse.MammoFuse.from_pretrained("default").weights_digest()
     assert cli.exit_code == 1 and json.loads(cli.stdout) == [{**r.to_dict(), "weights_digest": digest} for r in records]
 
 

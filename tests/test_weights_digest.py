@@ -35,6 +35,7 @@ def test_predict_evaluate_and_explain_records_carry_the_same_weights_digest(tmp_
     assert record["weights_digest"] == digest and f"weights {digest}" in next((tmp_path / "x").rglob("report.html")).read_text()
 
     model = load_model(folder)
+    assert model.weights_digest() == digest
     cases = [Sample(id=name, patient_id=name, label=i % 2, clinical={"density": "2"}, image_path=str(path))
              for i, (name, path) in enumerate(sorted(real_dicoms.items())[:4])]
     assert evaluate_model(model, cases, n_boot=10).report["model"]["weights_digest"] == digest

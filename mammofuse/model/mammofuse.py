@@ -148,6 +148,12 @@ class MammoFuse(nn.Module):
 
         return save_model(self, folder)
 
+    def weights_digest(self) -> str:
+        """16 hex digits of the SHA-256 of the weights, as records name them (``weights_digest``): which weights these are."""
+        from mammofuse.model.io import weights_digest
+
+        return weights_digest(self)
+
     @overload
     def predict(self, image: str | Path, **kwargs: Any) -> "Prediction": ...
     @overload
