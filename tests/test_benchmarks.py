@@ -74,3 +74,25 @@ def test_away_draws_reproduces_the_runs_own_patch_and_scores_others(mini_mias: P
     stored = json.loads((run / "ablation.json").read_text())["variants"]["image"]["controls"]["away"]
     assert report["cases"] == stored["n"] and abs(report["auc_per_draw"][0] - stored["auc"]) < 1e-3
     assert len(report["auc_per_draw"]) == 2 and 0 <= report["auc_mean_of_draws"] <= 1
+
+
+def test_explanation_faithfulness_rescores_the_runs_cases_and_deletes_each_maps_top(mini_mias: Path, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from mammofuse.cli import app
+
+    mini_mias = mias_subset(mini_mias, tmp_path / "shared")
+    run = tmp_path / "run"
+    done = CliRunner().invoke(app, ["ablate", "--dataset", "mini-mias", "--data", str(mini_mias), "--out", str(run), "--variants", "image",
+                                    "--folds", "2", "--epochs", "1", "--bootstrap", "0", "--keep-models", "--device", "cpu"])
+    assert done.exit_code == 0, done.output[-2000:]
+    out = tmp_path / "faithfulness.json"
+    lines = _run("explanation_faithfulness.py", str(run), "--dataset", "mini-mias", "--data", str(mini_mias), "--methods",
+                 "gradcam:backbone.layer3", "--shares", "0.25", "--bootstrap", "50", "--output", str(out)).splitlines()
+    report = json.loads(lines[0])
+    stored = json.loads((run / "ablation.json").read_text())["variants"]["image"]
+    assert report["cases"] == stored["n"] and abs(report["auc"] - stored["auc_pooled"]) < 1e-3  # the run's own scores
+    cases = json.loads(out.read_text())[0]["per_case"]
+    usable = [c for c in cases if c["usable"]]
+    assert len(usable) == report["usable"] > 0 and all(c["own_0.25"] != c["logit"] for c in usable)  # a quarter of each crop changed
+    assert report["deletion"]["0.25"]["own_minus_other"] == pytest.approx(sum(c["own_0.25"] - c["other_0.25"] for c in usable) / len(usable))
