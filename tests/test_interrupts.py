@@ -145,6 +145,36 @@ def test_sigterm_while_a_reader_starts_is_one_line_and_143(tiny_model: Path, min
     assert _finish(process) == (143, INTERRUPTED)
 
 
+# A second SIGTERM (each reader of a group that a job manager stops may pass one on) landing just as the first is being
+# reported: the report was marked made before it was printed, so the second ended the command silently with 143.
+SECOND_SIGTERM_AS_THE_FIRST_IS_REPORTED = """
+    import os, signal
+    import mammofuse.interrupts as interrupts
+
+    first_report = interrupts.first_report
+
+    def second_sigterm(*args):
+        decided = first_report(*args)
+        if decided:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return decided
+
+    interrupts.first_report = second_sigterm
+
+    import mammofuse.cli.predict_cmd as predict_cmd
+
+    def clinical_flags(*args):
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    predict_cmd.clinical_flags = clinical_flags
+"""
+
+
+def test_a_second_sigterm_while_the_first_is_reported_still_says_it_once(tmp_path: Path) -> None:
+    process = _start(["predict", str(tmp_path), "--density", "2"], SECOND_SIGTERM_AS_THE_FIRST_IS_REPORTED, tmp_path)
+    assert _finish(process) == (143, INTERRUPTED)
+
+
 # Ctrl-C while the command takes a batch's shared memory from a reader: it drops the connection that reader's
 # hand-over thread is serving (which printed a ConnectionResetError traceback after the command's line).
 CTRL_C_WHILE_TAKING_A_BATCH = """

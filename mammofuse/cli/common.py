@@ -19,7 +19,7 @@ from rich.text import Text
 from mammofuse.cli.output import err_console, stdout_closed
 from mammofuse.cli.streams import ClosedStdout, closed_stdout_error
 from mammofuse.errors import MammofuseError, OutputError
-from mammofuse.interrupts import first_report, interrupted_status
+from mammofuse.interrupts import first_report, held_back, interrupted_status
 from mammofuse.jsontext import json_text
 from mammofuse.validation import MAX_AWAY_PATCHES, MAX_BATCH_SIZE, check_region  # noqa: F401 (the commands' bounds, with those of the API)
 
@@ -189,8 +189,12 @@ def fail(message: str, code: int = USAGE_ERROR) -> typer.Exit:
 
 def interrupted(status: int) -> typer.Exit:
     """The Exit of a command Ctrl-C or SIGTERM ended, ``error: interrupted`` printed once however many signals came
-    (:func:`mammofuse.interrupts.first_report`)."""
-    return fail("interrupted", status) if first_report() else typer.Exit(status)
+    (:func:`mammofuse.interrupts.first_report`). Stop signals are held back from the decision to the printed line: one
+    landing in between (a second SIGTERM passed on by a reader) would leave the report marked made and never printed."""
+    with held_back():
+        if first_report():
+            return fail("interrupted", status)
+    return typer.Exit(status)
 
 
 def _notes_once() -> Callable[..., None]:
