@@ -22,7 +22,6 @@ from mammofuse.evaluation.leakage import (
 )
 from mammofuse.evaluation.metrics import evaluate_predictions
 from mammofuse.evaluation.subgroups import case_subgroups, subgroup_metrics
-from mammofuse.model.io import weights_digest
 from mammofuse.provenance import threshold_source
 
 REGION_HINT = "The dataset gives them none (CBIS-DDSM: ROI masks in a TCIA tree, or COCO boxes beside the images)"
@@ -188,7 +187,7 @@ def evaluate_model(
     result: dict[str, Any] = {
         **(describe or {}),
         **({"away_patches": away_patches} if control == "away" else {}),
-        "model": {"fusion": config.fusion, "backbone": config.backbone if config.uses_image else None, "weights_digest": weights_digest(model),
+        "model": {"fusion": config.fusion, "backbone": config.backbone if config.uses_image else None, "weights_digest": model.weights_digest(),
                   "threshold_source": threshold_source(provenance), "trained_on": provenance.get("dataset"),
                   "notes": model_notes(model, samples, True, REGION_HINT, "cases", control=control)},
         **metrics,

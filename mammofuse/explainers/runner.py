@@ -46,7 +46,6 @@ from mammofuse.imaging.reader import remarks_kept
 from mammofuse.inference import OFF_BREAST, on_background
 from mammofuse.jsontext import json_text
 from mammofuse.model import MammoFuse
-from mammofuse.model.io import weights_digest
 from mammofuse.results import decide, path_digest, record_path, sigmoid
 
 SUMMARY, REPORT = "explanation.json", "report.html"
@@ -123,7 +122,7 @@ def _explain(
     decoded = schema.display(inputs.clinical[0].cpu().numpy(), inputs.mask[0].cpu().numpy())
     result = Explanation(
         source=inputs.source, folder=folder, probability=probability, logit=logit, threshold=threshold,
-        decision=decide(probability, threshold), model=model_name, weights_digest=weights_digest(model), fusion=config.fusion,
+        decision=decide(probability, threshold), model=model_name, weights_digest=model.weights_digest(), fusion=config.fusion,
         backbone=config.backbone if config.uses_image else None,
         clinical={name: decoded[name] for name in schema.field_names}, options=options,
         view={"box": list(inputs.view_box), "mirrored": bool(inputs.info.flipped)} if inputs.info else {},

@@ -113,11 +113,6 @@ def state_digest(module: torch.nn.Module) -> str:
     return digest.hexdigest()
 
 
-def weights_digest(module: torch.nn.Module) -> str:
-    """The first 16 hex digits of :func:`state_digest`: the ``weights_digest`` that records name their weights by."""
-    return state_digest(module)[:16]
-
-
 def read_config(folder: str | Path) -> ModelConfig:
     """The model config of a folder, validated against the installed vocabulary."""
     path = Path(folder) / CONFIG_NAME

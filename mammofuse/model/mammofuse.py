@@ -150,9 +150,9 @@ class MammoFuse(nn.Module):
 
     def weights_digest(self) -> str:
         """16 hex digits of the SHA-256 of the weights, as records name them (``weights_digest``): which weights these are."""
-        from mammofuse.model.io import weights_digest
+        from mammofuse.model.io import state_digest
 
-        return weights_digest(self)
+        return state_digest(self)[:16]
 
     @overload
     def predict(self, image: str | Path, **kwargs: Any) -> "Prediction": ...

@@ -64,9 +64,7 @@ class ScoringRun:
     @cached_property
     def weights(self) -> str:
         """The digest of the model's weights that records carry (hashed only when asked for)."""
-        from mammofuse.model.io import weights_digest
-
-        return weights_digest(self.model)
+        return self.model.weights_digest()
 
     @cached_property
     def layout(self) -> RecordLayout:
